@@ -1,0 +1,246 @@
+//! [`Database`]: one SQLite file (or memory) with the better-sqlite3-style SQL API.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use pluresdb_crdt::{HybridClock, SiteId};
+
+use crate::cursor::RowIter;
+use crate::engine::Engine;
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::EventHub;
+use crate::options::OpenOptions;
+use crate::params::Params;
+use crate::query::{RunResult, ScriptResult};
+use crate::row::{FromRow, Row};
+use crate::schema;
+use crate::statement::Statement;
+use crate::value::Value;
+
+/// A PluresDB database: real SQLite SQL plus a graph of JSON nodes and edges, in one file.
+///
+/// Cheap to clone (clones share the connections) and safe to use from many threads: one
+/// writer connection serializes writes, a pool of readers serves plain reads concurrently.
+#[derive(Clone)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Arc<Engine>,
+    clock: HybridClock,
+    site: SiteId,
+    graph: bool,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("path", &self.path())
+            .field("site", &self.inner.site.to_string())
+            .finish()
+    }
+}
+
+impl Database {
+    /// Opens (or creates) the database file at `path` with the default [`OpenOptions`].
+    ///
+    /// A file that is not a database, or was written by a newer PluresDB, is refused with
+    /// an error and left untouched.
+    pub fn open(path: impl AsRef<Path>) -> Result<Database> {
+        OpenOptions::new().open(path)
+    }
+
+    /// Opens a new, private in-memory database.
+    pub fn open_in_memory() -> Result<Database> {
+        OpenOptions::new().open_in_memory()
+    }
+
+    /// Options for [`OpenOptions::open`].
+    pub fn options() -> OpenOptions {
+        OpenOptions::new()
+    }
+
+    pub(crate) fn open_with(path: Option<&Path>, opts: OpenOptions) -> Result<Database> {
+        let hub = Arc::new(EventHub::default());
+        let engine = Arc::new(Engine::open(path, opts.clone(), hub)?);
+        let state = {
+            let writer = engine.writer()?;
+            schema::prepare(writer.conn(), path.is_none(), &opts).map_err(|e| match path {
+                Some(p) if e.kind() == ErrorKind::Corrupt => e.context(p.display()),
+                _ => e,
+            })?
+        };
+        Ok(Database {
+            inner: Arc::new(Inner {
+                engine,
+                clock: HybridClock::starting_after(state.last_hlc),
+                site: state.site,
+                graph: state.graph,
+            }),
+        })
+    }
+
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.inner.engine
+    }
+
+    pub(crate) fn clock(&self) -> &HybridClock {
+        &self.inner.clock
+    }
+
+    pub(crate) fn require_graph(&self) -> Result<()> {
+        if self.inner.graph {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::ReadOnly,
+                "this file has no PluresDB graph tables yet and was opened read-only; open it \
+                 read-write once to add them",
+            ))
+        }
+    }
+
+    /// The file path, or `None` for an in-memory database.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.engine.path()
+    }
+
+    /// This replica's site id (16 random bytes made when the file was created).
+    pub fn site_id(&self) -> SiteId {
+        self.inner.site
+    }
+
+    /// True when opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.engine.options().read_only
+    }
+
+    /// True when this thread is inside a transaction on this database.
+    pub fn in_transaction(&self) -> bool {
+        self.inner.engine.in_transaction_here()
+    }
+
+    /// Runs one or more SQL statements separated by `;` (no parameters, rows ignored).
+    pub fn exec(&self, sql: &str) -> Result<()> {
+        self.inner.engine.script(sql, false).map(|_| ())
+    }
+
+    /// Runs a script of statements and returns the rows of the last one that has result
+    /// columns (what the `pluresdb sql` command prints).
+    pub fn exec_script(&self, sql: &str) -> Result<ScriptResult> {
+        self.inner.engine.script(sql, true)
+    }
+
+    /// Runs one statement; returns rows changed and the last inserted rowid.
+    pub fn run(&self, sql: &str, params: impl Params) -> Result<RunResult> {
+        let info = self.inner.engine.info(sql);
+        self.inner.engine.run(sql, &info, &params)
+    }
+
+    /// The first row of a query, or `None`.
+    pub fn get(&self, sql: &str, params: impl Params) -> Result<Option<Row>> {
+        let info = self.inner.engine.info(sql);
+        self.inner.engine.get(sql, &info, &params)
+    }
+
+    /// All rows of a query.
+    pub fn all(&self, sql: &str, params: impl Params) -> Result<Vec<Row>> {
+        let info = self.inner.engine.info(sql);
+        self.inner.engine.all(sql, &info, &params)
+    }
+
+    /// The first row converted to `T` (a tuple such as `(i64, String)`), or `None`.
+    pub fn get_as<T: FromRow>(&self, sql: &str, params: impl Params) -> Result<Option<T>> {
+        self.get(sql, params)?.map(|r| T::from_row(&r)).transpose()
+    }
+
+    /// All rows converted to `T`.
+    pub fn all_as<T: FromRow>(&self, sql: &str, params: impl Params) -> Result<Vec<T>> {
+        self.all(sql, params)?.iter().map(T::from_row).collect()
+    }
+
+    /// The first column of the first row (`Value::Null` when there is no row).
+    pub fn value(&self, sql: &str, params: impl Params) -> Result<Value> {
+        Ok(self
+            .get(sql, params)?
+            .and_then(|r| r.into_values().into_iter().next())
+            .unwrap_or(Value::Null))
+    }
+
+    /// Streams the rows of a query without loading them all; see [`RowIter`].
+    pub fn iterate(&self, sql: &str, params: impl Params) -> Result<RowIter> {
+        RowIter::open(&self.inner.engine, sql, &params)
+    }
+
+    /// Prepares one statement for repeated use; errors in the SQL are reported now.
+    pub fn prepare(&self, sql: &str) -> Result<Statement> {
+        Statement::new(self.clone(), sql)
+    }
+
+    /// Runs a pragma on the writer connection and returns its rows:
+    /// `db.pragma("cache_size = -20000")`, `db.pragma("table_info(users)")`.
+    pub fn pragma(&self, pragma: &str) -> Result<Vec<Row>> {
+        let sql = format!("PRAGMA {pragma}");
+        let writer = self.inner.engine.writer()?;
+        let mut stmt = writer
+            .conn()
+            .prepare(&sql)
+            .map_err(|e| crate::engine::sql_error(e, &sql))?;
+        let columns = Arc::new(crate::row::Columns::from_statement(&stmt));
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(Row::read(&columns, row)?);
+        }
+        Ok(out)
+    }
+
+    /// The first value a pragma returns (`Value::Null` when none): `db.pragma_value("user_version")`.
+    pub fn pragma_value(&self, pragma: &str) -> Result<Value> {
+        Ok(self
+            .pragma(pragma)?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_values().into_iter().next())
+            .unwrap_or(Value::Null))
+    }
+
+    /// Copies the whole database to `dest` with SQLite's online backup (a consistent
+    /// snapshot, even while other threads write).
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<()> {
+        let dest = dest.as_ref();
+        if dest.exists() {
+            return Err(Error::invalid(format!(
+                "{} already exists; choose a new file for the backup",
+                dest.display()
+            )));
+        }
+        let mut target = rusqlite::Connection::open(dest)
+            .map_err(|e| Error::from(e).context(format!("cannot create {}", dest.display())))?;
+        let writer = self.inner.engine.writer()?;
+        let backup = rusqlite::backup::Backup::new(writer.conn(), &mut target)?;
+        backup.run_to_completion(1024, std::time::Duration::ZERO, None)?;
+        Ok(())
+    }
+
+    /// SQLite's `integrity_check` and `foreign_key_check`; an empty list means healthy.
+    pub fn check(&self) -> Result<Vec<String>> {
+        let mut problems: Vec<String> = self
+            .pragma("integrity_check")?
+            .iter()
+            .filter_map(|r| r.get::<String>(0).ok())
+            .filter(|s| s != "ok")
+            .collect();
+        for r in self.pragma("foreign_key_check")? {
+            let table: String = r.get(0).unwrap_or_default();
+            let rowid: Option<i64> = r.get(1).unwrap_or_default();
+            let parent: String = r.get(2).unwrap_or_default();
+            problems.push(format!(
+                "foreign key violation: {table} row {} references a missing row in {parent}",
+                rowid.map_or_else(|| "?".to_owned(), |r| r.to_string())
+            ));
+        }
+        Ok(problems)
+    }
+}

@@ -1,0 +1,283 @@
+//! Change notifications: callbacks and streams that fire after a commit, never for work
+//! that rolled back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use parking_lot::{Mutex, ReentrantMutex, RwLock};
+
+use crate::graph::{Edge, Node};
+
+/// A node that was written or deleted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeChange {
+    /// The node id.
+    pub id: String,
+    /// The node after the change; `None` when it was deleted.
+    pub node: Option<Node>,
+}
+
+/// An edge that was linked, changed or unlinked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EdgeChange {
+    /// Source node id.
+    pub from: String,
+    /// Relation name.
+    pub relation: String,
+    /// Target node id.
+    pub to: String,
+    /// The edge after the change; `None` when it was unlinked.
+    pub edge: Option<Edge>,
+}
+
+/// What a SQL statement did to a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowOp {
+    /// INSERT.
+    Insert,
+    /// UPDATE.
+    Update,
+    /// DELETE.
+    Delete,
+}
+
+/// A row of a user table changed by SQL. As with SQLite's update hook, `WITHOUT ROWID`
+/// tables are not reported, nor rows removed by a `DELETE` without `WHERE` (SQLite's
+/// truncate optimization).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowChange {
+    /// The table name.
+    pub table: String,
+    /// What happened.
+    pub op: RowOp,
+    /// The row's rowid.
+    pub rowid: i64,
+}
+
+/// One committed change.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// A node was written or deleted.
+    Node(NodeChange),
+    /// An edge was linked, changed or unlinked.
+    Edge(EdgeChange),
+    /// A row of a user table changed.
+    Row(RowChange),
+}
+
+/// Identifies a subscription, for [`Database::off`](crate::Database::off).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SubscriptionId(u64);
+
+/// Which node changes a subscription wants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum NodeFilter {
+    Id(String),
+    Prefix(String),
+    Any,
+}
+
+impl NodeFilter {
+    /// `"user:*"` watches a prefix, `"*"` everything, anything else one id.
+    pub(crate) fn parse(pattern: &str) -> NodeFilter {
+        match pattern.strip_suffix('*') {
+            Some("") => NodeFilter::Any,
+            Some(prefix) => NodeFilter::Prefix(prefix.to_owned()),
+            None => NodeFilter::Id(pattern.to_owned()),
+        }
+    }
+
+    fn matches(&self, id: &str) -> bool {
+        match self {
+            NodeFilter::Id(want) => want == id,
+            NodeFilter::Prefix(prefix) => id.starts_with(prefix.as_str()),
+            NodeFilter::Any => true,
+        }
+    }
+}
+
+type NodeCallback = Arc<dyn Fn(&NodeChange) + Send + Sync>;
+type ChangeCallback = Arc<dyn Fn(&Change) -> bool + Send + Sync>;
+
+enum Listener {
+    Node(NodeFilter, NodeCallback),
+    All(ChangeCallback),
+}
+
+/// Collects changes during a transaction and delivers them after it commits.
+#[derive(Default)]
+pub(crate) struct EventHub {
+    pending: Mutex<Vec<Change>>,
+    committed: Mutex<Vec<Change>>,
+    listeners: RwLock<Vec<(SubscriptionId, Arc<Listener>)>>,
+    next_id: AtomicU64,
+    /// Somebody listens: node changes are worth building.
+    active: AtomicBool,
+    /// Somebody listens to every change: row changes are worth recording.
+    wants_rows: AtomicBool,
+    deliver: ReentrantMutex<()>,
+}
+
+impl EventHub {
+    pub(crate) fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn wants_rows(&self) -> bool {
+        self.wants_rows.load(Ordering::Acquire)
+    }
+
+    /// Records a change of the open transaction (or of the statement about to commit).
+    pub(crate) fn record(&self, change: Change) {
+        self.pending.lock().push(change);
+    }
+
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.lock().len()
+    }
+
+    /// Forgets changes recorded after `mark` (a savepoint rolled back).
+    pub(crate) fn truncate_pending(&self, mark: usize) {
+        self.pending.lock().truncate(mark);
+    }
+
+    /// Called by SQLite's commit hook.
+    pub(crate) fn on_commit(&self) {
+        let mut pending = self.pending.lock();
+        if !pending.is_empty() {
+            self.committed.lock().append(&mut pending);
+        }
+    }
+
+    /// Called by SQLite's rollback hook.
+    pub(crate) fn on_rollback(&self) {
+        self.pending.lock().clear();
+    }
+
+    /// Delivers committed changes to listeners, in commit order.
+    pub(crate) fn deliver_committed(&self) {
+        if self.committed.lock().is_empty() {
+            return;
+        }
+        let _order = self.deliver.lock();
+        let changes = std::mem::take(&mut *self.committed.lock());
+        let listeners: Vec<_> = self
+            .listeners
+            .read()
+            .iter()
+            .map(|(id, l)| (*id, l.clone()))
+            .collect();
+        let mut closed = Vec::new();
+        for change in &changes {
+            for (id, listener) in &listeners {
+                let keep =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &**listener {
+                        Listener::Node(filter, callback) => {
+                            if let Change::Node(node) = change
+                                && filter.matches(&node.id)
+                            {
+                                callback(node);
+                            }
+                            true
+                        }
+                        Listener::All(callback) => callback(change),
+                    }));
+                match keep {
+                    Ok(true) => {}
+                    Ok(false) => closed.push(*id),
+                    Err(_) => {
+                        eprintln!("pluresdb: a change listener panicked; it was removed");
+                        closed.push(*id);
+                    }
+                }
+            }
+        }
+        for id in closed {
+            self.remove(id);
+        }
+    }
+
+    fn add(&self, listener: Listener) -> SubscriptionId {
+        let id = SubscriptionId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let mut listeners = self.listeners.write();
+        listeners.push((id, Arc::new(listener)));
+        self.refresh_flags(&listeners);
+        id
+    }
+
+    pub(crate) fn remove(&self, id: SubscriptionId) -> bool {
+        let mut listeners = self.listeners.write();
+        let before = listeners.len();
+        listeners.retain(|(i, _)| *i != id);
+        self.refresh_flags(&listeners);
+        listeners.len() != before
+    }
+
+    fn refresh_flags(&self, listeners: &[(SubscriptionId, Arc<Listener>)]) {
+        self.active.store(!listeners.is_empty(), Ordering::Release);
+        let rows = listeners
+            .iter()
+            .any(|(_, l)| matches!(**l, Listener::All(_)));
+        self.wants_rows.store(rows, Ordering::Release);
+    }
+
+    pub(crate) fn on_nodes(&self, filter: NodeFilter, callback: NodeCallback) -> SubscriptionId {
+        self.add(Listener::Node(filter, callback))
+    }
+
+    pub(crate) fn on_all(&self, callback: ChangeCallback) -> SubscriptionId {
+        self.add(Listener::All(callback))
+    }
+
+    /// A channel receiving every committed change; closing the receiver unsubscribes.
+    pub(crate) fn stream(&self) -> ChangeStream {
+        let (tx, rx) = mpsc::channel();
+        let id = self.on_all(Arc::new(move |change: &Change| {
+            tx.send(change.clone()).is_ok()
+        }));
+        ChangeStream { id, rx }
+    }
+}
+
+/// Every committed change, in commit order, as a channel receiver (see
+/// [`Database::on_change`](crate::Database::on_change)). Dropping it unsubscribes.
+pub struct ChangeStream {
+    id: SubscriptionId,
+    rx: mpsc::Receiver<Change>,
+}
+
+impl ChangeStream {
+    /// The subscription behind the stream.
+    pub fn id(&self) -> SubscriptionId {
+        self.id
+    }
+
+    /// Waits for the next change.
+    pub fn recv(&self) -> Option<Change> {
+        self.rx.recv().ok()
+    }
+
+    /// Waits up to `timeout` for the next change.
+    pub fn recv_timeout(&self, timeout: std::time::Duration) -> Option<Change> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    /// The next change if one is waiting.
+    pub fn try_recv(&self) -> Option<Change> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Every change waiting now.
+    pub fn drain(&self) -> Vec<Change> {
+        self.rx.try_iter().collect()
+    }
+}
+
+impl Iterator for ChangeStream {
+    type Item = Change;
+
+    fn next(&mut self) -> Option<Change> {
+        self.recv()
+    }
+}

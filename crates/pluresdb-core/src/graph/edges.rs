@@ -1,0 +1,222 @@
+//! Edges: `link`, `unlink`, `get_edge`, `edges` and `neighbors`.
+
+use serde_json::Value as Json;
+
+use pluresdb_crdt::Hlc;
+
+use super::nodes::{NODE_COLUMNS, node_from_row};
+use super::{Direction, Edge, Node, as_object, check_id, parse_object};
+use crate::database::Database;
+use crate::error::{Error, Result};
+use crate::events::{Change, EdgeChange};
+use crate::row::Row;
+
+const EDGE_COLUMNS: &str = "src, rel, dst, data, created_hlc, updated_hlc";
+
+fn edge_from_row(row: &Row) -> Result<Edge> {
+    Ok(Edge {
+        from: row.get(0)?,
+        relation: row.get(1)?,
+        to: row.get(2)?,
+        data: parse_object(&row.get::<String>(3)?)?,
+        created_at: Hlc::from_u64(row.get::<i64>(4)? as u64),
+        updated_at: Hlc::from_u64(row.get::<i64>(5)? as u64),
+    })
+}
+
+impl Database {
+    /// Links `from -[relation]-> to` (both nodes must exist). Linking an existing edge
+    /// replaces its data when `data` is given and keeps it otherwise.
+    pub fn link(&self, from: &str, relation: &str, to: &str, data: Option<&Json>) -> Result<Edge> {
+        self.require_graph()?;
+        check_id("source node id", from)?;
+        check_id("relation", relation)?;
+        check_id("target node id", to)?;
+        let patch = data.map(|d| as_object("edge data", d)).transpose()?;
+        self.transaction(|db| {
+            for (role, id) in [("source", from), ("target", to)] {
+                let exists = db.get(
+                    "SELECT 1 FROM _pluresdb_nodes WHERE id = ?1 AND cl % 2 = 1",
+                    (id,),
+                )?;
+                if exists.is_none() {
+                    return Err(Error::not_found(format!(
+                        "{role} node {id:?} does not exist; create it with put before linking"
+                    )));
+                }
+            }
+            let now = db.clock().now();
+            let site = db.site_id().as_bytes().to_vec();
+            let current = db.get(
+                &format!(
+                    "SELECT {EDGE_COLUMNS}, eid, cl FROM _pluresdb_edges
+                     WHERE src = ?1 AND rel = ?2 AND dst = ?3"
+                ),
+                (from, relation, to),
+            )?;
+            let edge = match current {
+                Some(row) if row.get::<i64>(7)? % 2 == 1 => {
+                    let old = edge_from_row(&row)?;
+                    let data = patch.cloned().unwrap_or(old.data);
+                    db.run(
+                        "UPDATE _pluresdb_edges SET data = ?1, updated_hlc = ?2, site = ?3
+                         WHERE eid = ?4",
+                        (
+                            Json::Object(data.clone()).to_string(),
+                            now.as_u64() as i64,
+                            &site,
+                            row.get::<i64>(6)?,
+                        ),
+                    )?;
+                    Edge {
+                        updated_at: now,
+                        data,
+                        ..old
+                    }
+                }
+                existing => {
+                    let data = patch.cloned().unwrap_or_default();
+                    let text = Json::Object(data.clone()).to_string();
+                    let stamp = now.as_u64() as i64;
+                    match existing {
+                        Some(row) => db.run(
+                            "UPDATE _pluresdb_edges SET data = ?1, created_hlc = ?2,
+                                    updated_hlc = ?2, site = ?3, cl = cl + 1
+                             WHERE eid = ?4",
+                            (text, stamp, &site, row.get::<i64>(6)?),
+                        )?,
+                        None => db.run(
+                            "INSERT INTO _pluresdb_edges
+                                 (src, rel, dst, data, created_hlc, updated_hlc, site, cl)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, 1)",
+                            (from, relation, to, text, stamp, &site),
+                        )?,
+                    };
+                    Edge {
+                        from: from.to_owned(),
+                        relation: relation.to_owned(),
+                        to: to.to_owned(),
+                        data,
+                        created_at: now,
+                        updated_at: now,
+                    }
+                }
+            };
+            if db.engine().hub.is_active() {
+                db.engine().hub.record(Change::Edge(EdgeChange {
+                    from: from.to_owned(),
+                    relation: relation.to_owned(),
+                    to: to.to_owned(),
+                    edge: Some(edge.clone()),
+                }));
+            }
+            Ok(edge)
+        })
+    }
+
+    /// Removes the edge; returns whether it existed.
+    pub fn unlink(&self, from: &str, relation: &str, to: &str) -> Result<bool> {
+        self.require_graph()?;
+        self.transaction(|db| {
+            let changed = db.run(
+                "UPDATE _pluresdb_edges SET cl = cl + 1, updated_hlc = ?1, site = ?2
+                 WHERE src = ?3 AND rel = ?4 AND dst = ?5 AND cl % 2 = 1",
+                (
+                    db.clock().now().as_u64() as i64,
+                    db.site_id().as_bytes().to_vec(),
+                    from,
+                    relation,
+                    to,
+                ),
+            )?;
+            if changed.changes > 0 && db.engine().hub.is_active() {
+                db.engine().hub.record(Change::Edge(EdgeChange {
+                    from: from.to_owned(),
+                    relation: relation.to_owned(),
+                    to: to.to_owned(),
+                    edge: None,
+                }));
+            }
+            Ok(changed.changes > 0)
+        })
+    }
+
+    /// The edge `from -[relation]-> to`, or `None`.
+    pub fn get_edge(&self, from: &str, relation: &str, to: &str) -> Result<Option<Edge>> {
+        self.require_graph()?;
+        self.get(
+            &format!(
+                "SELECT {EDGE_COLUMNS} FROM _pluresdb_edges
+                 WHERE src = ?1 AND rel = ?2 AND dst = ?3 AND cl % 2 = 1"
+            ),
+            (from, relation, to),
+        )?
+        .map(|r| edge_from_row(&r))
+        .transpose()
+    }
+
+    /// Edges at node `id` in `direction`, optionally of one relation, ordered by relation and
+    /// the other end's id.
+    pub fn edges(
+        &self,
+        id: &str,
+        direction: Direction,
+        relation: Option<&str>,
+    ) -> Result<Vec<Edge>> {
+        self.require_graph()?;
+        let mut out = Vec::new();
+        if matches!(direction, Direction::Out | Direction::Both) {
+            out.extend(self.edges_one_way(id, "src", "dst", relation)?);
+        }
+        if matches!(direction, Direction::In | Direction::Both) {
+            out.extend(self.edges_one_way(id, "dst", "src", relation)?);
+        }
+        Ok(out)
+    }
+
+    fn edges_one_way(
+        &self,
+        id: &str,
+        here: &str,
+        there: &str,
+        relation: Option<&str>,
+    ) -> Result<Vec<Edge>> {
+        let sql = format!(
+            "SELECT {EDGE_COLUMNS} FROM _pluresdb_edges
+             WHERE {here} = ?1 AND (?2 IS NULL OR rel = ?2) AND cl % 2 = 1
+             ORDER BY rel, {there}"
+        );
+        self.all(&sql, (id, relation))?
+            .iter()
+            .map(edge_from_row)
+            .collect()
+    }
+
+    /// The nodes at the other end of `id`'s edges (each once), ordered by id.
+    pub fn neighbors(
+        &self,
+        id: &str,
+        direction: Direction,
+        relation: Option<&str>,
+    ) -> Result<Vec<Node>> {
+        self.require_graph()?;
+        let (out, inc) = match direction {
+            Direction::Out => (1, 0),
+            Direction::In => (0, 1),
+            Direction::Both => (1, 1),
+        };
+        let sql = format!(
+            "SELECT {NODE_COLUMNS} FROM _pluresdb_nodes WHERE cl % 2 = 1 AND id IN (
+                 SELECT dst FROM _pluresdb_edges
+                 WHERE ?3 AND src = ?1 AND (?2 IS NULL OR rel = ?2) AND cl % 2 = 1
+                 UNION
+                 SELECT src FROM _pluresdb_edges
+                 WHERE ?4 AND dst = ?1 AND (?2 IS NULL OR rel = ?2) AND cl % 2 = 1)
+             ORDER BY id"
+        );
+        self.all(&sql, (id, relation, out, inc))?
+            .iter()
+            .map(node_from_row)
+            .collect()
+    }
+}

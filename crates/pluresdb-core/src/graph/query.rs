@@ -1,0 +1,210 @@
+//! Listing and filtering nodes: by id prefix, by type, by JSON field.
+
+use serde_json::Value as Json;
+
+use super::nodes::{NODE_COLUMNS, node_from_row};
+use super::{Node, prefix_upper_bound};
+use crate::database::Database;
+use crate::error::{Error, Result};
+use crate::value::Value;
+
+/// A comparison in a field condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompareOp {
+    /// `=`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+impl CompareOp {
+    fn sql(self) -> &'static str {
+        match self {
+            CompareOp::Eq => "=",
+            CompareOp::Ne => "!=",
+            CompareOp::Lt => "<",
+            CompareOp::Le => "<=",
+            CompareOp::Gt => ">",
+            CompareOp::Ge => ">=",
+        }
+    }
+}
+
+impl std::str::FromStr for CompareOp {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<CompareOp> {
+        Ok(match s {
+            "=" | "==" => CompareOp::Eq,
+            "!=" | "<>" => CompareOp::Ne,
+            "<" => CompareOp::Lt,
+            "<=" => CompareOp::Le,
+            ">" => CompareOp::Gt,
+            ">=" => CompareOp::Ge,
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown comparison {other:?}; use =, !=, <, <=, > or >="
+                )));
+            }
+        })
+    }
+}
+
+/// Which nodes to list: `NodeQuery::new().of_type("Person").where_eq("city", "Paris")`.
+#[derive(Clone, Debug, Default)]
+pub struct NodeQuery {
+    prefix: Option<String>,
+    node_type: Option<String>,
+    conditions: Vec<(String, CompareOp, Json)>,
+    limit: Option<usize>,
+    offset: usize,
+}
+
+impl NodeQuery {
+    /// All nodes.
+    pub fn new() -> NodeQuery {
+        NodeQuery::default()
+    }
+
+    /// Only ids starting with `prefix`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// Only nodes of this type.
+    pub fn of_type(mut self, node_type: impl Into<String>) -> Self {
+        self.node_type = Some(node_type.into());
+        self
+    }
+
+    /// Only nodes whose field compares true with `value`. `field` is a top-level field name,
+    /// or a SQLite JSON path starting with `$` for nested fields (`$.address.city`).
+    /// Comparing with `null` matches missing and null fields (`=`) or the others (`!=`).
+    pub fn where_field(
+        mut self,
+        field: impl Into<String>,
+        op: CompareOp,
+        value: impl Into<Json>,
+    ) -> Self {
+        self.conditions.push((field.into(), op, value.into()));
+        self
+    }
+
+    /// Shorthand for `where_field(field, CompareOp::Eq, value)`.
+    pub fn where_eq(self, field: impl Into<String>, value: impl Into<Json>) -> Self {
+        self.where_field(field, CompareOp::Eq, value)
+    }
+
+    /// At most `n` nodes.
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    /// Skip the first `n` nodes (ordered by id).
+    pub fn offset(mut self, n: usize) -> Self {
+        self.offset = n;
+        self
+    }
+
+    fn to_sql(&self) -> Result<(String, Vec<Value>)> {
+        let mut sql = format!("SELECT {NODE_COLUMNS} FROM _pluresdb_nodes WHERE cl % 2 = 1");
+        let mut params = Vec::new();
+        if let Some(prefix) = self.prefix.as_deref().filter(|p| !p.is_empty()) {
+            params.push(Value::Text(prefix.to_owned()));
+            sql += &format!(" AND id >= ?{}", params.len());
+            if let Some(upper) = prefix_upper_bound(prefix) {
+                params.push(Value::Text(upper));
+                sql += &format!(" AND id < ?{}", params.len());
+            }
+        }
+        if let Some(t) = &self.node_type {
+            params.push(Value::Text(t.clone()));
+            sql += &format!(" AND type = ?{}", params.len());
+        }
+        for (field, op, value) in &self.conditions {
+            params.push(Value::Text(json_path(field)?));
+            let path = params.len();
+            let extract = format!("json_extract(data, ?{path})");
+            if value.is_null() {
+                sql += &match op {
+                    CompareOp::Eq => format!(" AND {extract} IS NULL"),
+                    CompareOp::Ne => format!(" AND {extract} IS NOT NULL"),
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "field {field:?}: only = and != can compare with null"
+                        )));
+                    }
+                };
+                continue;
+            }
+            params.push(Value::from_json(value)?);
+            sql += &format!(" AND {extract} {} ?{}", op.sql(), params.len());
+        }
+        sql += " ORDER BY id";
+        if let Some(limit) = self.limit {
+            sql += &format!(" LIMIT {limit} OFFSET {}", self.offset);
+        } else if self.offset > 0 {
+            sql += &format!(" LIMIT -1 OFFSET {}", self.offset);
+        }
+        Ok((sql, params))
+    }
+}
+
+/// The SQLite JSON path for a field name (or the path itself when it starts with `$`).
+fn json_path(field: &str) -> Result<String> {
+    if field.starts_with('$') {
+        return Ok(field.to_owned());
+    }
+    if field.is_empty() || field.contains('"') {
+        return Err(Error::invalid(format!(
+            "field name {field:?} cannot be queried: it must be non-empty and contain no double \
+             quote; use a JSON path such as $.a.b for nested fields"
+        )));
+    }
+    Ok(format!("$.\"{field}\""))
+}
+
+impl Database {
+    /// Nodes matching `query`, ordered by id.
+    pub fn find(&self, query: &NodeQuery) -> Result<Vec<Node>> {
+        self.require_graph()?;
+        let (sql, params) = query.to_sql()?;
+        self.all(&sql, params)?.iter().map(node_from_row).collect()
+    }
+
+    /// Nodes whose id starts with `prefix` (all nodes for `""`), ordered by id.
+    pub fn list(&self, prefix: &str) -> Result<Vec<Node>> {
+        self.find(&NodeQuery::new().prefix(prefix))
+    }
+
+    /// Nodes of type `node_type`, ordered by id.
+    pub fn instances_of(&self, node_type: &str) -> Result<Vec<Node>> {
+        self.find(&NodeQuery::new().of_type(node_type))
+    }
+
+    /// Number of live nodes.
+    pub fn node_count(&self) -> Result<u64> {
+        self.require_graph()?;
+        Ok(self
+            .get_as::<(i64,)>("SELECT count(*) FROM _pluresdb_nodes WHERE cl % 2 = 1", ())?
+            .map_or(0, |(n,)| n as u64))
+    }
+
+    /// Number of live edges.
+    pub fn edge_count(&self) -> Result<u64> {
+        self.require_graph()?;
+        Ok(self
+            .get_as::<(i64,)>("SELECT count(*) FROM _pluresdb_edges WHERE cl % 2 = 1", ())?
+            .map_or(0, |(n,)| n as u64))
+    }
+}

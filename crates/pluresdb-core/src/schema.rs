@@ -1,0 +1,189 @@
+//! PluresDB's internal tables inside the user's SQLite file, and the checks made on open.
+//!
+//! Everything internal is named `_pluresdb_*`; the views `pluresdb_nodes` and
+//! `pluresdb_edges` show live nodes and edges to SQL.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use pluresdb_crdt::{Hlc, SiteId};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::options::OpenOptions;
+
+/// The on-disk format this build writes and the newest it can read.
+pub const FORMAT_VERSION: i64 = 1;
+
+/// What opening learned about the file.
+pub(crate) struct SchemaState {
+    pub(crate) site: SiteId,
+    pub(crate) last_hlc: Hlc,
+    /// The graph tables exist (false only for a read-only plain SQLite file).
+    pub(crate) graph: bool,
+}
+
+const SCHEMA_V1: &str = r#"
+CREATE TABLE IF NOT EXISTS _pluresdb_meta (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value ANY
+) WITHOUT ROWID, STRICT;
+
+CREATE TABLE IF NOT EXISTS _pluresdb_nodes (
+    rid         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    type        TEXT,
+    data        TEXT NOT NULL DEFAULT '{}',
+    vector      BLOB,
+    created_hlc INTEGER NOT NULL,
+    updated_hlc INTEGER NOT NULL,
+    site        BLOB NOT NULL,
+    cl          INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS _pluresdb_nodes_by_type ON _pluresdb_nodes(type, id) WHERE cl % 2 = 1;
+
+CREATE TABLE IF NOT EXISTS _pluresdb_edges (
+    eid         INTEGER PRIMARY KEY,
+    src         TEXT NOT NULL,
+    rel         TEXT NOT NULL,
+    dst         TEXT NOT NULL,
+    data        TEXT NOT NULL DEFAULT '{}',
+    created_hlc INTEGER NOT NULL,
+    updated_hlc INTEGER NOT NULL,
+    site        BLOB NOT NULL,
+    cl          INTEGER NOT NULL DEFAULT 1,
+    UNIQUE (src, rel, dst)
+);
+CREATE INDEX IF NOT EXISTS _pluresdb_edges_in ON _pluresdb_edges(dst, rel, src);
+
+CREATE VIEW IF NOT EXISTS pluresdb_nodes AS
+    SELECT id, type, data, vector, created_hlc, updated_hlc
+    FROM _pluresdb_nodes WHERE cl % 2 = 1;
+
+CREATE VIEW IF NOT EXISTS pluresdb_edges AS
+    SELECT src AS from_id, rel AS relation, dst AS to_id, data, created_hlc, updated_hlc
+    FROM _pluresdb_edges WHERE cl % 2 = 1;
+"#;
+
+/// Checks the file, applies connection settings and creates or upgrades internal tables.
+/// Nothing is written before the file is known to be a database this build can read.
+pub(crate) fn prepare(
+    conn: &Connection,
+    in_memory: bool,
+    opts: &OpenOptions,
+) -> Result<SchemaState> {
+    conn.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0))
+        .map_err(|e| not_a_database(e.into()))?;
+    let has_meta = table_exists(conn, "_pluresdb_meta")?;
+    let version = if has_meta { stored_version(conn)? } else { 0 };
+    if version > FORMAT_VERSION {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "this database was written by a newer PluresDB (format {version}; this build \
+                 reads formats up to {FORMAT_VERSION}); upgrade PluresDB to open it"
+            ),
+        ));
+    }
+    if opts.read_only {
+        return read_state(conn, has_meta);
+    }
+    if !in_memory && opts.wal {
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!("could not switch the database to WAL mode (it stayed in {mode} mode)"),
+            ));
+        }
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {}; PRAGMA foreign_keys = {};",
+        opts.synchronous.pragma_value(),
+        if opts.foreign_keys { "ON" } else { "OFF" }
+    ))?;
+    if version < FORMAT_VERSION {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let created = conn.execute_batch(SCHEMA_V1).and_then(|()| {
+            conn.execute(
+                "INSERT INTO _pluresdb_meta(key, value) VALUES ('format_version', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [FORMAT_VERSION],
+            )?;
+            conn.execute(
+                "INSERT OR IGNORE INTO _pluresdb_meta(key, value) VALUES ('site_id', randomblob(16))",
+                [],
+            )?;
+            Ok(())
+        });
+        match created {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(Error::from(e).context("creating PluresDB's internal tables"));
+            }
+        }
+    }
+    read_state(conn, true)
+}
+
+fn not_a_database(err: Error) -> Error {
+    if err.kind() == ErrorKind::Corrupt {
+        Error::new(
+            ErrorKind::Corrupt,
+            "the file is not a database (or it is encrypted or damaged); nothing was changed",
+        )
+    } else {
+        err
+    }
+}
+
+fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+            [name],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+fn stored_version(conn: &Connection) -> Result<i64> {
+    let v: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM _pluresdb_meta WHERE key = 'format_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.unwrap_or(0))
+}
+
+fn read_state(conn: &Connection, has_meta: bool) -> Result<SchemaState> {
+    if !has_meta {
+        return Ok(SchemaState {
+            site: SiteId::default(),
+            last_hlc: Hlc::ZERO,
+            graph: false,
+        });
+    }
+    let site: Vec<u8> = conn
+        .query_row(
+            "SELECT value FROM _pluresdb_meta WHERE key = 'site_id'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or_default();
+    let site = SiteId::from_slice(&site).unwrap_or_default();
+    let last: Option<i64> = conn.query_row(
+        "SELECT max(m) FROM (SELECT max(updated_hlc) AS m FROM _pluresdb_nodes
+                             UNION ALL SELECT max(updated_hlc) FROM _pluresdb_edges)",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(SchemaState {
+        site,
+        last_hlc: Hlc::from_u64(last.unwrap_or(0) as u64),
+        graph: true,
+    })
+}

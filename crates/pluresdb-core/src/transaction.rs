@@ -1,0 +1,110 @@
+//! `Database::transaction`: commit on `Ok`, roll back on `Err` or panic, nest with savepoints.
+
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+
+use crate::database::Database;
+use crate::error::{Error, Result};
+
+/// How a transaction level was opened.
+enum Level {
+    Outer,
+    Savepoint(String),
+}
+
+impl Database {
+    /// Runs `f` in a transaction: `BEGIN IMMEDIATE` at the outermost level, a savepoint when
+    /// nested. `Ok` commits (or releases the savepoint); `Err` or a panic rolls back and is
+    /// passed on.
+    ///
+    /// While `f` runs, this thread holds the database's write lease: every call it makes on
+    /// this `Database` (or a clone) joins the transaction, and other threads' writes wait.
+    ///
+    /// ```
+    /// # use pluresdb_core::{Database, Result};
+    /// # fn main() -> Result<()> {
+    /// let db = Database::open_in_memory()?;
+    /// db.exec("CREATE TABLE t(x)")?;
+    /// let n = db.transaction(|tx| {
+    ///     tx.run("INSERT INTO t VALUES (?)", (1,))?;
+    ///     tx.run("INSERT INTO t VALUES (?)", (2,))?;
+    ///     Ok::<_, pluresdb_core::Error>(tx.get_as::<(i64,)>("SELECT count(*) FROM t", ())?)
+    /// })?;
+    /// assert_eq!(n, Some((2,)));
+    /// # Ok(()) }
+    /// ```
+    pub fn transaction<T, E>(&self, f: impl FnOnce(&Database) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<Error>,
+    {
+        let level = self.begin_level()?;
+        let mark = self.engine().hub.pending_len();
+        match catch_unwind(AssertUnwindSafe(|| f(self))) {
+            Ok(Ok(value)) => match self.commit_level(&level) {
+                Ok(()) => Ok(value),
+                Err(e) => {
+                    let _ = self.rollback_level(&level, mark);
+                    Err(e.into())
+                }
+            },
+            Ok(Err(e)) => {
+                self.rollback_level(&level, mark)?;
+                Err(e)
+            }
+            Err(panic) => {
+                let _ = self.rollback_level(&level, mark);
+                resume_unwind(panic)
+            }
+        }
+    }
+
+    fn begin_level(&self) -> Result<Level> {
+        let mut writer = self.engine().writer()?;
+        if writer.conn().is_autocommit() {
+            writer.conn().execute_batch("BEGIN IMMEDIATE")?;
+            Ok(Level::Outer)
+        } else {
+            let state = writer.state_mut();
+            state.savepoints += 1;
+            let name = format!("pluresdb_tx_{}", state.savepoints);
+            writer.conn().execute_batch(&format!("SAVEPOINT {name}"))?;
+            Ok(Level::Savepoint(name))
+        }
+    }
+
+    fn commit_level(&self, level: &Level) -> Result<()> {
+        let mut writer = self.engine().writer()?;
+        if writer.conn().is_autocommit() {
+            // The closure ended the transaction itself (explicit COMMIT/ROLLBACK in SQL).
+            return Ok(());
+        }
+        match level {
+            Level::Outer => writer.conn().execute_batch("COMMIT")?,
+            Level::Savepoint(name) => {
+                writer.conn().execute_batch(&format!("RELEASE {name}"))?;
+                let state = writer.state_mut();
+                state.savepoints = state.savepoints.saturating_sub(1);
+            }
+        }
+        Ok(())
+    }
+
+    fn rollback_level(&self, level: &Level, mark: usize) -> Result<()> {
+        let mut writer = self.engine().writer()?;
+        if writer.conn().is_autocommit() {
+            self.engine().hub.truncate_pending(mark);
+            return Ok(());
+        }
+        match level {
+            Level::Outer => writer.conn().execute_batch("ROLLBACK")?,
+            Level::Savepoint(name) => {
+                writer
+                    .conn()
+                    .execute_batch(&format!("ROLLBACK TO {name}; RELEASE {name}"))?;
+                let state = writer.state_mut();
+                state.savepoints = state.savepoints.saturating_sub(1);
+                self.engine().hub.truncate_pending(mark);
+            }
+        }
+        Ok(())
+    }
+}

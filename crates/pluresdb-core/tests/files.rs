@@ -1,0 +1,251 @@
+//! Opening files: options, bad files, newer formats, read-only, locks, backup, check.
+
+use std::time::Duration;
+
+use pluresdb_core::{Database, ErrorKind, OpenOptions, Synchronous, Value};
+
+fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[test]
+fn data_survives_reopen_and_wal_is_on() {
+    let dir = temp();
+    let path = dir.path().join("app.db");
+    {
+        let db = Database::open(&path).unwrap();
+        db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (42);")
+            .unwrap();
+        db.put("n1", &serde_json::json!({"a": 1})).unwrap();
+        assert_eq!(
+            db.pragma_value("journal_mode").unwrap(),
+            Value::Text("wal".into())
+        );
+        assert_eq!(db.pragma_value("synchronous").unwrap(), Value::Integer(1));
+        assert_eq!(db.pragma_value("foreign_keys").unwrap(), Value::Integer(1));
+    }
+    let db = Database::open(&path).unwrap();
+    assert_eq!(db.value("SELECT x FROM t", ()).unwrap(), Value::Integer(42));
+    assert_eq!(db.get_node("n1").unwrap().unwrap().data["a"], 1);
+    let site = db.site_id();
+    drop(db);
+    assert_eq!(
+        Database::open(&path).unwrap().site_id(),
+        site,
+        "site id is stable"
+    );
+}
+
+#[test]
+fn options_are_applied() {
+    let dir = temp();
+    let db = OpenOptions::new()
+        .synchronous(Synchronous::Full)
+        .foreign_keys(false)
+        .wal(false)
+        .open(dir.path().join("o.db"))
+        .unwrap();
+    assert_eq!(db.pragma_value("synchronous").unwrap(), Value::Integer(2));
+    assert_eq!(db.pragma_value("foreign_keys").unwrap(), Value::Integer(0));
+    assert_eq!(
+        db.pragma_value("journal_mode").unwrap(),
+        Value::Text("delete".into())
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_and_untouched() {
+    let dir = temp();
+    let path = dir.path().join("notes.txt");
+    let content = b"These are my notes, not a database. ".repeat(200);
+    std::fs::write(&path, &content).unwrap();
+    let err = Database::open(&path).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert!(err.to_string().contains("not a database"), "{err}");
+    assert!(err.to_string().contains("notes.txt"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), content);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "no -wal/-shm files were created: {leftovers:?}"
+    );
+}
+
+#[test]
+fn a_newer_format_is_refused_and_untouched() {
+    let dir = temp();
+    let path = dir.path().join("future.db");
+    Database::open(&path)
+        .unwrap()
+        .run(
+            "UPDATE _pluresdb_meta SET value = 99 WHERE key = 'format_version'",
+            (),
+        )
+        .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let err = Database::open(&path).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert!(
+        err.to_string().contains("newer PluresDB (format 99"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn a_plain_sqlite_file_gains_pluresdb_tables_and_keeps_its_own() {
+    let dir = temp();
+    let path = dir.path().join("legacy.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("PRAGMA user_version = 7; CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes(body) VALUES ('hi');").unwrap();
+    }
+    let db = Database::open(&path).unwrap();
+    assert_eq!(
+        db.value("SELECT body FROM notes", ()).unwrap(),
+        Value::Text("hi".into())
+    );
+    assert_eq!(
+        db.pragma_value("user_version").unwrap(),
+        Value::Integer(7),
+        "user_version is the app's"
+    );
+    db.put("x", &serde_json::json!({})).unwrap();
+}
+
+#[test]
+fn read_only_refuses_writes_and_never_creates() {
+    let dir = temp();
+    let path = dir.path().join("ro.db");
+    let err = OpenOptions::new().read_only(true).open(&path).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(!path.exists());
+    Database::open(&path)
+        .unwrap()
+        .exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+        .unwrap();
+    let ro = OpenOptions::new().read_only(true).open(&path).unwrap();
+    assert!(ro.is_read_only());
+    assert_eq!(ro.value("SELECT x FROM t", ()).unwrap(), Value::Integer(1));
+    let err = ro.run("INSERT INTO t VALUES (2)", ()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ReadOnly);
+    let err = ro.put("n", &serde_json::json!({})).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ReadOnly);
+    assert_eq!(
+        ro.value("SELECT count(*) FROM t", ()).unwrap(),
+        Value::Integer(1)
+    );
+}
+
+#[test]
+fn missing_directory_and_empty_path_are_clear() {
+    let dir = temp();
+    let err = Database::open(dir.path().join("no/such/dir/x.db")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(
+        err.message().contains("does not exist; create it first"),
+        "{err}"
+    );
+    let err = Database::open("").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err = Database::open(dir.path()).unwrap_err();
+    assert!(err.message().contains("is a directory"), "{err}");
+}
+
+#[test]
+fn a_database_locked_by_another_process_gives_busy_and_loses_nothing() {
+    let dir = temp();
+    let path = dir.path().join("locked.db");
+    let db = OpenOptions::new()
+        .busy_timeout(Duration::from_millis(100))
+        .open(&path)
+        .unwrap();
+    db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .execute_batch("BEGIN EXCLUSIVE; INSERT INTO t VALUES (99);")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = db.run("INSERT INTO t VALUES (2)", ()).unwrap_err();
+    assert!(
+        started.elapsed() >= Duration::from_millis(90),
+        "waited for the busy timeout"
+    );
+    assert_eq!(err.kind(), ErrorKind::Busy);
+    assert!(err.to_string().contains("busy timeout"), "{err}");
+    other.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(db.all_as::<(i64,)>("SELECT x FROM t", ()).unwrap(), [(1,)]);
+    db.run("INSERT INTO t VALUES (2)", ()).unwrap();
+}
+
+#[test]
+fn a_damaged_file_is_reported_by_check() {
+    let dir = temp();
+    let path = dir.path().join("damaged.db");
+    {
+        let db = OpenOptions::new().wal(false).open(&path).unwrap();
+        db.exec("CREATE TABLE big(x TEXT); CREATE INDEX big_x ON big(x);")
+            .unwrap();
+        db.transaction(|tx| {
+            for i in 0..2000 {
+                tx.run(
+                    "INSERT INTO big VALUES (?)",
+                    (format!("row number {i} with some padding text"),),
+                )?;
+            }
+            Ok::<_, pluresdb_core::Error>(())
+        })
+        .unwrap();
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    let len = bytes.len();
+    // Scribble over pages in the middle of the file (not the header).
+    for b in &mut bytes[len / 2..len / 2 + 8192] {
+        *b = 0x5A;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let result = Database::open(&path).and_then(|db| db.check());
+    match result {
+        Ok(problems) => assert!(!problems.is_empty(), "check must find the damage"),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}"),
+    }
+}
+
+#[test]
+fn backup_makes_a_consistent_copy() {
+    let dir = temp();
+    let db = Database::open(dir.path().join("src.db")).unwrap();
+    db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3);")
+        .unwrap();
+    db.put("n", &serde_json::json!({"k": "v"})).unwrap();
+    let dest = dir.path().join("copy.db");
+    db.backup(&dest).unwrap();
+    let copy = Database::open(&dest).unwrap();
+    assert_eq!(
+        copy.value("SELECT sum(x) FROM t", ()).unwrap(),
+        Value::Integer(6)
+    );
+    assert_eq!(copy.get_node("n").unwrap().unwrap().data["k"], "v");
+    assert!(copy.check().unwrap().is_empty());
+    let err = db.backup(&dest).unwrap_err();
+    assert!(err.message().contains("already exists"), "{err}");
+}
+
+#[test]
+fn check_reports_foreign_key_violations() {
+    let db = OpenOptions::new()
+        .foreign_keys(false)
+        .open_in_memory()
+        .unwrap();
+    db.exec("CREATE TABLE p(id INTEGER PRIMARY KEY); CREATE TABLE c(pid REFERENCES p(id)); INSERT INTO c VALUES (5);").unwrap();
+    let problems = db.check().unwrap();
+    assert_eq!(
+        problems,
+        ["foreign key violation: c row 1 references a missing row in p"]
+    );
+}

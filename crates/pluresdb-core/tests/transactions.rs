@@ -1,0 +1,211 @@
+//! Transactions: commit, rollback on error and panic, nesting, explicit BEGIN, isolation.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use pluresdb_core::{Database, Error, ErrorKind, OpenOptions, Value};
+
+fn count(db: &Database) -> i64 {
+    db.value("SELECT count(*) FROM t", ())
+        .unwrap()
+        .as_i64()
+        .unwrap()
+}
+
+fn setup(db: &Database) {
+    db.exec("CREATE TABLE t(x INTEGER PRIMARY KEY)").unwrap();
+}
+
+#[test]
+fn ok_commits_err_rolls_back() {
+    let db = Database::open_in_memory().unwrap();
+    setup(&db);
+    db.transaction(|tx| tx.run("INSERT INTO t VALUES (1)", ()).map(|_| ()))
+        .unwrap();
+    assert_eq!(count(&db), 1);
+    let err = db
+        .transaction(|tx| {
+            tx.run("INSERT INTO t VALUES (2)", ())?;
+            tx.run("INSERT INTO t VALUES (1)", ())?; // duplicate key
+            Ok::<_, Error>(())
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Constraint);
+    assert_eq!(count(&db), 1, "the whole transaction rolled back");
+    assert!(!db.in_transaction());
+}
+
+#[test]
+fn a_panic_rolls_back_and_propagates() {
+    let db = Database::open_in_memory().unwrap();
+    setup(&db);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        db.transaction(|tx| {
+            tx.run("INSERT INTO t VALUES (1)", ())?;
+            panic!("boom");
+            #[allow(unreachable_code)]
+            Ok::<_, Error>(())
+        })
+    }));
+    assert!(result.is_err());
+    assert_eq!(count(&db), 0);
+    db.run("INSERT INTO t VALUES (5)", ()).unwrap();
+    assert_eq!(count(&db), 1, "the database is usable afterwards");
+}
+
+#[test]
+fn nested_transactions_use_savepoints() {
+    let db = Database::open_in_memory().unwrap();
+    setup(&db);
+    db.transaction(|tx| {
+        tx.run("INSERT INTO t VALUES (1)", ())?;
+        let inner: Result<(), Error> = tx.transaction(|tx2| {
+            tx2.run("INSERT INTO t VALUES (2)", ())?;
+            Err(Error::invalid("changed my mind"))
+        });
+        assert!(inner.is_err());
+        tx.transaction(|tx2| tx2.run("INSERT INTO t VALUES (3)", ()).map(|_| ()))?;
+        assert!(tx.in_transaction());
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    assert_eq!(
+        db.all_as::<(i64,)>("SELECT x FROM t ORDER BY x", ())
+            .unwrap(),
+        [(1,), (3,)]
+    );
+}
+
+#[test]
+fn user_error_types_work() {
+    #[derive(Debug)]
+    enum AppError {
+        Db(Error),
+        Rule(&'static str),
+    }
+    impl From<Error> for AppError {
+        fn from(e: Error) -> Self {
+            AppError::Db(e)
+        }
+    }
+    let db = Database::open_in_memory().unwrap();
+    setup(&db);
+    let r: Result<(), AppError> = db.transaction(|tx| {
+        tx.run("INSERT INTO t VALUES (1)", ())?;
+        Err(AppError::Rule("no"))
+    });
+    assert!(matches!(r, Err(AppError::Rule("no"))));
+    assert_eq!(count(&db), 0);
+    let r: Result<(), AppError> = db.transaction(|tx| {
+        tx.run("INSERT INTO nowhere VALUES (1)", ())?;
+        Ok(())
+    });
+    assert!(matches!(r, Err(AppError::Db(_))));
+}
+
+#[test]
+fn explicit_begin_commit_in_sql_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path().join("t.db")).unwrap();
+    setup(&db);
+    db.exec("BEGIN").unwrap();
+    db.run("INSERT INTO t VALUES (1)", ()).unwrap();
+    assert!(db.in_transaction());
+    // This thread reads its own uncommitted write.
+    assert_eq!(count(&db), 1);
+    // Another thread reads the last committed state without waiting.
+    let other = db.clone();
+    let seen = thread::spawn(move || count(&other)).join().unwrap();
+    assert_eq!(seen, 0);
+    db.exec("COMMIT").unwrap();
+    assert!(!db.in_transaction());
+    let other = db.clone();
+    assert_eq!(thread::spawn(move || count(&other)).join().unwrap(), 1);
+    db.exec("BEGIN; INSERT INTO t VALUES (2); ROLLBACK;")
+        .unwrap();
+    assert_eq!(count(&db), 1);
+}
+
+#[test]
+fn another_threads_write_waits_for_the_transaction_and_never_joins_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path().join("t.db")).unwrap();
+    setup(&db);
+    let (started_tx, started_rx) = mpsc::channel();
+    let (wrote_tx, wrote_rx) = mpsc::channel();
+    let writer = db.clone();
+    let handle = thread::spawn(move || {
+        started_rx.recv().unwrap();
+        writer.run("INSERT INTO t VALUES (100)", ()).unwrap();
+        wrote_tx.send(()).unwrap();
+    });
+    let result: Result<(), Error> = db.transaction(|tx| {
+        tx.run("INSERT INTO t VALUES (1)", ())?;
+        started_tx.send(()).unwrap();
+        // The other thread's insert must not land while we hold the transaction.
+        assert!(wrote_rx.recv_timeout(Duration::from_millis(200)).is_err());
+        Err(Error::invalid("roll back"))
+    });
+    assert!(result.is_err());
+    wrote_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the other write proceeds after rollback");
+    handle.join().unwrap();
+    // Only the other thread's row exists: it did not join our rolled-back transaction.
+    assert_eq!(
+        db.all_as::<(i64,)>("SELECT x FROM t", ()).unwrap(),
+        [(100,)]
+    );
+}
+
+#[test]
+fn a_transaction_held_too_long_gives_busy_to_other_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = OpenOptions::new()
+        .busy_timeout(Duration::from_millis(100))
+        .open(dir.path().join("t.db"))
+        .unwrap();
+    setup(&db);
+    db.exec("BEGIN").unwrap();
+    db.run("INSERT INTO t VALUES (1)", ()).unwrap();
+    let other = db.clone();
+    let err = thread::spawn(move || other.run("INSERT INTO t VALUES (2)", ()).unwrap_err())
+        .join()
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Busy);
+    assert!(
+        err.message()
+            .contains("another thread kept a transaction open"),
+        "{err}"
+    );
+    db.exec("COMMIT").unwrap();
+    assert_eq!(
+        db.value("SELECT group_concat(x) FROM t", ()).unwrap(),
+        Value::Text("1".into())
+    );
+}
+
+#[test]
+fn temp_tables_and_connection_functions_behave_as_on_one_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path().join("t.db")).unwrap();
+    setup(&db);
+    db.run("INSERT INTO t VALUES (41)", ()).unwrap();
+    assert_eq!(
+        db.value("SELECT last_insert_rowid()", ()).unwrap(),
+        Value::Integer(41)
+    );
+    assert_eq!(db.value("SELECT changes()", ()).unwrap(), Value::Integer(1));
+    db.exec("CREATE TEMP TABLE scratch(v); INSERT INTO scratch VALUES ('tmp');")
+        .unwrap();
+    assert_eq!(
+        db.value("SELECT v FROM scratch", ()).unwrap(),
+        Value::Text("tmp".into())
+    );
+    let other = db.clone();
+    let v = thread::spawn(move || other.value("SELECT v FROM scratch", ()).unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(v, Value::Text("tmp".into()));
+}
