@@ -275,7 +275,8 @@ fn node_and_edge_writes_join_transactions() {
 #[test]
 fn on_fires_after_commit_with_the_new_value_and_never_for_rollbacks() {
     let db = Database::open_in_memory().unwrap();
-    let seen: Arc<Mutex<Vec<(String, Option<serde_json::Value>)>>> = Arc::default();
+    type Seen = Vec<(String, Option<serde_json::Value>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let s = seen.clone();
     let sub = db.on("user:*", move |c| {
         s.lock()

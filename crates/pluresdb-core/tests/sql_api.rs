@@ -182,15 +182,15 @@ fn parameter_mistakes_are_clear_errors() {
     let err = db
         .get(
             "SELECT * FROM people WHERE id = :id AND age = :age",
-            &json!({"id": 1}),
+            json!({"id": 1}),
         )
         .unwrap_err();
     assert_eq!(err.message(), "missing value for named parameter :age");
     let err = db
-        .get("SELECT * FROM people WHERE id = ?", &json!({"id": 1}))
+        .get("SELECT * FROM people WHERE id = ?", json!({"id": 1}))
         .unwrap_err();
     assert!(err.message().contains("positional"), "{err}");
-    let err = db.get("SELECT ?", &json!([u64::MAX])).unwrap_err();
+    let err = db.get("SELECT ?", json!([u64::MAX])).unwrap_err();
     assert!(
         err.message()
             .contains("does not fit in a 64-bit signed integer"),
@@ -266,7 +266,7 @@ fn prepared_statements_are_reusable_and_describe_themselves() {
         &[Some("@name".to_string()), Some("@age".to_string())]
     );
     for (i, name) in ["a", "b", "c"].iter().enumerate() {
-        let r = insert.run(&json!({"name": name, "age": i})).unwrap();
+        let r = insert.run(json!({"name": name, "age": i})).unwrap();
         assert_eq!(r.changes, 1);
     }
     let select = db

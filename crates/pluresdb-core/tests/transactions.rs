@@ -81,7 +81,7 @@ fn nested_transactions_use_savepoints() {
 fn user_error_types_work() {
     #[derive(Debug)]
     enum AppError {
-        Db(Error),
+        Db(#[allow(dead_code)] Error),
         Rule(&'static str),
     }
     impl From<Error> for AppError {
