@@ -1,1 +1,489 @@
-fn main() {}
+//! The `pluresdb` command: SQL, nodes and edges, import/export, checks and backups.
+
+mod output;
+mod shell;
+mod transfer;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pluresdb_core::{
+    CompareOp, Database, Direction, Error, NodeQuery, NodeUpdate, OpenOptions, Result,
+};
+use serde_json::Value as Json;
+
+use output::{Mode, print_json, print_rows, print_table};
+use transfer::{Format, Source, Target};
+
+/// PluresDB: a local-first database with SQLite SQL, a graph of JSON nodes, and sync.
+#[derive(Parser, Debug)]
+#[command(name = "pluresdb", version, about, long_about = None)]
+struct Cli {
+    /// Database file.
+    #[arg(
+        long,
+        global = true,
+        env = "PLURESDB_DB",
+        default_value = "pluresdb.db"
+    )]
+    db: PathBuf,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Open the database read-only.
+    #[arg(long, global = true)]
+    read_only: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run SQL (several statements allowed; prints the rows of the last). Reads stdin when
+    /// SQL is omitted.
+    #[command(alias = "query")]
+    Sql {
+        /// The SQL text.
+        sql: Option<String>,
+        /// Parameters for a single statement, as a JSON array or object.
+        #[arg(long)]
+        params: Option<String>,
+        /// Output mode: table, json, csv or line.
+        #[arg(long)]
+        mode: Option<Mode>,
+    },
+    /// Interactive SQL shell (sqlite3-style dot commands; .help lists them).
+    Shell,
+    /// Create a node or merge fields into it.
+    Put {
+        /// Node id.
+        id: String,
+        /// A JSON object ("-" reads stdin).
+        #[arg(value_name = "JSON")]
+        data: String,
+        /// Set the node's type.
+        #[arg(long = "type")]
+        node_type: Option<String>,
+        /// Replace all fields instead of merging.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Print a node.
+    Get {
+        /// Node id.
+        id: String,
+    },
+    /// Delete a node and its edges.
+    Delete {
+        /// Node id.
+        id: String,
+    },
+    /// List nodes, optionally by id prefix, type and field conditions.
+    List {
+        /// Only ids starting with this prefix.
+        prefix: Option<String>,
+        /// Only nodes of this type.
+        #[arg(long = "type")]
+        node_type: Option<String>,
+        /// Field conditions such as name=Ada or age>30 (JSON values allowed).
+        #[arg(long = "where")]
+        conditions: Vec<String>,
+        /// At most this many nodes.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Link FROM -[RELATION]-> TO, with optional JSON data.
+    Link {
+        /// Source node id.
+        from: String,
+        /// Relation name.
+        relation: String,
+        /// Target node id.
+        to: String,
+        /// Edge data as a JSON object.
+        #[arg(value_name = "JSON")]
+        data: Option<String>,
+    },
+    /// Remove the edge FROM -[RELATION]-> TO.
+    Unlink {
+        /// Source node id.
+        from: String,
+        /// Relation name.
+        relation: String,
+        /// Target node id.
+        to: String,
+    },
+    /// List a node's edges.
+    Edges {
+        /// Node id.
+        id: String,
+        /// out, in or both.
+        #[arg(long, default_value = "both")]
+        direction: Direction,
+        /// Only this relation.
+        #[arg(long)]
+        relation: Option<String>,
+    },
+    /// Import JSONL or CSV into a table or into nodes (one transaction: all or nothing).
+    Import {
+        /// The file to read.
+        file: PathBuf,
+        /// Target table (created from the file's columns when missing).
+        #[arg(long, conflicts_with = "nodes", required_unless_present = "nodes")]
+        table: Option<String>,
+        /// Import nodes instead: {"id", "type", "data", "vector"} or flat objects with "id".
+        #[arg(long)]
+        nodes: bool,
+        /// File format (default: by extension, .csv is CSV, otherwise JSONL).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// Export a table, a query, the nodes or the edges as JSONL or CSV.
+    Export {
+        /// A table or view.
+        #[arg(long, group = "source")]
+        table: Option<String>,
+        /// Any query.
+        #[arg(long, group = "source")]
+        query: Option<String>,
+        /// All nodes.
+        #[arg(long, group = "source")]
+        nodes: bool,
+        /// All edges.
+        #[arg(long, group = "source")]
+        edges: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: Format,
+        /// Output file (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Check the database's integrity (exit status 1 when damaged).
+    Check,
+    /// Write a consistent copy of the database to a new file.
+    Backup {
+        /// Destination file (must not exist).
+        dest: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open(cli: &Cli) -> Result<Database> {
+    OpenOptions::new().read_only(cli.read_only).open(&cli.db)
+}
+
+fn parse_json(what: &str, text: &str) -> Result<Json> {
+    let text = if text == "-" {
+        let mut buf = String::new();
+        std::io::stdin().read_to_string(&mut buf)?;
+        buf
+    } else {
+        text.to_owned()
+    };
+    serde_json::from_str(&text)
+        .map_err(|e| Error::invalid(format!("{what} is not valid JSON: {e}")))
+}
+
+/// Parses `field=value`, `field>=value` and the like; the value is JSON when it parses.
+fn parse_condition(text: &str) -> Result<(String, CompareOp, Json)> {
+    for op in [">=", "<=", "!=", "=", ">", "<"] {
+        if let Some((field, value)) = text.split_once(op) {
+            if field.is_empty() {
+                break;
+            }
+            let value =
+                serde_json::from_str(value).unwrap_or_else(|_| Json::String(value.to_owned()));
+            return Ok((field.trim().to_owned(), op.parse()?, value));
+        }
+    }
+    Err(Error::invalid(format!(
+        "condition {text:?} must look like field=value, field>value, field<=value or field!=value"
+    )))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let mode = if cli.json { Mode::Json } else { Mode::Table };
+    match &cli.command {
+        Command::Sql {
+            sql,
+            params,
+            mode: chosen,
+        } => {
+            let db = open(&cli)?;
+            let sql = match sql {
+                Some(s) if s != "-" => s.clone(),
+                _ => {
+                    let mut buf = String::new();
+                    std::io::stdin().read_to_string(&mut buf)?;
+                    buf
+                }
+            };
+            let mode = chosen.unwrap_or(mode);
+            match params {
+                Some(p) => {
+                    let params = parse_json("--params", p)?;
+                    let stmt = db.prepare(&sql)?;
+                    if stmt.returns_rows() {
+                        let rows = stmt.all(&params)?;
+                        let columns = rows
+                            .first()
+                            .map(|r| r.columns().clone())
+                            .unwrap_or_default();
+                        print_rows(&mut out, mode, &columns, &rows)?;
+                    } else {
+                        let result = stmt.run(&params)?;
+                        if mode == Mode::Json {
+                            print_json(&mut out, &result)?;
+                        }
+                    }
+                }
+                None => {
+                    let result = db.exec_script(&sql)?;
+                    if !result.columns.is_empty() {
+                        print_rows(&mut out, mode, &result.columns, &result.rows)?;
+                    } else if mode == Mode::Json {
+                        print_json(&mut out, &serde_json::json!({"changes": result.changes}))?;
+                    }
+                }
+            }
+        }
+        Command::Shell => {
+            let db = open(&cli)?;
+            drop(out);
+            let failed = shell::Shell::new(&db, mode).run()?;
+            return Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
+        Command::Put {
+            id,
+            data,
+            node_type,
+            replace,
+        } => {
+            let db = open(&cli)?;
+            let data = parse_json("node data", data)?;
+            let node = db.update_node(
+                id,
+                NodeUpdate {
+                    data: Some(&data),
+                    replace: *replace,
+                    node_type: node_type.as_deref().map(Some),
+                    ..NodeUpdate::default()
+                },
+            )?;
+            print_json(&mut out, &node)?;
+        }
+        Command::Get { id } => {
+            let db = open(&cli)?;
+            let node = db
+                .get_node(id)?
+                .ok_or_else(|| Error::not_found(format!("no node with id {id:?}")))?;
+            print_json(&mut out, &node)?;
+        }
+        Command::Delete { id } => {
+            let db = open(&cli)?;
+            if !db.delete(id)? {
+                return Err(Error::not_found(format!("no node with id {id:?}")));
+            }
+            if cli.json {
+                print_json(&mut out, &serde_json::json!({"deleted": id}))?;
+            } else {
+                writeln!(out, "deleted {id}")?;
+            }
+        }
+        Command::List {
+            prefix,
+            node_type,
+            conditions,
+            limit,
+        } => {
+            let db = open(&cli)?;
+            let mut query = NodeQuery::new();
+            if let Some(p) = prefix {
+                query = query.prefix(p);
+            }
+            if let Some(t) = node_type {
+                query = query.of_type(t);
+            }
+            for c in conditions {
+                let (field, op, value) = parse_condition(c)?;
+                query = query.where_field(field, op, value);
+            }
+            if let Some(n) = limit {
+                query = query.limit(*n);
+            }
+            let nodes = db.find(&query)?;
+            if cli.json {
+                print_json(&mut out, &nodes)?;
+            } else {
+                let rows = nodes.iter().map(|n| {
+                    vec![
+                        n.id.clone(),
+                        n.node_type.clone().unwrap_or_default(),
+                        Json::Object(n.data.clone()).to_string(),
+                    ]
+                });
+                print_table(&mut out, &["id", "type", "data"], rows)?;
+            }
+        }
+        Command::Link {
+            from,
+            relation,
+            to,
+            data,
+        } => {
+            let db = open(&cli)?;
+            let data = data
+                .as_deref()
+                .map(|j| parse_json("edge data", j))
+                .transpose()?;
+            let edge = db.link(from, relation, to, data.as_ref())?;
+            print_json(&mut out, &edge)?;
+        }
+        Command::Unlink { from, relation, to } => {
+            let db = open(&cli)?;
+            if !db.unlink(from, relation, to)? {
+                return Err(Error::not_found(format!(
+                    "no edge {from} -[{relation}]-> {to}"
+                )));
+            }
+            if cli.json {
+                print_json(
+                    &mut out,
+                    &serde_json::json!({"unlinked": [from, relation, to]}),
+                )?;
+            } else {
+                writeln!(out, "unlinked {from} -[{relation}]-> {to}")?;
+            }
+        }
+        Command::Edges {
+            id,
+            direction,
+            relation,
+        } => {
+            let db = open(&cli)?;
+            let edges = db.edges(id, *direction, relation.as_deref())?;
+            if cli.json {
+                print_json(&mut out, &edges)?;
+            } else {
+                let rows = edges.iter().map(|e| {
+                    vec![
+                        e.from.clone(),
+                        e.relation.clone(),
+                        e.to.clone(),
+                        Json::Object(e.data.clone()).to_string(),
+                    ]
+                });
+                print_table(&mut out, &["from", "relation", "to", "data"], rows)?;
+            }
+        }
+        Command::Import {
+            file,
+            table,
+            nodes,
+            format,
+        } => {
+            let db = open(&cli)?;
+            let format = format.unwrap_or_else(|| Format::guess(file));
+            let target = match (table, nodes) {
+                (Some(t), false) => Target::Table(t),
+                _ => Target::Nodes,
+            };
+            let report = transfer::import(&db, file, format, target)?;
+            if cli.json {
+                print_json(&mut out, &report)?;
+            } else {
+                writeln!(out, "imported {} records", report.records)?;
+            }
+        }
+        Command::Export {
+            table,
+            query,
+            nodes,
+            edges,
+            format,
+            output,
+        } => {
+            let db = open(&cli)?;
+            let source = match (table, query, nodes, edges) {
+                (Some(t), ..) => Source::Table(t),
+                (_, Some(q), ..) => Source::Query(q),
+                (_, _, true, _) => Source::Nodes,
+                (_, _, _, true) => Source::Edges,
+                _ => {
+                    return Err(Error::invalid(
+                        "say what to export: --table NAME, --query SQL, --nodes or --edges",
+                    ));
+                }
+            };
+            match output {
+                Some(path) => {
+                    let file = std::fs::File::create(path).map_err(|e| {
+                        Error::from(e).context(format!("cannot create {}", path.display()))
+                    })?;
+                    let mut writer = std::io::BufWriter::new(file);
+                    let n = transfer::export(&db, source, *format, &mut writer)?;
+                    writer.flush()?;
+                    eprintln!("exported {n} records to {}", path.display());
+                }
+                None => {
+                    let mut writer = std::io::BufWriter::new(out);
+                    transfer::export(&db, source, *format, &mut writer)?;
+                    writer.flush()?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
+        Command::Check => {
+            let db = open(&cli)?;
+            let problems = db.check()?;
+            if cli.json {
+                print_json(
+                    &mut out,
+                    &serde_json::json!({"ok": problems.is_empty(), "problems": problems}),
+                )?;
+            } else if problems.is_empty() {
+                writeln!(out, "ok")?;
+            } else {
+                for p in &problems {
+                    writeln!(out, "{p}")?;
+                }
+            }
+            if !problems.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Backup { dest } => {
+            let db = open(&cli)?;
+            db.backup(dest)?;
+            let size = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
+            if cli.json {
+                print_json(
+                    &mut out,
+                    &serde_json::json!({"backup": dest, "bytes": size}),
+                )?;
+            } else {
+                writeln!(out, "backed up to {} ({size} bytes)", dest.display())?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

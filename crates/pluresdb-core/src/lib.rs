@@ -62,3 +62,8 @@ pub use pluresdb_crdt::{Hlc, SiteId};
 pub fn is_complete_statement(sql: &str) -> bool {
     query::is_complete(sql)
 }
+
+/// The version of the bundled SQLite library.
+pub fn sqlite_version() -> &'static str {
+    rusqlite::version()
+}

@@ -182,6 +182,18 @@ impl Database {
         self.all(&sql, params)?.iter().map(node_from_row).collect()
     }
 
+    /// Streams the nodes matching `query` without loading them all (ordered by id).
+    pub fn iterate_nodes(
+        &self,
+        query: &NodeQuery,
+    ) -> Result<impl Iterator<Item = Result<Node>> + use<>> {
+        self.require_graph()?;
+        let (sql, params) = query.to_sql()?;
+        Ok(self
+            .iterate(&sql, params)?
+            .map(|row| row.and_then(|r| node_from_row(&r))))
+    }
+
     /// Nodes whose id starts with `prefix` (all nodes for `""`), ordered by id.
     pub fn list(&self, prefix: &str) -> Result<Vec<Node>> {
         self.find(&NodeQuery::new().prefix(prefix))

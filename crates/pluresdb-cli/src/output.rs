@@ -1,0 +1,146 @@
+//! Printing results: tables for people, JSON and CSV for scripts.
+
+use std::io::Write;
+
+use comfy_table::{ContentArrangement, Table, presets};
+use pluresdb_core::{Columns, Result, Row, Value, base64_encode};
+use serde_json::Value as Json;
+
+/// How rows are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A boxed table with a header.
+    Table,
+    /// A JSON array of objects (integers exact).
+    Json,
+    /// CSV with a header row.
+    Csv,
+    /// One `column = value` line per field, rows separated by a blank line.
+    Line,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Mode, String> {
+        match s {
+            "table" | "box" => Ok(Mode::Table),
+            "json" => Ok(Mode::Json),
+            "csv" => Ok(Mode::Csv),
+            "line" => Ok(Mode::Line),
+            other => Err(format!(
+                "unknown mode {other:?}; use table, json, csv or line"
+            )),
+        }
+    }
+}
+
+/// A value as text for a table cell or CSV field (NULL as `NULL` in tables, empty in CSV).
+pub fn cell(value: &Value, null: &str) -> String {
+    match value {
+        Value::Null => null.to_owned(),
+        Value::Integer(i) => i.to_string(),
+        Value::Real(f) => format_real(*f),
+        Value::Text(s) => s.clone(),
+        Value::Blob(b) => format!("x'{}'", hex(b)),
+    }
+}
+
+/// Reals as SQLite prints them: always with a decimal point or exponent.
+fn format_real(f: f64) -> String {
+    if f.is_finite() && f == f.trunc() && f.abs() < 1e15 {
+        format!("{f:.1}")
+    } else {
+        f.to_string()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Prints rows in `mode` to `out`.
+pub fn print_rows(out: &mut dyn Write, mode: Mode, columns: &Columns, rows: &[Row]) -> Result<()> {
+    match mode {
+        Mode::Table => {
+            if columns.is_empty() {
+                return Ok(());
+            }
+            print_table(
+                out,
+                &columns.names(),
+                rows.iter()
+                    .map(|row| row.values().iter().map(|v| cell(v, "NULL")).collect()),
+            )?;
+        }
+        Mode::Json => {
+            let array = Json::Array(rows.iter().map(Row::to_json).collect());
+            writeln!(out, "{}", serde_json::to_string_pretty(&array)?)?;
+        }
+        Mode::Csv => {
+            let mut writer = csv::Writer::from_writer(out);
+            if !columns.is_empty() {
+                writer.write_record(columns.names()).map_err(csv_error)?;
+            }
+            for row in rows {
+                writer
+                    .write_record(row.values().iter().map(csv_field))
+                    .map_err(csv_error)?;
+            }
+            writer.flush()?;
+        }
+        Mode::Line => {
+            let width = columns
+                .iter()
+                .map(|c| c.name.chars().count())
+                .max()
+                .unwrap_or(0);
+            for (i, row) in rows.iter().enumerate() {
+                if i > 0 {
+                    writeln!(out)?;
+                }
+                for (c, v) in columns.iter().zip(row.values()) {
+                    writeln!(out, "{:>width$} = {}", c.name, cell(v, "NULL"))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints a boxed table with a header row.
+pub fn print_table(
+    out: &mut dyn Write,
+    header: &[&str],
+    rows: impl Iterator<Item = Vec<String>>,
+) -> Result<()> {
+    let mut table = Table::new();
+    table
+        .load_style(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.to_vec());
+    for row in rows {
+        table.add_row(row);
+    }
+    writeln!(out, "{table}")?;
+    Ok(())
+}
+
+/// A value as a CSV field: NULL empty, blobs base64.
+pub fn csv_field(value: &Value) -> String {
+    match value {
+        Value::Blob(b) => base64_encode(b),
+        other => cell(other, ""),
+    }
+}
+
+/// Maps a CSV error into a PluresDB error.
+pub fn csv_error(err: csv::Error) -> pluresdb_core::Error {
+    pluresdb_core::Error::invalid(format!("CSV: {err}"))
+}
+
+/// Prints any serializable value as pretty JSON.
+pub fn print_json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<()> {
+    writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
+    Ok(())
+}

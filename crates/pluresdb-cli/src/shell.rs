@@ -1,0 +1,225 @@
+//! `pluresdb shell`: an interactive SQL shell in the style of `sqlite3`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use pluresdb_core::{Database, Error, Result, is_complete_statement};
+
+use crate::output::{Mode, print_json, print_rows};
+use crate::transfer::{self, Format, Target};
+
+const HELP: &str = "\
+.help                  show this help
+.tables [PATTERN]      list tables and views (LIKE pattern)
+.schema [TABLE]        show CREATE statements
+.mode [MODE]           show or set output: table, json, csv, line
+.import FILE TABLE     import CSV or JSONL (by extension) into TABLE
+.read FILE             run the SQL in FILE
+.nodes [PREFIX]        list graph nodes
+.quit, .exit           leave the shell
+SQL statements end with ';' and may span lines.";
+
+/// The shell's state.
+pub struct Shell<'a> {
+    db: &'a Database,
+    mode: Mode,
+    failed: bool,
+}
+
+impl<'a> Shell<'a> {
+    /// A shell over `db` printing in `mode`.
+    pub fn new(db: &'a Database, mode: Mode) -> Shell<'a> {
+        Shell {
+            db,
+            mode,
+            failed: false,
+        }
+    }
+
+    /// Reads commands until end of input or `.quit`. Interactive on a terminal (line editing
+    /// and history), plain line reading otherwise. Returns whether any command failed.
+    pub fn run(mut self) -> Result<bool> {
+        if std::io::stdin().is_terminal() {
+            self.run_interactive()?;
+        } else {
+            let stdin = std::io::stdin();
+            let mut buffer = String::new();
+            for line in stdin.lock().lines() {
+                if !self.feed(&mut buffer, &line?) {
+                    return Ok(self.failed);
+                }
+            }
+            self.flush(&mut buffer);
+        }
+        Ok(self.failed)
+    }
+
+    fn run_interactive(&mut self) -> Result<()> {
+        let mut editor = rustyline::DefaultEditor::new()
+            .map_err(|e| Error::invalid(format!("cannot start the line editor: {e}")))?;
+        let history = history_path();
+        if let Some(h) = &history {
+            let _ = editor.load_history(h);
+        }
+        println!(
+            "PluresDB {} (SQLite {}) - {}. Type .help for help.",
+            env!("CARGO_PKG_VERSION"),
+            pluresdb_core::sqlite_version(),
+            self.db
+                .path()
+                .map_or_else(|| "in memory".to_owned(), |p| p.display().to_string())
+        );
+        let mut buffer = String::new();
+        loop {
+            let prompt = if buffer.is_empty() {
+                "pluresdb> "
+            } else {
+                "     ...> "
+            };
+            match editor.readline(prompt) {
+                Ok(line) => {
+                    if !line.trim().is_empty() {
+                        let _ = editor.add_history_entry(line.as_str());
+                    }
+                    if !self.feed(&mut buffer, &line) {
+                        break;
+                    }
+                }
+                Err(rustyline::error::ReadlineError::Interrupted) => buffer.clear(),
+                Err(rustyline::error::ReadlineError::Eof) => break,
+                Err(e) => return Err(Error::invalid(format!("reading input: {e}"))),
+            }
+        }
+        self.flush(&mut buffer);
+        if let Some(h) = &history {
+            let _ = editor.save_history(h);
+        }
+        Ok(())
+    }
+
+    /// Handles one input line; returns false when the shell should stop.
+    fn feed(&mut self, buffer: &mut String, line: &str) -> bool {
+        if buffer.is_empty() && line.trim_start().starts_with('.') {
+            return match self.dot(line.trim()) {
+                Ok(keep_going) => keep_going,
+                Err(e) => {
+                    self.report(&e);
+                    true
+                }
+            };
+        }
+        if buffer.is_empty() && line.trim().is_empty() {
+            return true;
+        }
+        buffer.push_str(line);
+        buffer.push('\n');
+        if is_complete_statement(buffer) {
+            self.flush(buffer);
+        }
+        true
+    }
+
+    fn flush(&mut self, buffer: &mut String) {
+        if buffer.trim().is_empty() {
+            buffer.clear();
+            return;
+        }
+        let sql = std::mem::take(buffer);
+        if let Err(e) = self.sql(&sql) {
+            self.report(&e);
+        }
+    }
+
+    fn report(&mut self, err: &Error) {
+        self.failed = true;
+        eprintln!("Error: {err}");
+    }
+
+    fn sql(&self, sql: &str) -> Result<()> {
+        let result = self.db.exec_script(sql)?;
+        let mut out = std::io::stdout().lock();
+        if !result.columns.is_empty() {
+            print_rows(&mut out, self.mode, &result.columns, &result.rows)?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+
+    /// Runs a dot command; returns false for `.quit`.
+    fn dot(&mut self, line: &str) -> Result<bool> {
+        let mut parts = line.split_whitespace();
+        let command = parts.next().unwrap_or_default();
+        let args: Vec<&str> = parts.collect();
+        let mut out = std::io::stdout().lock();
+        match command {
+            ".quit" | ".exit" | ".q" => return Ok(false),
+            ".help" => writeln!(out, "{HELP}")?,
+            ".mode" => match args.first() {
+                None => writeln!(out, "current mode: {:?}", self.mode)?,
+                Some(m) => self.mode = m.parse().map_err(Error::invalid)?,
+            },
+            ".tables" => {
+                let pattern = args.first().copied().unwrap_or("%");
+                let names: Vec<(String,)> = self.db.all_as(
+                    "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view')
+                       AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_pluresdb\\_%' ESCAPE '\\'
+                       AND name LIKE ?1 ORDER BY name",
+                    (pattern,),
+                )?;
+                for (name,) in names {
+                    writeln!(out, "{name}")?;
+                }
+            }
+            ".schema" => {
+                let rows: Vec<(String,)> = self.db.all_as(
+                    "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL
+                       AND name NOT LIKE '\\_pluresdb\\_%' ESCAPE '\\'
+                       AND (?1 IS NULL OR tbl_name = ?1) ORDER BY tbl_name, type DESC, name",
+                    (args.first().copied(),),
+                )?;
+                for (sql,) in rows {
+                    writeln!(out, "{sql};")?;
+                }
+            }
+            ".import" => {
+                let [file, table] = args[..] else {
+                    return Err(Error::invalid("usage: .import FILE TABLE"));
+                };
+                let path = Path::new(file);
+                let report =
+                    transfer::import(self.db, path, Format::guess(path), Target::Table(table))?;
+                writeln!(out, "imported {} records into {table}", report.records)?;
+            }
+            ".read" => {
+                let [file] = args[..] else {
+                    return Err(Error::invalid("usage: .read FILE"));
+                };
+                let sql = std::fs::read_to_string(file)
+                    .map_err(|e| Error::from(e).context(format!("cannot read {file}")))?;
+                drop(out);
+                self.sql(&sql)?;
+            }
+            ".nodes" => {
+                let nodes = self.db.list(args.first().copied().unwrap_or(""))?;
+                let records: Vec<_> = nodes
+                    .iter()
+                    .map(transfer::node_record)
+                    .collect::<Result<_>>()?;
+                print_json(&mut out, &records)?;
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown command {other}; type .help for the list"
+                )));
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn history_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PLURESDB_HISTORY") {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pluresdb_history"))
+}

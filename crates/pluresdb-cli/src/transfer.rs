@@ -1,0 +1,375 @@
+//! `import` and `export`: JSONL and CSV, into and out of tables or nodes, in one transaction.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use pluresdb_core::{Database, Error, Node, Result, Value};
+use serde_json::{Map, Value as Json};
+
+use crate::output::{csv_error, csv_field};
+
+/// File formats for import and export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One JSON object per line.
+    Jsonl,
+    /// Comma-separated values with a header row.
+    Csv,
+}
+
+impl Format {
+    /// Guesses from the file extension (`.csv` is CSV, anything else JSONL).
+    pub fn guess(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("csv") => Format::Csv,
+            _ => Format::Jsonl,
+        }
+    }
+}
+
+/// Where imported records go.
+pub enum Target<'a> {
+    /// Rows of a table (created with the file's columns when missing).
+    Table(&'a str),
+    /// Nodes: `{"id", "type"?, "data"?, "vector"?}` or flat objects with an `id` field.
+    Nodes,
+}
+
+/// Counts of what an import did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ImportReport {
+    /// Records read.
+    pub records: u64,
+}
+
+/// Quotes an SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn progress(path: &Path) -> ProgressBar {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    // Small files finish before a bar would be useful; indicatif hides itself off a terminal.
+    if len < 8 << 20 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} importing {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Counts bytes read for the progress bar.
+struct Counting<R> {
+    inner: R,
+    bar: ProgressBar,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+/// Imports `path` into `target` in one transaction: on any bad record nothing is imported
+/// and the error names the line.
+pub fn import(
+    db: &Database,
+    path: &Path,
+    format: Format,
+    target: Target<'_>,
+) -> Result<ImportReport> {
+    let file = File::open(path)
+        .map_err(|e| Error::from(e).context(format!("cannot read {}", path.display())))?;
+    let bar = progress(path);
+    let reader = BufReader::new(Counting {
+        inner: file,
+        bar: bar.clone(),
+    });
+    let result = db.transaction(|tx| match format {
+        Format::Jsonl => import_jsonl(tx, reader, &target),
+        Format::Csv => import_csv(tx, reader, &target),
+    });
+    bar.finish_and_clear();
+    result
+}
+
+fn import_jsonl(db: &Database, reader: impl BufRead, target: &Target<'_>) -> Result<ImportReport> {
+    let mut report = ImportReport::default();
+    let mut table = TableWriter::default();
+    for (index, line) in reader.lines().enumerate() {
+        let line_no = index + 1;
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = |e: Error| e.context(format!("line {line_no}"));
+        let record: Json = serde_json::from_str(&line).map_err(|e| at(Error::from(e)))?;
+        let Json::Object(object) = record else {
+            return Err(at(Error::invalid("each line must be a JSON object")));
+        };
+        match target {
+            Target::Table(name) => table.insert(db, name, &object).map_err(at)?,
+            Target::Nodes => put_node(db, object).map_err(at)?,
+        }
+        report.records += 1;
+    }
+    Ok(report)
+}
+
+fn import_csv(db: &Database, reader: impl Read, target: &Target<'_>) -> Result<ImportReport> {
+    let mut report = ImportReport::default();
+    let mut csv = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(reader);
+    let headers: Vec<String> = csv
+        .headers()
+        .map_err(csv_error)?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    if headers.is_empty() || headers.iter().any(String::is_empty) {
+        return Err(Error::invalid("the CSV header row must name every column"));
+    }
+    let mut table = TableWriter::default();
+    for (index, record) in csv.records().enumerate() {
+        let line_no = index + 2;
+        let at = |e: Error| e.context(format!("line {line_no}"));
+        let record = record.map_err(|e| at(csv_error(e)))?;
+        let object: Map<String, Json> = headers
+            .iter()
+            .zip(record.iter())
+            .map(|(h, v)| (h.clone(), Json::String(v.to_owned())))
+            .collect();
+        match target {
+            Target::Table(name) => table.insert(db, name, &object).map_err(at)?,
+            Target::Nodes => put_node(db, object).map_err(at)?,
+        }
+        report.records += 1;
+    }
+    Ok(report)
+}
+
+/// Inserts objects as rows, creating the table from the first record when it is missing.
+#[derive(Default)]
+struct TableWriter {
+    checked: bool,
+}
+
+impl TableWriter {
+    fn insert(&mut self, db: &Database, table: &str, object: &Map<String, Json>) -> Result<()> {
+        if object.is_empty() {
+            return Err(Error::invalid("the record has no fields"));
+        }
+        if !self.checked {
+            let exists = db
+                .get(
+                    "SELECT 1 FROM sqlite_schema WHERE type IN ('table', 'view') AND name = ?",
+                    (table,),
+                )?
+                .is_some();
+            if !exists {
+                // Like sqlite3's .import: untyped columns named by the first record.
+                let cols: Vec<String> = object.keys().map(|k| quote_ident(k)).collect();
+                db.exec(&format!(
+                    "CREATE TABLE {}({})",
+                    quote_ident(table),
+                    cols.join(", ")
+                ))?;
+            }
+            self.checked = true;
+        }
+        let cols: Vec<String> = object.keys().map(|k| quote_ident(k)).collect();
+        let marks: Vec<String> = (1..=object.len()).map(|i| format!("?{i}")).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            quote_ident(table),
+            cols.join(", "),
+            marks.join(", ")
+        );
+        let values: Vec<Value> = object
+            .values()
+            .map(Value::from_json)
+            .collect::<Result<_>>()?;
+        db.run(&sql, values)?;
+        Ok(())
+    }
+}
+
+/// A node record: `{"id", "type", "data", "vector"}` as exported, or a flat object whose
+/// `id` field names the node and whose other fields are its data.
+fn put_node(db: &Database, mut object: Map<String, Json>) -> Result<()> {
+    let id = match object.remove("id") {
+        Some(Json::String(s)) => s,
+        Some(Json::Number(n)) => n.to_string(),
+        Some(_) => {
+            return Err(Error::invalid(
+                "the \"id\" field must be a string or a number",
+            ));
+        }
+        None => return Err(Error::invalid("the record has no \"id\" field")),
+    };
+    // CSV exports carry data as JSON text.
+    if let Some(Json::String(text)) = object.get("data")
+        && let Ok(parsed @ Json::Object(_)) = serde_json::from_str::<Json>(text)
+    {
+        object.insert("data".into(), parsed);
+        if object.get("type").is_some_and(|t| t == "") {
+            object.insert("type".into(), Json::Null);
+        }
+    }
+    let exported = matches!(object.get("data"), Some(Json::Object(_)));
+    let (data, node_type, vector) = if exported {
+        let data = object.remove("data").unwrap_or_default();
+        let node_type = match object.remove("type") {
+            Some(Json::String(t)) => Some(t),
+            Some(Json::Null) | None => None,
+            Some(_) => return Err(Error::invalid("the \"type\" field must be a string")),
+        };
+        let vector = match object.remove("vector") {
+            Some(Json::Array(items)) => Some(
+                items
+                    .iter()
+                    .map(|v| v.as_f64().map(|f| f as f32))
+                    .collect::<Option<Vec<f32>>>()
+                    .ok_or_else(|| Error::invalid("\"vector\" must be an array of numbers"))?,
+            ),
+            Some(Json::Null) | None => None,
+            Some(_) => return Err(Error::invalid("\"vector\" must be an array of numbers")),
+        };
+        (data, node_type, vector)
+    } else {
+        (Json::Object(object), None, None)
+    };
+    db.update_node(
+        &id,
+        pluresdb_core::NodeUpdate {
+            data: Some(&data),
+            replace: true,
+            node_type: node_type.as_deref().map(Some),
+            vector: vector.as_deref().map(Some),
+            must_exist: false,
+        },
+    )?;
+    Ok(())
+}
+
+/// What to export.
+pub enum Source<'a> {
+    /// A table or view.
+    Table(&'a str),
+    /// Any query.
+    Query(&'a str),
+    /// All nodes.
+    Nodes,
+    /// All edges.
+    Edges,
+}
+
+/// Streams `source` to `out` in `format`; returns the number of records written.
+pub fn export(
+    db: &Database,
+    source: Source<'_>,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    if let Source::Nodes = source {
+        return export_nodes(db, format, out);
+    }
+    let sql = match source {
+        Source::Table(t) => format!("SELECT * FROM {}", quote_ident(t)),
+        Source::Query(q) => q.to_owned(),
+        Source::Edges => "SELECT from_id, relation, to_id, data FROM pluresdb_edges ORDER BY from_id, relation, to_id".to_owned(),
+        Source::Nodes => unreachable!("handled above"),
+    };
+    let rows = db.iterate(&sql, ())?;
+    let names: Vec<String> = rows.columns().iter().map(|c| c.name.clone()).collect();
+    let mut count = 0;
+    match format {
+        Format::Jsonl => {
+            for row in rows {
+                let row = row?;
+                serde_json::to_writer(&mut *out, &row.to_json())?;
+                writeln!(out)?;
+                count += 1;
+            }
+        }
+        Format::Csv => {
+            let mut writer = csv::Writer::from_writer(out);
+            let mut header_written = false;
+            for row in rows {
+                let row = row?;
+                if !header_written {
+                    writer
+                        .write_record(row.columns().names())
+                        .map_err(csv_error)?;
+                    header_written = true;
+                }
+                writer
+                    .write_record(row.values().iter().map(csv_field))
+                    .map_err(csv_error)?;
+                count += 1;
+            }
+            if !header_written && !names.is_empty() {
+                writer.write_record(&names).map_err(csv_error)?;
+            }
+            writer.flush()?;
+        }
+    }
+    Ok(count)
+}
+
+fn export_nodes(db: &Database, format: Format, out: &mut dyn Write) -> Result<u64> {
+    let mut count = 0;
+    let nodes = db.iterate_nodes(&pluresdb_core::NodeQuery::new())?;
+    match format {
+        Format::Jsonl => {
+            for node in nodes {
+                serde_json::to_writer(&mut *out, &node_record(&node?)?)?;
+                writeln!(out)?;
+                count += 1;
+            }
+        }
+        Format::Csv => {
+            let mut writer = csv::Writer::from_writer(out);
+            writer
+                .write_record(["id", "type", "data"])
+                .map_err(csv_error)?;
+            for node in nodes {
+                let node = node?;
+                writer
+                    .write_record([
+                        node.id.as_str(),
+                        node.node_type.as_deref().unwrap_or(""),
+                        &Json::Object(node.data).to_string(),
+                    ])
+                    .map_err(csv_error)?;
+                count += 1;
+            }
+            writer.flush()?;
+        }
+    }
+    Ok(count)
+}
+
+/// A node as an export record: `{"id", "type", "data", "vector"?}`.
+pub fn node_record(node: &Node) -> Result<Json> {
+    let mut record = Map::new();
+    record.insert("id".into(), Json::String(node.id.clone()));
+    record.insert(
+        "type".into(),
+        node.node_type.clone().map_or(Json::Null, Json::String),
+    );
+    record.insert("data".into(), Json::Object(node.data.clone()));
+    if let Some(v) = &node.vector {
+        record.insert("vector".into(), serde_json::to_value(v)?);
+    }
+    Ok(Json::Object(record))
+}

@@ -1,0 +1,382 @@
+//! The `pluresdb` binary, run as a real process.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+
+struct Cli {
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        Cli {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("test.db")
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run_with(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pluresdb"))
+            .arg("--db")
+            .arg(self.db())
+            .args(args)
+            .env_remove("PLURESDB_DB")
+            .env("PLURESDB_HISTORY", self.path("history"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run_with(args, None);
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and expects failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run_with(args, None);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(out.stdout.is_empty(), "errors go to stderr only");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+}
+
+#[test]
+fn sql_prints_tables_for_people_and_exact_json_for_scripts() {
+    let cli = Cli::new();
+    let table = cli.ok(&[
+        "sql",
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, big INTEGER); \
+         INSERT INTO t(name, big) VALUES ('Ada', 9007199254740993), ('Alan', NULL); SELECT * FROM t",
+    ]);
+    assert!(
+        table.contains("│ 1  ┆ Ada  ┆ 9007199254740993 │"),
+        "{table}"
+    );
+    assert!(table.contains("NULL"), "{table}");
+    let out = cli.ok(&["--json", "query", "SELECT id, name, big FROM t ORDER BY id"]);
+    assert!(
+        out.contains("\"big\": 9007199254740993"),
+        "integers beyond 2^53 print exactly: {out}"
+    );
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        rows[0],
+        json!({"id": 1, "name": "Ada", "big": 9007199254740993_i64})
+    );
+    let keys: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.trim().split('"').nth(1))
+        .take(3)
+        .collect();
+    assert_eq!(keys, ["id", "name", "big"], "columns keep their order");
+    let one = cli.json(&["sql", "SELECT name FROM t WHERE id = ?", "--params", "[2]"]);
+    assert_eq!(one, json!([{"name": "Alan"}]));
+    let changed = cli.json(&["sql", "UPDATE t SET big = 1"]);
+    assert_eq!(changed, json!({"changes": 2}));
+    let csv = cli.ok(&["sql", "--mode", "csv", "SELECT id, name FROM t"]);
+    assert_eq!(csv, "id,name\n1,Ada\n2,Alan\n");
+    let from_stdin = cli.run_with(&["sql"], Some("SELECT 40 + 2 AS answer;"));
+    assert!(String::from_utf8_lossy(&from_stdin.stdout).contains("42"));
+}
+
+#[test]
+fn sql_errors_go_to_stderr_with_the_position() {
+    let cli = Cli::new();
+    let err = cli.fails(&["sql", "SELECT * FORM nowhere"]);
+    assert_eq!(
+        err,
+        "error: near \"FORM\": syntax error\n  SELECT * FORM nowhere\n           ^ (at byte 9)\n"
+    );
+    let err = cli.fails(&["sql", "SELECT * FROM nowhere"]);
+    assert!(err.starts_with("error: no such table: nowhere"), "{err}");
+    let err = cli.fails(&["sql", "SELECT ?", "--params", "[1, 2]"]);
+    assert!(err.contains("wrong number of parameters"), "{err}");
+}
+
+#[test]
+fn nodes_and_edges_from_the_command_line() {
+    let cli = Cli::new();
+    let ada = cli.json(&[
+        "put",
+        "ada",
+        r#"{"name": "Ada", "born": 1815}"#,
+        "--type",
+        "Person",
+    ]);
+    assert_eq!(ada["type"], "Person");
+    cli.ok(&["put", "ada", r#"{"field": "math"}"#]);
+    cli.ok(&["put", "alan", r#"{"name": "Alan"}"#]);
+    let got = cli.json(&["get", "ada"]);
+    assert_eq!(
+        got["data"],
+        json!({"name": "Ada", "born": 1815, "field": "math"})
+    );
+    let edge = cli.json(&["link", "ada", "knows", "alan", r#"{"since": 1936}"#]);
+    assert_eq!(edge["data"]["since"], 1936);
+    let edges = cli.json(&["edges", "alan", "--direction", "in"]);
+    assert_eq!(edges[0]["from"], "ada");
+    let listed = cli.json(&["list", "--type", "Person", "--where", "born<1900"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let table = cli.ok(&["list"]);
+    assert!(
+        table.contains("alan") && table.contains("Person"),
+        "{table}"
+    );
+    assert_eq!(
+        cli.ok(&["unlink", "ada", "knows", "alan"]),
+        "unlinked ada -[knows]-> alan\n"
+    );
+    assert!(
+        cli.fails(&["unlink", "ada", "knows", "alan"])
+            .contains("no edge ada -[knows]-> alan")
+    );
+    assert_eq!(cli.ok(&["delete", "alan"]), "deleted alan\n");
+    let err = cli.fails(&["get", "alan"]);
+    assert_eq!(err, "error: no node with id \"alan\"\n");
+    let err = cli.fails(&["put", "x", "{not json"]);
+    assert!(
+        err.starts_with("error: node data is not valid JSON"),
+        "{err}"
+    );
+    let err = cli.fails(&["put", "x", "[1, 2]"]);
+    assert!(err.contains("must be a JSON object"), "{err}");
+    let err = cli.fails(&["link", "ada", "knows", "ghost"]);
+    assert!(
+        err.contains("target node \"ghost\" does not exist"),
+        "{err}"
+    );
+    let err = cli.fails(&["list", "--where", "nonsense"]);
+    assert!(err.contains("must look like field=value"), "{err}");
+    // Put from stdin.
+    let out = cli.run_with(&["put", "piped", "-"], Some(r#"{"from": "stdin"}"#));
+    assert!(out.status.success());
+    assert_eq!(cli.json(&["get", "piped"])["data"]["from"], "stdin");
+}
+
+#[test]
+fn import_and_export_round_trip_jsonl_and_csv() {
+    let cli = Cli::new();
+    let jsonl = cli.path("people.jsonl");
+    std::fs::write(&jsonl, "{\"id\": 1, \"name\": \"Ada\", \"tags\": [\"math\"]}\n\n{\"id\": 2, \"name\": \"Alan\", \"tags\": []}\n").unwrap();
+    assert_eq!(
+        cli.ok(&["import", jsonl.to_str().unwrap(), "--table", "people"]),
+        "imported 2 records\n"
+    );
+    let rows = cli.json(&[
+        "sql",
+        "SELECT id, name, tags ->> '$[0]' AS first FROM people ORDER BY id",
+    ]);
+    assert_eq!(
+        rows,
+        json!([{"id": 1, "name": "Ada", "first": "math"}, {"id": 2, "name": "Alan", "first": null}])
+    );
+
+    let csv_out = cli.path("people.csv");
+    cli.ok(&[
+        "export",
+        "--table",
+        "people",
+        "--format",
+        "csv",
+        "-o",
+        csv_out.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&csv_out).unwrap();
+    assert_eq!(text.lines().next(), Some("id,name,tags"));
+    // CSV into a new table: text columns, like sqlite3's .import.
+    cli.ok(&["import", csv_out.to_str().unwrap(), "--table", "copy"]);
+    let rows = cli.json(&["sql", "SELECT * FROM copy ORDER BY id"]);
+    assert_eq!(rows[1], json!({"id": "2", "name": "Alan", "tags": "[]"}));
+
+    // A bad line aborts the whole import and names the line.
+    let bad = cli.path("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"id\": 3, \"name\": \"Grace\"}\n{\"id\": 4, \"nope\": 1}\n",
+    )
+    .unwrap();
+    let err = cli.fails(&["import", bad.to_str().unwrap(), "--table", "people"]);
+    assert!(err.contains("line 2") && err.contains("nope"), "{err}");
+    let bad_json = cli.path("bad2.jsonl");
+    std::fs::write(&bad_json, "{\"id\": 5}\n{oops\n").unwrap();
+    let err = cli.fails(&["import", bad_json.to_str().unwrap(), "--table", "people"]);
+    assert!(err.contains("line 2: invalid JSON"), "{err}");
+    assert_eq!(
+        cli.json(&["sql", "SELECT count(*) AS n FROM people"]),
+        json!([{"n": 2}])
+    );
+
+    // Nodes: export then import into another database.
+    cli.ok(&["put", "a", r#"{"x": 1}"#, "--type", "T"]);
+    cli.ok(&["put", "b", r#"{"y": {"z": true}}"#]);
+    let nodes = cli.path("nodes.jsonl");
+    cli.ok(&["export", "--nodes", "-o", nodes.to_str().unwrap()]);
+    let other = Cli::new();
+    other.ok(&["import", nodes.to_str().unwrap(), "--nodes"]);
+    assert_eq!(other.json(&["get", "a"])["type"], "T");
+    assert_eq!(other.json(&["get", "b"])["data"], json!({"y": {"z": true}}));
+    let nodes_csv = cli.path("nodes.csv");
+    cli.ok(&[
+        "export",
+        "--nodes",
+        "--format",
+        "csv",
+        "-o",
+        nodes_csv.to_str().unwrap(),
+    ]);
+    let third = Cli::new();
+    third.ok(&["import", nodes_csv.to_str().unwrap(), "--nodes"]);
+    assert_eq!(third.json(&["get", "b"])["data"], json!({"y": {"z": true}}));
+    assert_eq!(third.json(&["get", "a"])["type"], "T");
+    // Flat objects with an id become nodes.
+    let flat = cli.path("flat.jsonl");
+    std::fs::write(&flat, "{\"id\": \"f1\", \"name\": \"Flat\"}\n").unwrap();
+    third.ok(&["import", flat.to_str().unwrap(), "--nodes"]);
+    assert_eq!(third.json(&["get", "f1"])["data"], json!({"name": "Flat"}));
+    let edges = cli.ok(&["export", "--edges"]);
+    assert_eq!(edges, "");
+    let err = cli.fails(&[
+        "import",
+        cli.path("missing.jsonl").to_str().unwrap(),
+        "--table",
+        "x",
+    ]);
+    assert!(err.contains("cannot read"), "{err}");
+}
+
+#[test]
+fn check_and_backup() {
+    let cli = Cli::new();
+    cli.ok(&["sql", "CREATE TABLE t(x); INSERT INTO t VALUES (1)"]);
+    assert_eq!(cli.ok(&["check"]), "ok\n");
+    assert_eq!(cli.json(&["check"]), json!({"ok": true, "problems": []}));
+    let dest = cli.path("backup.db");
+    let out = cli.ok(&["backup", dest.to_str().unwrap()]);
+    assert!(out.starts_with("backed up to"), "{out}");
+    let copy = Command::new(env!("CARGO_BIN_EXE_pluresdb"))
+        .args([
+            "--db",
+            dest.to_str().unwrap(),
+            "--json",
+            "sql",
+            "SELECT x FROM t",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&copy.stdout).unwrap(),
+        json!([{"x": 1}])
+    );
+    let err = cli.fails(&["backup", dest.to_str().unwrap()]);
+    assert!(err.contains("already exists"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused() {
+    let cli = Cli::new();
+    std::fs::write(cli.db(), "hello, I am a text file").unwrap();
+    let err = cli.fails(&["sql", "SELECT 1"]);
+    assert!(err.contains("not a database"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(cli.db()).unwrap(),
+        "hello, I am a text file"
+    );
+}
+
+#[test]
+fn shell_runs_sql_and_dot_commands_from_a_pipe() {
+    let cli = Cli::new();
+    let csv = cli.path("in.csv");
+    std::fs::write(&csv, "a,b\n1,x\n2,y\n").unwrap();
+    let script = format!(
+        "CREATE TABLE z(a INTEGER, b TEXT);\n\
+         .import {} z\n\
+         SELECT a, b\n  FROM z\n  ORDER BY a;\n\
+         .tables\n\
+         .schema z\n\
+         .mode json\n\
+         SELECT count(*) AS n FROM z;\n\
+         .mode csv\n\
+         SELECT b FROM z ORDER BY a;\n\
+         .quit\n\
+         SELECT 'not reached';\n",
+        csv.display()
+    );
+    let out = cli.run_with(&["shell"], Some(&script));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("imported 2 records into z"), "{stdout}");
+    assert!(stdout.contains("│ 2 ┆ y │"), "{stdout}");
+    assert!(stdout.contains("\nz\n"), ".tables lists z: {stdout}");
+    assert!(
+        !stdout.contains("_pluresdb"),
+        "internal tables are hidden: {stdout}"
+    );
+    assert!(
+        stdout.contains("CREATE TABLE z(a INTEGER, b TEXT);"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"n\": 2"), "{stdout}");
+    assert!(stdout.ends_with("b\nx\ny\n"), "{stdout}");
+    assert!(!stdout.contains("not reached"));
+
+    let out = cli.run_with(
+        &["shell"],
+        Some("SELECT 1;\n.nope\nSELEC 2;\nSELECT 3 AS three;\n"),
+    );
+    assert!(
+        !out.status.success(),
+        "errors make the exit status non-zero"
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("unknown command .nope"), "{stderr}");
+    assert!(stderr.contains("syntax error"), "{stderr}");
+    assert!(
+        String::from_utf8(out.stdout).unwrap().contains("three"),
+        "the shell goes on after an error"
+    );
+}
+
+#[test]
+fn read_only_flag_refuses_writes() {
+    let cli = Cli::new();
+    cli.ok(&["sql", "CREATE TABLE t(x)"]);
+    let err = cli.fails(&["--read-only", "sql", "INSERT INTO t VALUES (1)"]);
+    assert!(err.contains("readonly"), "{err}");
+    assert!(Path::new(&cli.db()).exists());
+}
