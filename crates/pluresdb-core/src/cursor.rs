@@ -1,49 +1,52 @@
 //! [`RowIter`]: rows streamed one at a time from a statement that keeps its connection.
 
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use rusqlite::{CachedStatement, Connection};
-
-use crate::engine::{Engine, Holder, SqlInfo, sql_error};
+use crate::conn::CachedStmt;
+use crate::engine::{Engine, Holder, SqlInfo};
 use crate::error::Result;
 use crate::params::{Binder, Params};
-use crate::row::{Columns, Row};
+use crate::row::{Columns, FromRow, Row, RowRef};
 
 /// Rows of a query, read lazily (from [`Database::iterate`](crate::Database::iterate)).
 ///
 /// The iterator keeps a connection until it is exhausted or dropped: a reader connection for
 /// plain reads, the writer otherwise. While it holds the writer, other statements on the same
 /// thread fail with a clear "busy" error instead of deadlocking.
-pub struct RowIter {
-    // Field order is not relied on: `finish` releases in the right order.
+pub struct RowIter<T = Row> {
     rows: Option<rusqlite::Rows<'static>>,
-    stmt: Option<NonNull<CachedStatement<'static>>>,
+    stmt: Option<NonNull<CachedStmt>>,
     holder: Option<NonNull<Holder>>,
+    key: u64,
     columns: Arc<Columns>,
     /// Set until the first row refreshed the columns (a schema change re-prepares there).
     info: Option<Arc<SqlInfo>>,
+    _rows_as: PhantomData<fn() -> T>,
 }
 
-impl RowIter {
-    pub(crate) fn open(engine: &Arc<Engine>, sql: &str, params: &dyn Params) -> Result<RowIter> {
+impl<T: FromRow> RowIter<T> {
+    pub(crate) fn open(engine: &Arc<Engine>, sql: &str, params: &dyn Params) -> Result<RowIter<T>> {
         let info: Arc<SqlInfo> = engine.info(sql);
         let holder = engine.holder_for(sql, &info)?;
         let mut iter = RowIter {
             rows: None,
             stmt: None,
             holder: Some(NonNull::from(Box::leak(Box::new(holder)))),
+            key: info.id,
             columns: Arc::new(Columns::default()),
             info: None,
+            _rows_as: PhantomData,
         };
-        // SAFETY: the holder is heap-allocated, never moved, and freed only in `finish`, after
-        // the statement and rows that borrow its connection.
-        let conn: &'static Connection = unsafe { iter.holder.expect("just set").as_ref() }.conn();
-        let stmt = conn.prepare_cached(sql).map_err(|e| sql_error(e, sql))?;
+        // SAFETY: the holder is heap-allocated, never moved, and freed only in `finish`.
+        let holder = unsafe { &mut *iter.holder.expect("just set").as_ptr() };
+        let stmt = holder.conn_mut().take(info.id, sql)?;
         let stmt = NonNull::from(Box::leak(Box::new(stmt)));
         iter.stmt = Some(stmt);
-        // SAFETY: as above; the statement lives until `finish` frees it after the rows.
-        let stmt: &'static mut CachedStatement<'static> = unsafe { &mut *stmt.as_ptr() };
+        // SAFETY: the statement is heap-allocated and reclaimed (back into its connection's
+        // cache) only in `finish`, after the rows that borrow it are dropped.
+        let stmt: &'static mut CachedStmt = unsafe { &mut *stmt.as_ptr() };
         let mut binder = Binder::new(stmt);
         params.bind(&mut binder)?;
         binder.finish()?;
@@ -52,37 +55,43 @@ impl RowIter {
         iter.info = Some(info);
         Ok(iter)
     }
+}
 
+impl<T> RowIter<T> {
     /// The result columns.
     pub fn columns(&self) -> &Columns {
         &self.columns
     }
 
-    /// Releases the statement and the connection now.
+    /// Releases the statement (back to its connection's cache) and the connection now.
     fn finish(&mut self) {
         self.rows = None;
-        if let Some(stmt) = self.stmt.take() {
-            // SAFETY: created by Box::leak in `open`, freed once here; no rows borrow it now.
-            drop(unsafe { Box::from_raw(stmt.as_ptr()) });
-        }
+        let stmt = self.stmt.take().map(|stmt| {
+            // SAFETY: created by Box::leak in `open`, reclaimed once here; no rows borrow it now.
+            *unsafe { Box::from_raw(stmt.as_ptr()) }
+        });
         if let Some(holder) = self.holder.take() {
-            // SAFETY: created by Box::leak in `open`, freed once here after the statement.
-            drop(unsafe { Box::from_raw(holder.as_ptr()) });
+            // SAFETY: created by Box::leak in `open`, reclaimed once here.
+            let mut holder = unsafe { Box::from_raw(holder.as_ptr()) };
+            if let Some(mut stmt) = stmt {
+                stmt.clear_bindings();
+                holder.conn_mut().put(self.key, stmt);
+            }
         }
     }
 }
 
-impl Iterator for RowIter {
-    type Item = Result<Row>;
+impl<T: FromRow> Iterator for RowIter<T> {
+    type Item = Result<T>;
 
-    fn next(&mut self) -> Option<Result<Row>> {
+    fn next(&mut self) -> Option<Result<T>> {
         let rows = self.rows.as_mut()?;
         match rows.next() {
             Ok(Some(row)) => {
                 if let Some(info) = self.info.take() {
                     self.columns = info.columns(row.as_ref());
                 }
-                let row = Row::read(&self.columns, row);
+                let row = T::from_row_ref(&RowRef::new(&self.columns, row));
                 if row.is_err() {
                     self.finish();
                 }
@@ -100,7 +109,7 @@ impl Iterator for RowIter {
     }
 }
 
-impl Drop for RowIter {
+impl<T> Drop for RowIter<T> {
     fn drop(&mut self) {
         self.finish();
     }

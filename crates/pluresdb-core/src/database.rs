@@ -151,13 +151,16 @@ impl Database {
     }
 
     /// The first row converted to `T` (a tuple such as `(i64, String)`), or `None`.
+    /// Tuples are read straight from SQLite, without an intermediate [`Row`].
     pub fn get_as<T: FromRow>(&self, sql: &str, params: impl Params) -> Result<Option<T>> {
-        self.get(sql, params)?.map(|r| T::from_row(&r)).transpose()
+        let info = self.inner.engine.info(sql);
+        self.inner.engine.get(sql, &info, &params)
     }
 
-    /// All rows converted to `T`.
+    /// All rows converted to `T` (read straight from SQLite for tuples).
     pub fn all_as<T: FromRow>(&self, sql: &str, params: impl Params) -> Result<Vec<T>> {
-        self.all(sql, params)?.iter().map(T::from_row).collect()
+        let info = self.inner.engine.info(sql);
+        self.inner.engine.all(sql, &info, &params)
     }
 
     /// The first column of the first row (`Value::Null` when there is no row).
@@ -170,6 +173,11 @@ impl Database {
 
     /// Streams the rows of a query without loading them all; see [`RowIter`].
     pub fn iterate(&self, sql: &str, params: impl Params) -> Result<RowIter> {
+        RowIter::open(&self.inner.engine, sql, &params)
+    }
+
+    /// Streams the rows converted to `T` (tuples are read straight from SQLite).
+    pub fn iterate_as<T: FromRow>(&self, sql: &str, params: impl Params) -> Result<RowIter<T>> {
         RowIter::open(&self.inner.engine, sql, &params)
     }
 

@@ -21,6 +21,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::{Connection, OpenFlags};
 
+use crate::conn::{CachedStmt, Conn};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Change, EventHub, RowChange, RowOp};
 use crate::options::OpenOptions;
@@ -35,6 +36,8 @@ pub(crate) fn thread_token() -> u64 {
 
 /// What PluresDB remembers about one SQL text.
 pub(crate) struct SqlInfo {
+    /// Key of the text's prepared statements in each connection's cache.
+    pub(crate) id: u64,
     /// 0 = not yet known, 1 = safe on a reader, 2 = writer only.
     pool_safe: AtomicU8,
     columns: RwLock<Arc<Columns>>,
@@ -42,7 +45,9 @@ pub(crate) struct SqlInfo {
 
 impl SqlInfo {
     pub(crate) fn new() -> SqlInfo {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         SqlInfo {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             pool_safe: AtomicU8::new(0),
             columns: RwLock::new(Arc::new(Columns::default())),
         }
@@ -62,7 +67,7 @@ impl SqlInfo {
 
 /// The writer connection and who holds its lease.
 pub(crate) struct WriterState {
-    pub(crate) conn: Connection,
+    pub(crate) conn: Conn,
     /// Thread token of the lease holder (0 = free).
     owner: u64,
     /// Depth of [`Database::transaction`] savepoints.
@@ -104,14 +109,14 @@ impl Engine {
             check_path(p, &opts)?;
         }
         let pinned = Arc::new(AtomicBool::new(false));
-        let conn = open_connection(path, &opts, false)?;
-        let mut conn = conn;
+        let mut conn = open_connection(path, &opts, false)?;
         install_authorizer(
             &mut conn,
             Arc::new(AuthFlags::default()),
             Some(pinned.clone()),
         )?;
         install_commit_hooks(&mut conn, &hub)?;
+        let conn = Conn::new(conn, opts.statement_cache);
         let readers = match path {
             Some(p) if opts.readers > 0 => Some(ReaderPool::new(p.to_owned(), opts.clone())),
             _ => None,
@@ -185,15 +190,20 @@ impl Engine {
     pub(crate) fn writer(&self) -> Result<WriterGuard<'_>> {
         let me = thread_token();
         self.iterator_check(me)?;
-        let deadline = Instant::now() + self.opts.busy_timeout;
-        let mut guard = self
-            .writer
-            .try_lock_until(deadline)
-            .ok_or_else(Self::busy_lease)?;
+        let mut deadline = None;
+        let timeout = self.opts.busy_timeout;
+        let mut deadline = move || *deadline.get_or_insert_with(|| Instant::now() + timeout);
+        let mut guard = match self.writer.try_lock() {
+            Some(guard) => guard,
+            None => self
+                .writer
+                .try_lock_until(deadline())
+                .ok_or_else(Self::busy_lease)?,
+        };
         while guard.owner != 0 && guard.owner != me {
             if self
                 .lease_released
-                .wait_until(&mut guard, deadline)
+                .wait_until(&mut guard, deadline())
                 .timed_out()
             {
                 return Err(Self::busy_lease());
@@ -250,9 +260,8 @@ impl Engine {
         }
         if want {
             let hub = self.hub.clone();
-            state
-                .conn
-                .update_hook(Some(move |action, db: &str, table: &str, rowid| {
+            state.conn.get_mut().update_hook(Some(
+                move |action, db: &str, table: &str, rowid| {
                     if db != "main"
                         || table.starts_with("_pluresdb_")
                         || table.starts_with("sqlite_")
@@ -269,10 +278,12 @@ impl Engine {
                         op,
                         rowid,
                     }));
-                }))?;
+                },
+            ))?;
         } else {
             state
                 .conn
+                .get_mut()
                 .update_hook(None::<fn(rusqlite::hooks::Action, &str, &str, i64)>)?;
         }
         state.rows_hook = want;
@@ -281,7 +292,7 @@ impl Engine {
 
     /// Sets the lease from the connection's transaction state and wakes waiting threads.
     fn release(&self, state: &mut WriterState, me: u64) {
-        if state.conn.is_autocommit() {
+        if state.conn.get().is_autocommit() {
             state.owner = 0;
             state.savepoints = 0;
             self.lease_owner.store(0, Ordering::Release);
@@ -303,17 +314,18 @@ impl Engine {
         &self,
         sql: &str,
         info: &SqlInfo,
-        f: impl FnOnce(&Connection, &mut rusqlite::CachedStatement<'_>, &SqlInfo) -> Result<T>,
+        f: impl FnOnce(&Connection, &mut CachedStmt, &SqlInfo) -> Result<T>,
     ) -> Result<T> {
-        if let Some(reader) = self.reader_for(sql, info)? {
-            let conn = reader.conn();
-            let mut stmt = conn.prepare_cached(sql).map_err(|e| sql_error(e, sql))?;
-            return f(conn, &mut stmt, info);
+        if let Some(mut reader) = self.reader_for(sql, info)? {
+            return reader
+                .conn_mut()
+                .with_statement(info.id, sql, |c, s| f(c, s, info));
         }
-        let writer = self.writer()?;
-        let conn = writer.conn();
-        let mut stmt = conn.prepare_cached(sql).map_err(|e| sql_error(e, sql))?;
-        f(conn, &mut stmt, info)
+        let mut writer = self.writer()?;
+        writer
+            .state_mut()
+            .conn
+            .with_statement(info.id, sql, |c, s| f(c, s, info))
     }
 
     /// A reader connection when `sql` may run on one, classifying it on first use.
@@ -374,7 +386,7 @@ pub(crate) struct WriterGuard<'e> {
 
 impl WriterGuard<'_> {
     pub(crate) fn conn(&self) -> &Connection {
-        &self.state().conn
+        self.state().conn.get()
     }
 
     pub(crate) fn state(&self) -> &WriterState {
@@ -425,10 +437,10 @@ pub(crate) enum Holder {
 }
 
 impl Holder {
-    pub(crate) fn conn(&self) -> &Connection {
+    pub(crate) fn conn_mut(&mut self) -> &mut Conn {
         match self {
-            Holder::Writer(w) => &w.guard.as_ref().expect("held until drop").conn,
-            Holder::Reader(r) => r.conn.as_ref().expect("held until drop"),
+            Holder::Writer(w) => &mut w.guard.as_mut().expect("held until drop").conn,
+            Holder::Reader(r) => r.conn.as_mut().expect("held until drop"),
         }
     }
 }
@@ -443,7 +455,7 @@ struct ReaderPool {
 }
 
 struct Reader {
-    conn: Connection,
+    conn: Conn,
     flags: Arc<AuthFlags>,
 }
 
@@ -505,7 +517,10 @@ impl ReaderPool {
         let mut conn = open_connection(Some(&self.path), &self.opts, true)?;
         let flags = Arc::new(AuthFlags::default());
         install_authorizer(&mut conn, flags.clone(), None)?;
-        Ok(Reader { conn, flags })
+        Ok(Reader {
+            conn: Conn::new(conn, self.opts.statement_cache),
+            flags,
+        })
     }
 
     fn put_back(&self, reader: Reader) {
@@ -521,15 +536,19 @@ pub(crate) struct PooledReader<'p> {
 }
 
 impl PooledReader<'_> {
-    fn conn(&self) -> &Connection {
-        &self.reader.as_ref().expect("held until drop").conn
+    fn conn_mut(&mut self) -> &mut Conn {
+        &mut self.reader.as_mut().expect("held until drop").conn
     }
 
     /// Prepares `sql` afresh and reports whether a reader may run it.
     fn classify(&self, sql: &str) -> Result<bool> {
         let reader = self.reader.as_ref().expect("held until drop");
         reader.flags.unsafe_seen.store(false, Ordering::Release);
-        let stmt = reader.conn.prepare(sql).map_err(|e| sql_error(e, sql))?;
+        let stmt = reader
+            .conn
+            .get()
+            .prepare(sql)
+            .map_err(|e| sql_error(e, sql))?;
         Ok(stmt.readonly() && !reader.flags.unsafe_seen.load(Ordering::Acquire))
     }
 
@@ -555,7 +574,7 @@ impl Drop for PooledReader<'_> {
 pub(crate) struct OwnedReader {
     engine: Arc<Engine>,
     flags: Option<Arc<AuthFlags>>,
-    conn: Option<Connection>,
+    conn: Option<Conn>,
 }
 
 impl Drop for OwnedReader {
@@ -687,14 +706,12 @@ impl Drop for Engine {
     /// (SQLite would otherwise call the rollback hook while the connection is being torn down).
     fn drop(&mut self) {
         let mut guard = self.writer.lock();
-        let state = &mut *guard;
-        if !state.conn.is_autocommit() {
-            let _ = state.conn.execute_batch("ROLLBACK");
+        let conn = guard.conn.get_mut();
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
         }
-        let _ = state.conn.commit_hook(None::<fn() -> bool>);
-        let _ = state.conn.rollback_hook(None::<fn()>);
-        let _ = state
-            .conn
-            .update_hook(None::<fn(rusqlite::hooks::Action, &str, &str, i64)>);
+        let _ = conn.commit_hook(None::<fn() -> bool>);
+        let _ = conn.rollback_hook(None::<fn()>);
+        let _ = conn.update_hook(None::<fn(rusqlite::hooks::Action, &str, &str, i64)>);
     }
 }

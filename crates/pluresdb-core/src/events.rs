@@ -110,6 +110,8 @@ enum Listener {
 pub(crate) struct EventHub {
     pending: Mutex<Vec<Change>>,
     committed: Mutex<Vec<Change>>,
+    /// `committed` is not empty (checked after every write without taking the lock).
+    has_committed: AtomicBool,
     listeners: RwLock<Vec<(SubscriptionId, Arc<Listener>)>>,
     next_id: AtomicU64,
     /// Somebody listens: node changes are worth building.
@@ -147,6 +149,7 @@ impl EventHub {
         let mut pending = self.pending.lock();
         if !pending.is_empty() {
             self.committed.lock().append(&mut pending);
+            self.has_committed.store(true, Ordering::Release);
         }
     }
 
@@ -157,11 +160,15 @@ impl EventHub {
 
     /// Delivers committed changes to listeners, in commit order.
     pub(crate) fn deliver_committed(&self) {
-        if self.committed.lock().is_empty() {
+        if !self.has_committed.load(Ordering::Acquire) {
             return;
         }
         let _order = self.deliver.lock();
-        let changes = std::mem::take(&mut *self.committed.lock());
+        let changes = {
+            let mut committed = self.committed.lock();
+            self.has_committed.store(false, Ordering::Release);
+            std::mem::take(&mut *committed)
+        };
         let listeners: Vec<_> = self
             .listeners
             .read()

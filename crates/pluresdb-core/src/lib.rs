@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+mod conn;
 mod cursor;
 mod database;
 mod engine;
@@ -51,10 +52,12 @@ pub use graph::{CompareOp, Direction, Edge, MAX_ID_BYTES, Node, NodeQuery, NodeU
 pub use options::{OpenOptions, Synchronous};
 pub use params::{Binder, NamedParams, Params};
 pub use query::{RunResult, ScriptResult};
-pub use row::{Column, ColumnIndex, Columns, FromRow, Row};
+pub use row::{Column, ColumnIndex, Columns, FromRow, Row, RowRef};
 pub use schema::FORMAT_VERSION;
 pub use statement::Statement;
-pub use value::{BLOB_JSON_KEY, FromValue, Param, ToParam, Value, base64_decode, base64_encode};
+pub use value::{
+    BLOB_JSON_KEY, FromValue, Param, ToParam, Value, ValueRef, base64_decode, base64_encode,
+};
 
 pub use pluresdb_crdt::{Hlc, SiteId};
 

@@ -35,14 +35,32 @@ impl<'s, 'c> Binder<'s, 'c> {
     }
 
     /// Binds the next positional value.
-    pub fn push(&mut self, value: &dyn ToParam) -> Result<()> {
+    #[inline]
+    pub fn push<T: ToParam + ?Sized>(&mut self, value: &T) -> Result<()> {
         self.bound += 1;
         if self.bound <= self.count {
-            let value = value
-                .to_param()
-                .map_err(|e| e.context(format!("parameter {}", self.bound)))?;
-            self.stmt.raw_bind_parameter(self.bound, value)?;
+            let index = self.bound;
+            value
+                .bind_at(self, index)
+                .map_err(|e| e.context(format!("parameter {index}")))?;
         }
+        Ok(())
+    }
+
+    /// Binds a converted value at a 1-based index.
+    pub(crate) fn bind_param(
+        &mut self,
+        index: usize,
+        value: crate::value::Param<'_>,
+    ) -> Result<()> {
+        self.stmt.raw_bind_parameter(index, value)?;
+        Ok(())
+    }
+
+    /// Binds a value rusqlite knows natively (the fast path for plain numbers and text).
+    #[inline]
+    pub(crate) fn bind_native<T: rusqlite::ToSql>(&mut self, index: usize, value: T) -> Result<()> {
+        self.stmt.raw_bind_parameter(index, value)?;
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use script_split::next_statement;
 use crate::engine::{Engine, SqlInfo, sql_error};
 use crate::error::{Error, Result};
 use crate::params::{Binder, Params};
-use crate::row::{Columns, Row};
+use crate::row::{Columns, FromRow, Row, RowRef};
 
 /// What a write did: the better-sqlite3 `RunResult`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
@@ -44,12 +44,14 @@ impl Engine {
     pub(crate) fn run(&self, sql: &str, info: &SqlInfo, params: &dyn Params) -> Result<RunResult> {
         self.with_statement(sql, info, |conn, stmt, _| {
             bind(stmt, params)?;
-            let readonly = stmt.readonly();
             let before = conn.total_changes();
-            let mut rows = stmt.raw_query();
-            while rows.next().map_err(|e| sql_error(e, sql))?.is_some() {}
-            drop(rows);
-            let changes = if readonly || conn.total_changes() == before {
+            if stmt.column_count() == 0 {
+                stmt.raw_execute().map_err(|e| sql_error(e, sql))?;
+            } else {
+                let mut rows = stmt.raw_query();
+                while rows.next().map_err(|e| sql_error(e, sql))?.is_some() {}
+            }
+            let changes = if conn.total_changes() == before {
                 0
             } else {
                 conn.changes()
@@ -61,24 +63,31 @@ impl Engine {
         })
     }
 
-    pub(crate) fn get(
+    pub(crate) fn get<T: FromRow>(
         &self,
         sql: &str,
         info: &SqlInfo,
         params: &dyn Params,
-    ) -> Result<Option<Row>> {
+    ) -> Result<Option<T>> {
         self.with_statement(sql, info, |_, stmt, info| {
             bind(stmt, params)?;
             let mut rows = stmt.raw_query();
             match rows.next().map_err(|e| sql_error(e, sql))? {
                 // Columns are read after the first step: a schema change re-prepares there.
-                Some(row) => Row::read(&info.columns(row.as_ref()), row).map(Some),
+                Some(row) => {
+                    T::from_row_ref(&RowRef::new(&info.columns(row.as_ref()), row)).map(Some)
+                }
                 None => Ok(None),
             }
         })
     }
 
-    pub(crate) fn all(&self, sql: &str, info: &SqlInfo, params: &dyn Params) -> Result<Vec<Row>> {
+    pub(crate) fn all<T: FromRow>(
+        &self,
+        sql: &str,
+        info: &SqlInfo,
+        params: &dyn Params,
+    ) -> Result<Vec<T>> {
         self.with_statement(sql, info, |_, stmt, info| {
             bind(stmt, params)?;
             let mut out = Vec::new();
@@ -86,7 +95,7 @@ impl Engine {
             let mut columns = None;
             while let Some(row) = rows.next().map_err(|e| sql_error(e, sql))? {
                 let columns = columns.get_or_insert_with(|| info.columns(row.as_ref()));
-                out.push(Row::read(columns, row)?);
+                out.push(T::from_row_ref(&RowRef::new(columns, row))?);
             }
             Ok(out)
         })

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value as Json};
 
 use crate::error::{Error, Result};
-use crate::value::{FromValue, Value};
+use crate::value::{FromValue, Value, ValueRef};
 
 /// Name and declared type of one result column.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,11 +79,14 @@ impl Columns {
     }
 }
 
+/// Values of one row; rows of up to four columns need no allocation of their own.
+type RowValues = smallvec::SmallVec<[Value; 4]>;
+
 /// One result row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
     columns: Arc<Columns>,
-    values: Vec<Value>,
+    values: RowValues,
 }
 
 /// A column given by position or by name.
@@ -117,15 +120,8 @@ impl ColumnIndex for &str {
 }
 
 impl Row {
-    pub(crate) fn new(columns: Arc<Columns>, values: Vec<Value>) -> Row {
-        Row { columns, values }
-    }
-
     pub(crate) fn read(columns: &Arc<Columns>, row: &rusqlite::Row<'_>) -> Result<Row> {
-        let values = (0..columns.len())
-            .map(|i| row.get_ref(i).map(Value::from_ref))
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(Row::new(columns.clone(), values))
+        RowRef { columns, row }.to_row()
     }
 
     /// The columns of this row.
@@ -140,7 +136,7 @@ impl Row {
 
     /// Takes the values out.
     pub fn into_values(self) -> Vec<Value> {
-        self.values
+        self.values.into_vec()
     }
 
     /// Number of values.
@@ -186,15 +182,79 @@ impl Row {
     }
 }
 
-/// Converts a whole [`Row`] into a Rust value (implemented for tuples of [`FromValue`]).
+/// A row as SQLite holds it, before anything is copied: typed reads go straight into Rust
+/// values (what [`Database::all_as`](crate::Database::all_as) uses).
+pub struct RowRef<'a> {
+    columns: &'a Arc<Columns>,
+    row: &'a rusqlite::Row<'a>,
+}
+
+impl<'a> RowRef<'a> {
+    pub(crate) fn new(columns: &'a Arc<Columns>, row: &'a rusqlite::Row<'a>) -> RowRef<'a> {
+        RowRef { columns, row }
+    }
+
+    /// The columns of this row.
+    pub fn columns(&self) -> &Columns {
+        self.columns
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// True for a row without columns.
+    pub fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+
+    /// The borrowed value of a column.
+    pub fn value(&self, column: impl ColumnIndex) -> Result<ValueRef<'_>> {
+        let i = column.index(self.columns)?;
+        Ok(ValueRef::from_sqlite(self.row.get_ref(i)?))
+    }
+
+    /// A column converted to `T`; the error names the column and the type found.
+    #[inline]
+    pub fn get<T: FromValue>(&self, column: impl ColumnIndex) -> Result<T> {
+        let i = column.index(self.columns)?;
+        T::from_value_ref(ValueRef::from_sqlite(self.row.get_ref(i)?))
+            .map_err(|e| e.context(format!("column {i} ({:?})", self.columns.columns[i].name)))
+    }
+
+    /// Copies the row out.
+    pub fn to_row(&self) -> Result<Row> {
+        let mut values = RowValues::with_capacity(self.columns.len());
+        for i in 0..self.columns.len() {
+            values.push(Value::from_ref(self.row.get_ref(i)?));
+        }
+        Ok(Row {
+            columns: self.columns.clone(),
+            values,
+        })
+    }
+}
+
+/// Converts a row into a Rust value (implemented for [`Row`], JSON and tuples of
+/// [`FromValue`]). Tuples read straight from SQLite without copying the row first.
 pub trait FromRow: Sized {
-    /// Converts `row`.
+    /// Converts an owned row.
     fn from_row(row: &Row) -> Result<Self>;
+
+    /// Converts a borrowed row (by default through an owned copy).
+    fn from_row_ref(row: &RowRef<'_>) -> Result<Self> {
+        Self::from_row(&row.to_row()?)
+    }
 }
 
 impl FromRow for Row {
     fn from_row(row: &Row) -> Result<Self> {
         Ok(row.clone())
+    }
+
+    fn from_row_ref(row: &RowRef<'_>) -> Result<Self> {
+        row.to_row()
     }
 }
 
@@ -208,6 +268,16 @@ macro_rules! tuple_from_row {
     ($n:expr; $($name:ident $idx:tt),+) => {
         impl<$($name: FromValue),+> FromRow for ($($name,)+) {
             fn from_row(row: &Row) -> Result<Self> {
+                if row.len() < $n {
+                    return Err(Error::invalid(format!(
+                        "the row has {} column(s), the tuple needs {}", row.len(), $n
+                    )));
+                }
+                Ok(($(row.get::<$name>($idx)?,)+))
+            }
+
+            #[inline]
+            fn from_row_ref(row: &RowRef<'_>) -> Result<Self> {
                 if row.len() < $n {
                     return Err(Error::invalid(format!(
                         "the row has {} column(s), the tuple needs {}", row.len(), $n

@@ -92,16 +92,21 @@ impl Statement {
 
     /// The first row converted to `T`, or `None`.
     pub fn get_as<T: FromRow>(&self, params: impl Params) -> Result<Option<T>> {
-        self.get(params)?.map(|r| T::from_row(&r)).transpose()
+        self.db.engine().get(&self.sql, &self.info, &params)
     }
 
     /// All rows converted to `T`.
     pub fn all_as<T: FromRow>(&self, params: impl Params) -> Result<Vec<T>> {
-        self.all(params)?.iter().map(T::from_row).collect()
+        self.db.engine().all(&self.sql, &self.info, &params)
     }
 
     /// Streams the rows without loading them all.
     pub fn iterate(&self, params: impl Params) -> Result<RowIter> {
+        RowIter::open(self.db.engine(), &self.sql, &params)
+    }
+
+    /// Streams the rows converted to `T`.
+    pub fn iterate_as<T: FromRow>(&self, params: impl Params) -> Result<RowIter<T>> {
         RowIter::open(self.db.engine(), &self.sql, &params)
     }
 }

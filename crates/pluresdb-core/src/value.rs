@@ -124,14 +124,7 @@ impl Value {
     }
 
     pub(crate) fn from_ref(value: rusqlite::types::ValueRef<'_>) -> Value {
-        use rusqlite::types::ValueRef as R;
-        match value {
-            R::Null => Value::Null,
-            R::Integer(i) => Value::Integer(i),
-            R::Real(f) => Value::Real(f),
-            R::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-            R::Blob(b) => Value::Blob(b.to_vec()),
-        }
+        ValueRef::from_sqlite(value).to_owned_value()
     }
 }
 
@@ -196,19 +189,91 @@ impl rusqlite::ToSql for Param<'_> {
 pub trait ToParam {
     /// The value to bind.
     fn to_param(&self) -> Result<Param<'_>>;
+
+    /// Binds the value at a 1-based parameter index (types may bind without converting).
+    #[doc(hidden)]
+    #[inline]
+    fn bind_at(&self, binder: &mut crate::Binder<'_, '_>, index: usize) -> Result<()> {
+        binder.bind_param(index, self.to_param()?)
+    }
+}
+
+/// A borrowed SQLite value: what a row holds before it is copied out.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ValueRef<'a> {
+    /// SQL NULL.
+    Null,
+    /// A 64-bit signed integer.
+    Integer(i64),
+    /// A 64-bit float.
+    Real(f64),
+    /// Text (UTF-8 as SQLite stores it).
+    Text(&'a [u8]),
+    /// Bytes.
+    Blob(&'a [u8]),
+}
+
+impl<'a> ValueRef<'a> {
+    /// Copies the value out.
+    pub fn to_owned_value(self) -> Value {
+        match self {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(i) => Value::Integer(i),
+            ValueRef::Real(f) => Value::Real(f),
+            ValueRef::Text(t) => Value::Text(text_of(t)),
+            ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        }
+    }
+
+    pub(crate) fn from_sqlite(value: rusqlite::types::ValueRef<'a>) -> ValueRef<'a> {
+        use rusqlite::types::ValueRef as R;
+        match value {
+            R::Null => ValueRef::Null,
+            R::Integer(i) => ValueRef::Integer(i),
+            R::Real(f) => ValueRef::Real(f),
+            R::Text(t) => ValueRef::Text(t),
+            R::Blob(b) => ValueRef::Blob(b),
+        }
+    }
+}
+
+impl Value {
+    /// Borrows the value as a [`ValueRef`].
+    pub fn as_value_ref(&self) -> ValueRef<'_> {
+        match self {
+            Value::Null => ValueRef::Null,
+            Value::Integer(i) => ValueRef::Integer(*i),
+            Value::Real(f) => ValueRef::Real(*f),
+            Value::Text(s) => ValueRef::Text(s.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }
+    }
+}
+
+fn text_of(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 /// Converts a SQL value into a Rust value, with an error naming the mismatch.
 pub trait FromValue: Sized {
-    /// Converts `value`; errors say what type was found.
-    fn from_value(value: &Value) -> Result<Self>;
+    /// Converts a borrowed value; errors say what type was found.
+    fn from_value_ref(value: ValueRef<'_>) -> Result<Self>;
+
+    /// Converts an owned value.
+    fn from_value(value: &Value) -> Result<Self> {
+        Self::from_value_ref(value.as_value_ref())
+    }
 }
 
-fn mismatch(expected: &str, found: &Value) -> Error {
+fn mismatch(expected: &str, found: ValueRef<'_>) -> Error {
+    let found = found.to_owned_value();
     Error::invalid(format!(
         "expected {expected}, found {} {}",
         found.type_name(),
-        preview(found)
+        preview(&found)
     ))
 }
 
@@ -228,6 +293,14 @@ fn preview(v: &Value) -> String {
 macro_rules! int_conversions {
     ($($t:ty),*) => {$(
         impl ToParam for $t {
+            #[inline]
+            fn bind_at(&self, binder: &mut crate::Binder<'_, '_>, index: usize) -> Result<()> {
+                match i64::try_from(*self) {
+                    Ok(v) => binder.bind_native(index, v),
+                    Err(_) => binder.bind_param(index, self.to_param()?),
+                }
+            }
+
             fn to_param(&self) -> Result<Param<'_>> {
                 i64::try_from(*self).map(Param::Integer).map_err(|_| {
                     Error::invalid(format!(
@@ -237,9 +310,10 @@ macro_rules! int_conversions {
             }
         }
         impl FromValue for $t {
-            fn from_value(value: &Value) -> Result<Self> {
+            #[inline]
+            fn from_value_ref(value: ValueRef<'_>) -> Result<Self> {
                 match value {
-                    Value::Integer(i) => <$t>::try_from(*i).map_err(|_| {
+                    ValueRef::Integer(i) => <$t>::try_from(i).map_err(|_| {
                         Error::invalid(format!("integer {i} does not fit in {}", stringify!($t)))
                     }),
                     other => Err(mismatch("INTEGER", other)),
@@ -254,6 +328,11 @@ impl ToParam for f64 {
     fn to_param(&self) -> Result<Param<'_>> {
         Ok(Param::Real(*self))
     }
+
+    #[inline]
+    fn bind_at(&self, binder: &mut crate::Binder<'_, '_>, index: usize) -> Result<()> {
+        binder.bind_native(index, *self)
+    }
 }
 impl ToParam for f32 {
     fn to_param(&self) -> Result<Param<'_>> {
@@ -261,10 +340,11 @@ impl ToParam for f32 {
     }
 }
 impl FromValue for f64 {
-    fn from_value(value: &Value) -> Result<Self> {
+    #[inline]
+    fn from_value_ref(value: ValueRef<'_>) -> Result<Self> {
         match value {
-            Value::Real(f) => Ok(*f),
-            Value::Integer(i) => Ok(*i as f64),
+            ValueRef::Real(f) => Ok(f),
+            ValueRef::Integer(i) => Ok(i as f64),
             other => Err(mismatch("REAL", other)),
         }
     }
@@ -275,9 +355,9 @@ impl ToParam for bool {
     }
 }
 impl FromValue for bool {
-    fn from_value(value: &Value) -> Result<Self> {
+    fn from_value_ref(value: ValueRef<'_>) -> Result<Self> {
         match value {
-            Value::Integer(i) => Ok(*i != 0),
+            ValueRef::Integer(i) => Ok(i != 0),
             other => Err(mismatch("INTEGER (0 or 1)", other)),
         }
     }
@@ -286,16 +366,27 @@ impl ToParam for str {
     fn to_param(&self) -> Result<Param<'_>> {
         Ok(Param::Text(self))
     }
+
+    #[inline]
+    fn bind_at(&self, binder: &mut crate::Binder<'_, '_>, index: usize) -> Result<()> {
+        binder.bind_native(index, self)
+    }
 }
 impl ToParam for String {
     fn to_param(&self) -> Result<Param<'_>> {
         Ok(Param::Text(self))
     }
+
+    #[inline]
+    fn bind_at(&self, binder: &mut crate::Binder<'_, '_>, index: usize) -> Result<()> {
+        binder.bind_native(index, self.as_str())
+    }
 }
 impl FromValue for String {
-    fn from_value(value: &Value) -> Result<Self> {
+    #[inline]
+    fn from_value_ref(value: ValueRef<'_>) -> Result<Self> {
         match value {
-            Value::Text(s) => Ok(s.clone()),
+            ValueRef::Text(t) => Ok(text_of(t)),
             other => Err(mismatch("TEXT", other)),
         }
     }
@@ -311,10 +402,9 @@ impl ToParam for Vec<u8> {
     }
 }
 impl FromValue for Vec<u8> {
-    fn from_value(value: &Value) -> Result<Self> {
+    fn from_value_ref(value: ValueRef<'_>) -> Result<Self> {
         match value {
-            Value::Blob(b) => Ok(b.clone()),
-            Value::Text(s) => Ok(s.as_bytes().to_vec()),
+            ValueRef::Blob(b) | ValueRef::Text(b) => Ok(b.to_vec()),
             other => Err(mismatch("BLOB", other)),
         }
     }
@@ -325,6 +415,10 @@ impl ToParam for Value {
     }
 }
 impl FromValue for Value {
+    fn from_value_ref(value: ValueRef<'_>) -> Result<Self> {
+        Ok(value.to_owned_value())
+    }
+
     fn from_value(value: &Value) -> Result<Self> {
         Ok(value.clone())
     }
@@ -338,6 +432,10 @@ impl ToParam for Json {
     }
 }
 impl FromValue for Json {
+    fn from_value_ref(value: ValueRef<'_>) -> Result<Self> {
+        Ok(value.to_owned_value().to_json())
+    }
+
     fn from_value(value: &Value) -> Result<Self> {
         Ok(value.to_json())
     }
@@ -351,16 +449,22 @@ impl<T: ToParam> ToParam for Option<T> {
     }
 }
 impl<T: FromValue> FromValue for Option<T> {
-    fn from_value(value: &Value) -> Result<Self> {
+    #[inline]
+    fn from_value_ref(value: ValueRef<'_>) -> Result<Self> {
         match value {
-            Value::Null => Ok(None),
-            other => T::from_value(other).map(Some),
+            ValueRef::Null => Ok(None),
+            other => T::from_value_ref(other).map(Some),
         }
     }
 }
 impl<T: ToParam + ?Sized> ToParam for &T {
     fn to_param(&self) -> Result<Param<'_>> {
         (**self).to_param()
+    }
+
+    #[inline]
+    fn bind_at(&self, binder: &mut crate::Binder<'_, '_>, index: usize) -> Result<()> {
+        (**self).bind_at(binder, index)
     }
 }
 
