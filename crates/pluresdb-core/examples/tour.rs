@@ -11,7 +11,10 @@ fn main() -> Result<(), pluresdb_core::Error> {
     // The SQL API, in the style of better-sqlite3.
     db.exec("CREATE TABLE IF NOT EXISTS notes(id INTEGER PRIMARY KEY, body TEXT NOT NULL)")?;
     let info = db.run("INSERT INTO notes(body) VALUES (?)", ("hello",))?; // changes, last_insert_rowid
-    let row = db.get("SELECT body FROM notes WHERE id = :id", named_params! {":id": info.last_insert_rowid})?;
+    let row = db.get(
+        "SELECT body FROM notes WHERE id = :id",
+        named_params! {":id": info.last_insert_rowid},
+    )?;
     println!("first note: {:?}", row.map(|r| r.to_json()));
     let insert = db.prepare("INSERT INTO notes(body) VALUES (@body)")?; // reusable, cached
     db.transaction(|tx| {
