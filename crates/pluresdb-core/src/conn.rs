@@ -5,6 +5,7 @@
 //! whole budget over plain rusqlite. Here each distinct SQL text gets a number once, and a
 //! lookup is one integer hash.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ptr::NonNull;
@@ -43,7 +44,7 @@ pub(crate) type CachedStmt = Statement<'static>;
 /// freed only after every statement is finalized (see `Drop`). A `Conn` is used by one thread
 /// at a time (behind the writer mutex or checked out of the reader pool).
 pub(crate) struct Conn {
-    stmts: HashMap<u64, CachedStmt, BuildHasherDefault<IdHasher>>,
+    stmts: RefCell<HashMap<u64, CachedStmt, BuildHasherDefault<IdHasher>>>,
     capacity: usize,
     conn: NonNull<Connection>,
 }
@@ -56,7 +57,7 @@ unsafe impl Send for Conn {}
 impl Conn {
     pub(crate) fn new(conn: Connection, capacity: usize) -> Conn {
         Conn {
-            stmts: HashMap::default(),
+            stmts: RefCell::new(HashMap::default()),
             capacity: capacity.max(1),
             conn: NonNull::from(Box::leak(Box::new(conn))),
         }
@@ -77,15 +78,16 @@ impl Conn {
     /// The connection for changes that need `&mut` (hooks). Cached statements are finalized
     /// first, so no shared borrow of the connection is alive.
     pub(crate) fn get_mut(&mut self) -> &mut Connection {
-        self.stmts.clear();
+        self.stmts.get_mut().clear();
         // SAFETY: as in `get`; no statement borrows the connection any more.
         unsafe { self.conn.as_mut() }
     }
 
     /// Takes the prepared statement for `sql` (numbered `key`) out of the cache, preparing it
     /// when missing. Give it back with [`put`](Self::put).
-    pub(crate) fn take(&mut self, key: u64, sql: &str) -> Result<CachedStmt> {
-        match self.stmts.remove(&key) {
+    pub(crate) fn take(&self, key: u64, sql: &str) -> Result<CachedStmt> {
+        let cached = self.stmts.borrow_mut().remove(&key);
+        match cached {
             Some(stmt) => Ok(stmt),
             None => self
                 .get_static()
@@ -95,32 +97,37 @@ impl Conn {
     }
 
     /// Returns a statement taken with [`take`](Self::take).
-    pub(crate) fn put(&mut self, key: u64, stmt: CachedStmt) {
-        if self.stmts.len() >= self.capacity {
-            self.stmts.clear();
+    pub(crate) fn put(&self, key: u64, stmt: CachedStmt) {
+        let mut stmts = self.stmts.borrow_mut();
+        if stmts.len() >= self.capacity {
+            stmts.clear();
         }
-        self.stmts.insert(key, stmt);
+        stmts.insert(key, stmt);
     }
 
-    /// Runs `f` with the cached statement for `sql` (left in place, no copy).
+    /// Runs `f` with the cached statement for `sql` (left in place, no copy). `f` must not
+    /// use this `Conn`'s cache itself.
     pub(crate) fn with_statement<T>(
-        &mut self,
+        &self,
         key: u64,
         sql: &str,
         f: impl FnOnce(&Connection, &mut CachedStmt) -> Result<T>,
     ) -> Result<T> {
         let conn = self.get_static();
-        if !self.stmts.contains_key(&key) {
-            if self.stmts.len() >= self.capacity {
-                self.stmts.clear();
+        let mut stmts = self.stmts.borrow_mut();
+        if !stmts.contains_key(&key) {
+            if stmts.len() >= self.capacity {
+                stmts.clear();
             }
             let stmt = conn
                 .prepare_with_flags(sql, PrepFlags::SQLITE_PREPARE_PERSISTENT)
                 .map_err(|e| sql_error(e, sql))?;
-            self.stmts.insert(key, stmt);
+            stmts.insert(key, stmt);
         }
-        let Some(stmt) = self.stmts.get_mut(&key) else {
-            unreachable!("inserted above");
+        let Some(stmt) = stmts.get_mut(&key) else {
+            return Err(crate::Error::internal(
+                "a statement vanished from the cache",
+            ));
         };
         let result = f(conn, stmt);
         if result.is_err() {
@@ -132,7 +139,7 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        self.stmts.clear();
+        self.stmts.get_mut().clear();
         // SAFETY: allocated in `new`; no statement borrows it any more.
         drop(unsafe { Box::from_raw(self.conn.as_ptr()) });
     }

@@ -23,7 +23,17 @@ pub struct RowIter<T = Row> {
     columns: Arc<Columns>,
     /// Set until the first row refreshed the columns (a schema change re-prepares there).
     info: Option<Arc<SqlInfo>>,
+    /// A write on the writer under change capture: finished (and committed) in `finish`.
+    observed: Option<ObservedWrite>,
+    failed: bool,
     _rows_as: PhantomData<fn() -> T>,
+}
+
+/// A writing statement streamed on the writer while changes are captured.
+struct ObservedWrite {
+    engine: Arc<Engine>,
+    wrapped: bool,
+    mark: usize,
 }
 
 impl<T: FromRow> RowIter<T> {
@@ -37,13 +47,31 @@ impl<T: FromRow> RowIter<T> {
             key: info.id,
             columns: Arc::new(Columns::default()),
             info: None,
+            observed: None,
+            failed: false,
             _rows_as: PhantomData,
         };
         // SAFETY: the holder is heap-allocated, never moved, and freed only in `finish`.
         let holder = unsafe { &mut *iter.holder.expect("just set").as_ptr() };
         let stmt = holder.conn_mut().take(info.id, sql)?;
+        if let (Holder::Writer(_), Some(observer)) = (&*holder, engine.active_observer())
+            && !stmt.readonly()
+        {
+            let conn = holder.conn_mut().get();
+            let wrapped = conn.is_autocommit();
+            if wrapped {
+                conn.execute_batch("BEGIN IMMEDIATE")?;
+            }
+            iter.observed = Some(ObservedWrite {
+                engine: engine.clone(),
+                wrapped,
+                mark: observer.mark(),
+            });
+        }
         let stmt = NonNull::from(Box::leak(Box::new(stmt)));
         iter.stmt = Some(stmt);
+        // Until the query starts, an early return (bad parameters) must roll back, not commit.
+        iter.failed = true;
         // SAFETY: the statement is heap-allocated and reclaimed (back into its connection's
         // cache) only in `finish`, after the rows that borrow it are dropped.
         let stmt: &'static mut CachedStmt = unsafe { &mut *stmt.as_ptr() };
@@ -53,11 +81,19 @@ impl<T: FromRow> RowIter<T> {
         iter.columns = info.columns(stmt);
         iter.rows = Some(stmt.raw_query());
         iter.info = Some(info);
+        iter.failed = false;
         Ok(iter)
     }
 }
 
 impl<T> RowIter<T> {
+    /// True when the rows come from the writer connection.
+    pub(crate) fn on_writer(&self) -> bool {
+        // SAFETY: the holder lives until `finish`; only read here.
+        self.holder
+            .is_some_and(|h| matches!(unsafe { h.as_ref() }, Holder::Writer(_)))
+    }
+
     /// The result columns.
     pub fn columns(&self) -> &Columns {
         &self.columns
@@ -76,6 +112,9 @@ impl<T> RowIter<T> {
             if let Some(mut stmt) = stmt {
                 stmt.clear_bindings();
                 holder.conn_mut().put(self.key, stmt);
+            }
+            if let Some(observed) = self.observed.take() {
+                observed.finish(holder.conn_mut().get(), self.failed);
             }
         }
     }
@@ -102,6 +141,7 @@ impl<T: FromRow> Iterator for RowIter<T> {
                 None
             }
             Err(e) => {
+                self.failed = true;
                 self.finish();
                 Some(Err(e.into()))
             }
@@ -112,5 +152,29 @@ impl<T: FromRow> Iterator for RowIter<T> {
 impl<T> Drop for RowIter<T> {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+impl ObservedWrite {
+    /// Writes the captures (committing the wrapping transaction), or drops them on failure.
+    fn finish(self, conn: &rusqlite::Connection, failed: bool) {
+        let Some(observer) = self.engine.active_observer() else {
+            return;
+        };
+        let done = if failed {
+            Err(crate::Error::internal("the statement failed"))
+        } else if self.wrapped {
+            observer
+                .flush(conn)
+                .and_then(|()| Ok(conn.execute_batch("COMMIT")?))
+        } else {
+            observer.after_statement(conn)
+        };
+        if done.is_err() {
+            observer.discard_since(self.mark);
+            if self.wrapped && !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use pluresdb_crdt::{HybridClock, SiteId};
+use rusqlite::Connection;
 
 use crate::cursor::RowIter;
 use crate::engine::Engine;
@@ -12,6 +13,7 @@ use crate::events::EventHub;
 use crate::options::OpenOptions;
 use crate::params::Params;
 use crate::query::{RunResult, ScriptResult};
+use crate::replication::{Replication, register_writer};
 use crate::row::{FromRow, Row};
 use crate::schema;
 use crate::statement::Statement;
@@ -28,9 +30,10 @@ pub struct Database {
 
 struct Inner {
     engine: Arc<Engine>,
-    clock: HybridClock,
+    clock: Arc<HybridClock>,
     site: SiteId,
     graph: bool,
+    repl: Arc<Replication>,
 }
 
 impl std::fmt::Debug for Database {
@@ -64,19 +67,33 @@ impl Database {
     pub(crate) fn open_with(path: Option<&Path>, opts: OpenOptions) -> Result<Database> {
         let hub = Arc::new(EventHub::default());
         let engine = Arc::new(Engine::open(path, opts.clone(), hub)?);
-        let state = {
+        let (state, clock, repl) = {
             let writer = engine.writer()?;
-            schema::prepare(writer.conn(), path.is_none(), &opts).map_err(|e| match path {
-                Some(p) if e.kind() == ErrorKind::Corrupt => e.context(p.display()),
-                _ => e,
-            })?
+            let state =
+                schema::prepare(writer.conn(), path.is_none(), &opts).map_err(|e| match path {
+                    Some(p) if e.kind() == ErrorKind::Corrupt => e.context(p.display()),
+                    _ => e,
+                })?;
+            let clock = Arc::new(HybridClock::starting_after(state.last_hlc));
+            let repl = Arc::new(Replication::load(
+                writer.conn(),
+                state.site,
+                clock.clone(),
+                engine.tx.clone(),
+                engine.writer_auth.clone(),
+                state.graph,
+            )?);
+            register_writer(writer.conn(), &repl)?;
+            (state, clock, repl)
         };
+        engine.set_observer(repl.clone());
         Ok(Database {
             inner: Arc::new(Inner {
                 engine,
-                clock: HybridClock::starting_after(state.last_hlc),
+                clock,
                 site: state.site,
                 graph: state.graph,
+                repl,
             }),
         })
     }
@@ -87,6 +104,46 @@ impl Database {
 
     pub(crate) fn clock(&self) -> &HybridClock {
         &self.inner.clock
+    }
+
+    pub(crate) fn replication(&self) -> &Arc<Replication> {
+        &self.inner.repl
+    }
+
+    /// Runs `f` with the writer connection (inside this thread's transaction, if any).
+    pub(crate) fn with_writer_conn<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<T> {
+        self.inner.engine.with_writer(f)
+    }
+
+    /// Writes captured row changes of this thread's open transaction to the clock table.
+    pub(crate) fn flush_captured(&self) -> Result<()> {
+        if self.in_transaction() {
+            self.with_writer_conn(|c| self.inner.repl.flush_captured(c))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Replicates `table` from now on (like `SELECT pluresdb_sync_table('table')`): checks
+    /// that sync can handle its shape (a non-null primary key, no AUTOINCREMENT, no other
+    /// UNIQUE index) and refuses with the reason otherwise. Existing rows count as written now.
+    pub fn sync_table(&self, table: &str) -> Result<()> {
+        self.require_graph()?;
+        self.transaction(|db| db.with_writer_conn(|c| db.inner.repl.sync_table_on(c, table)))
+    }
+
+    /// Stops replicating `table` (its rows stay). Returns whether it was replicated.
+    pub fn unsync_table(&self, table: &str) -> Result<bool> {
+        self.require_graph()?;
+        self.transaction(|db| db.with_writer_conn(|c| db.inner.repl.unsync_table_on(c, table)))
+    }
+
+    /// The replicated SQL tables.
+    pub fn synced_tables(&self) -> Result<Vec<String>> {
+        self.with_writer_conn(|c| self.inner.repl.synced_tables(c))
     }
 
     pub(crate) fn require_graph(&self) -> Result<()> {

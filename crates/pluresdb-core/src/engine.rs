@@ -11,22 +11,40 @@
 //!
 //! Which reads are safe for the pool is decided once per SQL text with SQLite's authorizer.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
-use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 use crate::conn::{CachedStmt, Conn};
+use crate::connect::{
+    AuthFlags, TxCounters, WriterAuth, check_path, install_authorizer, install_commit_hooks,
+    open_connection,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Change, EventHub, RowChange, RowOp};
 use crate::options::OpenOptions;
+use crate::pool::{OwnedReader, PooledReader, ReaderPool};
 use crate::row::Columns;
 
+/// Something that follows every statement run on the writer: replication's change capture.
+pub(crate) trait WriteObserver: Send + Sync {
+    /// True when writes must be observed (some table is replicated).
+    fn active(&self) -> bool;
+    /// A mark to discard captures after, if the statement fails.
+    fn mark(&self) -> usize;
+    /// Drops what was captured after `mark`.
+    fn discard_since(&self, mark: usize);
+    /// Writes everything captured so far (before a transaction ends, or at its end).
+    fn flush(&self, conn: &Connection) -> Result<()>;
+    /// After a statement succeeded inside a transaction: may write part of what was captured.
+    fn after_statement(&self, conn: &Connection) -> Result<()>;
+}
 /// A small per-thread number (thread ids are not convertible to integers on stable Rust).
 pub(crate) fn thread_token() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -40,6 +58,8 @@ pub(crate) struct SqlInfo {
     pub(crate) id: u64,
     /// 0 = not yet known, 1 = safe on a reader, 2 = writer only.
     pool_safe: AtomicU8,
+    /// On the writer: 0 = not yet known, else 1 | 2 (begins/ends a transaction) | 4 (read-only).
+    writer_class: AtomicU8,
     columns: RwLock<Arc<Columns>>,
 }
 
@@ -49,6 +69,7 @@ impl SqlInfo {
         SqlInfo {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             pool_safe: AtomicU8::new(0),
+            writer_class: AtomicU8::new(0),
             columns: RwLock::new(Arc::new(Columns::default())),
         }
     }
@@ -75,13 +96,6 @@ pub(crate) struct WriterState {
     rows_hook: bool,
 }
 
-/// Decides per statement whether it is pool-safe; shared with the authorizer callback.
-#[derive(Default)]
-struct AuthFlags {
-    /// The last prepared statement did something a reader must not do.
-    unsafe_seen: AtomicBool,
-}
-
 pub(crate) struct Engine {
     path: Option<PathBuf>,
     opts: OpenOptions,
@@ -90,9 +104,13 @@ pub(crate) struct Engine {
     lease_owner: AtomicU64,
     /// Thread whose open iterator holds the writer (0 = none).
     iter_holder: AtomicU64,
-    /// The writer created temp objects or attached a database: route everything to it.
-    pinned: Arc<AtomicBool>,
-    readers: Option<ReaderPool>,
+    /// What the writer's authorizer noticed (pinning, transaction control, schema changes).
+    pub(crate) writer_auth: Arc<WriterAuth>,
+    /// Commits and rollbacks of the writer.
+    pub(crate) tx: Arc<TxCounters>,
+    /// Change capture, once replication is set up.
+    observer: OnceLock<Arc<dyn WriteObserver>>,
+    readers: Option<Arc<ReaderPool>>,
     sql_info: RwLock<HashMap<Box<str>, Arc<SqlInfo>>>,
     pub(crate) hub: Arc<EventHub>,
 }
@@ -108,17 +126,20 @@ impl Engine {
         if let Some(p) = path {
             check_path(p, &opts)?;
         }
-        let pinned = Arc::new(AtomicBool::new(false));
+        let writer_auth = Arc::new(WriterAuth::default());
+        let tx = Arc::new(TxCounters::default());
         let mut conn = open_connection(path, &opts, false)?;
         install_authorizer(
             &mut conn,
             Arc::new(AuthFlags::default()),
-            Some(pinned.clone()),
+            Some(writer_auth.clone()),
         )?;
-        install_commit_hooks(&mut conn, &hub)?;
+        install_commit_hooks(&mut conn, &hub, &tx)?;
         let conn = Conn::new(conn, opts.statement_cache);
         let readers = match path {
-            Some(p) if opts.readers > 0 => Some(ReaderPool::new(p.to_owned(), opts.clone())),
+            Some(p) if opts.readers > 0 => {
+                Some(Arc::new(ReaderPool::new(p.to_owned(), opts.clone())))
+            }
             _ => None,
         };
         Ok(Engine {
@@ -133,7 +154,9 @@ impl Engine {
             lease_released: Condvar::new(),
             lease_owner: AtomicU64::new(0),
             iter_holder: AtomicU64::new(0),
-            pinned,
+            writer_auth,
+            tx,
+            observer: OnceLock::new(),
             readers,
             sql_info: RwLock::new(HashMap::new()),
             hub,
@@ -176,6 +199,21 @@ impl Engine {
             ));
         }
         Ok(())
+    }
+
+    /// Runs `f` with the writer connection held (inside the caller's transaction, if any).
+    /// Statements through the `Database` from `f` fail with a busy error instead of deadlocking.
+    pub(crate) fn with_writer<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        struct Held<'a>(&'a AtomicU64);
+        impl Drop for Held<'_> {
+            fn drop(&mut self) {
+                self.0.store(0, Ordering::Release);
+            }
+        }
+        let writer = self.writer()?;
+        self.iter_holder.store(thread_token(), Ordering::Release);
+        let _held = Held(&self.iter_holder);
+        f(writer.conn())
     }
 
     fn busy_lease() -> Error {
@@ -305,7 +343,7 @@ impl Engine {
 
     fn use_readers(&self) -> bool {
         self.readers.is_some()
-            && !self.pinned.load(Ordering::Acquire)
+            && !self.writer_auth.pinned.load(Ordering::Acquire)
             && !self.in_transaction_here()
     }
 
@@ -321,11 +359,45 @@ impl Engine {
                 .conn_mut()
                 .with_statement(info.id, sql, |c, s| f(c, s, info));
         }
-        let mut writer = self.writer()?;
-        writer
-            .state_mut()
-            .conn
-            .with_statement(info.id, sql, |c, s| f(c, s, info))
+        let writer = self.writer()?;
+        let conn = &writer.state().conn;
+        let Some(observer) = self.active_observer() else {
+            return conn.with_statement(info.id, sql, |c, s| f(c, s, info));
+        };
+        let (tx_control, readonly) = self.classify_on_writer(conn, sql, info)?;
+        let wrap = Cell::new(false);
+        observed_write(observer, conn.get(), tx_control, readonly, &wrap, || {
+            conn.with_statement(info.id, sql, |c, s| f(c, s, info))
+        })
+    }
+
+    /// Sets the change-capture observer (once, when replication starts).
+    pub(crate) fn set_observer(&self, observer: Arc<dyn WriteObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// The observer, when it has something to observe.
+    pub(crate) fn active_observer(&self) -> Option<&dyn WriteObserver> {
+        self.observer.get().map(|o| &**o).filter(|o| o.active())
+    }
+
+    /// Whether `sql` begins or ends a transaction and whether it is read-only, decided once
+    /// when it is first prepared on the writer.
+    fn classify_on_writer(&self, conn: &Conn, sql: &str, info: &SqlInfo) -> Result<(bool, bool)> {
+        let class = info.writer_class.load(Ordering::Acquire);
+        if class != 0 {
+            return Ok((class & 2 != 0, class & 4 != 0));
+        }
+        // A statement never seen by this SqlInfo is not in the cache: preparing it runs the
+        // authorizer.
+        self.writer_auth.tx_control.store(false, Ordering::Release);
+        let stmt = conn.take(info.id, sql)?;
+        let tx_control = self.writer_auth.tx_control.load(Ordering::Acquire);
+        let readonly = stmt.readonly();
+        conn.put(info.id, stmt);
+        let class = 1 | if tx_control { 2 } else { 0 } | if readonly { 4 } else { 0 };
+        info.writer_class.store(class, Ordering::Release);
+        Ok((tx_control, readonly))
     }
 
     /// A reader connection when `sql` may run on one, classifying it on first use.
@@ -358,10 +430,49 @@ impl Engine {
     /// An owned connection holder for a streaming iterator over `sql`.
     pub(crate) fn holder_for(self: &Arc<Self>, sql: &str, info: &SqlInfo) -> Result<Holder> {
         if let Some(reader) = self.reader_for(sql, info)? {
-            return Ok(Holder::Reader(reader.into_owned(self.clone())));
+            let pool = self.readers.clone().expect("a reader came from the pool");
+            return Ok(Holder::Reader(reader.into_owned(pool)));
         }
         Ok(Holder::Writer(self.writer_owned()?))
     }
+}
+
+/// Runs one statement on the writer under change capture: captures are written before a
+/// statement that ends a transaction, a write outside any transaction is wrapped in one so its
+/// captures commit with it, and a failed statement's captures are dropped.
+pub(crate) fn observed_write<T>(
+    observer: &dyn WriteObserver,
+    conn: &Connection,
+    tx_control: bool,
+    readonly: bool,
+    wrapped: &Cell<bool>,
+    run: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    if tx_control {
+        observer.flush(conn)?;
+    }
+    let wrap = !readonly && !tx_control && conn.is_autocommit();
+    if wrap {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+    }
+    wrapped.set(wrap);
+    let mark = observer.mark();
+    let result = run().and_then(|value| {
+        if wrap {
+            observer.flush(conn)?;
+            conn.execute_batch("COMMIT")?;
+        } else if !conn.is_autocommit() {
+            observer.after_statement(conn)?;
+        }
+        Ok(value)
+    });
+    if result.is_err() {
+        observer.discard_since(mark);
+        if wrap && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    }
+    result
 }
 
 /// Maps a rusqlite error about `sql`, keeping the SQL for the message.
@@ -445,262 +556,6 @@ impl Holder {
     }
 }
 
-/// Idle reader connections, opened on demand up to the configured count.
-struct ReaderPool {
-    path: PathBuf,
-    opts: OpenOptions,
-    idle: Mutex<Vec<Reader>>,
-    opened: Mutex<usize>,
-    returned: Condvar,
-}
-
-struct Reader {
-    conn: Conn,
-    flags: Arc<AuthFlags>,
-}
-
-impl ReaderPool {
-    fn new(path: PathBuf, opts: OpenOptions) -> ReaderPool {
-        ReaderPool {
-            path,
-            opts,
-            idle: Mutex::new(Vec::new()),
-            opened: Mutex::new(0),
-            returned: Condvar::new(),
-        }
-    }
-
-    fn get(&self) -> Result<PooledReader<'_>> {
-        if let Some(reader) = self.idle.lock().pop() {
-            return Ok(PooledReader {
-                pool: self,
-                reader: Some(reader),
-            });
-        }
-        {
-            let mut opened = self.opened.lock();
-            if *opened < self.opts.readers {
-                *opened += 1;
-                drop(opened);
-                return match self.open_reader() {
-                    Ok(reader) => Ok(PooledReader {
-                        pool: self,
-                        reader: Some(reader),
-                    }),
-                    Err(e) => {
-                        *self.opened.lock() -= 1;
-                        Err(e)
-                    }
-                };
-            }
-        }
-        let deadline = Instant::now() + self.opts.busy_timeout;
-        let mut idle = self.idle.lock();
-        loop {
-            if let Some(reader) = idle.pop() {
-                return Ok(PooledReader {
-                    pool: self,
-                    reader: Some(reader),
-                });
-            }
-            if self.returned.wait_until(&mut idle, deadline).timed_out() {
-                return Err(Error::new(
-                    ErrorKind::Busy,
-                    "all reader connections stayed in use past the busy timeout; drop finished \
-                     iterators, or open the database with more readers",
-                ));
-            }
-        }
-    }
-
-    fn open_reader(&self) -> Result<Reader> {
-        let mut conn = open_connection(Some(&self.path), &self.opts, true)?;
-        let flags = Arc::new(AuthFlags::default());
-        install_authorizer(&mut conn, flags.clone(), None)?;
-        Ok(Reader {
-            conn: Conn::new(conn, self.opts.statement_cache),
-            flags,
-        })
-    }
-
-    fn put_back(&self, reader: Reader) {
-        self.idle.lock().push(reader);
-        self.returned.notify_one();
-    }
-}
-
-/// A reader checked out of the pool; it goes back on drop.
-pub(crate) struct PooledReader<'p> {
-    pool: &'p ReaderPool,
-    reader: Option<Reader>,
-}
-
-impl PooledReader<'_> {
-    fn conn_mut(&mut self) -> &mut Conn {
-        &mut self.reader.as_mut().expect("held until drop").conn
-    }
-
-    /// Prepares `sql` afresh and reports whether a reader may run it.
-    fn classify(&self, sql: &str) -> Result<bool> {
-        let reader = self.reader.as_ref().expect("held until drop");
-        reader.flags.unsafe_seen.store(false, Ordering::Release);
-        let stmt = reader
-            .conn
-            .get()
-            .prepare(sql)
-            .map_err(|e| sql_error(e, sql))?;
-        Ok(stmt.readonly() && !reader.flags.unsafe_seen.load(Ordering::Acquire))
-    }
-
-    fn into_owned(mut self, engine: Arc<Engine>) -> OwnedReader {
-        let reader = self.reader.take().expect("held until drop");
-        OwnedReader {
-            engine,
-            flags: Some(reader.flags),
-            conn: Some(reader.conn),
-        }
-    }
-}
-
-impl Drop for PooledReader<'_> {
-    fn drop(&mut self) {
-        if let Some(reader) = self.reader.take() {
-            self.pool.put_back(reader);
-        }
-    }
-}
-
-/// A reader owned by an iterator; it goes back to the pool on drop.
-pub(crate) struct OwnedReader {
-    engine: Arc<Engine>,
-    flags: Option<Arc<AuthFlags>>,
-    conn: Option<Conn>,
-}
-
-impl Drop for OwnedReader {
-    fn drop(&mut self) {
-        if let (Some(conn), Some(flags), Some(pool)) = (
-            self.conn.take(),
-            self.flags.take(),
-            self.engine.readers.as_ref(),
-        ) {
-            pool.put_back(Reader { conn, flags });
-        }
-    }
-}
-
-fn check_path(path: &Path, opts: &OpenOptions) -> Result<()> {
-    if path.as_os_str().is_empty() {
-        return Err(Error::invalid(
-            "the database path is empty; give a file path, or use open_in_memory()",
-        ));
-    }
-    if path.is_dir() {
-        return Err(Error::invalid(format!(
-            "{} is a directory; give the path of a database file inside it",
-            path.display()
-        )));
-    }
-    if !path.exists() && (opts.read_only || !opts.create) {
-        return Err(Error::not_found(format!(
-            "database file {} does not exist{}",
-            path.display(),
-            if opts.read_only {
-                " (opening read-only never creates it)"
-            } else {
-                ""
-            }
-        )));
-    }
-    if let Some(parent) = path.parent()
-        && !parent.as_os_str().is_empty()
-        && !parent.exists()
-    {
-        return Err(Error::not_found(format!(
-            "directory {} does not exist; create it first",
-            parent.display()
-        )));
-    }
-    Ok(())
-}
-
-fn open_connection(path: Option<&Path>, opts: &OpenOptions, reader: bool) -> Result<Connection> {
-    let conn = match path {
-        None => Connection::open_in_memory()?,
-        Some(p) => {
-            let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            if opts.read_only {
-                flags |= OpenFlags::SQLITE_OPEN_READ_ONLY;
-            } else {
-                flags |= OpenFlags::SQLITE_OPEN_READ_WRITE;
-                if opts.create && !reader {
-                    flags |= OpenFlags::SQLITE_OPEN_CREATE;
-                }
-            }
-            Connection::open_with_flags(p, flags)
-                .map_err(|e| Error::from(e).context(format!("cannot open {}", p.display())))?
-        }
-    };
-    conn.busy_timeout(opts.busy_timeout)?;
-    conn.set_prepared_statement_cache_capacity(opts.statement_cache);
-    if reader {
-        conn.pragma_update(None, "query_only", true)?;
-    }
-    Ok(conn)
-}
-
-/// Functions whose result depends on the connection that runs them.
-const CONNECTION_FUNCTIONS: [&str; 4] = [
-    "last_insert_rowid",
-    "changes",
-    "total_changes",
-    "sqlite_offset",
-];
-
-fn install_authorizer(
-    conn: &mut Connection,
-    flags: Arc<AuthFlags>,
-    pin: Option<Arc<AtomicBool>>,
-) -> Result<()> {
-    conn.authorizer(Some(move |ctx: AuthContext<'_>| {
-        let safe = match ctx.action {
-            AuthAction::Select | AuthAction::Recursive => true,
-            // `count(*)` reads with no database name; temp tables and attached databases pin
-            // everything to the writer anyway.
-            AuthAction::Read { .. } => matches!(ctx.database_name, None | Some("main")),
-            AuthAction::Function { function_name } => !CONNECTION_FUNCTIONS
-                .iter()
-                .any(|f| f.eq_ignore_ascii_case(function_name)),
-            AuthAction::CreateTempTable { .. }
-            | AuthAction::CreateTempView { .. }
-            | AuthAction::CreateTempIndex { .. }
-            | AuthAction::CreateTempTrigger { .. }
-            | AuthAction::Attach { .. } => {
-                if let Some(pin) = &pin {
-                    pin.store(true, Ordering::Release);
-                }
-                false
-            }
-            _ => false,
-        };
-        if !safe {
-            flags.unsafe_seen.store(true, Ordering::Release);
-        }
-        Authorization::Allow
-    }))?;
-    Ok(())
-}
-
-fn install_commit_hooks(conn: &mut Connection, hub: &Arc<EventHub>) -> Result<()> {
-    let on_commit = hub.clone();
-    conn.commit_hook(Some(move || {
-        on_commit.on_commit();
-        false
-    }))?;
-    let on_rollback = hub.clone();
-    conn.rollback_hook(Some(move || on_rollback.on_rollback()))?;
-    Ok(())
-}
 impl Drop for Engine {
     /// Rolls back a transaction left open and removes the hooks before the writer closes
     /// (SQLite would otherwise call the rollback hook while the connection is being torn down).

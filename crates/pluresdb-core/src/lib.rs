@@ -29,6 +29,7 @@
 //! ```
 
 mod conn;
+mod connect;
 mod cursor;
 mod database;
 mod engine;
@@ -37,12 +38,15 @@ mod events;
 mod graph;
 mod options;
 mod params;
+mod pool;
 mod query;
+mod replication;
 mod row;
 mod schema;
 mod statement;
 mod transaction;
 mod value;
+pub mod wire;
 
 pub use cursor::RowIter;
 pub use database::Database;
@@ -52,6 +56,10 @@ pub use graph::{CompareOp, Direction, Edge, MAX_ID_BYTES, Node, NodeQuery, NodeU
 pub use options::{OpenOptions, Synchronous};
 pub use params::{Binder, NamedParams, Params};
 pub use query::{RunResult, ScriptResult};
+pub use replication::{
+    ApplyReport, ChangeRecord, ChangeSet, EDGES, MAX_CLOCK_DRIFT, NODES, NodeVersion, PeerStatus,
+    SyncProgress,
+};
 pub use row::{Column, ColumnIndex, Columns, FromRow, Row, RowRef};
 pub use schema::FORMAT_VERSION;
 pub use statement::Statement;
@@ -59,7 +67,7 @@ pub use value::{
     BLOB_JSON_KEY, FromValue, Param, ToParam, Value, ValueRef, base64_decode, base64_encode,
 };
 
-pub use pluresdb_crdt::{Hlc, SiteId};
+pub use pluresdb_crdt::{Hlc, SiteId, Version, VersionVector};
 
 /// Whether `sql` ends with a complete statement (SQLite's `sqlite3_complete`), for shells.
 pub fn is_complete_statement(sql: &str) -> bool {

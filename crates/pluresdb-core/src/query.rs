@@ -1,11 +1,13 @@
 //! Running one statement: `run`, `get`, `all`, and scripts of several statements.
 
+use std::cell::Cell;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 pub(crate) use script_split::is_complete;
 use script_split::next_statement;
 
-use crate::engine::{Engine, SqlInfo, sql_error};
+use crate::engine::{Engine, SqlInfo, observed_write, sql_error};
 use crate::error::{Error, Result};
 use crate::params::{Binder, Params};
 use crate::row::{Columns, FromRow, Row, RowRef};
@@ -108,7 +110,12 @@ impl Engine {
         let conn = writer.conn();
         let mut result = ScriptResult::default();
         let mut rest = script;
-        while let Some((mut stmt, start, tail)) = next_statement(conn, script, rest)? {
+        loop {
+            self.writer_auth.tx_control.store(false, Ordering::Release);
+            let Some((mut stmt, start, tail)) = next_statement(conn, script, rest)? else {
+                break;
+            };
+            let tx_control = self.writer_auth.tx_control.load(Ordering::Acquire);
             result.statements += 1;
             let with_rows = keep_rows && stmt.column_count() > 0;
             let columns = Arc::new(if with_rows {
@@ -117,26 +124,32 @@ impl Engine {
                 Columns::default()
             });
             let before = conn.total_changes();
-            let mut rows_out = Vec::new();
-            {
+            let readonly = stmt.readonly();
+            let mut run = || -> Result<Vec<Row>> {
+                let mut rows_out = Vec::new();
                 let mut rows = stmt.raw_query();
                 loop {
                     match rows.next() {
                         Ok(Some(row)) if with_rows => rows_out.push(Row::read(&columns, row)?),
                         Ok(Some(_)) => {}
-                        Ok(None) => break,
+                        Ok(None) => return Ok(rows_out),
                         Err(e) => {
                             let err = Error::from(e);
-                            let stmt_sql = &script[start..tail];
                             return Err(if err.sql().is_some() {
                                 err
                             } else {
-                                err.with_sql(stmt_sql.trim(), None)
+                                err.with_sql(script[start..tail].trim(), None)
                             });
                         }
                     }
                 }
-            }
+            };
+            let rows_out = match self.active_observer() {
+                Some(observer) => {
+                    observed_write(observer, conn, tx_control, readonly, &Cell::new(false), run)?
+                }
+                None => run()?,
+            };
             if conn.total_changes() != before {
                 result.changes += conn.changes();
             }

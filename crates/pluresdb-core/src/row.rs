@@ -161,6 +161,14 @@ impl Row {
             .map_err(|e| e.context(format!("column {i} ({:?})", self.columns.columns[i].name)))
     }
 
+    /// `(column name, value)` pairs in column order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .zip(self.values.iter())
+    }
+
     /// The row as a JSON object keyed by column name (integers exact, blobs as `{"$blob"}`).
     pub fn to_json(&self) -> Json {
         let mut map = Map::with_capacity(self.values.len());

@@ -54,6 +54,49 @@ CREATE TABLE IF NOT EXISTS _pluresdb_edges (
 );
 CREATE INDEX IF NOT EXISTS _pluresdb_edges_in ON _pluresdb_edges(dst, rel, src);
 
+CREATE TABLE IF NOT EXISTS _pluresdb_sites (
+    idx  INTEGER PRIMARY KEY,
+    site BLOB NOT NULL UNIQUE
+);
+
+CREATE TABLE IF NOT EXISTS _pluresdb_collections (
+    id   INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL
+);
+INSERT OR IGNORE INTO _pluresdb_collections(id, name, kind)
+    VALUES (1, '_pluresdb_nodes', 'nodes'), (2, '_pluresdb_edges', 'edges');
+
+CREATE TABLE IF NOT EXISTS _pluresdb_clock (
+    tbl INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    cl  INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    ver BLOB NOT NULL,
+    PRIMARY KEY (tbl, key)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS _pluresdb_peers (
+    site      BLOB PRIMARY KEY NOT NULL,
+    address   TEXT,
+    last_sync INTEGER,
+    sent      INTEGER NOT NULL DEFAULT 0,
+    received  INTEGER NOT NULL DEFAULT 0,
+    cursor    INTEGER NOT NULL DEFAULT 0,
+    acked     INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS _pluresdb_history (
+    id     TEXT NOT NULL,
+    hlc    INTEGER NOT NULL,
+    site   BLOB NOT NULL,
+    cl     INTEGER NOT NULL,
+    type   TEXT,
+    data   TEXT NOT NULL,
+    vector BLOB
+);
+CREATE INDEX IF NOT EXISTS _pluresdb_history_by_node ON _pluresdb_history(id, hlc);
+
 CREATE VIEW IF NOT EXISTS pluresdb_nodes AS
     SELECT id, type, data, vector, created_hlc, updated_hlc
     FROM _pluresdb_nodes WHERE cl % 2 = 1;
@@ -108,9 +151,11 @@ pub(crate) fn prepare(
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 [FORMAT_VERSION],
             )?;
-            conn.execute(
-                "INSERT OR IGNORE INTO _pluresdb_meta(key, value) VALUES ('site_id', randomblob(16))",
-                [],
+            conn.execute_batch(
+                "INSERT OR IGNORE INTO _pluresdb_meta(key, value) VALUES ('site_id', randomblob(16));
+                 INSERT OR IGNORE INTO _pluresdb_meta(key, value) VALUES ('db_version', 0);
+                 INSERT OR IGNORE INTO _pluresdb_sites(site)
+                     SELECT value FROM _pluresdb_meta WHERE key = 'site_id';",
             )?;
             Ok(())
         });

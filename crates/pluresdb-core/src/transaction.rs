@@ -11,6 +11,12 @@ enum Level {
     Savepoint(String),
 }
 
+/// Change-capture bookkeeping around one transaction level.
+struct Observed {
+    /// Captures before this mark belong to outer levels.
+    mark: usize,
+}
+
 impl Database {
     /// Runs `f` in a transaction: `BEGIN IMMEDIATE` at the outermost level, a savepoint when
     /// nested. `Ok` commits (or releases the savepoint); `Err` or a panic rolls back and is
@@ -36,38 +42,44 @@ impl Database {
     where
         E: From<Error>,
     {
-        let level = self.begin_level()?;
+        let (level, observed) = self.begin_level()?;
         let mark = self.engine().hub.pending_len();
         match catch_unwind(AssertUnwindSafe(|| f(self))) {
             Ok(Ok(value)) => match self.commit_level(&level) {
                 Ok(()) => Ok(value),
                 Err(e) => {
-                    let _ = self.rollback_level(&level, mark);
+                    let _ = self.rollback_level(&level, mark, &observed);
                     Err(e.into())
                 }
             },
             Ok(Err(e)) => {
-                self.rollback_level(&level, mark)?;
+                self.rollback_level(&level, mark, &observed)?;
                 Err(e)
             }
             Err(panic) => {
-                let _ = self.rollback_level(&level, mark);
+                let _ = self.rollback_level(&level, mark, &observed);
                 resume_unwind(panic)
             }
         }
     }
 
-    fn begin_level(&self) -> Result<Level> {
+    fn begin_level(&self) -> Result<(Level, Observed)> {
         let mut writer = self.engine().writer()?;
+        let observer = self.engine().active_observer();
         if writer.conn().is_autocommit() {
             writer.conn().execute_batch("BEGIN IMMEDIATE")?;
-            Ok(Level::Outer)
+            Ok((Level::Outer, Observed { mark: 0 }))
         } else {
+            // Captures so far belong to the enclosing level: write them before the savepoint.
+            if let Some(o) = observer {
+                o.flush(writer.conn())?;
+            }
             let state = writer.state_mut();
             state.savepoints += 1;
             let name = format!("pluresdb_tx_{}", state.savepoints);
             writer.conn().execute_batch(&format!("SAVEPOINT {name}"))?;
-            Ok(Level::Savepoint(name))
+            let mark = observer.map_or(0, |o| o.mark());
+            Ok((Level::Savepoint(name), Observed { mark }))
         }
     }
 
@@ -76,6 +88,9 @@ impl Database {
         if writer.conn().is_autocommit() {
             // The closure ended the transaction itself (explicit COMMIT/ROLLBACK in SQL).
             return Ok(());
+        }
+        if let Some(o) = self.engine().active_observer() {
+            o.flush(writer.conn())?;
         }
         match level {
             Level::Outer => writer.conn().execute_batch("COMMIT")?,
@@ -88,7 +103,10 @@ impl Database {
         Ok(())
     }
 
-    fn rollback_level(&self, level: &Level, mark: usize) -> Result<()> {
+    fn rollback_level(&self, level: &Level, mark: usize, observed: &Observed) -> Result<()> {
+        if let Some(o) = self.engine().active_observer() {
+            o.discard_since(observed.mark);
+        }
         let mut writer = self.engine().writer()?;
         if writer.conn().is_autocommit() {
             self.engine().hub.truncate_pending(mark);

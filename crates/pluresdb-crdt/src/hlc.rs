@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const LOGICAL_BITS: u32 = 16;
 const LOGICAL_MASK: u64 = (1 << LOGICAL_BITS) - 1;
@@ -94,7 +94,61 @@ impl HybridClock {
     pub fn observe(&self, seen: Hlc) {
         self.last.fetch_max(seen.as_u64(), Ordering::AcqRel);
     }
+
+    /// Accepts a remote timestamp unless it is more than `max_drift` ahead of this machine's
+    /// clock (a peer with a wrong clock would otherwise drag every later write into the
+    /// future and win every conflict).
+    pub fn receive(&self, remote: Hlc, max_drift: Duration) -> Result<(), ClockDrift> {
+        self.receive_at(remote, wall_millis(), max_drift)
+    }
+
+    /// [`receive`](Self::receive) with an explicit wall-clock reading.
+    pub fn receive_at(
+        &self,
+        remote: Hlc,
+        wall_millis: u64,
+        max_drift: Duration,
+    ) -> Result<(), ClockDrift> {
+        let limit = wall_millis.saturating_add(max_drift.as_millis() as u64);
+        if remote.millis() > limit {
+            return Err(ClockDrift {
+                remote,
+                local_millis: wall_millis,
+                max_drift,
+            });
+        }
+        self.observe(remote);
+        Ok(())
+    }
 }
+
+/// The default bound on how far a peer's clock may run ahead of ours.
+pub const DEFAULT_MAX_DRIFT: Duration = Duration::from_secs(10 * 60);
+
+/// A remote timestamp too far in the future.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClockDrift {
+    /// The timestamp received.
+    pub remote: Hlc,
+    /// This machine's clock when it arrived, in ms since the Unix epoch.
+    pub local_millis: u64,
+    /// The bound that was exceeded.
+    pub max_drift: Duration,
+}
+
+impl fmt::Display for ClockDrift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a change is stamped {} ms ahead of this machine's clock (the limit is {} ms): the \
+             peer's clock or this one is wrong; fix the clock, then sync again",
+            self.remote.millis().saturating_sub(self.local_millis),
+            self.max_drift.as_millis()
+        )
+    }
+}
+
+impl std::error::Error for ClockDrift {}
 
 /// Milliseconds since the Unix epoch from the system clock (0 if the clock is before 1970).
 pub fn wall_millis() -> u64 {
@@ -137,6 +191,26 @@ mod tests {
         clock.observe(Hlc::new(5000, 3));
         let next = clock.tick_with(10);
         assert_eq!(next, Hlc::new(5000, 4));
+    }
+
+    #[test]
+    fn receive_rejects_clocks_too_far_ahead() {
+        let clock = HybridClock::default();
+        let now = 1_000_000;
+        let drift = Duration::from_secs(60);
+        clock
+            .receive_at(Hlc::new(now + 59_000, 3), now, drift)
+            .unwrap();
+        assert_eq!(clock.last(), Hlc::new(now + 59_000, 3));
+        let err = clock
+            .receive_at(Hlc::new(now + 61_000, 0), now, drift)
+            .unwrap_err();
+        assert!(err.to_string().contains("61000 ms ahead"), "{err}");
+        assert_eq!(
+            clock.last(),
+            Hlc::new(now + 59_000, 3),
+            "a rejected time is not observed"
+        );
     }
 
     #[test]

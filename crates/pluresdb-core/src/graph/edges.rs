@@ -9,7 +9,9 @@ use super::{Direction, Edge, Node, as_object, check_id, parse_object};
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::events::{Change, EdgeChange};
+use crate::replication::{EDGES_ID, GraphWrite, pack_key};
 use crate::row::Row;
+use crate::value::Value;
 
 const EDGE_COLUMNS: &str = "src, rel, dst, data, created_hlc, updated_hlc";
 
@@ -54,10 +56,18 @@ impl Database {
                 ),
                 (from, relation, to),
             )?;
-            let edge = match current {
+            let key = pack_key(&[
+                Value::Text(from.to_owned()),
+                Value::Text(relation.to_owned()),
+                Value::Text(to.to_owned()),
+            ]);
+            let (edge, write) = match current {
                 Some(row) if row.get::<i64>(7)? % 2 == 1 => {
                     let old = edge_from_row(&row)?;
-                    let data = patch.cloned().unwrap_or(old.data);
+                    if patch.is_none_or(|p| *p == old.data) {
+                        return Ok(old);
+                    }
+                    let data = patch.cloned().unwrap_or(old.data.clone());
                     db.run(
                         "UPDATE _pluresdb_edges SET data = ?1, updated_hlc = ?2, site = ?3
                          WHERE eid = ?4",
@@ -68,11 +78,14 @@ impl Database {
                             row.get::<i64>(6)?,
                         ),
                     )?;
-                    Edge {
-                        updated_at: now,
-                        data,
-                        ..old
-                    }
+                    (
+                        Edge {
+                            updated_at: now,
+                            data,
+                            ..old
+                        },
+                        GraphWrite::Fields(vec!["data".to_owned()]),
+                    )
                 }
                 existing => {
                     let data = patch.cloned().unwrap_or_default();
@@ -92,16 +105,23 @@ impl Database {
                             (from, relation, to, text, stamp, &site),
                         )?,
                     };
-                    Edge {
-                        from: from.to_owned(),
-                        relation: relation.to_owned(),
-                        to: to.to_owned(),
-                        data,
-                        created_at: now,
-                        updated_at: now,
-                    }
+                    (
+                        Edge {
+                            from: from.to_owned(),
+                            relation: relation.to_owned(),
+                            to: to.to_owned(),
+                            data,
+                            created_at: now,
+                            updated_at: now,
+                        },
+                        GraphWrite::Created,
+                    )
                 }
             };
+            db.with_writer_conn(|conn| {
+                db.replication()
+                    .capture_graph_write(conn, EDGES_ID, &key, write.as_ref(), now)
+            })?;
             if db.engine().hub.is_active() {
                 db.engine().hub.record(Change::Edge(EdgeChange {
                     from: from.to_owned(),
@@ -118,17 +138,34 @@ impl Database {
     pub fn unlink(&self, from: &str, relation: &str, to: &str) -> Result<bool> {
         self.require_graph()?;
         self.transaction(|db| {
+            let now = db.clock().now();
             let changed = db.run(
                 "UPDATE _pluresdb_edges SET cl = cl + 1, updated_hlc = ?1, site = ?2
                  WHERE src = ?3 AND rel = ?4 AND dst = ?5 AND cl % 2 = 1",
                 (
-                    db.clock().now().as_u64() as i64,
+                    now.as_u64() as i64,
                     db.site_id().as_bytes().to_vec(),
                     from,
                     relation,
                     to,
                 ),
             )?;
+            if changed.changes > 0 {
+                let key = pack_key(&[
+                    Value::Text(from.to_owned()),
+                    Value::Text(relation.to_owned()),
+                    Value::Text(to.to_owned()),
+                ]);
+                db.with_writer_conn(|conn| {
+                    db.replication().capture_graph_write(
+                        conn,
+                        EDGES_ID,
+                        &key,
+                        GraphWrite::Deleted,
+                        now,
+                    )
+                })?;
+            }
             if changed.changes > 0 && db.engine().hub.is_active() {
                 db.engine().hub.record(Change::Edge(EdgeChange {
                     from: from.to_owned(),

@@ -1,5 +1,5 @@
 //! Writing and reading nodes: `put` (merge fields), `replace`, `set_type`, `set_vector`,
-//! `delete`, `get_node`.
+//! `delete`, `get_node`. Every write is captured for replication and recorded in history.
 
 use serde_json::{Map, Value as Json};
 
@@ -9,6 +9,7 @@ use super::{Node, as_object, blob_to_vector, check_id, parse_object, vector_to_b
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::events::{Change, EdgeChange, NodeChange};
+use crate::replication::{EDGES_ID, GraphWrite, NODES_ID, append_history, pack_key};
 use crate::row::Row;
 use crate::value::Value;
 
@@ -45,6 +46,24 @@ pub(crate) fn node_from_row(row: &Row) -> Result<Node> {
         updated_at: Hlc::from_u64(row.get::<i64>(5)? as u64),
         site: SiteId::from_slice(&site).unwrap_or_default(),
     })
+}
+
+/// Names of the replicated fields that differ between two versions of a node.
+fn changed_fields(old: &Node, new: &Node) -> Vec<String> {
+    let mut names: Vec<String> = new
+        .data
+        .iter()
+        .filter(|(k, v)| old.data.get(*k) != Some(*v))
+        .chain(old.data.iter().filter(|(k, _)| !new.data.contains_key(*k)))
+        .map(|(k, _)| format!("data.{k}"))
+        .collect();
+    if old.node_type != new.node_type {
+        names.push("type".into());
+    }
+    if old.vector != new.vector {
+        names.push("vector".into());
+    }
+    names
 }
 
 impl Database {
@@ -105,114 +124,99 @@ impl Database {
             check_id("node type", t)?;
         }
         let vector_blob = match update.vector {
-            Some(Some(v)) => Some(Some(vector_to_blob(v)?)),
-            Some(None) => Some(None),
-            None => None,
+            Some(Some(v)) => Some(vector_to_blob(v)?),
+            _ => None,
         };
         self.transaction(|db| {
             let current = db.get(
-                &format!("SELECT {NODE_COLUMNS}, rid, cl FROM _pluresdb_nodes WHERE id = ?1"),
+                &format!("SELECT {NODE_COLUMNS}, cl FROM _pluresdb_nodes WHERE id = ?1"),
                 (id,),
             )?;
-            let alive = current
-                .as_ref()
-                .map(|r| r.get::<i64>(8))
-                .transpose()?
-                .is_some_and(|cl| cl % 2 == 1);
+            let cl = current.as_ref().map(|r| r.get::<i64>(7)).transpose()?.unwrap_or(0);
+            let alive = cl % 2 == 1;
             if update.must_exist && !alive {
                 return Err(Error::not_found(format!(
                     "node {id:?} does not exist; create it first with put"
                 )));
             }
+            let old = match (&current, alive) {
+                (Some(row), true) => Some(node_from_row(row)?),
+                _ => None,
+            };
             let now = db.clock().now();
             let site = db.site_id();
-            let node = match (&current, alive) {
-                (Some(row), true) => {
-                    let old = node_from_row(row)?;
-                    let mut data = if update.replace { Map::new() } else { old.data };
-                    if let Some(patch) = patch {
-                        data.extend(patch.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let mut node = old.clone().unwrap_or_else(|| Node {
+                id: id.to_owned(),
+                node_type: None,
+                data: Map::new(),
+                vector: None,
+                created_at: now,
+                updated_at: now,
+                site,
+            });
+            if update.replace {
+                node.data = Map::new();
+            }
+            if let Some(patch) = patch {
+                node.data.extend(patch.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            if let Some(t) = update.node_type {
+                node.node_type = t.map(str::to_owned);
+            }
+            if let Some(v) = update.vector {
+                node.vector = v.map(<[f32]>::to_vec);
+            }
+            let write = match &old {
+                Some(old) => {
+                    let names = changed_fields(old, &node);
+                    if names.is_empty() {
+                        return Ok(node);
                     }
-                    let node_type = match update.node_type {
-                        Some(t) => t.map(str::to_owned),
-                        None => old.node_type,
-                    };
-                    let vector = match update.vector {
-                        Some(v) => v.map(<[f32]>::to_vec),
-                        None => old.vector,
-                    };
-                    let blob = match &vector_blob {
-                        Some(b) => b.clone(),
-                        None => row.value(3)?.as_blob().map(<[u8]>::to_vec),
-                    };
-                    db.run(
-                        "UPDATE _pluresdb_nodes SET type = ?1, data = ?2, vector = ?3,
-                                updated_hlc = ?4, site = ?5 WHERE rid = ?6",
-                        (
-                            &node_type,
-                            Json::Object(data.clone()).to_string(),
-                            blob,
-                            now.as_u64() as i64,
-                            site.as_bytes().to_vec(),
-                            row.get::<i64>(7)?,
-                        ),
-                    )?;
-                    Node {
-                        id: id.to_owned(),
-                        node_type,
-                        data,
-                        vector,
-                        created_at: old.created_at,
-                        updated_at: now,
-                        site,
-                    }
+                    GraphWrite::Fields(names)
                 }
-                (existing, _) => {
-                    let data = patch.cloned().unwrap_or_default();
-                    let node_type = update.node_type.flatten().map(str::to_owned);
-                    let vector = update.vector.flatten().map(<[f32]>::to_vec);
-                    let blob = vector_blob.clone().flatten();
-                    let text = Json::Object(data.clone()).to_string();
-                    match existing {
-                        // A deleted node comes back: the causal length moves to the next odd value.
-                        Some(row) => db.run(
-                            "UPDATE _pluresdb_nodes SET type = ?1, data = ?2, vector = ?3,
-                                    created_hlc = ?4, updated_hlc = ?4, site = ?5, cl = cl + 1
-                             WHERE rid = ?6",
-                            (
-                                &node_type,
-                                text,
-                                blob,
-                                now.as_u64() as i64,
-                                site.as_bytes().to_vec(),
-                                row.get::<i64>(7)?,
-                            ),
-                        )?,
-                        None => db.run(
-                            "INSERT INTO _pluresdb_nodes
-                                 (id, type, data, vector, created_hlc, updated_hlc, site, cl)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, 1)",
-                            (
-                                id,
-                                &node_type,
-                                text,
-                                blob,
-                                now.as_u64() as i64,
-                                site.as_bytes().to_vec(),
-                            ),
-                        )?,
-                    };
-                    Node {
-                        id: id.to_owned(),
-                        node_type,
-                        data,
-                        vector,
-                        created_at: now,
-                        updated_at: now,
-                        site,
-                    }
-                }
+                // A new node has exactly these fields: version each one, not "every field".
+                None => GraphWrite::CreatedWith(
+                    node.data
+                        .keys()
+                        .map(|k| format!("data.{k}"))
+                        .chain(["type".to_owned(), "vector".to_owned()])
+                        .collect(),
+                ),
             };
+            node.updated_at = now;
+            node.site = site;
+            let new_cl = if alive { cl } else { cl + 1 };
+            // Keys are stored sorted, so replicas that merged in any order hold the same text.
+            node.data.sort_keys();
+            let text = Json::Object(node.data.clone()).to_string();
+            let blob = match (&vector_blob, update.vector) {
+                (Some(b), _) => Some(b.clone()),
+                (None, Some(None)) => None,
+                (None, _) => node.vector.as_deref().map(vector_to_blob).transpose()?,
+            };
+            db.run(
+                "INSERT INTO _pluresdb_nodes(id, type, data, vector, created_hlc, updated_hlc, site, cl)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(id) DO UPDATE SET type = excluded.type, data = excluded.data,
+                     vector = excluded.vector, created_hlc = excluded.created_hlc,
+                     updated_hlc = excluded.updated_hlc, site = excluded.site, cl = excluded.cl",
+                (
+                    id,
+                    &node.node_type,
+                    &text,
+                    &blob,
+                    node.created_at.as_u64() as i64,
+                    now.as_u64() as i64,
+                    site.as_bytes().to_vec(),
+                    new_cl,
+                ),
+            )?;
+            db.with_writer_conn(|conn| {
+                let repl = db.replication();
+                let key = pack_key(&[Value::Text(id.to_owned())]);
+                repl.capture_graph_write(conn, NODES_ID, &key, write.as_ref(), now)?;
+                append_history(conn, id, now.as_u64(), site, new_cl as u64, node.node_type.as_deref(), &text, blob.as_deref())
+            })?;
             if db.engine().hub.is_active() {
                 db.engine().hub.record(Change::Node(NodeChange {
                     id: id.to_owned(),
@@ -239,39 +243,54 @@ impl Database {
         self.require_graph()?;
         check_id("node id", id)?;
         self.transaction(|db| {
-            let now = db.clock().now().as_u64() as i64;
-            let site = db.site_id().as_bytes().to_vec();
+            let now = db.clock().now();
+            let stamp = now.as_u64() as i64;
+            let site = db.site_id();
             let deleted = db.run(
                 "UPDATE _pluresdb_nodes SET cl = cl + 1, data = '{}', type = NULL, vector = NULL,
                         updated_hlc = ?1, site = ?2
                  WHERE id = ?3 AND cl % 2 = 1",
-                (now, &site, id),
+                (stamp, site.as_bytes().to_vec(), id),
             )?;
             if deleted.changes == 0 {
                 return Ok(false);
             }
-            let hub = &db.engine().hub;
-            if hub.is_active() {
-                let edges = db.all(
-                    "SELECT src, rel, dst FROM _pluresdb_edges
-                     WHERE (src = ?1 OR dst = ?1) AND cl % 2 = 1",
-                    (id,),
-                )?;
-                for e in edges {
-                    hub.record(Change::Edge(EdgeChange {
-                        from: e.get(0)?,
-                        relation: e.get(1)?,
-                        to: e.get(2)?,
-                        edge: None,
-                    }));
-                }
-            }
+            let cl = db.value("SELECT cl FROM _pluresdb_nodes WHERE id = ?1", (id,))?;
+            let edges: Vec<(String, String, String)> = db.all_as(
+                "SELECT src, rel, dst FROM _pluresdb_edges
+                 WHERE (src = ?1 OR dst = ?1) AND cl % 2 = 1",
+                (id,),
+            )?;
             db.run(
                 "UPDATE _pluresdb_edges SET cl = cl + 1, updated_hlc = ?1, site = ?2
                  WHERE (src = ?3 OR dst = ?3) AND cl % 2 = 1",
-                (now, &site, id),
+                (stamp, site.as_bytes().to_vec(), id),
             )?;
+            db.with_writer_conn(|conn| {
+                let repl = db.replication();
+                let key = pack_key(&[Value::Text(id.to_owned())]);
+                repl.capture_graph_write(conn, NODES_ID, &key, GraphWrite::Deleted, now)?;
+                for (from, relation, to) in &edges {
+                    let key = pack_key(&[
+                        Value::Text(from.clone()),
+                        Value::Text(relation.clone()),
+                        Value::Text(to.clone()),
+                    ]);
+                    repl.capture_graph_write(conn, EDGES_ID, &key, GraphWrite::Deleted, now)?;
+                }
+                let cl = cl.as_i64().unwrap_or(0) as u64;
+                append_history(conn, id, now.as_u64(), site, cl, None, "{}", None)
+            })?;
+            let hub = &db.engine().hub;
             if hub.is_active() {
+                for (from, relation, to) in edges {
+                    hub.record(Change::Edge(EdgeChange {
+                        from,
+                        relation,
+                        to,
+                        edge: None,
+                    }));
+                }
                 hub.record(Change::Node(NodeChange {
                     id: id.to_owned(),
                     node: None,

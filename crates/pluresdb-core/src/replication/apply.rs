@@ -1,0 +1,584 @@
+//! Merging remote changes: validated first, then applied in one transaction by the causal
+//! length and last-writer-wins rules. Applying the same changes again, or in another order,
+//! leaves the same state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::{Map, Value as Json};
+
+use pluresdb_crdt::{
+    FieldDecision, RowDecision, SENTINEL, decide_field, decide_sentinel, is_alive,
+};
+
+use super::clock::{MAX_FIELD_BYTES, RowClock, Stamp};
+use super::collections::{Collection, Kind, TableInfo, quote};
+use super::history::append_history;
+use super::keys;
+use super::state::Replication;
+use super::{ChangeRecord, MAX_CLOCK_DRIFT};
+use crate::database::Database;
+use crate::error::{Error, Result};
+use crate::events::{Change, EdgeChange, NodeChange};
+use crate::graph::{Edge, Node, blob_to_vector, check_id};
+use crate::value::Value;
+
+/// Largest value accepted in a change (text or blob), in bytes.
+pub const MAX_VALUE_BYTES: usize = 64 << 20;
+
+/// What applying a batch of changes did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ApplyReport {
+    /// Changes received.
+    pub received: u64,
+    /// Changes that won and were written.
+    pub applied: u64,
+    /// Changes that lost (older, duplicates, or about an older life of the row).
+    pub ignored: u64,
+    /// Rows (nodes, edges, table rows) that changed.
+    pub rows: u64,
+}
+
+/// Resets the capture suppression when the merge ends, however it ends.
+struct Suppress<'a>(&'a Replication);
+
+impl Drop for Suppress<'_> {
+    fn drop(&mut self) {
+        self.0.suppress.store(false, Ordering::Release);
+    }
+}
+
+/// The changes of one row, in arrival order.
+struct Group<'c> {
+    coll: Arc<Collection>,
+    key: Vec<u8>,
+    key_values: Vec<Value>,
+    changes: Vec<&'c ChangeRecord>,
+}
+
+impl Database {
+    /// Merges changes from a peer in one transaction. Every change is checked first (known
+    /// collection, key shape, field names, value types and sizes, clock not too far ahead);
+    /// if any is bad, nothing is applied and the error names it.
+    pub fn apply_changes(&self, changes: &[ChangeRecord]) -> Result<ApplyReport> {
+        self.require_graph()?;
+        let repl = self.replication().clone();
+        let groups = self.with_writer_conn(|conn| {
+            repl.with_collections(conn, |colls| {
+                let mut order: Vec<Group<'_>> = Vec::new();
+                let mut index: HashMap<(u32, Vec<u8>), usize> = HashMap::new();
+                for (i, ch) in changes.iter().enumerate() {
+                    let coll = validate(&repl, colls, ch).map_err(|e| {
+                        e.context(format!(
+                            "change {i} ({} {:?} field {:?})",
+                            ch.collection, ch.key, ch.field
+                        ))
+                    })?;
+                    let key = keys::pack_values(&ch.key);
+                    let slot = *index.entry((coll.id, key.clone())).or_insert_with(|| {
+                        order.push(Group {
+                            coll: coll.clone(),
+                            key,
+                            key_values: ch.key.clone(),
+                            changes: Vec::new(),
+                        });
+                        order.len() - 1
+                    });
+                    order[slot].changes.push(ch);
+                }
+                Ok(order)
+            })
+        })?;
+        let mut report = ApplyReport {
+            received: changes.len() as u64,
+            ..ApplyReport::default()
+        };
+        self.transaction(|db| {
+            db.with_writer_conn(|conn| {
+                repl.suppress.store(true, Ordering::Release);
+                let _suppress = Suppress(&repl);
+                let seq = repl.tx_seq(conn)?;
+                for group in &groups {
+                    merge_row(db, &repl, conn, group, seq, &mut report)?;
+                }
+                repl.persist_clock(conn)
+            })
+        })?;
+        Ok(report)
+    }
+}
+
+fn validate<'a>(
+    repl: &Replication,
+    colls: &'a super::collections::Collections,
+    ch: &ChangeRecord,
+) -> Result<&'a Arc<Collection>> {
+    let coll = colls.by_name(&ch.collection).ok_or_else(|| {
+        Error::invalid(format!(
+            "unknown table {:?}: this database does not sync it; run SELECT pluresdb_sync_table('{}') here first",
+            ch.collection, ch.collection
+        ))
+    })?;
+    if ch.cl == 0 {
+        return Err(Error::invalid("causal length 0 is not valid"));
+    }
+    if !ch.field.is_empty() && !is_alive(ch.cl) {
+        return Err(Error::invalid(
+            "a field change must carry an odd causal length",
+        ));
+    }
+    if ch.field.len() > MAX_FIELD_BYTES {
+        return Err(Error::invalid("field name too long"));
+    }
+    for v in ch.key.iter().chain(ch.value.iter()) {
+        let size = match v {
+            Value::Text(t) => t.len(),
+            Value::Blob(b) => b.len(),
+            _ => 0,
+        };
+        if size > MAX_VALUE_BYTES {
+            return Err(Error::invalid(format!(
+                "a value of {size} bytes is over the limit of {MAX_VALUE_BYTES}"
+            )));
+        }
+    }
+    let text_key = |n: usize| -> Result<()> {
+        if ch.key.len() != n || ch.key.iter().any(|k| !matches!(k, Value::Text(_))) {
+            return Err(Error::invalid(format!("the key must be {n} text value(s)")));
+        }
+        ch.key
+            .iter()
+            .try_for_each(|k| check_id("key", k.as_str().unwrap_or_default()))
+    };
+    match &coll.kind {
+        Kind::Nodes => {
+            text_key(1)?;
+            match (ch.field.as_str(), &ch.value) {
+                (SENTINEL, _) => {}
+                ("type", Some(Value::Null | Value::Text(_))) => {}
+                ("vector", Some(Value::Null)) => {}
+                ("vector", Some(Value::Blob(b))) => {
+                    let v = blob_to_vector(b)?;
+                    if v.iter().any(|x| !x.is_finite()) {
+                        return Err(Error::invalid("vector components must be finite"));
+                    }
+                }
+                (f, None) if f.starts_with("data.") => {}
+                (f, Some(Value::Text(json))) if f.starts_with("data.") => {
+                    serde_json::from_str::<Json>(json).map_err(|e| {
+                        Error::invalid(format!("node field value is not JSON: {e}"))
+                    })?;
+                }
+                (f, _) => {
+                    return Err(Error::invalid(format!(
+                        "node field {f:?} with this value is not valid"
+                    )));
+                }
+            }
+        }
+        Kind::Edges => {
+            text_key(3)?;
+            match (ch.field.as_str(), &ch.value) {
+                (SENTINEL, _) => {}
+                ("data", Some(Value::Text(json))) => {
+                    if !matches!(serde_json::from_str::<Json>(json), Ok(Json::Object(_))) {
+                        return Err(Error::invalid("edge data must be a JSON object"));
+                    }
+                }
+                (f, _) => {
+                    return Err(Error::invalid(format!(
+                        "edge field {f:?} with this value is not valid"
+                    )));
+                }
+            }
+        }
+        Kind::Table(info) => {
+            if !info.exists {
+                return Err(Error::invalid("the table no longer exists here"));
+            }
+            if ch.key.len() != info.pk.len() || ch.key.iter().any(Value::is_null) {
+                return Err(Error::invalid(format!(
+                    "the key must be {} non-NULL value(s) ({})",
+                    info.pk.len(),
+                    info.pk.join(", ")
+                )));
+            }
+            if !ch.field.is_empty() && ch.value.is_none() {
+                return Err(Error::invalid("a column change needs a value"));
+            }
+        }
+    }
+    repl.clock
+        .receive(ch.version.hlc, MAX_CLOCK_DRIFT)
+        .map_err(|e| Error::invalid(e.to_string()))?;
+    Ok(coll)
+}
+
+/// The row's state while its changes are merged.
+struct Merge {
+    cl: u64,
+    clock: RowClock,
+    reset: bool,
+    /// Winning field writes, latest per field.
+    applied: Vec<(String, Option<Value>)>,
+    changed: bool,
+    /// Newest clock time and its site among winning changes.
+    newest: Option<(u64, pluresdb_crdt::SiteId)>,
+}
+
+fn merge_row(
+    db: &Database,
+    repl: &Replication,
+    conn: &Connection,
+    group: &Group<'_>,
+    seq: u64,
+    report: &mut ApplyReport,
+) -> Result<()> {
+    let local: Option<(i64, Vec<u8>)> = conn
+        .prepare_cached("SELECT cl, ver FROM _pluresdb_clock WHERE tbl = ?1 AND key = ?2")?
+        .query_row(
+            rusqlite::params![i64::from(group.coll.id), group.key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (cl_before, clock) = match local {
+        Some((cl, ver)) => (cl as u64, RowClock::decode(&ver)?),
+        None => (0, RowClock::reset(Stamp::default())),
+    };
+    let mut m = Merge {
+        cl: cl_before,
+        clock,
+        reset: false,
+        applied: Vec::new(),
+        changed: false,
+        newest: None,
+    };
+    for ch in &group.changes {
+        let stamp = Stamp {
+            hlc: ch.version.hlc.as_u64(),
+            site: repl.site_index(conn, ch.version.site)?,
+            seq,
+        };
+        let won = if ch.field.is_empty() {
+            match decide_sentinel(m.cl, ch.cl) {
+                RowDecision::Ignore => false,
+                RowDecision::Reset { cl } => {
+                    m.cl = cl;
+                    m.clock = RowClock::reset(stamp);
+                    m.reset = true;
+                    m.applied.clear();
+                    true
+                }
+            }
+        } else {
+            let local = m
+                .clock
+                .field(&ch.field)
+                .map(|s| repl.version_of(conn, s))
+                .transpose()?;
+            match decide_field(m.cl, local, ch.cl, ch.version) {
+                FieldDecision::Ignore => false,
+                FieldDecision::Apply => {
+                    m.clock.set_field(&ch.field, stamp);
+                    m.applied.retain(|(f, _)| f != &ch.field);
+                    m.applied.push((ch.field.clone(), ch.value.clone()));
+                    true
+                }
+                FieldDecision::ResetAndApply { cl } => {
+                    m.cl = cl;
+                    m.clock = RowClock::reset(stamp);
+                    m.clock.set_field(&ch.field, stamp);
+                    m.reset = true;
+                    m.applied = vec![(ch.field.clone(), ch.value.clone())];
+                    true
+                }
+            }
+        };
+        if won {
+            report.applied += 1;
+            m.changed = true;
+            if m.newest.is_none_or(|(h, _)| stamp.hlc >= h) {
+                m.newest = Some((stamp.hlc, ch.version.site));
+            }
+        } else {
+            report.ignored += 1;
+        }
+    }
+    if !m.changed {
+        return Ok(());
+    }
+    report.rows += 1;
+    let alive_before = is_alive(cl_before);
+    match &group.coll.kind {
+        Kind::Table(info) => write_table_row(
+            conn,
+            &group.coll.name,
+            info,
+            &group.key_values,
+            alive_before,
+            &m,
+        )?,
+        Kind::Nodes => write_node(db, conn, group, alive_before, &m)?,
+        Kind::Edges => write_edge(db, conn, group, alive_before, &m)?,
+    }
+    conn.prepare_cached(
+        "INSERT INTO _pluresdb_clock(tbl, key, cl, seq, ver) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(tbl, key) DO UPDATE SET cl = excluded.cl, seq = excluded.seq, ver = excluded.ver",
+    )?
+    .execute(rusqlite::params![i64::from(group.coll.id), group.key, m.cl as i64, seq as i64, m.clock.encode()])?;
+    Ok(())
+}
+
+fn bind_all(stmt: &mut rusqlite::CachedStatement<'_>, values: &[&Value]) -> Result<()> {
+    for (i, v) in values.iter().enumerate() {
+        stmt.raw_bind_parameter(i + 1, v.as_param())?;
+    }
+    Ok(())
+}
+
+fn write_table_row(
+    conn: &Connection,
+    table: &str,
+    info: &TableInfo,
+    key: &[Value],
+    alive_before: bool,
+    m: &Merge,
+) -> Result<()> {
+    let t = quote(table);
+    let key_match: Vec<String> = info
+        .pk
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} = ?{}", quote(c), i + 1))
+        .collect();
+    let key_refs: Vec<&Value> = key.iter().collect();
+    if !is_alive(m.cl) {
+        if alive_before {
+            let mut stmt = conn.prepare_cached(&format!(
+                "DELETE FROM {t} WHERE {}",
+                key_match.join(" AND ")
+            ))?;
+            bind_all(&mut stmt, &key_refs)?;
+            stmt.raw_execute()?;
+        }
+        return Ok(());
+    }
+    // Columns this replica does not have (a newer peer's schema) are left out.
+    let known: Vec<(&String, &Value)> = m
+        .applied
+        .iter()
+        .filter(|(f, _)| info.fields.contains(f))
+        .filter_map(|(f, v)| v.as_ref().map(|v| (f, v)))
+        .collect();
+    let n = info.pk.len();
+    if !alive_before || m.reset {
+        let cols: Vec<String> = info
+            .pk
+            .iter()
+            .chain(known.iter().map(|(f, _)| *f))
+            .map(|c| quote(c))
+            .collect();
+        let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+        let on_conflict = if known.is_empty() {
+            "DO NOTHING".to_owned()
+        } else {
+            let sets: Vec<String> = known
+                .iter()
+                .map(|(f, _)| format!("{q} = excluded.{q}", q = quote(f)))
+                .collect();
+            format!("DO UPDATE SET {}", sets.join(", "))
+        };
+        let pk: Vec<String> = info.pk.iter().map(|c| quote(c)).collect();
+        let sql = format!(
+            "INSERT INTO {t} ({}) VALUES ({}) ON CONFLICT ({}) {on_conflict}",
+            cols.join(", "),
+            marks.join(", "),
+            pk.join(", ")
+        );
+        let mut values = key_refs;
+        values.extend(known.iter().map(|(_, v)| *v));
+        let mut stmt = conn.prepare_cached(&sql)?;
+        bind_all(&mut stmt, &values)?;
+        stmt.raw_execute()
+            .map_err(|e| Error::from(e).context(format!("writing a row of {table}")))?;
+    } else if !known.is_empty() {
+        let sets: Vec<String> = known
+            .iter()
+            .enumerate()
+            .map(|(i, (f, _))| format!("{} = ?{}", quote(f), n + i + 1))
+            .collect();
+        let sql = format!(
+            "UPDATE {t} SET {} WHERE {}",
+            sets.join(", "),
+            key_match.join(" AND ")
+        );
+        let mut values = key_refs;
+        values.extend(known.iter().map(|(_, v)| *v));
+        let mut stmt = conn.prepare_cached(&sql)?;
+        bind_all(&mut stmt, &values)?;
+        stmt.raw_execute()
+            .map_err(|e| Error::from(e).context(format!("writing a row of {table}")))?;
+    }
+    Ok(())
+}
+
+fn write_node(
+    db: &Database,
+    conn: &Connection,
+    group: &Group<'_>,
+    alive_before: bool,
+    m: &Merge,
+) -> Result<()> {
+    let id = group.key_values[0].as_str().unwrap_or_default().to_owned();
+    let (hlc, site) = m.newest.unwrap_or((0, db.site_id()));
+    let existing: Option<(String, Option<String>, Option<Vec<u8>>, i64)> = conn
+        .prepare_cached(
+            "SELECT data, type, vector, created_hlc FROM _pluresdb_nodes WHERE id = ?1",
+        )?
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    let keep = alive_before && !m.reset;
+    let (mut data, mut node_type, mut vector, created) = match (&existing, keep) {
+        (Some((d, t, v, c)), true) => (
+            crate::graph::parse_object(d)?,
+            t.clone(),
+            v.clone(),
+            *c as u64,
+        ),
+        _ => (Map::new(), None, None, hlc),
+    };
+    if is_alive(m.cl) {
+        for (field, value) in &m.applied {
+            match (field.as_str(), value) {
+                ("type", v) => node_type = v.as_ref().and_then(|v| v.as_str()).map(str::to_owned),
+                ("vector", v) => vector = v.as_ref().and_then(|v| v.as_blob()).map(<[u8]>::to_vec),
+                (f, Some(Value::Text(json))) => {
+                    data.insert(f["data.".len()..].to_owned(), serde_json::from_str(json)?);
+                }
+                (f, _) => {
+                    data.remove(&f["data.".len()..]);
+                }
+            }
+        }
+    } else {
+        data.clear();
+        node_type = None;
+        vector = None;
+    }
+    data.sort_keys();
+    let text = Json::Object(data.clone()).to_string();
+    conn.prepare_cached(
+        "INSERT INTO _pluresdb_nodes(id, type, data, vector, created_hlc, updated_hlc, site, cl)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT(id) DO UPDATE SET type = excluded.type, data = excluded.data,
+             vector = excluded.vector, created_hlc = excluded.created_hlc,
+             updated_hlc = excluded.updated_hlc, site = excluded.site, cl = excluded.cl",
+    )?
+    .execute(rusqlite::params![
+        id,
+        node_type,
+        text,
+        vector,
+        created as i64,
+        hlc as i64,
+        site.as_bytes().as_slice(),
+        m.cl as i64
+    ])?;
+    append_history(
+        conn,
+        &id,
+        hlc,
+        site,
+        m.cl,
+        node_type.as_deref(),
+        &text,
+        vector.as_deref(),
+    )?;
+    let hub = &db.engine().hub;
+    if hub.is_active() {
+        let node = is_alive(m.cl)
+            .then(|| -> Result<Node> {
+                Ok(Node {
+                    id: id.clone(),
+                    node_type: node_type.clone(),
+                    data,
+                    vector: vector.as_deref().map(blob_to_vector).transpose()?,
+                    created_at: pluresdb_crdt::Hlc::from_u64(created),
+                    updated_at: pluresdb_crdt::Hlc::from_u64(hlc),
+                    site,
+                })
+            })
+            .transpose()?;
+        hub.record(Change::Node(NodeChange { id, node }));
+    }
+    Ok(())
+}
+
+fn write_edge(
+    db: &Database,
+    conn: &Connection,
+    group: &Group<'_>,
+    alive_before: bool,
+    m: &Merge,
+) -> Result<()> {
+    let part = |i: usize| group.key_values[i].as_str().unwrap_or_default().to_owned();
+    let (from, relation, to) = (part(0), part(1), part(2));
+    let (hlc, site) = m.newest.unwrap_or((0, db.site_id()));
+    let existing: Option<(String, i64)> = conn
+        .prepare_cached("SELECT data, created_hlc FROM _pluresdb_edges WHERE src = ?1 AND rel = ?2 AND dst = ?3")?
+        .query_row([&from, &relation, &to], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let keep = alive_before && !m.reset;
+    let (mut data, created) = match (&existing, keep) {
+        (Some((d, c)), true) => (d.clone(), *c as u64),
+        _ => ("{}".to_owned(), hlc),
+    };
+    if is_alive(m.cl) {
+        if let Some((_, Some(Value::Text(json)))) = m.applied.iter().find(|(f, _)| f == "data") {
+            data = json.clone();
+        }
+    } else {
+        data = "{}".to_owned();
+    }
+    conn.prepare_cached(
+        "INSERT INTO _pluresdb_edges(src, rel, dst, data, created_hlc, updated_hlc, site, cl)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT(src, rel, dst) DO UPDATE SET data = excluded.data,
+             created_hlc = excluded.created_hlc, updated_hlc = excluded.updated_hlc,
+             site = excluded.site, cl = excluded.cl",
+    )?
+    .execute(rusqlite::params![
+        from,
+        relation,
+        to,
+        data,
+        created as i64,
+        hlc as i64,
+        site.as_bytes().as_slice(),
+        m.cl as i64
+    ])?;
+    let hub = &db.engine().hub;
+    if hub.is_active() {
+        let edge = is_alive(m.cl)
+            .then(|| -> Result<Edge> {
+                Ok(Edge {
+                    from: from.clone(),
+                    relation: relation.clone(),
+                    to: to.clone(),
+                    data: crate::graph::parse_object(&data)?,
+                    created_at: pluresdb_crdt::Hlc::from_u64(created),
+                    updated_at: pluresdb_crdt::Hlc::from_u64(hlc),
+                })
+            })
+            .transpose()?;
+        hub.record(Change::Edge(EdgeChange {
+            from,
+            relation,
+            to,
+            edge,
+        }));
+    }
+    Ok(())
+}

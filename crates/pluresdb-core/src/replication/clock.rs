@@ -1,0 +1,162 @@
+//! [`RowClock`]: the versions of one row, stored as a small blob in `_pluresdb_clock`.
+//!
+//! A row usually has one version for all its fields (it was written whole); only fields
+//! written later, or by other sites, carry their own. Each stamp also records the local
+//! sequence number (transaction) that stored it, which is what "changes since" filters on.
+
+use crate::error::Result;
+use crate::wire::{Reader, put_bytes, put_varint};
+
+/// Longest field name accepted.
+pub(crate) const MAX_FIELD_BYTES: usize = 4096;
+
+/// When a write happened (clock time), who made it (index in `_pluresdb_sites`), and the local
+/// sequence number of the transaction that stored it here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub(crate) hlc: u64,
+    pub(crate) site: u32,
+    pub(crate) seq: u64,
+}
+
+/// The versions of one row.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RowClock {
+    /// The last creation (alive rows) or deletion (deleted rows).
+    pub(crate) sentinel: Stamp,
+    /// The version of every field without its own entry (`None`: such fields have none).
+    pub(crate) fields_base: Option<Stamp>,
+    /// Fields with their own version, sorted by name.
+    pub(crate) fields: Vec<(String, Stamp)>,
+}
+
+fn put_stamp(out: &mut Vec<u8>, s: Stamp) {
+    put_varint(out, s.hlc);
+    put_varint(out, u64::from(s.site));
+    put_varint(out, s.seq);
+}
+
+fn read_stamp(r: &mut Reader<'_>) -> Result<Stamp> {
+    let hlc = r.varint()?;
+    let site = u32::try_from(r.varint()?).map_err(|_| r.error("site index too large"))?;
+    Ok(Stamp {
+        hlc,
+        site,
+        seq: r.varint()?,
+    })
+}
+
+impl RowClock {
+    /// A row written whole by one write.
+    pub(crate) fn whole(stamp: Stamp) -> RowClock {
+        RowClock {
+            sentinel: stamp,
+            fields_base: Some(stamp),
+            fields: Vec::new(),
+        }
+    }
+
+    /// A row that starts a new life (or dies) at `stamp`, with no field versions yet.
+    pub(crate) fn reset(stamp: Stamp) -> RowClock {
+        RowClock {
+            sentinel: stamp,
+            fields_base: None,
+            fields: Vec::new(),
+        }
+    }
+
+    /// The version of `field`.
+    pub(crate) fn field(&self, field: &str) -> Option<Stamp> {
+        match self.fields.binary_search_by(|(n, _)| n.as_str().cmp(field)) {
+            Ok(i) => Some(self.fields[i].1),
+            Err(_) => self.fields_base,
+        }
+    }
+
+    /// Gives `field` its own version.
+    pub(crate) fn set_field(&mut self, field: &str, stamp: Stamp) {
+        match self.fields.binary_search_by(|(n, _)| n.as_str().cmp(field)) {
+            Ok(i) => self.fields[i].1 = stamp,
+            Err(i) => self.fields.insert(i, (field.to_owned(), stamp)),
+        }
+    }
+
+    /// The newest local sequence number in the clock.
+    pub(crate) fn max_seq(&self) -> u64 {
+        let mut m = self.sentinel.seq;
+        if let Some(b) = self.fields_base {
+            m = m.max(b.seq);
+        }
+        self.fields.iter().fold(m, |m, (_, s)| m.max(s.seq))
+    }
+
+    /// Names of fields with their own version.
+    pub(crate) fn named_fields(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|(n, _)| n.as_str())
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.fields.len() * 16);
+        put_stamp(&mut out, self.sentinel);
+        match self.fields_base {
+            Some(b) => {
+                out.push(1);
+                put_stamp(&mut out, b);
+            }
+            None => out.push(0),
+        }
+        put_varint(&mut out, self.fields.len() as u64);
+        for (name, stamp) in &self.fields {
+            put_bytes(&mut out, name.as_bytes());
+            put_stamp(&mut out, *stamp);
+        }
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<RowClock> {
+        let mut r = Reader::new(bytes, "row clock");
+        let sentinel = read_stamp(&mut r)?;
+        let fields_base = match r.byte()? {
+            0 => None,
+            1 => Some(read_stamp(&mut r)?),
+            other => return Err(r.error(&format!("bad flag {other}"))),
+        };
+        let n = r.length(1 << 20)?;
+        let mut fields = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = r.text(MAX_FIELD_BYTES)?.to_owned();
+            fields.push((name, read_stamp(&mut r)?));
+        }
+        Ok(RowClock {
+            sentinel,
+            fields_base,
+            fields,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(hlc: u64, site: u32, seq: u64) -> Stamp {
+        Stamp { hlc, site, seq }
+    }
+
+    #[test]
+    fn field_versions_and_round_trip() {
+        let mut c = RowClock::whole(s(100, 1, 5));
+        assert_eq!(c.field("anything"), Some(s(100, 1, 5)));
+        c.set_field("b", s(200, 2, 7));
+        c.set_field("a", s(150, 1, 6));
+        c.set_field("b", s(210, 2, 8));
+        assert_eq!(c.field("b"), Some(s(210, 2, 8)));
+        assert_eq!(c.named_fields().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(c.max_seq(), 8);
+        assert_eq!(RowClock::decode(&c.encode()).unwrap(), c);
+        let r = RowClock::reset(s(300, 3, 9));
+        assert_eq!(r.field("a"), None);
+        assert_eq!(RowClock::decode(&r.encode()).unwrap(), r);
+        assert!(RowClock::decode(&[1, 2]).is_err());
+    }
+}

@@ -1,0 +1,322 @@
+//! Replicated collections: nodes, edges and opted-in SQL tables, with the shape checks that
+//! decide whether a table can be replicated and the triggers that report its changes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::error::{Error, Result};
+
+/// Collection ids of the graph store.
+pub(crate) const NODES_ID: u32 = 1;
+pub(crate) const EDGES_ID: u32 = 2;
+
+/// What a collection holds.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Kind {
+    Nodes,
+    Edges,
+    Table(TableInfo),
+}
+
+/// The shape of a replicated SQL table.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub(crate) struct TableInfo {
+    /// Primary-key columns in key order.
+    pub(crate) pk: Vec<String>,
+    /// The other stored columns in table order (generated columns excluded).
+    pub(crate) fields: Vec<String>,
+    /// False when the table no longer exists.
+    pub(crate) exists: bool,
+}
+
+/// One replicated collection.
+#[derive(Debug)]
+pub(crate) struct Collection {
+    pub(crate) id: u32,
+    pub(crate) name: String,
+    pub(crate) kind: Kind,
+}
+
+/// The replicated collections of a database.
+#[derive(Default)]
+pub(crate) struct Collections {
+    by_id: HashMap<u32, Arc<Collection>>,
+    by_name: HashMap<String, u32>,
+}
+
+impl Collections {
+    pub(crate) fn load(conn: &Connection) -> Result<Collections> {
+        let mut out = Collections::default();
+        let mut stmt =
+            conn.prepare("SELECT id, name, kind FROM _pluresdb_collections ORDER BY id")?;
+        let rows: Vec<(i64, String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (id, name, kind) in rows {
+            let kind = match kind.as_str() {
+                "nodes" => Kind::Nodes,
+                "edges" => Kind::Edges,
+                _ => Kind::Table(table_info(conn, &name)?),
+            };
+            let id =
+                u32::try_from(id).map_err(|_| Error::internal("collection id out of range"))?;
+            out.by_name.insert(name.clone(), id);
+            out.by_id
+                .insert(id, Arc::new(Collection { id, name, kind }));
+        }
+        Ok(out)
+    }
+
+    /// Re-reads table shapes after a schema change and rebuilds the triggers of tables whose
+    /// columns changed (schema evolution: `ALTER TABLE ... ADD COLUMN` keeps syncing).
+    pub(crate) fn refresh(&mut self, conn: &Connection) -> Result<()> {
+        let fresh = Collections::load(conn)?;
+        for (id, coll) in &fresh.by_id {
+            if let Kind::Table(info) = &coll.kind {
+                let changed = match self.by_id.get(id).map(|c| &c.kind) {
+                    Some(Kind::Table(old)) => old != info,
+                    _ => true,
+                };
+                if changed && info.exists && !conn.is_readonly(rusqlite::MAIN_DB)? {
+                    create_triggers(conn, *id, &coll.name, info)?;
+                }
+            }
+        }
+        *self = fresh;
+        Ok(())
+    }
+
+    pub(crate) fn has_tables(&self) -> bool {
+        self.by_id
+            .values()
+            .any(|c| matches!(c.kind, Kind::Table(_)))
+    }
+
+    pub(crate) fn by_id(&self, id: u32) -> Option<&Arc<Collection>> {
+        self.by_id.get(&id)
+    }
+
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<Collection>> {
+        self.by_name.get(name).and_then(|id| self.by_id.get(id))
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Collection>> {
+        let mut all: Vec<_> = self.by_id.values().collect();
+        all.sort_by_key(|c| c.id);
+        all.into_iter()
+    }
+}
+
+/// Quotes an SQL identifier.
+pub(crate) fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Columns of `table` as `(name, declared type, not null, pk position, hidden)`.
+fn columns(conn: &Connection, table: &str) -> Result<Vec<(String, String, bool, i64, i64)>> {
+    let mut stmt =
+        conn.prepare("SELECT name, type, \"notnull\", pk, hidden FROM pragma_table_xinfo(?1)")?;
+    let rows = stmt
+        .query_map([table], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get::<_, i64>(2)? != 0,
+                r.get(3)?,
+                r.get(4)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
+    let cols = columns(conn, table)?;
+    if cols.is_empty() {
+        return Ok(TableInfo::default());
+    }
+    let mut pk: Vec<(i64, String)> = cols
+        .iter()
+        .filter(|c| c.3 > 0)
+        .map(|c| (c.3, c.0.clone()))
+        .collect();
+    pk.sort();
+    Ok(TableInfo {
+        pk: pk.into_iter().map(|(_, n)| n).collect(),
+        fields: cols
+            .iter()
+            .filter(|c| c.3 == 0 && c.4 == 0)
+            .map(|c| c.0.clone())
+            .collect(),
+        exists: true,
+    })
+}
+
+/// Checks that `table` can be replicated; the error says why not and what to change.
+pub(crate) fn check_shape(conn: &Connection, table: &str) -> Result<TableInfo> {
+    let refuse = |why: String| Error::invalid(format!("cannot sync table {table:?}: {why}"));
+    if table.starts_with("_pluresdb") || table.starts_with("sqlite_") {
+        return Err(refuse("it is an internal table".into()));
+    }
+    let row: Option<(String, Option<String>)> = conn
+        .query_row(
+            "SELECT type, sql FROM sqlite_schema WHERE name = ?1",
+            [table],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((kind, sql)) = row else {
+        return Err(Error::not_found(format!(
+            "cannot sync table {table:?}: there is no such table"
+        )));
+    };
+    let sql = sql.unwrap_or_default();
+    if kind != "table" || sql.to_ascii_uppercase().starts_with("CREATE VIRTUAL") {
+        return Err(refuse(format!("it is a {kind}, not an ordinary table")));
+    }
+    let cols = columns(conn, table)?;
+    let mut pk: Vec<&(String, String, bool, i64, i64)> = cols.iter().filter(|c| c.3 > 0).collect();
+    pk.sort_by_key(|c| c.3);
+    if pk.is_empty() {
+        return Err(refuse(
+            "it has no primary key, and sync needs one to recognize a row on every device; \
+             add one (a TEXT key holding a UUID is best)"
+                .into(),
+        ));
+    }
+    let rowid_alias = pk.len() == 1
+        && pk[0].1.eq_ignore_ascii_case("INTEGER")
+        && !sql.to_ascii_uppercase().contains("WITHOUT ROWID");
+    for c in &pk {
+        if !c.2 && !rowid_alias {
+            return Err(refuse(format!(
+                "primary key column {:?} may hold NULL (SQLite allows that for keys); declare it NOT NULL",
+                c.0
+            )));
+        }
+    }
+    if sql.to_ascii_uppercase().contains("AUTOINCREMENT") {
+        return Err(refuse(
+            "it uses AUTOINCREMENT, whose keys collide between devices that insert offline; use \
+             TEXT keys (UUIDs) instead"
+                .into(),
+        ));
+    }
+    let mut stmt = conn.prepare("SELECT name, \"unique\", origin FROM pragma_index_list(?1)")?;
+    let indexes: Vec<(String, bool, String)> = stmt
+        .query_map([table], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, unique, origin) in &indexes {
+        if *unique && origin != "pk" {
+            let cols: Vec<String> = conn
+                .prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?
+                .query_map([name], |r| r.get::<_, Option<String>>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .map(|c| c.unwrap_or_else(|| "<expression>".into()))
+                .collect();
+            return Err(refuse(format!(
+                "unique index {name} on ({}) could be violated by rows merged from other devices; \
+                 drop it or make those columns part of the primary key",
+                cols.join(", ")
+            )));
+        }
+        if origin == "pk" {
+            let collations: Vec<String> = conn
+                .prepare("SELECT coll FROM pragma_index_xinfo(?1) WHERE key = 1")?
+                .query_map([name], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            if let Some(c) = collations
+                .iter()
+                .find(|c| !c.eq_ignore_ascii_case("BINARY"))
+            {
+                return Err(refuse(format!(
+                    "its primary key uses collation {c}; sync compares keys byte for byte, so use \
+                     the default BINARY collation"
+                )));
+            }
+        }
+    }
+    table_info(conn, table)
+}
+
+/// (Re)creates the triggers that report `table`'s row changes to `pluresdb_capture`.
+pub(crate) fn create_triggers(
+    conn: &Connection,
+    id: u32,
+    table: &str,
+    info: &TableInfo,
+) -> Result<()> {
+    let t = quote(table);
+    let n = info.pk.len();
+    let keys = |row: &str| {
+        info.pk
+            .iter()
+            .map(|c| format!("{row}.{}", quote(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let changed = |c: &String| format!("NEW.{q} IS NOT OLD.{q}", q = quote(c));
+    let key_changed: Vec<String> = info.pk.iter().map(changed).collect();
+    let field_changed: Vec<String> = info.fields.iter().map(changed).collect();
+    let mut when: Vec<String> = key_changed.clone();
+    when.extend(field_changed.iter().cloned());
+    let masks: Vec<String> = if info.fields.is_empty() {
+        vec!["0".into()]
+    } else {
+        field_changed
+            .chunks(62)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("(({c}) << {i})"))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            })
+            .collect()
+    };
+    let name = |kind: &str| quote(&format!("_pluresdb_{kind}_{table}"));
+    let sql = format!(
+        "DROP TRIGGER IF EXISTS {ins};
+         DROP TRIGGER IF EXISTS {upd};
+         DROP TRIGGER IF EXISTS {del};
+         CREATE TRIGGER {ins} AFTER INSERT ON {t} BEGIN
+             SELECT pluresdb_capture({id}, 1, {n}, {new_keys});
+         END;
+         CREATE TRIGGER {upd} AFTER UPDATE ON {t} WHEN {when} BEGIN
+             SELECT pluresdb_capture({id}, 2, {n}, {old_keys}, {new_keys}, {masks});
+         END;
+         CREATE TRIGGER {del} AFTER DELETE ON {t} BEGIN
+             SELECT pluresdb_capture({id}, 3, {n}, {old_keys});
+         END;",
+        ins = name("ins"),
+        upd = name("upd"),
+        del = name("del"),
+        new_keys = keys("NEW"),
+        old_keys = keys("OLD"),
+        when = if when.is_empty() {
+            "0".into()
+        } else {
+            when.join(" OR ")
+        },
+        masks = masks.join(", "),
+    );
+    conn.execute_batch(&sql)?;
+    Ok(())
+}
+
+/// Drops the capture triggers of `table`.
+pub(crate) fn drop_triggers(conn: &Connection, table: &str) -> Result<()> {
+    for kind in ["ins", "upd", "del"] {
+        conn.execute_batch(&format!(
+            "DROP TRIGGER IF EXISTS {}",
+            quote(&format!("_pluresdb_{kind}_{table}"))
+        ))?;
+    }
+    Ok(())
+}

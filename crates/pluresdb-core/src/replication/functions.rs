@@ -1,0 +1,94 @@
+//! SQL functions: key packing on every connection; change capture and
+//! `pluresdb_sync_table` on the writer.
+
+use std::sync::Arc;
+
+use rusqlite::Connection;
+use rusqlite::functions::FunctionFlags;
+
+use super::keys;
+use super::state::Replication;
+use crate::error::Result;
+use crate::value::{Value, ValueRef};
+
+fn to_sqlite(v: Value) -> rusqlite::types::Value {
+    match v {
+        Value::Null => rusqlite::types::Value::Null,
+        Value::Integer(i) => rusqlite::types::Value::Integer(i),
+        Value::Real(f) => rusqlite::types::Value::Real(f),
+        Value::Text(s) => rusqlite::types::Value::Text(s),
+        Value::Blob(b) => rusqlite::types::Value::Blob(b),
+    }
+}
+
+/// Registers the pure functions every connection needs: `pluresdb_pack(values...)` and
+/// `pluresdb_key_part(key, i)`.
+pub(crate) fn register_pure(conn: &Connection) -> Result<()> {
+    let pure = FunctionFlags::SQLITE_UTF8
+        | FunctionFlags::SQLITE_DETERMINISTIC
+        | FunctionFlags::SQLITE_INNOCUOUS;
+    conn.create_scalar_function("pluresdb_pack", -1, pure, |ctx| {
+        Ok(keys::pack(
+            (0..ctx.len()).map(|i| ValueRef::from_sqlite(ctx.get_raw(i))),
+        ))
+    })?;
+    conn.create_scalar_function("pluresdb_key_part", 2, pure, |ctx| {
+        let key = match ctx.get_raw(0) {
+            rusqlite::types::ValueRef::Blob(b) => b,
+            _ => return Ok(rusqlite::types::Value::Null),
+        };
+        let i = ctx.get::<i64>(1)?;
+        let parts = keys::unpack(key)
+            .map_err(|e| rusqlite::Error::UserFunctionError(e.to_string().into()))?;
+        Ok(usize::try_from(i)
+            .ok()
+            .and_then(|i| parts.into_iter().nth(i))
+            .map_or(rusqlite::types::Value::Null, to_sqlite))
+    })?;
+    Ok(())
+}
+
+/// Registers the writer's functions: `pluresdb_capture` (called by the triggers),
+/// `pluresdb_sync_table(name)` and `pluresdb_unsync_table(name)`.
+pub(crate) fn register_writer(conn: &Connection, repl: &Arc<Replication>) -> Result<()> {
+    let r = repl.clone();
+    conn.create_scalar_function(
+        "pluresdb_capture",
+        -1,
+        FunctionFlags::SQLITE_UTF8,
+        move |ctx| {
+            r.capture_from_trigger(ctx)?;
+            Ok(rusqlite::types::Null)
+        },
+    )?;
+    let r = repl.clone();
+    conn.create_scalar_function(
+        "pluresdb_sync_table",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DIRECTONLY,
+        move |ctx| {
+            let table: String = ctx.get(0)?;
+            // SAFETY: the handle is the writer connection running this statement, used on this
+            // thread only, for the duration of the call.
+            let conn = unsafe { ctx.get_connection()? };
+            r.sync_table_on(&conn, &table)
+                .map_err(|e| rusqlite::Error::UserFunctionError(e.to_string().into()))?;
+            Ok(1)
+        },
+    )?;
+    let r = repl.clone();
+    conn.create_scalar_function(
+        "pluresdb_unsync_table",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DIRECTONLY,
+        move |ctx| {
+            let table: String = ctx.get(0)?;
+            // SAFETY: as above.
+            let conn = unsafe { ctx.get_connection()? };
+            r.unsync_table_on(&conn, &table)
+                .map(i64::from)
+                .map_err(|e| rusqlite::Error::UserFunctionError(e.to_string().into()))
+        },
+    )?;
+    Ok(())
+}

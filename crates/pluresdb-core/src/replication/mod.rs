@@ -1,0 +1,68 @@
+//! Replication: every replicated write becomes a versioned change in the same transaction,
+//! change sets are read incrementally, and remote changes merge by the rules of
+//! [`pluresdb_crdt`] (causal length, then per-field last writer wins).
+//!
+//! * Nodes and edges are always replicated. A SQL table opts in with
+//!   `SELECT pluresdb_sync_table('todos')` or [`Database::sync_table`]; triggers then report
+//!   its row changes, which are written to `_pluresdb_clock` before the transaction ends.
+//! * `_pluresdb_clock` holds, per replicated row, its causal length and a [`RowClock`]: the
+//!   version of each field plus the local sequence number (`db_version`) that stored it.
+//!   "Changes since N" are the fields stored after N.
+//! * Peers exchange [`ChangeRecord`]s; [`Database::apply_changes`] merges a batch in one
+//!   transaction, idempotently and in any order.
+
+mod apply;
+mod capture;
+mod clock;
+mod collections;
+mod extract;
+mod functions;
+mod history;
+mod keys;
+mod peers;
+mod state;
+mod tables;
+
+use std::time::Duration;
+
+use pluresdb_crdt::Version;
+
+use crate::value::Value;
+
+pub(crate) use capture::GraphWrite;
+pub(crate) use collections::{EDGES_ID, NODES_ID};
+pub(crate) use functions::{register_pure, register_writer};
+pub(crate) use history::append_history;
+pub(crate) use keys::pack_values as pack_key;
+pub(crate) use state::Replication;
+
+pub use apply::ApplyReport;
+pub use extract::ChangeSet;
+pub use history::NodeVersion;
+pub use peers::{PeerStatus, SyncProgress};
+
+/// The collection name of nodes in change records.
+pub const NODES: &str = "_pluresdb_nodes";
+/// The collection name of edges in change records.
+pub const EDGES: &str = "_pluresdb_edges";
+
+/// One replicated write, as exchanged between peers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChangeRecord {
+    /// The table name, or [`NODES`] / [`EDGES`].
+    pub collection: String,
+    /// The row's primary-key values (a node's id; an edge's from, relation and to).
+    pub key: Vec<Value>,
+    /// The column, or for nodes `data.<field>`, `type` or `vector`, or for edges `data`;
+    /// `""` for the row's creation or deletion.
+    pub field: String,
+    /// The new value; `None` when a node field was removed (and for creation/deletion).
+    pub value: Option<Value>,
+    /// The write's version: clock time and writing site.
+    pub version: Version,
+    /// The row's causal length when written (odd: exists, even: deleted).
+    pub cl: u64,
+}
+
+/// How far ahead of this machine's clock a peer's changes may be stamped.
+pub const MAX_CLOCK_DRIFT: Duration = pluresdb_crdt::DEFAULT_MAX_DRIFT;

@@ -1,0 +1,252 @@
+//! [`Replication`]: the per-database replication state shared by capture, extraction and merge.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension};
+
+use pluresdb_crdt::{Hlc, HybridClock, SiteId, Version};
+
+use super::capture::Captured;
+use super::clock::Stamp;
+use super::collections::Collections;
+use crate::connect::{TxCounters, WriterAuth};
+use crate::error::{Error, Result};
+
+/// Replication state of one database.
+pub(crate) struct Replication {
+    pub(crate) site: SiteId,
+    pub(crate) clock: Arc<HybridClock>,
+    tx: Arc<TxCounters>,
+    writer_auth: Arc<WriterAuth>,
+    state: Mutex<State>,
+    /// Row changes reported by triggers, not yet written to the clock table.
+    pub(crate) captured: Mutex<Vec<Captured>>,
+    /// Some SQL table is replicated: writes must be observed.
+    pub(crate) tables_synced: AtomicBool,
+    /// Remote changes are being merged: the triggers must not report them.
+    pub(crate) suppress: AtomicBool,
+}
+
+struct State {
+    sites: SiteDict,
+    collections: Collections,
+    /// The last `db_version` handed out.
+    last_seq: u64,
+    /// The transaction (generation) that has a `db_version`, and that version.
+    tx_seq: Option<(u64, u64)>,
+}
+
+/// Site ids by their small index in `_pluresdb_sites`, and back.
+#[derive(Default)]
+struct SiteDict {
+    by_idx: HashMap<u32, SiteId>,
+    by_site: HashMap<SiteId, u32>,
+    /// Rollbacks seen when loaded: a rollback may have removed entries added since.
+    loaded_at: u64,
+    loaded: bool,
+}
+
+impl Replication {
+    pub(crate) fn load(
+        conn: &Connection,
+        site: SiteId,
+        clock: Arc<HybridClock>,
+        tx: Arc<TxCounters>,
+        writer_auth: Arc<WriterAuth>,
+        has_tables: bool,
+    ) -> Result<Replication> {
+        if !has_tables {
+            // A read-only plain SQLite file: nothing is replicated.
+            return Ok(Replication {
+                site,
+                clock,
+                tx,
+                writer_auth,
+                tables_synced: AtomicBool::new(false),
+                state: Mutex::new(State {
+                    sites: SiteDict::default(),
+                    collections: Collections::default(),
+                    last_seq: 0,
+                    tx_seq: None,
+                }),
+                captured: Mutex::new(Vec::new()),
+                suppress: AtomicBool::new(false),
+            });
+        }
+        let last_seq: i64 = conn
+            .query_row(
+                "SELECT value FROM _pluresdb_meta WHERE key = 'db_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let last_hlc: Option<i64> = conn
+            .query_row(
+                "SELECT value FROM _pluresdb_meta WHERE key = 'last_hlc'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(h) = last_hlc {
+            clock.observe(Hlc::from_u64(h as u64));
+        }
+        let collections = Collections::load(conn)?;
+        let repl = Replication {
+            site,
+            clock,
+            tx,
+            writer_auth,
+            tables_synced: AtomicBool::new(collections.has_tables()),
+            state: Mutex::new(State {
+                sites: SiteDict::default(),
+                collections,
+                last_seq: last_seq as u64,
+                tx_seq: None,
+            }),
+            captured: Mutex::new(Vec::new()),
+            suppress: AtomicBool::new(false),
+        };
+        Ok(repl)
+    }
+
+    /// The `db_version` of the open transaction, allocating (and persisting) one on first use.
+    pub(crate) fn tx_seq(&self, conn: &Connection) -> Result<u64> {
+        let generation = self.tx.generation.load(Ordering::Acquire);
+        let mut state = self.state.lock();
+        if let Some((g, seq)) = state.tx_seq
+            && g == generation
+        {
+            return Ok(seq);
+        }
+        if conn.is_autocommit() {
+            return Err(Error::internal("a replicated write outside a transaction"));
+        }
+        state.last_seq += 1;
+        let seq = state.last_seq;
+        conn.prepare_cached("UPDATE _pluresdb_meta SET value = ?1 WHERE key = 'db_version'")?
+            .execute([seq as i64])?;
+        state.tx_seq = Some((generation, seq));
+        Ok(seq)
+    }
+
+    /// Records the clock's high-water mark so it never goes back after a restart.
+    pub(crate) fn persist_clock(&self, conn: &Connection) -> Result<()> {
+        conn.prepare_cached(
+            "INSERT INTO _pluresdb_meta(key, value) VALUES ('last_hlc', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+        )?
+        .execute([self.clock.last().as_u64() as i64])?;
+        Ok(())
+    }
+
+    /// The last committed (or handed out) `db_version`.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.state.lock().last_seq
+    }
+
+    /// The index of `site` in `_pluresdb_sites`, adding it when new.
+    pub(crate) fn site_index(&self, conn: &Connection, site: SiteId) -> Result<u32> {
+        let mut state = self.state.lock();
+        self.fresh_sites(conn, &mut state)?;
+        if let Some(idx) = state.sites.by_site.get(&site) {
+            return Ok(*idx);
+        }
+        conn.prepare_cached("INSERT INTO _pluresdb_sites(site) VALUES (?1)")?
+            .execute([site.as_bytes().as_slice()])?;
+        let idx = u32::try_from(conn.last_insert_rowid())
+            .map_err(|_| Error::internal("too many sites"))?;
+        state.sites.by_site.insert(site, idx);
+        state.sites.by_idx.insert(idx, site);
+        Ok(idx)
+    }
+
+    /// The site with index `idx`.
+    pub(crate) fn site_of(&self, conn: &Connection, idx: u32) -> Result<SiteId> {
+        let mut state = self.state.lock();
+        self.fresh_sites(conn, &mut state)?;
+        state.sites.by_idx.get(&idx).copied().ok_or_else(|| {
+            Error::new(
+                crate::ErrorKind::Corrupt,
+                format!("row clock names site #{idx}, which _pluresdb_sites does not have"),
+            )
+        })
+    }
+
+    /// A stored stamp as a CRDT version.
+    pub(crate) fn version_of(&self, conn: &Connection, stamp: Stamp) -> Result<Version> {
+        Ok(Version::new(
+            Hlc::from_u64(stamp.hlc),
+            self.site_of(conn, stamp.site)?,
+        ))
+    }
+
+    fn fresh_sites(&self, conn: &Connection, state: &mut State) -> Result<()> {
+        let rollbacks = self.tx.rollbacks.load(Ordering::Acquire);
+        if state.sites.loaded && state.sites.loaded_at == rollbacks {
+            return Ok(());
+        }
+        let mut dict = SiteDict {
+            loaded_at: rollbacks,
+            loaded: true,
+            ..SiteDict::default()
+        };
+        let mut stmt = conn.prepare_cached("SELECT idx, site FROM _pluresdb_sites")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let idx: i64 = row.get(0)?;
+            let bytes: Vec<u8> = row.get(1)?;
+            if let (Ok(idx), Some(site)) = (u32::try_from(idx), SiteId::from_slice(&bytes)) {
+                dict.by_idx.insert(idx, site);
+                dict.by_site.insert(site, idx);
+            }
+        }
+        state.sites = dict;
+        Ok(())
+    }
+
+    /// Runs `f` with the replicated collections, reloaded first if the schema changed.
+    pub(crate) fn with_collections<T>(
+        &self,
+        conn: &Connection,
+        f: impl FnOnce(&Collections) -> Result<T>,
+    ) -> Result<T> {
+        let mut state = self.state.lock();
+        if self
+            .writer_auth
+            .schema_changed
+            .swap(false, Ordering::AcqRel)
+        {
+            state.collections.refresh(conn)?;
+        }
+        f(&state.collections)
+    }
+
+    /// The collections as last loaded (no schema check; for readers).
+    pub(crate) fn collections_cached(&self) -> Vec<Arc<super::collections::Collection>> {
+        self.state.lock().collections.iter().cloned().collect()
+    }
+
+    /// Reloads the collections now (after registering or removing one).
+    pub(crate) fn reload_collections(&self, conn: &Connection) -> Result<()> {
+        let mut state = self.state.lock();
+        state.collections = Collections::load(conn)?;
+        self.tables_synced
+            .store(state.collections.has_tables(), Ordering::Release);
+        Ok(())
+    }
+
+    /// This site's stamp for a write made now in the open transaction.
+    pub(crate) fn local_stamp(&self, conn: &Connection, hlc: Hlc) -> Result<Stamp> {
+        let seq = self.tx_seq(conn)?;
+        let site = self.site_index(conn, self.site)?;
+        Ok(Stamp {
+            hlc: hlc.as_u64(),
+            site,
+            seq,
+        })
+    }
+}

@@ -1,0 +1,100 @@
+//! Opting SQL tables in and out of replication.
+
+use rusqlite::Connection;
+
+use super::clock::RowClock;
+use super::collections::{check_shape, create_triggers, drop_triggers, quote};
+use super::state::Replication;
+use crate::error::{Error, Result};
+
+impl Replication {
+    /// Makes `table` replicated: checks its shape, installs the capture triggers and records
+    /// every existing row as written now. Idempotent. Runs in the caller's transaction.
+    pub(crate) fn sync_table_on(&self, conn: &Connection, table: &str) -> Result<()> {
+        if conn.is_autocommit() {
+            // Called as `SELECT pluresdb_sync_table(...)` outside a transaction.
+            conn.execute_batch("SAVEPOINT pluresdb_sync_table")?;
+            let done = self.sync_table_on(conn, table);
+            conn.execute_batch(if done.is_ok() {
+                "RELEASE pluresdb_sync_table"
+            } else {
+                "ROLLBACK TO pluresdb_sync_table; RELEASE pluresdb_sync_table"
+            })?;
+            return done;
+        }
+        let info = check_shape(conn, table)?;
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO _pluresdb_collections(name, kind) VALUES (?1, 'table')",
+        )?
+        .execute([table])?;
+        let id: i64 = conn.query_row(
+            "SELECT id FROM _pluresdb_collections WHERE name = ?1 AND kind = 'table'",
+            [table],
+            |r| r.get(0),
+        )?;
+        let id = u32::try_from(id).map_err(|_| Error::internal("collection id out of range"))?;
+        create_triggers(conn, id, table, &info)?;
+        let stamp = self.local_stamp(conn, self.clock.now())?;
+        let keys = info
+            .pk
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        conn.execute(
+            &format!(
+                "INSERT INTO _pluresdb_clock(tbl, key, cl, seq, ver)
+                 SELECT ?1, pluresdb_pack({keys}), 1, ?2, ?3 FROM {}
+                 WHERE true ON CONFLICT(tbl, key) DO NOTHING",
+                quote(table)
+            ),
+            rusqlite::params![
+                i64::from(id),
+                stamp.seq as i64,
+                RowClock::whole(stamp).encode()
+            ],
+        )?;
+        self.persist_clock(conn)?;
+        self.reload_collections(conn)
+    }
+
+    /// Stops replicating `table`: removes its triggers and clock records. Its rows stay.
+    pub(crate) fn unsync_table_on(&self, conn: &Connection, table: &str) -> Result<bool> {
+        if conn.is_autocommit() {
+            conn.execute_batch("SAVEPOINT pluresdb_unsync_table")?;
+            let done = self.unsync_table_on(conn, table);
+            conn.execute_batch(if done.is_ok() {
+                "RELEASE pluresdb_unsync_table"
+            } else {
+                "ROLLBACK TO pluresdb_unsync_table; RELEASE pluresdb_unsync_table"
+            })?;
+            return done;
+        }
+        let id: Option<i64> = conn
+            .query_row(
+                "SELECT id FROM _pluresdb_collections WHERE name = ?1 AND kind = 'table'",
+                [table],
+                |r| r.get(0),
+            )
+            .ok();
+        let Some(id) = id else {
+            return Ok(false);
+        };
+        drop_triggers(conn, table)?;
+        conn.execute("DELETE FROM _pluresdb_clock WHERE tbl = ?1", [id])?;
+        conn.execute("DELETE FROM _pluresdb_collections WHERE id = ?1", [id])?;
+        self.reload_collections(conn)?;
+        Ok(true)
+    }
+
+    /// Names of the replicated SQL tables.
+    pub(crate) fn synced_tables(&self, conn: &Connection) -> Result<Vec<String>> {
+        self.with_collections(conn, |colls| {
+            Ok(colls
+                .iter()
+                .filter(|c| matches!(c.kind, super::collections::Kind::Table(_)))
+                .map(|c| c.name.clone())
+                .collect())
+        })
+    }
+}

@@ -1,0 +1,515 @@
+//! Replication between databases: capture, change sets, merge rules, status, history.
+
+use pluresdb_core::{ChangeRecord, Database, ErrorKind, NODES, SyncProgress, Value, Version};
+use serde_json::json;
+
+/// Everything replicated, in a canonical text form for comparing replicas.
+fn dump(db: &Database) -> String {
+    let mut out = String::new();
+    for n in db.list("").unwrap() {
+        out += &format!(
+            "node {} {:?} {} {:?}\n",
+            n.id,
+            n.node_type,
+            json!(n.data),
+            n.vector
+        );
+    }
+    for (f, r, t, d) in db
+        .all_as::<(String, String, String, String)>(
+            "SELECT from_id, relation, to_id, data FROM pluresdb_edges ORDER BY 1, 2, 3",
+            (),
+        )
+        .unwrap()
+    {
+        out += &format!("edge {f} {r} {t} {d}\n");
+    }
+    for table in db.synced_tables().unwrap() {
+        for row in db
+            .all(&format!("SELECT * FROM \"{table}\" ORDER BY 1"), ())
+            .unwrap()
+        {
+            out += &format!("{table} {}\n", row.to_json());
+        }
+    }
+    out
+}
+
+/// One-way sync from `a` to `b`: what `b` is missing from `a`.
+fn push(a: &Database, b: &Database) -> u64 {
+    let since = b.peer_cursor(a.site_id()).unwrap();
+    let set = a.changes_since(since, Some(b.site_id())).unwrap();
+    let report = b.apply_changes(&set.changes).unwrap();
+    b.record_sync(
+        a.site_id(),
+        &SyncProgress {
+            received: set.changes.len() as u64,
+            cursor: Some(set.db_version),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    report.applied
+}
+
+fn sync(a: &Database, b: &Database) {
+    push(a, b);
+    push(b, a);
+}
+
+fn todo_db() -> Database {
+    let db = Database::open_in_memory().unwrap();
+    db.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL DEFAULT '', done INTEGER NOT NULL DEFAULT 0)").unwrap();
+    db.sync_table("todos").unwrap();
+    db
+}
+
+#[test]
+fn nodes_edges_and_rows_reach_the_other_database() {
+    let a = todo_db();
+    let b = todo_db();
+    a.put("ada", &json!({"name": "Ada", "born": 1815})).unwrap();
+    a.put("alan", &json!({"name": "Alan"})).unwrap();
+    a.set_type("ada", Some("Person")).unwrap();
+    a.set_vector("alan", Some(&[1.0, 2.0])).unwrap();
+    a.link("ada", "inspired", "alan", Some(&json!({"how": "notes"})))
+        .unwrap();
+    a.run(
+        "INSERT INTO todos(id, title) VALUES ('t1', 'write'), ('t2', 'test')",
+        (),
+    )
+    .unwrap();
+    a.run("UPDATE todos SET done = 1 WHERE id = 't1'", ())
+        .unwrap();
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    assert!(
+        dump(&b).contains("todos {\"id\":\"t1\",\"title\":\"write\",\"done\":1}"),
+        "{}",
+        dump(&b)
+    );
+    assert_eq!(
+        b.get_node("ada").unwrap().unwrap().node_type.as_deref(),
+        Some("Person")
+    );
+    // Nothing new: an incremental sync sends nothing.
+    assert_eq!(push(&a, &b), 0);
+    // Changes made on b flow back, and only the new ones are sent.
+    b.put("ada", &json!({"field": "math"})).unwrap();
+    b.run("DELETE FROM todos WHERE id = 't2'", ()).unwrap();
+    let set = b
+        .changes_since(a.peer_cursor(b.site_id()).unwrap(), Some(a.site_id()))
+        .unwrap();
+    assert_eq!(set.changes.len(), 2, "{:#?}", set.changes);
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    assert_eq!(
+        a.value("SELECT count(*) FROM todos", ()).unwrap(),
+        Value::Integer(1)
+    );
+    assert_eq!(a.get_node("ada").unwrap().unwrap().data["field"], "math");
+}
+
+#[test]
+fn concurrent_writes_to_one_field_resolve_the_same_everywhere() {
+    let a = todo_db();
+    let b = todo_db();
+    a.run("INSERT INTO todos(id, title) VALUES ('t', 'original')", ())
+        .unwrap();
+    sync(&a, &b);
+    a.run("UPDATE todos SET title = 'from a' WHERE id = 't'", ())
+        .unwrap();
+    // Writes in the same millisecond are concurrent; a pause makes b's clearly later.
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    b.run("UPDATE todos SET title = 'from b' WHERE id = 't'", ())
+        .unwrap();
+    b.run("UPDATE todos SET done = 1 WHERE id = 't'", ())
+        .unwrap();
+    a.put("n", &json!({"x": "a", "y": 1})).unwrap();
+    b.put("n", &json!({"x": "b", "z": 2})).unwrap();
+    sync(&a, &b);
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    // Different fields of one row both survive (per-field last writer wins).
+    let row = a
+        .get("SELECT title, done FROM todos WHERE id = 't'", ())
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.get::<i64>("done").unwrap(), 1);
+    assert_eq!(
+        row.get::<String>("title").unwrap(),
+        "from b",
+        "b wrote last"
+    );
+    let n = a.get_node("n").unwrap().unwrap();
+    assert_eq!(n.data["y"], 1);
+    assert_eq!(n.data["z"], 2);
+}
+
+#[test]
+fn a_delete_beats_older_writes_and_a_later_reinsert_beats_the_delete() {
+    let a = todo_db();
+    let b = todo_db();
+    a.run("INSERT INTO todos(id, title) VALUES ('t', 'x')", ())
+        .unwrap();
+    a.put("n", &json!({"v": 1})).unwrap();
+    sync(&a, &b);
+    // b edits, a deletes, concurrently: the delete wins (higher causal length).
+    b.run("UPDATE todos SET title = 'edited' WHERE id = 't'", ())
+        .unwrap();
+    b.put("n", &json!({"v": 2})).unwrap();
+    a.run("DELETE FROM todos WHERE id = 't'", ()).unwrap();
+    a.delete("n").unwrap();
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    assert_eq!(
+        b.value("SELECT count(*) FROM todos", ()).unwrap(),
+        Value::Integer(0)
+    );
+    assert!(b.get_node("n").unwrap().is_none());
+    // Re-inserting after the delete wins everywhere.
+    b.run("INSERT INTO todos(id, title) VALUES ('t', 'again')", ())
+        .unwrap();
+    b.put("n", &json!({"v": 3})).unwrap();
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    assert_eq!(
+        a.value("SELECT title FROM todos", ()).unwrap(),
+        Value::Text("again".into())
+    );
+    assert_eq!(
+        json!(a.get_node("n").unwrap().unwrap().data),
+        json!({"v": 3}),
+        "old fields did not come back"
+    );
+}
+
+#[test]
+fn applying_twice_or_in_reverse_order_gives_the_same_state() {
+    let a = todo_db();
+    for i in 0..20 {
+        a.run(
+            "INSERT INTO todos(id, title) VALUES (?, ?)",
+            (format!("t{i}"), format!("v{i}")),
+        )
+        .unwrap();
+        if i % 3 == 0 {
+            a.run("UPDATE todos SET done = 1 WHERE id = ?", (format!("t{i}"),))
+                .unwrap();
+        }
+        if i % 5 == 0 {
+            a.run("DELETE FROM todos WHERE id = ?", (format!("t{i}"),))
+                .unwrap();
+        }
+    }
+    let changes = a.changes_since(0, None).unwrap().changes;
+    let forward = todo_db();
+    forward.apply_changes(&changes).unwrap();
+    forward.apply_changes(&changes).unwrap();
+    let backward = todo_db();
+    let reversed: Vec<ChangeRecord> = changes.iter().rev().cloned().collect();
+    for c in reversed.chunks(7) {
+        backward.apply_changes(c).unwrap();
+    }
+    assert_eq!(dump(&forward), dump(&a));
+    assert_eq!(dump(&backward), dump(&a));
+    let again = forward.apply_changes(&changes).unwrap();
+    assert_eq!(again.applied, 0, "a duplicate batch changes nothing");
+}
+
+#[test]
+fn bad_changes_are_refused_with_a_reason_and_nothing_changes() {
+    let a = todo_db();
+    let b = Database::open_in_memory().unwrap();
+    a.run("INSERT INTO todos(id) VALUES ('t')", ()).unwrap();
+    b.put("keep", &json!({"k": 1})).unwrap();
+    let before = dump(&b);
+    let set = a.changes_since(0, None).unwrap();
+    let err = b.apply_changes(&set.changes).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.message().contains("unknown table \"todos\""), "{err}");
+    assert!(
+        err.message().contains("pluresdb_sync_table('todos')"),
+        "{err}"
+    );
+    let good = ChangeRecord {
+        collection: NODES.into(),
+        key: vec![Value::Text("x".into())],
+        field: "data.a".into(),
+        value: Some(Value::Text("1".into())),
+        version: Version::new(pluresdb_core::Hlc::new(pluresdb_crdt_now(), 0), a.site_id()),
+        cl: 1,
+    };
+    let cases = [
+        (
+            ChangeRecord {
+                value: Some(Value::Text("{not json".into())),
+                ..good.clone()
+            },
+            "not JSON",
+        ),
+        (
+            ChangeRecord {
+                field: "bogus".into(),
+                ..good.clone()
+            },
+            "node field \"bogus\"",
+        ),
+        (
+            ChangeRecord {
+                key: vec![Value::Integer(1)],
+                ..good.clone()
+            },
+            "the key must be 1 text value",
+        ),
+        (
+            ChangeRecord {
+                cl: 2,
+                ..good.clone()
+            },
+            "odd causal length",
+        ),
+        (
+            ChangeRecord {
+                version: Version::new(
+                    pluresdb_core::Hlc::new(pluresdb_crdt_now() + 86_400_000, 0),
+                    a.site_id(),
+                ),
+                ..good.clone()
+            },
+            "ahead of this machine's clock",
+        ),
+    ];
+    for (bad, why) in cases {
+        let err = b.apply_changes(&[good.clone(), bad]).unwrap_err();
+        assert!(err.message().contains(why), "expected {why:?} in {err}");
+        assert!(err.message().starts_with("change 1 "), "{err}");
+        assert_eq!(dump(&b), before, "nothing applied");
+    }
+    b.apply_changes(&[good]).unwrap();
+    assert_eq!(b.get_node("x").unwrap().unwrap().data["a"], 1);
+}
+
+fn pluresdb_crdt_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn sync_table_refuses_shapes_it_cannot_handle() {
+    let db = Database::open_in_memory().unwrap();
+    db.exec(
+        "CREATE TABLE nokey(a, b);
+         CREATE TABLE nullable(id TEXT PRIMARY KEY, v);
+         CREATE TABLE auto(id INTEGER PRIMARY KEY AUTOINCREMENT, v);
+         CREATE TABLE uniq(id TEXT PRIMARY KEY NOT NULL, email TEXT UNIQUE);
+         CREATE TABLE nocase(id TEXT PRIMARY KEY NOT NULL COLLATE NOCASE);
+         CREATE VIEW v AS SELECT 1;
+         CREATE TABLE ok(id INTEGER PRIMARY KEY, v);",
+    )
+    .unwrap();
+    let why = |t: &str| db.sync_table(t).unwrap_err().to_string();
+    assert!(
+        why("nokey").contains("has no primary key"),
+        "{}",
+        why("nokey")
+    );
+    assert!(
+        why("nullable").contains("may hold NULL"),
+        "{}",
+        why("nullable")
+    );
+    assert!(why("auto").contains("AUTOINCREMENT"), "{}", why("auto"));
+    assert!(
+        why("uniq").contains("unique index") && why("uniq").contains("(email)"),
+        "{}",
+        why("uniq")
+    );
+    assert!(
+        why("nocase").contains("collation NOCASE"),
+        "{}",
+        why("nocase")
+    );
+    assert!(why("v").contains("view"), "{}", why("v"));
+    assert_eq!(
+        db.sync_table("missing").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert!(db.synced_tables().unwrap().is_empty());
+    // INTEGER PRIMARY KEY is never NULL: accepted. The SQL form works too.
+    assert_eq!(
+        db.value("SELECT pluresdb_sync_table('ok')", ()).unwrap(),
+        Value::Integer(1)
+    );
+    assert_eq!(db.synced_tables().unwrap(), ["ok"]);
+    let err = db
+        .run("SELECT pluresdb_sync_table('nokey')", ())
+        .unwrap_err();
+    assert!(err.to_string().contains("has no primary key"), "{err}");
+}
+
+#[test]
+fn existing_rows_and_added_columns_sync() {
+    let a = Database::open_in_memory().unwrap();
+    a.exec("CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT); INSERT INTO notes VALUES ('old', 'before sync');").unwrap();
+    a.sync_table("notes").unwrap();
+    let b = Database::open_in_memory().unwrap();
+    b.exec("CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)")
+        .unwrap();
+    b.sync_table("notes").unwrap();
+    sync(&a, &b);
+    assert_eq!(
+        b.value("SELECT body FROM notes WHERE id = 'old'", ())
+            .unwrap(),
+        Value::Text("before sync".into())
+    );
+    // a adds a column; b has not yet: b keeps the columns it knows.
+    a.exec("ALTER TABLE notes ADD COLUMN tag TEXT").unwrap();
+    a.run("INSERT INTO notes VALUES ('new', 'after', 'red')", ())
+        .unwrap();
+    a.run("UPDATE notes SET tag = 'blue' WHERE id = 'old'", ())
+        .unwrap();
+    sync(&a, &b);
+    assert_eq!(
+        b.value("SELECT body FROM notes WHERE id = 'new'", ())
+            .unwrap(),
+        Value::Text("after".into())
+    );
+    // Once b has the column too, later changes to it arrive.
+    b.exec("ALTER TABLE notes ADD COLUMN tag TEXT").unwrap();
+    a.run("UPDATE notes SET tag = 'green' WHERE id = 'new'", ())
+        .unwrap();
+    b.run("UPDATE notes SET tag = 'yellow' WHERE id = 'old'", ())
+        .unwrap();
+    sync(&a, &b);
+    assert_eq!(
+        b.value("SELECT tag FROM notes WHERE id = 'new'", ())
+            .unwrap(),
+        Value::Text("green".into())
+    );
+    assert_eq!(
+        a.value("SELECT tag FROM notes WHERE id = 'old'", ())
+            .unwrap(),
+        Value::Text("yellow".into())
+    );
+}
+
+#[test]
+fn rolled_back_writes_are_never_sent() {
+    let a = todo_db();
+    let r: Result<(), pluresdb_core::Error> = a.transaction(|tx| {
+        tx.run("INSERT INTO todos(id) VALUES ('ghost')", ())?;
+        tx.put("ghost", &json!({}))?;
+        Err(pluresdb_core::Error::invalid("no"))
+    });
+    assert!(r.is_err());
+    a.exec("BEGIN; INSERT INTO todos(id) VALUES ('g2'); ROLLBACK;")
+        .unwrap();
+    a.run("INSERT INTO todos(id) VALUES ('real')", ()).unwrap();
+    let changes = a.changes_since(0, None).unwrap().changes;
+    let keys: Vec<String> = changes.iter().map(|c| format!("{:?}", c.key)).collect();
+    assert!(
+        keys.iter()
+            .all(|k| !k.contains("ghost") && !k.contains("g2")),
+        "{keys:?}"
+    );
+    assert!(keys.iter().any(|k| k.contains("real")));
+    // A failing statement's captured rows are dropped too.
+    a.exec("CREATE TABLE t2(id TEXT PRIMARY KEY NOT NULL, n INTEGER CHECK (n < 5))")
+        .unwrap();
+    a.sync_table("t2").unwrap();
+    let err = a
+        .run("INSERT INTO t2 VALUES ('a', 1), ('b', 9)", ())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Constraint);
+    let changes = a.changes_since(0, None).unwrap().changes;
+    assert!(changes.iter().all(|c| c.collection != "t2"), "{changes:#?}");
+}
+
+#[test]
+fn status_history_and_restore() {
+    let a = todo_db();
+    let b = todo_db();
+    a.put("doc", &json!({"rev": 1})).unwrap();
+    a.put("doc", &json!({"rev": 2})).unwrap();
+    sync(&a, &b);
+    b.put("doc", &json!({"rev": 3})).unwrap();
+    sync(&a, &b);
+    let h = a.history("doc").unwrap();
+    assert_eq!(
+        h.iter()
+            .map(|v| v.data["rev"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        h[2].site,
+        b.site_id(),
+        "the merged version is recorded with its writer"
+    );
+    let restored = a.restore_node_version("doc", h[0].hlc).unwrap();
+    assert_eq!(restored.data["rev"], 1);
+    assert_eq!(a.history("doc").unwrap().len(), 4);
+    let removed = a.compact_history(a.history("doc").unwrap()[3].hlc).unwrap();
+    assert_eq!(removed, 3);
+    assert_eq!(
+        a.history("doc").unwrap().len(),
+        1,
+        "the newest version stays"
+    );
+    let status = b.sync_status().unwrap();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].site, a.site_id());
+    assert!(status[0].received > 0 && status[0].cursor > 0);
+    let vv = b.version_vector().unwrap();
+    assert_eq!(vv.get(&a.site_id()), b.peer_cursor(a.site_id()).unwrap());
+    assert_eq!(vv.get(&b.site_id()), b.db_version().unwrap());
+}
+
+#[test]
+fn remote_changes_fire_subscriptions() {
+    let a = todo_db();
+    let b = todo_db();
+    let stream = b.on_change();
+    a.put("n", &json!({"x": 1})).unwrap();
+    a.run("INSERT INTO todos(id) VALUES ('r')", ()).unwrap();
+    sync(&a, &b);
+    let got = stream.drain();
+    assert!(
+        got.iter().any(
+            |c| matches!(c, pluresdb_core::Change::Node(n) if n.id == "n" && n.node.is_some())
+        ),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|c| matches!(c, pluresdb_core::Change::Row(r) if r.table == "todos")),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn file_databases_keep_their_versions_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let b = todo_db();
+    {
+        let a = Database::open(&path).unwrap();
+        a.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL DEFAULT '', done INTEGER NOT NULL DEFAULT 0)").unwrap();
+        a.sync_table("todos").unwrap();
+        a.run("INSERT INTO todos(id) VALUES ('1')", ()).unwrap();
+        sync(&a, &b);
+    }
+    let a = Database::open(&path).unwrap();
+    let before = a.db_version().unwrap();
+    a.run("INSERT INTO todos(id) VALUES ('2')", ()).unwrap();
+    assert!(
+        a.db_version().unwrap() > before,
+        "versions keep increasing after reopen"
+    );
+    assert_eq!(a.synced_tables().unwrap(), ["todos"]);
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+}
