@@ -21,13 +21,25 @@ pub enum RowDecision {
         /// The new causal length.
         cl: u64,
     },
+    /// Same life, but a later creation (or deletion) version: the row's sentinel version
+    /// becomes the incoming one, nothing else changes. (Two sites that created the same row
+    /// concurrently agree on one creation time this way.)
+    Touch,
 }
 
-/// Decides an incoming sentinel change with causal length `incoming_cl` against a row whose
-/// causal length is `local_cl` (0 when the row is unknown).
-pub fn decide_sentinel(local_cl: u64, incoming_cl: u64) -> RowDecision {
+/// Decides an incoming sentinel change (`incoming_cl`, `incoming`) against a row whose causal
+/// length is `local_cl` (0 when unknown) and whose sentinel version is `local` (`None` when
+/// unknown).
+pub fn decide_sentinel(
+    local_cl: u64,
+    local: Option<Version>,
+    incoming_cl: u64,
+    incoming: Version,
+) -> RowDecision {
     if incoming_cl > local_cl {
         RowDecision::Reset { cl: incoming_cl }
+    } else if incoming_cl == local_cl && local.is_none_or(|v| incoming > v) {
+        RowDecision::Touch
     } else {
         RowDecision::Ignore
     }
@@ -79,7 +91,10 @@ mod tests {
 
     #[test]
     fn delete_beats_older_writes_and_loses_to_reinsert() {
-        assert_eq!(decide_sentinel(1, 2), RowDecision::Reset { cl: 2 });
+        assert_eq!(
+            decide_sentinel(1, Some(v(1, 1)), 2, v(0, 0)),
+            RowDecision::Reset { cl: 2 }
+        );
         assert_eq!(
             decide_field(2, None, 1, v(99, 1)),
             FieldDecision::Ignore,
@@ -89,7 +104,10 @@ mod tests {
             decide_field(2, None, 3, v(1, 1)),
             FieldDecision::ResetAndApply { cl: 3 }
         );
-        assert_eq!(decide_sentinel(3, 2), RowDecision::Ignore);
+        assert_eq!(
+            decide_sentinel(3, Some(v(5, 1)), 2, v(9, 9)),
+            RowDecision::Ignore
+        );
     }
 
     #[test]
@@ -117,6 +135,24 @@ mod tests {
             decide_field(0, None, 2, v(1, 1)),
             FieldDecision::Ignore,
             "fields never carry even lengths"
+        );
+    }
+
+    #[test]
+    fn concurrent_creations_agree_on_the_later_one() {
+        assert_eq!(
+            decide_sentinel(1, Some(v(5, 1)), 1, v(6, 2)),
+            RowDecision::Touch
+        );
+        assert_eq!(
+            decide_sentinel(1, Some(v(6, 2)), 1, v(5, 1)),
+            RowDecision::Ignore
+        );
+        assert_eq!(decide_sentinel(1, None, 1, v(5, 1)), RowDecision::Touch);
+        assert_eq!(
+            decide_sentinel(1, Some(v(5, 1)), 1, v(5, 1)),
+            RowDecision::Ignore,
+            "idempotent"
         );
     }
 }

@@ -32,6 +32,9 @@ pub struct Change<V> {
 pub struct ModelRow<V> {
     /// Causal length (odd = exists).
     pub cl: u64,
+    /// Version of the creation or deletion that started this life (`None` while only
+    /// fields of it were seen).
+    pub sentinel: Option<Version>,
     /// Field name to winning version and value.
     pub fields: BTreeMap<String, (Version, V)>,
 }
@@ -57,14 +60,20 @@ impl<V: Clone> Model<V> {
             .entry((change.collection.clone(), change.key.clone()))
             .or_insert_with(|| ModelRow {
                 cl: 0,
+                sentinel: None,
                 fields: BTreeMap::new(),
             });
         if change.field == SENTINEL {
-            return match decide_sentinel(row.cl, change.cl) {
+            return match decide_sentinel(row.cl, row.sentinel, change.cl, change.version) {
                 RowDecision::Ignore => false,
                 RowDecision::Reset { cl } => {
                     row.cl = cl;
+                    row.sentinel = Some(change.version);
                     row.fields.clear();
+                    true
+                }
+                RowDecision::Touch => {
+                    row.sentinel = Some(change.version);
                     true
                 }
             };
@@ -79,6 +88,7 @@ impl<V: Clone> Model<V> {
             }
             FieldDecision::ResetAndApply { cl } => {
                 row.cl = cl;
+                row.sentinel = None;
                 row.fields.clear();
                 row.fields
                     .insert(change.field.clone(), (change.version, change.value.clone()));

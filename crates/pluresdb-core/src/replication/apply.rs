@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value as Json};
 
 use pluresdb_crdt::{
-    FieldDecision, RowDecision, SENTINEL, decide_field, decide_sentinel, is_alive,
+    FieldDecision, RowDecision, SENTINEL, SiteId, decide_field, decide_sentinel, is_alive,
 };
 
 use super::clock::{MAX_FIELD_BYTES, RowClock, Stamp};
@@ -224,8 +224,39 @@ struct Merge {
     /// Winning field writes, latest per field.
     applied: Vec<(String, Option<Value>)>,
     changed: bool,
-    /// Newest clock time and its site among winning changes.
-    newest: Option<(u64, pluresdb_crdt::SiteId)>,
+    /// Creation time, last change time and its site, from the merged clock (so every replica
+    /// shows the same).
+    times: Option<(u64, u64, pluresdb_crdt::SiteId)>,
+}
+
+/// A stamp whose version is known (`hlc` 0 marks an unknown creation version).
+fn known(stamp: Stamp) -> Option<Stamp> {
+    (stamp.hlc != 0).then_some(stamp)
+}
+
+/// Creation time, last change time and the site of the last change of a row.
+fn row_times(
+    repl: &Replication,
+    conn: &Connection,
+    clock: &RowClock,
+) -> Result<(u64, u64, pluresdb_crdt::SiteId)> {
+    let newest = std::iter::once(clock.sentinel)
+        .chain(clock.fields_base)
+        .chain(clock.fields.iter().map(|(_, s)| *s))
+        .filter(|s| s.hlc != 0)
+        .max_by_key(|s| s.hlc)
+        .unwrap_or_default();
+    let site = if newest.hlc == 0 {
+        SiteId::default()
+    } else {
+        repl.site_of(conn, newest.site)?
+    };
+    let created = if clock.sentinel.hlc != 0 {
+        clock.sentinel.hlc
+    } else {
+        newest.hlc
+    };
+    Ok((created, newest.hlc, site))
 }
 
 fn merge_row(
@@ -253,7 +284,7 @@ fn merge_row(
         reset: false,
         applied: Vec::new(),
         changed: false,
-        newest: None,
+        times: None,
     };
     for ch in &group.changes {
         let stamp = Stamp {
@@ -262,13 +293,20 @@ fn merge_row(
             seq,
         };
         let won = if ch.field.is_empty() {
-            match decide_sentinel(m.cl, ch.cl) {
+            let local = known(m.clock.sentinel)
+                .map(|s| repl.version_of(conn, s))
+                .transpose()?;
+            match decide_sentinel(m.cl, local, ch.cl, ch.version) {
                 RowDecision::Ignore => false,
                 RowDecision::Reset { cl } => {
                     m.cl = cl;
                     m.clock = RowClock::reset(stamp);
                     m.reset = true;
                     m.applied.clear();
+                    true
+                }
+                RowDecision::Touch => {
+                    m.clock.sentinel = stamp;
                     true
                 }
             }
@@ -287,8 +325,14 @@ fn merge_row(
                     true
                 }
                 FieldDecision::ResetAndApply { cl } => {
+                    // A field of a life whose creation was not seen yet: the creation's version
+                    // stays unknown until its sentinel arrives.
                     m.cl = cl;
-                    m.clock = RowClock::reset(stamp);
+                    m.clock = RowClock::reset(Stamp {
+                        hlc: 0,
+                        site: 0,
+                        seq,
+                    });
                     m.clock.set_field(&ch.field, stamp);
                     m.reset = true;
                     m.applied = vec![(ch.field.clone(), ch.value.clone())];
@@ -299,9 +343,6 @@ fn merge_row(
         if won {
             report.applied += 1;
             m.changed = true;
-            if m.newest.is_none_or(|(h, _)| stamp.hlc >= h) {
-                m.newest = Some((stamp.hlc, ch.version.site));
-            }
         } else {
             report.ignored += 1;
         }
@@ -310,6 +351,7 @@ fn merge_row(
         return Ok(());
     }
     report.rows += 1;
+    m.times = Some(row_times(repl, conn, &m.clock)?);
     let alive_before = is_alive(cl_before);
     match &group.coll.kind {
         Kind::Table(info) => write_table_row(
@@ -432,22 +474,15 @@ fn write_node(
     m: &Merge,
 ) -> Result<()> {
     let id = group.key_values[0].as_str().unwrap_or_default().to_owned();
-    let (hlc, site) = m.newest.unwrap_or((0, db.site_id()));
-    let existing: Option<(String, Option<String>, Option<Vec<u8>>, i64)> = conn
-        .prepare_cached(
-            "SELECT data, type, vector, created_hlc FROM _pluresdb_nodes WHERE id = ?1",
-        )?
-        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+    let (created, hlc, site) = m.times.unwrap_or((0, 0, db.site_id()));
+    let existing: Option<(String, Option<String>, Option<Vec<u8>>)> = conn
+        .prepare_cached("SELECT data, type, vector FROM _pluresdb_nodes WHERE id = ?1")?
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let keep = alive_before && !m.reset;
-    let (mut data, mut node_type, mut vector, created) = match (&existing, keep) {
-        (Some((d, t, v, c)), true) => (
-            crate::graph::parse_object(d)?,
-            t.clone(),
-            v.clone(),
-            *c as u64,
-        ),
-        _ => (Map::new(), None, None, hlc),
+    let (mut data, mut node_type, mut vector) = match (&existing, keep) {
+        (Some((d, t, v)), true) => (crate::graph::parse_object(d)?, t.clone(), v.clone()),
+        _ => (Map::new(), None, None),
     };
     if is_alive(m.cl) {
         for (field, value) in &m.applied {
@@ -525,15 +560,17 @@ fn write_edge(
 ) -> Result<()> {
     let part = |i: usize| group.key_values[i].as_str().unwrap_or_default().to_owned();
     let (from, relation, to) = (part(0), part(1), part(2));
-    let (hlc, site) = m.newest.unwrap_or((0, db.site_id()));
-    let existing: Option<(String, i64)> = conn
-        .prepare_cached("SELECT data, created_hlc FROM _pluresdb_edges WHERE src = ?1 AND rel = ?2 AND dst = ?3")?
-        .query_row([&from, &relation, &to], |r| Ok((r.get(0)?, r.get(1)?)))
+    let (created, hlc, site) = m.times.unwrap_or((0, 0, db.site_id()));
+    let existing: Option<String> = conn
+        .prepare_cached(
+            "SELECT data FROM _pluresdb_edges WHERE src = ?1 AND rel = ?2 AND dst = ?3",
+        )?
+        .query_row([&from, &relation, &to], |r| r.get(0))
         .optional()?;
     let keep = alive_before && !m.reset;
-    let (mut data, created) = match (&existing, keep) {
-        (Some((d, c)), true) => (d.clone(), *c as u64),
-        _ => ("{}".to_owned(), hlc),
+    let mut data = match (&existing, keep) {
+        (Some(d), true) => d.clone(),
+        _ => "{}".to_owned(),
     };
     if is_alive(m.cl) {
         if let Some((_, Some(Value::Text(json)))) = m.applied.iter().find(|(f, _)| f == "data") {

@@ -81,15 +81,6 @@ impl RowClock {
         }
     }
 
-    /// The newest local sequence number in the clock.
-    pub(crate) fn max_seq(&self) -> u64 {
-        let mut m = self.sentinel.seq;
-        if let Some(b) = self.fields_base {
-            m = m.max(b.seq);
-        }
-        self.fields.iter().fold(m, |m, (_, s)| m.max(s.seq))
-    }
-
     /// Names of fields with their own version.
     pub(crate) fn named_fields(&self) -> impl Iterator<Item = &str> {
         self.fields.iter().map(|(n, _)| n.as_str())
@@ -152,7 +143,6 @@ mod tests {
         c.set_field("b", s(210, 2, 8));
         assert_eq!(c.field("b"), Some(s(210, 2, 8)));
         assert_eq!(c.named_fields().collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!(c.max_seq(), 8);
         assert_eq!(RowClock::decode(&c.encode()).unwrap(), c);
         let r = RowClock::reset(s(300, 3, 9));
         assert_eq!(r.field("a"), None);

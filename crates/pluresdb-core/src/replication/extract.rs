@@ -176,7 +176,9 @@ impl Sites {
 
     /// True when every site the clock names is known.
     fn knows(&self, clock: &RowClock) -> bool {
-        std::iter::once(clock.sentinel.site)
+        std::iter::once(clock.sentinel)
+            .filter(|s| s.hlc != 0)
+            .map(|s| s.site)
             .chain(clock.fields_base.map(|s| s.site))
             .chain(clock.fields.iter().map(|(_, s)| s.site))
             .all(|s| self.by_idx.contains_key(&s))
@@ -226,7 +228,10 @@ fn emit_row(
             cl,
         });
     };
-    if let Some(v) = sites.wanted(clock.sentinel, since)? {
+    // A creation version of 0 is not known yet (only fields of the life were seen).
+    if clock.sentinel.hlc != 0
+        && let Some(v) = sites.wanted(clock.sentinel, since)?
+    {
         push(String::new(), None, v);
     }
     if !is_alive(cl) {

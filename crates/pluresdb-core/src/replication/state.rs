@@ -143,11 +143,6 @@ impl Replication {
         Ok(())
     }
 
-    /// The last committed (or handed out) `db_version`.
-    pub(crate) fn last_seq(&self) -> u64 {
-        self.state.lock().last_seq
-    }
-
     /// The index of `site` in `_pluresdb_sites`, adding it when new.
     pub(crate) fn site_index(&self, conn: &Connection, site: SiteId) -> Result<u32> {
         let mut state = self.state.lock();
