@@ -23,7 +23,8 @@ pub struct PeerStatus {
     pub cursor: u64,
     /// This database's `db_version` up to which it confirmed having everything.
     pub acked: u64,
-    /// Rows changed here since what it confirmed (what the next sync will send).
+    /// Changes made or received here since what it confirmed, that it does not have (what
+    /// the next sync will send).
     pub pending: u64,
 }
 
@@ -115,15 +116,14 @@ impl Database {
         )?;
         rows.into_iter()
             .map(|(site, address, last, sent, received, cursor, acked)| {
-                let pending = self
-                    .value(
-                        "SELECT count(*) FROM _pluresdb_clock WHERE seq > ?1",
-                        (acked,),
-                    )?
-                    .as_i64()
-                    .unwrap_or(0) as u64;
+                let site = SiteId::from_slice(&site).unwrap_or_default();
+                let mut pending = 0u64;
+                self.for_each_change(acked as u64, Some(site), 4096, |batch| {
+                    pending += batch.len() as u64;
+                    Ok(())
+                })?;
                 Ok(PeerStatus {
-                    site: SiteId::from_slice(&site).unwrap_or_default(),
+                    site,
                     address,
                     last_sync_ms: last.map(|l| l as u64),
                     sent: sent as u64,

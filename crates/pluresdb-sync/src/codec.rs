@@ -1,0 +1,337 @@
+//! The sync protocol's messages and their compact, versioned binary encoding.
+//!
+//! Every message starts with the protocol version and a type byte. Values use PluresDB's wire
+//! encoding (varints and tagged values). A message from an unknown version, of an unknown
+//! type, malformed, or larger than the limit is rejected with an error; nothing is applied.
+
+use pluresdb_core::wire::{Reader, put_bytes, put_value, put_varint};
+use pluresdb_core::{ChangeRecord, Error, ErrorKind, Hlc, Result, SiteId, Version, VersionVector};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Largest message accepted by default (a batch of changes), in bytes.
+pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
+
+/// Longest text accepted inside a message (values may be larger: up to the message limit).
+const MAX_NAME: usize = 64 * 1024;
+
+const HELLO: u8 = 1;
+const CHANGES: u8 = 2;
+const DONE: u8 = 3;
+const ACK: u8 = 4;
+const ERROR: u8 = 5;
+
+/// One protocol message.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    /// Opens a session: who this is, its `db_version`, and what it already has from each site.
+    Hello {
+        /// The sender's site id.
+        site: SiteId,
+        /// The sender's `db_version`.
+        db_version: u64,
+        /// For each site, the `db_version` up to which the sender has its changes.
+        have: VersionVector,
+    },
+    /// A batch of changes.
+    Changes(Vec<ChangeRecord>),
+    /// Every change of the sender up to `db_version` has been sent.
+    Done {
+        /// The sender's `db_version` the batches were read at.
+        db_version: u64,
+    },
+    /// The receiver applied everything the peer sent up to the peer's `db_version`.
+    Ack {
+        /// The peer's `db_version` now applied.
+        db_version: u64,
+    },
+    /// The sender stops because of this problem.
+    Error(String),
+}
+
+fn put_site(out: &mut Vec<u8>, site: &SiteId) {
+    out.extend_from_slice(site.as_bytes());
+}
+
+fn read_site(r: &mut Reader<'_>) -> Result<SiteId> {
+    let bytes = r.take(16)?;
+    Ok(SiteId::from_slice(bytes).expect("16 bytes"))
+}
+
+impl Message {
+    /// Encodes the message.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![PROTOCOL_VERSION];
+        match self {
+            Message::Hello {
+                site,
+                db_version,
+                have,
+            } => {
+                out.push(HELLO);
+                put_site(&mut out, site);
+                put_varint(&mut out, *db_version);
+                put_varint(&mut out, have.len() as u64);
+                for (s, v) in have.iter() {
+                    put_site(&mut out, s);
+                    put_varint(&mut out, *v);
+                }
+            }
+            Message::Changes(changes) => {
+                out.push(CHANGES);
+                encode_changes(&mut out, changes);
+            }
+            Message::Done { db_version } => {
+                out.push(DONE);
+                put_varint(&mut out, *db_version);
+            }
+            Message::Ack { db_version } => {
+                out.push(ACK);
+                put_varint(&mut out, *db_version);
+            }
+            Message::Error(text) => {
+                out.push(ERROR);
+                put_bytes(&mut out, text.as_bytes());
+            }
+        }
+        out
+    }
+
+    /// Decodes a message of at most `max` bytes.
+    pub fn decode(bytes: &[u8], max: usize) -> Result<Message> {
+        if bytes.len() > max {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "sync message of {} bytes is over the limit of {max} bytes",
+                    bytes.len()
+                ),
+            ));
+        }
+        let mut r = Reader::new(bytes, "sync message");
+        let version = r.byte()?;
+        if version != PROTOCOL_VERSION {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "the peer speaks sync protocol version {version}, this build speaks version \
+                     {PROTOCOL_VERSION}; run the same PluresDB version on both"
+                ),
+            ));
+        }
+        let message = match r.byte()? {
+            HELLO => {
+                let site = read_site(&mut r)?;
+                let db_version = r.varint()?;
+                let n = r.length(1 << 20)?;
+                let mut have = VersionVector::new();
+                for _ in 0..n {
+                    let s = read_site(&mut r)?;
+                    have.observe(s, r.varint()?);
+                }
+                Message::Hello {
+                    site,
+                    db_version,
+                    have,
+                }
+            }
+            CHANGES => Message::Changes(decode_changes(&mut r, max)?),
+            DONE => Message::Done {
+                db_version: r.varint()?,
+            },
+            ACK => Message::Ack {
+                db_version: r.varint()?,
+            },
+            ERROR => Message::Error(r.text(MAX_NAME)?.to_owned()),
+            other => return Err(r.error(&format!("unknown message type {other}"))),
+        };
+        if !r.is_empty() {
+            return Err(r.error(&format!(
+                "{} unexpected bytes after the message",
+                r.remaining()
+            )));
+        }
+        Ok(message)
+    }
+}
+
+/// Changes share their collection names and site ids through small tables at the start.
+fn encode_changes(out: &mut Vec<u8>, changes: &[ChangeRecord]) {
+    let mut names: Vec<&str> = Vec::new();
+    let mut sites: Vec<SiteId> = Vec::new();
+    fn index<T: PartialEq>(list: &mut Vec<T>, item: T) -> usize {
+        match list.iter().position(|x| *x == item) {
+            Some(i) => i,
+            None => {
+                list.push(item);
+                list.len() - 1
+            }
+        }
+    }
+    let refs: Vec<(usize, usize)> = changes
+        .iter()
+        .map(|c| {
+            (
+                index(&mut names, c.collection.as_str()),
+                index(&mut sites, c.version.site),
+            )
+        })
+        .collect();
+    put_varint(out, names.len() as u64);
+    for n in &names {
+        put_bytes(out, n.as_bytes());
+    }
+    put_varint(out, sites.len() as u64);
+    for s in &sites {
+        put_site(out, s);
+    }
+    put_varint(out, changes.len() as u64);
+    for (c, (name, site)) in changes.iter().zip(refs) {
+        put_varint(out, name as u64);
+        put_varint(out, c.key.len() as u64);
+        for k in &c.key {
+            put_value(out, k.as_value_ref());
+        }
+        put_bytes(out, c.field.as_bytes());
+        match &c.value {
+            None => out.push(0),
+            Some(v) => {
+                out.push(1);
+                put_value(out, v.as_value_ref());
+            }
+        }
+        put_varint(out, c.version.hlc.as_u64());
+        put_varint(out, site as u64);
+        put_varint(out, c.cl);
+    }
+}
+
+fn decode_changes(r: &mut Reader<'_>, max: usize) -> Result<Vec<ChangeRecord>> {
+    let n_names = r.length(1 << 16)?;
+    let names = (0..n_names)
+        .map(|_| r.text(MAX_NAME).map(str::to_owned))
+        .collect::<Result<Vec<_>>>()?;
+    let n_sites = r.length(1 << 16)?;
+    let sites = (0..n_sites)
+        .map(|_| read_site(r))
+        .collect::<Result<Vec<_>>>()?;
+    // Each change takes at least 6 bytes: a count beyond that is malformed, not a reason to
+    // reserve memory.
+    let n = r.length(r.remaining() / 6 + 1)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = r.length(names.len().saturating_sub(1))?;
+        let key_len = r.length(64)?;
+        let key = (0..key_len)
+            .map(|_| r.value(max))
+            .collect::<Result<Vec<_>>>()?;
+        let field = r.text(MAX_NAME)?.to_owned();
+        let value = match r.byte()? {
+            0 => None,
+            1 => Some(r.value(max)?),
+            other => return Err(r.error(&format!("bad value flag {other}"))),
+        };
+        let hlc = Hlc::from_u64(r.varint()?);
+        let site_index = r.length(sites.len().saturating_sub(1))?;
+        let cl = r.varint()?;
+        let (Some(collection), Some(site)) = (names.get(name), sites.get(site_index)) else {
+            return Err(r.error("a change refers to a missing table entry"));
+        };
+        out.push(ChangeRecord {
+            collection: collection.clone(),
+            key,
+            field,
+            value,
+            version: Version::new(hlc, *site),
+            cl,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pluresdb_core::Value;
+
+    fn sample() -> Vec<ChangeRecord> {
+        let site = SiteId([7; 16]);
+        vec![
+            ChangeRecord {
+                collection: "todos".into(),
+                key: vec![Value::Text("t1".into())],
+                field: "title".into(),
+                value: Some(Value::Text("hello".into())),
+                version: Version::new(Hlc::new(1_700_000_000_000, 3), site),
+                cl: 1,
+            },
+            ChangeRecord {
+                collection: "todos".into(),
+                key: vec![Value::Text("t2".into())],
+                field: String::new(),
+                value: None,
+                version: Version::new(Hlc::new(1_700_000_000_001, 0), SiteId([9; 16])),
+                cl: 2,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let mut have = VersionVector::new();
+        have.observe(SiteId([1; 16]), 42);
+        for m in [
+            Message::Hello {
+                site: SiteId([3; 16]),
+                db_version: 9,
+                have,
+            },
+            Message::Changes(sample()),
+            Message::Changes(Vec::new()),
+            Message::Done { db_version: 77 },
+            Message::Ack { db_version: 78 },
+            Message::Error("boom".into()),
+        ] {
+            assert_eq!(
+                Message::decode(&m.encode(), DEFAULT_MAX_MESSAGE).unwrap(),
+                m
+            );
+        }
+    }
+
+    #[test]
+    fn bad_messages_are_rejected_with_a_reason() {
+        let good = Message::Changes(sample()).encode();
+        let mut wrong_version = good.clone();
+        wrong_version[0] = 9;
+        let err = Message::decode(&wrong_version, DEFAULT_MAX_MESSAGE).unwrap_err();
+        assert!(err.message().contains("protocol version 9"), "{err}");
+        let err = Message::decode(&good, 10).unwrap_err();
+        assert!(
+            err.message().contains("over the limit of 10 bytes"),
+            "{err}"
+        );
+        let err = Message::decode(&[PROTOCOL_VERSION, 99], DEFAULT_MAX_MESSAGE).unwrap_err();
+        assert!(err.message().contains("unknown message type 99"), "{err}");
+        // Every truncation of a valid message is an error, never a panic.
+        for cut in 0..good.len() {
+            assert!(
+                Message::decode(&good[..cut], DEFAULT_MAX_MESSAGE).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut extra = Message::Done { db_version: 1 }.encode();
+        extra.push(0);
+        assert!(
+            Message::decode(&extra, DEFAULT_MAX_MESSAGE)
+                .unwrap_err()
+                .message()
+                .contains("unexpected bytes")
+        );
+        // A huge claimed count does not allocate.
+        let mut lie = vec![PROTOCOL_VERSION, CHANGES, 0, 0];
+        put_varint(&mut lie, u64::MAX >> 1);
+        assert!(Message::decode(&lie, DEFAULT_MAX_MESSAGE).is_err());
+    }
+}

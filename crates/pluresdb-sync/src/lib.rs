@@ -1,0 +1,13 @@
+//! PluresDB sync: moves changes between databases so they converge.
+//!
+//! * [`codec`]: the protocol's messages in a compact, versioned binary form.
+//! * [`run_session`]: a two-way sync over a WebSocket (any transport stream).
+//! * [`net`]: `serve` and `sync` over TCP.
+//! * [`file`]: change files for devices without a network between them.
+
+pub mod codec;
+pub mod file;
+pub mod net;
+mod session;
+
+pub use session::{SessionOptions, SessionReport, run_session};

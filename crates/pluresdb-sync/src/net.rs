@@ -1,0 +1,65 @@
+//! Sync over the network: a WebSocket server and client on TCP.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_tungstenite::{accept_async, connect_async};
+
+use pluresdb_core::{Database, Error, ErrorKind, Result};
+
+use crate::session::{SessionOptions, SessionReport, run_session, ws_error};
+
+/// Accepts sync sessions on `listener` until the future is dropped. Each session stays open
+/// (watch mode) as long as the peer keeps it, so peers that watch get changes live.
+pub async fn serve(db: Database, listener: TcpListener, opts: SessionOptions) -> Result<()> {
+    loop {
+        let (tcp, addr) = listener.accept().await.map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("accepting a sync connection failed: {e}"),
+            )
+        })?;
+        let db = db.clone();
+        let opts = SessionOptions {
+            watch: true,
+            address: Some(addr.to_string()),
+            ..opts.clone()
+        };
+        tokio::spawn(async move {
+            let result = match accept_async(tcp).await {
+                Ok(ws) => run_session(db, ws, &opts).await.map(|_| ()),
+                Err(e) => Err(ws_error(e)),
+            };
+            if let Err(e) = result {
+                eprintln!("pluresdb: sync with {addr} ended: {e}");
+            }
+        });
+    }
+}
+
+/// Binds a sync server on `addr` (for example `127.0.0.1:34569`).
+pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// Runs one sync session with the server at `url` (`ws://host:port`).
+pub async fn sync_with(db: Database, url: &str, opts: &SessionOptions) -> Result<SessionReport> {
+    if !url.starts_with("ws://") {
+        return Err(Error::invalid(format!(
+            "cannot sync with {url:?}: give a ws://host:port address (TLS is not supported yet; \
+             put a TLS proxy in front for wss://)"
+        )));
+    }
+    let (ws, _) = connect_async(url)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot connect to {url}: {e}")))?;
+    let opts = SessionOptions {
+        address: Some(url.to_owned()),
+        ..opts.clone()
+    };
+    run_session(db, ws, &opts).await
+}

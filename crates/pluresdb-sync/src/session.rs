@@ -1,0 +1,336 @@
+//! A two-way sync session over one WebSocket: both sides say hello, send what the other
+//! lacks, apply what they receive, confirm, and (in watch mode) keep pushing new changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+
+use pluresdb_core::{Database, Error, ErrorKind, Result, SiteId, SyncProgress};
+
+use crate::codec::{DEFAULT_MAX_MESSAGE, Message};
+
+/// How a session behaves.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Keep the session open after the first exchange and send new changes as they commit.
+    pub watch: bool,
+    /// Changes per message.
+    pub batch: usize,
+    /// Largest message accepted from the peer, in bytes.
+    pub max_message: usize,
+    /// Where the peer is (recorded in the sync status).
+    pub address: Option<String>,
+    /// How long to wait for the peer before giving up (outside watch mode).
+    pub timeout: Duration,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            watch: false,
+            batch: 2000,
+            max_message: DEFAULT_MAX_MESSAGE,
+            address: None,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a session did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionReport {
+    /// The peer's site id.
+    pub peer: Option<SiteId>,
+    /// Changes sent.
+    pub sent: u64,
+    /// Changes received.
+    pub received: u64,
+    /// Received changes that won and were written.
+    pub applied: u64,
+}
+
+pub(crate) fn ws_error(err: WsError) -> Error {
+    Error::new(ErrorKind::Io, format!("sync connection failed: {err}"))
+}
+
+/// Encoded messages from the thread that reads changes, with the number of changes in each.
+type Produced = Result<(Vec<u8>, u64)>;
+
+/// Reads the changes after `since` on a thread and queues them as encoded messages, ending
+/// with `Done`.
+fn produce(
+    db: Database,
+    since: u64,
+    exclude: SiteId,
+    batch: usize,
+    out: mpsc::UnboundedSender<Produced>,
+) {
+    std::thread::spawn(move || {
+        let result = db.for_each_change(since, Some(exclude), batch, |changes| {
+            let bytes = Message::Changes(changes.to_vec()).encode();
+            out.send(Ok((bytes, changes.len() as u64)))
+                .map_err(|_| Error::new(ErrorKind::Io, "sync session ended"))
+        });
+        let _ = match result {
+            Ok(db_version) => out.send(Ok((Message::Done { db_version }.encode(), 0))),
+            Err(e) => out.send(Err(e)),
+        };
+    });
+}
+
+/// Runs a session with the peer at the other end of `ws`.
+pub async fn run_session<S>(
+    db: Database,
+    ws: WebSocketStream<S>,
+    opts: &SessionOptions,
+) -> Result<SessionReport>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut sink, mut stream) = ws.split();
+    let hello = Message::Hello {
+        site: db.site_id(),
+        db_version: db.db_version()?,
+        have: db.version_vector()?,
+    };
+    sink.send(WsMessage::binary(hello.encode()))
+        .await
+        .map_err(ws_error)?;
+    let local = Arc::new(Notify::new());
+    let subscription = opts.watch.then(|| {
+        let local = local.clone();
+        db.on_every_change(move |_| local.notify_one())
+    });
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut session = Session {
+        db: &db,
+        opts,
+        report: SessionReport::default(),
+        peer: None,
+        peer_done: false,
+        our_done: None,
+        acked: false,
+        producing: false,
+        dirty: false,
+        sent_through: 0,
+        sent_recorded: 0,
+        received_recorded: 0,
+        tx,
+    };
+    let result = session.drive(&mut sink, &mut stream, rx, &local).await;
+    if let Some(id) = subscription {
+        db.off(id);
+    }
+    if let Err(e) = &result {
+        let _ = sink
+            .send(WsMessage::binary(Message::Error(e.to_string()).encode()))
+            .await;
+    }
+    let _ = sink.close().await;
+    result.map(|()| session.report)
+}
+
+struct Session<'a> {
+    db: &'a Database,
+    opts: &'a SessionOptions,
+    report: SessionReport,
+    peer: Option<SiteId>,
+    /// The peer sent everything it had.
+    peer_done: bool,
+    /// This side's `db_version` of its last `Done`.
+    our_done: Option<u64>,
+    /// The peer confirmed the last `Done`.
+    acked: bool,
+    /// A thread is reading changes to send.
+    producing: bool,
+    /// Local changes committed while producing: produce again after.
+    dirty: bool,
+    /// This side's `db_version` up to which changes were sent.
+    sent_through: u64,
+    sent_recorded: u64,
+    received_recorded: u64,
+    tx: mpsc::UnboundedSender<Produced>,
+}
+
+impl Session<'_> {
+    async fn drive<Si, St>(
+        &mut self,
+        sink: &mut Si,
+        stream: &mut St,
+        mut rx: mpsc::UnboundedReceiver<Produced>,
+        local: &Notify,
+    ) -> Result<()>
+    where
+        Si: Sink<WsMessage, Error = WsError> + Unpin,
+        St: Stream<Item = std::result::Result<WsMessage, WsError>> + Unpin,
+    {
+        loop {
+            if !self.opts.watch && self.peer_done && self.acked {
+                return Ok(());
+            }
+            let timeout = if self.opts.watch {
+                Duration::MAX
+            } else {
+                self.opts.timeout
+            };
+            tokio::select! {
+                incoming = tokio::time::timeout(timeout, stream.next()) => {
+                    let Ok(incoming) = incoming else {
+                        return Err(Error::new(ErrorKind::Io, format!("the peer sent nothing for {timeout:?}; giving up")));
+                    };
+                    if !self.handle(sink, incoming).await? {
+                        return if self.opts.watch || (self.peer_done && self.acked) {
+                            Ok(())
+                        } else {
+                            Err(Error::new(ErrorKind::Io, "the peer closed the connection before the sync finished"))
+                        };
+                    }
+                }
+                Some(produced) = rx.recv() => self.send_produced(sink, produced?).await?,
+                () = local.notified(), if self.opts.watch && self.peer.is_some() => {
+                    if self.producing {
+                        self.dirty = true;
+                    } else {
+                        self.start_producing();
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_producing(&mut self) {
+        if let Some(peer) = self.peer {
+            self.producing = true;
+            produce(
+                self.db.clone(),
+                self.sent_through,
+                peer,
+                self.opts.batch,
+                self.tx.clone(),
+            );
+        }
+    }
+
+    async fn send_produced<Si>(
+        &mut self,
+        sink: &mut Si,
+        (bytes, count): (Vec<u8>, u64),
+    ) -> Result<()>
+    where
+        Si: Sink<WsMessage, Error = WsError> + Unpin,
+    {
+        let done = match Message::decode(&bytes, usize::MAX) {
+            Ok(Message::Done { db_version }) => Some(db_version),
+            _ => None,
+        };
+        sink.send(WsMessage::binary(bytes))
+            .await
+            .map_err(ws_error)?;
+        self.report.sent += count;
+        let Some(db_version) = done else {
+            return Ok(());
+        };
+        self.our_done = Some(db_version);
+        self.acked = false;
+        self.sent_through = db_version;
+        self.producing = false;
+        self.record(None, None)?;
+        if self.dirty {
+            self.dirty = false;
+            self.start_producing();
+        }
+        Ok(())
+    }
+
+    /// Records counters (as increments) and cursors for the peer.
+    fn record(&mut self, cursor: Option<u64>, acked: Option<u64>) -> Result<()> {
+        let Some(peer) = self.peer else {
+            return Ok(());
+        };
+        self.db.record_sync(
+            peer,
+            &SyncProgress {
+                address: self.opts.address.clone(),
+                sent: self.report.sent - self.sent_recorded,
+                received: self.report.received - self.received_recorded,
+                cursor,
+                acked,
+            },
+        )?;
+        self.sent_recorded = self.report.sent;
+        self.received_recorded = self.report.received;
+        Ok(())
+    }
+
+    /// Handles one incoming message; returns false when the connection closed.
+    async fn handle<Si>(
+        &mut self,
+        sink: &mut Si,
+        incoming: Option<std::result::Result<WsMessage, WsError>>,
+    ) -> Result<bool>
+    where
+        Si: Sink<WsMessage, Error = WsError> + Unpin,
+    {
+        let bytes = match incoming {
+            None | Some(Ok(WsMessage::Close(_))) => return Ok(false),
+            Some(Err(e)) => return Err(ws_error(e)),
+            Some(Ok(WsMessage::Binary(b))) => b,
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {
+                return Ok(true);
+            }
+            Some(Ok(WsMessage::Text(_))) => {
+                return Err(Error::invalid(
+                    "the peer sent a text message; the sync protocol is binary",
+                ));
+            }
+        };
+        let message = Message::decode(&bytes, self.opts.max_message)?;
+        match (message, self.peer) {
+            (Message::Hello { site, have, .. }, None) => {
+                if site == self.db.site_id() {
+                    return Err(Error::invalid(
+                        "the peer is this same database (same site id); nothing to sync",
+                    ));
+                }
+                self.peer = Some(site);
+                self.report.peer = Some(site);
+                self.sent_through = have.get(&self.db.site_id());
+                self.start_producing();
+            }
+            (Message::Hello { .. }, Some(_)) => {
+                return Err(Error::invalid("the peer said hello twice"));
+            }
+            (_, None) => return Err(Error::invalid("the peer sent data before saying hello")),
+            (Message::Changes(changes), Some(_)) => {
+                let applied = self.db.apply_changes(&changes)?;
+                self.report.received += changes.len() as u64;
+                self.report.applied += applied.applied;
+            }
+            (Message::Done { db_version }, Some(_)) => {
+                self.record(Some(db_version), None)?;
+                self.peer_done = true;
+                sink.send(WsMessage::binary(Message::Ack { db_version }.encode()))
+                    .await
+                    .map_err(ws_error)?;
+            }
+            (Message::Ack { db_version }, Some(_)) => {
+                self.record(None, Some(db_version))?;
+                if self.our_done.is_some_and(|v| db_version >= v) {
+                    self.acked = true;
+                }
+            }
+            (Message::Error(text), Some(_)) => {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!("the peer stopped the sync: {text}"),
+                ));
+            }
+        }
+        Ok(true)
+    }
+}

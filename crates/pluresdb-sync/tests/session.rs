@@ -1,0 +1,321 @@
+//! Sync sessions over real WebSockets on 127.0.0.1, and change files.
+
+use std::time::{Duration, Instant};
+
+use pluresdb_core::{Database, ErrorKind, Value, VersionVector};
+use pluresdb_sync::codec::Message;
+use pluresdb_sync::file::{apply_file, write_changes};
+use pluresdb_sync::net::{bind, serve, sync_with};
+use pluresdb_sync::{SessionOptions, run_session};
+use serde_json::json;
+
+fn open(dir: &tempfile::TempDir, name: &str) -> Database {
+    let db = Database::open(dir.path().join(name)).unwrap();
+    db.exec("CREATE TABLE IF NOT EXISTS todos(id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL DEFAULT '', done INTEGER NOT NULL DEFAULT 0)").unwrap();
+    db.sync_table("todos").unwrap();
+    db
+}
+
+fn rows(db: &Database) -> Vec<String> {
+    let mut out: Vec<String> = db
+        .all("SELECT * FROM todos ORDER BY id", ())
+        .unwrap()
+        .iter()
+        .map(|r| r.to_json().to_string())
+        .collect();
+    out.extend(
+        db.list("")
+            .unwrap()
+            .into_iter()
+            .map(|n| format!("{} {}", n.id, json!(n.data))),
+    );
+    out.extend(
+        db.all(
+            "SELECT from_id, relation, to_id, data FROM pluresdb_edges ORDER BY 1, 2, 3",
+            (),
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.to_json().to_string()),
+    );
+    out
+}
+
+async fn start_server(db: Database) -> String {
+    let (listener, addr) = bind("127.0.0.1:0").await.unwrap();
+    tokio::spawn(serve(db, listener, SessionOptions::default()));
+    format!("ws://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_way_sync_over_websocket_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_db = open(&dir, "server.db");
+    let client_db = open(&dir, "client.db");
+    for i in 0..300 {
+        server_db
+            .run(
+                "INSERT INTO todos(id, title) VALUES (?, ?)",
+                (format!("s{i}"), "from server"),
+            )
+            .unwrap();
+    }
+    server_db.put("ada", &json!({"name": "Ada"})).unwrap();
+    client_db
+        .run(
+            "INSERT INTO todos(id, title) VALUES ('c1', 'from client')",
+            (),
+        )
+        .unwrap();
+    client_db.put("alan", &json!({"name": "Alan"})).unwrap();
+    let url = start_server(server_db.clone()).await;
+    let report = sync_with(client_db.clone(), &url, &SessionOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.peer, Some(server_db.site_id()));
+    assert!(report.received >= 300, "{report:?}");
+    assert!(report.sent >= 2, "{report:?}");
+    // The server applied the client's batches before acknowledging.
+    assert_eq!(rows(&client_db), rows(&server_db));
+    // Sync status on both sides.
+    let status = client_db.sync_status().unwrap();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].address.as_deref(), Some(url.as_str()));
+    assert_eq!(status[0].pending, 0);
+    assert!(status[0].last_sync_ms.is_some());
+    // A second sync is incremental: nothing to send either way.
+    let again = sync_with(client_db.clone(), &url, &SessionOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((again.sent, again.received), (0, 0), "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_mode_delivers_new_changes_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_db = open(&dir, "server.db");
+    let client_db = open(&dir, "client.db");
+    let url = start_server(server_db.clone()).await;
+    let watcher = client_db.clone();
+    let watch_url = url.clone();
+    let session = tokio::spawn(async move {
+        sync_with(
+            watcher,
+            &watch_url,
+            &SessionOptions {
+                watch: true,
+                ..Default::default()
+            },
+        )
+        .await
+    });
+    // Let the initial exchange finish.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut latencies = Vec::new();
+    for i in 0..5 {
+        let id = format!("live{i}");
+        let start = Instant::now();
+        server_db
+            .run(
+                "INSERT INTO todos(id, title) VALUES (?, 'live')",
+                (id.clone(),),
+            )
+            .unwrap();
+        loop {
+            if client_db
+                .get("SELECT 1 FROM todos WHERE id = ?", (id.clone(),))
+                .unwrap()
+                .is_some()
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "change {i} never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        latencies.push(start.elapsed());
+        // And the other direction.
+        let id = format!("back{i}");
+        let start = Instant::now();
+        client_db
+            .run(
+                "INSERT INTO todos(id, title) VALUES (?, 'back')",
+                (id.clone(),),
+            )
+            .unwrap();
+        loop {
+            if server_db
+                .get("SELECT 1 FROM todos WHERE id = ?", (id.clone(),))
+                .unwrap()
+                .is_some()
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "change back{i} never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        latencies.push(start.elapsed());
+    }
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    assert!(
+        median < Duration::from_millis(250),
+        "median latency {median:?}"
+    );
+    session.abort();
+    assert_eq!(rows(&client_db), rows(&server_db));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_speaking_another_version_is_refused_and_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_db = open(&dir, "server.db");
+    server_db
+        .run("INSERT INTO todos(id) VALUES ('keep')", ())
+        .unwrap();
+    let before = rows(&server_db);
+    let url = start_server(server_db.clone()).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    use futures_util::{SinkExt, StreamExt};
+    let mut bad = Message::Done { db_version: 1 }.encode();
+    bad[0] = 42;
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(bad))
+        .await
+        .unwrap();
+    let mut error = None;
+    while let Some(Ok(msg)) = ws.next().await {
+        if let tokio_tungstenite::tungstenite::Message::Binary(b) = msg
+            && let Ok(Message::Error(text)) = Message::decode(&b, usize::MAX)
+        {
+            error = Some(text);
+        }
+    }
+    let error = error.expect("the server explains why it stopped");
+    assert!(error.contains("protocol version 42"), "{error}");
+    assert_eq!(rows(&server_db), before);
+    // Garbage after a valid hello is refused too.
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let hello = Message::Hello {
+        site: pluresdb_core::SiteId([5; 16]),
+        db_version: 0,
+        have: VersionVector::new(),
+    };
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(
+        hello.encode(),
+    ))
+    .await
+    .unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![
+        1, 2, 0xff, 0xff,
+    ]))
+    .await
+    .unwrap();
+    let mut error = None;
+    while let Some(Ok(msg)) = ws.next().await {
+        if let tokio_tungstenite::tungstenite::Message::Binary(b) = msg
+            && let Ok(Message::Error(text)) = Message::decode(&b, usize::MAX)
+        {
+            error = Some(text);
+        }
+    }
+    assert!(error.unwrap().contains("malformed sync message"));
+    assert_eq!(rows(&server_db), before);
+}
+
+#[tokio::test]
+async fn connecting_to_nothing_is_a_clear_error() {
+    let db = Database::open_in_memory().unwrap();
+    let err = sync_with(db.clone(), "ws://127.0.0.1:1", &SessionOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    assert!(
+        err.message()
+            .starts_with("cannot connect to ws://127.0.0.1:1"),
+        "{err}"
+    );
+    let err = sync_with(db, "http://example", &SessionOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("ws://host:port"), "{err}");
+}
+
+#[test]
+fn change_files_carry_changes_between_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&dir, "a.db");
+    let b = open(&dir, "b.db");
+    a.run(
+        "INSERT INTO todos(id, title) VALUES ('1', 'one'), ('2', 'two')",
+        (),
+    )
+    .unwrap();
+    a.put("n", &json!({"v": 1})).unwrap();
+    let mut file = Vec::new();
+    let written = write_changes(&a, &b.version_vector().unwrap(), &mut file).unwrap();
+    assert!(written.changes >= 5, "{written:?}");
+    let applied = apply_file(&b, &mut file.as_slice(), Some("usb".into())).unwrap();
+    assert_eq!(applied.from, Some(a.site_id()));
+    assert_eq!(rows(&a), rows(&b));
+    // Applying the same file again changes nothing.
+    let again = apply_file(&b, &mut file.as_slice(), None).unwrap();
+    assert_eq!(again.report.applied, 0);
+    // The next file only has what is new since b's version vector.
+    a.run("UPDATE todos SET done = 1 WHERE id = '1'", ())
+        .unwrap();
+    let mut next = Vec::new();
+    let written = write_changes(&a, &b.version_vector().unwrap(), &mut next).unwrap();
+    assert_eq!(written.changes, 1);
+    apply_file(&b, &mut next.as_slice(), None).unwrap();
+    assert_eq!(
+        b.value("SELECT done FROM todos WHERE id = '1'", ())
+            .unwrap(),
+        Value::Integer(1)
+    );
+    // A truncated file applies its complete batches but does not claim completion.
+    let cursor = b.peer_cursor(a.site_id()).unwrap();
+    a.run("INSERT INTO todos(id) VALUES ('3')", ()).unwrap();
+    let mut cut = Vec::new();
+    write_changes(&a, &b.version_vector().unwrap(), &mut cut).unwrap();
+    cut.truncate(cut.len() - 3);
+    let err = apply_file(&b, &mut cut.as_slice(), None).unwrap_err();
+    assert!(err.message().contains("truncated"), "{err}");
+    assert_eq!(b.peer_cursor(a.site_id()).unwrap(), cursor);
+    let err = apply_file(&b, &mut &b"not a change file"[..], None).unwrap_err();
+    assert!(
+        err.message().contains("damaged")
+            || err.message().contains("not a PluresDB change file")
+            || err.message().contains("malformed"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_runs_over_any_stream() {
+    // Two in-process ends joined by a duplex pipe: the session does not care about TCP.
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&dir, "a.db");
+    let b = open(&dir, "b.db");
+    a.put("x", &json!({"from": "a"})).unwrap();
+    b.put("y", &json!({"from": "b"})).unwrap();
+    let (left, right) = tokio::io::duplex(1 << 16);
+    let (ws_a, ws_b) = tokio::join!(
+        tokio_tungstenite::client_async("ws://pipe/", left),
+        tokio_tungstenite::accept_async(right)
+    );
+    let (ws_a, _) = ws_a.unwrap();
+    let ws_b = ws_b.unwrap();
+    let opts = SessionOptions::default();
+    let (ra, rb) = tokio::join!(
+        run_session(a.clone(), ws_a, &opts),
+        run_session(b.clone(), ws_b, &opts)
+    );
+    ra.unwrap();
+    rb.unwrap();
+    assert_eq!(rows(&a), rows(&b));
+}
