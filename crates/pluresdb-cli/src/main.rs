@@ -2,6 +2,7 @@
 
 mod output;
 mod shell;
+mod sync_cmd;
 mod transfer;
 
 use std::io::{Read, Write};
@@ -163,6 +164,44 @@ enum Command {
     },
     /// Check the database's integrity (exit status 1 when damaged).
     Check,
+    /// Write the changes another device lacks to a file (sync without a network).
+    Changes {
+        /// What the other device has: its version vector (`pluresdb sync --status` there);
+        /// empty means everything.
+        #[arg(long, default_value = "")]
+        since: String,
+        /// Output file (default: standard output, which must be redirected).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Apply a change file written by `pluresdb changes` on another device.
+    Apply {
+        /// The change file.
+        file: PathBuf,
+    },
+    /// Serve sync over WebSocket until interrupted.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:34569")]
+        listen: String,
+    },
+    /// Two-way sync with a `pluresdb serve` at URL (ws://host:port); --status shows peers.
+    Sync {
+        /// The server, as ws://host:port.
+        #[arg(required_unless_present = "status")]
+        url: Option<String>,
+        /// Keep syncing live changes until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Show this database's version vector and its peers instead of syncing.
+        #[arg(long)]
+        status: bool,
+    },
+    /// Print the recorded versions of a node (oldest first).
+    History {
+        /// Node id.
+        id: String,
+    },
     /// Write a consistent copy of the database to a new file.
     Backup {
         /// Destination file (must not exist).
@@ -468,6 +507,61 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if !problems.is_empty() {
                 return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Changes { since, output } => {
+            let db = open(&cli)?;
+            drop(out);
+            sync_cmd::changes(&db, since, output.as_deref(), cli.json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Apply { file } => {
+            let db = open(&cli)?;
+            drop(out);
+            sync_cmd::apply(&db, file, cli.json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Serve { listen } => {
+            let db = open(&cli)?;
+            drop(out);
+            sync_cmd::serve_cmd(db, listen)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Sync { url, watch, status } => {
+            let db = open(&cli)?;
+            drop(out);
+            match (status, url) {
+                (true, _) => sync_cmd::status(&db, cli.json)?,
+                (false, Some(url)) => sync_cmd::sync_cmd(db, url, *watch, cli.json)?,
+                (false, None) => {
+                    return Err(Error::invalid(
+                        "give the server's ws://host:port, or --status",
+                    ));
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::History { id } => {
+            let db = open(&cli)?;
+            let versions = db.history(id)?;
+            if versions.is_empty() {
+                return Err(Error::not_found(format!("no history for node {id:?}")));
+            }
+            if cli.json {
+                print_json(&mut out, &versions)?;
+            } else {
+                let rows = versions.iter().map(|v| {
+                    vec![
+                        v.hlc.as_u64().to_string(),
+                        v.site.to_string(),
+                        if v.deleted {
+                            "deleted".into()
+                        } else {
+                            Json::Object(v.data.clone()).to_string()
+                        },
+                    ]
+                });
+                print_table(&mut out, &["version", "site", "data"], rows)?;
             }
         }
         Command::Backup { dest } => {

@@ -67,7 +67,9 @@ pub use value::{
     BLOB_JSON_KEY, FromValue, Param, ToParam, Value, ValueRef, base64_decode, base64_encode,
 };
 
-pub use pluresdb_crdt::{Hlc, SiteId, Version, VersionVector};
+pub use pluresdb_crdt::{
+    Hlc, ParseVersionVectorError, SiteId, Version, VersionVector, wall_millis,
+};
 
 /// Whether `sql` ends with a complete statement (SQLite's `sqlite3_complete`), for shells.
 pub fn is_complete_statement(sql: &str) -> bool {

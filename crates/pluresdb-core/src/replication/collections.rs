@@ -114,8 +114,11 @@ pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Columns of `table` as `(name, declared type, not null, pk position, hidden)`.
-fn columns(conn: &Connection, table: &str) -> Result<Vec<(String, String, bool, i64, i64)>> {
+/// One column: `(name, declared type, not null, pk position, hidden)`.
+type ColumnRow = (String, String, bool, i64, i64);
+
+/// Columns of `table`.
+fn columns(conn: &Connection, table: &str) -> Result<Vec<ColumnRow>> {
     let mut stmt =
         conn.prepare("SELECT name, type, \"notnull\", pk, hidden FROM pragma_table_xinfo(?1)")?;
     let rows = stmt
@@ -177,7 +180,7 @@ pub(crate) fn check_shape(conn: &Connection, table: &str) -> Result<TableInfo> {
         return Err(refuse(format!("it is a {kind}, not an ordinary table")));
     }
     let cols = columns(conn, table)?;
-    let mut pk: Vec<&(String, String, bool, i64, i64)> = cols.iter().filter(|c| c.3 > 0).collect();
+    let mut pk: Vec<&ColumnRow> = cols.iter().filter(|c| c.3 > 0).collect();
     pk.sort_by_key(|c| c.3);
     if pk.is_empty() {
         return Err(refuse(

@@ -1,0 +1,184 @@
+//! `changes`, `apply`, `serve`, `sync`: moving changes between databases.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use pluresdb_core::{Database, Error, Result, VersionVector};
+use pluresdb_sync::SessionOptions;
+use pluresdb_sync::file::{apply_file, write_changes};
+use pluresdb_sync::net::{bind, serve, sync_with};
+use serde_json::json;
+
+use crate::output::{print_json, print_table};
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))
+}
+
+/// `pluresdb changes --since VECTOR [-o FILE]`.
+pub fn changes(db: &Database, since: &str, output: Option<&Path>, json_out: bool) -> Result<()> {
+    let have: VersionVector = since
+        .parse()
+        .map_err(|e: pluresdb_core::ParseVersionVectorError| Error::invalid(e.to_string()))?;
+    let written = match output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .map_err(|e| Error::from(e).context(format!("cannot create {}", path.display())))?;
+            let mut out = std::io::BufWriter::new(file);
+            write_changes(db, &have, &mut out)?
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                return Err(Error::invalid(
+                    "a change file is binary: redirect it (pluresdb changes > file) or use -o FILE",
+                ));
+            }
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            write_changes(db, &have, &mut out)?
+        }
+    };
+    let summary = json!({"changes": written.changes, "db_version": written.db_version, "site": db.site_id().to_string()});
+    if json_out && output.is_some() {
+        print_json(&mut std::io::stdout(), &summary)?;
+    } else {
+        eprintln!(
+            "wrote {} changes (up to version {} of {})",
+            written.changes,
+            written.db_version,
+            db.site_id()
+        );
+    }
+    Ok(())
+}
+
+/// `pluresdb apply FILE`.
+pub fn apply(db: &Database, file: &Path, json_out: bool) -> Result<()> {
+    let f = std::fs::File::open(file)
+        .map_err(|e| Error::from(e).context(format!("cannot read {}", file.display())))?;
+    let applied = apply_file(
+        db,
+        &mut std::io::BufReader::new(f),
+        Some(file.display().to_string()),
+    )?;
+    let vv = db.version_vector()?.to_string();
+    if json_out {
+        print_json(
+            &mut std::io::stdout(),
+            &json!({
+                "from": applied.from.map(|s| s.to_string()),
+                "received": applied.report.received,
+                "applied": applied.report.applied,
+                "rows": applied.report.rows,
+                "version_vector": vv,
+            }),
+        )?;
+    } else {
+        println!(
+            "applied {} of {} changes ({} rows changed); this database now has: {vv}",
+            applied.report.applied, applied.report.received, applied.report.rows
+        );
+    }
+    Ok(())
+}
+
+/// `pluresdb serve --listen ADDRESS`: serves sync until interrupted.
+pub fn serve_cmd(db: Database, listen: &str) -> Result<()> {
+    runtime()?.block_on(async move {
+        let (listener, addr) = bind(listen).await?;
+        println!("serving sync on ws://{addr} (Ctrl-C stops)");
+        std::io::stdout().flush()?;
+        tokio::select! {
+            result = serve(db, listener, SessionOptions::default()) => result,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
+}
+
+/// `pluresdb sync URL [--watch]`.
+pub fn sync_cmd(db: Database, url: &str, watch: bool, json_out: bool) -> Result<()> {
+    let opts = SessionOptions {
+        watch,
+        ..SessionOptions::default()
+    };
+    let report = runtime()?.block_on(async {
+        tokio::select! {
+            result = sync_with(db.clone(), url, &opts) => result.map(Some),
+            _ = tokio::signal::ctrl_c(), if watch => Ok(None),
+        }
+    })?;
+    if let Some(report) = report {
+        if json_out {
+            print_json(
+                &mut std::io::stdout(),
+                &json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied}),
+            )?;
+        } else {
+            println!(
+                "synced with {url}: sent {} changes, received {} ({} applied)",
+                report.sent, report.received, report.applied
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `pluresdb sync --status`.
+pub fn status(db: &Database, json_out: bool) -> Result<()> {
+    let peers = db.sync_status()?;
+    let mut out = std::io::stdout().lock();
+    if json_out {
+        return print_json(
+            &mut out,
+            &json!({
+                "site": db.site_id().to_string(),
+                "db_version": db.db_version()?,
+                "version_vector": db.version_vector()?.to_string(),
+                "peers": peers,
+            }),
+        );
+    }
+    writeln!(
+        out,
+        "this database: site {} at version {}",
+        db.site_id(),
+        db.db_version()?
+    )?;
+    writeln!(
+        out,
+        "it has (give this to `pluresdb changes --since` on another device): {}",
+        db.version_vector()?
+    )?;
+    if peers.is_empty() {
+        writeln!(out, "not synced with any peer yet")?;
+        return Ok(());
+    }
+    let now = pluresdb_core::wall_millis();
+    let rows = peers.iter().map(|p| {
+        vec![
+            p.site.to_string(),
+            p.address.clone().unwrap_or_default(),
+            p.last_sync_ms.map_or_else(String::new, |t| {
+                format!("{}s ago", now.saturating_sub(t) / 1000)
+            }),
+            p.sent.to_string(),
+            p.received.to_string(),
+            p.pending.to_string(),
+        ]
+    });
+    print_table(
+        &mut out,
+        &[
+            "peer",
+            "address",
+            "last sync",
+            "sent",
+            "received",
+            "pending",
+        ],
+        rows,
+    )
+}
