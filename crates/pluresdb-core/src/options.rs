@@ -43,6 +43,7 @@ pub struct OpenOptions {
     pub(crate) foreign_keys: bool,
     pub(crate) readers: usize,
     pub(crate) statement_cache: usize,
+    pub(crate) cache_kib: u32,
 }
 
 impl Default for OpenOptions {
@@ -56,6 +57,7 @@ impl Default for OpenOptions {
             foreign_keys: true,
             readers: 4,
             statement_cache: 128,
+            cache_kib: 16 * 1024,
         }
     }
 }
@@ -114,6 +116,12 @@ impl OpenOptions {
     /// Prepared statements kept per connection (default 128).
     pub fn statement_cache(mut self, capacity: usize) -> Self {
         self.statement_cache = capacity;
+        self
+    }
+
+    /// SQLite page cache per connection, in KiB (default 16 MiB; SQLite's own default is 2).
+    pub fn cache_size_kib(mut self, kib: u32) -> Self {
+        self.cache_kib = kib;
         self
     }
 

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
-use tokio_tungstenite::{accept_async, connect_async};
+use tokio_tungstenite::{accept_async, connect_async_with_config};
 
 use pluresdb_core::{Database, Error, ErrorKind, Result};
 
@@ -19,6 +19,8 @@ pub async fn serve(db: Database, listener: TcpListener, opts: SessionOptions) ->
                 format!("accepting a sync connection failed: {e}"),
             )
         })?;
+        // Small sync messages must not wait for Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
         let db = db.clone();
         let opts = SessionOptions {
             watch: true,
@@ -54,7 +56,7 @@ pub async fn sync_with(db: Database, url: &str, opts: &SessionOptions) -> Result
              put a TLS proxy in front for wss://)"
         )));
     }
-    let (ws, _) = connect_async(url)
+    let (ws, _) = connect_async_with_config(url, None, true)
         .await
         .map_err(|e| Error::new(ErrorKind::Io, format!("cannot connect to {url}: {e}")))?;
     let opts = SessionOptions {

@@ -2,6 +2,7 @@
 //! which keeps them in memory; before the transaction ends (and in batches meanwhile) they
 //! are written to `_pluresdb_clock` with this site's versions.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use rusqlite::Connection;
@@ -110,63 +111,88 @@ impl Replication {
         let mut i = 0;
         while i < items.len() {
             let item = &items[i];
+            let run_of = |pred: &dyn Fn(&Captured) -> bool| {
+                items[i..].iter().take_while(|c| pred(c)).count()
+            };
             match (item.op, &item.new_key) {
                 (Op::Insert, _) => {
-                    let run = items[i..].iter().take_while(|c| c.op == Op::Insert).count();
-                    let mut done = 0;
-                    while done < run {
-                        let size = [64, 16, 4, 1]
-                            .into_iter()
-                            .find(|s| *s <= run - done)
-                            .unwrap_or(1);
-                        let chunk = &items[i + done..i + done + size];
-                        upsert_created(
-                            conn,
-                            chunk
-                                .iter()
-                                .map(|c| (c.coll, c.key.as_slice(), RowClock::whole(stamp(c)))),
-                        )?;
-                        done += size;
+                    // New rows: written without reading first (an existing record is upserted).
+                    let run = run_of(&|c| c.op == Op::Insert);
+                    for chunk in items[i..i + run].chunks(64) {
+                        for part in chunk_sizes(chunk) {
+                            upsert_created(
+                                conn,
+                                part.iter()
+                                    .map(|c| (c.coll, c.key.as_slice(), RowClock::whole(stamp(c)))),
+                            )?;
+                        }
                     }
                     i += run;
-                    continue;
                 }
-                (Op::Update, Some(new_key)) => {
+                (Op::Update | Op::Delete, Some(new_key)) => {
+                    // A changed key: the old row is deleted and a new one created.
                     mark_deleted(conn, item.coll, &item.key, stamp(item))?;
                     upsert_created(
                         conn,
                         [(item.coll, new_key.as_slice(), RowClock::whole(stamp(item)))],
                     )?;
+                    i += 1;
                 }
-                (Op::Update, None) => {
-                    let names = self.changed_fields(conn, item)?;
-                    set_fields(conn, item.coll, &item.key, &names, stamp(item))?;
+                (Op::Update | Op::Delete, None) => {
+                    let run = run_of(&|c| c.op != Op::Insert && c.new_key.is_none());
+                    for chunk in items[i..i + run].chunks(64) {
+                        self.rewrite_clocks(conn, chunk, &stamp)?;
+                    }
+                    i += run;
                 }
-                (Op::Delete, _) => mark_deleted(conn, item.coll, &item.key, stamp(item))?,
             }
-            i += 1;
         }
         self.persist_clock(conn)
     }
 
-    fn changed_fields(&self, conn: &Connection, item: &Captured) -> Result<Vec<String>> {
-        self.with_collections(conn, |colls| {
-            let Some(coll) = colls.by_id(item.coll) else {
-                return Ok(Vec::new());
-            };
-            let Kind::Table(info) = &coll.kind else {
-                return Ok(Vec::new());
-            };
-            Ok(info
-                .fields
+    /// Updates and deletes of existing rows. Updates go in batches through
+    /// `pluresdb_clock_set` (one lookup per row); deletes one statement each.
+    fn rewrite_clocks(
+        &self,
+        conn: &Connection,
+        chunk: &[Captured],
+        stamp: &dyn Fn(&Captured) -> Stamp,
+    ) -> Result<()> {
+        let names = self.field_names(conn)?;
+        let mut batch: Vec<(&Captured, Vec<u8>)> = Vec::new();
+        for c in chunk {
+            if c.op == Op::Delete
+                || batch
+                    .iter()
+                    .any(|(b, _)| b.coll == c.coll && b.key == c.key)
+            {
+                update_fields(conn, &batch, stamp)?;
+                batch.clear();
+            }
+            if c.op == Op::Delete {
+                mark_deleted(conn, c.coll, &c.key, stamp(c))?;
+                continue;
+            }
+            let fields = names.get(&c.coll).map(|v| v.as_slice()).unwrap_or_default();
+            let changed = fields
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| {
-                    item.mask
-                        .get(i / 62)
-                        .is_some_and(|w| w & (1 << (i % 62)) != 0)
+                .filter(|(i, _)| c.mask.get(i / 62).is_some_and(|w| w & (1 << (i % 62)) != 0))
+                .map(|(_, n)| ValueRef::Text(n.as_bytes()));
+            batch.push((c, keys::pack(changed)));
+        }
+        update_fields(conn, &batch, stamp)
+    }
+
+    /// Field names of the replicated tables, by collection id.
+    fn field_names(&self, conn: &Connection) -> Result<HashMap<u32, Vec<String>>> {
+        self.with_collections(conn, |colls| {
+            Ok(colls
+                .iter()
+                .filter_map(|c| match &c.kind {
+                    Kind::Table(info) => Some((c.id, info.fields.clone())),
+                    _ => None,
                 })
-                .map(|(_, n)| n.clone())
                 .collect())
         })
     }
@@ -195,7 +221,25 @@ impl Replication {
                 }
                 upsert_created(conn, [(coll, key, clock)])?;
             }
-            GraphWrite::Fields(names) => set_fields(conn, coll, key, names, stamp)?,
+            GraphWrite::Fields(names) => {
+                let names = keys::pack(names.iter().map(|n| ValueRef::Text(n.as_bytes())));
+                let updated = conn
+                    .prepare_cached(
+                        "UPDATE _pluresdb_clock SET seq = ?3, ver = pluresdb_clock_set(ver, ?4, ?5, ?3, ?6)
+                         WHERE tbl = ?1 AND key = ?2 AND cl % 2 = 1",
+                    )?
+                    .execute(rusqlite::params![
+                        i64::from(coll),
+                        key,
+                        stamp.seq as i64,
+                        stamp.hlc as i64,
+                        i64::from(stamp.site),
+                        names
+                    ])?;
+                if updated == 0 {
+                    upsert_missing(conn, coll, key, stamp)?;
+                }
+            }
             GraphWrite::Deleted => mark_deleted(conn, coll, key, stamp)?,
         }
         self.persist_clock(conn)
@@ -224,6 +268,72 @@ impl GraphWrite {
             GraphWrite::Deleted => GraphWrite::Deleted,
         }
     }
+}
+
+/// Splits a chunk into parts of 64, 16, 4 and 1 rows (few distinct statements to cache).
+fn chunk_sizes<T>(mut rest: &[T]) -> Vec<&[T]> {
+    let mut parts = Vec::new();
+    while !rest.is_empty() {
+        let size = [64, 16, 4, 1]
+            .into_iter()
+            .find(|s| *s <= rest.len())
+            .unwrap_or(1);
+        let (head, tail) = rest.split_at(size);
+        parts.push(head);
+        rest = tail;
+    }
+    parts
+}
+
+/// Gives changed fields of live rows this site's stamp, in one statement per part; rows with
+/// no live record (they predate replication) are recorded as created now.
+fn update_fields(
+    conn: &Connection,
+    batch: &[(&Captured, Vec<u8>)],
+    stamp: &dyn Fn(&Captured) -> Stamp,
+) -> Result<()> {
+    for part in chunk_sizes(batch) {
+        let values = vec!["(?, ?, ?, ?, ?, ?)"; part.len()].join(", ");
+        let sql = format!(
+            "WITH v(tbl, key, hlc, site, seq, names) AS (VALUES {values})
+             UPDATE _pluresdb_clock SET seq = v.seq, ver = pluresdb_clock_set(ver, v.hlc, v.site, v.seq, v.names)
+             FROM v
+             WHERE _pluresdb_clock.tbl = v.tbl AND _pluresdb_clock.key = v.key AND _pluresdb_clock.cl % 2 = 1"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        for (i, (c, names)) in part.iter().enumerate() {
+            let s = stamp(c);
+            stmt.raw_bind_parameter(6 * i + 1, i64::from(c.coll))?;
+            stmt.raw_bind_parameter(6 * i + 2, c.key.as_slice())?;
+            stmt.raw_bind_parameter(6 * i + 3, s.hlc as i64)?;
+            stmt.raw_bind_parameter(6 * i + 4, i64::from(s.site))?;
+            stmt.raw_bind_parameter(6 * i + 5, s.seq as i64)?;
+            stmt.raw_bind_parameter(6 * i + 6, names.as_slice())?;
+        }
+        let updated = stmt.raw_execute()?;
+        if updated < part.len() {
+            for (c, _) in part.iter() {
+                upsert_missing(conn, c.coll, &c.key, stamp(c))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records a live row that has no live clock record as created by `stamp`.
+fn upsert_missing(conn: &Connection, coll: u32, key: &[u8], stamp: Stamp) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO _pluresdb_clock(tbl, key, cl, seq, ver) VALUES (?1, ?2, 1, ?3, ?4)
+         ON CONFLICT(tbl, key) DO UPDATE SET cl = cl + 1, seq = excluded.seq, ver = excluded.ver
+         WHERE cl % 2 = 0",
+    )?
+    .execute(rusqlite::params![
+        i64::from(coll),
+        key,
+        stamp.seq as i64,
+        RowClock::whole(stamp).encode()
+    ])?;
+    Ok(())
 }
 
 /// Rows created by one write each: a new life (odd causal length) with all fields stamped.
@@ -279,44 +389,6 @@ fn mark_deleted(conn: &Connection, coll: u32, key: &[u8], stamp: Stamp) -> Resul
             ver
         ])?;
     }
-    Ok(())
-}
-
-/// Fields of a live row written locally.
-fn set_fields(
-    conn: &Connection,
-    coll: u32,
-    key: &[u8],
-    names: &[String],
-    stamp: Stamp,
-) -> Result<()> {
-    let current: Option<(i64, Vec<u8>)> = {
-        let mut stmt =
-            conn.prepare_cached("SELECT cl, ver FROM _pluresdb_clock WHERE tbl = ?1 AND key = ?2")?;
-        let mut rows = stmt.query(rusqlite::params![i64::from(coll), key])?;
-        match rows.next()? {
-            Some(r) => Some((r.get(0)?, r.get(1)?)),
-            None => None,
-        }
-    };
-    let Some((cl, ver)) = current.filter(|(cl, _)| cl % 2 == 1) else {
-        // No record of the row (it predates replication): record it as created now.
-        return upsert_created(conn, [(coll, key, RowClock::whole(stamp))]);
-    };
-    let mut clock = RowClock::decode(&ver)?;
-    for name in names {
-        clock.set_field(name, stamp);
-    }
-    conn.prepare_cached(
-        "UPDATE _pluresdb_clock SET seq = ?1, ver = ?2 WHERE tbl = ?3 AND key = ?4",
-    )?
-    .execute(rusqlite::params![
-        stamp.seq as i64,
-        clock.encode(),
-        i64::from(coll),
-        key
-    ])?;
-    let _ = cl;
     Ok(())
 }
 

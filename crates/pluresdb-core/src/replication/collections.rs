@@ -94,10 +94,6 @@ impl Collections {
             .any(|c| matches!(c.kind, Kind::Table(_)))
     }
 
-    pub(crate) fn by_id(&self, id: u32) -> Option<&Arc<Collection>> {
-        self.by_id.get(&id)
-    }
-
     pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<Collection>> {
         self.by_name.get(name).and_then(|id| self.by_id.get(id))
     }

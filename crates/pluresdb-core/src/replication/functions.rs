@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rusqlite::Connection;
 use rusqlite::functions::FunctionFlags;
 
+use super::clock::{RowClock, Stamp};
 use super::keys;
 use super::state::Replication;
 use crate::error::Result;
@@ -48,9 +49,41 @@ pub(crate) fn register_pure(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// `pluresdb_clock_set(ver, hlc, site, seq, names)`: the row clock `ver` with the fields named
+/// in the packed list `names` stamped `(hlc, site, seq)`.
+fn clock_set(ctx: &rusqlite::functions::Context<'_>) -> rusqlite::Result<Vec<u8>> {
+    let fail = |e: crate::Error| rusqlite::Error::UserFunctionError(e.to_string().into());
+    let ver = match ctx.get_raw(0) {
+        rusqlite::types::ValueRef::Blob(b) => RowClock::decode(b).map_err(fail)?,
+        _ => RowClock::default(),
+    };
+    let stamp = Stamp {
+        hlc: ctx.get::<i64>(1)? as u64,
+        site: ctx.get::<i64>(2)? as u32,
+        seq: ctx.get::<i64>(3)? as u64,
+    };
+    let names = match ctx.get_raw(4) {
+        rusqlite::types::ValueRef::Blob(b) => keys::unpack(b).map_err(fail)?,
+        _ => Vec::new(),
+    };
+    let mut ver = ver;
+    for name in names {
+        if let Value::Text(n) = name {
+            ver.set_field(&n, stamp);
+        }
+    }
+    Ok(ver.encode())
+}
+
 /// Registers the writer's functions: `pluresdb_capture` (called by the triggers),
 /// `pluresdb_sync_table(name)` and `pluresdb_unsync_table(name)`.
 pub(crate) fn register_writer(conn: &Connection, repl: &Arc<Replication>) -> Result<()> {
+    conn.create_scalar_function(
+        "pluresdb_clock_set",
+        5,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| clock_set(ctx),
+    )?;
     let r = repl.clone();
     conn.create_scalar_function(
         "pluresdb_capture",
