@@ -98,11 +98,14 @@ fn partitioned_device_converges_after_the_network_heals() {
         )?;
         sync_with_hub(&laptop_db).await?;
         wait_for(&laptop_step, 1).await;
+        // The phone's first note reached the hub before it was cut off: fetch it, then edit it.
+        sync_with_hub(&laptop_db).await?;
         laptop_db.run(
             "INSERT INTO notes(id, body) VALUES ('l2', 'laptop during')",
             (),
         )?;
-        laptop_db.run("UPDATE notes SET body = 'laptop edit' WHERE id = 'p1'", ())?;
+        let edited = laptop_db.run("UPDATE notes SET body = 'laptop edit' WHERE id = 'p1'", ())?;
+        assert_eq!(edited.changes, 1, "the laptop has the phone's note");
         laptop_db.put("shared", &json!({"laptop": true}))?;
         sync_with_hub(&laptop_db).await?;
         laptop_step.store(2, Ordering::SeqCst);
