@@ -1,0 +1,303 @@
+//! Distance metrics and their kernels: a portable version and an AVX2+FMA version chosen at run
+//! time. Cosine distance is computed on normalized vectors as `1 - dot`.
+
+use std::str::FromStr;
+
+use crate::VectorError;
+
+/// How vectors are compared. Smaller distances are closer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// `1 - cos(a, b)`: direction only (vectors are normalized on insert).
+    Cosine,
+    /// Squared Euclidean distance (same order as Euclidean; `distance()` reports the root).
+    L2,
+    /// `1 - a·b`: for vectors normalized by the caller, or where magnitude matters.
+    InnerProduct,
+}
+
+impl Metric {
+    /// The metric's name as used in SQL and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::L2 => "l2",
+            Metric::InnerProduct => "ip",
+        }
+    }
+
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Metric::Cosine => 0,
+            Metric::L2 => 1,
+            Metric::InnerProduct => 2,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Metric> {
+        match code {
+            0 => Some(Metric::Cosine),
+            1 => Some(Metric::L2),
+            2 => Some(Metric::InnerProduct),
+            _ => None,
+        }
+    }
+}
+
+impl FromStr for Metric {
+    type Err = VectorError;
+
+    fn from_str(s: &str) -> Result<Metric, VectorError> {
+        match s.to_ascii_lowercase().as_str() {
+            "cosine" | "cos" => Ok(Metric::Cosine),
+            "l2" | "euclidean" => Ok(Metric::L2),
+            "ip" | "dot" | "inner_product" | "innerproduct" => Ok(Metric::InnerProduct),
+            other => Err(VectorError::Invalid(format!(
+                "unknown metric {other:?}; use cosine, l2 (euclidean) or ip (inner product)"
+            ))),
+        }
+    }
+}
+
+/// The distance kernels for this CPU.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    /// Dot product.
+    pub dot: fn(&[f32], &[f32]) -> f32,
+    /// Squared Euclidean distance.
+    pub l2: fn(&[f32], &[f32]) -> f32,
+    /// Which implementation was chosen.
+    pub name: &'static str,
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl Kernels {
+    /// The fastest kernels this CPU supports.
+    pub fn detect() -> Kernels {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Kernels {
+                    dot: avx2::dot,
+                    l2: avx2::l2,
+                    name: "avx2+fma",
+                };
+            }
+        }
+        Kernels::portable()
+    }
+
+    /// The portable kernels (no SIMD intrinsics; the compiler may still vectorize).
+    pub fn portable() -> Kernels {
+        Kernels {
+            dot: portable::dot,
+            l2: portable::l2,
+            name: "portable",
+        }
+    }
+
+    /// The distance between two (already normalized, for cosine) vectors.
+    #[inline]
+    pub fn distance(&self, metric: Metric, a: &[f32], b: &[f32]) -> f32 {
+        match metric {
+            Metric::L2 => (self.l2)(a, b),
+            Metric::Cosine | Metric::InnerProduct => 1.0 - (self.dot)(a, b),
+        }
+    }
+}
+
+/// Scales `v` to unit length; errors for the zero vector.
+pub fn normalize(v: &mut [f32]) -> Result<(), VectorError> {
+    let norm = (Kernels::detect().dot)(v, v).sqrt();
+    if norm == 0.0 || !norm.is_finite() {
+        return Err(VectorError::ZeroVector);
+    }
+    for x in v.iter_mut() {
+        *x /= norm;
+    }
+    Ok(())
+}
+
+mod portable {
+    /// Eight independent sums let the compiler keep several lanes busy.
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut acc = [0f32; 8];
+        let chunks = n / 8;
+        for i in 0..chunks {
+            for j in 0..8 {
+                acc[j] += a[i * 8 + j] * b[i * 8 + j];
+            }
+        }
+        let mut sum: f32 = acc.iter().sum();
+        for i in chunks * 8..n {
+            sum += a[i] * b[i];
+        }
+        sum
+    }
+
+    pub fn l2(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut acc = [0f32; 8];
+        let chunks = n / 8;
+        for i in 0..chunks {
+            for j in 0..8 {
+                let d = a[i * 8 + j] - b[i * 8 + j];
+                acc[j] += d * d;
+            }
+        }
+        let mut sum: f32 = acc.iter().sum();
+        for i in chunks * 8..n {
+            let d = a[i] - b[i];
+            sum += d * d;
+        }
+        sum
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let hi = _mm256_extractf128_ps(v, 1);
+        let lo = _mm256_castps256_ps128(v);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY: every load reads 8 floats at offsets below `n`, within both slices.
+        unsafe {
+            while i + 32 <= n {
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm256_loadu_ps(pa.add(i + 8 * k));
+                    let y = _mm256_loadu_ps(pb.add(i + 8 * k));
+                    *acc = _mm256_fmadd_ps(x, y, *acc);
+                }
+                i += 32;
+            }
+            while i + 8 <= n {
+                acc[0] = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(pa.add(i)),
+                    _mm256_loadu_ps(pb.add(i)),
+                    acc[0],
+                );
+                i += 8;
+            }
+            let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            let mut sum = hsum(s);
+            while i < n {
+                sum += *pa.add(i) * *pb.add(i);
+                i += 1;
+            }
+            sum
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn l2_impl(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY: as in `dot_impl`.
+        unsafe {
+            while i + 32 <= n {
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    let d = _mm256_sub_ps(
+                        _mm256_loadu_ps(pa.add(i + 8 * k)),
+                        _mm256_loadu_ps(pb.add(i + 8 * k)),
+                    );
+                    *acc = _mm256_fmadd_ps(d, d, *acc);
+                }
+                i += 32;
+            }
+            while i + 8 <= n {
+                let d = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
+                acc[0] = _mm256_fmadd_ps(d, d, acc[0]);
+                i += 8;
+            }
+            let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            let mut sum = hsum(s);
+            while i < n {
+                let d = *pa.add(i) - *pb.add(i);
+                sum += d * d;
+                i += 1;
+            }
+            sum
+        }
+    }
+
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: only selected by `Kernels::detect` after checking for AVX2 and FMA.
+        unsafe { dot_impl(a, b) }
+    }
+
+    pub fn l2(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: as above.
+        unsafe { l2_impl(a, b) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn close(a: f32, b: f32) -> bool {
+        (a - b).abs() <= 1e-3 * (1.0 + a.abs().max(b.abs()))
+    }
+
+    proptest! {
+        /// The SIMD kernels agree with the portable ones for every length (tails included).
+        #[test]
+        fn simd_matches_portable(v in proptest::collection::vec((-100f32..100f32, -100f32..100f32), 0..300)) {
+            let (a, b): (Vec<f32>, Vec<f32>) = v.into_iter().unzip();
+            let fast = Kernels::detect();
+            let slow = Kernels::portable();
+            prop_assert!(close((fast.dot)(&a, &b), (slow.dot)(&a, &b)));
+            prop_assert!(close((fast.l2)(&a, &b), (slow.l2)(&a, &b)));
+            let exact_dot: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+            prop_assert!(close((slow.dot)(&a, &b), exact_dot as f32));
+        }
+    }
+
+    #[test]
+    fn metrics_parse_and_distances_are_right() {
+        assert_eq!("Euclidean".parse::<Metric>().unwrap(), Metric::L2);
+        assert!(
+            "manhattan"
+                .parse::<Metric>()
+                .unwrap_err()
+                .to_string()
+                .contains("use cosine, l2")
+        );
+        let k = Kernels::detect();
+        let mut a = vec![3.0, 4.0];
+        normalize(&mut a).unwrap();
+        assert!(close(a[0], 0.6) && close(a[1], 0.8));
+        assert!(close(k.distance(Metric::Cosine, &a, &a), 0.0));
+        assert!(close(
+            k.distance(Metric::L2, &[0.0, 0.0], &[3.0, 4.0]),
+            25.0
+        ));
+        assert_eq!(normalize(&mut [0.0, 0.0]), Err(VectorError::ZeroVector));
+    }
+}
