@@ -116,6 +116,7 @@ pub(crate) fn open_connection(
         conn.pragma_update(None, "cache_size", -(opts.cache_kib as i64))?;
     }
     crate::replication::register_pure(&conn)?;
+    crate::vector::register_pure(&conn)?;
     conn.set_prepared_statement_cache_capacity(opts.statement_cache);
     if reader {
         conn.pragma_update(None, "query_only", true)?;

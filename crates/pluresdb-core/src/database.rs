@@ -18,6 +18,7 @@ use crate::row::{FromRow, Row};
 use crate::schema;
 use crate::statement::Statement;
 use crate::value::Value;
+use crate::vector::{VectorRegistry, register_stateful};
 
 /// A PluresDB database: real SQLite SQL plus a graph of JSON nodes and edges, in one file.
 ///
@@ -34,6 +35,19 @@ struct Inner {
     site: SiteId,
     graph: bool,
     repl: Arc<Replication>,
+    vectors: Arc<VectorRegistry>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Save vector graphs so the next open loads instead of rebuilding; a failure here only
+        // costs a rebuild later.
+        if !self.engine.options().read_only
+            && let Ok(writer) = self.engine.writer()
+        {
+            let _ = self.vectors.save_all(writer.conn(), 1);
+        }
+    }
 }
 
 impl std::fmt::Debug for Database {
@@ -86,6 +100,15 @@ impl Database {
             register_writer(writer.conn(), &repl)?;
             (state, clock, repl)
         };
+        let vectors = Arc::new(VectorRegistry::new(path.is_some()));
+        {
+            let writer = engine.writer()?;
+            register_stateful(writer.conn(), &vectors, true)?;
+        }
+        let for_readers = vectors.clone();
+        engine.set_reader_setup(Box::new(move |conn| {
+            register_stateful(conn, &for_readers, false)
+        }));
         engine.set_observer(repl.clone());
         Ok(Database {
             inner: Arc::new(Inner {
@@ -94,6 +117,7 @@ impl Database {
                 site: state.site,
                 graph: state.graph,
                 repl,
+                vectors,
             }),
         })
     }
@@ -104,6 +128,10 @@ impl Database {
 
     pub(crate) fn clock(&self) -> &HybridClock {
         &self.inner.clock
+    }
+
+    pub(crate) fn vector_registry(&self) -> &Arc<VectorRegistry> {
+        &self.inner.vectors
     }
 
     pub(crate) fn replication(&self) -> &Arc<Replication> {

@@ -377,6 +377,13 @@ impl Engine {
     }
 
     /// The observer, when it has something to observe.
+    /// Sets what every reader connection gets when it opens (before any is opened).
+    pub(crate) fn set_reader_setup(&self, setup: crate::pool::ReaderSetup) {
+        if let Some(pool) = &self.readers {
+            let _ = pool.setup.set(setup);
+        }
+    }
+
     pub(crate) fn active_observer(&self) -> Option<&dyn WriteObserver> {
         self.observer.get().map(|o| &**o).filter(|o| o.active())
     }

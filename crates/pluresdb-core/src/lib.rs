@@ -46,6 +46,7 @@ mod schema;
 mod statement;
 mod transaction;
 mod value;
+mod vector;
 pub mod wire;
 
 pub use cursor::RowIter;
@@ -66,10 +67,15 @@ pub use statement::Statement;
 pub use value::{
     BLOB_JSON_KEY, FromValue, Param, ToParam, Value, ValueRef, base64_decode, base64_encode,
 };
+pub use vector::{
+    Embedder, LoadSource, LoadedIndex, SearchOptions, VectorHit, VectorIndexInfo,
+    VectorIndexOptions, VectorQuery,
+};
 
 pub use pluresdb_crdt::{
     Hlc, ParseVersionVectorError, SiteId, Version, VersionVector, wall_millis,
 };
+pub use pluresdb_vector::{HnswParams, Metric};
 
 /// Whether `sql` ends with a complete statement (SQLite's `sqlite3_complete`), for shells.
 pub fn is_complete_statement(sql: &str) -> bool {

@@ -1,8 +1,8 @@
 //! The pool of reader connections: opened on demand, handed out one per statement or iterator.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
@@ -20,7 +20,12 @@ pub(crate) struct ReaderPool {
     idle: Mutex<Vec<Reader>>,
     opened: Mutex<usize>,
     returned: Condvar,
+    /// Registers per-database functions on each new reader.
+    pub(crate) setup: OnceLock<ReaderSetup>,
 }
+
+/// What every new reader connection gets before use.
+pub(crate) type ReaderSetup = Box<dyn Fn(&rusqlite::Connection) -> Result<()> + Send + Sync>;
 
 struct Reader {
     conn: Conn,
@@ -35,6 +40,7 @@ impl ReaderPool {
             idle: Mutex::new(Vec::new()),
             opened: Mutex::new(0),
             returned: Condvar::new(),
+            setup: OnceLock::new(),
         }
     }
 
@@ -85,6 +91,9 @@ impl ReaderPool {
         let mut conn = open_connection(Some(&self.path), &self.opts, true)?;
         let flags = Arc::new(AuthFlags::default());
         install_authorizer(&mut conn, flags.clone(), None)?;
+        if let Some(setup) = self.setup.get() {
+            setup(&conn)?;
+        }
         Ok(Reader {
             conn: Conn::new(conn, self.opts.statement_cache),
             flags,

@@ -36,7 +36,9 @@ fn state(db: &Database) -> Vec<String> {
 
 fn opts() -> SessionOptions {
     SessionOptions {
-        timeout: Duration::from_secs(30),
+        // Simulated time runs on while sessions wait for real threads (database work), so
+        // a loaded machine must not turn into a simulated timeout.
+        timeout: Duration::from_secs(3600),
         ..SessionOptions::default()
     }
 }
@@ -61,7 +63,7 @@ fn partitioned_device_converges_after_the_network_heals() {
     let laptop = open(&dir, "laptop.db");
     let phone = open(&dir, "phone.db");
     let mut sim = turmoil::Builder::new()
-        .simulation_duration(Duration::from_secs(3600))
+        .simulation_duration(Duration::from_secs(36_000))
         .rng_seed(7)
         .build();
     let hub_db = hub.clone();
@@ -88,7 +90,8 @@ fn partitioned_device_converges_after_the_network_heals() {
             }
         }
     });
-    // 0: start, 1: phone cut off, 2: laptop wrote and synced, 3: phone back and synced.
+    // 0: start, 1: the laptop's first note is on the hub, 2: phone cut off, 3: laptop wrote
+    // and synced, 4: phone back and synced.
     let step = Arc::new(AtomicU8::new(0));
     let (laptop_db, laptop_step) = (laptop.clone(), step.clone());
     sim.client("laptop", async move {
@@ -97,7 +100,8 @@ fn partitioned_device_converges_after_the_network_heals() {
             (),
         )?;
         sync_with_hub(&laptop_db).await?;
-        wait_for(&laptop_step, 1).await;
+        laptop_step.store(1, Ordering::SeqCst);
+        wait_for(&laptop_step, 2).await;
         // The phone's first note reached the hub before it was cut off: fetch it, then edit it.
         sync_with_hub(&laptop_db).await?;
         laptop_db.run(
@@ -108,8 +112,8 @@ fn partitioned_device_converges_after_the_network_heals() {
         assert_eq!(edited.changes, 1, "the laptop has the phone's note");
         laptop_db.put("shared", &json!({"laptop": true}))?;
         sync_with_hub(&laptop_db).await?;
-        laptop_step.store(2, Ordering::SeqCst);
-        wait_for(&laptop_step, 3).await;
+        laptop_step.store(3, Ordering::SeqCst);
+        wait_for(&laptop_step, 4).await;
         sync_with_hub(&laptop_db).await?;
         Ok(())
     });
@@ -119,9 +123,11 @@ fn partitioned_device_converges_after_the_network_heals() {
             "INSERT INTO notes(id, body) VALUES ('p1', 'phone before')",
             (),
         )?;
+        // The phone must know l1 before it deletes it offline.
+        wait_for(&phone_step, 1).await;
         sync_with_hub(&phone_db).await?;
         turmoil::partition("phone", "hub");
-        phone_step.store(1, Ordering::SeqCst);
+        phone_step.store(2, Ordering::SeqCst);
         // Offline: writes still work, and a sync attempt fails cleanly.
         phone_db.run("UPDATE notes SET pinned = 1 WHERE id = 'p1'", ())?;
         phone_db.run("DELETE FROM notes WHERE id = 'l1'", ())?;
@@ -131,10 +137,10 @@ fn partitioned_device_converges_after_the_network_heals() {
             !matches!(offline, Ok(Ok(_))),
             "sync must not succeed while partitioned"
         );
-        wait_for(&phone_step, 2).await;
+        wait_for(&phone_step, 3).await;
         turmoil::repair("phone", "hub");
         sync_with_hub(&phone_db).await?;
-        phone_step.store(3, Ordering::SeqCst);
+        phone_step.store(4, Ordering::SeqCst);
         Ok(())
     });
     sim.run().unwrap();

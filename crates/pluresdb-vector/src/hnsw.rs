@@ -119,6 +119,29 @@ impl Ord for Cand {
     }
 }
 
+/// A label with its internal distance, ordered by distance.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct ScoredLabel {
+    pub(crate) d: f32,
+    pub(crate) label: i64,
+}
+
+impl Eq for ScoredLabel {}
+
+impl PartialOrd for ScoredLabel {
+    fn partial_cmp(&self, other: &ScoredLabel) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ScoredLabel {
+    fn cmp(&self, other: &ScoredLabel) -> Ordering {
+        self.d
+            .total_cmp(&other.d)
+            .then(self.label.cmp(&other.label))
+    }
+}
+
 thread_local! {
     static SEARCH_VISITED: RefCell<Visited> = RefCell::new(Visited::new(0));
 }

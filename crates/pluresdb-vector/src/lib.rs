@@ -6,10 +6,12 @@
 
 mod distance;
 mod error;
+mod exact;
 mod hnsw;
 mod persist;
 mod visited;
 
 pub use distance::{Kernels, Metric, normalize};
 pub use error::VectorError;
+pub use exact::ExactSearch;
 pub use hnsw::{Filter, Hnsw, HnswParams, Neighbor};

@@ -1,0 +1,487 @@
+//! Vector search through SQL and the API: indexes follow inserts, updates, deletes and
+//! rollbacks, survive reopening (or are rebuilt and say why), and bad input is refused clearly.
+
+use pluresdb_core::{Database, ErrorKind, LoadSource, SearchOptions, Value, VectorIndexOptions};
+use serde_json::json;
+
+/// Deterministic pseudo-random vectors.
+fn vectors(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            (0..dim)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn blob(v: &[f32]) -> Value {
+    Value::Blob(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+}
+
+fn json_vec(v: &[f32]) -> String {
+    serde_json::to_string(v).unwrap()
+}
+
+fn docs(db: &Database, data: &[Vec<f32>]) {
+    db.exec("CREATE TABLE docs(id INTEGER PRIMARY KEY, title TEXT, year INTEGER, embedding BLOB)")
+        .unwrap();
+    db.transaction(|tx| {
+        for (i, v) in data.iter().enumerate() {
+            tx.run(
+                "INSERT INTO docs(id, title, year, embedding) VALUES (?, ?, ?, ?)",
+                (
+                    i as i64 + 1,
+                    format!("doc {}", i + 1),
+                    2000 + (i % 30) as i64,
+                    blob(v),
+                ),
+            )?;
+        }
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+}
+
+/// Row ids of the `k` nearest by SQL brute force with `vec_distance_cosine`.
+fn brute(db: &Database, q: &[f32], k: usize, filter: &str) -> Vec<i64> {
+    db.all_as::<(i64,)>(
+        &format!(
+            "SELECT id FROM docs WHERE embedding IS NOT NULL AND {filter}
+             ORDER BY vec_distance_cosine(embedding, ?) LIMIT ?"
+        ),
+        (blob(q), k as i64),
+    )
+    .unwrap()
+    .into_iter()
+    .map(|r| r.0)
+    .collect()
+}
+
+fn search(db: &Database, q: &[f32], k: usize) -> Vec<i64> {
+    db.all_as::<(i64,)>(
+        "SELECT s.rowid FROM vector_search('docs', 'embedding', ?, ?) s",
+        (blob(q), k as i64),
+    )
+    .unwrap()
+    .into_iter()
+    .map(|r| r.0)
+    .collect()
+}
+
+#[test]
+fn sql_vector_search_joins_and_matches_brute_force() {
+    let db = Database::open_in_memory().unwrap();
+    let data = vectors(500, 16, 1);
+    docs(&db, &data);
+    let name = db
+        .value(
+            "SELECT pluresdb_vector_index('docs', 'embedding', 'cosine')",
+            (),
+        )
+        .unwrap();
+    assert_eq!(name, Value::Text("docs.embedding".into()));
+    let q = &vectors(1, 16, 99)[0];
+    let rows = db
+        .all_as::<(String, f64)>(
+            "SELECT d.title, s.distance FROM vector_search('docs', 'embedding', ?, 10) s
+             JOIN docs d ON d.rowid = s.rowid",
+            (blob(q),),
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 10);
+    assert!(rows.windows(2).all(|w| w[0].1 <= w[1].1), "nearest first");
+    let want: Vec<String> = brute(&db, q, 10, "1")
+        .iter()
+        .map(|i| format!("doc {i}"))
+        .collect();
+    assert_eq!(rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>(), want);
+    // The distance is the cosine distance sqlite-vec would compute.
+    let exact = db
+        .value(
+            "SELECT vec_distance_cosine(embedding, ?) FROM docs WHERE title = ?",
+            (blob(q), &rows[0].0),
+        )
+        .unwrap();
+    assert!((exact.as_f64().unwrap() - rows[0].1).abs() < 1e-5);
+    // JSON text queries work the same, and ORDER BY distance is satisfied by the index.
+    let by_json = db
+        .all_as::<(i64,)>(
+            "SELECT rowid FROM vector_search('docs', 'embedding', ?, 10) ORDER BY distance",
+            (json_vec(q),),
+        )
+        .unwrap();
+    assert_eq!(
+        by_json.iter().map(|r| r.0).collect::<Vec<_>>(),
+        brute(&db, q, 10, "1")
+    );
+    // Filters are applied before ranking, so k rows still come back.
+    let filtered = db
+        .all_as::<(i64, i64)>(
+            "SELECT d.id, d.year FROM vector_search('docs', 'embedding', ?, 5, '{\"filter\": \"year = 2003\"}') s
+             JOIN docs d ON d.rowid = s.rowid",
+            (blob(q),),
+        )
+        .unwrap();
+    assert_eq!(filtered.len(), 5);
+    assert!(filtered.iter().all(|r| r.1 == 2003));
+    assert_eq!(
+        filtered.iter().map(|r| r.0).collect::<Vec<_>>(),
+        brute(&db, q, 5, "year = 2003")
+    );
+}
+
+#[test]
+fn writes_after_indexing_are_searchable_at_once_and_rollbacks_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path().join("v.db")).unwrap();
+    let data = vectors(300, 8, 2);
+    docs(&db, &data);
+    db.create_vector_index("docs", "embedding", &VectorIndexOptions::default())
+        .unwrap();
+    let q = vectors(1, 8, 7).remove(0);
+    assert_eq!(search(&db, &q, 5), brute(&db, &q, 5, "1"));
+    // Insert the query itself: it becomes the nearest.
+    db.run(
+        "INSERT INTO docs(id, title, embedding) VALUES (1000, 'exact', ?)",
+        (blob(&q),),
+    )
+    .unwrap();
+    assert_eq!(search(&db, &q, 1), vec![1000]);
+    // Update it away, and another row onto the query.
+    db.run(
+        "UPDATE docs SET embedding = ? WHERE id = 1000",
+        (blob(&data[0].iter().map(|x| -x).collect::<Vec<_>>()),),
+    )
+    .unwrap();
+    db.run("UPDATE docs SET embedding = ? WHERE id = 42", (blob(&q),))
+        .unwrap();
+    assert_eq!(search(&db, &q, 1), vec![42]);
+    // Changing the row id moves the label; deleting removes it.
+    db.run("UPDATE docs SET id = 4242 WHERE id = 42", ())
+        .unwrap();
+    assert_eq!(search(&db, &q, 1), vec![4242]);
+    db.run("DELETE FROM docs WHERE id = 4242", ()).unwrap();
+    db.run("UPDATE docs SET embedding = NULL WHERE id = 1000", ())
+        .unwrap();
+    assert_eq!(search(&db, &q, 5), brute(&db, &q, 5, "1"));
+    // Inside a transaction the search sees its own writes; after rollback they are gone.
+    db.transaction(|tx| {
+        tx.run(
+            "INSERT INTO docs(id, title, embedding) VALUES (7000, 'pending', ?)",
+            (blob(&q),),
+        )?;
+        let inside = tx.all_as::<(i64,)>(
+            "SELECT rowid FROM vector_search('docs', 'embedding', ?, 1)",
+            (blob(&q),),
+        )?;
+        assert_eq!(inside, vec![(7000,)]);
+        Err::<(), _>(pluresdb_core::Error::invalid("roll back"))
+    })
+    .unwrap_err();
+    assert_eq!(search(&db, &q, 5), brute(&db, &q, 5, "1"));
+    assert!(!search(&db, &q, 300).contains(&7000));
+}
+
+#[test]
+fn bad_input_is_refused_and_nothing_is_stored() {
+    let db = Database::open_in_memory().unwrap();
+    db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        .unwrap();
+    // Empty index: no dimension yet, no results.
+    db.value("SELECT pluresdb_vector_index('t', 'v', 'l2')", ())
+        .unwrap();
+    assert!(
+        db.vector_search("t", vec![1.0, 2.0], 5, None)
+            .unwrap()
+            .is_empty()
+    );
+    db.run("INSERT INTO t(v) VALUES (vec_f32('[1, 2, 3]'))", ())
+        .unwrap();
+    let msg = |sql: &str| db.run(sql, ()).unwrap_err().to_string();
+    assert!(
+        msg("INSERT INTO t(v) VALUES (vec_f32('[1, 2]'))")
+            .contains("has 2 dimensions but the index has 3")
+    );
+    assert!(msg("INSERT INTO t(v) VALUES ('[1, 2, \"x\"]')").contains("element 2 is not a number"));
+    assert!(
+        msg("INSERT INTO t(v) VALUES (x'0000c07f0000803f0000803f')").contains("component 0 is NaN")
+    );
+    assert!(msg("UPDATE t SET v = x'01' WHERE id = 1").contains("multiple of 4 bytes"));
+    assert_eq!(
+        db.value("SELECT count(*) FROM t", ()).unwrap(),
+        Value::Integer(1),
+        "nothing stored"
+    );
+    assert_eq!(
+        db.value("SELECT vec_to_json(v) FROM t", ()).unwrap(),
+        Value::Text("[1,2,3]".into()),
+        "the stored row is untouched"
+    );
+    let q = blob(&[1.0, 2.0, 3.0]);
+    let search_err = |sql: &str, p: Value| db.all(sql, (p,)).unwrap_err().to_string();
+    assert!(
+        search_err("SELECT * FROM vector_search('t', 'v', ?, 0)", q.clone())
+            .contains("k must be at least 1")
+    );
+    assert!(
+        search_err("SELECT * FROM vector_search('t', 'v', ?, 5)", blob(&[1.0]))
+            .contains("has 1 dimensions but the index on t.v has 3")
+    );
+    assert!(
+        search_err("SELECT * FROM vector_search('t', 'nope', ?, 5)", q.clone())
+            .contains("no vector index on t.nope")
+    );
+    assert!(
+        search_err(
+            "SELECT * FROM vector_search('t', 'v', ?, 5, '{\"eff\": 3}')",
+            q.clone()
+        )
+        .contains("unknown option \"eff\"")
+    );
+    assert!(
+        search_err("SELECT * FROM vector_search('t', 'v', ?)", q.clone())
+            .contains("vector_search needs (table, column, query, k")
+    );
+    assert!(
+        search_err(
+            "SELECT * FROM vector_search('t', 'v', ?, 5, '{\"filter\": \"nope > 1\"}')",
+            q.clone()
+        )
+        .contains("no such column: nope")
+    );
+    // Huge k returns what there is.
+    assert_eq!(
+        db.all(
+            "SELECT * FROM vector_search('t', 'v', ?, 1000000000000)",
+            (q.clone(),)
+        )
+        .unwrap()
+        .len(),
+        1
+    );
+    // Index creation errors.
+    let create = |sql: &str| db.value(sql, ()).unwrap_err().to_string();
+    assert!(
+        create("SELECT pluresdb_vector_index('t', 'v', 'manhattan')").contains("unknown metric")
+    );
+    assert!(create("SELECT pluresdb_vector_index('nope', 'v')").contains("no such table: nope"));
+    assert!(create("SELECT pluresdb_vector_index('t', 'w')").contains("has no column \"w\""));
+    assert!(
+        create("SELECT pluresdb_vector_index('t', 'v', 'cosine')")
+            .contains("already has a vector index with other settings")
+    );
+    db.exec("CREATE TABLE wr(k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID")
+        .unwrap();
+    assert!(create("SELECT pluresdb_vector_index('wr', 'v')").contains("WITHOUT ROWID"));
+    db.exec("CREATE TABLE zero(v BLOB); INSERT INTO zero VALUES (vec_f32('[0, 0]'))")
+        .unwrap();
+    assert!(
+        create("SELECT pluresdb_vector_index('zero', 'v', 'cosine')")
+            .contains("row 1 of zero.v: a zero vector")
+    );
+    // Dropping the index lets any vector in again.
+    assert_eq!(
+        db.value("SELECT pluresdb_vector_index_drop('t', 'v')", ())
+            .unwrap(),
+        Value::Integer(1)
+    );
+    db.run("INSERT INTO t(v) VALUES (vec_f32('[1, 2]'))", ())
+        .unwrap();
+}
+
+#[test]
+fn indexes_survive_reopen_and_damage_is_rebuilt_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("persist.db");
+    let data = vectors(2_000, 12, 3);
+    let q = vectors(1, 12, 5).remove(0);
+    let first = {
+        let db = Database::open(&path).unwrap();
+        docs(&db, &data);
+        db.create_vector_index("docs", "embedding", &VectorIndexOptions::default())
+            .unwrap();
+        let hits = search(&db, &q, 10);
+        assert_eq!(
+            db.vector_indexes().unwrap()[0]
+                .loaded
+                .as_ref()
+                .unwrap()
+                .source,
+            LoadSource::Built
+        );
+        hits
+    };
+    // Reopen: the saved graph is loaded, not rebuilt.
+    {
+        let db = Database::open(&path).unwrap();
+        assert_eq!(search(&db, &q, 10), first);
+        let info = &db.vector_indexes().unwrap()[0];
+        assert_eq!(info.loaded.as_ref().unwrap().source, LoadSource::Saved);
+        assert_eq!(info.loaded.as_ref().unwrap().vectors, 2_000);
+        // Writes after the save, then a "crash" (no clean close, so no new save).
+        db.run(
+            "INSERT INTO docs(id, embedding) VALUES (9999, ?)",
+            (blob(&q),),
+        )
+        .unwrap();
+        db.run("DELETE FROM docs WHERE id = ?", (first[0],))
+            .unwrap();
+        std::mem::forget(db);
+    }
+    {
+        let db = Database::open(&path).unwrap();
+        let hits = search(&db, &q, 10);
+        assert_eq!(hits[0], 9999, "the logged insert was caught up");
+        assert!(!hits.contains(&first[0]), "the logged delete was caught up");
+        assert_eq!(
+            db.vector_indexes().unwrap()[0]
+                .loaded
+                .as_ref()
+                .unwrap()
+                .source,
+            LoadSource::Saved
+        );
+    }
+    // Damage the saved graph behind PluresDB's back.
+    {
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute(
+            "UPDATE _pluresdb_vector_snapshots SET data = x'0102030405'",
+            [],
+        )
+        .unwrap();
+    }
+    let db = Database::open(&path).unwrap();
+    let hits = search(&db, &q, 10);
+    assert_eq!(hits, brute(&db, &q, 10, "1"));
+    match &db.vector_indexes().unwrap()[0]
+        .loaded
+        .as_ref()
+        .unwrap()
+        .source
+    {
+        LoadSource::Rebuilt(why) => assert!(why.contains("damaged"), "{why}"),
+        other => panic!("expected a reported rebuild, got {other:?}"),
+    }
+}
+
+#[test]
+fn vectors_changed_outside_the_log_are_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outside.db");
+    let data = vectors(200, 4, 8);
+    {
+        let db = Database::open(&path).unwrap();
+        docs(&db, &data);
+        db.create_vector_index("docs", "embedding", &VectorIndexOptions::default())
+            .unwrap();
+        search(&db, &data[0], 3);
+    }
+    {
+        // A foreign connection rewrites every vector and hides the log entries.
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        for f in ["pluresdb_vector_dim", "pluresdb_vector_check"] {
+            raw.create_scalar_function(
+                f,
+                -1,
+                rusqlite::functions::FunctionFlags::SQLITE_UTF8,
+                |_| Ok(0),
+            )
+            .unwrap();
+        }
+        raw.execute("UPDATE docs SET embedding = (SELECT embedding FROM docs d2 WHERE d2.id = 201 - docs.id)", [])
+            .unwrap();
+        raw.execute("DELETE FROM _pluresdb_vector_log", []).unwrap();
+    }
+    let db = Database::open(&path).unwrap();
+    let q = &data[5];
+    assert_eq!(search(&db, q, 5), brute(&db, q, 5, "1"));
+    match &db.vector_indexes().unwrap()[0]
+        .loaded
+        .as_ref()
+        .unwrap()
+        .source
+    {
+        LoadSource::Rebuilt(why) => assert!(why.contains("does not match the table"), "{why}"),
+        other => panic!("expected a reported rebuild, got {other:?}"),
+    }
+}
+
+#[test]
+fn nodes_are_searchable_by_vector_with_type_filters() {
+    let db = Database::open_in_memory().unwrap();
+    let data = vectors(100, 6, 4);
+    for (i, v) in data.iter().enumerate() {
+        let ty = if i % 2 == 0 { "Even" } else { "Odd" };
+        db.put(&format!("n{i}"), &json!({"i": i})).unwrap();
+        db.set_type(&format!("n{i}"), Some(ty)).unwrap();
+        db.set_vector(&format!("n{i}"), Some(v)).unwrap();
+    }
+    let hits = db.vector_search("nodes", &data[7], 3, None).unwrap();
+    assert_eq!(hits[0].id.as_deref(), Some("n7"));
+    assert!(hits[0].distance.abs() < 1e-5);
+    let odd = SearchOptions {
+        node_type: Some("Even".into()),
+        ..SearchOptions::default()
+    };
+    let evens = db.vector_search_with("nodes", &data[7], 5, &odd).unwrap();
+    assert_eq!(evens.len(), 5);
+    assert!(
+        evens
+            .iter()
+            .all(|h| h.id.as_ref().unwrap()[1..].parse::<usize>().unwrap() % 2 == 0)
+    );
+    // Deleted nodes and cleared vectors disappear from results.
+    db.delete("n7").unwrap();
+    db.set_vector("n9", None).unwrap();
+    let ids: Vec<String> = db
+        .vector_search("nodes", &data[7], 100, None)
+        .unwrap()
+        .into_iter()
+        .map(|h| h.id.unwrap())
+        .collect();
+    assert_eq!(ids.len(), 98);
+    assert!(!ids.contains(&"n7".to_owned()) && !ids.contains(&"n9".to_owned()));
+    // SQL sees node ids too.
+    let row = db
+        .all_as::<(String,)>(
+            "SELECT id FROM vector_search('nodes', 'vector', ?, 1)",
+            (blob(&data[3]),),
+        )
+        .unwrap();
+    assert_eq!(row, vec![("n3".to_owned(),)]);
+    // A node vector of another dimension is refused once the index exists.
+    let err = db.set_vector("n1", Some(&[1.0, 2.0])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("has 2 dimensions but the index has 6"),
+        "{err}"
+    );
+    assert_eq!(db.get_node("n1").unwrap().unwrap().vector.unwrap().len(), 6);
+}
+
+#[test]
+fn text_queries_without_a_model_say_how_to_configure_one() {
+    let db = Database::open_in_memory().unwrap();
+    db.exec("CREATE TABLE t(v BLOB)").unwrap();
+    db.value("SELECT pluresdb_vector_index('t', 'v')", ())
+        .unwrap();
+    let err = db
+        .vector_search("t", "hello", 3, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("PLURESDB_MODEL_DIR"), "{err}");
+    let err = db
+        .value("SELECT pluresdb_embed('hello')", ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no embedding model is configured"), "{err}");
+    assert_eq!(db.embed("x").unwrap_err().kind(), ErrorKind::InvalidInput);
+}
