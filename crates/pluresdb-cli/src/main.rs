@@ -1,6 +1,7 @@
 //! The `pluresdb` command: SQL, nodes and edges, import/export, checks and backups.
 
 mod output;
+mod search_cmd;
 mod shell;
 mod sync_cmd;
 mod transfer;
@@ -201,6 +202,68 @@ enum Command {
     History {
         /// Node id.
         id: String,
+    },
+    /// Nearest rows or nodes to a vector (`[0.1, ...]`) or a text (embedded by the model):
+    /// `pluresdb search docs.embedding "red car"`, `pluresdb search nodes "[0.1, 0.2]"`.
+    Search {
+        /// `nodes`, a table with one vector index, or `table.column`.
+        collection: String,
+        /// A JSON array of numbers, or text to embed.
+        query: String,
+        /// How many results.
+        #[arg(short, long, default_value_t = 10)]
+        k: usize,
+        /// Only rows matching this SQL condition on the table (`year > 2020`).
+        #[arg(long)]
+        filter: Option<String>,
+        /// Only nodes of this type.
+        #[arg(long = "type")]
+        node_type: Option<String>,
+        /// Search breadth (higher: better recall, slower).
+        #[arg(long)]
+        ef: Option<usize>,
+        /// Compare with every vector instead of using the index.
+        #[arg(long)]
+        exact: bool,
+        /// Fuse full-text (bm25) and vector results; needs a text index (see text-index).
+        #[arg(long)]
+        hybrid: bool,
+    },
+    /// Create a vector index (`pluresdb vector-index docs embedding --metric cosine`), list
+    /// them (no arguments), or drop one (`--drop`).
+    VectorIndex {
+        /// The table (`nodes` for node vectors).
+        table: Option<String>,
+        /// The column holding vectors (f32 BLOBs or JSON arrays).
+        column: Option<String>,
+        /// cosine (default), l2 or ip.
+        #[arg(long)]
+        metric: Option<String>,
+        /// The dimension (default: taken from the first vector).
+        #[arg(long)]
+        dim: Option<usize>,
+        /// HNSW links per node (default 16).
+        #[arg(long)]
+        m: Option<usize>,
+        /// Build breadth (default 200).
+        #[arg(long)]
+        ef_construction: Option<usize>,
+        /// Default search breadth (default 64).
+        #[arg(long)]
+        ef_search: Option<usize>,
+        /// Fill the column by embedding this text column on every insert and update.
+        #[arg(long)]
+        embed_from: Option<String>,
+        /// Drop the index instead.
+        #[arg(long)]
+        drop: bool,
+    },
+    /// Create a full-text index (FTS5) over text columns, for `search --hybrid`.
+    TextIndex {
+        /// The table (`nodes` indexes node data).
+        table: String,
+        /// Text columns.
+        columns: Vec<String>,
     },
     /// Write a consistent copy of the database to a new file.
     Backup {
@@ -563,6 +626,58 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 });
                 print_table(&mut out, &["version", "site", "data"], rows)?;
             }
+        }
+        Command::Search {
+            collection,
+            query,
+            k,
+            filter,
+            node_type,
+            ef,
+            exact,
+            hybrid,
+        } => {
+            let db = open(&cli)?;
+            let args = search_cmd::SearchArgs {
+                collection,
+                query,
+                k: *k,
+                filter: filter.as_deref(),
+                node_type: node_type.as_deref(),
+                ef: *ef,
+                exact: *exact,
+                hybrid: *hybrid,
+            };
+            search_cmd::search(&db, &mut out, mode, &args)?;
+        }
+        Command::VectorIndex {
+            table,
+            column,
+            metric,
+            dim,
+            m,
+            ef_construction,
+            ef_search,
+            embed_from,
+            drop,
+        } => {
+            let db = open(&cli)?;
+            let args = search_cmd::IndexArgs {
+                table: table.as_deref(),
+                column: column.as_deref(),
+                metric: metric.as_deref(),
+                dim: *dim,
+                m: *m,
+                ef_construction: *ef_construction,
+                ef_search: *ef_search,
+                embed_from: embed_from.as_deref(),
+                drop: *drop,
+            };
+            search_cmd::vector_index(&db, &mut out, cli.json, &args)?;
+        }
+        Command::TextIndex { table, columns } => {
+            let db = open(&cli)?;
+            search_cmd::text_index(&db, &mut out, table, columns)?;
         }
         Command::Backup { dest } => {
             let db = open(&cli)?;

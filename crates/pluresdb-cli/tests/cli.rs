@@ -380,3 +380,66 @@ fn read_only_flag_refuses_writes() {
     assert!(err.contains("readonly"), "{err}");
     assert!(Path::new(&cli.db()).exists());
 }
+
+#[test]
+fn search_finds_nearest_rows_and_nodes_and_explains_a_missing_model() {
+    let cli = Cli::new();
+    cli.ok(&[
+        "sql",
+        "CREATE TABLE docs(id INTEGER PRIMARY KEY, title TEXT, emb BLOB);
+         INSERT INTO docs(title, emb) VALUES
+           ('north', vec_f32('[0, 1, 0]')), ('east', vec_f32('[1, 0, 0]')),
+           ('north-east', vec_f32('[0.7, 0.7, 0]')), ('up', vec_f32('[0, 0, 1]'))",
+    ]);
+    let listed = cli.json(&["vector-index", "docs", "emb", "--metric", "cosine"]);
+    assert_eq!(listed[0]["name"], "docs.emb");
+    assert_eq!(listed[0]["dim"], 3);
+    assert_eq!(listed[0]["vectors"], 4);
+    let hits = cli.json(&["search", "docs", "[0.9, 0.8, 0]", "-k", "2"]);
+    assert_eq!(hits[0]["title"], "north-east", "{hits}");
+    assert_eq!(hits[1]["title"], "east");
+    assert!(
+        hits[0].get("emb").is_none(),
+        "vector columns are not printed"
+    );
+    let filtered = cli.json(&[
+        "search",
+        "docs.emb",
+        "[0.9, 0.8, 0]",
+        "-k",
+        "1",
+        "--filter",
+        "title LIKE 'n%'",
+    ]);
+    assert_eq!(filtered[0]["title"], "north-east");
+    let table = cli.ok(&["search", "docs", "[0, 0, 1]", "-k", "1"]);
+    assert!(
+        table.contains("up") && table.contains("distance"),
+        "{table}"
+    );
+    // Nodes: the first search creates their index.
+    cli.ok(&["sql", "SELECT 1"]);
+    for (id, v) in [("a", "[1, 0]"), ("b", "[0, 1]")] {
+        cli.ok(&["put", id, "{}"]);
+        cli.ok(&[
+            "sql",
+            &format!("UPDATE _pluresdb_nodes SET vector = vec_f32('{v}') WHERE id = '{id}'"),
+        ]);
+    }
+    let nodes = cli.json(&["search", "nodes", "[0.1, 0.9]", "-k", "1"]);
+    assert_eq!(nodes[0]["id"], "b");
+    // Text queries need a model; the error says how to configure one.
+    let err = cli.fails(&["search", "docs", "a red car"]);
+    assert!(err.contains("PLURESDB_MODEL_DIR"), "{err}");
+    let err = cli.fails(&["search", "docs", "[1, 2]"]);
+    assert!(
+        err.contains("has 2 dimensions but the index on docs.emb has 3"),
+        "{err}"
+    );
+    cli.ok(&["vector-index", "docs", "emb", "--drop"]);
+    assert_eq!(
+        cli.json(&["vector-index"]),
+        json!([{"name": "nodes", "metric": "cosine", "dim": 2, "m": 16,
+        "ef_construction": 200, "ef_search": 64, "embed_from": null, "vectors": null}])
+    );
+}

@@ -68,7 +68,7 @@ pub use value::{
     BLOB_JSON_KEY, FromValue, Param, ToParam, Value, ValueRef, base64_decode, base64_encode,
 };
 pub use vector::{
-    Embedder, LoadSource, LoadedIndex, SearchOptions, VectorHit, VectorIndexInfo,
+    Embedder, HybridHit, LoadSource, LoadedIndex, SearchOptions, VectorHit, VectorIndexInfo,
     VectorIndexOptions, VectorQuery,
 };
 

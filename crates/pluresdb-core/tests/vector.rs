@@ -485,3 +485,117 @@ fn text_queries_without_a_model_say_how_to_configure_one() {
     assert!(err.contains("no embedding model is configured"), "{err}");
     assert_eq!(db.embed("x").unwrap_err().kind(), ErrorKind::InvalidInput);
 }
+
+/// A stand-in model for tests about plumbing: words hashed into 32 buckets.
+struct BagOfWords;
+
+impl pluresdb_core::Embedder for BagOfWords {
+    fn model_name(&self) -> &str {
+        "bag-of-words"
+    }
+    fn dim(&self) -> usize {
+        32
+    }
+    fn embed(
+        &self,
+        texts: &[&str],
+    ) -> Result<Vec<Vec<f32>>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let mut v = vec![0.01f32; 32];
+                for w in t.split_whitespace() {
+                    let h = w
+                        .to_lowercase()
+                        .bytes()
+                        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+                    v[(h % 32) as usize] += 1.0;
+                }
+                v
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn embedded_columns_follow_their_text_and_hybrid_search_fuses_both_rankings() {
+    let db = Database::open_in_memory().unwrap();
+    db.set_embedder(Some(std::sync::Arc::new(BagOfWords)));
+    db.exec("CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT, emb BLOB)")
+        .unwrap();
+    db.run(
+        "INSERT INTO notes(body) VALUES ('written before the index')",
+        (),
+    )
+    .unwrap();
+    let opts = VectorIndexOptions {
+        embed_from: Some("body".into()),
+        ..VectorIndexOptions::default()
+    };
+    db.create_vector_index("notes", "emb", &opts).unwrap();
+    assert_eq!(
+        db.value("SELECT vec_length(emb) FROM notes WHERE id = 1", ())
+            .unwrap(),
+        Value::Integer(32),
+        "existing rows were embedded"
+    );
+    for body in [
+        "red apples and green pears",
+        "a fast red car",
+        "green tea in the morning",
+        "quiet morning walk",
+    ] {
+        db.run("INSERT INTO notes(body) VALUES (?)", (body,))
+            .unwrap();
+    }
+    let top = db
+        .vector_search("notes", "a fast red car", 1, None)
+        .unwrap();
+    assert_eq!(top[0].rowid, 3);
+    assert!(top[0].distance < 1e-5);
+    // Editing the text re-embeds the row.
+    db.run("UPDATE notes SET body = 'slow blue boat' WHERE id = 3", ())
+        .unwrap();
+    assert_eq!(
+        db.vector_search("notes", "slow blue boat", 1, None)
+            .unwrap()[0]
+            .rowid,
+        3
+    );
+    assert_ne!(
+        db.vector_search("notes", "a fast red car", 1, None)
+            .unwrap()[0]
+            .rowid,
+        3
+    );
+    // Hybrid: text matches (bm25) and vector neighbours fused by rank.
+    db.create_text_index("notes", &["body"]).unwrap();
+    db.create_text_index("notes", &["body"]).unwrap();
+    assert_eq!(
+        db.text_search("notes", "morning", 10, None).unwrap().len(),
+        2
+    );
+    let hits = db
+        .hybrid_search("notes", "green morning", None, 3, None)
+        .unwrap();
+    assert_eq!(
+        hits[0].rowid, 4,
+        "matches both words and is the nearest vector: {hits:?}"
+    );
+    assert!(hits[0].text_rank.is_some() && hits[0].vector_rank.is_some());
+    assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+    // The text index follows deletes and updates.
+    db.run("DELETE FROM notes WHERE id = 4", ()).unwrap();
+    db.run("UPDATE notes SET body = 'evening' WHERE id = 5", ())
+        .unwrap();
+    assert!(
+        db.text_search("notes", "morning", 10, None)
+            .unwrap()
+            .is_empty()
+    );
+    let err = db
+        .text_search("nodes", "x", 3, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has no text index"), "{err}");
+}

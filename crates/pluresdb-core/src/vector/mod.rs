@@ -4,6 +4,7 @@
 mod defs;
 mod embed;
 mod functions;
+mod hybrid;
 mod parse;
 mod registry;
 mod vtab;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 pub use defs::NewIndex as VectorIndexOptions;
 pub use embed::Embedder;
+pub use hybrid::HybridHit;
 pub use registry::{LoadSource, SearchOptions};
 
 pub(crate) use functions::{register_pure, register_stateful};

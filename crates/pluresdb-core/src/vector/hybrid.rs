@@ -1,0 +1,274 @@
+//! Full-text indexes (SQLite FTS5, kept in step by triggers) and hybrid search: bm25 text
+//! matches and vector neighbours fused by reciprocal rank.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::defs::{NODES_NAME, NODES_TABLE};
+use super::{VectorQuery, split_collection};
+use crate::database::Database;
+use crate::error::{Error, Result};
+use crate::replication::quote;
+
+/// Reciprocal rank fusion's constant (from Cormack et al.; what most engines use).
+const RRF_K: f64 = 60.0;
+
+/// One hybrid search result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HybridHit {
+    /// Row id in the table (for nodes: the node's row).
+    pub rowid: i64,
+    /// The node id, for searches over nodes.
+    pub id: Option<String>,
+    /// The fused score: higher is better.
+    pub score: f64,
+    /// Position among the text matches (1 = best), if it matched the text.
+    pub text_rank: Option<usize>,
+    /// Position among the vector neighbours (1 = nearest), if it was one.
+    pub vector_rank: Option<usize>,
+    /// Vector distance, if it was a neighbour.
+    pub distance: Option<f32>,
+}
+
+fn fts_name(table: &str) -> String {
+    format!("_pluresdb_fts_{table}")
+}
+
+fn resolve(table: &str) -> &str {
+    if table.eq_ignore_ascii_case(NODES_NAME) {
+        NODES_TABLE
+    } else {
+        table
+    }
+}
+
+/// Turns search-box text into an FTS5 query: every word, any of them (`"a" OR "b"`).
+pub(crate) fn fts_query(text: &str) -> Option<String> {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| format!("\"{w}\""))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" OR "))
+}
+
+fn create_text_index_on(conn: &Connection, table: &str, columns: &[&str]) -> Result<String> {
+    let table = resolve(table);
+    let is_nodes = table == NODES_TABLE;
+    if !is_nodes && (table.starts_with("_pluresdb") || table.starts_with("sqlite_")) {
+        return Err(Error::invalid(format!("{table} is an internal table")));
+    }
+    let columns: Vec<&str> = if is_nodes {
+        vec!["data"]
+    } else {
+        columns.to_vec()
+    };
+    if columns.is_empty() {
+        return Err(Error::invalid("name at least one text column to index"));
+    }
+    let known: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info(?1)")?
+        .query_map([table], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if known.is_empty() {
+        return Err(Error::not_found(format!("no such table: {table}")));
+    }
+    for c in &columns {
+        if !known.iter().any(|k| k == c) {
+            return Err(Error::not_found(format!(
+                "{table} has no column {c:?} (its columns: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    let fts = fts_name(table);
+    let exists: Option<String> = conn
+        .query_row(
+            "SELECT columns FROM _pluresdb_text_indexes WHERE tbl = ?1",
+            [table],
+            |r| r.get(0),
+        )
+        .optional()
+        .or_else(|e| match e {
+            rusqlite::Error::SqliteFailure(..) => Ok(None),
+            e => Err(e),
+        })?;
+    let list = columns.join(",");
+    if let Some(existing) = exists {
+        if existing == list {
+            return Ok(fts);
+        }
+        return Err(Error::invalid(format!(
+            "{table} already has a text index on {existing}; drop it first"
+        )));
+    }
+    let cols = columns
+        .iter()
+        .map(|c| quote(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let new_vals = columns
+        .iter()
+        .map(|c| format!("NEW.{}", quote(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let old_vals = columns
+        .iter()
+        .map(|c| format!("OLD.{}", quote(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (f, t) = (quote(&fts), quote(table));
+    let trig = |what: &str| quote(&format!("{fts}_{what}"));
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS _pluresdb_text_indexes(tbl TEXT PRIMARY KEY, columns TEXT NOT NULL);
+         CREATE VIRTUAL TABLE {f} USING fts5({cols}, content={content}, tokenize='unicode61 remove_diacritics 2');
+         CREATE TRIGGER {ai} AFTER INSERT ON {t} BEGIN
+             INSERT INTO {f}(rowid, {cols}) VALUES (NEW.rowid, {new_vals});
+         END;
+         CREATE TRIGGER {ad} AFTER DELETE ON {t} BEGIN
+             INSERT INTO {f}({f}, rowid, {cols}) VALUES ('delete', OLD.rowid, {old_vals});
+         END;
+         CREATE TRIGGER {au} AFTER UPDATE ON {t} BEGIN
+             INSERT INTO {f}({f}, rowid, {cols}) VALUES ('delete', OLD.rowid, {old_vals});
+             INSERT INTO {f}(rowid, {cols}) VALUES (NEW.rowid, {new_vals});
+         END;
+         INSERT INTO {f}({f}) VALUES ('rebuild');",
+        content = quote(table).replace('"', "'"),
+        ai = trig("ai"),
+        ad = trig("ad"),
+        au = trig("au"),
+    ))?;
+    conn.execute(
+        "INSERT INTO _pluresdb_text_indexes(tbl, columns) VALUES (?1, ?2)",
+        [table, &list],
+    )?;
+    Ok(fts)
+}
+
+impl Database {
+    /// Creates a full-text index (SQLite FTS5, bm25 ranking) over text `columns` of `table`
+    /// (for `"nodes"`: over their data), kept up to date by triggers. Creating the same index
+    /// again is a no-op.
+    pub fn create_text_index(&self, table: &str, columns: &[&str]) -> Result<()> {
+        self.require_graph()?;
+        self.transaction(|db| db.with_writer_conn(|c| create_text_index_on(c, table, columns)))?;
+        Ok(())
+    }
+
+    /// The rows of `collection` best matching the words of `text` (any word; bm25 order).
+    pub fn text_search(
+        &self,
+        collection: &str,
+        text: &str,
+        k: usize,
+        filter: Option<&str>,
+    ) -> Result<Vec<i64>> {
+        let (table, _) = split_collection(collection);
+        let table = resolve(table);
+        let Some(query) = fts_query(text) else {
+            return Ok(Vec::new());
+        };
+        let fts = quote(&fts_name(table));
+        let alive = if table == NODES_TABLE {
+            " AND t.cl % 2 = 1"
+        } else {
+            ""
+        };
+        let filter = filter.map(|f| format!(" AND ({f})")).unwrap_or_default();
+        let sql = format!(
+            "SELECT f.rowid FROM {fts} f JOIN {t} t ON t.rowid = f.rowid
+             WHERE {fts} MATCH ?1{alive}{filter} ORDER BY bm25({fts}) LIMIT ?2",
+            t = quote(table),
+        );
+        let rows = self.all_as::<(i64,)>(&sql, (query, i64::try_from(k).unwrap_or(i64::MAX)));
+        match rows {
+            Err(e)
+                if e.to_string().contains("no such table")
+                    && e.to_string().contains("_pluresdb_fts_") =>
+            {
+                Err(Error::not_found(format!(
+                    "{table} has no text index; create one with db.create_text_index(\"{table}\", \
+                     &[\"title\", \"body\"]) or `pluresdb text-index {table} title body`"
+                )))
+            }
+            other => Ok(other?.into_iter().map(|r| r.0).collect()),
+        }
+    }
+
+    /// Hybrid search: the best `k` rows of `collection` for `text`, fusing full-text matches
+    /// (bm25) and vector neighbours (of `vector`, or of `text` embedded by the configured model)
+    /// by reciprocal rank. Needs a text index and a vector index on the table.
+    pub fn hybrid_search(
+        &self,
+        collection: &str,
+        text: &str,
+        vector: Option<&[f32]>,
+        k: usize,
+        filter: Option<&str>,
+    ) -> Result<Vec<HybridHit>> {
+        if k == 0 {
+            return Err(Error::invalid("k must be at least 1"));
+        }
+        let pool = k.saturating_mul(4).max(50);
+        let by_text = self.text_search(collection, text, pool, filter)?;
+        let query = match vector {
+            Some(v) => VectorQuery::Vector(v.to_vec()),
+            None => VectorQuery::Text(text.to_owned()),
+        };
+        let by_vector = self.vector_search(collection, query, pool, filter)?;
+        let mut fused: HashMap<i64, HybridHit> = HashMap::new();
+        let blank = |rowid: i64| HybridHit {
+            rowid,
+            id: None,
+            score: 0.0,
+            text_rank: None,
+            vector_rank: None,
+            distance: None,
+        };
+        for (i, rowid) in by_text.iter().enumerate() {
+            let hit = fused.entry(*rowid).or_insert_with(|| blank(*rowid));
+            hit.text_rank = Some(i + 1);
+            hit.score += 1.0 / (RRF_K + (i + 1) as f64);
+        }
+        for (i, v) in by_vector.iter().enumerate() {
+            let hit = fused.entry(v.rowid).or_insert_with(|| blank(v.rowid));
+            hit.vector_rank = Some(i + 1);
+            hit.distance = Some(v.distance);
+            hit.id.clone_from(&v.id);
+            hit.score += 1.0 / (RRF_K + (i + 1) as f64);
+        }
+        let mut hits: Vec<HybridHit> = fused.into_values().collect();
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.rowid.cmp(&b.rowid)));
+        hits.truncate(k);
+        if resolve(split_collection(collection).0) == NODES_TABLE {
+            for hit in hits.iter_mut().filter(|h| h.id.is_none()) {
+                hit.id = self
+                    .get_as::<(String,)>(
+                        "SELECT id FROM _pluresdb_nodes WHERE rid = ?",
+                        (hit.rowid,),
+                    )?
+                    .map(|r| r.0);
+            }
+        }
+        Ok(hits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fts_query;
+
+    #[test]
+    fn search_box_text_becomes_a_safe_fts_query() {
+        assert_eq!(
+            fts_query("cats, on the mat!").unwrap(),
+            "\"cats\" OR \"on\" OR \"the\" OR \"mat\""
+        );
+        assert_eq!(
+            fts_query("\"NEAR(\" AND -"),
+            Some("\"NEAR\" OR \"AND\"".into())
+        );
+        assert_eq!(fts_query("  ..  "), None);
+    }
+}
