@@ -599,3 +599,39 @@ fn embedded_columns_follow_their_text_and_hybrid_search_fuses_both_rankings() {
         .to_string();
     assert!(err.contains("has no text index"), "{err}");
 }
+
+#[test]
+fn dropping_one_index_never_hides_later_writes_from_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path().join("two.db")).unwrap();
+    db.exec("CREATE TABLE a(v BLOB); CREATE TABLE b(v BLOB)")
+        .unwrap();
+    db.value("SELECT pluresdb_vector_index('a', 'v', 'l2')", ())
+        .unwrap();
+    db.value("SELECT pluresdb_vector_index('b', 'v', 'l2')", ())
+        .unwrap();
+    for i in 0..10 {
+        db.run(
+            "INSERT INTO a(v) VALUES (vec_f32(?))",
+            (format!("[{i}, 0]"),),
+        )
+        .unwrap();
+    }
+    for i in 0..10 {
+        db.run(
+            "INSERT INTO b(v) VALUES (vec_f32(?))",
+            (format!("[{i}, 0]"),),
+        )
+        .unwrap();
+    }
+    // `a` is built after b's log entries, then b's entries go away with its index.
+    assert_eq!(
+        db.vector_search("a", vec![0.0, 0.0], 1, None).unwrap()[0].rowid,
+        1
+    );
+    assert!(db.drop_vector_index("b", "v").unwrap());
+    db.run("INSERT INTO a(v) VALUES (vec_f32('[0.5, 50]'))", ())
+        .unwrap();
+    let hits = db.vector_search("a", vec![0.5, 50.0], 1, None).unwrap();
+    assert_eq!(hits[0].rowid, 11, "the new row is found");
+}

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS _pluresdb_vector_indexes (
     UNIQUE (tbl, col)
 );
 CREATE TABLE IF NOT EXISTS _pluresdb_vector_log (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     idx INTEGER NOT NULL,
     rid INTEGER NOT NULL
 );
@@ -444,10 +444,11 @@ fn create_triggers(conn: &Connection, def: &IndexDef) -> Result<()> {
     let set_dim = format!(
         "UPDATE _pluresdb_vector_indexes SET dim = pluresdb_vector_dim(NEW.{c}) WHERE id = {id} AND dim IS NULL AND NEW.{c} IS NOT NULL;"
     );
-    let check = format!(
-        "SELECT pluresdb_vector_check(NEW.{c}, dim, metric) FROM _pluresdb_vector_indexes WHERE id = {id} AND NEW.{c} IS NOT NULL;"
+    // Checks the vector (the function raises the error) and logs the row, in one statement.
+    let log_new = format!(
+        "INSERT INTO _pluresdb_vector_log(idx, rid) SELECT {id}, NEW.rowid FROM _pluresdb_vector_indexes
+         WHERE id = {id} AND (NEW.{c} IS NULL OR pluresdb_vector_check(NEW.{c}, dim, metric) IS NULL);"
     );
-    let log_new = format!("INSERT INTO _pluresdb_vector_log(idx, rid) VALUES ({id}, NEW.rowid);");
     let alive_changed = if def.is_nodes() {
         " OR NEW.cl IS NOT OLD.cl"
     } else {
@@ -455,11 +456,11 @@ fn create_triggers(conn: &Connection, def: &IndexDef) -> Result<()> {
     };
     let mut sql = format!(
         "CREATE TRIGGER {ins} AFTER INSERT ON {t} WHEN NEW.{c} IS NOT NULL BEGIN
-            {set_dim} {check} {log_new}
+            {set_dim} {log_new}
          END;
          CREATE TRIGGER {upd} AFTER UPDATE ON {t}
          WHEN NEW.{c} IS NOT OLD.{c} OR NEW.rowid IS NOT OLD.rowid{alive_changed} BEGIN
-            {set_dim} {check}
+            {set_dim}
             INSERT INTO _pluresdb_vector_log(idx, rid) SELECT {id}, OLD.rowid WHERE OLD.rowid IS NOT NEW.rowid;
             {log_new}
          END;
@@ -489,6 +490,31 @@ fn create_triggers(conn: &Connection, def: &IndexDef) -> Result<()> {
     Ok(())
 }
 
+/// Deletes the log entries of index `idx` up to `seq`. The log's highest sequence number is
+/// kept (as a placeholder row of index 0 if need be) so new entries never reuse a number an
+/// index has already applied.
+pub(crate) fn delete_log(conn: &Connection, idx: i64, seq: i64) -> Result<()> {
+    let high: Option<i64> =
+        conn.query_row("SELECT max(seq) FROM _pluresdb_vector_log", [], |r| {
+            r.get(0)
+        })?;
+    conn.execute(
+        "DELETE FROM _pluresdb_vector_log WHERE idx = ?1 AND seq <= ?2",
+        [idx, seq],
+    )?;
+    if let Some(high) = high {
+        conn.execute(
+            "INSERT OR IGNORE INTO _pluresdb_vector_log(seq, idx, rid) VALUES (?1, 0, 0)",
+            [high],
+        )?;
+        conn.execute(
+            "DELETE FROM _pluresdb_vector_log WHERE idx = 0 AND seq < ?1",
+            [high],
+        )?;
+    }
+    Ok(())
+}
+
 /// Drops an index: its triggers, log, saved graph and definition. Returns whether it existed.
 pub(crate) fn drop_index(conn: &Connection, table: &str, column: &str) -> Result<Option<IndexDef>> {
     let def = match find(conn, table, column) {
@@ -502,7 +528,7 @@ pub(crate) fn drop_index(conn: &Connection, table: &str, column: &str) -> Result
             trigger_name(&def, what)
         ))?;
     }
-    conn.execute("DELETE FROM _pluresdb_vector_log WHERE idx = ?1", [def.id])?;
+    delete_log(conn, def.id, i64::MAX)?;
     conn.execute(
         "DELETE FROM _pluresdb_vector_snapshots WHERE idx = ?1",
         [def.id],

@@ -482,10 +482,7 @@ fn save_graph(conn: &Connection, loaded: &mut Loaded) -> Result<()> {
             "UPDATE _pluresdb_vector_indexes SET snapshot_seq = ?1 WHERE id = ?2",
             [loaded.applied_seq, id],
         )?;
-        conn.execute(
-            "DELETE FROM _pluresdb_vector_log WHERE idx = ?1 AND seq <= ?2",
-            [id, loaded.applied_seq],
-        )?;
+        defs::delete_log(conn, id, loaded.applied_seq)?;
         Ok(())
     })();
     match result {
