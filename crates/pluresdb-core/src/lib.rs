@@ -36,6 +36,7 @@ mod engine;
 mod error;
 mod events;
 mod graph;
+mod index_log;
 mod options;
 mod params;
 mod pool;

@@ -398,7 +398,7 @@ fn vectors_changed_outside_the_log_are_detected() {
         }
         raw.execute("UPDATE docs SET embedding = (SELECT embedding FROM docs d2 WHERE d2.id = 201 - docs.id)", [])
             .unwrap();
-        raw.execute("DELETE FROM _pluresdb_vector_log", []).unwrap();
+        raw.execute("DELETE FROM _pluresdb_index_log", []).unwrap();
     }
     let db = Database::open(&path).unwrap();
     let q = &data[5];

@@ -1,5 +1,5 @@
-//! Vector index definitions: the `_pluresdb_vector_indexes` table, and the triggers that keep a
-//! change log (`_pluresdb_vector_log`) in the same transaction as every write to an indexed
+//! Vector index definitions: the `_pluresdb_vector_indexes` table, and the triggers that write
+//! to the index log (see `index_log`) in the same transaction as every write to an indexed
 //! column, so the in-memory index can catch up with exactly the committed data.
 
 use std::str::FromStr;
@@ -29,11 +29,6 @@ CREATE TABLE IF NOT EXISTS _pluresdb_vector_indexes (
     embed_from      TEXT,
     snapshot_seq    INTEGER NOT NULL DEFAULT 0,
     UNIQUE (tbl, col)
-);
-CREATE TABLE IF NOT EXISTS _pluresdb_vector_log (
-    seq INTEGER PRIMARY KEY,
-    idx INTEGER NOT NULL,
-    rid INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS _pluresdb_vector_snapshots (
     idx   INTEGER NOT NULL,
@@ -290,6 +285,7 @@ pub(crate) fn create(
     )
     .map_err(|e| Error::invalid(e.to_string()))?;
     conn.execute_batch(TABLES)?;
+    crate::index_log::create(conn)?;
     if let Ok(existing) = find(conn, &table, &column) {
         let same = new.metric.is_none_or(|m| m == existing.metric)
             && new.dim.is_none_or(|d| Some(d) == existing.dim)
@@ -446,7 +442,7 @@ fn create_triggers(conn: &Connection, def: &IndexDef) -> Result<()> {
     );
     // Checks the vector (the function raises the error) and logs the row, in one statement.
     let log_new = format!(
-        "INSERT INTO _pluresdb_vector_log(idx, rid) SELECT {id}, NEW.rowid FROM _pluresdb_vector_indexes
+        "INSERT INTO _pluresdb_index_log(idx, rid) SELECT {id}, NEW.rowid FROM _pluresdb_vector_indexes
          WHERE id = {id} AND (NEW.{c} IS NULL OR pluresdb_vector_check(NEW.{c}, dim, metric) IS NULL);"
     );
     let alive_changed = if def.is_nodes() {
@@ -461,11 +457,11 @@ fn create_triggers(conn: &Connection, def: &IndexDef) -> Result<()> {
          CREATE TRIGGER {upd} AFTER UPDATE ON {t}
          WHEN NEW.{c} IS NOT OLD.{c} OR NEW.rowid IS NOT OLD.rowid{alive_changed} BEGIN
             {set_dim}
-            INSERT INTO _pluresdb_vector_log(idx, rid) SELECT {id}, OLD.rowid WHERE OLD.rowid IS NOT NEW.rowid;
+            INSERT INTO _pluresdb_index_log(idx, rid) SELECT {id}, OLD.rowid WHERE OLD.rowid IS NOT NEW.rowid;
             {log_new}
          END;
          CREATE TRIGGER {del} AFTER DELETE ON {t} WHEN OLD.{c} IS NOT NULL BEGIN
-            INSERT INTO _pluresdb_vector_log(idx, rid) VALUES ({id}, OLD.rowid);
+            INSERT INTO _pluresdb_index_log(idx, rid) VALUES ({id}, OLD.rowid);
          END;",
         ins = trigger_name(def, "ins"),
         upd = trigger_name(def, "upd"),
@@ -490,31 +486,6 @@ fn create_triggers(conn: &Connection, def: &IndexDef) -> Result<()> {
     Ok(())
 }
 
-/// Deletes the log entries of index `idx` up to `seq`. The log's highest sequence number is
-/// kept (as a placeholder row of index 0 if need be) so new entries never reuse a number an
-/// index has already applied.
-pub(crate) fn delete_log(conn: &Connection, idx: i64, seq: i64) -> Result<()> {
-    let high: Option<i64> =
-        conn.query_row("SELECT max(seq) FROM _pluresdb_vector_log", [], |r| {
-            r.get(0)
-        })?;
-    conn.execute(
-        "DELETE FROM _pluresdb_vector_log WHERE idx = ?1 AND seq <= ?2",
-        [idx, seq],
-    )?;
-    if let Some(high) = high {
-        conn.execute(
-            "INSERT OR IGNORE INTO _pluresdb_vector_log(seq, idx, rid) VALUES (?1, 0, 0)",
-            [high],
-        )?;
-        conn.execute(
-            "DELETE FROM _pluresdb_vector_log WHERE idx = 0 AND seq < ?1",
-            [high],
-        )?;
-    }
-    Ok(())
-}
-
 /// Drops an index: its triggers, log, saved graph and definition. Returns whether it existed.
 pub(crate) fn drop_index(conn: &Connection, table: &str, column: &str) -> Result<Option<IndexDef>> {
     let def = match find(conn, table, column) {
@@ -528,7 +499,7 @@ pub(crate) fn drop_index(conn: &Connection, table: &str, column: &str) -> Result
             trigger_name(&def, what)
         ))?;
     }
-    delete_log(conn, def.id, i64::MAX)?;
+    crate::index_log::delete(conn, def.id, i64::MAX)?;
     conn.execute(
         "DELETE FROM _pluresdb_vector_snapshots WHERE idx = ?1",
         [def.id],

@@ -1,7 +1,7 @@
 //! The in-memory indexes of one database, kept consistent with the committed data.
 //!
 //! Each index is loaded on first search (from its saved graph, or rebuilt from the table) and
-//! then caught up from `_pluresdb_vector_log`, which triggers fill in the same transaction as
+//! then caught up from `_pluresdb_index_log`, which triggers fill in the same transaction as
 //! the writes. Only committed log entries are applied to the shared index: a search inside a
 //! write transaction sees its own uncommitted vectors through an exact "overlay" instead, so a
 //! rollback never leaves anything behind.
@@ -298,7 +298,7 @@ fn same_shape(a: &IndexDef, b: &IndexDef) -> bool {
 
 fn has_new_entries(conn: &Connection, def: &IndexDef, after: i64) -> Result<bool> {
     Ok(conn
-        .prepare_cached("SELECT 1 FROM _pluresdb_vector_log WHERE seq > ?1 AND idx = ?2 LIMIT 1")?
+        .prepare_cached("SELECT 1 FROM _pluresdb_index_log WHERE seq > ?1 AND idx = ?2 LIMIT 1")?
         .exists([after, def.id])?)
 }
 
@@ -408,7 +408,7 @@ fn build(conn: &Connection, def: &IndexDef, reason: Option<String>) -> Result<Lo
     // The log position first: the scan below (same read transaction) includes everything up to
     // it, and entries after it are applied by the next catch-up.
     let applied_seq: i64 = conn
-        .prepare_cached("SELECT coalesce(max(seq), 0) FROM _pluresdb_vector_log")?
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM _pluresdb_index_log")?
         .query_row([], |r| r.get(0))?;
     let mut stmt = conn.prepare(&def.scan_sql())?;
     let mut rows = stmt.query([])?;
@@ -435,7 +435,7 @@ fn catch_up(conn: &Connection, loaded: &mut Loaded) -> Result<()> {
     let mut last = loaded.applied_seq;
     {
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, rid FROM _pluresdb_vector_log WHERE seq > ?1 AND idx = ?2 ORDER BY seq",
+            "SELECT seq, rid FROM _pluresdb_index_log WHERE seq > ?1 AND idx = ?2 ORDER BY seq",
         )?;
         let mut rows = stmt.query([loaded.applied_seq, loaded.def.id])?;
         while let Some(row) = rows.next()? {
@@ -482,7 +482,7 @@ fn save_graph(conn: &Connection, loaded: &mut Loaded) -> Result<()> {
             "UPDATE _pluresdb_vector_indexes SET snapshot_seq = ?1 WHERE id = ?2",
             [loaded.applied_seq, id],
         )?;
-        defs::delete_log(conn, id, loaded.applied_seq)?;
+        crate::index_log::delete(conn, id, loaded.applied_seq)?;
         Ok(())
     })();
     match result {
@@ -580,8 +580,8 @@ fn overlay_search(
     };
     let mut pending: HashSet<i64> = HashSet::new();
     {
-        let mut stmt = conn
-            .prepare_cached("SELECT rid FROM _pluresdb_vector_log WHERE seq > ?1 AND idx = ?2")?;
+        let mut stmt =
+            conn.prepare_cached("SELECT rid FROM _pluresdb_index_log WHERE seq > ?1 AND idx = ?2")?;
         let mut rows = stmt.query([loaded.applied_seq, def.id])?;
         while let Some(row) = rows.next()? {
             pending.insert(row.get(0)?);
