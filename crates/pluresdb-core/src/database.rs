@@ -10,6 +10,8 @@ use crate::cursor::RowIter;
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::EventHub;
+use crate::graph::index::GraphIndex;
+use crate::graph::sql::register_graph_functions;
 use crate::options::OpenOptions;
 use crate::params::Params;
 use crate::query::{RunResult, ScriptResult};
@@ -36,6 +38,7 @@ struct Inner {
     graph: bool,
     repl: Arc<Replication>,
     vectors: Arc<VectorRegistry>,
+    graph_index: Arc<GraphIndex>,
 }
 
 impl Drop for Inner {
@@ -98,16 +101,22 @@ impl Database {
                 state.graph,
             )?);
             register_writer(writer.conn(), &repl)?;
+            if state.graph && !opts.read_only {
+                crate::graph::index::install(writer.conn())?;
+            }
             (state, clock, repl)
         };
         let vectors = Arc::new(VectorRegistry::new(path.is_some()));
+        let graph_index = Arc::new(GraphIndex::default());
         {
             let writer = engine.writer()?;
             register_stateful(writer.conn(), &vectors, true)?;
+            register_graph_functions(writer.conn(), &graph_index)?;
         }
-        let for_readers = vectors.clone();
+        let (for_readers, graph_for_readers) = (vectors.clone(), graph_index.clone());
         engine.set_reader_setup(Box::new(move |conn| {
-            register_stateful(conn, &for_readers, false)
+            register_stateful(conn, &for_readers, false)?;
+            register_graph_functions(conn, &graph_for_readers)
         }));
         engine.set_observer(repl.clone());
         Ok(Database {
@@ -118,6 +127,7 @@ impl Database {
                 graph: state.graph,
                 repl,
                 vectors,
+                graph_index,
             }),
         })
     }
@@ -128,6 +138,10 @@ impl Database {
 
     pub(crate) fn clock(&self) -> &HybridClock {
         &self.inner.clock
+    }
+
+    pub(crate) fn graph_index(&self) -> &Arc<GraphIndex> {
+        &self.inner.graph_index
     }
 
     pub(crate) fn vector_registry(&self) -> &Arc<VectorRegistry> {

@@ -377,6 +377,28 @@ impl Engine {
     }
 
     /// The observer, when it has something to observe.
+    /// Runs `f` on a reader inside one read transaction (a consistent snapshot), or on the
+    /// writer when this thread is in a transaction or there are no readers.
+    pub(crate) fn with_read_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let snapshot = |conn: &Connection| {
+            if !conn.is_autocommit() {
+                return f(conn);
+            }
+            conn.execute_batch("BEGIN")?;
+            let result = f(conn);
+            // A read transaction has nothing to keep; ending it cannot lose anything.
+            let _ = conn.execute_batch("COMMIT");
+            result
+        };
+        if self.use_readers()
+            && let Some(pool) = &self.readers
+        {
+            let mut reader = pool.get()?;
+            return snapshot(reader.conn_mut().get());
+        }
+        self.with_writer(snapshot)
+    }
+
     /// Sets what every reader connection gets when it opens (before any is opened).
     pub(crate) fn set_reader_setup(&self, setup: crate::pool::ReaderSetup) {
         if let Some(pool) = &self.readers {

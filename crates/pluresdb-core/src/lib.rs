@@ -45,6 +45,7 @@ mod replication;
 mod row;
 mod schema;
 mod statement;
+mod table_fn;
 mod transaction;
 mod value;
 mod vector;
@@ -54,7 +55,10 @@ pub use cursor::RowIter;
 pub use database::Database;
 pub use error::{Error, ErrorKind, Result};
 pub use events::{Change, ChangeStream, EdgeChange, NodeChange, RowChange, RowOp, SubscriptionId};
-pub use graph::{CompareOp, Direction, Edge, MAX_ID_BYTES, Node, NodeQuery, NodeUpdate};
+pub use graph::{
+    CompareOp, Direction, Edge, GraphPath, MAX_ID_BYTES, Node, NodeQuery, NodeUpdate, PathQuery,
+    Reached, Traverse,
+};
 pub use options::{OpenOptions, Synchronous};
 pub use params::{Binder, NamedParams, Params};
 pub use query::{RunResult, ScriptResult};

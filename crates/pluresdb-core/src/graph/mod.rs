@@ -6,9 +6,12 @@
 //! `pluresdb_edges` views.
 
 mod edges;
+pub(crate) mod index;
 mod nodes;
 mod query;
+pub(crate) mod sql;
 mod subscribe;
+pub(crate) mod walk;
 
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
@@ -19,6 +22,7 @@ use crate::error::{Error, Result};
 
 pub use nodes::NodeUpdate;
 pub use query::{CompareOp, NodeQuery};
+pub use walk::{GraphPath, PathQuery, Reached, Traverse};
 
 /// A node: an id, a JSON object, an optional type and an optional vector.
 #[derive(Clone, Debug, PartialEq, Serialize)]

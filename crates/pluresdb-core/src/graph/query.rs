@@ -66,6 +66,8 @@ pub struct NodeQuery {
     conditions: Vec<(String, CompareOp, Json)>,
     limit: Option<usize>,
     offset: usize,
+    /// Only these ids (used to filter the nodes a traversal reached).
+    ids: Option<Vec<String>>,
 }
 
 impl NodeQuery {
@@ -116,7 +118,26 @@ impl NodeQuery {
         self
     }
 
-    fn to_sql(&self) -> Result<(String, Vec<Value>)> {
+    /// True when only the type is constrained (answerable from the in-memory graph).
+    pub(crate) fn only_type(&self) -> bool {
+        self.prefix.is_none() && self.conditions.is_empty()
+    }
+
+    pub(crate) fn node_type(&self) -> Option<&str> {
+        self.node_type.as_deref()
+    }
+
+    /// The same query restricted to `ids`, without limit or offset.
+    pub(crate) fn among(&self, ids: Vec<String>) -> NodeQuery {
+        NodeQuery {
+            ids: Some(ids),
+            limit: None,
+            offset: 0,
+            ..self.clone()
+        }
+    }
+
+    pub(crate) fn sql(&self) -> Result<(String, Vec<Value>)> {
         let mut sql = format!("SELECT {NODE_COLUMNS} FROM _pluresdb_nodes WHERE cl % 2 = 1");
         let mut params = Vec::new();
         if let Some(prefix) = self.prefix.as_deref().filter(|p| !p.is_empty()) {
@@ -130,6 +151,15 @@ impl NodeQuery {
         if let Some(t) = &self.node_type {
             params.push(Value::Text(t.clone()));
             sql += &format!(" AND type = ?{}", params.len());
+        }
+        if let Some(ids) = &self.ids {
+            params.push(Value::Text(
+                serde_json::to_string(ids).expect("strings serialize"),
+            ));
+            sql += &format!(
+                " AND id IN (SELECT value FROM json_each(?{}))",
+                params.len()
+            );
         }
         for (field, op, value) in &self.conditions {
             params.push(Value::Text(json_path(field)?));
@@ -178,7 +208,7 @@ impl Database {
     /// Nodes matching `query`, ordered by id.
     pub fn find(&self, query: &NodeQuery) -> Result<Vec<Node>> {
         self.require_graph()?;
-        let (sql, params) = query.to_sql()?;
+        let (sql, params) = query.sql()?;
         self.all(&sql, params)?.iter().map(node_from_row).collect()
     }
 
@@ -188,7 +218,7 @@ impl Database {
         query: &NodeQuery,
     ) -> Result<impl Iterator<Item = Result<Node>> + use<>> {
         self.require_graph()?;
-        let (sql, params) = query.to_sql()?;
+        let (sql, params) = query.sql()?;
         Ok(self
             .iterate(&sql, params)?
             .map(|row| row.and_then(|r| node_from_row(&r))))

@@ -1,0 +1,263 @@
+//! The in-memory adjacency of the node/edge graph (see `pluresdb-graph`), kept consistent with
+//! the committed tables through the index log, like the vector indexes.
+//!
+//! Built from the tables on the first graph query, then caught up before each query with the
+//! log entries triggers wrote for node and edge rows. A query inside a write transaction that
+//! changed the graph runs on a private copy with the pending changes applied, so a rollback
+//! never reaches the shared graph.
+
+use std::collections::BTreeSet;
+use std::ops::Deref;
+
+use parking_lot::{RwLock, RwLockReadGuard, RwLockUpgradableReadGuard, RwLockWriteGuard};
+use pluresdb_graph::Graph;
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::error::Result;
+use crate::index_log::{self, GRAPH_EDGES, GRAPH_NODES};
+
+/// Triggers logging node and edge rows for the graph.
+const TRIGGERS: &str = "
+CREATE TRIGGER IF NOT EXISTS _pluresdb_graph_node_ins AFTER INSERT ON _pluresdb_nodes BEGIN
+    INSERT INTO _pluresdb_index_log(idx, rid) VALUES (-1, NEW.rid);
+END;
+CREATE TRIGGER IF NOT EXISTS _pluresdb_graph_node_upd AFTER UPDATE OF cl, type, id ON _pluresdb_nodes
+WHEN NEW.cl IS NOT OLD.cl OR NEW.type IS NOT OLD.type OR NEW.id IS NOT OLD.id BEGIN
+    INSERT INTO _pluresdb_index_log(idx, rid) VALUES (-1, NEW.rid);
+END;
+CREATE TRIGGER IF NOT EXISTS _pluresdb_graph_node_del AFTER DELETE ON _pluresdb_nodes BEGIN
+    INSERT INTO _pluresdb_index_log(idx, rid) VALUES (-1, OLD.rid);
+END;
+CREATE TRIGGER IF NOT EXISTS _pluresdb_graph_edge_ins AFTER INSERT ON _pluresdb_edges BEGIN
+    INSERT INTO _pluresdb_index_log(idx, rid) VALUES (-2, NEW.eid);
+END;
+CREATE TRIGGER IF NOT EXISTS _pluresdb_graph_edge_upd AFTER UPDATE OF cl, src, rel, dst ON _pluresdb_edges
+WHEN NEW.cl IS NOT OLD.cl OR NEW.src IS NOT OLD.src OR NEW.rel IS NOT OLD.rel OR NEW.dst IS NOT OLD.dst BEGIN
+    INSERT INTO _pluresdb_index_log(idx, rid) VALUES (-2, NEW.eid);
+END;
+CREATE TRIGGER IF NOT EXISTS _pluresdb_graph_edge_del AFTER DELETE ON _pluresdb_edges BEGIN
+    INSERT INTO _pluresdb_index_log(idx, rid) VALUES (-2, OLD.eid);
+END;
+";
+
+/// Meta key: graph log entries up to this sequence number were deleted.
+const TRIMMED_KEY: &str = "graph_log_trimmed";
+
+/// Creates the log and its graph triggers (on open, for read-write databases).
+pub(crate) fn install(conn: &Connection) -> Result<()> {
+    index_log::create(conn)?;
+    conn.execute_batch(TRIGGERS)?;
+    Ok(())
+}
+
+pub(crate) struct Loaded {
+    graph: Graph,
+    applied_seq: i64,
+}
+
+/// The shared graph of one database.
+#[derive(Default)]
+pub(crate) struct GraphIndex {
+    state: RwLock<Option<Loaded>>,
+}
+
+/// A graph to query: the shared one, or a private copy with a transaction's changes.
+pub(crate) enum GraphView<'a> {
+    Shared(RwLockReadGuard<'a, Option<Loaded>>),
+    Private(Box<Graph>),
+}
+
+impl Deref for GraphView<'_> {
+    type Target = Graph;
+
+    fn deref(&self) -> &Graph {
+        match self {
+            GraphView::Shared(g) => &g.as_ref().expect("loaded before viewing").graph,
+            GraphView::Private(g) => g,
+        }
+    }
+}
+
+/// One node or edge row that changed.
+type Entry = (i64, i64);
+
+impl GraphIndex {
+    /// The graph as `conn` sees it. Outside a write transaction `conn` must be inside one read
+    /// transaction for the whole call (a statement, or an explicit `BEGIN`).
+    pub(crate) fn view(&self, conn: &Connection) -> Result<GraphView<'_>> {
+        let write_tx = conn.transaction_state(None::<&str>)? == rusqlite::TransactionState::Write;
+        if write_tx {
+            let state = self.state.read();
+            let Some(loaded) = state.as_ref() else {
+                return Ok(GraphView::Private(Box::new(build(conn)?.graph)));
+            };
+            let (pending, _) = entries_after(conn, loaded.applied_seq)?;
+            if pending.is_empty() {
+                return Ok(GraphView::Shared(state));
+            }
+            let mut graph = loaded.graph.clone();
+            if !apply(conn, &mut graph, &pending)? {
+                graph = build(conn)?.graph;
+            }
+            return Ok(GraphView::Private(Box::new(graph)));
+        }
+        let state = self.state.upgradable_read();
+        if let Some(loaded) = state.as_ref()
+            && is_current(conn, loaded.applied_seq)?
+        {
+            return Ok(GraphView::Shared(RwLockUpgradableReadGuard::downgrade(
+                state,
+            )));
+        }
+        let mut state = RwLockUpgradableReadGuard::upgrade(state);
+        catch_up(conn, &mut state)?;
+        Ok(GraphView::Shared(RwLockWriteGuard::downgrade(state)))
+    }
+
+    /// Deletes graph log entries this process has applied, once there are many; other
+    /// processes notice (through the trimmed mark) and rebuild. `conn` is the writer, outside
+    /// any transaction.
+    pub(crate) fn trim(&self, conn: &Connection, at_least: i64) -> Result<()> {
+        let Some(applied) = self.state.read().as_ref().map(|l| l.applied_seq) else {
+            return Ok(());
+        };
+        let trimmed = trimmed_mark(conn)?;
+        if applied - trimmed < at_least {
+            return Ok(());
+        }
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let done = (|| -> Result<()> {
+            index_log::delete(conn, GRAPH_NODES, applied)?;
+            index_log::delete(conn, GRAPH_EDGES, applied)?;
+            conn.execute(
+                "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                rusqlite::params![TRIMMED_KEY, applied],
+            )?;
+            Ok(())
+        })();
+        match done {
+            Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+}
+
+fn trimmed_mark(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM _pluresdb_meta WHERE key = ?1")?
+        .query_row([TRIMMED_KEY], |r| r.get::<_, i64>(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// True when no graph entry after `applied` exists and none up to it was trimmed away unseen.
+fn is_current(conn: &Connection, applied: i64) -> Result<bool> {
+    let newer = conn
+        .prepare_cached("SELECT 1 FROM _pluresdb_index_log WHERE seq > ?1 AND idx < 0 LIMIT 1")?
+        .exists([applied])?;
+    Ok(!newer && trimmed_mark(conn)? <= applied)
+}
+
+/// Graph entries after `seq`, each row once, and the last sequence number seen.
+fn entries_after(conn: &Connection, seq: i64) -> Result<(Vec<Entry>, i64)> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, idx, rid FROM _pluresdb_index_log WHERE seq > ?1 AND idx < 0 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([seq])?;
+    let mut seen = BTreeSet::new();
+    let mut last = seq;
+    while let Some(row) = rows.next()? {
+        last = row.get(0)?;
+        seen.insert((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?));
+    }
+    // Nodes (-1) sort after edges (-2): apply edges first, then node removals and types.
+    Ok((seen.into_iter().collect(), last))
+}
+
+fn catch_up(conn: &Connection, state: &mut Option<Loaded>) -> Result<()> {
+    if let Some(loaded) = state.as_mut()
+        && trimmed_mark(conn)? <= loaded.applied_seq
+    {
+        let (pending, last) = entries_after(conn, loaded.applied_seq)?;
+        if apply(conn, &mut loaded.graph, &pending)? {
+            loaded.applied_seq = last;
+            return Ok(());
+        }
+    }
+    *state = Some(build(conn)?);
+    Ok(())
+}
+
+/// Applies changed rows; false when a row is gone (deleted outside PluresDB), which needs a
+/// rebuild.
+fn apply(conn: &Connection, graph: &mut Graph, entries: &[Entry]) -> Result<bool> {
+    let mut edge =
+        conn.prepare_cached("SELECT src, rel, dst, cl FROM _pluresdb_edges WHERE eid = ?1")?;
+    let mut node =
+        conn.prepare_cached("SELECT id, type, cl FROM _pluresdb_nodes WHERE rid = ?1")?;
+    for &(idx, rid) in entries {
+        if idx == GRAPH_EDGES {
+            let row: Option<(String, String, String, i64)> = edge
+                .query_row([rid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()?;
+            let Some((src, rel, dst, cl)) = row else {
+                return Ok(false);
+            };
+            if cl % 2 == 1 {
+                graph.add_edge(&src, &rel, &dst);
+            } else {
+                graph.remove_edge(&src, &rel, &dst);
+            }
+        } else if idx == GRAPH_NODES {
+            let row: Option<(String, Option<String>, i64)> = node
+                .query_row([rid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            let Some((id, node_type, cl)) = row else {
+                return Ok(false);
+            };
+            if cl % 2 == 1 {
+                graph.add_node(&id, node_type.as_deref());
+                graph.set_type(&id, node_type.as_deref());
+            } else {
+                graph.remove_node(&id);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Builds the graph from the tables (live nodes, then live edges in one bulk load).
+fn build(conn: &Connection) -> Result<Loaded> {
+    let applied_seq: i64 = conn
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM _pluresdb_index_log")?
+        .query_row([], |r| r.get(0))?;
+    let mut graph = Graph::new();
+    {
+        let mut stmt =
+            conn.prepare_cached("SELECT id, type FROM _pluresdb_nodes WHERE cl % 2 = 1")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let node_type: Option<String> = row.get(1)?;
+            graph.add_node(&id, node_type.as_deref());
+        }
+    }
+    {
+        let mut stmt =
+            conn.prepare_cached("SELECT src, rel, dst FROM _pluresdb_edges WHERE cl % 2 = 1")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let edges: Vec<(String, String, String)> = rows.collect::<rusqlite::Result<_>>()?;
+        graph.extend_edges(edges);
+    }
+    Ok(Loaded { graph, applied_seq })
+}

@@ -1,0 +1,387 @@
+//! Graph queries from the in-memory adjacency agree with a plain BFS over the stored edges,
+//! follow every write (including other handles and rolled-back transactions), and refuse bad
+//! input clearly.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use pluresdb_core::{CompareOp, Database, Direction, ErrorKind, NodeQuery, PathQuery, Traverse};
+use proptest::prelude::*;
+use serde_json::json;
+
+/// Reference BFS over `(from, rel, to)` triples: node -> smallest depth.
+fn reference(
+    edges: &BTreeSet<(String, String, String)>,
+    start: &str,
+    rel: Option<&str>,
+    dir: Direction,
+    max: u32,
+) -> BTreeMap<String, u32> {
+    let mut adj: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (f, r, t) in edges {
+        if rel.is_some_and(|x| x != r) {
+            continue;
+        }
+        if matches!(dir, Direction::Out | Direction::Both) {
+            adj.entry(f).or_default().push(t);
+        }
+        if matches!(dir, Direction::In | Direction::Both) {
+            adj.entry(t).or_default().push(f);
+        }
+    }
+    let mut depth: BTreeMap<String, u32> = BTreeMap::new();
+    let mut queue = VecDeque::from([(start, 0u32)]);
+    let mut seen = BTreeSet::from([start]);
+    while let Some((v, d)) = queue.pop_front() {
+        if d > 0 {
+            depth.insert(v.to_owned(), d);
+        }
+        if d == max {
+            continue;
+        }
+        for &n in adj.get(v).map(Vec::as_slice).unwrap_or_default() {
+            if seen.insert(n) {
+                queue.push_back((n, d + 1));
+            }
+        }
+    }
+    depth
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Link(u8, u8, u8),
+    Unlink(u8, u8, u8),
+    Delete(u8),
+    Put(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u8..8, 0u8..2, 0u8..8).prop_map(|(a, r, b)| Op::Link(a, r, b)),
+        2 => (0u8..8, 0u8..2, 0u8..8).prop_map(|(a, r, b)| Op::Unlink(a, r, b)),
+        1 => (0u8..8).prop_map(Op::Delete),
+        2 => (0u8..8).prop_map(Op::Put),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    /// Random writes (cycles, self-loops, parallel edges of two relations, deleted nodes and
+    /// edges) with queries in between; every traversal matches the reference BFS.
+    #[test]
+    fn traversals_match_a_reference_bfs(ops in proptest::collection::vec(op(), 1..40), start in 0u8..8, max in 1u32..4) {
+        let db = Database::open_in_memory().unwrap();
+        let name = |i: u8| format!("n{i}");
+        let rel = |r: u8| if r == 0 { "knows" } else { "likes" }.to_owned();
+        let mut alive: BTreeSet<String> = (0..8).map(name).collect();
+        for id in &alive {
+            db.put(id, &json!({})).unwrap();
+        }
+        let mut edges: BTreeSet<(String, String, String)> = BTreeSet::new();
+        // Query once first so later writes are applied incrementally, not by a fresh build.
+        db.traverse(&Traverse::from([name(0)]).depth(1, 1)).unwrap();
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                Op::Link(a, r, b) if alive.contains(&name(*a)) && alive.contains(&name(*b)) => {
+                    db.link(&name(*a), &rel(*r), &name(*b), None).unwrap();
+                    edges.insert((name(*a), rel(*r), name(*b)));
+                }
+                Op::Unlink(a, r, b) => {
+                    db.unlink(&name(*a), &rel(*r), &name(*b)).unwrap();
+                    edges.remove(&(name(*a), rel(*r), name(*b)));
+                }
+                Op::Delete(a) => {
+                    db.delete(&name(*a)).unwrap();
+                    alive.remove(&name(*a));
+                    edges.retain(|(f, _, t)| *f != name(*a) && *t != name(*a));
+                }
+                Op::Put(a) => {
+                    db.put(&name(*a), &json!({"i": a})).unwrap();
+                    alive.insert(name(*a));
+                }
+                _ => {}
+            }
+            if i % 7 == 3 {
+                db.traverse(&Traverse::from([name(0)]).depth(1, 1)).ok();
+            }
+        }
+        let s = name(start);
+        for dir in [Direction::Out, Direction::In, Direction::Both] {
+            for r in [None, Some("knows")] {
+                let mut q = Traverse::from([s.clone()]).direction(dir).depth(1, i64::from(max));
+                if let Some(r) = r {
+                    q = q.relation(r);
+                }
+                let got = db.traverse(&q);
+                if !alive.contains(&s) {
+                    prop_assert_eq!(got.unwrap_err().kind(), ErrorKind::NotFound);
+                    continue;
+                }
+                let got = got.unwrap();
+                for reached in &got {
+                    prop_assert_eq!(reached.path.len() as u32, reached.depth + 1);
+                    prop_assert_eq!(&reached.path[0], &s);
+                    prop_assert_eq!(reached.path.last().unwrap(), &reached.id);
+                }
+                let got: BTreeMap<String, u32> = got.into_iter().map(|r| (r.id, r.depth)).collect();
+                prop_assert_eq!(got, reference(&edges, &s, r, dir, max));
+            }
+        }
+    }
+}
+
+fn chain(db: &Database) {
+    for id in ["a", "b", "c", "d", "e"] {
+        db.put(
+            id,
+            &json!({"name": id.to_uppercase(), "age": id.as_bytes()[0] - b'a' + 20}),
+        )
+        .unwrap();
+    }
+    db.set_type("c", Some("Person")).unwrap();
+    db.set_type("d", Some("Person")).unwrap();
+    db.link("a", "road", "b", Some(&json!({"km": 1}))).unwrap();
+    db.link("b", "road", "c", Some(&json!({"km": 1}))).unwrap();
+    db.link("c", "road", "d", Some(&json!({"km": 1}))).unwrap();
+    db.link("a", "road", "d", Some(&json!({"km": 10}))).unwrap();
+    db.link("d", "road", "e", Some(&json!({"km": 2}))).unwrap();
+    db.link("e", "rail", "a", None).unwrap();
+}
+
+#[test]
+fn paths_filters_and_algorithms() {
+    let db = Database::open_in_memory().unwrap();
+    chain(&db);
+    let hops = db
+        .shortest_path("a", "e", &PathQuery::new().relation("road"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(hops.nodes, ["a", "d", "e"]);
+    assert_eq!(hops.cost, 2.0);
+    let km = db
+        .shortest_path("a", "e", &PathQuery::new().relation("road").weight("km"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(km.nodes, ["a", "b", "c", "d", "e"]);
+    assert_eq!(km.relations, ["road"; 4]);
+    assert_eq!(km.cost, 5.0);
+    assert!(
+        db.shortest_path("e", "b", &PathQuery::new().relation("road"))
+            .unwrap()
+            .is_none()
+    );
+    let back = db
+        .shortest_path("e", "b", &PathQuery::new())
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.nodes, ["e", "a", "b"]);
+    // Filters pick what is returned; the walk passes through other nodes.
+    let people = db
+        .traverse(
+            &Traverse::from(["a"])
+                .relation("road")
+                .depth(1, 3)
+                .filter(NodeQuery::new().of_type("Person")),
+        )
+        .unwrap();
+    assert_eq!(
+        people
+            .iter()
+            .map(|r| (r.id.as_str(), r.depth))
+            .collect::<Vec<_>>(),
+        [("d", 1), ("c", 2)]
+    );
+    let older = NodeQuery::new().where_field("age", CompareOp::Gt, json!(22));
+    let found = db
+        .traverse(&Traverse::from(["a"]).depth(1, 5).filter(older).limit(1))
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, "d");
+    assert_eq!(found[0].path, ["a", "d"]);
+    assert_eq!(db.degree("a", Direction::Both, None).unwrap(), 3);
+    assert_eq!(db.degree("a", Direction::Out, Some("road")).unwrap(), 2);
+    db.put("lonely", &json!({})).unwrap();
+    let comps = db.connected_components(&[]).unwrap();
+    assert_eq!(comps, vec![vec!["a", "b", "c", "d", "e"], vec!["lonely"]]);
+    let ranks = db.pagerank(&[], 0.85).unwrap();
+    assert!((ranks.iter().map(|r| r.1).sum::<f64>() - 1.0).abs() < 1e-6);
+    let central = db.degree_centrality(Direction::Both, &["road"]).unwrap();
+    assert_eq!(central[0].0, "d", "d has three road edges");
+}
+
+#[test]
+fn writes_in_a_transaction_are_seen_inside_and_gone_after_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.db");
+    let db = Database::open(&path).unwrap();
+    chain(&db);
+    let reach = |db: &Database| -> Vec<String> {
+        db.traverse(&Traverse::from(["e"]).relation("rail").depth(1, 1))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    assert_eq!(reach(&db), ["a"]);
+    let _ = db.transaction(|tx| {
+        tx.put("z", &json!({}))?;
+        tx.link("e", "rail", "z", None)?;
+        assert_eq!(reach(tx), ["a", "z"], "the transaction sees its own edge");
+        Err::<(), _>(pluresdb_core::Error::invalid("roll back"))
+    });
+    assert_eq!(reach(&db), ["a"], "the rollback left nothing behind");
+    // Another handle (as another process would) writes; this one catches up.
+    let other = Database::open(&path).unwrap();
+    other.put("y", &json!({})).unwrap();
+    other.link("e", "rail", "y", None).unwrap();
+    assert_eq!(reach(&db), ["a", "y"]);
+    other.unlink("e", "rail", "a").unwrap();
+    assert_eq!(reach(&db), ["y"]);
+}
+
+#[test]
+fn bad_graph_queries_are_refused_clearly() {
+    let db = Database::open_in_memory().unwrap();
+    chain(&db);
+    let err = db.traverse(&Traverse::from(["nobody"])).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.to_string().contains("nobody"), "{err}");
+    let err = db
+        .traverse(&Traverse::from(["a"]).depth(-1, 2))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("-1"), "{err}");
+    assert!(db.traverse(&Traverse::from(["a"]).depth(3, 1)).is_err());
+    assert!(
+        db.shortest_path("a", "nobody", &PathQuery::new())
+            .unwrap_err()
+            .to_string()
+            .contains("nobody")
+    );
+    // Negative weights are refused.
+    db.link("b", "road", "e", Some(&json!({"km": -5}))).unwrap();
+    let err = db
+        .shortest_path("a", "e", &PathQuery::new().weight("km"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("-5"), "{err}");
+    // A huge depth on a dense graph is bounded by the visit budget, with a clear message.
+    let ids: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
+    db.transaction(|tx| {
+        for id in &ids {
+            tx.put(id, &json!({}))?;
+        }
+        for a in &ids {
+            for b in &ids {
+                tx.link(a, "x", b, None)?;
+            }
+        }
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+    let all = db
+        .traverse(&Traverse::from(["k0"]).depth(1, 1_000_000))
+        .unwrap();
+    assert_eq!(
+        all.len(),
+        59,
+        "every other node once, cycles and self-loops or not"
+    );
+    let err = db
+        .traverse(&Traverse::from(["k0"]).depth(1, 1_000_000).max_visited(10))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("10"), "{err}");
+}
+
+#[test]
+fn sql_graph_functions_join_with_tables_and_vector_search() {
+    let db = Database::open_in_memory().unwrap();
+    chain(&db);
+    let rows = db
+        .all_as::<(String, i64, String)>("SELECT id, depth, path FROM graph_traverse('a', 'road', 'out', 1, 2) ORDER BY depth, id", ())
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("b".into(), 1, "[\"a\",\"b\"]".into()),
+            ("d".into(), 1, "[\"a\",\"d\"]".into()),
+            ("c".into(), 2, "[\"a\",\"b\",\"c\"]".into()),
+            ("e".into(), 2, "[\"a\",\"d\",\"e\"]".into()),
+        ]
+    );
+    // Joins with the node view.
+    let names = db
+        .all_as::<(String,)>(
+            "SELECT json_extract(n.data, '$.name') FROM graph_traverse('a', 'road', 'out', 1, 1) t
+             JOIN pluresdb_nodes n ON n.id = t.id ORDER BY 1",
+            (),
+        )
+        .unwrap();
+    assert_eq!(names, vec![("B".to_owned(),), ("D".to_owned(),)]);
+    let near = db
+        .all_as::<(String, String, String)>(
+            "SELECT id, relation, direction FROM graph_neighbors('a') ORDER BY id",
+            (),
+        )
+        .unwrap();
+    assert_eq!(
+        near,
+        vec![
+            ("b".into(), "road".into(), "out".into()),
+            ("d".into(), "road".into(), "out".into()),
+            ("e".into(), "rail".into(), "in".into())
+        ]
+    );
+    let path = db
+        .all_as::<(i64, String, Option<String>, f64)>("SELECT step, id, relation, cost FROM graph_shortest_path('a', 'e', 'road', 'out', 'km')", ())
+        .unwrap();
+    assert_eq!(
+        path.iter().map(|p| p.1.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c", "d", "e"]
+    );
+    assert_eq!(path[0].2, None);
+    assert_eq!(path[4].3, 5.0);
+    assert!(
+        db.all("SELECT * FROM graph_shortest_path('e', 'b', 'road')", ())
+            .unwrap()
+            .is_empty()
+    );
+    let err = db
+        .all("SELECT * FROM graph_traverse('nobody')", ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nobody"), "{err}");
+    let err = db
+        .all("SELECT * FROM graph_traverse()", ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("use graph_traverse(start"), "{err}");
+    let err = db
+        .all("SELECT * FROM graph_neighbors('a', NULL, 'sideways')", ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown direction"), "{err}");
+
+    // The 2 documents nearest a query vector, and everyone within 2 hops of their authors.
+    db.exec(
+        "CREATE TABLE docs(id INTEGER PRIMARY KEY, title TEXT, author TEXT, emb BLOB);
+         INSERT INTO docs(title, author, emb) VALUES
+           ('about b', 'b', vec_f32('[1, 0]')), ('about e', 'e', vec_f32('[0.9, 0.1]')),
+           ('far away', 'c', vec_f32('[0, 1]'));
+         SELECT pluresdb_vector_index('docs', 'emb', 'cosine');",
+    )
+    .unwrap();
+    let rows = db
+        .all_as::<(String,)>(
+            "SELECT DISTINCT t.id FROM vector_search('docs', 'emb', '[1, 0]', 2) s
+             JOIN docs d ON d.rowid = s.rowid
+             JOIN graph_traverse(d.author, 'road', 'both', 1, 2) t
+             ORDER BY t.id",
+            (),
+        )
+        .unwrap();
+    // From b: a and c (1 hop), d (2). From e: d (1), a and c (2). b itself is 3 hops from e.
+    assert_eq!(rows, vec![("a".into(),), ("c".into(),), ("d".into(),)]);
+}
