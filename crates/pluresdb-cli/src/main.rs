@@ -1,5 +1,6 @@
 //! The `pluresdb` command: SQL, nodes and edges, import/export, checks and backups.
 
+mod graph_cmd;
 mod output;
 mod search_cmd;
 mod shell;
@@ -264,6 +265,65 @@ enum Command {
         table: String,
         /// Text columns.
         columns: Vec<String>,
+    },
+    /// Walk the graph breadth-first from one or more nodes: `pluresdb traverse ada --relation
+    /// knows --max-depth 3`.
+    Traverse {
+        /// Start node ids.
+        #[arg(required = true)]
+        starts: Vec<String>,
+        /// Follow only this relation (repeat for several; default any).
+        #[arg(long = "relation", short = 'r')]
+        relations: Vec<String>,
+        /// out, in or both.
+        #[arg(long, default_value = "out")]
+        direction: Direction,
+        /// Nearest depth to return (0 includes the starts).
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+        min_depth: i64,
+        /// Farthest depth to walk.
+        #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+        max_depth: i64,
+        /// Return only nodes of this type.
+        #[arg(long = "type")]
+        node_type: Option<String>,
+        /// Return only nodes whose field matches (field=value, field>value, ...; repeatable).
+        #[arg(long = "where")]
+        conditions: Vec<String>,
+        /// At most this many nodes.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// The shortest path between two nodes (fewest hops, or least total --weight).
+    Path {
+        /// From this node.
+        from: String,
+        /// To this node.
+        to: String,
+        /// Follow only this relation (repeat for several).
+        #[arg(long = "relation", short = 'r')]
+        relations: Vec<String>,
+        /// out, in or both.
+        #[arg(long, default_value = "out")]
+        direction: Direction,
+        /// Minimize the sum of this numeric edge field.
+        #[arg(long)]
+        weight: Option<String>,
+    },
+    /// Graph algorithms: components, pagerank, centrality.
+    Graph {
+        /// Which algorithm.
+        #[arg(value_enum)]
+        algorithm: graph_cmd::Algorithm,
+        /// Only edges of this relation (repeat for several).
+        #[arg(long = "relation", short = 'r')]
+        relations: Vec<String>,
+        /// For centrality: out, in or both.
+        #[arg(long, default_value = "both")]
+        direction: Direction,
+        /// How many results to print.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
     },
     /// Write a consistent copy of the database to a new file.
     Backup {
@@ -678,6 +738,69 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::TextIndex { table, columns } => {
             let db = open(&cli)?;
             search_cmd::text_index(&db, &mut out, table, columns)?;
+        }
+        Command::Traverse {
+            starts,
+            relations,
+            direction,
+            min_depth,
+            max_depth,
+            node_type,
+            conditions,
+            limit,
+        } => {
+            let db = open(&cli)?;
+            let filter = if node_type.is_some() || !conditions.is_empty() {
+                let mut q = NodeQuery::new();
+                if let Some(t) = node_type {
+                    q = q.of_type(t);
+                }
+                for c in conditions {
+                    let (field, op, value) = parse_condition(c)?;
+                    q = q.where_field(field, op, value);
+                }
+                Some(q)
+            } else {
+                None
+            };
+            let args = graph_cmd::TraverseArgs {
+                starts,
+                relations,
+                direction: *direction,
+                min_depth: *min_depth,
+                max_depth: *max_depth,
+                filter,
+                limit: *limit,
+            };
+            graph_cmd::traverse(&db, &mut out, cli.json, args)?;
+        }
+        Command::Path {
+            from,
+            to,
+            relations,
+            direction,
+            weight,
+        } => {
+            let db = open(&cli)?;
+            let args = graph_cmd::PathArgs {
+                from,
+                to,
+                relations,
+                direction: *direction,
+                weight: weight.as_deref(),
+            };
+            graph_cmd::path(&db, &mut out, cli.json, args)?;
+        }
+        Command::Graph {
+            algorithm,
+            relations,
+            direction,
+            top,
+        } => {
+            let db = open(&cli)?;
+            graph_cmd::algorithm(
+                &db, &mut out, cli.json, *algorithm, relations, *direction, *top,
+            )?;
         }
         Command::Backup { dest } => {
             let db = open(&cli)?;

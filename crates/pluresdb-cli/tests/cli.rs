@@ -443,3 +443,51 @@ fn search_finds_nearest_rows_and_nodes_and_explains_a_missing_model() {
         "ef_construction": 200, "ef_search": 64, "embed_from": null, "vectors": null}])
     );
 }
+
+#[test]
+fn traverse_path_and_graph_algorithms_from_the_command_line() {
+    let cli = Cli::new();
+    for id in ["ada", "bob", "cy", "dee"] {
+        cli.ok(&[
+            "put",
+            id,
+            &format!("{{\"name\": \"{id}\"}}"),
+            "--type",
+            "Person",
+        ]);
+    }
+    cli.ok(&["link", "ada", "knows", "bob", "{\"years\": 5}"]);
+    cli.ok(&["link", "bob", "knows", "cy", "{\"years\": 1}"]);
+    cli.ok(&["link", "ada", "knows", "cy", "{\"years\": 9}"]);
+    let reached = cli.json(&["traverse", "ada", "--relation", "knows", "--max-depth", "2"]);
+    assert_eq!(
+        reached,
+        json!([
+            {"id": "bob", "depth": 1, "path": ["ada", "bob"]},
+            {"id": "cy", "depth": 1, "path": ["ada", "cy"]},
+        ])
+    );
+    let filtered = cli.json(&["traverse", "cy", "--direction", "in", "--where", "name=bob"]);
+    assert_eq!(filtered[0]["id"], "bob");
+    let table = cli.ok(&["path", "ada", "cy", "--weight", "years"]);
+    assert!(
+        table.contains("ada -[knows]-> bob -[knows]-> cy"),
+        "{table}"
+    );
+    assert!(table.contains("cost 6"), "{table}");
+    let err = cli.fails(&["path", "cy", "ada"]);
+    assert!(err.contains("no path from cy to ada"), "{err}");
+    let err = cli.fails(&["traverse", "nobody"]);
+    assert!(err.contains("nobody"), "{err}");
+    let err = cli.fails(&["traverse", "ada", "--min-depth", "-2"]);
+    assert!(err.contains("-2"), "{err}");
+    let comps = cli.json(&["graph", "components"]);
+    assert_eq!(comps["count"], 2);
+    let ranks = cli.json(&["graph", "pagerank", "--top", "1"]);
+    assert_eq!(ranks[0]["id"], "cy");
+    let central = cli.ok(&["graph", "centrality"]);
+    assert!(
+        central.contains("ada") && central.contains("0.666667"),
+        "{central}"
+    );
+}
