@@ -59,6 +59,8 @@ pub(crate) struct Loaded {
 #[derive(Default)]
 pub(crate) struct GraphIndex {
     state: RwLock<Option<Loaded>>,
+    /// The trimmed mark as last seen, so deciding whether to trim needs no query.
+    trimmed_seen: std::sync::atomic::AtomicI64,
 }
 
 /// A graph to query: the shared one, or a private copy with a transaction's changes.
@@ -118,10 +120,12 @@ impl GraphIndex {
     /// processes notice (through the trimmed mark) and rebuild. `conn` is the writer, outside
     /// any transaction.
     pub(crate) fn trim(&self, conn: &Connection, at_least: i64) -> Result<()> {
-        let Some(applied) = self.state.read().as_ref().map(|l| l.applied_seq) else {
+        let Some(applied) = self.applied() else {
             return Ok(());
         };
         let trimmed = trimmed_mark(conn)?;
+        self.trimmed_seen
+            .store(trimmed, std::sync::atomic::Ordering::Relaxed);
         if applied - trimmed < at_least {
             return Ok(());
         }
@@ -137,12 +141,32 @@ impl GraphIndex {
             Ok(())
         })();
         match done {
-            Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+            Ok(()) => {
+                conn.execute_batch("COMMIT")?;
+                self.trimmed_seen
+                    .store(applied, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
                 Err(e)
             }
         }
+    }
+}
+
+impl GraphIndex {
+    fn applied(&self) -> Option<i64> {
+        self.state
+            .try_read()
+            .and_then(|s| s.as_ref().map(|l| l.applied_seq))
+    }
+
+    /// True when enough log entries were applied since the last trim to make one worth it.
+    pub(crate) fn wants_trim(&self, at_least: i64) -> bool {
+        self.applied().is_some_and(|a| {
+            a - self.trimmed_seen.load(std::sync::atomic::Ordering::Relaxed) >= at_least
+        })
     }
 }
 
