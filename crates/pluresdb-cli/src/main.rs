@@ -1,6 +1,7 @@
 //! The `pluresdb` command: SQL, nodes and edges, import/export, checks and backups.
 
 mod graph_cmd;
+mod model;
 mod output;
 mod search_cmd;
 mod shell;
@@ -38,6 +39,10 @@ struct Cli {
     /// Open the database read-only.
     #[arg(long, global = true)]
     read_only: bool,
+    /// Directory of the embedding model (all-MiniLM-L6-v2: config.json, tokenizer.json,
+    /// model.safetensors) for text searches and embedded columns.
+    #[arg(long, global = true, env = "PLURESDB_MODEL_DIR")]
+    model: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -344,7 +349,13 @@ fn main() -> ExitCode {
 }
 
 fn open(cli: &Cli) -> Result<Database> {
-    OpenOptions::new().read_only(cli.read_only).open(&cli.db)
+    let db = OpenOptions::new().read_only(cli.read_only).open(&cli.db)?;
+    if let Some(dir) = cli.model.as_ref().filter(|d| !d.as_os_str().is_empty()) {
+        db.set_embedder(Some(std::sync::Arc::new(model::LazyModel::new(
+            dir.clone(),
+        ))));
+    }
+    Ok(db)
 }
 
 fn parse_json(what: &str, text: &str) -> Result<Json> {

@@ -31,6 +31,7 @@ impl Cli {
             .arg(self.db())
             .args(args)
             .env_remove("PLURESDB_DB")
+            .env_remove("PLURESDB_MODEL_DIR")
             .env("PLURESDB_HISTORY", self.path("history"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -490,4 +491,102 @@ fn traverse_path_and_graph_algorithms_from_the_command_line() {
         central.contains("ada") && central.contains("0.666667"),
         "{central}"
     );
+}
+
+/// The real model's directory, when configured (CI sets it and PLURESDB_REQUIRE_MODEL=1).
+fn model_dir() -> Option<String> {
+    match std::env::var("PLURESDB_MODEL_DIR") {
+        Ok(dir) if !dir.is_empty() => Some(dir),
+        _ if std::env::var("PLURESDB_REQUIRE_MODEL").as_deref() == Ok("1") => {
+            panic!(
+                "PLURESDB_REQUIRE_MODEL=1 but PLURESDB_MODEL_DIR is not set (see crates/pluresdb-embed/fetch-model.sh)"
+            )
+        }
+        _ => {
+            eprintln!("skipped: PLURESDB_MODEL_DIR is not set");
+            None
+        }
+    }
+}
+
+#[test]
+fn text_search_with_the_real_model_finds_meaning_not_just_words() {
+    let Some(model) = model_dir() else {
+        return;
+    };
+    let cli = Cli::new();
+    fn with<'a>(model: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+        [&["--model", model][..], args].concat()
+    }
+    cli.ok(&with(
+        &model,
+        &[
+            "sql",
+            "CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT, emb BLOB)",
+        ],
+    ));
+    cli.ok(&with(
+        &model,
+        &["vector-index", "notes", "emb", "--embed-from", "body"],
+    ));
+    cli.ok(&with(
+        &model,
+        &[
+            "sql",
+            "INSERT INTO notes(body) VALUES ('A kitten is sleeping on the rug'), \
+         ('Stock markets fell sharply today'), ('The recipe needs two eggs and flour'), \
+         ('Quarterly earnings beat expectations')",
+        ],
+    ));
+    let dims = cli.json(&["sql", "SELECT vec_length(emb) AS d FROM notes LIMIT 1"]);
+    assert_eq!(dims[0]["d"], 384, "rows were embedded on insert");
+    // No shared words with the best answer: only meaning connects them.
+    let hits = cli.json(&with(
+        &model,
+        &["search", "notes", "a cat naps on the carpet", "-k", "1"],
+    ));
+    assert_eq!(hits[0]["body"], "A kitten is sleeping on the rug", "{hits}");
+    let hits = cli.json(&with(
+        &model,
+        &["search", "notes", "the economy and finance", "-k", "2"],
+    ));
+    let bodies: Vec<&str> = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["body"].as_str().unwrap())
+        .collect();
+    assert!(
+        bodies.contains(&"Stock markets fell sharply today")
+            && bodies.contains(&"Quarterly earnings beat expectations"),
+        "{bodies:?}"
+    );
+    // Editing the text re-embeds it.
+    cli.ok(&with(
+        &model,
+        &[
+            "sql",
+            "UPDATE notes SET body = 'Baking bread at home' WHERE id = 1",
+        ],
+    ));
+    let hits = cli.json(&with(
+        &model,
+        &["search", "notes", "a homemade loaf", "-k", "1"],
+    ));
+    assert_eq!(hits[0]["id"], 1, "{hits}");
+    // Hybrid: bm25 over the words plus the vectors.
+    cli.ok(&with(&model, &["text-index", "notes", "body"]));
+    let fused = cli.json(&with(
+        &model,
+        &[
+            "search",
+            "notes",
+            "a recipe with eggs",
+            "--hybrid",
+            "-k",
+            "2",
+        ],
+    ));
+    assert_eq!(fused[0]["rowid"], 3, "{fused}");
+    assert!(fused[0]["text_rank"].is_number() && fused[0]["vector_rank"].is_number());
 }

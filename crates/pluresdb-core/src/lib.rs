@@ -73,8 +73,8 @@ pub use value::{
     BLOB_JSON_KEY, FromValue, Param, ToParam, Value, ValueRef, base64_decode, base64_encode,
 };
 pub use vector::{
-    Embedder, HybridHit, LoadSource, LoadedIndex, SearchOptions, VectorHit, VectorIndexInfo,
-    VectorIndexOptions, VectorQuery,
+    EmbedError, Embedder, HybridHit, LoadSource, LoadedIndex, SearchOptions, VectorHit,
+    VectorIndexInfo, VectorIndexOptions, VectorQuery,
 };
 
 pub use pluresdb_crdt::{

@@ -496,10 +496,7 @@ impl pluresdb_core::Embedder for BagOfWords {
     fn dim(&self) -> usize {
         32
     }
-    fn embed(
-        &self,
-        texts: &[&str],
-    ) -> Result<Vec<Vec<f32>>, Box<dyn std::error::Error + Send + Sync>> {
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, pluresdb_core::EmbedError> {
         Ok(texts
             .iter()
             .map(|t| {

@@ -12,7 +12,7 @@ mod vtab;
 use std::sync::Arc;
 
 pub use defs::NewIndex as VectorIndexOptions;
-pub use embed::Embedder;
+pub use embed::{EmbedError, Embedder};
 pub use hybrid::HybridHit;
 pub use registry::{LoadSource, SearchOptions};
 

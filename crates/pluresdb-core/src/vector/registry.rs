@@ -163,11 +163,12 @@ impl VectorRegistry {
     /// Embeds one text.
     pub(crate) fn embed(&self, text: &str) -> Result<Vec<f32>> {
         let embedder = self.embedder()?;
-        let mut out = embedder
-            .embed(&[text])
-            .map_err(|e| Error::invalid(format!("embedding failed: {e}")))?;
-        out.pop()
-            .ok_or_else(|| Error::invalid("the embedding model returned nothing"))
+        embedder.embed_one(text).map_err(|e| {
+            Error::invalid(format!(
+                "embedding with {} failed: {e}",
+                embedder.model_name()
+            ))
+        })
     }
 
     pub(crate) fn live(&self, id: i64) -> Arc<LiveIndex> {
