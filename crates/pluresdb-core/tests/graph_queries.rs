@@ -385,3 +385,104 @@ fn sql_graph_functions_join_with_tables_and_vector_search() {
     // From b: a and c (1 hop), d (2). From e: d (1), a and c (2). b itself is 3 hops from e.
     assert_eq!(rows, vec![("a".into(),), ("c".into(),), ("d".into(),)]);
 }
+
+#[test]
+fn link_many_is_link_in_bulk() {
+    let db = Database::open_in_memory().unwrap();
+    for id in ["a", "b", "c"] {
+        db.put(id, &json!({})).unwrap();
+    }
+    let w = json!({"w": 2});
+    let n = db
+        .link_many([
+            ("a", "r", "b", None),
+            ("b", "r", "c", Some(&w)),
+            ("a", "r", "b", None),
+        ])
+        .unwrap();
+    assert_eq!(n, 2, "the repeated edge is not counted twice");
+    assert_eq!(db.get_edge("b", "r", "c").unwrap().unwrap().data["w"], 2);
+    assert_eq!(
+        db.traverse(&Traverse::from(["a"]).depth(1, 5))
+            .unwrap()
+            .len(),
+        2
+    );
+    // Re-linking with the same data changes nothing; new data updates; unlinked edges revive.
+    assert_eq!(db.link_many([("b", "r", "c", Some(&w))]).unwrap(), 0);
+    db.unlink("a", "r", "b").unwrap();
+    assert_eq!(
+        db.link_many([
+            ("a", "r", "b", None),
+            ("b", "r", "c", Some(&json!({"w": 3})))
+        ])
+        .unwrap(),
+        2
+    );
+    assert_eq!(db.get_edge("b", "r", "c").unwrap().unwrap().data["w"], 3);
+    // The changes replicate like single links.
+    let other = Database::open_in_memory().unwrap();
+    other
+        .apply_changes(&db.changes_since(0, None).unwrap().changes)
+        .unwrap();
+    assert_eq!(other.edges("a", Direction::Out, None).unwrap().len(), 1);
+    assert_eq!(other.get_edge("b", "r", "c").unwrap().unwrap().data["w"], 3);
+    // A missing endpoint refuses the whole batch, naming it.
+    let err = db
+        .link_many([("a", "r", "c", None), ("a", "r", "ghost", None)])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.to_string().contains("\"ghost\""), "{err}");
+    assert!(
+        db.get_edge("a", "r", "c").unwrap().is_none(),
+        "nothing from the refused batch"
+    );
+    let err = db
+        .link_many([("a", "", "c", None)])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("edge 1"), "{err}");
+}
+
+/// Large batches (the sync metadata is written in many statements).
+#[test]
+fn link_many_loads_large_batches() {
+    let db = Database::open_in_memory().unwrap();
+    db.transaction(|tx| {
+        for i in 0..2000 {
+            tx.put(&format!("n{i}"), &json!({}))?;
+        }
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+    let edges: Vec<(String, String)> = (0..20_000)
+        .map(|i| {
+            (
+                format!("n{}", i % 2000),
+                format!("n{}", (i * 7 + i / 2000) % 2000),
+            )
+        })
+        .collect();
+    let n = db
+        .link_many(
+            edges
+                .iter()
+                .map(|(a, b)| (a.as_str(), "likes", b.as_str(), None)),
+        )
+        .unwrap();
+    assert_eq!(n, 20_000);
+    assert_eq!(db.edge_count().unwrap(), 20_000);
+    // The same sync records per edge as `link` writes.
+    let edge_records = |db: &Database| {
+        db.changes_since(0, None)
+            .unwrap()
+            .changes
+            .iter()
+            .filter(|c| c.collection == pluresdb_core::EDGES)
+            .count()
+    };
+    let single = Database::open_in_memory().unwrap();
+    single.put("a", &json!({})).unwrap();
+    single.link("a", "likes", "a", None).unwrap();
+    assert_eq!(edge_records(&db), 20_000 * edge_records(&single));
+}

@@ -246,6 +246,32 @@ impl Replication {
     }
 }
 
+impl Replication {
+    /// Records that the rows `keys` of a graph collection were created (in the open transaction),
+    /// all at `hlc`: one batched clock write for a bulk load.
+    pub(crate) fn capture_created(
+        &self,
+        conn: &Connection,
+        coll: u32,
+        keys: &[Vec<u8>],
+        hlc: Hlc,
+    ) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let stamp = self.local_stamp(conn, hlc)?;
+        // The same statement sizes as the trigger capture, so they stay prepared.
+        for part in chunk_sizes(keys) {
+            upsert_created(
+                conn,
+                part.iter()
+                    .map(|k| (coll, k.as_slice(), RowClock::whole(stamp))),
+            )?;
+        }
+        self.persist_clock(conn)
+    }
+}
+
 /// A local write to a node or an edge.
 pub(crate) enum GraphWrite<F = Vec<String>> {
     /// Created (or re-created after a delete): every field is new.
