@@ -330,6 +330,14 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         top: usize,
     },
+    /// Run a Cypher query: `pluresdb cypher "MATCH (a:Person)-[:KNOWS]->(b) RETURN b.name"`.
+    Cypher {
+        /// The query ("-" or nothing reads stdin).
+        query: Option<String>,
+        /// Parameters as a JSON object (`{"name": "Ada"}` for `$name`).
+        #[arg(long)]
+        params: Option<String>,
+    },
     /// Write a consistent copy of the database to a new file.
     Backup {
         /// Destination file (must not exist).
@@ -812,6 +820,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
             graph_cmd::algorithm(
                 &db, &mut out, cli.json, *algorithm, relations, *direction, *top,
             )?;
+        }
+        Command::Cypher { query, params } => {
+            let db = open(&cli)?;
+            let query = match query {
+                Some(q) if q != "-" => q.clone(),
+                _ => {
+                    let mut buf = String::new();
+                    std::io::stdin().read_to_string(&mut buf)?;
+                    buf
+                }
+            };
+            let params = params
+                .as_deref()
+                .map(|p| parse_json("--params", p))
+                .transpose()?
+                .unwrap_or(Json::Null);
+            let result = db.cypher(&query, &params)?;
+            if cli.json {
+                print_json(&mut out, &result.to_json())?;
+            } else {
+                let cell = |v: &Json| match v {
+                    Json::String(s) => s.clone(),
+                    Json::Null => "NULL".to_owned(),
+                    other => other.to_string(),
+                };
+                let columns: Vec<&str> = result.columns.iter().map(String::as_str).collect();
+                if !columns.is_empty() {
+                    print_table(
+                        &mut out,
+                        &columns,
+                        result.rows.iter().map(|r| r.iter().map(cell).collect()),
+                    )?;
+                }
+                if result.counters.contains_updates() {
+                    writeln!(out, "{}", result.counters.to_json())?;
+                }
+            }
         }
         Command::Backup { dest } => {
             let db = open(&cli)?;

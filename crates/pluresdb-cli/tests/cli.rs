@@ -590,3 +590,28 @@ fn text_search_with_the_real_model_finds_meaning_not_just_words() {
     assert_eq!(fused[0]["rowid"], 3, "{fused}");
     assert!(fused[0]["text_rank"].is_number() && fused[0]["vector_rank"].is_number());
 }
+
+#[test]
+fn cypher_from_the_command_line() {
+    let cli = Cli::new();
+    let created = cli.json(&[
+        "cypher",
+        "CREATE (a:Person {id: 'ada', name: 'Ada'})-[:KNOWS]->(b:Person {id: 'bob', name: 'Bob'}) RETURN a.name, b.name",
+    ]);
+    assert_eq!(created["rows"], json!([["Ada", "Bob"]]));
+    assert_eq!(created["counters"]["nodes_created"], 2);
+    let table = cli.ok(&[
+        "cypher",
+        "MATCH (a {id: $id})-[:KNOWS]->(b) RETURN b.name AS friend",
+        "--params",
+        "{\"id\": \"ada\"}",
+    ]);
+    assert!(table.contains("friend") && table.contains("Bob"), "{table}");
+    assert_eq!(
+        cli.json(&["get", "bob"])["type"],
+        "Person",
+        "the nodes are ordinary nodes"
+    );
+    let err = cli.fails(&["cypher", "MATCH (a RETURN a"]);
+    assert!(err.contains("line 1, column") && err.contains('^'), "{err}");
+}

@@ -56,8 +56,8 @@ pub use database::Database;
 pub use error::{Error, ErrorKind, Result};
 pub use events::{Change, ChangeStream, EdgeChange, NodeChange, RowChange, RowOp, SubscriptionId};
 pub use graph::{
-    CompareOp, Direction, Edge, GraphPath, MAX_ID_BYTES, Node, NodeQuery, NodeUpdate, PathQuery,
-    Reached, Traverse,
+    CompareOp, CypherResult, Direction, Edge, GraphPath, MAX_ID_BYTES, Node, NodeQuery, NodeUpdate,
+    PathQuery, Reached, Traverse,
 };
 pub use options::{OpenOptions, Synchronous};
 pub use params::{Binder, NamedParams, Params};
@@ -80,6 +80,7 @@ pub use vector::{
 pub use pluresdb_crdt::{
     Hlc, ParseVersionVectorError, SiteId, Version, VersionVector, wall_millis,
 };
+pub use pluresdb_cypher::ExecOptions as CypherOptions;
 pub use pluresdb_vector::{HnswParams, Metric};
 
 /// Whether `sql` ends with a complete statement (SQLite's `sqlite3_complete`), for shells.

@@ -5,6 +5,7 @@
 //! replication can merge them later. SQL sees live ones through the `pluresdb_nodes` and
 //! `pluresdb_edges` views.
 
+pub(crate) mod cypher;
 mod edges;
 pub(crate) mod index;
 mod nodes;
@@ -20,6 +21,7 @@ use pluresdb_crdt::{Hlc, SiteId};
 
 use crate::error::{Error, Result};
 
+pub use cypher::CypherResult;
 pub use nodes::NodeUpdate;
 pub use query::{CompareOp, NodeQuery};
 pub use walk::{GraphPath, PathQuery, Reached, Traverse};

@@ -1,0 +1,386 @@
+//! Cypher over the node/edge store (`pluresdb-cypher` does the language): read queries walk
+//! the in-memory adjacency, write queries run in one transaction through the node and edge API
+//! (so they replicate like any other write).
+
+use pluresdb_cypher::{
+    CypherError, Dir, EdgeRecord, ExecOptions, GraphStore, GraphStoreMut, NodeIter, NodeRecord,
+    QueryResult,
+};
+use pluresdb_graph::{Graph, RelFilter};
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::{Map, Value as Json};
+
+use super::{NodeUpdate, parse_object};
+use crate::database::Database;
+use crate::error::{Error, ErrorKind, Result};
+use crate::value::Value;
+
+/// The result of a Cypher query: column names, rows of JSON values (nodes as
+/// `{"id", "type", "data"}`, relationships as `{"from", "relation", "to", "data"}`) and write
+/// counters.
+pub type CypherResult = QueryResult;
+
+fn node_record(id: String, label: Option<String>, data: &str) -> Result<NodeRecord> {
+    Ok(NodeRecord {
+        id,
+        label,
+        props: parse_object(data)?,
+    })
+}
+
+/// SQL for nodes of an optional type with equal scalar fields (others are checked by the
+/// executor, which re-checks everything).
+fn scan_sql(label: Option<&str>, props: &[(String, Json)]) -> (String, Vec<Value>) {
+    let mut sql = "SELECT id, type, data FROM _pluresdb_nodes WHERE cl % 2 = 1".to_owned();
+    let mut params = Vec::new();
+    if let Some(l) = label {
+        params.push(Value::Text(l.to_owned()));
+        sql += &format!(" AND type = ?{}", params.len());
+    }
+    for (key, value) in props {
+        let scalar = match value {
+            Json::Bool(b) => Value::Integer(i64::from(*b)),
+            Json::Number(n) => n
+                .as_i64()
+                .map(Value::Integer)
+                .or(n.as_f64().map(Value::Real))
+                .unwrap_or(Value::Null),
+            Json::String(s) => Value::Text(s.clone()),
+            _ => continue,
+        };
+        params.push(Value::Text(format!("$.\"{}\"", key.replace('"', ""))));
+        sql += &format!(
+            " AND json_extract(data, ?{}) = ?{}",
+            params.len(),
+            params.len() + 1
+        );
+        params.push(scalar);
+    }
+    sql += " ORDER BY id";
+    (sql, params)
+}
+
+fn scan(
+    conn: &Connection,
+    label: Option<&str>,
+    props: &[(String, Json)],
+) -> Result<Vec<NodeRecord>> {
+    let (sql, params) = scan_sql(label, props);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, label, data) = row?;
+        out.push(node_record(id, label, &data)?);
+    }
+    Ok(out)
+}
+
+fn node(conn: &Connection, id: &str) -> Result<Option<NodeRecord>> {
+    let row: Option<(Option<String>, String)> = conn
+        .prepare_cached("SELECT type, data FROM _pluresdb_nodes WHERE id = ?1 AND cl % 2 = 1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    row.map(|(label, data)| node_record(id.to_owned(), label, &data))
+        .transpose()
+}
+
+fn edge_data(
+    conn: &Connection,
+    from: &str,
+    rel: &str,
+    to: &str,
+) -> Result<Option<Map<String, Json>>> {
+    let data: Option<String> = conn
+        .prepare_cached("SELECT data FROM _pluresdb_edges WHERE src = ?1 AND rel = ?2 AND dst = ?3 AND cl % 2 = 1")?
+        .query_row([from, rel, to], |r| r.get(0))
+        .optional()?;
+    data.map(|d| parse_object(&d)).transpose()
+}
+
+/// Reads: topology from the in-memory graph, data from the tables (one consistent snapshot).
+struct ReadStore<'a> {
+    graph: &'a Graph,
+    conn: &'a Connection,
+}
+
+impl GraphStore for ReadStore<'_> {
+    type Error = Error;
+
+    fn node(&self, id: &str) -> Result<Option<NodeRecord>> {
+        node(self.conn, id)
+    }
+
+    fn scan_nodes(
+        &self,
+        label: Option<&str>,
+        props: &[(String, Json)],
+    ) -> Result<NodeIter<'_, Error>> {
+        Ok(Box::new(scan(self.conn, label, props)?.into_iter().map(Ok)))
+    }
+
+    fn edges(&self, node: &str, dir: Dir, rels: &[String]) -> Result<Vec<EdgeRecord>> {
+        let g = self.graph;
+        let Some(v) = g.node(node) else {
+            return Ok(Vec::new());
+        };
+        let filter = if rels.is_empty() {
+            RelFilter::any()
+        } else {
+            g.rel_filter(rels)
+        };
+        let dir = match dir {
+            Dir::Out => pluresdb_graph::Direction::Out,
+            Dir::In => pluresdb_graph::Direction::In,
+            Dir::Both => pluresdb_graph::Direction::Both,
+        };
+        g.neighbors(v, dir, &filter)
+            .map(|n| {
+                let e = n.edge(v);
+                let (from, rel, to) = (g.id(e.from), g.relation_name(e.rel), g.id(e.to));
+                Ok(EdgeRecord {
+                    from: from.to_owned(),
+                    rel: rel.to_owned(),
+                    to: to.to_owned(),
+                    props: edge_data(self.conn, from, rel, to)?.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    fn edge(&self, from: &str, rel: &str, to: &str) -> Result<Option<EdgeRecord>> {
+        Ok(
+            edge_data(self.conn, from, rel, to)?.map(|props| EdgeRecord {
+                from: from.to_owned(),
+                rel: rel.to_owned(),
+                to: to.to_owned(),
+                props,
+            }),
+        )
+    }
+}
+
+/// Writes (and the reads of a writing query): the node and edge API inside one transaction,
+/// so every read sees the query's earlier writes.
+struct TxStore<'a> {
+    db: &'a Database,
+}
+
+impl TxStore<'_> {
+    fn on_writer<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.db.flush_captured()?;
+        self.db.with_writer_conn(f)
+    }
+}
+
+impl GraphStore for TxStore<'_> {
+    type Error = Error;
+
+    fn node(&self, id: &str) -> Result<Option<NodeRecord>> {
+        self.on_writer(|c| node(c, id))
+    }
+
+    fn scan_nodes(
+        &self,
+        label: Option<&str>,
+        props: &[(String, Json)],
+    ) -> Result<NodeIter<'_, Error>> {
+        let nodes = self.on_writer(|c| scan(c, label, props))?;
+        Ok(Box::new(nodes.into_iter().map(Ok)))
+    }
+
+    fn edges(&self, node: &str, dir: Dir, rels: &[String]) -> Result<Vec<EdgeRecord>> {
+        let directions: &[(&str, &str)] = match dir {
+            Dir::Out => &[("src", "dst")],
+            Dir::In => &[("dst", "src")],
+            Dir::Both => &[("src", "dst"), ("dst", "src")],
+        };
+        let rels_json = serde_json::to_string(rels).expect("strings serialize");
+        self.on_writer(|c| {
+            let mut out = Vec::new();
+            for (here, _) in directions {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT src, rel, dst, data FROM _pluresdb_edges
+                     WHERE {here} = ?1 AND cl % 2 = 1 AND (?2 = '[]' OR rel IN (SELECT value FROM json_each(?2)))"
+                ))?;
+                let rows = stmt.query_map([node, rels_json.as_str()], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+                })?;
+                for row in rows {
+                    let (from, rel, to, data) = row?;
+                    out.push(EdgeRecord {
+                        from,
+                        rel,
+                        to,
+                        props: parse_object(&data)?,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn edge(&self, from: &str, rel: &str, to: &str) -> Result<Option<EdgeRecord>> {
+        let props = self.on_writer(|c| edge_data(c, from, rel, to))?;
+        Ok(props.map(|props| EdgeRecord {
+            from: from.to_owned(),
+            rel: rel.to_owned(),
+            to: to.to_owned(),
+            props,
+        }))
+    }
+}
+
+impl GraphStoreMut for TxStore<'_> {
+    fn create_node(
+        &mut self,
+        id: Option<&str>,
+        label: Option<&str>,
+        props: &Map<String, Json>,
+    ) -> Result<NodeRecord> {
+        let id = match id {
+            Some(id) => id.to_owned(),
+            None => self.on_writer(|c| {
+                Ok(c.query_row("SELECT lower(hex(randomblob(12)))", [], |r| {
+                    r.get::<_, String>(0)
+                })?)
+            })?,
+        };
+        let data = Json::Object(props.clone());
+        let node = self.db.update_node(
+            &id,
+            NodeUpdate {
+                data: Some(&data),
+                replace: true,
+                node_type: Some(label),
+                ..NodeUpdate::default()
+            },
+        )?;
+        Ok(NodeRecord {
+            id: node.id,
+            label: node.node_type,
+            props: node.data,
+        })
+    }
+
+    fn create_edge(
+        &mut self,
+        from: &str,
+        rel: &str,
+        to: &str,
+        props: &Map<String, Json>,
+    ) -> Result<EdgeRecord> {
+        let edge = self
+            .db
+            .link(from, rel, to, Some(&Json::Object(props.clone())))?;
+        Ok(EdgeRecord {
+            from: edge.from,
+            rel: edge.relation,
+            to: edge.to,
+            props: edge.data,
+        })
+    }
+
+    fn set_node_props(&mut self, id: &str, props: &Map<String, Json>) -> Result<()> {
+        self.db.replace(id, &Json::Object(props.clone()))?;
+        Ok(())
+    }
+
+    fn set_node_label(&mut self, id: &str, label: Option<&str>) -> Result<()> {
+        self.db.set_type(id, label)?;
+        Ok(())
+    }
+
+    fn set_edge_props(
+        &mut self,
+        from: &str,
+        rel: &str,
+        to: &str,
+        props: &Map<String, Json>,
+    ) -> Result<()> {
+        self.db
+            .link(from, rel, to, Some(&Json::Object(props.clone())))?;
+        Ok(())
+    }
+
+    fn delete_node(&mut self, id: &str) -> Result<()> {
+        self.db.delete(id)?;
+        Ok(())
+    }
+
+    fn delete_edge(&mut self, from: &str, rel: &str, to: &str) -> Result<bool> {
+        self.db.unlink(from, rel, to)
+    }
+}
+
+fn cypher_error(e: CypherError) -> Error {
+    use pluresdb_cypher::ErrorKind as K;
+    let kind = match e.kind() {
+        K::Syntax => ErrorKind::Syntax,
+        K::ReadOnly => ErrorKind::ReadOnly,
+        K::Store => {
+            return match e.into_store_error().map(|s| s.downcast::<Error>()) {
+                Some(Ok(inner)) => *inner,
+                Some(Err(other)) => Error::new(ErrorKind::Internal, other.to_string()),
+                None => Error::new(ErrorKind::Internal, "a store error without a cause"),
+            };
+        }
+        _ => ErrorKind::InvalidInput,
+    };
+    let offset = e.position().map(|p| p.offset);
+    let query = e.query().map(str::to_owned);
+    let mut err = Error::new(kind, e.message().to_owned());
+    if let Some(q) = query {
+        err = err.with_sql(&q, offset);
+    }
+    err
+}
+
+impl Database {
+    /// Runs a Cypher query (a practical subset: MATCH with variable-length patterns, WHERE,
+    /// RETURN with aggregates, ORDER BY, SKIP, LIMIT, CREATE, MERGE, SET, DELETE; see
+    /// `pluresdb-cypher`). `params` is a JSON object for `$name` parameters. Read queries walk
+    /// the in-memory graph; write queries run in one transaction.
+    pub fn cypher(&self, query: &str, params: &Json) -> Result<CypherResult> {
+        self.cypher_with(query, params, &ExecOptions::default())
+    }
+
+    /// [`cypher`](Self::cypher) with limits (rows held, paths walked, default maximum depth).
+    pub fn cypher_with(
+        &self,
+        query: &str,
+        params: &Json,
+        opts: &ExecOptions,
+    ) -> Result<CypherResult> {
+        let empty = Map::new();
+        let params = match params {
+            Json::Null => &empty,
+            Json::Object(map) => map,
+            _ => {
+                return Err(Error::invalid(
+                    "Cypher parameters must be a JSON object like {\"name\": \"Ada\"}",
+                ));
+            }
+        };
+        let parsed = pluresdb_cypher::parse(query).map_err(cypher_error)?;
+        if parsed.is_read_only() {
+            return self.with_graph(|graph, conn| {
+                parsed
+                    .run_read(&ReadStore { graph, conn }, params, opts)
+                    .map_err(cypher_error)
+            });
+        }
+        self.require_graph()?;
+        self.transaction(|db| {
+            parsed
+                .run(&mut TxStore { db }, params, opts)
+                .map_err(cypher_error)
+        })
+    }
+}

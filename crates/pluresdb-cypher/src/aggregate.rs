@@ -1,0 +1,137 @@
+//! Aggregate functions: `count`, `sum`, `avg`, `min`, `max`, `collect`, each optionally
+//! `DISTINCT`.
+
+use std::collections::HashSet;
+
+use crate::error::{CypherError, Result};
+use crate::expr::CExpr;
+use crate::functions::AggFunc;
+use crate::value::{Key, Value};
+
+/// One aggregate call in a projection.
+#[derive(Clone, Debug)]
+pub(crate) struct AggSpec {
+    pub func: AggFunc,
+    pub distinct: bool,
+    /// The argument; `None` for `count(*)`.
+    pub arg: Option<CExpr>,
+}
+
+/// The running state of one aggregate for one group.
+#[derive(Debug)]
+pub(crate) struct Acc {
+    func: AggFunc,
+    seen: Option<HashSet<Key>>,
+    count: i64,
+    int_sum: i64,
+    float_sum: f64,
+    is_float: bool,
+    best: Option<Value>,
+    items: Vec<Value>,
+}
+
+impl Acc {
+    pub fn new(spec: &AggSpec) -> Acc {
+        Acc {
+            func: spec.func,
+            seen: spec.distinct.then(HashSet::new),
+            count: 0,
+            int_sum: 0,
+            float_sum: 0.0,
+            is_float: false,
+            best: None,
+            items: Vec::new(),
+        }
+    }
+
+    /// Adds one row's value (`None` for `count(*)`, which counts rows).
+    pub fn add(&mut self, value: Option<Value>) -> Result<()> {
+        let Some(value) = value else {
+            self.count += 1;
+            return Ok(());
+        };
+        if value.is_null() {
+            return Ok(());
+        }
+        if let Some(seen) = &mut self.seen
+            && !seen.insert(value.key())
+        {
+            return Ok(());
+        }
+        self.count += 1;
+        match self.func {
+            AggFunc::Count => {}
+            AggFunc::Sum | AggFunc::Avg => match value {
+                Value::Int(i) if !self.is_float => match self.int_sum.checked_add(i) {
+                    Some(s) => self.int_sum = s,
+                    None => {
+                        self.is_float = true;
+                        self.float_sum = self.int_sum as f64 + i as f64;
+                    }
+                },
+                Value::Int(i) => self.float_sum += i as f64,
+                Value::Float(f) => {
+                    if !self.is_float {
+                        self.is_float = true;
+                        self.float_sum = self.int_sum as f64;
+                    }
+                    self.float_sum += f;
+                }
+                other => {
+                    return Err(CypherError::runtime(format!(
+                        "{}() needs numbers but got {}",
+                        if self.func == AggFunc::Sum {
+                            "sum"
+                        } else {
+                            "avg"
+                        },
+                        other.type_name()
+                    )));
+                }
+            },
+            AggFunc::Min | AggFunc::Max => {
+                let better = match &self.best {
+                    None => true,
+                    Some(best) => {
+                        let ord = value.order(best);
+                        if self.func == AggFunc::Min {
+                            ord.is_lt()
+                        } else {
+                            ord.is_gt()
+                        }
+                    }
+                };
+                if better {
+                    self.best = Some(value);
+                }
+            }
+            AggFunc::Collect => self.items.push(value),
+        }
+        Ok(())
+    }
+
+    /// The aggregate's value.
+    pub fn finish(self) -> Value {
+        match self.func {
+            AggFunc::Count => Value::Int(self.count),
+            AggFunc::Sum if self.is_float => Value::Float(self.float_sum),
+            AggFunc::Sum => Value::Int(self.int_sum),
+            AggFunc::Avg if self.count == 0 => Value::Null,
+            AggFunc::Avg => {
+                let sum = if self.is_float {
+                    self.float_sum
+                } else {
+                    self.int_sum as f64
+                };
+                Value::Float(sum / self.count as f64)
+            }
+            AggFunc::Min | AggFunc::Max => self.best.unwrap_or(Value::Null),
+            AggFunc::Collect => Value::List(self.items),
+        }
+    }
+
+    /// Memory-relevant size (distinct keys and collected items).
+    pub fn held(&self) -> usize {
+        self.items.len() + self.seen.as_ref().map_or(0, HashSet::len)
+    }
+}

@@ -1,0 +1,183 @@
+//! Bounded work: huge depths on dense graphs, deep chains, row caps.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use pluresdb_cypher::{ErrorKind, ExecOptions, MemStore, execute};
+use serde_json::json;
+
+/// Every ordered pair of distinct nodes linked: n*(n-1) edges.
+fn complete(n: usize) -> MemStore {
+    let mut g = MemStore::new();
+    for i in 0..n {
+        g.add_node(&format!("v{i}"), Some("V"), json!({"i": i}));
+    }
+    for i in 0..n {
+        for j in 0..n {
+            if i != j {
+                g.add_edge(&format!("v{i}"), "E", &format!("v{j}"), json!({}));
+            }
+        }
+    }
+    g
+}
+
+fn chain(n: usize) -> MemStore {
+    let mut g = MemStore::new();
+    for i in 0..n {
+        g.add_node(&format!("c{i}"), None, json!({}));
+        if i > 0 {
+            g.add_edge(&format!("c{}", i - 1), "NEXT", &format!("c{i}"), json!({}));
+        }
+    }
+    g
+}
+
+#[test]
+fn huge_depth_on_a_dense_graph_fails_fast_with_a_clear_message() {
+    let mut g = complete(20);
+    let started = Instant::now();
+    let e = fail(&mut g, "MATCH (a)-[*..50]->(b) RETURN a.i, b.i");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(e.kind(), ErrorKind::Limit);
+    assert_eq!(
+        e.to_string(),
+        "the pattern expanded to more than 1000000 paths; add a LIMIT, narrow the relation types \
+         or lower the maximum depth (ExecOptions::max_paths)"
+    );
+    // Aggregating instead of returning rows hits the same bound (it streams, so it is the
+    // path budget, not memory, that stops it).
+    let opts = ExecOptions {
+        max_paths: 10_000,
+        ..ExecOptions::default()
+    };
+    let e = execute(
+        &mut g,
+        "MATCH (a)-[:E*]-(b) RETURN count(*)",
+        &params(json!({})),
+        &opts,
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Limit);
+}
+
+#[test]
+fn limit_stops_a_huge_expansion_early() {
+    let mut g = complete(20);
+    let r = run(
+        &mut g,
+        "MATCH (a {id: 'v0'})-[*..50]->(b) RETURN b.i LIMIT 5",
+    );
+    assert_eq!(r.rows.len(), 5);
+    let r = run(
+        &mut g,
+        "MATCH (a)-[*..50]->(b) WHERE b.i = 3 RETURN a.i, b.i LIMIT 2",
+    );
+    assert_eq!(r.rows.len(), 2);
+}
+
+#[test]
+fn unbounded_patterns_use_max_depth() {
+    let mut g = chain(40);
+    let r = run(
+        &mut g,
+        "MATCH ({id: 'c0'})-[*]->(b) RETURN count(*), max(b.id)",
+    );
+    assert_eq!(rows(&r), json!([[15, "c9"]]));
+    let opts = ExecOptions {
+        max_depth: 30,
+        ..ExecOptions::default()
+    };
+    let r = execute(
+        &mut g,
+        "MATCH ({id: 'c0'})-[*]->(b) RETURN count(*)",
+        &params(json!({})),
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(rows(&r), json!([[30]]));
+    let e = fail(&mut g, "MATCH (a)-[*20..]->(b) RETURN a");
+    assert_eq!(e.kind(), ErrorKind::Limit);
+    assert!(
+        e.message()
+            .starts_with("the minimum length 20 is above the maximum depth 15"),
+        "{e}"
+    );
+}
+
+#[test]
+fn long_explicit_depths_do_not_overflow_the_stack() {
+    let mut g = chain(3000);
+    let r = run(
+        &mut g,
+        "MATCH ({id: 'c0'})-[*..100000]->(b) RETURN count(*)",
+    );
+    assert_eq!(rows(&r), json!([[2999]]));
+    let r = run(
+        &mut g,
+        "MATCH p = ({id: 'c0'})-[*2999]->(b) RETURN length(p), b.id",
+    );
+    assert_eq!(rows(&r), json!([[2999, "c2999"]]));
+}
+
+#[test]
+fn row_caps() {
+    let mut g = MemStore::new();
+    let opts = ExecOptions {
+        max_rows: 50,
+        ..ExecOptions::default()
+    };
+    let p = params(json!({}));
+    let e = execute(
+        &mut g,
+        "UNWIND range(1, 40) AS x UNWIND [1, 2] AS y RETURN x",
+        &p,
+        &opts,
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Limit);
+    assert!(e.message().contains("more than 50 rows"), "{e}");
+    // Streaming through LIMIT and aggregation holds nothing.
+    let r = execute(
+        &mut g,
+        "UNWIND range(1, 40) AS x UNWIND range(1, 40) AS y RETURN count(*)",
+        &p,
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(rows(&r), json!([[1600]]));
+    let r = execute(
+        &mut g,
+        "UNWIND range(1, 40) AS x UNWIND range(1, 40) AS y RETURN x, y LIMIT 3",
+        &p,
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(r.rows.len(), 3);
+    // ORDER BY with LIMIT keeps only the top rows.
+    let opts = ExecOptions {
+        max_rows: 5000,
+        ..ExecOptions::default()
+    };
+    let r = execute(
+        &mut g,
+        "UNWIND range(1, 100) AS x UNWIND range(1, 100) AS y RETURN x * y AS p ORDER BY p DESC LIMIT 2",
+        &p,
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(rows(&r), json!([[10000], [9900]]));
+    let e = execute(&mut g, "RETURN size(range(1, 10000))", &p, &opts).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Limit);
+    assert!(
+        e.message()
+            .starts_with("range() would make a list of 10000 elements"),
+        "{e}"
+    );
+}
