@@ -1,7 +1,8 @@
 //! The HNSW graph (Malkov & Yashunin): layered proximity graphs searched greedily from the top.
 //!
-//! Layout is built for the walk: vectors in one flat array, layer-0 links in one flat array with a
-//! fixed stride (`[count, n1, n2, ...]`), upper-layer links per slot. Labels (row ids) map to slots.
+//! Layout is built for the walk: one flat array of fixed-size blocks, one per node, holding its
+//! layer-0 links (`[count, n1, n2, ...]`) followed by its vector, so expanding a node and
+//! scoring it touch the same memory; upper-layer links are kept per slot. Labels (row ids) map to slots.
 //! A delete marks the slot; the next insert reuses it after repairing the links of its old
 //! neighbours, so the graph stays connected without a rebuild.
 
@@ -152,12 +153,12 @@ pub struct Hnsw {
     pub(crate) metric: Metric,
     pub(crate) params: HnswParams,
     pub(crate) kernels: Kernels,
-    /// `slot * dim ..` is a slot's vector (normalized for cosine).
-    pub(crate) vectors: Vec<f32>,
+
     pub(crate) labels: Vec<i64>,
     pub(crate) levels: Vec<u8>,
-    /// Layer-0 links: stride `m0 + 1`, first word is the count.
-    pub(crate) layer0: Vec<u32>,
+    /// Layer 0: per slot a block of `1 + m0 + dim` words: the link count, the links, then the
+    /// vector's bits (normalized for cosine).
+    pub(crate) level0: Vec<u32>,
     /// Upper-layer links of each slot: `level` blocks of stride `m + 1`.
     pub(crate) upper: Vec<Vec<u32>>,
     pub(crate) deleted: Vec<bool>,
@@ -197,10 +198,10 @@ impl Hnsw {
             metric,
             params,
             kernels: Kernels::detect(),
-            vectors: Vec::new(),
+
             labels: Vec::new(),
             levels: Vec::new(),
-            layer0: Vec::new(),
+            level0: Vec::new(),
             upper: Vec::new(),
             deleted: Vec::new(),
             slots: HashMap::new(),
@@ -268,10 +269,9 @@ impl Hnsw {
 
     /// Approximate heap memory used, in bytes.
     pub fn memory_bytes(&self) -> usize {
-        self.vectors.capacity() * 4
+        self.level0.capacity() * 4
             + self.labels.capacity() * 8
             + self.levels.capacity()
-            + self.layer0.capacity() * 4
             + self
                 .upper
                 .iter()
@@ -301,10 +301,24 @@ impl Hnsw {
         Ok(v)
     }
 
+    /// Words per layer-0 block.
+    #[inline]
+    pub(crate) fn stride0(&self) -> usize {
+        1 + self.params.m0() + self.dim
+    }
+
     #[inline]
     pub(crate) fn vec_of(&self, slot: u32) -> &[f32] {
-        let start = slot as usize * self.dim;
-        &self.vectors[start..start + self.dim]
+        let start = slot as usize * self.stride0() + 1 + self.params.m0();
+        as_f32(&self.level0[start..start + self.dim])
+    }
+
+    /// Stores `v` as the vector of `slot`.
+    pub(crate) fn write_vector(&mut self, slot: u32, v: &[f32]) {
+        let start = slot as usize * self.stride0() + 1 + self.params.m0();
+        for (w, x) in self.level0[start..start + self.dim].iter_mut().zip(v) {
+            *w = x.to_bits();
+        }
     }
 
     #[inline]
@@ -329,10 +343,9 @@ impl Hnsw {
     #[inline]
     pub(crate) fn links(&self, slot: u32, layer: usize) -> &[u32] {
         if layer == 0 {
-            let stride = self.params.m0() + 1;
-            let base = slot as usize * stride;
-            let n = self.layer0[base] as usize;
-            &self.layer0[base + 1..base + 1 + n]
+            let base = slot as usize * self.stride0();
+            let n = self.level0[base] as usize;
+            &self.level0[base + 1..base + 1 + n]
         } else {
             let stride = self.params.m + 1;
             let block = &self.upper[slot as usize][(layer - 1) * stride..layer * stride];
@@ -342,9 +355,9 @@ impl Hnsw {
 
     fn set_links(&mut self, slot: u32, layer: usize, links: &[u32]) {
         let (block, cap) = if layer == 0 {
-            let stride = self.params.m0() + 1;
-            let base = slot as usize * stride;
-            (&mut self.layer0[base..base + stride], stride - 1)
+            let base = slot as usize * self.stride0();
+            let m0 = self.params.m0();
+            (&mut self.level0[base..base + 1 + m0], m0)
         } else {
             let stride = self.params.m + 1;
             (
@@ -398,26 +411,25 @@ impl Hnsw {
                 self.repair_around(slot);
                 self.deleted[slot as usize] = false;
                 self.labels[slot as usize] = label;
-                let start = slot as usize * self.dim;
-                self.vectors[start..start + self.dim].copy_from_slice(v);
+                self.write_vector(slot, v);
                 (slot, self.levels[slot as usize] as usize)
             }
             None => {
                 let level = self.random_level();
                 let slot = self.labels.len() as u32;
                 self.labels.push(label);
-                self.vectors.extend_from_slice(v);
                 self.deleted.push(false);
                 self.levels.push(0);
-                self.layer0
-                    .resize(self.layer0.len() + self.params.m0() + 1, 0);
+                self.level0
+                    .extend(std::iter::repeat_n(0, 1 + self.params.m0()));
+                self.level0.extend(v.iter().map(|x| x.to_bits()));
                 self.upper.push(Vec::new());
                 (slot, level)
             }
         };
         self.levels[slot as usize] = level as u8;
-        let base = slot as usize * (self.params.m0() + 1);
-        self.layer0[base] = 0;
+        let base = slot as usize * self.stride0();
+        self.level0[base] = 0;
         self.upper[slot as usize] = vec![0; level * (self.params.m + 1)];
         self.slots.insert(label, slot);
         self.link(slot, level);
@@ -799,24 +811,22 @@ impl Hnsw {
             } else {
                 f32::INFINITY
             };
-            let stride = self.params.m0() + 1;
+            let stride = self.stride0();
+            let vector_at = 1 + self.params.m0();
+            let words = self.level0.as_ptr();
             while let Some(Reverse(c)) = cands.pop() {
                 if c.d > bound && (top.len() >= ef || exact_graph) {
                     break;
                 }
                 let base = c.slot as usize * stride;
-                let n = self.layer0[base] as usize;
-                let links = &self.layer0[base + 1..base + 1 + n];
+                let n = self.level0[base] as usize;
+                let links = &self.level0[base + 1..base + 1 + n];
                 if let Some(&first) = links.first() {
-                    prefetch(
-                        self.vectors
-                            .as_ptr()
-                            .wrapping_add(first as usize * self.dim),
-                    );
+                    prefetch(words.wrapping_add(first as usize * stride + vector_at));
                 }
                 for (i, &nb) in links.iter().enumerate() {
                     if let Some(&next) = links.get(i + 1) {
-                        prefetch(self.vectors.as_ptr().wrapping_add(next as usize * self.dim));
+                        prefetch(words.wrapping_add(next as usize * stride + vector_at));
                     }
                     if !visited.insert(nb) {
                         continue;
@@ -844,9 +854,17 @@ impl Hnsw {
     }
 }
 
+/// Views vector words as floats.
+#[inline]
+fn as_f32(words: &[u32]) -> &[f32] {
+    // SAFETY: u32 and f32 have the same size and alignment, and every bit pattern is a valid
+    // f32; the slice covers exactly the same memory.
+    unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<f32>(), words.len()) }
+}
+
 /// Hints the CPU to fetch the cache line at `p`; a no-op elsewhere.
 #[inline(always)]
-fn prefetch(p: *const f32) {
+fn prefetch(p: *const u32) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetching never faults, whatever the address.
     #[allow(unused_unsafe)]

@@ -59,7 +59,7 @@ impl Hnsw {
     /// The index as bytes, for [`Hnsw::load`].
     pub fn save(&self) -> Vec<u8> {
         let n = self.labels.len();
-        let mut out = Vec::with_capacity(64 + n * (16 + self.layer0_stride() * 4 + self.dim * 4));
+        let mut out = Vec::with_capacity(64 + n * (16 + self.stride0() * 4));
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(self.dim as u32).to_le_bytes());
         out.push(self.metric.code());
@@ -88,16 +88,14 @@ impl Hnsw {
                 }
             }
         }
-        for x in &self.vectors {
-            out.extend_from_slice(&x.to_le_bytes());
+        for slot in 0..n as u32 {
+            for x in self.vec_of(slot) {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
         }
         let sum = checksum(&out);
         out.extend_from_slice(&sum.to_le_bytes());
         out
-    }
-
-    fn layer0_stride(&self) -> usize {
-        self.params.m0() + 1
     }
 
     /// Reads an index written by [`Hnsw::save`].
@@ -135,12 +133,12 @@ impl Hnsw {
         if index.entry.is_some_and(|e| e as usize >= n) || (index.entry.is_none() && n > 0) {
             return Err(corrupt("the entry point is out of range"));
         }
-        let stride0 = params.m0() + 1;
+        let stride0 = index.stride0();
         let stride = params.m + 1;
         index.labels.reserve_exact(n);
         index.levels.reserve_exact(n);
         index.deleted.reserve_exact(n);
-        index.layer0 = vec![0; n * stride0];
+        index.level0 = vec![0; n * stride0];
         index.upper.reserve_exact(n);
         let mut slots = HashMap::with_capacity(n);
         for slot in 0..n {
@@ -161,7 +159,7 @@ impl Hnsw {
             for layer in 0..=level {
                 let count = r.u32()? as usize;
                 let block = if layer == 0 {
-                    &mut index.layer0[slot * stride0..(slot + 1) * stride0]
+                    &mut index.level0[slot * stride0..slot * stride0 + 1 + params.m0()]
                 } else {
                     &mut index.upper[slot][(layer - 1) * stride..layer * stride]
                 };
@@ -202,11 +200,20 @@ impl Hnsw {
         {
             return Err(corrupt("the entry point is not on the top layer"));
         }
-        let raw = r.take(n * dim * 4)?;
-        index.vectors = raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
+        let raw = r.take(
+            n.checked_mul(dim * 4)
+                .ok_or_else(|| corrupt("the size overflows"))?,
+        )?;
+        let vector_at = 1 + params.m0();
+        for (slot, bytes) in raw.chunks_exact(dim * 4).enumerate() {
+            let start = slot * stride0 + vector_at;
+            for (w, c) in index.level0[start..start + dim]
+                .iter_mut()
+                .zip(bytes.chunks_exact(4))
+            {
+                *w = u32::from_le_bytes(c.try_into().expect("4 bytes"));
+            }
+        }
         if r.pos != body.len() {
             return Err(corrupt("there are extra bytes at the end"));
         }
