@@ -52,6 +52,18 @@ pub(crate) struct StaticModule<T: VTab<'static> + 'static>(pub(crate) Module<'st
 // SAFETY: the module is an immutable table of function pointers that SQLite only reads.
 unsafe impl<T: VTab<'static> + 'static> Sync for StaticModule<T> {}
 
+/// Writes a `TableFunction::module` that returns a static module for `$ty`.
+macro_rules! static_module {
+    ($ty:ty) => {
+        fn module() -> &'static rusqlite::vtab::Module<'static, $crate::table_fn::FnTab<Self>> {
+            static M: $crate::table_fn::StaticModule<$crate::table_fn::FnTab<$ty>> =
+                $crate::table_fn::StaticModule(rusqlite::vtab::Module::eponymous_only_module());
+            &M.0
+        }
+    };
+}
+pub(crate) use static_module;
+
 /// Registers `F` on `conn` under `name`.
 pub(crate) fn register<F: TableFunction>(
     conn: &Connection,

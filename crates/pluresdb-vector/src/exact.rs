@@ -5,7 +5,7 @@ use std::collections::BinaryHeap;
 
 use crate::VectorError;
 use crate::distance::{Kernels, Metric, normalize};
-use crate::hnsw::{Neighbor, ScoredLabel};
+use crate::hnsw::{Neighbor, Scored};
 
 /// Keeps the `k` vectors nearest to a query among those offered.
 pub struct ExactSearch {
@@ -13,7 +13,7 @@ pub struct ExactSearch {
     kernels: Kernels,
     query: Vec<f32>,
     k: usize,
-    top: BinaryHeap<ScoredLabel>,
+    top: BinaryHeap<Scored<i64>>,
 }
 
 impl ExactSearch {
@@ -59,10 +59,10 @@ impl ExactSearch {
             }
         };
         if self.top.len() < self.k {
-            self.top.push(ScoredLabel { d, label });
+            self.top.push(Scored { d, item: label });
         } else if self.top.peek().is_some_and(|t| d < t.d) {
             self.top.pop();
-            self.top.push(ScoredLabel { d, label });
+            self.top.push(Scored { d, item: label });
         }
         Ok(())
     }
@@ -74,7 +74,7 @@ impl ExactSearch {
             .into_sorted_vec()
             .into_iter()
             .map(|s| Neighbor {
-                label: s.label,
+                label: s.item,
                 distance: if metric == Metric::L2 {
                     s.d.max(0.0).sqrt()
                 } else {

@@ -99,49 +99,29 @@ impl Filter<'_> {
     }
 }
 
-/// A candidate: distance, then slot as the tie-break.
+/// Something ranked by distance, ties broken by the item (a slot, or a label).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct Cand {
+pub(crate) struct Scored<T> {
     pub(crate) d: f32,
-    pub(crate) slot: u32,
+    pub(crate) item: T,
 }
 
-impl Eq for Cand {}
+impl<T: Ord> Eq for Scored<T> {}
 
-impl PartialOrd for Cand {
-    fn partial_cmp(&self, other: &Cand) -> Option<Ordering> {
+impl<T: Ord> PartialOrd for Scored<T> {
+    fn partial_cmp(&self, other: &Scored<T>) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for Cand {
-    fn cmp(&self, other: &Cand) -> Ordering {
-        self.d.total_cmp(&other.d).then(self.slot.cmp(&other.slot))
+impl<T: Ord> Ord for Scored<T> {
+    fn cmp(&self, other: &Scored<T>) -> Ordering {
+        self.d.total_cmp(&other.d).then(self.item.cmp(&other.item))
     }
 }
 
-/// A label with its internal distance, ordered by distance.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct ScoredLabel {
-    pub(crate) d: f32,
-    pub(crate) label: i64,
-}
-
-impl Eq for ScoredLabel {}
-
-impl PartialOrd for ScoredLabel {
-    fn partial_cmp(&self, other: &ScoredLabel) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for ScoredLabel {
-    fn cmp(&self, other: &ScoredLabel) -> Ordering {
-        self.d
-            .total_cmp(&other.d)
-            .then(self.label.cmp(&other.label))
-    }
-}
+/// A graph node (slot) with its distance to the query.
+pub(crate) type Cand = Scored<u32>;
 
 thread_local! {
     static SEARCH_VISITED: RefCell<Visited> = RefCell::new(Visited::new(0));
@@ -445,7 +425,7 @@ impl Hnsw {
         let q = self.vec_of(slot).to_vec();
         let mut cur = Cand {
             d: self.dist(&q, entry),
-            slot: entry,
+            item: entry,
         };
         for layer in (level + 1..=self.max_level).rev() {
             cur = self.greedy(&q, cur, layer);
@@ -464,10 +444,10 @@ impl Hnsw {
             self.build_visited = visited;
             let mut found = found.into_sorted_vec();
             let chosen = self.select(&mut found, self.params.m);
-            let links: Vec<u32> = chosen.iter().map(|c| c.slot).collect();
+            let links: Vec<u32> = chosen.iter().map(|c| c.item).collect();
             self.set_links(slot, layer, &links);
             for c in &chosen {
-                self.add_link(c.slot, slot, c.d, layer);
+                self.add_link(c.item, slot, c.d, layer);
             }
             if !found.is_empty() {
                 eps = found;
@@ -496,13 +476,13 @@ impl Hnsw {
             .iter()
             .map(|&s| Cand {
                 d: self.dist_slots(at, s),
-                slot: s,
+                item: s,
             })
             .collect();
-        cands.push(Cand { d, slot: new });
+        cands.push(Cand { d, item: new });
         cands.sort_unstable();
         let chosen = self.select(&mut cands, cap);
-        let links: Vec<u32> = chosen.iter().map(|c| c.slot).collect();
+        let links: Vec<u32> = chosen.iter().map(|c| c.item).collect();
         self.set_links(at, layer, &links);
     }
 
@@ -517,7 +497,7 @@ impl Hnsw {
             if kept.len() >= m {
                 break;
             }
-            if kept.iter().all(|k| self.dist_slots(c.slot, k.slot) >= c.d) {
+            if kept.iter().all(|k| self.dist_slots(c.item, k.item) >= c.d) {
                 kept.push(c);
             }
         }
@@ -536,16 +516,16 @@ impl Hnsw {
                 }
                 let mut cands: Vec<Cand> = Vec::with_capacity(old.len() + self.cap(layer));
                 for &c in self.links(n, layer).iter().chain(&old) {
-                    if c != slot && c != n && !cands.iter().any(|x| x.slot == c) {
+                    if c != slot && c != n && !cands.iter().any(|x| x.item == c) {
                         cands.push(Cand {
                             d: self.dist_slots(n, c),
-                            slot: c,
+                            item: c,
                         });
                     }
                 }
                 cands.sort_unstable();
                 let chosen = self.select(&mut cands, self.cap(layer));
-                let links: Vec<u32> = chosen.iter().map(|c| c.slot).collect();
+                let links: Vec<u32> = chosen.iter().map(|c| c.item).collect();
                 self.set_links(n, layer, &links);
             }
         }
@@ -587,10 +567,10 @@ impl Hnsw {
     fn greedy(&self, q: &[f32], mut cur: Cand, layer: usize) -> Cand {
         loop {
             let mut changed = false;
-            for &n in self.links(cur.slot, layer) {
+            for &n in self.links(cur.item, layer) {
                 let d = self.dist(q, n);
                 if d < cur.d {
-                    cur = Cand { d, slot: n };
+                    cur = Cand { d, item: n };
                     changed = true;
                 }
             }
@@ -618,7 +598,7 @@ impl Hnsw {
             visited.insert(s);
         }
         for &e in eps {
-            if visited.insert(e.slot) {
+            if visited.insert(e.item) {
                 cands.push(Reverse(e));
                 top.push(e);
             }
@@ -630,14 +610,14 @@ impl Hnsw {
             if top.len() >= ef && top.peek().is_some_and(|t| c.d > t.d) {
                 break;
             }
-            for &n in self.links(c.slot, layer) {
+            for &n in self.links(c.item, layer) {
                 if !visited.insert(n) {
                     continue;
                 }
                 let d = self.dist(q, n);
                 if top.len() < ef || top.peek().is_some_and(|t| d < t.d) {
-                    cands.push(Reverse(Cand { d, slot: n }));
-                    top.push(Cand { d, slot: n });
+                    cands.push(Reverse(Cand { d, item: n }));
+                    top.push(Cand { d, item: n });
                     if top.len() > ef {
                         top.pop();
                     }
@@ -737,10 +717,10 @@ impl Hnsw {
         let mut offer = |slot: u32| {
             let d = self.dist(q, slot);
             if top.len() < k {
-                top.push(Cand { d, slot });
+                top.push(Cand { d, item: slot });
             } else if top.peek().is_some_and(|t| d < t.d) {
                 top.pop();
-                top.push(Cand { d, slot });
+                top.push(Cand { d, item: slot });
             }
         };
         match filter {
@@ -770,7 +750,7 @@ impl Hnsw {
         top.into_sorted_vec()
             .into_iter()
             .map(|c| Neighbor {
-                label: self.labels[c.slot as usize],
+                label: self.labels[c.item as usize],
                 distance: self.reported(c.d),
             })
             .collect()
@@ -784,7 +764,7 @@ impl Hnsw {
         };
         let mut cur = Cand {
             d: self.dist(q, entry),
-            slot: entry,
+            item: entry,
         };
         for layer in (1..=self.max_level).rev() {
             cur = self.greedy(q, cur, layer);
@@ -801,9 +781,9 @@ impl Hnsw {
             visited.reset(self.labels.len());
             let mut cands: BinaryHeap<Reverse<Cand>> = BinaryHeap::with_capacity(ef * 4);
             let mut top: BinaryHeap<Cand> = BinaryHeap::with_capacity(ef + 1);
-            visited.insert(cur.slot);
+            visited.insert(cur.item);
             cands.push(Reverse(cur));
-            if accept(cur.slot) {
+            if accept(cur.item) {
                 top.push(cur);
             }
             let mut bound = if top.len() >= ef {
@@ -818,7 +798,7 @@ impl Hnsw {
                 if c.d > bound && (top.len() >= ef || exact_graph) {
                     break;
                 }
-                let base = c.slot as usize * stride;
+                let base = c.item as usize * stride;
                 let n = self.level0[base] as usize;
                 let links = &self.level0[base + 1..base + 1 + n];
                 if let Some(&first) = links.first() {
@@ -833,9 +813,9 @@ impl Hnsw {
                     }
                     let d = self.dist(q, nb);
                     if top.len() < ef || d < bound {
-                        cands.push(Reverse(Cand { d, slot: nb }));
+                        cands.push(Reverse(Cand { d, item: nb }));
                         if accept(nb) {
-                            top.push(Cand { d, slot: nb });
+                            top.push(Cand { d, item: nb });
                             if top.len() > ef {
                                 top.pop();
                             }

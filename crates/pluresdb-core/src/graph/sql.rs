@@ -7,13 +7,12 @@ use std::sync::Arc;
 use pluresdb_graph::RelFilter;
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
-use rusqlite::vtab::Module;
 
 use super::Direction;
 use super::index::GraphIndex;
 use super::walk::{PathQuery, Traverse, graph_error, run_path, run_traverse, to_graph_direction};
 use crate::error::Result;
-use crate::table_fn::{StaticModule, TableFunction, int_arg, register, text_arg};
+use crate::table_fn::{TableFunction, int_arg, register, static_module, text_arg};
 use crate::value::Value;
 
 /// Registers the graph functions on `conn`.
@@ -51,11 +50,7 @@ impl TableFunction for TraverseFn {
     const USAGE: &'static str = "use graph_traverse(start [, relation [, direction [, min_depth [, max_depth]]]]), \
         e.g. SELECT * FROM graph_traverse('ada', 'knows', 'out', 1, 3)";
 
-    fn module() -> &'static Module<'static, crate::table_fn::FnTab<Self>> {
-        static M: StaticModule<crate::table_fn::FnTab<TraverseFn>> =
-            StaticModule(Module::eponymous_only_module());
-        &M.0
-    }
+    static_module!(TraverseFn);
 
     fn rows(
         index: &Arc<GraphIndex>,
@@ -105,11 +100,7 @@ impl TableFunction for NeighborsFn {
     const USAGE: &'static str = "use graph_neighbors(id [, relation [, direction]]), e.g. \
         SELECT * FROM graph_neighbors('ada', 'knows', 'both')";
 
-    fn module() -> &'static Module<'static, crate::table_fn::FnTab<Self>> {
-        static M: StaticModule<crate::table_fn::FnTab<NeighborsFn>> =
-            StaticModule(Module::eponymous_only_module());
-        &M.0
-    }
+    static_module!(NeighborsFn);
 
     fn rows(
         index: &Arc<GraphIndex>,
@@ -161,11 +152,7 @@ impl TableFunction for PathFn {
     const USAGE: &'static str = "use graph_shortest_path(from, to [, relation [, direction [, weight_field]]]), \
         e.g. SELECT * FROM graph_shortest_path('ada', 'bob', 'knows')";
 
-    fn module() -> &'static Module<'static, crate::table_fn::FnTab<Self>> {
-        static M: StaticModule<crate::table_fn::FnTab<PathFn>> =
-            StaticModule(Module::eponymous_only_module());
-        &M.0
-    }
+    static_module!(PathFn);
 
     fn rows(
         index: &Arc<GraphIndex>,

@@ -10,15 +10,12 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
-use rusqlite::vtab::Module;
 
 use super::defs::NODES_NAME;
 use super::parse::parse_vector;
 use super::registry::{Query, SearchOptions, SearchRequest, VectorRegistry};
 use crate::error::{Error, Result};
-use crate::table_fn::{
-    FnTab, StaticModule, TableFunction, int_arg, register as register_fn, text_arg,
-};
+use crate::table_fn::{TableFunction, int_arg, register as register_fn, static_module, text_arg};
 use crate::value::Value;
 
 pub(crate) fn register(conn: &Connection, registry: Arc<VectorRegistry>) -> Result<()> {
@@ -37,10 +34,7 @@ impl TableFunction for SearchFn {
                                  SELECT * FROM vector_search('docs', 'embedding', ?, 10)";
     const ORDERED_BY_SECOND: bool = true;
 
-    fn module() -> &'static Module<'static, FnTab<Self>> {
-        static M: StaticModule<FnTab<SearchFn>> = StaticModule(Module::eponymous_only_module());
-        &M.0
-    }
+    static_module!(SearchFn);
 
     fn rows(
         registry: &Arc<VectorRegistry>,
