@@ -43,9 +43,13 @@ pub fn traverse(
     print_table(
         out,
         &["id", "depth", "path"],
-        reached
-            .iter()
-            .map(|r| vec![r.id.clone(), r.depth.to_string(), r.path.join(" -> ")]),
+        reached.iter().map(|r| {
+            vec![
+                r.id().to_owned(),
+                r.depth().to_string(),
+                r.path().join(" -> "),
+            ]
+        }),
     )
 }
 

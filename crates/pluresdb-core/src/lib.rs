@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+mod bulk_cache;
 mod conn;
 mod connect;
 mod cursor;
@@ -57,7 +58,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use events::{Change, ChangeStream, EdgeChange, NodeChange, RowChange, RowOp, SubscriptionId};
 pub use graph::{
     CompareOp, CypherResult, Direction, Edge, GraphPath, MAX_ID_BYTES, Node, NodeQuery, NodeUpdate,
-    PathQuery, Reached, Traverse,
+    PathQuery, Reached, Traverse, Walk,
 };
 pub use options::{OpenOptions, Synchronous};
 pub use params::{Binder, NamedParams, Params};

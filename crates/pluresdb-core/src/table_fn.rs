@@ -20,6 +20,8 @@ use crate::value::Value;
 pub(crate) trait TableFunction: Sized + 'static {
     /// What the function needs from its database (shared by all connections).
     type State: Clone + Send + Sync + 'static;
+    /// The rows one call produces.
+    type Rows: RowSet;
     /// `CREATE TABLE x(<visible columns>, <arguments> HIDDEN, ...)`.
     const SCHEMA: &'static CStr;
     /// Number of visible (result) columns; the hidden argument columns follow them.
@@ -37,13 +39,41 @@ pub(crate) trait TableFunction: Sized + 'static {
     /// The module to register (a `static` in each implementation).
     fn module() -> &'static Module<'static, FnTab<Self>>;
 
-    /// The rows for these arguments (`args[i]` is `None` when argument `i` was not given):
-    /// `(rowid, values of the visible columns)`.
+    /// The rows for these arguments (`args[i]` is `None` when argument `i` was not given).
     fn rows(
         state: &Self::State,
         conn: &Connection,
         args: &[Option<ValueRef<'_>>],
-    ) -> Result<Vec<(i64, Vec<Value>)>>;
+    ) -> Result<Self::Rows>;
+}
+
+/// The rows of one call. Columns are read one at a time, so a column that is costly to
+/// build is only built for the queries that read it.
+pub(crate) trait RowSet: Default + 'static {
+    /// Number of rows.
+    fn len(&self) -> usize;
+    /// The rowid of row `row`.
+    fn rowid(&self, row: usize) -> i64;
+    /// Sets `ctx` to column `col` (a visible column) of row `row`.
+    fn column(&self, row: usize, col: usize, ctx: &mut Context) -> rusqlite::Result<()>;
+}
+
+/// Rows built up front: `(rowid, values of the visible columns)`.
+impl RowSet for Vec<(i64, Vec<Value>)> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+
+    fn rowid(&self, row: usize) -> i64 {
+        self[row].0
+    }
+
+    fn column(&self, row: usize, col: usize, ctx: &mut Context) -> rusqlite::Result<()> {
+        match self[row].1.get(col) {
+            Some(v) => ctx.set_result(v),
+            None => ctx.set_result(rusqlite::types::Null),
+        }
+    }
 }
 
 /// Lets a module live in a `static` (SQLite only reads it).
@@ -165,7 +195,7 @@ unsafe impl<'vtab, F: TableFunction> VTab<'vtab> for FnTab<F> {
         Ok(RowsCursor {
             base: ffi::sqlite3_vtab_cursor::default(),
             tab: self,
-            rows: Vec::new(),
+            rows: F::Rows::default(),
             pos: 0,
         })
     }
@@ -175,7 +205,7 @@ unsafe impl<'vtab, F: TableFunction> VTab<'vtab> for FnTab<F> {
 pub(crate) struct RowsCursor<'vtab, F: TableFunction> {
     base: ffi::sqlite3_vtab_cursor,
     tab: &'vtab FnTab<F>,
-    rows: Vec<(i64, Vec<Value>)>,
+    rows: F::Rows,
     pos: usize,
 }
 
@@ -206,7 +236,7 @@ unsafe impl<F: TableFunction> VTabCursor for RowsCursor<'_, F> {
         args: &Filters<'_>,
     ) -> rusqlite::Result<()> {
         self.pos = 0;
-        self.rows.clear();
+        self.rows = F::Rows::default();
         self.run(idx_num, args)
             .map_err(|e| rusqlite::Error::ModuleError(e.to_string()))
     }
@@ -221,14 +251,11 @@ unsafe impl<F: TableFunction> VTabCursor for RowsCursor<'_, F> {
     }
 
     fn column(&self, ctx: &mut Context, i: c_int) -> rusqlite::Result<()> {
-        match self.rows[self.pos].1.get(i as usize) {
-            Some(v) => ctx.set_result(v),
-            None => ctx.set_result(rusqlite::types::Null),
-        }
+        self.rows.column(self.pos, i as usize, ctx)
     }
 
     fn rowid(&self) -> rusqlite::Result<i64> {
-        Ok(self.rows[self.pos].0)
+        Ok(self.rows.rowid(self.pos))
     }
 }
 

@@ -120,11 +120,13 @@ proptest! {
                 }
                 let got = got.unwrap();
                 for reached in &got {
-                    prop_assert_eq!(reached.path.len() as u32, reached.depth + 1);
-                    prop_assert_eq!(&reached.path[0], &s);
-                    prop_assert_eq!(reached.path.last().unwrap(), &reached.id);
+                    let path = reached.path();
+                    prop_assert_eq!(path.len() as u32, reached.depth() + 1);
+                    prop_assert_eq!(path[0], s.as_str());
+                    prop_assert_eq!(*path.last().unwrap(), reached.id());
                 }
-                let got: BTreeMap<String, u32> = got.into_iter().map(|r| (r.id, r.depth)).collect();
+                let got: BTreeMap<String, u32> =
+                    got.iter().map(|r| (r.id().to_owned(), r.depth())).collect();
                 prop_assert_eq!(got, reference(&edges, &s, r, dir, max));
             }
         }
@@ -188,7 +190,7 @@ fn paths_filters_and_algorithms() {
     assert_eq!(
         people
             .iter()
-            .map(|r| (r.id.as_str(), r.depth))
+            .map(|r| (r.id(), r.depth()))
             .collect::<Vec<_>>(),
         [("d", 1), ("c", 2)]
     );
@@ -197,8 +199,9 @@ fn paths_filters_and_algorithms() {
         .traverse(&Traverse::from(["a"]).depth(1, 5).filter(older).limit(1))
         .unwrap();
     assert_eq!(found.len(), 1);
-    assert_eq!(found[0].id, "d");
-    assert_eq!(found[0].path, ["a", "d"]);
+    assert_eq!(found.get(0).unwrap().id(), "d");
+    assert_eq!(found.get(0).unwrap().path(), ["a", "d"]);
+    assert!(found.get(1).is_none());
     assert_eq!(db.degree("a", Direction::Both, None).unwrap(), 3);
     assert_eq!(db.degree("a", Direction::Out, Some("road")).unwrap(), 2);
     db.put("lonely", &json!({})).unwrap();
@@ -219,8 +222,8 @@ fn writes_in_a_transaction_are_seen_inside_and_gone_after_rollback() {
     let reach = |db: &Database| -> Vec<String> {
         db.traverse(&Traverse::from(["e"]).relation("rail").depth(1, 1))
             .unwrap()
-            .into_iter()
-            .map(|r| r.id)
+            .ids()
+            .map(str::to_owned)
             .collect()
     };
     assert_eq!(reach(&db), ["a"]);
@@ -485,4 +488,24 @@ fn link_many_loads_large_batches() {
     single.put("a", &json!({})).unwrap();
     single.link("a", "likes", "a", None).unwrap();
     assert_eq!(edge_records(&db), 20_000 * edge_records(&single));
+
+    // New edges given twice in one batch (across insert chunks): created by the first,
+    // updated by the second, whose data wins.
+    let (v1, v2) = (json!({"v": 1}), json!({"v": 2}));
+    let twice: Vec<(&str, &str, &str, Option<&serde_json::Value>)> = (0..150)
+        .map(|i| ("n1", "rates", edges[i].1.as_str(), Some(&v1)))
+        .chain((0..150).map(|i| ("n1", "rates", edges[i].1.as_str(), Some(&v2))))
+        .collect();
+    let distinct: std::collections::BTreeSet<&str> = twice.iter().map(|e| e.2).collect();
+    assert_eq!(
+        db.link_many(twice.iter().copied()).unwrap(),
+        2 * distinct.len()
+    );
+    assert_eq!(db.edge_count().unwrap(), 20_000 + distinct.len() as u64);
+    for to in distinct {
+        assert_eq!(
+            db.get_edge("n1", "rates", to).unwrap().unwrap().data["v"],
+            2
+        );
+    }
 }

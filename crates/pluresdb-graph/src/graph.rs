@@ -348,6 +348,17 @@ impl Graph {
             .unwrap_or_else(|| panic!("pluresdb-graph: node index {v} does not name a live node"))
     }
 
+    /// The id of node `v` as a shared string (a reference count, no copy).
+    ///
+    /// # Panics
+    /// If `v` is not a live node.
+    pub fn id_shared(&self, v: NodeIx) -> Arc<str> {
+        match self.ids.get(v as usize) {
+            Some(Some(id)) => Arc::clone(id),
+            _ => panic!("pluresdb-graph: node index {v} does not name a live node"),
+        }
+    }
+
     /// The id of node `v`, if it is live.
     pub fn get_id(&self, v: NodeIx) -> Option<&str> {
         self.ids.get(v as usize)?.as_deref()

@@ -158,6 +158,13 @@ pub struct Visit {
     step: u32,
 }
 
+impl Visit {
+    /// Where this node is in [`Traversal::steps`].
+    pub fn step(&self) -> usize {
+        self.step as usize
+    }
+}
+
 /// One node reached by a walk, with the edge it was reached by.
 #[derive(Clone, Copy, Debug)]
 struct Step {
@@ -202,6 +209,14 @@ impl Traversal {
     /// How many nodes the walk reached (returned or not, starts included).
     pub fn reached(&self) -> usize {
         self.steps.len()
+    }
+
+    /// Every node the walk reached, in the order it reached them (starts first), as
+    /// `(node, index of the step it was reached from, or None for a start)`.
+    pub fn steps(&self) -> impl ExactSizeIterator<Item = (NodeIx, Option<usize>)> + '_ {
+        self.steps
+            .iter()
+            .map(|s| (s.node, (s.parent != u32::MAX).then_some(s.parent as usize)))
     }
 
     /// The nodes from a start node to `visit.node`, both included (`depth + 1` nodes).

@@ -7,12 +7,59 @@ use pluresdb_crdt::Hlc;
 
 use super::nodes::{NODE_COLUMNS, node_from_row};
 use super::{Direction, Edge, Node, as_object, check_id, parse_object};
+use crate::bulk_cache::BulkCache;
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::events::{Change, EdgeChange};
 use crate::replication::{EDGES_ID, GraphWrite, pack_key};
 use crate::row::Row;
 use crate::value::Value;
+
+/// Edges per multi-row INSERT in `link_many`.
+const INSERT_CHUNK: usize = 128;
+
+/// A new edge as `(src, rel, dst)`.
+type EdgeKey = (String, String, String);
+
+/// Inserts the edges of `chunk` (sorted by key) that do not exist yet, in one statement;
+/// returns the keys inserted, sorted.
+fn insert_new_edges(
+    conn: &rusqlite::Connection,
+    chunk: &[(&str, &str, &str, Option<&Json>)],
+    stamp: i64,
+    site: &[u8],
+) -> Result<Vec<EdgeKey>> {
+    let rows: Vec<String> = (0..chunk.len())
+        .map(|i| {
+            let p = 3 + 4 * i;
+            format!("(?{p}, ?{}, ?{}, ?{}, ?1, ?1, ?2, 1)", p + 1, p + 2, p + 3)
+        })
+        .collect();
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO _pluresdb_edges (src, rel, dst, data, created_hlc, updated_hlc, site, cl)
+         VALUES {} ON CONFLICT (src, rel, dst) DO NOTHING RETURNING src, rel, dst",
+        rows.join(", ")
+    ))?;
+    stmt.raw_bind_parameter(1, stamp)?;
+    stmt.raw_bind_parameter(2, site)?;
+    for (i, (from, relation, to, data)) in chunk.iter().enumerate() {
+        let p = 3 + 4 * i;
+        stmt.raw_bind_parameter(p, from)?;
+        stmt.raw_bind_parameter(p + 1, relation)?;
+        stmt.raw_bind_parameter(p + 2, to)?;
+        match data {
+            Some(d) => stmt.raw_bind_parameter(p + 3, d.to_string())?,
+            None => stmt.raw_bind_parameter(p + 3, "{}")?,
+        }
+    }
+    let mut inserted = Vec::with_capacity(chunk.len());
+    let mut rows = stmt.raw_query();
+    while let Some(row) = rows.next()? {
+        inserted.push((row.get(0)?, row.get(1)?, row.get(2)?));
+    }
+    inserted.sort_unstable();
+    Ok(inserted)
+}
 
 const EDGE_COLUMNS: &str = "src, rel, dst, data, created_hlc, updated_hlc";
 
@@ -178,7 +225,7 @@ impl Database {
         I: IntoIterator<Item = (&'a str, &'a str, &'a str, Option<&'a Json>)>,
     {
         self.require_graph()?;
-        let edges: Vec<_> = edges.into_iter().collect();
+        let mut edges: Vec<_> = edges.into_iter().collect();
         for (i, (from, relation, to, data)) in edges.iter().enumerate() {
             let at = |e: Error| e.context(format!("edge {} ({from} -[{relation}]-> {to})", i + 1));
             check_id("source node id", from).map_err(at)?;
@@ -188,6 +235,10 @@ impl Database {
                 as_object("edge data", d).map_err(at)?;
             }
         }
+        // In key order the inserts walk the edge B-trees front to back instead of jumping
+        // around them (a stable sort: a repeated edge's last data still wins).
+        edges.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        let _cache = BulkCache::raise(self, edges.len())?;
         self.transaction(|db| {
             db.with_writer_conn(|conn| {
                 check_nodes_exist(conn, edges.iter().flat_map(|(f, _, t, _)| [*f, *t]))?;
@@ -196,10 +247,6 @@ impl Database {
                 let site = db.site_id().as_bytes().to_vec();
                 let mut find = conn.prepare_cached(
                     "SELECT eid, cl, data FROM _pluresdb_edges WHERE src = ?1 AND rel = ?2 AND dst = ?3",
-                )?;
-                let mut insert = conn.prepare_cached(
-                    "INSERT INTO _pluresdb_edges (src, rel, dst, data, created_hlc, updated_hlc, site, cl)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, 1) ON CONFLICT (src, rel, dst) DO NOTHING",
                 )?;
                 let mut revive = conn.prepare_cached(
                     "UPDATE _pluresdb_edges SET data = ?1, created_hlc = ?2, updated_hlc = ?2, site = ?3,
@@ -227,46 +274,55 @@ impl Database {
                         }));
                     }
                 };
-                for (from, relation, to, data) in &edges {
-                    let key = pack_key(&[
-                        Value::Text((*from).to_owned()),
-                        Value::Text((*relation).to_owned()),
-                        Value::Text((*to).to_owned()),
-                    ]);
-                    let text = data.map(|d| d.to_string());
-                    // Most edges of a bulk load are new: try the insert first.
-                    if insert.execute(rusqlite::params![from, relation, to, text.as_deref().unwrap_or("{}"), stamp, site])? == 1 {
-                        created.push(key);
+                let key_of = |from: &str, relation: &str, to: &str| {
+                    pack_key(&[
+                        Value::Text(from.to_owned()),
+                        Value::Text(relation.to_owned()),
+                        Value::Text(to.to_owned()),
+                    ])
+                };
+                for chunk in edges.chunks(INSERT_CHUNK) {
+                    // Most edges of a bulk load are new: insert the chunk in one statement
+                    // (a statement journals each page it changes once, not once per row).
+                    let inserted = insert_new_edges(conn, chunk, stamp, &site)?;
+                    let mut fresh = inserted.iter().peekable();
+                    for (from, relation, to, data) in chunk {
+                        // The chunk and `inserted` are both in key order; of repeated edges
+                        // the first was inserted.
+                        if fresh.next_if(|k| (k.0.as_str(), k.1.as_str(), k.2.as_str()) == (*from, *relation, *to)).is_some() {
+                            created.push(key_of(from, relation, to));
+                            changed += 1;
+                            record(from, relation, to, data);
+                            continue;
+                        }
+                        let text = data.map(|d| d.to_string());
+                        let current: Option<(i64, i64, String)> = find
+                            .query_row([from, relation, to], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                            .optional()?;
+                        match current {
+                            None => unreachable!("the insert found the edge"),
+                            Some((eid, cl, _)) if cl % 2 == 0 => {
+                                revive.execute(rusqlite::params![text.as_deref().unwrap_or("{}"), stamp, site, eid])?;
+                                created.push(key_of(from, relation, to));
+                            }
+                            Some((eid, _, old)) => {
+                                let Some(new) = data else { continue };
+                                if parse_object(&old)? == *new.as_object().expect("checked above") {
+                                    continue;
+                                }
+                                update.execute(rusqlite::params![text, stamp, site, eid])?;
+                                db.replication().capture_graph_write(
+                                    conn,
+                                    EDGES_ID,
+                                    &key_of(from, relation, to),
+                                    GraphWrite::Fields(vec!["data".to_owned()]).as_ref(),
+                                    now,
+                                )?;
+                            }
+                        }
                         changed += 1;
                         record(from, relation, to, data);
-                        continue;
                     }
-                    let current: Option<(i64, i64, String)> = find
-                        .query_row([from, relation, to], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                        .optional()?;
-                    match current {
-                        None => unreachable!("the insert found the edge"),
-                        Some((eid, cl, _)) if cl % 2 == 0 => {
-                            revive.execute(rusqlite::params![text.as_deref().unwrap_or("{}"), stamp, site, eid])?;
-                            created.push(key);
-                        }
-                        Some((eid, _, old)) => {
-                            let Some(new) = data else { continue };
-                            if parse_object(&old)? == *new.as_object().expect("checked above") {
-                                continue;
-                            }
-                            update.execute(rusqlite::params![text, stamp, site, eid])?;
-                            db.replication().capture_graph_write(
-                                conn,
-                                EDGES_ID,
-                                &key,
-                                GraphWrite::Fields(vec!["data".to_owned()]).as_ref(),
-                                now,
-                            )?;
-                        }
-                    }
-                    changed += 1;
-                    record(from, relation, to, data);
                 }
                 db.replication().capture_created(conn, EDGES_ID, &created, now)?;
                 Ok(changed)

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 pub use cypher::CypherResult;
 pub use nodes::NodeUpdate;
 pub use query::{CompareOp, NodeQuery};
-pub use walk::{GraphPath, PathQuery, Reached, Traverse};
+pub use walk::{GraphPath, PathQuery, Reached, Traverse, Walk};
 
 /// A node: an id, a JSON object, an optional type and an optional vector.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -7,12 +7,15 @@ use std::sync::Arc;
 use pluresdb_graph::RelFilter;
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
+use rusqlite::vtab::Context;
 
 use super::Direction;
 use super::index::GraphIndex;
-use super::walk::{PathQuery, Traverse, graph_error, run_path, run_traverse, to_graph_direction};
+use super::walk::{
+    PathQuery, Traverse, Walk, graph_error, run_path, run_traverse, to_graph_direction,
+};
 use crate::error::Result;
-use crate::table_fn::{TableFunction, int_arg, register, static_module, text_arg};
+use crate::table_fn::{RowSet, TableFunction, int_arg, register, static_module, text_arg};
 use crate::value::Value;
 
 /// Registers the graph functions on `conn`.
@@ -43,6 +46,7 @@ struct TraverseFn;
 
 impl TableFunction for TraverseFn {
     type State = Arc<GraphIndex>;
+    type Rows = Walk;
     const SCHEMA: &'static std::ffi::CStr = c"CREATE TABLE x(id, depth, path, start HIDDEN, relation HIDDEN, direction HIDDEN, min_depth HIDDEN, max_depth HIDDEN)";
     const COLUMNS: usize = 3;
     const ARGS: usize = 5;
@@ -56,7 +60,7 @@ impl TableFunction for TraverseFn {
         index: &Arc<GraphIndex>,
         conn: &Connection,
         args: &[Option<ValueRef<'_>>],
-    ) -> Result<Vec<(i64, Vec<Value>)>> {
+    ) -> Result<Self::Rows> {
         let start = text_arg(args, 0, "graph_traverse: start")?.unwrap_or_default();
         let mut query = Traverse::from([start])
             .direction(direction(text_arg(args, 2, "direction")?, Direction::Out)?);
@@ -69,22 +73,29 @@ impl TableFunction for TraverseFn {
             None => query.depth(min, i64::from(u32::MAX)),
         };
         let view = index.view(conn)?;
-        let reached = run_traverse(&view, conn, &query)?;
-        Ok(reached
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let path = serde_json::to_string(&r.path).expect("strings serialize");
-                (
-                    i as i64 + 1,
-                    vec![
-                        Value::Text(r.id),
-                        Value::Integer(i64::from(r.depth)),
-                        Value::Text(path),
-                    ],
-                )
-            })
-            .collect())
+        run_traverse(&view, conn, &query)
+    }
+}
+
+/// Rows `(id, depth, path)`; the path (a JSON array) is built only when read.
+impl RowSet for Walk {
+    fn len(&self) -> usize {
+        Walk::len(self)
+    }
+
+    fn rowid(&self, row: usize) -> i64 {
+        row as i64 + 1
+    }
+
+    fn column(&self, row: usize, col: usize, ctx: &mut Context) -> rusqlite::Result<()> {
+        let Some(r) = self.get(row) else {
+            return ctx.set_result(rusqlite::types::Null);
+        };
+        match col {
+            0 => ctx.set_result(r.id()),
+            1 => ctx.set_result(i64::from(r.depth())),
+            _ => ctx.set_result(serde_json::to_string(&r.path()).expect("strings serialize")),
+        }
     }
 }
 
@@ -92,6 +103,7 @@ struct NeighborsFn;
 
 impl TableFunction for NeighborsFn {
     type State = Arc<GraphIndex>;
+    type Rows = Vec<(i64, Vec<Value>)>;
     const SCHEMA: &'static std::ffi::CStr =
         c"CREATE TABLE x(id, relation, direction, node HIDDEN, rel HIDDEN, dir HIDDEN)";
     const COLUMNS: usize = 3;
@@ -106,7 +118,7 @@ impl TableFunction for NeighborsFn {
         index: &Arc<GraphIndex>,
         conn: &Connection,
         args: &[Option<ValueRef<'_>>],
-    ) -> Result<Vec<(i64, Vec<Value>)>> {
+    ) -> Result<Self::Rows> {
         let id = text_arg(args, 0, "graph_neighbors: id")?.unwrap_or_default();
         let rels = relations(text_arg(args, 1, "graph_neighbors: relation")?);
         let dir = direction(
@@ -145,6 +157,7 @@ struct PathFn;
 
 impl TableFunction for PathFn {
     type State = Arc<GraphIndex>;
+    type Rows = Vec<(i64, Vec<Value>)>;
     const SCHEMA: &'static std::ffi::CStr = c"CREATE TABLE x(step, id, relation, cost, from_id HIDDEN, to_id HIDDEN, rel HIDDEN, direction HIDDEN, weight HIDDEN)";
     const COLUMNS: usize = 4;
     const ARGS: usize = 5;
@@ -158,7 +171,7 @@ impl TableFunction for PathFn {
         index: &Arc<GraphIndex>,
         conn: &Connection,
         args: &[Option<ValueRef<'_>>],
-    ) -> Result<Vec<(i64, Vec<Value>)>> {
+    ) -> Result<Self::Rows> {
         let from = text_arg(args, 0, "graph_shortest_path: from")?.unwrap_or_default();
         let to = text_arg(args, 1, "graph_shortest_path: to")?.unwrap_or_default();
         let mut query =

@@ -1,10 +1,13 @@
 //! Graph queries answered from the in-memory adjacency: traversal, shortest and cheapest
 //! paths, degree, connected components, PageRank and degree centrality.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use pluresdb_graph::{
-    Graph, GraphError, NodeIx, PageRankOptions, PathOptions, RelFilter, TraverseOptions,
+    Graph, GraphError, NodeIx, PageRankOptions, PathOptions, RelFilter, Traversal, TraverseOptions,
+    Visit,
 };
 use rusqlite::{Connection, OptionalExtension};
 
@@ -84,15 +87,132 @@ impl Traverse {
     }
 }
 
-/// A node a traversal reached.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Reached {
+/// The nodes a traversal reached, nearest first, each once (at its smallest depth), each
+/// with the path that reached it (built only when asked for, so a large walk stays cheap).
+#[derive(Clone, Debug, Default)]
+pub struct Walk {
+    /// The id of every node the walk stepped on, in the order it reached them.
+    ids: Vec<Arc<str>>,
+    /// For each step, the step it was reached from (`u32::MAX` for a start).
+    parents: Vec<u32>,
+    /// The nodes returned, as `(step, depth)`.
+    hits: Vec<(u32, u32)>,
+}
+
+impl Walk {
+    fn new(g: &Graph, walk: &Traversal, visits: &[Visit]) -> Walk {
+        let (ids, parents) = walk
+            .steps()
+            .map(|(v, parent)| (g.id_shared(v), parent.map_or(u32::MAX, |p| p as u32)))
+            .unzip();
+        Walk {
+            ids,
+            parents,
+            hits: visits.iter().map(|v| (v.step() as u32, v.depth)).collect(),
+        }
+    }
+
+    /// Number of nodes reached.
+    pub fn len(&self) -> usize {
+        self.hits.len()
+    }
+
+    /// Whether no node was reached.
+    pub fn is_empty(&self) -> bool {
+        self.hits.is_empty()
+    }
+
+    /// The `i`th node reached (0 is the nearest).
+    pub fn get(&self, i: usize) -> Option<Reached<'_>> {
+        let &(step, depth) = self.hits.get(i)?;
+        Some(Reached {
+            walk: self,
+            step,
+            depth,
+        })
+    }
+
+    /// The nodes reached, nearest first.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Reached<'_>> + '_ {
+        self.hits.iter().map(move |&(step, depth)| Reached {
+            walk: self,
+            step,
+            depth,
+        })
+    }
+
+    /// The ids of the nodes reached, nearest first.
+    pub fn ids(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.hits.iter().map(|&(step, _)| &*self.ids[step as usize])
+    }
+}
+
+impl<'a> IntoIterator for &'a Walk {
+    type Item = Reached<'a>;
+    type IntoIter = Box<dyn ExactSizeIterator<Item = Reached<'a>> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+impl serde::Serialize for Walk {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+/// A node a traversal reached (borrowed from its [`Walk`]).
+#[derive(Clone, Copy)]
+pub struct Reached<'a> {
+    walk: &'a Walk,
+    step: u32,
+    depth: u32,
+}
+
+impl<'a> Reached<'a> {
     /// The node id.
-    pub id: String,
+    pub fn id(&self) -> &'a str {
+        &self.walk.ids[self.step as usize]
+    }
+
     /// Hops from the nearest start.
-    pub depth: u32,
-    /// Node ids from a start to this node (inclusive).
-    pub path: Vec<String>,
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+
+    /// Node ids from a start to this node, both included (`depth + 1` of them).
+    pub fn path(&self) -> Vec<&'a str> {
+        let mut path = Vec::with_capacity(self.depth as usize + 1);
+        let mut i = self.step;
+        while i != u32::MAX {
+            path.push(&*self.walk.ids[i as usize]);
+            i = self.walk.parents[i as usize];
+        }
+        path.reverse();
+        path
+    }
+}
+
+impl std::fmt::Debug for Reached<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reached")
+            .field("id", &self.id())
+            .field("depth", &self.depth)
+            .field("path", &self.path())
+            .finish()
+    }
+}
+
+impl serde::Serialize for Reached<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Reached", 3)?;
+        st.serialize_field("id", self.id())?;
+        st.serialize_field("depth", &self.depth)?;
+        st.serialize_field("path", &self.path())?;
+        st.end()
+    }
 }
 
 /// A path between two nodes.
@@ -172,7 +292,7 @@ fn rel_filter(g: &Graph, names: &[String]) -> RelFilter {
 }
 
 /// Runs `f` on the graph of a walk request's view, on `conn`.
-pub(crate) fn run_traverse(g: &Graph, conn: &Connection, query: &Traverse) -> Result<Vec<Reached>> {
+pub(crate) fn run_traverse(g: &Graph, conn: &Connection, query: &Traverse) -> Result<Walk> {
     let starts = g.resolve(&query.starts).map_err(graph_error)?;
     let sql_filter = query.filter.as_ref().filter(|f| !f.only_type());
     let wanted_type = query
@@ -201,8 +321,9 @@ pub(crate) fn run_traverse(g: &Graph, conn: &Connection, query: &Traverse) -> Re
         opts = opts.limit(n);
     }
     let walk = g.traverse(&starts, &opts).map_err(graph_error)?;
-    let mut visits: Vec<_> = walk.visits().to_vec();
+    let mut visits: Cow<'_, [Visit]> = Cow::Borrowed(walk.visits());
     if let Some(filter) = sql_filter {
+        let visits = visits.to_mut();
         let ids: Vec<String> = visits.iter().map(|v| g.id(v.node).to_owned()).collect();
         let keep: HashSet<String> = find_ids(conn, &filter.among(ids))?;
         visits.retain(|v| keep.contains(g.id(v.node)));
@@ -210,14 +331,7 @@ pub(crate) fn run_traverse(g: &Graph, conn: &Connection, query: &Traverse) -> Re
             visits.truncate(n);
         }
     }
-    Ok(visits
-        .iter()
-        .map(|v| Reached {
-            id: g.id(v.node).to_owned(),
-            depth: v.depth,
-            path: walk.path(v).iter().map(|&n| g.id(n).to_owned()).collect(),
-        })
-        .collect())
+    Ok(Walk::new(g, &walk, &visits))
 }
 
 fn find_ids(conn: &Connection, query: &NodeQuery) -> Result<HashSet<String>> {
@@ -325,7 +439,7 @@ impl Database {
 
     /// Nodes reached by a breadth-first walk, nearest first, each once (at its smallest
     /// depth), with the path that reached it.
-    pub fn traverse(&self, query: &Traverse) -> Result<Vec<Reached>> {
+    pub fn traverse(&self, query: &Traverse) -> Result<Walk> {
         self.with_graph(|g, conn| run_traverse(g, conn, query))
     }
 

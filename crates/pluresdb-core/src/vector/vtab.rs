@@ -26,6 +26,7 @@ struct SearchFn;
 
 impl TableFunction for SearchFn {
     type State = Arc<VectorRegistry>;
+    type Rows = Vec<(i64, Vec<Value>)>;
     const SCHEMA: &'static CStr = c"CREATE TABLE x(id, distance, \"table\" HIDDEN, \"column\" HIDDEN, query HIDDEN, k HIDDEN, options HIDDEN)";
     const COLUMNS: usize = 2;
     const ARGS: usize = 5;
@@ -40,7 +41,7 @@ impl TableFunction for SearchFn {
         registry: &Arc<VectorRegistry>,
         conn: &Connection,
         args: &[Option<ValueRef<'_>>],
-    ) -> Result<Vec<(i64, Vec<Value>)>> {
+    ) -> Result<Self::Rows> {
         let table = text_arg(args, 0, "vector_search: the table name")?
             .ok_or_else(|| Error::invalid(Self::USAGE))?;
         let column = text_arg(args, 1, "vector_search: the column name")?.unwrap_or_default();
