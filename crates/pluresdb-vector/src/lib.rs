@@ -4,6 +4,7 @@
 //!
 //! Distance kernels pick AVX2+FMA at run time when the CPU has them, else a portable loop.
 
+mod blocks;
 mod distance;
 mod error;
 mod exact;

@@ -133,12 +133,13 @@ impl Hnsw {
         if index.entry.is_some_and(|e| e as usize >= n) || (index.entry.is_none() && n > 0) {
             return Err(corrupt("the entry point is out of range"));
         }
-        let stride0 = index.stride0();
         let stride = params.m + 1;
         index.labels.reserve_exact(n);
         index.levels.reserve_exact(n);
         index.deleted.reserve_exact(n);
-        index.level0 = vec![0; n * stride0];
+        for _ in 0..n {
+            index.level0.push_zeroed();
+        }
         index.upper.reserve_exact(n);
         let mut slots = HashMap::with_capacity(n);
         for slot in 0..n {
@@ -159,7 +160,7 @@ impl Hnsw {
             for layer in 0..=level {
                 let count = r.u32()? as usize;
                 let block = if layer == 0 {
-                    &mut index.level0[slot * stride0..slot * stride0 + 1 + params.m0()]
+                    &mut index.level0.block_mut(slot as u32)[..1 + params.m0()]
                 } else {
                     &mut index.upper[slot][(layer - 1) * stride..layer * stride]
                 };
@@ -204,10 +205,9 @@ impl Hnsw {
             n.checked_mul(dim * 4)
                 .ok_or_else(|| corrupt("the size overflows"))?,
         )?;
-        let vector_at = 1 + params.m0();
+        let vector_at = index.vector_at0();
         for (slot, bytes) in raw.chunks_exact(dim * 4).enumerate() {
-            let start = slot * stride0 + vector_at;
-            for (w, c) in index.level0[start..start + dim]
+            for (w, c) in index.level0.block_mut(slot as u32)[vector_at..vector_at + dim]
                 .iter_mut()
                 .zip(bytes.chunks_exact(4))
             {

@@ -260,3 +260,22 @@ fn distances_are_reported_in_user_units() {
     let r = h.search(&[0.0, 1.0], 2, None, None).unwrap();
     assert!(r[0].distance.abs() < 1e-6 && (r[1].distance - 1.0).abs() < 1e-6);
 }
+
+#[test]
+fn every_stored_vector_starts_on_a_cache_line() {
+    for dim in [3, 16, 100, 384] {
+        let mut index = Hnsw::new(dim, Metric::L2, HnswParams::default()).unwrap();
+        for (i, v) in clustered(300, dim, 7).iter().enumerate() {
+            index.insert(i as i64, v).unwrap();
+        }
+        let loaded = Hnsw::load(&index.save()).unwrap();
+        for h in [&index, &loaded] {
+            for slot in 0..300 {
+                let v = h.vec_of(slot);
+                assert_eq!(v.len(), dim);
+                assert_eq!(v.as_ptr() as usize % 64, 0, "dim {dim}, slot {slot}");
+            }
+            assert_eq!(h.search(h.vec_of(42), 1, None, None).unwrap()[0].label, 42);
+        }
+    }
+}
