@@ -773,13 +773,16 @@ impl Hnsw {
         for layer in (1..=self.max_level).rev() {
             cur = self.greedy(q, cur, layer);
         }
+        // Deleted slots wait in `free` until reused, so with none waiting nothing is deleted
+        // and the walk need not look the flags up.
+        let any_deleted = !self.free.is_empty();
         let accept = |slot: u32| -> bool {
-            !self.deleted[slot as usize]
+            !(any_deleted && self.deleted[slot as usize])
                 && filter
                     .as_ref()
                     .is_none_or(|f| f.keeps(self.labels[slot as usize]))
         };
-        let exact_graph = filter.is_none() && self.free.is_empty();
+        let exact_graph = filter.is_none() && !any_deleted;
         SEARCH_VISITED.with(|v| {
             let mut visited = v.borrow_mut();
             visited.reset(self.labels.len());
