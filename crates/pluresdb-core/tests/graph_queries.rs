@@ -449,6 +449,27 @@ fn link_many_is_link_in_bulk() {
 
 /// Large batches (the sync metadata is written in many statements).
 #[test]
+fn a_bulk_load_gives_its_larger_page_cache_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = pluresdb_core::OpenOptions::new()
+        .cache_size_kib(1024)
+        .open(dir.path().join("g.db"))
+        .unwrap();
+    db.put("a", &json!({})).unwrap();
+    db.put("b", &json!({})).unwrap();
+    let rels: Vec<String> = (0..30_000).map(|i| format!("r{i}")).collect();
+    let n = db
+        .link_many(rels.iter().map(|r| ("a", r.as_str(), "b", None)))
+        .unwrap();
+    assert_eq!(n, 30_000);
+    assert_eq!(
+        db.pragma_value("cache_size").unwrap(),
+        pluresdb_core::Value::Integer(-1024),
+        "the writer has the configured 1 MiB again, not the bulk load's cache"
+    );
+}
+
+#[test]
 fn link_many_loads_large_batches() {
     let db = Database::open_in_memory().unwrap();
     db.transaction(|tx| {
