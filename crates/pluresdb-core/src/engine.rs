@@ -384,10 +384,13 @@ impl Engine {
             if !conn.is_autocommit() {
                 return f(conn);
             }
-            conn.execute_batch("BEGIN")?;
+            // Cached statements: preparing BEGIN and COMMIT anew costs more than a small query.
+            conn.prepare_cached("BEGIN")?.execute([])?;
             let result = f(conn);
             // A read transaction has nothing to keep; ending it cannot lose anything.
-            let _ = conn.execute_batch("COMMIT");
+            let _ = conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut s| s.execute([]));
             result
         };
         if self.use_readers()

@@ -180,10 +180,15 @@ fn trimmed_mark(conn: &Connection) -> Result<i64> {
 
 /// True when no graph entry after `applied` exists and none up to it was trimmed away unseen.
 fn is_current(conn: &Connection, applied: i64) -> Result<bool> {
-    let newer = conn
-        .prepare_cached("SELECT 1 FROM _pluresdb_index_log WHERE seq > ?1 AND idx < 0 LIMIT 1")?
-        .exists([applied])?;
-    Ok(!newer && trimmed_mark(conn)? <= applied)
+    // One statement for both checks: this runs before every graph query.
+    Ok(conn
+        .prepare_cached(
+            "SELECT NOT EXISTS (SELECT 1 FROM _pluresdb_index_log WHERE seq > ?1 AND idx < 0)
+                AND coalesce((SELECT value FROM _pluresdb_meta WHERE key = ?2), 0) <= ?1",
+        )?
+        .query_row(rusqlite::params![applied, TRIMMED_KEY], |r| {
+            r.get::<_, bool>(0)
+        })?)
 }
 
 /// Graph entries after `seq`, each row once, and the last sequence number seen.
