@@ -286,8 +286,13 @@ enum Command {
         /// Nearest depth to return (0 includes the starts).
         #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
         min_depth: i64,
-        /// Farthest depth to walk.
-        #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+        /// Farthest depth to walk (`--depth` is the same).
+        #[arg(
+            long,
+            visible_alias = "depth",
+            default_value_t = 3,
+            allow_negative_numbers = true
+        )]
         max_depth: i64,
         /// Return only nodes of this type.
         #[arg(long = "type")]

@@ -468,6 +468,13 @@ fn traverse_path_and_graph_algorithms_from_the_command_line() {
             {"id": "cy", "depth": 1, "path": ["ada", "cy"]},
         ])
     );
+    // `--depth N` (the name in the design) is `--max-depth N`.
+    let near = cli.json(&["traverse", "bob", "--depth", "1", "--direction", "both"]);
+    assert_eq!(near.as_array().unwrap().len(), 2, "{near}");
+    assert_eq!(
+        near,
+        cli.json(&["traverse", "bob", "--max-depth", "1", "--direction", "both"])
+    );
     let filtered = cli.json(&["traverse", "cy", "--direction", "in", "--where", "name=bob"]);
     assert_eq!(filtered[0]["id"], "bob");
     let table = cli.ok(&["path", "ada", "cy", "--weight", "years"]);
