@@ -453,8 +453,8 @@ impl Hnsw {
             for c in &chosen {
                 self.add_link(c.item, slot, c.d, layer);
             }
-            if !found.is_empty() {
-                eps = found;
+            if let Some(&nearest) = found.first() {
+                eps = vec![nearest];
             }
         }
         if level > self.max_level {
