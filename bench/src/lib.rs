@@ -9,6 +9,19 @@ pub fn time(f: impl FnOnce()) -> Duration {
     start.elapsed()
 }
 
+/// A byte count from `/proc/self/status` (`"VmRSS:"`, `"VmHWM:"`, ...); None off Linux.
+pub fn proc_status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: u64 = line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 /// The median of some durations.
 pub fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();

@@ -26,6 +26,7 @@ use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use pluresdb_bench::proc_status_bytes;
 use pluresdb_core::Database;
 use pluresdb_vector::{Hnsw, HnswParams, Metric};
 use serde_json::{Value, json};
@@ -123,20 +124,9 @@ fn read_raw<T>(path: &str, conv: fn([u8; 4]) -> T) -> Result<Vec<T>, String> {
         .collect())
 }
 
-/// Resident set size and its high-water mark, in bytes, from /proc/self/status (None elsewhere).
+/// Resident set size and its high-water mark, in bytes (None off Linux).
 fn rss() -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        let kb: u64 = line[name.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kb * 1024)
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some((proc_status_bytes("VmRSS:")?, proc_status_bytes("VmHWM:")?))
 }
 
 /// CPU time of this process in seconds (`CLOCK_PROCESS_CPUTIME_ID`), the same clock as Python's

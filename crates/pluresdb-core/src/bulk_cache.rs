@@ -37,8 +37,13 @@ impl<'a> BulkCache<'a> {
         let want = ((rows as u64 * BYTES_PER_ROW) / 1024).min(MAX_KIB as u64) as i64;
         db.with_writer_conn(|c| {
             let current: i64 = c.query_row("PRAGMA cache_size", [], |r| r.get(0))?;
-            // Negative values are KiB, positive ones pages (4 KiB by default).
-            let current_kib = if current < 0 { -current } else { current * 4 };
+            // Negative values are KiB, positive ones pages.
+            let current_kib = if current < 0 {
+                -current
+            } else {
+                let page: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+                current * page / 1024
+            };
             if want > current_kib {
                 c.pragma_update(None, "cache_size", -want)?;
                 guard.restore_kib = Some(current);

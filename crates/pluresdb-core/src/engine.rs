@@ -376,7 +376,6 @@ impl Engine {
         let _ = self.observer.set(observer);
     }
 
-    /// The observer, when it has something to observe.
     /// Runs `f` on a reader inside one read transaction (a consistent snapshot), or on the
     /// writer when this thread is in a transaction or there are no readers.
     pub(crate) fn with_read_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
@@ -409,6 +408,7 @@ impl Engine {
         }
     }
 
+    /// The observer, when it has something to observe.
     pub(crate) fn active_observer(&self) -> Option<&dyn WriteObserver> {
         self.observer.get().map(|o| &**o).filter(|o| o.active())
     }

@@ -361,13 +361,18 @@ fn indexes_survive_reopen_and_damage_is_rebuilt_and_reported() {
     let db = Database::open(&path).unwrap();
     let hits = search(&db, &q, 10);
     assert_eq!(hits, brute(&db, &q, 10, "1"));
+    assert_rebuilt(&db, "damaged");
+}
+
+/// Asserts the first vector index was rebuilt on load, for a reason mentioning `reason`.
+fn assert_rebuilt(db: &Database, reason: &str) {
     match &db.vector_indexes().unwrap()[0]
         .loaded
         .as_ref()
         .unwrap()
         .source
     {
-        LoadSource::Rebuilt(why) => assert!(why.contains("damaged"), "{why}"),
+        LoadSource::Rebuilt(why) => assert!(why.contains(reason), "{why}"),
         other => panic!("expected a reported rebuild, got {other:?}"),
     }
 }
@@ -403,15 +408,7 @@ fn vectors_changed_outside_the_log_are_detected() {
     let db = Database::open(&path).unwrap();
     let q = &data[5];
     assert_eq!(search(&db, q, 5), brute(&db, q, 5, "1"));
-    match &db.vector_indexes().unwrap()[0]
-        .loaded
-        .as_ref()
-        .unwrap()
-        .source
-    {
-        LoadSource::Rebuilt(why) => assert!(why.contains("does not match the table"), "{why}"),
-        other => panic!("expected a reported rebuild, got {other:?}"),
-    }
+    assert_rebuilt(&db, "does not match the table");
 }
 
 #[test]

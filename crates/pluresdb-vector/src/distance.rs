@@ -77,8 +77,13 @@ impl std::fmt::Debug for Kernels {
 }
 
 impl Kernels {
-    /// The fastest kernels this CPU supports.
+    /// The fastest kernels this CPU supports (detected once per process).
     pub fn detect() -> Kernels {
+        static DETECTED: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(Kernels::probe)
+    }
+
+    fn probe() -> Kernels {
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {

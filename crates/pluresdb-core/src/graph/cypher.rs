@@ -6,10 +6,11 @@ use pluresdb_cypher::{
     CypherError, Dir, EdgeRecord, ExecOptions, GraphStore, GraphStoreMut, NodeIter, NodeRecord,
     QueryResult,
 };
-use pluresdb_graph::{Graph, RelFilter};
+use pluresdb_graph::Graph;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value as Json};
 
+use super::walk::rel_filter;
 use super::{NodeUpdate, parse_object};
 use crate::database::Database;
 use crate::error::{Error, ErrorKind, Result};
@@ -130,11 +131,7 @@ impl GraphStore for ReadStore<'_> {
         let Some(v) = g.node(node) else {
             return Ok(Vec::new());
         };
-        let filter = if rels.is_empty() {
-            RelFilter::any()
-        } else {
-            g.rel_filter(rels)
-        };
+        let filter = rel_filter(g, rels);
         let dir = match dir {
             Dir::Out => pluresdb_graph::Direction::Out,
             Dir::In => pluresdb_graph::Direction::In,

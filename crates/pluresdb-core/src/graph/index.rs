@@ -250,7 +250,6 @@ fn apply(conn: &Connection, graph: &mut Graph, entries: &[Entry]) -> Result<bool
             };
             if cl % 2 == 1 {
                 graph.add_node(&id, node_type.as_deref());
-                graph.set_type(&id, node_type.as_deref());
             } else {
                 graph.remove_node(&id);
             }

@@ -191,7 +191,7 @@ impl NodeQuery {
 }
 
 /// The SQLite JSON path for a field name (or the path itself when it starts with `$`).
-fn json_path(field: &str) -> Result<String> {
+pub(super) fn json_path(field: &str) -> Result<String> {
     if field.starts_with('$') {
         return Ok(field.to_owned());
     }

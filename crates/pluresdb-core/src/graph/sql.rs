@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use pluresdb_graph::RelFilter;
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 use rusqlite::vtab::Context;
@@ -12,7 +11,7 @@ use rusqlite::vtab::Context;
 use super::Direction;
 use super::index::GraphIndex;
 use super::walk::{
-    PathQuery, Traverse, Walk, graph_error, run_path, run_traverse, to_graph_direction,
+    PathQuery, Traverse, Walk, graph_error, rel_filter, run_path, run_traverse, to_graph_direction,
 };
 use crate::error::Result;
 use crate::table_fn::{RowSet, TableFunction, int_arg, register, static_module, text_arg};
@@ -62,8 +61,10 @@ impl TableFunction for TraverseFn {
         args: &[Option<ValueRef<'_>>],
     ) -> Result<Self::Rows> {
         let start = text_arg(args, 0, "graph_traverse: start")?.unwrap_or_default();
-        let mut query = Traverse::from([start])
-            .direction(direction(text_arg(args, 2, "direction")?, Direction::Out)?);
+        let mut query = Traverse::from([start]).direction(direction(
+            text_arg(args, 2, "graph_traverse: direction")?,
+            Direction::Out,
+        )?);
         for r in relations(text_arg(args, 1, "graph_traverse: relation")?) {
             query = query.relation(r);
         }
@@ -127,11 +128,7 @@ impl TableFunction for NeighborsFn {
         )?;
         let g = index.view(conn)?;
         let v = g.resolve(&[id.as_str()]).map_err(graph_error)?[0];
-        let filter = if rels.is_empty() {
-            RelFilter::any()
-        } else {
-            g.rel_filter(&rels)
-        };
+        let filter = rel_filter(&g, &rels);
         Ok(g.neighbors(v, to_graph_direction(dir), &filter)
             .enumerate()
             .map(|(i, n)| {
@@ -174,8 +171,10 @@ impl TableFunction for PathFn {
     ) -> Result<Self::Rows> {
         let from = text_arg(args, 0, "graph_shortest_path: from")?.unwrap_or_default();
         let to = text_arg(args, 1, "graph_shortest_path: to")?.unwrap_or_default();
-        let mut query =
-            PathQuery::new().direction(direction(text_arg(args, 3, "direction")?, Direction::Out)?);
+        let mut query = PathQuery::new().direction(direction(
+            text_arg(args, 3, "graph_shortest_path: direction")?,
+            Direction::Out,
+        )?);
         for r in relations(text_arg(args, 2, "graph_shortest_path: relation")?) {
             query = query.relation(r);
         }

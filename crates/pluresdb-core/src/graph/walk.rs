@@ -12,6 +12,7 @@ use pluresdb_graph::{
 use rusqlite::{Connection, OptionalExtension};
 
 use super::index::GraphView;
+use super::query::json_path;
 use super::{Direction, NodeQuery};
 use crate::database::Database;
 use crate::error::{Error, ErrorKind, Result};
@@ -283,7 +284,8 @@ pub(crate) fn graph_error(e: GraphError) -> Error {
     Error::new(kind, e.to_string())
 }
 
-fn rel_filter(g: &Graph, names: &[String]) -> RelFilter {
+/// The relations named, or every relation when none is named.
+pub(crate) fn rel_filter<S: AsRef<str>>(g: &Graph, names: &[S]) -> RelFilter {
     if names.is_empty() {
         RelFilter::any()
     } else {
@@ -336,7 +338,7 @@ pub(crate) fn run_traverse(g: &Graph, conn: &Connection, query: &Traverse) -> Re
 
 fn find_ids(conn: &Connection, query: &NodeQuery) -> Result<HashSet<String>> {
     let (sql, params) = query.sql()?;
-    let mut stmt = conn.prepare(&sql)?;
+    let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
     let mut out = HashSet::new();
     while let Some(row) = rows.next()? {
@@ -362,11 +364,7 @@ pub(crate) fn run_path(
     let path = match &query.weight {
         None => g.shortest_path(ends[0], ends[1], &opts),
         Some(field) => {
-            let path = if field.starts_with('$') {
-                field.clone()
-            } else {
-                format!("$.\"{field}\"")
-            };
+            let path = json_path(field)?;
             let mut stmt = conn.prepare_cached(
                 "SELECT json_extract(data, ?4) FROM _pluresdb_edges
                  WHERE src = ?1 AND rel = ?2 AND dst = ?3 AND cl % 2 = 1",
@@ -459,10 +457,7 @@ impl Database {
     pub fn degree(&self, id: &str, direction: Direction, relation: Option<&str>) -> Result<usize> {
         self.with_graph(|g, _| {
             let v = g.resolve(&[id]).map_err(graph_error)?[0];
-            let rels = rel_filter(
-                g,
-                &relation.map(str::to_owned).into_iter().collect::<Vec<_>>(),
-            );
+            let rels = rel_filter(g, relation.as_slice());
             Ok(g.degree(v, to_graph_direction(direction), &rels))
         })
     }
@@ -471,8 +466,7 @@ impl Database {
     /// sorted list of node ids.
     pub fn connected_components(&self, relations: &[&str]) -> Result<Vec<Vec<String>>> {
         self.with_graph(|g, _| {
-            let names: Vec<String> = relations.iter().map(|s| (*s).to_owned()).collect();
-            let comps = g.connected_components(&rel_filter(g, &names));
+            let comps = g.connected_components(&rel_filter(g, relations));
             let mut out: Vec<Vec<String>> = (0..comps.count())
                 .map(|c| {
                     let mut ids: Vec<String> =
@@ -489,10 +483,9 @@ impl Database {
     /// PageRank over the given relations (or all), highest first, scores summing to 1.
     pub fn pagerank(&self, relations: &[&str], damping: f64) -> Result<Vec<(String, f64)>> {
         self.with_graph(|g, _| {
-            let names: Vec<String> = relations.iter().map(|s| (*s).to_owned()).collect();
             let opts = PageRankOptions {
                 damping,
-                relations: rel_filter(g, &names),
+                relations: rel_filter(g, relations),
                 ..PageRankOptions::default()
             };
             let ranks = g.pagerank(&opts).map_err(graph_error)?;
@@ -507,8 +500,8 @@ impl Database {
         relations: &[&str],
     ) -> Result<Vec<(String, f64)>> {
         self.with_graph(|g, _| {
-            let names: Vec<String> = relations.iter().map(|s| (*s).to_owned()).collect();
-            let scores = g.degree_centrality(to_graph_direction(direction), &rel_filter(g, &names));
+            let scores =
+                g.degree_centrality(to_graph_direction(direction), &rel_filter(g, relations));
             Ok(ranked(g, &scores))
         })
     }

@@ -214,9 +214,7 @@ impl VectorRegistry {
         }
         let state = live.state.upgradable_read();
         let fresh = match &*state {
-            Some(l) if l.def == def || same_shape(&l.def, &def) => {
-                !has_new_entries(conn, &def, l.applied_seq)?
-            }
+            Some(l) if same_shape(&l.def, &def) => !has_new_entries(conn, &def, l.applied_seq)?,
             _ => false,
         };
         let state = if fresh {
