@@ -92,15 +92,8 @@ enum Command {
     List {
         /// Only ids starting with this prefix.
         prefix: Option<String>,
-        /// Only nodes of this type.
-        #[arg(long = "type")]
-        node_type: Option<String>,
-        /// Field conditions such as name=Ada or age>30 (JSON values allowed).
-        #[arg(long = "where")]
-        conditions: Vec<String>,
-        /// At most this many nodes.
-        #[arg(long)]
-        limit: Option<usize>,
+        #[command(flatten)]
+        filter: NodeFilter,
     },
     /// Link FROM -[RELATION]-> TO, with optional JSON data.
     Link {
@@ -294,15 +287,8 @@ enum Command {
             allow_negative_numbers = true
         )]
         max_depth: i64,
-        /// Return only nodes of this type.
-        #[arg(long = "type")]
-        node_type: Option<String>,
-        /// Return only nodes whose field matches (field=value, field>value, ...; repeatable).
-        #[arg(long = "where")]
-        conditions: Vec<String>,
-        /// At most this many nodes.
-        #[arg(long)]
-        limit: Option<usize>,
+        #[command(flatten)]
+        filter: NodeFilter,
     },
     /// The shortest path between two nodes (fewest hops, or least total --weight).
     Path {
@@ -384,6 +370,35 @@ fn parse_json(what: &str, text: &str) -> Result<Json> {
 }
 
 /// Parses `field=value`, `field>=value` and the like; the value is JSON when it parses.
+/// Which nodes to return: `--type`, `--where` conditions and `--limit`.
+#[derive(clap::Args, Debug)]
+struct NodeFilter {
+    /// Only nodes of this type.
+    #[arg(long = "type")]
+    node_type: Option<String>,
+    /// Field conditions such as name=Ada or age>30 (JSON values allowed; repeatable).
+    #[arg(long = "where")]
+    conditions: Vec<String>,
+    /// At most this many nodes.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl NodeFilter {
+    /// The type and field conditions as a node query (the limit is the caller's).
+    fn query(&self) -> Result<NodeQuery> {
+        let mut query = NodeQuery::new();
+        if let Some(t) = &self.node_type {
+            query = query.of_type(t);
+        }
+        for c in &self.conditions {
+            let (field, op, value) = parse_condition(c)?;
+            query = query.where_field(field, op, value);
+        }
+        Ok(query)
+    }
+}
+
 fn parse_condition(text: &str) -> Result<(String, CompareOp, Json)> {
     for op in [">=", "<=", "!=", "=", ">", "<"] {
         if let Some((field, value)) = text.split_once(op) {
@@ -494,26 +509,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 writeln!(out, "deleted {id}")?;
             }
         }
-        Command::List {
-            prefix,
-            node_type,
-            conditions,
-            limit,
-        } => {
+        Command::List { prefix, filter } => {
             let db = open(&cli)?;
-            let mut query = NodeQuery::new();
+            let mut query = filter.query()?;
             if let Some(p) = prefix {
                 query = query.prefix(p);
             }
-            if let Some(t) = node_type {
-                query = query.of_type(t);
-            }
-            for c in conditions {
-                let (field, op, value) = parse_condition(c)?;
-                query = query.where_field(field, op, value);
-            }
-            if let Some(n) = limit {
-                query = query.limit(*n);
+            if let Some(n) = filter.limit {
+                query = query.limit(n);
             }
             let nodes = db.find(&query)?;
             if cli.json {
@@ -769,21 +772,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             direction,
             min_depth,
             max_depth,
-            node_type,
-            conditions,
-            limit,
+            filter,
         } => {
             let db = open(&cli)?;
-            let filter = if node_type.is_some() || !conditions.is_empty() {
-                let mut q = NodeQuery::new();
-                if let Some(t) = node_type {
-                    q = q.of_type(t);
-                }
-                for c in conditions {
-                    let (field, op, value) = parse_condition(c)?;
-                    q = q.where_field(field, op, value);
-                }
-                Some(q)
+            let limit = filter.limit;
+            let filter = if filter.node_type.is_some() || !filter.conditions.is_empty() {
+                Some(filter.query()?)
             } else {
                 None
             };
@@ -794,7 +788,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 min_depth: *min_depth,
                 max_depth: *max_depth,
                 filter,
-                limit: *limit,
+                limit,
             };
             graph_cmd::traverse(&db, &mut out, cli.json, args)?;
         }

@@ -76,6 +76,41 @@ fn search(db: &Database, q: &[f32], k: usize) -> Vec<i64> {
 }
 
 #[test]
+fn search_options_exact_and_ef_give_the_exact_answer() {
+    let db = Database::open_in_memory().unwrap();
+    let data = vectors(400, 16, 3);
+    docs(&db, &data);
+    db.value(
+        "SELECT pluresdb_vector_index('docs', 'embedding', 'cosine')",
+        (),
+    )
+    .unwrap();
+    let with = |q: &[f32], options: &str| -> Vec<i64> {
+        db.all_as::<(i64,)>(
+            "SELECT rowid FROM vector_search('docs', 'embedding', ?, 10, ?)",
+            (blob(q), options),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| r.0)
+        .collect()
+    };
+    for q in &vectors(20, 16, 77) {
+        let truth = brute(&db, q, 10, "1");
+        assert_eq!(with(q, r#"{"exact": true}"#), truth);
+        // A search breadth covering every row makes the graph walk exhaustive.
+        assert_eq!(with(q, r#"{"ef": 400}"#), truth);
+    }
+    let err = db
+        .all(
+            "SELECT rowid FROM vector_search('docs', 'embedding', ?, 10, '{\"ef\": -1}')",
+            (blob(&data[0]),),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("ef"), "{err}");
+}
+
+#[test]
 fn sql_vector_search_joins_and_matches_brute_force() {
     let db = Database::open_in_memory().unwrap();
     let data = vectors(500, 16, 1);

@@ -2,6 +2,8 @@
 //! the in-memory adjacency, write queries run in one transaction through the node and edge API
 //! (so they replicate like any other write).
 
+use std::collections::HashMap;
+
 use pluresdb_cypher::{
     CypherError, Dir, EdgeRecord, ExecOptions, GraphStore, GraphStoreMut, NodeIter, NodeRecord,
     QueryResult,
@@ -105,6 +107,34 @@ fn edge_data(
     data.map(|d| parse_object(&d)).transpose()
 }
 
+/// The live edges at `node` (by the given relations, or all) with their data, from the tables.
+fn edge_rows(conn: &Connection, node: &str, dir: Dir, rels: &[String]) -> Result<Vec<EdgeRecord>> {
+    const FROM: &str = "SELECT src, rel, dst, data FROM _pluresdb_edges
+        WHERE src = ?1 AND cl % 2 = 1 AND (?2 = '[]' OR rel IN (SELECT value FROM json_each(?2)))";
+    const TO: &str = "SELECT src, rel, dst, data FROM _pluresdb_edges
+        WHERE dst = ?1 AND cl % 2 = 1 AND (?2 = '[]' OR rel IN (SELECT value FROM json_each(?2)))";
+    let queries: &[&str] = match dir {
+        Dir::Out => &[FROM],
+        Dir::In => &[TO],
+        Dir::Both => &[FROM, TO],
+    };
+    let rels_json = serde_json::to_string(rels).expect("strings serialize");
+    let mut out = Vec::new();
+    for sql in queries {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let mut rows = stmt.query([node, rels_json.as_str()])?;
+        while let Some(r) = rows.next()? {
+            out.push(EdgeRecord {
+                from: r.get(0)?,
+                rel: r.get(1)?,
+                to: r.get(2)?,
+                props: parse_object(&r.get::<_, String>(3)?)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Reads: topology from the in-memory graph, data from the tables (one consistent snapshot).
 struct ReadStore<'a> {
     graph: &'a Graph,
@@ -132,23 +162,36 @@ impl GraphStore for ReadStore<'_> {
             return Ok(Vec::new());
         };
         let filter = rel_filter(g, rels);
+        let graph_dir = dir;
         let dir = match dir {
             Dir::Out => pluresdb_graph::Direction::Out,
             Dir::In => pluresdb_graph::Direction::In,
             Dir::Both => pluresdb_graph::Direction::Both,
         };
-        g.neighbors(v, dir, &filter)
+        // The data of every edge at the node in one query, not one query per edge.
+        let data: HashMap<(String, String, String), Map<String, Json>> =
+            edge_rows(self.conn, node, graph_dir, rels)?
+                .into_iter()
+                .map(|e| ((e.from, e.rel, e.to), e.props))
+                .collect();
+        Ok(g.neighbors(v, dir, &filter)
             .map(|n| {
                 let e = n.edge(v);
-                let (from, rel, to) = (g.id(e.from), g.relation_name(e.rel), g.id(e.to));
-                Ok(EdgeRecord {
-                    from: from.to_owned(),
-                    rel: rel.to_owned(),
-                    to: to.to_owned(),
-                    props: edge_data(self.conn, from, rel, to)?.unwrap_or_default(),
-                })
+                let key = (
+                    g.id(e.from).to_owned(),
+                    g.relation_name(e.rel).to_owned(),
+                    g.id(e.to).to_owned(),
+                );
+                let props = data.get(&key).cloned().unwrap_or_default();
+                let (from, rel, to) = key;
+                EdgeRecord {
+                    from,
+                    rel,
+                    to,
+                    props,
+                }
             })
-            .collect()
+            .collect())
     }
 
     fn edge(&self, from: &str, rel: &str, to: &str) -> Result<Option<EdgeRecord>> {
@@ -193,34 +236,7 @@ impl GraphStore for TxStore<'_> {
     }
 
     fn edges(&self, node: &str, dir: Dir, rels: &[String]) -> Result<Vec<EdgeRecord>> {
-        let directions: &[(&str, &str)] = match dir {
-            Dir::Out => &[("src", "dst")],
-            Dir::In => &[("dst", "src")],
-            Dir::Both => &[("src", "dst"), ("dst", "src")],
-        };
-        let rels_json = serde_json::to_string(rels).expect("strings serialize");
-        self.on_writer(|c| {
-            let mut out = Vec::new();
-            for (here, _) in directions {
-                let mut stmt = c.prepare_cached(&format!(
-                    "SELECT src, rel, dst, data FROM _pluresdb_edges
-                     WHERE {here} = ?1 AND cl % 2 = 1 AND (?2 = '[]' OR rel IN (SELECT value FROM json_each(?2)))"
-                ))?;
-                let rows = stmt.query_map([node, rels_json.as_str()], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-                })?;
-                for row in rows {
-                    let (from, rel, to, data) = row?;
-                    out.push(EdgeRecord {
-                        from,
-                        rel,
-                        to,
-                        props: parse_object(&data)?,
-                    });
-                }
-            }
-            Ok(out)
-        })
+        self.on_writer(|c| edge_rows(c, node, dir, rels))
     }
 
     fn edge(&self, from: &str, rel: &str, to: &str) -> Result<Option<EdgeRecord>> {
