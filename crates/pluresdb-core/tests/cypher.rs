@@ -193,3 +193,17 @@ fn bad_queries_point_at_the_problem() {
         .unwrap();
     assert_eq!(r.rows.len(), 3, "a LIMIT stops the walk early");
 }
+
+#[test]
+fn property_keys_a_json_path_cannot_name_still_match() {
+    let db = Database::open_in_memory().unwrap();
+    db.put("q", &json!({"say \"hi\"": 1, "plain": 2})).unwrap();
+    db.put("r", &json!({"say \"hi\"": 3, "plain": 2})).unwrap();
+    let r = db
+        .cypher(
+            "MATCH (n {`say \"hi\"`: 1, plain: 2}) RETURN n.id",
+            &json!({}),
+        )
+        .unwrap();
+    assert_eq!(r.rows, vec![vec![json!("q")]]);
+}

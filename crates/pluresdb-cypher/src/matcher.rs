@@ -224,6 +224,23 @@ fn unique(e: &EdgeRecord, slots: &[usize], row: &Row) -> bool {
     })
 }
 
+/// The step's start node and, when its far end is already bound, that node; `None` when the
+/// row binds either to something that is not a node (the row matches nothing).
+fn endpoints(x: &Expand, row: &Row) -> Result<Option<(String, Option<String>)>> {
+    let Some(from) = node_id(row, x.from)? else {
+        return Ok(None);
+    };
+    let target = if x.to_bound {
+        match node_id(row, x.to)? {
+            Some(t) => Some(t.to_owned()),
+            None => return Ok(None),
+        }
+    } else {
+        None
+    };
+    Ok(Some((from.to_owned(), target)))
+}
+
 fn expand(
     x: &Expand,
     rest: &[Step],
@@ -231,16 +248,8 @@ fn expand(
     cx: &Ctx<'_>,
     emit: &mut dyn FnMut(&Row) -> Result<Flow>,
 ) -> Result<Flow> {
-    let Some(from) = node_id(row, x.from)?.map(str::to_owned) else {
+    let Some((from, target)) = endpoints(x, row)? else {
         return Ok(Flow::Continue);
-    };
-    let target = if x.to_bound {
-        match node_id(row, x.to)? {
-            Some(t) => Some(t.to_owned()),
-            None => return Ok(Flow::Continue),
-        }
-    } else {
-        None
     };
     let props = edge_props(x, row, cx)?;
     let edges: Vec<Rc<EdgeRecord>> = if x.rel_bound {
@@ -338,16 +347,8 @@ fn var_expand(
     emit: &mut dyn FnMut(&Row) -> Result<Flow>,
 ) -> Result<Flow> {
     let (min, max) = x.range.expect("a variable-length step");
-    let Some(start) = node_id(row, x.from)?.map(str::to_owned) else {
+    let Some((start, target)) = endpoints(x, row)? else {
         return Ok(Flow::Continue);
-    };
-    let target = if x.to_bound {
-        match node_id(row, x.to)? {
-            Some(t) => Some(t.to_owned()),
-            None => return Ok(Flow::Continue),
-        }
-    } else {
-        None
     };
     let props = edge_props(x, row, cx)?;
     if min == 0 && target.as_ref().is_none_or(|t| *t == start) {

@@ -12,6 +12,7 @@ use pluresdb_graph::Graph;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value as Json};
 
+use super::query::json_path;
 use super::walk::rel_filter;
 use super::{NodeUpdate, parse_object};
 use crate::database::Database;
@@ -51,7 +52,12 @@ fn scan_sql(label: Option<&str>, props: &[(String, Json)]) -> (String, Vec<Value
             Json::String(s) => Value::Text(s.clone()),
             _ => continue,
         };
-        params.push(Value::Text(format!("$.\"{}\"", key.replace('"', ""))));
+        // Keys a JSON path cannot name are left to the executor's re-check.
+        let path = match json_path(key) {
+            Ok(path) if !key.starts_with('$') => path,
+            _ => continue,
+        };
+        params.push(Value::Text(path));
         sql += &format!(
             " AND json_extract(data, ?{}) = ?{}",
             params.len(),

@@ -20,6 +20,7 @@ use serde_json::{Map, Value as Json};
 use pluresdb_crdt::{Hlc, SiteId};
 
 use crate::error::{Error, Result};
+use crate::vector::parse;
 
 pub use cypher::CypherResult;
 pub use nodes::NodeUpdate;
@@ -164,12 +165,8 @@ pub(crate) fn vector_to_blob(vector: &[f32]) -> Result<Vec<u8>> {
     if vector.is_empty() {
         return Err(Error::invalid("a vector must have at least one component"));
     }
-    if let Some((i, v)) = vector.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        return Err(Error::invalid(format!(
-            "vector component {i} is {v}; components must be finite numbers"
-        )));
-    }
-    Ok(vector.iter().flat_map(|v| v.to_le_bytes()).collect())
+    parse::check_finite(vector)?;
+    Ok(parse::to_blob(vector))
 }
 
 pub(crate) fn blob_to_vector(blob: &[u8]) -> Result<Vec<f32>> {
@@ -182,10 +179,7 @@ pub(crate) fn blob_to_vector(blob: &[u8]) -> Result<Vec<f32>> {
             ),
         ));
     }
-    Ok(blob
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+    Ok(parse::from_blob(blob))
 }
 
 /// The smallest string greater than every string that starts with `prefix`

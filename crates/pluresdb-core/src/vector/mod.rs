@@ -5,7 +5,7 @@ mod defs;
 mod embed;
 mod functions;
 mod hybrid;
-mod parse;
+pub(crate) mod parse;
 mod registry;
 mod vtab;
 

@@ -16,9 +16,7 @@ pub(crate) fn parse_vector(value: ValueRef<'_>) -> Result<Option<Vec<f32>>> {
                     b.len()
                 )));
             }
-            b.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
+            from_blob(b)
         }
         ValueRef::Text(t) => parse_json(t)?,
         ValueRef::Integer(_) | ValueRef::Real(_) => {
@@ -63,6 +61,13 @@ pub(crate) fn check_finite(v: &[f32]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The f32 little-endian components of `b` (trailing bytes short of a component are ignored).
+pub(crate) fn from_blob(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// A vector as an f32 little-endian BLOB.
