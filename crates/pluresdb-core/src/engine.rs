@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use rusqlite::Connection;
+use rusqlite::hooks::{Action, PreUpdateCase};
 
 use crate::conn::{CachedStmt, Conn};
 use crate::connect::{
@@ -44,6 +45,9 @@ pub(crate) trait WriteObserver: Send + Sync {
     fn flush(&self, conn: &Connection) -> Result<()>;
     /// After a statement succeeded inside a transaction: may write part of what was captured.
     fn after_statement(&self, conn: &Connection) -> Result<()>;
+    /// The writer's pre-update hook (installed while [`active`](Self::active)): a row of
+    /// `table` in database `db` is about to change.
+    fn preupdate(&self, db: &str, table: &str, case: &PreUpdateCase);
 }
 /// A small per-thread number (thread ids are not convertible to integers on stable Rust).
 pub(crate) fn thread_token() -> u64 {
@@ -94,6 +98,8 @@ pub(crate) struct WriterState {
     /// Depth of [`Database::transaction`] savepoints.
     pub(crate) savepoints: u32,
     rows_hook: bool,
+    /// The observer's pre-update hook is installed.
+    capture_hook: bool,
 }
 
 pub(crate) struct Engine {
@@ -150,6 +156,7 @@ impl Engine {
                 owner: 0,
                 savepoints: 0,
                 rows_hook: false,
+                capture_hook: false,
             })),
             lease_released: Condvar::new(),
             lease_owner: AtomicU64::new(0),
@@ -247,7 +254,7 @@ impl Engine {
                 return Err(Self::busy_lease());
             }
         }
-        self.sync_row_hook(&mut guard)?;
+        self.sync_hooks(&mut guard)?;
         Ok(WriterGuard {
             engine: self,
             guard: Some(guard),
@@ -266,7 +273,7 @@ impl Engine {
                 .try_lock_arc_until(deadline)
                 .ok_or_else(Self::busy_lease)?;
             if guard.owner == 0 || guard.owner == me {
-                self.sync_row_hook(&mut guard)?;
+                self.sync_hooks(&mut guard)?;
                 self.iter_holder.store(me, Ordering::Release);
                 return Ok(OwnedWriter {
                     engine: self.clone(),
@@ -289,6 +296,40 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Installs or removes the writer's hooks to match what is wanted now.
+    pub(crate) fn sync_hooks(&self, state: &mut WriterState) -> Result<()> {
+        self.sync_capture_hook(state)?;
+        self.sync_row_hook(state)
+    }
+
+    /// The pre-update hook that feeds change capture, installed only while some table is
+    /// replicated: with it, SQLite deletes every row of `DELETE FROM t` one by one instead of
+    /// dropping the table's pages at once. Statements prepared before it changes are dropped,
+    /// so none keeps the other plan.
+    fn sync_capture_hook(&self, state: &mut WriterState) -> Result<()> {
+        let observer = self.active_observer_arc();
+        if observer.is_some() == state.capture_hook {
+            return Ok(());
+        }
+        let conn = state.conn.get_mut();
+        conn.flush_prepared_statement_cache();
+        match observer {
+            Some(observer) => conn.preupdate_hook(Some(
+                move |_: Action, db: &str, table: &str, case: &PreUpdateCase| {
+                    observer.preupdate(db, table, case)
+                },
+            ))?,
+            None => conn.preupdate_hook(None::<fn(Action, &str, &str, &PreUpdateCase)>)?,
+        }
+        state.capture_hook = !state.capture_hook;
+        Ok(())
+    }
+
+    /// Whether the capture hook must be (un)installed before the next statement.
+    pub(crate) fn capture_hook_stale(&self, state: &WriterState) -> bool {
+        self.active_observer().is_some() != state.capture_hook
     }
 
     fn sync_row_hook(&self, state: &mut WriterState) -> Result<()> {
@@ -411,6 +452,10 @@ impl Engine {
     /// The observer, when it has something to observe.
     pub(crate) fn active_observer(&self) -> Option<&dyn WriteObserver> {
         self.observer.get().map(|o| &**o).filter(|o| o.active())
+    }
+
+    fn active_observer_arc(&self) -> Option<Arc<dyn WriteObserver>> {
+        self.observer.get().filter(|o| o.active()).cloned()
     }
 
     /// Whether `sql` begins or ends a transaction and whether it is read-only, decided once

@@ -106,11 +106,16 @@ impl Engine {
     /// Runs every statement of `script` on the writer; keeps the rows of the last statement
     /// with result columns when `keep_rows`.
     pub(crate) fn script(&self, script: &str, keep_rows: bool) -> Result<ScriptResult> {
-        let writer = self.writer()?;
-        let conn = writer.conn();
+        let mut writer = self.writer()?;
         let mut result = ScriptResult::default();
         let mut rest = script;
         loop {
+            // A statement may have made a table replicated (`SELECT pluresdb_sync_table(...)`):
+            // the capture hook must be in place before the next one writes to it.
+            if self.capture_hook_stale(writer.state()) {
+                self.sync_hooks(writer.state_mut())?;
+            }
+            let conn = writer.conn();
             self.writer_auth.tx_control.store(false, Ordering::Release);
             let Some((mut stmt, start, tail)) = next_statement(conn, script, rest)? else {
                 break;

@@ -397,6 +397,98 @@ fn existing_rows_and_added_columns_sync() {
 }
 
 #[test]
+fn every_kind_of_sql_write_is_captured() {
+    let a = Database::open_in_memory().unwrap();
+    let b = Database::open_in_memory().unwrap();
+    let shape = "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, n INTEGER, s TEXT);
+                 CREATE TABLE src(id TEXT, n INTEGER);";
+    b.exec(shape).unwrap();
+    b.sync_table("t").unwrap();
+    a.exec(shape).unwrap();
+    // A statement prepared before the table is synced, run after it.
+    let clear = a.prepare("DELETE FROM t").unwrap();
+    // Synced by SQL in the middle of a script: the script's next statements are captured.
+    a.exec(
+        "INSERT INTO src VALUES ('s1', 1), ('s2', 2), ('s3', 3);
+         SELECT pluresdb_sync_table('t');
+         INSERT INTO t VALUES ('a', 1, 'x'), ('b', 2, 'y'), ('c', 3, 'z');
+         INSERT INTO t SELECT id, n, 'copied' FROM src;
+         INSERT OR REPLACE INTO t VALUES ('a', 10, 'replaced');
+         INSERT INTO t VALUES ('b', 0, '') ON CONFLICT(id) DO UPDATE SET n = excluded.n + 20;
+         UPDATE t SET id = 'c2' WHERE id = 'c';
+         UPDATE t SET s = s WHERE id = 's1';
+         DELETE FROM t WHERE id = 's2';",
+    )
+    .unwrap();
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    assert_eq!(
+        b.all_as::<(String, i64, String)>("SELECT id, n, s FROM t ORDER BY id", ())
+            .unwrap(),
+        vec![
+            ("a".into(), 10, "replaced".into()),
+            ("b".into(), 20, "y".into()),
+            ("c2".into(), 3, "z".into()),
+            ("s1".into(), 1, "copied".into()),
+            ("s3".into(), 3, "copied".into()),
+        ]
+    );
+    // Deleting every row (which SQLite would otherwise do without visiting rows), in a
+    // transaction with the statement prepared before syncing.
+    a.transaction(|_| clear.run(())).unwrap();
+    a.run("INSERT INTO t VALUES ('after', 1, 'clear')", ())
+        .unwrap();
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    assert_eq!(
+        b.value("SELECT count(*) FROM t", ()).unwrap(),
+        Value::Integer(1)
+    );
+    // Tables that are not synced are not: nothing of `src` was sent.
+    assert_eq!(
+        b.value("SELECT count(*) FROM src", ()).unwrap(),
+        Value::Integer(0)
+    );
+}
+
+#[test]
+fn capture_triggers_of_earlier_versions_are_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let db = Database::open(&path).unwrap();
+        db.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)")
+            .unwrap();
+        db.sync_table("todos").unwrap();
+        // What earlier versions installed: a trigger calling a function that no longer exists.
+        db.exec(
+            "CREATE TRIGGER \"_pluresdb_ins_todos\" AFTER INSERT ON todos BEGIN
+                 SELECT pluresdb_capture(3, 1, 1, NEW.id);
+             END;",
+        )
+        .unwrap();
+    }
+    let db = Database::open(&path).unwrap();
+    db.run("INSERT INTO todos VALUES ('t1', 'works')", ())
+        .unwrap();
+    let other = Database::open_in_memory().unwrap();
+    other
+        .exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)")
+        .unwrap();
+    other.sync_table("todos").unwrap();
+    sync(&db, &other);
+    assert_eq!(dump(&db), dump(&other));
+    assert_eq!(
+        db.value(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = 'todos'",
+            ()
+        )
+        .unwrap(),
+        Value::Integer(0)
+    );
+}
+
+#[test]
 fn rolled_back_writes_are_never_sent() {
     let a = todo_db();
     let r: Result<(), pluresdb_core::Error> = a.transaction(|tx| {

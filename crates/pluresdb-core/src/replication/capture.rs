@@ -1,26 +1,30 @@
-//! Change capture: triggers report row changes of replicated tables to `pluresdb_capture`,
-//! which keeps them in memory; before the transaction ends (and in batches meanwhile) they
-//! are written to `_pluresdb_clock` with this site's versions.
+//! Change capture: the writer's pre-update hook reports row changes of replicated tables to
+//! [`Replication::capture_preupdate`], which keeps them in memory; before the transaction ends
+//! (and in batches meanwhile) they are written to `_pluresdb_clock` with this site's versions.
+//!
+//! A hook rather than triggers: a trigger makes every write to the table a multi-row statement
+//! with its own statement journal (each page it touches is copied first) and runs a trigger
+//! program per row; the hook costs a function call.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use rusqlite::Connection;
-use rusqlite::functions::Context;
-use smallvec::SmallVec;
+use rusqlite::hooks::PreUpdateCase;
 
 use pluresdb_crdt::Hlc;
 
 use super::clock::{RowClock, Stamp};
-use super::collections::Kind;
+use super::collections::{Kind, TableInfo};
 use super::keys;
 use super::state::Replication;
 use crate::engine::WriteObserver;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::value::ValueRef;
+use crate::wire::put_value;
 
-/// Captured changes are written in batches of this many rows while a transaction runs.
-const FLUSH_AT: usize = 512;
+/// Captured changes are written in batches of this many rows while a transaction runs
+/// (sorted by key first: the larger the batch, the closer to one ordered pass over the clock).
+const FLUSH_AT: usize = 16_384;
 
 /// What happened to a row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +34,7 @@ pub(crate) enum Op {
     Delete,
 }
 
-/// One row change reported by a trigger.
+/// One row change reported by the hook.
 #[derive(Debug)]
 pub(crate) struct Captured {
     coll: u32,
@@ -39,68 +43,65 @@ pub(crate) struct Captured {
     key: Vec<u8>,
     /// For updates that change the key: the new key.
     new_key: Option<Vec<u8>>,
-    /// For updates: which fields changed (bit i of word i / 62).
-    mask: SmallVec<[u64; 1]>,
+    /// For updates: the names of the fields that changed, packed.
+    fields: Vec<u8>,
     hlc: Hlc,
 }
 
-fn arg_ref<'a>(ctx: &'a Context<'_>, i: usize) -> ValueRef<'a> {
-    ValueRef::from_sqlite(ctx.get_raw(i))
-}
-
 impl Replication {
-    /// Body of the SQL function `pluresdb_capture(coll, op, nkeys, keys...[, new keys..., masks...])`
-    /// called by the capture triggers.
-    pub(crate) fn capture_from_trigger(&self, ctx: &Context<'_>) -> rusqlite::Result<()> {
-        if self.suppress.load(Ordering::Acquire) {
-            return Ok(());
+    /// Called by the writer's pre-update hook before a row of any table changes: records the
+    /// change when the table is replicated (and the write is not a remote change being merged).
+    pub(crate) fn capture_preupdate(&self, db: &str, table: &str, case: &PreUpdateCase) {
+        if db != "main" || self.suppress.load(Ordering::Acquire) {
+            return;
         }
-        let bad = |what: &str| {
-            rusqlite::Error::UserFunctionError(format!("pluresdb_capture: {what}").into())
+        let tables = self.tables.read();
+        let Some(coll) = tables.get(table) else {
+            return;
         };
-        let coll = u32::try_from(ctx.get::<i64>(0)?).map_err(|_| bad("bad collection"))?;
-        let op = match ctx.get::<i64>(1)? {
-            1 => Op::Insert,
-            2 => Op::Update,
-            3 => Op::Delete,
-            _ => return Err(bad("bad operation")),
+        let Kind::Table(info) = &coll.kind else {
+            return;
         };
-        let n = usize::try_from(ctx.get::<i64>(2)?).map_err(|_| bad("bad key count"))?;
-        if ctx.len() < 3 + n {
-            return Err(bad("missing key values"));
-        }
-        let key = keys::pack((3..3 + n).map(|i| arg_ref(ctx, i)));
-        let mut captured = Captured {
-            coll,
-            op,
-            key,
-            new_key: None,
-            mask: SmallVec::new(),
-            hlc: self.clock.now(),
-        };
-        if op == Op::Update {
-            if ctx.len() < 3 + 2 * n {
-                return Err(bad("missing new key values"));
-            }
-            let new_key = keys::pack((3 + n..3 + 2 * n).map(|i| arg_ref(ctx, i)));
-            if new_key != captured.key {
-                captured.new_key = Some(new_key);
-            }
-            for i in 3 + 2 * n..ctx.len() {
-                captured.mask.push(ctx.get::<i64>(i)? as u64);
+        let captured = capture(info, case).map(|c| {
+            c.map(|(op, key, new_key, fields)| Captured {
+                coll: coll.id,
+                op,
+                key,
+                new_key,
+                fields,
+                hlc: self.clock.now(),
+            })
+        });
+        match captured {
+            Ok(Some(c)) => self.captured.lock().push(c),
+            Ok(None) => {}
+            Err(e) => {
+                self.capture_error
+                    .lock()
+                    .get_or_insert(Error::internal(format!(
+                        "cannot record a change to table {table:?} for sync: {e}"
+                    )));
             }
         }
-        self.captured.lock().push(captured);
-        Ok(())
+    }
+
+    /// Fails when the hook could not record a change (the transaction must not commit then).
+    fn check_capture(&self) -> Result<()> {
+        match self.capture_error.lock().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Writes every captured change to the clock table (inside the open transaction).
     pub(crate) fn flush_captured(&self, conn: &Connection) -> Result<()> {
+        self.check_capture()?;
         self.refresh_schema(conn)?;
-        let items = std::mem::take(&mut *self.captured.lock());
+        let mut items = std::mem::take(&mut *self.captured.lock());
         if items.is_empty() {
             return Ok(());
         }
+        sort_by_key(&mut items);
         let seq = self.tx_seq(conn)?;
         let me = self.site_index(conn, self.site)?;
         let stamp = |c: &Captured| Stamp {
@@ -158,14 +159,9 @@ impl Replication {
         chunk: &[Captured],
         stamp: &dyn Fn(&Captured) -> Stamp,
     ) -> Result<()> {
-        let names = self.field_names(conn)?;
-        let mut batch: Vec<(&Captured, Vec<u8>)> = Vec::new();
+        let mut batch: Vec<&Captured> = Vec::new();
         for c in chunk {
-            if c.op == Op::Delete
-                || batch
-                    .iter()
-                    .any(|(b, _)| b.coll == c.coll && b.key == c.key)
-            {
+            if c.op == Op::Delete || batch.iter().any(|b| b.coll == c.coll && b.key == c.key) {
                 update_fields(conn, &batch, stamp)?;
                 batch.clear();
             }
@@ -173,31 +169,12 @@ impl Replication {
                 mark_deleted(conn, c.coll, &c.key, stamp(c))?;
                 continue;
             }
-            let fields = names.get(&c.coll).map(|v| v.as_slice()).unwrap_or_default();
-            let changed = fields
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| c.mask.get(i / 62).is_some_and(|w| w & (1 << (i % 62)) != 0))
-                .map(|(_, n)| ValueRef::Text(n.as_bytes()));
-            batch.push((c, keys::pack(changed)));
+            batch.push(c);
         }
         update_fields(conn, &batch, stamp)
     }
 
-    /// Field names of the replicated tables, by collection id.
-    fn field_names(&self, conn: &Connection) -> Result<HashMap<u32, Vec<String>>> {
-        self.with_collections(conn, |colls| {
-            Ok(colls
-                .iter()
-                .filter_map(|c| match &c.kind {
-                    Kind::Table(info) => Some((c.id, info.fields.clone())),
-                    _ => None,
-                })
-                .collect())
-        })
-    }
-
-    /// Re-reads table shapes (and rebuilds triggers) when the writer changed the schema.
+    /// Re-reads table shapes when the writer changed the schema.
     fn refresh_schema(&self, conn: &Connection) -> Result<()> {
         self.with_collections(conn, |_| Ok(()))
     }
@@ -223,22 +200,7 @@ impl Replication {
             }
             GraphWrite::Fields(names) => {
                 let names = keys::pack(names.iter().map(|n| ValueRef::Text(n.as_bytes())));
-                let updated = conn
-                    .prepare_cached(
-                        "UPDATE _pluresdb_clock SET seq = ?3, ver = pluresdb_clock_set(ver, ?4, ?5, ?3, ?6)
-                         WHERE tbl = ?1 AND key = ?2 AND cl % 2 = 1",
-                    )?
-                    .execute(rusqlite::params![
-                        i64::from(coll),
-                        key,
-                        stamp.seq as i64,
-                        stamp.hlc as i64,
-                        i64::from(stamp.site),
-                        names
-                    ])?;
-                if updated == 0 {
-                    upsert_missing(conn, coll, key, stamp)?;
-                }
+                update_row(conn, coll, key, stamp, &names)?;
             }
             GraphWrite::Deleted => mark_deleted(conn, coll, key, stamp)?,
         }
@@ -260,7 +222,7 @@ impl Replication {
             return Ok(());
         }
         let stamp = self.local_stamp(conn, hlc)?;
-        // The same statement sizes as the trigger capture, so they stay prepared.
+        // The same statement sizes as the captured inserts, so they stay prepared.
         for part in chunk_sizes(keys) {
             upsert_created(
                 conn,
@@ -270,6 +232,62 @@ impl Replication {
         }
         self.persist_clock(conn)
     }
+}
+
+/// A captured row change: operation, key, new key (when it changed), changed fields (packed);
+/// `None` for an update that changed nothing.
+type RowChange = (Op, Vec<u8>, Option<Vec<u8>>, Vec<u8>);
+
+/// Reads a row change from the hook: the key columns, and for updates which fields changed.
+fn capture(info: &TableInfo, case: &PreUpdateCase) -> rusqlite::Result<Option<RowChange>> {
+    let pk = info.pk_pos.as_slice();
+    Ok(match case {
+        PreUpdateCase::Insert(new) => Some((
+            Op::Insert,
+            pack_columns(pk, |i| new.get_new_column_value(i))?,
+            None,
+            Vec::new(),
+        )),
+        PreUpdateCase::Delete(old) => Some((
+            Op::Delete,
+            pack_columns(pk, |i| old.get_old_column_value(i))?,
+            None,
+            Vec::new(),
+        )),
+        PreUpdateCase::Update {
+            old_value_accessor: old,
+            new_value_accessor: new,
+        } => {
+            let key = pack_columns(pk, |i| old.get_old_column_value(i))?;
+            let new_key = pack_columns(pk, |i| new.get_new_column_value(i))?;
+            // The names of the changed fields, packed as they are stored.
+            let mut changed = Vec::new();
+            for (name, &pos) in info.fields.iter().zip(&info.field_pos) {
+                let pos = pos as i32;
+                if old.get_old_column_value(pos)? != new.get_new_column_value(pos)? {
+                    put_value(&mut changed, ValueRef::Text(name.as_bytes()));
+                }
+            }
+            if new_key == key && changed.is_empty() {
+                return Ok(None);
+            }
+            let new_key = (new_key != key).then_some(new_key);
+            Some((Op::Update, key, new_key, changed))
+        }
+        PreUpdateCase::Unknown => None,
+    })
+}
+
+/// Packs the values of the columns at `positions` as a row key.
+fn pack_columns<'a>(
+    positions: &[usize],
+    get: impl Fn(i32) -> rusqlite::Result<rusqlite::types::ValueRef<'a>>,
+) -> rusqlite::Result<Vec<u8>> {
+    let mut key = Vec::with_capacity(24);
+    for &pos in positions {
+        put_value(&mut key, ValueRef::from_sqlite(get(pos as i32)?));
+    }
+    Ok(key)
 }
 
 /// A local write to a node or an edge.
@@ -296,6 +314,15 @@ impl GraphWrite {
     }
 }
 
+/// Orders changes by row key, so the clock table's B-tree is written front to back rather than
+/// at random. Changes to one row keep their order (the sort is stable), and no change moves
+/// across one that changes a row's key (it touches two rows).
+fn sort_by_key(items: &mut [Captured]) {
+    for segment in items.split_mut(|c| c.new_key.is_some()) {
+        segment.sort_by(|a, b| (a.coll, &a.key).cmp(&(b.coll, &b.key)));
+    }
+}
+
 /// Splits a chunk into parts of 64, 16, 4 and 1 rows (few distinct statements to cache).
 fn chunk_sizes<T>(mut rest: &[T]) -> Vec<&[T]> {
     let mut parts = Vec::new();
@@ -311,37 +338,36 @@ fn chunk_sizes<T>(mut rest: &[T]) -> Vec<&[T]> {
     parts
 }
 
-/// Gives changed fields of live rows this site's stamp, in one statement per part; rows with
-/// no live record (they predate replication) are recorded as created now.
+/// Gives the changed fields of each row this site's stamp.
 fn update_fields(
     conn: &Connection,
-    batch: &[(&Captured, Vec<u8>)],
+    batch: &[&Captured],
     stamp: &dyn Fn(&Captured) -> Stamp,
 ) -> Result<()> {
-    for part in chunk_sizes(batch) {
-        let values = vec!["(?, ?, ?, ?, ?, ?)"; part.len()].join(", ");
-        let sql = format!(
-            "WITH v(tbl, key, hlc, site, seq, names) AS (VALUES {values})
-             UPDATE _pluresdb_clock SET seq = v.seq, ver = pluresdb_clock_set(ver, v.hlc, v.site, v.seq, v.names)
-             FROM v
-             WHERE _pluresdb_clock.tbl = v.tbl AND _pluresdb_clock.key = v.key AND _pluresdb_clock.cl % 2 = 1"
-        );
-        let mut stmt = conn.prepare_cached(&sql)?;
-        for (i, (c, names)) in part.iter().enumerate() {
-            let s = stamp(c);
-            stmt.raw_bind_parameter(6 * i + 1, i64::from(c.coll))?;
-            stmt.raw_bind_parameter(6 * i + 2, c.key.as_slice())?;
-            stmt.raw_bind_parameter(6 * i + 3, s.hlc as i64)?;
-            stmt.raw_bind_parameter(6 * i + 4, i64::from(s.site))?;
-            stmt.raw_bind_parameter(6 * i + 5, s.seq as i64)?;
-            stmt.raw_bind_parameter(6 * i + 6, names.as_slice())?;
-        }
-        let updated = stmt.raw_execute()?;
-        if updated < part.len() {
-            for (c, _) in part.iter() {
-                upsert_missing(conn, c.coll, &c.key, stamp(c))?;
-            }
-        }
+    for c in batch {
+        update_row(conn, c.coll, &c.key, stamp(c), &c.fields)?;
+    }
+    Ok(())
+}
+
+/// Gives the fields `names` (packed) of a live row this site's stamp; a row with no live
+/// record (it predates replication) is recorded as created now.
+fn update_row(conn: &Connection, coll: u32, key: &[u8], stamp: Stamp, names: &[u8]) -> Result<()> {
+    let updated = conn
+        .prepare_cached(
+            "UPDATE _pluresdb_clock SET seq = ?3, ver = pluresdb_clock_set(ver, ?4, ?5, ?3, ?6)
+             WHERE tbl = ?1 AND key = ?2 AND cl % 2 = 1",
+        )?
+        .execute(rusqlite::params![
+            i64::from(coll),
+            key,
+            stamp.seq as i64,
+            stamp.hlc as i64,
+            i64::from(stamp.site),
+            names
+        ])?;
+    if updated == 0 {
+        upsert_missing(conn, coll, key, stamp)?;
     }
     Ok(())
 }
@@ -429,6 +455,11 @@ impl WriteObserver for Replication {
 
     fn discard_since(&self, mark: usize) {
         self.captured.lock().truncate(mark);
+        self.capture_error.lock().take();
+    }
+
+    fn preupdate(&self, db: &str, table: &str, case: &PreUpdateCase) {
+        self.capture_preupdate(db, table, case);
     }
 
     fn flush(&self, conn: &Connection) -> Result<()> {
@@ -436,6 +467,7 @@ impl WriteObserver for Replication {
     }
 
     fn after_statement(&self, conn: &Connection) -> Result<()> {
+        self.check_capture()?;
         if self.captured.lock().len() >= FLUSH_AT {
             self.flush_captured(conn)
         } else {

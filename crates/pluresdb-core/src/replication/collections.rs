@@ -1,5 +1,5 @@
 //! Replicated collections: nodes, edges and opted-in SQL tables, with the shape checks that
-//! decide whether a table can be replicated and the triggers that report its changes.
+//! decide whether a table can be replicated and where its key and fields sit for change capture.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +27,9 @@ pub(crate) struct TableInfo {
     pub(crate) pk: Vec<String>,
     /// The other stored columns in table order (generated columns excluded).
     pub(crate) fields: Vec<String>,
+    /// Column positions (as the pre-update hook numbers them) of `pk` and of `fields`.
+    pub(crate) pk_pos: Vec<usize>,
+    pub(crate) field_pos: Vec<usize>,
     /// False when the table no longer exists.
     pub(crate) exists: bool,
 }
@@ -69,23 +72,13 @@ impl Collections {
         Ok(out)
     }
 
-    /// Re-reads table shapes after a schema change and rebuilds the triggers of tables whose
-    /// columns changed (schema evolution: `ALTER TABLE ... ADD COLUMN` keeps syncing).
-    pub(crate) fn refresh(&mut self, conn: &Connection) -> Result<()> {
-        let fresh = Collections::load(conn)?;
-        for (id, coll) in &fresh.by_id {
-            if let Kind::Table(info) = &coll.kind {
-                let changed = match self.by_id.get(id).map(|c| &c.kind) {
-                    Some(Kind::Table(old)) => old != info,
-                    _ => true,
-                };
-                if changed && info.exists && !conn.is_readonly(rusqlite::MAIN_DB)? {
-                    create_triggers(conn, *id, &coll.name, info)?;
-                }
-            }
-        }
-        *self = fresh;
-        Ok(())
+    /// The replicated SQL tables by name, with where their key and fields sit.
+    pub(crate) fn tables(&self) -> HashMap<String, Arc<Collection>> {
+        self.by_id
+            .values()
+            .filter(|c| matches!(&c.kind, Kind::Table(info) if info.exists))
+            .map(|c| (c.name.clone(), c.clone()))
+            .collect()
     }
 
     pub(crate) fn has_tables(&self) -> bool {
@@ -110,7 +103,7 @@ pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// One column: `(name, declared type, not null, pk position, hidden)`.
+/// One column: `(name, declared type, not null, pk position, hidden)`, in table order.
 type ColumnRow = (String, String, bool, i64, i64);
 
 /// Columns of `table`.
@@ -136,19 +129,21 @@ fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
     if cols.is_empty() {
         return Ok(TableInfo::default());
     }
-    let mut pk: Vec<(i64, String)> = cols
+    let mut pk: Vec<(i64, usize)> = cols
         .iter()
-        .filter(|c| c.3 > 0)
-        .map(|c| (c.3, c.0.clone()))
+        .enumerate()
+        .filter(|(_, c)| c.3 > 0)
+        .map(|(pos, c)| (c.3, pos))
         .collect();
     pk.sort();
+    let field_pos: Vec<usize> = (0..cols.len())
+        .filter(|&pos| cols[pos].3 == 0 && cols[pos].4 == 0)
+        .collect();
     Ok(TableInfo {
-        pk: pk.into_iter().map(|(_, n)| n).collect(),
-        fields: cols
-            .iter()
-            .filter(|c| c.3 == 0 && c.4 == 0)
-            .map(|c| c.0.clone())
-            .collect(),
+        pk: pk.iter().map(|&(_, pos)| cols[pos].0.clone()).collect(),
+        fields: field_pos.iter().map(|&pos| cols[pos].0.clone()).collect(),
+        pk_pos: pk.into_iter().map(|(_, pos)| pos).collect(),
+        field_pos,
         exists: true,
     })
 }
@@ -243,74 +238,9 @@ pub(crate) fn check_shape(conn: &Connection, table: &str) -> Result<TableInfo> {
     table_info(conn, table)
 }
 
-/// (Re)creates the triggers that report `table`'s row changes to `pluresdb_capture`.
-pub(crate) fn create_triggers(
-    conn: &Connection,
-    id: u32,
-    table: &str,
-    info: &TableInfo,
-) -> Result<()> {
-    let t = quote(table);
-    let n = info.pk.len();
-    let keys = |row: &str| {
-        info.pk
-            .iter()
-            .map(|c| format!("{row}.{}", quote(c)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let changed = |c: &String| format!("NEW.{q} IS NOT OLD.{q}", q = quote(c));
-    let key_changed: Vec<String> = info.pk.iter().map(changed).collect();
-    let field_changed: Vec<String> = info.fields.iter().map(changed).collect();
-    let mut when: Vec<String> = key_changed.clone();
-    when.extend(field_changed.iter().cloned());
-    let masks: Vec<String> = if info.fields.is_empty() {
-        vec!["0".into()]
-    } else {
-        field_changed
-            .chunks(62)
-            .map(|chunk| {
-                chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| format!("(({c}) << {i})"))
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            })
-            .collect()
-    };
-    let name = |kind: &str| quote(&format!("_pluresdb_{kind}_{table}"));
-    let sql = format!(
-        "DROP TRIGGER IF EXISTS {ins};
-         DROP TRIGGER IF EXISTS {upd};
-         DROP TRIGGER IF EXISTS {del};
-         CREATE TRIGGER {ins} AFTER INSERT ON {t} BEGIN
-             SELECT pluresdb_capture({id}, 1, {n}, {new_keys});
-         END;
-         CREATE TRIGGER {upd} AFTER UPDATE ON {t} WHEN {when} BEGIN
-             SELECT pluresdb_capture({id}, 2, {n}, {old_keys}, {new_keys}, {masks});
-         END;
-         CREATE TRIGGER {del} AFTER DELETE ON {t} BEGIN
-             SELECT pluresdb_capture({id}, 3, {n}, {old_keys});
-         END;",
-        ins = name("ins"),
-        upd = name("upd"),
-        del = name("del"),
-        new_keys = keys("NEW"),
-        old_keys = keys("OLD"),
-        when = if when.is_empty() {
-            "0".into()
-        } else {
-            when.join(" OR ")
-        },
-        masks = masks.join(", "),
-    );
-    conn.execute_batch(&sql)?;
-    Ok(())
-}
-
-/// Drops the capture triggers of `table`.
-pub(crate) fn drop_triggers(conn: &Connection, table: &str) -> Result<()> {
+/// Drops the capture triggers that earlier versions installed on `table` (changes are now
+/// reported by the writer's pre-update hook).
+pub(crate) fn drop_legacy_triggers(conn: &Connection, table: &str) -> Result<()> {
     for kind in ["ins", "upd", "del"] {
         conn.execute_batch(&format!(
             "DROP TRIGGER IF EXISTS {}",

@@ -75,24 +75,14 @@ fn clock_set(ctx: &rusqlite::functions::Context<'_>) -> rusqlite::Result<Vec<u8>
     Ok(ver.encode())
 }
 
-/// Registers the writer's functions: `pluresdb_capture` (called by the triggers),
-/// `pluresdb_sync_table(name)` and `pluresdb_unsync_table(name)`.
+/// Registers the writer's functions: `pluresdb_clock_set`, `pluresdb_sync_table(name)` and
+/// `pluresdb_unsync_table(name)`.
 pub(crate) fn register_writer(conn: &Connection, repl: &Arc<Replication>) -> Result<()> {
     conn.create_scalar_function(
         "pluresdb_clock_set",
         5,
         FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
         |ctx| clock_set(ctx),
-    )?;
-    let r = repl.clone();
-    conn.create_scalar_function(
-        "pluresdb_capture",
-        -1,
-        FunctionFlags::SQLITE_UTF8,
-        move |ctx| {
-            r.capture_from_trigger(ctx)?;
-            Ok(rusqlite::types::Null)
-        },
     )?;
     let r = repl.clone();
     conn.create_scalar_function(

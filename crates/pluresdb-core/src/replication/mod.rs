@@ -3,8 +3,9 @@
 //! [`pluresdb_crdt`] (causal length, then per-field last writer wins).
 //!
 //! * Nodes and edges are always replicated. A SQL table opts in with
-//!   `SELECT pluresdb_sync_table('todos')` or [`Database::sync_table`]; triggers then report
-//!   its row changes, which are written to `_pluresdb_clock` before the transaction ends.
+//!   `SELECT pluresdb_sync_table('todos')` or [`Database::sync_table`]; the writer's pre-update
+//!   hook then reports its row changes, which are written to `_pluresdb_clock` before the
+//!   transaction ends.
 //! * `_pluresdb_clock` holds, per replicated row, its causal length and a [`RowClock`]: the
 //!   version of each field plus the local sequence number (`db_version`) that stored it.
 //!   "Changes since N" are the fields stored after N.

@@ -4,14 +4,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OptionalExtension};
 
 use pluresdb_crdt::{Hlc, HybridClock, SiteId, Version};
 
 use super::capture::Captured;
 use super::clock::Stamp;
-use super::collections::Collections;
+use super::collections::{Collection, Collections, drop_legacy_triggers};
 use crate::connect::{TxCounters, WriterAuth};
 use crate::error::{Error, Result};
 
@@ -22,11 +22,16 @@ pub(crate) struct Replication {
     tx: Arc<TxCounters>,
     writer_auth: Arc<WriterAuth>,
     state: Mutex<State>,
-    /// Row changes reported by triggers, not yet written to the clock table.
+    /// Row changes reported by the pre-update hook, not yet written to the clock table.
     pub(crate) captured: Mutex<Vec<Captured>>,
+    /// Replicated SQL tables by name, for the pre-update hook (a lock of its own: the hook
+    /// runs inside statements that may be run while `state` is locked).
+    pub(crate) tables: RwLock<HashMap<String, Arc<Collection>>>,
+    /// Why capturing a row change failed, reported when the transaction's changes are written.
+    pub(crate) capture_error: Mutex<Option<Error>>,
     /// Some SQL table is replicated: writes must be observed.
     pub(crate) tables_synced: AtomicBool,
-    /// Remote changes are being merged: the triggers must not report them.
+    /// Remote changes are being merged: the hook must not report them.
     pub(crate) suppress: AtomicBool,
 }
 
@@ -73,6 +78,8 @@ impl Replication {
                     tx_seq: None,
                 }),
                 captured: Mutex::new(Vec::new()),
+                tables: RwLock::new(HashMap::new()),
+                capture_error: Mutex::new(None),
                 suppress: AtomicBool::new(false),
             });
         }
@@ -95,6 +102,12 @@ impl Replication {
             clock.observe(Hlc::from_u64(h as u64));
         }
         let collections = Collections::load(conn)?;
+        if !conn.is_readonly(rusqlite::MAIN_DB)? {
+            for table in collections.tables().keys() {
+                drop_legacy_triggers(conn, table)?;
+            }
+        }
+        let tables = RwLock::new(collections.tables());
         let repl = Replication {
             site,
             clock,
@@ -108,6 +121,8 @@ impl Replication {
                 tx_seq: None,
             }),
             captured: Mutex::new(Vec::new()),
+            tables,
+            capture_error: Mutex::new(None),
             suppress: AtomicBool::new(false),
         };
         Ok(repl)
@@ -215,13 +230,14 @@ impl Replication {
             .schema_changed
             .swap(false, Ordering::AcqRel)
         {
-            state.collections.refresh(conn)?;
+            state.collections = Collections::load(conn)?;
+            *self.tables.write() = state.collections.tables();
         }
         f(&state.collections)
     }
 
     /// The collections as last loaded (no schema check; for readers).
-    pub(crate) fn collections_cached(&self) -> Vec<Arc<super::collections::Collection>> {
+    pub(crate) fn collections_cached(&self) -> Vec<Arc<Collection>> {
         self.state.lock().collections.iter().cloned().collect()
     }
 
@@ -229,6 +245,7 @@ impl Replication {
     pub(crate) fn reload_collections(&self, conn: &Connection) -> Result<()> {
         let mut state = self.state.lock();
         state.collections = Collections::load(conn)?;
+        *self.tables.write() = state.collections.tables();
         self.tables_synced
             .store(state.collections.has_tables(), Ordering::Release);
         Ok(())

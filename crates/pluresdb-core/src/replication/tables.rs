@@ -3,13 +3,13 @@
 use rusqlite::Connection;
 
 use super::clock::RowClock;
-use super::collections::{check_shape, create_triggers, drop_triggers, quote};
+use super::collections::{check_shape, quote};
 use super::state::Replication;
 use crate::error::{Error, Result};
 
 impl Replication {
-    /// Makes `table` replicated: checks its shape, installs the capture triggers and records
-    /// every existing row as written now. Idempotent. Runs in the caller's transaction.
+    /// Makes `table` replicated: checks its shape and records every existing row as written
+    /// now; the writer's pre-update hook reports its changes from the next statement on. Idempotent. Runs in the caller's transaction.
     pub(crate) fn sync_table_on(&self, conn: &Connection, table: &str) -> Result<()> {
         if conn.is_autocommit() {
             // Called as `SELECT pluresdb_sync_table(...)` outside a transaction.
@@ -33,7 +33,6 @@ impl Replication {
             |r| r.get(0),
         )?;
         let id = u32::try_from(id).map_err(|_| Error::internal("collection id out of range"))?;
-        create_triggers(conn, id, table, &info)?;
         let stamp = self.local_stamp(conn, self.clock.now())?;
         let keys = info
             .pk
@@ -58,7 +57,7 @@ impl Replication {
         self.reload_collections(conn)
     }
 
-    /// Stops replicating `table`: removes its triggers and clock records. Its rows stay.
+    /// Stops replicating `table`: removes its clock records. Its rows stay.
     pub(crate) fn unsync_table_on(&self, conn: &Connection, table: &str) -> Result<bool> {
         if conn.is_autocommit() {
             conn.execute_batch("SAVEPOINT pluresdb_unsync_table")?;
@@ -80,7 +79,6 @@ impl Replication {
         let Some(id) = id else {
             return Ok(false);
         };
-        drop_triggers(conn, table)?;
         conn.execute("DELETE FROM _pluresdb_clock WHERE tbl = ?1", [id])?;
         conn.execute("DELETE FROM _pluresdb_collections WHERE id = ?1", [id])?;
         self.reload_collections(conn)?;
