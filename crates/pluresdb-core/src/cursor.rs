@@ -87,13 +87,6 @@ impl<T: FromRow> RowIter<T> {
 }
 
 impl<T> RowIter<T> {
-    /// True when the rows come from the writer connection.
-    pub(crate) fn on_writer(&self) -> bool {
-        // SAFETY: the holder lives until `finish`; only read here.
-        self.holder
-            .is_some_and(|h| matches!(unsafe { h.as_ref() }, Holder::Writer(_)))
-    }
-
     /// The result columns.
     pub fn columns(&self) -> &Columns {
         &self.columns

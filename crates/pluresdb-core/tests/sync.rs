@@ -488,6 +488,85 @@ fn capture_triggers_of_earlier_versions_are_removed_on_open() {
     );
 }
 
+/// The changes after `since`, in a canonical order.
+fn sorted_changes(db: &Database, since: u64) -> Vec<String> {
+    let mut out: Vec<String> = db
+        .changes_since(since, None)
+        .unwrap()
+        .changes
+        .iter()
+        .map(|c| format!("{c:?}"))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn recent_changes_are_looked_up_and_give_what_a_full_scan_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let db = Database::open(&path).unwrap();
+    db.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT, done INTEGER)")
+        .unwrap();
+    db.sync_table("todos").unwrap();
+    let start = db.changes_since(0, None).unwrap().db_version;
+    for i in 0..30 {
+        db.run(
+            "INSERT INTO todos VALUES (?1, ?2, 0)",
+            (format!("t{}", i % 12), format!("title {i}")),
+        )
+        .or_else(|_| {
+            db.run(
+                "UPDATE todos SET done = 1 - done, title = ?2 WHERE id = ?1",
+                (format!("t{}", i % 12), format!("title {i}")),
+            )
+        })
+        .unwrap();
+        if i % 7 == 3 {
+            db.run("DELETE FROM todos WHERE id = ?1", (format!("t{}", i % 5),))
+                .unwrap();
+        }
+        if i % 4 == 0 {
+            db.put(&format!("n{}", i % 6), &json!({"i": i})).unwrap();
+            db.link(
+                &format!("n{}", i % 6),
+                "next",
+                &format!("n{}", (i + 1) % 6),
+                None,
+            )
+            .ok();
+        }
+    }
+    let end = db.changes_since(0, None).unwrap().db_version;
+    assert!(end > start + 20, "{start}..{end}");
+    let live: Vec<Vec<String>> = (0..=end).map(|k| sorted_changes(&db, k)).collect();
+    assert!(live[start as usize].len() > 30);
+    assert!(live[end as usize].is_empty());
+    drop(db);
+    // Reopened, nothing is listed as recent: every answer comes from a scan.
+    let db = Database::open(&path).unwrap();
+    for (k, expected) in live.iter().enumerate() {
+        assert_eq!(&sorted_changes(&db, k as u64), expected, "since {k}");
+    }
+    // A second handle on the file writes (as another process would): the first still sees it.
+    let other = Database::open(&path).unwrap();
+    other
+        .run("INSERT INTO todos VALUES ('elsewhere', 'x', 0)", ())
+        .unwrap();
+    assert!(
+        sorted_changes(&db, end)
+            .iter()
+            .any(|c| c.contains("elsewhere")),
+        "{:?}",
+        sorted_changes(&db, end)
+    );
+    db.run("INSERT INTO todos VALUES ('here', 'y', 0)", ())
+        .unwrap();
+    let after = sorted_changes(&db, end);
+    assert!(after.iter().any(|c| c.contains("elsewhere")));
+    assert!(after.iter().any(|c| c.contains("here")));
+}
+
 #[test]
 fn rolled_back_writes_are_never_sent() {
     let a = todo_db();

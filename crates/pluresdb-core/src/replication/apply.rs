@@ -370,6 +370,7 @@ fn merge_row(
          ON CONFLICT(tbl, key) DO UPDATE SET cl = excluded.cl, seq = excluded.seq, ver = excluded.ver",
     )?
     .execute(rusqlite::params![i64::from(group.coll.id), group.key, m.cl as i64, seq as i64, m.clock.encode()])?;
+    repl.recent.lock().record(seq, group.coll.id, &group.key);
     Ok(())
 }
 

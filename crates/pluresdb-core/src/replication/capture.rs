@@ -103,6 +103,15 @@ impl Replication {
         }
         sort_by_key(&mut items);
         let seq = self.tx_seq(conn)?;
+        {
+            let mut recent = self.recent.lock();
+            for c in &items {
+                recent.record(seq, c.coll, &c.key);
+                if let Some(key) = &c.new_key {
+                    recent.record(seq, c.coll, key);
+                }
+            }
+        }
         let me = self.site_index(conn, self.site)?;
         let stamp = |c: &Captured| Stamp {
             hlc: c.hlc.as_u64(),
@@ -189,6 +198,7 @@ impl Replication {
         hlc: Hlc,
     ) -> Result<()> {
         let stamp = self.local_stamp(conn, hlc)?;
+        self.recent.lock().record(stamp.seq, coll, key);
         match write {
             GraphWrite::Created => upsert_created(conn, [(coll, key, RowClock::whole(stamp))])?,
             GraphWrite::CreatedWith(names) => {
@@ -222,6 +232,12 @@ impl Replication {
             return Ok(());
         }
         let stamp = self.local_stamp(conn, hlc)?;
+        {
+            let mut recent = self.recent.lock();
+            for key in keys {
+                recent.record(stamp.seq, coll, key);
+            }
+        }
         // The same statement sizes as the captured inserts, so they stay prepared.
         for part in chunk_sizes(keys) {
             upsert_created(

@@ -46,6 +46,9 @@ impl Database {
 
     /// Streams the changes after `since` to `sink` in batches of up to `batch` changes, read from
     /// one snapshot; returns this database's `db_version` in that snapshot.
+    ///
+    /// A peer that is nearly up to date (live sync) gets its changes by looking up the rows
+    /// written lately; others by a scan of the clock records.
     pub fn for_each_change(
         &self,
         since: u64,
@@ -55,59 +58,80 @@ impl Database {
     ) -> Result<u64> {
         self.flush_captured()?;
         let collections = self.replication().collections_cached();
-        let mut branches = vec![
-            "SELECT 0 AS tbl, NULL AS key, NULL AS cl, NULL AS ver, \
-             pluresdb_pack((SELECT value FROM _pluresdb_meta WHERE key = 'db_version')) AS vals"
-                .to_owned(),
-        ];
-        for coll in &collections {
-            if let Some(branch) = branch_sql(coll) {
-                branches.push(branch);
-            }
-        }
-        let sql = branches.join("\nUNION ALL\n");
         let by_id: HashMap<u32, &Collection> = collections.iter().map(|c| (c.id, &**c)).collect();
-        // Sites are read before the snapshot. A site added by a commit in between shows up as
-        // unknown; it is then read again (from another connection, when the rows come from a
-        // reader; when they come from the writer, nothing can commit in between).
-        let mut sites = Sites::load(self, exclude)?;
-        let mut rows = self.iterate(&sql, (since as i64,))?;
-        let on_writer = rows.on_writer();
-        let mut db_version = 0u64;
-        let mut out: Vec<ChangeRecord> = Vec::with_capacity(batch.min(4096));
-        for row in rows.by_ref() {
-            let row = row?;
-            let tbl: i64 = row.get(0)?;
-            let vals = keys::unpack(row.value(4)?.as_blob().unwrap_or_default())?;
-            if tbl == 0 {
-                db_version = vals.first().and_then(Value::as_i64).unwrap_or(0) as u64;
-                continue;
-            }
-            let Some(coll) = u32::try_from(tbl).ok().and_then(|id| by_id.get(&id)) else {
-                continue;
+        self.engine().with_read_conn(|conn| {
+            // The first read starts the snapshot; what is listed as recent is read after it, so
+            // it covers every commit the snapshot holds.
+            let db_version: i64 = conn
+                .prepare_cached("SELECT value FROM _pluresdb_meta WHERE key = 'db_version'")?
+                .query_row([], |r| r.get(0))?;
+            let db_version = db_version as u64;
+            let sites = Sites::load(conn, exclude)?;
+            let recent = self.replication().recent.lock().since(since, db_version);
+            let mut out: Vec<ChangeRecord> = Vec::with_capacity(batch.min(4096));
+            let mut emit = |row: &rusqlite::Row<'_>| -> Result<()> {
+                let tbl: i64 = row.get(0)?;
+                let Some(coll) = u32::try_from(tbl).ok().and_then(|id| by_id.get(&id)) else {
+                    return Ok(());
+                };
+                let key = keys::unpack(&row.get::<_, Vec<u8>>(1)?)?;
+                let cl: i64 = row.get(2)?;
+                let clock = RowClock::decode(&row.get::<_, Vec<u8>>(3)?)?;
+                let vals = match row.get_ref(4)? {
+                    rusqlite::types::ValueRef::Blob(b) => keys::unpack(b)?,
+                    _ => Vec::new(),
+                };
+                emit_row(coll, key, cl as u64, &clock, &vals, since, &sites, &mut out)?;
+                if out.len() >= batch {
+                    sink(&out)?;
+                    out.clear();
+                }
+                Ok(())
             };
-            let key_bytes: Vec<u8> = row.get(1)?;
-            let cl: i64 = row.get(2)?;
-            let clock = RowClock::decode(&row.get::<Vec<u8>>(3)?)?;
-            let key = keys::unpack(&key_bytes)?;
-            if !on_writer && !sites.knows(&clock) {
-                sites = Sites::load(self, exclude)?;
+            match recent {
+                Some(rows) => {
+                    let mut sql: HashMap<u32, Option<String>> = HashMap::new();
+                    for (coll, key) in rows {
+                        let Some(c) = by_id.get(&coll) else {
+                            continue;
+                        };
+                        let Some(sql) = sql.entry(coll).or_insert_with(|| branch_sql(c, true))
+                        else {
+                            continue;
+                        };
+                        let mut stmt = conn.prepare_cached(sql)?;
+                        let mut found = stmt.query(rusqlite::params![since as i64, &*key])?;
+                        while let Some(row) = found.next()? {
+                            emit(row)?;
+                        }
+                    }
+                }
+                None => {
+                    let sql = collections
+                        .iter()
+                        .filter_map(|c| branch_sql(c, false))
+                        .collect::<Vec<_>>()
+                        .join("\nUNION ALL\n");
+                    if !sql.is_empty() {
+                        let mut stmt = conn.prepare(&sql)?;
+                        let mut found = stmt.query([since as i64])?;
+                        while let Some(row) = found.next()? {
+                            emit(row)?;
+                        }
+                    }
+                }
             }
-            emit_row(coll, key, cl as u64, &clock, &vals, since, &sites, &mut out)?;
-            if out.len() >= batch {
+            if !out.is_empty() {
                 sink(&out)?;
-                out.clear();
             }
-        }
-        if !out.is_empty() {
-            sink(&out)?;
-        }
-        Ok(db_version)
+            Ok(db_version)
+        })
     }
 }
 
-/// The SQL that reads one collection's changed rows with their current values.
-fn branch_sql(coll: &Collection) -> Option<String> {
+/// The SQL that reads one collection's rows changed after `?1` with their current values: all
+/// of them, or (`one_key`) the one with key `?2`.
+fn branch_sql(coll: &Collection, one_key: bool) -> Option<String> {
     let part = |i: usize| format!("pluresdb_key_part(c.key, {i})");
     let (join, vals) = match &coll.kind {
         Kind::Nodes => (
@@ -143,8 +167,9 @@ fn branch_sql(coll: &Collection) -> Option<String> {
         Kind::Table(_) => return None,
     };
     Some(format!(
-        "SELECT c.tbl, c.key, c.cl, c.ver, {vals} FROM _pluresdb_clock c {join} WHERE c.tbl = {} AND c.seq > ?1",
-        coll.id
+        "SELECT c.tbl, c.key, c.cl, c.ver, {vals} FROM _pluresdb_clock c {join} WHERE c.tbl = {}{} AND c.seq > ?1",
+        coll.id,
+        if one_key { " AND c.key = ?2" } else { "" }
     ))
 }
 
@@ -155,12 +180,13 @@ struct Sites {
 }
 
 impl Sites {
-    fn load(db: &Database, exclude: Option<SiteId>) -> Result<Sites> {
+    fn load(conn: &rusqlite::Connection, exclude: Option<SiteId>) -> Result<Sites> {
         let mut by_idx = HashMap::new();
         let mut excluded = None;
-        for (idx, site) in
-            db.all_as::<(i64, Vec<u8>)>("SELECT idx, site FROM _pluresdb_sites", ())?
-        {
+        let mut stmt = conn.prepare_cached("SELECT idx, site FROM _pluresdb_sites")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        for row in rows {
+            let (idx, site) = row?;
             if let (Ok(idx), Some(site)) = (u32::try_from(idx), SiteId::from_slice(&site)) {
                 if Some(site) == exclude {
                     excluded = Some(idx);
@@ -172,16 +198,6 @@ impl Sites {
             by_idx,
             exclude: excluded,
         })
-    }
-
-    /// True when every site the clock names is known.
-    fn knows(&self, clock: &RowClock) -> bool {
-        std::iter::once(clock.sentinel)
-            .filter(|s| s.hlc != 0)
-            .map(|s| s.site)
-            .chain(clock.fields_base.map(|s| s.site))
-            .chain(clock.fields.iter().map(|(_, s)| s.site))
-            .all(|s| self.by_idx.contains_key(&s))
     }
 
     /// The version of `stamp` when it should be sent (stored after `since`, not by the peer).

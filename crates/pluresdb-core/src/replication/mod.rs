@@ -21,6 +21,7 @@ mod functions;
 mod history;
 mod keys;
 mod peers;
+mod recent;
 mod state;
 mod tables;
 

@@ -12,6 +12,7 @@ use pluresdb_crdt::{Hlc, HybridClock, SiteId, Version};
 use super::capture::Captured;
 use super::clock::Stamp;
 use super::collections::{Collection, Collections, drop_legacy_triggers};
+use super::recent::Recent;
 use crate::connect::{TxCounters, WriterAuth};
 use crate::error::{Error, Result};
 
@@ -27,6 +28,8 @@ pub(crate) struct Replication {
     /// Replicated SQL tables by name, for the pre-update hook (a lock of its own: the hook
     /// runs inside statements that may be run while `state` is locked).
     pub(crate) tables: RwLock<HashMap<String, Arc<Collection>>>,
+    /// Rows whose clock records changed lately (for incremental change sets).
+    pub(crate) recent: Mutex<Recent>,
     /// Why capturing a row change failed, reported when the transaction's changes are written.
     pub(crate) capture_error: Mutex<Option<Error>>,
     /// Some SQL table is replicated: writes must be observed.
@@ -38,8 +41,6 @@ pub(crate) struct Replication {
 struct State {
     sites: SiteDict,
     collections: Collections,
-    /// The last `db_version` handed out.
-    last_seq: u64,
     /// The transaction (generation) that has a `db_version`, and that version.
     tx_seq: Option<(u64, u64)>,
 }
@@ -74,11 +75,11 @@ impl Replication {
                 state: Mutex::new(State {
                     sites: SiteDict::default(),
                     collections: Collections::default(),
-                    last_seq: 0,
                     tx_seq: None,
                 }),
                 captured: Mutex::new(Vec::new()),
                 tables: RwLock::new(HashMap::new()),
+                recent: Mutex::new(Recent::new(0)),
                 capture_error: Mutex::new(None),
                 suppress: AtomicBool::new(false),
             });
@@ -117,11 +118,11 @@ impl Replication {
             state: Mutex::new(State {
                 sites: SiteDict::default(),
                 collections,
-                last_seq: last_seq as u64,
                 tx_seq: None,
             }),
             captured: Mutex::new(Vec::new()),
             tables,
+            recent: Mutex::new(Recent::new(last_seq as u64)),
             capture_error: Mutex::new(None),
             suppress: AtomicBool::new(false),
         };
@@ -140,10 +141,14 @@ impl Replication {
         if conn.is_autocommit() {
             return Err(Error::internal("a replicated write outside a transaction"));
         }
-        state.last_seq += 1;
-        let seq = state.last_seq;
-        conn.prepare_cached("UPDATE _pluresdb_meta SET value = ?1 WHERE key = 'db_version'")?
-            .execute([seq as i64])?;
+        // Counted in the file, not in memory: another process may write it too.
+        let seq: i64 = conn
+            .prepare_cached(
+                "UPDATE _pluresdb_meta SET value = value + 1 WHERE key = 'db_version' RETURNING value",
+            )?
+            .query_row([], |r| r.get(0))?;
+        let seq = seq as u64;
+        self.recent.lock().allocated(seq);
         state.tx_seq = Some((generation, seq));
         Ok(seq)
     }

@@ -53,6 +53,8 @@ impl Replication {
                 RowClock::whole(stamp).encode()
             ],
         )?;
+        // Every existing row was recorded at once: too many to list as recent changes.
+        self.recent.lock().overflow(stamp.seq);
         self.persist_clock(conn)?;
         self.reload_collections(conn)
     }
