@@ -60,6 +60,13 @@ fn read_site(r: &mut Reader<'_>) -> Result<SiteId> {
 }
 
 impl Message {
+    /// Encodes a `Changes` message from borrowed changes (no copy of the batch).
+    pub fn encode_changes(changes: &[ChangeRecord]) -> Vec<u8> {
+        let mut out = vec![PROTOCOL_VERSION, CHANGES];
+        encode_changes(&mut out, changes);
+        out
+    }
+
     /// Encodes the message.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![PROTOCOL_VERSION];
@@ -78,10 +85,7 @@ impl Message {
                     put_varint(&mut out, *v);
                 }
             }
-            Message::Changes(changes) => {
-                out.push(CHANGES);
-                encode_changes(&mut out, changes);
-            }
+            Message::Changes(changes) => return Message::encode_changes(changes),
             Message::Done { db_version } => {
                 out.push(DONE);
                 put_varint(&mut out, *db_version);

@@ -58,8 +58,9 @@ pub(crate) fn ws_error(err: WsError) -> Error {
     Error::new(ErrorKind::Io, format!("sync connection failed: {err}"))
 }
 
-/// Encoded messages from the thread that reads changes, with the number of changes in each.
-type Produced = Result<(Vec<u8>, u64)>;
+/// An encoded message from the thread that reads changes: its bytes, the number of changes in
+/// it, and for the last one (`Done`) the `db_version` it reports.
+type Produced = Result<(Vec<u8>, u64, Option<u64>)>;
 
 /// Reads the changes after `since` on a thread and queues them as encoded messages, ending
 /// with `Done`.
@@ -72,12 +73,16 @@ fn produce(
 ) {
     std::thread::spawn(move || {
         let result = db.for_each_change(since, Some(exclude), batch, |changes| {
-            let bytes = Message::Changes(changes.to_vec()).encode();
-            out.send(Ok((bytes, changes.len() as u64)))
+            let bytes = Message::encode_changes(changes);
+            out.send(Ok((bytes, changes.len() as u64, None)))
                 .map_err(|_| Error::new(ErrorKind::Io, "sync session ended"))
         });
         let _ = match result {
-            Ok(db_version) => out.send(Ok((Message::Done { db_version }.encode(), 0))),
+            Ok(db_version) => out.send(Ok((
+                Message::Done { db_version }.encode(),
+                0,
+                Some(db_version),
+            ))),
             Err(e) => out.send(Err(e)),
         };
     });
@@ -219,15 +224,11 @@ impl Session<'_> {
     async fn send_produced<Si>(
         &mut self,
         sink: &mut Si,
-        (bytes, count): (Vec<u8>, u64),
+        (bytes, count, done): (Vec<u8>, u64, Option<u64>),
     ) -> Result<()>
     where
         Si: Sink<WsMessage, Error = WsError> + Unpin,
     {
-        let done = match Message::decode(&bytes, usize::MAX) {
-            Ok(Message::Done { db_version }) => Some(db_version),
-            _ => None,
-        };
         sink.send(WsMessage::binary(bytes))
             .await
             .map_err(ws_error)?;

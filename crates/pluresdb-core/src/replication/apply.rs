@@ -10,7 +10,8 @@ use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value as Json};
 
 use pluresdb_crdt::{
-    FieldDecision, RowDecision, SENTINEL, SiteId, decide_field, decide_sentinel, is_alive,
+    FieldDecision, Hlc, RowDecision, SENTINEL, SiteId, Version, decide_field, decide_sentinel,
+    is_alive,
 };
 
 use super::clock::{MAX_FIELD_BYTES, RowClock, Stamp};
@@ -69,13 +70,19 @@ impl Database {
             repl.with_collections(conn, |colls| {
                 let mut order: Vec<Group<'_>> = Vec::new();
                 let mut index: HashMap<(u32, Vec<u8>), usize> = HashMap::new();
+                let context = |i: usize| {
+                    let ch: &ChangeRecord = &changes[i];
+                    format!(
+                        "change {i} ({} {:?} field {:?})",
+                        ch.collection, ch.key, ch.field
+                    )
+                };
+                let mut newest = None;
                 for (i, ch) in changes.iter().enumerate() {
-                    let coll = validate(&repl, colls, ch).map_err(|e| {
-                        e.context(format!(
-                            "change {i} ({} {:?} field {:?})",
-                            ch.collection, ch.key, ch.field
-                        ))
-                    })?;
+                    let coll = validate(colls, ch).map_err(|e| e.context(context(i)))?;
+                    if newest.is_none_or(|(_, hlc)| ch.version.hlc > hlc) {
+                        newest = Some((i, ch.version.hlc));
+                    }
                     let key = keys::pack_values(&ch.key);
                     let slot = *index.entry((coll.id, key.clone())).or_insert_with(|| {
                         order.push(Group {
@@ -87,6 +94,12 @@ impl Database {
                         order.len() - 1
                     });
                     order[slot].changes.push(ch);
+                }
+                // The newest clock is checked against drift (and observed) once for all.
+                if let Some((i, hlc)) = newest {
+                    repl.clock
+                        .receive(hlc, MAX_CLOCK_DRIFT)
+                        .map_err(|e| Error::invalid(e.to_string()).context(context(i)))?;
                 }
                 Ok(order)
             })
@@ -100,8 +113,14 @@ impl Database {
                 repl.suppress.store(true, Ordering::Release);
                 let _suppress = Suppress(&repl);
                 let seq = repl.tx_seq(conn)?;
+                let mut batch = Batch {
+                    repl: &repl,
+                    seq,
+                    sql: TableSql::default(),
+                    sites: Vec::new(),
+                };
                 for group in &groups {
-                    merge_row(db, &repl, conn, group, seq, &mut report)?;
+                    merge_row(db, conn, &mut batch, group, &mut report)?;
                 }
                 repl.persist_clock(conn)
             })
@@ -110,8 +129,9 @@ impl Database {
     }
 }
 
+/// Checks one change (all but its clock, which [`Database::apply_changes`] checks once for
+/// the newest of the batch).
 fn validate<'a>(
-    repl: &Replication,
     colls: &'a super::collections::Collections,
     ch: &ChangeRecord,
 ) -> Result<&'a Arc<Collection>> {
@@ -210,19 +230,16 @@ fn validate<'a>(
             }
         }
     }
-    repl.clock
-        .receive(ch.version.hlc, MAX_CLOCK_DRIFT)
-        .map_err(|e| Error::invalid(e.to_string()))?;
     Ok(coll)
 }
 
 /// The row's state while its changes are merged.
-struct Merge {
+struct Merge<'c> {
     cl: u64,
     clock: RowClock,
     reset: bool,
     /// Winning field writes, latest per field.
-    applied: Vec<(String, Option<Value>)>,
+    applied: Vec<(&'c str, Option<&'c Value>)>,
     changed: bool,
     /// Creation time, last change time and its site, from the merged clock (so every replica
     /// shows the same).
@@ -259,14 +276,47 @@ fn row_times(
     Ok((created, newest.hlc, site))
 }
 
+/// What the merge of one batch keeps between rows.
+struct Batch<'r> {
+    repl: &'r Replication,
+    /// This transaction's `db_version`.
+    seq: u64,
+    sql: TableSql,
+    /// Sites and their indexes seen in this batch (a handful: a short list beats a map).
+    sites: Vec<(SiteId, u32)>,
+}
+
+impl Batch<'_> {
+    fn site_index(&mut self, conn: &Connection, site: SiteId) -> Result<u32> {
+        if let Some((_, idx)) = self.sites.iter().find(|(s, _)| *s == site) {
+            return Ok(*idx);
+        }
+        let idx = self.repl.site_index(conn, site)?;
+        self.sites.push((site, idx));
+        Ok(idx)
+    }
+
+    fn version_of(&mut self, conn: &Connection, stamp: Stamp) -> Result<Version> {
+        let site = match self.sites.iter().find(|(_, i)| *i == stamp.site) {
+            Some((site, _)) => *site,
+            None => {
+                let site = self.repl.site_of(conn, stamp.site)?;
+                self.sites.push((site, stamp.site));
+                site
+            }
+        };
+        Ok(Version::new(Hlc::from_u64(stamp.hlc), site))
+    }
+}
+
 fn merge_row(
     db: &Database,
-    repl: &Replication,
     conn: &Connection,
+    batch: &mut Batch<'_>,
     group: &Group<'_>,
-    seq: u64,
     report: &mut ApplyReport,
 ) -> Result<()> {
+    let (repl, seq) = (batch.repl, batch.seq);
     let local: Option<(i64, Vec<u8>)> = conn
         .prepare_cached("SELECT cl, ver FROM _pluresdb_clock WHERE tbl = ?1 AND key = ?2")?
         .query_row(
@@ -289,12 +339,12 @@ fn merge_row(
     for ch in &group.changes {
         let stamp = Stamp {
             hlc: ch.version.hlc.as_u64(),
-            site: repl.site_index(conn, ch.version.site)?,
+            site: batch.site_index(conn, ch.version.site)?,
             seq,
         };
         let won = if ch.field.is_empty() {
             let local = known(m.clock.sentinel)
-                .map(|s| repl.version_of(conn, s))
+                .map(|s| batch.version_of(conn, s))
                 .transpose()?;
             match decide_sentinel(m.cl, local, ch.cl, ch.version) {
                 RowDecision::Ignore => false,
@@ -314,14 +364,14 @@ fn merge_row(
             let local = m
                 .clock
                 .field(&ch.field)
-                .map(|s| repl.version_of(conn, s))
+                .map(|s| batch.version_of(conn, s))
                 .transpose()?;
             match decide_field(m.cl, local, ch.cl, ch.version) {
                 FieldDecision::Ignore => false,
                 FieldDecision::Apply => {
                     m.clock.set_field(&ch.field, stamp);
-                    m.applied.retain(|(f, _)| f != &ch.field);
-                    m.applied.push((ch.field.clone(), ch.value.clone()));
+                    m.applied.retain(|(f, _)| *f != ch.field);
+                    m.applied.push((&ch.field, ch.value.as_ref()));
                     true
                 }
                 FieldDecision::ResetAndApply { cl } => {
@@ -335,7 +385,7 @@ fn merge_row(
                     });
                     m.clock.set_field(&ch.field, stamp);
                     m.reset = true;
-                    m.applied = vec![(ch.field.clone(), ch.value.clone())];
+                    m.applied = vec![(&ch.field, ch.value.as_ref())];
                     true
                 }
             }
@@ -356,7 +406,8 @@ fn merge_row(
     match &group.coll.kind {
         Kind::Table(info) => write_table_row(
             conn,
-            &group.coll.name,
+            &mut batch.sql,
+            &group.coll,
             info,
             &group.key_values,
             alive_before,
@@ -374,96 +425,132 @@ fn merge_row(
     Ok(())
 }
 
-fn bind_all(stmt: &mut rusqlite::CachedStatement<'_>, values: &[&Value]) -> Result<()> {
-    for (i, v) in values.iter().enumerate() {
+fn bind_all<'v>(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    values: impl Iterator<Item = &'v Value>,
+) -> Result<()> {
+    for (i, v) in values.enumerate() {
         stmt.raw_bind_parameter(i + 1, v.as_param())?;
     }
     Ok(())
 }
 
+/// SQL texts of table writes, by collection, kind and the set of columns written: built once
+/// per batch instead of once per row.
+#[derive(Default)]
+struct TableSql(HashMap<(u32, u8, Vec<u16>), String>);
+
+impl TableSql {
+    fn get(
+        &mut self,
+        coll: u32,
+        kind: u8,
+        columns: &[u16],
+        build: impl FnOnce() -> String,
+    ) -> &str {
+        self.0
+            .entry((coll, kind, columns.to_vec()))
+            .or_insert_with(build)
+    }
+}
+
+const DELETE: u8 = 0;
+const UPSERT: u8 = 1;
+const UPDATE: u8 = 2;
+
+#[allow(clippy::too_many_arguments)]
 fn write_table_row(
     conn: &Connection,
-    table: &str,
+    sql_cache: &mut TableSql,
+    coll: &Collection,
     info: &TableInfo,
     key: &[Value],
     alive_before: bool,
-    m: &Merge,
+    m: &Merge<'_>,
 ) -> Result<()> {
-    let t = quote(table);
-    let key_match: Vec<String> = info
-        .pk
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("{} = ?{}", quote(c), i + 1))
-        .collect();
-    let key_refs: Vec<&Value> = key.iter().collect();
+    let table = &coll.name;
+    let key_match = || {
+        info.pk
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} = ?{}", quote(c), i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
     if !is_alive(m.cl) {
         if alive_before {
-            let mut stmt = conn.prepare_cached(&format!(
-                "DELETE FROM {t} WHERE {}",
-                key_match.join(" AND ")
-            ))?;
-            bind_all(&mut stmt, &key_refs)?;
+            let sql = sql_cache.get(coll.id, DELETE, &[], || {
+                format!("DELETE FROM {} WHERE {}", quote(table), key_match())
+            });
+            let mut stmt = conn.prepare_cached(sql)?;
+            bind_all(&mut stmt, key.iter())?;
             stmt.raw_execute()?;
         }
         return Ok(());
     }
     // Columns this replica does not have (a newer peer's schema) are left out.
-    let known: Vec<(&String, &Value)> = m
-        .applied
-        .iter()
-        .filter(|(f, _)| info.fields.contains(f))
-        .filter_map(|(f, v)| v.as_ref().map(|v| (f, v)))
-        .collect();
-    let n = info.pk.len();
-    if !alive_before || m.reset {
-        let cols: Vec<String> = info
-            .pk
-            .iter()
-            .chain(known.iter().map(|(f, _)| *f))
-            .map(|c| quote(c))
-            .collect();
-        let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-        let on_conflict = if known.is_empty() {
-            "DO NOTHING".to_owned()
-        } else {
-            let sets: Vec<String> = known
-                .iter()
-                .map(|(f, _)| format!("{q} = excluded.{q}", q = quote(f)))
-                .collect();
-            format!("DO UPDATE SET {}", sets.join(", "))
-        };
-        let pk: Vec<String> = info.pk.iter().map(|c| quote(c)).collect();
-        let sql = format!(
-            "INSERT INTO {t} ({}) VALUES ({}) ON CONFLICT ({}) {on_conflict}",
-            cols.join(", "),
-            marks.join(", "),
-            pk.join(", ")
-        );
-        let mut values = key_refs;
-        values.extend(known.iter().map(|(_, v)| *v));
-        let mut stmt = conn.prepare_cached(&sql)?;
-        bind_all(&mut stmt, &values)?;
-        stmt.raw_execute()
-            .map_err(|e| Error::from(e).context(format!("writing a row of {table}")))?;
-    } else if !known.is_empty() {
-        let sets: Vec<String> = known
-            .iter()
-            .enumerate()
-            .map(|(i, (f, _))| format!("{} = ?{}", quote(f), n + i + 1))
-            .collect();
-        let sql = format!(
-            "UPDATE {t} SET {} WHERE {}",
-            sets.join(", "),
-            key_match.join(" AND ")
-        );
-        let mut values = key_refs;
-        values.extend(known.iter().map(|(_, v)| *v));
-        let mut stmt = conn.prepare_cached(&sql)?;
-        bind_all(&mut stmt, &values)?;
-        stmt.raw_execute()
-            .map_err(|e| Error::from(e).context(format!("writing a row of {table}")))?;
+    let mut columns: Vec<u16> = Vec::with_capacity(m.applied.len());
+    let mut values: Vec<&Value> = Vec::with_capacity(m.applied.len());
+    for (f, v) in &m.applied {
+        if let (Some(i), Some(v)) = (info.fields.iter().position(|c| c == f), v) {
+            columns.push(i as u16);
+            values.push(v);
+        }
     }
+    let names = |columns: &[u16]| -> Vec<String> {
+        columns
+            .iter()
+            .map(|&i| quote(&info.fields[usize::from(i)]))
+            .collect()
+    };
+    let n = info.pk.len();
+    let sql = if !alive_before || m.reset {
+        sql_cache.get(coll.id, UPSERT, &columns, || {
+            let fields = names(&columns);
+            let pk: Vec<String> = info.pk.iter().map(|c| quote(c)).collect();
+            let cols: Vec<&String> = pk.iter().chain(&fields).collect();
+            let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+            let on_conflict = if fields.is_empty() {
+                "DO NOTHING".to_owned()
+            } else {
+                let sets: Vec<String> = fields
+                    .iter()
+                    .map(|q| format!("{q} = excluded.{q}"))
+                    .collect();
+                format!("DO UPDATE SET {}", sets.join(", "))
+            };
+            format!(
+                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {on_conflict}",
+                quote(table),
+                cols.iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                marks.join(", "),
+                pk.join(", ")
+            )
+        })
+    } else if !columns.is_empty() {
+        sql_cache.get(coll.id, UPDATE, &columns, || {
+            let sets: Vec<String> = names(&columns)
+                .iter()
+                .enumerate()
+                .map(|(i, q)| format!("{q} = ?{}", n + i + 1))
+                .collect();
+            format!(
+                "UPDATE {} SET {} WHERE {}",
+                quote(table),
+                sets.join(", "),
+                key_match()
+            )
+        })
+    } else {
+        return Ok(());
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    bind_all(&mut stmt, key.iter().chain(values))?;
+    stmt.raw_execute()
+        .map_err(|e| Error::from(e).context(format!("writing a row of {table}")))?;
     Ok(())
 }
 
@@ -487,9 +574,9 @@ fn write_node(
     };
     if is_alive(m.cl) {
         for (field, value) in &m.applied {
-            match (field.as_str(), value) {
-                ("type", v) => node_type = v.as_ref().and_then(|v| v.as_str()).map(str::to_owned),
-                ("vector", v) => vector = v.as_ref().and_then(|v| v.as_blob()).map(<[u8]>::to_vec),
+            match (*field, value) {
+                ("type", v) => node_type = v.and_then(|v| v.as_str()).map(str::to_owned),
+                ("vector", v) => vector = v.and_then(|v| v.as_blob()).map(<[u8]>::to_vec),
                 (f, Some(Value::Text(json))) => {
                     data.insert(f["data.".len()..].to_owned(), serde_json::from_str(json)?);
                 }
@@ -574,7 +661,7 @@ fn write_edge(
         _ => "{}".to_owned(),
     };
     if is_alive(m.cl) {
-        if let Some((_, Some(Value::Text(json)))) = m.applied.iter().find(|(f, _)| f == "data") {
+        if let Some((_, Some(Value::Text(json)))) = m.applied.iter().find(|(f, _)| *f == "data") {
             data = json.clone();
         }
     } else {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OptionalExtension};
 
-use pluresdb_crdt::{Hlc, HybridClock, SiteId, Version};
+use pluresdb_crdt::{Hlc, HybridClock, SiteId};
 
 use super::capture::Captured;
 use super::clock::Stamp;
@@ -189,14 +189,6 @@ impl Replication {
                 format!("row clock names site #{idx}, which _pluresdb_sites does not have"),
             )
         })
-    }
-
-    /// A stored stamp as a CRDT version.
-    pub(crate) fn version_of(&self, conn: &Connection, stamp: Stamp) -> Result<Version> {
-        Ok(Version::new(
-            Hlc::from_u64(stamp.hlc),
-            self.site_of(conn, stamp.site)?,
-        ))
     }
 
     fn fresh_sites(&self, conn: &Connection, state: &mut State) -> Result<()> {
