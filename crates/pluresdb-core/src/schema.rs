@@ -21,6 +21,10 @@ pub(crate) struct SchemaState {
     pub(crate) graph: bool,
 }
 
+/// The index of edges by target (incoming edges), dropped and rebuilt around bulk loads.
+pub(crate) const EDGES_IN_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS _pluresdb_edges_in ON _pluresdb_edges(dst, rel, src)";
+
 const SCHEMA_V1: &str = r#"
 CREATE TABLE IF NOT EXISTS _pluresdb_meta (
     key   TEXT PRIMARY KEY NOT NULL,
@@ -52,7 +56,6 @@ CREATE TABLE IF NOT EXISTS _pluresdb_edges (
     cl          INTEGER NOT NULL DEFAULT 1,
     UNIQUE (src, rel, dst)
 );
-CREATE INDEX IF NOT EXISTS _pluresdb_edges_in ON _pluresdb_edges(dst, rel, src);
 
 CREATE TABLE IF NOT EXISTS _pluresdb_sites (
     idx  INTEGER PRIMARY KEY,
@@ -147,6 +150,7 @@ pub(crate) fn prepare(
     if version < FORMAT_VERSION {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let created = conn.execute_batch(SCHEMA_V1).and_then(|()| {
+            conn.execute_batch(EDGES_IN_INDEX)?;
             conn.execute(
                 "INSERT INTO _pluresdb_meta(key, value) VALUES ('format_version', ?1)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",

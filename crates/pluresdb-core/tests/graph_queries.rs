@@ -479,7 +479,8 @@ fn link_many_loads_large_batches() {
         Ok::<_, pluresdb_core::Error>(())
     })
     .unwrap();
-    let edges: Vec<(String, String)> = (0..20_000)
+    // Larger than the graph's edges and than 50,000: the incoming-edge index is rebuilt.
+    let edges: Vec<(String, String)> = (0..60_000)
         .map(|i| {
             (
                 format!("n{}", i % 2000),
@@ -494,8 +495,29 @@ fn link_many_loads_large_batches() {
                 .map(|(a, b)| (a.as_str(), "likes", b.as_str(), None)),
         )
         .unwrap();
-    assert_eq!(n, 20_000);
-    assert_eq!(db.edge_count().unwrap(), 20_000);
+    assert_eq!(n, 60_000);
+    assert_eq!(db.edge_count().unwrap(), 60_000);
+    let plan: Vec<String> = db
+        .all_as::<(i64, i64, i64, String)>(
+            "EXPLAIN QUERY PLAN SELECT src FROM _pluresdb_edges WHERE dst = 'n5'",
+            (),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| r.3)
+        .collect();
+    assert!(
+        plan.iter().any(|p| p.contains("_pluresdb_edges_in")),
+        "{plan:?}"
+    );
+    let incoming = edges.iter().filter(|(_, b)| b == "n5").count();
+    assert!(incoming > 0);
+    assert_eq!(
+        db.edges("n5", pluresdb_core::Direction::In, None)
+            .unwrap()
+            .len(),
+        incoming
+    );
     // The same sync records per edge as `link` writes.
     let edge_records = |db: &Database| {
         db.changes_since(0, None)
@@ -508,7 +530,7 @@ fn link_many_loads_large_batches() {
     let single = Database::open_in_memory().unwrap();
     single.put("a", &json!({})).unwrap();
     single.link("a", "likes", "a", None).unwrap();
-    assert_eq!(edge_records(&db), 20_000 * edge_records(&single));
+    assert_eq!(edge_records(&db), 60_000 * edge_records(&single));
 
     // New edges given twice in one batch (across insert chunks): created by the first,
     // updated by the second, whose data wins.
@@ -522,7 +544,7 @@ fn link_many_loads_large_batches() {
         db.link_many(twice.iter().copied()).unwrap(),
         2 * distinct.len()
     );
-    assert_eq!(db.edge_count().unwrap(), 20_000 + distinct.len() as u64);
+    assert_eq!(db.edge_count().unwrap(), 60_000 + distinct.len() as u64);
     for to in distinct {
         assert_eq!(
             db.get_edge("n1", "rates", to).unwrap().unwrap().data["v"],

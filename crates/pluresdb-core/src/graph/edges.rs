@@ -11,24 +11,24 @@ use crate::bulk_cache::BulkCache;
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::events::{Change, EdgeChange};
-use crate::replication::{EDGES_ID, GraphWrite, pack_key};
+use crate::replication::{EDGES_ID, GraphWrite, pack_key, pack_key_refs};
 use crate::row::Row;
-use crate::value::Value;
+use crate::value::{Value, ValueRef};
 
 /// Edges per multi-row INSERT in `link_many`.
 const INSERT_CHUNK: usize = 128;
 
-/// A new edge as `(src, rel, dst)`.
-type EdgeKey = (String, String, String);
+/// Loads of at least this many edges may rebuild the incoming-edge index (see `link_many`).
+const REBUILD_INDEX_AT: usize = 50_000;
 
 /// Inserts the edges of `chunk` (sorted by key) that do not exist yet, in one statement;
-/// returns the keys inserted, sorted.
+/// returns how many were inserted.
 fn insert_new_edges(
     conn: &rusqlite::Connection,
     chunk: &[(&str, &str, &str, Option<&Json>)],
     stamp: i64,
     site: &[u8],
-) -> Result<Vec<EdgeKey>> {
+) -> Result<usize> {
     let rows: Vec<String> = (0..chunk.len())
         .map(|i| {
             let p = 3 + 4 * i;
@@ -37,7 +37,7 @@ fn insert_new_edges(
         .collect();
     let mut stmt = conn.prepare_cached(&format!(
         "INSERT INTO _pluresdb_edges (src, rel, dst, data, created_hlc, updated_hlc, site, cl)
-         VALUES {} ON CONFLICT (src, rel, dst) DO NOTHING RETURNING src, rel, dst",
+         VALUES {} ON CONFLICT (src, rel, dst) DO NOTHING",
         rows.join(", ")
     ))?;
     stmt.raw_bind_parameter(1, stamp)?;
@@ -52,13 +52,7 @@ fn insert_new_edges(
             None => stmt.raw_bind_parameter(p + 3, "{}")?,
         }
     }
-    let mut inserted = Vec::with_capacity(chunk.len());
-    let mut rows = stmt.raw_query();
-    while let Some(row) = rows.next()? {
-        inserted.push((row.get(0)?, row.get(1)?, row.get(2)?));
-    }
-    inserted.sort_unstable();
-    Ok(inserted)
+    Ok(stmt.raw_execute()?)
 }
 
 const EDGE_COLUMNS: &str = "src, rel, dst, data, created_hlc, updated_hlc";
@@ -79,20 +73,16 @@ fn check_nodes_exist<'a>(
     conn: &rusqlite::Connection,
     ids: impl Iterator<Item = &'a str>,
 ) -> Result<()> {
-    let wanted: std::collections::BTreeSet<&str> = ids.collect();
-    let wanted: Vec<&str> = wanted.into_iter().collect();
+    let mut wanted: std::collections::HashSet<&str> = std::collections::HashSet::new();
     let mut missing: Vec<String> = Vec::new();
-    let mut stmt = conn.prepare_cached(
-        "SELECT value FROM json_each(?1)
-         WHERE value NOT IN (SELECT id FROM _pluresdb_nodes WHERE cl % 2 = 1 AND id IN (SELECT value FROM json_each(?1)))",
-    )?;
-    for chunk in wanted.chunks(2000) {
-        let list = serde_json::to_string(chunk).expect("strings serialize");
-        let mut rows = stmt.query([list])?;
-        while let Some(row) = rows.next()? {
-            missing.push(row.get(0)?);
+    let mut exists =
+        conn.prepare_cached("SELECT 1 FROM _pluresdb_nodes WHERE id = ?1 AND cl % 2 = 1")?;
+    for id in ids {
+        if wanted.insert(id) && !exists.exists([id])? {
+            missing.push(id.to_owned());
         }
     }
+    missing.sort();
     if missing.is_empty() {
         return Ok(());
     }
@@ -246,7 +236,7 @@ impl Database {
                 let stamp = now.as_u64() as i64;
                 let site = db.site_id().as_bytes().to_vec();
                 let mut find = conn.prepare_cached(
-                    "SELECT eid, cl, data FROM _pluresdb_edges WHERE src = ?1 AND rel = ?2 AND dst = ?3",
+                    "SELECT eid, cl, data, created_hlc FROM _pluresdb_edges WHERE src = ?1 AND rel = ?2 AND dst = ?3",
                 )?;
                 let mut revive = conn.prepare_cached(
                     "UPDATE _pluresdb_edges SET data = ?1, created_hlc = ?2, updated_hlc = ?2, site = ?3,
@@ -255,6 +245,16 @@ impl Database {
                 let mut update = conn.prepare_cached(
                     "UPDATE _pluresdb_edges SET data = ?1, updated_hlc = ?2, site = ?3 WHERE eid = ?4",
                 )?;
+                // A load at least as large as the graph's edges builds the incoming-edge index
+                // afterwards, in one sorted pass, instead of inserting every entry at a random
+                // place (which costs more than the rest of the load).
+                let existing: Option<i64> =
+                    conn.query_row("SELECT max(eid) FROM _pluresdb_edges", [], |r| r.get(0))?;
+                let rebuild = edges.len() >= REBUILD_INDEX_AT
+                    && edges.len() as i64 >= existing.unwrap_or(0);
+                if rebuild {
+                    conn.execute_batch("DROP INDEX IF EXISTS _pluresdb_edges_in")?;
+                }
                 let mut created: Vec<Vec<u8>> = Vec::new();
                 let mut changed = 0;
                 let record = |from: &str, relation: &str, to: &str, data: &Option<&Json>| {
@@ -275,37 +275,48 @@ impl Database {
                     }
                 };
                 let key_of = |from: &str, relation: &str, to: &str| {
-                    pack_key(&[
-                        Value::Text(from.to_owned()),
-                        Value::Text(relation.to_owned()),
-                        Value::Text(to.to_owned()),
-                    ])
+                    pack_key_refs([from, relation, to].map(|t| ValueRef::Text(t.as_bytes())))
                 };
+                // The previous edge of the load: a repeat of it is not new.
+                let mut previous: Option<(&str, &str, &str)> = None;
                 for chunk in edges.chunks(INSERT_CHUNK) {
                     // Most edges of a bulk load are new: insert the chunk in one statement
                     // (a statement journals each page it changes once, not once per row).
                     let inserted = insert_new_edges(conn, chunk, stamp, &site)?;
-                    let mut fresh = inserted.iter().peekable();
-                    for (from, relation, to, data) in chunk {
-                        // The chunk and `inserted` are both in key order; of repeated edges
-                        // the first was inserted.
-                        if fresh.next_if(|k| (k.0.as_str(), k.1.as_str(), k.2.as_str()) == (*from, *relation, *to)).is_some() {
+                    if inserted == chunk.len() {
+                        for (from, relation, to, data) in chunk {
                             created.push(key_of(from, relation, to));
-                            changed += 1;
                             record(from, relation, to, data);
-                            continue;
                         }
-                        let text = data.map(|d| d.to_string());
-                        let current: Option<(i64, i64, String)> = find
-                            .query_row([from, relation, to], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        changed += chunk.len();
+                        previous = chunk.last().map(|e| (e.0, e.1, e.2));
+                        continue;
+                    }
+                    // Some existed: tell each edge's case from its row. One this load created
+                    // carries its stamp and a first life (a revived one has a later life).
+                    for (from, relation, to, data) in chunk {
+                        let repeat = previous == Some((from, relation, to));
+                        previous = Some((from, relation, to));
+                        let current: Option<(i64, i64, String, i64)> = find
+                            .query_row([from, relation, to], |r| {
+                                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                            })
                             .optional()?;
+                        let text = data.map(|d| d.to_string());
                         match current {
-                            None => unreachable!("the insert found the edge"),
-                            Some((eid, cl, _)) if cl % 2 == 0 => {
+                            None => {
+                                return Err(Error::internal(format!(
+                                    "edge {from} -[{relation}]-> {to} is neither new nor stored"
+                                )));
+                            }
+                            Some((_, 1, _, created_hlc)) if created_hlc == stamp && !repeat => {
+                                created.push(key_of(from, relation, to));
+                            }
+                            Some((eid, cl, _, _)) if cl % 2 == 0 => {
                                 revive.execute(rusqlite::params![text.as_deref().unwrap_or("{}"), stamp, site, eid])?;
                                 created.push(key_of(from, relation, to));
                             }
-                            Some((eid, _, old)) => {
+                            Some((eid, _, old, _)) => {
                                 let Some(new) = data else { continue };
                                 if parse_object(&old)? == *new.as_object().expect("checked above") {
                                     continue;
@@ -325,6 +336,9 @@ impl Database {
                     }
                 }
                 db.replication().capture_created(conn, EDGES_ID, &created, now)?;
+                if rebuild {
+                    conn.execute_batch(crate::schema::EDGES_IN_INDEX)?;
+                }
                 Ok(changed)
             })
         })

@@ -35,6 +35,7 @@ pub(crate) use capture::GraphWrite;
 pub(crate) use collections::{EDGES_ID, NODES_ID, quote};
 pub(crate) use functions::{register_pure, register_writer};
 pub(crate) use history::append_history;
+pub(crate) use keys::pack as pack_key_refs;
 pub(crate) use keys::pack_values as pack_key;
 pub(crate) use state::Replication;
 
