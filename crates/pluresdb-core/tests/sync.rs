@@ -568,6 +568,58 @@ fn recent_changes_are_looked_up_and_give_what_a_full_scan_gives() {
 }
 
 #[test]
+fn a_table_altered_by_another_connection_is_never_captured_with_the_old_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let a = Database::open(&path).unwrap();
+    a.exec("CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)")
+        .unwrap();
+    a.sync_table("notes").unwrap();
+    a.run("INSERT INTO notes VALUES ('n1', 'first')", ())
+        .unwrap();
+    // Another connection (as another process would) adds a column.
+    let b = Database::open(&path).unwrap();
+    b.exec("ALTER TABLE notes ADD COLUMN tag TEXT").unwrap();
+    // `a` still has the old shape: its write fails instead of being recorded wrongly, and
+    // nothing of it stays.
+    let err = a
+        .run("UPDATE notes SET tag = 'red' WHERE id = 'n1'", ())
+        .unwrap_err();
+    assert!(err.message().contains("retry"), "{err}");
+    assert_eq!(
+        a.value("SELECT tag FROM notes WHERE id = 'n1'", ())
+            .unwrap(),
+        Value::Null
+    );
+    // In a transaction whose write failed so, the commit fails too, even if the caller
+    // carries on: the write was not recorded, so it must not stay.
+    b.exec("ALTER TABLE notes ADD COLUMN extra TEXT").unwrap();
+    let committed = a.transaction(|tx| {
+        assert!(
+            tx.run("UPDATE notes SET body = 'lost' WHERE id = 'n1'", ())
+                .is_err()
+        );
+        Ok::<_, pluresdb_core::Error>(())
+    });
+    assert!(committed.is_err());
+    assert_eq!(
+        a.value("SELECT body FROM notes WHERE id = 'n1'", ())
+            .unwrap(),
+        Value::Text("first".into())
+    );
+    // The retry is recorded with the new column.
+    a.run("UPDATE notes SET tag = 'red' WHERE id = 'n1'", ())
+        .unwrap();
+    let changes = a.changes_since(0, None).unwrap().changes;
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.field == "tag" && c.value == Some(Value::Text("red".into()))),
+        "{changes:#?}"
+    );
+}
+
+#[test]
 fn rolled_back_writes_are_never_sent() {
     let a = todo_db();
     let r: Result<(), pluresdb_core::Error> = a.transaction(|tx| {

@@ -75,28 +75,46 @@ impl Replication {
         match captured {
             Ok(Some(c)) => self.captured.lock().push(c),
             Ok(None) => {}
-            Err(e) => {
-                self.capture_error
-                    .lock()
-                    .get_or_insert(Error::internal(format!(
-                        "cannot record a change to table {table:?} for sync: {e}"
-                    )));
+            Err(why) => {
+                // Shapes are read again before the next statement (and for a retry).
+                self.writer_auth
+                    .schema_changed
+                    .store(true, Ordering::Release);
+                let generation = self.tx.generation.load(Ordering::Acquire);
+                self.capture_error.lock().get_or_insert((
+                    generation,
+                    format!("cannot record a change to table {table:?} for sync: {why}"),
+                ));
             }
         }
     }
 
-    /// Fails when the hook could not record a change (the transaction must not commit then).
-    fn check_capture(&self) -> Result<()> {
-        match self.capture_error.lock().take() {
-            Some(e) => Err(e),
+    /// Fails when the hook could not record a change in the open transaction, which then must
+    /// not commit; `take` forgets the failure (the transaction is ending).
+    fn check_capture(&self, take: bool) -> Result<()> {
+        let mut error = self.capture_error.lock();
+        let generation = self.tx.generation.load(Ordering::Acquire);
+        match error.as_ref() {
+            Some((g, why)) if *g == generation => {
+                let e = Error::invalid(why.clone());
+                if take {
+                    *error = None;
+                }
+                Err(e)
+            }
+            Some(_) => {
+                *error = None;
+                Ok(())
+            }
             None => Ok(()),
         }
     }
 
     /// Writes every captured change to the clock table (inside the open transaction).
     pub(crate) fn flush_captured(&self, conn: &Connection) -> Result<()> {
-        self.check_capture()?;
+        let checked = self.check_capture(true);
         self.refresh_schema(conn)?;
+        checked?;
         let mut items = std::mem::take(&mut *self.captured.lock());
         if items.is_empty() {
             return Ok(());
@@ -255,7 +273,31 @@ impl Replication {
 type RowChange = (Op, Vec<u8>, Option<Vec<u8>>, Vec<u8>);
 
 /// Reads a row change from the hook: the key columns, and for updates which fields changed.
-fn capture(info: &TableInfo, case: &PreUpdateCase) -> rusqlite::Result<Option<RowChange>> {
+fn capture(
+    info: &TableInfo,
+    case: &PreUpdateCase,
+) -> std::result::Result<Option<RowChange>, String> {
+    let columns = match case {
+        PreUpdateCase::Insert(new) => new.get_column_count(),
+        PreUpdateCase::Delete(old) => old.get_column_count(),
+        PreUpdateCase::Update {
+            old_value_accessor: old,
+            ..
+        } => old.get_column_count(),
+        PreUpdateCase::Unknown => return Ok(None),
+    };
+    if usize::try_from(columns).ok() != Some(info.columns) {
+        return Err(format!(
+            "its columns changed (another connection altered it: {} columns, {columns} now); \
+             retry the write",
+            info.columns
+        ));
+    }
+    read_change(info, case).map_err(|e| e.to_string())
+}
+
+/// The key, and for updates the changed fields, of a row change of a table of known shape.
+fn read_change(info: &TableInfo, case: &PreUpdateCase) -> rusqlite::Result<Option<RowChange>> {
     let pk = info.pk_pos.as_slice();
     Ok(match case {
         PreUpdateCase::Insert(new) => Some((
@@ -471,7 +513,6 @@ impl WriteObserver for Replication {
 
     fn discard_since(&self, mark: usize) {
         self.captured.lock().truncate(mark);
-        self.capture_error.lock().take();
     }
 
     fn preupdate(&self, db: &str, table: &str, case: &PreUpdateCase) {
@@ -483,7 +524,10 @@ impl WriteObserver for Replication {
     }
 
     fn after_statement(&self, conn: &Connection) -> Result<()> {
-        self.check_capture()?;
+        if let Err(e) = self.check_capture(false) {
+            self.refresh_schema(conn)?;
+            return Err(e);
+        }
         if self.captured.lock().len() >= FLUSH_AT {
             self.flush_captured(conn)
         } else {

@@ -30,6 +30,8 @@ pub(crate) struct TableInfo {
     /// Column positions (as the pre-update hook numbers them) of `pk` and of `fields`.
     pub(crate) pk_pos: Vec<usize>,
     pub(crate) field_pos: Vec<usize>,
+    /// Number of columns, generated ones included (what the hook sees while this is current).
+    pub(crate) columns: usize,
     /// False when the table no longer exists.
     pub(crate) exists: bool,
 }
@@ -144,6 +146,7 @@ fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
         fields: field_pos.iter().map(|&pos| cols[pos].0.clone()).collect(),
         pk_pos: pk.into_iter().map(|(_, pos)| pos).collect(),
         field_pos,
+        columns: cols.len(),
         exists: true,
     })
 }

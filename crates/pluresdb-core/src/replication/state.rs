@@ -20,8 +20,8 @@ use crate::error::{Error, Result};
 pub(crate) struct Replication {
     pub(crate) site: SiteId,
     pub(crate) clock: Arc<HybridClock>,
-    tx: Arc<TxCounters>,
-    writer_auth: Arc<WriterAuth>,
+    pub(crate) tx: Arc<TxCounters>,
+    pub(crate) writer_auth: Arc<WriterAuth>,
     state: Mutex<State>,
     /// Row changes reported by the pre-update hook, not yet written to the clock table.
     pub(crate) captured: Mutex<Vec<Captured>>,
@@ -30,8 +30,9 @@ pub(crate) struct Replication {
     pub(crate) tables: RwLock<HashMap<String, Arc<Collection>>>,
     /// Rows whose clock records changed lately (for incremental change sets).
     pub(crate) recent: Mutex<Recent>,
-    /// Why capturing a row change failed, reported when the transaction's changes are written.
-    pub(crate) capture_error: Mutex<Option<Error>>,
+    /// Why capturing a row change failed, and in which transaction (`TxCounters::generation`):
+    /// every later statement of that transaction fails with it, and so does its commit.
+    pub(crate) capture_error: Mutex<Option<(u64, String)>>,
     /// Some SQL table is replicated: writes must be observed.
     pub(crate) tables_synced: AtomicBool,
     /// Remote changes are being merged: the hook must not report them.
