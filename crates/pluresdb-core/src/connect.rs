@@ -30,6 +30,12 @@ pub(crate) struct TxCounters {
     pub(crate) generation: AtomicU64,
     /// Incremented at every rollback.
     pub(crate) rollbacks: AtomicU64,
+    /// `generation + 1` of a transaction that must not commit (a change in it could not be
+    /// recorded for sync): its commit is turned into a rollback. 0: none.
+    pub(crate) refuse_commit: AtomicU64,
+    /// The `db_version` the open transaction took, if any, and the highest one committed.
+    pub(crate) pending_seq: AtomicU64,
+    pub(crate) committed_seq: AtomicU64,
 }
 
 /// Decides per statement whether it is pool-safe; shared with the authorizer callback.
@@ -188,13 +194,21 @@ pub(crate) fn install_commit_hooks(
 ) -> Result<()> {
     let (on_commit, commits) = (hub.clone(), counters.clone());
     conn.commit_hook(Some(move || {
+        let generation = commits.generation.load(Ordering::Acquire);
+        if commits.refuse_commit.load(Ordering::Acquire) == generation + 1 {
+            // Rolled back instead; the rollback hook ends the generation.
+            return true;
+        }
         on_commit.on_commit();
+        let seq = commits.pending_seq.swap(0, Ordering::AcqRel);
+        commits.committed_seq.fetch_max(seq, Ordering::AcqRel);
         commits.generation.fetch_add(1, Ordering::AcqRel);
         false
     }))?;
     let (on_rollback, rollbacks) = (hub.clone(), counters.clone());
     conn.rollback_hook(Some(move || {
         on_rollback.on_rollback();
+        rollbacks.pending_seq.store(0, Ordering::Release);
         rollbacks.rollbacks.fetch_add(1, Ordering::AcqRel);
         rollbacks.generation.fetch_add(1, Ordering::AcqRel);
     }))?;

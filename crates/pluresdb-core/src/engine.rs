@@ -48,6 +48,13 @@ pub(crate) trait WriteObserver: Send + Sync {
     /// The writer's pre-update hook (installed while [`active`](Self::active)): a row of
     /// `table` in database `db` is about to change.
     fn preupdate(&self, db: &str, table: &str, case: &PreUpdateCase);
+    /// Why the open transaction must not commit, if it must not.
+    fn commit_refusal(&self) -> Option<Error>;
+    /// True when what is observed must be read again before the next statement (a rollback
+    /// may have undone a change to it).
+    fn stale(&self) -> bool;
+    /// Reads again what is observed.
+    fn refresh(&self, conn: &Connection) -> Result<()>;
 }
 /// A small per-thread number (thread ids are not convertible to integers on stable Rust).
 pub(crate) fn thread_token() -> u64 {
@@ -300,6 +307,11 @@ impl Engine {
 
     /// Installs or removes the writer's hooks to match what is wanted now.
     pub(crate) fn sync_hooks(&self, state: &mut WriterState) -> Result<()> {
+        if let Some(observer) = self.observer.get()
+            && observer.stale()
+        {
+            observer.refresh(state.conn.get())?;
+        }
         self.sync_capture_hook(state)?;
         self.sync_row_hook(state)
     }
@@ -327,9 +339,11 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether the capture hook must be (un)installed before the next statement.
+    /// Whether the observer or its capture hook must be brought up to date before the next
+    /// statement.
     pub(crate) fn capture_hook_stale(&self, state: &WriterState) -> bool {
-        self.active_observer().is_some() != state.capture_hook
+        self.observer.get().is_some_and(|o| o.stale())
+            || self.active_observer().is_some() != state.capture_hook
     }
 
     fn sync_row_hook(&self, state: &mut WriterState) -> Result<()> {
@@ -525,6 +539,9 @@ pub(crate) fn observed_write<T>(
     wrapped: &Cell<bool>,
     run: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
+    // A transaction that must not commit: a COMMIT in SQL is turned into a rollback by the
+    // commit hook, and this says why.
+    let refusal = tx_control.then(|| observer.commit_refusal()).flatten();
     if tx_control {
         observer.flush(conn)?;
     }
@@ -537,11 +554,18 @@ pub(crate) fn observed_write<T>(
     let result = run().and_then(|value| {
         if wrap {
             observer.flush(conn)?;
+            if let Some(refusal) = observer.commit_refusal() {
+                return Err(refusal);
+            }
             conn.execute_batch("COMMIT")?;
         } else if !conn.is_autocommit() {
             observer.after_statement(conn)?;
         }
         Ok(value)
+    });
+    let result = result.map_err(|e| match refusal {
+        Some(refusal) if conn.is_autocommit() => refusal,
+        _ => e,
     });
     if result.is_err() {
         observer.discard_since(mark);
@@ -645,5 +669,6 @@ impl Drop for Engine {
         let _ = conn.commit_hook(None::<fn() -> bool>);
         let _ = conn.rollback_hook(None::<fn()>);
         let _ = conn.update_hook(None::<fn(rusqlite::hooks::Action, &str, &str, i64)>);
+        let _ = conn.preupdate_hook(None::<fn(Action, &str, &str, &PreUpdateCase)>);
     }
 }

@@ -91,6 +91,9 @@ impl Database {
         }
         if let Some(o) = self.engine().active_observer() {
             o.flush(writer.conn())?;
+            if let (Level::Outer, Some(refusal)) = (level, o.commit_refusal()) {
+                return Err(refusal);
+            }
         }
         match level {
             Level::Outer => writer.conn().execute_batch("COMMIT")?,

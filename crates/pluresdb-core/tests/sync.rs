@@ -591,22 +591,6 @@ fn a_table_altered_by_another_connection_is_never_captured_with_the_old_shape() 
             .unwrap(),
         Value::Null
     );
-    // In a transaction whose write failed so, the commit fails too, even if the caller
-    // carries on: the write was not recorded, so it must not stay.
-    b.exec("ALTER TABLE notes ADD COLUMN extra TEXT").unwrap();
-    let committed = a.transaction(|tx| {
-        assert!(
-            tx.run("UPDATE notes SET body = 'lost' WHERE id = 'n1'", ())
-                .is_err()
-        );
-        Ok::<_, pluresdb_core::Error>(())
-    });
-    assert!(committed.is_err());
-    assert_eq!(
-        a.value("SELECT body FROM notes WHERE id = 'n1'", ())
-            .unwrap(),
-        Value::Text("first".into())
-    );
     // The retry is recorded with the new column.
     a.run("UPDATE notes SET tag = 'red' WHERE id = 'n1'", ())
         .unwrap();
@@ -616,6 +600,146 @@ fn a_table_altered_by_another_connection_is_never_captured_with_the_old_shape() 
             .iter()
             .any(|c| c.field == "tag" && c.value == Some(Value::Text("red".into()))),
         "{changes:#?}"
+    );
+    // In a transaction whose write failed so, the commit fails too, even if the caller
+    // carries on, and also through SQL: the write was not recorded, so it must not stay.
+    b.exec("ALTER TABLE notes ADD COLUMN extra TEXT").unwrap();
+    let committed = a.transaction(|tx| {
+        let failed = tx.run("UPDATE notes SET body = 'lost' WHERE id = 'n1'", ());
+        assert!(failed.is_err());
+        Ok::<_, pluresdb_core::Error>(())
+    });
+    let err = committed.unwrap_err();
+    assert!(err.message().contains("cannot commit"), "{err}");
+    // (A write after a rollback reads the shapes again: one more so `a` is up to date.)
+    a.run("UPDATE notes SET tag = 'blue' WHERE id = 'n1'", ())
+        .unwrap();
+    b.exec("ALTER TABLE notes ADD COLUMN more TEXT").unwrap();
+    a.exec("BEGIN").unwrap();
+    assert!(
+        a.run("UPDATE notes SET body = 'lost' WHERE id = 'n1'", ())
+            .is_err()
+    );
+    let err = a.exec("COMMIT").unwrap_err();
+    assert!(err.message().contains("cannot commit"), "{err}");
+    // ROLLBACK is never refused (the COMMIT above already rolled back).
+    assert!(a.exec("BEGIN; ROLLBACK").is_ok());
+    assert_eq!(
+        a.value("SELECT body FROM notes WHERE id = 'n1'", ())
+            .unwrap(),
+        Value::Text("first".into())
+    );
+    // And the next write goes through with the shape read again.
+    a.run("UPDATE notes SET body = 'kept' WHERE id = 'n1'", ())
+        .unwrap();
+    let changes = a.changes_since(0, None).unwrap().changes;
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.field == "body" && c.value == Some(Value::Text("kept".into()))),
+        "{changes:#?}"
+    );
+}
+
+#[test]
+fn rolled_back_sync_and_unsync_leave_capture_as_the_file_says() {
+    let db = todo_db();
+    db.exec("CREATE TABLE t2(id TEXT PRIMARY KEY NOT NULL, v TEXT)")
+        .unwrap();
+    let synced_keys = |db: &Database, coll: &str| -> Vec<String> {
+        db.changes_since(0, None)
+            .unwrap()
+            .changes
+            .iter()
+            .filter(|c| c.collection == coll)
+            .map(|c| format!("{:?}", c.key))
+            .collect()
+    };
+    // A rolled-back sync_table: t2 stays unsynced here.
+    let r = db.transaction(|tx| {
+        tx.sync_table("t2")?;
+        Err::<(), _>(pluresdb_core::Error::invalid("changed my mind"))
+    });
+    assert!(r.is_err());
+    db.run("INSERT INTO t2 VALUES ('x', '1')", ()).unwrap();
+    // The same in SQL, undone by a savepoint rollback inside a transaction that commits.
+    db.exec(
+        "BEGIN; SAVEPOINT s; SELECT pluresdb_sync_table('t2'); ROLLBACK TO s;
+         INSERT INTO t2 VALUES ('y', '2'); COMMIT;",
+    )
+    .unwrap();
+    assert_eq!(db.synced_tables().unwrap(), vec!["todos".to_owned()]);
+    assert!(synced_keys(&db, "t2").is_empty());
+    // A rolled-back unsync_table: todos stays synced and its writes are still recorded.
+    let r = db.transaction(|tx| {
+        tx.unsync_table("todos")?;
+        Err::<(), _>(pluresdb_core::Error::invalid("changed my mind"))
+    });
+    assert!(r.is_err());
+    db.run("INSERT INTO todos(id) VALUES ('after')", ())
+        .unwrap();
+    assert!(
+        synced_keys(&db, "todos")
+            .iter()
+            .any(|k| k.contains("after"))
+    );
+}
+
+#[test]
+fn a_savepoint_rollback_never_leaves_rows_above_the_stored_db_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let db = Database::open(&path).unwrap();
+    db.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)")
+        .unwrap();
+    db.sync_table("todos").unwrap();
+    let before = db.db_version().unwrap();
+    // The flush before ROLLBACK TO takes a db_version inside the savepoint; the rollback
+    // undoes taking it, but the transaction keeps using it for s2.
+    db.exec(
+        "BEGIN; SAVEPOINT a; INSERT INTO todos VALUES ('s1', 'x'); ROLLBACK TO a;
+         INSERT INTO todos VALUES ('s2', 'y'); COMMIT;",
+    )
+    .unwrap();
+    let after = db.db_version().unwrap();
+    assert!(after > before, "{before} -> {after}");
+    drop(db);
+    // After reopening (nothing listed as recent), a peer that had `before` gets s2.
+    let db = Database::open(&path).unwrap();
+    let changes = sorted_changes(&db, before);
+    assert!(changes.iter().any(|c| c.contains("s2")), "{changes:?}");
+    assert!(changes.iter().all(|c| !c.contains("s1")), "{changes:?}");
+    db.run("INSERT INTO todos VALUES ('s3', 'z')", ()).unwrap();
+    assert!(sorted_changes(&db, after).iter().any(|c| c.contains("s3")));
+    assert!(sorted_changes(&db, after).iter().all(|c| !c.contains("s2")));
+}
+
+#[test]
+fn insert_or_replace_rewrites_the_row_in_the_same_life() {
+    let a = todo_db();
+    a.run("INSERT INTO todos(id, title) VALUES ('r', 'one')", ())
+        .unwrap();
+    a.run(
+        "INSERT OR REPLACE INTO todos(id, title) VALUES ('r', 'two')",
+        (),
+    )
+    .unwrap();
+    let changes = a.changes_since(0, None).unwrap().changes;
+    let of_r: Vec<_> = changes
+        .iter()
+        .filter(|c| format!("{:?}", c.key).contains("\"r\""))
+        .collect();
+    assert!(!of_r.is_empty());
+    assert!(of_r.iter().all(|c| c.cl == 1), "{of_r:#?}");
+    // A delete and an insert in separate statements are a new life.
+    a.exec("DELETE FROM todos WHERE id = 'r'; INSERT INTO todos(id, title) VALUES ('r', 'three');")
+        .unwrap();
+    let changes = a.changes_since(0, None).unwrap().changes;
+    assert!(
+        changes
+            .iter()
+            .filter(|c| format!("{:?}", c.key).contains("\"r\""))
+            .all(|c| c.cl == 3)
     );
 }
 

@@ -46,6 +46,8 @@ pub(crate) struct Captured {
     /// For updates: the names of the fields that changed, packed.
     fields: Vec<u8>,
     hlc: Hlc,
+    /// Which statement made the change (see `Replication::statements`).
+    statement: u64,
 }
 
 impl Replication {
@@ -56,7 +58,8 @@ impl Replication {
             return;
         }
         let tables = self.tables.read();
-        let Some(coll) = tables.get(table) else {
+        // SQLite names are case-insensitive (a table renamed to another case stays synced).
+        let Some(coll) = tables.iter().find(|c| c.name.eq_ignore_ascii_case(table)) else {
             return;
         };
         let Kind::Table(info) = &coll.kind else {
@@ -70,6 +73,7 @@ impl Replication {
                 new_key,
                 fields,
                 hlc: self.clock.now(),
+                statement: self.statements.load(Ordering::Relaxed),
             })
         });
         match captured {
@@ -81,45 +85,43 @@ impl Replication {
                     .schema_changed
                     .store(true, Ordering::Release);
                 let generation = self.tx.generation.load(Ordering::Acquire);
+                self.tx
+                    .refuse_commit
+                    .store(generation + 1, Ordering::Release);
                 self.capture_error.lock().get_or_insert((
                     generation,
-                    format!("cannot record a change to table {table:?} for sync: {why}"),
+                    format!(
+                        "cannot record a change to table {table:?} for sync, so the \
+                         transaction cannot commit: {why}"
+                    ),
                 ));
             }
         }
     }
 
-    /// Fails when the hook could not record a change in the open transaction, which then must
-    /// not commit; `take` forgets the failure (the transaction is ending).
-    fn check_capture(&self, take: bool) -> Result<()> {
-        let mut error = self.capture_error.lock();
+    /// Why the open transaction must not commit: a change in it could not be recorded.
+    fn capture_failure(&self) -> Option<Error> {
         let generation = self.tx.generation.load(Ordering::Acquire);
+        let mut error = self.capture_error.lock();
         match error.as_ref() {
-            Some((g, why)) if *g == generation => {
-                let e = Error::invalid(why.clone());
-                if take {
-                    *error = None;
-                }
-                Err(e)
-            }
+            Some((g, why)) if *g == generation => Some(Error::invalid(why.clone())),
             Some(_) => {
                 *error = None;
-                Ok(())
+                None
             }
-            None => Ok(()),
+            None => None,
         }
     }
 
     /// Writes every captured change to the clock table (inside the open transaction).
     pub(crate) fn flush_captured(&self, conn: &Connection) -> Result<()> {
-        let checked = self.check_capture(true);
         self.refresh_schema(conn)?;
-        checked?;
         let mut items = std::mem::take(&mut *self.captured.lock());
         if items.is_empty() {
             return Ok(());
         }
         sort_by_key(&mut items);
+        drop_replaced(&mut items);
         let seq = self.tx_seq(conn)?;
         {
             let mut recent = self.recent.lock();
@@ -139,21 +141,16 @@ impl Replication {
         let mut i = 0;
         while i < items.len() {
             let item = &items[i];
-            let run_of = |pred: &dyn Fn(&Captured) -> bool| {
-                items[i..].iter().take_while(|c| pred(c)).count()
-            };
             match (item.op, &item.new_key) {
                 (Op::Insert, _) => {
                     // New rows: written without reading first (an existing record is upserted).
-                    let run = run_of(&|c| c.op == Op::Insert);
-                    for chunk in items[i..i + run].chunks(64) {
-                        for part in chunk_sizes(chunk) {
-                            upsert_created(
-                                conn,
-                                part.iter()
-                                    .map(|c| (c.coll, c.key.as_slice(), RowClock::whole(stamp(c)))),
-                            )?;
-                        }
+                    let run = items[i..].iter().take_while(|c| c.op == Op::Insert).count();
+                    for part in chunk_sizes(&items[i..i + run]) {
+                        upsert_created(
+                            conn,
+                            part.iter()
+                                .map(|c| (c.coll, c.key.as_slice(), RowClock::whole(stamp(c)))),
+                        )?;
                     }
                     i += run;
                 }
@@ -166,39 +163,17 @@ impl Replication {
                     )?;
                     i += 1;
                 }
-                (Op::Update | Op::Delete, None) => {
-                    let run = run_of(&|c| c.op != Op::Insert && c.new_key.is_none());
-                    for chunk in items[i..i + run].chunks(64) {
-                        self.rewrite_clocks(conn, chunk, &stamp)?;
-                    }
-                    i += run;
+                (Op::Update, None) => {
+                    update_row(conn, item.coll, &item.key, stamp(item), &item.fields)?;
+                    i += 1;
+                }
+                (Op::Delete, None) => {
+                    mark_deleted(conn, item.coll, &item.key, stamp(item))?;
+                    i += 1;
                 }
             }
         }
         self.persist_clock(conn)
-    }
-
-    /// Updates and deletes of existing rows. Updates go in batches through
-    /// `pluresdb_clock_set` (one lookup per row); deletes one statement each.
-    fn rewrite_clocks(
-        &self,
-        conn: &Connection,
-        chunk: &[Captured],
-        stamp: &dyn Fn(&Captured) -> Stamp,
-    ) -> Result<()> {
-        let mut batch: Vec<&Captured> = Vec::new();
-        for c in chunk {
-            if c.op == Op::Delete || batch.iter().any(|b| b.coll == c.coll && b.key == c.key) {
-                update_fields(conn, &batch, stamp)?;
-                batch.clear();
-            }
-            if c.op == Op::Delete {
-                mark_deleted(conn, c.coll, &c.key, stamp(c))?;
-                continue;
-            }
-            batch.push(c);
-        }
-        update_fields(conn, &batch, stamp)
     }
 
     /// Re-reads table shapes when the writer changed the schema.
@@ -381,6 +356,30 @@ fn sort_by_key(items: &mut [Captured]) {
     }
 }
 
+/// `INSERT OR REPLACE` of an existing row reports the row's deletion and then its insertion,
+/// in one statement: that is one write of the row (all fields new, same life), as a trigger
+/// saw it, not a delete and a re-creation. `items` must be sorted by key.
+fn drop_replaced(items: &mut Vec<Captured>) {
+    let replaced = |a: &Captured, b: &Captured| {
+        a.op == Op::Delete
+            && b.op == Op::Insert
+            && a.statement == b.statement
+            && a.coll == b.coll
+            && a.key == b.key
+    };
+    if !items.windows(2).any(|w| replaced(&w[0], &w[1])) {
+        return;
+    }
+    let mut out: Vec<Captured> = Vec::with_capacity(items.len());
+    for c in items.drain(..) {
+        if out.last().is_some_and(|last| replaced(last, &c)) {
+            out.pop();
+        }
+        out.push(c);
+    }
+    *items = out;
+}
+
 /// Splits a chunk into parts of 64, 16, 4 and 1 rows (few distinct statements to cache).
 fn chunk_sizes<T>(mut rest: &[T]) -> Vec<&[T]> {
     let mut parts = Vec::new();
@@ -394,18 +393,6 @@ fn chunk_sizes<T>(mut rest: &[T]) -> Vec<&[T]> {
         rest = tail;
     }
     parts
-}
-
-/// Gives the changed fields of each row this site's stamp.
-fn update_fields(
-    conn: &Connection,
-    batch: &[&Captured],
-    stamp: &dyn Fn(&Captured) -> Stamp,
-) -> Result<()> {
-    for c in batch {
-        update_row(conn, c.coll, &c.key, stamp(c), &c.fields)?;
-    }
-    Ok(())
 }
 
 /// Gives the fields `names` (packed) of a live row this site's stamp; a row with no live
@@ -508,6 +495,7 @@ impl WriteObserver for Replication {
     }
 
     fn mark(&self) -> usize {
+        self.statements.fetch_add(1, Ordering::Relaxed);
         self.captured.lock().len()
     }
 
@@ -519,12 +507,24 @@ impl WriteObserver for Replication {
         self.capture_preupdate(db, table, case);
     }
 
+    fn commit_refusal(&self) -> Option<Error> {
+        self.capture_failure()
+    }
+
+    fn stale(&self) -> bool {
+        self.collections_stale()
+    }
+
+    fn refresh(&self, conn: &Connection) -> Result<()> {
+        self.refresh_collections(conn)
+    }
+
     fn flush(&self, conn: &Connection) -> Result<()> {
         self.flush_captured(conn)
     }
 
     fn after_statement(&self, conn: &Connection) -> Result<()> {
-        if let Err(e) = self.check_capture(false) {
+        if let Some(e) = self.capture_failure() {
             self.refresh_schema(conn)?;
             return Err(e);
         }

@@ -74,12 +74,12 @@ impl Collections {
         Ok(out)
     }
 
-    /// The replicated SQL tables by name, with where their key and fields sit.
-    pub(crate) fn tables(&self) -> HashMap<String, Arc<Collection>> {
+    /// The replicated SQL tables that exist, with where their key and fields sit.
+    pub(crate) fn tables(&self) -> Vec<Arc<Collection>> {
         self.by_id
             .values()
             .filter(|c| matches!(&c.kind, Kind::Table(info) if info.exists))
-            .map(|c| (c.name.clone(), c.clone()))
+            .cloned()
             .collect()
     }
 
@@ -241,14 +241,18 @@ pub(crate) fn check_shape(conn: &Connection, table: &str) -> Result<TableInfo> {
     table_info(conn, table)
 }
 
-/// Drops the capture triggers that earlier versions installed on `table` (changes are now
-/// reported by the writer's pre-update hook).
-pub(crate) fn drop_legacy_triggers(conn: &Connection, table: &str) -> Result<()> {
-    for kind in ["ins", "upd", "del"] {
-        conn.execute_batch(&format!(
-            "DROP TRIGGER IF EXISTS {}",
-            quote(&format!("_pluresdb_{kind}_{table}"))
-        ))?;
+/// Drops the capture triggers that earlier versions installed (changes are now reported by the
+/// writer's pre-update hook), wherever they are: also on a synced table renamed since.
+pub(crate) fn drop_legacy_triggers(conn: &Connection) -> Result<()> {
+    let names: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_schema
+             WHERE type = 'trigger' AND sql LIKE '%pluresdb_capture(%'",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for name in names {
+        conn.execute_batch(&format!("DROP TRIGGER IF EXISTS {}", quote(&name)))?;
     }
     Ok(())
 }

@@ -67,7 +67,12 @@ impl Database {
                 .query_row([], |r| r.get(0))?;
             let db_version = db_version as u64;
             let sites = Sites::load(conn, exclude)?;
-            let recent = self.replication().recent.lock().since(since, db_version);
+            let repl = self.replication();
+            let committed = repl
+                .tx
+                .committed_seq
+                .load(std::sync::atomic::Ordering::Acquire);
+            let recent = repl.recent.lock().since(since, db_version, committed);
             let mut out: Vec<ChangeRecord> = Vec::with_capacity(batch.min(4096));
             let mut emit = |row: &rusqlite::Row<'_>| -> Result<()> {
                 let tbl: i64 = row.get(0)?;

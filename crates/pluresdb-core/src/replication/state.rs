@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OptionalExtension};
@@ -25,9 +25,18 @@ pub(crate) struct Replication {
     state: Mutex<State>,
     /// Row changes reported by the pre-update hook, not yet written to the clock table.
     pub(crate) captured: Mutex<Vec<Captured>>,
-    /// Replicated SQL tables by name, for the pre-update hook (a lock of its own: the hook
-    /// runs inside statements that may be run while `state` is locked).
-    pub(crate) tables: RwLock<HashMap<String, Arc<Collection>>>,
+    /// Replicated SQL tables, for the pre-update hook (a lock of its own: the hook runs inside
+    /// statements that may be run while `state` is locked).
+    pub(crate) tables: RwLock<Vec<Arc<Collection>>>,
+    /// `generation + 1` of the transaction that added or removed a replicated table (until it
+    /// ends, a savepoint rollback may undo that, so the collections are read before each
+    /// statement); 0: none.
+    collections_changed_in: AtomicU64,
+    /// Rollbacks seen when the collections were last read.
+    rollbacks_seen: AtomicU64,
+    /// Row changes captured so far in this process's statements, to tell one statement's
+    /// changes from the next one's.
+    pub(crate) statements: AtomicU64,
     /// Rows whose clock records changed lately (for incremental change sets).
     pub(crate) recent: Mutex<Recent>,
     /// Why capturing a row change failed, and in which transaction (`TxCounters::generation`):
@@ -79,7 +88,10 @@ impl Replication {
                     tx_seq: None,
                 }),
                 captured: Mutex::new(Vec::new()),
-                tables: RwLock::new(HashMap::new()),
+                tables: RwLock::new(Vec::new()),
+                collections_changed_in: AtomicU64::new(0),
+                rollbacks_seen: AtomicU64::new(0),
+                statements: AtomicU64::new(0),
                 recent: Mutex::new(Recent::new(0)),
                 capture_error: Mutex::new(None),
                 suppress: AtomicBool::new(false),
@@ -105,11 +117,10 @@ impl Replication {
         }
         let collections = Collections::load(conn)?;
         if !conn.is_readonly(rusqlite::MAIN_DB)? {
-            for table in collections.tables().keys() {
-                drop_legacy_triggers(conn, table)?;
-            }
+            drop_legacy_triggers(conn)?;
         }
         let tables = RwLock::new(collections.tables());
+        let rollbacks_seen = AtomicU64::new(tx.rollbacks.load(Ordering::Acquire));
         let repl = Replication {
             site,
             clock,
@@ -123,6 +134,9 @@ impl Replication {
             }),
             captured: Mutex::new(Vec::new()),
             tables,
+            collections_changed_in: AtomicU64::new(0),
+            rollbacks_seen,
+            statements: AtomicU64::new(0),
             recent: Mutex::new(Recent::new(last_seq as u64)),
             capture_error: Mutex::new(None),
             suppress: AtomicBool::new(false),
@@ -145,22 +159,31 @@ impl Replication {
         // Counted in the file, not in memory: another process may write it too.
         let seq: i64 = conn
             .prepare_cached(
-                "UPDATE _pluresdb_meta SET value = value + 1 WHERE key = 'db_version' RETURNING value",
+                "INSERT INTO _pluresdb_meta(key, value) VALUES ('db_version', 1)
+                 ON CONFLICT(key) DO UPDATE SET value = value + 1 RETURNING value",
             )?
             .query_row([], |r| r.get(0))?;
         let seq = seq as u64;
-        self.recent.lock().allocated(seq);
+        self.tx.pending_seq.store(seq, Ordering::Release);
+        self.recent
+            .lock()
+            .allocated(seq, self.tx.committed_seq.load(Ordering::Acquire));
         state.tx_seq = Some((generation, seq));
         Ok(seq)
     }
 
     /// Records the clock's high-water mark so it never goes back after a restart.
+    /// Also writes the transaction's `db_version` again: a `ROLLBACK TO` may have undone the
+    /// update that took it, while the transaction keeps using it.
     pub(crate) fn persist_clock(&self, conn: &Connection) -> Result<()> {
         conn.prepare_cached(
-            "INSERT INTO _pluresdb_meta(key, value) VALUES ('last_hlc', ?1)
+            "INSERT INTO _pluresdb_meta(key, value) VALUES ('last_hlc', ?1), ('db_version', ?2)
              ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
         )?
-        .execute([self.clock.last().as_u64() as i64])?;
+        .execute([
+            self.clock.last().as_u64() as i64,
+            self.tx.pending_seq.load(Ordering::Acquire) as i64,
+        ])?;
         Ok(())
     }
 
@@ -239,7 +262,35 @@ impl Replication {
         self.state.lock().collections.iter().cloned().collect()
     }
 
-    /// Reloads the collections now (after registering or removing one).
+    /// After registering or removing a collection in the open transaction: reloads them, and
+    /// keeps reloading before each statement until the transaction ends (a savepoint rollback
+    /// may undo the change).
+    pub(crate) fn collections_changed(&self, conn: &Connection) -> Result<()> {
+        let generation = self.tx.generation.load(Ordering::Acquire);
+        self.collections_changed_in
+            .store(generation + 1, Ordering::Release);
+        self.reload_collections(conn)
+    }
+
+    /// True when the collections must be read again before the next statement.
+    pub(crate) fn collections_stale(&self) -> bool {
+        self.collections_changed_in.load(Ordering::Acquire) != 0
+            || self.tx.rollbacks.load(Ordering::Acquire)
+                != self.rollbacks_seen.load(Ordering::Acquire)
+    }
+
+    /// Reads the collections again (see [`collections_stale`](Self::collections_stale)).
+    pub(crate) fn refresh_collections(&self, conn: &Connection) -> Result<()> {
+        self.rollbacks_seen
+            .store(self.tx.rollbacks.load(Ordering::Acquire), Ordering::Release);
+        let generation = self.tx.generation.load(Ordering::Acquire);
+        if self.collections_changed_in.load(Ordering::Acquire) != generation + 1 {
+            self.collections_changed_in.store(0, Ordering::Release);
+        }
+        self.reload_collections(conn)
+    }
+
+    /// Reloads the collections now.
     pub(crate) fn reload_collections(&self, conn: &Connection) -> Result<()> {
         let mut state = self.state.lock();
         state.collections = Collections::load(conn)?;

@@ -56,7 +56,7 @@ impl Replication {
         // Every existing row was recorded at once: too many to list as recent changes.
         self.recent.lock().overflow(stamp.seq);
         self.persist_clock(conn)?;
-        self.reload_collections(conn)
+        self.collections_changed(conn)
     }
 
     /// Stops replicating `table`: removes its clock records. Its rows stay.
@@ -83,7 +83,7 @@ impl Replication {
         };
         conn.execute("DELETE FROM _pluresdb_clock WHERE tbl = ?1", [id])?;
         conn.execute("DELETE FROM _pluresdb_collections WHERE id = ?1", [id])?;
-        self.reload_collections(conn)?;
+        self.collections_changed(conn)?;
         Ok(true)
     }
 
