@@ -493,7 +493,8 @@ impl Hnsw {
     /// The neighbour selection heuristic: walk candidates nearest first and keep one only if it
     /// is closer to the base than to every candidate kept so far. `cands` must be sorted.
     fn select(&self, cands: &mut [Cand], m: usize) -> Vec<Cand> {
-        if cands.len() <= m {
+        // Fewer than m: all kept. Exactly m are still pruned, as in hnswlib.
+        if cands.len() < m {
             return cands.to_vec();
         }
         let mut kept: Vec<Cand> = Vec::with_capacity(m);
