@@ -86,6 +86,13 @@ impl Kernels {
     fn probe() -> Kernels {
         #[cfg(target_arch = "x86_64")]
         {
+            if std::is_x86_feature_detected!("avx512f") {
+                return Kernels {
+                    dot: avx512::dot,
+                    l2: avx512::l2,
+                    name: "avx512f",
+                };
+            }
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                 return Kernels {
                     dot: avx2::dot,
@@ -252,6 +259,89 @@ mod avx2 {
 
     pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: only selected by `Kernels::detect` after checking for AVX2 and FMA.
+        unsafe { dot_impl(a, b) }
+    }
+
+    pub fn l2(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: as above.
+        unsafe { l2_impl(a, b) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Lanes `i..n` of `p` (at most 16), zeros past `n`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load_tail(p: *const f32, i: usize, n: usize) -> __m512 {
+        let mask: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
+        // SAFETY: the mask only reads lanes below `n`, within the slice.
+        unsafe { _mm512_maskz_loadu_ps(mask, p.add(i)) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut i = 0;
+        // SAFETY: every full load reads 16 floats at offsets below `n`, within both slices.
+        unsafe {
+            while i + 32 <= n {
+                s0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), s0);
+                s1 = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(pa.add(i + 16)),
+                    _mm512_loadu_ps(pb.add(i + 16)),
+                    s1,
+                );
+                i += 32;
+            }
+            while i + 16 <= n {
+                s0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), s0);
+                i += 16;
+            }
+            if i < n {
+                s1 = _mm512_fmadd_ps(load_tail(pa, i, n), load_tail(pb, i, n), s1);
+            }
+            _mm512_reduce_add_ps(_mm512_add_ps(s0, s1))
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn l2_impl(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut i = 0;
+        // SAFETY: as in `dot_impl`.
+        unsafe {
+            while i + 32 <= n {
+                let d0 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
+                let d1 = _mm512_sub_ps(
+                    _mm512_loadu_ps(pa.add(i + 16)),
+                    _mm512_loadu_ps(pb.add(i + 16)),
+                );
+                s0 = _mm512_fmadd_ps(d0, d0, s0);
+                s1 = _mm512_fmadd_ps(d1, d1, s1);
+                i += 32;
+            }
+            while i + 16 <= n {
+                let d = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
+                s0 = _mm512_fmadd_ps(d, d, s0);
+                i += 16;
+            }
+            if i < n {
+                let d = _mm512_sub_ps(load_tail(pa, i, n), load_tail(pb, i, n));
+                s1 = _mm512_fmadd_ps(d, d, s1);
+            }
+            _mm512_reduce_add_ps(_mm512_add_ps(s0, s1))
+        }
+    }
+
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: only selected by `Kernels::detect` after checking for AVX-512F.
         unsafe { dot_impl(a, b) }
     }
 
