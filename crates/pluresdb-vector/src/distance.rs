@@ -84,24 +84,31 @@ impl Kernels {
     }
 
     fn probe() -> Kernels {
+        Kernels::available()[0]
+    }
+
+    /// Every set of kernels this CPU can run, fastest first (the portable ones last).
+    pub fn available() -> Vec<Kernels> {
+        let mut all = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx512f") {
-                return Kernels {
+                all.push(Kernels {
                     dot: avx512::dot,
                     l2: avx512::l2,
                     name: "avx512f",
-                };
+                });
             }
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                return Kernels {
+                all.push(Kernels {
                     dot: avx2::dot,
                     l2: avx2::l2,
                     name: "avx2+fma",
-                };
+                });
             }
         }
-        Kernels::portable()
+        all.push(Kernels::portable());
+        all
     }
 
     /// The portable kernels (no SIMD intrinsics; the compiler may still vectorize).
@@ -363,16 +370,18 @@ mod tests {
     }
 
     proptest! {
-        /// The SIMD kernels agree with the portable ones for every length (tails included).
+        /// Every SIMD kernel this CPU runs agrees with the portable ones for every length
+        /// (tails included).
         #[test]
         fn simd_matches_portable(v in proptest::collection::vec((-100f32..100f32, -100f32..100f32), 0..300)) {
             let (a, b): (Vec<f32>, Vec<f32>) = v.into_iter().unzip();
-            let fast = Kernels::detect();
             let slow = Kernels::portable();
             let dot_scale: f32 = a.iter().zip(&b).map(|(x, y)| (x * y).abs()).sum();
             let l2_scale = (slow.l2)(&a, &b);
-            prop_assert!(close((fast.dot)(&a, &b), (slow.dot)(&a, &b), dot_scale));
-            prop_assert!(close((fast.l2)(&a, &b), l2_scale, l2_scale));
+            for fast in Kernels::available() {
+                prop_assert!(close((fast.dot)(&a, &b), (slow.dot)(&a, &b), dot_scale), "{}", fast.name);
+                prop_assert!(close((fast.l2)(&a, &b), l2_scale, l2_scale), "{}", fast.name);
+            }
             let exact_dot: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
             prop_assert!(close((slow.dot)(&a, &b), exact_dot as f32, dot_scale));
         }
