@@ -33,9 +33,6 @@ pub(crate) struct TxCounters {
     /// `generation + 1` of a transaction that must not commit (a change in it could not be
     /// recorded for sync): its commit is turned into a rollback. 0: none.
     pub(crate) refuse_commit: AtomicU64,
-    /// The `db_version` the open transaction took, if any, and the highest one committed.
-    pub(crate) pending_seq: AtomicU64,
-    pub(crate) committed_seq: AtomicU64,
 }
 
 /// Decides per statement whether it is pool-safe; shared with the authorizer callback.
@@ -200,15 +197,12 @@ pub(crate) fn install_commit_hooks(
             return true;
         }
         on_commit.on_commit();
-        let seq = commits.pending_seq.swap(0, Ordering::AcqRel);
-        commits.committed_seq.fetch_max(seq, Ordering::AcqRel);
         commits.generation.fetch_add(1, Ordering::AcqRel);
         false
     }))?;
     let (on_rollback, rollbacks) = (hub.clone(), counters.clone());
     conn.rollback_hook(Some(move || {
         on_rollback.on_rollback();
-        rollbacks.pending_seq.store(0, Ordering::Release);
         rollbacks.rollbacks.fetch_add(1, Ordering::AcqRel);
         rollbacks.generation.fetch_add(1, Ordering::AcqRel);
     }))?;

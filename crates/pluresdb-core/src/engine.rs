@@ -53,6 +53,8 @@ pub(crate) trait WriteObserver: Send + Sync {
     /// True when what is observed must be read again before the next statement (a rollback
     /// may have undone a change to it).
     fn stale(&self) -> bool;
+    /// A statement that begins or ends a transaction or savepoint ran.
+    fn tx_control_ran(&self);
     /// Reads again what is observed.
     fn refresh(&self, conn: &Connection) -> Result<()>;
 }
@@ -463,6 +465,11 @@ impl Engine {
         }
     }
 
+    /// The observer, active or not.
+    pub(crate) fn observer(&self) -> Option<&dyn WriteObserver> {
+        self.observer.get().map(|o| &**o)
+    }
+
     /// The observer, when it has something to observe.
     pub(crate) fn active_observer(&self) -> Option<&dyn WriteObserver> {
         self.observer.get().map(|o| &**o).filter(|o| o.active())
@@ -558,6 +565,8 @@ pub(crate) fn observed_write<T>(
                 return Err(refusal);
             }
             conn.execute_batch("COMMIT")?;
+        } else if tx_control {
+            observer.tx_control_ran();
         } else if !conn.is_autocommit() {
             observer.after_statement(conn)?;
         }

@@ -121,6 +121,9 @@ impl Database {
                 writer
                     .conn()
                     .execute_batch(&format!("ROLLBACK TO {name}; RELEASE {name}"))?;
+                if let Some(o) = self.engine().observer() {
+                    o.tx_control_ran();
+                }
                 let state = writer.state_mut();
                 state.savepoints = state.savepoints.saturating_sub(1);
                 self.engine().hub.truncate_pending(mark);

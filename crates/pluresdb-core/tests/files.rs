@@ -118,6 +118,24 @@ fn a_plain_sqlite_file_gains_pluresdb_tables_and_keeps_its_own() {
 }
 
 #[test]
+fn a_plain_sqlite_file_opened_read_only_survives_rollbacks() {
+    let dir = temp();
+    let path = dir.path().join("plain.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2);")
+            .unwrap();
+    }
+    let ro = OpenOptions::new().read_only(true).open(&path).unwrap();
+    ro.exec("BEGIN; ROLLBACK").unwrap();
+    ro.exec("BEGIN; SELECT * FROM t; ROLLBACK").unwrap();
+    assert_eq!(
+        ro.value("SELECT count(*) FROM t", ()).unwrap(),
+        pluresdb_core::Value::Integer(2)
+    );
+}
+
+#[test]
 fn read_only_refuses_writes_and_never_creates() {
     let dir = temp();
     let path = dir.path().join("ro.db");

@@ -715,6 +715,33 @@ fn a_savepoint_rollback_never_leaves_rows_above_the_stored_db_version() {
 }
 
 #[test]
+fn another_handles_write_after_an_undone_version_is_still_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let a = Database::open(&path).unwrap();
+    a.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)")
+        .unwrap();
+    a.sync_table("todos").unwrap();
+    a.run("INSERT INTO todos VALUES ('a1', 'x')", ()).unwrap();
+    let cursor = a.db_version().unwrap();
+    // `a` takes a version inside a savepoint that is rolled back, then commits nothing.
+    a.exec("BEGIN; SAVEPOINT s; INSERT INTO todos VALUES ('gone', 'x'); ROLLBACK TO s; COMMIT;")
+        .unwrap();
+    // Another handle (as another process would) commits the next version.
+    let b = Database::open(&path).unwrap();
+    b.run("INSERT INTO todos VALUES ('from-b', 'y')", ())
+        .unwrap();
+    let changes = sorted_changes(&a, cursor);
+    assert!(changes.iter().any(|c| c.contains("from-b")), "{changes:?}");
+    assert!(changes.iter().all(|c| !c.contains("gone")), "{changes:?}");
+    // And after `a` writes again, both are still there for a peer at the old cursor.
+    a.run("INSERT INTO todos VALUES ('a2', 'z')", ()).unwrap();
+    let changes = sorted_changes(&a, cursor);
+    assert!(changes.iter().any(|c| c.contains("from-b")), "{changes:?}");
+    assert!(changes.iter().any(|c| c.contains("a2")), "{changes:?}");
+}
+
+#[test]
 fn insert_or_replace_rewrites_the_row_in_the_same_life() {
     let a = todo_db();
     a.run("INSERT INTO todos(id, title) VALUES ('r', 'one')", ())

@@ -88,13 +88,17 @@ impl Replication {
                 self.tx
                     .refuse_commit
                     .store(generation + 1, Ordering::Release);
-                self.capture_error.lock().get_or_insert((
-                    generation,
-                    format!(
-                        "cannot record a change to table {table:?} for sync, so the \
-                         transaction cannot commit: {why}"
-                    ),
-                ));
+                let mut error = self.capture_error.lock();
+                // The first failure of this transaction is the one to report.
+                if !matches!(&*error, Some((g, _)) if *g == generation) {
+                    *error = Some((
+                        generation,
+                        format!(
+                            "cannot record a change to table {table:?} for sync, so the \
+                             transaction cannot commit: {why}"
+                        ),
+                    ));
+                }
             }
         }
     }
@@ -513,6 +517,10 @@ impl WriteObserver for Replication {
 
     fn stale(&self) -> bool {
         self.collections_stale()
+    }
+
+    fn tx_control_ran(&self) {
+        Replication::tx_control_ran(self);
     }
 
     fn refresh(&self, conn: &Connection) -> Result<()> {

@@ -62,17 +62,21 @@ impl Database {
         self.engine().with_read_conn(|conn| {
             // The first read starts the snapshot; what is listed as recent is read after it, so
             // it covers every commit the snapshot holds.
-            let db_version: i64 = conn
-                .prepare_cached("SELECT value FROM _pluresdb_meta WHERE key = 'db_version'")?
-                .query_row([], |r| r.get(0))?;
+            let (db_version, by): (i64, Option<i64>) = conn
+                .prepare_cached(
+                    "SELECT (SELECT value FROM _pluresdb_meta WHERE key = 'db_version'),
+                            (SELECT value FROM _pluresdb_meta WHERE key = 'db_version_by')",
+                )?
+                .query_row([], |r| {
+                    Ok((r.get::<_, Option<i64>>(0)?.unwrap_or(0), r.get(1)?))
+                })?;
             let db_version = db_version as u64;
             let sites = Sites::load(conn, exclude)?;
             let repl = self.replication();
-            let committed = repl
-                .tx
-                .committed_seq
-                .load(std::sync::atomic::Ordering::Acquire);
-            let recent = repl.recent.lock().since(since, db_version, committed);
+            let recent = repl
+                .recent
+                .lock()
+                .since(since, db_version, by == Some(repl.token));
             let mut out: Vec<ChangeRecord> = Vec::with_capacity(batch.min(4096));
             let mut emit = |row: &rusqlite::Row<'_>| -> Result<()> {
                 let tbl: i64 = row.get(0)?;

@@ -14,8 +14,6 @@ pub(crate) struct Recent {
     floor: u64,
     /// `(db_version, collection, key)`, in `db_version` order.
     rows: VecDeque<(u64, u32, Box<[u8]>)>,
-    /// The database's `db_version` when this list started.
-    committed_at_open: u64,
 }
 
 impl Recent {
@@ -23,22 +21,17 @@ impl Recent {
     pub(crate) fn new(db_version: u64) -> Recent {
         Recent {
             floor: db_version,
-            committed_at_open: db_version,
             rows: VecDeque::new(),
         }
     }
 
-    /// `seq` was handed out to a transaction of this process, whose last committed one had
-    /// `committed`. Versions skipped in between were committed by another process writing the
-    /// same file, whose rows are not listed here.
-    pub(crate) fn allocated(&mut self, seq: u64, committed: u64) {
-        if seq > self.last_committed(committed) + 1 {
-            self.forget_through(seq - 1);
+    /// `seq` was handed out to a transaction of this handle; `other_wrote`: the version before
+    /// it was taken by another handle or process, so rows stored with earlier versions may be
+    /// missing here.
+    pub(crate) fn allocated(&mut self, seq: u64, other_wrote: bool) {
+        if other_wrote {
+            self.forget_through(seq.saturating_sub(1));
         }
-    }
-
-    fn last_committed(&self, committed: u64) -> u64 {
-        committed.max(self.committed_at_open)
     }
 
     /// The clock record of row `key` of collection `coll` was written with version `seq`.
@@ -68,15 +61,18 @@ impl Recent {
 
     /// The rows `(collection, key)` whose records may have been written after version `since`,
     /// sorted and without repeats, when every such row is listed; `db_version` is the current
-    /// version as the caller's snapshot sees it and `committed` the last this process
-    /// committed (a higher one was committed by another process). `None`: scan instead.
+    /// version as the caller's snapshot sees it and `ours` whether this handle took it (if not,
+    /// another one committed after this handle's last write). `None`: scan instead.
     pub(crate) fn since(
         &self,
         since: u64,
         db_version: u64,
-        committed: u64,
+        ours: bool,
     ) -> Option<Vec<(u32, Box<[u8]>)>> {
-        if since < self.floor || db_version > self.last_committed(committed) {
+        if db_version <= since {
+            return Some(Vec::new());
+        }
+        if since < self.floor || !ours {
             return None;
         }
         let start = self.rows.partition_point(|r| r.0 <= since);
@@ -102,46 +98,44 @@ mod tests {
     #[test]
     fn lists_rows_after_a_version_and_refuses_what_it_cannot_vouch_for() {
         let mut r = Recent::new(10);
-        r.allocated(11, 10);
+        r.allocated(11, false);
         r.record(11, 3, b"a");
         r.record(11, 3, b"b");
-        r.allocated(12, 11);
+        r.allocated(12, false);
         r.record(12, 3, b"a");
         assert_eq!(
-            keys(r.since(10, 12, 12)),
+            keys(r.since(10, 12, true)),
             Some(vec![(3, b"a".to_vec()), (3, b"b".to_vec())])
         );
-        assert_eq!(keys(r.since(11, 12, 12)), Some(vec![(3, b"a".to_vec())]));
-        assert_eq!(keys(r.since(12, 12, 12)), Some(vec![]));
+        assert_eq!(keys(r.since(11, 12, true)), Some(vec![(3, b"a".to_vec())]));
+        assert_eq!(keys(r.since(12, 12, true)), Some(vec![]));
         // Older than what was listed from the start: unknown.
-        assert_eq!(keys(r.since(9, 12, 12)), None);
-        // The snapshot has a version this process did not commit: another process wrote it
-        // (also when this process took the same number and rolled back).
-        r.allocated(13, 12);
-        r.record(13, 3, b"rolled back");
-        assert_eq!(keys(r.since(12, 13, 12)), None);
-        // Versions skipped: another process committed 13 and 14; rows after 14 are listed.
-        r.allocated(15, 12);
+        assert_eq!(keys(r.since(9, 12, true)), None);
+        // The snapshot's version was taken by another handle: unknown, unless nothing is newer.
+        assert_eq!(keys(r.since(12, 13, false)), None);
+        assert_eq!(keys(r.since(13, 13, false)), Some(vec![]));
+        // Taking a version after another handle wrote: rows up to it are not vouched for.
+        r.allocated(15, true);
         r.record(15, 3, b"c");
-        assert_eq!(keys(r.since(12, 15, 15)), None);
-        assert_eq!(keys(r.since(14, 15, 15)), Some(vec![(3, b"c".to_vec())]));
+        assert_eq!(keys(r.since(12, 15, true)), None);
+        assert_eq!(keys(r.since(14, 15, true)), Some(vec![(3, b"c".to_vec())]));
         // A bulk write is not listed row by row.
-        r.allocated(16, 15);
+        r.allocated(16, false);
         r.overflow(16);
         r.record(16, 3, b"d");
-        assert_eq!(keys(r.since(15, 16, 16)), None);
-        assert_eq!(keys(r.since(16, 16, 16)), Some(vec![]));
+        assert_eq!(keys(r.since(15, 16, true)), None);
+        assert_eq!(keys(r.since(16, 16, true)), Some(vec![]));
     }
 
     #[test]
     fn forgets_the_oldest_versions_past_its_capacity() {
         let mut r = Recent::new(0);
         for i in 0..=CAPACITY as u64 {
-            r.allocated(i + 1, i);
+            r.allocated(i + 1, false);
             r.record(i + 1, 3, &i.to_le_bytes());
         }
         let last = CAPACITY as u64 + 1;
-        assert_eq!(r.since(0, last, last), None);
-        assert_eq!(r.since(1, last, last).map(|v| v.len()), Some(CAPACITY));
+        assert_eq!(r.since(0, last, true), None);
+        assert_eq!(r.since(1, last, true).map(|v| v.len()), Some(CAPACITY));
     }
 }

@@ -34,11 +34,17 @@ pub(crate) struct Replication {
     collections_changed_in: AtomicU64,
     /// Rollbacks seen when the collections were last read.
     rollbacks_seen: AtomicU64,
-    /// Row changes captured so far in this process's statements, to tell one statement's
-    /// changes from the next one's.
+    /// A transaction-control statement ran in the transaction that changed the collections.
+    savepoint_undo: AtomicBool,
+    /// Statements run under capture so far, to tell one statement's changes from the next
+    /// one's.
     pub(crate) statements: AtomicU64,
     /// Rows whose clock records changed lately (for incremental change sets).
     pub(crate) recent: Mutex<Recent>,
+    /// A random number naming this handle in `_pluresdb_meta.db_version_by`.
+    pub(crate) token: i64,
+    /// The file has PluresDB's tables (false for a plain SQLite file opened read-only).
+    has_tables: bool,
     /// Why capturing a row change failed, and in which transaction (`TxCounters::generation`):
     /// every later statement of that transaction fails with it, and so does its commit.
     pub(crate) capture_error: Mutex<Option<(u64, String)>>,
@@ -91,8 +97,11 @@ impl Replication {
                 tables: RwLock::new(Vec::new()),
                 collections_changed_in: AtomicU64::new(0),
                 rollbacks_seen: AtomicU64::new(0),
+                savepoint_undo: AtomicBool::new(false),
                 statements: AtomicU64::new(0),
                 recent: Mutex::new(Recent::new(0)),
+                token: 0,
+                has_tables: false,
                 capture_error: Mutex::new(None),
                 suppress: AtomicBool::new(false),
             });
@@ -136,8 +145,11 @@ impl Replication {
             tables,
             collections_changed_in: AtomicU64::new(0),
             rollbacks_seen,
+            savepoint_undo: AtomicBool::new(false),
             statements: AtomicU64::new(0),
             recent: Mutex::new(Recent::new(last_seq as u64)),
+            token: conn.query_row("SELECT random()", [], |r| r.get(0))?,
+            has_tables: true,
             capture_error: Mutex::new(None),
             suppress: AtomicBool::new(false),
         };
@@ -156,7 +168,13 @@ impl Replication {
         if conn.is_autocommit() {
             return Err(Error::internal("a replicated write outside a transaction"));
         }
-        // Counted in the file, not in memory: another process may write it too.
+        // Counted in the file, not in memory: another process may write it too. Who took the
+        // last version is recorded next to it: if not this handle, versions may have been
+        // committed that the recent-change list does not hold.
+        let last_by: Option<i64> = conn
+            .prepare_cached("SELECT value FROM _pluresdb_meta WHERE key = 'db_version_by'")?
+            .query_row([], |r| r.get(0))
+            .optional()?;
         let seq: i64 = conn
             .prepare_cached(
                 "INSERT INTO _pluresdb_meta(key, value) VALUES ('db_version', 1)
@@ -164,26 +182,30 @@ impl Replication {
             )?
             .query_row([], |r| r.get(0))?;
         let seq = seq as u64;
-        self.tx.pending_seq.store(seq, Ordering::Release);
+        conn.prepare_cached(
+            "INSERT INTO _pluresdb_meta(key, value) VALUES ('db_version_by', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        )?
+        .execute([self.token])?;
         self.recent
             .lock()
-            .allocated(seq, self.tx.committed_seq.load(Ordering::Acquire));
+            .allocated(seq, last_by != Some(self.token));
         state.tx_seq = Some((generation, seq));
         Ok(seq)
     }
 
     /// Records the clock's high-water mark so it never goes back after a restart.
-    /// Also writes the transaction's `db_version` again: a `ROLLBACK TO` may have undone the
-    /// update that took it, while the transaction keeps using it.
+    /// Also writes the transaction's `db_version` (and who took it) again: a `ROLLBACK TO`
+    /// may have undone taking it, while the transaction keeps using it.
     pub(crate) fn persist_clock(&self, conn: &Connection) -> Result<()> {
+        let seq = self.tx_seq(conn)?;
         conn.prepare_cached(
-            "INSERT INTO _pluresdb_meta(key, value) VALUES ('last_hlc', ?1), ('db_version', ?2)
-             ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+            "INSERT INTO _pluresdb_meta(key, value)
+                 VALUES ('last_hlc', ?1), ('db_version', ?2), ('db_version_by', ?3)
+             ON CONFLICT(key) DO UPDATE SET value = CASE key
+                 WHEN 'db_version_by' THEN excluded.value ELSE max(value, excluded.value) END",
         )?
-        .execute([
-            self.clock.last().as_u64() as i64,
-            self.tx.pending_seq.load(Ordering::Acquire) as i64,
-        ])?;
+        .execute([self.clock.last().as_u64() as i64, seq as i64, self.token])?;
         Ok(())
     }
 
@@ -263,8 +285,8 @@ impl Replication {
     }
 
     /// After registering or removing a collection in the open transaction: reloads them, and
-    /// keeps reloading before each statement until the transaction ends (a savepoint rollback
-    /// may undo the change).
+    /// reloads them again after each transaction-control statement until the transaction ends
+    /// (a `ROLLBACK TO` may undo the change).
     pub(crate) fn collections_changed(&self, conn: &Connection) -> Result<()> {
         let generation = self.tx.generation.load(Ordering::Acquire);
         self.collections_changed_in
@@ -272,22 +294,40 @@ impl Replication {
         self.reload_collections(conn)
     }
 
-    /// True when the collections must be read again before the next statement.
+    /// A transaction-control statement ran (it may have rolled back to a savepoint).
+    pub(crate) fn tx_control_ran(&self) {
+        let generation = self.tx.generation.load(Ordering::Acquire);
+        if self.collections_changed_in.load(Ordering::Acquire) == generation + 1 {
+            self.savepoint_undo.store(true, Ordering::Release);
+        }
+    }
+
+    /// True when the collections must be read again before the next statement: after a
+    /// rollback, or a transaction-control statement in a transaction that changed them, or
+    /// when that transaction ended.
     pub(crate) fn collections_stale(&self) -> bool {
-        self.collections_changed_in.load(Ordering::Acquire) != 0
+        if !self.has_tables {
+            return false;
+        }
+        let changed_in = self.collections_changed_in.load(Ordering::Acquire);
+        let generation = self.tx.generation.load(Ordering::Acquire);
+        (changed_in != 0
+            && (changed_in != generation + 1 || self.savepoint_undo.load(Ordering::Acquire)))
             || self.tx.rollbacks.load(Ordering::Acquire)
                 != self.rollbacks_seen.load(Ordering::Acquire)
     }
 
     /// Reads the collections again (see [`collections_stale`](Self::collections_stale)).
     pub(crate) fn refresh_collections(&self, conn: &Connection) -> Result<()> {
-        self.rollbacks_seen
-            .store(self.tx.rollbacks.load(Ordering::Acquire), Ordering::Release);
+        let rollbacks = self.tx.rollbacks.load(Ordering::Acquire);
         let generation = self.tx.generation.load(Ordering::Acquire);
+        self.reload_collections(conn)?;
+        self.rollbacks_seen.store(rollbacks, Ordering::Release);
+        self.savepoint_undo.store(false, Ordering::Release);
         if self.collections_changed_in.load(Ordering::Acquire) != generation + 1 {
             self.collections_changed_in.store(0, Ordering::Release);
         }
-        self.reload_collections(conn)
+        Ok(())
     }
 
     /// Reloads the collections now.

@@ -22,6 +22,8 @@ impl Replication {
             })?;
             return done;
         }
+        // Changes captured so far belong to the tables synced so far.
+        self.flush_captured(conn)?;
         let info = check_shape(conn, table)?;
         conn.prepare_cached(
             "INSERT OR IGNORE INTO _pluresdb_collections(name, kind) VALUES (?1, 'table')",
@@ -81,6 +83,8 @@ impl Replication {
         let Some(id) = id else {
             return Ok(false);
         };
+        // Changes captured so far are recorded before the table stops being synced.
+        self.flush_captured(conn)?;
         conn.execute("DELETE FROM _pluresdb_clock WHERE tbl = ?1", [id])?;
         conn.execute("DELETE FROM _pluresdb_collections WHERE id = ?1", [id])?;
         self.collections_changed(conn)?;
