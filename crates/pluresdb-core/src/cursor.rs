@@ -92,8 +92,9 @@ impl<T> RowIter<T> {
         &self.columns
     }
 
-    /// Releases the statement (back to its connection's cache) and the connection now.
-    fn finish(&mut self) {
+    /// Releases the statement (back to its connection's cache) and the connection now; an
+    /// error when the write's captures could not be recorded (it was rolled back then).
+    fn finish(&mut self) -> Result<()> {
         self.rows = None;
         let stmt = self.stmt.take().map(|stmt| {
             // SAFETY: created by Box::leak in `open`, reclaimed once here; no rows borrow it now.
@@ -107,9 +108,10 @@ impl<T> RowIter<T> {
                 holder.conn_mut().put(self.key, stmt);
             }
             if let Some(observed) = self.observed.take() {
-                observed.finish(holder.conn_mut().get(), self.failed);
+                return observed.finish(holder.conn_mut().get(), self.failed);
             }
         }
+        Ok(())
     }
 }
 
@@ -125,17 +127,15 @@ impl<T: FromRow> Iterator for RowIter<T> {
                 }
                 let row = T::from_row_ref(&RowRef::new(&self.columns, row));
                 if row.is_err() {
-                    self.finish();
+                    let _ = self.finish();
                 }
                 Some(row)
             }
-            Ok(None) => {
-                self.finish();
-                None
-            }
+            // The write's captures are recorded at the end: a failure there is the last item.
+            Ok(None) => self.finish().err().map(Err),
             Err(e) => {
                 self.failed = true;
-                self.finish();
+                let _ = self.finish();
                 Some(Err(e.into()))
             }
         }
@@ -144,22 +144,25 @@ impl<T: FromRow> Iterator for RowIter<T> {
 
 impl<T> Drop for RowIter<T> {
     fn drop(&mut self) {
-        self.finish();
+        let _ = self.finish();
     }
 }
 
 impl ObservedWrite {
     /// Writes the captures (committing the wrapping transaction), or drops them on failure.
-    fn finish(self, conn: &rusqlite::Connection, failed: bool) {
+    fn finish(self, conn: &rusqlite::Connection, failed: bool) -> Result<()> {
         let Some(observer) = self.engine.active_observer() else {
-            return;
+            return Ok(());
         };
         let done = if failed {
             Err(crate::Error::internal("the statement failed"))
         } else if self.wrapped {
-            observer
-                .flush(conn)
-                .and_then(|()| Ok(conn.execute_batch("COMMIT")?))
+            observer.flush(conn).and_then(|()| {
+                if let Some(refusal) = observer.commit_refusal() {
+                    return Err(refusal);
+                }
+                Ok(conn.execute_batch("COMMIT")?)
+            })
         } else {
             observer.after_statement(conn)
         };
@@ -169,5 +172,6 @@ impl ObservedWrite {
                 let _ = conn.execute_batch("ROLLBACK");
             }
         }
+        if failed { Ok(()) } else { done }
     }
 }

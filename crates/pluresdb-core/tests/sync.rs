@@ -642,6 +642,37 @@ fn a_table_altered_by_another_connection_is_never_captured_with_the_old_shape() 
 }
 
 #[test]
+fn an_iterated_write_that_cannot_be_recorded_ends_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let a = Database::open(&path).unwrap();
+    a.exec("CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)")
+        .unwrap();
+    a.sync_table("notes").unwrap();
+    a.run("INSERT INTO notes VALUES ('n1', 'first')", ())
+        .unwrap();
+    let b = Database::open(&path).unwrap();
+    b.exec("ALTER TABLE notes ADD COLUMN tag TEXT").unwrap();
+    let items: Vec<_> = a
+        .iterate_as::<(String,)>(
+            "UPDATE notes SET body = 'it' WHERE id = 'n1' RETURNING id",
+            (),
+        )
+        .unwrap()
+        .collect();
+    let last = items.last().expect("at least the error");
+    assert!(
+        matches!(last, Err(e) if e.message().contains("cannot commit")),
+        "{items:?}"
+    );
+    assert_eq!(
+        a.value("SELECT body FROM notes WHERE id = 'n1'", ())
+            .unwrap(),
+        Value::Text("first".into())
+    );
+}
+
+#[test]
 fn rolled_back_sync_and_unsync_leave_capture_as_the_file_says() {
     let db = todo_db();
     db.exec("CREATE TABLE t2(id TEXT PRIMARY KEY NOT NULL, v TEXT)")
