@@ -50,6 +50,9 @@ pub(crate) trait WriteObserver: Send + Sync {
     fn preupdate(&self, db: &str, table: &str, case: &PreUpdateCase);
     /// Why the open transaction must not commit, if it must not.
     fn commit_refusal(&self) -> Option<Error>;
+    /// Makes the open transaction unable to commit, for the reason `why` (its pending captures
+    /// are dropped).
+    fn refuse_commit(&self, why: String);
     /// True when what is observed must be read again before the next statement (a rollback
     /// may have undone a change to it).
     fn stale(&self) -> bool;
@@ -548,10 +551,13 @@ pub(crate) fn observed_write<T>(
 ) -> Result<T> {
     // A transaction that must not commit: a COMMIT in SQL is turned into a rollback by the
     // commit hook, and this says why.
-    let refusal = tx_control.then(|| observer.commit_refusal()).flatten();
-    if tx_control {
-        observer.flush(conn)?;
+    if tx_control && let Err(e) = observer.flush(conn) {
+        // The statement may be a ROLLBACK, which must still run; a COMMIT is refused instead.
+        observer.refuse_commit(format!(
+            "the transaction's changes could not be recorded for sync: {e}"
+        ));
     }
+    let refusal = tx_control.then(|| observer.commit_refusal()).flatten();
     let wrap = !readonly && !tx_control && conn.is_autocommit();
     if wrap {
         conn.execute_batch("BEGIN IMMEDIATE")?;

@@ -84,22 +84,23 @@ impl Replication {
                 self.writer_auth
                     .schema_changed
                     .store(true, Ordering::Release);
-                let generation = self.tx.generation.load(Ordering::Acquire);
-                self.tx
-                    .refuse_commit
-                    .store(generation + 1, Ordering::Release);
-                let mut error = self.capture_error.lock();
-                // The first failure of this transaction is the one to report.
-                if !matches!(&*error, Some((g, _)) if *g == generation) {
-                    *error = Some((
-                        generation,
-                        format!(
-                            "cannot record a change to table {table:?} for sync, so the \
-                             transaction cannot commit: {why}"
-                        ),
-                    ));
-                }
+                self.refuse(format!(
+                    "cannot record a change to table {table:?} for sync, so the transaction \
+                     cannot commit: {why}"
+                ));
             }
+        }
+    }
+
+    /// Makes the open transaction unable to commit; the first reason given is reported.
+    fn refuse(&self, why: String) {
+        let generation = self.tx.generation.load(Ordering::Acquire);
+        self.tx
+            .refuse_commit
+            .store(generation + 1, Ordering::Release);
+        let mut error = self.capture_error.lock();
+        if !matches!(&*error, Some((g, _)) if *g == generation) {
+            *error = Some((generation, why));
         }
     }
 
@@ -521,6 +522,11 @@ impl WriteObserver for Replication {
 
     fn tx_control_ran(&self) {
         Replication::tx_control_ran(self);
+    }
+
+    fn refuse_commit(&self, why: String) {
+        self.captured.lock().clear();
+        self.refuse(why);
     }
 
     fn refresh(&self, conn: &Connection) -> Result<()> {
