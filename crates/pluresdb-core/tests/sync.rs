@@ -701,6 +701,16 @@ fn rolled_back_sync_and_unsync_leave_capture_as_the_file_says() {
     .unwrap();
     assert_eq!(db.synced_tables().unwrap(), vec!["todos".to_owned()]);
     assert!(synced_keys(&db, "t2").is_empty());
+    // No clock records were written for a table that is not synced.
+    assert_eq!(
+        db.value(
+            "SELECT count(*) FROM _pluresdb_clock
+             WHERE tbl NOT IN (SELECT id FROM _pluresdb_collections)",
+            ()
+        )
+        .unwrap(),
+        Value::Integer(0)
+    );
     // A rolled-back unsync_table: todos stays synced and its writes are still recorded.
     let r = db.transaction(|tx| {
         tx.unsync_table("todos")?;
