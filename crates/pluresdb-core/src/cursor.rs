@@ -157,12 +157,7 @@ impl ObservedWrite {
         let done = if failed {
             Err(crate::Error::internal("the statement failed"))
         } else if self.wrapped {
-            observer.flush(conn).and_then(|()| {
-                if let Some(refusal) = observer.commit_refusal() {
-                    return Err(refusal);
-                }
-                Ok(conn.execute_batch("COMMIT")?)
-            })
+            crate::engine::commit_observed(observer, conn)
         } else {
             observer.after_statement(conn)
         };

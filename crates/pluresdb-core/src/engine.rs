@@ -566,11 +566,7 @@ pub(crate) fn observed_write<T>(
     let mark = observer.mark();
     let result = run().and_then(|value| {
         if wrap {
-            observer.flush(conn)?;
-            if let Some(refusal) = observer.commit_refusal() {
-                return Err(refusal);
-            }
-            conn.execute_batch("COMMIT")?;
+            commit_observed(observer, conn)?;
         } else if tx_control {
             observer.tx_control_ran();
         } else if !conn.is_autocommit() {
@@ -589,6 +585,17 @@ pub(crate) fn observed_write<T>(
         }
     }
     result
+}
+
+/// Commits the open transaction with its captures written first; a transaction that must not
+/// commit (a change in it could not be recorded) fails with the reason instead.
+pub(crate) fn commit_observed(observer: &dyn WriteObserver, conn: &Connection) -> Result<()> {
+    observer.flush(conn)?;
+    if let Some(refusal) = observer.commit_refusal() {
+        return Err(refusal);
+    }
+    conn.execute_batch("COMMIT")?;
+    Ok(())
 }
 
 /// Maps a rusqlite error about `sql`, keeping the SQL for the message.

@@ -3,6 +3,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 use crate::database::Database;
+use crate::engine::commit_observed;
 use crate::error::{Error, Result};
 
 /// How a transaction level was opened.
@@ -89,15 +90,16 @@ impl Database {
             // The closure ended the transaction itself (explicit COMMIT/ROLLBACK in SQL).
             return Ok(());
         }
-        if let Some(o) = self.engine().active_observer() {
-            o.flush(writer.conn())?;
-            if let (Level::Outer, Some(refusal)) = (level, o.commit_refusal()) {
-                return Err(refusal);
-            }
-        }
+        let observer = self.engine().active_observer();
         match level {
-            Level::Outer => writer.conn().execute_batch("COMMIT")?,
+            Level::Outer => match observer {
+                Some(o) => commit_observed(o, writer.conn())?,
+                None => writer.conn().execute_batch("COMMIT")?,
+            },
             Level::Savepoint(name) => {
+                if let Some(o) = observer {
+                    o.flush(writer.conn())?;
+                }
                 writer.conn().execute_batch(&format!("RELEASE {name}"))?;
                 let state = writer.state_mut();
                 state.savepoints = state.savepoints.saturating_sub(1);

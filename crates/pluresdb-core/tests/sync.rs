@@ -57,6 +57,28 @@ fn sync(a: &Database, b: &Database) {
     push(b, a);
 }
 
+/// A database file in `dir` whose table `table`, created by `create`, is synced.
+fn synced_file(
+    dir: &tempfile::TempDir,
+    create: &str,
+    table: &str,
+) -> (std::path::PathBuf, Database) {
+    let path = dir.path().join("synced.db");
+    let db = Database::open(&path).unwrap();
+    db.exec(create).unwrap();
+    db.sync_table(table).unwrap();
+    (path, db)
+}
+
+/// True when `db` has a change of `field` to the text `value` to send.
+fn sends(db: &Database, field: &str, value: &str) -> bool {
+    db.changes_since(0, None)
+        .unwrap()
+        .changes
+        .iter()
+        .any(|c| c.field == field && c.value == Some(Value::Text(value.into())))
+}
+
 fn todo_db() -> Database {
     let db = Database::open_in_memory().unwrap();
     db.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL DEFAULT '', done INTEGER NOT NULL DEFAULT 0)").unwrap();
@@ -504,11 +526,11 @@ fn sorted_changes(db: &Database, since: u64) -> Vec<String> {
 #[test]
 fn recent_changes_are_looked_up_and_give_what_a_full_scan_gives() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("a.db");
-    let db = Database::open(&path).unwrap();
-    db.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT, done INTEGER)")
-        .unwrap();
-    db.sync_table("todos").unwrap();
+    let (path, db) = synced_file(
+        &dir,
+        "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT, done INTEGER)",
+        "todos",
+    );
     let start = db.changes_since(0, None).unwrap().db_version;
     for i in 0..30 {
         db.run(
@@ -570,11 +592,11 @@ fn recent_changes_are_looked_up_and_give_what_a_full_scan_gives() {
 #[test]
 fn a_table_altered_by_another_connection_is_never_captured_with_the_old_shape() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shared.db");
-    let a = Database::open(&path).unwrap();
-    a.exec("CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)")
-        .unwrap();
-    a.sync_table("notes").unwrap();
+    let (path, a) = synced_file(
+        &dir,
+        "CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)",
+        "notes",
+    );
     a.run("INSERT INTO notes VALUES ('n1', 'first')", ())
         .unwrap();
     // Another connection (as another process would) adds a column.
@@ -594,13 +616,7 @@ fn a_table_altered_by_another_connection_is_never_captured_with_the_old_shape() 
     // The retry is recorded with the new column.
     a.run("UPDATE notes SET tag = 'red' WHERE id = 'n1'", ())
         .unwrap();
-    let changes = a.changes_since(0, None).unwrap().changes;
-    assert!(
-        changes
-            .iter()
-            .any(|c| c.field == "tag" && c.value == Some(Value::Text("red".into()))),
-        "{changes:#?}"
-    );
+    assert!(sends(&a, "tag", "red"));
     // In a transaction whose write failed so, the commit fails too, even if the caller
     // carries on, and also through SQL: the write was not recorded, so it must not stay.
     b.exec("ALTER TABLE notes ADD COLUMN extra TEXT").unwrap();
@@ -632,23 +648,17 @@ fn a_table_altered_by_another_connection_is_never_captured_with_the_old_shape() 
     // And the next write goes through with the shape read again.
     a.run("UPDATE notes SET body = 'kept' WHERE id = 'n1'", ())
         .unwrap();
-    let changes = a.changes_since(0, None).unwrap().changes;
-    assert!(
-        changes
-            .iter()
-            .any(|c| c.field == "body" && c.value == Some(Value::Text("kept".into()))),
-        "{changes:#?}"
-    );
+    assert!(sends(&a, "body", "kept"));
 }
 
 #[test]
 fn an_iterated_write_that_cannot_be_recorded_ends_with_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shared.db");
-    let a = Database::open(&path).unwrap();
-    a.exec("CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)")
-        .unwrap();
-    a.sync_table("notes").unwrap();
+    let (path, a) = synced_file(
+        &dir,
+        "CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)",
+        "notes",
+    );
     a.run("INSERT INTO notes VALUES ('n1', 'first')", ())
         .unwrap();
     let b = Database::open(&path).unwrap();
@@ -729,11 +739,11 @@ fn rolled_back_sync_and_unsync_leave_capture_as_the_file_says() {
 #[test]
 fn a_savepoint_rollback_never_leaves_rows_above_the_stored_db_version() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("a.db");
-    let db = Database::open(&path).unwrap();
-    db.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)")
-        .unwrap();
-    db.sync_table("todos").unwrap();
+    let (path, db) = synced_file(
+        &dir,
+        "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)",
+        "todos",
+    );
     let before = db.db_version().unwrap();
     // The flush before ROLLBACK TO takes a db_version inside the savepoint; the rollback
     // undoes taking it, but the transaction keeps using it for s2.
@@ -758,11 +768,11 @@ fn a_savepoint_rollback_never_leaves_rows_above_the_stored_db_version() {
 #[test]
 fn another_handles_write_after_an_undone_version_is_still_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shared.db");
-    let a = Database::open(&path).unwrap();
-    a.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)")
-        .unwrap();
-    a.sync_table("todos").unwrap();
+    let (path, a) = synced_file(
+        &dir,
+        "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)",
+        "todos",
+    );
     a.run("INSERT INTO todos VALUES ('a1', 'x')", ()).unwrap();
     let cursor = a.db_version().unwrap();
     // `a` takes a version inside a savepoint that is rolled back, then commits nothing.

@@ -143,39 +143,30 @@ pub fn normalize(v: &mut [f32]) -> Result<(), VectorError> {
 }
 
 mod portable {
-    /// Eight independent sums let the compiler keep several lanes busy.
     pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let (a, b) = (&a[..n], &b[..n]);
-        let mut acc = [0f32; 8];
-        let chunks = n / 8;
-        for i in 0..chunks {
-            for j in 0..8 {
-                acc[j] += a[i * 8 + j] * b[i * 8 + j];
-            }
-        }
-        let mut sum: f32 = acc.iter().sum();
-        for i in chunks * 8..n {
-            sum += a[i] * b[i];
-        }
-        sum
+        sum::<false>(a, b)
     }
 
     pub fn l2(a: &[f32], b: &[f32]) -> f32 {
+        sum::<true>(a, b)
+    }
+
+    /// The dot product, or (`L2`) the squared Euclidean distance. Eight independent sums let
+    /// the compiler keep several lanes busy.
+    fn sum<const L2: bool>(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
         let (a, b) = (&a[..n], &b[..n]);
+        let term = |x: f32, y: f32| if L2 { (x - y) * (x - y) } else { x * y };
         let mut acc = [0f32; 8];
         let chunks = n / 8;
         for i in 0..chunks {
             for j in 0..8 {
-                let d = a[i * 8 + j] - b[i * 8 + j];
-                acc[j] += d * d;
+                acc[j] += term(a[i * 8 + j], b[i * 8 + j]);
             }
         }
         let mut sum: f32 = acc.iter().sum();
         for i in chunks * 8..n {
-            let d = a[i] - b[i];
-            sum += d * d;
+            sum += term(a[i], b[i]);
         }
         sum
     }
@@ -196,8 +187,21 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
+    /// `acc` plus the products (`L2`: the squared differences) of the lanes of `x` and `y`.
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+    unsafe fn step<const L2: bool>(x: __m256, y: __m256, acc: __m256) -> __m256 {
+        if L2 {
+            let d = _mm256_sub_ps(x, y);
+            _mm256_fmadd_ps(d, d, acc)
+        } else {
+            _mm256_fmadd_ps(x, y, acc)
+        }
+    }
+
+    /// The dot product, or (`L2`) the squared Euclidean distance.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn sum<const L2: bool>(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
         let mut acc = [_mm256_setzero_ps(); 4];
@@ -208,56 +212,20 @@ mod avx2 {
                 for (k, acc) in acc.iter_mut().enumerate() {
                     let x = _mm256_loadu_ps(pa.add(i + 8 * k));
                     let y = _mm256_loadu_ps(pb.add(i + 8 * k));
-                    *acc = _mm256_fmadd_ps(x, y, *acc);
+                    *acc = step::<L2>(x, y, *acc);
                 }
                 i += 32;
             }
             while i + 8 <= n {
-                acc[0] = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(pa.add(i)),
-                    _mm256_loadu_ps(pb.add(i)),
-                    acc[0],
-                );
+                let (x, y) = (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
+                acc[0] = step::<L2>(x, y, acc[0]);
                 i += 8;
             }
             let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
             let mut sum = hsum(s);
             while i < n {
-                sum += *pa.add(i) * *pb.add(i);
-                i += 1;
-            }
-            sum
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn l2_impl(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        // SAFETY: as in `dot_impl`.
-        unsafe {
-            while i + 32 <= n {
-                for (k, acc) in acc.iter_mut().enumerate() {
-                    let d = _mm256_sub_ps(
-                        _mm256_loadu_ps(pa.add(i + 8 * k)),
-                        _mm256_loadu_ps(pb.add(i + 8 * k)),
-                    );
-                    *acc = _mm256_fmadd_ps(d, d, *acc);
-                }
-                i += 32;
-            }
-            while i + 8 <= n {
-                let d = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
-                acc[0] = _mm256_fmadd_ps(d, d, acc[0]);
-                i += 8;
-            }
-            let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-            let mut sum = hsum(s);
-            while i < n {
-                let d = *pa.add(i) - *pb.add(i);
-                sum += d * d;
+                let (x, y) = (*pa.add(i), *pb.add(i));
+                sum += if L2 { (x - y) * (x - y) } else { x * y };
                 i += 1;
             }
             sum
@@ -265,13 +233,13 @@ mod avx2 {
     }
 
     pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-        // SAFETY: only selected by `Kernels::detect` after checking for AVX2 and FMA.
-        unsafe { dot_impl(a, b) }
+        // SAFETY: only selected by `Kernels::available` after checking for AVX2 and FMA.
+        unsafe { sum::<false>(a, b) }
     }
 
     pub fn l2(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: as above.
-        unsafe { l2_impl(a, b) }
+        unsafe { sum::<true>(a, b) }
     }
 }
 
@@ -288,8 +256,21 @@ mod avx512 {
         unsafe { _mm512_maskz_loadu_ps(mask, p.add(i)) }
     }
 
+    /// `acc` plus the products (`L2`: the squared differences) of the lanes of `x` and `y`.
+    #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+    unsafe fn step<const L2: bool>(x: __m512, y: __m512, acc: __m512) -> __m512 {
+        if L2 {
+            let d = _mm512_sub_ps(x, y);
+            _mm512_fmadd_ps(d, d, acc)
+        } else {
+            _mm512_fmadd_ps(x, y, acc)
+        }
+    }
+
+    /// The dot product, or (`L2`) the squared Euclidean distance.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn sum<const L2: bool>(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
         let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
@@ -297,64 +278,33 @@ mod avx512 {
         // SAFETY: every full load reads 16 floats at offsets below `n`, within both slices.
         unsafe {
             while i + 32 <= n {
-                s0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), s0);
-                s1 = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(pa.add(i + 16)),
-                    _mm512_loadu_ps(pb.add(i + 16)),
-                    s1,
-                );
-                i += 32;
-            }
-            while i + 16 <= n {
-                s0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), s0);
-                i += 16;
-            }
-            if i < n {
-                s1 = _mm512_fmadd_ps(load_tail(pa, i, n), load_tail(pb, i, n), s1);
-            }
-            _mm512_reduce_add_ps(_mm512_add_ps(s0, s1))
-        }
-    }
-
-    #[target_feature(enable = "avx512f")]
-    unsafe fn l2_impl(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        let mut i = 0;
-        // SAFETY: as in `dot_impl`.
-        unsafe {
-            while i + 32 <= n {
-                let d0 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
-                let d1 = _mm512_sub_ps(
+                s0 = step::<L2>(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), s0);
+                let (x, y) = (
                     _mm512_loadu_ps(pa.add(i + 16)),
                     _mm512_loadu_ps(pb.add(i + 16)),
                 );
-                s0 = _mm512_fmadd_ps(d0, d0, s0);
-                s1 = _mm512_fmadd_ps(d1, d1, s1);
+                s1 = step::<L2>(x, y, s1);
                 i += 32;
             }
             while i + 16 <= n {
-                let d = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
-                s0 = _mm512_fmadd_ps(d, d, s0);
+                s0 = step::<L2>(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), s0);
                 i += 16;
             }
             if i < n {
-                let d = _mm512_sub_ps(load_tail(pa, i, n), load_tail(pb, i, n));
-                s1 = _mm512_fmadd_ps(d, d, s1);
+                s1 = step::<L2>(load_tail(pa, i, n), load_tail(pb, i, n), s1);
             }
             _mm512_reduce_add_ps(_mm512_add_ps(s0, s1))
         }
     }
 
     pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-        // SAFETY: only selected by `Kernels::detect` after checking for AVX-512F.
-        unsafe { dot_impl(a, b) }
+        // SAFETY: only selected by `Kernels::available` after checking for AVX-512F.
+        unsafe { sum::<false>(a, b) }
     }
 
     pub fn l2(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: as above.
-        unsafe { l2_impl(a, b) }
+        unsafe { sum::<true>(a, b) }
     }
 }
 

@@ -248,10 +248,11 @@ impl Database {
                 // A load at least as large as the graph's edges builds the incoming-edge index
                 // afterwards, in one sorted pass, instead of inserting every entry at a random
                 // place (which costs more than the rest of the load).
-                let existing: Option<i64> =
-                    conn.query_row("SELECT max(eid) FROM _pluresdb_edges", [], |r| r.get(0))?;
-                let rebuild = edges.len() >= REBUILD_INDEX_AT
-                    && edges.len() as i64 >= existing.unwrap_or(0);
+                let rebuild = edges.len() >= REBUILD_INDEX_AT && {
+                    let existing: Option<i64> = conn
+                        .query_row("SELECT max(eid) FROM _pluresdb_edges", [], |r| r.get(0))?;
+                    edges.len() as i64 >= existing.unwrap_or(0)
+                };
                 if rebuild {
                     conn.execute_batch("DROP INDEX IF EXISTS _pluresdb_edges_in")?;
                 }

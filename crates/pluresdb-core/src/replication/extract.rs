@@ -10,6 +10,7 @@ use pluresdb_crdt::{Hlc, SiteId, Version, is_alive};
 use super::clock::{RowClock, Stamp};
 use super::collections::{Collection, EDGES_ID, Kind, NODES_ID, quote};
 use super::keys;
+use super::state::read_sites;
 use super::{ChangeRecord, EDGES, NODES};
 use crate::database::Database;
 use crate::error::{Error, Result};
@@ -99,19 +100,18 @@ impl Database {
             };
             match recent {
                 Some(rows) => {
-                    let mut sql: HashMap<u32, Option<String>> = HashMap::new();
-                    for (coll, key) in rows {
-                        let Some(c) = by_id.get(&coll) else {
-                            continue;
-                        };
-                        let Some(sql) = sql.entry(coll).or_insert_with(|| branch_sql(c, true))
+                    // Sorted by collection: one statement per collection, one lookup per row.
+                    for group in rows.chunk_by(|a, b| a.0 == b.0) {
+                        let Some(sql) = by_id.get(&group[0].0).and_then(|c| branch_sql(c, true))
                         else {
                             continue;
                         };
-                        let mut stmt = conn.prepare_cached(sql)?;
-                        let mut found = stmt.query(rusqlite::params![since as i64, &*key])?;
-                        while let Some(row) = found.next()? {
-                            emit(row)?;
+                        let mut stmt = conn.prepare_cached(&sql)?;
+                        for (_, key) in group {
+                            let mut found = stmt.query(rusqlite::params![since as i64, &**key])?;
+                            while let Some(row) = found.next()? {
+                                emit(row)?;
+                            }
                         }
                     }
                 }
@@ -190,19 +190,11 @@ struct Sites {
 
 impl Sites {
     fn load(conn: &rusqlite::Connection, exclude: Option<SiteId>) -> Result<Sites> {
-        let mut by_idx = HashMap::new();
-        let mut excluded = None;
-        let mut stmt = conn.prepare_cached("SELECT idx, site FROM _pluresdb_sites")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
-        for row in rows {
-            let (idx, site) = row?;
-            if let (Ok(idx), Some(site)) = (u32::try_from(idx), SiteId::from_slice(&site)) {
-                if Some(site) == exclude {
-                    excluded = Some(idx);
-                }
-                by_idx.insert(idx, site);
-            }
-        }
+        let by_idx: HashMap<u32, SiteId> = read_sites(conn)?.into_iter().collect();
+        let excluded = by_idx
+            .iter()
+            .find(|(_, site)| Some(**site) == exclude)
+            .map(|(idx, _)| *idx);
         Ok(Sites {
             by_idx,
             exclude: excluded,

@@ -169,8 +169,9 @@ impl Replication {
             return Err(Error::internal("a replicated write outside a transaction"));
         }
         // Counted in the file, not in memory: another process may write it too. Who took the
-        // last version is recorded next to it: if not this handle, versions may have been
-        // committed that the recent-change list does not hold.
+        // last version is recorded next to it (by `persist_clock`, which every writer of clock
+        // records calls): if not this handle, versions may have been committed that the
+        // recent-change list does not hold.
         let last_by: Option<i64> = conn
             .prepare_cached("SELECT value FROM _pluresdb_meta WHERE key = 'db_version_by'")?
             .query_row([], |r| r.get(0))
@@ -182,11 +183,6 @@ impl Replication {
             )?
             .query_row([], |r| r.get(0))?;
         let seq = seq as u64;
-        conn.prepare_cached(
-            "INSERT INTO _pluresdb_meta(key, value) VALUES ('db_version_by', ?1)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        )?
-        .execute([self.token])?;
         self.recent
             .lock()
             .allocated(seq, last_by != Some(self.token));
@@ -247,15 +243,9 @@ impl Replication {
             loaded: true,
             ..SiteDict::default()
         };
-        let mut stmt = conn.prepare_cached("SELECT idx, site FROM _pluresdb_sites")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let idx: i64 = row.get(0)?;
-            let bytes: Vec<u8> = row.get(1)?;
-            if let (Ok(idx), Some(site)) = (u32::try_from(idx), SiteId::from_slice(&bytes)) {
-                dict.by_idx.insert(idx, site);
-                dict.by_site.insert(site, idx);
-            }
+        for (idx, site) in read_sites(conn)? {
+            dict.by_idx.insert(idx, site);
+            dict.by_site.insert(site, idx);
         }
         state.sites = dict;
         Ok(())
@@ -273,8 +263,7 @@ impl Replication {
             .schema_changed
             .swap(false, Ordering::AcqRel)
         {
-            state.collections = Collections::load(conn)?;
-            *self.tables.write() = state.collections.tables();
+            self.load_collections(conn, &mut state)?;
         }
         f(&state.collections)
     }
@@ -332,7 +321,11 @@ impl Replication {
 
     /// Reloads the collections now.
     pub(crate) fn reload_collections(&self, conn: &Connection) -> Result<()> {
-        let mut state = self.state.lock();
+        self.load_collections(conn, &mut self.state.lock())
+    }
+
+    /// Reads the collections into `state`, and what the capture hook looks at from them.
+    fn load_collections(&self, conn: &Connection, state: &mut State) -> Result<()> {
         state.collections = Collections::load(conn)?;
         *self.tables.write() = state.collections.tables();
         self.tables_synced
@@ -350,4 +343,19 @@ impl Replication {
             seq,
         })
     }
+}
+
+/// The sites of `_pluresdb_sites` as `conn` sees them, by their small index.
+pub(crate) fn read_sites(conn: &Connection) -> Result<Vec<(u32, SiteId)>> {
+    let mut stmt = conn.prepare_cached("SELECT idx, site FROM _pluresdb_sites")?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let idx: i64 = row.get(0)?;
+        let bytes: Vec<u8> = row.get(1)?;
+        if let (Ok(idx), Some(site)) = (u32::try_from(idx), SiteId::from_slice(&bytes)) {
+            out.push((idx, site));
+        }
+    }
+    Ok(out)
 }
