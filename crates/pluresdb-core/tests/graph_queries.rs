@@ -552,3 +552,71 @@ fn link_many_loads_large_batches() {
         );
     }
 }
+
+#[test]
+fn a_bulk_load_is_seen_by_loaded_graphs_without_logging_each_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.db");
+    let db = Database::open(&path).unwrap();
+    let other = Database::open(&path).unwrap();
+    db.transaction(|tx| {
+        for i in 0..1000 {
+            tx.put(&format!("n{i}"), &json!({}))?;
+        }
+        tx.link("n0", "likes", "n1", None)?;
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+    let out = |db: &Database, id: &str| db.degree(id, Direction::Out, Some("likes")).unwrap();
+    // Both handles hold the adjacency before the load.
+    assert_eq!(out(&db, "n0"), 1);
+    assert_eq!(out(&other, "n0"), 1);
+    let edges: Vec<(String, String)> = (0..55_000)
+        .map(|i| {
+            (
+                format!("n{}", i % 1000),
+                format!("n{}", (i / 1000 + 2) % 1000),
+            )
+        })
+        .collect();
+    let per_node = |id: &str| edges.iter().filter(|(a, _)| a == id).count();
+    db.transaction(|tx| {
+        let n = tx.link_many(
+            edges
+                .iter()
+                .map(|(a, b)| (a.as_str(), "likes", b.as_str(), None)),
+        )?;
+        assert_eq!(n, 55_000);
+        // Inside the transaction the load is already walkable.
+        assert_eq!(out(tx, "n7"), per_node("n7"));
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+    // The load wrote no log entry per edge (only the one edge linked before it)...
+    let logged: i64 = db
+        .value(
+            "SELECT count(*) FROM _pluresdb_index_log WHERE idx = -2",
+            (),
+        )
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    assert!(logged <= 1, "{logged} edge entries in the graph log");
+    // ...yet this handle and the other one (as another process would) both see it.
+    for db in [&db, &other] {
+        assert_eq!(out(db, "n0"), per_node("n0") + 1);
+        assert_eq!(out(db, "n999"), per_node("n999"));
+    }
+    // Edges linked one by one afterwards are logged and followed again.
+    db.link("n5", "likes", "n500", None).unwrap();
+    assert_eq!(out(&other, "n5"), per_node("n5") + 1);
+    let logged_after: i64 = db
+        .value(
+            "SELECT count(*) FROM _pluresdb_index_log WHERE idx = -2",
+            (),
+        )
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    assert_eq!(logged_after, logged + 1);
+}

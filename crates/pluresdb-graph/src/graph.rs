@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::GraphError;
+use crate::ids::Ids;
 use crate::lists::{Lists, node_of, pack, rel_of, rel_range};
 
 /// A node's index in one [`Graph`]. It stays valid until the node is removed; after that the
@@ -226,7 +227,7 @@ impl Names {
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
     index: HashMap<Arc<str>, NodeIx>,
-    ids: Vec<Option<Arc<str>>>,
+    ids: Ids,
     meta: Vec<Meta>,
     free: Vec<NodeIx>,
     live: usize,
@@ -348,20 +349,15 @@ impl Graph {
             .unwrap_or_else(|| panic!("pluresdb-graph: node index {v} does not name a live node"))
     }
 
-    /// The id of node `v` as a shared string (a reference count, no copy).
-    ///
-    /// # Panics
-    /// If `v` is not a live node.
-    pub fn id_shared(&self, v: NodeIx) -> Arc<str> {
-        match self.ids.get(v as usize) {
-            Some(Some(id)) => Arc::clone(id),
-            _ => panic!("pluresdb-graph: node index {v} does not name a live node"),
-        }
+    /// A snapshot of every node's id, for results that outlive a borrow of the graph: one
+    /// reference count per 1024 nodes, no string copied.
+    pub fn ids(&self) -> Ids {
+        self.ids.clone()
     }
 
     /// The id of node `v`, if it is live.
     pub fn get_id(&self, v: NodeIx) -> Option<&str> {
-        self.ids.get(v as usize)?.as_deref()
+        self.ids.get(v)
     }
 
     /// Whether `v` names a live node.
@@ -442,14 +438,14 @@ impl Graph {
                     ty: NO_TYPE,
                     state: State::Free,
                 });
-                self.ids.push(None);
+                self.ids.push_free();
                 self.out.ensure_slots(self.meta.len());
                 self.inn.ensure_slots(self.meta.len());
                 v
             }
         };
         let id: Arc<str> = id.into();
-        self.ids[v as usize] = Some(id.clone());
+        self.ids.set(v, Some(id.clone()));
         self.index.insert(id, v);
         self.meta[v as usize] = Meta {
             ty: NO_TYPE,
@@ -460,7 +456,7 @@ impl Graph {
     }
 
     fn free_slot(&mut self, v: NodeIx) {
-        if let Some(id) = self.ids[v as usize].take() {
+        if let Some(id) = self.ids.set(v, None) {
             self.index.remove(&*id);
         }
         self.meta[v as usize] = Meta {
@@ -726,13 +722,7 @@ impl Graph {
 
     /// Approximate bytes of heap memory held by the graph.
     pub fn memory_bytes(&self) -> usize {
-        let ids: usize = self
-            .ids
-            .iter()
-            .flatten()
-            .map(|id| id.len() + 2 * std::mem::size_of::<usize>())
-            .sum();
-        ids + self.ids.capacity() * std::mem::size_of::<Option<Arc<str>>>()
+        self.ids.memory_bytes()
             + self.index.capacity() * (std::mem::size_of::<(Arc<str>, NodeIx)>() + 1)
             + self.meta.capacity() * std::mem::size_of::<Meta>()
             + self.free.capacity() * std::mem::size_of::<NodeIx>()

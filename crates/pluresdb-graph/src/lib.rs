@@ -41,6 +41,7 @@ mod algo;
 mod error;
 mod graph;
 mod hash;
+mod ids;
 mod lists;
 mod path;
 #[cfg(test)]
@@ -51,5 +52,6 @@ mod visited;
 pub use algo::{Components, NO_COMPONENT, PageRank, PageRankOptions};
 pub use error::GraphError;
 pub use graph::{Direction, EdgeRef, Graph, Neighbor, NodeIx, RelFilter, RelIx, TypeIx};
+pub use ids::Ids;
 pub use path::{Path, PathOptions};
 pub use traverse::{DEFAULT_MAX_VISITED, Traversal, TraverseOptions, Visit};

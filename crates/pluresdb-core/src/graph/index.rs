@@ -16,7 +16,8 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::Result;
 use crate::index_log::{self, GRAPH_EDGES, GRAPH_NODES};
 
-/// Triggers logging node and edge rows for the graph.
+/// Triggers logging node and edge rows for the graph (`IF NOT EXISTS`: running them again
+/// restores a dropped one).
 const TRIGGERS: &str = "
 CREATE TRIGGER IF NOT EXISTS _pluresdb_graph_node_ins AFTER INSERT ON _pluresdb_nodes BEGIN
     INSERT INTO _pluresdb_index_log(idx, rid) VALUES (-1, NEW.rid);
@@ -47,6 +48,38 @@ const TRIMMED_KEY: &str = "graph_log_trimmed";
 pub(crate) fn install(conn: &Connection) -> Result<()> {
     index_log::create(conn)?;
     conn.execute_batch(TRIGGERS)?;
+    Ok(())
+}
+
+/// The trigger logging inserted edges (kept apart: bulk loads drop it for a while).
+const EDGE_INSERT_TRIGGER: &str = "_pluresdb_graph_edge_ins";
+
+/// Starts (`true`) or ends (`false`) a stretch of the current write transaction in which
+/// inserted edges are not logged. Ending it makes every graph reader, in this process and
+/// others, rebuild the adjacency from the tables rather than catch up from the log: a bulk
+/// load as large as the graph is cheaper to rebuild from than to log and replay row by row.
+pub(crate) fn unlogged_inserts(conn: &Connection, start: bool) -> Result<()> {
+    if start {
+        conn.execute_batch(&format!("DROP TRIGGER IF EXISTS {EDGE_INSERT_TRIGGER}"))?;
+        return Ok(());
+    }
+    conn.execute_batch(TRIGGERS)?;
+    // A placeholder entry gives the load a sequence number; marking the log trimmed up to it
+    // sends every reader that applied less back to the tables.
+    conn.execute(
+        "INSERT INTO _pluresdb_index_log(idx, rid) VALUES (0, 0)",
+        [],
+    )?;
+    let seq = conn.last_insert_rowid();
+    set_trimmed_mark(conn, seq)
+}
+
+fn set_trimmed_mark(conn: &Connection, seq: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(rusqlite::params![TRIMMED_KEY, seq])?;
     Ok(())
 }
 
@@ -93,6 +126,10 @@ impl GraphIndex {
             let Some(loaded) = state.as_ref() else {
                 return Ok(GraphView::Private(Box::new(build(conn)?.graph)));
             };
+            // A bulk load in this transaction left its edges out of the log.
+            if trimmed_mark(conn)? > loaded.applied_seq {
+                return Ok(GraphView::Private(Box::new(build(conn)?.graph)));
+            }
             let (pending, _) = entries_after(conn, loaded.applied_seq)?;
             if pending.is_empty() {
                 return Ok(GraphView::Shared(state));
@@ -133,12 +170,7 @@ impl GraphIndex {
         let done = (|| -> Result<()> {
             index_log::delete(conn, GRAPH_NODES, applied)?;
             index_log::delete(conn, GRAPH_EDGES, applied)?;
-            conn.execute(
-                "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                rusqlite::params![TRIMMED_KEY, applied],
-            )?;
-            Ok(())
+            set_trimmed_mark(conn, applied)
         })();
         match done {
             Ok(()) => {

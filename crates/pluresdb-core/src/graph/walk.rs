@@ -1,13 +1,11 @@
 //! Graph queries answered from the in-memory adjacency: traversal, shortest and cheapest
 //! paths, degree, connected components, PageRank and degree centrality.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use pluresdb_graph::{
-    Graph, GraphError, NodeIx, PageRankOptions, PathOptions, RelFilter, Traversal, TraverseOptions,
-    Visit,
+    Graph, GraphError, Ids, NodeIx, PageRankOptions, PathOptions, RelFilter, Traversal,
+    TraverseOptions, Visit,
 };
 use rusqlite::{Connection, OptionalExtension};
 
@@ -89,62 +87,55 @@ impl Traverse {
 }
 
 /// The nodes a traversal reached, nearest first, each once (at its smallest depth), each
-/// with the path that reached it (built only when asked for, so a large walk stays cheap).
+/// with the path that reached it. Ids and paths are looked up only when read, from a snapshot
+/// of the graph's ids taken with the walk, so a walk that reaches most of the graph costs no
+/// more than the walk itself.
 #[derive(Clone, Debug, Default)]
 pub struct Walk {
-    /// The id of every node the walk stepped on, in the order it reached them.
-    ids: Vec<Arc<str>>,
-    /// For each step, the step it was reached from (`u32::MAX` for a start).
-    parents: Vec<u32>,
-    /// The nodes returned, as `(step, depth)`.
-    hits: Vec<(u32, u32)>,
+    ids: Ids,
+    walk: Traversal,
+    /// The nodes returned when a JSON filter dropped some of the walk's; else the walk's own.
+    kept: Option<Vec<Visit>>,
 }
 
 impl Walk {
-    fn new(g: &Graph, walk: &Traversal, visits: &[Visit]) -> Walk {
-        let (ids, parents) = walk
-            .steps()
-            .map(|(v, parent)| (g.id_shared(v), parent.map_or(u32::MAX, |p| p as u32)))
-            .unzip();
-        Walk {
-            ids,
-            parents,
-            hits: visits.iter().map(|v| (v.step() as u32, v.depth)).collect(),
-        }
+    fn visits(&self) -> &[Visit] {
+        self.kept.as_deref().unwrap_or(self.walk.visits())
+    }
+
+    fn reached(&self, visit: Visit) -> Reached<'_> {
+        Reached { walk: self, visit }
+    }
+
+    fn id_of(&self, v: NodeIx) -> &str {
+        self.ids
+            .get(v)
+            .expect("a walk's nodes are live in the ids taken with it")
     }
 
     /// Number of nodes reached.
     pub fn len(&self) -> usize {
-        self.hits.len()
+        self.visits().len()
     }
 
     /// Whether no node was reached.
     pub fn is_empty(&self) -> bool {
-        self.hits.is_empty()
+        self.visits().is_empty()
     }
 
     /// The `i`th node reached (0 is the nearest).
     pub fn get(&self, i: usize) -> Option<Reached<'_>> {
-        let &(step, depth) = self.hits.get(i)?;
-        Some(Reached {
-            walk: self,
-            step,
-            depth,
-        })
+        self.visits().get(i).map(|&v| self.reached(v))
     }
 
     /// The nodes reached, nearest first.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Reached<'_>> + '_ {
-        self.hits.iter().map(move |&(step, depth)| Reached {
-            walk: self,
-            step,
-            depth,
-        })
+        self.visits().iter().map(move |&v| self.reached(v))
     }
 
     /// The ids of the nodes reached, nearest first.
     pub fn ids(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
-        self.hits.iter().map(|&(step, _)| &*self.ids[step as usize])
+        self.visits().iter().map(|v| self.id_of(v.node))
     }
 }
 
@@ -167,31 +158,28 @@ impl serde::Serialize for Walk {
 #[derive(Clone, Copy)]
 pub struct Reached<'a> {
     walk: &'a Walk,
-    step: u32,
-    depth: u32,
+    visit: Visit,
 }
 
 impl<'a> Reached<'a> {
     /// The node id.
     pub fn id(&self) -> &'a str {
-        &self.walk.ids[self.step as usize]
+        self.walk.id_of(self.visit.node)
     }
 
     /// Hops from the nearest start.
     pub fn depth(&self) -> u32 {
-        self.depth
+        self.visit.depth
     }
 
     /// Node ids from a start to this node, both included (`depth + 1` of them).
     pub fn path(&self) -> Vec<&'a str> {
-        let mut path = Vec::with_capacity(self.depth as usize + 1);
-        let mut i = self.step;
-        while i != u32::MAX {
-            path.push(&*self.walk.ids[i as usize]);
-            i = self.walk.parents[i as usize];
-        }
-        path.reverse();
-        path
+        let walk = self.walk;
+        walk.walk
+            .path(&self.visit)
+            .into_iter()
+            .map(|v| walk.id_of(v))
+            .collect()
     }
 }
 
@@ -199,7 +187,7 @@ impl std::fmt::Debug for Reached<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reached")
             .field("id", &self.id())
-            .field("depth", &self.depth)
+            .field("depth", &self.depth())
             .field("path", &self.path())
             .finish()
     }
@@ -210,7 +198,7 @@ impl serde::Serialize for Reached<'_> {
         use serde::ser::SerializeStruct;
         let mut st = s.serialize_struct("Reached", 3)?;
         st.serialize_field("id", self.id())?;
-        st.serialize_field("depth", &self.depth)?;
+        st.serialize_field("depth", &self.depth())?;
         st.serialize_field("path", &self.path())?;
         st.end()
     }
@@ -323,17 +311,26 @@ pub(crate) fn run_traverse(g: &Graph, conn: &Connection, query: &Traverse) -> Re
         opts = opts.limit(n);
     }
     let walk = g.traverse(&starts, &opts).map_err(graph_error)?;
-    let mut visits: Cow<'_, [Visit]> = Cow::Borrowed(walk.visits());
+    let mut kept = None;
     if let Some(filter) = sql_filter {
-        let visits = visits.to_mut();
-        let ids: Vec<String> = visits.iter().map(|v| g.id(v.node).to_owned()).collect();
+        let ids: Vec<String> = walk
+            .visits()
+            .iter()
+            .map(|v| g.id(v.node).to_owned())
+            .collect();
         let keep: HashSet<String> = find_ids(conn, &filter.among(ids))?;
+        let mut visits = walk.visits().to_vec();
         visits.retain(|v| keep.contains(g.id(v.node)));
         if let Some(n) = query.limit {
             visits.truncate(n);
         }
+        kept = Some(visits);
     }
-    Ok(Walk::new(g, &walk, &visits))
+    Ok(Walk {
+        ids: g.ids(),
+        walk,
+        kept,
+    })
 }
 
 fn find_ids(conn: &Connection, query: &NodeQuery) -> Result<HashSet<String>> {
