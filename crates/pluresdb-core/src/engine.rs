@@ -112,6 +112,9 @@ pub(crate) struct WriterState {
     rows_hook: bool,
     /// The observer's pre-update hook is installed.
     capture_hook: bool,
+    /// The writer's `PRAGMA data_version` when last looked at: it changes when another
+    /// connection (another process) commits.
+    data_version: i64,
 }
 
 pub(crate) struct Engine {
@@ -169,6 +172,7 @@ impl Engine {
                 savepoints: 0,
                 rows_hook: false,
                 capture_hook: false,
+                data_version: 0,
             })),
             lease_released: Condvar::new(),
             lease_owner: AtomicU64::new(0),
@@ -312,10 +316,20 @@ impl Engine {
 
     /// Installs or removes the writer's hooks to match what is wanted now.
     pub(crate) fn sync_hooks(&self, state: &mut WriterState) -> Result<()> {
-        if let Some(observer) = self.observer.get()
-            && observer.stale()
-        {
-            observer.refresh(state.conn.get())?;
+        if let Some(observer) = self.observer.get() {
+            // Between transactions, a commit by another connection may have changed which
+            // tables are synced (another process's `pluresdb_sync_table`): read them again
+            // then, so this handle's writes to such a table are captured from now on.
+            let conn = state.conn.get();
+            let foreign_commit = conn.is_autocommit() && {
+                let version: i64 = conn
+                    .prepare_cached("PRAGMA data_version")?
+                    .query_row([], |r| r.get(0))?;
+                std::mem::replace(&mut state.data_version, version) != version
+            };
+            if foreign_commit || observer.stale() {
+                observer.refresh(state.conn.get())?;
+            }
         }
         self.sync_capture_hook(state)?;
         self.sync_row_hook(state)

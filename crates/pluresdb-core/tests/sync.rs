@@ -599,43 +599,29 @@ fn a_table_altered_by_another_connection_is_never_captured_with_the_old_shape() 
     );
     a.run("INSERT INTO notes VALUES ('n1', 'first')", ())
         .unwrap();
-    // Another connection (as another process would) adds a column.
+    // Another connection (as another process would) adds a column between two writes of
+    // `a`: `a` notices the other commit and records its next write with the new column.
     let b = Database::open(&path).unwrap();
     b.exec("ALTER TABLE notes ADD COLUMN tag TEXT").unwrap();
-    // `a` still has the old shape: its write fails instead of being recorded wrongly, and
-    // nothing of it stays.
-    let err = a
-        .run("UPDATE notes SET tag = 'red' WHERE id = 'n1'", ())
-        .unwrap_err();
-    assert!(err.message().contains("retry"), "{err}");
-    assert_eq!(
-        a.value("SELECT tag FROM notes WHERE id = 'n1'", ())
-            .unwrap(),
-        Value::Null
-    );
-    // The retry is recorded with the new column.
     a.run("UPDATE notes SET tag = 'red' WHERE id = 'n1'", ())
         .unwrap();
     assert!(sends(&a, "tag", "red"));
-    // In a transaction whose write failed so, the commit fails too, even if the caller
-    // carries on, and also through SQL: the write was not recorded, so it must not stay.
-    b.exec("ALTER TABLE notes ADD COLUMN extra TEXT").unwrap();
-    let committed = a.transaction(|tx| {
-        let failed = tx.run("UPDATE notes SET body = 'lost' WHERE id = 'n1'", ());
-        assert!(failed.is_err());
-        Ok::<_, pluresdb_core::Error>(())
-    });
-    let err = committed.unwrap_err();
-    assert!(err.message().contains("cannot commit"), "{err}");
-    // (A write after a rollback reads the shapes again: one more so `a` is up to date.)
-    a.run("UPDATE notes SET tag = 'blue' WHERE id = 'n1'", ())
+    // A renamed column too: the write is recorded under the new name.
+    b.exec("ALTER TABLE notes RENAME COLUMN tag TO label")
         .unwrap();
-    b.exec("ALTER TABLE notes ADD COLUMN more TEXT").unwrap();
+    a.run("UPDATE notes SET label = 'green' WHERE id = 'n1'", ())
+        .unwrap();
+    assert!(sends(&a, "label", "green"));
+    assert!(!sends(&a, "tag", "green"));
+    // Altered after `a` began its transaction: `a` still has the old shape, so its write
+    // fails instead of being recorded wrongly, and the commit is refused even if the caller
+    // carries on: the write was not recorded, so it must not stay.
     a.exec("BEGIN").unwrap();
-    assert!(
-        a.run("UPDATE notes SET body = 'lost' WHERE id = 'n1'", ())
-            .is_err()
-    );
+    b.exec("ALTER TABLE notes ADD COLUMN more TEXT").unwrap();
+    let err = a
+        .run("UPDATE notes SET body = 'lost' WHERE id = 'n1'", ())
+        .unwrap_err();
+    assert!(err.message().contains("retry"), "{err}");
     let err = a.exec("COMMIT").unwrap_err();
     assert!(err.message().contains("cannot commit"), "{err}");
     // ROLLBACK is never refused (the COMMIT above already rolled back).
@@ -652,6 +638,41 @@ fn a_table_altered_by_another_connection_is_never_captured_with_the_old_shape() 
 }
 
 #[test]
+fn a_table_another_connection_syncs_is_captured_here_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let a = Database::open(&path).unwrap();
+    a.exec("CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)")
+        .unwrap();
+    a.run("INSERT INTO notes VALUES ('n0', 'before')", ())
+        .unwrap();
+    // Another connection (as another process would) opts the table in while `a` is open.
+    let b = Database::open(&path).unwrap();
+    b.sync_table("notes").unwrap();
+    // `a`'s next writes, alone or in a transaction, are recorded.
+    a.run("INSERT INTO notes VALUES ('n1', 'by a')", ())
+        .unwrap();
+    a.transaction(|tx| tx.run("UPDATE notes SET body = 'edited' WHERE id = 'n0'", ()))
+        .unwrap();
+    assert!(sends(&b, "body", "by a"));
+    assert!(sends(&b, "body", "edited"));
+    // Another database that syncs with it ends with the same rows.
+    let c = Database::open(dir.path().join("c.db")).unwrap();
+    c.exec("CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)")
+        .unwrap();
+    c.sync_table("notes").unwrap();
+    sync(&a, &c);
+    assert_eq!(
+        c.all_as::<(String, String)>("SELECT id, body FROM notes ORDER BY id", ())
+            .unwrap(),
+        [
+            ("n0".to_owned(), "edited".to_owned()),
+            ("n1".to_owned(), "by a".to_owned())
+        ]
+    );
+}
+
+#[test]
 fn an_iterated_write_that_cannot_be_recorded_ends_with_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let (path, a) = synced_file(
@@ -661,7 +682,9 @@ fn an_iterated_write_that_cannot_be_recorded_ends_with_an_error() {
     );
     a.run("INSERT INTO notes VALUES ('n1', 'first')", ())
         .unwrap();
+    // Altered by another connection inside `a`'s transaction: `a` has the old shape.
     let b = Database::open(&path).unwrap();
+    a.exec("BEGIN").unwrap();
     b.exec("ALTER TABLE notes ADD COLUMN tag TEXT").unwrap();
     let items: Vec<_> = a
         .iterate_as::<(String,)>(
@@ -672,9 +695,11 @@ fn an_iterated_write_that_cannot_be_recorded_ends_with_an_error() {
         .collect();
     let last = items.last().expect("at least the error");
     assert!(
-        matches!(last, Err(e) if e.message().contains("cannot commit")),
+        matches!(last, Err(e) if e.message().contains("retry")),
         "{items:?}"
     );
+    let err = a.exec("COMMIT").unwrap_err();
+    assert!(err.message().contains("cannot commit"), "{err}");
     assert_eq!(
         a.value("SELECT body FROM notes WHERE id = 'n1'", ())
             .unwrap(),

@@ -308,6 +308,9 @@ impl Replication {
 
     /// Reads the collections again (see [`collections_stale`](Self::collections_stale)).
     pub(crate) fn refresh_collections(&self, conn: &Connection) -> Result<()> {
+        if !self.has_tables {
+            return Ok(());
+        }
         let rollbacks = self.tx.rollbacks.load(Ordering::Acquire);
         let generation = self.tx.generation.load(Ordering::Acquire);
         self.reload_collections(conn)?;
