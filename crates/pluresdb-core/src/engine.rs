@@ -316,23 +316,43 @@ impl Engine {
 
     /// Installs or removes the writer's hooks to match what is wanted now.
     pub(crate) fn sync_hooks(&self, state: &mut WriterState) -> Result<()> {
-        if let Some(observer) = self.observer.get() {
-            // Between transactions, a commit by another connection may have changed which
-            // tables are synced (another process's `pluresdb_sync_table`): read them again
-            // then, so this handle's writes to such a table are captured from now on.
-            let conn = state.conn.get();
-            let foreign_commit = conn.is_autocommit() && {
-                let version: i64 = conn
-                    .prepare_cached("PRAGMA data_version")?
-                    .query_row([], |r| r.get(0))?;
-                std::mem::replace(&mut state.data_version, version) != version
-            };
-            if foreign_commit || observer.stale() {
-                observer.refresh(state.conn.get())?;
-            }
+        if state.conn.get().is_autocommit() {
+            self.catch_up_foreign_commits(state)?;
+        }
+        if let Some(observer) = self.observer.get()
+            && observer.stale()
+        {
+            observer.refresh(state.conn.get())?;
         }
         self.sync_capture_hook(state)?;
         self.sync_row_hook(state)
+    }
+
+    /// Reads the synced tables and their shapes again if another connection (another
+    /// process: `pluresdb_sync_table`, `ALTER TABLE`) committed since the writer last looked,
+    /// as `PRAGMA data_version` tells. Run between transactions and right after
+    /// `BEGIN IMMEDIATE` (see [`after_begin`](Self::after_begin)), when nothing else can
+    /// commit until this transaction ends.
+    fn catch_up_foreign_commits(&self, state: &mut WriterState) -> Result<()> {
+        // Only this handle ever writes an in-memory database.
+        let Some(observer) = self.observer.get().filter(|_| self.path.is_some()) else {
+            return Ok(());
+        };
+        let conn = state.conn.get();
+        let version: i64 = conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        if std::mem::replace(&mut state.data_version, version) != version {
+            observer.refresh(conn)?;
+        }
+        Ok(())
+    }
+
+    /// Brings capture up to date once a transaction holds the write lock: a commit that
+    /// landed while `BEGIN IMMEDIATE` waited for the lock is seen before the first write.
+    pub(crate) fn after_begin(&self, state: &mut WriterState) -> Result<()> {
+        self.catch_up_foreign_commits(state)?;
+        self.sync_hooks(state)
     }
 
     /// The pre-update hook that feeds change capture, installed only while some table is

@@ -69,6 +69,10 @@ impl Database {
         let observer = self.engine().active_observer();
         if writer.conn().is_autocommit() {
             writer.conn().execute_batch("BEGIN IMMEDIATE")?;
+            if let Err(e) = self.engine().after_begin(writer.state_mut()) {
+                let _ = writer.conn().execute_batch("ROLLBACK");
+                return Err(e);
+            }
             Ok((Level::Outer, Observed { mark: 0 }))
         } else {
             // Captures so far belong to the enclosing level: write them before the savepoint.

@@ -963,3 +963,31 @@ fn file_databases_keep_their_versions_across_reopen() {
     sync(&a, &b);
     assert_eq!(dump(&a), dump(&b));
 }
+
+#[test]
+fn a_table_synced_while_this_handle_waits_for_the_write_lock_is_captured() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let a = Database::open(&path).unwrap();
+    a.exec("CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)")
+        .unwrap();
+    let b = Database::open(&path).unwrap();
+    let locked = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // The other connection opts the table in while holding the write lock a while.
+            b.transaction(|tx| {
+                tx.sync_table("notes")?;
+                locked.wait();
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                Ok::<_, pluresdb_core::Error>(())
+            })
+            .unwrap();
+        });
+        locked.wait();
+        // This transaction's BEGIN IMMEDIATE waits for that commit, then writes.
+        a.transaction(|tx| tx.run("INSERT INTO notes VALUES ('n1', 'waited')", ()))
+            .unwrap();
+    });
+    assert!(sends(&b, "body", "waited"));
+}

@@ -74,10 +74,11 @@ pub(crate) fn unlogged_inserts(conn: &Connection, start: bool) -> Result<()> {
     set_trimmed_mark(conn, seq)
 }
 
+/// Raises the trimmed mark to `seq` (it never goes down).
 fn set_trimmed_mark(conn: &Connection, seq: i64) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+         ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
     )?
     .execute(rusqlite::params![TRIMMED_KEY, seq])?;
     Ok(())
@@ -123,13 +124,17 @@ impl GraphIndex {
         let write_tx = conn.transaction_state(None::<&str>)? == rusqlite::TransactionState::Write;
         if write_tx {
             let state = self.state.read();
-            let Some(loaded) = state.as_ref() else {
-                return Ok(GraphView::Private(Box::new(build(conn)?.graph)));
+            // No shared graph, or a bulk load left its edges out of the log: build a private
+            // one (without holding the lock, which catching up elsewhere needs).
+            let rebuild = match state.as_ref() {
+                None => true,
+                Some(loaded) => trimmed_mark(conn)? > loaded.applied_seq,
             };
-            // A bulk load in this transaction left its edges out of the log.
-            if trimmed_mark(conn)? > loaded.applied_seq {
+            if rebuild {
+                drop(state);
                 return Ok(GraphView::Private(Box::new(build(conn)?.graph)));
             }
+            let loaded = state.as_ref().expect("checked above");
             let (pending, _) = entries_after(conn, loaded.applied_seq)?;
             if pending.is_empty() {
                 return Ok(GraphView::Shared(state));
@@ -167,16 +172,23 @@ impl GraphIndex {
             return Ok(());
         }
         conn.execute_batch("BEGIN IMMEDIATE")?;
-        let done = (|| -> Result<()> {
+        let done = (|| -> Result<i64> {
+            // Another handle may have moved the mark while this one waited for the lock (a
+            // bulk load's mark sends readers back to the tables): never lower it.
+            let now = trimmed_mark(conn)?;
+            if now >= applied {
+                return Ok(now);
+            }
             index_log::delete(conn, GRAPH_NODES, applied)?;
             index_log::delete(conn, GRAPH_EDGES, applied)?;
-            set_trimmed_mark(conn, applied)
+            set_trimmed_mark(conn, applied)?;
+            Ok(applied)
         })();
         match done {
-            Ok(()) => {
+            Ok(mark) => {
                 conn.execute_batch("COMMIT")?;
                 self.trimmed_seen
-                    .store(applied, std::sync::atomic::Ordering::Relaxed);
+                    .store(mark, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {

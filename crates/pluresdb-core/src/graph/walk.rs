@@ -89,7 +89,9 @@ impl Traverse {
 /// The nodes a traversal reached, nearest first, each once (at its smallest depth), each
 /// with the path that reached it. Ids and paths are looked up only when read, from a snapshot
 /// of the graph's ids taken with the walk, so a walk that reaches most of the graph costs no
-/// more than the walk itself.
+/// more than the walk itself. The snapshot shares the graph's id table: a walk kept after
+/// the graph changes keeps the ids it saw alive (and the graph copies each 1024-id chunk it
+/// then changes), so hold on to the ids you need, not to old walks.
 #[derive(Clone, Debug, Default)]
 pub struct Walk {
     ids: Ids,
