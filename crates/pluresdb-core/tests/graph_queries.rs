@@ -619,4 +619,23 @@ fn a_bulk_load_is_seen_by_loaded_graphs_without_logging_each_edge() {
         .as_i64()
         .unwrap();
     assert_eq!(logged_after, logged + 1);
+    // A second load as large as the graph, outside a transaction, with this handle's graph
+    // loaded: it is brought up to date at once; both handles see the new relation.
+    let more: Vec<(String, String)> = (0..60_000)
+        .map(|i| {
+            (
+                format!("n{}", i % 1000),
+                format!("n{}", (i / 1000 + 500) % 1000),
+            )
+        })
+        .collect();
+    db.link_many(
+        more.iter()
+            .map(|(a, b)| (a.as_str(), "knows", b.as_str(), None)),
+    )
+    .unwrap();
+    for db in [&db, &other] {
+        assert_eq!(db.degree("n3", Direction::Out, Some("knows")).unwrap(), 60);
+        assert_eq!(out(db, "n5"), per_node("n5") + 1);
+    }
 }

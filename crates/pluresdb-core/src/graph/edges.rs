@@ -277,7 +277,7 @@ impl Database {
         // around them (a repeated edge's last data still wins).
         sort_edges(&mut edges);
         let _cache = BulkCache::raise(self, edges.len())?;
-        self.transaction(|db| {
+        let (changed, unlogged) = self.transaction(|db| {
             db.with_writer_conn(|conn| {
                 // Sorted by source: each source once, then every target.
                 let mut sources: Vec<&str> = edges.iter().map(|e| e.0).collect();
@@ -395,9 +395,16 @@ impl Database {
                     super::index::unlogged_inserts(conn, false)?;
                     conn.execute_batch(crate::schema::EDGES_IN_INDEX)?;
                 }
-                Ok(changed)
+                Ok((changed, rebuild))
             })
-        })
+        })?;
+        // The load left the graph's log: bring this process's graph up to date now, if it
+        // has one, rather than have every graph query inside a write transaction rebuild a
+        // private copy until a read outside one catches it up.
+        if unlogged && !self.in_transaction() && self.graph_index().is_loaded() {
+            self.with_graph(|_, _| Ok(()))?;
+        }
+        Ok(changed)
     }
 
     /// Removes the edge; returns whether it existed.

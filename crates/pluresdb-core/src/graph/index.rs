@@ -200,6 +200,11 @@ impl GraphIndex {
 }
 
 impl GraphIndex {
+    /// Whether this process holds the graph (built by an earlier graph query).
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.state.read().is_some()
+    }
+
     fn applied(&self) -> Option<i64> {
         self.state
             .try_read()
