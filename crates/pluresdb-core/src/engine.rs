@@ -330,29 +330,32 @@ impl Engine {
 
     /// Reads the synced tables and their shapes again if another connection (another
     /// process: `pluresdb_sync_table`, `ALTER TABLE`) committed since the writer last looked,
-    /// as `PRAGMA data_version` tells. Run between transactions and right after
-    /// `BEGIN IMMEDIATE` (see [`after_begin`](Self::after_begin)), when nothing else can
-    /// commit until this transaction ends.
-    fn catch_up_foreign_commits(&self, state: &mut WriterState) -> Result<()> {
+    /// as `PRAGMA data_version` tells; returns whether it did. Run between transactions and
+    /// right after `BEGIN IMMEDIATE` (see [`after_begin`](Self::after_begin)), when nothing
+    /// else can commit until this transaction ends.
+    fn catch_up_foreign_commits(&self, state: &mut WriterState) -> Result<bool> {
         // Only this handle ever writes an in-memory database.
         let Some(observer) = self.observer.get().filter(|_| self.path.is_some()) else {
-            return Ok(());
+            return Ok(false);
         };
         let conn = state.conn.get();
         let version: i64 = conn
             .prepare_cached("PRAGMA data_version")?
             .query_row([], |r| r.get(0))?;
-        if std::mem::replace(&mut state.data_version, version) != version {
+        let foreign = std::mem::replace(&mut state.data_version, version) != version;
+        if foreign {
             observer.refresh(conn)?;
         }
-        Ok(())
+        Ok(foreign)
     }
 
     /// Brings capture up to date once a transaction holds the write lock: a commit that
     /// landed while `BEGIN IMMEDIATE` waited for the lock is seen before the first write.
     pub(crate) fn after_begin(&self, state: &mut WriterState) -> Result<()> {
-        self.catch_up_foreign_commits(state)?;
-        self.sync_hooks(state)
+        if self.catch_up_foreign_commits(state)? {
+            self.sync_hooks(state)?;
+        }
+        Ok(())
     }
 
     /// The pre-update hook that feeds change capture, installed only while some table is

@@ -57,6 +57,17 @@ fn sync(a: &Database, b: &Database) {
     push(b, a);
 }
 
+/// The table the multi-handle tests write.
+const NOTES: &str = "CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)";
+
+/// A database at `path` with the `notes` table, not synced, and a second handle on the same
+/// file (as another process would open it).
+fn notes_and_other_handle(path: &std::path::Path) -> (Database, Database) {
+    let db = Database::open(path).unwrap();
+    db.exec(NOTES).unwrap();
+    (db, Database::open(path).unwrap())
+}
+
 /// A database file in `dir` whose table `table`, created by `create`, is synced.
 fn synced_file(
     dir: &tempfile::TempDir,
@@ -592,11 +603,7 @@ fn recent_changes_are_looked_up_and_give_what_a_full_scan_gives() {
 #[test]
 fn a_table_altered_by_another_connection_is_never_captured_with_the_old_shape() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, a) = synced_file(
-        &dir,
-        "CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)",
-        "notes",
-    );
+    let (path, a) = synced_file(&dir, NOTES, "notes");
     a.run("INSERT INTO notes VALUES ('n1', 'first')", ())
         .unwrap();
     // Another connection (as another process would) adds a column between two writes of
@@ -640,14 +647,10 @@ fn a_table_altered_by_another_connection_is_never_captured_with_the_old_shape() 
 #[test]
 fn a_table_another_connection_syncs_is_captured_here_too() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shared.db");
-    let a = Database::open(&path).unwrap();
-    a.exec("CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)")
-        .unwrap();
+    let (a, b) = notes_and_other_handle(&dir.path().join("shared.db"));
     a.run("INSERT INTO notes VALUES ('n0', 'before')", ())
         .unwrap();
-    // Another connection (as another process would) opts the table in while `a` is open.
-    let b = Database::open(&path).unwrap();
+    // The other connection opts the table in while `a` is open.
     b.sync_table("notes").unwrap();
     // `a`'s next writes, alone or in a transaction, are recorded.
     a.run("INSERT INTO notes VALUES ('n1', 'by a')", ())
@@ -657,10 +660,7 @@ fn a_table_another_connection_syncs_is_captured_here_too() {
     assert!(sends(&b, "body", "by a"));
     assert!(sends(&b, "body", "edited"));
     // Another database that syncs with it ends with the same rows.
-    let c = Database::open(dir.path().join("c.db")).unwrap();
-    c.exec("CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)")
-        .unwrap();
-    c.sync_table("notes").unwrap();
+    let (_, c) = synced_file(&dir, NOTES, "notes");
     sync(&a, &c);
     assert_eq!(
         c.all_as::<(String, String)>("SELECT id, body FROM notes ORDER BY id", ())
@@ -675,11 +675,7 @@ fn a_table_another_connection_syncs_is_captured_here_too() {
 #[test]
 fn an_iterated_write_that_cannot_be_recorded_ends_with_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, a) = synced_file(
-        &dir,
-        "CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)",
-        "notes",
-    );
+    let (path, a) = synced_file(&dir, NOTES, "notes");
     a.run("INSERT INTO notes VALUES ('n1', 'first')", ())
         .unwrap();
     // Altered by another connection inside `a`'s transaction: `a` has the old shape.
@@ -967,11 +963,7 @@ fn file_databases_keep_their_versions_across_reopen() {
 #[test]
 fn a_table_synced_while_this_handle_waits_for_the_write_lock_is_captured() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shared.db");
-    let a = Database::open(&path).unwrap();
-    a.exec("CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)")
-        .unwrap();
-    let b = Database::open(&path).unwrap();
+    let (a, b) = notes_and_other_handle(&dir.path().join("shared.db"));
     let locked = std::sync::Barrier::new(2);
     std::thread::scope(|s| {
         s.spawn(|| {

@@ -13,7 +13,6 @@ const CHUNK: usize = 1024;
 #[derive(Clone, Debug, Default)]
 pub struct Ids {
     chunks: Vec<Arc<Vec<Option<Arc<str>>>>>,
-    len: usize,
 }
 
 impl Ids {
@@ -26,12 +25,11 @@ impl Ids {
 
     /// Adds a free slot at the end.
     pub(crate) fn push_free(&mut self) {
-        if self.len.is_multiple_of(CHUNK) {
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
             self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
         }
         let last = self.chunks.last_mut().expect("a chunk was just ensured");
         Arc::make_mut(last).push(None);
-        self.len += 1;
     }
 
     /// Sets slot `v` (which must exist); returns what it held.

@@ -38,6 +38,19 @@ pub(crate) fn rel_range(list: &[u64], rel: u32) -> &[u64] {
     &rest[..len]
 }
 
+/// Hints the CPU to fetch the cache line at `p` (as `pluresdb-vector` does); a no-op
+/// elsewhere.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p.cast::<i8>(), std::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Where a node's list lives in the arena.
 #[derive(Clone, Copy, Debug, Default)]
 struct Span {
@@ -87,29 +100,25 @@ impl Lists {
         }
     }
 
-    /// Asks the CPU to start loading node `v`'s span (`arena: false`) or the head of its
-    /// list (`arena: true`, which reads the span: prefetch that first).
+    /// Hints the CPU to load where node `v`'s list is (its span).
     #[inline]
-    pub(crate) fn prefetch(&self, v: u32, arena: bool) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let Some(s) = self.spans.get(v as usize) else {
-                return;
-            };
-            let p: *const i8 = if arena {
-                match self.arena.get(s.off as usize) {
-                    Some(e) => (e as *const u64).cast(),
-                    None => return,
-                }
-            } else {
-                (s as *const Span).cast()
-            };
-            // SAFETY: prefetching is a hint; it never faults, and `p` points into our memory.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
+    pub(crate) fn prefetch_span(&self, v: u32) {
+        if let Some(s) = self.spans.get(v as usize) {
+            prefetch(s);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (v, arena);
+    }
+
+    /// Hints the CPU to load the head of node `v`'s list (reads its span: prefetch that
+    /// first, some steps earlier).
+    #[inline]
+    pub(crate) fn prefetch_list(&self, v: u32) {
+        if let Some(e) = self
+            .spans
+            .get(v as usize)
+            .and_then(|s| self.arena.get(s.off as usize))
+        {
+            prefetch(e);
+        }
     }
 
     /// Number of entries of node `v`.

@@ -317,25 +317,22 @@ impl Graph {
                     .map(|i| (w.t.steps[i].node, i as u32))
                     .filter(|&(v, _)| depth == 0 || opts.expand_if.is_none_or(|f| f(v))),
             );
-            in_node_order(&mut expanding);
-            let big = is_large(&expanding);
             let next = depth + 1;
-            for (i, &(v, step)) in expanding.iter().enumerate() {
-                if big {
-                    self.prefetch_ahead(|j| expanding.get(j).map(|e| e.0), i, dir);
-                }
-                for (seg, side) in self.segments(v, dir, rels) {
-                    for &e in seg {
-                        let u = node_of(e);
-                        if !seen.insert(u) {
-                            continue;
-                        }
-                        let out = side == Direction::Out;
-                        if let ControlFlow::Break(end) = w.reach(u, step, rel_of(e), out, next) {
-                            return end.map(|()| w.t);
-                        }
+            let flow = self.scan_level(
+                &mut expanding,
+                |e| e.0,
+                dir,
+                rels,
+                |(_, step), e, side| {
+                    let u = node_of(e);
+                    if !seen.insert(u) {
+                        return ControlFlow::Continue(());
                     }
-                }
+                    w.reach(u, step, rel_of(e), side == Direction::Out, next)
+                },
+            );
+            if let ControlFlow::Break(end) = flow {
+                return end.map(|()| w.t);
             }
             level = level.end..w.t.steps.len();
             depth = next;
@@ -370,21 +367,19 @@ impl Graph {
             }
             frontier.clear();
             frontier.extend_from_slice(&order[level.clone()]);
-            in_node_order(&mut frontier);
-            let big = is_large(&frontier);
-            for (i, &v) in frontier.iter().enumerate() {
-                if big {
-                    self.prefetch_ahead(|j| frontier.get(j).copied(), i, dir);
-                }
-                for (seg, _) in self.segments(v, dir, rels) {
-                    for &e in seg {
-                        let u = node_of(e);
-                        if seen.insert(u) {
-                            order.push(u);
-                        }
+            let _ = self.scan_level(
+                &mut frontier,
+                |v| v,
+                dir,
+                rels,
+                |_, e, _| {
+                    let u = node_of(e);
+                    if seen.insert(u) {
+                        order.push(u);
                     }
-                }
-            }
+                    ControlFlow::<()>::Continue(())
+                },
+            );
             level = level.end..order.len();
         }
         order.drain(..n_starts);
@@ -392,37 +387,53 @@ impl Graph {
     }
 }
 
+/// Levels larger than this are expanded in node order, with lists prefetched.
+const LARGE_LEVEL: usize = 64;
+
 impl Graph {
-    /// Starts loading the neighbour lists of the node 8 places ahead of `i` in a large
-    /// frontier, and the list positions (spans) of the one 16 ahead: without it the walk
-    /// mostly waits for each list to arrive from memory (3-hop both ways on the benchmark
-    /// graph, this machine: `expand` p50 3.8 -> 3.0 ms, `traverse` 4.8 -> 3.8 ms).
-    #[inline]
-    fn prefetch_ahead(&self, node_at: impl Fn(usize) -> Option<NodeIx>, i: usize, dir: Direction) {
-        for (ahead, arena) in [(16, false), (8, true)] {
-            if let Some(w) = node_at(i + ahead) {
-                if dir.has_out() {
-                    self.out.prefetch(w, arena);
-                }
-                if dir.has_in() {
-                    self.inn.prefetch(w, arena);
+    /// Follows every edge (by `dir` and `rels`) out of the nodes of one level, calling
+    /// `visit(item, entry, side)` for each, until it breaks. A large level goes in node
+    /// order, so the walk reads the arena (laid out in node order) front to back, and the
+    /// lists of the node 8 places ahead (the spans of the one 16 ahead) are prefetched, so it
+    /// waits less for each list to arrive from memory.
+    fn scan_level<T: Ord + Copy, B>(
+        &self,
+        level: &mut [T],
+        node: impl Fn(T) -> NodeIx,
+        dir: Direction,
+        rels: &RelFilter,
+        mut visit: impl FnMut(T, u64, Direction) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        let large = level.len() > LARGE_LEVEL;
+        if large {
+            level.sort_unstable();
+        }
+        for i in 0..level.len() {
+            if large {
+                self.prefetch_lists(level.get(i + 8).map(|&t| node(t)), dir, true);
+                self.prefetch_lists(level.get(i + 16).map(|&t| node(t)), dir, false);
+            }
+            let item = level[i];
+            for (seg, side) in self.segments(node(item), dir, rels) {
+                for &e in seg {
+                    visit(item, e, side)?;
                 }
             }
         }
+        ControlFlow::Continue(())
     }
-}
 
-/// Whether a frontier is large enough to sort and prefetch.
-fn is_large<T>(frontier: &[T]) -> bool {
-    frontier.len() > 64
-}
-
-/// Sorts a large frontier by node: neighbour lists are laid out in node order, so the walk
-/// then reads them front to back (measured 15-30% faster on a 3-hop walk that reaches most of
-/// a 100K-node graph) instead of jumping around the arena.
-fn in_node_order<T: Ord + Copy>(frontier: &mut [T]) {
-    if is_large(frontier) {
-        frontier.sort_unstable();
+    /// Prefetches node `v`'s lists in direction `dir` (`lists`), or where they are (spans).
+    #[inline]
+    fn prefetch_lists(&self, v: Option<NodeIx>, dir: Direction, lists: bool) {
+        let Some(v) = v else { return };
+        for (wanted, side) in [(dir.has_out(), &self.out), (dir.has_in(), &self.inn)] {
+            if wanted && lists {
+                side.prefetch_list(v);
+            } else if wanted {
+                side.prefetch_span(v);
+            }
+        }
     }
 }
 

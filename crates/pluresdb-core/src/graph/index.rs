@@ -51,34 +51,35 @@ pub(crate) fn install(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// The trigger logging inserted edges (kept apart: bulk loads drop it for a while).
+/// The trigger logging inserted edges (bulk loads drop it for a while).
 const EDGE_INSERT_TRIGGER: &str = "_pluresdb_graph_edge_ins";
 
-/// Starts (`true`) or ends (`false`) a stretch of the current write transaction in which
-/// inserted edges are not logged. Ending it makes every graph reader, in this process and
-/// others, rebuild the adjacency from the tables rather than catch up from the log: a bulk
-/// load as large as the graph is cheaper to rebuild from than to log and replay row by row.
-pub(crate) fn unlogged_inserts(conn: &Connection, start: bool) -> Result<()> {
-    if start {
-        conn.execute_batch(&format!("DROP TRIGGER IF EXISTS {EDGE_INSERT_TRIGGER}"))?;
-        return Ok(());
-    }
+/// Stops logging inserted edges for the rest of the current write transaction, until
+/// [`resume_edge_log`]: a bulk load as large as the graph is cheaper to rebuild the
+/// adjacency from than to log and replay row by row.
+pub(crate) fn pause_edge_log(conn: &Connection) -> Result<()> {
+    conn.execute_batch(&format!("DROP TRIGGER IF EXISTS {EDGE_INSERT_TRIGGER}"))?;
+    Ok(())
+}
+
+/// Logs inserted edges again, and sends every graph reader (this process and others) back to
+/// the tables: a placeholder entry gives the unlogged load a sequence number, and the log is
+/// marked trimmed up to it, which readers that applied less already obey by rebuilding.
+pub(crate) fn resume_edge_log(conn: &Connection) -> Result<()> {
     conn.execute_batch(TRIGGERS)?;
-    // A placeholder entry gives the load a sequence number; marking the log trimmed up to it
-    // sends every reader that applied less back to the tables.
     conn.execute(
         "INSERT INTO _pluresdb_index_log(idx, rid) VALUES (0, 0)",
         [],
     )?;
-    let seq = conn.last_insert_rowid();
-    set_trimmed_mark(conn, seq)
+    set_trimmed_mark(conn, conn.last_insert_rowid())
 }
 
-/// Raises the trimmed mark to `seq` (it never goes down).
+/// Sets the trimmed mark. It only ever rises: a load's placeholder is the newest entry, and
+/// `trim` checks the mark under the write lock before setting it.
 fn set_trimmed_mark(conn: &Connection, seq: i64) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
-         ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
     )?
     .execute(rusqlite::params![TRIMMED_KEY, seq])?;
     Ok(())
