@@ -34,6 +34,8 @@ struct ObservedWrite {
     engine: Arc<Engine>,
     wrapped: bool,
     mark: usize,
+    /// The writer's `total_changes` before the statement ran.
+    before: u64,
 }
 
 impl<T: FromRow> RowIter<T> {
@@ -66,6 +68,7 @@ impl<T: FromRow> RowIter<T> {
                 engine: engine.clone(),
                 wrapped,
                 mark: observer.mark(),
+                before: conn.total_changes(),
             });
         }
         let stmt = NonNull::from(Box::leak(Box::new(stmt)));
@@ -154,7 +157,8 @@ impl ObservedWrite {
         let Some(observer) = self.engine.active_observer() else {
             return Ok(());
         };
-        let done = if failed {
+        // A failed statement that kept its first changes (FAIL) is settled like a finished one.
+        let done = if failed && !crate::engine::failure_kept_changes(conn, self.before) {
             Err(crate::Error::internal("the statement failed"))
         } else if self.wrapped {
             crate::engine::commit_observed(observer, conn)

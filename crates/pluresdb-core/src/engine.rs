@@ -601,16 +601,29 @@ pub(crate) fn observed_write<T>(
     }
     wrapped.set(wrap);
     let mark = observer.mark();
-    let result = run().and_then(|value| {
+    let before = conn.total_changes();
+    let settle = || {
         if wrap {
-            commit_observed(observer, conn)?;
+            commit_observed(observer, conn)
         } else if tx_control {
             observer.tx_control_ran();
+            Ok(())
         } else if !conn.is_autocommit() {
-            observer.after_statement(conn)?;
+            observer.after_statement(conn)
+        } else {
+            Ok(())
         }
-        Ok(value)
-    });
+    };
+    let result = match run() {
+        Ok(value) => settle().map(|()| value),
+        // The statement failed but kept the rows it changed first (see `failure_kept_changes`):
+        // they stay, so do their captures, and a wrapped write commits them as SQLite would.
+        Err(e) if failure_kept_changes(conn, before) => match settle() {
+            Ok(()) => return Err(e),
+            Err(settling) => Err(settling),
+        },
+        Err(e) => Err(e),
+    };
     let result = result.map_err(|e| match refusal {
         Some(refusal) if conn.is_autocommit() => refusal,
         _ => e,
@@ -622,6 +635,15 @@ pub(crate) fn observed_write<T>(
         }
     }
     result
+}
+
+/// Whether a statement that failed kept the rows it changed before failing, given the
+/// connection's `total_changes` before it ran. SQLite undoes a failed statement (ABORT, the
+/// default) or the whole transaction (ROLLBACK), except under FAIL (`INSERT OR FAIL`, a
+/// column's `ON CONFLICT FAIL`, `RAISE(FAIL)`), which keeps the rows already changed; only
+/// then does the failed statement add its changes to `total_changes`.
+pub(crate) fn failure_kept_changes(conn: &Connection, before: u64) -> bool {
+    !conn.is_autocommit() && conn.total_changes() != before
 }
 
 /// Commits the open transaction with its captures written first; a transaction that must not

@@ -983,3 +983,67 @@ fn a_table_synced_while_this_handle_waits_for_the_write_lock_is_captured() {
     });
     assert!(sends(&b, "body", "waited"));
 }
+
+#[test]
+fn rows_a_failing_statement_keeps_are_sent() {
+    // OR FAIL, in the statement or as a column's conflict clause, keeps the rows a statement
+    // changed before it failed; an explicit transaction can then commit them.
+    let a = Database::open_in_memory().unwrap();
+    let b = Database::open_in_memory().unwrap();
+    for db in [&a, &b] {
+        db.exec(
+            "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL);
+             CREATE TABLE u(id TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL ON CONFLICT FAIL);",
+        )
+        .unwrap();
+        db.sync_table("t").unwrap();
+        db.sync_table("u").unwrap();
+    }
+    a.exec("INSERT INTO t VALUES ('x', 0)").unwrap();
+    sync(&a, &b);
+    a.exec("BEGIN").unwrap();
+    let err = a
+        .exec("INSERT OR FAIL INTO t VALUES ('a', 1), ('b', 2), ('x', 3), ('c', 4)")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Constraint);
+    // Rows x and a are updated, then b fails.
+    let err = a
+        .exec("UPDATE OR FAIL t SET n = CASE id WHEN 'b' THEN NULL ELSE n + 10 END")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Constraint);
+    let err = a
+        .exec("INSERT INTO u VALUES ('p', 1), ('q', NULL), ('r', 3)")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Constraint);
+    // An ordinary failing statement still keeps (and sends) nothing.
+    let err = a
+        .exec("INSERT INTO t VALUES ('d', 5), ('x', 6)")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Constraint);
+    a.exec("COMMIT").unwrap();
+    let rows: Vec<(String, i64)> = a.all_as("SELECT id, n FROM t ORDER BY id", ()).unwrap();
+    assert_eq!(
+        rows,
+        [("a".into(), 11), ("b".into(), 2), ("x".into(), 10)],
+        "SQLite's OR FAIL semantics"
+    );
+    assert_eq!(a.all("SELECT id FROM u", ()).unwrap().len(), 1);
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    // Outside a transaction the kept rows commit, as they do in SQLite; streamed too.
+    a.exec("INSERT INTO u VALUES ('s', 1), ('v', NULL)")
+        .unwrap_err();
+    let items: Vec<_> = a
+        .iterate_as::<(String,)>(
+            "INSERT OR FAIL INTO t VALUES ('e', 1), ('x', 2) RETURNING id",
+            (),
+        )
+        .unwrap()
+        .collect();
+    // SQLite runs the whole statement before it returns the first row.
+    assert!(matches!(&items[..], [Err(_)]), "{items:?}");
+    assert_eq!(a.all("SELECT id FROM u", ()).unwrap().len(), 2);
+    assert_eq!(a.all("SELECT id FROM t", ()).unwrap().len(), 4);
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+}
