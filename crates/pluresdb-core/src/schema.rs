@@ -11,7 +11,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::options::OpenOptions;
 
 /// The on-disk format this build writes and the newest it can read.
-pub const FORMAT_VERSION: i64 = 1;
+pub const FORMAT_VERSION: i64 = 2;
 
 /// What opening learned about the file.
 pub(crate) struct SchemaState {
@@ -25,7 +25,7 @@ pub(crate) struct SchemaState {
 pub(crate) const EDGES_IN_INDEX: &str =
     "CREATE INDEX IF NOT EXISTS _pluresdb_edges_in ON _pluresdb_edges(dst, rel, src)";
 
-const SCHEMA_V1: &str = r#"
+const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS _pluresdb_meta (
     key   TEXT PRIMARY KEY NOT NULL,
     value ANY
@@ -78,6 +78,15 @@ CREATE TABLE IF NOT EXISTS _pluresdb_clock (
     ver BLOB NOT NULL,
     PRIMARY KEY (tbl, key)
 ) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS _pluresdb_clock_log (
+    id      INTEGER PRIMARY KEY,
+    seq     INTEGER NOT NULL,
+    site    INTEGER NOT NULL,
+    n       INTEGER NOT NULL,
+    pending INTEGER NOT NULL,
+    changes BLOB NOT NULL
+);
 
 CREATE TABLE IF NOT EXISTS _pluresdb_peers (
     site      BLOB PRIMARY KEY NOT NULL,
@@ -149,7 +158,7 @@ pub(crate) fn prepare(
     ))?;
     if version < FORMAT_VERSION {
         conn.execute_batch("BEGIN IMMEDIATE")?;
-        let created = conn.execute_batch(SCHEMA_V1).and_then(|()| {
+        let created = conn.execute_batch(SCHEMA).and_then(|()| {
             conn.execute_batch(EDGES_IN_INDEX)?;
             conn.execute(
                 "INSERT INTO _pluresdb_meta(key, value) VALUES ('format_version', ?1)

@@ -1,6 +1,8 @@
 //! Replication between databases: capture, change sets, merge rules, status, history.
 
-use pluresdb_core::{ChangeRecord, Database, ErrorKind, NODES, SyncProgress, Value, Version};
+use pluresdb_core::{
+    ChangeRecord, Database, ErrorKind, NODES, OpenOptions, SyncProgress, Value, Version,
+};
 use serde_json::json;
 
 /// Everything replicated, in a canonical text form for comparing replicas.
@@ -1046,4 +1048,113 @@ fn rows_a_failing_statement_keeps_are_sent() {
     assert_eq!(a.all("SELECT id FROM t", ()).unwrap().len(), 4);
     sync(&a, &b);
     assert_eq!(dump(&a), dump(&b));
+}
+
+/// Flushes in the change log not yet folded into the sync records.
+fn logged(db: &Database) -> i64 {
+    db.value("SELECT count(*) FROM _pluresdb_clock_log", ())
+        .unwrap()
+        .as_i64()
+        .unwrap()
+}
+
+#[test]
+fn logged_changes_are_folded_before_any_handle_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, a) = synced_file(&dir, NOTES, "notes");
+    a.transaction(|tx| {
+        for i in 0..3 {
+            tx.run("INSERT INTO notes VALUES (?1, 'first')", (format!("n{i}"),))?;
+        }
+        tx.run("UPDATE notes SET body = 'second' WHERE id = 'n1'", ())?;
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+    assert_eq!(logged(&a), 1, "one transaction, one log record");
+    // Another handle (as another process would) reads them: it folds the log first.
+    let b = Database::open(&path).unwrap();
+    assert!(sends(&b, "body", "second"));
+    assert_eq!(logged(&a), 0);
+    a.run("UPDATE notes SET body = 'third' WHERE id = 'n2'", ())
+        .unwrap();
+    // A read-only handle cannot fold: it says so instead of reading records without them.
+    let ro = OpenOptions::new().read_only(true).open(&path).unwrap();
+    let err = ro.changes_since(0, None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ReadOnly);
+    assert!(err.message().contains("open it writable"), "{err}");
+    a.fold_change_log().unwrap();
+    assert_eq!(logged(&a), 0);
+    assert!(sends(&ro, "body", "third"));
+    // What the fold recorded is what a peer needs: merged, the peer has the same rows.
+    let peer = Database::open_in_memory().unwrap();
+    peer.exec(NOTES).unwrap();
+    peer.sync_table("notes").unwrap();
+    a.run("DELETE FROM notes WHERE id = 'n0'", ()).unwrap();
+    sync(&a, &peer);
+    assert_eq!(dump(&a), dump(&peer));
+    assert_eq!(peer.all("SELECT id FROM notes", ()).unwrap().len(), 2);
+}
+
+#[test]
+fn a_commit_that_fills_the_log_folds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_path, a) = synced_file(&dir, NOTES, "notes");
+    a.run("INSERT INTO notes VALUES ('small', '')", ()).unwrap();
+    assert_eq!(logged(&a), 1);
+    // 2 KB keys: 4,500 rows log about 9 MiB, past the 8 MiB bound.
+    let pad = "k".repeat(2048);
+    a.transaction(|tx| {
+        let insert = tx.prepare("INSERT INTO notes VALUES (?1, '')")?;
+        for i in 0..4500 {
+            insert.run((format!("{pad}{i}"),))?;
+        }
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+    let records = || {
+        a.value(
+            "SELECT count(*) FROM _pluresdb_clock
+             WHERE tbl = (SELECT id FROM _pluresdb_collections WHERE name = 'notes')",
+            (),
+        )
+        .unwrap()
+        .as_i64()
+        .unwrap()
+    };
+    // Folded when the log filled (what the transaction wrote after that may wait).
+    assert!(records() > 4000, "{} records", records());
+    assert!(logged(&a) <= 1);
+    a.fold_change_log().unwrap();
+    assert_eq!((records(), logged(&a)), (4501, 0));
+}
+
+#[test]
+fn a_format_1_file_gains_the_change_log_when_opened_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, a) = synced_file(&dir, NOTES, "notes");
+    a.run("INSERT INTO notes VALUES ('old', 'x')", ()).unwrap();
+    a.fold_change_log().unwrap();
+    a.exec(
+        "DROP TABLE _pluresdb_clock_log;
+         UPDATE _pluresdb_meta SET value = 1 WHERE key = 'format_version'",
+    )
+    .unwrap();
+    drop(a);
+    // Read-only, format 1 has no log and its records are complete.
+    let ro = OpenOptions::new().read_only(true).open(&path).unwrap();
+    assert!(sends(&ro, "body", "x"));
+    drop(ro);
+    let a = Database::open(&path).unwrap();
+    a.run("INSERT INTO notes VALUES ('new', 'y')", ()).unwrap();
+    assert_eq!(logged(&a), 1);
+    assert!(sends(&a, "body", "x") && sends(&a, "body", "y"));
+    assert_eq!(
+        a.value(
+            "SELECT value FROM _pluresdb_meta WHERE key = 'format_version'",
+            ()
+        )
+        .unwrap()
+        .as_i64(),
+        Some(pluresdb_core::FORMAT_VERSION)
+    );
 }

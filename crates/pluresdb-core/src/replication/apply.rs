@@ -110,6 +110,8 @@ impl Database {
         };
         self.transaction(|db| {
             db.with_writer_conn(|conn| {
+                // Merging reads clock records: this database's own logged changes first.
+                repl.settle_clock(conn)?;
                 repl.suppress.store(true, Ordering::Release);
                 let _suppress = Suppress(&repl);
                 let seq = repl.tx_seq(conn)?;

@@ -1,6 +1,8 @@
 //! Change capture: the writer's pre-update hook reports row changes of replicated tables to
-//! [`Replication::capture_preupdate`], which keeps them in memory; before the transaction ends
-//! (and in batches meanwhile) they are written to `_pluresdb_clock` with this site's versions.
+//! [`Replication::capture_preupdate`], which encodes them in memory; before the transaction
+//! ends (and in batches meanwhile) they are appended to the change log, which is folded into
+//! `_pluresdb_clock` with this site's versions before anything reads the clock (see
+//! [`changelog`](super::changelog)).
 //!
 //! A hook rather than triggers: a trigger makes every write to the table a multi-row statement
 //! with its own statement journal (each page it touches is copied first) and runs a trigger
@@ -13,42 +15,34 @@ use rusqlite::hooks::PreUpdateCase;
 
 use pluresdb_crdt::Hlc;
 
+use super::changelog::{self, CaptureBuf, Entries, Entry, Origin};
 use super::clock::{RowClock, Stamp};
 use super::collections::{Kind, TableInfo};
 use super::keys;
 use super::state::Replication;
 use crate::engine::WriteObserver;
 use crate::error::{Error, Result};
-use crate::value::ValueRef;
-use crate::wire::put_value;
+use crate::value::{Value, ValueRef};
+use crate::wire::{Reader, put_value};
 
-/// Captured changes are written in batches of this many rows while a transaction runs
-/// (sorted by key first: the larger the batch, the closer to one ordered pass over the clock).
-const FLUSH_AT: usize = 16_384;
+/// Captured changes are appended to the log in batches of this many bytes while a transaction
+/// runs (about 45 bytes per change of a small row).
+const FLUSH_AT: usize = 8 << 20;
+
+/// The log is folded into the clock when a flush leaves it holding this many bytes: it bounds
+/// the log's size and the time the next sync spends folding it.
+const FOLD_AT: u64 = 8 << 20;
 
 /// What happened to a row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
-    Insert,
-    Update,
-    Delete,
+    Insert = 0,
+    Update = 1,
+    Delete = 2,
 }
 
-/// One row change reported by the hook.
-#[derive(Debug)]
-pub(crate) struct Captured {
-    coll: u32,
-    op: Op,
-    /// The row's key (the old key for updates).
-    key: Vec<u8>,
-    /// For updates that change the key: the new key.
-    new_key: Option<Vec<u8>>,
-    /// For updates: the names of the fields that changed, packed.
-    fields: Vec<u8>,
-    hlc: Hlc,
-    /// Which statement made the change (see `Replication::statements`).
-    statement: u64,
-}
+/// A logged change, with the version it is stored under.
+type Stamped<'a> = (Entry<'a>, Stamp);
 
 impl Replication {
     /// Called by the writer's pre-update hook before a row of any table changes: records the
@@ -65,21 +59,16 @@ impl Replication {
         let Kind::Table(info) = &coll.kind else {
             return;
         };
-        let captured = capture(info, case).map(|c| {
-            c.map(|(op, key, new_key, fields)| Captured {
-                coll: coll.id,
-                op,
-                key,
-                new_key,
-                fields,
-                hlc: self.clock.now(),
-                statement: self.statements.load(Ordering::Relaxed),
-            })
-        });
-        match captured {
-            Ok(Some(c)) => self.captured.lock().push(c),
-            Ok(None) => {}
+        let at = Origin {
+            coll: coll.id,
+            statement: self.statements.load(Ordering::Relaxed),
+            hlc: self.clock.now().as_u64(),
+        };
+        let mut buf = self.captured.lock();
+        match capture(info, case, &mut buf, at) {
+            Ok(()) => {}
             Err(why) => {
+                drop(buf);
                 // Shapes are read again before the next statement (and for a retry).
                 self.writer_auth
                     .schema_changed
@@ -118,67 +107,71 @@ impl Replication {
         }
     }
 
-    /// Writes every captured change to the clock table (inside the open transaction).
+    /// Appends every captured change to the change log (inside the open transaction), and
+    /// folds the log into the clock when it has grown large.
     pub(crate) fn flush_captured(&self, conn: &Connection) -> Result<()> {
         self.refresh_schema(conn)?;
-        let mut items = std::mem::take(&mut *self.captured.lock());
-        if items.is_empty() {
+        let (changes, count) = self.captured.lock().take();
+        if count == 0 {
             return Ok(());
         }
-        sort_by_key(&mut items);
-        drop_replaced(&mut items);
         let seq = self.tx_seq(conn)?;
         {
             let mut recent = self.recent.lock();
-            for c in &items {
-                recent.record(seq, c.coll, &c.key);
-                if let Some(key) = &c.new_key {
-                    recent.record(seq, c.coll, key);
+            if count > super::recent::CAPACITY {
+                recent.overflow(seq);
+            } else {
+                for e in Entries(Reader::new(&changes, "change")) {
+                    let e = e?;
+                    recent.record(seq, e.coll, e.key);
+                    if let Some(key) = e.new_key {
+                        recent.record(seq, e.coll, key);
+                    }
                 }
             }
         }
         let me = self.site_index(conn, self.site)?;
-        let stamp = |c: &Captured| Stamp {
-            hlc: c.hlc.as_u64(),
-            site: me,
-            seq,
-        };
-        let mut i = 0;
-        while i < items.len() {
-            let item = &items[i];
-            match (item.op, &item.new_key) {
-                (Op::Insert, _) => {
-                    // New rows: written without reading first (an existing record is upserted).
-                    let run = items[i..].iter().take_while(|c| c.op == Op::Insert).count();
-                    for part in chunk_sizes(&items[i..i + run]) {
-                        upsert_created(
-                            conn,
-                            part.iter()
-                                .map(|c| (c.coll, c.key.as_slice(), RowClock::whole(stamp(c)))),
-                        )?;
-                    }
-                    i += run;
-                }
-                (Op::Update | Op::Delete, Some(new_key)) => {
-                    // A changed key: the old row is deleted and a new one created.
-                    mark_deleted(conn, item.coll, &item.key, stamp(item))?;
-                    upsert_created(
-                        conn,
-                        [(item.coll, new_key.as_slice(), RowClock::whole(stamp(item)))],
-                    )?;
-                    i += 1;
-                }
-                (Op::Update, None) => {
-                    update_row(conn, item.coll, &item.key, stamp(item), &item.fields)?;
-                    i += 1;
-                }
-                (Op::Delete, None) => {
-                    mark_deleted(conn, item.coll, &item.key, stamp(item))?;
-                    i += 1;
-                }
-            }
+        let pending = changelog::append(conn, seq, me, count, &changes)?;
+        if pending >= FOLD_AT {
+            self.fold_log(conn)?;
         }
         self.persist_clock(conn)
+    }
+
+    /// Brings `_pluresdb_clock` up to date in the open transaction: captured changes are
+    /// logged and the log is folded in. Everything that reads or rewrites clock records of SQL
+    /// tables calls this first.
+    pub(crate) fn settle_clock(&self, conn: &Connection) -> Result<()> {
+        self.flush_captured(conn)?;
+        self.fold_log(conn)
+    }
+
+    /// True when the change log holds changes not in the clock records yet.
+    pub(crate) fn log_has_changes(&self, conn: &Connection) -> Result<bool> {
+        changelog::has_changes(conn)
+    }
+
+    /// Writes the logged changes to the clock, oldest first, and empties the log.
+    fn fold_log(&self, conn: &Connection) -> Result<()> {
+        if !changelog::has_changes(conn)? {
+            return Ok(());
+        }
+        let flushes = changelog::read_all(conn)?;
+        let mut items: Vec<Stamped<'_>> =
+            Vec::with_capacity(flushes.iter().map(|(_, n, _)| n).sum());
+        for (stamp, _, changes) in &flushes {
+            for e in Entries(Reader::new(changes, "change log")) {
+                let e = e?;
+                let stamp = Stamp {
+                    hlc: e.hlc,
+                    ..*stamp
+                };
+                items.push((e, stamp));
+            }
+        }
+        sort_by_key(&mut items);
+        write_clock(conn, &items)?;
+        changelog::clear(conn)
     }
 
     /// Re-reads table shapes when the writer changed the schema.
@@ -248,15 +241,14 @@ impl Replication {
     }
 }
 
-/// A captured row change: operation, key, new key (when it changed), changed fields (packed);
-/// `None` for an update that changed nothing.
-type RowChange = (Op, Vec<u8>, Option<Vec<u8>>, Vec<u8>);
-
-/// Reads a row change from the hook: the key columns, and for updates which fields changed.
+/// Encodes a row change from the hook into `buf`: the key columns, and for updates which
+/// fields changed (nothing for an update that changed nothing).
 fn capture(
     info: &TableInfo,
     case: &PreUpdateCase,
-) -> std::result::Result<Option<RowChange>, String> {
+    buf: &mut CaptureBuf,
+    at: Origin,
+) -> std::result::Result<(), String> {
     let columns = match case {
         PreUpdateCase::Insert(new) => new.get_column_count(),
         PreUpdateCase::Delete(old) => old.get_column_count(),
@@ -264,7 +256,7 @@ fn capture(
             old_value_accessor: old,
             ..
         } => old.get_column_count(),
-        PreUpdateCase::Unknown => return Ok(None),
+        PreUpdateCase::Unknown => return Ok(()),
     };
     if usize::try_from(columns).ok() != Some(info.columns) {
         return Err(format!(
@@ -273,59 +265,75 @@ fn capture(
             info.columns
         ));
     }
-    read_change(info, case).map_err(|e| e.to_string())
+    read_change(info, case, buf, at).map_err(|e| e.to_string())
 }
 
-/// The key, and for updates the changed fields, of a row change of a table of known shape.
-fn read_change(info: &TableInfo, case: &PreUpdateCase) -> rusqlite::Result<Option<RowChange>> {
+/// [`capture`] for a table of known shape.
+fn read_change(
+    info: &TableInfo,
+    case: &PreUpdateCase,
+    buf: &mut CaptureBuf,
+    at: Origin,
+) -> rusqlite::Result<()> {
     let pk = info.pk_pos.as_slice();
-    Ok(match case {
-        PreUpdateCase::Insert(new) => Some((
-            Op::Insert,
-            pack_columns(pk, |i| new.get_new_column_value(i))?,
-            None,
-            Vec::new(),
-        )),
-        PreUpdateCase::Delete(old) => Some((
-            Op::Delete,
-            pack_columns(pk, |i| old.get_old_column_value(i))?,
-            None,
-            Vec::new(),
-        )),
+    let mut key = std::mem::take(&mut buf.scratch);
+    key.clear();
+    match case {
+        PreUpdateCase::Insert(new) => {
+            pack_columns(&mut key, pk, |i| new.get_new_column_value(i))?;
+            buf.push(at, Op::Insert, &key, None, &[]);
+        }
+        PreUpdateCase::Delete(old) => {
+            pack_columns(&mut key, pk, |i| old.get_old_column_value(i))?;
+            buf.push(at, Op::Delete, &key, None, &[]);
+        }
         PreUpdateCase::Update {
             old_value_accessor: old,
             new_value_accessor: new,
         } => {
-            let key = pack_columns(pk, |i| old.get_old_column_value(i))?;
-            let new_key = pack_columns(pk, |i| new.get_new_column_value(i))?;
+            pack_columns(&mut key, pk, |i| old.get_old_column_value(i))?;
+            let mut key_changed = false;
+            for &pos in pk {
+                let pos = pos as i32;
+                key_changed |= old.get_old_column_value(pos)? != new.get_new_column_value(pos)?;
+            }
+            let new_key = if key_changed {
+                let mut new_key = Vec::with_capacity(key.len());
+                pack_columns(&mut new_key, pk, |i| new.get_new_column_value(i))?;
+                Some(new_key)
+            } else {
+                None
+            };
             // The names of the changed fields, packed as they are stored.
-            let mut changed = Vec::new();
+            let mut changed = std::mem::take(&mut buf.fields_scratch);
+            changed.clear();
             for (name, &pos) in info.fields.iter().zip(&info.field_pos) {
                 let pos = pos as i32;
                 if old.get_old_column_value(pos)? != new.get_new_column_value(pos)? {
                     put_value(&mut changed, ValueRef::Text(name.as_bytes()));
                 }
             }
-            if new_key == key && changed.is_empty() {
-                return Ok(None);
+            if new_key.is_some() || !changed.is_empty() {
+                buf.push(at, Op::Update, &key, new_key.as_deref(), &changed);
             }
-            let new_key = (new_key != key).then_some(new_key);
-            Some((Op::Update, key, new_key, changed))
+            buf.fields_scratch = changed;
         }
-        PreUpdateCase::Unknown => None,
-    })
+        PreUpdateCase::Unknown => {}
+    }
+    buf.scratch = key;
+    Ok(())
 }
 
-/// Packs the values of the columns at `positions` as a row key.
+/// Packs the values of the columns at `positions` as a row key, into `key`.
 fn pack_columns<'a>(
+    key: &mut Vec<u8>,
     positions: &[usize],
     get: impl Fn(i32) -> rusqlite::Result<rusqlite::types::ValueRef<'a>>,
-) -> rusqlite::Result<Vec<u8>> {
-    let mut key = Vec::with_capacity(24);
+) -> rusqlite::Result<()> {
     for &pos in positions {
-        put_value(&mut key, ValueRef::from_sqlite(get(pos as i32)?));
+        put_value(key, ValueRef::from_sqlite(get(pos as i32)?));
     }
-    Ok(key)
+    Ok(())
 }
 
 /// A local write to a node or an edge.
@@ -355,34 +363,87 @@ impl GraphWrite {
 /// Orders changes by row key, so the clock table's B-tree is written front to back rather than
 /// at random. Changes to one row keep their order (the sort is stable), and no change moves
 /// across one that changes a row's key (it touches two rows).
-fn sort_by_key(items: &mut [Captured]) {
-    for segment in items.split_mut(|c| c.new_key.is_some()) {
-        segment.sort_by(|a, b| (a.coll, &a.key).cmp(&(b.coll, &b.key)));
+fn sort_by_key(items: &mut [Stamped<'_>]) {
+    for segment in items.split_mut(|c| c.0.new_key.is_some()) {
+        segment.sort_by(|a, b| (a.0.coll, a.0.key).cmp(&(b.0.coll, b.0.key)));
     }
 }
 
-/// `INSERT OR REPLACE` of an existing row reports the row's deletion and then its insertion,
-/// in one statement: that is one write of the row (all fields new, same life), as a trigger
-/// saw it, not a delete and a re-creation. `items` must be sorted by key.
-fn drop_replaced(items: &mut Vec<Captured>) {
-    let replaced = |a: &Captured, b: &Captured| {
-        a.op == Op::Delete
-            && b.op == Op::Insert
-            && a.statement == b.statement
-            && a.coll == b.coll
-            && a.key == b.key
-    };
-    if !items.windows(2).any(|w| replaced(&w[0], &w[1])) {
-        return;
-    }
-    let mut out: Vec<Captured> = Vec::with_capacity(items.len());
-    for c in items.drain(..) {
-        if out.last().is_some_and(|last| replaced(last, &c)) {
-            out.pop();
+/// What folding writes for one logged change, or for a row's creation and the changes to
+/// it that follow (an insert, then updates of its fields: one record, no read).
+enum Write<'a> {
+    Created(u32, &'a [u8], RowClock),
+    Change(&'a Stamped<'a>),
+}
+
+/// Folds each row's creation together with the field updates right after it (sorted items).
+fn coalesce<'a>(items: &'a [Stamped<'a>]) -> Result<Vec<Write<'a>>> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut i = 0;
+    while i < items.len() {
+        let (created, stamp) = &items[i];
+        i += 1;
+        if created.op != Op::Insert {
+            out.push(Write::Change(&items[i - 1]));
+            continue;
         }
-        out.push(c);
+        let mut clock = RowClock::whole(*stamp);
+        while let Some((e, s)) = items.get(i)
+            && e.op == Op::Update
+            && e.new_key.is_none()
+            && (e.coll, e.key) == (created.coll, created.key)
+        {
+            for name in keys::unpack(e.fields)? {
+                if let Value::Text(name) = name {
+                    clock.set_field(&name, *s);
+                }
+            }
+            i += 1;
+        }
+        out.push(Write::Created(created.coll, created.key, clock));
     }
-    *items = out;
+    Ok(out)
+}
+
+/// Writes logged changes (sorted by [`sort_by_key`]) to the clock table.
+fn write_clock(conn: &Connection, items: &[Stamped<'_>]) -> Result<()> {
+    let writes = coalesce(items)?;
+    let mut i = 0;
+    while i < writes.len() {
+        let (item, stamp) = match &writes[i] {
+            Write::Created(..) => {
+                // New rows: written without reading first (an existing record is upserted).
+                let run = writes[i..]
+                    .iter()
+                    .take_while(|w| matches!(w, Write::Created(..)))
+                    .count();
+                for part in chunk_sizes(&writes[i..i + run]) {
+                    upsert_created(
+                        conn,
+                        part.iter().filter_map(|w| match w {
+                            Write::Created(coll, key, clock) => Some((*coll, *key, clock.clone())),
+                            Write::Change(_) => None,
+                        }),
+                    )?;
+                }
+                i += run;
+                continue;
+            }
+            Write::Change((item, stamp)) => (item, *stamp),
+        };
+        match (item.op, item.new_key) {
+            (Op::Update | Op::Delete, Some(new_key)) => {
+                // A changed key: the old row is deleted and a new one created.
+                mark_deleted(conn, item.coll, item.key, stamp)?;
+                upsert_created(conn, [(item.coll, new_key, RowClock::whole(stamp))])?;
+            }
+            (Op::Update, None) => update_row(conn, item.coll, item.key, stamp, item.fields)?,
+            (Op::Delete, None) => mark_deleted(conn, item.coll, item.key, stamp)?,
+            (Op::Insert, _) => unreachable!("creations are folded by coalesce"),
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 /// Splits a chunk into parts of 64, 16, 4 and 1 rows (few distinct statements to cache).
@@ -457,7 +518,7 @@ fn upsert_created<'a>(
     for (coll, key, clock) in &rows {
         stmt.raw_bind_parameter(i, i64::from(*coll))?;
         stmt.raw_bind_parameter(i + 1, *key)?;
-        stmt.raw_bind_parameter(i + 2, clock.sentinel.seq as i64)?;
+        stmt.raw_bind_parameter(i + 2, clock.newest_seq() as i64)?;
         stmt.raw_bind_parameter(i + 3, clock.encode())?;
         i += 4;
     }

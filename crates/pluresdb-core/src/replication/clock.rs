@@ -81,6 +81,13 @@ impl RowClock {
         }
     }
 
+    /// The newest local sequence number among the versions (what "changes since" filters on).
+    pub(crate) fn newest_seq(&self) -> u64 {
+        let fields = self.fields.iter().map(|(_, s)| s.seq);
+        let base = self.fields_base.map(|s| s.seq);
+        fields.chain(base).fold(self.sentinel.seq, u64::max)
+    }
+
     /// Names of fields with their own version.
     pub(crate) fn named_fields(&self) -> impl Iterator<Item = &str> {
         self.fields.iter().map(|(n, _)| n.as_str())

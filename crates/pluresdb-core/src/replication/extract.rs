@@ -16,6 +16,9 @@ use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::value::Value;
 
+/// How often reading changes folds the log and tries again before giving up.
+const FOLD_ATTEMPTS: usize = 5;
+
 /// The changes a peer is missing, and how far they go.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChangeSet {
@@ -57,7 +60,29 @@ impl Database {
         batch: usize,
         mut sink: impl FnMut(&[ChangeRecord]) -> Result<()>,
     ) -> Result<u64> {
-        self.flush_captured()?;
+        // The clock records are read from a snapshot without logged changes: the log is folded
+        // first, and again if another handle logged changes before the snapshot began.
+        for _ in 0..FOLD_ATTEMPTS {
+            self.settle_clock()?;
+            if let Some(db_version) = self.read_changes(since, exclude, batch, &mut sink)? {
+                return Ok(db_version);
+            }
+        }
+        Err(Error::new(
+            crate::ErrorKind::Busy,
+            "other writers kept logging changes while this one read them; try again",
+        ))
+    }
+
+    /// [`for_each_change`](Self::for_each_change) from one snapshot; `None` (and nothing sent)
+    /// when the snapshot holds logged changes not folded into the clock.
+    fn read_changes(
+        &self,
+        since: u64,
+        exclude: Option<SiteId>,
+        batch: usize,
+        sink: &mut impl FnMut(&[ChangeRecord]) -> Result<()>,
+    ) -> Result<Option<u64>> {
         let collections = self.replication().collections_cached();
         let by_id: HashMap<u32, &Collection> = collections.iter().map(|c| (c.id, &**c)).collect();
         self.engine().with_read_conn(|conn| {
@@ -72,8 +97,11 @@ impl Database {
                     Ok((r.get::<_, Option<i64>>(0)?.unwrap_or(0), r.get(1)?))
                 })?;
             let db_version = db_version as u64;
-            let sites = Sites::load(conn, exclude)?;
             let repl = self.replication();
+            if repl.log_has_changes(conn)? {
+                return Ok(None);
+            }
+            let sites = Sites::load(conn, exclude)?;
             let recent = repl
                 .recent
                 .lock()
@@ -133,7 +161,7 @@ impl Database {
             if !out.is_empty() {
                 sink(&out)?;
             }
-            Ok(db_version)
+            Ok(Some(db_version))
         })
     }
 }

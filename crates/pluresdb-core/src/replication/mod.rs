@@ -4,8 +4,9 @@
 //!
 //! * Nodes and edges are always replicated. A SQL table opts in with
 //!   `SELECT pluresdb_sync_table('todos')` or [`Database::sync_table`]; the writer's pre-update
-//!   hook then reports its row changes, which are written to `_pluresdb_clock` before the
-//!   transaction ends.
+//!   hook then reports its row changes, which are appended to a change log
+//!   (`_pluresdb_clock_log`) in the same transaction and folded into `_pluresdb_clock` in bulk
+//!   before anything reads or merges clock records.
 //! * `_pluresdb_clock` holds, per replicated row, its causal length and a [`RowClock`]: the
 //!   version of each field plus the local sequence number (`db_version`) that stored it.
 //!   "Changes since N" are the fields stored after N.
@@ -14,6 +15,7 @@
 
 mod apply;
 mod capture;
+mod changelog;
 mod clock;
 mod collections;
 mod extract;

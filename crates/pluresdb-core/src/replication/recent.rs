@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 /// Rows listed at most; past this the oldest are forgotten (peers further behind get a scan).
-const CAPACITY: usize = 65_536;
+pub(crate) const CAPACITY: usize = 65_536;
 
 /// Recently written clock records, by `db_version`.
 pub(crate) struct Recent {

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 use pluresdb_crdt::{Hlc, HybridClock, SiteId};
 
-use super::capture::Captured;
+use super::changelog::CaptureBuf;
 use super::clock::Stamp;
 use super::collections::{Collection, Collections, drop_legacy_triggers};
 use super::recent::Recent;
@@ -23,8 +23,8 @@ pub(crate) struct Replication {
     pub(crate) tx: Arc<TxCounters>,
     pub(crate) writer_auth: Arc<WriterAuth>,
     state: Mutex<State>,
-    /// Row changes reported by the pre-update hook, not yet written to the clock table.
-    pub(crate) captured: Mutex<Vec<Captured>>,
+    /// Row changes reported by the pre-update hook, not yet written to the change log.
+    pub(crate) captured: Mutex<CaptureBuf>,
     /// Replicated SQL tables, for the pre-update hook (a lock of its own: the hook runs inside
     /// statements that may be run while `state` is locked).
     pub(crate) tables: RwLock<Vec<Arc<Collection>>>,
@@ -93,7 +93,7 @@ impl Replication {
                     collections: Collections::default(),
                     tx_seq: None,
                 }),
-                captured: Mutex::new(Vec::new()),
+                captured: Mutex::new(CaptureBuf::default()),
                 tables: RwLock::new(Vec::new()),
                 collections_changed_in: AtomicU64::new(0),
                 rollbacks_seen: AtomicU64::new(0),
@@ -141,7 +141,7 @@ impl Replication {
                 collections,
                 tx_seq: None,
             }),
-            captured: Mutex::new(Vec::new()),
+            captured: Mutex::new(CaptureBuf::default()),
             tables,
             collections_changed_in: AtomicU64::new(0),
             rollbacks_seen,

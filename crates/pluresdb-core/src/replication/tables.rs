@@ -23,7 +23,7 @@ impl Replication {
             return done;
         }
         // Changes captured so far belong to the tables synced so far.
-        self.flush_captured(conn)?;
+        self.settle_clock(conn)?;
         let info = check_shape(conn, table)?;
         conn.prepare_cached(
             "INSERT OR IGNORE INTO _pluresdb_collections(name, kind) VALUES (?1, 'table')",
@@ -84,7 +84,7 @@ impl Replication {
             return Ok(false);
         };
         // Changes captured so far are recorded before the table stops being synced.
-        self.flush_captured(conn)?;
+        self.settle_clock(conn)?;
         conn.execute("DELETE FROM _pluresdb_clock WHERE tbl = ?1", [id])?;
         conn.execute("DELETE FROM _pluresdb_collections WHERE id = ?1", [id])?;
         self.collections_changed(conn)?;
