@@ -640,10 +640,12 @@ pub(crate) fn observed_write<T>(
 /// Whether a statement that failed kept the rows it changed before failing, given the
 /// connection's `total_changes` before it ran. SQLite undoes a failed statement (ABORT, the
 /// default) or the whole transaction (ROLLBACK), except under FAIL (`INSERT OR FAIL`, a
-/// column's `ON CONFLICT FAIL`, `RAISE(FAIL)`), which keeps the rows already changed; only
-/// then does the failed statement add its changes to `total_changes`.
+/// column's `ON CONFLICT FAIL`, `RAISE(FAIL)`), which keeps the rows already changed. Only
+/// then does `changes()` count them: `total_changes` alone also counts what a trigger of an
+/// undone statement wrote. (Missed: under FAIL, a first row that failed after its own
+/// triggers wrote; those triggers' rows stay but are not sent.)
 pub(crate) fn failure_kept_changes(conn: &Connection, before: u64) -> bool {
-    !conn.is_autocommit() && conn.total_changes() != before
+    !conn.is_autocommit() && conn.total_changes() != before && conn.changes() > 0
 }
 
 /// Commits the open transaction with its captures written first; a transaction that must not

@@ -832,8 +832,31 @@ fn insert_or_replace_rewrites_the_row_in_the_same_life() {
         .collect();
     assert!(!of_r.is_empty());
     assert!(of_r.iter().all(|c| c.cl == 1), "{of_r:#?}");
+    // Also when the replaced row's delete cascades to a synced child first.
+    a.exec(
+        "CREATE TABLE parts(id TEXT PRIMARY KEY NOT NULL,
+                            todo TEXT REFERENCES todos(id) ON DELETE CASCADE)",
+    )
+    .unwrap();
+    a.sync_table("parts").unwrap();
+    a.exec("PRAGMA foreign_keys = ON; INSERT INTO parts VALUES ('p', 'r')")
+        .unwrap();
+    a.run(
+        "INSERT OR REPLACE INTO todos(id, title) VALUES ('r', 'three')",
+        (),
+    )
+    .unwrap();
+    assert_eq!(a.all("SELECT id FROM parts", ()).unwrap().len(), 0);
+    let changes = a.changes_since(0, None).unwrap().changes;
+    assert!(
+        changes
+            .iter()
+            .filter(|c| c.collection == "todos" && format!("{:?}", c.key).contains("\"r\""))
+            .all(|c| c.cl == 1),
+        "{changes:#?}"
+    );
     // A delete and an insert in separate statements are a new life.
-    a.exec("DELETE FROM todos WHERE id = 'r'; INSERT INTO todos(id, title) VALUES ('r', 'three');")
+    a.exec("DELETE FROM todos WHERE id = 'r'; INSERT INTO todos(id, title) VALUES ('r', 'four');")
         .unwrap();
     let changes = a.changes_since(0, None).unwrap().changes;
     assert!(
@@ -1046,6 +1069,37 @@ fn rows_a_failing_statement_keeps_are_sent() {
     assert!(matches!(&items[..], [Err(_)]), "{items:?}");
     assert_eq!(a.all("SELECT id FROM u", ()).unwrap().len(), 2);
     assert_eq!(a.all("SELECT id FROM t", ()).unwrap().len(), 4);
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+}
+
+#[test]
+fn a_failed_statement_whose_triggers_wrote_sends_nothing() {
+    let a = Database::open_in_memory().unwrap();
+    let b = Database::open_in_memory().unwrap();
+    for db in [&a, &b] {
+        db.exec(
+            "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, n INTEGER CHECK (n > 0));
+             CREATE TABLE audit(what TEXT);
+             CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN INSERT INTO audit VALUES ('ins'); END;
+             CREATE TRIGGER t_del AFTER DELETE ON t BEGIN INSERT INTO audit VALUES ('del'); END;
+             CREATE TRIGGER t_keep BEFORE DELETE ON t WHEN old.id = 'keep'
+                 BEGIN SELECT RAISE(ABORT, 'kept'); END;",
+        )
+        .unwrap();
+        db.sync_table("t").unwrap();
+    }
+    a.exec("INSERT INTO t VALUES ('x', 1), ('keep', 2)")
+        .unwrap();
+    sync(&a, &b);
+    // The triggers wrote for the first row, then the statement failed and SQLite undid it all.
+    a.exec("INSERT INTO t VALUES ('a', 1), ('b', -1)")
+        .unwrap_err();
+    a.exec("BEGIN; INSERT INTO t VALUES ('c', 1), ('d', -1)")
+        .unwrap_err();
+    a.exec("COMMIT").unwrap();
+    a.exec("DELETE FROM t").unwrap_err();
+    assert_eq!(a.all("SELECT id FROM t", ()).unwrap().len(), 2);
     sync(&a, &b);
     assert_eq!(dump(&a), dump(&b));
 }

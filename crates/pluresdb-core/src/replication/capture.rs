@@ -23,7 +23,7 @@ use super::state::Replication;
 use crate::engine::WriteObserver;
 use crate::error::{Error, Result};
 use crate::value::{Value, ValueRef};
-use crate::wire::{Reader, put_value};
+use crate::wire::put_value;
 
 /// Captured changes are appended to the log in batches of this many bytes while a transaction
 /// runs (about 45 bytes per change of a small row).
@@ -121,7 +121,7 @@ impl Replication {
             if count > super::recent::CAPACITY {
                 recent.overflow(seq);
             } else {
-                for e in Entries(Reader::new(&changes, "change")) {
+                for e in Entries::new(&changes, "change") {
                     let e = e?;
                     recent.record(seq, e.coll, e.key);
                     if let Some(key) = e.new_key {
@@ -160,7 +160,7 @@ impl Replication {
         let mut items: Vec<Stamped<'_>> =
             Vec::with_capacity(flushes.iter().map(|(_, n, _)| n).sum());
         for (stamp, _, changes) in &flushes {
-            for e in Entries(Reader::new(changes, "change log")) {
+            for e in Entries::new(changes, "change log") {
                 let e = e?;
                 let stamp = Stamp {
                     hlc: e.hlc,
@@ -363,9 +363,30 @@ impl GraphWrite {
 /// Orders changes by row key, so the clock table's B-tree is written front to back rather than
 /// at random. Changes to one row keep their order (the sort is stable), and no change moves
 /// across one that changes a row's key (it touches two rows).
+///
+/// The first 16 key bytes are compared as one number first, so most comparisons read no key
+/// (a slice comparison chases a pointer into the log per side).
 fn sort_by_key(items: &mut [Stamped<'_>]) {
+    let prefix = |key: &[u8]| {
+        let mut b = [0u8; 16];
+        let n = key.len().min(16);
+        b[..n].copy_from_slice(&key[..n]);
+        u128::from_be_bytes(b)
+    };
     for segment in items.split_mut(|c| c.0.new_key.is_some()) {
-        segment.sort_by(|a, b| (a.0.coll, a.0.key).cmp(&(b.0.coll, b.0.key)));
+        let mut order: Vec<(u32, u128, u32)> = segment
+            .iter()
+            .enumerate()
+            .map(|(i, (e, _))| (e.coll, prefix(e.key), i as u32))
+            .collect();
+        order.sort_unstable_by(|x, y| {
+            (x.0, x.1)
+                .cmp(&(y.0, y.1))
+                .then_with(|| segment[x.2 as usize].0.key.cmp(segment[y.2 as usize].0.key))
+                .then(x.2.cmp(&y.2))
+        });
+        let sorted: Vec<Stamped<'_>> = order.iter().map(|o| segment[o.2 as usize]).collect();
+        segment.copy_from_slice(&sorted);
     }
 }
 
@@ -562,7 +583,7 @@ impl WriteObserver for Replication {
 
     fn mark(&self) -> usize {
         self.statements.fetch_add(1, Ordering::Relaxed);
-        self.captured.lock().len()
+        self.captured.lock().mark()
     }
 
     fn discard_since(&self, mark: usize) {
@@ -608,5 +629,38 @@ impl WriteObserver for Replication {
         } else {
             self.refresh_schema(conn)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folding_order_is_a_stable_sort_by_row_within_key_changes() {
+        // Keys sharing a 16-byte prefix, repeated keys, two collections, one key change.
+        let keys: Vec<Vec<u8>> = (0..400u32)
+            .map(|i| format!("0123456789abcdef-{}", (i * 7) % 9).into_bytes())
+            .collect();
+        let entry = |i: usize| Entry {
+            coll: 1 + (i % 2) as u32,
+            op: Op::Update,
+            hlc: i as u64,
+            key: &keys[i],
+            new_key: (i == 250).then_some(&b"z"[..]),
+            fields: &[],
+        };
+        let mut items: Vec<Stamped<'_>> = (0..keys.len())
+            .map(|i| (entry(i), Stamp::default()))
+            .collect();
+        sort_by_key(&mut items);
+        let mut expected: Vec<usize> = (0..keys.len()).collect();
+        for part in expected.split_mut(|&i| i == 250) {
+            part.sort_by(|&a, &b| {
+                (entry(a).coll, entry(a).key).cmp(&(entry(b).coll, entry(b).key))
+            });
+        }
+        let got: Vec<usize> = items.iter().map(|(e, _)| e.hlc as usize).collect();
+        assert_eq!(got, expected);
     }
 }

@@ -27,27 +27,44 @@ pub(crate) struct Origin {
     pub(crate) hlc: u64,
 }
 
+/// How many of the current statement's deletes an insert looks back through for the row it
+/// replaces (cascaded changes to other rows may come between the two).
+const REPLACE_LOOKBACK: usize = 64;
+
+/// The operation byte of a delete that an `INSERT OR REPLACE` turned into a rewrite of the
+/// row: such entries are skipped when read.
+const REPLACED: u8 = 3;
+
 /// Captured row changes of the open transaction, encoded as the log stores them: per change
 /// the collection, operation, clock time, key, new key (empty: unchanged) and changed field
 /// names (packed).
 #[derive(Default)]
 pub(crate) struct CaptureBuf {
     bytes: Vec<u8>,
-    count: usize,
-    /// Where the last change starts, and the statement that made it.
-    last: Option<(usize, u64)>,
+    /// Bytes taken by flushes so far: marks count from the handle's first change, so a mark
+    /// taken before a flush still means "what came after it".
+    flushed: usize,
+    /// The statement whose deletes are listed: where their operation bytes are, and their
+    /// collections.
+    statement: u64,
+    deletes: Vec<(usize, u32)>,
     /// Reused to pack a key, and changed field names, before their length is known.
     pub(crate) scratch: Vec<u8>,
     pub(crate) fields_scratch: Vec<u8>,
 }
 
 impl CaptureBuf {
-    /// Bytes captured (also the mark to discard back to).
+    /// Where the buffer ends now: [`truncate`](Self::truncate) comes back to it.
+    pub(crate) fn mark(&self) -> usize {
+        self.flushed + self.bytes.len()
+    }
+
+    /// Bytes captured and not flushed.
     pub(crate) fn len(&self) -> usize {
         self.bytes.len()
     }
 
-    /// Appends a change. An insert right after the same statement's delete of the same row is
+    /// Appends a change. An insert after the same statement's delete of the same row is
     /// `INSERT OR REPLACE` rewriting it: one write of the row in the same life, so the delete
     /// is dropped.
     pub(crate) fn push(
@@ -58,44 +75,52 @@ impl CaptureBuf {
         new_key: Option<&[u8]>,
         fields: &[u8],
     ) {
-        if op == Op::Insert
-            && let Some((start, s)) = self.last
-            && s == at.statement
-            && let Ok(prev) = Entry::read(&mut Reader::new(&self.bytes[start..], "change"))
-            && prev.op == Op::Delete
-            && prev.coll == at.coll
-            && prev.key == key
-        {
-            self.bytes.truncate(start);
-            self.count -= 1;
+        if at.statement != self.statement {
+            self.statement = at.statement;
+            self.deletes.clear();
         }
-        self.last = Some((self.bytes.len(), at.statement));
+        if op == Op::Insert {
+            let bytes = &self.bytes;
+            let replaced = self
+                .deletes
+                .iter()
+                .enumerate()
+                .rev()
+                .take(REPLACE_LOOKBACK)
+                .find(|(_, (op_at, coll))| {
+                    *coll == at.coll && deleted_key(bytes, *op_at) == Some(key)
+                })
+                .map(|(i, _)| i);
+            if let Some(i) = replaced {
+                let (op_at, _) = self.deletes.remove(i);
+                self.bytes[op_at] = REPLACED;
+            }
+        }
         put_varint(&mut self.bytes, u64::from(at.coll));
+        if op == Op::Delete {
+            self.deletes.push((self.bytes.len(), at.coll));
+        }
         self.bytes.push(op as u8);
         put_varint(&mut self.bytes, at.hlc);
         put_bytes(&mut self.bytes, key);
         put_bytes(&mut self.bytes, new_key.unwrap_or_default());
         put_bytes(&mut self.bytes, fields);
-        self.count += 1;
     }
 
-    /// Drops the changes captured after `mark` (a failed statement's).
+    /// Drops the changes captured after `mark` (a failed statement's). A flush since the mark
+    /// happened inside that statement, and SQLite undid it with the statement.
     pub(crate) fn truncate(&mut self, mark: usize) {
-        if mark >= self.bytes.len() {
-            return;
-        }
-        self.bytes.truncate(mark);
-        self.last = None;
-        self.count = Entries(Reader::new(&self.bytes, "change")).count();
+        self.deletes.clear();
+        self.bytes.truncate(mark.saturating_sub(self.flushed));
     }
 
     /// Takes the changes, leaving the buffer empty: `(encoded changes, how many)`.
     pub(crate) fn take(&mut self) -> (Vec<u8>, usize) {
-        self.last = None;
-        (
-            std::mem::take(&mut self.bytes),
-            std::mem::take(&mut self.count),
-        )
+        self.deletes.clear();
+        let bytes = std::mem::take(&mut self.bytes);
+        self.flushed += bytes.len();
+        let count = Entries::new(&bytes, "change").count();
+        (bytes, count)
     }
 
     pub(crate) fn clear(&mut self) {
@@ -103,8 +128,18 @@ impl CaptureBuf {
     }
 }
 
+/// The key of the delete whose operation byte is at `op_at` (if it is still a delete).
+fn deleted_key(bytes: &[u8], op_at: usize) -> Option<&[u8]> {
+    if bytes.get(op_at) != Some(&(Op::Delete as u8)) {
+        return None;
+    }
+    let mut r = Reader::new(&bytes[op_at + 1..], "change");
+    r.varint().ok()?;
+    r.bytes(MAX_PART_BYTES).ok()
+}
+
 /// One change read back from the log.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Entry<'a> {
     pub(crate) coll: u32,
     pub(crate) op: Op,
@@ -115,37 +150,61 @@ pub(crate) struct Entry<'a> {
 }
 
 impl<'a> Entry<'a> {
-    fn read(r: &mut Reader<'a>) -> Result<Entry<'a>> {
+    /// The next change; `None` for a delete that an `INSERT OR REPLACE` undid.
+    fn read(r: &mut Reader<'a>) -> Result<Option<Entry<'a>>> {
         let coll = u32::try_from(r.varint()?).map_err(|_| r.error("collection id too large"))?;
         let op = match r.byte()? {
-            0 => Op::Insert,
-            1 => Op::Update,
-            2 => Op::Delete,
+            0 => Some(Op::Insert),
+            1 => Some(Op::Update),
+            2 => Some(Op::Delete),
+            REPLACED => None,
             other => return Err(r.error(&format!("unknown operation {other}"))),
         };
         let hlc = r.varint()?;
         let key = r.bytes(MAX_PART_BYTES)?;
         let new_key = Some(r.bytes(MAX_PART_BYTES)?).filter(|k| !k.is_empty());
         let fields = r.bytes(MAX_PART_BYTES)?;
-        Ok(Entry {
+        Ok(op.map(|op| Entry {
             coll,
             op,
             hlc,
             key,
             new_key,
             fields,
-        })
+        }))
     }
 }
 
-/// The changes of an encoded buffer, in order.
-pub(crate) struct Entries<'a>(pub(crate) Reader<'a>);
+/// The changes of an encoded buffer, in order (reading stops at the first malformed one).
+pub(crate) struct Entries<'a> {
+    reader: Reader<'a>,
+    failed: bool,
+}
+
+impl<'a> Entries<'a> {
+    pub(crate) fn new(bytes: &'a [u8], what: &'static str) -> Entries<'a> {
+        Entries {
+            reader: Reader::new(bytes, what),
+            failed: false,
+        }
+    }
+}
 
 impl<'a> Iterator for Entries<'a> {
     type Item = Result<Entry<'a>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        (!self.0.is_empty()).then(|| Entry::read(&mut self.0))
+        while !self.failed && !self.reader.is_empty() {
+            match Entry::read(&mut self.reader) {
+                Ok(Some(entry)) => return Some(Ok(entry)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
     }
 }
 
@@ -216,15 +275,15 @@ pub(crate) fn clear(conn: &Connection) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn entries(buf: &CaptureBuf) -> Vec<(u32, Op, Vec<u8>)> {
-        Entries(Reader::new(&buf.bytes, "change"))
+    fn entries(bytes: &[u8]) -> Vec<(u32, Op, Vec<u8>)> {
+        Entries::new(bytes, "change")
             .map(|e| e.map(|e| (e.coll, e.op, e.key.to_vec())).unwrap())
             .collect()
     }
 
-    fn at(statement: u64, hlc: u64) -> Origin {
+    fn at(coll: u32, statement: u64, hlc: u64) -> Origin {
         Origin {
-            coll: 7,
+            coll,
             statement,
             hlc,
         }
@@ -233,26 +292,28 @@ mod tests {
     #[test]
     fn changes_round_trip_and_replace_rewrites_in_place() {
         let mut buf = CaptureBuf::default();
-        buf.push(at(1, 100), Op::Insert, b"a", None, b"");
-        buf.push(at(1, 101), Op::Update, b"a", Some(b"b"), b"xy");
-        let mark = buf.len();
-        buf.push(at(2, 102), Op::Delete, b"b", None, b"");
-        buf.push(at(2, 103), Op::Insert, b"b", None, b"");
+        buf.push(at(7, 1, 100), Op::Insert, b"a", None, b"");
+        buf.push(at(7, 1, 101), Op::Update, b"a", Some(b"b"), b"xy");
+        let mark = buf.mark();
+        // Replaced: the delete is dropped even with a cascaded change in between.
+        buf.push(at(7, 2, 102), Op::Delete, b"b", None, b"");
+        buf.push(at(8, 2, 103), Op::Delete, b"b", None, b"");
+        buf.push(at(7, 2, 104), Op::Insert, b"b", None, b"");
         // Another statement's insert after a delete is a new life.
-        buf.push(at(3, 104), Op::Delete, b"c", None, b"");
-        buf.push(at(4, 105), Op::Insert, b"c", None, b"");
+        buf.push(at(7, 3, 105), Op::Delete, b"c", None, b"");
+        buf.push(at(7, 4, 106), Op::Insert, b"c", None, b"");
         assert_eq!(
-            entries(&buf),
+            entries(&buf.bytes),
             [
                 (7, Op::Insert, b"a".to_vec()),
                 (7, Op::Update, b"a".to_vec()),
+                (8, Op::Delete, b"b".to_vec()),
                 (7, Op::Insert, b"b".to_vec()),
                 (7, Op::Delete, b"c".to_vec()),
                 (7, Op::Insert, b"c".to_vec()),
             ]
         );
-        assert_eq!(buf.count, 5);
-        let all: Vec<_> = Entries(Reader::new(&buf.bytes, "change"))
+        let all: Vec<_> = Entries::new(&buf.bytes, "change")
             .collect::<Result<_>>()
             .unwrap();
         assert_eq!(
@@ -260,15 +321,22 @@ mod tests {
             (Some(&b"b"[..]), &b"xy"[..], 101)
         );
         buf.truncate(mark);
-        assert_eq!(buf.count, 2);
+        assert_eq!(entries(&buf.bytes).len(), 2);
         let (bytes, n) = buf.take();
         assert_eq!(n, 2);
-        assert!(buf.len() == 0 && !bytes.is_empty());
-        assert!(
-            Entries(Reader::new(&[0, 9], "change"))
-                .next()
-                .unwrap()
-                .is_err()
-        );
+        assert_eq!(buf.len(), 0);
+        // A mark from before a flush drops everything captured since.
+        let mark = buf.mark();
+        buf.push(at(7, 5, 107), Op::Insert, b"d", None, b"");
+        buf.take();
+        buf.push(at(7, 5, 108), Op::Insert, b"e", None, b"");
+        buf.truncate(mark);
+        assert_eq!(buf.len(), 0);
+        // Malformed input: one error, then nothing.
+        let mut bad = bytes.clone();
+        bad.extend([7, 9]);
+        let read: Vec<_> = Entries::new(&bad, "change").collect();
+        assert_eq!(read.len(), 3);
+        assert!(read[2].is_err());
     }
 }

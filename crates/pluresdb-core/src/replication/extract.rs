@@ -16,7 +16,8 @@ use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::value::Value;
 
-/// How often reading changes folds the log and tries again before giving up.
+/// How often reading changes folds the log and reads again, before it reads holding the write
+/// lock.
 const FOLD_ATTEMPTS: usize = 5;
 
 /// The changes a peer is missing, and how far they go.
@@ -68,10 +69,12 @@ impl Database {
                 return Ok(db_version);
             }
         }
-        Err(Error::new(
-            crate::ErrorKind::Busy,
-            "other writers kept logging changes while this one read them; try again",
-        ))
+        // Other writers keep logging in between: fold and read holding the write lock.
+        self.transaction(|db| {
+            db.settle_clock()?;
+            db.read_changes(since, exclude, batch, &mut sink)?
+                .ok_or_else(|| Error::internal("the change log was folded but is not empty"))
+        })
     }
 
     /// [`for_each_change`](Self::for_each_change) from one snapshot; `None` (and nothing sent)
