@@ -1,5 +1,6 @@
 //! Sync benchmarks, with cr-sqlite side by side when `bench/peers/build-crsqlite.sh` has built
-//! it: write overhead of a synced table, merging 100K remote changes, initial sync of a
+//! it: write overhead of a synced table (in one transaction, and in many small ones), merging
+//! 100K remote changes, initial sync of a
 //! ~100 MB database over loopback, and the delay before a peer sees a new change.
 //!
 //! `cargo bench -p pluresdb-bench --bench sync` (`ROWS`, `SYNC_MB` change the sizes).
@@ -203,6 +204,109 @@ fn write_overhead(rows: usize) {
     }
 }
 
+/// `transactions` transactions of `per_tx` updates of random rows of a `rows`-row table.
+fn small_updates(rows: usize, transactions: usize, per_tx: usize, mut run: impl FnMut(&[String])) {
+    let mut x: u64 = 12345;
+    for _ in 0..transactions {
+        let keys: Vec<String> = (0..per_tx)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                key((x >> 33) as usize % rows)
+            })
+            .collect();
+        run(&keys);
+    }
+}
+
+/// The same updates in many small transactions, as an app makes them between syncs: here the
+/// fold's batching (one sorted pass for all of them) pays off most.
+fn small_transactions(rows: usize) {
+    let (transactions, per_tx) = (1000, rows.div_ceil(1000));
+    println!(
+        "\n## {transactions} transactions of {per_tx} updates of random rows ({rows}-row table, median of 3)\n"
+    );
+    println!("| engine | unsynced | synced | ratio | fold | all in |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    let dir = tempfile::tempdir().unwrap();
+    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
+    let ratio = |x: Duration, y: Duration| format!("{:.2}x", y.as_secs_f64() / x.as_secs_f64());
+    // unsynced, synced, fold
+    let mut ours: [Vec<Duration>; 3] = Default::default();
+    for (round, synced) in (0..3).flat_map(|r| [(r, false), (r, true)]) {
+        let db = Database::open(dir.path().join(format!("small-{round}-{synced}.db"))).unwrap();
+        db.exec(TABLE).unwrap();
+        if synced {
+            db.sync_table("todos").unwrap();
+        }
+        insert_ours(&db, rows, 0);
+        db.fold_change_log().unwrap();
+        let write = time(|| {
+            small_updates(rows, transactions, per_tx, |keys| {
+                db.transaction(|tx| {
+                    let stmt = tx.prepare("UPDATE todos SET done = 1 - done WHERE id = ?1")?;
+                    for k in keys {
+                        stmt.run((k,))?;
+                    }
+                    Ok::<_, Error>(())
+                })
+                .unwrap();
+            })
+        });
+        ours[usize::from(synced)].push(write);
+        if synced {
+            ours[2].push(time(|| db.fold_change_log().unwrap()));
+        }
+    }
+    let [plain, write, fold] = ours.map(median);
+    println!(
+        "| PluresDB | {} | {} | {} | {} | {} |",
+        ms(plain),
+        ms(write),
+        ratio(plain, write),
+        ms(fold),
+        ratio(plain, write + fold)
+    );
+    if let Some(ext) = crsqlite() {
+        let mut peer: [Vec<Duration>; 2] = Default::default();
+        for (round, crr) in (0..3).flat_map(|r| [(r, false), (r, true)]) {
+            let path = dir.path().join(format!("small-crsql-{round}-{crr}.db"));
+            let mut conn = open_crsql(&path, &ext);
+            conn.execute_batch(TABLE).unwrap();
+            if crr {
+                conn.query_row("SELECT crsql_as_crr('main', 'todos')", [], |_| Ok(()))
+                    .unwrap();
+            }
+            insert_rusqlite(&mut conn, rows, 0);
+            peer[usize::from(crr)].push(time(|| {
+                small_updates(rows, transactions, per_tx, |keys| {
+                    let tx = conn.transaction().unwrap();
+                    {
+                        let mut stmt = tx
+                            .prepare_cached("UPDATE todos SET done = 1 - done WHERE id = ?1")
+                            .unwrap();
+                        for k in keys {
+                            stmt.execute([k]).unwrap();
+                        }
+                    }
+                    tx.commit().unwrap();
+                })
+            }));
+            conn.query_row("SELECT crsql_finalize()", [], |_| Ok(()))
+                .unwrap();
+        }
+        let [plain, crr] = peer.map(median);
+        println!(
+            "| cr-sqlite 0.16 (rusqlite) | {} | {} | {} | – | {} |",
+            ms(plain),
+            ms(crr),
+            ratio(plain, crr),
+            ratio(plain, crr)
+        );
+    }
+}
+
 fn merge(changes_wanted: usize) {
     println!("\n## Merging remote changes\n");
     let dir = tempfile::tempdir().unwrap();
@@ -368,6 +472,7 @@ fn main() {
     let only = std::env::var("ONLY").unwrap_or_default();
     if only.is_empty() || only == "write" {
         write_overhead(env("ROWS", 100_000));
+        small_transactions(env("ROWS", 100_000));
     }
     if only.is_empty() || only == "merge" {
         merge(env("CHANGES", 100_000));
