@@ -166,7 +166,7 @@ impl ObservedWrite {
             observer.after_statement(conn)
         };
         if done.is_err() {
-            observer.discard_since(self.mark);
+            observer.discard_since(crate::engine::failed_since(conn, self.mark));
             if self.wrapped && !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }

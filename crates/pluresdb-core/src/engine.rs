@@ -39,7 +39,7 @@ pub(crate) trait WriteObserver: Send + Sync {
     fn active(&self) -> bool;
     /// A mark to discard captures after, if the statement fails.
     fn mark(&self) -> usize;
-    /// Drops what was captured after `mark`.
+    /// Drops what was captured after `mark` (0: everything).
     fn discard_since(&self, mark: usize);
     /// Writes everything captured so far (before a transaction ends, or at its end).
     fn flush(&self, conn: &Connection) -> Result<()>;
@@ -629,12 +629,19 @@ pub(crate) fn observed_write<T>(
         _ => e,
     });
     if result.is_err() {
-        observer.discard_since(mark);
+        observer.discard_since(failed_since(conn, mark));
         if wrap && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
     }
     result
+}
+
+/// What a failed statement's captures are discarded back to: its mark, or everything when
+/// the failure rolled back the whole transaction (`OR ROLLBACK`, `RAISE(ROLLBACK)`, an I/O
+/// error): the earlier statements' changes are gone too.
+pub(crate) fn failed_since(conn: &Connection, mark: usize) -> usize {
+    if conn.is_autocommit() { 0 } else { mark }
 }
 
 /// Whether a statement that failed kept the rows it changed before failing, given the
@@ -643,7 +650,8 @@ pub(crate) fn observed_write<T>(
 /// column's `ON CONFLICT FAIL`, `RAISE(FAIL)`), which keeps the rows already changed. Only
 /// then does `changes()` count them: `total_changes` alone also counts what a trigger of an
 /// undone statement wrote. (Missed: under FAIL, a first row that failed after its own
-/// triggers wrote; those triggers' rows stay but are not sent.)
+/// BEFORE triggers wrote to a synced table; SQLite's counters are then the same as for ABORT,
+/// and those triggers' rows stay but are not sent.)
 pub(crate) fn failure_kept_changes(conn: &Connection, before: u64) -> bool {
     !conn.is_autocommit() && conn.total_changes() != before && conn.changes() > 0
 }

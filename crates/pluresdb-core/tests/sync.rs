@@ -92,6 +92,24 @@ fn sends(db: &Database, field: &str, value: &str) -> bool {
         .any(|c| c.field == field && c.value == Some(Value::Text(value.into())))
 }
 
+/// Runs `sql`, which must fail, and returns the error's kind.
+fn failure(db: &Database, sql: &str) -> ErrorKind {
+    db.exec(sql).unwrap_err().kind()
+}
+
+/// Two in-memory databases with the tables of `schema`, `synced` of them synced.
+fn pair(schema: &str, synced: &[&str]) -> (Database, Database) {
+    let make = || {
+        let db = Database::open_in_memory().unwrap();
+        db.exec(schema).unwrap();
+        for t in synced {
+            db.sync_table(t).unwrap();
+        }
+        db
+    };
+    (make(), make())
+}
+
 fn todo_db() -> Database {
     let db = Database::open_in_memory().unwrap();
     db.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL DEFAULT '', done INTEGER NOT NULL DEFAULT 0)").unwrap();
@@ -839,8 +857,11 @@ fn insert_or_replace_rewrites_the_row_in_the_same_life() {
     )
     .unwrap();
     a.sync_table("parts").unwrap();
-    a.exec("PRAGMA foreign_keys = ON; INSERT INTO parts VALUES ('p', 'r')")
-        .unwrap();
+    a.exec("PRAGMA foreign_keys = ON").unwrap();
+    for i in 0..100 {
+        a.run("INSERT INTO parts VALUES (?1, 'r')", (format!("p{i}"),))
+            .unwrap();
+    }
     a.run(
         "INSERT OR REPLACE INTO todos(id, title) VALUES ('r', 'three')",
         (),
@@ -1013,38 +1034,38 @@ fn a_table_synced_while_this_handle_waits_for_the_write_lock_is_captured() {
 fn rows_a_failing_statement_keeps_are_sent() {
     // OR FAIL, in the statement or as a column's conflict clause, keeps the rows a statement
     // changed before it failed; an explicit transaction can then commit them.
-    let a = Database::open_in_memory().unwrap();
-    let b = Database::open_in_memory().unwrap();
-    for db in [&a, &b] {
-        db.exec(
-            "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL);
-             CREATE TABLE u(id TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL ON CONFLICT FAIL);",
-        )
-        .unwrap();
-        db.sync_table("t").unwrap();
-        db.sync_table("u").unwrap();
-    }
+    let (a, b) = pair(
+        "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL);
+         CREATE TABLE u(id TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL ON CONFLICT FAIL);",
+        &["t", "u"],
+    );
     a.exec("INSERT INTO t VALUES ('x', 0)").unwrap();
     sync(&a, &b);
     a.exec("BEGIN").unwrap();
-    let err = a
-        .exec("INSERT OR FAIL INTO t VALUES ('a', 1), ('b', 2), ('x', 3), ('c', 4)")
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Constraint);
+    assert_eq!(
+        failure(
+            &a,
+            "INSERT OR FAIL INTO t VALUES ('a', 1), ('b', 2), ('x', 3), ('c', 4)"
+        ),
+        ErrorKind::Constraint
+    );
     // Rows x and a are updated, then b fails.
-    let err = a
-        .exec("UPDATE OR FAIL t SET n = CASE id WHEN 'b' THEN NULL ELSE n + 10 END")
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Constraint);
-    let err = a
-        .exec("INSERT INTO u VALUES ('p', 1), ('q', NULL), ('r', 3)")
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Constraint);
+    assert_eq!(
+        failure(
+            &a,
+            "UPDATE OR FAIL t SET n = CASE id WHEN 'b' THEN NULL ELSE n + 10 END"
+        ),
+        ErrorKind::Constraint
+    );
+    assert_eq!(
+        failure(&a, "INSERT INTO u VALUES ('p', 1), ('q', NULL), ('r', 3)"),
+        ErrorKind::Constraint
+    );
     // An ordinary failing statement still keeps (and sends) nothing.
-    let err = a
-        .exec("INSERT INTO t VALUES ('d', 5), ('x', 6)")
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Constraint);
+    assert_eq!(
+        failure(&a, "INSERT INTO t VALUES ('d', 5), ('x', 6)"),
+        ErrorKind::Constraint
+    );
     a.exec("COMMIT").unwrap();
     let rows: Vec<(String, i64)> = a.all_as("SELECT id, n FROM t ORDER BY id", ()).unwrap();
     assert_eq!(
@@ -1075,20 +1096,15 @@ fn rows_a_failing_statement_keeps_are_sent() {
 
 #[test]
 fn a_failed_statement_whose_triggers_wrote_sends_nothing() {
-    let a = Database::open_in_memory().unwrap();
-    let b = Database::open_in_memory().unwrap();
-    for db in [&a, &b] {
-        db.exec(
-            "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, n INTEGER CHECK (n > 0));
-             CREATE TABLE audit(what TEXT);
-             CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN INSERT INTO audit VALUES ('ins'); END;
-             CREATE TRIGGER t_del AFTER DELETE ON t BEGIN INSERT INTO audit VALUES ('del'); END;
-             CREATE TRIGGER t_keep BEFORE DELETE ON t WHEN old.id = 'keep'
-                 BEGIN SELECT RAISE(ABORT, 'kept'); END;",
-        )
-        .unwrap();
-        db.sync_table("t").unwrap();
-    }
+    let (a, b) = pair(
+        "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, n INTEGER CHECK (n > 0));
+         CREATE TABLE audit(what TEXT);
+         CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN INSERT INTO audit VALUES ('ins'); END;
+         CREATE TRIGGER t_del AFTER DELETE ON t BEGIN INSERT INTO audit VALUES ('del'); END;
+         CREATE TRIGGER t_keep BEFORE DELETE ON t WHEN old.id = 'keep'
+             BEGIN SELECT RAISE(ABORT, 'kept'); END;",
+        &["t"],
+    );
     a.exec("INSERT INTO t VALUES ('x', 1), ('keep', 2)")
         .unwrap();
     sync(&a, &b);
@@ -1100,6 +1116,39 @@ fn a_failed_statement_whose_triggers_wrote_sends_nothing() {
     a.exec("COMMIT").unwrap();
     a.exec("DELETE FROM t").unwrap_err();
     assert_eq!(a.all("SELECT id FROM t", ()).unwrap().len(), 2);
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+}
+
+#[test]
+fn a_statement_that_rolls_back_the_transaction_leaves_nothing_of_it_to_send() {
+    let (a, b) = pair(
+        "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, n INTEGER);
+         CREATE TABLE plain(v INTEGER NOT NULL)",
+        &["t"],
+    );
+    a.exec("INSERT INTO t VALUES ('k', 1)").unwrap();
+    sync(&a, &b);
+    a.exec("BEGIN; INSERT INTO t VALUES ('x', 1); UPDATE t SET n = 5 WHERE id = 'k'")
+        .unwrap();
+    a.exec("INSERT OR ROLLBACK INTO t VALUES ('k', 2)")
+        .unwrap_err();
+    assert!(!a.in_transaction());
+    a.exec("INSERT INTO t VALUES ('y', 1)").unwrap();
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    // A flush inside a statement that SQLite then undoes (pluresdb_sync_table in a failing
+    // write) would lose the transaction's earlier changes: its commit is refused instead.
+    a.exec("BEGIN; INSERT INTO t VALUES ('lost', 1)").unwrap();
+    a.exec("INSERT INTO plain VALUES (pluresdb_sync_table('t')), (NULL)")
+        .unwrap_err();
+    let err = a.exec("COMMIT").unwrap_err();
+    assert!(err.message().contains("roll the transaction back"), "{err}");
+    assert!(
+        a.all("SELECT id FROM t WHERE id = 'lost'", ())
+            .unwrap()
+            .is_empty()
+    );
     sync(&a, &b);
     assert_eq!(dump(&a), dump(&b));
 }

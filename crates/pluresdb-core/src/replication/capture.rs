@@ -587,7 +587,14 @@ impl WriteObserver for Replication {
     }
 
     fn discard_since(&self, mark: usize) {
-        self.captured.lock().truncate(mark);
+        if !self.captured.lock().truncate(mark) {
+            self.refuse(
+                "a statement that failed had already written earlier changes of the \
+                 transaction to the change log (pluresdb_sync_table inside a failing \
+                 statement), and SQLite undid that; roll the transaction back"
+                    .to_owned(),
+            );
+        }
     }
 
     fn preupdate(&self, db: &str, table: &str, case: &PreUpdateCase) {

@@ -27,8 +27,8 @@ pub(crate) struct Origin {
     pub(crate) hlc: u64,
 }
 
-/// How many of the current statement's deletes an insert looks back through for the row it
-/// replaces (cascaded changes to other rows may come between the two).
+/// How many of the current statement's deletes of a table an insert into it looks back through
+/// for the row it replaces (cascaded changes to other rows may come between the two).
 const REPLACE_LOOKBACK: usize = 64;
 
 /// The operation byte of a delete that an `INSERT OR REPLACE` turned into a rewrite of the
@@ -44,10 +44,12 @@ pub(crate) struct CaptureBuf {
     /// Bytes taken by flushes so far: marks count from the handle's first change, so a mark
     /// taken before a flush still means "what came after it".
     flushed: usize,
-    /// The statement whose deletes are listed: where their operation bytes are, and their
-    /// collections.
+    /// Where the first flush since the last mark began.
+    taken_since_mark: Option<usize>,
+    /// The statement whose deletes are listed: per collection, where the operation bytes of
+    /// its latest deletes are.
     statement: u64,
-    deletes: Vec<(usize, u32)>,
+    deletes: Vec<(u32, Vec<usize>)>,
     /// Reused to pack a key, and changed field names, before their length is known.
     pub(crate) scratch: Vec<u8>,
     pub(crate) fields_scratch: Vec<u8>,
@@ -55,7 +57,8 @@ pub(crate) struct CaptureBuf {
 
 impl CaptureBuf {
     /// Where the buffer ends now: [`truncate`](Self::truncate) comes back to it.
-    pub(crate) fn mark(&self) -> usize {
+    pub(crate) fn mark(&mut self) -> usize {
+        self.taken_since_mark = None;
         self.flushed + self.bytes.len()
     }
 
@@ -79,26 +82,35 @@ impl CaptureBuf {
             self.statement = at.statement;
             self.deletes.clear();
         }
-        if op == Op::Insert {
+        if op == Op::Insert
+            && let Some((_, list)) = self.deletes.iter_mut().find(|(c, _)| *c == at.coll)
+        {
             let bytes = &self.bytes;
-            let replaced = self
-                .deletes
+            let replaced = list
                 .iter()
                 .enumerate()
                 .rev()
                 .take(REPLACE_LOOKBACK)
-                .find(|(_, (op_at, coll))| {
-                    *coll == at.coll && deleted_key(bytes, *op_at) == Some(key)
-                })
+                .find(|(_, op_at)| deleted_key(bytes, **op_at) == Some(key))
                 .map(|(i, _)| i);
             if let Some(i) = replaced {
-                let (op_at, _) = self.deletes.remove(i);
+                let op_at = list.remove(i);
                 self.bytes[op_at] = REPLACED;
             }
         }
         put_varint(&mut self.bytes, u64::from(at.coll));
         if op == Op::Delete {
-            self.deletes.push((self.bytes.len(), at.coll));
+            let op_at = self.bytes.len();
+            match self.deletes.iter_mut().find(|(c, _)| *c == at.coll) {
+                Some((_, list)) => {
+                    // Only the latest are looked at: a large delete keeps a bounded list.
+                    if list.len() >= 2 * REPLACE_LOOKBACK {
+                        list.drain(..REPLACE_LOOKBACK);
+                    }
+                    list.push(op_at);
+                }
+                None => self.deletes.push((at.coll, vec![op_at])),
+            }
         }
         self.bytes.push(op as u8);
         put_varint(&mut self.bytes, at.hlc);
@@ -107,17 +119,20 @@ impl CaptureBuf {
         put_bytes(&mut self.bytes, fields);
     }
 
-    /// Drops the changes captured after `mark` (a failed statement's). A flush since the mark
-    /// happened inside that statement, and SQLite undid it with the statement.
-    pub(crate) fn truncate(&mut self, mark: usize) {
+    /// Drops the changes captured after `mark` (a failed statement's; 0: all). A flush since
+    /// the mark happened inside that statement, and SQLite undid it with the statement: false
+    /// when that flush also took changes from before the mark, which are then lost.
+    pub(crate) fn truncate(&mut self, mark: usize) -> bool {
         self.deletes.clear();
         self.bytes.truncate(mark.saturating_sub(self.flushed));
+        self.taken_since_mark.is_none_or(|start| start >= mark)
     }
 
     /// Takes the changes, leaving the buffer empty: `(encoded changes, how many)`.
     pub(crate) fn take(&mut self) -> (Vec<u8>, usize) {
         self.deletes.clear();
         let bytes = std::mem::take(&mut self.bytes);
+        self.taken_since_mark.get_or_insert(self.flushed);
         self.flushed += bytes.len();
         let count = Entries::new(&bytes, "change").count();
         (bytes, count)
@@ -320,18 +335,23 @@ mod tests {
             (all[1].new_key, all[1].fields, all[1].hlc),
             (Some(&b"b"[..]), &b"xy"[..], 101)
         );
-        buf.truncate(mark);
+        assert!(buf.truncate(mark));
         assert_eq!(entries(&buf.bytes).len(), 2);
         let (bytes, n) = buf.take();
         assert_eq!(n, 2);
         assert_eq!(buf.len(), 0);
-        // A mark from before a flush drops everything captured since.
+        // A mark from before a flush drops everything captured since; what that flush took
+        // from before the mark is reported lost.
         let mark = buf.mark();
         buf.push(at(7, 5, 107), Op::Insert, b"d", None, b"");
         buf.take();
         buf.push(at(7, 5, 108), Op::Insert, b"e", None, b"");
-        buf.truncate(mark);
+        assert!(buf.truncate(mark));
         assert_eq!(buf.len(), 0);
+        buf.push(at(7, 6, 109), Op::Insert, b"f", None, b"");
+        let mark = buf.mark();
+        buf.take();
+        assert!(!buf.truncate(mark));
         // Malformed input: one error, then nothing.
         let mut bad = bytes.clone();
         bad.extend([7, 9]);

@@ -53,7 +53,9 @@ impl Database {
     /// one snapshot; returns this database's `db_version` in that snapshot.
     ///
     /// A peer that is nearly up to date (live sync) gets its changes by looking up the rows
-    /// written lately; others by a scan of the clock records.
+    /// written lately; others by a scan of the clock records. `sink` should not use this
+    /// database: the snapshot holds a connection, and, while other writers keep logging
+    /// changes, the write lock.
     pub fn for_each_change(
         &self,
         since: u64,
@@ -69,7 +71,8 @@ impl Database {
                 return Ok(db_version);
             }
         }
-        // Other writers keep logging in between: fold and read holding the write lock.
+        // Other writers keep logging in between: fold and read holding the write lock (then
+        // `sink` runs in that transaction, and other writers wait for it).
         self.transaction(|db| {
             db.settle_clock()?;
             db.read_changes(since, exclude, batch, &mut sink)?
