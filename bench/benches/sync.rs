@@ -16,6 +16,7 @@ use rusqlite::{Connection, params};
 
 const TABLE: &str = "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL DEFAULT '', done INTEGER NOT NULL DEFAULT 0, notes TEXT NOT NULL DEFAULT '')";
 const INSERT: &str = "INSERT INTO todos(id, title, done, notes) VALUES (?1, ?2, ?3, ?4)";
+const UPDATE: &str = "UPDATE todos SET done = 1 - done WHERE id = ?1";
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -89,32 +90,37 @@ fn insert_rusqlite(conn: &mut Connection, rows: usize, offset: usize) -> Duratio
     })
 }
 
-fn update_ours(db: &Database, rows: usize) -> Duration {
-    time(|| {
-        db.transaction(|tx| {
-            let stmt = tx.prepare("UPDATE todos SET done = 1 - done WHERE id = ?1")?;
-            for i in 0..rows {
-                stmt.run((key(i),))?;
-            }
-            Ok::<_, Error>(())
-        })
-        .unwrap();
+/// Flips `done` of the rows `keys` in one transaction.
+fn update_ours(db: &Database, keys: impl IntoIterator<Item = impl AsRef<str>>) {
+    db.transaction(|tx| {
+        let stmt = tx.prepare(UPDATE)?;
+        for k in keys {
+            stmt.run((k.as_ref(),))?;
+        }
+        Ok::<_, Error>(())
     })
+    .unwrap();
 }
 
-fn update_rusqlite(conn: &mut Connection, rows: usize) -> Duration {
-    time(|| {
-        let tx = conn.transaction().unwrap();
-        {
-            let mut stmt = tx
-                .prepare_cached("UPDATE todos SET done = 1 - done WHERE id = ?1")
-                .unwrap();
-            for i in 0..rows {
-                stmt.execute([key(i)]).unwrap();
-            }
+/// [`update_ours`] with rusqlite.
+fn update_rusqlite(conn: &mut Connection, keys: impl IntoIterator<Item = impl AsRef<str>>) {
+    let tx = conn.transaction().unwrap();
+    {
+        let mut stmt = tx.prepare_cached(UPDATE).unwrap();
+        for k in keys {
+            stmt.execute([k.as_ref()]).unwrap();
         }
-        tx.commit().unwrap();
-    })
+    }
+    tx.commit().unwrap();
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
+
+/// `y` as a multiple of `x`.
+fn ratio(x: Duration, y: Duration) -> String {
+    format!("{:.2}x", y.as_secs_f64() / x.as_secs_f64())
 }
 
 fn write_overhead(rows: usize) {
@@ -148,15 +154,13 @@ fn write_overhead(rows: usize) {
             if synced {
                 ours[2].push(fold(&db));
             }
-            ours[k + 3].push(update_ours(&db, rows));
+            ours[k + 3].push(time(|| update_ours(&db, (0..rows).map(key))));
             if synced {
                 ours[5].push(fold(&db));
             }
         }
     }
     let [a, b, bf, c, d, df] = ours.map(median);
-    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
-    let ratio = |x: Duration, y: Duration| format!("{:.2}x", y.as_secs_f64() / x.as_secs_f64());
     println!(
         "| PluresDB | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         ms(a),
@@ -182,7 +186,7 @@ fn write_overhead(rows: usize) {
                         .unwrap();
                 }
                 peer[k].push(insert_rusqlite(&mut conn, rows, 0));
-                peer[k + 2].push(update_rusqlite(&mut conn, rows));
+                peer[k + 2].push(time(|| update_rusqlite(&mut conn, (0..rows).map(key))));
                 conn.query_row("SELECT crsql_finalize()", [], |_| Ok(()))
                     .unwrap();
             }
@@ -230,8 +234,6 @@ fn small_transactions(rows: usize) {
     println!("| engine | unsynced | synced | ratio | fold | all in |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     let dir = tempfile::tempdir().unwrap();
-    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
-    let ratio = |x: Duration, y: Duration| format!("{:.2}x", y.as_secs_f64() / x.as_secs_f64());
     // unsynced, synced, fold
     let mut ours: [Vec<Duration>; 3] = Default::default();
     for (round, synced) in (0..3).flat_map(|r| [(r, false), (r, true)]) {
@@ -242,18 +244,8 @@ fn small_transactions(rows: usize) {
         }
         insert_ours(&db, rows, 0);
         db.fold_change_log().unwrap();
-        let write = time(|| {
-            small_updates(rows, transactions, per_tx, |keys| {
-                db.transaction(|tx| {
-                    let stmt = tx.prepare("UPDATE todos SET done = 1 - done WHERE id = ?1")?;
-                    for k in keys {
-                        stmt.run((k,))?;
-                    }
-                    Ok::<_, Error>(())
-                })
-                .unwrap();
-            })
-        });
+        let write =
+            time(|| small_updates(rows, transactions, per_tx, |keys| update_ours(&db, keys)));
         ours[usize::from(synced)].push(write);
         if synced {
             ours[2].push(time(|| db.fold_change_log().unwrap()));
@@ -281,16 +273,7 @@ fn small_transactions(rows: usize) {
             insert_rusqlite(&mut conn, rows, 0);
             peer[usize::from(crr)].push(time(|| {
                 small_updates(rows, transactions, per_tx, |keys| {
-                    let tx = conn.transaction().unwrap();
-                    {
-                        let mut stmt = tx
-                            .prepare_cached("UPDATE todos SET done = 1 - done WHERE id = ?1")
-                            .unwrap();
-                        for k in keys {
-                            stmt.execute([k]).unwrap();
-                        }
-                    }
-                    tx.commit().unwrap();
+                    update_rusqlite(&mut conn, keys)
                 })
             }));
             conn.query_row("SELECT crsql_finalize()", [], |_| Ok(()))

@@ -5,7 +5,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crate::conn::CachedStmt;
-use crate::engine::{Engine, Holder, SqlInfo};
+use crate::engine::{Engine, Holder, ObservedStatement, SqlInfo};
 use crate::error::Result;
 use crate::params::{Binder, Params};
 use crate::row::{Columns, FromRow, Row, RowRef};
@@ -32,10 +32,7 @@ pub struct RowIter<T = Row> {
 /// A writing statement streamed on the writer while changes are captured.
 struct ObservedWrite {
     engine: Arc<Engine>,
-    wrapped: bool,
-    mark: usize,
-    /// The writer's `total_changes` before the statement ran.
-    before: u64,
+    statement: ObservedStatement,
 }
 
 impl<T: FromRow> RowIter<T> {
@@ -60,15 +57,9 @@ impl<T: FromRow> RowIter<T> {
             && !stmt.readonly()
         {
             let conn = holder.conn_mut().get();
-            let wrapped = conn.is_autocommit();
-            if wrapped {
-                conn.execute_batch("BEGIN IMMEDIATE")?;
-            }
             iter.observed = Some(ObservedWrite {
                 engine: engine.clone(),
-                wrapped,
-                mark: observer.mark(),
-                before: conn.total_changes(),
+                statement: ObservedStatement::start(observer, conn, conn.is_autocommit())?,
             });
         }
         let stmt = NonNull::from(Box::leak(Box::new(stmt)));
@@ -157,20 +148,7 @@ impl ObservedWrite {
         let Some(observer) = self.engine.active_observer() else {
             return Ok(());
         };
-        // A failed statement that kept its first changes (FAIL) is settled like a finished one.
-        let done = if failed && !crate::engine::failure_kept_changes(conn, self.before) {
-            Err(crate::Error::internal("the statement failed"))
-        } else if self.wrapped {
-            crate::engine::commit_observed(observer, conn)
-        } else {
-            observer.after_statement(conn)
-        };
-        if done.is_err() {
-            observer.discard_since(crate::engine::failed_since(conn, self.mark));
-            if self.wrapped && !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-        }
+        let done = self.statement.end(observer, conn, failed, false);
         if failed { Ok(()) } else { done }
     }
 }

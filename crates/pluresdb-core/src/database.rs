@@ -173,7 +173,7 @@ impl Database {
     ///
     /// A write to a synced table only appends its changes to a log, which costs far less than
     /// updating each row's versions. Reading or merging changes folds the log in first, and so
-    /// does a commit that leaves it holding 8 MiB (about 180,000 row changes); an app may call
+    /// does a commit that leaves it holding 8 MiB (about 200,000 changes of small rows); an app may call
     /// this when idle so that its next sync starts at once.
     pub fn fold_change_log(&self) -> Result<()> {
         self.require_graph()?;

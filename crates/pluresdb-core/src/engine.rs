@@ -596,14 +596,60 @@ pub(crate) fn observed_write<T>(
     }
     let refusal = tx_control.then(|| observer.commit_refusal()).flatten();
     let wrap = !readonly && !tx_control && conn.is_autocommit();
-    if wrap {
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-    }
+    let statement = ObservedStatement::start(observer, conn, wrap)?;
     wrapped.set(wrap);
-    let mark = observer.mark();
-    let before = conn.total_changes();
-    let settle = || {
+    let ran = run();
+    let result = statement
+        .end(observer, conn, ran.is_err(), tx_control)
+        .and(ran);
+    result.map_err(|e| match refusal {
+        Some(refusal) if conn.is_autocommit() => refusal,
+        _ => e,
+    })
+}
+
+/// A writing statement under change capture, from its start to its end.
+pub(crate) struct ObservedStatement {
+    /// It runs in a transaction begun for it (it was run outside any).
+    wrapped: bool,
+    mark: usize,
+    /// The writer's `total_changes` before it ran.
+    before: u64,
+}
+
+impl ObservedStatement {
+    /// Starts a statement, in a transaction of its own when `wrap`.
+    pub(crate) fn start(
+        observer: &dyn WriteObserver,
+        conn: &Connection,
+        wrap: bool,
+    ) -> Result<ObservedStatement> {
         if wrap {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+        }
+        Ok(ObservedStatement {
+            wrapped: wrap,
+            mark: observer.mark(),
+            before: conn.total_changes(),
+        })
+    }
+
+    /// Ends the statement. Its captures stay when it succeeded, or failed but kept the rows
+    /// it changed first (see [`failure_kept_changes`]): they are written, and a wrapping
+    /// transaction commits. Otherwise they are dropped, and the earlier statements' too when
+    /// the failure rolled the whole transaction back (`OR ROLLBACK`, `RAISE(ROLLBACK)`, an
+    /// I/O error). An error is from keeping them (the statement's own is the caller's).
+    pub(crate) fn end(
+        &self,
+        observer: &dyn WriteObserver,
+        conn: &Connection,
+        failed: bool,
+        tx_control: bool,
+    ) -> Result<()> {
+        let kept = !failed || failure_kept_changes(conn, self.before);
+        let done = if !kept {
+            Ok(())
+        } else if self.wrapped {
             commit_observed(observer, conn)
         } else if tx_control {
             observer.tx_control_ran();
@@ -612,36 +658,15 @@ pub(crate) fn observed_write<T>(
             observer.after_statement(conn)
         } else {
             Ok(())
+        };
+        if !kept || done.is_err() {
+            observer.discard_since(if conn.is_autocommit() { 0 } else { self.mark });
+            if self.wrapped && !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
         }
-    };
-    let result = match run() {
-        Ok(value) => settle().map(|()| value),
-        // The statement failed but kept the rows it changed first (see `failure_kept_changes`):
-        // they stay, so do their captures, and a wrapped write commits them as SQLite would.
-        Err(e) if failure_kept_changes(conn, before) => match settle() {
-            Ok(()) => return Err(e),
-            Err(settling) => Err(settling),
-        },
-        Err(e) => Err(e),
-    };
-    let result = result.map_err(|e| match refusal {
-        Some(refusal) if conn.is_autocommit() => refusal,
-        _ => e,
-    });
-    if result.is_err() {
-        observer.discard_since(failed_since(conn, mark));
-        if wrap && !conn.is_autocommit() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
+        done
     }
-    result
-}
-
-/// What a failed statement's captures are discarded back to: its mark, or everything when
-/// the failure rolled back the whole transaction (`OR ROLLBACK`, `RAISE(ROLLBACK)`, an I/O
-/// error): the earlier statements' changes are gone too.
-pub(crate) fn failed_since(conn: &Connection, mark: usize) -> usize {
-    if conn.is_autocommit() { 0 } else { mark }
 }
 
 /// Whether a statement that failed kept the rows it changed before failing, given the
@@ -652,7 +677,7 @@ pub(crate) fn failed_since(conn: &Connection, mark: usize) -> usize {
 /// undone statement wrote. (Missed: under FAIL, a first row that failed after its own
 /// BEFORE triggers wrote to a synced table; SQLite's counters are then the same as for ABORT,
 /// and those triggers' rows stay but are not sent.)
-pub(crate) fn failure_kept_changes(conn: &Connection, before: u64) -> bool {
+fn failure_kept_changes(conn: &Connection, before: u64) -> bool {
     !conn.is_autocommit() && conn.total_changes() != before && conn.changes() > 0
 }
 

@@ -195,7 +195,8 @@ fn not_a_database(err: Error) -> Error {
     }
 }
 
-fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
+/// Whether the main database has a table named `name`.
+pub(crate) fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
     Ok(conn
         .query_row(
             "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1",

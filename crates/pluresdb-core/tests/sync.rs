@@ -1153,6 +1153,33 @@ fn a_statement_that_rolls_back_the_transaction_leaves_nothing_of_it_to_send() {
     assert_eq!(dump(&a), dump(&b));
 }
 
+#[test]
+fn a_field_updated_after_its_row_was_created_keeps_its_own_version() {
+    // The creation and the update reach the sync records in one fold, as one record.
+    let (a, b) = (todo_db(), todo_db());
+    let tick = || std::thread::sleep(std::time::Duration::from_millis(5));
+    a.run("INSERT INTO todos(id, title) VALUES ('r', 'first')", ())
+        .unwrap();
+    tick();
+    b.run("INSERT INTO todos(id, title) VALUES ('r', 'other')", ())
+        .unwrap();
+    tick();
+    a.run("UPDATE todos SET title = 'last' WHERE id = 'r'", ())
+        .unwrap();
+    // Asked for what came after the creation's transaction: the update.
+    let since = a.db_version().unwrap() - 1;
+    let changes = a.changes_since(since, None).unwrap().changes;
+    assert!(changes.iter().any(|c| c.field == "title"), "{changes:#?}");
+    sync(&a, &b);
+    for db in [&a, &b] {
+        assert_eq!(
+            db.value("SELECT title FROM todos WHERE id = 'r'", ())
+                .unwrap(),
+            Value::Text("last".into())
+        );
+    }
+}
+
 /// Flushes in the change log not yet folded into the sync records.
 fn logged(db: &Database) -> i64 {
     db.value("SELECT count(*) FROM _pluresdb_clock_log", ())

@@ -8,6 +8,7 @@
 //! with its own statement journal (each page it touches is copied first) and runs a trigger
 //! program per row; the hook costs a function call.
 
+use std::borrow::Borrow;
 use std::sync::atomic::Ordering;
 
 use rusqlite::Connection;
@@ -22,7 +23,7 @@ use super::keys;
 use super::state::Replication;
 use crate::engine::WriteObserver;
 use crate::error::{Error, Result};
-use crate::value::{Value, ValueRef};
+use crate::value::ValueRef;
 use crate::wire::put_value;
 
 /// Captured changes are appended to the log in batches of this many bytes while a transaction
@@ -118,9 +119,7 @@ impl Replication {
         let seq = self.tx_seq(conn)?;
         {
             let mut recent = self.recent.lock();
-            if count > super::recent::CAPACITY {
-                recent.overflow(seq);
-            } else {
+            if recent.room_for(seq, count) {
                 for e in Entries::new(&changes, "change") {
                     let e = e?;
                     recent.record(seq, e.coll, e.key);
@@ -153,10 +152,10 @@ impl Replication {
 
     /// Writes the logged changes to the clock, oldest first, and empties the log.
     fn fold_log(&self, conn: &Connection) -> Result<()> {
-        if !changelog::has_changes(conn)? {
+        let flushes = changelog::read_all(conn)?;
+        if flushes.is_empty() {
             return Ok(());
         }
-        let flushes = changelog::read_all(conn)?;
         let mut items: Vec<Stamped<'_>> =
             Vec::with_capacity(flushes.iter().map(|(_, n, _)| n).sum());
         for (stamp, _, changes) in &flushes {
@@ -225,17 +224,16 @@ impl Replication {
         let stamp = self.local_stamp(conn, hlc)?;
         {
             let mut recent = self.recent.lock();
-            for key in keys {
-                recent.record(stamp.seq, coll, key);
+            if recent.room_for(stamp.seq, keys.len()) {
+                for key in keys {
+                    recent.record(stamp.seq, coll, key);
+                }
             }
         }
         // The same statement sizes as the captured inserts, so they stay prepared.
+        let whole = RowClock::whole(stamp);
         for part in chunk_sizes(keys) {
-            upsert_created(
-                conn,
-                part.iter()
-                    .map(|k| (coll, k.as_slice(), RowClock::whole(stamp))),
-            )?;
+            upsert_created(conn, part.iter().map(|k| (coll, k.as_slice(), &whole)))?;
         }
         self.persist_clock(conn)
     }
@@ -390,69 +388,31 @@ fn sort_by_key(items: &mut [Stamped<'_>]) {
     }
 }
 
-/// What folding writes for one logged change, or for a row's creation and the changes to
-/// it that follow (an insert, then updates of its fields: one record, no read).
-enum Write<'a> {
-    Created(u32, &'a [u8], RowClock),
-    Change(&'a Stamped<'a>),
-}
-
-/// Folds each row's creation together with the field updates right after it (sorted items).
-fn coalesce<'a>(items: &'a [Stamped<'a>]) -> Result<Vec<Write<'a>>> {
-    let mut out = Vec::with_capacity(items.len());
-    let mut i = 0;
-    while i < items.len() {
-        let (created, stamp) = &items[i];
-        i += 1;
-        if created.op != Op::Insert {
-            out.push(Write::Change(&items[i - 1]));
-            continue;
-        }
-        let mut clock = RowClock::whole(*stamp);
-        while let Some((e, s)) = items.get(i)
-            && e.op == Op::Update
-            && e.new_key.is_none()
-            && (e.coll, e.key) == (created.coll, created.key)
-        {
-            for name in keys::unpack(e.fields)? {
-                if let Value::Text(name) = name {
-                    clock.set_field(&name, *s);
-                }
-            }
-            i += 1;
-        }
-        out.push(Write::Created(created.coll, created.key, clock));
-    }
-    Ok(out)
-}
-
-/// Writes logged changes (sorted by [`sort_by_key`]) to the clock table.
+/// Writes logged changes (sorted by [`sort_by_key`]) to the clock table. A row's creation
+/// and the updates of its fields right after it become one record, written without a read.
 fn write_clock(conn: &Connection, items: &[Stamped<'_>]) -> Result<()> {
-    let writes = coalesce(items)?;
-    let mut i = 0;
-    while i < writes.len() {
-        let (item, stamp) = match &writes[i] {
-            Write::Created(..) => {
-                // New rows: written without reading first (an existing record is upserted).
-                let run = writes[i..]
-                    .iter()
-                    .take_while(|w| matches!(w, Write::Created(..)))
-                    .count();
-                for part in chunk_sizes(&writes[i..i + run]) {
-                    upsert_created(
-                        conn,
-                        part.iter().filter_map(|w| match w {
-                            Write::Created(coll, key, clock) => Some((*coll, *key, clock.clone())),
-                            Write::Change(_) => None,
-                        }),
-                    )?;
-                }
-                i += run;
-                continue;
-            }
-            Write::Change((item, stamp)) => (item, *stamp),
-        };
+    // Creations waiting to be upserted together.
+    let mut created: Vec<(u32, &[u8], RowClock)> = Vec::new();
+    let mut rest = items;
+    while let Some(((item, stamp), tail)) = rest.split_first() {
+        rest = tail;
+        let stamp = *stamp;
+        if item.op != Op::Insert {
+            upsert_all_created(conn, &mut created)?;
+        }
         match (item.op, item.new_key) {
+            (Op::Insert, _) => {
+                let mut clock = RowClock::whole(stamp);
+                while let Some(((update, at), tail)) = rest.split_first()
+                    && update.op == Op::Update
+                    && update.new_key.is_none()
+                    && (update.coll, update.key) == (item.coll, item.key)
+                {
+                    clock.set_packed_fields(update.fields, *at)?;
+                    rest = tail;
+                }
+                created.push((item.coll, item.key, clock));
+            }
             (Op::Update | Op::Delete, Some(new_key)) => {
                 // A changed key: the old row is deleted and a new one created.
                 mark_deleted(conn, item.coll, item.key, stamp)?;
@@ -460,10 +420,21 @@ fn write_clock(conn: &Connection, items: &[Stamped<'_>]) -> Result<()> {
             }
             (Op::Update, None) => update_row(conn, item.coll, item.key, stamp, item.fields)?,
             (Op::Delete, None) => mark_deleted(conn, item.coll, item.key, stamp)?,
-            (Op::Insert, _) => unreachable!("creations are folded by coalesce"),
         }
-        i += 1;
     }
+    upsert_all_created(conn, &mut created)
+}
+
+/// Upserts `rows` as created (without reading first), a few statement sizes at a time, and
+/// empties the list.
+fn upsert_all_created(conn: &Connection, rows: &mut Vec<(u32, &[u8], RowClock)>) -> Result<()> {
+    for part in chunk_sizes(rows) {
+        upsert_created(
+            conn,
+            part.iter().map(|(coll, key, clock)| (*coll, *key, clock)),
+        )?;
+    }
+    rows.clear();
     Ok(())
 }
 
@@ -521,9 +492,9 @@ fn upsert_missing(conn: &Connection, coll: u32, key: &[u8], stamp: Stamp) -> Res
 }
 
 /// Rows created by one write each: a new life (odd causal length) with all fields stamped.
-fn upsert_created<'a>(
+fn upsert_created<'a, C: Borrow<RowClock>>(
     conn: &Connection,
-    rows: impl IntoIterator<Item = (u32, &'a [u8], RowClock)>,
+    rows: impl IntoIterator<Item = (u32, &'a [u8], C)>,
 ) -> Result<()> {
     let rows: Vec<_> = rows.into_iter().collect();
     if rows.is_empty() {
@@ -539,6 +510,7 @@ fn upsert_created<'a>(
     for (coll, key, clock) in &rows {
         stmt.raw_bind_parameter(i, i64::from(*coll))?;
         stmt.raw_bind_parameter(i + 1, *key)?;
+        let clock = clock.borrow();
         stmt.raw_bind_parameter(i + 2, clock.newest_seq() as i64)?;
         stmt.raw_bind_parameter(i + 3, clock.encode())?;
         i += 4;

@@ -128,18 +128,22 @@ impl CaptureBuf {
         self.taken_since_mark.is_none_or(|start| start >= mark)
     }
 
-    /// Takes the changes, leaving the buffer empty: `(encoded changes, how many)`.
+    /// Takes the changes to flush them, leaving the buffer empty: `(encoded changes, how
+    /// many)`.
     pub(crate) fn take(&mut self) -> (Vec<u8>, usize) {
-        self.deletes.clear();
-        let bytes = std::mem::take(&mut self.bytes);
         self.taken_since_mark.get_or_insert(self.flushed);
+        let bytes = std::mem::take(&mut self.bytes);
+        self.clear();
         self.flushed += bytes.len();
         let count = Entries::new(&bytes, "change").count();
         (bytes, count)
     }
 
+    /// Drops every change (marks taken before stay valid: they count as before all of them).
     pub(crate) fn clear(&mut self) {
-        self.take();
+        self.deletes.clear();
+        self.flushed += self.bytes.len();
+        self.bytes.clear();
     }
 }
 
@@ -252,11 +256,7 @@ pub(crate) fn append(
 pub(crate) fn has_changes(conn: &Connection) -> Result<bool> {
     match conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM _pluresdb_clock_log)") {
         Ok(mut stmt) => Ok(stmt.query_row([], |r| r.get(0))?),
-        Err(e)
-            if conn.is_readonly(rusqlite::MAIN_DB)? && e.to_string().contains("no such table") =>
-        {
-            Ok(false)
-        }
+        Err(_) if !crate::schema::table_exists(conn, "_pluresdb_clock_log")? => Ok(false),
         Err(e) => Err(e.into()),
     }
 }

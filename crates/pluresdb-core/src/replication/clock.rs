@@ -4,7 +4,9 @@
 //! written later, or by other sites, carry their own. Each stamp also records the local
 //! sequence number (transaction) that stored it, which is what "changes since" filters on.
 
+use super::keys;
 use crate::error::Result;
+use crate::value::Value;
 use crate::wire::{Reader, put_bytes, put_varint};
 
 /// Longest field name accepted.
@@ -79,6 +81,17 @@ impl RowClock {
             Ok(i) => self.fields[i].1 = stamp,
             Err(i) => self.fields.insert(i, (field.to_owned(), stamp)),
         }
+    }
+
+    /// Gives each field named in `names` (packed with [`keys::pack`], as capture records
+    /// them) its own version `stamp`.
+    pub(crate) fn set_packed_fields(&mut self, names: &[u8], stamp: Stamp) -> Result<()> {
+        for name in keys::unpack(names)? {
+            if let Value::Text(name) = name {
+                self.set_field(&name, stamp);
+            }
+        }
+        Ok(())
     }
 
     /// The newest local sequence number among the versions (what "changes since" filters on).

@@ -62,15 +62,9 @@ fn clock_set(ctx: &rusqlite::functions::Context<'_>) -> rusqlite::Result<Vec<u8>
         site: ctx.get::<i64>(2)? as u32,
         seq: ctx.get::<i64>(3)? as u64,
     };
-    let names = match ctx.get_raw(4) {
-        rusqlite::types::ValueRef::Blob(b) => keys::unpack(b).map_err(fail)?,
-        _ => Vec::new(),
-    };
     let mut ver = ver;
-    for name in names {
-        if let Value::Text(n) = name {
-            ver.set_field(&n, stamp);
-        }
+    if let rusqlite::types::ValueRef::Blob(names) = ctx.get_raw(4) {
+        ver.set_packed_fields(names, stamp).map_err(fail)?;
     }
     Ok(ver.encode())
 }

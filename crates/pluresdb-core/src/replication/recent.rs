@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 /// Rows listed at most; past this the oldest are forgotten (peers further behind get a scan).
-pub(crate) const CAPACITY: usize = 65_536;
+const CAPACITY: usize = 65_536;
 
 /// Recently written clock records, by `db_version`.
 pub(crate) struct Recent {
@@ -50,6 +50,15 @@ impl Recent {
     /// Too many records were written with version `seq` to list them (a bulk operation).
     pub(crate) fn overflow(&mut self, seq: u64) {
         self.forget_through(seq);
+    }
+
+    /// Whether `count` records written with version `seq` can be listed (then list each with
+    /// [`record`](Self::record)); if they are too many, they count as an overflow.
+    pub(crate) fn room_for(&mut self, seq: u64, count: usize) -> bool {
+        if count > CAPACITY {
+            self.overflow(seq);
+        }
+        count <= CAPACITY
     }
 
     fn forget_through(&mut self, seq: u64) {
