@@ -77,26 +77,11 @@ pub(crate) fn check_path(path: &Path, opts: &OpenOptions) -> Result<()> {
     Ok(())
 }
 
-/// Process-wide SQLite settings, applied once before the first connection opens: statement
-/// journals (used by every statement that fires a trigger, as replicated tables do) stay in
-/// memory up to 4 MiB instead of spilling to a temporary file at 64 KiB.
-fn configure_sqlite() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: sqlite3_config is called with a valid option and argument type; it returns
-        // SQLITE_MISUSE (ignored) if SQLite was already initialized by someone else.
-        unsafe {
-            rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_STMTJRNL_SPILL, 4i32 << 20);
-        }
-    });
-}
-
 pub(crate) fn open_connection(
     path: Option<&Path>,
     opts: &OpenOptions,
     reader: bool,
 ) -> Result<Connection> {
-    configure_sqlite();
     let conn = match path {
         None => Connection::open_in_memory()?,
         Some(p) => {

@@ -209,3 +209,32 @@ fn temp_tables_and_connection_functions_behave_as_on_one_connection() {
         .unwrap();
     assert_eq!(v, Value::Text("tmp".into()));
 }
+
+#[test]
+fn a_statement_changing_many_rows_inside_a_transaction_succeeds() {
+    // The statement may abort (NOT NULL), so SQLite keeps a statement journal; here it
+    // outgrows memory and goes to a temporary file. SQLite writes such files in chunks of at
+    // most 128 KiB: a 4 MiB spill size made this fail with "database or disk is full".
+    for synced in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path().join("many.db")).unwrap();
+        db.exec(
+            "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, note TEXT NOT NULL, n INTEGER NOT NULL)",
+        )
+        .unwrap();
+        if synced {
+            db.sync_table("t").unwrap();
+        }
+        db.exec(
+            "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 60000)
+             INSERT INTO t SELECT printf('row-%08d', i), printf('%090d', i), 0 FROM k",
+        )
+        .unwrap();
+        db.exec("BEGIN; UPDATE t SET n = n + 1; COMMIT")
+            .unwrap_or_else(|e| panic!("synced = {synced}: {e}"));
+        assert_eq!(
+            db.value("SELECT sum(n) FROM t", ()).unwrap().as_i64(),
+            Some(60000)
+        );
+    }
+}

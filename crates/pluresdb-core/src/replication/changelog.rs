@@ -236,18 +236,17 @@ pub(crate) fn append(
     count: usize,
     changes: &[u8],
 ) -> Result<u64> {
-    // (Not one INSERT ... RETURNING: SQLite then fails with "database or disk is full" for
-    // blobs of a few MB.)
-    let before: i64 = conn
+    let pending: i64 = conn
         .prepare_cached(
-            "SELECT coalesce((SELECT pending FROM _pluresdb_clock_log ORDER BY id DESC LIMIT 1), 0)",
+            "INSERT INTO _pluresdb_clock_log(seq, site, n, pending, changes)
+             VALUES (?1, ?2, ?3, coalesce((SELECT pending FROM _pluresdb_clock_log
+                                          ORDER BY id DESC LIMIT 1), 0) + length(?4), ?4)
+             RETURNING pending",
         )?
-        .query_row([], |r| r.get(0))?;
-    let pending = before + changes.len() as i64;
-    conn.prepare_cached(
-        "INSERT INTO _pluresdb_clock_log(seq, site, n, pending, changes) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(rusqlite::params![seq as i64, site, count as i64, pending, changes])?;
+        .query_row(
+            rusqlite::params![seq as i64, site, count as i64, changes],
+            |r| r.get(0),
+        )?;
     Ok(pending as u64)
 }
 
