@@ -77,11 +77,28 @@ pub(crate) fn check_path(path: &Path, opts: &OpenOptions) -> Result<()> {
     Ok(())
 }
 
+/// Process-wide SQLite settings, applied once before the first connection opens: statement
+/// journals (kept by statements that fire triggers or may abort) stay in memory up to
+/// 128 KiB instead of 64 KiB before they go to a temporary file. That file is written in
+/// chunks of this size, and SQLite's Unix VFS writes at most 128 KiB - 1 bytes at a time:
+/// a larger value makes large statements fail with "database or disk is full".
+fn configure_sqlite() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sqlite3_config is called with a valid option and argument type; it returns
+        // SQLITE_MISUSE (ignored) if SQLite was already initialized by someone else.
+        unsafe {
+            rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_STMTJRNL_SPILL, 0x1ffff);
+        }
+    });
+}
+
 pub(crate) fn open_connection(
     path: Option<&Path>,
     opts: &OpenOptions,
     reader: bool,
 ) -> Result<Connection> {
+    configure_sqlite();
     let conn = match path {
         None => Connection::open_in_memory()?,
         Some(p) => {

@@ -213,8 +213,8 @@ fn temp_tables_and_connection_functions_behave_as_on_one_connection() {
 #[test]
 fn a_statement_changing_many_rows_inside_a_transaction_succeeds() {
     // The statement may abort (NOT NULL), so SQLite keeps a statement journal; here it
-    // outgrows memory and goes to a temporary file. SQLite writes such files in chunks of at
-    // most 128 KiB: a 4 MiB spill size made this fail with "database or disk is full".
+    // outgrows memory and goes to a temporary file, written in chunks of the spill size; a
+    // spill size over 128 KiB made this fail with "database or disk is full".
     for synced in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(dir.path().join("many.db")).unwrap();
