@@ -2,7 +2,6 @@
 
 use crate::error::GraphError;
 use crate::graph::{Direction, Graph, NodeIx, RelFilter};
-use crate::lists::node_of;
 
 /// Label of node slots that are not live in [`Components::labels`].
 pub const NO_COMPONENT: u32 = u32::MAX;
@@ -108,8 +107,8 @@ impl Graph {
         }
         for v in self.nodes() {
             for (seg, _) in self.segments(v, Direction::Out, rels) {
-                for &e in seg {
-                    let (a, b) = (find(&mut parent, v), find(&mut parent, node_of(e)));
+                for &w in seg.nodes() {
+                    let (a, b) = (find(&mut parent, v), find(&mut parent, w));
                     if a != b {
                         let (big, small) = if size[a as usize] >= size[b as usize] {
                             (a, b)
@@ -193,8 +192,8 @@ impl Graph {
             for &v in &live {
                 let mut sum = 0.0;
                 for (seg, _) in self.segments(v, Direction::In, rels) {
-                    for &e in seg {
-                        sum += share[node_of(e) as usize];
+                    for &u in seg.nodes() {
+                        sum += share[u as usize];
                     }
                 }
                 let s = base + d * sum;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::error::GraphError;
 use crate::ids::Ids;
-use crate::lists::{Lists, node_of, pack, rel_of, rel_range};
+use crate::lists::{List, Lists, node_of, pack, rel_of};
 
 /// A node's index in one [`Graph`]. It stays valid until the node is removed; after that the
 /// slot may be reused by another node, so look nodes up again by id after removals.
@@ -112,14 +112,14 @@ impl RelFilter {
 
     /// The runs of a sorted list that match.
     #[inline]
-    pub(crate) fn split<'a>(&'a self, list: &'a [u64]) -> impl Iterator<Item = &'a [u64]> + 'a {
-        let (whole, rels): (Option<&[u64]>, &[RelIx]) = match &self.only {
+    pub(crate) fn split<'a>(&'a self, list: List<'a>) -> impl Iterator<Item = List<'a>> + 'a {
+        let (whole, rels): (Option<List<'a>>, &[RelIx]) = match &self.only {
             None => (Some(list), &[]),
             Some(rs) => (None, rs),
         };
         whole
             .into_iter()
-            .chain(rels.iter().map(move |&r| rel_range(list, r)))
+            .chain(rels.iter().map(move |&r| list.rel_range(r)))
     }
 }
 
@@ -624,7 +624,7 @@ impl Graph {
         self.edges += added;
         self.rel_edges.iter_mut().for_each(|c| *c = 0);
         for v in 0..slots as u32 {
-            for &e in self.out.get(v) {
+            for e in self.out.get(v).iter() {
                 self.rel_edges[rel_of(e) as usize] += 1;
             }
         }
@@ -639,7 +639,7 @@ impl Graph {
     /// Every live edge, grouped by source node.
     pub fn edges(&self) -> impl Iterator<Item = EdgeRef> + '_ {
         self.nodes().flat_map(move |v| {
-            self.out.get(v).iter().map(move |&e| EdgeRef {
+            self.out.get(v).iter().map(move |e| EdgeRef {
                 from: v,
                 rel: rel_of(e),
                 to: node_of(e),
@@ -658,7 +658,7 @@ impl Graph {
         rels: &'a RelFilter,
     ) -> impl Iterator<Item = Neighbor> + 'a {
         self.segments(v, dir, rels).flat_map(|(seg, d)| {
-            seg.iter().map(move |&e| Neighbor {
+            seg.iter().map(move |e| Neighbor {
                 node: node_of(e),
                 rel: rel_of(e),
                 dir: d,
@@ -670,16 +670,17 @@ impl Graph {
     /// way, so twice for `Both`). O(log degree) per relation.
     pub fn degree(&self, v: NodeIx, dir: Direction, rels: &RelFilter) -> usize {
         if rels.is_any() {
-            let mut d = 0;
-            if dir.has_out() {
-                d += self.out.len_of(v);
-            }
-            if dir.has_in() {
-                d += self.inn.len_of(v);
-            }
-            return d;
+            return self.list_len(v, dir);
         }
         self.segments(v, dir, rels).map(|(s, _)| s.len()).sum()
+    }
+
+    /// The length of node `v`'s lists in `dir`, every relation.
+    #[inline]
+    pub(crate) fn list_len(&self, v: NodeIx, dir: Direction) -> usize {
+        let out = if dir.has_out() { self.out.len_of(v) } else { 0 };
+        let inn = if dir.has_in() { self.inn.len_of(v) } else { 0 };
+        out + inn
     }
 
     /// The runs of node `v`'s lists that match, with the direction they go.
@@ -689,7 +690,7 @@ impl Graph {
         v: NodeIx,
         dir: Direction,
         rels: &'a RelFilter,
-    ) -> impl Iterator<Item = (&'a [u64], Direction)> + 'a {
+    ) -> impl Iterator<Item = (List<'a>, Direction)> + 'a {
         let out = dir.has_out().then(|| self.out.get(v));
         let inn = dir.has_in().then(|| self.inn.get(v));
         out.into_iter()
@@ -744,7 +745,7 @@ impl Graph {
         assert_eq!(self.index.len(), self.live);
         for v in self.nodes() {
             assert_eq!(self.node(self.id(v)), Some(v));
-            for &e in self.out.get(v) {
+            for e in self.out.get(v).iter() {
                 assert!(self.contains(node_of(e)));
                 assert!(self.inn.contains(node_of(e), pack(rel_of(e), v)));
             }

@@ -42,6 +42,7 @@ mod error;
 mod graph;
 mod hash;
 mod ids;
+mod level;
 mod lists;
 mod path;
 #[cfg(test)]

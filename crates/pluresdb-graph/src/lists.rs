@@ -1,10 +1,13 @@
 //! Per-node neighbour lists for one direction, all kept in one arena.
 //!
-//! Each entry packs `(relation, neighbour)` into a `u64` (relation in the high half), and each
-//! node's entries are a contiguous run of the arena sorted ascending, so the neighbours by one
-//! relation are a contiguous sub-slice found by binary search. A node owns `cap` slots from
-//! `off`; when a list outgrows them it moves to the end of the arena with twice the room (or
-//! grows in place when it already is at the end), leaving its old slots dead. The arena is
+//! Each entry is a `(relation, neighbour)` pair, kept as two parallel arrays (relations and
+//! neighbours), so a walk that follows every relation, or one relation's run, reads only the
+//! neighbours: 4 bytes an entry. Each node's entries are a contiguous run of the arena sorted
+//! ascending by `(relation, neighbour)`, so the neighbours by one relation are a contiguous
+//! sub-slice found by binary search. Entries cross this module's boundary packed into a `u64`
+//! (relation in the high half; [`pack`]), which sorts the same way. A node owns `cap` slots
+//! from `off`; when a list outgrows them it moves to the end of the arena with twice the room
+//! (or grows in place when it already is at the end), leaving its old slots dead. The arena is
 //! compacted when more than half of it is dead, or less than a third of it holds entries (after
 //! many removals), so inserts and removals cost O(degree) amortized and memory stays within a
 //! small factor of the live entries. (A move leaves `cap` dead slots behind and takes `2 cap`
@@ -28,14 +31,90 @@ pub(crate) const fn node_of(e: u64) -> u32 {
     e as u32
 }
 
-/// The entries of `list` (sorted) whose relation is `rel`.
-#[inline]
-pub(crate) fn rel_range(list: &[u64], rel: u32) -> &[u64] {
-    let lo = pack(rel, 0);
-    let start = list.partition_point(|&e| e < lo);
-    let rest = &list[start..];
-    let len = rest.partition_point(|&e| rel_of(e) == rel);
-    &rest[..len]
+/// One node's list (or a run of it): relations and neighbours side by side.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct List<'a> {
+    rels: &'a [u32],
+    nodes: &'a [u32],
+    /// The first and last relation (any values when empty), so a walk by relation can
+    /// often skip reading `rels`.
+    lo: u32,
+    hi: u32,
+}
+
+impl<'a> List<'a> {
+    /// Number of entries.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the list is empty.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The neighbours, in entry order.
+    #[inline]
+    pub(crate) fn nodes(&self) -> &'a [u32] {
+        self.nodes
+    }
+
+    /// Entry `i`, packed (reads `rels` only when the list has several relations).
+    #[inline]
+    pub(crate) fn entry(&self, i: usize) -> u64 {
+        let rel = if self.lo == self.hi {
+            self.lo
+        } else {
+            self.rels[i]
+        };
+        pack(rel, self.nodes[i])
+    }
+
+    /// The entries, packed, in order.
+    pub(crate) fn iter(self) -> impl ExactSizeIterator<Item = u64> + 'a {
+        let (rels, nodes) = (self.rels, self.nodes);
+        (0..nodes.len()).map(move |i| pack(rels[i], nodes[i]))
+    }
+
+    /// The entries whose relation is `rel`.
+    #[inline]
+    pub(crate) fn rel_range(&self, rel: u32) -> List<'a> {
+        let (start, end) = self.rel_bounds(rel);
+        List {
+            rels: &self.rels[start..end],
+            nodes: &self.nodes[start..end],
+            lo: rel,
+            hi: rel,
+        }
+    }
+
+    /// Where the entries of relation `rel` start and end (where they would go, if none).
+    #[inline]
+    fn rel_bounds(&self, rel: u32) -> (usize, usize) {
+        let rels = self.rels;
+        if rels.is_empty() || rel < self.lo {
+            return (0, 0);
+        }
+        if rel > self.hi {
+            return (rels.len(), rels.len());
+        }
+        if self.lo == rel && self.hi == rel {
+            return (0, rels.len());
+        }
+        let start = rels.partition_point(|&r| r < rel);
+        (start, start + rels[start..].partition_point(|&r| r == rel))
+    }
+
+    /// Where entry `e` is, or where it would go.
+    fn search(&self, e: u64) -> Result<usize, usize> {
+        let (start, end) = self.rel_bounds(rel_of(e));
+        self.nodes[start..end]
+            .binary_search(&node_of(e))
+            .map(|i| start + i)
+            .map_err(|i| start + i)
+    }
 }
 
 /// Hints the CPU to fetch the cache line at `p` (as `pluresdb-vector` does); a no-op
@@ -57,6 +136,9 @@ struct Span {
     off: u32,
     len: u32,
     cap: u32,
+    /// The relations of the first and last entry (see [`List`]).
+    lo: u32,
+    hi: u32,
 }
 
 /// Below this arena size compaction is not worth it.
@@ -66,7 +148,9 @@ const COMPACT_MIN: usize = 1 << 12;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Lists {
     spans: Vec<Span>,
-    arena: Vec<u64>,
+    /// The arena: each slot's relation and neighbour (always the same length).
+    rels: Vec<u32>,
+    nodes: Vec<u32>,
     /// Entries in use (sum of span lengths).
     live: usize,
     /// Slots owned by spans (sum of capacities); the rest of the arena is dead.
@@ -93,10 +177,18 @@ impl Lists {
 
     /// The sorted entries of node `v`.
     #[inline]
-    pub(crate) fn get(&self, v: u32) -> &[u64] {
+    pub(crate) fn get(&self, v: u32) -> List<'_> {
         match self.spans.get(v as usize) {
-            Some(s) => &self.arena[s.off as usize..s.off as usize + s.len as usize],
-            None => &[],
+            Some(s) => {
+                let r = s.off as usize..s.off as usize + s.len as usize;
+                List {
+                    rels: &self.rels[r.clone()],
+                    nodes: &self.nodes[r],
+                    lo: s.lo,
+                    hi: s.hi,
+                }
+            }
+            None => List::default(),
         }
     }
 
@@ -108,14 +200,14 @@ impl Lists {
         }
     }
 
-    /// Hints the CPU to load the head of node `v`'s list (reads its span: prefetch that
-    /// first, some steps earlier).
+    /// Hints the CPU to load the head of node `v`'s neighbours (reads its span: prefetch
+    /// that first, some steps earlier).
     #[inline]
     pub(crate) fn prefetch_list(&self, v: u32) {
         if let Some(e) = self
             .spans
             .get(v as usize)
-            .and_then(|s| self.arena.get(s.off as usize))
+            .and_then(|s| self.nodes.get(s.off as usize))
         {
             prefetch(e);
         }
@@ -135,12 +227,12 @@ impl Lists {
 
     /// Whether node `v` has entry `e`.
     pub(crate) fn contains(&self, v: u32, e: u64) -> bool {
-        self.get(v).binary_search(&e).is_ok()
+        self.get(v).search(e).is_ok()
     }
 
     /// Adds entry `e` to node `v`; false if it was there already.
     pub(crate) fn insert(&mut self, v: u32, e: u64) -> bool {
-        let pos = match self.get(v).binary_search(&e) {
+        let pos = match self.get(v).search(e) {
             Ok(_) => return false,
             Err(p) => p,
         };
@@ -149,11 +241,14 @@ impl Lists {
             self.grow(v);
         }
         let s = &mut self.spans[v as usize];
-        let start = s.off as usize;
-        let end = start + s.len as usize;
-        self.arena.copy_within(start + pos..end, start + pos + 1);
-        self.arena[start + pos] = e;
+        let at = s.off as usize + pos;
+        let end = s.off as usize + s.len as usize;
         s.len += 1;
+        for (arena, x) in [(&mut self.rels, rel_of(e)), (&mut self.nodes, node_of(e))] {
+            arena.copy_within(at..end, at + 1);
+            arena[at] = x;
+        }
+        self.note_rels(v);
         self.live += 1;
         self.maybe_compact();
         true
@@ -161,15 +256,18 @@ impl Lists {
 
     /// Removes entry `e` from node `v`; false if it was not there.
     pub(crate) fn remove(&mut self, v: u32, e: u64) -> bool {
-        let pos = match self.get(v).binary_search(&e) {
+        let pos = match self.get(v).search(e) {
             Ok(p) => p,
             Err(_) => return false,
         };
         let s = &mut self.spans[v as usize];
-        let start = s.off as usize;
-        let end = start + s.len as usize;
-        self.arena.copy_within(start + pos + 1..end, start + pos);
+        let at = s.off as usize + pos;
+        let end = s.off as usize + s.len as usize;
         s.len -= 1;
+        for arena in [&mut self.rels, &mut self.nodes] {
+            arena.copy_within(at + 1..end, at);
+        }
+        self.note_rels(v);
         self.live -= 1;
         self.maybe_compact();
         true
@@ -177,7 +275,7 @@ impl Lists {
 
     /// Empties node `v`'s list, giving its room back, and returns the entries it had.
     pub(crate) fn take(&mut self, v: u32) -> Vec<u64> {
-        let taken = self.get(v).to_vec();
+        let taken = self.get(v).iter().collect();
         if let Some(s) = self.spans.get_mut(v as usize) {
             self.live -= s.len as usize;
             self.owned -= s.cap as usize;
@@ -187,19 +285,29 @@ impl Lists {
         taken
     }
 
+    /// Records node `v`'s first and last relation in its span.
+    #[inline]
+    fn note_rels(&mut self, v: u32) {
+        let s = &mut self.spans[v as usize];
+        if s.len > 0 {
+            s.lo = self.rels[s.off as usize];
+            s.hi = self.rels[(s.off + s.len - 1) as usize];
+        }
+    }
+
     /// Gives node `v` room for at least one more entry.
     fn grow(&mut self, v: u32) {
         let s = self.spans[v as usize];
         let new_cap = (s.cap as usize * 2).max(1);
-        let at_end = s.off as usize + s.cap as usize == self.arena.len();
+        let at_end = s.off as usize + s.cap as usize == self.nodes.len();
         let needed = if at_end {
             new_cap - s.cap as usize
         } else {
             new_cap
         };
-        let len = self.arena.len();
+        let len = self.nodes.len();
         if self.worth_compacting()
-            && len + needed > self.arena.capacity()
+            && len + needed > self.nodes.capacity()
             && (len - self.owned) * 4 >= len
         {
             // The arena is full and a quarter dead: reclaim the dead slots rather than
@@ -208,28 +316,30 @@ impl Lists {
         }
         let s = self.spans[v as usize];
         let off = s.off as usize;
-        if off + s.cap as usize == self.arena.len() {
+        self.owned += new_cap - s.cap as usize;
+        if off + s.cap as usize == self.nodes.len() {
             // Already at the end: grow in place.
-            self.arena.resize(off + new_cap, 0);
+            for arena in [&mut self.rels, &mut self.nodes] {
+                arena.resize(off + new_cap, 0);
+            }
             self.spans[v as usize].cap = arena_offset(new_cap);
-            self.owned += new_cap - s.cap as usize;
-            arena_offset(self.arena.len());
         } else {
-            let new_off = self.arena.len();
-            self.arena.extend_from_within(off..off + s.len as usize);
-            self.arena.resize(new_off + new_cap, 0);
-            self.owned += new_cap - s.cap as usize;
-            arena_offset(self.arena.len());
+            let new_off = self.nodes.len();
+            for arena in [&mut self.rels, &mut self.nodes] {
+                arena.extend_from_within(off..off + s.len as usize);
+                arena.resize(new_off + new_cap, 0);
+            }
             self.spans[v as usize] = Span {
                 off: arena_offset(new_off),
-                len: s.len,
                 cap: arena_offset(new_cap),
+                ..s
             };
         }
+        arena_offset(self.nodes.len());
     }
 
     fn maybe_compact(&mut self) {
-        let len = self.arena.len();
+        let len = self.nodes.len();
         if self.worth_compacting() && ((len - self.owned) * 2 > len || self.live * 3 < len) {
             self.compact();
         }
@@ -238,22 +348,25 @@ impl Lists {
     /// A compaction costs O(arena + nodes); it is only worth it when the arena is not tiny
     /// and not smaller than the node count (so its cost is paid for by the slots it frees).
     fn worth_compacting(&self) -> bool {
-        self.arena.len() >= COMPACT_MIN.max(self.spans.len())
+        self.nodes.len() >= COMPACT_MIN.max(self.spans.len())
     }
 
     /// Packs every list tightly (capacity = length).
     pub(crate) fn compact(&mut self) {
-        let mut arena = Vec::with_capacity(self.live + self.live / 4);
+        let room = self.live + self.live / 4;
+        let (mut rels, mut nodes) = (Vec::with_capacity(room), Vec::with_capacity(room));
         for s in &mut self.spans {
-            let start = arena.len();
-            arena.extend_from_slice(&self.arena[s.off as usize..s.off as usize + s.len as usize]);
+            let start = nodes.len();
+            let r = s.off as usize..s.off as usize + s.len as usize;
+            rels.extend_from_slice(&self.rels[r.clone()]);
+            nodes.extend_from_slice(&self.nodes[r]);
             *s = Span {
                 off: arena_offset(start),
-                len: s.len,
                 cap: s.len,
+                ..*s
             };
         }
-        self.arena = arena;
+        (self.rels, self.nodes) = (rels, nodes);
         self.owned = self.live;
         #[cfg(test)]
         {
@@ -264,7 +377,8 @@ impl Lists {
     /// Packs every list tightly and gives spare memory back.
     pub(crate) fn shrink_to_fit(&mut self) {
         self.compact();
-        self.arena.shrink_to_fit();
+        self.rels.shrink_to_fit();
+        self.nodes.shrink_to_fit();
         self.spans.shrink_to_fit();
     }
 
@@ -289,14 +403,16 @@ impl Lists {
             total += *c as usize;
             *c = arena_offset(total);
         }
-        // starts[v + 1] is now the end of v's run; fill by walking each run's cursor.
+        // starts[v + 1] is now the end of v's run; fill packed entries by walking each run's
+        // cursor, then sort each run and split it into the two arrays.
         let mut arena = vec![0u64; total];
         let mut cursor: Vec<u32> = Vec::with_capacity(self.spans.len());
         for (v, s) in self.spans.iter().enumerate() {
-            let begin = starts[v];
-            let old = &self.arena[s.off as usize..s.off as usize + s.len as usize];
-            arena[begin as usize..begin as usize + old.len()].copy_from_slice(old);
-            cursor.push(begin + s.len);
+            let begin = starts[v] as usize;
+            for (slot, e) in arena[begin..].iter_mut().zip(self.get(v as u32).iter()) {
+                *slot = e;
+            }
+            cursor.push(arena_offset(begin) + s.len);
         }
         for (v, e) in extra {
             let c = &mut cursor[v as usize];
@@ -320,10 +436,13 @@ impl Lists {
                 off: arena_offset(begin),
                 len: arena_offset(len),
                 cap: arena_offset(end - begin),
+                lo: run.first().map_or(0, |&e| rel_of(e)),
+                hi: run[..len].last().map_or(0, |&e| rel_of(e)),
             };
         }
+        self.rels = arena.iter().map(|&e| rel_of(e)).collect();
+        self.nodes = arena.iter().map(|&e| node_of(e)).collect();
         self.owned = arena.len();
-        self.arena = arena;
         self.live = live;
         self.maybe_compact();
         live - before
@@ -332,19 +451,23 @@ impl Lists {
     /// Bytes held (capacity, not just length).
     pub(crate) fn memory_bytes(&self) -> usize {
         self.spans.capacity() * std::mem::size_of::<Span>()
-            + self.arena.capacity() * std::mem::size_of::<u64>()
+            + (self.rels.capacity() + self.nodes.capacity()) * std::mem::size_of::<u32>()
     }
 
     /// Checks the internal invariants (tests only).
     #[cfg(test)]
     pub(crate) fn check(&self) {
+        assert_eq!(self.rels.len(), self.nodes.len());
         let mut live = 0;
         let mut owned: Vec<(usize, usize)> = Vec::new();
-        for s in &self.spans {
+        for (v, s) in self.spans.iter().enumerate() {
             assert!(s.len <= s.cap);
-            assert!(s.off as usize + s.cap as usize <= self.arena.len());
-            let l = &self.arena[s.off as usize..(s.off + s.len) as usize];
+            assert!(s.off as usize + s.cap as usize <= self.nodes.len());
+            let l: Vec<u64> = self.get(v as u32).iter().collect();
             assert!(l.windows(2).all(|w| w[0] < w[1]), "list not sorted/unique");
+            if let (Some(&first), Some(&last)) = (l.first(), l.last()) {
+                assert_eq!((s.lo, s.hi), (rel_of(first), rel_of(last)));
+            }
             live += s.len as usize;
             if s.cap > 0 {
                 owned.push((s.off as usize, (s.off + s.cap) as usize));
@@ -377,6 +500,10 @@ fn dedup_sorted(run: &mut [u64]) -> usize {
 mod tests {
     use super::*;
 
+    fn entries(l: &Lists, v: u32) -> Vec<u64> {
+        l.get(v).iter().collect()
+    }
+
     #[test]
     fn insert_remove_keep_sorted_and_compact() {
         let mut l = Lists::default();
@@ -393,7 +520,7 @@ mod tests {
             }
         }
         l.check();
-        assert!(l.get(5).iter().all(|&e| rel_of(e) != 1));
+        assert!(l.get(5).iter().all(|e| rel_of(e) != 1));
         let taken = l.take(7);
         assert!(!taken.is_empty());
         assert!(l.get(7).is_empty());
@@ -428,7 +555,7 @@ mod tests {
             l.remove(0, pack(0, i));
         }
         l.check();
-        assert!(l.arena.len() < 3 * l.live + COMPACT_MIN);
+        assert!(l.nodes.len() < 3 * l.live + COMPACT_MIN);
     }
 
     #[test]
@@ -446,29 +573,44 @@ mod tests {
         let added = l.rebuild_with(5, extra.iter().copied());
         assert_eq!(added, 2);
         l.check();
-        assert_eq!(l.get(1), &[pack(0, 2), pack(0, 3)]);
-        assert_eq!(l.get(2), &[pack(1, 0)]);
-        assert_eq!(l.get(3), &[pack(2, 2)]);
+        assert_eq!(entries(&l, 1), [pack(0, 2), pack(0, 3)]);
+        assert_eq!(entries(&l, 2), [pack(1, 0)]);
+        assert_eq!(entries(&l, 3), [pack(2, 2)]);
         assert!(l.get(0).is_empty() && l.get(4).is_empty());
         // Lists keep working after a rebuild.
         l.insert(3, pack(0, 1));
         l.insert(0, pack(0, 1));
         l.check();
-        assert_eq!(l.get(3), &[pack(0, 1), pack(2, 2)]);
+        assert_eq!(entries(&l, 3), [pack(0, 1), pack(2, 2)]);
     }
 
     #[test]
     fn rel_ranges() {
-        let list = [
-            pack(0, 1),
-            pack(0, 5),
-            pack(2, 0),
-            pack(2, 9),
-            pack(u32::MAX, 3),
-        ];
-        assert_eq!(rel_range(&list, 0), &list[0..2]);
-        assert!(rel_range(&list, 1).is_empty());
-        assert_eq!(rel_range(&list, 2), &list[2..4]);
-        assert_eq!(rel_range(&list, u32::MAX), &list[4..5]);
+        let rels = [0, 0, 2, 2, u32::MAX];
+        let nodes = [1, 5, 0, 9, 3];
+        let list = List {
+            rels: &rels,
+            nodes: &nodes,
+            lo: 0,
+            hi: u32::MAX,
+        };
+        assert_eq!(list.rel_range(0).nodes(), &[1, 5]);
+        assert!(list.rel_range(1).is_empty());
+        assert_eq!(list.rel_range(2).nodes(), &[0, 9]);
+        assert_eq!(list.rel_range(u32::MAX).nodes(), &[3]);
+        assert_eq!(list.search(pack(2, 9)), Ok(3));
+        assert_eq!(list.search(pack(1, 7)), Err(2));
+        assert_eq!(list.search(pack(2, 5)), Err(3));
+        let one = List {
+            rels: &rels[2..4],
+            nodes: &nodes[2..4],
+            lo: 2,
+            hi: 2,
+        };
+        assert!(one.rel_range(0).is_empty() && one.rel_range(3).is_empty());
+        assert_eq!(one.search(pack(3, 0)), Err(2));
+        assert_eq!(one.search(pack(1, 99)), Err(0));
+        assert_eq!(one.rel_range(2).len(), 2);
+        assert_eq!(one.search(pack(2, 0)), Ok(0));
     }
 }

@@ -243,13 +243,12 @@ impl Graph {
             let mut meeting = None;
             'level: for &v in &grow.frontier {
                 for (seg, d) in self.segments(v, grow.dir, rels) {
-                    for &e in seg {
-                        let w = node_of(e);
+                    for (i, &w) in seg.nodes().iter().enumerate() {
                         if grow.links.contains_key(&w) {
                             continue;
                         }
                         // `d` is the direction relative to the growing side's walk.
-                        let edge = edge_at(v, e, d);
+                        let edge = edge_at(v, seg.entry(i), d);
                         grow.links.insert(w, Link { parent: v, edge });
                         if grow.links.len() + other.links.len() > opts.max_visited {
                             return Err(GraphError::TooManyVisited {
@@ -332,7 +331,7 @@ impl Graph {
                 continue; // stale entry
             }
             for (seg, dir) in self.segments(v, side.dir, &opts.relations) {
-                for &e in seg {
+                for e in seg.iter() {
                     let edge = edge_at(v, e, dir);
                     let Some(wt) = weight(edge) else { continue };
                     if wt.is_nan() || wt < 0.0 {

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use proptest::prelude::*;
 
+use crate::level::{BOTTOM_UP_LEVELS, FORCE_BOTTOM_UP};
 use crate::{
     Direction, EdgeRef, Graph, GraphError, NodeIx, PageRankOptions, PathOptions, RelFilter,
     TraverseOptions,
@@ -613,9 +614,13 @@ proptest! {
             }
         }
         check_structure(&g, &m);
-        for q in &queries {
-            check_query(&g, &m, q);
+        for force in [None, Some(false), Some(true)] {
+            FORCE_BOTTOM_UP.set(force);
+            for q in &queries {
+                check_query(&g, &m, q);
+            }
         }
+        FORCE_BOTTOM_UP.set(None);
         check_algorithms(&g, &m, rels);
     }
 
@@ -671,31 +676,50 @@ fn large_random_graph_against_reference() {
             check_structure(&g, &m);
         }
     }
-    let adj = m.adjacency(Direction::Out);
     let ids: Vec<String> = m.nodes().into_iter().collect();
-    for i in 0..50 {
-        let s = &ids[(i * 37) % ids.len()];
-        let want = reference_bfs(&adj, std::slice::from_ref(s), 0, 3, &|_| true);
-        let t = g
-            .traverse(
-                &[g.node(s).unwrap()],
-                &TraverseOptions::new().min_depth(0).max_depth(3),
-            )
-            .unwrap();
-        let got: HashMap<String, u32> = t
-            .visits()
-            .iter()
-            .map(|v| (g.id(v.node).to_owned(), v.depth))
-            .collect();
-        assert_eq!(got, want);
-        // Levels this large are expanded in node order: the paths must still be edges.
-        for v in t.visits() {
-            let path = t.path(v);
-            let edges = t.path_edges(v);
-            assert_eq!(path.len(), v.depth as usize + 1);
-            for (i, e) in edges.iter().enumerate() {
-                assert!(step_ok(&g, &m, path[i], path[i + 1], *e, Direction::Out));
+    for dir in [Direction::Out, Direction::In, Direction::Both] {
+        let adj = m.adjacency(dir);
+        // Auto (large levels go bottom-up when that reads fewer edges), then all bottom-up.
+        for force in [None, Some(true)] {
+            FORCE_BOTTOM_UP.set(force);
+            BOTTOM_UP_LEVELS.set(0);
+            for i in 0..30 {
+                let s = &ids[(i * 37) % ids.len()];
+                let want = reference_bfs(&adj, std::slice::from_ref(s), 0, 3, &|_| true);
+                let t = g
+                    .traverse(
+                        &[g.node(s).unwrap()],
+                        &TraverseOptions::new()
+                            .direction(dir)
+                            .min_depth(0)
+                            .max_depth(3),
+                    )
+                    .unwrap();
+                let got: HashMap<String, u32> = t
+                    .visits()
+                    .iter()
+                    .map(|v| (g.id(v.node).to_owned(), v.depth))
+                    .collect();
+                assert_eq!(got, want);
+                // Large levels go in node order or bottom-up: the paths must still be edges.
+                for v in t.visits() {
+                    let path = t.path(v);
+                    let edges = t.path_edges(v);
+                    assert_eq!(path.len(), v.depth as usize + 1);
+                    for (i, e) in edges.iter().enumerate() {
+                        assert!(step_ok(&g, &m, path[i], path[i + 1], *e, dir));
+                    }
+                }
+                let x = g.expand(&[g.node(s).unwrap()], 3, dir, &RelFilter::any());
+                assert_eq!(x.unwrap().len(), want.len() - 1);
+            }
+            if force.is_none() && dir == Direction::Both {
+                assert!(
+                    BOTTOM_UP_LEVELS.get() > 0,
+                    "the heuristic never went bottom-up"
+                );
             }
         }
     }
+    FORCE_BOTTOM_UP.set(None);
 }

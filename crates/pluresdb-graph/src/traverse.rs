@@ -4,8 +4,8 @@ use std::ops::ControlFlow;
 
 use crate::error::GraphError;
 use crate::graph::{Direction, EdgeRef, Graph, NodeIx, RelFilter, RelIx};
+use crate::level::Bfs;
 use crate::lists::{node_of, rel_of};
-use crate::visited::Bits;
 
 /// How many nodes a walk may reach by default before it fails with
 /// [`GraphError::TooManyVisited`].
@@ -295,16 +295,16 @@ impl Graph {
             w.t.limit_reached = true;
             return Ok(w.t);
         }
-        let mut seen = Bits::new(self.node_bound());
+        let (dir, rels) = (opts.direction, &opts.relations);
+        let mut bfs = Bfs::<(NodeIx, u32)>::new(self, dir, rels);
         for &s in starts {
-            if !seen.insert(s) {
+            if !bfs.reach(s) {
                 continue;
             }
             if let ControlFlow::Break(end) = w.reach(s, u32::MAX, 0, true, 0) {
                 return end.map(|()| w.t);
             }
         }
-        let (dir, rels) = (opts.direction, &opts.relations);
         // The steps of the current level to expand, as `(node, step)`.
         let mut expanding: Vec<(NodeIx, u32)> = Vec::new();
         let mut level = 0..w.t.steps.len();
@@ -318,19 +318,9 @@ impl Graph {
                     .filter(|&(v, _)| depth == 0 || opts.expand_if.is_none_or(|f| f(v))),
             );
             let next = depth + 1;
-            let flow = self.scan_level(
-                &mut expanding,
-                |e| e.0,
-                dir,
-                rels,
-                |(_, step), e, side| {
-                    let u = node_of(e);
-                    if !seen.insert(u) {
-                        return ControlFlow::Continue(());
-                    }
-                    w.reach(u, step, rel_of(e), side == Direction::Out, next)
-                },
-            );
+            let flow = bfs.level(&mut expanding, |(_, step), e, side| {
+                w.reach(node_of(e), step, rel_of(e), side == Direction::Out, next)
+            });
             if let ControlFlow::Break(end) = flow {
                 return end.map(|()| w.t);
             }
@@ -350,11 +340,11 @@ impl Graph {
         dir: Direction,
         rels: &RelFilter,
     ) -> Result<Vec<NodeIx>, GraphError> {
-        let mut seen = Bits::new(self.node_bound());
+        let mut bfs = Bfs::<NodeIx>::new(self, dir, rels);
         let mut order = Vec::with_capacity(starts.len());
         for &s in starts {
             self.check_node(s)?;
-            if seen.insert(s) {
+            if bfs.reach(s) {
                 order.push(s);
             }
         }
@@ -367,73 +357,14 @@ impl Graph {
             }
             frontier.clear();
             frontier.extend_from_slice(&order[level.clone()]);
-            let _ = self.scan_level(
-                &mut frontier,
-                |v| v,
-                dir,
-                rels,
-                |_, e, _| {
-                    let u = node_of(e);
-                    if seen.insert(u) {
-                        order.push(u);
-                    }
-                    ControlFlow::<()>::Continue(())
-                },
-            );
+            let _ = bfs.level(&mut frontier, |_, e, _| {
+                order.push(node_of(e));
+                ControlFlow::<()>::Continue(())
+            });
             level = level.end..order.len();
         }
         order.drain(..n_starts);
         Ok(order)
-    }
-}
-
-/// Levels larger than this are expanded in node order, with lists prefetched.
-const LARGE_LEVEL: usize = 64;
-
-impl Graph {
-    /// Follows every edge (by `dir` and `rels`) out of the nodes of one level, calling
-    /// `visit(item, entry, side)` for each, until it breaks. A large level goes in node
-    /// order, so the walk reads the arena (laid out in node order) front to back, and the
-    /// lists of the node 8 places ahead (the spans of the one 16 ahead) are prefetched, so it
-    /// waits less for each list to arrive from memory.
-    fn scan_level<T: Ord + Copy, B>(
-        &self,
-        level: &mut [T],
-        node: impl Fn(T) -> NodeIx,
-        dir: Direction,
-        rels: &RelFilter,
-        mut visit: impl FnMut(T, u64, Direction) -> ControlFlow<B>,
-    ) -> ControlFlow<B> {
-        let large = level.len() > LARGE_LEVEL;
-        if large {
-            level.sort_unstable();
-        }
-        for i in 0..level.len() {
-            if large {
-                self.prefetch_lists(level.get(i + 8).map(|&t| node(t)), dir, true);
-                self.prefetch_lists(level.get(i + 16).map(|&t| node(t)), dir, false);
-            }
-            let item = level[i];
-            for (seg, side) in self.segments(node(item), dir, rels) {
-                for &e in seg {
-                    visit(item, e, side)?;
-                }
-            }
-        }
-        ControlFlow::Continue(())
-    }
-
-    /// Prefetches node `v`'s lists in direction `dir` (`lists`), or where they are (spans).
-    #[inline]
-    fn prefetch_lists(&self, v: Option<NodeIx>, dir: Direction, lists: bool) {
-        let Some(v) = v else { return };
-        for (wanted, side) in [(dir.has_out(), &self.out), (dir.has_in(), &self.inn)] {
-            if wanted && lists {
-                side.prefetch_list(v);
-            } else if wanted {
-                side.prefetch_span(v);
-            }
-        }
     }
 }
 
