@@ -11,7 +11,7 @@
 use std::ops::ControlFlow;
 
 use crate::graph::{Direction, Graph, NodeIx, RelFilter, RelIx};
-use crate::lists::{List, Lists, node_of, pack, rel_of};
+use crate::lists::{List, Lists, node_of, pack, prefetch, rel_of};
 use crate::visited::Bits;
 
 /// Levels larger than this are expanded in node order, with lists prefetched, and may go
@@ -95,6 +95,8 @@ pub(crate) struct Bfs<'g, T: Item> {
     /// Edges (read the other way) of the nodes not yet reached, over-estimated: the edges
     /// bottom-up may have to read.
     unexplored: usize,
+    /// Whether the level being expanded goes bottom-up.
+    bottom_up: bool,
     /// The frontier as bits, and each frontier node's item's extra, for bottom-up levels.
     frontier: Option<(Bits, Vec<T::Extra>)>,
 }
@@ -109,6 +111,7 @@ impl<'g, T: Item> Bfs<'g, T> {
             rels,
             seen: Bits::new(graph.node_bound()),
             unexplored: graph.edge_count() * sides,
+            bottom_up: false,
             frontier: None,
         }
     }
@@ -118,19 +121,9 @@ impl<'g, T: Item> Bfs<'g, T> {
         self.seen.insert(v)
     }
 
-    /// Expands one level: calls `visit(item, entry, side)` once for each node not reached
-    /// before that an edge from a node of `level` leads to, with the frontier node's item,
-    /// the edge as that node's list holds it (`entry`'s node is the new node) and which of its
-    /// lists that is, until `visit` breaks. Each new node is marked reached before `visit`.
-    /// `level` may be reordered.
-    pub(crate) fn level<B>(
-        &mut self,
-        level: &mut [T],
-        visit: impl FnMut(T, u64, Direction) -> ControlFlow<B>,
-    ) -> ControlFlow<B> {
-        if level.is_empty() {
-            return ControlFlow::Continue(());
-        }
+    /// Readies `level` (the next level's frontier) for [`Bfs::expand`] and chooses how to
+    /// expand it; returns how many nodes it can reach at most. `level` may be reordered.
+    pub(crate) fn plan(&mut self, level: &mut [T]) -> usize {
         let g = self.graph;
         let large = level.len() > LARGE_LEVEL;
         if large {
@@ -147,10 +140,25 @@ impl<'g, T: Item> Bfs<'g, T> {
             behind += g.list_len(level[i].node(), back);
         }
         self.unexplored = self.unexplored.saturating_sub(behind);
-        let bottom_up = large && ahead.saturating_mul(ALPHA) > self.unexplored;
+        self.bottom_up = large && ahead.saturating_mul(ALPHA) > self.unexplored;
         #[cfg(test)]
-        let bottom_up = FORCE_BOTTOM_UP.get().unwrap_or(bottom_up);
-        if bottom_up {
+        if let Some(force) = FORCE_BOTTOM_UP.get() {
+            self.bottom_up = force && !level.is_empty();
+        }
+        ahead.min(g.node_bound())
+    }
+
+    /// Expands a level readied by [`Bfs::plan`]: calls `visit(item, entry, side)` once for
+    /// each node not reached before that an edge from a node of `level` leads to, with the
+    /// frontier node's item, the edge as that node's list holds it (`entry`'s node is the new
+    /// node) and which of its lists that is, until `visit` breaks. Each new node is marked
+    /// reached before `visit`.
+    pub(crate) fn expand<B>(
+        &mut self,
+        level: &[T],
+        visit: impl FnMut(T, u64, Direction) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        if self.bottom_up {
             #[cfg(test)]
             BOTTOM_UP_LEVELS.set(BOTTOM_UP_LEVELS.get() + 1);
             self.bottom_up(level, visit)
@@ -205,6 +213,9 @@ impl<'g, T: Item> Bfs<'g, T> {
             extras[t.node() as usize] = t.extra();
         }
         let back = self.dir.reverse();
+        // Hits wait here until their parent's item has been fetched from memory.
+        let mut hits = [(0, 0, Direction::Out); HIT_BATCH];
+        let mut held = 0;
         for w in 0..n.div_ceil(64) {
             let mut free = self.seen.unset_in_word(w, n);
             while free != 0 {
@@ -216,14 +227,40 @@ impl<'g, T: Item> Bfs<'g, T> {
                 });
                 if let Some((e, side)) = found {
                     self.seen.insert(v);
-                    let u = node_of(e);
-                    let parent = T::with(u, extras[u as usize]);
-                    visit(parent, pack(rel_of(e), v), side.reverse())?;
+                    prefetch(extras.as_ptr().wrapping_add(node_of(e) as usize));
+                    hits[held] = (v, e, side);
+                    held += 1;
+                    if held == HIT_BATCH {
+                        visit_hits(&hits, extras, &mut visit)?;
+                        held = 0;
+                    }
                 }
             }
         }
-        ControlFlow::Continue(())
+        visit_hits(&hits[..held], extras, &mut visit)
     }
+}
+
+/// How many bottom-up hits are held while their parents' items load.
+const HIT_BATCH: usize = 16;
+
+/// Visits bottom-up hits `(node, entry from the node to its parent, side of the node's
+/// list)`, in order, from their parents' items.
+#[inline]
+fn visit_hits<T: Item, B>(
+    hits: &[(NodeIx, u64, Direction)],
+    extras: &[T::Extra],
+    visit: &mut impl FnMut(T, u64, Direction) -> ControlFlow<B>,
+) -> ControlFlow<B> {
+    for &(v, e, side) in hits {
+        let u = node_of(e);
+        visit(
+            T::with(u, extras[u as usize]),
+            pack(rel_of(e), v),
+            side.reverse(),
+        )?;
+    }
+    ControlFlow::Continue(())
 }
 
 /// Prefetches node `v`'s lists in direction `dir` (`lists`), or where they are (spans).

@@ -120,7 +120,7 @@ impl<'a> List<'a> {
 /// Hints the CPU to fetch the cache line at `p` (as `pluresdb-vector` does); a no-op
 /// elsewhere.
 #[inline(always)]
-fn prefetch<T>(p: *const T) {
+pub(crate) fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetching never faults, whatever the address.
     unsafe {

@@ -318,7 +318,10 @@ impl Graph {
                     .filter(|&(v, _)| depth == 0 || opts.expand_if.is_none_or(|f| f(v))),
             );
             let next = depth + 1;
-            let flow = bfs.level(&mut expanding, |(_, step), e, side| {
+            let most = bfs.plan(&mut expanding);
+            w.t.steps.reserve(most);
+            w.t.visits.reserve(most.min(w.limit));
+            let flow = bfs.expand(&expanding, |(_, step), e, side| {
                 w.reach(node_of(e), step, rel_of(e), side == Direction::Out, next)
             });
             if let ControlFlow::Break(end) = flow {
@@ -357,7 +360,8 @@ impl Graph {
             }
             frontier.clear();
             frontier.extend_from_slice(&order[level.clone()]);
-            let _ = bfs.level(&mut frontier, |_, e, _| {
+            order.reserve(bfs.plan(&mut frontier));
+            let _ = bfs.expand(&frontier, |_, e, _| {
                 order.push(node_of(e));
                 ControlFlow::<()>::Continue(())
             });
