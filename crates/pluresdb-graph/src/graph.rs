@@ -675,6 +675,12 @@ impl Graph {
         self.segments(v, dir, rels).map(|(s, _)| s.len()).sum()
     }
 
+    /// Live edges of relation `r` (0 for a relation the graph does not know).
+    #[inline]
+    pub(crate) fn rel_edge_count(&self, r: RelIx) -> usize {
+        self.rel_edges.get(r as usize).copied().unwrap_or(0)
+    }
+
     /// The length of node `v`'s lists in `dir`, every relation.
     #[inline]
     pub(crate) fn list_len(&self, v: NodeIx, dir: Direction) -> usize {

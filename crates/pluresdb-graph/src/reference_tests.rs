@@ -723,3 +723,45 @@ fn large_random_graph_against_reference() {
     }
     FORCE_BOTTOM_UP.set(None);
 }
+
+#[test]
+fn small_walks_in_a_large_sparse_graph_stay_top_down() {
+    // A bottom-up level looks at every node slot not yet reached: a walk through a small
+    // component of a graph of mostly edgeless nodes (or by a rare relation) must not pay that.
+    let mut g = Graph::new();
+    for i in 0..50_000 {
+        g.add_node(&format!("lonely{i}"), None);
+    }
+    for s in 0..100 {
+        g.add_edge("hub", "a", &format!("s{s}"));
+        for l in 0..30 {
+            g.add_edge(&format!("s{s}"), "a", &format!("leaf{s}-{l}"));
+            g.add_edge(&format!("s{s}"), "b", &format!("leaf{s}-{l}"));
+        }
+        g.add_edge("hub", "b", &format!("s{s}"));
+    }
+    g.add_edge("rare", "b", "hub");
+    let hub = g.node("hub").unwrap();
+    let rare = g.node("rare").unwrap();
+    FORCE_BOTTOM_UP.set(None);
+    for (start, rels, want) in [
+        (hub, RelFilter::any(), 3100),
+        (hub, g.rel_filter(["b"]), 3100),
+        (rare, g.rel_filter(["b"]), 3101),
+    ] {
+        BOTTOM_UP_LEVELS.set(0);
+        let t = g
+            .traverse(
+                &[start],
+                &TraverseOptions::new().relations(rels).max_depth(3),
+            )
+            .unwrap();
+        assert_eq!(t.len(), want);
+        assert_eq!(
+            BOTTOM_UP_LEVELS.get(),
+            0,
+            "went bottom-up from {}",
+            g.id(start)
+        );
+    }
+}

@@ -318,7 +318,7 @@ impl Graph {
                     .filter(|&(v, _)| depth == 0 || opts.expand_if.is_none_or(|f| f(v))),
             );
             let next = depth + 1;
-            let most = bfs.plan(&mut expanding);
+            let most = bfs.plan(&mut expanding).min(opts.max_visited);
             w.t.steps.reserve(most);
             w.t.visits.reserve(most.min(w.limit));
             let flow = bfs.expand(&expanding, |(_, step), e, side| {

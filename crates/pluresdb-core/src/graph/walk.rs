@@ -296,14 +296,15 @@ pub(crate) fn run_traverse(g: &Graph, conn: &Connection, query: &Traverse) -> Re
         .filter
         .as_ref()
         .is_some_and(|f| f.node_type().is_some());
-    let by_type =
-        |v: NodeIx| !type_given || wanted_type.is_some_and(|t| g.node_type_ix(v) == Some(t));
+    let by_type = |v: NodeIx| wanted_type.is_some_and(|t| g.node_type_ix(v) == Some(t));
     let mut opts = TraverseOptions::new()
         .direction(to_graph_direction(query.direction))
         .relations(rel_filter(g, &query.relations))
         .min_depth(query.min_depth)
-        .max_visited(query.max_visited)
-        .filter(&by_type);
+        .max_visited(query.max_visited);
+    if type_given {
+        opts = opts.filter(&by_type);
+    }
     opts = match query.max_depth {
         Some(d) => opts.max_depth(d),
         None => opts.unbounded(),
