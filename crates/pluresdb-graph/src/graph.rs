@@ -599,11 +599,23 @@ impl Graph {
     {
         let edges = edges.into_iter();
         let mut batch: Vec<(u32, u32, u32)> = Vec::with_capacity(edges.size_hint().0);
+        // Edges often come grouped by source (and by relation): a repeat of the previous one
+        // needs no lookup.
+        let mut last_from: Option<(A, NodeIx)> = None;
+        let mut last_rel: Option<(B, RelIx)> = None;
         for (f, r, t) in edges {
-            let f = self.intern_node(f.as_ref());
-            let r = self.intern_relation(r.as_ref());
-            let t = self.intern_node(t.as_ref());
-            batch.push((f, r, t));
+            let fi = match &last_from {
+                Some((prev, ix)) if prev.as_ref() == f.as_ref() => *ix,
+                _ => self.intern_node(f.as_ref()),
+            };
+            let ri = match &last_rel {
+                Some((prev, ix)) if prev.as_ref() == r.as_ref() => *ix,
+                _ => self.intern_relation(r.as_ref()),
+            };
+            let ti = self.intern_node(t.as_ref());
+            batch.push((fi, ri, ti));
+            last_from = Some((f, fi));
+            last_rel = Some((r, ri));
         }
         self.add_batch(&batch)
     }

@@ -13,7 +13,7 @@ use parking_lot::{RwLock, RwLockReadGuard, RwLockUpgradableReadGuard, RwLockWrit
 use pluresdb_graph::Graph;
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::index_log::{self, GRAPH_EDGES, GRAPH_NODES};
 
 /// Triggers logging node and edge rows for the graph (`IF NOT EXISTS`: running them again
@@ -325,17 +325,29 @@ fn build(conn: &Connection) -> Result<Loaded> {
         }
     }
     {
+        // Every edge's three ids go into one buffer (one allocation, not three per edge).
+        let mut text = String::new();
+        let mut ends: Vec<[usize; 3]> = Vec::new();
         let mut stmt =
             conn.prepare_cached("SELECT src, rel, dst FROM _pluresdb_edges WHERE cl % 2 = 1")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        let edges: Vec<(String, String, String)> = rows.collect::<rusqlite::Result<_>>()?;
-        graph.extend_edges(edges);
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let mut end = [0; 3];
+            for (i, end) in end.iter_mut().enumerate() {
+                let id = row.get_ref(i)?.as_str().map_err(|e| {
+                    Error::internal(format!("an edge id in _pluresdb_edges is not text: {e}"))
+                })?;
+                text.push_str(id);
+                *end = text.len();
+            }
+            ends.push(end);
+        }
+        let mut start = 0;
+        graph.extend_edges(ends.iter().map(|&[src, rel, dst]| {
+            let edge = (&text[start..src], &text[src..rel], &text[rel..dst]);
+            start = dst;
+            edge
+        }));
     }
     Ok(Loaded { graph, applied_seq })
 }
