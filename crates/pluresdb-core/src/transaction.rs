@@ -82,7 +82,11 @@ impl Database {
             let state = writer.state_mut();
             state.savepoints += 1;
             let name = format!("pluresdb_tx_{}", state.savepoints);
-            writer.conn().execute_batch(&format!("SAVEPOINT {name}"))?;
+            // Cached: a put or link inside a transaction opens one per call.
+            writer
+                .conn()
+                .prepare_cached(&format!("SAVEPOINT {name}"))?
+                .execute([])?;
             let mark = observer.map_or(0, |o| o.mark());
             Ok((Level::Savepoint(name), Observed { mark }))
         }
@@ -104,7 +108,10 @@ impl Database {
                 if let Some(o) = observer {
                     o.flush(writer.conn())?;
                 }
-                writer.conn().execute_batch(&format!("RELEASE {name}"))?;
+                writer
+                    .conn()
+                    .prepare_cached(&format!("RELEASE {name}"))?
+                    .execute([])?;
                 let state = writer.state_mut();
                 state.savepoints = state.savepoints.saturating_sub(1);
             }
