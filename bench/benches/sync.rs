@@ -53,6 +53,27 @@ fn open_crsql(path: &Path, ext: &Path) -> Connection {
     conn
 }
 
+/// A cr-sqlite database at `path` with the `todos` table, replicated (a CRR) when `crr`.
+fn crsql_todos(path: &Path, ext: &Path, crr: bool) -> Connection {
+    let conn = open_crsql(path, ext);
+    conn.execute_batch(TABLE).unwrap();
+    if crr {
+        conn.query_row("SELECT crsql_as_crr('main', 'todos')", [], |_| Ok(()))
+            .unwrap();
+    }
+    conn
+}
+
+/// A PluresDB database at `path` with the `todos` table, synced when `synced`.
+fn ours_todos(path: &Path, synced: bool) -> Database {
+    let db = Database::open(path).unwrap();
+    db.exec(TABLE).unwrap();
+    if synced {
+        db.sync_table("todos").unwrap();
+    }
+    db
+}
+
 fn insert_ours(db: &Database, rows: usize, offset: usize) -> Duration {
     time(|| {
         db.transaction(|tx| {
@@ -142,13 +163,12 @@ fn write_overhead(rows: usize) {
     let fold = |db: &Database| time(|| db.fold_change_log().unwrap());
     for round in 0..3 {
         for (k, synced) in [(0, false), (1, true)] {
-            let db = Database::open(dir.path().join(format!("ours-{round}-{synced}.db"))).unwrap();
+            let db = ours_todos(
+                &dir.path().join(format!("ours-{round}-{synced}.db")),
+                synced,
+            );
             if let Ok(c) = std::env::var("CACHE") {
                 db.pragma(&format!("cache_size = -{c}")).unwrap();
-            }
-            db.exec(TABLE).unwrap();
-            if synced {
-                db.sync_table("todos").unwrap();
             }
             ours[k].push(insert_ours(&db, rows, 0));
             if synced {
@@ -179,12 +199,7 @@ fn write_overhead(rows: usize) {
         for round in 0..3 {
             for (k, crr) in [(0, false), (1, true)] {
                 let path = dir.path().join(format!("crsql-{round}-{crr}.db"));
-                let mut conn = open_crsql(&path, &ext);
-                conn.execute_batch(TABLE).unwrap();
-                if crr {
-                    conn.query_row("SELECT crsql_as_crr('main', 'todos')", [], |_| Ok(()))
-                        .unwrap();
-                }
+                let mut conn = crsql_todos(&path, &ext, crr);
                 peer[k].push(insert_rusqlite(&mut conn, rows, 0));
                 peer[k + 2].push(time(|| update_rusqlite(&mut conn, (0..rows).map(key))));
                 conn.query_row("SELECT crsql_finalize()", [], |_| Ok(()))
@@ -237,11 +252,10 @@ fn small_transactions(rows: usize) {
     // unsynced, synced, fold
     let mut ours: [Vec<Duration>; 3] = Default::default();
     for (round, synced) in (0..3).flat_map(|r| [(r, false), (r, true)]) {
-        let db = Database::open(dir.path().join(format!("small-{round}-{synced}.db"))).unwrap();
-        db.exec(TABLE).unwrap();
-        if synced {
-            db.sync_table("todos").unwrap();
-        }
+        let db = ours_todos(
+            &dir.path().join(format!("small-{round}-{synced}.db")),
+            synced,
+        );
         insert_ours(&db, rows, 0);
         db.fold_change_log().unwrap();
         let write =
@@ -264,12 +278,7 @@ fn small_transactions(rows: usize) {
         let mut peer: [Vec<Duration>; 2] = Default::default();
         for (round, crr) in (0..3).flat_map(|r| [(r, false), (r, true)]) {
             let path = dir.path().join(format!("small-crsql-{round}-{crr}.db"));
-            let mut conn = open_crsql(&path, &ext);
-            conn.execute_batch(TABLE).unwrap();
-            if crr {
-                conn.query_row("SELECT crsql_as_crr('main', 'todos')", [], |_| Ok(()))
-                    .unwrap();
-            }
+            let mut conn = crsql_todos(&path, &ext, crr);
             insert_rusqlite(&mut conn, rows, 0);
             peer[usize::from(crr)].push(time(|| {
                 small_updates(rows, transactions, per_tx, |keys| {
@@ -293,18 +302,14 @@ fn small_transactions(rows: usize) {
 fn merge(changes_wanted: usize) {
     println!("\n## Merging remote changes\n");
     let dir = tempfile::tempdir().unwrap();
-    let src = Database::open(dir.path().join("src.db")).unwrap();
-    src.exec(TABLE).unwrap();
-    src.sync_table("todos").unwrap();
+    let src = ours_todos(&dir.path().join("src.db"), true);
     // Each inserted row is 4 changes here: its creation and 3 columns.
     let rows = changes_wanted / 4;
     insert_ours(&src, rows, 0);
     let set = src.changes_since(0, None).unwrap();
     let mut times = Vec::new();
     for round in 0..3 {
-        let dst = Database::open(dir.path().join(format!("dst{round}.db"))).unwrap();
-        dst.exec(TABLE).unwrap();
-        dst.sync_table("todos").unwrap();
+        let dst = ours_todos(&dir.path().join(format!("dst{round}.db")), true);
         times.push(time(|| {
             for batch in set.changes.chunks(2000) {
                 dst.apply_changes(batch).unwrap();
@@ -321,11 +326,7 @@ fn merge(changes_wanted: usize) {
         set.changes.len() as f64 / t.as_secs_f64()
     );
     if let Some(ext) = crsqlite() {
-        let path = dir.path().join("crsrc.db");
-        let mut conn = open_crsql(&path, &ext);
-        conn.execute_batch(TABLE).unwrap();
-        conn.query_row("SELECT crsql_as_crr('main', 'todos')", [], |_| Ok(()))
-            .unwrap();
+        let mut conn = crsql_todos(&dir.path().join("crsrc.db"), &ext, true);
         // cr-sqlite records 3 changes per inserted row (its columns).
         insert_rusqlite(&mut conn, changes_wanted / 3, 0);
         type Crow = (
@@ -348,10 +349,7 @@ fn merge(changes_wanted: usize) {
             .unwrap();
         let mut times = Vec::new();
         for round in 0..3 {
-            let mut dst = open_crsql(&dir.path().join(format!("crdst{round}.db")), &ext);
-            dst.execute_batch(TABLE).unwrap();
-            dst.query_row("SELECT crsql_as_crr('main', 'todos')", [], |_| Ok(()))
-                .unwrap();
+            let mut dst = crsql_todos(&dir.path().join(format!("crdst{round}.db")), &ext, true);
             times.push(time(|| {
                 for batch in changes.chunks(2000) {
                     let tx = dst.transaction().unwrap();
@@ -384,9 +382,7 @@ fn network(mb: usize) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = Database::open(dir.path().join("server.db")).unwrap();
-    server.exec(TABLE).unwrap();
-    server.sync_table("todos").unwrap();
+    let server = ours_todos(&dir.path().join("server.db"), true);
     let notes = "x".repeat(450);
     let rows = mb * 1024 * 1024 / 512;
     server
@@ -402,9 +398,7 @@ fn network(mb: usize) {
     let size = std::fs::metadata(dir.path().join("server.db"))
         .unwrap()
         .len();
-    let client = Database::open(dir.path().join("client.db")).unwrap();
-    client.exec(TABLE).unwrap();
-    client.sync_table("todos").unwrap();
+    let client = ours_todos(&dir.path().join("client.db"), true);
     println!("\n## Sync over a WebSocket on 127.0.0.1\n");
     rt.block_on(async {
         let (listener, addr) = bind("127.0.0.1:0").await.unwrap();

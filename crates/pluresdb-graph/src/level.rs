@@ -279,10 +279,10 @@ fn visit_hits<T: Item, B>(
 #[inline]
 fn prefetch_lists(g: &Graph, v: Option<NodeIx>, dir: Direction, lists: bool) {
     let Some(v) = v else { return };
-    for (wanted, side) in [(dir.has_out(), &g.out), (dir.has_in(), &g.inn)] {
-        if wanted && lists {
+    for (side, _) in sides(g, dir) {
+        if lists {
             side.prefetch_list(v);
-        } else if wanted {
+        } else {
             side.prefetch_span(v);
         }
     }

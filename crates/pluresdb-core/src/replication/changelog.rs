@@ -41,6 +41,8 @@ const REPLACED: u8 = 3;
 #[derive(Default)]
 pub(crate) struct CaptureBuf {
     bytes: Vec<u8>,
+    /// Changes in `bytes` (replaced deletes not counted).
+    count: usize,
     /// Bytes taken by flushes so far: marks count from the handle's first change, so a mark
     /// taken before a flush still means "what came after it".
     flushed: usize,
@@ -96,6 +98,7 @@ impl CaptureBuf {
             if let Some(i) = replaced {
                 let op_at = list.remove(i);
                 self.bytes[op_at] = REPLACED;
+                self.count -= 1;
             }
         }
         put_varint(&mut self.bytes, u64::from(at.coll));
@@ -117,6 +120,7 @@ impl CaptureBuf {
         put_bytes(&mut self.bytes, key);
         put_bytes(&mut self.bytes, new_key.unwrap_or_default());
         put_bytes(&mut self.bytes, fields);
+        self.count += 1;
     }
 
     /// Drops the changes captured after `mark` (a failed statement's; 0: all). A flush since
@@ -125,6 +129,8 @@ impl CaptureBuf {
     pub(crate) fn truncate(&mut self, mark: usize) -> bool {
         self.deletes.clear();
         self.bytes.truncate(mark.saturating_sub(self.flushed));
+        // A failed statement's path: counting again is simpler than marking counts.
+        self.count = Entries::new(&self.bytes, "change").count();
         self.taken_since_mark.is_none_or(|start| start >= mark)
     }
 
@@ -132,10 +138,10 @@ impl CaptureBuf {
     /// many)`.
     pub(crate) fn take(&mut self) -> (Vec<u8>, usize) {
         self.taken_since_mark.get_or_insert(self.flushed);
+        let count = self.count;
         let bytes = std::mem::take(&mut self.bytes);
         self.clear();
         self.flushed += bytes.len();
-        let count = Entries::new(&bytes, "change").count();
         (bytes, count)
     }
 
@@ -144,6 +150,7 @@ impl CaptureBuf {
         self.deletes.clear();
         self.flushed += self.bytes.len();
         self.bytes.clear();
+        self.count = 0;
     }
 }
 
@@ -334,6 +341,8 @@ mod tests {
             (all[1].new_key, all[1].fields, all[1].hlc),
             (Some(&b"b"[..]), &b"xy"[..], 101)
         );
+        // The running count leaves the replaced delete out, as reading does.
+        assert_eq!(buf.count, 6);
         assert!(buf.truncate(mark));
         assert_eq!(entries(&buf.bytes).len(), 2);
         let (bytes, n) = buf.take();
