@@ -146,15 +146,20 @@ impl<'a> Reader<'a> {
 
     /// A tagged value whose text or blob is at most `max` bytes.
     pub fn value(&mut self, max: usize) -> Result<Value> {
+        Ok(self.value_ref(max)?.to_owned_value())
+    }
+
+    /// [`value`](Self::value), borrowed from the data (text is checked to be UTF-8).
+    pub fn value_ref(&mut self, max: usize) -> Result<ValueRef<'a>> {
         Ok(match self.byte()? {
-            TAG_NULL => Value::Null,
-            TAG_INTEGER => Value::Integer(self.signed()?),
+            TAG_NULL => ValueRef::Null,
+            TAG_INTEGER => ValueRef::Integer(self.signed()?),
             TAG_REAL => {
                 let b = self.take(8)?;
-                Value::Real(f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                ValueRef::Real(f64::from_le_bytes(b.try_into().expect("8 bytes")))
             }
-            TAG_TEXT => Value::Text(self.text(max)?.to_owned()),
-            TAG_BLOB => Value::Blob(self.bytes(max)?.to_vec()),
+            TAG_TEXT => ValueRef::Text(self.text(max)?.as_bytes()),
+            TAG_BLOB => ValueRef::Blob(self.bytes(max)?),
             tag => return Err(self.error(&format!("unknown value tag {tag}"))),
         })
     }

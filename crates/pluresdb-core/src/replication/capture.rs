@@ -19,6 +19,7 @@ use pluresdb_crdt::Hlc;
 use super::changelog::{self, CaptureBuf, Entries, Entry, Origin};
 use super::clock::{RowClock, Stamp};
 use super::collections::{Kind, TableInfo};
+use super::dense_fold;
 use super::keys;
 use super::state::Replication;
 use crate::engine::WriteObserver;
@@ -43,7 +44,7 @@ pub(crate) enum Op {
 }
 
 /// A logged change, with the version it is stored under.
-type Stamped<'a> = (Entry<'a>, Stamp);
+pub(crate) type Stamped<'a> = (Entry<'a>, Stamp);
 
 impl Replication {
     /// Called by the writer's pre-update hook before a row of any table changes: records the
@@ -169,7 +170,12 @@ impl Replication {
             }
         }
         sort_by_key(&mut items);
-        write_clock(conn, &items)?;
+        // Between key changes, dense field updates are folded by a scan first; the rest (other
+        // rows) keep their order.
+        for part in items.split_inclusive(|c| c.0.new_key.is_some()) {
+            let rest = dense_fold::fold_field_updates(conn, &self.dense_fold, part)?;
+            write_clock(conn, &rest)?;
+        }
         changelog::clear(conn)
     }
 

@@ -6,7 +6,7 @@
 
 use super::keys;
 use crate::error::Result;
-use crate::value::Value;
+use crate::value::ValueRef;
 use crate::wire::{Reader, put_bytes, put_varint};
 
 /// Longest field name accepted.
@@ -86,9 +86,13 @@ impl RowClock {
     /// Gives each field named in `names` (packed with [`keys::pack`], as capture records
     /// them) its own version `stamp`.
     pub(crate) fn set_packed_fields(&mut self, names: &[u8], stamp: Stamp) -> Result<()> {
-        for name in keys::unpack(names)? {
-            if let Value::Text(name) = name {
-                self.set_field(&name, stamp);
+        let mut r = Reader::new(names, "field names");
+        while !r.is_empty() {
+            // Text was checked to be UTF-8 by the reader.
+            if let ValueRef::Text(name) = r.value_ref(keys::MAX_KEY_BYTES)?
+                && let Ok(name) = std::str::from_utf8(name)
+            {
+                self.set_field(name, stamp);
             }
         }
         Ok(())
@@ -107,7 +111,9 @@ impl RowClock {
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + self.fields.len() * 16);
+        // A stamp takes up to 20 bytes (clock times take 9 or 10).
+        let names: usize = self.fields.iter().map(|(n, _)| n.len() + 2).sum();
+        let mut out = Vec::with_capacity(44 + names + self.fields.len() * 20);
         put_stamp(&mut out, self.sentinel);
         match self.fields_base {
             Some(b) => {

@@ -69,8 +69,8 @@ fn clock_set(ctx: &rusqlite::functions::Context<'_>) -> rusqlite::Result<Vec<u8>
     Ok(ver.encode())
 }
 
-/// Registers the writer's functions: `pluresdb_clock_set`, `pluresdb_sync_table(name)` and
-/// `pluresdb_unsync_table(name)`.
+/// Registers the writer's functions: `pluresdb_clock_set`, `pluresdb_sync_table(name)`,
+/// `pluresdb_unsync_table(name)` and the folding scan's.
 pub(crate) fn register_writer(conn: &Connection, repl: &Arc<Replication>) -> Result<()> {
     conn.create_scalar_function(
         "pluresdb_clock_set",
@@ -107,5 +107,5 @@ pub(crate) fn register_writer(conn: &Connection, repl: &Arc<Replication>) -> Res
                 .map_err(|e| rusqlite::Error::UserFunctionError(e.to_string().into()))
         },
     )?;
-    Ok(())
+    super::dense_fold::register(conn, repl)
 }

@@ -18,6 +18,7 @@ mod capture;
 mod changelog;
 mod clock;
 mod collections;
+mod dense_fold;
 mod extract;
 mod functions;
 mod history;

@@ -12,6 +12,7 @@ use pluresdb_crdt::{Hlc, HybridClock, SiteId};
 use super::changelog::CaptureBuf;
 use super::clock::Stamp;
 use super::collections::{Collection, Collections, drop_legacy_triggers};
+use super::dense_fold::DenseFold;
 use super::recent::Recent;
 use crate::connect::{TxCounters, WriterAuth};
 use crate::error::{Error, Result};
@@ -25,6 +26,8 @@ pub(crate) struct Replication {
     state: Mutex<State>,
     /// Row changes reported by the pre-update hook, not yet written to the change log.
     pub(crate) captured: Mutex<CaptureBuf>,
+    /// The rows a folding scan is rewriting (see [`dense_fold`](super::dense_fold)).
+    pub(crate) dense_fold: Mutex<DenseFold>,
     /// Replicated SQL tables, for the pre-update hook (a lock of its own: the hook runs inside
     /// statements that may be run while `state` is locked).
     pub(crate) tables: RwLock<Vec<Arc<Collection>>>,
@@ -94,6 +97,7 @@ impl Replication {
                     tx_seq: None,
                 }),
                 captured: Mutex::new(CaptureBuf::default()),
+                dense_fold: Mutex::default(),
                 tables: RwLock::new(Vec::new()),
                 collections_changed_in: AtomicU64::new(0),
                 rollbacks_seen: AtomicU64::new(0),
@@ -142,6 +146,7 @@ impl Replication {
                 tx_seq: None,
             }),
             captured: Mutex::new(CaptureBuf::default()),
+            dense_fold: Mutex::default(),
             tables,
             collections_changed_in: AtomicU64::new(0),
             rollbacks_seen,
