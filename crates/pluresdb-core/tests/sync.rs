@@ -1007,6 +1007,52 @@ fn file_databases_keep_their_versions_across_reopen() {
 }
 
 #[test]
+fn the_clock_mark_stored_covers_every_committed_write_and_the_clock_never_goes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let stored = |db: &Database| -> i64 {
+        let row = db.get(
+            "SELECT value FROM _pluresdb_meta WHERE key = 'last_hlc'",
+            (),
+        );
+        row.unwrap().unwrap().get(0).unwrap()
+    };
+    let last = {
+        let db = Database::open(&path).unwrap();
+        let last = db
+            .transaction(|tx| {
+                // The first write stores the mark and is rolled back with its savepoint.
+                let undone = tx.transaction(|t| {
+                    t.put("undone", &json!({"v": 0}))?;
+                    Err::<(), _>(pluresdb_core::Error::invalid("undo"))
+                });
+                assert!(undone.is_err());
+                let mut last = 0;
+                for i in 0..40 {
+                    last = tx
+                        .put(&format!("n{i}"), &json!({"v": i}))?
+                        .updated_at
+                        .as_u64();
+                    if i % 10 == 9 {
+                        // Past the mark's reserve.
+                        std::thread::sleep(std::time::Duration::from_millis(40));
+                    }
+                }
+                Ok::<_, pluresdb_core::Error>(last)
+            })
+            .unwrap();
+        assert!(
+            stored(&db) as u64 >= last,
+            "the stored mark is behind a write"
+        );
+        last
+    };
+    let db = Database::open(&path).unwrap();
+    let next = db.put("after", &json!({})).unwrap().updated_at.as_u64();
+    assert!(next > last);
+}
+
+#[test]
 fn a_table_synced_while_this_handle_waits_for_the_write_lock_is_captured() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = notes_and_other_handle(&dir.path().join("shared.db"));

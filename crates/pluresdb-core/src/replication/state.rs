@@ -17,6 +17,10 @@ use super::recent::Recent;
 use crate::connect::{TxCounters, WriterAuth};
 use crate::error::{Error, Result};
 
+/// How far ahead of the clock its high-water mark is stored: 100 ms (the clock counts
+/// milliseconds above 16 logical bits).
+const CLOCK_RESERVE: u64 = 100 << 16;
+
 /// Replication state of one database.
 pub(crate) struct Replication {
     pub(crate) site: SiteId,
@@ -198,15 +202,36 @@ impl Replication {
     /// Records the clock's high-water mark so it never goes back after a restart.
     /// Also writes the transaction's `db_version` (and who took it) again: a `ROLLBACK TO`
     /// may have undone taking it, while the transaction keeps using it.
+    ///
+    /// The mark is stored [`CLOCK_RESERVE`] ahead of the clock, so the writes that follow
+    /// within that time find it stored and only read it: a read instead of an upsert of three
+    /// rows, which inside a nested transaction also copies the page to the savepoint's journal.
+    /// After a restart the clock starts past the mark, at most that far ahead of the last write.
     pub(crate) fn persist_clock(&self, conn: &Connection) -> Result<()> {
         let seq = self.tx_seq(conn)?;
+        let last = self.clock.last().as_u64();
+        // Read back rather than remembered: a `ROLLBACK TO` may have undone the last write.
+        let stored: (Option<i64>, Option<i64>, Option<i64>) = conn
+            .prepare_cached(
+                "SELECT (SELECT value FROM _pluresdb_meta WHERE key = 'last_hlc'),
+                        (SELECT value FROM _pluresdb_meta WHERE key = 'db_version'),
+                        (SELECT value FROM _pluresdb_meta WHERE key = 'db_version_by')",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        if stored.0 >= Some(last as i64)
+            && stored.1 >= Some(seq as i64)
+            && stored.2 == Some(self.token)
+        {
+            return Ok(());
+        }
+        let mark = last.saturating_add(CLOCK_RESERVE);
         conn.prepare_cached(
             "INSERT INTO _pluresdb_meta(key, value)
                  VALUES ('last_hlc', ?1), ('db_version', ?2), ('db_version_by', ?3)
              ON CONFLICT(key) DO UPDATE SET value = CASE key
                  WHEN 'db_version_by' THEN excluded.value ELSE max(value, excluded.value) END",
         )?
-        .execute([self.clock.last().as_u64() as i64, seq as i64, self.token])?;
+        .execute([mark as i64, seq as i64, self.token])?;
         Ok(())
     }
 
