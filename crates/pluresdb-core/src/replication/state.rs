@@ -217,7 +217,11 @@ impl Replication {
                         (SELECT value FROM _pluresdb_meta WHERE key = 'db_version'),
                         (SELECT value FROM _pluresdb_meta WHERE key = 'db_version_by')",
             )?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            // A value of another type counts as missing: it is then stored again.
+            .query_row([], |r| {
+                let int = |i| r.get::<_, Option<i64>>(i).ok().flatten();
+                Ok((int(0), int(1), int(2)))
+            })?;
         if stored.0 >= Some(last as i64)
             && stored.1 >= Some(seq as i64)
             && stored.2 == Some(self.token)
