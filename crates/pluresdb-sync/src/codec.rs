@@ -5,13 +5,19 @@
 //! type, malformed, or larger than the limit is rejected with an error; nothing is applied.
 
 use pluresdb_core::wire::{Reader, put_bytes, put_value, put_varint};
-use pluresdb_core::{ChangeRecord, Error, ErrorKind, Hlc, Result, SiteId, Version, VersionVector};
+use pluresdb_core::{
+    ChangeRecord, Error, ErrorKind, Hlc, Result, SiteId, Value, Version, VersionVector,
+};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
 
 /// Largest message accepted by default (a batch of changes), in bytes.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
+
+/// Largest `Changes` message a sender makes, in bytes: a quarter of what a peer accepts by
+/// default, so batches of large values still arrive (a batch that encodes larger is split).
+pub const TARGET_MESSAGE: usize = DEFAULT_MAX_MESSAGE / 4;
 
 /// Longest text accepted inside a message (values may be larger: up to the message limit).
 const MAX_NAME: usize = 64 * 1024;
@@ -65,6 +71,63 @@ impl Message {
         let mut out = vec![PROTOCOL_VERSION, CHANGES];
         encode_changes(&mut out, changes);
         out
+    }
+
+    /// Encodes `changes` as `Changes` messages of at most `target` bytes each, halving a batch
+    /// that encodes larger, and passes each message with its number of changes to `emit`. A
+    /// single change that encodes larger than `limit` (what the peer accepts) is an error
+    /// naming it, since no peer with that limit could receive it.
+    pub fn encode_changes_within(
+        changes: &[ChangeRecord],
+        target: usize,
+        limit: usize,
+        emit: &mut impl FnMut(Vec<u8>, usize) -> Result<()>,
+    ) -> Result<()> {
+        // Cut where the estimated sizes reach the target, so large values cost no re-encoding.
+        let mut start = 0;
+        let mut size = 0;
+        for (i, change) in changes.iter().enumerate() {
+            let estimate = estimated_size(change);
+            if i > start && size + estimate > target {
+                Message::encode_within(&changes[start..i], target, limit, emit)?;
+                (start, size) = (i, 0);
+            }
+            size += estimate;
+        }
+        if start < changes.len() {
+            Message::encode_within(&changes[start..], target, limit, emit)?;
+        }
+        Ok(())
+    }
+
+    /// [`encode_changes_within`](Self::encode_changes_within) for a part whose estimate fits:
+    /// halved if its encoding does not.
+    fn encode_within(
+        changes: &[ChangeRecord],
+        target: usize,
+        limit: usize,
+        emit: &mut impl FnMut(Vec<u8>, usize) -> Result<()>,
+    ) -> Result<()> {
+        let bytes = Message::encode_changes(changes);
+        if bytes.len() <= target {
+            return emit(bytes, changes.len());
+        }
+        if let [change] = changes {
+            if bytes.len() > limit {
+                return Err(Error::invalid(format!(
+                    "a change to {:?} (key {:?}, field {:?}) takes {} bytes, over the {limit}-byte \
+                     message limit of the peer; raise max_message on both sides",
+                    change.collection,
+                    change.key,
+                    change.field,
+                    bytes.len()
+                )));
+            }
+            return emit(bytes, 1);
+        }
+        let (first, rest) = changes.split_at(changes.len() / 2);
+        Message::encode_within(first, target, limit, emit)?;
+        Message::encode_within(rest, target, limit, emit)
     }
 
     /// Encodes the message.
@@ -161,6 +224,17 @@ impl Message {
 }
 
 /// Changes share their collection names and site ids through small tables at the start.
+/// About how many bytes `change` takes encoded (its texts and blobs, plus a bound for the rest).
+fn estimated_size(change: &ChangeRecord) -> usize {
+    let value = |v: &Value| match v {
+        Value::Text(t) => t.len() + 5,
+        Value::Blob(b) => b.len() + 5,
+        _ => 10,
+    };
+    let key: usize = change.key.iter().map(value).sum();
+    48 + change.field.len() + key + change.value.as_ref().map_or(0, value)
+}
+
 fn encode_changes(out: &mut Vec<u8>, changes: &[ChangeRecord]) {
     let mut names: Vec<&str> = Vec::new();
     let mut sites: Vec<SiteId> = Vec::new();

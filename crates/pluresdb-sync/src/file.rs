@@ -9,7 +9,7 @@ use pluresdb_core::{
     ApplyReport, Database, Error, ErrorKind, Result, SiteId, SyncProgress, VersionVector,
 };
 
-use crate::codec::{DEFAULT_MAX_MESSAGE, Message};
+use crate::codec::{DEFAULT_MAX_MESSAGE, Message, TARGET_MESSAGE};
 
 /// What writing a change file did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,9 +32,12 @@ pub struct AppliedFile {
 }
 
 fn write_frame(out: &mut dyn Write, message: &Message) -> Result<()> {
-    let bytes = message.encode();
+    write_bytes(out, &message.encode())
+}
+
+fn write_bytes(out: &mut dyn Write, bytes: &[u8]) -> Result<()> {
     out.write_all(&(bytes.len() as u32).to_le_bytes())?;
-    out.write_all(&bytes)?;
+    out.write_all(bytes)?;
     Ok(())
 }
 
@@ -77,7 +80,13 @@ pub fn write_changes(
     let mut changes = 0u64;
     let db_version = db.for_each_change(have.get(&db.site_id()), None, 2000, |batch| {
         changes += batch.len() as u64;
-        write_frame(out, &Message::Changes(batch.to_vec()))
+        // Frames stay within what `apply_file` reads.
+        Message::encode_changes_within(
+            batch,
+            TARGET_MESSAGE,
+            DEFAULT_MAX_MESSAGE,
+            &mut |bytes, _| write_bytes(out, &bytes),
+        )
     })?;
     write_frame(out, &Message::Done { db_version })?;
     out.flush()?;

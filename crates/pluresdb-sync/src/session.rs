@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use pluresdb_core::{Database, Error, ErrorKind, Result, SiteId, SyncProgress};
 
-use crate::codec::{DEFAULT_MAX_MESSAGE, Message};
+use crate::codec::{DEFAULT_MAX_MESSAGE, Message, TARGET_MESSAGE};
 
 /// How a session behaves.
 #[derive(Clone, Debug)]
@@ -62,20 +62,24 @@ pub(crate) fn ws_error(err: WsError) -> Error {
 /// it, and for the last one (`Done`) the `db_version` it reports.
 type Produced = Result<(Vec<u8>, u64, Option<u64>)>;
 
-/// Reads the changes after `since` on a thread and queues them as encoded messages, ending
-/// with `Done`.
+/// Reads the changes after `since` on a thread and queues them as encoded messages (each within
+/// the size peers accept: `max_message` is assumed to be the peer's limit too), ending with
+/// `Done`.
 fn produce(
     db: Database,
     since: u64,
     exclude: SiteId,
     batch: usize,
+    max_message: usize,
     out: mpsc::UnboundedSender<Produced>,
 ) {
     std::thread::spawn(move || {
+        let target = TARGET_MESSAGE.min(max_message);
         let result = db.for_each_change(since, Some(exclude), batch, |changes| {
-            let bytes = Message::encode_changes(changes);
-            out.send(Ok((bytes, changes.len() as u64, None)))
-                .map_err(|_| Error::new(ErrorKind::Io, "sync session ended"))
+            Message::encode_changes_within(changes, target, max_message, &mut |bytes, n| {
+                out.send(Ok((bytes, n as u64, None)))
+                    .map_err(|_| Error::new(ErrorKind::Io, "sync session ended"))
+            })
         });
         let _ = match result {
             Ok(db_version) => out.send(Ok((
@@ -216,6 +220,7 @@ impl Session<'_> {
                 self.sent_through,
                 peer,
                 self.opts.batch,
+                self.opts.max_message,
                 self.tx.clone(),
             );
         }

@@ -227,6 +227,59 @@ async fn a_peer_speaking_another_version_is_refused_and_nothing_changes() {
     assert_eq!(rows(&server_db), before);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_are_sent_in_messages_the_peer_accepts() {
+    // One batch (2,000 changes) of these rows encodes to 18 MB: past both a 1 MiB message
+    // limit and the 16 MiB frames a change file holds.
+    let dir = tempfile::tempdir().unwrap();
+    let server_db = open(&dir, "server.db");
+    let client_db = open(&dir, "client.db");
+    let title = "t".repeat(30_000);
+    server_db
+        .transaction(|tx| {
+            for i in 0..600 {
+                tx.run(
+                    "INSERT INTO todos(id, title) VALUES (?, ?)",
+                    (format!("s{i:04}"), title.as_str()),
+                )?;
+            }
+            Ok::<_, pluresdb_core::Error>(())
+        })
+        .unwrap();
+    let opts = SessionOptions {
+        max_message: 1 << 20,
+        ..SessionOptions::default()
+    };
+    let (listener, addr) = bind("127.0.0.1:0").await.unwrap();
+    tokio::spawn(serve(server_db.clone(), listener, opts.clone()));
+    let url = format!("ws://{addr}");
+    let report = sync_with(client_db.clone(), &url, &opts).await.unwrap();
+    assert!(report.received >= 1_800, "{report:?}");
+    assert_eq!(rows(&client_db), rows(&server_db));
+    // So does a change file.
+    let by_file = open(&dir, "file.db");
+    let mut file = Vec::new();
+    write_changes(&server_db, &by_file.version_vector().unwrap(), &mut file).unwrap();
+    apply_file(&by_file, &mut file.as_slice(), None).unwrap();
+    assert_eq!(rows(&by_file), rows(&server_db));
+    // One value larger than the peer accepts cannot be sent: the error says which and why.
+    server_db
+        .run(
+            "INSERT INTO todos(id, title) VALUES ('huge', ?)",
+            ("h".repeat(2 << 20),),
+        )
+        .unwrap();
+    let err = sync_with(client_db.clone(), &url, &opts).await.unwrap_err();
+    assert!(err.message().contains("message limit"), "{err}");
+    assert!(err.message().contains("huge"), "{err}");
+    // Values past 64 KiB (the longest key part) sync with the default limit.
+    let big = open(&dir, "big.db");
+    let mut file = Vec::new();
+    write_changes(&server_db, &big.version_vector().unwrap(), &mut file).unwrap();
+    apply_file(&big, &mut file.as_slice(), None).unwrap();
+    assert_eq!(rows(&big), rows(&server_db));
+}
+
 #[tokio::test]
 async fn connecting_to_nothing_is_a_clear_error() {
     let db = Database::open_in_memory().unwrap();

@@ -122,7 +122,7 @@ impl Database {
                 let cl: i64 = row.get(2)?;
                 let clock = RowClock::decode(&row.get::<_, Vec<u8>>(3)?)?;
                 let vals = match row.get_ref(4)? {
-                    rusqlite::types::ValueRef::Blob(b) => keys::unpack(b)?,
+                    rusqlite::types::ValueRef::Blob(b) => keys::unpack_values(b)?,
                     _ => Vec::new(),
                 };
                 emit_row(coll, key, cl as u64, &clock, &vals, since, &sites, &mut out)?;

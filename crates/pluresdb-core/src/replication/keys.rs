@@ -21,12 +21,24 @@ pub(crate) fn pack_values(values: &[Value]) -> Vec<u8> {
     pack(values.iter().map(Value::as_value_ref))
 }
 
+/// Longest value unpacked from a row's packed column values (SQLite's own limit is 1 GB).
+const MAX_VALUE_BYTES: usize = 1 << 30;
+
 /// Unpacks a key.
 pub(crate) fn unpack(bytes: &[u8]) -> Result<Vec<Value>> {
-    let mut reader = Reader::new(bytes, "row key");
+    unpack_within(bytes, "row key", MAX_KEY_BYTES)
+}
+
+/// Unpacks a row's column values, packed like a key (but each may be as long as SQLite allows).
+pub(crate) fn unpack_values(bytes: &[u8]) -> Result<Vec<Value>> {
+    unpack_within(bytes, "row values", MAX_VALUE_BYTES)
+}
+
+fn unpack_within(bytes: &[u8], what: &'static str, max: usize) -> Result<Vec<Value>> {
+    let mut reader = Reader::new(bytes, what);
     let mut out = Vec::with_capacity(1);
     while !reader.is_empty() {
-        out.push(reader.value(MAX_KEY_BYTES)?);
+        out.push(reader.value(max)?);
     }
     Ok(out)
 }
