@@ -272,7 +272,10 @@ async fn large_values_are_sent_in_messages_the_peer_accepts() {
     let err = sync_with(client_db.clone(), &url, &opts).await.unwrap_err();
     assert!(err.message().contains("message limit"), "{err}");
     assert!(err.message().contains("huge"), "{err}");
-    // Values past 64 KiB (the longest key part) sync with the default limit.
+    // Values past 64 KiB (the longest key part) sync with the default limit, in rows and nodes.
+    server_db
+        .put("big", &json!({"text": "x".repeat(100_000)}))
+        .unwrap();
     let big = open(&dir, "big.db");
     let mut file = Vec::new();
     write_changes(&server_db, &big.version_vector().unwrap(), &mut file).unwrap();
