@@ -118,6 +118,33 @@ fn todo_db() -> Database {
 }
 
 #[test]
+fn a_key_too_long_to_sync_is_refused_when_written_and_sync_goes_on() {
+    let (a, b) = (todo_db(), todo_db());
+    a.run("INSERT INTO todos(id) VALUES ('short')", ()).unwrap();
+    let long = "k".repeat(70_000);
+    let err = a
+        .run("INSERT INTO todos(id) VALUES (?)", (long.as_str(),))
+        .unwrap_err();
+    assert!(err.message().contains("64 KiB"), "{err}");
+    // So is changing a key to one (node and relation ids have a shorter limit of their own).
+    let err = a
+        .run(
+            "UPDATE todos SET id = ? WHERE id = 'short'",
+            (long.as_str(),),
+        )
+        .unwrap_err();
+    assert!(err.message().contains("64 KiB"), "{err}");
+    // Nothing of the refused writes is stored, and the rest still syncs.
+    assert!(
+        a.get("SELECT 1 FROM todos WHERE id = ?", (long.as_str(),))
+            .unwrap()
+            .is_none()
+    );
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+}
+
+#[test]
 fn nodes_edges_and_rows_reach_the_other_database() {
     let a = todo_db();
     let b = todo_db();

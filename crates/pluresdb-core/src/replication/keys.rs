@@ -7,6 +7,18 @@ use crate::wire::{Reader, put_value};
 /// Longest packed key accepted from a peer.
 pub(crate) const MAX_KEY_BYTES: usize = 64 * 1024;
 
+/// Refuses a key too long for sync to carry (peers read key parts of up to [`MAX_KEY_BYTES`]).
+pub(crate) fn check_len(key: &[u8]) -> Result<()> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(crate::error::Error::invalid(format!(
+            "the key is {} bytes, and sync carries keys of up to 64 KiB; use a shorter key (an \
+             id or a hash of the long value)",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Packs key values (in primary-key column order).
 pub(crate) fn pack<'a>(values: impl IntoIterator<Item = ValueRef<'a>>) -> Vec<u8> {
     let mut out = Vec::with_capacity(24);
