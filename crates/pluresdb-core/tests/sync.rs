@@ -145,6 +145,21 @@ fn a_key_too_long_to_sync_is_refused_when_written_and_sync_goes_on() {
 }
 
 #[test]
+fn a_node_field_name_too_long_to_sync_is_refused() {
+    let (a, b) = (todo_db(), todo_db());
+    let name = "f".repeat(5000);
+    let err = a.put("n", &json!({ name.as_str(): 1 })).unwrap_err();
+    assert!(err.message().contains("the limit is 4091"), "{err}");
+    assert!(a.get_node("n").unwrap().is_none());
+    // At the limit, it is stored, updated and synced.
+    let name = "f".repeat(4091);
+    a.put("n", &json!({ name.as_str(): 1, "x": 2 })).unwrap();
+    a.put("n", &json!({ name.as_str(): 3 })).unwrap();
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+}
+
+#[test]
 fn nodes_edges_and_rows_reach_the_other_database() {
     let a = todo_db();
     let b = todo_db();

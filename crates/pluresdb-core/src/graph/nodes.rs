@@ -9,7 +9,9 @@ use super::{Node, as_object, blob_to_vector, check_id, parse_object, vector_to_b
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::events::{Change, EdgeChange, NodeChange};
-use crate::replication::{EDGES_ID, GraphWrite, NODES_ID, append_history, pack_key};
+use crate::replication::{
+    EDGES_ID, GraphWrite, MAX_FIELD_BYTES, NODES_ID, append_history, pack_key,
+};
 use crate::row::Row;
 use crate::value::Value;
 
@@ -120,6 +122,19 @@ impl Database {
         self.require_graph()?;
         check_id("node id", id)?;
         let patch = update.data.map(|d| as_object("node data", d)).transpose()?;
+        // Each top-level field syncs as `data.<name>`, named in its version record.
+        let max = MAX_FIELD_BYTES - "data.".len();
+        if let Some(name) = patch
+            .into_iter()
+            .flat_map(|p| p.keys())
+            .find(|name| name.len() > max)
+        {
+            return Err(Error::invalid(format!(
+                "node field name {:?}... is {} bytes long; the limit is {max}",
+                name.chars().take(20).collect::<String>(),
+                name.len()
+            )));
+        }
         if let Some(Some(t)) = update.node_type {
             check_id("node type", t)?;
         }

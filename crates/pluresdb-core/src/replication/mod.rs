@@ -35,6 +35,7 @@ use pluresdb_crdt::Version;
 use crate::value::Value;
 
 pub(crate) use capture::GraphWrite;
+pub(crate) use clock::MAX_FIELD_BYTES;
 pub(crate) use collections::{EDGES_ID, NODES_ID, quote};
 pub(crate) use functions::{register_pure, register_writer};
 pub(crate) use history::append_history;
