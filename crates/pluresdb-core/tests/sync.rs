@@ -134,6 +134,29 @@ fn a_key_too_long_to_sync_is_refused_when_written_and_sync_goes_on() {
         )
         .unwrap_err();
     assert!(err.message().contains("64 KiB"), "{err}");
+    // A peer's change with such a key is refused too.
+    let mut remote = a.changes_since(0, None).unwrap().changes;
+    remote.retain(|c| c.field.is_empty());
+    remote[0].key = vec![Value::Text(long.clone())];
+    let err = b.apply_changes(&remote).unwrap_err();
+    assert!(err.message().contains("64 KiB"), "{err}");
+    // A column name longer than sync can name: refused when the table starts syncing, and when
+    // a column added later is written.
+    let long_col = "c".repeat(5000);
+    a.exec(&format!(
+        "CREATE TABLE wide(id TEXT PRIMARY KEY NOT NULL, \"{long_col}\" INT)"
+    ))
+    .unwrap();
+    let err = a.sync_table("wide").unwrap_err();
+    assert!(err.message().contains("column name"), "{err}");
+    let c = todo_db();
+    c.run("INSERT INTO todos(id) VALUES ('c')", ()).unwrap();
+    c.exec(&format!("ALTER TABLE todos ADD COLUMN \"{long_col}\" INT"))
+        .unwrap();
+    let err = c
+        .run(&format!("UPDATE todos SET \"{long_col}\" = 1"), ())
+        .unwrap_err();
+    assert!(err.message().contains("column names of up to"), "{err}");
     // Nothing of the refused writes is stored, and the rest still syncs.
     assert!(
         a.get("SELECT 1 FROM todos WHERE id = ?", (long.as_str(),))
@@ -1092,6 +1115,18 @@ fn the_clock_mark_stored_covers_every_committed_write_and_the_clock_never_goes_b
     let db = Database::open(&path).unwrap();
     let next = db.put("after", &json!({})).unwrap().updated_at.as_u64();
     assert!(next > last);
+    drop(db);
+    // Reopening quickly and writing, again and again, keeps the clock near the wall clock.
+    let mut newest = pluresdb_core::Hlc::from_u64(next);
+    for i in 0..100 {
+        let db = Database::open(&path).unwrap();
+        newest = db.put(&format!("r{i}"), &json!({})).unwrap().updated_at;
+    }
+    let lead = newest.millis().saturating_sub(pluresdb_crdt_now());
+    assert!(
+        lead < 1000,
+        "the clock ran {lead} ms ahead of the wall clock"
+    );
 }
 
 #[test]

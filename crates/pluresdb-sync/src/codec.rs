@@ -114,11 +114,12 @@ impl Message {
         }
         if let [change] = changes {
             if bytes.len() > limit {
+                // Shortened: the error itself goes to the peer, whose texts are bounded.
+                let key: String = format!("{:?}", change.key).chars().take(200).collect();
                 return Err(Error::invalid(format!(
-                    "a change to {:?} (key {:?}, field {:?}) takes {} bytes, over the {limit}-byte \
-                     message limit of the peer; raise max_message on both sides",
+                    "a change to {:?} (key {key}, field {:?}) takes {} bytes, over the \
+                     {limit}-byte message limit of the peer; raise max_message on both sides",
                     change.collection,
-                    change.key,
                     change.field,
                     bytes.len()
                 )));

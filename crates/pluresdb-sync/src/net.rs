@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
-use tokio_tungstenite::{accept_async, connect_async_with_config};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{accept_async_with_config, connect_async_with_config};
 
 use pluresdb_core::{Database, Error, ErrorKind, Result};
 
@@ -28,7 +29,7 @@ pub async fn serve(db: Database, listener: TcpListener, opts: SessionOptions) ->
             ..opts.clone()
         };
         tokio::spawn(async move {
-            let result = match accept_async(tcp).await {
+            let result = match accept_async_with_config(tcp, Some(ws_config(&opts))).await {
                 Ok(ws) => run_session(db, ws, &opts).await.map(|_| ()),
                 Err(e) => Err(ws_error(e)),
             };
@@ -37,6 +38,14 @@ pub async fn serve(db: Database, listener: TcpListener, opts: SessionOptions) ->
             }
         });
     }
+}
+
+/// WebSocket limits that let through every message the session accepts (a message goes as
+/// one frame).
+fn ws_config(opts: &SessionOptions) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(opts.max_message))
+        .max_frame_size(Some(opts.max_message))
 }
 
 /// Binds a sync server on `addr` (for example `127.0.0.1:34569`).
@@ -56,7 +65,7 @@ pub async fn sync_with(db: Database, url: &str, opts: &SessionOptions) -> Result
              put a TLS proxy in front for wss://)"
         )));
     }
-    let (ws, _) = connect_async_with_config(url, None, true)
+    let (ws, _) = connect_async_with_config(url, Some(ws_config(opts)), true)
         .await
         .map_err(|e| Error::new(ErrorKind::Io, format!("cannot connect to {url}: {e}")))?;
     let opts = SessionOptions {

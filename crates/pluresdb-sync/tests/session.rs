@@ -283,6 +283,28 @@ async fn large_values_are_sent_in_messages_the_peer_accepts() {
     assert_eq!(rows(&big), rows(&server_db));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raised_message_limit_carries_values_past_16_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_db = open(&dir, "server.db");
+    let client_db = open(&dir, "client.db");
+    server_db
+        .run(
+            "INSERT INTO todos(id, title) VALUES ('big', ?)",
+            ("b".repeat(20 << 20),),
+        )
+        .unwrap();
+    let opts = SessionOptions {
+        max_message: 64 << 20,
+        ..SessionOptions::default()
+    };
+    let (listener, addr) = bind("127.0.0.1:0").await.unwrap();
+    tokio::spawn(serve(server_db.clone(), listener, opts.clone()));
+    let url = format!("ws://{addr}");
+    sync_with(client_db.clone(), &url, &opts).await.unwrap();
+    assert_eq!(rows(&client_db), rows(&server_db));
+}
+
 #[tokio::test]
 async fn connecting_to_nothing_is_a_clear_error() {
     let db = Database::open_in_memory().unwrap();

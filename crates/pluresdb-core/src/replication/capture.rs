@@ -17,7 +17,7 @@ use rusqlite::hooks::PreUpdateCase;
 use pluresdb_crdt::Hlc;
 
 use super::changelog::{self, CaptureBuf, Entries, Entry, Origin};
-use super::clock::{RowClock, Stamp};
+use super::clock::{MAX_FIELD_BYTES, RowClock, Stamp};
 use super::collections::{Kind, TableInfo};
 use super::dense_fold;
 use super::keys;
@@ -316,6 +316,13 @@ fn read_change(
             for (name, &pos) in info.fields.iter().zip(&info.field_pos) {
                 let pos = pos as i32;
                 if old.get_old_column_value(pos)? != new.get_new_column_value(pos)? {
+                    // A column added (or renamed) since the table started syncing.
+                    if name.len() > MAX_FIELD_BYTES {
+                        return Err(to_rusqlite(Error::invalid(format!(
+                            "column names of up to {MAX_FIELD_BYTES} bytes sync; this one is {}",
+                            name.len()
+                        ))));
+                    }
                     put_value(&mut changed, ValueRef::Text(name.as_bytes()));
                 }
             }

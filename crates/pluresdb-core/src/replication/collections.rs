@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension};
 
+use super::clock::MAX_FIELD_BYTES;
 use crate::error::{Error, Result};
 
 /// Collection ids of the graph store.
@@ -174,6 +175,14 @@ pub(crate) fn check_shape(conn: &Connection, table: &str) -> Result<TableInfo> {
         return Err(refuse(format!("it is a {kind}, not an ordinary table")));
     }
     let cols = columns(conn, table)?;
+    if let Some(c) = cols.iter().find(|c| c.0.len() > MAX_FIELD_BYTES) {
+        return Err(refuse(format!(
+            "a column name is {} bytes long, and sync names columns of up to {MAX_FIELD_BYTES} \
+             bytes; rename column {:?}...",
+            c.0.len(),
+            c.0.chars().take(20).collect::<String>()
+        )));
+    }
     let mut pk: Vec<&ColumnRow> = cols.iter().filter(|c| c.3 > 0).collect();
     pk.sort_by_key(|c| c.3);
     if pk.is_empty() {
