@@ -42,8 +42,12 @@ fn rows(db: &Database) -> Vec<String> {
 }
 
 async fn start_server(db: Database) -> String {
+    start_server_with(db, &SessionOptions::default()).await
+}
+
+async fn start_server_with(db: Database, opts: &SessionOptions) -> String {
     let (listener, addr) = bind("127.0.0.1:0").await.unwrap();
-    tokio::spawn(serve(db, listener, SessionOptions::default()));
+    tokio::spawn(serve(db, listener, opts.clone()));
     format!("ws://{addr}")
 }
 
@@ -250,9 +254,7 @@ async fn large_values_are_sent_in_messages_the_peer_accepts() {
         max_message: 1 << 20,
         ..SessionOptions::default()
     };
-    let (listener, addr) = bind("127.0.0.1:0").await.unwrap();
-    tokio::spawn(serve(server_db.clone(), listener, opts.clone()));
-    let url = format!("ws://{addr}");
+    let url = start_server_with(server_db.clone(), &opts).await;
     let report = sync_with(client_db.clone(), &url, &opts).await.unwrap();
     assert!(report.received >= 1_800, "{report:?}");
     assert_eq!(rows(&client_db), rows(&server_db));
@@ -298,9 +300,7 @@ async fn a_raised_message_limit_carries_values_past_16_mib() {
         max_message: 64 << 20,
         ..SessionOptions::default()
     };
-    let (listener, addr) = bind("127.0.0.1:0").await.unwrap();
-    tokio::spawn(serve(server_db.clone(), listener, opts.clone()));
-    let url = format!("ws://{addr}");
+    let url = start_server_with(server_db.clone(), &opts).await;
     sync_with(client_db.clone(), &url, &opts).await.unwrap();
     assert_eq!(rows(&client_db), rows(&server_db));
 }
