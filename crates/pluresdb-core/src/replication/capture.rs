@@ -84,7 +84,7 @@ impl Replication {
     }
 
     /// Makes the open transaction unable to commit; the first reason given is reported.
-    fn refuse(&self, why: String) {
+    pub(super) fn refuse(&self, why: String) {
         let generation = self.tx.generation.load(Ordering::Acquire);
         self.tx
             .refuse_commit

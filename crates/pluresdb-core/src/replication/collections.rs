@@ -84,6 +84,18 @@ impl Collections {
             .collect()
     }
 
+    /// `(table, column)` of the synced tables' columns whose names are too long to sync.
+    pub(crate) fn unsyncable_columns(&self) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        for c in self.tables() {
+            if let Kind::Table(info) = &c.kind {
+                let long = info.fields.iter().filter(|f| f.len() > MAX_FIELD_BYTES);
+                found.extend(long.map(|f| (c.name.clone(), f.clone())));
+            }
+        }
+        found
+    }
+
     pub(crate) fn has_tables(&self) -> bool {
         self.by_id
             .values()

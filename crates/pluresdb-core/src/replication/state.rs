@@ -367,7 +367,22 @@ impl Replication {
 
     /// Reads the collections into `state`, and what the capture hook looks at from them.
     fn load_collections(&self, conn: &Connection, state: &mut State) -> Result<()> {
+        let before = state.collections.unsyncable_columns();
         state.collections = Collections::load(conn)?;
+        // A schema change in the open transaction (ALTER TABLE ... ADD or RENAME COLUMN) gave
+        // a synced table a column sync cannot name: that transaction must not commit.
+        let added = state.collections.unsyncable_columns();
+        if let Some((table, column)) = added.iter().find(|c| !before.contains(c))
+            && !conn.is_autocommit()
+        {
+            self.refuse(format!(
+                "table {table:?} syncs, and sync names columns of up to {} bytes; column {:?}... \
+                 is {} bytes: use a shorter name",
+                super::clock::MAX_FIELD_BYTES,
+                column.chars().take(20).collect::<String>(),
+                column.len()
+            ));
+        }
         *self.tables.write() = state.collections.tables();
         self.tables_synced
             .store(state.collections.has_tables(), Ordering::Release);
