@@ -149,6 +149,16 @@ impl<'a> Reader<'a> {
         Ok(self.value_ref(max)?.to_owned_value())
     }
 
+    /// [`value`](Self::value), reading text that is not UTF-8 (SQLite stores any bytes as
+    /// text) the way queries read it: invalid bytes become U+FFFD.
+    pub fn value_lossy(&mut self, max: usize) -> Result<Value> {
+        if self.data.get(self.pos) == Some(&TAG_TEXT) {
+            self.pos += 1;
+            return Ok(ValueRef::Text(self.bytes(max)?).to_owned_value());
+        }
+        self.value(max)
+    }
+
     /// [`value`](Self::value), borrowed from the data (text is checked to be UTF-8).
     pub fn value_ref(&mut self, max: usize) -> Result<ValueRef<'a>> {
         Ok(match self.byte()? {

@@ -179,6 +179,40 @@ fn a_node_field_name_too_long_to_sync_is_refused() {
 }
 
 #[test]
+fn text_that_is_not_utf8_syncs_as_queries_read_it() {
+    // SQLite stores any bytes as TEXT; PluresDB reads invalid bytes as U+FFFD, and sync sends
+    // what it reads instead of failing every sync of the database.
+    let (a, b) = (todo_db(), todo_db());
+    a.run(
+        "INSERT INTO todos(id, title) VALUES ('x', CAST(x'ff41' AS TEXT)), ('y', 'fine')",
+        (),
+    )
+    .unwrap();
+    sync(&a, &b);
+    let title = |db: &Database| -> String {
+        db.get("SELECT title FROM todos WHERE id = 'x'", ())
+            .unwrap()
+            .unwrap()
+            .get(0)
+            .unwrap()
+    };
+    assert_eq!(title(&b), "\u{FFFD}A");
+    assert_eq!(title(&a), title(&b));
+    assert!(
+        b.get("SELECT 1 FROM todos WHERE id = 'y'", ())
+            .unwrap()
+            .is_some()
+    );
+    // As a key it could not be told apart from others: refused when written.
+    let err = a
+        .run("INSERT INTO todos(id) VALUES (CAST(x'ff' AS TEXT))", ())
+        .unwrap_err();
+    assert!(err.message().contains("not valid UTF-8"), "{err}");
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+}
+
+#[test]
 fn nodes_edges_and_rows_reach_the_other_database() {
     let a = todo_db();
     let b = todo_db();

@@ -155,7 +155,7 @@ fn validate<'a>(
         return Err(Error::invalid("field name too long"));
     }
     // A longer key could be stored but not read back: every later sync would fail.
-    keys::check_len(&keys::pack_values(&ch.key))?;
+    keys::check_key(&keys::pack_values(&ch.key))?;
     for v in ch.key.iter().chain(ch.value.iter()) {
         let size = match v {
             Value::Text(t) => t.len(),

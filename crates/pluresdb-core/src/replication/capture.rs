@@ -285,7 +285,7 @@ fn read_change(
     match case {
         PreUpdateCase::Insert(new) => {
             pack_columns(&mut key, pk, |i| new.get_new_column_value(i))?;
-            keys::check_len(&key).map_err(to_rusqlite)?;
+            keys::check_key(&key).map_err(to_rusqlite)?;
             buf.push(at, Op::Insert, &key, None, &[]);
         }
         PreUpdateCase::Delete(old) => {
@@ -305,7 +305,7 @@ fn read_change(
             let new_key = if key_changed {
                 let mut new_key = Vec::with_capacity(key.len());
                 pack_columns(&mut new_key, pk, |i| new.get_new_column_value(i))?;
-                keys::check_len(&new_key).map_err(to_rusqlite)?;
+                keys::check_key(&new_key).map_err(to_rusqlite)?;
                 Some(new_key)
             } else {
                 None

@@ -7,14 +7,24 @@ use crate::wire::{Reader, put_value};
 /// Longest packed key accepted from a peer.
 pub(crate) const MAX_KEY_BYTES: usize = 64 * 1024;
 
-/// Refuses a key too long for sync to carry (peers read key parts of up to [`MAX_KEY_BYTES`]).
-pub(crate) fn check_len(key: &[u8]) -> Result<()> {
+/// Refuses a key sync could not read back: longer than [`MAX_KEY_BYTES`], or with text that
+/// is not UTF-8 (SQLite stores any bytes as text).
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
     if key.len() > MAX_KEY_BYTES {
         return Err(crate::error::Error::invalid(format!(
             "the key is {} bytes, and sync carries keys of up to 64 KiB; use a shorter key (an \
              id or a hash of the long value)",
             key.len()
         )));
+    }
+    let mut reader = Reader::new(key, "row key");
+    while !reader.is_empty() {
+        reader.value_ref(MAX_KEY_BYTES).map_err(|_| {
+            crate::error::Error::invalid(
+                "the key holds text that is not valid UTF-8, which sync cannot carry as a key; \
+                 store the bytes in a BLOB key instead",
+            )
+        })?;
     }
     Ok(())
 }
@@ -38,19 +48,21 @@ const MAX_VALUE_BYTES: usize = 1 << 30;
 
 /// Unpacks a key.
 pub(crate) fn unpack(bytes: &[u8]) -> Result<Vec<Value>> {
-    unpack_within(bytes, "row key", MAX_KEY_BYTES)
-}
-
-/// Unpacks a row's column values, packed like a key (but each may be as long as SQLite allows).
-pub(crate) fn unpack_values(bytes: &[u8]) -> Result<Vec<Value>> {
-    unpack_within(bytes, "row values", MAX_VALUE_BYTES)
-}
-
-fn unpack_within(bytes: &[u8], what: &'static str, max: usize) -> Result<Vec<Value>> {
-    let mut reader = Reader::new(bytes, what);
+    let mut reader = Reader::new(bytes, "row key");
     let mut out = Vec::with_capacity(1);
     while !reader.is_empty() {
-        out.push(reader.value(max)?);
+        out.push(reader.value(MAX_KEY_BYTES)?);
+    }
+    Ok(out)
+}
+
+/// Unpacks a row's column values, packed like a key, but each may be as long as SQLite allows,
+/// and text that is not UTF-8 is read as queries read it (invalid bytes become U+FFFD).
+pub(crate) fn unpack_values(bytes: &[u8]) -> Result<Vec<Value>> {
+    let mut reader = Reader::new(bytes, "row values");
+    let mut out = Vec::new();
+    while !reader.is_empty() {
+        out.push(reader.value_lossy(MAX_VALUE_BYTES)?);
     }
     Ok(out)
 }
