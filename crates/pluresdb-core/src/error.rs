@@ -184,6 +184,11 @@ impl std::error::Error for Error {
     }
 }
 
+/// An error for SQLite to report from a function or hook PluresDB registered.
+pub(crate) fn user_function_error(e: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::UserFunctionError(e.to_string().into())
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(err: rusqlite::Error) -> Error {
         use rusqlite::Error as E;

@@ -154,17 +154,21 @@ fn validate<'a>(
     if ch.field.len() > MAX_FIELD_BYTES {
         return Err(Error::invalid("field name too long"));
     }
-    // A longer key could be stored but not read back: every later sync would fail.
-    keys::check_key(&keys::pack_values(&ch.key))?;
-    for v in ch.key.iter().chain(ch.value.iter()) {
+    // A longer key part could be stored but not read back: every later sync would fail.
+    let key_parts = ch
+        .key
+        .iter()
+        .map(|v| (v, keys::MAX_KEY_BYTES, "a key part"));
+    let values = ch.value.iter().map(|v| (v, MAX_VALUE_BYTES, "a value"));
+    for (v, max, what) in key_parts.chain(values) {
         let size = match v {
             Value::Text(t) => t.len(),
             Value::Blob(b) => b.len(),
             _ => 0,
         };
-        if size > MAX_VALUE_BYTES {
+        if size > max {
             return Err(Error::invalid(format!(
-                "a value of {size} bytes is over the limit of {MAX_VALUE_BYTES}"
+                "{what} of {size} bytes is over the limit of {max} (64 KiB for keys)"
             )));
         }
     }

@@ -23,7 +23,7 @@ use super::dense_fold;
 use super::keys;
 use super::state::Replication;
 use crate::engine::WriteObserver;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, user_function_error};
 use crate::value::ValueRef;
 use crate::wire::put_value;
 
@@ -285,7 +285,7 @@ fn read_change(
     match case {
         PreUpdateCase::Insert(new) => {
             pack_columns(&mut key, pk, |i| new.get_new_column_value(i))?;
-            keys::check_key(&key).map_err(to_rusqlite)?;
+            keys::check_key(&key).map_err(user_function_error)?;
             buf.push(at, Op::Insert, &key, None, &[]);
         }
         PreUpdateCase::Delete(old) => {
@@ -305,7 +305,7 @@ fn read_change(
             let new_key = if key_changed {
                 let mut new_key = Vec::with_capacity(key.len());
                 pack_columns(&mut new_key, pk, |i| new.get_new_column_value(i))?;
-                keys::check_key(&new_key).map_err(to_rusqlite)?;
+                keys::check_key(&new_key).map_err(user_function_error)?;
                 Some(new_key)
             } else {
                 None
@@ -318,7 +318,7 @@ fn read_change(
                 if old.get_old_column_value(pos)? != new.get_new_column_value(pos)? {
                     // A column added (or renamed) since the table started syncing.
                     if name.len() > MAX_FIELD_BYTES {
-                        return Err(to_rusqlite(Error::invalid(format!(
+                        return Err(user_function_error(Error::invalid(format!(
                             "column names of up to {MAX_FIELD_BYTES} bytes sync; this one is {}",
                             name.len()
                         ))));
@@ -335,10 +335,6 @@ fn read_change(
     }
     buf.scratch = key;
     Ok(())
-}
-
-fn to_rusqlite(e: Error) -> rusqlite::Error {
-    rusqlite::Error::UserFunctionError(e.to_string().into())
 }
 
 /// Packs the values of the columns at `positions` as a row key, into `key`.

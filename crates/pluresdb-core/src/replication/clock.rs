@@ -130,6 +130,11 @@ impl RowClock {
         out
     }
 
+    /// [`decode`](Self::decode)s a stored clock; a value that is not a blob counts as empty.
+    pub(crate) fn decode_or_empty(bytes: Option<&[u8]>) -> Result<RowClock> {
+        bytes.map_or(Ok(RowClock::default()), RowClock::decode)
+    }
+
     pub(crate) fn decode(bytes: &[u8]) -> Result<RowClock> {
         let mut r = Reader::new(bytes, "row clock");
         let sentinel = read_stamp(&mut r)?;

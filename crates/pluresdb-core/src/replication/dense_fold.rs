@@ -19,7 +19,7 @@ use rusqlite::functions::{Context, FunctionFlags};
 use super::capture::{Op, Stamped};
 use super::clock::{RowClock, Stamp};
 use super::state::Replication;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, user_function_error};
 
 /// Fewest updated rows of a collection folded by a scan: below it, seeks cost little anyway.
 const MIN_ROWS: usize = 256;
@@ -92,11 +92,10 @@ impl DenseFold {
             .ok_or_else(|| Error::internal("a folding scan rewrote a row it did not select"))
     }
 
-    /// The clock `ver` of the row at `key` with its updates applied (a `ver` that is not a
-    /// blob counts as empty, as in `pluresdb_clock_set`).
+    /// The clock `ver` of the row at `key` with its updates applied.
     fn new_clock(&self, key: &[u8], ver: Option<&[u8]>) -> Result<Vec<u8>> {
         let row = self.current(key)?;
-        let mut clock = ver.map_or(Ok(RowClock::default()), RowClock::decode)?;
+        let mut clock = RowClock::decode_or_empty(ver)?;
         for (names, stamp) in &self.updates[row.updates.clone()] {
             clock.set_packed_fields(&self.bytes[names.clone()], *stamp)?;
         }
@@ -109,13 +108,6 @@ impl DenseFold {
         let row = self.current(key)?;
         let last = self.updates[row.updates.clone()].last();
         Ok(last.map_or(0, |(_, stamp)| stamp.seq))
-    }
-
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.rows.clear();
-        self.updates.clear();
-        self.at = 0;
     }
 }
 
@@ -134,12 +126,19 @@ pub(crate) fn register(conn: &Connection, repl: &Arc<Replication>) -> Result<()>
     conn.create_scalar_function("pluresdb_fold_ver", 2, flags, move |ctx| {
         let key = blob(ctx, 0)?;
         let ver = ctx.get_raw(1).as_blob().ok();
-        r.dense_fold.lock().new_clock(key, ver).map_err(user_error)
+        r.dense_fold
+            .lock()
+            .new_clock(key, ver)
+            .map_err(user_function_error)
     })?;
     let r = repl.clone();
     conn.create_scalar_function("pluresdb_fold_seq", 1, flags, move |ctx| {
         let key = blob(ctx, 0)?;
-        let seq = r.dense_fold.lock().last_seq(key).map_err(user_error)?;
+        let seq = r
+            .dense_fold
+            .lock()
+            .last_seq(key)
+            .map_err(user_function_error)?;
         Ok(seq as i64)
     })?;
     Ok(())
@@ -147,10 +146,6 @@ pub(crate) fn register(conn: &Connection, repl: &Arc<Replication>) -> Result<()>
 
 fn blob<'a>(ctx: &'a Context<'_>, i: usize) -> rusqlite::Result<&'a [u8]> {
     Ok(ctx.get_raw(i).as_blob()?)
-}
-
-fn user_error(e: Error) -> rusqlite::Error {
-    rusqlite::Error::UserFunctionError(e.to_string().into())
 }
 
 /// Folds, by scanning, the rows of `items` whose only changes are field updates, where they are
@@ -245,8 +240,8 @@ fn scan(
     rows: &[&[Stamped<'_>]],
 ) -> Result<Vec<bool>> {
     {
+        // Empty: every scan takes its state back when it ends.
         let mut s = state.lock();
-        s.clear();
         let updates: usize = rows.iter().map(|r| r.len()).sum();
         let bytes: usize = rows
             .iter()

@@ -9,7 +9,7 @@ use rusqlite::functions::FunctionFlags;
 use super::clock::{RowClock, Stamp};
 use super::keys;
 use super::state::Replication;
-use crate::error::Result;
+use crate::error::{Result, user_function_error};
 use crate::value::{Value, ValueRef};
 
 fn to_sqlite(v: Value) -> rusqlite::types::Value {
@@ -39,8 +39,7 @@ pub(crate) fn register_pure(conn: &Connection) -> Result<()> {
             _ => return Ok(rusqlite::types::Value::Null),
         };
         let i = ctx.get::<i64>(1)?;
-        let parts = keys::unpack(key)
-            .map_err(|e| rusqlite::Error::UserFunctionError(e.to_string().into()))?;
+        let parts = keys::unpack(key).map_err(user_function_error)?;
         Ok(usize::try_from(i)
             .ok()
             .and_then(|i| parts.into_iter().nth(i))
@@ -52,19 +51,16 @@ pub(crate) fn register_pure(conn: &Connection) -> Result<()> {
 /// `pluresdb_clock_set(ver, hlc, site, seq, names)`: the row clock `ver` with the fields named
 /// in the packed list `names` stamped `(hlc, site, seq)`.
 fn clock_set(ctx: &rusqlite::functions::Context<'_>) -> rusqlite::Result<Vec<u8>> {
-    let fail = |e: crate::Error| rusqlite::Error::UserFunctionError(e.to_string().into());
-    let ver = match ctx.get_raw(0) {
-        rusqlite::types::ValueRef::Blob(b) => RowClock::decode(b).map_err(fail)?,
-        _ => RowClock::default(),
-    };
+    let mut ver =
+        RowClock::decode_or_empty(ctx.get_raw(0).as_blob().ok()).map_err(user_function_error)?;
     let stamp = Stamp {
         hlc: ctx.get::<i64>(1)? as u64,
         site: ctx.get::<i64>(2)? as u32,
         seq: ctx.get::<i64>(3)? as u64,
     };
-    let mut ver = ver;
     if let rusqlite::types::ValueRef::Blob(names) = ctx.get_raw(4) {
-        ver.set_packed_fields(names, stamp).map_err(fail)?;
+        ver.set_packed_fields(names, stamp)
+            .map_err(user_function_error)?;
     }
     Ok(ver.encode())
 }
@@ -89,7 +85,7 @@ pub(crate) fn register_writer(conn: &Connection, repl: &Arc<Replication>) -> Res
             // thread only, for the duration of the call.
             let conn = unsafe { ctx.get_connection()? };
             r.sync_table_on(&conn, &table)
-                .map_err(|e| rusqlite::Error::UserFunctionError(e.to_string().into()))?;
+                .map_err(user_function_error)?;
             Ok(1)
         },
     )?;
@@ -104,7 +100,7 @@ pub(crate) fn register_writer(conn: &Connection, repl: &Arc<Replication>) -> Res
             let conn = unsafe { ctx.get_connection()? };
             r.unsync_table_on(&conn, &table)
                 .map(i64::from)
-                .map_err(|e| rusqlite::Error::UserFunctionError(e.to_string().into()))
+                .map_err(user_function_error)
         },
     )?;
     super::dense_fold::register(conn, repl)

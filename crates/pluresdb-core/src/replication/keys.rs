@@ -4,26 +4,21 @@ use crate::error::Result;
 use crate::value::{Value, ValueRef};
 use crate::wire::{Reader, put_value};
 
-/// Longest packed key accepted from a peer.
+/// Longest key part (a text or blob) sync reads back, locally or from a peer.
 pub(crate) const MAX_KEY_BYTES: usize = 64 * 1024;
 
-/// Refuses a key sync could not read back: longer than [`MAX_KEY_BYTES`], or with text that
-/// is not UTF-8 (SQLite stores any bytes as text).
+/// Refuses a key sync could not read back with [`unpack`]: a part longer than 64 KiB
+/// ([`MAX_KEY_BYTES`]), or text that is not UTF-8 (SQLite stores any bytes as text).
 pub(crate) fn check_key(key: &[u8]) -> Result<()> {
-    if key.len() > MAX_KEY_BYTES {
-        return Err(crate::error::Error::invalid(format!(
-            "the key is {} bytes, and sync carries keys of up to 64 KiB; use a shorter key (an \
-             id or a hash of the long value)",
-            key.len()
-        )));
-    }
     let mut reader = Reader::new(key, "row key");
     while !reader.is_empty() {
-        reader.value_ref(MAX_KEY_BYTES).map_err(|_| {
-            crate::error::Error::invalid(
-                "the key holds text that is not valid UTF-8, which sync cannot carry as a key; \
-                 store the bytes in a BLOB key instead",
-            )
+        reader.value_ref(MAX_KEY_BYTES).map_err(|e| {
+            crate::error::Error::invalid(format!(
+                "sync cannot carry this key ({}): it carries key parts of up to 64 KiB, with \
+                 text in UTF-8; use a shorter key (an id or a hash of the long value), or a \
+                 BLOB key for bytes",
+                e.message()
+            ))
         })?;
     }
     Ok(())

@@ -218,7 +218,7 @@ impl Replication {
                         (SELECT value FROM _pluresdb_meta WHERE key = 'db_version'),
                         (SELECT value FROM _pluresdb_meta WHERE key = 'db_version_by')",
             )?
-            // A value of another type counts as missing: it is then stored again.
+            // A value of another type reads as missing, so the upsert below runs.
             .query_row([], |r| {
                 let int = |i| r.get::<_, Option<i64>>(i).ok().flatten();
                 Ok((int(0), int(1), int(2)))

@@ -13,15 +13,11 @@ use rusqlite::types::ValueRef;
 use super::defs::{self, NewIndex};
 use super::parse::{parse_vector, to_blob, to_json};
 use super::registry::VectorRegistry;
-use crate::error::{Error, Result};
-
-fn user_error(e: impl std::fmt::Display) -> rusqlite::Error {
-    rusqlite::Error::UserFunctionError(e.to_string().into())
-}
+use crate::error::{Error, Result, user_function_error};
 
 /// Argument `i` as a vector (NULL stays `None`).
 fn arg(ctx: &Context<'_>, i: usize) -> rusqlite::Result<Option<Vec<f32>>> {
-    parse_vector(ctx.get_raw(i)).map_err(user_error)
+    parse_vector(ctx.get_raw(i)).map_err(user_function_error)
 }
 
 /// Checks a vector against an index's dimension and metric.
@@ -47,7 +43,7 @@ fn pair(ctx: &Context<'_>, name: &str) -> rusqlite::Result<Option<(Vec<f32>, Vec
         return Ok(None);
     };
     if a.len() != b.len() {
-        return Err(user_error(format!(
+        return Err(user_function_error(format!(
             "{name}: the vectors have different lengths ({} and {})",
             a.len(),
             b.len()
@@ -74,7 +70,7 @@ pub(crate) fn register_pure(conn: &Connection) -> Result<()> {
         let Some(mut v) = arg(ctx, 0)? else {
             return Ok(None);
         };
-        pluresdb_vector::normalize(&mut v).map_err(user_error)?;
+        pluresdb_vector::normalize(&mut v).map_err(user_function_error)?;
         Ok(Some(to_blob(&v)))
     })?;
     conn.create_scalar_function("vec_distance_l2", 2, pure, |ctx| {
@@ -92,7 +88,7 @@ pub(crate) fn register_pure(conn: &Connection) -> Result<()> {
         let k = Kernels::detect();
         let norms = ((k.dot)(&a, &a) * (k.dot)(&b, &b)).sqrt();
         if norms == 0.0 {
-            return Err(user_error(
+            return Err(user_function_error(
                 "vec_distance_cosine: a zero vector has no direction",
             ));
         }
@@ -110,8 +106,8 @@ pub(crate) fn register_pure(conn: &Connection) -> Result<()> {
         let dim: Option<i64> = ctx.get(1)?;
         let metric: String = ctx.get(2)?;
         if let (Some(v), Some(dim)) = (v, dim) {
-            let metric = Metric::from_str(&metric).map_err(user_error)?;
-            check_vector(&v, dim as usize, metric).map_err(user_error)?;
+            let metric = Metric::from_str(&metric).map_err(user_function_error)?;
+            check_vector(&v, dim as usize, metric).map_err(user_function_error)?;
         }
         Ok(rusqlite::types::Null)
     })?;
@@ -134,10 +130,10 @@ pub(crate) fn register_stateful(
         move |ctx| match ctx.get_raw(0) {
             ValueRef::Null => Ok(None),
             ValueRef::Text(t) => {
-                let text = std::str::from_utf8(t).map_err(user_error)?;
-                Ok(Some(to_blob(&r.embed(text).map_err(user_error)?)))
+                let text = std::str::from_utf8(t).map_err(user_function_error)?;
+                Ok(Some(to_blob(&r.embed(text).map_err(user_function_error)?)))
             }
-            _ => Err(user_error("pluresdb_embed takes text")),
+            _ => Err(user_function_error("pluresdb_embed takes text")),
         },
     )?;
     super::vtab::register(conn, registry.clone())?;
@@ -147,7 +143,7 @@ pub(crate) fn register_stateful(
     let direct = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DIRECTONLY;
     conn.create_scalar_function("pluresdb_vector_index", -1, direct, move |ctx| {
         if !(2..=4).contains(&ctx.len()) {
-            return Err(user_error(
+            return Err(user_function_error(
                 "use pluresdb_vector_index(table, column [, metric [, options_json]])",
             ));
         }
@@ -155,11 +151,12 @@ pub(crate) fn register_stateful(
         let column: String = ctx.get(1)?;
         let metric: Option<String> = if ctx.len() > 2 { ctx.get(2)? } else { None };
         let options: Option<String> = if ctx.len() > 3 { ctx.get(3)? } else { None };
-        let new = NewIndex::from_json(metric.as_deref(), options.as_deref()).map_err(user_error)?;
+        let new = NewIndex::from_json(metric.as_deref(), options.as_deref())
+            .map_err(user_function_error)?;
         // SAFETY: the handle is the writer connection running this statement, used on this
         // thread only, for the duration of the call.
         let conn = unsafe { ctx.get_connection()? };
-        let def = defs::create(&conn, &table, &column, &new).map_err(user_error)?;
+        let def = defs::create(&conn, &table, &column, &new).map_err(user_function_error)?;
         Ok(def.name())
     })?;
     let r = registry.clone();
@@ -172,7 +169,7 @@ pub(crate) fn register_stateful(
         };
         // SAFETY: as above.
         let conn = unsafe { ctx.get_connection()? };
-        let dropped = defs::drop_index(&conn, &table, &column).map_err(user_error)?;
+        let dropped = defs::drop_index(&conn, &table, &column).map_err(user_function_error)?;
         if let Some(def) = &dropped {
             r.forget(def.id);
         }
