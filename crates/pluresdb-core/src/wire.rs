@@ -76,6 +76,16 @@ impl<'a> Reader<'a> {
         self.data.len() - self.pos
     }
 
+    /// How many bytes were read so far (for [`read_since`](Self::read_since)).
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The bytes read since position `start`.
+    pub fn read_since(&self, start: usize) -> &'a [u8] {
+        &self.data[start.min(self.pos)..self.pos]
+    }
+
     /// An error about malformed input at the current position.
     pub fn error(&self, problem: &str) -> Error {
         Error::new(

@@ -115,9 +115,9 @@ type Reference = Model<Option<Value>>;
 
 fn to_model(c: &ChangeRecord) -> Change<Option<Value>> {
     Change {
-        collection: c.collection.clone(),
+        collection: c.collection.to_string(),
         key: format!("{:?}", c.key).into_bytes(),
-        field: c.field.clone(),
+        field: c.field.to_string(),
         value: c.value.clone(),
         version: c.version,
         cl: c.cl,

@@ -524,7 +524,7 @@ fn link_many_loads_large_batches() {
             .unwrap()
             .changes
             .iter()
-            .filter(|c| c.collection == pluresdb_core::EDGES)
+            .filter(|c| &*c.collection == pluresdb_core::EDGES)
             .count()
     };
     let single = Database::open_in_memory().unwrap();

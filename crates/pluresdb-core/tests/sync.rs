@@ -89,7 +89,7 @@ fn sends(db: &Database, field: &str, value: &str) -> bool {
         .unwrap()
         .changes
         .iter()
-        .any(|c| c.field == field && c.value == Some(Value::Text(value.into())))
+        .any(|c| &*c.field == field && c.value == Some(Value::Text(value.into())))
 }
 
 /// Runs `sql`, which must fail, and returns the error's kind.
@@ -137,7 +137,7 @@ fn a_key_too_long_to_sync_is_refused_when_written_and_sync_goes_on() {
     // A peer's change with such a key is refused too.
     let mut remote = a.changes_since(0, None).unwrap().changes;
     remote.retain(|c| c.field.is_empty());
-    remote[0].key = vec![Value::Text(long.clone())];
+    remote[0].key = vec![Value::Text(long.clone())].into();
     let err = b.apply_changes(&remote).unwrap_err();
     assert!(err.message().contains("64 KiB"), "{err}");
     // A column name longer than sync can name: refused when the table starts syncing, and when
@@ -382,7 +382,7 @@ fn bad_changes_are_refused_with_a_reason_and_nothing_changes() {
     );
     let good = ChangeRecord {
         collection: NODES.into(),
-        key: vec![Value::Text("x".into())],
+        key: vec![Value::Text("x".into())].into(),
         field: "data.a".into(),
         value: Some(Value::Text("1".into())),
         version: Version::new(pluresdb_core::Hlc::new(pluresdb_crdt_now(), 0), a.site_id()),
@@ -405,7 +405,7 @@ fn bad_changes_are_refused_with_a_reason_and_nothing_changes() {
         ),
         (
             ChangeRecord {
-                key: vec![Value::Integer(1)],
+                key: vec![Value::Integer(1)].into(),
                 ..good.clone()
             },
             "the key must be 1 text value",
@@ -828,7 +828,7 @@ fn rolled_back_sync_and_unsync_leave_capture_as_the_file_says() {
             .unwrap()
             .changes
             .iter()
-            .filter(|c| c.collection == coll)
+            .filter(|c| &*c.collection == coll)
             .map(|c| format!("{:?}", c.key))
             .collect()
     };
@@ -967,7 +967,7 @@ fn insert_or_replace_rewrites_the_row_in_the_same_life() {
     assert!(
         changes
             .iter()
-            .filter(|c| c.collection == "todos" && format!("{:?}", c.key).contains("\"r\""))
+            .filter(|c| &*c.collection == "todos" && format!("{:?}", c.key).contains("\"r\""))
             .all(|c| c.cl == 1),
         "{changes:#?}"
     );
@@ -1012,7 +1012,10 @@ fn rolled_back_writes_are_never_sent() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Constraint);
     let changes = a.changes_since(0, None).unwrap().changes;
-    assert!(changes.iter().all(|c| c.collection != "t2"), "{changes:#?}");
+    assert!(
+        changes.iter().all(|c| &*c.collection != "t2"),
+        "{changes:#?}"
+    );
 }
 
 #[test]
@@ -1322,7 +1325,7 @@ fn a_field_updated_after_its_row_was_created_keeps_its_own_version() {
     // Asked for what came after the creation's transaction: the update.
     let since = a.db_version().unwrap() - 1;
     let changes = a.changes_since(since, None).unwrap().changes;
-    assert!(changes.iter().any(|c| c.field == "title"), "{changes:#?}");
+    assert!(changes.iter().any(|c| &*c.field == "title"), "{changes:#?}");
     sync(&a, &b);
     for db in [&a, &b] {
         assert_eq!(

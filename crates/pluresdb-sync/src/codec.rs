@@ -4,6 +4,9 @@
 //! encoding (varints and tagged values). A message from an unknown version, of an unknown
 //! type, malformed, or larger than the limit is rejected with an error; nothing is applied.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use pluresdb_core::wire::{Reader, put_bytes, put_value, put_varint};
 use pluresdb_core::{
     ChangeRecord, Error, ErrorKind, Hlc, Result, SiteId, Value, Version, VersionVector,
@@ -252,7 +255,7 @@ fn encode_changes(out: &mut Vec<u8>, changes: &[ChangeRecord]) {
         .iter()
         .map(|c| {
             (
-                index(&mut names, c.collection.as_str()),
+                index(&mut names, &*c.collection),
                 index(&mut sites, c.version.site),
             )
         })
@@ -269,7 +272,7 @@ fn encode_changes(out: &mut Vec<u8>, changes: &[ChangeRecord]) {
     for (c, (name, site)) in changes.iter().zip(refs) {
         put_varint(out, name as u64);
         put_varint(out, c.key.len() as u64);
-        for k in &c.key {
+        for k in c.key.iter() {
             put_value(out, k.as_value_ref());
         }
         put_bytes(out, c.field.as_bytes());
@@ -289,8 +292,8 @@ fn encode_changes(out: &mut Vec<u8>, changes: &[ChangeRecord]) {
 fn decode_changes(r: &mut Reader<'_>, max: usize) -> Result<Vec<ChangeRecord>> {
     let n_names = r.length(1 << 16)?;
     let names = (0..n_names)
-        .map(|_| r.text(MAX_NAME).map(str::to_owned))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|_| r.text(MAX_NAME).map(Arc::from))
+        .collect::<Result<Vec<Arc<str>>>>()?;
     let n_sites = r.length(1 << 16)?;
     let sites = (0..n_sites)
         .map(|_| read_site(r))
@@ -299,13 +302,31 @@ fn decode_changes(r: &mut Reader<'_>, max: usize) -> Result<Vec<ChangeRecord>> {
     // reserve memory.
     let n = r.length(r.remaining() / 6 + 1)?;
     let mut out = Vec::with_capacity(n);
+    // The changes share one copy of each field name, and consecutive changes with the same
+    // key bytes (a row's fields) one copy of the key.
+    let mut fields: HashMap<&str, Arc<str>> = HashMap::new();
+    let mut last_key: (&[u8], Arc<[Value]>) = (&[], Arc::from([]));
     for _ in 0..n {
         let name = r.length(names.len().saturating_sub(1))?;
+        let start = r.position();
         let key_len = r.length(64)?;
-        let key = (0..key_len)
-            .map(|_| r.value(max))
-            .collect::<Result<Vec<_>>>()?;
-        let field = r.text(MAX_NAME)?.to_owned();
+        for _ in 0..key_len {
+            r.value_ref(max)?;
+        }
+        let key_bytes = r.read_since(start);
+        if key_bytes != last_key.0 {
+            let mut kr = Reader::new(key_bytes, "sync message key");
+            kr.length(64)?;
+            let key = (0..key_len)
+                .map(|_| kr.value(max))
+                .collect::<Result<Arc<[Value]>>>()?;
+            last_key = (key_bytes, key);
+        }
+        let field = r.text(MAX_NAME)?;
+        let field = match fields.get(field) {
+            Some(f) => f.clone(),
+            None => fields.entry(field).or_insert_with(|| field.into()).clone(),
+        };
         let value = match r.byte()? {
             0 => None,
             1 => Some(r.value(max)?),
@@ -319,7 +340,7 @@ fn decode_changes(r: &mut Reader<'_>, max: usize) -> Result<Vec<ChangeRecord>> {
         };
         out.push(ChangeRecord {
             collection: collection.clone(),
-            key,
+            key: last_key.1.clone(),
             field,
             value,
             version: Version::new(hlc, *site),
@@ -339,7 +360,7 @@ mod tests {
         vec![
             ChangeRecord {
                 collection: "todos".into(),
-                key: vec![Value::Text("t1".into())],
+                key: vec![Value::Text("t1".into())].into(),
                 field: "title".into(),
                 value: Some(Value::Text("hello".into())),
                 version: Version::new(Hlc::new(1_700_000_000_000, 3), site),
@@ -347,8 +368,8 @@ mod tests {
             },
             ChangeRecord {
                 collection: "todos".into(),
-                key: vec![Value::Text("t2".into())],
-                field: String::new(),
+                key: vec![Value::Text("t2".into())].into(),
+                field: "".into(),
                 value: None,
                 version: Version::new(Hlc::new(1_700_000_000_001, 0), SiteId([9; 16])),
                 cl: 2,
@@ -377,6 +398,47 @@ mod tests {
                 m
             );
         }
+    }
+
+    #[test]
+    fn decoded_changes_share_their_names_and_a_row_shares_its_key() {
+        let site = SiteId([7; 16]);
+        let change = |key: &str, field: &str| ChangeRecord {
+            collection: "todos".into(),
+            key: vec![Value::Text(key.into())].into(),
+            field: field.into(),
+            value: Some(Value::Integer(1)),
+            version: Version::new(Hlc::new(1_700_000_000_000, 0), site),
+            cl: 1,
+        };
+        // Row a's fields, row b's, then row a again (not next to its first fields).
+        let sent = vec![
+            change("a", "title"),
+            change("a", "done"),
+            change("b", "title"),
+            change("a", "done"),
+        ];
+        let Message::Changes(got) =
+            Message::decode(&Message::encode_changes(&sent), DEFAULT_MAX_MESSAGE).unwrap()
+        else {
+            panic!("not a Changes message");
+        };
+        assert_eq!(got, sent);
+        assert!(
+            Arc::ptr_eq(&got[0].key, &got[1].key),
+            "a row's changes share its key"
+        );
+        assert!(!Arc::ptr_eq(&got[1].key, &got[2].key));
+        assert!(!Arc::ptr_eq(&got[2].key, &got[3].key));
+        assert!(
+            Arc::ptr_eq(&got[0].field, &got[2].field),
+            "one copy of each field name"
+        );
+        assert!(Arc::ptr_eq(&got[1].field, &got[3].field));
+        assert!(
+            got.iter()
+                .all(|c| Arc::ptr_eq(&c.collection, &got[0].collection))
+        );
     }
 
     #[test]

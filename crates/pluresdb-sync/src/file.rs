@@ -6,9 +6,11 @@
 use std::io::{Read, Write};
 
 use pluresdb_core::{
-    ApplyReport, Database, Error, ErrorKind, Result, SiteId, SyncProgress, VersionVector,
+    ApplyReport, ChangeRecord, Database, Error, ErrorKind, Result, SiteId, SyncProgress,
+    VersionVector,
 };
 
+use crate::applier::GROUP_CHANGES;
 use crate::codec::{DEFAULT_MAX_MESSAGE, Message, TARGET_MESSAGE};
 
 /// What writing a change file did.
@@ -96,8 +98,9 @@ pub fn write_changes(
     })
 }
 
-/// Applies a change file. Each batch is applied in its own transaction (any order, any number
-/// of times is safe); the producer's version is recorded only when the file is complete.
+/// Applies a change file. Its batches are applied in transactions of about 20,000 changes
+/// (any order, any number of times is safe); the producer's version is recorded only when the
+/// file is complete.
 pub fn apply_file(
     db: &Database,
     input: &mut dyn Read,
@@ -117,15 +120,21 @@ pub fn apply_file(
         from: Some(site),
         ..AppliedFile::default()
     };
+    // Batches are merged together, several to a transaction (each touched page is written
+    // once per transaction).
+    let mut pending: Vec<ChangeRecord> = Vec::new();
     loop {
-        match read_frame(input)? {
-            Some(Message::Changes(batch)) => {
-                let r = db.apply_changes(&batch)?;
-                out.report.received += r.received;
-                out.report.applied += r.applied;
-                out.report.ignored += r.ignored;
-                out.report.rows += r.rows;
+        let frame = read_frame(input);
+        if let Ok(Some(Message::Changes(batch))) = frame {
+            pending.extend(batch);
+            if pending.len() >= GROUP_CHANGES {
+                merge(db, &mut pending, &mut out.report)?;
             }
+            continue;
+        }
+        // Whatever ends the file (or fails to read) comes after the batches before it merged.
+        merge(db, &mut pending, &mut out.report)?;
+        match frame? {
             Some(Message::Done { db_version }) => {
                 out.db_version = db_version;
                 db.record_sync(
@@ -152,4 +161,18 @@ pub fn apply_file(
             }
         }
     }
+}
+
+/// Merges `pending` (if any) in one transaction, adds what it did to `report`, and empties it.
+fn merge(db: &Database, pending: &mut Vec<ChangeRecord>, report: &mut ApplyReport) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let r = db.apply_changes(pending)?;
+    report.received += r.received;
+    report.applied += r.applied;
+    report.ignored += r.ignored;
+    report.rows += r.rows;
+    pending.clear();
+    Ok(())
 }

@@ -5,6 +5,7 @@
 //! * [`net`]: `serve` and `sync` over TCP.
 //! * [`file`]: change files for devices without a network between them.
 
+mod applier;
 pub mod codec;
 pub mod file;
 pub mod net;

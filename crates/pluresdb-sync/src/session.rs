@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use pluresdb_core::{Database, Error, ErrorKind, Result, SiteId, SyncProgress};
 
+use crate::applier::Applier;
 use crate::codec::{DEFAULT_MAX_MESSAGE, Message, TARGET_MESSAGE};
 
 /// How a session behaves.
@@ -62,6 +63,10 @@ pub(crate) fn ws_error(err: WsError) -> Error {
 /// it, and for the last one (`Done`) the `db_version` it reports.
 type Produced = Result<(Vec<u8>, u64, Option<u64>)>;
 
+/// Encoded messages waiting to be sent, at most (the reading thread waits while the socket is
+/// slower: a large database is not read into memory ahead of the peer).
+const SEND_QUEUE: usize = 8;
+
 /// Reads the changes after `since` on a thread and queues them as encoded messages (each within
 /// the size peers accept: `max_message` is assumed to be the peer's limit too), ending with
 /// `Done`.
@@ -71,23 +76,23 @@ fn produce(
     exclude: SiteId,
     batch: usize,
     max_message: usize,
-    out: mpsc::UnboundedSender<Produced>,
+    out: mpsc::Sender<Produced>,
 ) {
     std::thread::spawn(move || {
         let target = TARGET_MESSAGE.min(max_message);
         let result = db.for_each_change(since, Some(exclude), batch, |changes| {
             Message::encode_changes_within(changes, target, max_message, &mut |bytes, n| {
-                out.send(Ok((bytes, n as u64, None)))
+                out.blocking_send(Ok((bytes, n as u64, None)))
                     .map_err(|_| Error::new(ErrorKind::Io, "sync session ended"))
             })
         });
         let _ = match result {
-            Ok(db_version) => out.send(Ok((
+            Ok(db_version) => out.blocking_send(Ok((
                 Message::Done { db_version }.encode(),
                 0,
                 Some(db_version),
             ))),
-            Err(e) => out.send(Err(e)),
+            Err(e) => out.blocking_send(Err(e)),
         };
     });
 }
@@ -115,7 +120,7 @@ where
         let local = local.clone();
         db.on_every_change(move |_| local.notify_one())
     });
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(SEND_QUEUE);
     let mut session = Session {
         db: &db,
         opts,
@@ -130,8 +135,20 @@ where
         sent_recorded: 0,
         received_recorded: 0,
         tx,
+        applier: Applier::start(db.clone()),
+        peer_done_at: None,
     };
-    let result = session.drive(&mut sink, &mut stream, rx, &local).await;
+    let mut result = session.drive(&mut sink, &mut stream, rx, &local).await;
+    // Whatever was received merges before the session returns (or fails with the merge).
+    let merged = session.applier.finish().await;
+    match merged {
+        Ok(m) => {
+            session.report.received += m.received;
+            session.report.applied += m.applied;
+        }
+        Err(e) if result.is_ok() => result = Err(e),
+        Err(_) => {}
+    }
     if let Some(id) = subscription {
         db.off(id);
     }
@@ -163,7 +180,11 @@ struct Session<'a> {
     sent_through: u64,
     sent_recorded: u64,
     received_recorded: u64,
-    tx: mpsc::UnboundedSender<Produced>,
+    tx: mpsc::Sender<Produced>,
+    /// Merges what the peer sends.
+    applier: Applier,
+    /// The peer's `Done` (its `db_version`), acknowledged once everything before it merged.
+    peer_done_at: Option<u64>,
 }
 
 impl Session<'_> {
@@ -171,7 +192,7 @@ impl Session<'_> {
         &mut self,
         sink: &mut Si,
         stream: &mut St,
-        mut rx: mpsc::UnboundedReceiver<Produced>,
+        mut rx: mpsc::Receiver<Produced>,
         local: &Notify,
     ) -> Result<()>
     where
@@ -201,6 +222,12 @@ impl Session<'_> {
                     }
                 }
                 Some(produced) = rx.recv() => self.send_produced(sink, produced?).await?,
+                merged = self.applier.merged(), if !self.applier.idle() => {
+                    let merged = merged?;
+                    self.report.received += merged.received;
+                    self.report.applied += merged.applied;
+                    self.ack_when_merged(sink).await?;
+                }
                 () = local.notified(), if self.opts.watch && self.peer.is_some() => {
                     if self.producing {
                         self.dirty = true;
@@ -251,6 +278,25 @@ impl Session<'_> {
             self.start_producing();
         }
         Ok(())
+    }
+
+    /// Once every batch before the peer's `Done` merged: records the peer's cursor and
+    /// acknowledges it (the peer may then forget what it sent).
+    async fn ack_when_merged<Si>(&mut self, sink: &mut Si) -> Result<()>
+    where
+        Si: Sink<WsMessage, Error = WsError> + Unpin,
+    {
+        if !self.applier.idle() {
+            return Ok(());
+        }
+        let Some(db_version) = self.peer_done_at.take() else {
+            return Ok(());
+        };
+        self.record(Some(db_version), None)?;
+        self.peer_done = true;
+        sink.send(WsMessage::binary(Message::Ack { db_version }.encode()))
+            .await
+            .map_err(ws_error)
     }
 
     /// Records counters (as increments) and cursors for the peer.
@@ -312,17 +358,10 @@ impl Session<'_> {
                 return Err(Error::invalid("the peer said hello twice"));
             }
             (_, None) => return Err(Error::invalid("the peer sent data before saying hello")),
-            (Message::Changes(changes), Some(_)) => {
-                let applied = self.db.apply_changes(&changes)?;
-                self.report.received += changes.len() as u64;
-                self.report.applied += applied.applied;
-            }
+            (Message::Changes(changes), Some(_)) => self.applier.submit(changes).await?,
             (Message::Done { db_version }, Some(_)) => {
-                self.record(Some(db_version), None)?;
-                self.peer_done = true;
-                sink.send(WsMessage::binary(Message::Ack { db_version }.encode()))
-                    .await
-                    .map_err(ws_error)?;
+                self.peer_done_at = Some(db_version);
+                self.ack_when_merged(sink).await?;
             }
             (Message::Ack { db_version }, Some(_)) => {
                 self.record(None, Some(db_version))?;

@@ -397,3 +397,83 @@ async fn session_runs_over_any_stream() {
     rb.unwrap();
     assert_eq!(rows(&a), rows(&b));
 }
+
+#[test]
+fn a_change_file_merges_its_batches_in_few_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&dir, "a.db");
+    let b = open(&dir, "b.db");
+    // 2,500 rows: 7,500 changes (creation, title, done), written as 4 frames of up to 2,000.
+    a.transaction(|tx| {
+        let stmt = tx.prepare("INSERT INTO todos(id, title) VALUES (?1, 'a title')")?;
+        for i in 0..2500 {
+            stmt.run((format!("row-{i:05}"),))?;
+        }
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+    let mut file = Vec::new();
+    let written = write_changes(&a, &b.version_vector().unwrap(), &mut file).unwrap();
+    assert_eq!(written.changes, 7_500);
+    let before = b.db_version().unwrap();
+    let applied = apply_file(&b, &mut file.as_slice(), None).unwrap();
+    assert_eq!(applied.report.received, 7_500);
+    assert_eq!(rows(&a), rows(&b));
+    // One transaction for all four frames (each was one before).
+    assert_eq!(b.db_version().unwrap(), before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_is_acknowledged_only_once_its_changes_merged() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    let dir = tempfile::tempdir().unwrap();
+    let server_db = open(&dir, "server.db");
+    let source = open(&dir, "source.db");
+    source
+        .transaction(|tx| {
+            let stmt = tx.prepare("INSERT INTO todos(id, title) VALUES (?1, 'a title')")?;
+            for i in 0..8000 {
+                stmt.run((format!("row-{i:05}"),))?;
+            }
+            Ok::<_, pluresdb_core::Error>(())
+        })
+        .unwrap();
+    let set = source.changes_since(0, None).unwrap();
+    let url = start_server(server_db.clone()).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    // A peer that sends everything at once, in 16 messages, then its Done, without waiting.
+    let hello = Message::Hello {
+        site: set.site,
+        db_version: set.db_version,
+        have: VersionVector::new(),
+    };
+    ws.send(Ws::binary(hello.encode())).await.unwrap();
+    for batch in set.changes.chunks(2000) {
+        ws.send(Ws::binary(Message::encode_changes(batch)))
+            .await
+            .unwrap();
+    }
+    let done = Message::Done {
+        db_version: set.db_version,
+    };
+    ws.send(Ws::binary(done.encode())).await.unwrap();
+    // When the Ack for that Done arrives, every change before it is in the server's database
+    // and its cursor for this peer is recorded.
+    loop {
+        let Some(Ok(Ws::Binary(bytes))) = ws.next().await else {
+            panic!("the server closed without acknowledging");
+        };
+        match Message::decode(&bytes, usize::MAX).unwrap() {
+            Message::Ack { db_version } if db_version == set.db_version => break,
+            Message::Error(e) => panic!("the server stopped: {e}"),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        server_db.value("SELECT count(*) FROM todos", ()).unwrap(),
+        Value::Integer(8000)
+    );
+    assert_eq!(rows(&server_db), rows(&source));
+    assert_eq!(server_db.peer_cursor(set.site).unwrap(), set.db_version);
+}

@@ -3,10 +3,11 @@
 //! leaves the same state.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{CachedStatement, Connection, OptionalExtension};
 use serde_json::{Map, Value as Json};
 
 use pluresdb_crdt::{
@@ -55,7 +56,7 @@ impl Drop for Suppress<'_> {
 struct Group<'c> {
     coll: Arc<Collection>,
     key: Vec<u8>,
-    key_values: Vec<Value>,
+    key_values: Arc<[Value]>,
     changes: Vec<&'c ChangeRecord>,
 }
 
@@ -78,10 +79,22 @@ impl Database {
                     )
                 };
                 let mut newest = None;
+                let mut last: Option<usize> = None;
                 for (i, ch) in changes.iter().enumerate() {
                     let coll = validate(colls, ch).map_err(|e| e.context(context(i)))?;
                     if newest.is_none_or(|(_, hlc)| ch.version.hlc > hlc) {
                         newest = Some((i, ch.version.hlc));
+                    }
+                    // A row's changes usually come one after another, sharing one key (as
+                    // read and decoded): those join the previous change's row without packing
+                    // the key again.
+                    if let Some(prev) = last
+                        && let Some(group) = order.get_mut(prev)
+                        && Arc::ptr_eq(&group.coll, coll)
+                        && Arc::ptr_eq(&group.key_values, &ch.key)
+                    {
+                        group.changes.push(ch);
+                        continue;
                     }
                     let key = keys::pack_values(&ch.key);
                     let slot = *index.entry((coll.id, key.clone())).or_insert_with(|| {
@@ -94,6 +107,7 @@ impl Database {
                         order.len() - 1
                     });
                     order[slot].changes.push(ch);
+                    last = Some(slot);
                 }
                 // The newest clock is checked against drift (and observed) once for all.
                 if let Some((i, hlc)) = newest {
@@ -120,6 +134,13 @@ impl Database {
                     seq,
                     sql: TableSql::default(),
                     sites: Vec::new(),
+                    read_clock: conn.prepare_cached(
+                        "SELECT cl, ver FROM _pluresdb_clock WHERE tbl = ?1 AND key = ?2",
+                    )?,
+                    write_clock: conn.prepare_cached(
+                        "INSERT INTO _pluresdb_clock(tbl, key, cl, seq, ver) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT(tbl, key) DO UPDATE SET cl = excluded.cl, seq = excluded.seq, ver = excluded.ver",
+                    )?,
                 };
                 for group in &groups {
                     merge_row(db, conn, &mut batch, group, &mut report)?;
@@ -183,7 +204,7 @@ fn validate<'a>(
     match &coll.kind {
         Kind::Nodes => {
             text_key(1)?;
-            match (ch.field.as_str(), &ch.value) {
+            match (&*ch.field, &ch.value) {
                 (SENTINEL, _) => {}
                 ("type", Some(Value::Null | Value::Text(_))) => {}
                 ("vector", Some(Value::Null)) => {}
@@ -208,7 +229,7 @@ fn validate<'a>(
         }
         Kind::Edges => {
             text_key(3)?;
-            match (ch.field.as_str(), &ch.value) {
+            match (&*ch.field, &ch.value) {
                 (SENTINEL, _) => {}
                 ("data", Some(Value::Text(json))) => {
                     if !matches!(serde_json::from_str::<Json>(json), Ok(Json::Object(_))) {
@@ -284,17 +305,20 @@ fn row_times(
     Ok((created, newest.hlc, site))
 }
 
-/// What the merge of one batch keeps between rows.
-struct Batch<'r> {
+/// What the merge of one batch keeps between rows, its statements among them (taken from the
+/// connection's cache once per batch, not once per row).
+struct Batch<'r, 'c> {
     repl: &'r Replication,
     /// This transaction's `db_version`.
     seq: u64,
-    sql: TableSql,
+    sql: TableSql<'c>,
     /// Sites and their indexes seen in this batch (a handful: a short list beats a map).
     sites: Vec<(SiteId, u32)>,
+    read_clock: CachedStatement<'c>,
+    write_clock: CachedStatement<'c>,
 }
 
-impl Batch<'_> {
+impl Batch<'_, '_> {
     fn site_index(&mut self, conn: &Connection, site: SiteId) -> Result<u32> {
         if let Some((_, idx)) = self.sites.iter().find(|(s, _)| *s == site) {
             return Ok(*idx);
@@ -317,16 +341,16 @@ impl Batch<'_> {
     }
 }
 
-fn merge_row(
+fn merge_row<'c>(
     db: &Database,
-    conn: &Connection,
-    batch: &mut Batch<'_>,
+    conn: &'c Connection,
+    batch: &mut Batch<'_, 'c>,
     group: &Group<'_>,
     report: &mut ApplyReport,
 ) -> Result<()> {
     let (repl, seq) = (batch.repl, batch.seq);
-    let local: Option<(i64, Vec<u8>)> = conn
-        .prepare_cached("SELECT cl, ver FROM _pluresdb_clock WHERE tbl = ?1 AND key = ?2")?
+    let local: Option<(i64, Vec<u8>)> = batch
+        .read_clock
         .query_row(
             rusqlite::params![i64::from(group.coll.id), group.key],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -378,7 +402,7 @@ fn merge_row(
                 FieldDecision::Ignore => false,
                 FieldDecision::Apply => {
                     m.clock.set_field(&ch.field, stamp);
-                    m.applied.retain(|(f, _)| *f != ch.field);
+                    m.applied.retain(|(f, _)| *f != &*ch.field);
                     m.applied.push((&ch.field, ch.value.as_ref()));
                     true
                 }
@@ -424,11 +448,13 @@ fn merge_row(
         Kind::Nodes => write_node(db, conn, group, alive_before, &m)?,
         Kind::Edges => write_edge(db, conn, group, alive_before, &m)?,
     }
-    conn.prepare_cached(
-        "INSERT INTO _pluresdb_clock(tbl, key, cl, seq, ver) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(tbl, key) DO UPDATE SET cl = excluded.cl, seq = excluded.seq, ver = excluded.ver",
-    )?
-    .execute(rusqlite::params![i64::from(group.coll.id), group.key, m.cl as i64, seq as i64, m.clock.encode()])?;
+    batch.write_clock.execute(rusqlite::params![
+        i64::from(group.coll.id),
+        group.key,
+        m.cl as i64,
+        seq as i64,
+        m.clock.encode()
+    ])?;
     repl.recent.lock().record(seq, group.coll.id, &group.key);
     Ok(())
 }
@@ -443,22 +469,33 @@ fn bind_all<'v>(
     Ok(())
 }
 
-/// SQL texts of table writes, by collection, kind and the set of columns written: built once
-/// per batch instead of once per row.
+/// Statements of table writes, by collection, kind and the list of columns written: prepared
+/// once per batch instead of once per row. Found by the list's hash, so a lookup copies
+/// nothing.
 #[derive(Default)]
-struct TableSql(HashMap<(u32, u8, Vec<u16>), String>);
+struct TableSql<'c>(HashMap<(u32, u8, u64), Vec<ColumnsStatement<'c>>>);
 
-impl TableSql {
+/// A list of columns written, and the statement that writes them.
+type ColumnsStatement<'c> = (Vec<u16>, CachedStatement<'c>);
+
+impl<'c> TableSql<'c> {
+    /// The statement for these columns, prepared from `build`'s SQL the first time.
     fn get(
         &mut self,
-        coll: u32,
-        kind: u8,
-        columns: &[u16],
+        conn: &'c Connection,
+        (coll, kind, columns): (u32, u8, &[u16]),
         build: impl FnOnce() -> String,
-    ) -> &str {
-        self.0
-            .entry((coll, kind, columns.to_vec()))
-            .or_insert_with(build)
+    ) -> Result<&mut CachedStatement<'c>> {
+        let hash = self.0.hasher().hash_one(columns);
+        let stmts = self.0.entry((coll, kind, hash)).or_default();
+        let i = match stmts.iter().position(|(c, _)| c == columns) {
+            Some(i) => i,
+            None => {
+                stmts.push((columns.to_vec(), conn.prepare_cached(&build())?));
+                stmts.len() - 1
+            }
+        };
+        Ok(&mut stmts[i].1)
     }
 }
 
@@ -467,9 +504,9 @@ const UPSERT: u8 = 1;
 const UPDATE: u8 = 2;
 
 #[allow(clippy::too_many_arguments)]
-fn write_table_row(
-    conn: &Connection,
-    sql_cache: &mut TableSql,
+fn write_table_row<'c>(
+    conn: &'c Connection,
+    sql_cache: &mut TableSql<'c>,
     coll: &Collection,
     info: &TableInfo,
     key: &[Value],
@@ -487,11 +524,10 @@ fn write_table_row(
     };
     if !is_alive(m.cl) {
         if alive_before {
-            let sql = sql_cache.get(coll.id, DELETE, &[], || {
+            let stmt = sql_cache.get(conn, (coll.id, DELETE, &[]), || {
                 format!("DELETE FROM {} WHERE {}", quote(table), key_match())
-            });
-            let mut stmt = conn.prepare_cached(sql)?;
-            bind_all(&mut stmt, key.iter())?;
+            })?;
+            bind_all(stmt, key.iter())?;
             stmt.raw_execute()?;
         }
         return Ok(());
@@ -512,8 +548,8 @@ fn write_table_row(
             .collect()
     };
     let n = info.pk.len();
-    let sql = if !alive_before || m.reset {
-        sql_cache.get(coll.id, UPSERT, &columns, || {
+    let stmt = if !alive_before || m.reset {
+        sql_cache.get(conn, (coll.id, UPSERT, &columns), || {
             let fields = names(&columns);
             let pk: Vec<String> = info.pk.iter().map(|c| quote(c)).collect();
             let cols: Vec<&String> = pk.iter().chain(&fields).collect();
@@ -539,7 +575,7 @@ fn write_table_row(
             )
         })
     } else if !columns.is_empty() {
-        sql_cache.get(coll.id, UPDATE, &columns, || {
+        sql_cache.get(conn, (coll.id, UPDATE, &columns), || {
             let sets: Vec<String> = names(&columns)
                 .iter()
                 .enumerate()
@@ -554,9 +590,8 @@ fn write_table_row(
         })
     } else {
         return Ok(());
-    };
-    let mut stmt = conn.prepare_cached(sql)?;
-    bind_all(&mut stmt, key.iter().chain(values))?;
+    }?;
+    bind_all(stmt, key.iter().chain(values))?;
     stmt.raw_execute()
         .map_err(|e| Error::from(e).context(format!("writing a row of {table}")))?;
     Ok(())

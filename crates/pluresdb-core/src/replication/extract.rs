@@ -2,13 +2,14 @@
 //! snapshot, with the values as they are now.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::Value as Json;
 
 use pluresdb_crdt::{Hlc, SiteId, Version, is_alive};
 
 use super::clock::{RowClock, Stamp};
-use super::collections::{Collection, EDGES_ID, Kind, NODES_ID, quote};
+use super::collections::{Collection, Kind, quote};
 use super::keys;
 use super::state::read_sites;
 use super::{ChangeRecord, EDGES, NODES};
@@ -112,6 +113,7 @@ impl Database {
                 .recent
                 .lock()
                 .since(since, db_version, by == Some(repl.token));
+            let mut emitter = Emitter::new(&collections, since, &sites);
             let mut out: Vec<ChangeRecord> = Vec::with_capacity(batch.min(4096));
             let mut emit = |row: &rusqlite::Row<'_>| -> Result<()> {
                 let tbl: i64 = row.get(0)?;
@@ -125,7 +127,7 @@ impl Database {
                     rusqlite::types::ValueRef::Blob(b) => keys::unpack_values(b)?,
                     _ => Vec::new(),
                 };
-                emit_row(coll, key, cl as u64, &clock, &vals, since, &sites, &mut out)?;
+                emitter.row(coll, key, cl as u64, &clock, vals, &mut out)?;
                 if out.len() >= batch {
                     sink(&out)?;
                     out.clear();
@@ -253,81 +255,128 @@ impl Sites {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn emit_row(
-    coll: &Collection,
-    key: Vec<Value>,
-    cl: u64,
-    clock: &RowClock,
-    vals: &[Value],
+/// What turning clock records into change records keeps across rows: the names they share
+/// (one copy per collection and field, not one per change), the peer's cursor and the sites.
+struct Emitter<'a> {
     since: u64,
-    sites: &Sites,
-    out: &mut Vec<ChangeRecord>,
-) -> Result<()> {
-    let name = match coll.id {
-        NODES_ID => NODES,
-        EDGES_ID => EDGES,
-        _ => coll.name.as_str(),
-    };
-    let mut push = |field: String, value: Option<Value>, version: Version| {
-        out.push(ChangeRecord {
-            collection: name.to_owned(),
-            key: key.clone(),
-            field,
-            value,
-            version,
-            cl,
-        });
-    };
-    // A creation version of 0 is not known yet (only fields of the life were seen).
-    if clock.sentinel.hlc != 0
-        && let Some(v) = sites.wanted(clock.sentinel, since)?
-    {
-        push(String::new(), None, v);
+    sites: &'a Sites,
+    /// Each collection's name and its fields' names (table columns; `data` for edges; `type`
+    /// and `vector` for nodes), by collection id.
+    names: HashMap<u32, (Arc<str>, Vec<Arc<str>>)>,
+    /// The sentinel's (empty) field name.
+    sentinel: Arc<str>,
+    /// Node field names (`data.<field>`) met so far.
+    node_fields: HashMap<String, Arc<str>>,
+}
+
+impl<'a> Emitter<'a> {
+    fn new(collections: &[Arc<Collection>], since: u64, sites: &'a Sites) -> Emitter<'a> {
+        let names = collections
+            .iter()
+            .map(|c| {
+                let (name, fields): (&str, Vec<&str>) = match &c.kind {
+                    Kind::Nodes => (NODES, vec!["type", "vector"]),
+                    Kind::Edges => (EDGES, vec!["data"]),
+                    Kind::Table(info) => {
+                        (&c.name, info.fields.iter().map(String::as_str).collect())
+                    }
+                };
+                (
+                    c.id,
+                    (name.into(), fields.into_iter().map(Arc::from).collect()),
+                )
+            })
+            .collect();
+        Emitter {
+            since,
+            sites,
+            names,
+            sentinel: "".into(),
+            node_fields: HashMap::new(),
+        }
     }
-    if !is_alive(cl) {
-        return Ok(());
-    }
-    let mut field = |name: &str, value: Option<Value>| -> Result<()> {
-        if let Some(stamp) = clock.field(name)
-            && let Some(v) = sites.wanted(stamp, since)?
-        {
-            push(name.to_owned(), value, v);
+
+    /// Appends to `out` the changes of one row that the peer lacks: its sentinel, then its
+    /// fields, with their current values (`vals`, as `branch_sql` reads them).
+    fn row(
+        &mut self,
+        coll: &Collection,
+        key: Vec<Value>,
+        cl: u64,
+        clock: &RowClock,
+        vals: Vec<Value>,
+        out: &mut Vec<ChangeRecord>,
+    ) -> Result<()> {
+        let (since, sites) = (self.since, self.sites);
+        let Some((name, fields)) = self.names.get(&coll.id) else {
+            return Ok(());
+        };
+        let key: Arc<[Value]> = key.into();
+        let mut push = |field: &Arc<str>, stamp: Option<Stamp>, value: Option<Value>| {
+            if let Some(stamp) = stamp
+                && let Some(version) = sites.wanted(stamp, since)?
+            {
+                out.push(ChangeRecord {
+                    collection: name.clone(),
+                    key: key.clone(),
+                    field: field.clone(),
+                    value,
+                    version,
+                    cl,
+                });
+            }
+            Ok::<_, Error>(())
+        };
+        // A creation version of 0 is not known yet (only fields of the life were seen).
+        push(
+            &self.sentinel,
+            (clock.sentinel.hlc != 0).then_some(clock.sentinel),
+            None,
+        )?;
+        if !is_alive(cl) {
+            return Ok(());
+        }
+        let mut vals = vals.into_iter();
+        let mut next = || Some(vals.next().unwrap_or(Value::Null));
+        match &coll.kind {
+            Kind::Table(_) | Kind::Edges => {
+                for f in fields {
+                    push(f, clock.field(f), next())?;
+                }
+            }
+            Kind::Nodes => {
+                let (node_type, data, vector) = (next(), next(), next());
+                push(&fields[0], clock.field("type"), node_type)?;
+                push(&fields[1], clock.field("vector"), vector)?;
+                let data = match data {
+                    Some(Value::Text(t)) => {
+                        serde_json::from_str::<serde_json::Map<String, Json>>(&t)
+                            .unwrap_or_default()
+                    }
+                    _ => serde_json::Map::new(),
+                };
+                let mut names: Vec<String> = data.keys().map(|k| format!("data.{k}")).collect();
+                names.extend(
+                    clock
+                        .named_fields()
+                        .filter(|n| n.starts_with("data."))
+                        .map(str::to_owned),
+                );
+                names.sort();
+                names.dedup();
+                for n in names {
+                    let value = data
+                        .get(&n["data.".len()..])
+                        .map(|v| Value::Text(v.to_string()));
+                    let stamp = clock.field(&n);
+                    let field = self
+                        .node_fields
+                        .entry(n)
+                        .or_insert_with_key(|n| n.as_str().into());
+                    push(field, stamp, value)?;
+                }
+            }
         }
         Ok(())
-    };
-    match &coll.kind {
-        Kind::Table(info) => {
-            for (i, f) in info.fields.iter().enumerate() {
-                field(f, Some(vals.get(i).cloned().unwrap_or(Value::Null)))?;
-            }
-        }
-        Kind::Edges => field("data", Some(vals.first().cloned().unwrap_or(Value::Null)))?,
-        Kind::Nodes => {
-            field("type", Some(vals.first().cloned().unwrap_or(Value::Null)))?;
-            field("vector", Some(vals.get(2).cloned().unwrap_or(Value::Null)))?;
-            let data = match vals.get(1) {
-                Some(Value::Text(t)) => {
-                    serde_json::from_str::<serde_json::Map<String, Json>>(t).unwrap_or_default()
-                }
-                _ => serde_json::Map::new(),
-            };
-            let mut names: Vec<String> = data.keys().map(|k| format!("data.{k}")).collect();
-            names.extend(
-                clock
-                    .named_fields()
-                    .filter(|n| n.starts_with("data."))
-                    .map(str::to_owned),
-            );
-            names.sort();
-            names.dedup();
-            for n in names {
-                let value = data
-                    .get(&n["data.".len()..])
-                    .map(|v| Value::Text(v.to_string()));
-                field(&n, value)?;
-            }
-        }
     }
-    Ok(())
 }

@@ -28,6 +28,7 @@ mod recent;
 mod state;
 mod tables;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pluresdb_crdt::Version;
@@ -54,15 +55,19 @@ pub const NODES: &str = "_pluresdb_nodes";
 pub const EDGES: &str = "_pluresdb_edges";
 
 /// One replicated write, as exchanged between peers.
+///
+/// The names and the key are shared (`Arc`): the changes of one row, and of one table, point
+/// to one copy, so reading, sending and merging large change sets does not copy them per
+/// change. `"todos".into()`, `vec![...].into()` build them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChangeRecord {
     /// The table name, or [`NODES`] / [`EDGES`].
-    pub collection: String,
+    pub collection: Arc<str>,
     /// The row's primary-key values (a node's id; an edge's from, relation and to).
-    pub key: Vec<Value>,
+    pub key: Arc<[Value]>,
     /// The column, or for nodes `data.<field>`, `type` or `vector`, or for edges `data`;
     /// `""` for the row's creation or deletion.
-    pub field: String,
+    pub field: Arc<str>,
     /// The new value; `None` when a node field was removed (and for creation/deletion).
     pub value: Option<Value>,
     /// The write's version: clock time and writing site.
