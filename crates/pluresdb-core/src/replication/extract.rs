@@ -21,6 +21,13 @@ use crate::value::Value;
 /// lock.
 const FOLD_ATTEMPTS: usize = 5;
 
+#[cfg(test)]
+thread_local! {
+    /// Makes [`Database::for_each_change`] read holding the write lock at once, as when
+    /// other writers keep logging changes (tests only).
+    static READ_LOCKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The changes a peer is missing, and how far they go.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChangeSet {
@@ -55,8 +62,8 @@ impl Database {
     ///
     /// A peer that is nearly up to date (live sync) gets its changes by looking up the rows
     /// written lately; others by a scan of the clock records. `sink` should not use this
-    /// database: the snapshot holds a connection, and, while other writers keep logging
-    /// changes, the write lock.
+    /// database: the snapshot holds a connection. (When other writers keep logging changes,
+    /// the set is read holding the write lock, into memory, and passed to `sink` after.)
     pub fn for_each_change(
         &self,
         since: u64,
@@ -66,19 +73,33 @@ impl Database {
     ) -> Result<u64> {
         // The clock records are read from a snapshot without logged changes: the log is folded
         // first, and again if another handle logged changes before the snapshot began.
-        for _ in 0..FOLD_ATTEMPTS {
+        #[cfg(test)]
+        let attempts = if READ_LOCKED.get() { 0 } else { FOLD_ATTEMPTS };
+        #[cfg(not(test))]
+        let attempts = FOLD_ATTEMPTS;
+        for _ in 0..attempts {
             self.settle_clock()?;
             if let Some(db_version) = self.read_changes(since, exclude, batch, &mut sink)? {
                 return Ok(db_version);
             }
         }
-        // Other writers keep logging in between: fold and read holding the write lock (then
-        // `sink` runs in that transaction, and other writers wait for it).
-        self.transaction(|db| {
+        // Other writers keep logging in between: fold and read holding the write lock. The
+        // batches are held in memory and passed to `sink` after the lock is released: a sink
+        // that waits (for a peer, which may itself wait for this database's write lock) must
+        // not hold up every writer, or deadlock.
+        let mut batches: Vec<Vec<ChangeRecord>> = Vec::new();
+        let db_version = self.transaction(|db| {
             db.settle_clock()?;
-            db.read_changes(since, exclude, batch, &mut sink)?
-                .ok_or_else(|| Error::internal("the change log was folded but is not empty"))
-        })
+            db.read_changes(since, exclude, batch, &mut |b: &[ChangeRecord]| {
+                batches.push(b.to_vec());
+                Ok(())
+            })?
+            .ok_or_else(|| Error::internal("the change log was folded but is not empty"))
+        })?;
+        for b in &batches {
+            sink(b)?;
+        }
+        Ok(db_version)
     }
 
     /// [`for_each_change`](Self::for_each_change) from one snapshot; `None` (and nothing sent)
@@ -378,5 +399,57 @@ impl<'a> Emitter<'a> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::READ_LOCKED;
+    use crate::{Database, OpenOptions};
+
+    #[test]
+    fn a_set_read_holding_the_write_lock_reaches_the_sink_after_the_lock_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let db = Database::open(&path).unwrap();
+        db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY NOT NULL, v TEXT)")
+            .unwrap();
+        db.sync_table("t").unwrap();
+        db.transaction(|tx| {
+            let stmt = tx.prepare("INSERT INTO t(id, v) VALUES (?1, 'x')")?;
+            for i in 0..5000 {
+                stmt.run((i,))?;
+            }
+            Ok::<_, crate::Error>(())
+        })
+        .unwrap();
+        // Another handle (as a peer's session would be, waiting for its own write) writes
+        // from the sink: it must not wait for the reader's lock.
+        let other = OpenOptions::new()
+            .busy_timeout(Duration::from_millis(50))
+            .open(&path)
+            .unwrap();
+        let expected = db.db_version().unwrap();
+        READ_LOCKED.set(true);
+        let mut seen = 0;
+        let mut n = 0;
+        let version = db.for_each_change(0, None, 1000, |batch| {
+            seen += batch.len();
+            n += 1;
+            other.run(
+                "INSERT INTO t(id, v) VALUES (?1, 'from the sink')",
+                (100_000 + n,),
+            )?;
+            Ok(())
+        });
+        READ_LOCKED.set(false);
+        assert_eq!(version.unwrap(), expected);
+        // Each row's creation and its v: read as one set, in batches of 1,000.
+        assert_eq!(seen, 10_000);
+        assert_eq!(n, 10);
+        let rows = other.value("SELECT count(*) FROM t", ()).unwrap();
+        assert_eq!(rows, crate::Value::Integer(5010));
     }
 }
