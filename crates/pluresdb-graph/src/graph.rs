@@ -234,8 +234,8 @@ pub struct Graph {
     rels: Names,
     rel_edges: Vec<usize>,
     types: Names,
-    pub(crate) out: Lists,
-    pub(crate) inn: Lists,
+    /// Each node's outgoing and incoming edges.
+    pub(crate) lists: Lists,
     edges: usize,
 }
 
@@ -296,15 +296,14 @@ impl Graph {
     }
 
     fn remove_node_ix(&mut self, v: NodeIx) {
-        let outs = self.out.take(v);
-        let ins = self.inn.take(v);
+        let [outs, ins] = self.lists.take(v);
         let mut touched = Vec::with_capacity(outs.len() + ins.len());
         for e in outs {
             let (r, w) = (rel_of(e), node_of(e));
             self.rel_edges[r as usize] -= 1;
             self.edges -= 1;
             if w != v {
-                self.inn.remove(w, pack(r, v));
+                self.lists.remove(w, Direction::In, pack(r, v));
                 touched.push(w);
             }
         }
@@ -315,7 +314,7 @@ impl Graph {
             }
             self.rel_edges[r as usize] -= 1;
             self.edges -= 1;
-            self.out.remove(u, pack(r, v));
+            self.lists.remove(u, Direction::Out, pack(r, v));
             touched.push(u);
         }
         self.free_slot(v);
@@ -439,8 +438,7 @@ impl Graph {
                     state: State::Free,
                 });
                 self.ids.push_free();
-                self.out.ensure_slots(self.meta.len());
-                self.inn.ensure_slots(self.meta.len());
+                self.lists.ensure_slots(self.meta.len());
                 v
             }
         };
@@ -468,9 +466,8 @@ impl Graph {
     }
 
     fn drop_if_orphan(&mut self, v: NodeIx) {
-        if self.is_implicit(v) && self.out.len_of(v) == 0 && self.inn.len_of(v) == 0 {
-            self.out.take(v);
-            self.inn.take(v);
+        if self.is_implicit(v) && self.list_len(v, Direction::Both) == 0 {
+            self.lists.take(v);
             self.free_slot(v);
         }
     }
@@ -540,10 +537,10 @@ impl Graph {
     }
 
     fn insert_edge(&mut self, f: NodeIx, r: RelIx, t: NodeIx) -> bool {
-        if !self.out.insert(f, pack(r, t)) {
+        if !self.lists.insert(f, Direction::Out, pack(r, t)) {
             return false;
         }
-        self.inn.insert(t, pack(r, f));
+        self.lists.insert(t, Direction::In, pack(r, f));
         self.rel_edges[r as usize] += 1;
         self.edges += 1;
         true
@@ -565,10 +562,13 @@ impl Graph {
     /// Removes an edge by index; false if there was no such edge.
     pub fn remove_edge_ix(&mut self, edge: EdgeRef) -> bool {
         let EdgeRef { from, rel, to } = edge;
-        if !self.contains(from) || !self.contains(to) || !self.out.remove(from, pack(rel, to)) {
+        if !self.contains(from)
+            || !self.contains(to)
+            || !self.lists.remove(from, Direction::Out, pack(rel, to))
+        {
             return false;
         }
-        self.inn.remove(to, pack(rel, from));
+        self.lists.remove(to, Direction::In, pack(rel, from));
         self.rel_edges[rel as usize] -= 1;
         self.edges -= 1;
         self.drop_if_orphan(from);
@@ -580,7 +580,8 @@ impl Graph {
 
     /// Whether edge `from -[rel]-> to` exists.
     pub fn has_edge(&self, edge: EdgeRef) -> bool {
-        self.out.contains(edge.from, pack(edge.rel, edge.to))
+        self.lists
+            .contains(edge.from, Direction::Out, pack(edge.rel, edge.to))
     }
 
     /// Adds many `(from, relation, to)` edges at once; returns how many were new. Unknown
@@ -628,15 +629,19 @@ impl Graph {
                 .count();
         }
         let slots = self.meta.len();
-        let added = self
-            .out
-            .rebuild_with(slots, batch.iter().map(|&(f, r, t)| (f, pack(r, t))));
-        self.inn
-            .rebuild_with(slots, batch.iter().map(|&(f, r, t)| (t, pack(r, f))));
+        let [added, _] = self.lists.rebuild_with(
+            slots,
+            batch.iter().flat_map(|&(f, r, t)| {
+                [
+                    (f, Direction::Out, pack(r, t)),
+                    (t, Direction::In, pack(r, f)),
+                ]
+            }),
+        );
         self.edges += added;
         self.rel_edges.iter_mut().for_each(|c| *c = 0);
         for v in 0..slots as u32 {
-            for e in self.out.get(v).iter() {
+            for e in self.lists.get(v, Direction::Out).iter() {
                 self.rel_edges[rel_of(e) as usize] += 1;
             }
         }
@@ -651,11 +656,14 @@ impl Graph {
     /// Every live edge, grouped by source node.
     pub fn edges(&self) -> impl Iterator<Item = EdgeRef> + '_ {
         self.nodes().flat_map(move |v| {
-            self.out.get(v).iter().map(move |e| EdgeRef {
-                from: v,
-                rel: rel_of(e),
-                to: node_of(e),
-            })
+            self.lists
+                .get(v, Direction::Out)
+                .iter()
+                .map(move |e| EdgeRef {
+                    from: v,
+                    rel: rel_of(e),
+                    to: node_of(e),
+                })
         })
     }
 
@@ -687,6 +695,18 @@ impl Graph {
         self.segments(v, dir, rels).map(|(s, _)| s.len()).sum()
     }
 
+    /// `rels` as a list of relations to follow, or `None` when it follows every edge the
+    /// graph has (then walks need not look at relations).
+    pub(crate) fn rels_to_check<'a>(&self, rels: &'a RelFilter) -> Option<&'a [RelIx]> {
+        let rs = rels.relations()?;
+        let every = self
+            .rel_edges
+            .iter()
+            .enumerate()
+            .all(|(r, &n)| n == 0 || rs.binary_search(&(r as RelIx)).is_ok());
+        (!every).then_some(rs)
+    }
+
     /// Live edges of relation `r` (0 for a relation the graph does not know).
     #[inline]
     pub(crate) fn rel_edge_count(&self, r: RelIx) -> usize {
@@ -696,8 +716,16 @@ impl Graph {
     /// The length of node `v`'s lists in `dir`, every relation.
     #[inline]
     pub(crate) fn list_len(&self, v: NodeIx, dir: Direction) -> usize {
-        let out = if dir.has_out() { self.out.len_of(v) } else { 0 };
-        let inn = if dir.has_in() { self.inn.len_of(v) } else { 0 };
+        let out = if dir.has_out() {
+            self.lists.len_of(v, Direction::Out)
+        } else {
+            0
+        };
+        let inn = if dir.has_in() {
+            self.lists.len_of(v, Direction::In)
+        } else {
+            0
+        };
         out + inn
     }
 
@@ -709,8 +737,8 @@ impl Graph {
         dir: Direction,
         rels: &'a RelFilter,
     ) -> impl Iterator<Item = (List<'a>, Direction)> + 'a {
-        let out = dir.has_out().then(|| self.out.get(v));
-        let inn = dir.has_in().then(|| self.inn.get(v));
+        let out = dir.has_out().then(|| self.lists.get(v, Direction::Out));
+        let inn = dir.has_in().then(|| self.lists.get(v, Direction::In));
         out.into_iter()
             .flat_map(|l| rels.split(l).map(|s| (s, Direction::Out)))
             .chain(
@@ -731,8 +759,7 @@ impl Graph {
     /// Packs the neighbour lists tightly and gives spare memory back (after a large build
     /// by one-by-one adds, or many removals). O(nodes + edges).
     pub fn shrink_to_fit(&mut self) {
-        self.out.shrink_to_fit();
-        self.inn.shrink_to_fit();
+        self.lists.shrink_to_fit();
         self.index.shrink_to_fit();
         self.ids.shrink_to_fit();
         self.meta.shrink_to_fit();
@@ -748,28 +775,29 @@ impl Graph {
             + self.rels.memory_bytes()
             + self.rel_edges.capacity() * std::mem::size_of::<usize>()
             + self.types.memory_bytes()
-            + self.out.memory_bytes()
-            + self.inn.memory_bytes()
+            + self.lists.memory_bytes()
     }
 
     /// Checks internal invariants (tests only).
     #[cfg(test)]
     pub(crate) fn check(&self) {
-        self.out.check();
-        self.inn.check();
-        assert_eq!(self.out.live(), self.edges);
-        assert_eq!(self.inn.live(), self.edges);
+        self.lists.check();
+        assert_eq!(self.lists.live(Direction::Out), self.edges);
+        assert_eq!(self.lists.live(Direction::In), self.edges);
         assert_eq!(self.nodes().count(), self.live);
         assert_eq!(self.index.len(), self.live);
         for v in self.nodes() {
             assert_eq!(self.node(self.id(v)), Some(v));
-            for e in self.out.get(v).iter() {
+            for e in self.lists.get(v, Direction::Out).iter() {
                 assert!(self.contains(node_of(e)));
-                assert!(self.inn.contains(node_of(e), pack(rel_of(e), v)));
+                assert!(
+                    self.lists
+                        .contains(node_of(e), Direction::In, pack(rel_of(e), v))
+                );
             }
             if self.is_implicit(v) {
                 assert!(
-                    self.out.len_of(v) + self.inn.len_of(v) > 0,
+                    self.list_len(v, Direction::Both) > 0,
                     "orphan implicit node"
                 );
             }

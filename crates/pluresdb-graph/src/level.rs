@@ -11,7 +11,7 @@
 use std::ops::ControlFlow;
 
 use crate::graph::{Direction, Graph, NodeIx, RelFilter, RelIx};
-use crate::lists::{List, Lists, node_of, pack, prefetch, rel_of};
+use crate::lists::{List, node_of, pack, prefetch, rel_of};
 use crate::visited::Bits;
 
 /// Levels larger than this are expanded in node order, with lists prefetched, and may go
@@ -140,13 +140,21 @@ impl<'g, T: Item> Bfs<'g, T> {
             level.sort_unstable();
         }
         let back = self.dir.reverse();
+        let every = g.rels_to_check(self.rels).is_none();
+        let degree = |v, dir| {
+            if every {
+                g.list_len(v, dir)
+            } else {
+                g.degree(v, dir, self.rels)
+            }
+        };
         let (mut ahead, mut behind) = (0, 0);
         for i in 0..level.len() {
             if large {
                 prefetch_lists(g, level.get(i + 16).map(|&t| t.node()), self.dir, false);
             }
-            ahead += g.degree(level[i].node(), self.dir, self.rels);
-            behind += g.degree(level[i].node(), back, self.rels);
+            ahead += degree(level[i].node(), self.dir);
+            behind += degree(level[i].node(), back);
         }
         self.unexplored = self.unexplored.saturating_sub(behind);
         let unvisited = g.node_bound() - self.reached;
@@ -186,24 +194,44 @@ impl<'g, T: Item> Bfs<'g, T> {
         level: &[T],
         mut visit: impl FnMut(T, u64, Direction) -> ControlFlow<B>,
     ) -> ControlFlow<B> {
-        let g = self.graph;
+        let (g, dir) = (self.graph, self.dir);
         let large = level.len() > LARGE_LEVEL;
-        for i in 0..level.len() {
-            if large {
-                prefetch_lists(g, level.get(i + 8).map(|&t| t.node()), self.dir, true);
-                prefetch_lists(g, level.get(i + 16).map(|&t| t.node()), self.dir, false);
+        let (seen, rels) = (&mut self.seen, g.rels_to_check(self.rels));
+        let mut reached = 0;
+        // Follows one run of a list (all of it, or one relation's part).
+        let mut run = |list: List<'_>, item: T, side: Direction| {
+            for (j, &u) in list.nodes().iter().enumerate() {
+                if seen.insert(u) {
+                    reached += 1;
+                    visit(item, list.entry(j), side)?;
+                }
             }
-            let item = level[i];
-            for (seg, side) in g.segments(item.node(), self.dir, self.rels) {
-                for (i, &u) in seg.nodes().iter().enumerate() {
-                    if self.seen.insert(u) {
-                        self.reached += 1;
-                        visit(item, seg.entry(i), side)?;
+            ControlFlow::Continue(())
+        };
+        let mut walk = || {
+            for i in 0..level.len() {
+                if large {
+                    prefetch_lists(g, level.get(i + 8).map(|&t| t.node()), dir, true);
+                    prefetch_lists(g, level.get(i + 16).map(|&t| t.node()), dir, false);
+                }
+                let item = level[i];
+                for side in sides(dir) {
+                    let list = g.lists.get(item.node(), side);
+                    match rels {
+                        None => run(list, item, side)?,
+                        Some(rels) => {
+                            for &r in rels {
+                                run(list.rel_range(r), item, side)?;
+                            }
+                        }
                     }
                 }
             }
-        }
-        ControlFlow::Continue(())
+            ControlFlow::Continue(())
+        };
+        let flow = walk();
+        self.reached += reached;
+        flow
     }
 
     /// Looks, for each node not reached yet (in node order), for an edge from the level, and
@@ -224,6 +252,7 @@ impl<'g, T: Item> Bfs<'g, T> {
             extras[t.node() as usize] = t.extra();
         }
         let back = self.dir.reverse();
+        let rels = g.rels_to_check(self.rels);
         // Hits wait here until their parent's item has been fetched from memory.
         let mut hits = [(0, 0, Direction::Out); HIT_BATCH];
         let mut held = 0;
@@ -233,9 +262,25 @@ impl<'g, T: Item> Bfs<'g, T> {
                 let v = (w * 64) as NodeIx + free.trailing_zeros();
                 free &= free - 1;
                 prefetch_lists(g, Some(v + 16).filter(|&p| (p as usize) < n), back, true);
-                let found = sides(g, back).find_map(|(lists, side)| {
-                    first_in(lists.get(v), self.rels.relations(), bits).map(|e| (e, side))
-                });
+                let found = match rels {
+                    // Every edge counts: one scan of the node's run, both sides at once.
+                    None => {
+                        let (nodes, n_out) = g.lists.run(v, back);
+                        nodes.iter().position(|&u| bits.contains(u)).map(|j| {
+                            // The entry as its side's list holds it (which knows its
+                            // relation without reading it when it has only one).
+                            let (side, i) = if j < n_out {
+                                (Direction::Out, j)
+                            } else {
+                                (Direction::In, j - n_out)
+                            };
+                            (g.lists.get(v, side).entry(i), side)
+                        })
+                    }
+                    Some(rs) => sides(back).find_map(|side| {
+                        first_in(g.lists.get(v, side), rs, bits).map(|e| (e, side))
+                    }),
+                };
                 if let Some((e, side)) = found {
                     self.seen.insert(v);
                     self.reached += 1;
@@ -275,36 +320,37 @@ fn visit_hits<T: Item, B>(
     ControlFlow::Continue(())
 }
 
-/// Prefetches node `v`'s lists in direction `dir` (`lists`), or where they are (spans).
+/// Prefetches node `v`'s lists in direction `dir` (`lists`), or where they are (its span).
 #[inline]
 fn prefetch_lists(g: &Graph, v: Option<NodeIx>, dir: Direction, lists: bool) {
     let Some(v) = v else { return };
-    for (side, _) in sides(g, dir) {
-        if lists {
-            side.prefetch_list(v);
-        } else {
-            side.prefetch_span(v);
-        }
+    if !lists {
+        g.lists.prefetch_span(v);
+        return;
     }
+    // Both sides are one run: its head is the out side's.
+    let first = if dir.has_out() {
+        Direction::Out
+    } else {
+        Direction::In
+    };
+    g.lists.prefetch_list(v, first);
 }
 
-/// Node lists of `g` by direction: `(out lists, Out)` and/or `(in lists, In)`.
+/// The sides of a node's lists that `dir` follows: `Out` and/or `In`.
 #[inline]
-fn sides(g: &Graph, dir: Direction) -> impl Iterator<Item = (&Lists, Direction)> {
-    let out = dir.has_out().then_some((&g.out, Direction::Out));
-    let inn = dir.has_in().then_some((&g.inn, Direction::In));
+fn sides(dir: Direction) -> impl Iterator<Item = Direction> {
+    let out = dir.has_out().then_some(Direction::Out);
+    let inn = dir.has_in().then_some(Direction::In);
     out.into_iter().chain(inn)
 }
 
-/// The first entry of `list` by one of `rels` (`None`: any) whose node is in `bits`.
+/// The first entry of `list` by one of `rels` whose node is in `bits`.
 #[inline]
-fn first_in(list: List<'_>, rels: Option<&[RelIx]>, bits: &Bits) -> Option<u64> {
-    let hit = |run: List<'_>| {
+fn first_in(list: List<'_>, rels: &[RelIx], bits: &Bits) -> Option<u64> {
+    rels.iter().find_map(|&r| {
+        let run = list.rel_range(r);
         let i = run.nodes().iter().position(|&u| bits.contains(u))?;
         Some(run.entry(i))
-    };
-    match rels {
-        None => hit(list),
-        Some(rels) => rels.iter().find_map(|&r| hit(list.rel_range(r))),
-    }
+    })
 }

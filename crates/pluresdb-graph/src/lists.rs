@@ -1,17 +1,21 @@
-//! Per-node neighbour lists for one direction, all kept in one arena.
+//! Per-node neighbour lists, both directions, all kept in one arena.
 //!
 //! Each entry is a `(relation, neighbour)` pair, kept as two parallel arrays (relations and
 //! neighbours), so a walk that follows every relation, or one relation's run, reads only the
-//! neighbours: 4 bytes an entry. Each node's entries are a contiguous run of the arena sorted
-//! ascending by `(relation, neighbour)`, so the neighbours by one relation are a contiguous
+//! neighbours: 4 bytes an entry. A node owns one run of the arena: its outgoing entries, then
+//! its incoming ones, each side sorted ascending by `(relation, neighbour)`, so a walk both
+//! ways reads one place per node, and the neighbours by one relation are a contiguous
 //! sub-slice found by binary search. Entries cross this module's boundary packed into a `u64`
 //! (relation in the high half; [`pack`]), which sorts the same way. A node owns `cap` slots
-//! from `off`; when a list outgrows them it moves to the end of the arena with twice the room
-//! (or grows in place when it already is at the end), leaving its old slots dead. The arena is
-//! compacted when more than half of it is dead, or less than a third of it holds entries (after
-//! many removals), so inserts and removals cost O(degree) amortized and memory stays within a
-//! small factor of the live entries. (A move leaves `cap` dead slots behind and takes `2 cap`
-//! new ones, so it can never trigger a compaction by itself: no compaction thrash on a hub.)
+//! from `off`; when its lists outgrow them they move to the end of the arena with twice the
+//! room (or grow in place when they already are at the end), leaving the old slots dead. The
+//! arena is compacted when more than half of it is dead, or less than a third of it holds
+//! entries (after many removals), so inserts and removals cost O(degree) amortized and memory
+//! stays within a small factor of the live entries. (A move leaves `cap` dead slots behind and
+//! takes `2 cap` new ones, so it can never trigger a compaction by itself: no compaction
+//! thrash on a hub.)
+
+use crate::graph::Direction;
 
 /// Packs a relation and a neighbour into one sortable entry.
 #[inline]
@@ -130,29 +134,54 @@ pub(crate) fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// Where a node's list lives in the arena.
+/// Where a node's lists live in the arena: one run of `cap` slots from `off`, its outgoing
+/// entries first, then its incoming ones.
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(align(32))]
 struct Span {
     off: u32,
-    len: u32,
     cap: u32,
-    /// The relations of the first and last entry (see [`List`]).
-    lo: u32,
-    hi: u32,
+    /// Entries of each side (`[out, in]`).
+    len: [u32; 2],
+    /// Each side's first and last relation (see [`List`]).
+    lo: [u32; 2],
+    hi: [u32; 2],
+}
+
+impl Span {
+    /// Entries of both sides.
+    #[inline]
+    fn total(&self) -> u32 {
+        self.len[0] + self.len[1]
+    }
+
+    /// Where side `side`'s entries start.
+    #[inline]
+    fn start(&self, side: usize) -> usize {
+        self.off as usize + if side == 0 { 0 } else { self.len[0] as usize }
+    }
+}
+
+/// The index of a side: 0 for [`Direction::Out`], 1 for [`Direction::In`].
+#[inline]
+fn side_ix(side: Direction) -> usize {
+    debug_assert!(side != Direction::Both, "a list is one side");
+    usize::from(side == Direction::In)
 }
 
 /// Below this arena size compaction is not worth it.
 const COMPACT_MIN: usize = 1 << 12;
 
-/// The neighbour lists of every node slot, for one direction.
+/// Every node slot's two neighbour lists (outgoing and incoming edges), kept side by side in
+/// one arena: a walk both ways reads one run per node.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Lists {
     spans: Vec<Span>,
     /// The arena: each slot's relation and neighbour (always the same length).
     rels: Vec<u32>,
     nodes: Vec<u32>,
-    /// Entries in use (sum of span lengths).
-    live: usize,
+    /// Entries in use on each side (sums of span lengths).
+    live: [usize; 2],
     /// Slots owned by spans (sum of capacities); the rest of the arena is dead.
     owned: usize,
     /// Compactions so far (tests only).
@@ -175,24 +204,47 @@ impl Lists {
         }
     }
 
-    /// The sorted entries of node `v`.
+    /// The sorted entries of node `v` on `side` (`Out` or `In`).
     #[inline]
-    pub(crate) fn get(&self, v: u32) -> List<'_> {
+    pub(crate) fn get(&self, v: u32, side: Direction) -> List<'_> {
+        let i = side_ix(side);
         match self.spans.get(v as usize) {
             Some(s) => {
-                let r = s.off as usize..s.off as usize + s.len as usize;
+                let start = s.start(i);
+                let r = start..start + s.len[i] as usize;
                 List {
                     rels: &self.rels[r.clone()],
                     nodes: &self.nodes[r],
-                    lo: s.lo,
-                    hi: s.hi,
+                    lo: s.lo[i],
+                    hi: s.hi[i],
                 }
             }
             None => List::default(),
         }
     }
 
-    /// Hints the CPU to load where node `v`'s list is (its span).
+    /// The neighbours of node `v`'s lists in `dir` as one slice (`Both`: the outgoing
+    /// entries, then the incoming ones), and how many of the leading ones are outgoing.
+    #[inline]
+    pub(crate) fn run(&self, v: u32, dir: Direction) -> (&[u32], usize) {
+        let Some(s) = self.spans.get(v as usize) else {
+            return (&[], 0);
+        };
+        let (from, n_out) = match dir {
+            Direction::In => (s.len[0] as usize, 0),
+            _ => (0, s.len[0] as usize),
+        };
+        let to = match dir {
+            Direction::Out => s.len[0],
+            _ => s.total(),
+        } as usize;
+        (
+            &self.nodes[s.off as usize + from..s.off as usize + to],
+            n_out,
+        )
+    }
+
+    /// Hints the CPU to load where node `v`'s lists are (its span).
     #[inline]
     pub(crate) fn prefetch_span(&self, v: u32) {
         if let Some(s) = self.spans.get(v as usize) {
@@ -200,84 +252,90 @@ impl Lists {
         }
     }
 
-    /// Hints the CPU to load the head of node `v`'s neighbours (reads its span: prefetch
+    /// Hints the CPU to load the head of node `v`'s `side` list (reads its span: prefetch
     /// that first, some steps earlier).
     #[inline]
-    pub(crate) fn prefetch_list(&self, v: u32) {
+    pub(crate) fn prefetch_list(&self, v: u32, side: Direction) {
         if let Some(e) = self
             .spans
             .get(v as usize)
-            .and_then(|s| self.nodes.get(s.off as usize))
+            .and_then(|s| self.nodes.get(s.start(side_ix(side))))
         {
             prefetch(e);
         }
     }
 
-    /// Number of entries of node `v`.
+    /// Number of entries of node `v` on `side`.
     #[inline]
-    pub(crate) fn len_of(&self, v: u32) -> usize {
-        self.spans.get(v as usize).map_or(0, |s| s.len as usize)
+    pub(crate) fn len_of(&self, v: u32, side: Direction) -> usize {
+        self.spans
+            .get(v as usize)
+            .map_or(0, |s| s.len[side_ix(side)] as usize)
     }
 
-    /// Entries in use.
+    /// Entries in use on `side`.
     #[cfg(test)]
-    pub(crate) fn live(&self) -> usize {
-        self.live
+    pub(crate) fn live(&self, side: Direction) -> usize {
+        self.live[side_ix(side)]
     }
 
-    /// Whether node `v` has entry `e`.
-    pub(crate) fn contains(&self, v: u32, e: u64) -> bool {
-        self.get(v).search(e).is_ok()
+    /// Whether node `v` has entry `e` on `side`.
+    pub(crate) fn contains(&self, v: u32, side: Direction, e: u64) -> bool {
+        self.get(v, side).search(e).is_ok()
     }
 
-    /// Adds entry `e` to node `v`; false if it was there already.
-    pub(crate) fn insert(&mut self, v: u32, e: u64) -> bool {
-        let pos = match self.get(v).search(e) {
+    /// Adds entry `e` to node `v`'s `side` list; false if it was there already.
+    pub(crate) fn insert(&mut self, v: u32, side: Direction, e: u64) -> bool {
+        let pos = match self.get(v, side).search(e) {
             Ok(_) => return false,
             Err(p) => p,
         };
+        let i = side_ix(side);
         let s = self.spans[v as usize];
-        if s.len == s.cap {
+        if s.total() == s.cap {
             self.grow(v);
         }
         let s = &mut self.spans[v as usize];
-        let at = s.off as usize + pos;
-        let end = s.off as usize + s.len as usize;
-        s.len += 1;
+        let at = s.start(i) + pos;
+        let end = s.off as usize + s.total() as usize;
+        s.len[i] += 1;
         for (arena, x) in [(&mut self.rels, rel_of(e)), (&mut self.nodes, node_of(e))] {
             arena.copy_within(at..end, at + 1);
             arena[at] = x;
         }
-        self.note_rels(v);
-        self.live += 1;
+        self.note_rels(v, i);
+        self.live[i] += 1;
         self.maybe_compact();
         true
     }
 
-    /// Removes entry `e` from node `v`; false if it was not there.
-    pub(crate) fn remove(&mut self, v: u32, e: u64) -> bool {
-        let pos = match self.get(v).search(e) {
+    /// Removes entry `e` from node `v`'s `side` list; false if it was not there.
+    pub(crate) fn remove(&mut self, v: u32, side: Direction, e: u64) -> bool {
+        let pos = match self.get(v, side).search(e) {
             Ok(p) => p,
             Err(_) => return false,
         };
+        let i = side_ix(side);
         let s = &mut self.spans[v as usize];
-        let at = s.off as usize + pos;
-        let end = s.off as usize + s.len as usize;
-        s.len -= 1;
+        let at = s.start(i) + pos;
+        let end = s.off as usize + s.total() as usize;
+        s.len[i] -= 1;
         for arena in [&mut self.rels, &mut self.nodes] {
             arena.copy_within(at + 1..end, at);
         }
-        self.note_rels(v);
-        self.live -= 1;
+        self.note_rels(v, i);
+        self.live[i] -= 1;
         self.maybe_compact();
         true
     }
 
-    /// Empties node `v`'s list, giving its room back, and returns the entries it had.
-    pub(crate) fn take(&mut self, v: u32) -> Vec<u64> {
-        let taken = self.get(v).iter().collect();
+    /// Empties node `v`'s lists, giving their room back, and returns the entries they had
+    /// (`[out, in]`).
+    pub(crate) fn take(&mut self, v: u32) -> [Vec<u64>; 2] {
+        let taken = [Direction::Out, Direction::In].map(|d| self.get(v, d).iter().collect());
         if let Some(s) = self.spans.get_mut(v as usize) {
-            self.live -= s.len as usize;
+            self.live[0] -= s.len[0] as usize;
+            self.live[1] -= s.len[1] as usize;
             self.owned -= s.cap as usize;
             *s = Span::default();
         }
@@ -285,13 +343,14 @@ impl Lists {
         taken
     }
 
-    /// Records node `v`'s first and last relation in its span.
+    /// Records the first and last relation of node `v`'s side `i` in its span.
     #[inline]
-    fn note_rels(&mut self, v: u32) {
+    fn note_rels(&mut self, v: u32, i: usize) {
         let s = &mut self.spans[v as usize];
-        if s.len > 0 {
-            s.lo = self.rels[s.off as usize];
-            s.hi = self.rels[(s.off + s.len - 1) as usize];
+        if s.len[i] > 0 {
+            let start = s.start(i);
+            s.lo[i] = self.rels[start];
+            s.hi[i] = self.rels[start + s.len[i] as usize - 1];
         }
     }
 
@@ -326,7 +385,7 @@ impl Lists {
         } else {
             let new_off = self.nodes.len();
             for arena in [&mut self.rels, &mut self.nodes] {
-                arena.extend_from_within(off..off + s.len as usize);
+                arena.extend_from_within(off..off + s.total() as usize);
                 arena.resize(new_off + new_cap, 0);
             }
             self.spans[v as usize] = Span {
@@ -340,7 +399,8 @@ impl Lists {
 
     fn maybe_compact(&mut self) {
         let len = self.nodes.len();
-        if self.worth_compacting() && ((len - self.owned) * 2 > len || self.live * 3 < len) {
+        let live = self.live[0] + self.live[1];
+        if self.worth_compacting() && ((len - self.owned) * 2 > len || live * 3 < len) {
             self.compact();
         }
     }
@@ -353,21 +413,22 @@ impl Lists {
 
     /// Packs every list tightly (capacity = length).
     pub(crate) fn compact(&mut self) {
-        let room = self.live + self.live / 4;
+        let live = self.live[0] + self.live[1];
+        let room = live + live / 4;
         let (mut rels, mut nodes) = (Vec::with_capacity(room), Vec::with_capacity(room));
         for s in &mut self.spans {
             let start = nodes.len();
-            let r = s.off as usize..s.off as usize + s.len as usize;
+            let r = s.off as usize..s.off as usize + s.total() as usize;
             rels.extend_from_slice(&self.rels[r.clone()]);
             nodes.extend_from_slice(&self.nodes[r]);
             *s = Span {
                 off: arena_offset(start),
-                cap: s.len,
+                cap: s.total(),
                 ..*s
             };
         }
         (self.rels, self.nodes) = (rels, nodes);
-        self.owned = self.live;
+        self.owned = live;
         #[cfg(test)]
         {
             self.compactions += 1;
@@ -382,62 +443,86 @@ impl Lists {
         self.spans.shrink_to_fit();
     }
 
-    /// Rebuilds every list from the current entries plus `extra` `(node, entry)` pairs in one
-    /// pass (counting sort by node, then a sort and dedup of each node's run). `extra` is
-    /// iterated twice. Returns the number of entries added (duplicates not counted).
-    pub(crate) fn rebuild_with<I>(&mut self, slots: usize, extra: I) -> usize
+    /// Rebuilds every list from the current entries plus `extra` `(node, side, entry)` in one
+    /// pass (counting sort by node and side, then a sort and dedup of each list). `extra` is
+    /// iterated twice. Returns the number of entries added on each side (duplicates not
+    /// counted).
+    pub(crate) fn rebuild_with<I>(&mut self, slots: usize, extra: I) -> [usize; 2]
     where
-        I: Iterator<Item = (u32, u64)> + Clone,
+        I: Iterator<Item = (u32, Direction, u64)> + Clone,
     {
         self.ensure_slots(slots);
         let before = self.live;
-        let mut starts = vec![0u32; self.spans.len() + 1];
+        // Bucket 2 v + i holds node v's side i: a node's two buckets are next to each other,
+        // as its run keeps them.
+        let bucket = |v: u32, side: Direction| 2 * v as usize + side_ix(side);
+        let mut starts = vec![0u32; 2 * self.spans.len() + 1];
         for (v, s) in self.spans.iter().enumerate() {
-            starts[v + 1] = s.len;
+            starts[2 * v + 1] = s.len[0];
+            starts[2 * v + 2] = s.len[1];
         }
-        for (v, _) in extra.clone() {
-            starts[v as usize + 1] += 1;
+        for (v, side, _) in extra.clone() {
+            starts[bucket(v, side) + 1] += 1;
         }
         let mut total = 0usize;
         for c in starts.iter_mut() {
             total += *c as usize;
             *c = arena_offset(total);
         }
-        // starts[v + 1] is now the end of v's run; fill packed entries by walking each run's
-        // cursor, then sort each run and split it into the two arrays.
+        // starts[b + 1] is now the end of bucket b; fill packed entries by walking each
+        // bucket's cursor, then sort each bucket and split it into the two arrays.
         let mut arena = vec![0u64; total];
-        let mut cursor: Vec<u32> = Vec::with_capacity(self.spans.len());
-        for (v, s) in self.spans.iter().enumerate() {
-            let begin = starts[v] as usize;
-            for (slot, e) in arena[begin..].iter_mut().zip(self.get(v as u32).iter()) {
-                *slot = e;
+        let mut cursor: Vec<u32> = Vec::with_capacity(2 * self.spans.len());
+        for v in 0..self.spans.len() as u32 {
+            for side in [Direction::Out, Direction::In] {
+                let b = bucket(v, side);
+                let mut c = starts[b] as usize;
+                for e in self.get(v, side).iter() {
+                    arena[c] = e;
+                    c += 1;
+                }
+                cursor.push(arena_offset(c));
             }
-            cursor.push(arena_offset(begin) + s.len);
         }
-        for (v, e) in extra {
-            let c = &mut cursor[v as usize];
+        for (v, side, e) in extra {
+            let c = &mut cursor[bucket(v, side)];
             arena[*c as usize] = e;
             *c += 1;
         }
-        let mut live = 0usize;
+        let mut live = [0usize; 2];
         for v in 0..self.spans.len() {
-            let begin = starts[v] as usize;
-            let end = starts[v + 1] as usize;
-            let run = &mut arena[begin..end];
-            let old_len = self.spans[v].len as usize;
-            let len = if run.len() == old_len {
-                old_len
-            } else {
-                run.sort_unstable();
-                dedup_sorted(run)
-            };
-            live += len;
+            let begin = starts[2 * v] as usize;
+            let end = starts[2 * v + 2] as usize;
+            let mut len = [0u32; 2];
+            let mut lo = [0u32; 2];
+            let mut hi = [0u32; 2];
+            let mut fill = begin;
+            for i in 0..2 {
+                let (b0, b1) = (starts[2 * v + i] as usize, starts[2 * v + i + 1] as usize);
+                let run = &mut arena[b0..b1];
+                let n = if run.len() == self.spans[v].len[i] as usize {
+                    run.len()
+                } else {
+                    run.sort_unstable();
+                    dedup_sorted(run)
+                };
+                // The in side moves up behind the out side when duplicates were dropped.
+                arena.copy_within(b0..b0 + n, fill);
+                let kept = &arena[fill..fill + n];
+                (lo[i], hi[i]) = (
+                    kept.first().map_or(0, |&e| rel_of(e)),
+                    kept.last().map_or(0, |&e| rel_of(e)),
+                );
+                len[i] = arena_offset(n);
+                live[i] += n;
+                fill += n;
+            }
             self.spans[v] = Span {
                 off: arena_offset(begin),
-                len: arena_offset(len),
                 cap: arena_offset(end - begin),
-                lo: run.first().map_or(0, |&e| rel_of(e)),
-                hi: run[..len].last().map_or(0, |&e| rel_of(e)),
+                len,
+                lo,
+                hi,
             };
         }
         self.rels = arena.iter().map(|&e| rel_of(e)).collect();
@@ -445,7 +530,7 @@ impl Lists {
         self.owned = arena.len();
         self.live = live;
         self.maybe_compact();
-        live - before
+        [live[0] - before[0], live[1] - before[1]]
     }
 
     /// Bytes held (capacity, not just length).
@@ -458,17 +543,19 @@ impl Lists {
     #[cfg(test)]
     pub(crate) fn check(&self) {
         assert_eq!(self.rels.len(), self.nodes.len());
-        let mut live = 0;
+        let mut live = [0; 2];
         let mut owned: Vec<(usize, usize)> = Vec::new();
         for (v, s) in self.spans.iter().enumerate() {
-            assert!(s.len <= s.cap);
+            assert!(s.total() <= s.cap);
             assert!(s.off as usize + s.cap as usize <= self.nodes.len());
-            let l: Vec<u64> = self.get(v as u32).iter().collect();
-            assert!(l.windows(2).all(|w| w[0] < w[1]), "list not sorted/unique");
-            if let (Some(&first), Some(&last)) = (l.first(), l.last()) {
-                assert_eq!((s.lo, s.hi), (rel_of(first), rel_of(last)));
+            for (i, side) in [Direction::Out, Direction::In].into_iter().enumerate() {
+                let l: Vec<u64> = self.get(v as u32, side).iter().collect();
+                assert!(l.windows(2).all(|w| w[0] < w[1]), "list not sorted/unique");
+                if let (Some(&first), Some(&last)) = (l.first(), l.last()) {
+                    assert_eq!((s.lo[i], s.hi[i]), (rel_of(first), rel_of(last)));
+                }
+                live[i] += s.len[i] as usize;
             }
-            live += s.len as usize;
             if s.cap > 0 {
                 owned.push((s.off as usize, (s.off + s.cap) as usize));
             }
@@ -500,8 +587,11 @@ fn dedup_sorted(run: &mut [u64]) -> usize {
 mod tests {
     use super::*;
 
-    fn entries(l: &Lists, v: u32) -> Vec<u64> {
-        l.get(v).iter().collect()
+    const OUT: Direction = Direction::Out;
+    const IN: Direction = Direction::In;
+
+    fn entries(l: &Lists, v: u32, side: Direction) -> Vec<u64> {
+        l.get(v, side).iter().collect()
     }
 
     #[test]
@@ -510,20 +600,29 @@ mod tests {
         l.ensure_slots(300);
         for round in 0..20u32 {
             for v in 0..300u32 {
-                l.insert(v, pack(round % 3, (v * 7 + round) % 50));
+                // Both sides of one node grow together in its run.
+                l.insert(v, OUT, pack(round % 3, (v * 7 + round) % 50));
+                l.insert(v, IN, pack(round % 2, (v * 3 + round) % 40));
             }
         }
         l.check();
+        let ins_before = entries(&l, 9, IN);
         for v in 0..300u32 {
             for n in 0..50 {
-                l.remove(v, pack(1, n));
+                l.remove(v, OUT, pack(1, n));
             }
         }
         l.check();
-        assert!(l.get(5).iter().all(|e| rel_of(e) != 1));
-        let taken = l.take(7);
-        assert!(!taken.is_empty());
-        assert!(l.get(7).is_empty());
+        assert!(l.get(5, OUT).iter().all(|e| rel_of(e) != 1));
+        assert_eq!(
+            entries(&l, 9, IN),
+            ins_before,
+            "the other side is untouched"
+        );
+        assert!(l.contains(9, IN, ins_before[0]) && !l.contains(9, OUT, pack(1, 0)));
+        let [outs, ins] = l.take(7);
+        assert!(!outs.is_empty() && !ins.is_empty());
+        assert!(l.get(7, OUT).is_empty() && l.get(7, IN).is_empty());
         l.check();
     }
 
@@ -534,15 +633,15 @@ mod tests {
         let mut l = Lists::default();
         l.ensure_slots(2);
         for i in 0..100_000 {
-            l.insert(1, pack(0, i));
+            l.insert(1, OUT, pack(0, i));
         }
         for i in 0..200_000 {
-            l.insert(0, pack(0, i));
+            l.insert(0, IN, pack(0, i));
         }
         l.compact();
         let before = l.compactions;
         for i in 200_000..300_000 {
-            l.insert(0, pack(0, i));
+            l.insert(0, IN, pack(0, i));
         }
         assert!(
             l.compactions - before <= 2,
@@ -552,36 +651,45 @@ mod tests {
         l.check();
         // Removing most entries compacts.
         for i in 0..250_000 {
-            l.remove(0, pack(0, i));
+            l.remove(0, IN, pack(0, i));
         }
         l.check();
-        assert!(l.nodes.len() < 3 * l.live + COMPACT_MIN);
+        assert!(l.nodes.len() < 3 * (l.live[0] + l.live[1]) + COMPACT_MIN);
     }
 
     #[test]
     fn rebuild_merges_and_dedups() {
         let mut l = Lists::default();
         l.ensure_slots(4);
-        l.insert(1, pack(0, 3));
-        l.insert(2, pack(1, 0));
+        l.insert(1, OUT, pack(0, 3));
+        l.insert(1, IN, pack(0, 9));
+        l.insert(2, IN, pack(1, 0));
         let extra = [
-            (1u32, pack(0, 3)),
-            (1, pack(0, 2)),
-            (3, pack(2, 2)),
-            (3, pack(2, 2)),
+            (1u32, OUT, pack(0, 3)),
+            (1, OUT, pack(0, 2)),
+            (1, IN, pack(0, 8)),
+            (3, OUT, pack(2, 2)),
+            (3, OUT, pack(2, 2)),
+            (3, IN, pack(2, 2)),
+            (3, IN, pack(2, 1)),
         ];
         let added = l.rebuild_with(5, extra.iter().copied());
-        assert_eq!(added, 2);
+        assert_eq!(added, [2, 3]);
         l.check();
-        assert_eq!(entries(&l, 1), [pack(0, 2), pack(0, 3)]);
-        assert_eq!(entries(&l, 2), [pack(1, 0)]);
-        assert_eq!(entries(&l, 3), [pack(2, 2)]);
-        assert!(l.get(0).is_empty() && l.get(4).is_empty());
+        assert_eq!(entries(&l, 1, OUT), [pack(0, 2), pack(0, 3)]);
+        assert_eq!(entries(&l, 1, IN), [pack(0, 8), pack(0, 9)]);
+        assert_eq!(entries(&l, 2, IN), [pack(1, 0)]);
+        assert!(l.get(2, OUT).is_empty());
+        // Node 3's duplicate out entry was dropped and its in side moved up behind it.
+        assert_eq!(entries(&l, 3, OUT), [pack(2, 2)]);
+        assert_eq!(entries(&l, 3, IN), [pack(2, 1), pack(2, 2)]);
+        assert!(l.get(0, OUT).is_empty() && l.get(4, IN).is_empty());
         // Lists keep working after a rebuild.
-        l.insert(3, pack(0, 1));
-        l.insert(0, pack(0, 1));
+        l.insert(3, OUT, pack(0, 1));
+        l.insert(0, IN, pack(0, 1));
         l.check();
-        assert_eq!(entries(&l, 3), [pack(0, 1), pack(2, 2)]);
+        assert_eq!(entries(&l, 3, OUT), [pack(0, 1), pack(2, 2)]);
+        assert_eq!(entries(&l, 3, IN), [pack(2, 1), pack(2, 2)]);
     }
 
     #[test]
