@@ -473,6 +473,14 @@ impl Engine {
         let _ = self.observer.set(observer);
     }
 
+    /// Whether a snapshot taken by [`with_read_conn`](Self::with_read_conn) now lets this
+    /// handle's writer commit while it lasts: a pooled reader on a WAL database (else the
+    /// snapshot is the writer itself, or a rollback-journal read lock that blocks commits),
+    /// or a read-only handle, which has no writer.
+    pub(crate) fn snapshots_let_writers_commit(&self) -> bool {
+        self.opts.read_only || (self.use_readers() && self.opts.wal && self.path.is_some())
+    }
+
     /// Runs `f` on a reader inside one read transaction (a consistent snapshot), or on the
     /// writer when this thread is in a transaction or there are no readers.
     pub(crate) fn with_read_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {

@@ -26,12 +26,14 @@ pub(crate) struct Merged {
     pub(crate) applied: u64,
 }
 
-/// The merging thread of one session, and the batches it has not reported yet.
+/// The merging thread of one session, and how many batches it was given and has merged.
 pub(crate) struct Applier {
     jobs: Option<mpsc::Sender<Vec<ChangeRecord>>>,
     results: mpsc::UnboundedReceiver<Result<Merged>>,
-    /// Batches submitted and not yet reported merged.
-    pending: usize,
+    /// Batches submitted so far.
+    submitted: usize,
+    /// Batches reported merged so far (they merge in the order submitted).
+    merged: usize,
 }
 
 impl Applier {
@@ -65,7 +67,8 @@ impl Applier {
         Applier {
             jobs: Some(jobs),
             results,
-            pending: 0,
+            submitted: 0,
+            merged: 0,
         }
     }
 
@@ -73,31 +76,40 @@ impl Applier {
     pub(crate) async fn submit(&mut self, changes: Vec<ChangeRecord>) -> Result<()> {
         let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
         if jobs.send(changes).await.is_err() {
-            // The thread stopped on an error: report that one.
-            return match self.results.recv().await {
-                Some(Err(e)) => Err(e),
-                _ => Err(stopped()),
-            };
+            // The thread stopped on an error: report that one (after the merges before it).
+            loop {
+                self.merged().await?;
+            }
         }
-        self.pending += 1;
+        self.submitted += 1;
         Ok(())
+    }
+
+    /// Batches submitted so far.
+    pub(crate) fn submitted(&self) -> usize {
+        self.submitted
+    }
+
+    /// Whether the first `batches` submitted batches have merged.
+    pub(crate) fn has_merged(&self, batches: usize) -> bool {
+        self.merged >= batches
     }
 
     /// Whether every submitted batch was reported merged.
     pub(crate) fn idle(&self) -> bool {
-        self.pending == 0
+        self.has_merged(self.submitted)
     }
 
-    /// The next merge's result (call only when not [`idle`](Self::idle)).
+    /// The next merge's result (a merge error, or an error if the thread stopped).
     pub(crate) async fn merged(&mut self) -> Result<Merged> {
         let merged = self.results.recv().await.ok_or_else(stopped)??;
-        self.pending = self.pending.saturating_sub(merged.batches);
+        self.merged += merged.batches;
         Ok(merged)
     }
 
     /// Waits for what is still queued to merge, lets the thread end, and returns what those
     /// merges did.
-    pub(crate) async fn finish(mut self) -> Result<Merged> {
+    pub(crate) async fn finish(&mut self) -> Result<Merged> {
         self.jobs = None;
         let mut total = Merged::default();
         while !self.idle() {
@@ -114,4 +126,35 @@ fn stopped() -> Error {
         ErrorKind::Io,
         "the merging thread of the sync session stopped",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_merge_is_reported_with_its_own_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str| {
+            let db = Database::open(dir.path().join(name)).unwrap();
+            db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY NOT NULL, v TEXT)")
+                .unwrap();
+            db.sync_table("t").unwrap();
+            db
+        };
+        let source = open("source.db");
+        source.exec("INSERT INTO t VALUES (1, 'x')").unwrap();
+        let good = source.changes_since(0, None).unwrap().changes;
+        let mut bad = good.clone();
+        bad[0].collection = "nope".into();
+        let mut applier = Applier::start(open("db.db"));
+        applier.submit(good).await.unwrap();
+        // Let the good batch merge (its result waits, unread), then the bad one fail.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        applier.submit(bad).await.unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // The next submit finds the thread gone and reports the merge's error, not that.
+        let err = applier.submit(Vec::new()).await.unwrap_err();
+        assert!(err.to_string().contains("unknown table"), "{err}");
+    }
 }

@@ -1,6 +1,7 @@
 //! A two-way sync session over one WebSocket: both sides say hello, send what the other
 //! lacks, apply what they receive, confirm, and (in watch mode) keep pushing new changes.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -136,15 +137,22 @@ where
         received_recorded: 0,
         tx,
         applier: Applier::start(db.clone()),
-        peer_done_at: None,
+        peer_done_at: VecDeque::new(),
     };
     let mut result = session.drive(&mut sink, &mut stream, rx, &local).await;
-    // Whatever was received merges before the session returns (or fails with the merge).
+    // Whatever was received merges before the session returns (or fails with the merge); the
+    // peer's last Done is then recorded, even if the connection closed before the Ack.
     let merged = session.applier.finish().await;
     match merged {
         Ok(m) => {
             session.report.received += m.received;
             session.report.applied += m.applied;
+            if let Some((_, db_version)) = session.peer_done_at.back().copied()
+                && let Err(e) = session.record(Some(db_version), None)
+                && result.is_ok()
+            {
+                result = Err(e);
+            }
         }
         Err(e) if result.is_ok() => result = Err(e),
         Err(_) => {}
@@ -183,8 +191,9 @@ struct Session<'a> {
     tx: mpsc::Sender<Produced>,
     /// Merges what the peer sends.
     applier: Applier,
-    /// The peer's `Done` (its `db_version`), acknowledged once everything before it merged.
-    peer_done_at: Option<u64>,
+    /// The peer's `Done`s not acknowledged yet: how many batches came before each, and the
+    /// peer's `db_version` it reports. Each is acknowledged once those batches merged.
+    peer_done_at: VecDeque<(usize, u64)>,
 }
 
 impl Session<'_> {
@@ -280,16 +289,22 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Once every batch before the peer's `Done` merged: records the peer's cursor and
-    /// acknowledges it (the peer may then forget what it sent).
+    /// Once every batch before a `Done` of the peer merged: records the peer's cursor and
+    /// acknowledges it (the peer may then forget what it sent). Later batches need not have
+    /// merged: a peer that keeps sending still gets its Acks.
     async fn ack_when_merged<Si>(&mut self, sink: &mut Si) -> Result<()>
     where
         Si: Sink<WsMessage, Error = WsError> + Unpin,
     {
-        if !self.applier.idle() {
-            return Ok(());
+        let mut done = None;
+        while let Some(&(batches, db_version)) = self.peer_done_at.front() {
+            if !self.applier.has_merged(batches) {
+                break;
+            }
+            self.peer_done_at.pop_front();
+            done = Some(db_version);
         }
-        let Some(db_version) = self.peer_done_at.take() else {
+        let Some(db_version) = done else {
             return Ok(());
         };
         self.record(Some(db_version), None)?;
@@ -360,7 +375,8 @@ impl Session<'_> {
             (_, None) => return Err(Error::invalid("the peer sent data before saying hello")),
             (Message::Changes(changes), Some(_)) => self.applier.submit(changes).await?,
             (Message::Done { db_version }, Some(_)) => {
-                self.peer_done_at = Some(db_version);
+                self.peer_done_at
+                    .push_back((self.applier.submitted(), db_version));
                 self.ack_when_merged(sink).await?;
             }
             (Message::Ack { db_version }, Some(_)) => {

@@ -477,3 +477,63 @@ async fn a_peer_is_acknowledged_only_once_its_changes_merged() {
     assert_eq!(rows(&server_db), rows(&source));
     assert_eq!(server_db.peer_cursor(set.site).unwrap(), set.db_version);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_reads_hold_up_its_writer_still_serves_a_slow_peer() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    // In memory, a read is the writer's; without WAL, a read lock blocks commits. Either way
+    // the server must not hold its snapshot while it waits for the peer to take its messages,
+    // since recording the peer's progress needs the writer.
+    let dir = tempfile::tempdir().unwrap();
+    let servers = [
+        Database::open_in_memory().unwrap(),
+        pluresdb_core::OpenOptions::new()
+            .wal(false)
+            .open(dir.path().join("rollback.db"))
+            .unwrap(),
+    ];
+    for server in servers {
+        server.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL DEFAULT '', done INTEGER NOT NULL DEFAULT 0)").unwrap();
+        server.sync_table("todos").unwrap();
+        server
+            .transaction(|tx| {
+                // About 6 MB of changes: more than the socket buffers and the send queue hold.
+                let stmt = tx.prepare("INSERT INTO todos(id, title) VALUES (?1, ?2)")?;
+                for i in 0..60_000 {
+                    stmt.run((
+                        format!("row-{i:05}"),
+                        "a title of about sixty bytes, long enough to fill",
+                    ))?;
+                }
+                Ok::<_, pluresdb_core::Error>(())
+            })
+            .unwrap();
+        let url = start_server(server.clone()).await;
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let hello = Message::Hello {
+            site: pluresdb_core::SiteId([42; 16]),
+            db_version: 0,
+            have: VersionVector::new(),
+        };
+        ws.send(Ws::binary(hello.encode())).await.unwrap();
+        // The peer reads nothing for a while (the server's queue fills), then says it is done.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        ws.send(Ws::binary(Message::Done { db_version: 0 }.encode()))
+            .await
+            .unwrap();
+        let mut received = 0;
+        loop {
+            let Some(Ok(Ws::Binary(bytes))) = ws.next().await else {
+                panic!("the server closed the connection");
+            };
+            match Message::decode(&bytes, usize::MAX).unwrap() {
+                Message::Changes(c) => received += c.len(),
+                Message::Done { .. } => break,
+                Message::Error(e) => panic!("the server stopped after {received} changes: {e}"),
+                _ => {}
+            }
+        }
+        assert_eq!(received, 180_000);
+    }
+}

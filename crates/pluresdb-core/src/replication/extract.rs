@@ -62,8 +62,9 @@ impl Database {
     ///
     /// A peer that is nearly up to date (live sync) gets its changes by looking up the rows
     /// written lately; others by a scan of the clock records. `sink` should not use this
-    /// database: the snapshot holds a connection. (When other writers keep logging changes,
-    /// the set is read holding the write lock, into memory, and passed to `sink` after.)
+    /// database: the snapshot holds a connection. (When the snapshot would hold up writers,
+    /// with no WAL reader connection, or when other writers keep logging changes, the set is
+    /// read holding the write lock, into memory, and passed to `sink` after.)
     pub fn for_each_change(
         &self,
         since: u64,
@@ -72,21 +73,24 @@ impl Database {
         mut sink: impl FnMut(&[ChangeRecord]) -> Result<()>,
     ) -> Result<u64> {
         // The clock records are read from a snapshot without logged changes: the log is folded
-        // first, and again if another handle logged changes before the snapshot began.
+        // first, and again if another handle logged changes before the snapshot began. `sink`
+        // runs while the snapshot is open only when it holds up no writer of this handle (a
+        // sink that waits, for a peer that waits for this database's writer, would deadlock).
         #[cfg(test)]
         let attempts = if READ_LOCKED.get() { 0 } else { FOLD_ATTEMPTS };
         #[cfg(not(test))]
         let attempts = FOLD_ATTEMPTS;
-        for _ in 0..attempts {
-            self.settle_clock()?;
-            if let Some(db_version) = self.read_changes(since, exclude, batch, &mut sink)? {
-                return Ok(db_version);
+        if self.engine().snapshots_let_writers_commit() {
+            for _ in 0..attempts {
+                self.settle_clock()?;
+                if let Some(db_version) = self.read_changes(since, exclude, batch, &mut sink)? {
+                    return Ok(db_version);
+                }
             }
         }
-        // Other writers keep logging in between: fold and read holding the write lock. The
-        // batches are held in memory and passed to `sink` after the lock is released: a sink
-        // that waits (for a peer, which may itself wait for this database's write lock) must
-        // not hold up every writer, or deadlock.
+        // No such snapshot (no WAL reader), or other writers keep logging in between: fold and
+        // read holding the write lock, into memory, and pass the batches to `sink` after the
+        // lock is released.
         let mut batches: Vec<Vec<ChangeRecord>> = Vec::new();
         let db_version = self.transaction(|db| {
             db.settle_clock()?;
