@@ -2,7 +2,9 @@
 //! lacks, apply what they receive, confirm, and (in watch mode) keep pushing new changes.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -113,9 +115,6 @@ where
         db_version: db.db_version()?,
         have: db.version_vector()?,
     };
-    sink.send(WsMessage::binary(hello.encode()))
-        .await
-        .map_err(ws_error)?;
     let local = Arc::new(Notify::new());
     let subscription = opts.watch.then(|| {
         let local = local.clone();
@@ -138,6 +137,8 @@ where
         tx,
         applier: Applier::start(db.clone()),
         peer_done_at: VecDeque::new(),
+        outbox: VecDeque::from([WsMessage::binary(hello.encode())]),
+        unflushed: false,
     };
     let mut result = session.drive(&mut sink, &mut stream, rx, &local).await;
     // Whatever was received merges before the session returns (or fails with the merge); the
@@ -161,11 +162,17 @@ where
         db.off(id);
     }
     if let Err(e) = &result {
-        let _ = sink
-            .send(WsMessage::binary(Message::Error(e.to_string()).encode()))
-            .await;
+        session.send(Message::Error(e.to_string()).encode());
     }
-    let _ = sink.close().await;
+    // What is still queued goes out (an Ack, the error), unless the peer stopped reading.
+    let outbox = std::mem::take(&mut session.outbox);
+    let _ = tokio::time::timeout(opts.timeout, async {
+        for message in outbox {
+            sink.feed(message).await?;
+        }
+        sink.close().await
+    })
+    .await;
     result.map(|()| session.report)
 }
 
@@ -194,6 +201,40 @@ struct Session<'a> {
     /// The peer's `Done`s not acknowledged yet: how many batches came before each, and the
     /// peer's `db_version` it reports. Each is acknowledged once those batches merged.
     peer_done_at: VecDeque<(usize, u64)>,
+    /// Messages waiting for the connection. The session keeps reading the peer while they
+    /// wait: two peers that both send more than the connection buffers would otherwise each
+    /// wait for the other to read, forever.
+    outbox: VecDeque<WsMessage>,
+    /// Messages were handed to the connection and not flushed yet.
+    unflushed: bool,
+}
+
+/// Queued messages, at most, before the session takes no more from its reading thread.
+const OUTBOX: usize = 2;
+
+/// Hands queued messages to `sink` and flushes them, as far as it takes them now; ready
+/// (with the first error) once all are flushed. Nothing is lost if this is dropped pending.
+fn pump<Si>(
+    sink: &mut Si,
+    outbox: &mut VecDeque<WsMessage>,
+    unflushed: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<std::result::Result<(), WsError>>
+where
+    Si: Sink<WsMessage, Error = WsError> + Unpin,
+{
+    while !outbox.is_empty() {
+        ready!(sink.poll_ready_unpin(cx))?;
+        if let Some(message) = outbox.pop_front() {
+            sink.start_send_unpin(message)?;
+            *unflushed = true;
+        }
+    }
+    if *unflushed {
+        ready!(sink.poll_flush_unpin(cx))?;
+        *unflushed = false;
+    }
+    Poll::Ready(Ok(()))
 }
 
 impl Session<'_> {
@@ -209,7 +250,8 @@ impl Session<'_> {
         St: Stream<Item = std::result::Result<WsMessage, WsError>> + Unpin,
     {
         loop {
-            if !self.opts.watch && self.peer_done && self.acked {
+            let sent = self.outbox.is_empty() && !self.unflushed;
+            if !self.opts.watch && self.peer_done && self.acked && sent {
                 return Ok(());
             }
             let timeout = if self.opts.watch {
@@ -222,7 +264,7 @@ impl Session<'_> {
                     let Ok(incoming) = incoming else {
                         return Err(Error::new(ErrorKind::Io, format!("the peer sent nothing for {timeout:?}; giving up")));
                     };
-                    if !self.handle(sink, incoming).await? {
+                    if !self.handle(incoming).await? {
                         return if self.opts.watch || (self.peer_done && self.acked) {
                             Ok(())
                         } else {
@@ -230,12 +272,16 @@ impl Session<'_> {
                         };
                     }
                 }
-                Some(produced) = rx.recv() => self.send_produced(sink, produced?).await?,
+                Some(produced) = rx.recv(), if self.outbox.len() < OUTBOX => {
+                    self.take_produced(produced?)?;
+                }
+                pumped = poll_fn(|cx| pump(sink, &mut self.outbox, &mut self.unflushed, cx)),
+                    if !sent => pumped.map_err(ws_error)?,
                 merged = self.applier.merged(), if !self.applier.idle() => {
                     let merged = merged?;
                     self.report.received += merged.received;
                     self.report.applied += merged.applied;
-                    self.ack_when_merged(sink).await?;
+                    self.ack_when_merged()?;
                 }
                 () = local.notified(), if self.opts.watch && self.peer.is_some() => {
                     if self.producing {
@@ -262,17 +308,14 @@ impl Session<'_> {
         }
     }
 
-    async fn send_produced<Si>(
-        &mut self,
-        sink: &mut Si,
-        (bytes, count, done): (Vec<u8>, u64, Option<u64>),
-    ) -> Result<()>
-    where
-        Si: Sink<WsMessage, Error = WsError> + Unpin,
-    {
-        sink.send(WsMessage::binary(bytes))
-            .await
-            .map_err(ws_error)?;
+    /// Queues a message for the peer.
+    fn send(&mut self, bytes: Vec<u8>) {
+        self.outbox.push_back(WsMessage::binary(bytes));
+    }
+
+    /// Queues a message from the reading thread; after its `Done`, notes what was sent.
+    fn take_produced(&mut self, (bytes, count, done): (Vec<u8>, u64, Option<u64>)) -> Result<()> {
+        self.send(bytes);
         self.report.sent += count;
         let Some(db_version) = done else {
             return Ok(());
@@ -292,10 +335,7 @@ impl Session<'_> {
     /// Once every batch before a `Done` of the peer merged: records the peer's cursor and
     /// acknowledges it (the peer may then forget what it sent). Later batches need not have
     /// merged: a peer that keeps sending still gets its Acks.
-    async fn ack_when_merged<Si>(&mut self, sink: &mut Si) -> Result<()>
-    where
-        Si: Sink<WsMessage, Error = WsError> + Unpin,
-    {
+    fn ack_when_merged(&mut self) -> Result<()> {
         let mut done = None;
         while let Some(&(batches, db_version)) = self.peer_done_at.front() {
             if !self.applier.has_merged(batches) {
@@ -309,9 +349,8 @@ impl Session<'_> {
         };
         self.record(Some(db_version), None)?;
         self.peer_done = true;
-        sink.send(WsMessage::binary(Message::Ack { db_version }.encode()))
-            .await
-            .map_err(ws_error)
+        self.send(Message::Ack { db_version }.encode());
+        Ok(())
     }
 
     /// Records counters (as increments) and cursors for the peer.
@@ -335,14 +374,10 @@ impl Session<'_> {
     }
 
     /// Handles one incoming message; returns false when the connection closed.
-    async fn handle<Si>(
+    async fn handle(
         &mut self,
-        sink: &mut Si,
         incoming: Option<std::result::Result<WsMessage, WsError>>,
-    ) -> Result<bool>
-    where
-        Si: Sink<WsMessage, Error = WsError> + Unpin,
-    {
+    ) -> Result<bool> {
         let bytes = match incoming {
             None | Some(Ok(WsMessage::Close(_))) => return Ok(false),
             Some(Err(e)) => return Err(ws_error(e)),
@@ -377,7 +412,7 @@ impl Session<'_> {
             (Message::Done { db_version }, Some(_)) => {
                 self.peer_done_at
                     .push_back((self.applier.submitted(), db_version));
-                self.ack_when_merged(sink).await?;
+                self.ack_when_merged()?;
             }
             (Message::Ack { db_version }, Some(_)) => {
                 self.record(None, Some(db_version))?;

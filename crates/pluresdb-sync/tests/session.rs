@@ -537,3 +537,45 @@ async fn a_server_whose_reads_hold_up_its_writer_still_serves_a_slow_peer() {
         assert_eq!(received, 180_000);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_peers_sending_more_than_the_connection_buffers_both_finish() {
+    // Each side sends megabytes over a pipe that buffers 64 KiB: a side waiting to send must
+    // keep reading, or both wait for each other forever.
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&dir, "a.db");
+    let b = open(&dir, "b.db");
+    for (db, prefix, n) in [(&a, "a", 30_000), (&b, "b", 20_000)] {
+        db.transaction(|tx| {
+            let stmt = tx.prepare("INSERT INTO todos(id, title) VALUES (?1, ?2)")?;
+            for i in 0..n {
+                stmt.run((
+                    format!("{prefix}-{i:05}"),
+                    "a title of about forty bytes, or so",
+                ))?;
+            }
+            Ok::<_, pluresdb_core::Error>(())
+        })
+        .unwrap();
+    }
+    let (left, right) = tokio::io::duplex(1 << 16);
+    let (ws_a, ws_b) = tokio::join!(
+        tokio_tungstenite::client_async("ws://pipe/", left),
+        tokio_tungstenite::accept_async(right)
+    );
+    let (ws_a, _) = ws_a.unwrap();
+    let ws_b = ws_b.unwrap();
+    let opts = SessionOptions::default();
+    let both = async {
+        tokio::join!(
+            run_session(a.clone(), ws_a, &opts),
+            run_session(b.clone(), ws_b, &opts)
+        )
+    };
+    let (ra, rb) = tokio::time::timeout(Duration::from_secs(60), both)
+        .await
+        .expect("the two sessions waited for each other");
+    assert_eq!(ra.unwrap().received, 60_000);
+    assert_eq!(rb.unwrap().received, 90_000);
+    assert_eq!(rows(&a), rows(&b));
+}
