@@ -20,10 +20,11 @@ const LARGE_LEVEL: usize = 64;
 
 /// Bottom-up is chosen when the frontier's edges times this exceed the edges of the nodes
 /// not yet reached plus their number (a bottom-up level looks at every node slot not yet
-/// reached, edges or not; the paper's alpha is 14). Lower here: each node's lists are two
-/// (out and in) and each first read of one waits on memory, so a bottom-up check costs more
-/// than in the paper's compact arrays. 4 measured best on the benchmark's power-law graph
-/// (3-hop both ways: p50 and p99 both lower than with 2, 8 or 14, and than top-down only).
+/// reached, edges or not; the paper's alpha is 14). Lower here: each node's first read (its
+/// span, then its run) waits on memory, so a bottom-up check costs more than in the paper's
+/// compact arrays. 4 measured best on the benchmark's power-law graph (3-hop both ways: p50
+/// and p99 both lower than with 2, 8 or 14, and than top-down only; measured again with both
+/// directions in one run per node, 2 to 16: 4 still gave the lowest p50).
 const ALPHA: usize = 4;
 
 #[cfg(test)]
@@ -92,6 +93,9 @@ pub(crate) struct Bfs<'g, T: Item> {
     graph: &'g Graph,
     dir: Direction,
     rels: &'g RelFilter,
+    /// The relations to follow, or `None` when that is every relation with edges (then no
+    /// walk needs to look at relations).
+    only: Option<&'g [RelIx]>,
     seen: Bits,
     /// Edges (read the other way) of the nodes not yet reached, over-estimated: the edges
     /// bottom-up may have to read.
@@ -112,6 +116,7 @@ impl<'g, T: Item> Bfs<'g, T> {
             graph,
             dir,
             rels,
+            only: graph.rels_to_check(rels),
             seen: Bits::new(graph.node_bound()),
             unexplored: match rels.relations() {
                 None => graph.edge_count(),
@@ -140,7 +145,7 @@ impl<'g, T: Item> Bfs<'g, T> {
             level.sort_unstable();
         }
         let back = self.dir.reverse();
-        let every = g.rels_to_check(self.rels).is_none();
+        let every = self.only.is_none();
         let degree = |v, dir| {
             if every {
                 g.list_len(v, dir)
@@ -196,7 +201,7 @@ impl<'g, T: Item> Bfs<'g, T> {
     ) -> ControlFlow<B> {
         let (g, dir) = (self.graph, self.dir);
         let large = level.len() > LARGE_LEVEL;
-        let (seen, rels) = (&mut self.seen, g.rels_to_check(self.rels));
+        let (seen, rels) = (&mut self.seen, self.only);
         let mut reached = 0;
         // Follows one run of a list (all of it, or one relation's part).
         let mut run = |list: List<'_>, item: T, side: Direction| {
@@ -252,7 +257,7 @@ impl<'g, T: Item> Bfs<'g, T> {
             extras[t.node() as usize] = t.extra();
         }
         let back = self.dir.reverse();
-        let rels = g.rels_to_check(self.rels);
+        let rels = self.only;
         // Hits wait here until their parent's item has been fetched from memory.
         let mut hits = [(0, 0, Direction::Out); HIT_BATCH];
         let mut held = 0;

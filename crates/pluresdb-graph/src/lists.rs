@@ -585,6 +585,8 @@ fn dedup_sorted(run: &mut [u64]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use super::*;
 
     const OUT: Direction = Direction::Out;
@@ -720,5 +722,121 @@ mod tests {
         assert_eq!(one.search(pack(1, 99)), Err(0));
         assert_eq!(one.rel_range(2).len(), 2);
         assert_eq!(one.search(pack(2, 0)), Ok(0));
+    }
+
+    /// Xorshift: small and seeded.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// Checks every list of nodes `0..nodes`, and the ways to read it, against the model.
+    fn compare(l: &Lists, m: &BTreeMap<(u32, usize), BTreeSet<u64>>, nodes: u32) {
+        l.check();
+        for v in 0..nodes {
+            let mut all = Vec::new();
+            let mut n_out_want = 0;
+            for (i, side) in [Direction::Out, Direction::In].into_iter().enumerate() {
+                let want: Vec<u64> = m.get(&(v, i)).into_iter().flatten().copied().collect();
+                let list = l.get(v, side);
+                let got: Vec<u64> = list.iter().collect();
+                assert_eq!(got, want, "node {v} side {i}");
+                for (j, &e) in want.iter().enumerate() {
+                    assert_eq!(list.entry(j), e);
+                    assert!(l.contains(v, side, e));
+                }
+                assert_eq!(l.len_of(v, side), want.len());
+                for r in 0..5 {
+                    let by_rel: Vec<u64> = list.rel_range(r).iter().collect();
+                    let w: Vec<u64> = want.iter().copied().filter(|&e| rel_of(e) == r).collect();
+                    assert_eq!(by_rel, w);
+                }
+                all.extend(want.iter().map(|&e| node_of(e)));
+                if i == 0 {
+                    n_out_want = want.len();
+                }
+            }
+            let (both, n_out) = l.run(v, Direction::Both);
+            assert_eq!((both, n_out), (&all[..], n_out_want));
+            let (outs, n) = l.run(v, Direction::Out);
+            assert_eq!((outs, n), (&all[..n_out_want], n_out_want));
+            let (ins, n) = l.run(v, Direction::In);
+            assert_eq!((ins, n), (&all[n_out_want..], 0));
+        }
+    }
+
+    #[test]
+    fn random_operations_on_both_sides_match_a_model() {
+        for seed in 1..=8u64 {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (seed * 0x1234_5678_9abc));
+            let nodes = 1 + rng.next(60) as u32;
+            let span = 1 + rng.next(300) as u32; // neighbour range
+            let mut l = Lists::default();
+            l.ensure_slots(nodes as usize);
+            let mut m: BTreeMap<(u32, usize), BTreeSet<u64>> = BTreeMap::new();
+            let sides = [Direction::Out, Direction::In];
+            for step in 0..40_000u32 {
+                let v = rng.next(nodes as u64) as u32;
+                let i = rng.next(2) as usize;
+                let e = pack(rng.next(4) as u32, rng.next(span as u64) as u32);
+                match rng.next(1000) {
+                    0..=599 => {
+                        assert_eq!(
+                            l.insert(v, sides[i], e),
+                            m.entry((v, i)).or_default().insert(e)
+                        );
+                    }
+                    600..=979 => {
+                        assert_eq!(
+                            l.remove(v, sides[i], e),
+                            m.entry((v, i)).or_default().remove(&e)
+                        );
+                    }
+                    980..=989 => {
+                        let [o, n] = l.take(v);
+                        let mo: Vec<u64> =
+                            m.remove(&(v, 0)).unwrap_or_default().into_iter().collect();
+                        let mi: Vec<u64> =
+                            m.remove(&(v, 1)).unwrap_or_default().into_iter().collect();
+                        assert_eq!((o, n), (mo, mi));
+                    }
+                    990..=995 => {
+                        let k = rng.next(400) as usize;
+                        let extra: Vec<(u32, Direction, u64)> = (0..k)
+                            .map(|_| {
+                                let v = rng.next(nodes as u64 + 3) as u32;
+                                let i = rng.next(2) as usize;
+                                (
+                                    v,
+                                    sides[i],
+                                    pack(rng.next(4) as u32, rng.next(span as u64) as u32),
+                                )
+                            })
+                            .collect();
+                        let slots = nodes as usize + 3;
+                        let mut added = [0; 2];
+                        for &(v, d, e) in &extra {
+                            let i = usize::from(d == Direction::In);
+                            if m.entry((v, i)).or_default().insert(e) {
+                                added[i] += 1;
+                            }
+                        }
+                        assert_eq!(l.rebuild_with(slots, extra.iter().copied()), added);
+                    }
+                    996..=997 => l.compact(),
+                    _ => l.shrink_to_fit(),
+                }
+                if step % 4000 == 0 {
+                    compare(&l, &m, nodes + 3);
+                }
+            }
+            compare(&l, &m, nodes + 3);
+        }
     }
 }

@@ -765,3 +765,113 @@ fn small_walks_in_a_large_sparse_graph_stay_top_down() {
         );
     }
 }
+
+/// A filter that names every relation with edges is walked as no filter: filters naming all,
+/// some, none, unknown and emptied relations must still give exactly the reference's nodes.
+#[test]
+fn walks_by_filters_naming_all_some_no_or_emptied_relations_match_the_reference() {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    for round in 0..6 {
+        let mut g = Graph::new();
+        let mut m = Model::default();
+        let n = 300 + 200 * round;
+        for _ in 0..n * 4 {
+            let a = format!("v{}", rnd(n));
+            let b = format!("v{}", rnd(n));
+            let r = ["a", "b", "c", "d"][rnd(4) as usize].to_owned();
+            g.add_edge(&a, &r, &b);
+            m.edges.insert((a, r, b));
+        }
+        // Relation "c" loses every edge; "d" keeps a few.
+        let cs: Vec<_> = m.edges.iter().filter(|e| e.1 == "c").cloned().collect();
+        for (a, r, b) in cs {
+            assert!(g.remove_edge(&a, &r, &b));
+            m.edges.remove(&(a, r, b));
+        }
+        if round % 2 == 1 {
+            let ds: Vec<_> = m.edges.iter().filter(|e| e.1 == "d").cloned().collect();
+            for (a, r, b) in ds.into_iter().skip(3) {
+                assert!(g.remove_edge(&a, &r, &b));
+                m.edges.remove(&(a, r, b));
+            }
+        }
+        g.check();
+        let filters: Vec<Option<Vec<&str>>> = vec![
+            None,
+            Some(vec![]),
+            Some(vec!["a", "b", "c", "d"]),
+            Some(vec!["a", "b", "d"]),
+            Some(vec!["a", "b", "d", "nope"]),
+            Some(vec!["a", "b"]),
+            Some(vec!["c"]),
+            Some(vec!["d"]),
+            Some(vec!["c", "nope"]),
+        ];
+        let ids: Vec<String> = m.nodes().into_iter().collect();
+        for dir in [Direction::Out, Direction::In, Direction::Both] {
+            for names in &filters {
+                let rf = match names {
+                    None => RelFilter::any(),
+                    Some(ns) if ns.is_empty() => RelFilter::none(),
+                    Some(ns) => g.rel_filter(ns.iter().copied()),
+                };
+                let ok = |r: &str| names.as_ref().is_none_or(|ns| ns.contains(&r));
+                let mut adj: HashMap<String, Vec<(String, String)>> = HashMap::new();
+                for (a, r, b) in &m.edges {
+                    if !ok(r) {
+                        continue;
+                    }
+                    if dir != Direction::In {
+                        adj.entry(a.clone())
+                            .or_default()
+                            .push((r.clone(), b.clone()));
+                    }
+                    if dir != Direction::Out {
+                        adj.entry(b.clone())
+                            .or_default()
+                            .push((r.clone(), a.clone()));
+                    }
+                }
+                for force in [None, Some(false), Some(true)] {
+                    FORCE_BOTTOM_UP.set(force);
+                    for i in 0..8 {
+                        let s = &ids[(i * 53) % ids.len()];
+                        let want = reference_bfs(&adj, std::slice::from_ref(s), 0, 4, &|_| true);
+                        let t = g
+                            .traverse(
+                                &[g.node(s).unwrap()],
+                                &TraverseOptions::new()
+                                    .direction(dir)
+                                    .relations(rf.clone())
+                                    .min_depth(0)
+                                    .max_depth(4),
+                            )
+                            .unwrap();
+                        let got: HashMap<String, u32> = t
+                            .visits()
+                            .iter()
+                            .map(|v| (g.id(v.node).to_owned(), v.depth))
+                            .collect();
+                        assert_eq!(got, want, "{dir:?} {names:?} {force:?}");
+                        for v in t.visits() {
+                            let path = t.path(v);
+                            for (i, e) in t.path_edges(v).iter().enumerate() {
+                                assert!(step_ok(&g, &m, path[i], path[i + 1], *e, dir));
+                                assert!(ok(g.relation_name(e.rel)), "{names:?}");
+                            }
+                        }
+                        let x = g.expand(&[g.node(s).unwrap()], 4, dir, &rf).unwrap();
+                        assert_eq!(x.len(), want.len() - 1);
+                    }
+                }
+            }
+        }
+        FORCE_BOTTOM_UP.set(None);
+    }
+}

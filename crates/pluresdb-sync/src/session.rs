@@ -162,13 +162,17 @@ where
         db.off(id);
     }
     if let Err(e) = &result {
+        // The error goes first: queued changes would only be sent again.
+        session.outbox.clear();
         session.send(Message::Error(e.to_string()).encode());
     }
     // What is still queued goes out (an Ack, the error), unless the peer stopped reading.
     let outbox = std::mem::take(&mut session.outbox);
-    let _ = tokio::time::timeout(opts.timeout, async {
+    let _ = tokio::time::timeout(FINAL_FLUSH.min(opts.timeout), async {
         for message in outbox {
-            sink.feed(message).await?;
+            if sink.feed(message).await.is_err() {
+                break;
+            }
         }
         sink.close().await
     })
@@ -208,6 +212,10 @@ struct Session<'a> {
     /// Messages were handed to the connection and not flushed yet.
     unflushed: bool,
 }
+
+/// How long the last messages of a session may take to leave (a peer that stopped reading
+/// does not hold the session open).
+const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
 /// Queued messages, at most, before the session takes no more from its reading thread.
 const OUTBOX: usize = 2;
