@@ -644,17 +644,21 @@ proptest! {
     }
 }
 
-#[test]
-fn large_random_graph_against_reference() {
-    // A bigger graph than the proptest's, with deletions, to exercise arena moves and
-    // compaction; spot-check traversals from many starts.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut rnd = move |n: u64| {
+/// A seeded xorshift generator: `rnd(n)` is in `0..n`.
+fn xorshift(mut state: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         state % n
-    };
+    }
+}
+
+#[test]
+fn large_random_graph_against_reference() {
+    // A bigger graph than the proptest's, with deletions, to exercise arena moves and
+    // compaction; spot-check traversals from many starts.
+    let mut rnd = xorshift(0x9e37_79b9_7f4a_7c15);
     let mut g = Graph::new();
     let mut m = Model::default();
     for step in 0..60_000 {
@@ -770,13 +774,7 @@ fn small_walks_in_a_large_sparse_graph_stay_top_down() {
 /// some, none, unknown and emptied relations must still give exactly the reference's nodes.
 #[test]
 fn walks_by_filters_naming_all_some_no_or_emptied_relations_match_the_reference() {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut rnd = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n
-    };
+    let mut rnd = xorshift(0x2545_f491_4f6c_dd1d);
     for round in 0..6 {
         let mut g = Graph::new();
         let mut m = Model::default();
@@ -822,22 +820,8 @@ fn walks_by_filters_naming_all_some_no_or_emptied_relations_match_the_reference(
                     Some(ns) => g.rel_filter(ns.iter().copied()),
                 };
                 let ok = |r: &str| names.as_ref().is_none_or(|ns| ns.contains(&r));
-                let mut adj: HashMap<String, Vec<(String, String)>> = HashMap::new();
-                for (a, r, b) in &m.edges {
-                    if !ok(r) {
-                        continue;
-                    }
-                    if dir != Direction::In {
-                        adj.entry(a.clone())
-                            .or_default()
-                            .push((r.clone(), b.clone()));
-                    }
-                    if dir != Direction::Out {
-                        adj.entry(b.clone())
-                            .or_default()
-                            .push((r.clone(), a.clone()));
-                    }
-                }
+                let mut adj = m.adjacency(dir);
+                adj.values_mut().for_each(|n| n.retain(|(r, _)| ok(r)));
                 for force in [None, Some(false), Some(true)] {
                     FORCE_BOTTOM_UP.set(force);
                     for i in 0..8 {

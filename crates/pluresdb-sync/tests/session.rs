@@ -41,6 +41,18 @@ fn rows(db: &Database) -> Vec<String> {
     out
 }
 
+/// Inserts rows `{prefix}-00000`, `{prefix}-00001`, ... with `title`, in one transaction.
+fn fill(db: &Database, prefix: &str, rows: usize, title: &str) {
+    db.transaction(|tx| {
+        let stmt = tx.prepare("INSERT INTO todos(id, title) VALUES (?1, ?2)")?;
+        for i in 0..rows {
+            stmt.run((format!("{prefix}-{i:05}"), title))?;
+        }
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+}
+
 async fn start_server(db: Database) -> String {
     start_server_with(db, &SessionOptions::default()).await
 }
@@ -404,14 +416,7 @@ fn a_change_file_merges_its_batches_in_few_transactions() {
     let a = open(&dir, "a.db");
     let b = open(&dir, "b.db");
     // 2,500 rows: 7,500 changes (creation, title, done), written as 4 frames of up to 2,000.
-    a.transaction(|tx| {
-        let stmt = tx.prepare("INSERT INTO todos(id, title) VALUES (?1, 'a title')")?;
-        for i in 0..2500 {
-            stmt.run((format!("row-{i:05}"),))?;
-        }
-        Ok::<_, pluresdb_core::Error>(())
-    })
-    .unwrap();
+    fill(&a, "row", 2500, "a title");
     let mut file = Vec::new();
     let written = write_changes(&a, &b.version_vector().unwrap(), &mut file).unwrap();
     assert_eq!(written.changes, 7_500);
@@ -430,15 +435,7 @@ async fn a_peer_is_acknowledged_only_once_its_changes_merged() {
     let dir = tempfile::tempdir().unwrap();
     let server_db = open(&dir, "server.db");
     let source = open(&dir, "source.db");
-    source
-        .transaction(|tx| {
-            let stmt = tx.prepare("INSERT INTO todos(id, title) VALUES (?1, 'a title')")?;
-            for i in 0..8000 {
-                stmt.run((format!("row-{i:05}"),))?;
-            }
-            Ok::<_, pluresdb_core::Error>(())
-        })
-        .unwrap();
+    fill(&source, "row", 8000, "a title");
     let set = source.changes_since(0, None).unwrap();
     let url = start_server(server_db.clone()).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
@@ -496,19 +493,13 @@ async fn a_server_whose_reads_hold_up_its_writer_still_serves_a_slow_peer() {
     for server in servers {
         server.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL DEFAULT '', done INTEGER NOT NULL DEFAULT 0)").unwrap();
         server.sync_table("todos").unwrap();
-        server
-            .transaction(|tx| {
-                // About 6 MB of changes: more than the socket buffers and the send queue hold.
-                let stmt = tx.prepare("INSERT INTO todos(id, title) VALUES (?1, ?2)")?;
-                for i in 0..60_000 {
-                    stmt.run((
-                        format!("row-{i:05}"),
-                        "a title of about sixty bytes, long enough to fill",
-                    ))?;
-                }
-                Ok::<_, pluresdb_core::Error>(())
-            })
-            .unwrap();
+        // About 6 MB of changes: more than the socket buffers and the send queue hold.
+        fill(
+            &server,
+            "row",
+            60_000,
+            "a title of about sixty bytes, long enough to fill",
+        );
         let url = start_server(server.clone()).await;
         let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
         let hello = Message::Hello {
@@ -545,19 +536,8 @@ async fn two_peers_sending_more_than_the_connection_buffers_both_finish() {
     let dir = tempfile::tempdir().unwrap();
     let a = open(&dir, "a.db");
     let b = open(&dir, "b.db");
-    for (db, prefix, n) in [(&a, "a", 30_000), (&b, "b", 20_000)] {
-        db.transaction(|tx| {
-            let stmt = tx.prepare("INSERT INTO todos(id, title) VALUES (?1, ?2)")?;
-            for i in 0..n {
-                stmt.run((
-                    format!("{prefix}-{i:05}"),
-                    "a title of about forty bytes, or so",
-                ))?;
-            }
-            Ok::<_, pluresdb_core::Error>(())
-        })
-        .unwrap();
-    }
+    fill(&a, "a", 30_000, "a title of about forty bytes, or so");
+    fill(&b, "b", 20_000, "a title of about forty bytes, or so");
     let (left, right) = tokio::io::duplex(1 << 16);
     let (ws_a, ws_b) = tokio::join!(
         tokio_tungstenite::client_async("ws://pipe/", left),
