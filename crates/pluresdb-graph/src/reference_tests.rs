@@ -654,6 +654,49 @@ fn xorshift(mut state: u64) -> impl FnMut(u64) -> u64 {
     }
 }
 
+/// Walks from `start` up to `depth` hops by `dir` and `rels`, and checks the nodes and depths
+/// against a breadth-first search of `adj` (the model's adjacency, already limited to
+/// `rels`), that each path is made of edges of those relations, and that `expand` reaches as
+/// many nodes.
+fn check_walk(
+    g: &Graph,
+    m: &Model,
+    adj: &HashMap<String, Vec<(String, String)>>,
+    start: &str,
+    dir: Direction,
+    rels: &RelFilter,
+    depth: i64,
+) {
+    let want = reference_bfs(adj, &[start.to_owned()], 0, depth as u32, &|_| true);
+    let t = g
+        .traverse(
+            &[g.node(start).unwrap()],
+            &TraverseOptions::new()
+                .direction(dir)
+                .relations(rels.clone())
+                .min_depth(0)
+                .max_depth(depth),
+        )
+        .unwrap();
+    let got: HashMap<String, u32> = t
+        .visits()
+        .iter()
+        .map(|v| (g.id(v.node).to_owned(), v.depth))
+        .collect();
+    assert_eq!(got, want, "{dir:?} from {start}");
+    // Large levels go in node order or bottom-up: the paths must still be edges.
+    for v in t.visits() {
+        let path = t.path(v);
+        assert_eq!(path.len(), v.depth as usize + 1);
+        for (i, e) in t.path_edges(v).iter().enumerate() {
+            assert!(step_ok(g, m, path[i], path[i + 1], *e, dir));
+            assert!(rels.matches(e.rel), "{dir:?} from {start}");
+        }
+    }
+    let reached = g.expand(&[g.node(start).unwrap()], depth as u32, dir, rels);
+    assert_eq!(reached.unwrap().len(), want.len() - 1);
+}
+
 #[test]
 fn large_random_graph_against_reference() {
     // A bigger graph than the proptest's, with deletions, to exercise arena moves and
@@ -689,33 +732,7 @@ fn large_random_graph_against_reference() {
             BOTTOM_UP_LEVELS.set(0);
             for i in 0..30 {
                 let s = &ids[(i * 37) % ids.len()];
-                let want = reference_bfs(&adj, std::slice::from_ref(s), 0, 3, &|_| true);
-                let t = g
-                    .traverse(
-                        &[g.node(s).unwrap()],
-                        &TraverseOptions::new()
-                            .direction(dir)
-                            .min_depth(0)
-                            .max_depth(3),
-                    )
-                    .unwrap();
-                let got: HashMap<String, u32> = t
-                    .visits()
-                    .iter()
-                    .map(|v| (g.id(v.node).to_owned(), v.depth))
-                    .collect();
-                assert_eq!(got, want);
-                // Large levels go in node order or bottom-up: the paths must still be edges.
-                for v in t.visits() {
-                    let path = t.path(v);
-                    let edges = t.path_edges(v);
-                    assert_eq!(path.len(), v.depth as usize + 1);
-                    for (i, e) in edges.iter().enumerate() {
-                        assert!(step_ok(&g, &m, path[i], path[i + 1], *e, dir));
-                    }
-                }
-                let x = g.expand(&[g.node(s).unwrap()], 3, dir, &RelFilter::any());
-                assert_eq!(x.unwrap().len(), want.len() - 1);
+                check_walk(&g, &m, &adj, s, dir, &RelFilter::any(), 3);
             }
             if force.is_none() && dir == Direction::Both {
                 assert!(
@@ -826,32 +843,7 @@ fn walks_by_filters_naming_all_some_no_or_emptied_relations_match_the_reference(
                     FORCE_BOTTOM_UP.set(force);
                     for i in 0..8 {
                         let s = &ids[(i * 53) % ids.len()];
-                        let want = reference_bfs(&adj, std::slice::from_ref(s), 0, 4, &|_| true);
-                        let t = g
-                            .traverse(
-                                &[g.node(s).unwrap()],
-                                &TraverseOptions::new()
-                                    .direction(dir)
-                                    .relations(rf.clone())
-                                    .min_depth(0)
-                                    .max_depth(4),
-                            )
-                            .unwrap();
-                        let got: HashMap<String, u32> = t
-                            .visits()
-                            .iter()
-                            .map(|v| (g.id(v.node).to_owned(), v.depth))
-                            .collect();
-                        assert_eq!(got, want, "{dir:?} {names:?} {force:?}");
-                        for v in t.visits() {
-                            let path = t.path(v);
-                            for (i, e) in t.path_edges(v).iter().enumerate() {
-                                assert!(step_ok(&g, &m, path[i], path[i + 1], *e, dir));
-                                assert!(ok(g.relation_name(e.rel)), "{names:?}");
-                            }
-                        }
-                        let x = g.expand(&[g.node(s).unwrap()], 4, dir, &rf).unwrap();
-                        assert_eq!(x.len(), want.len() - 1);
+                        check_walk(&g, &m, &adj, s, dir, &rf, 4);
                     }
                 }
             }

@@ -6,7 +6,7 @@
 
 use tokio::sync::mpsc;
 
-use pluresdb_core::{ChangeRecord, Database, Error, ErrorKind, Result};
+use pluresdb_core::{ApplyReport, ChangeRecord, Database, Error, ErrorKind, Result};
 
 /// Received batches waiting to merge, at most (the session stops reading the peer when they
 /// are this many: memory stays bounded however fast the peer sends).
@@ -15,15 +15,11 @@ const QUEUE: usize = 4;
 /// Batches that queued up are merged together until they hold this many changes.
 pub(crate) const GROUP_CHANGES: usize = 20_000;
 
-/// What one merge did.
+/// What one merge did: how many batches it merged, and its report.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Merged {
-    /// Batches it merged.
     pub(crate) batches: usize,
-    /// Changes in them.
-    pub(crate) received: u64,
-    /// Changes that won.
-    pub(crate) applied: u64,
+    pub(crate) report: ApplyReport,
 }
 
 /// The merging thread of one session, and how many batches it was given and has merged.
@@ -53,11 +49,9 @@ impl Applier {
                         Err(_) => break,
                     }
                 }
-                let merged = db.apply_changes(&changes).map(|r| Merged {
-                    batches,
-                    received: changes.len() as u64,
-                    applied: r.applied,
-                });
+                let merged = db
+                    .apply_changes(&changes)
+                    .map(|report| Merged { batches, report });
                 let failed = merged.is_err();
                 if done.send(merged).is_err() || failed {
                     break;
@@ -109,13 +103,11 @@ impl Applier {
 
     /// Waits for what is still queued to merge, lets the thread end, and returns what those
     /// merges did.
-    pub(crate) async fn finish(&mut self) -> Result<Merged> {
+    pub(crate) async fn finish(&mut self) -> Result<ApplyReport> {
         self.jobs = None;
-        let mut total = Merged::default();
+        let mut total = ApplyReport::default();
         while !self.idle() {
-            let m = self.merged().await?;
-            total.received += m.received;
-            total.applied += m.applied;
+            total += self.merged().await?.report;
         }
         Ok(total)
     }

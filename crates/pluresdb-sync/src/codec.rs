@@ -306,21 +306,21 @@ fn decode_changes(r: &mut Reader<'_>, max: usize) -> Result<Vec<ChangeRecord>> {
     // key bytes (a row's fields) one copy of the key.
     let mut fields: HashMap<&str, Arc<str>> = HashMap::new();
     let mut last_key: (&[u8], Arc<[Value]>) = (&[], Arc::from([]));
+    let mut parts = Vec::new();
     for _ in 0..n {
         let name = r.length(names.len().saturating_sub(1))?;
         let start = r.position();
         let key_len = r.length(64)?;
+        parts.clear();
         for _ in 0..key_len {
-            r.value_ref(max)?;
+            parts.push(r.value_ref(max)?);
         }
         let key_bytes = r.read_since(start);
         if key_bytes != last_key.0 {
-            let mut kr = Reader::new(key_bytes, "sync message key");
-            kr.length(64)?;
-            let key = (0..key_len)
-                .map(|_| kr.value(max))
-                .collect::<Result<Arc<[Value]>>>()?;
-            last_key = (key_bytes, key);
+            last_key = (
+                key_bytes,
+                parts.iter().map(|p| p.to_owned_value()).collect(),
+            );
         }
         let field = r.text(MAX_NAME)?;
         let field = match fields.get(field) {

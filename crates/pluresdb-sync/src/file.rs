@@ -168,11 +168,7 @@ fn merge(db: &Database, pending: &mut Vec<ChangeRecord>, report: &mut ApplyRepor
     if pending.is_empty() {
         return Ok(());
     }
-    let r = db.apply_changes(pending)?;
-    report.received += r.received;
-    report.applied += r.applied;
-    report.ignored += r.ignored;
-    report.rows += r.rows;
+    *report += db.apply_changes(pending)?;
     pending.clear();
     Ok(())
 }

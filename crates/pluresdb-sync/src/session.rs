@@ -13,7 +13,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-use pluresdb_core::{Database, Error, ErrorKind, Result, SiteId, SyncProgress};
+use pluresdb_core::{ApplyReport, Database, Error, ErrorKind, Result, SiteId, SyncProgress};
 
 use crate::applier::Applier;
 use crate::codec::{DEFAULT_MAX_MESSAGE, Message, TARGET_MESSAGE};
@@ -145,9 +145,8 @@ where
     // peer's last Done is then recorded, even if the connection closed before the Ack.
     let merged = session.applier.finish().await;
     match merged {
-        Ok(m) => {
-            session.report.received += m.received;
-            session.report.applied += m.applied;
+        Ok(merged) => {
+            session.count(merged);
             if let Some((_, db_version)) = session.peer_done_at.back().copied()
                 && let Err(e) = session.record(Some(db_version), None)
                 && result.is_ok()
@@ -286,9 +285,7 @@ impl Session<'_> {
                 pumped = poll_fn(|cx| pump(sink, &mut self.outbox, &mut self.unflushed, cx)),
                     if !sent => pumped.map_err(ws_error)?,
                 merged = self.applier.merged(), if !self.applier.idle() => {
-                    let merged = merged?;
-                    self.report.received += merged.received;
-                    self.report.applied += merged.applied;
+                    self.count(merged?.report);
                     self.ack_when_merged()?;
                 }
                 () = local.notified(), if self.opts.watch && self.peer.is_some() => {
@@ -314,6 +311,12 @@ impl Session<'_> {
                 self.tx.clone(),
             );
         }
+    }
+
+    /// Counts merged changes in the report.
+    fn count(&mut self, merged: ApplyReport) {
+        self.report.received += merged.received;
+        self.report.applied += merged.applied;
     }
 
     /// Queues a message for the peer.

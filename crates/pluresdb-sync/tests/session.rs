@@ -53,6 +53,71 @@ fn fill(db: &Database, prefix: &str, rows: usize, title: &str) {
     .unwrap();
 }
 
+/// A peer speaking the protocol by hand, over a real WebSocket.
+type RawPeer =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects a hand-driven peer to `url` and sends its hello (as site `site`, which has
+/// nothing from anyone).
+async fn raw_peer(url: &str, site: pluresdb_core::SiteId, db_version: u64) -> RawPeer {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let hello = Message::Hello {
+        site,
+        db_version,
+        have: VersionVector::new(),
+    };
+    raw_send(&mut ws, hello.encode()).await;
+    ws
+}
+
+/// Sends an encoded message from a hand-driven peer.
+async fn raw_send(ws: &mut RawPeer, bytes: Vec<u8>) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(bytes))
+        .await
+        .unwrap();
+}
+
+/// The next message a hand-driven peer receives; fails the test if the server closed the
+/// connection or stopped with an error.
+async fn raw_receive(ws: &mut RawPeer) -> Message {
+    use futures_util::StreamExt;
+    loop {
+        match ws.next().await {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(bytes))) => {
+                match Message::decode(&bytes, usize::MAX).unwrap() {
+                    Message::Error(e) => panic!("the server stopped: {e}"),
+                    m => return m,
+                }
+            }
+            Some(Ok(_)) => {}
+            other => panic!("the server closed the connection: {other:?}"),
+        }
+    }
+}
+
+/// Runs a session between `a` and `b` over an in-process pipe that buffers 64 KiB (no TCP).
+async fn sync_over_pipe(
+    a: &Database,
+    b: &Database,
+) -> (
+    pluresdb_core::Result<pluresdb_sync::SessionReport>,
+    pluresdb_core::Result<pluresdb_sync::SessionReport>,
+) {
+    let (left, right) = tokio::io::duplex(1 << 16);
+    let (ws_a, ws_b) = tokio::join!(
+        tokio_tungstenite::client_async("ws://pipe/", left),
+        tokio_tungstenite::accept_async(right)
+    );
+    let (ws_a, _) = ws_a.unwrap();
+    let ws_b = ws_b.unwrap();
+    let opts = SessionOptions::default();
+    tokio::join!(
+        run_session(a.clone(), ws_a, &opts),
+        run_session(b.clone(), ws_b, &opts)
+    )
+}
+
 async fn start_server(db: Database) -> String {
     start_server_with(db, &SessionOptions::default()).await
 }
@@ -393,18 +458,7 @@ async fn session_runs_over_any_stream() {
     let b = open(&dir, "b.db");
     a.put("x", &json!({"from": "a"})).unwrap();
     b.put("y", &json!({"from": "b"})).unwrap();
-    let (left, right) = tokio::io::duplex(1 << 16);
-    let (ws_a, ws_b) = tokio::join!(
-        tokio_tungstenite::client_async("ws://pipe/", left),
-        tokio_tungstenite::accept_async(right)
-    );
-    let (ws_a, _) = ws_a.unwrap();
-    let ws_b = ws_b.unwrap();
-    let opts = SessionOptions::default();
-    let (ra, rb) = tokio::join!(
-        run_session(a.clone(), ws_a, &opts),
-        run_session(b.clone(), ws_b, &opts)
-    );
+    let (ra, rb) = sync_over_pipe(&a, &b).await;
     ra.unwrap();
     rb.unwrap();
     assert_eq!(rows(&a), rows(&b));
@@ -430,42 +484,25 @@ fn a_change_file_merges_its_batches_in_few_transactions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_is_acknowledged_only_once_its_changes_merged() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message as Ws;
     let dir = tempfile::tempdir().unwrap();
     let server_db = open(&dir, "server.db");
     let source = open(&dir, "source.db");
     fill(&source, "row", 8000, "a title");
     let set = source.changes_since(0, None).unwrap();
     let url = start_server(server_db.clone()).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     // A peer that sends everything at once, in 16 messages, then its Done, without waiting.
-    let hello = Message::Hello {
-        site: set.site,
-        db_version: set.db_version,
-        have: VersionVector::new(),
-    };
-    ws.send(Ws::binary(hello.encode())).await.unwrap();
+    let mut ws = raw_peer(&url, set.site, set.db_version).await;
     for batch in set.changes.chunks(2000) {
-        ws.send(Ws::binary(Message::encode_changes(batch)))
-            .await
-            .unwrap();
+        raw_send(&mut ws, Message::encode_changes(batch)).await;
     }
     let done = Message::Done {
         db_version: set.db_version,
     };
-    ws.send(Ws::binary(done.encode())).await.unwrap();
+    raw_send(&mut ws, done.encode()).await;
     // When the Ack for that Done arrives, every change before it is in the server's database
     // and its cursor for this peer is recorded.
-    loop {
-        let Some(Ok(Ws::Binary(bytes))) = ws.next().await else {
-            panic!("the server closed without acknowledging");
-        };
-        match Message::decode(&bytes, usize::MAX).unwrap() {
-            Message::Ack { db_version } if db_version == set.db_version => break,
-            Message::Error(e) => panic!("the server stopped: {e}"),
-            _ => {}
-        }
+    while !matches!(raw_receive(&mut ws).await, Message::Ack { db_version } if db_version == set.db_version)
+    {
     }
     assert_eq!(
         server_db.value("SELECT count(*) FROM todos", ()).unwrap(),
@@ -477,8 +514,6 @@ async fn a_peer_is_acknowledged_only_once_its_changes_merged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_whose_reads_hold_up_its_writer_still_serves_a_slow_peer() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message as Ws;
     // In memory, a read is the writer's; without WAL, a read lock blocks commits. Either way
     // the server must not hold its snapshot while it waits for the peer to take its messages,
     // since recording the peer's progress needs the writer.
@@ -501,27 +536,15 @@ async fn a_server_whose_reads_hold_up_its_writer_still_serves_a_slow_peer() {
             "a title of about sixty bytes, long enough to fill",
         );
         let url = start_server(server.clone()).await;
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-        let hello = Message::Hello {
-            site: pluresdb_core::SiteId([42; 16]),
-            db_version: 0,
-            have: VersionVector::new(),
-        };
-        ws.send(Ws::binary(hello.encode())).await.unwrap();
+        let mut ws = raw_peer(&url, pluresdb_core::SiteId([42; 16]), 0).await;
         // The peer reads nothing for a while (the server's queue fills), then says it is done.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        ws.send(Ws::binary(Message::Done { db_version: 0 }.encode()))
-            .await
-            .unwrap();
+        raw_send(&mut ws, Message::Done { db_version: 0 }.encode()).await;
         let mut received = 0;
         loop {
-            let Some(Ok(Ws::Binary(bytes))) = ws.next().await else {
-                panic!("the server closed the connection");
-            };
-            match Message::decode(&bytes, usize::MAX).unwrap() {
+            match raw_receive(&mut ws).await {
                 Message::Changes(c) => received += c.len(),
                 Message::Done { .. } => break,
-                Message::Error(e) => panic!("the server stopped after {received} changes: {e}"),
                 _ => {}
             }
         }
@@ -538,21 +561,7 @@ async fn two_peers_sending_more_than_the_connection_buffers_both_finish() {
     let b = open(&dir, "b.db");
     fill(&a, "a", 30_000, "a title of about forty bytes, or so");
     fill(&b, "b", 20_000, "a title of about forty bytes, or so");
-    let (left, right) = tokio::io::duplex(1 << 16);
-    let (ws_a, ws_b) = tokio::join!(
-        tokio_tungstenite::client_async("ws://pipe/", left),
-        tokio_tungstenite::accept_async(right)
-    );
-    let (ws_a, _) = ws_a.unwrap();
-    let ws_b = ws_b.unwrap();
-    let opts = SessionOptions::default();
-    let both = async {
-        tokio::join!(
-            run_session(a.clone(), ws_a, &opts),
-            run_session(b.clone(), ws_b, &opts)
-        )
-    };
-    let (ra, rb) = tokio::time::timeout(Duration::from_secs(60), both)
+    let (ra, rb) = tokio::time::timeout(Duration::from_secs(60), sync_over_pipe(&a, &b))
         .await
         .expect("the two sessions waited for each other");
     assert_eq!(ra.unwrap().received, 60_000);

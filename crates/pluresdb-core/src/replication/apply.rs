@@ -43,6 +43,16 @@ pub struct ApplyReport {
     pub rows: u64,
 }
 
+impl std::ops::AddAssign for ApplyReport {
+    /// Adds another batch's counts (for merges of several batches).
+    fn add_assign(&mut self, other: ApplyReport) {
+        self.received += other.received;
+        self.applied += other.applied;
+        self.ignored += other.ignored;
+        self.rows += other.rows;
+    }
+}
+
 /// Resets the capture suppression when the merge ends, however it ends.
 struct Suppress<'a>(&'a Replication);
 
