@@ -783,6 +783,18 @@ fn run_raw(args: &Args) -> Res<()> {
             }),
         ),
         (
+            "3hop_both_traverse",
+            measure("3-hop traverse both", &data.starts, w, b, None, |s| {
+                let opts = pluresdb_graph::TraverseOptions::new()
+                    .direction(D::Both)
+                    .relations(rels.clone())
+                    .max_depth(3);
+                g.traverse(&[node(s)?], &opts)
+                    .map(|t| t.len() as i64)
+                    .map_err(miss)
+            }),
+        ),
+        (
             "sp_out",
             measure("shortest_path out", &data.pairs, w, b, None, |p| {
                 path(p, D::Out)

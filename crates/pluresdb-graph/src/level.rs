@@ -18,6 +18,10 @@ use crate::visited::Bits;
 /// bottom-up.
 const LARGE_LEVEL: usize = 64;
 
+/// Levels of at least 1/this of the graph's node slots are put in node order through the
+/// frontier bits instead of sorted (and are then marked there for bottom-up).
+const BITS_ORDER_AT: usize = 32;
+
 /// Bottom-up is chosen when the frontier's edges times this exceed the edges of the nodes
 /// not yet reached plus their number (a bottom-up level looks at every node slot not yet
 /// reached, edges or not; the paper's alpha is 14). Lower here: each node's first read (its
@@ -140,8 +144,17 @@ impl<'g, T: Item> Bfs<'g, T> {
     pub(crate) fn plan(&mut self, level: &mut [T]) -> usize {
         let g = self.graph;
         let large = level.len() > LARGE_LEVEL;
-        if large {
-            // In node order, each list's span and head are read front to back.
+        // In node order, each list's span and head are read front to back. A level of many
+        // of the graph's nodes is put in order through the frontier bits (which a bottom-up
+        // level needs anyway) in less time than a sort takes.
+        if level.len() >= g.node_bound() / BITS_ORDER_AT {
+            self.mark_frontier(level);
+            let (bits, extras) = self.frontier.as_ref().expect("just marked");
+            debug_assert_eq!(bits.iter().count(), level.len(), "a level holds a node twice");
+            for (slot, v) in level.iter_mut().zip(bits.iter()) {
+                *slot = T::with(v, extras[v as usize]);
+            }
+        } else if large {
             level.sort_unstable();
         }
         let back = self.dir.reverse();
@@ -169,6 +182,20 @@ impl<'g, T: Item> Bfs<'g, T> {
             self.bottom_up = force && !level.is_empty();
         }
         ahead.min(g.node_bound())
+    }
+
+    /// Marks a level's nodes in the frontier bits and keeps their items' extras; `level`
+    /// holds each node at most once.
+    fn mark_frontier(&mut self, level: &[T]) {
+        let n = self.graph.node_bound();
+        let (bits, extras) = self
+            .frontier
+            .get_or_insert_with(|| (Bits::new(n), vec![T::Extra::default(); n]));
+        bits.clear();
+        for &t in level {
+            bits.insert(t.node());
+            extras[t.node() as usize] = t.extra();
+        }
     }
 
     /// Expands a level readied by [`Bfs::plan`]: calls `visit(item, entry, side)` once for
@@ -248,14 +275,11 @@ impl<'g, T: Item> Bfs<'g, T> {
     ) -> ControlFlow<B> {
         let g = self.graph;
         let n = g.node_bound();
-        let (bits, extras) = self
-            .frontier
-            .get_or_insert_with(|| (Bits::new(n), vec![T::Extra::default(); n]));
-        bits.clear();
-        for &t in level {
-            bits.insert(t.node());
-            extras[t.node() as usize] = t.extra();
+        if level.len() < n / BITS_ORDER_AT {
+            // Else `plan` marked them.
+            self.mark_frontier(level);
         }
+        let (bits, extras) = self.frontier.as_ref().expect("marked");
         let back = self.dir.reverse();
         let rels = self.only;
         // Hits wait here until their parent's item has been fetched from memory.

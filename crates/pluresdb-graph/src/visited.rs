@@ -40,4 +40,37 @@ impl Bits {
             free
         }
     }
+
+    /// The marked slots, in increasing order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().enumerate().flat_map(|(w, &word)| {
+            let mut bits = word;
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let b = bits.trailing_zeros();
+                    bits &= bits - 1;
+                    (w * 64) as u32 + b
+                })
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bits;
+
+    #[test]
+    fn iter_gives_the_marked_slots_in_order() {
+        let mut b = Bits::new(300);
+        let marked = [299, 0, 64, 63, 128, 5, 200, 65];
+        for i in marked {
+            b.insert(i);
+        }
+        let mut want = marked.to_vec();
+        want.sort_unstable();
+        assert_eq!(b.iter().collect::<Vec<_>>(), want);
+        b.clear();
+        assert_eq!(b.iter().count(), 0);
+    }
 }
