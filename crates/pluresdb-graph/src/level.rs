@@ -150,7 +150,11 @@ impl<'g, T: Item> Bfs<'g, T> {
         if level.len() >= g.node_bound() / BITS_ORDER_AT {
             self.mark_frontier(level);
             let (bits, extras) = self.frontier.as_ref().expect("just marked");
-            debug_assert_eq!(bits.iter().count(), level.len(), "a level holds a node twice");
+            debug_assert_eq!(
+                bits.iter().count(),
+                level.len(),
+                "a level holds a node twice"
+            );
             for (slot, v) in level.iter_mut().zip(bits.iter()) {
                 *slot = T::with(v, extras[v as usize]);
             }

@@ -10,10 +10,25 @@ use pluresdb_sync::{SessionOptions, run_session};
 use serde_json::json;
 
 fn open(dir: &tempfile::TempDir, name: &str) -> Database {
-    let db = Database::open(dir.path().join(name)).unwrap();
+    with_todos(Database::open(dir.path().join(name)).unwrap())
+}
+
+/// `db` with the synced table `todos`.
+fn with_todos(db: Database) -> Database {
     db.exec("CREATE TABLE IF NOT EXISTS todos(id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL DEFAULT '', done INTEGER NOT NULL DEFAULT 0)").unwrap();
     db.sync_table("todos").unwrap();
     db
+}
+
+/// Fills `todos` with 60,000 rows: about 6 MB of changes, more than the socket buffers and a
+/// sender's queue hold.
+fn fill_beyond_buffers(db: &Database) {
+    fill(
+        db,
+        "row",
+        60_000,
+        "a title of about sixty bytes, long enough to fill",
+    );
 }
 
 fn rows(db: &Database) -> Vec<String> {
@@ -526,30 +541,58 @@ async fn a_server_whose_reads_hold_up_its_writer_still_serves_a_slow_peer() {
             .unwrap(),
     ];
     for server in servers {
-        server.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL DEFAULT '', done INTEGER NOT NULL DEFAULT 0)").unwrap();
-        server.sync_table("todos").unwrap();
-        // About 6 MB of changes: more than the socket buffers and the send queue hold.
-        fill(
-            &server,
-            "row",
-            60_000,
-            "a title of about sixty bytes, long enough to fill",
-        );
+        let server = with_todos(server);
+        fill_beyond_buffers(&server);
         let url = start_server(server.clone()).await;
         let mut ws = raw_peer(&url, pluresdb_core::SiteId([42; 16]), 0).await;
         // The peer reads nothing for a while (the server's queue fills), then says it is done.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        raw_send(&mut ws, Message::Done { db_version: 0 }.encode()).await;
-        let mut received = 0;
-        loop {
-            match raw_receive(&mut ws).await {
-                Message::Changes(c) => received += c.len(),
-                Message::Done { .. } => break,
-                _ => {}
-            }
-        }
-        assert_eq!(received, 180_000);
+        assert_eq!(finish_and_count(&mut ws).await, 180_000);
     }
+}
+
+/// Tells a raw peer's server it is done sending, and counts the changes the server sends
+/// until its own Done.
+async fn finish_and_count(ws: &mut RawPeer) -> usize {
+    raw_send(ws, Message::Done { db_version: 0 }.encode()).await;
+    let mut received = 0;
+    loop {
+        match raw_receive(ws).await {
+            Message::Changes(c) => received += c.len(),
+            Message::Done { .. } => return received,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_take_their_changes_slowly_hold_up_no_reader() {
+    // The server has one reader connection. Two peers ask for everything and read nothing for
+    // a while: the app's own reads must still get the reader (they used to wait for a sending
+    // session's snapshot, and fail after the busy timeout).
+    let dir = tempfile::tempdir().unwrap();
+    let server = pluresdb_core::OpenOptions::new()
+        .readers(1)
+        .busy_timeout(Duration::from_millis(200))
+        .open(dir.path().join("server.db"))
+        .unwrap();
+    let server = with_todos(server);
+    fill_beyond_buffers(&server);
+    let url = start_server(server.clone()).await;
+    let mut a = raw_peer(&url, pluresdb_core::SiteId([42; 16]), 0).await;
+    let mut b = raw_peer(&url, pluresdb_core::SiteId([43; 16]), 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..5 {
+        let count = tokio::task::spawn_blocking({
+            let server = server.clone();
+            move || server.value("SELECT count(*) FROM todos", ())
+        })
+        .await
+        .unwrap();
+        assert_eq!(count.unwrap(), pluresdb_core::Value::Integer(60_000));
+    }
+    assert_eq!(finish_and_count(&mut a).await, 180_000);
+    assert_eq!(finish_and_count(&mut b).await, 180_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
