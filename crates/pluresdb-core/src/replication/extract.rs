@@ -9,7 +9,7 @@ use serde_json::Value as Json;
 use pluresdb_crdt::{Hlc, SiteId, Version, is_alive};
 
 use super::clock::{RowClock, Stamp};
-use super::collections::{Collection, Kind, quote};
+use super::collections::{Collection, Collections, Kind, quote};
 use super::keys;
 use super::state::read_sites;
 use super::{ChangeRecord, EDGES, NODES};
@@ -57,20 +57,24 @@ impl Database {
         })
     }
 
-    /// Streams the changes after `since` to `sink` in batches of up to `batch` changes; returns
-    /// this database's `db_version` when the read began. Every change stored up to that version
-    /// is sent, with its row's values as they are when its row is read.
+    /// Streams the changes after `since` to `sink` in batches of about `batch` changes (a
+    /// row's changes are never split between batches); returns this database's `db_version`
+    /// when the read began. Every change stored up to that version is sent, with its row's
+    /// values as they are when its row is read.
     ///
-    /// The rows are read a page at a time (about two batches), each page from a snapshot of its
-    /// own, and `sink` runs between pages with no connection held: a peer that takes its
-    /// changes slowly holds up no other reader, and no checkpoint. Rows written during the
-    /// read may be sent already; they are sent again next time (merging is idempotent). Each
-    /// page is read from a snapshot whose change log is folded into the clock records, so a
-    /// row's values and versions always agree. A peer that is nearly up to date (live sync)
-    /// gets its changes by looking up the rows written lately; others by a scan of the clock
-    /// records in key order. (When a snapshot would hold up writers, with no WAL reader
-    /// connection, or when other writers keep logging changes, a page is read holding the write
-    /// lock, which is released before `sink` runs.)
+    /// The rows are read a page at a time (about two batches, at most 4,096 rows), each page
+    /// from a snapshot of its own, and `sink` runs between pages with no connection held: a
+    /// peer that takes its changes slowly holds up no other reader, and no checkpoint. Rows
+    /// written during the read may be sent already; they are sent again next time (merging is
+    /// idempotent). Each page is read from a snapshot whose change log is folded into the clock
+    /// records, so a row's values and versions always agree. A table that starts or stops
+    /// syncing, or whose columns change, during the read is read as the schema is at each page.
+    /// A peer that is nearly up to date (live sync) gets its changes by looking up the rows
+    /// written lately; others by a scan of the clock records in key order. (When a snapshot
+    /// would hold up writers, with no WAL reader connection, or when other writers keep logging
+    /// changes, a page is read holding the write lock, which is released before `sink` runs. A
+    /// read-only handle, which can fold nothing, reads every page from one snapshot, and `sink`
+    /// runs inside it.)
     pub fn for_each_change(
         &self,
         since: u64,
@@ -82,21 +86,18 @@ impl Database {
             since,
             exclude,
             collections: self.replication().collections_cached(),
+            schema_version: None,
             db_version: 0,
             plan: Plan::Start,
             batch: batch.max(1),
         };
         let mut out = Batches::default();
-        while !matches!(reading.plan, Plan::Done) {
+        if self.is_read_only() {
+            self.read_in_one_snapshot(&mut reading, &mut out, &mut sink)?;
+        }
+        while !reading.done() {
             self.read_page(&mut reading, &mut out)?;
-            // Full batches now; the rest waits for the next page.
-            let mut start = 0;
-            for &end in &out.ends {
-                sink(&out.changes[start..end])?;
-                start = end;
-            }
-            out.changes.drain(..start);
-            out.ends.clear();
+            out.send_full(&mut sink)?;
         }
         if !out.changes.is_empty() {
             sink(&out.changes)?;
@@ -104,9 +105,36 @@ impl Database {
         Ok(reading.db_version)
     }
 
+    /// Reads every page from one snapshot, with `sink` running inside it: how a read-only
+    /// handle reads, since it cannot fold what other handles log while it reads, and holds up
+    /// no writer of its own.
+    fn read_in_one_snapshot(
+        &self,
+        reading: &mut Reading,
+        out: &mut Batches,
+        sink: &mut impl FnMut(&[ChangeRecord]) -> Result<()>,
+    ) -> Result<()> {
+        for _ in 0..FOLD_ATTEMPTS {
+            // Fails, saying why, when the log holds changes.
+            self.settle_clock()?;
+            let read = self.engine().with_read_conn(|conn| {
+                while !reading.done() {
+                    if !reading.page(conn, self, out)? {
+                        return Ok(false);
+                    }
+                    out.send_full(sink)?;
+                }
+                Ok(true)
+            })?;
+            if read {
+                return Ok(());
+            }
+        }
+        self.settle_clock()
+    }
+
     /// Reads the next page of `reading` into `out`, from a snapshot without logged changes:
-    /// the log is folded first, and again if another handle logged changes before the
-    /// snapshot began.
+    /// the log is folded when a snapshot holds some, and the page read again.
     fn read_page(&self, reading: &mut Reading, out: &mut Batches) -> Result<()> {
         #[cfg(test)]
         let attempts = if READ_LOCKED.get() { 0 } else { FOLD_ATTEMPTS };
@@ -114,13 +142,13 @@ impl Database {
         let attempts = FOLD_ATTEMPTS;
         if self.engine().snapshots_let_writers_commit() {
             for _ in 0..attempts {
-                self.settle_clock()?;
                 if self
                     .engine()
                     .with_read_conn(|conn| reading.page(conn, self, out))?
                 {
                     return Ok(());
                 }
+                self.settle_clock()?;
             }
         }
         // No such snapshot (no WAL reader), or other writers keep logging in between: fold and
@@ -149,7 +177,12 @@ const PAGE_ROWS: usize = 4096;
 struct Reading {
     since: u64,
     exclude: Option<SiteId>,
+    /// The synced collections, as of the first page's schema, or reloaded when a later page's
+    /// schema differs.
     collections: Vec<Arc<Collection>>,
+    /// The schema version `collections` were read at (`None` before the first page; they come
+    /// from this handle's cache then).
+    schema_version: Option<i64>,
     /// The `db_version` when the first page was read.
     db_version: u64,
     plan: Plan,
@@ -165,6 +198,20 @@ struct Batches {
     ends: Vec<usize>,
 }
 
+impl Batches {
+    /// Passes the full batches to `sink`; the rest waits for more rows.
+    fn send_full(&mut self, sink: &mut impl FnMut(&[ChangeRecord]) -> Result<()>) -> Result<()> {
+        let mut start = 0;
+        for &end in &self.ends {
+            sink(&self.changes[start..end])?;
+            start = end;
+        }
+        self.changes.drain(..start);
+        self.ends.clear();
+        Ok(())
+    }
+}
+
 /// Which rows a read of changes reads next.
 enum Plan {
     /// The first page decides.
@@ -174,16 +221,21 @@ enum Plan {
         rows: Vec<(u32, Box<[u8]>)>,
         next: usize,
     },
-    /// Every clock record of collection `collections[coll]` (and of those after it) whose key
-    /// comes after `after` (the empty key: from the first).
+    /// Every clock record of the collections with ids from `coll` on: first those of the
+    /// first such collection whose keys come after `after` (the empty key: from the first).
     Scan {
-        coll: usize,
+        coll: u32,
         after: Vec<u8>,
     },
     Done,
 }
 
 impl Reading {
+    /// Whether every page has been read.
+    fn done(&self) -> bool {
+        matches!(self.plan, Plan::Done)
+    }
+
     /// Reads the next page into `out` and moves the plan past it; false (with nothing read)
     /// when the snapshot holds logged changes not folded into the clock.
     fn page(
@@ -222,6 +274,13 @@ impl Reading {
         } else if repl.log_has_changes(conn)? {
             return Ok(false);
         }
+        // A table that starts or stops syncing, or whose columns change, between pages: the
+        // rest is read as the schema now is.
+        let schema: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        if self.schema_version.is_some_and(|v| v != schema) {
+            self.collections = Collections::load(conn)?.iter().cloned().collect();
+        }
+        self.schema_version = Some(schema);
         let by_id: HashMap<u32, &Collection> =
             self.collections.iter().map(|c| (c.id, &**c)).collect();
         let sites = Sites::load(conn, self.exclude)?;
@@ -250,15 +309,18 @@ impl Reading {
             }
             Ok((key_bytes, out.changes.len() - first >= 2 * batch))
         };
+        // Rows read (or looked up) in this page.
+        let mut rows_read = 0;
         match &mut self.plan {
             Plan::Start | Plan::Done => {}
             Plan::Rows { rows, next } => {
                 // Sorted by collection: one statement per collection, one lookup per row.
                 let mut stmt: Option<(u32, rusqlite::CachedStatement<'_>)> = None;
                 let mut full = false;
-                while *next < rows.len() && !full {
+                while *next < rows.len() && !full && rows_read < PAGE_ROWS {
                     let (coll, key) = &rows[*next];
                     *next += 1;
+                    rows_read += 1;
                     if stmt.as_ref().is_none_or(|(c, _)| c != coll) {
                         let Some(sql) = by_id.get(coll).and_then(|c| branch_sql(c, true)) else {
                             continue;
@@ -276,22 +338,25 @@ impl Reading {
                 }
             }
             Plan::Scan { coll, after } => loop {
-                let Some(c) = self.collections.get(*coll) else {
+                let Some(c) = self.collections.iter().find(|c| c.id >= *coll) else {
                     self.plan = Plan::Done;
                     break;
                 };
+                *coll = c.id;
                 let Some(sql) = branch_sql(c, false) else {
                     *coll += 1;
                     continue;
                 };
                 let mut stmt = conn.prepare_cached(&sql)?;
-                let mut found = stmt.query(rusqlite::params![since, &*after, PAGE_ROWS as i64])?;
+                let limit = PAGE_ROWS - rows_read;
+                let mut found = stmt.query(rusqlite::params![since, &*after, limit as i64])?;
                 let (mut read, mut full) = (0, false);
                 while !full && let Some(row) = found.next()? {
                     (*after, full) = emit(row)?;
                     read += 1;
                 }
-                if full || read == PAGE_ROWS {
+                rows_read += read;
+                if full || read == limit {
                     break;
                 }
                 // The collection is done.
@@ -521,23 +586,26 @@ mod tests {
     use super::{PAGE_ROWS, READ_LOCKED};
     use crate::{Database, OpenOptions, Value};
 
-    /// A synced table `t(id, v NOT NULL)` with `rows` rows, written by one handle and reopened
-    /// with a single reader: the new handle has no list of recent rows, so reading changes
-    /// scans the clock records.
-    fn reopened_with_rows(path: &std::path::Path, rows: i64) -> Database {
+    /// The table `t(id, v NOT NULL)`.
+    const T: &str = "CREATE TABLE t(id INTEGER PRIMARY KEY NOT NULL, v TEXT NOT NULL)";
+
+    /// Synced tables made by `tables` (each with columns `id` and `v`), `rows` rows in each,
+    /// written by one handle and reopened with a single reader: the new handle has no list of
+    /// recent rows, so reading changes scans the clock records.
+    fn reopened_with_rows(path: &std::path::Path, tables: &[&str], rows: i64) -> Database {
         {
             let db = Database::open(path).unwrap();
-            db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY NOT NULL, v TEXT NOT NULL)")
+            for name in synced_tables(&db, tables) {
+                db.transaction(|tx| {
+                    let stmt =
+                        tx.prepare(&format!("INSERT INTO {name}(id, v) VALUES (?1, 'x' || ?1)"))?;
+                    for i in 0..rows {
+                        stmt.run((i,))?;
+                    }
+                    Ok::<_, crate::Error>(())
+                })
                 .unwrap();
-            db.sync_table("t").unwrap();
-            db.transaction(|tx| {
-                let stmt = tx.prepare("INSERT INTO t(id, v) VALUES (?1, 'x' || ?1)")?;
-                for i in 0..rows {
-                    stmt.run((i,))?;
-                }
-                Ok::<_, crate::Error>(())
-            })
-            .unwrap();
+            }
         }
         OpenOptions::new()
             .readers(1)
@@ -546,15 +614,36 @@ mod tests {
             .unwrap()
     }
 
-    fn dump(db: &Database) -> Vec<(i64, String)> {
-        db.all_as("SELECT id, v FROM t ORDER BY id", ()).unwrap()
+    /// Runs the `CREATE TABLE` statements `tables` and syncs the tables; returns their names.
+    fn synced_tables<'a>(db: &Database, tables: &[&'a str]) -> Vec<&'a str> {
+        let mut names = Vec::new();
+        for ddl in tables {
+            db.exec(ddl).unwrap();
+            let name = ddl.split_whitespace().nth(2).unwrap();
+            let name = &name[..name.find('(').unwrap_or(name.len())];
+            db.sync_table(name).unwrap();
+            names.push(name);
+        }
+        names
+    }
+
+    /// An in-memory peer with the tables made by `tables`, synced.
+    fn peer_with(tables: &[&str]) -> Database {
+        let peer = Database::open_in_memory().unwrap();
+        synced_tables(&peer, tables);
+        peer
+    }
+
+    fn dump(db: &Database, table: &str) -> Vec<(i64, String)> {
+        db.all_as(&format!("SELECT id, v FROM {table} ORDER BY id"), ())
+            .unwrap()
     }
 
     #[test]
     fn a_sink_that_reads_the_database_gets_a_reader_and_whole_rows() {
         let dir = tempfile::tempdir().unwrap();
         let rows = (PAGE_ROWS * 2 + 100) as i64;
-        let db = reopened_with_rows(&dir.path().join("db"), rows);
+        let db = reopened_with_rows(&dir.path().join("db"), &[T], rows);
         // The only reader is free whenever the sink runs: before pages, the read held it for
         // the whole set, and this query failed with "all reader connections stayed in use".
         let mut seen = 0;
@@ -578,11 +667,8 @@ mod tests {
     fn rows_written_while_changes_are_read_reach_the_peer_by_the_next_read() {
         let dir = tempfile::tempdir().unwrap();
         let rows = (PAGE_ROWS * 3) as i64;
-        let db = reopened_with_rows(&dir.path().join("db"), rows);
-        let peer = Database::open_in_memory().unwrap();
-        peer.exec("CREATE TABLE t(id INTEGER PRIMARY KEY NOT NULL, v TEXT NOT NULL)")
-            .unwrap();
-        peer.sync_table("t").unwrap();
+        let db = reopened_with_rows(&dir.path().join("db"), &[T], rows);
+        let peer = peer_with(&[T]);
         let start = db.db_version().unwrap();
         // Between pages: update rows already sent and rows not read yet, delete some of both,
         // and add new ones; every batch the peer merges must hold whole, consistent rows (v
@@ -606,12 +692,110 @@ mod tests {
         assert_eq!(version, start, "the version is the one the read began at");
         let rest = db.changes_since(version, None).unwrap();
         peer.apply_changes(&rest.changes).unwrap();
-        assert_eq!(dump(&peer), dump(&db));
+        assert_eq!(dump(&peer, "t"), dump(&db, "t"));
         assert_eq!(
             peer.value("SELECT count(*) FROM t WHERE v = 'changed'", ())
                 .unwrap(),
             Value::Integer(2 * round)
         );
+    }
+
+    #[test]
+    fn a_schema_change_between_pages_leaves_the_rest_read_as_the_schema_now_is() {
+        // A column of one synced table and the whole of another are dropped after the first
+        // batch: the read goes on without them (it used to fail with "no such column").
+        let dir = tempfile::tempdir().unwrap();
+        let tables = [
+            "CREATE TABLE t(id INTEGER PRIMARY KEY NOT NULL, v TEXT NOT NULL, w TEXT DEFAULT 'w')",
+            "CREATE TABLE u(id INTEGER PRIMARY KEY NOT NULL, v TEXT NOT NULL)",
+        ];
+        let rows = (PAGE_ROWS * 2) as i64;
+        let db = reopened_with_rows(&dir.path().join("db"), &tables, rows);
+        let peer = peer_with(&tables);
+        let mut n = 0;
+        let version = db
+            .for_each_change(0, None, 1000, |batch| {
+                peer.apply_changes(batch)?;
+                n += 1;
+                if n == 1 {
+                    db.exec("ALTER TABLE t DROP COLUMN w; DROP TABLE u")?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        peer.apply_changes(&db.changes_since(version, None).unwrap().changes)
+            .unwrap();
+        assert_eq!(dump(&peer, "t"), dump(&db, "t"));
+    }
+
+    #[test]
+    fn a_read_only_handle_reads_while_another_handle_writes() {
+        // A read-only handle cannot fold what a writer logs meanwhile: it reads every page
+        // from one snapshot (paging from fresh ones failed with "open it writable").
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let writer = reopened_with_rows(&path, &[T], (PAGE_ROWS * 2) as i64);
+        writer.fold_change_log().unwrap();
+        let ro = OpenOptions::new().read_only(true).open(&path).unwrap();
+        let mut seen = 0;
+        ro.for_each_change(0, None, 1000, |batch| {
+            seen += batch.len();
+            writer.run("UPDATE t SET v = 'later' WHERE id = ?1", (seen as i64,))?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, 4 * PAGE_ROWS);
+    }
+
+    #[test]
+    fn writes_by_two_handles_between_pages_reach_the_peer_by_the_next_read() {
+        // Random updates, deletes, replacements and key moves in two tables, by this handle
+        // and another, after every batch: the peer merges each batch, then the changes since
+        // the version the read returned, and has the same rows.
+        let tables = [
+            T,
+            "CREATE TABLE u(id INTEGER PRIMARY KEY NOT NULL, v TEXT NOT NULL)",
+        ];
+        let rows = (PAGE_ROWS * 2) as i64;
+        for seed in 1..4u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("db");
+            let db = reopened_with_rows(&path, &tables, rows);
+            let other = Database::open(&path).unwrap();
+            let peer = peer_with(&tables);
+            let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mut rnd = move |m: i64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % m as u64) as i64
+            };
+            let version = db
+                .for_each_change(0, None, 500, |batch| {
+                    peer.apply_changes(batch)?;
+                    for _ in 0..20 {
+                        let h = if rnd(2) == 0 { &db } else { &other };
+                        let t = ["t", "u"][rnd(2) as usize];
+                        let (id, to) = (rnd(rows * 2), rnd(rows * 3));
+                        let sql = match rnd(4) {
+                            0 => format!("UPDATE {t} SET v = 'c' || ?2 WHERE id = ?1"),
+                            1 => format!("DELETE FROM {t} WHERE id = ?1 OR id = ?2"),
+                            2 => {
+                                format!("INSERT OR REPLACE INTO {t}(id, v) VALUES (?1, 'r' || ?2)")
+                            }
+                            _ => format!("UPDATE OR IGNORE {t} SET id = ?2 WHERE id = ?1"),
+                        };
+                        h.run(&sql, (id, to))?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            peer.apply_changes(&db.changes_since(version, None).unwrap().changes)
+                .unwrap();
+            for t in ["t", "u"] {
+                assert!(dump(&peer, t) == dump(&db, t), "seed {seed}: {t} differs");
+            }
+        }
     }
 
     #[test]
