@@ -224,22 +224,51 @@ impl<'g, T: Item> Bfs<'g, T> {
     /// Follows every edge out of the level's nodes. A large level is in node order, so the
     /// walk reads the arena (laid out in node order) front to back, and the lists of the node
     /// 8 places ahead (the spans of the one 16 ahead) are prefetched, so it waits less for
-    /// each list to arrive from memory.
+    /// each list to arrive from memory; and it marks the neighbours of a list
+    /// [`NEW_CHUNK`] at a time without a branch each, then visits the new ones among them
+    /// (whether a neighbour is new is a coin toss on a large level, and a mispredicted branch
+    /// per edge cost more than the rest of the walk: 3 hops both ways 1.24-1.33 -> 0.92-0.98
+    /// ms p50 on the benchmark graph). Small levels, mostly of short lists, keep the branch.
     fn top_down<B>(
+        &mut self,
+        level: &[T],
+        visit: impl FnMut(T, u64, Direction) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        if level.len() > LARGE_LEVEL {
+            self.top_down_as::<true, B>(level, visit)
+        } else {
+            self.top_down_as::<false, B>(level, visit)
+        }
+    }
+
+    /// [`Bfs::top_down`] of a large level (`LARGE`) or a small one.
+    fn top_down_as<const LARGE: bool, B>(
         &mut self,
         level: &[T],
         mut visit: impl FnMut(T, u64, Direction) -> ControlFlow<B>,
     ) -> ControlFlow<B> {
         let (g, dir) = (self.graph, self.dir);
-        let large = level.len() > LARGE_LEVEL;
+        let large = LARGE;
         let (seen, rels) = (&mut self.seen, self.only);
         let mut reached = 0;
         // Follows one run of a list (all of it, or one relation's part).
+        let mut new = [0u8; NEW_CHUNK];
         let mut run = |list: List<'_>, item: T, side: Direction| {
-            for (j, &u) in list.nodes().iter().enumerate() {
-                if seen.insert(u) {
-                    reached += 1;
-                    visit(item, list.entry(j), side)?;
+            let nodes = list.nodes();
+            if !LARGE {
+                for (j, &u) in nodes.iter().enumerate() {
+                    if seen.insert(u) {
+                        reached += 1;
+                        visit(item, list.entry(j), side)?;
+                    }
+                }
+                return ControlFlow::Continue(());
+            }
+            for (c, chunk) in nodes.chunks(NEW_CHUNK).enumerate() {
+                let n = seen.insert_each(chunk, &mut new);
+                reached += n;
+                for &j in &new[..n] {
+                    visit(item, list.entry(c * NEW_CHUNK + j as usize), side)?;
                 }
             }
             ControlFlow::Continue(())
@@ -330,6 +359,9 @@ impl<'g, T: Item> Bfs<'g, T> {
         visit_hits(&hits[..held], extras, &mut visit)
     }
 }
+
+/// Neighbours marked per step of a top-down walk before the new ones among them are visited.
+const NEW_CHUNK: usize = 64;
 
 /// How many bottom-up hits are held while their parents' items load.
 const HIT_BATCH: usize = 16;

@@ -334,13 +334,22 @@ impl Graph {
             let most = bfs.plan(&mut expanding).min(opts.max_visited);
             w.t.steps.reserve(most);
             w.t.visits.reserve(most.min(w.limit));
-            let flow = bfs.expand(&expanding, |(_, step), e, side| {
-                w.reach(node_of(e), step, rel_of(e), side == Direction::Out, next)
-            });
+            let flow = if w.returns_all() {
+                bfs.expand(&expanding, |(_, step), e, side| {
+                    w.step(node_of(e), step, rel_of(e), side == Direction::Out)
+                })
+            } else {
+                bfs.expand(&expanding, |(_, step), e, side| {
+                    w.reach(node_of(e), step, rel_of(e), side == Direction::Out, next)
+                })
+            };
             if let ControlFlow::Break(end) = flow {
                 return end.map(|()| w.t);
             }
             level = level.end..w.t.steps.len();
+            if w.returns_all() {
+                w.visit_level(level.clone(), next);
+            }
             depth = next;
         }
         Ok(w.t)
@@ -394,17 +403,22 @@ struct Walker<'o, 'a> {
 }
 
 impl Walker<'_, '_> {
-    /// Records node `v`, just seen at `depth` from step `parent` by an edge of relation `rel`
-    /// (followed along its direction if `out`). Breaks with `Ok` at the limit and with an
-    /// error past the visit budget.
+    /// Whether every node reached is returned, with no limit: then a level's visits are
+    /// recorded after it, all at once ([`Walker::visit_level`]), and each node reached only
+    /// takes a step ([`Walker::step`]).
+    fn returns_all(&self) -> bool {
+        self.opts.filter.is_none() && self.limit == usize::MAX
+    }
+
+    /// Records the step to node `v` from step `parent` by an edge of relation `rel` (followed
+    /// along its direction if `out`). Breaks with an error past the visit budget.
     #[inline]
-    fn reach(
+    fn step(
         &mut self,
         v: NodeIx,
         parent: u32,
         rel: RelIx,
         out: bool,
-        depth: u32,
     ) -> ControlFlow<Result<(), GraphError>> {
         let t = &mut self.t;
         if t.steps.len() >= self.opts.max_visited {
@@ -418,6 +432,37 @@ impl Walker<'_, '_> {
             parent,
             rel_out: rel | if out { OUT } else { 0 },
         });
+        ControlFlow::Continue(())
+    }
+
+    /// Returns the nodes of the steps `steps` (one level, at `depth`), when the depth range
+    /// takes them: for a walk that [returns all](Walker::returns_all) it reaches.
+    fn visit_level(&mut self, steps: std::ops::Range<usize>, depth: u32) {
+        if depth < self.min {
+            return;
+        }
+        let t = &mut self.t;
+        t.visits.extend(steps.map(|i| Visit {
+            node: t.steps[i].node,
+            depth,
+            step: i as u32,
+        }));
+    }
+
+    /// Records node `v`, just seen at `depth` from step `parent` by an edge of relation `rel`
+    /// (followed along its direction if `out`). Breaks with `Ok` at the limit and with an
+    /// error past the visit budget.
+    #[inline]
+    fn reach(
+        &mut self,
+        v: NodeIx,
+        parent: u32,
+        rel: RelIx,
+        out: bool,
+        depth: u32,
+    ) -> ControlFlow<Result<(), GraphError>> {
+        self.step(v, parent, rel, out)?;
+        let t = &mut self.t;
         if depth >= self.min && self.opts.filter.is_none_or(|f| f(v)) {
             t.visits.push(Visit {
                 node: v,

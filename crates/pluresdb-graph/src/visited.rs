@@ -18,6 +18,22 @@ impl Bits {
         fresh
     }
 
+    /// Marks every slot of `slots` (at most 256) and writes to `new` the positions in `slots`
+    /// of those not marked before (a repeat counts once); returns how many. Without a branch
+    /// per slot: on a walk's frontier whether a neighbour is new is unpredictable.
+    #[inline]
+    pub(crate) fn insert_each(&mut self, slots: &[u32], new: &mut [u8]) -> usize {
+        let mut n = 0;
+        for (j, &i) in slots.iter().enumerate() {
+            let word = &mut self.0[(i >> 6) as usize];
+            let bit = 1u64 << (i & 63);
+            new[n] = j as u8;
+            n += usize::from(*word & bit == 0);
+            *word |= bit;
+        }
+        n
+    }
+
     /// Whether `i` is marked.
     #[inline]
     pub(crate) fn contains(&self, i: u32) -> bool {
@@ -72,5 +88,19 @@ mod tests {
         assert_eq!(b.iter().collect::<Vec<_>>(), want);
         b.clear();
         assert_eq!(b.iter().count(), 0);
+    }
+
+    #[test]
+    fn insert_each_reports_the_slots_not_marked_before_once() {
+        let mut b = Bits::new(200);
+        b.insert(7);
+        b.insert(130);
+        let slots = [7, 3, 130, 3, 64, 199, 64, 0, 7];
+        let mut new = [0u8; 16];
+        let n = b.insert_each(&slots, &mut new);
+        // 3, 64, 199 and 0 were new; their repeats and 7 and 130 were not.
+        assert_eq!(&new[..n], &[1, 4, 5, 7]);
+        assert_eq!(b.iter().collect::<Vec<_>>(), [0, 3, 7, 64, 130, 199]);
+        assert_eq!(b.insert_each(&slots, &mut new), 0);
     }
 }
