@@ -480,8 +480,13 @@ impl Graph {
     }
 
     /// The index of relation `name`, interning it if it is new.
+    ///
+    /// # Panics
+    /// Past 2^31 relation names (tens of gigabytes of names).
     pub fn intern_relation(&mut self, name: &str) -> RelIx {
         let r = self.rels.intern(name);
+        // A walk's steps keep the relation in 31 bits (the top one holds the direction).
+        assert!(r < 1 << 31, "more than 2 billion relation names");
         if self.rel_edges.len() <= r as usize {
             self.rel_edges.resize(r as usize + 1, 0);
         }

@@ -18,8 +18,9 @@ impl Bits {
         fresh
     }
 
-    /// Marks every slot of `slots` (at most 256) and writes to `new` the positions in `slots`
-    /// of those not marked before (a repeat counts once); returns how many. Without a branch
+    /// Marks every slot of `slots` and writes to `new` the positions in `slots` of those not
+    /// marked before (a repeat counts once); returns how many. Positions are bytes, so
+    /// `slots` holds at most 256; `new` must be at least as long as `slots`. Without a branch
     /// per slot: on a walk's frontier whether a neighbour is new is unpredictable.
     #[inline]
     pub(crate) fn insert_each(&mut self, slots: &[u32], new: &mut [u8]) -> usize {
