@@ -851,3 +851,66 @@ fn walks_by_filters_naming_all_some_no_or_emptied_relations_match_the_reference(
         FORCE_BOTTOM_UP.set(None);
     }
 }
+
+/// A walk that returns every node it reaches records its visits a level at a time, and large
+/// levels mark long lists in chunks: the result must be what the per-node path (taken when a
+/// filter is given, here one that keeps everything) records, step for step.
+#[test]
+fn a_walk_returning_everything_records_what_the_per_node_path_records() {
+    let mut rnd = xorshift(0x1234_5678_9abc_def1);
+    let mut g = Graph::new();
+    // A hub one hop from 150 nodes with 50 to 350 edges each (lists of several chunks, and
+    // levels over the large-level threshold), in a sparser graph of 4,000 nodes.
+    for i in 0..150 {
+        g.add_edge("hub", "r0", &format!("n{i}"));
+        for _ in 0..50 + rnd(300) {
+            g.add_edge(
+                &format!("n{i}"),
+                &format!("r{}", rnd(3)),
+                &format!("n{}", rnd(4000)),
+            );
+        }
+    }
+    for _ in 0..20_000 {
+        let (a, r, b) = (rnd(4000), rnd(3), rnd(4000));
+        g.add_edge(&format!("n{a}"), &format!("r{r}"), &format!("n{b}"));
+    }
+    let starts = [g.node("hub").unwrap(), g.node("n7").unwrap()];
+    let all = |_: NodeIx| true;
+    let some = |v: NodeIx| !v.is_multiple_of(3);
+    for force in [Some(false), None, Some(true)] {
+        FORCE_BOTTOM_UP.set(force);
+        for dir in [Direction::Out, Direction::In, Direction::Both] {
+            for rels in [RelFilter::any(), g.rel_filter(["r0", "r2"])] {
+                for (min, max) in [(0, 1), (1, 3), (2, 3), (5, 6), (0, 9)] {
+                    for expand_if in [None, Some(&some as &dyn Fn(NodeIx) -> bool)] {
+                        let mut opts = TraverseOptions::new()
+                            .direction(dir)
+                            .relations(rels.clone())
+                            .min_depth(min)
+                            .max_depth(max);
+                        if let Some(f) = expand_if {
+                            opts = opts.expand_if(f);
+                        }
+                        let fast = g.traverse(&starts, &opts).unwrap();
+                        let per_node = g.traverse(&starts, &opts.clone().filter(&all)).unwrap();
+                        let case = format!("{force:?} {dir:?} {min}..{max}");
+                        assert_eq!(fast.visits(), per_node.visits(), "{case}");
+                        assert!(fast.steps().eq(per_node.steps()), "{case}");
+                        for v in fast.visits() {
+                            assert_eq!(fast.path_edges(v), per_node.path_edges(v), "{case}");
+                            assert!(fast.path_edges(v).into_iter().all(|e| g.has_edge(e)));
+                        }
+                        let budget = opts.clone().max_visited(151);
+                        assert_eq!(
+                            g.traverse(&starts, &budget).is_err(),
+                            g.traverse(&starts, &budget.clone().filter(&all)).is_err(),
+                            "{case}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    FORCE_BOTTOM_UP.set(None);
+}
