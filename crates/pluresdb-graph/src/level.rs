@@ -147,7 +147,7 @@ impl<'g, T: Item> Bfs<'g, T> {
         // In node order, each list's span and head are read front to back. A level of many
         // of the graph's nodes is put in order through the frontier bits (which a bottom-up
         // level needs anyway) in less time than a sort takes.
-        if level.len() >= g.node_bound() / BITS_ORDER_AT {
+        if self.ordered_by_bits(level) {
             self.mark_frontier(level);
             let (bits, extras) = self.frontier.as_ref().expect("just marked");
             debug_assert_eq!(
@@ -186,6 +186,11 @@ impl<'g, T: Item> Bfs<'g, T> {
             self.bottom_up = force && !level.is_empty();
         }
         ahead.min(g.node_bound())
+    }
+
+    /// Whether `plan` puts `level` in order through the frontier bits (and so marks it there).
+    fn ordered_by_bits(&self, level: &[T]) -> bool {
+        level.len() >= self.graph.node_bound() / BITS_ORDER_AT
     }
 
     /// Marks a level's nodes in the frontier bits and keeps their items' extras; `level`
@@ -249,7 +254,6 @@ impl<'g, T: Item> Bfs<'g, T> {
         mut visit: impl FnMut(T, u64, Direction) -> ControlFlow<B>,
     ) -> ControlFlow<B> {
         let (g, dir) = (self.graph, self.dir);
-        let large = LARGE;
         let (seen, rels) = (&mut self.seen, self.only);
         let mut reached = 0;
         // Follows one run of a list (all of it, or one relation's part).
@@ -276,7 +280,7 @@ impl<'g, T: Item> Bfs<'g, T> {
         };
         let mut walk = || {
             for i in 0..level.len() {
-                if large {
+                if LARGE {
                     prefetch_lists(g, level.get(i + 8).map(|&t| t.node()), dir, true);
                     prefetch_lists(g, level.get(i + 16).map(|&t| t.node()), dir, false);
                 }
@@ -309,7 +313,7 @@ impl<'g, T: Item> Bfs<'g, T> {
     ) -> ControlFlow<B> {
         let g = self.graph;
         let n = g.node_bound();
-        if level.len() < n / BITS_ORDER_AT {
+        if !self.ordered_by_bits(level) {
             // Else `plan` marked them.
             self.mark_frontier(level);
         }

@@ -1,7 +1,8 @@
 //! Reading change sets: every field stored after a given `db_version`, with the values as they
 //! are now, a page of rows per snapshot.
 
-use std::collections::HashMap;
+use std::cell::OnceCell;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::Value as Json;
@@ -85,7 +86,7 @@ impl Database {
         let mut reading = Reading {
             since,
             exclude,
-            collections: self.replication().collections_cached(),
+            emitter: Emitter::new(&self.replication().collections_cached(), since),
             schema_version: None,
             db_version: 0,
             plan: Plan::Start,
@@ -177,11 +178,11 @@ const PAGE_ROWS: usize = 4096;
 struct Reading {
     since: u64,
     exclude: Option<SiteId>,
-    /// The synced collections, as of the first page's schema, or reloaded when a later page's
-    /// schema differs.
-    collections: Vec<Arc<Collection>>,
-    /// The schema version `collections` were read at (`None` before the first page; they come
-    /// from this handle's cache then).
+    /// Turns clock records into changes, for the synced collections as of the first page's
+    /// schema (reloaded when a later page's schema differs).
+    emitter: Emitter,
+    /// The schema version the emitter's collections were read at (`None` before the first
+    /// page; they come from this handle's cache then).
     schema_version: Option<i64>,
     /// The `db_version` when the first page was read.
     db_version: u64,
@@ -245,9 +246,12 @@ impl Reading {
         out: &mut Batches,
     ) -> Result<bool> {
         let repl = db.replication();
+        // The first read starts the snapshot; what is listed as recent is read after it, so it
+        // covers every commit the snapshot holds.
+        if repl.log_has_changes(conn)? {
+            return Ok(false);
+        }
         if let Plan::Start = self.plan {
-            // The first read starts the snapshot; what is listed as recent is read after it,
-            // so it covers every commit the snapshot holds.
             let (db_version, by): (i64, Option<i64>) = conn
                 .prepare_cached(
                     "SELECT (SELECT value FROM _pluresdb_meta WHERE key = 'db_version'),
@@ -256,9 +260,6 @@ impl Reading {
                 .query_row([], |r| {
                     Ok((r.get::<_, Option<i64>>(0)?.unwrap_or(0), r.get(1)?))
                 })?;
-            if repl.log_has_changes(conn)? {
-                return Ok(false);
-            }
             self.db_version = db_version as u64;
             let recent =
                 repl.recent
@@ -271,44 +272,46 @@ impl Reading {
                     after: Vec::new(),
                 },
             };
-        } else if repl.log_has_changes(conn)? {
-            return Ok(false);
         }
         // A table that starts or stops syncing, or whose columns change, between pages: the
         // rest is read as the schema now is.
-        let schema: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        let schema: i64 = conn
+            .prepare_cached("PRAGMA schema_version")?
+            .query_row([], |r| r.get(0))?;
         if self.schema_version.is_some_and(|v| v != schema) {
-            self.collections = Collections::load(conn)?.iter().cloned().collect();
+            let collections: Vec<Arc<Collection>> =
+                Collections::load(conn)?.iter().cloned().collect();
+            self.emitter.reload(&collections);
         }
         self.schema_version = Some(schema);
-        let by_id: HashMap<u32, &Collection> =
-            self.collections.iter().map(|c| (c.id, &**c)).collect();
-        let sites = Sites::load(conn, self.exclude)?;
-        let mut emitter = Emitter::new(&self.collections, self.since, &sites);
-        let (since, batch) = (self.since as i64, self.batch);
+        self.emitter.sites = Sites::load(conn, self.exclude)?;
+        let emitter = &mut self.emitter;
+        let batch = self.batch;
         // A page ends after a row that brings it to two batches (about what the sender queues
         // while the next page is read), or after PAGE_ROWS rows.
         let first = out.changes.len();
-        let mut emit = |row: &rusqlite::Row<'_>| -> Result<(Vec<u8>, bool)> {
-            let tbl: i64 = row.get(0)?;
-            let key_bytes: Vec<u8> = row.get(1)?;
-            let Some(coll) = u32::try_from(tbl).ok().and_then(|id| by_id.get(&id)) else {
-                return Ok((key_bytes, false));
+        let mut emit =
+            |emitter: &mut Emitter, row: &rusqlite::Row<'_>| -> Result<(Vec<u8>, bool)> {
+                let tbl: i64 = row.get(0)?;
+                let key_bytes: Vec<u8> = row.get(1)?;
+                let Ok(tbl) = u32::try_from(tbl) else {
+                    return Ok((key_bytes, false));
+                };
+                let key = keys::unpack(&key_bytes)?;
+                let cl: i64 = row.get(2)?;
+                let clock = RowClock::decode(&row.get::<_, Vec<u8>>(3)?)?;
+                let vals = match row.get_ref(4)? {
+                    rusqlite::types::ValueRef::Blob(b) => keys::unpack_values(b)?,
+                    _ => Vec::new(),
+                };
+                emitter.row(tbl, key, cl as u64, &clock, vals, &mut out.changes)?;
+                let start = out.ends.last().copied().unwrap_or(0);
+                if out.changes.len() - start >= batch {
+                    out.ends.push(out.changes.len());
+                }
+                Ok((key_bytes, out.changes.len() - first >= 2 * batch))
             };
-            let key = keys::unpack(&key_bytes)?;
-            let cl: i64 = row.get(2)?;
-            let clock = RowClock::decode(&row.get::<_, Vec<u8>>(3)?)?;
-            let vals = match row.get_ref(4)? {
-                rusqlite::types::ValueRef::Blob(b) => keys::unpack_values(b)?,
-                _ => Vec::new(),
-            };
-            emitter.row(coll, key, cl as u64, &clock, vals, &mut out.changes)?;
-            let start = out.ends.last().copied().unwrap_or(0);
-            if out.changes.len() - start >= batch {
-                out.ends.push(out.changes.len());
-            }
-            Ok((key_bytes, out.changes.len() - first >= 2 * batch))
-        };
+        let since = self.since as i64;
         // Rows read (or looked up) in this page.
         let mut rows_read = 0;
         match &mut self.plan {
@@ -322,15 +325,15 @@ impl Reading {
                     *next += 1;
                     rows_read += 1;
                     if stmt.as_ref().is_none_or(|(c, _)| c != coll) {
-                        let Some(sql) = by_id.get(coll).and_then(|c| branch_sql(c, true)) else {
+                        let Some(sql) = emitter.sql(*coll, true) else {
                             continue;
                         };
-                        stmt = Some((*coll, conn.prepare_cached(&sql)?));
+                        stmt = Some((*coll, conn.prepare_cached(sql)?));
                     }
                     let (_, stmt) = stmt.as_mut().expect("just prepared");
                     let mut found = stmt.query(rusqlite::params![since, &**key])?;
                     while let Some(row) = found.next()? {
-                        full = emit(row)?.1;
+                        full = emit(emitter, row)?.1;
                     }
                 }
                 if *next == rows.len() {
@@ -338,21 +341,21 @@ impl Reading {
                 }
             }
             Plan::Scan { coll, after } => loop {
-                let Some(c) = self.collections.iter().find(|c| c.id >= *coll) else {
+                let Some(id) = emitter.next_collection(*coll) else {
                     self.plan = Plan::Done;
                     break;
                 };
-                *coll = c.id;
-                let Some(sql) = branch_sql(c, false) else {
+                *coll = id;
+                let Some(sql) = emitter.sql(id, false) else {
                     *coll += 1;
                     continue;
                 };
-                let mut stmt = conn.prepare_cached(&sql)?;
+                let mut stmt = conn.prepare_cached(sql)?;
                 let limit = PAGE_ROWS - rows_read;
                 let mut found = stmt.query(rusqlite::params![since, &*after, limit as i64])?;
                 let (mut read, mut full) = (0, false);
                 while !full && let Some(row) = found.next()? {
-                    (*after, full) = emit(row)?;
+                    (*after, full) = emit(emitter, row)?;
                     read += 1;
                 }
                 rows_read += read;
@@ -417,6 +420,7 @@ fn branch_sql(coll: &Collection, one_key: bool) -> Option<String> {
 }
 
 /// Site ids by index, and the index of the excluded site.
+#[derive(Default)]
 struct Sites {
     by_idx: HashMap<u32, SiteId>,
     exclude: Option<u32>,
@@ -453,23 +457,49 @@ impl Sites {
     }
 }
 
-/// What turning clock records into change records keeps across rows: the names they share
-/// (one copy per collection and field, not one per change), the peer's cursor and the sites.
-struct Emitter<'a> {
+/// What turning clock records into change records keeps across rows and pages: each synced
+/// collection's names (one copy per collection and field, not one per change) and the SQL
+/// that reads it, and the peer's cursor.
+struct Emitter {
     since: u64,
-    sites: &'a Sites,
-    /// Each collection's name and its fields' names (table columns; `data` for edges; `type`
-    /// and `vector` for nodes), by collection id.
-    names: HashMap<u32, (Arc<str>, Vec<Arc<str>>)>,
+    /// The sites, as the page being read has them (a merge may add some between pages).
+    sites: Sites,
+    /// The synced collections by id.
+    sources: BTreeMap<u32, Source>,
     /// The sentinel's (empty) field name.
     sentinel: Arc<str>,
     /// Node field names (`data.<field>`) met so far.
     node_fields: HashMap<String, Arc<str>>,
 }
 
-impl<'a> Emitter<'a> {
-    fn new(collections: &[Arc<Collection>], since: u64, sites: &'a Sites) -> Emitter<'a> {
-        let names = collections
+/// One synced collection as a read of changes uses it.
+struct Source {
+    coll: Arc<Collection>,
+    /// The collection's name and its fields' names (table columns; `data` for edges; `type`
+    /// and `vector` for nodes).
+    name: Arc<str>,
+    fields: Vec<Arc<str>>,
+    /// [`branch_sql`] for a page of rows (`[0]`) and for one row (`[1]`), made when first
+    /// used.
+    sql: [OnceCell<Option<String>>; 2],
+}
+
+impl Emitter {
+    fn new(collections: &[Arc<Collection>], since: u64) -> Emitter {
+        let mut emitter = Emitter {
+            since,
+            sites: Sites::default(),
+            sources: BTreeMap::new(),
+            sentinel: "".into(),
+            node_fields: HashMap::new(),
+        };
+        emitter.reload(collections);
+        emitter
+    }
+
+    /// Takes `collections` as the synced ones from now on.
+    fn reload(&mut self, collections: &[Arc<Collection>]) {
+        self.sources = collections
             .iter()
             .map(|c| {
                 let (name, fields): (&str, Vec<&str>) = match &c.kind {
@@ -479,34 +509,47 @@ impl<'a> Emitter<'a> {
                         (&c.name, info.fields.iter().map(String::as_str).collect())
                     }
                 };
-                (
-                    c.id,
-                    (name.into(), fields.into_iter().map(Arc::from).collect()),
-                )
+                let source = Source {
+                    coll: c.clone(),
+                    name: name.into(),
+                    fields: fields.into_iter().map(Arc::from).collect(),
+                    sql: Default::default(),
+                };
+                (c.id, source)
             })
             .collect();
-        Emitter {
-            since,
-            sites,
-            names,
-            sentinel: "".into(),
-            node_fields: HashMap::new(),
-        }
+    }
+
+    /// The id of the first synced collection whose id is `from` or more.
+    fn next_collection(&self, from: u32) -> Option<u32> {
+        self.sources.range(from..).next().map(|(&id, _)| id)
+    }
+
+    /// The SQL that reads collection `id`'s changed rows: one (`one_key`), or a page.
+    fn sql(&self, id: u32, one_key: bool) -> Option<&str> {
+        let source = self.sources.get(&id)?;
+        source.sql[usize::from(one_key)]
+            .get_or_init(|| branch_sql(&source.coll, one_key))
+            .as_deref()
     }
 
     /// Appends to `out` the changes of one row that the peer lacks: its sentinel, then its
     /// fields, with their current values (`vals`, as `branch_sql` reads them).
+    /// Rows of collections not synced (any more) are skipped.
     fn row(
         &mut self,
-        coll: &Collection,
+        tbl: u32,
         key: Vec<Value>,
         cl: u64,
         clock: &RowClock,
         vals: Vec<Value>,
         out: &mut Vec<ChangeRecord>,
     ) -> Result<()> {
-        let (since, sites) = (self.since, self.sites);
-        let Some((name, fields)) = self.names.get(&coll.id) else {
+        let (since, sites) = (self.since, &self.sites);
+        let Some(Source {
+            coll, name, fields, ..
+        }) = self.sources.get(&tbl)
+        else {
             return Ok(());
         };
         let key: Arc<[Value]> = key.into();
