@@ -11,7 +11,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::options::OpenOptions;
 
 /// The on-disk format this build writes and the newest it can read.
-pub const FORMAT_VERSION: i64 = 2;
+pub const FORMAT_VERSION: i64 = 3;
 
 /// What opening learned about the file.
 pub(crate) struct SchemaState {
@@ -25,6 +25,32 @@ pub(crate) struct SchemaState {
 pub(crate) const EDGES_IN_INDEX: &str =
     "CREATE INDEX IF NOT EXISTS _pluresdb_edges_in ON _pluresdb_edges(dst, rel, src)";
 
+/// Interned relation names.
+const RELATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS _pluresdb_relations (
+    id   INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+)";
+
+/// The columns of the edge table. Edges name their ends by node row id
+/// (`_pluresdb_nodes.rid`) and their relation by `_pluresdb_relations.id`, which keeps the
+/// table and its two indexes small (format 3; formats 1 and 2 stored the names as text). An
+/// edge that reaches a replica before one of its nodes points at a placeholder node row with
+/// causal length 0 (never alive, no clock, not replicated) that a later `put` or merged node
+/// fills in. The view `_pluresdb_edges_named` shows edges with their names, for reads.
+const EDGE_COLUMNS: &str = "(
+    eid         INTEGER PRIMARY KEY,
+    src         INTEGER NOT NULL,
+    rel         INTEGER NOT NULL,
+    dst         INTEGER NOT NULL,
+    data        TEXT NOT NULL DEFAULT '{}',
+    created_hlc INTEGER NOT NULL,
+    updated_hlc INTEGER NOT NULL,
+    site        BLOB NOT NULL,
+    cl          INTEGER NOT NULL DEFAULT 1,
+    UNIQUE (src, rel, dst)
+)";
+
+/// The other internal tables and the views (created after the relation and edge tables).
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS _pluresdb_meta (
     key   TEXT PRIMARY KEY NOT NULL,
@@ -43,19 +69,6 @@ CREATE TABLE IF NOT EXISTS _pluresdb_nodes (
     cl          INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS _pluresdb_nodes_by_type ON _pluresdb_nodes(type, id) WHERE cl % 2 = 1;
-
-CREATE TABLE IF NOT EXISTS _pluresdb_edges (
-    eid         INTEGER PRIMARY KEY,
-    src         TEXT NOT NULL,
-    rel         TEXT NOT NULL,
-    dst         TEXT NOT NULL,
-    data        TEXT NOT NULL DEFAULT '{}',
-    created_hlc INTEGER NOT NULL,
-    updated_hlc INTEGER NOT NULL,
-    site        BLOB NOT NULL,
-    cl          INTEGER NOT NULL DEFAULT 1,
-    UNIQUE (src, rel, dst)
-);
 
 CREATE TABLE IF NOT EXISTS _pluresdb_sites (
     idx  INTEGER PRIMARY KEY,
@@ -113,9 +126,17 @@ CREATE VIEW IF NOT EXISTS pluresdb_nodes AS
     SELECT id, type, data, vector, created_hlc, updated_hlc
     FROM _pluresdb_nodes WHERE cl % 2 = 1;
 
+CREATE VIEW IF NOT EXISTS _pluresdb_edges_named AS
+    SELECT e.eid, s.id AS src, r.name AS rel, d.id AS dst, e.data, e.created_hlc,
+           e.updated_hlc, e.site, e.cl, e.src AS src_rid, e.rel AS rel_id, e.dst AS dst_rid
+    FROM _pluresdb_edges e
+    JOIN _pluresdb_nodes s ON s.rid = e.src
+    JOIN _pluresdb_relations r ON r.id = e.rel
+    JOIN _pluresdb_nodes d ON d.rid = e.dst;
+
 CREATE VIEW IF NOT EXISTS pluresdb_edges AS
     SELECT src AS from_id, rel AS relation, dst AS to_id, data, created_hlc, updated_hlc
-    FROM _pluresdb_edges WHERE cl % 2 = 1;
+    FROM _pluresdb_edges_named WHERE cl % 2 = 1;
 "#;
 
 /// Checks the file, applies connection settings and creates or upgrades internal tables.
@@ -158,7 +179,21 @@ pub(crate) fn prepare(
     ))?;
     if version < FORMAT_VERSION {
         conn.execute_batch("BEGIN IMMEDIATE")?;
-        let created = conn.execute_batch(SCHEMA).and_then(|()| {
+        let named_edges =
+            table_exists(conn, "_pluresdb_edges")? && !table_exists(conn, "_pluresdb_relations")?;
+        let upgrade = if version < 3 && named_edges {
+            migrate_named_edges(conn)
+        } else {
+            Ok(())
+        };
+        let created = upgrade
+            .and_then(|()| {
+                conn.execute_batch(&format!(
+                    "{RELATIONS_TABLE}; CREATE TABLE IF NOT EXISTS _pluresdb_edges {EDGE_COLUMNS};"
+                ))
+            })
+            .and_then(|()| conn.execute_batch(SCHEMA))
+            .and_then(|()| {
             conn.execute_batch(EDGES_IN_INDEX)?;
             conn.execute(
                 "INSERT INTO _pluresdb_meta(key, value) VALUES ('format_version', ?1)
@@ -182,6 +217,34 @@ pub(crate) fn prepare(
         }
     }
     read_state(conn, true)
+}
+
+/// Format 2 to 3: edges stored their ends and relation as text; they now point at node rows
+/// and interned relations. Edge ids stay, so the graph's log and the clock (keyed by the
+/// names) stay valid. Ends without a node row get a placeholder row (see [`SCHEMA`]).
+fn migrate_named_edges(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!(
+        "DROP VIEW IF EXISTS pluresdb_edges;
+         DROP VIEW IF EXISTS _pluresdb_edges_named;
+         {RELATIONS_TABLE};
+         INSERT INTO _pluresdb_relations(name) SELECT DISTINCT rel FROM _pluresdb_edges ORDER BY rel;
+         INSERT INTO _pluresdb_nodes(id, data, created_hlc, updated_hlc, site, cl)
+             SELECT id, '{{}}', 0, 0, zeroblob(16), 0
+             FROM (SELECT src AS id FROM _pluresdb_edges UNION SELECT dst FROM _pluresdb_edges)
+             WHERE id NOT IN (SELECT id FROM _pluresdb_nodes)
+             ORDER BY id;
+         CREATE TABLE _pluresdb_edges_by_rid {EDGE_COLUMNS};
+         INSERT INTO _pluresdb_edges_by_rid
+             (eid, src, rel, dst, data, created_hlc, updated_hlc, site, cl)
+             SELECT e.eid, s.rid, r.id, d.rid, e.data, e.created_hlc, e.updated_hlc, e.site, e.cl
+             FROM _pluresdb_edges e
+             JOIN _pluresdb_nodes s ON s.id = e.src
+             JOIN _pluresdb_relations r ON r.name = e.rel
+             JOIN _pluresdb_nodes d ON d.id = e.dst
+             ORDER BY e.eid;
+         DROP TABLE _pluresdb_edges;
+         ALTER TABLE _pluresdb_edges_by_rid RENAME TO _pluresdb_edges;"
+    ))
 }
 
 fn not_a_database(err: Error) -> Error {

@@ -499,7 +499,8 @@ fn link_many_loads_large_batches() {
     assert_eq!(db.edge_count().unwrap(), 60_000);
     let plan: Vec<String> = db
         .all_as::<(i64, i64, i64, String)>(
-            "EXPLAIN QUERY PLAN SELECT src FROM _pluresdb_edges WHERE dst = 'n5'",
+            "EXPLAIN QUERY PLAN SELECT src FROM _pluresdb_edges
+             WHERE dst = (SELECT rid FROM _pluresdb_nodes WHERE id = 'n5')",
             (),
         )
         .unwrap()

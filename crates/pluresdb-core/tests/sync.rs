@@ -1,7 +1,8 @@
 //! Replication between databases: capture, change sets, merge rules, status, history.
 
 use pluresdb_core::{
-    ChangeRecord, Database, ErrorKind, NODES, OpenOptions, SyncProgress, Value, Version,
+    ChangeRecord, Database, EDGES, ErrorKind, NODES, OpenOptions, SyncProgress, Traverse, Value,
+    Version,
 };
 use serde_json::json;
 
@@ -1443,4 +1444,144 @@ fn a_format_1_file_gains_the_change_log_when_opened_writable() {
         .as_i64(),
         Some(pluresdb_core::FORMAT_VERSION)
     );
+}
+
+// ----- How edges are stored: placeholder rows for ends merged before their nodes, and the
+// upgrade of files that stored the names (formats 1 and 2). -----
+
+fn reached(db: &Database, from: &str) -> Vec<String> {
+    let walk = db.traverse(&Traverse::from([from])).unwrap();
+    let mut ids: Vec<String> = walk.ids().map(str::to_owned).collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn an_edge_merged_before_its_nodes_waits_for_them_and_is_not_sent_on_as_nodes() {
+    let a = Database::open_in_memory().unwrap();
+    a.put("ada", &json!({"name": "Ada"})).unwrap();
+    a.put("alan", &json!({"name": "Alan"})).unwrap();
+    a.link("ada", "inspired", "alan", Some(&json!({"how": "notes"})))
+        .unwrap();
+    let all = a.changes_since(0, None).unwrap().changes;
+    let (edges, nodes): (Vec<ChangeRecord>, Vec<ChangeRecord>) =
+        all.into_iter().partition(|c| &*c.collection == EDGES);
+    assert!(!edges.is_empty() && !nodes.is_empty());
+
+    let b = Database::open_in_memory().unwrap();
+    b.apply_changes(&edges).unwrap();
+    // The edge is stored, its ends are not nodes yet.
+    assert!(b.list("").unwrap().is_empty());
+    assert_eq!(b.node_count().unwrap(), 0);
+    let edge = b.get_edge("ada", "inspired", "alan").unwrap().unwrap();
+    assert_eq!(json!(edge.data), json!({"how": "notes"}));
+    // A third replica gets the edge from b, and no nodes (b has none to give).
+    let c = Database::open_in_memory().unwrap();
+    push(&b, &c);
+    assert!(c.list("").unwrap().is_empty());
+    assert!(c.get_edge("ada", "inspired", "alan").unwrap().is_some());
+
+    b.apply_changes(&nodes).unwrap();
+    assert_eq!(dump(&a), dump(&b));
+    assert_eq!(reached(&b, "ada"), ["alan"]);
+    // A node put locally over a placeholder is a new node, and syncs.
+    c.put("ada", &json!({"name": "Ada L."})).unwrap();
+    assert_eq!(c.node_count().unwrap(), 1);
+    assert_eq!(
+        c.get_node("ada").unwrap().unwrap().data["name"],
+        json!("Ada L.")
+    );
+    push(&c, &a);
+    push(&a, &c);
+    assert_eq!(dump(&a), dump(&c));
+    assert_eq!(reached(&c, "ada"), ["alan"]);
+}
+
+/// Rewrites a file written by this build into format 2's edge table (names as text), as an
+/// older PluresDB left it, with one extra edge whose source never had a node row here.
+fn downgrade_to_format_2(db: &Database) {
+    db.exec(
+        "DROP VIEW pluresdb_edges;
+         CREATE TABLE named_edges (
+             eid         INTEGER PRIMARY KEY,
+             src         TEXT NOT NULL,
+             rel         TEXT NOT NULL,
+             dst         TEXT NOT NULL,
+             data        TEXT NOT NULL DEFAULT '{}',
+             created_hlc INTEGER NOT NULL,
+             updated_hlc INTEGER NOT NULL,
+             site        BLOB NOT NULL,
+             cl          INTEGER NOT NULL DEFAULT 1,
+             UNIQUE (src, rel, dst)
+         );
+         INSERT INTO named_edges
+             SELECT eid, src, rel, dst, data, created_hlc, updated_hlc, site, cl
+             FROM _pluresdb_edges_named;
+         INSERT INTO named_edges(src, rel, dst, data, created_hlc, updated_hlc, site, cl)
+             VALUES ('ghost', 'haunts', 'ada', '{}', 1, 1, zeroblob(16), 1);
+         DROP VIEW _pluresdb_edges_named;
+         DROP TABLE _pluresdb_edges;
+         DROP TABLE _pluresdb_relations;
+         DELETE FROM _pluresdb_nodes WHERE cl = 0;
+         ALTER TABLE named_edges RENAME TO _pluresdb_edges;
+         CREATE INDEX _pluresdb_edges_in ON _pluresdb_edges(dst, rel, src);
+         CREATE VIEW pluresdb_edges AS
+             SELECT src AS from_id, rel AS relation, dst AS to_id, data, created_hlc, updated_hlc
+             FROM _pluresdb_edges WHERE cl % 2 = 1;
+         UPDATE _pluresdb_meta SET value = 2 WHERE key = 'format_version';",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_format_2_file_keeps_its_edges_their_sync_state_and_its_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let peer = Database::open_in_memory().unwrap();
+    let before = {
+        let db = Database::open(&path).unwrap();
+        for id in ["ada", "alan", "grace"] {
+            db.put(id, &json!({"name": id})).unwrap();
+        }
+        db.link("ada", "inspired", "alan", Some(&json!({"how": "notes"})))
+            .unwrap();
+        db.link("alan", "knew", "grace", None).unwrap();
+        db.link("grace", "knew", "ada", None).unwrap();
+        db.unlink("grace", "knew", "ada").unwrap();
+        push(&db, &peer);
+        let before = dump(&db);
+        downgrade_to_format_2(&db);
+        before
+    };
+    let db = Database::open(&path).unwrap();
+    assert_eq!(
+        db.value(
+            "SELECT value FROM _pluresdb_meta WHERE key = 'format_version'",
+            ()
+        )
+        .unwrap()
+        .as_i64(),
+        Some(pluresdb_core::FORMAT_VERSION)
+    );
+    // The edges as they were, plus the one from a node this file never had.
+    assert_eq!(dump(&db), format!("{before}edge ghost haunts ada {{}}\n"));
+    assert!(db.get_node("ghost").unwrap().is_none());
+    assert_eq!(reached(&db, "ada"), ["alan", "grace"]);
+    // The peer that synced before the upgrade is not sent anything again.
+    assert_eq!(push(&db, &peer), 0);
+    // Writes after the upgrade sync as usual, and a new peer gets everything.
+    db.unlink("ada", "inspired", "alan").unwrap();
+    db.link("grace", "knew", "ada", None).unwrap();
+    assert!(push(&db, &peer) > 0);
+    let fresh = Database::open_in_memory().unwrap();
+    push(&db, &fresh);
+    let without_ghost = |d: &str| {
+        d.lines()
+            .filter(|l| !l.contains("ghost"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    assert_eq!(without_ghost(&dump(&db)), dump(&peer));
+    assert_eq!(dump(&peer), without_ghost(&dump(&fresh)));
+    assert_eq!(reached(&db, "grace"), ["ada"]);
 }

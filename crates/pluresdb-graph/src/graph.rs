@@ -532,12 +532,7 @@ impl Graph {
     pub fn add_edge_ix(&mut self, edge: EdgeRef) -> Result<bool, GraphError> {
         self.check_node(edge.from)?;
         self.check_node(edge.to)?;
-        if edge.rel as usize >= self.rel_edges.len() {
-            return Err(GraphError::InvalidArgument(format!(
-                "relation index {} was not interned by this graph; use Graph::intern_relation",
-                edge.rel
-            )));
-        }
+        self.check_relation(edge.rel)?;
         Ok(self.insert_edge(edge.from, edge.rel, edge.to))
     }
 
@@ -624,6 +619,30 @@ impl Graph {
             last_rel = Some((r, ri));
         }
         self.add_batch(&batch)
+    }
+
+    /// [`extend_edges`](Self::extend_edges) by index: `(from, relation, to)` each, as
+    /// [`Graph::intern_node`] / [`Graph::add_node`] and [`Graph::intern_relation`] gave them.
+    /// Nothing is added if an index was not given by this graph.
+    pub fn extend_edges_ix(
+        &mut self,
+        edges: &[(NodeIx, RelIx, NodeIx)],
+    ) -> Result<usize, GraphError> {
+        for &(from, rel, to) in edges {
+            self.check_node(from)?;
+            self.check_node(to)?;
+            self.check_relation(rel)?;
+        }
+        Ok(self.add_batch(edges))
+    }
+
+    fn check_relation(&self, rel: RelIx) -> Result<(), GraphError> {
+        if rel as usize >= self.rel_edges.len() {
+            return Err(GraphError::InvalidArgument(format!(
+                "relation index {rel} was not interned by this graph; use Graph::intern_relation"
+            )));
+        }
+        Ok(())
     }
 
     fn add_batch(&mut self, batch: &[(u32, u32, u32)]) -> usize {
@@ -962,6 +981,30 @@ mod tests {
         // m{i % 100} determines n{i % 50}: 100 distinct edges.
         assert_eq!(added, 100);
         assert_eq!(merged.edge_count(), bulk.edge_count() + added);
+        // By index: the same graph as by name.
+        let mut ix = Graph::new();
+        let triples: Vec<_> = edges
+            .iter()
+            .map(|(a, b, c)| (ix.intern_node(a), ix.intern_relation(b), ix.intern_node(c)))
+            .collect();
+        assert_eq!(ix.extend_edges_ix(&triples), Ok(one.edge_count()));
+        ix.check();
+        let mut z: Vec<_> = ix.edges().map(|e| name(&ix, e)).collect();
+        z.sort();
+        assert_eq!(z, y);
+    }
+
+    #[test]
+    fn a_bulk_load_by_index_refuses_indexes_it_did_not_give() {
+        let mut g = Graph::new();
+        let (a, r) = (g.intern_node("a"), g.intern_relation("r"));
+        let stale = g.add_node("gone", None);
+        g.remove_node("gone");
+        for bad in [(a, r, stale), (a, r + 1, a), (99, r, a)] {
+            assert!(g.extend_edges_ix(&[(a, r, a), bad]).is_err(), "{bad:?}");
+        }
+        assert_eq!(g.edge_count(), 0);
+        assert_eq!(g.extend_edges_ix(&[(a, r, a)]), Ok(1));
     }
 
     #[test]

@@ -107,7 +107,7 @@ fn edge_data(
     to: &str,
 ) -> Result<Option<Map<String, Json>>> {
     let data: Option<String> = conn
-        .prepare_cached("SELECT data FROM _pluresdb_edges WHERE src = ?1 AND rel = ?2 AND dst = ?3 AND cl % 2 = 1")?
+        .prepare_cached("SELECT data FROM _pluresdb_edges_named WHERE src = ?1 AND rel = ?2 AND dst = ?3 AND cl % 2 = 1")?
         .query_row([from, rel, to], |r| r.get(0))
         .optional()?;
     data.map(|d| parse_object(&d)).transpose()
@@ -115,9 +115,9 @@ fn edge_data(
 
 /// The live edges at `node` (by the given relations, or all) with their data, from the tables.
 fn edge_rows(conn: &Connection, node: &str, dir: Dir, rels: &[String]) -> Result<Vec<EdgeRecord>> {
-    const FROM: &str = "SELECT src, rel, dst, data FROM _pluresdb_edges
+    const FROM: &str = "SELECT src, rel, dst, data FROM _pluresdb_edges_named
         WHERE src = ?1 AND cl % 2 = 1 AND (?2 = '[]' OR rel IN (SELECT value FROM json_each(?2)))";
-    const TO: &str = "SELECT src, rel, dst, data FROM _pluresdb_edges
+    const TO: &str = "SELECT src, rel, dst, data FROM _pluresdb_edges_named
         WHERE dst = ?1 AND cl % 2 = 1 AND (?2 = '[]' OR rel IN (SELECT value FROM json_each(?2)))";
     let queries: &[&str] = match dir {
         Dir::Out => &[FROM],

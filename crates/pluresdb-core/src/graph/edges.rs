@@ -1,5 +1,7 @@
 //! Edges: `link`, `unlink`, `get_edge`, `edges` and `neighbors`.
 
+use std::collections::{BTreeSet, HashMap};
+
 use rusqlite::OptionalExtension;
 use serde_json::Value as Json;
 
@@ -11,9 +13,10 @@ use crate::bulk_cache::BulkCache;
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::events::{Change, EdgeChange};
-use crate::replication::{EDGES_ID, GraphWrite, pack_key, pack_key_refs};
+use crate::replication::{EDGES_ID, GraphWrite, pack_key_refs};
 use crate::row::Row;
-use crate::value::{Value, ValueRef};
+use crate::value::ValueRef;
+use crate::wire::put_value;
 
 /// Edges per multi-row INSERT in `link_many`.
 const INSERT_CHUNK: usize = 128;
@@ -27,11 +30,15 @@ const SCAN_NODES_AT: usize = 10_000;
 /// An edge to link: `(from, relation, to, data)`.
 type EdgeIn<'a> = (&'a str, &'a str, &'a str, Option<&'a Json>);
 
+/// An edge of `link_many` by the ids it is stored with: source row, relation, target row,
+/// its place in the input and its data.
+type EdgeIds<'a> = (i64, i64, i64, u32, Option<&'a Json>);
+
 /// Inserts the edges of `chunk` (sorted by key) that do not exist yet, in one statement;
 /// returns how many were inserted.
 fn insert_new_edges(
     conn: &rusqlite::Connection,
-    chunk: &[EdgeIn<'_>],
+    chunk: &[EdgeIds<'_>],
     stamp: i64,
     site: &[u8],
 ) -> Result<usize> {
@@ -52,7 +59,7 @@ fn insert_new_edges(
     ))?;
     stmt.raw_bind_parameter(1, stamp)?;
     stmt.raw_bind_parameter(2, site)?;
-    for (i, (from, relation, to, data)) in chunk.iter().enumerate() {
+    for (i, &(from, relation, to, _, data)) in chunk.iter().enumerate() {
         let p = 3 + 4 * i;
         stmt.raw_bind_parameter(p, from)?;
         stmt.raw_bind_parameter(p + 1, relation)?;
@@ -78,78 +85,148 @@ fn edge_from_row(row: &Row) -> Result<Edge> {
     })
 }
 
-/// Fails naming the first few ids that are not live nodes.
-fn check_nodes_exist<'a>(
-    conn: &rusqlite::Connection,
-    ids: impl Iterator<Item = &'a str>,
-) -> Result<()> {
-    let mut wanted: std::collections::HashSet<&str> = ids.collect();
-    let mut missing: Vec<String> = Vec::new();
-    let scan = wanted.len() >= SCAN_NODES_AT && {
-        let nodes: i64 = conn
-            .prepare_cached("SELECT coalesce(max(rid), 0) FROM _pluresdb_nodes")?
-            .query_row([], |r| r.get(0))?;
-        wanted.len() as i64 * 4 >= nodes
-    };
-    if scan {
-        // Endpoints make up much of the graph: one pass over the node table costs less than
-        // a lookup each.
-        let mut stmt = conn.prepare_cached("SELECT id FROM _pluresdb_nodes WHERE cl % 2 = 1")?;
+/// Finds the row ids of live nodes for `link_many`.
+enum LiveNodes<'a> {
+    /// Every live node, read in one pass: for loads whose ends make up much of the graph.
+    All(HashMap<Box<str>, i64>),
+    /// Looked up one by one (and remembered).
+    Each(HashMap<&'a str, Option<i64>>),
+}
+
+impl<'a> LiveNodes<'a> {
+    /// Picks the way for a load of `edges` edges.
+    fn for_load(conn: &rusqlite::Connection, edges: usize) -> Result<Self> {
+        let ends = edges.saturating_mul(2);
+        let scan = ends >= SCAN_NODES_AT && {
+            let nodes: i64 = conn
+                .prepare_cached("SELECT coalesce(max(rid), 0) FROM _pluresdb_nodes")?
+                .query_row([], |r| r.get(0))?;
+            ends as i64 * 4 >= nodes
+        };
+        if !scan {
+            return Ok(LiveNodes::Each(HashMap::new()));
+        }
+        let mut all = HashMap::new();
+        let mut stmt =
+            conn.prepare_cached("SELECT rid, id FROM _pluresdb_nodes WHERE cl % 2 = 1")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            if let rusqlite::types::ValueRef::Text(id) = row.get_ref(0)? {
-                wanted.remove(std::str::from_utf8(id).unwrap_or_default());
+            if let rusqlite::types::ValueRef::Text(id) = row.get_ref(1)?
+                && let Ok(id) = std::str::from_utf8(id)
+            {
+                all.insert(id.into(), row.get(0)?);
             }
         }
-        missing.extend(wanted.into_iter().map(str::to_owned));
-    } else {
-        let mut exists =
-            conn.prepare_cached("SELECT 1 FROM _pluresdb_nodes WHERE id = ?1 AND cl % 2 = 1")?;
-        for id in wanted {
-            if !exists.exists([id])? {
-                missing.push(id.to_owned());
-            }
+        Ok(LiveNodes::All(all))
+    }
+
+    fn get(&mut self, conn: &rusqlite::Connection, id: &'a str) -> Result<Option<i64>> {
+        match self {
+            LiveNodes::All(all) => Ok(all.get(id).copied()),
+            LiveNodes::Each(seen) => match seen.get(id) {
+                Some(&rid) => Ok(rid),
+                None => {
+                    let rid = super::ends::live_node(conn, id)?;
+                    seen.insert(id, rid);
+                    Ok(rid)
+                }
+            },
         }
     }
-    missing.sort();
-    if missing.is_empty() {
-        return Ok(());
-    }
+}
+
+/// The error for ends of edges that are not live nodes, naming the first few.
+fn missing_nodes(missing: BTreeSet<&str>) -> Error {
     let shown: Vec<String> = missing.iter().take(5).map(|m| format!("{m:?}")).collect();
-    Err(Error::not_found(format!(
+    Error::not_found(format!(
         "{} node{} do{} not exist ({}{}); create them with put before linking",
         missing.len(),
         if missing.len() == 1 { "" } else { "s" },
         if missing.len() == 1 { "es" } else { "" },
         shown.join(", "),
         if missing.len() > 5 { ", ..." } else { "" }
-    )))
+    ))
 }
 
-/// Sorts edges by `(source, relation, target)`, a repeated edge's copies staying in input
-/// order. An 8-byte prefix of the source is compared first, so most comparisons read no
-/// string (a tuple sort chases two pointers per comparison).
-fn sort_edges(edges: &mut Vec<EdgeIn<'_>>) {
-    let prefix = |s: &str| {
-        let mut b = [0u8; 8];
-        let n = s.len().min(8);
-        b[..n].copy_from_slice(&s.as_bytes()[..n]);
-        u64::from_be_bytes(b)
-    };
-    let mut order: Vec<(u64, u32)> = edges
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (prefix(e.0), i as u32))
-        .collect();
-    order.sort_unstable_by(|x, y| {
-        x.0.cmp(&y.0)
-            .then_with(|| {
-                let (a, b) = (&edges[x.1 as usize], &edges[y.1 as usize]);
-                (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2))
-            })
-            .then(x.1.cmp(&y.1))
-    });
-    *edges = order.iter().map(|&(_, i)| edges[i as usize]).collect();
+/// The edges of a `link_many` by stored ids, sorted by them: in key order the inserts walk
+/// the edge B-trees front to back instead of jumping around them, and a repeated edge's
+/// copies stay in input order (its last data wins). Interns new relations; fails if an end
+/// is not a live node.
+fn edge_ids<'a>(conn: &rusqlite::Connection, edges: &[EdgeIn<'a>]) -> Result<Vec<EdgeIds<'a>>> {
+    let mut nodes = LiveNodes::for_load(conn, edges.len())?;
+    let mut missing: BTreeSet<&str> = BTreeSet::new();
+    let mut relations: HashMap<&str, i64> = HashMap::new();
+    let mut ids = Vec::with_capacity(edges.len());
+    for (at, &(from, relation, to, data)) in edges.iter().enumerate() {
+        let (Some(src), Some(dst)) = (nodes.get(conn, from)?, nodes.get(conn, to)?) else {
+            for id in [from, to] {
+                if nodes.get(conn, id)?.is_none() {
+                    missing.insert(id);
+                }
+            }
+            continue;
+        };
+        let rel = match relations.get(relation) {
+            Some(&rel) => rel,
+            None => {
+                let rel = super::ends::relation_or_insert(conn, relation)?;
+                relations.insert(relation, rel);
+                rel
+            }
+        };
+        ids.push((src, rel, dst, at as u32, data));
+    }
+    if !missing.is_empty() {
+        return Err(missing_nodes(missing));
+    }
+    ids.sort_unstable_by_key(|&(src, rel, dst, at, _)| (src, rel, dst, at));
+    Ok(ids)
+}
+
+/// The clock keys of the edges a `link_many` created, in one buffer.
+struct CreatedKeys {
+    bytes: Vec<u8>,
+    /// Each key's first [`KEY_PREFIX`] bytes (zero-padded), start and end in `bytes`.
+    spans: Vec<([u8; KEY_PREFIX], u32, u32)>,
+}
+
+/// Bytes of a key kept next to its place for sorting: most edge keys fit.
+const KEY_PREFIX: usize = 24;
+
+impl CreatedKeys {
+    /// Packs the keys of the edges `created` marks, in input order (which reads the names in
+    /// the order they sit in memory).
+    fn new(edges: &[EdgeIn<'_>], created: &[bool]) -> Self {
+        let mut bytes = Vec::new();
+        let mut spans = Vec::new();
+        for (&(from, relation, to, _), _) in edges.iter().zip(created).filter(|(_, c)| **c) {
+            let start = bytes.len();
+            for name in [from, relation, to] {
+                put_value(&mut bytes, ValueRef::Text(name.as_bytes()));
+            }
+            let mut prefix = [0u8; KEY_PREFIX];
+            let n = (bytes.len() - start).min(KEY_PREFIX);
+            prefix[..n].copy_from_slice(&bytes[start..start + n]);
+            spans.push((prefix, start as u32, bytes.len() as u32));
+        }
+        CreatedKeys { bytes, spans }
+    }
+
+    /// The keys in key order, the clock table's: its records then go in front to back.
+    /// Comparisons read the keys themselves only when the prefixes tie.
+    fn sorted(mut self) -> Vec<Vec<u8>> {
+        let bytes = &self.bytes;
+        let key =
+            |&(_, start, end): &([u8; KEY_PREFIX], u32, u32)| &bytes[start as usize..end as usize];
+        self.spans
+            .sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| key(a).cmp(key(b))));
+        self.spans.iter().map(|span| key(span).to_vec()).collect()
+    }
+}
+
+/// The packed clock key of an edge (its three names).
+fn edge_key(from: &str, relation: &str, to: &str) -> Vec<u8> {
+    pack_key_refs([from, relation, to].map(|t| ValueRef::Text(t.as_bytes())))
 }
 
 impl Database {
@@ -162,31 +239,26 @@ impl Database {
         check_id("target node id", to)?;
         let patch = data.map(|d| as_object("edge data", d)).transpose()?;
         self.transaction(|db| {
-            for (role, id) in [("source", from), ("target", to)] {
-                let exists = db.get(
-                    "SELECT 1 FROM _pluresdb_nodes WHERE id = ?1 AND cl % 2 = 1",
-                    (id,),
-                )?;
-                if exists.is_none() {
-                    return Err(Error::not_found(format!(
-                        "{role} node {id:?} does not exist; create it with put before linking"
-                    )));
-                }
-            }
+            let (src, dst) = db.with_writer_conn(|conn| {
+                let end = |role: &str, id: &str| {
+                    super::ends::live_node(conn, id)?.ok_or_else(|| {
+                        Error::not_found(format!(
+                            "{role} node {id:?} does not exist; create it with put before linking"
+                        ))
+                    })
+                };
+                Ok((end("source", from)?, end("target", to)?))
+            })?;
             let now = db.clock().now();
             let site = db.site_id().as_bytes().to_vec();
             let current = db.get(
                 &format!(
-                    "SELECT {EDGE_COLUMNS}, eid, cl FROM _pluresdb_edges
+                    "SELECT {EDGE_COLUMNS}, eid, cl FROM _pluresdb_edges_named
                      WHERE src = ?1 AND rel = ?2 AND dst = ?3"
                 ),
                 (from, relation, to),
             )?;
-            let key = pack_key(&[
-                Value::Text(from.to_owned()),
-                Value::Text(relation.to_owned()),
-                Value::Text(to.to_owned()),
-            ]);
+            let key = edge_key(from, relation, to);
             let (edge, write) = match current {
                 Some(row) if row.get::<i64>(7)? % 2 == 1 => {
                     let old = edge_from_row(&row)?;
@@ -224,12 +296,17 @@ impl Database {
                              WHERE eid = ?4",
                             (text, stamp, &site, row.get::<i64>(6)?),
                         )?,
-                        None => db.run(
-                            "INSERT INTO _pluresdb_edges
-                                 (src, rel, dst, data, created_hlc, updated_hlc, site, cl)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, 1)",
-                            (from, relation, to, text, stamp, &site),
-                        )?,
+                        None => {
+                            let rel = db.with_writer_conn(|conn| {
+                                super::ends::relation_or_insert(conn, relation)
+                            })?;
+                            db.run(
+                                "INSERT INTO _pluresdb_edges
+                                     (src, rel, dst, data, created_hlc, updated_hlc, site, cl)
+                                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, 1)",
+                                (src, rel, dst, text, stamp, &site),
+                            )?
+                        }
                     };
                     (
                         Edge {
@@ -270,7 +347,7 @@ impl Database {
         I: IntoIterator<Item = EdgeIn<'a>>,
     {
         self.require_graph()?;
-        let mut edges: Vec<EdgeIn<'a>> = edges.into_iter().collect();
+        let edges: Vec<EdgeIn<'a>> = edges.into_iter().collect();
         for (i, (from, relation, to, data)) in edges.iter().enumerate() {
             let at = |e: Error| e.context(format!("edge {} ({from} -[{relation}]-> {to})", i + 1));
             check_id("source node id", from).map_err(at)?;
@@ -280,16 +357,10 @@ impl Database {
                 as_object("edge data", d).map_err(at)?;
             }
         }
-        // In key order the inserts walk the edge B-trees front to back instead of jumping
-        // around them (a repeated edge's last data still wins).
-        sort_edges(&mut edges);
         let _cache = BulkCache::raise(self, edges.len())?;
         let (changed, unlogged) = self.transaction(|db| {
             db.with_writer_conn(|conn| {
-                // Sorted by source: each source once, then every target.
-                let mut sources: Vec<&str> = edges.iter().map(|e| e.0).collect();
-                sources.dedup();
-                check_nodes_exist(conn, sources.into_iter().chain(edges.iter().map(|e| e.2)))?;
+                let ids = edge_ids(conn, &edges)?;
                 let now = db.clock().now();
                 let stamp = now.as_u64() as i64;
                 let site = db.site_id().as_bytes().to_vec();
@@ -317,18 +388,20 @@ impl Database {
                     conn.execute_batch("DROP INDEX IF EXISTS _pluresdb_edges_in")?;
                     super::index::pause_edge_log(conn)?;
                 }
-                let mut created: Vec<Vec<u8>> = Vec::new();
+                // Which edges of the input this load created (their clock records are
+                // written at the end, in key order).
+                let mut created = vec![false; edges.len()];
                 let mut changed = 0;
-                let record = |from: &str, relation: &str, to: &str, data: &Option<&Json>| {
+                let record = |(from, relation, to, data): &EdgeIn<'_>| {
                     if db.engine().hub.is_active() {
                         db.engine().hub.record(Change::Edge(EdgeChange {
-                            from: from.to_owned(),
-                            relation: relation.to_owned(),
-                            to: to.to_owned(),
+                            from: (*from).to_owned(),
+                            relation: (*relation).to_owned(),
+                            to: (*to).to_owned(),
                             edge: Some(Edge {
-                                from: from.to_owned(),
-                                relation: relation.to_owned(),
-                                to: to.to_owned(),
+                                from: (*from).to_owned(),
+                                relation: (*relation).to_owned(),
+                                to: (*to).to_owned(),
                                 data: data.and_then(|d| d.as_object().cloned()).unwrap_or_default(),
                                 created_at: now,
                                 updated_at: now,
@@ -336,19 +409,16 @@ impl Database {
                         }));
                     }
                 };
-                let key_of = |from: &str, relation: &str, to: &str| {
-                    pack_key_refs([from, relation, to].map(|t| ValueRef::Text(t.as_bytes())))
-                };
                 // The previous edge of the load: a repeat of it is not new.
-                let mut previous: Option<(&str, &str, &str)> = None;
-                for chunk in edges.chunks(INSERT_CHUNK) {
+                let mut previous: Option<(i64, i64, i64)> = None;
+                for chunk in ids.chunks(INSERT_CHUNK) {
                     // Most edges of a bulk load are new: insert the chunk in one statement
                     // (a statement journals each page it changes once, not once per row).
                     let inserted = insert_new_edges(conn, chunk, stamp, &site)?;
                     if inserted == chunk.len() {
-                        for (from, relation, to, data) in chunk {
-                            created.push(key_of(from, relation, to));
-                            record(from, relation, to, data);
+                        for &(.., at, _) in chunk {
+                            created[at as usize] = true;
+                            record(&edges[at as usize]);
                         }
                         changed += chunk.len();
                         previous = chunk.last().map(|e| (e.0, e.1, e.2));
@@ -356,11 +426,12 @@ impl Database {
                     }
                     // Some existed: tell each edge's case from its row. One this load created
                     // carries its stamp and a first life (a revived one has a later life).
-                    for (from, relation, to, data) in chunk {
-                        let repeat = previous == Some((from, relation, to));
-                        previous = Some((from, relation, to));
+                    for &(src, rel, dst, at, data) in chunk {
+                        let repeat = previous == Some((src, rel, dst));
+                        previous = Some((src, rel, dst));
+                        let edge = &edges[at as usize];
                         let current: Option<(i64, i64, String, i64)> = find
-                            .query_row([from, relation, to], |r| {
+                            .query_row([src, rel, dst], |r| {
                                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                             })
                             .optional()?;
@@ -368,15 +439,16 @@ impl Database {
                         match current {
                             None => {
                                 return Err(Error::internal(format!(
-                                    "edge {from} -[{relation}]-> {to} is neither new nor stored"
+                                    "edge {} -[{}]-> {} is neither new nor stored",
+                                    edge.0, edge.1, edge.2
                                 )));
                             }
                             Some((_, 1, _, created_hlc)) if created_hlc == stamp && !repeat => {
-                                created.push(key_of(from, relation, to));
+                                created[at as usize] = true;
                             }
                             Some((eid, cl, _, _)) if cl % 2 == 0 => {
                                 revive.execute(rusqlite::params![text.as_deref().unwrap_or("{}"), stamp, site, eid])?;
-                                created.push(key_of(from, relation, to));
+                                created[at as usize] = true;
                             }
                             Some((eid, _, old, _)) => {
                                 let Some(new) = data else { continue };
@@ -387,17 +459,18 @@ impl Database {
                                 db.replication().capture_graph_write(
                                     conn,
                                     EDGES_ID,
-                                    &key_of(from, relation, to),
+                                    &edge_key(edge.0, edge.1, edge.2),
                                     GraphWrite::Fields(vec!["data".to_owned()]).as_ref(),
                                     now,
                                 )?;
                             }
                         }
                         changed += 1;
-                        record(from, relation, to, data);
+                        record(edge);
                     }
                 }
-                db.replication().capture_created(conn, EDGES_ID, &created, now)?;
+                let keys = CreatedKeys::new(&edges, &created).sorted();
+                db.replication().capture_created(conn, EDGES_ID, &keys, now)?;
                 if rebuild {
                     super::index::resume_edge_log(conn)?;
                     conn.execute_batch(crate::schema::EDGES_IN_INDEX)?;
@@ -421,7 +494,8 @@ impl Database {
             let now = db.clock().now();
             let changed = db.run(
                 "UPDATE _pluresdb_edges SET cl = cl + 1, updated_hlc = ?1, site = ?2
-                 WHERE src = ?3 AND rel = ?4 AND dst = ?5 AND cl % 2 = 1",
+                 WHERE eid = (SELECT eid FROM _pluresdb_edges_named
+                              WHERE src = ?3 AND rel = ?4 AND dst = ?5) AND cl % 2 = 1",
                 (
                     now.as_u64() as i64,
                     db.site_id().as_bytes().to_vec(),
@@ -431,11 +505,7 @@ impl Database {
                 ),
             )?;
             if changed.changes > 0 {
-                let key = pack_key(&[
-                    Value::Text(from.to_owned()),
-                    Value::Text(relation.to_owned()),
-                    Value::Text(to.to_owned()),
-                ]);
+                let key = edge_key(from, relation, to);
                 db.with_writer_conn(|conn| {
                     db.replication().capture_graph_write(
                         conn,
@@ -463,7 +533,7 @@ impl Database {
         self.require_graph()?;
         self.get(
             &format!(
-                "SELECT {EDGE_COLUMNS} FROM _pluresdb_edges
+                "SELECT {EDGE_COLUMNS} FROM _pluresdb_edges_named
                  WHERE src = ?1 AND rel = ?2 AND dst = ?3 AND cl % 2 = 1"
             ),
             (from, relation, to),
@@ -499,7 +569,7 @@ impl Database {
         relation: Option<&str>,
     ) -> Result<Vec<Edge>> {
         let sql = format!(
-            "SELECT {EDGE_COLUMNS} FROM _pluresdb_edges
+            "SELECT {EDGE_COLUMNS} FROM _pluresdb_edges_named
              WHERE {here} = ?1 AND (?2 IS NULL OR rel = ?2) AND cl % 2 = 1
              ORDER BY rel, {there}"
         );
@@ -524,10 +594,10 @@ impl Database {
         };
         let sql = format!(
             "SELECT {NODE_COLUMNS} FROM _pluresdb_nodes WHERE cl % 2 = 1 AND id IN (
-                 SELECT dst FROM _pluresdb_edges
+                 SELECT dst FROM _pluresdb_edges_named
                  WHERE ?3 AND src = ?1 AND (?2 IS NULL OR rel = ?2) AND cl % 2 = 1
                  UNION
-                 SELECT src FROM _pluresdb_edges
+                 SELECT src FROM _pluresdb_edges_named
                  WHERE ?4 AND dst = ?1 AND (?2 IS NULL OR rel = ?2) AND cl % 2 = 1)
              ORDER BY id"
         );

@@ -6,11 +6,11 @@
 //! changed the graph runs on a private copy with the pending changes applied, so a rollback
 //! never reaches the shared graph.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Deref;
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockUpgradableReadGuard, RwLockWriteGuard};
-use pluresdb_graph::Graph;
+use pluresdb_graph::{Graph, NodeIx, RelIx};
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
@@ -271,6 +271,115 @@ fn catch_up(conn: &Connection, state: &mut Option<Loaded>) -> Result<()> {
     Ok(())
 }
 
+/// From this many logged edges a catch-up reads every node id at once, not one by one.
+const READ_ALL_NAMES_AT: usize = 4096;
+
+/// Node ids and relation names by the integer ids edges are stored with, as one snapshot has
+/// them.
+struct Names {
+    /// Node ids (placeholders' too: an edge may point at one) in one buffer, and where each
+    /// row id's is.
+    text: String,
+    /// Start and end of each id in `text`, by row id (`UNKNOWN` where not read).
+    at: Vec<(u32, u32)>,
+    relations: HashMap<i64, String>,
+}
+
+/// A row id whose node id was not read.
+const UNKNOWN: (u32, u32) = (u32::MAX, u32::MAX);
+
+impl Names {
+    /// The relation names, and no node ids yet.
+    fn new(conn: &Connection) -> Result<Names> {
+        let relations = conn
+            .prepare_cached("SELECT id, name FROM _pluresdb_relations")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Names {
+            text: String::new(),
+            at: Vec::new(),
+            relations,
+        })
+    }
+
+    fn push(&mut self, rid: i64, id: &str) -> Result<()> {
+        let (Ok(slot), Ok(start), Ok(end)) = (
+            usize::try_from(rid),
+            u32::try_from(self.text.len()),
+            u32::try_from(self.text.len() + id.len()),
+        ) else {
+            return Err(Error::internal(format!(
+                "node row {rid} is out of the range the graph's loader reads"
+            )));
+        };
+        if self.at.len() <= slot {
+            self.at.resize(slot + 1, UNKNOWN);
+        }
+        self.at[slot] = (start, end);
+        self.text.push_str(id);
+        Ok(())
+    }
+
+    /// Node row `rid`'s id, if it was read.
+    fn node(&self, rid: i64) -> Option<&str> {
+        let &(start, end) = self.at.get(usize::try_from(rid).ok()?)?;
+        (start != u32::MAX).then(|| &self.text[start as usize..end as usize])
+    }
+
+    /// Reads every node row's id, passing each live node (id, type) to `live`.
+    fn read_all(
+        &mut self,
+        conn: &Connection,
+        mut live: impl FnMut(i64, &str, Option<&str>),
+    ) -> Result<()> {
+        let bad = |what: &str, e: rusqlite::types::FromSqlError| {
+            Error::internal(format!("a node {what} in _pluresdb_nodes is not text: {e}"))
+        };
+        let mut stmt = conn.prepare_cached("SELECT rid, id, type, cl FROM _pluresdb_nodes")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let rid: i64 = row.get(0)?;
+            let id = row.get_ref(1)?.as_str().map_err(|e| bad("id", e))?;
+            // Refuses a row id out of range before `live` sees it.
+            self.push(rid, id)?;
+            if row.get::<_, i64>(3)? % 2 == 1 {
+                live(
+                    rid,
+                    id,
+                    row.get_ref(2)?
+                        .as_str_or_null()
+                        .map_err(|e| bad("type", e))?,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure node row `rid`'s id is known; false when the row does not exist.
+    fn look_up(&mut self, conn: &Connection, rid: i64) -> Result<bool> {
+        if self.node(rid).is_some() {
+            return Ok(true);
+        }
+        let id: Option<String> = conn
+            .prepare_cached("SELECT id FROM _pluresdb_nodes WHERE rid = ?1")?
+            .query_row([rid], |r| r.get(0))
+            .optional()?;
+        match id {
+            Some(id) => self.push(rid, &id).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// The edge `(src, rel, dst)` by name, if every id is known.
+    fn edge(&self, (src, rel, dst): (i64, i64, i64)) -> Option<(&str, &str, &str)> {
+        Some((
+            self.node(src)?,
+            self.relations.get(&rel)?.as_str(),
+            self.node(dst)?,
+        ))
+    }
+}
+
 /// Applies changed rows; false when a row is gone (deleted outside PluresDB), which needs a
 /// rebuild.
 fn apply(conn: &Connection, graph: &mut Graph, entries: &[Entry]) -> Result<bool> {
@@ -278,18 +387,32 @@ fn apply(conn: &Connection, graph: &mut Graph, entries: &[Entry]) -> Result<bool
         conn.prepare_cached("SELECT src, rel, dst, cl FROM _pluresdb_edges WHERE eid = ?1")?;
     let mut node =
         conn.prepare_cached("SELECT id, type, cl FROM _pluresdb_nodes WHERE rid = ?1")?;
+    let mut names = Names::new(conn)?;
+    let edges = entries
+        .iter()
+        .filter(|(idx, _)| *idx == GRAPH_EDGES)
+        .count();
+    if edges >= READ_ALL_NAMES_AT {
+        names.read_all(conn, |_, _, _| {})?;
+    }
     for &(idx, rid) in entries {
         if idx == GRAPH_EDGES {
-            let row: Option<(String, String, String, i64)> = edge
+            let row: Option<(i64, i64, i64, i64)> = edge
                 .query_row([rid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .optional()?;
             let Some((src, rel, dst, cl)) = row else {
                 return Ok(false);
             };
+            if !names.look_up(conn, src)? || !names.look_up(conn, dst)? {
+                return Ok(false);
+            }
+            let Some((src, rel, dst)) = names.edge((src, rel, dst)) else {
+                return Ok(false);
+            };
             if cl % 2 == 1 {
-                graph.add_edge(&src, &rel, &dst);
+                graph.add_edge(src, rel, dst);
             } else {
-                graph.remove_edge(&src, &rel, &dst);
+                graph.remove_edge(src, rel, dst);
             }
         } else if idx == GRAPH_NODES {
             let row: Option<(String, Option<String>, i64)> = node
@@ -314,40 +437,59 @@ fn build(conn: &Connection) -> Result<Loaded> {
         .prepare_cached("SELECT coalesce(max(seq), 0) FROM _pluresdb_index_log")?
         .query_row([], |r| r.get(0))?;
     let mut graph = Graph::new();
-    {
-        let mut stmt =
-            conn.prepare_cached("SELECT id, type FROM _pluresdb_nodes WHERE cl % 2 = 1")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let id: String = row.get(0)?;
-            let node_type: Option<String> = row.get(1)?;
-            graph.add_node(&id, node_type.as_deref());
+    let mut names = Names::new(conn)?;
+    // The graph's index of each live node, by row id; other rows (placeholders, deleted
+    // nodes) become implicit nodes when a live edge points at one.
+    let mut slots: Vec<NodeIx> = Vec::new();
+    names.read_all(conn, |rid, id, node_type| {
+        let slot = rid as usize;
+        if slots.len() <= slot {
+            slots.resize(slot + 1, NodeIx::MAX);
         }
-    }
-    {
-        // Every edge's three ids go into one buffer (one allocation, not three per edge).
-        let mut text = String::new();
-        let mut ends: Vec<[usize; 3]> = Vec::new();
-        let mut stmt =
-            conn.prepare_cached("SELECT src, rel, dst FROM _pluresdb_edges WHERE cl % 2 = 1")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let mut end = [0; 3];
-            for (i, end) in end.iter_mut().enumerate() {
-                let id = row.get_ref(i)?.as_str().map_err(|e| {
-                    Error::internal(format!("an edge id in _pluresdb_edges is not text: {e}"))
-                })?;
-                text.push_str(id);
-                *end = text.len();
+        slots[slot] = graph.add_node(id, node_type);
+    })?;
+    let mut relations: HashMap<i64, RelIx> = HashMap::new();
+    let mut edges: Vec<(NodeIx, RelIx, NodeIx)> = Vec::new();
+    let mut stmt =
+        conn.prepare_cached("SELECT src, rel, dst FROM _pluresdb_edges WHERE cl % 2 = 1")?;
+    let mut rows = stmt.query([])?;
+    let missing = |what: &str, id: i64| {
+        Error::internal(format!(
+            "a live edge points at {what} {id}, which does not exist"
+        ))
+    };
+    while let Some(row) = rows.next()? {
+        let (src, rel, dst): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        let mut node = |rid: i64| -> Result<NodeIx> {
+            let slot = usize::try_from(rid).map_err(|_| missing("node row", rid))?;
+            if let Some(&v) = slots.get(slot).filter(|&&v| v != NodeIx::MAX) {
+                return Ok(v);
             }
-            ends.push(end);
-        }
-        let mut start = 0;
-        graph.extend_edges(ends.iter().map(|&[src, rel, dst]| {
-            let edge = (&text[start..src], &text[src..rel], &text[rel..dst]);
-            start = dst;
-            edge
-        }));
+            let id = names.node(rid).ok_or_else(|| missing("node row", rid))?;
+            let v = graph.intern_node(id);
+            if slots.len() <= slot {
+                slots.resize(slot + 1, NodeIx::MAX);
+            }
+            slots[slot] = v;
+            Ok(v)
+        };
+        let (from, to) = (node(src)?, node(dst)?);
+        let rel = match relations.get(&rel) {
+            Some(&r) => r,
+            None => {
+                let name = names
+                    .relations
+                    .get(&rel)
+                    .ok_or_else(|| missing("relation", rel))?;
+                let r = graph.intern_relation(name);
+                relations.insert(rel, r);
+                r
+            }
+        };
+        edges.push((from, rel, to));
     }
+    graph
+        .extend_edges_ix(&edges)
+        .map_err(|e| Error::internal(format!("loading the graph's edges: {e}")))?;
     Ok(Loaded { graph, applied_seq })
 }

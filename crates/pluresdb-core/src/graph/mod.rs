@@ -7,6 +7,7 @@
 
 pub(crate) mod cypher;
 mod edges;
+pub(crate) mod ends;
 pub(crate) mod index;
 mod nodes;
 mod query;

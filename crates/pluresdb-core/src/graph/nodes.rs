@@ -270,16 +270,18 @@ impl Database {
             if deleted.changes == 0 {
                 return Ok(false);
             }
-            let cl = db.value("SELECT cl FROM _pluresdb_nodes WHERE id = ?1", (id,))?;
+            let (rid, cl) = db
+                .get_as::<(i64, i64)>("SELECT rid, cl FROM _pluresdb_nodes WHERE id = ?1", (id,))?
+                .ok_or_else(|| Error::internal(format!("deleted node {id:?} has no row")))?;
             let edges: Vec<(String, String, String)> = db.all_as(
-                "SELECT src, rel, dst FROM _pluresdb_edges
-                 WHERE (src = ?1 OR dst = ?1) AND cl % 2 = 1",
-                (id,),
+                "SELECT src, rel, dst FROM _pluresdb_edges_named
+                 WHERE (src_rid = ?1 OR dst_rid = ?1) AND cl % 2 = 1",
+                (rid,),
             )?;
             db.run(
                 "UPDATE _pluresdb_edges SET cl = cl + 1, updated_hlc = ?1, site = ?2
                  WHERE (src = ?3 OR dst = ?3) AND cl % 2 = 1",
-                (stamp, site.as_bytes().to_vec(), id),
+                (stamp, site.as_bytes().to_vec(), rid),
             )?;
             db.with_writer_conn(|conn| {
                 let repl = db.replication();
@@ -293,8 +295,7 @@ impl Database {
                     ]);
                     repl.capture_graph_write(conn, EDGES_ID, &key, GraphWrite::Deleted, now)?;
                 }
-                let cl = cl.as_i64().unwrap_or(0) as u64;
-                append_history(conn, id, now.as_u64(), site, cl, None, "{}", None)
+                append_history(conn, id, now.as_u64(), site, cl as u64, None, "{}", None)
             })?;
             let hub = &db.engine().hub;
             if hub.is_active() {

@@ -366,7 +366,7 @@ pub(crate) fn run_path(
         Some(field) => {
             let path = json_path(field)?;
             let mut stmt = conn.prepare_cached(
-                "SELECT json_extract(data, ?4) FROM _pluresdb_edges
+                "SELECT json_extract(data, ?4) FROM _pluresdb_edges_named
                  WHERE src = ?1 AND rel = ?2 AND dst = ?3 AND cl % 2 = 1",
             )?;
             let mut cache: HashMap<(NodeIx, u32, NodeIx), Option<f64>> = HashMap::new();

@@ -24,7 +24,7 @@ use super::{ChangeRecord, MAX_CLOCK_DRIFT};
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::events::{Change, EdgeChange, NodeChange};
-use crate::graph::{Edge, Node, blob_to_vector, check_id};
+use crate::graph::{Edge, Node, blob_to_vector, check_id, ends};
 use crate::value::Value;
 
 /// Largest value accepted in a change (text or blob), in bytes.
@@ -702,11 +702,15 @@ fn write_edge(
     let part = |i: usize| group.key_values[i].as_str().unwrap_or_default().to_owned();
     let (from, relation, to) = (part(0), part(1), part(2));
     let (created, hlc, site) = m.times.unwrap_or((0, 0, db.site_id()));
+    // Ends this replica has no node for yet get placeholder rows (see `schema.rs`).
+    let src = ends::node_row_or_placeholder(conn, &from)?;
+    let rel = ends::relation_or_insert(conn, &relation)?;
+    let dst = ends::node_row_or_placeholder(conn, &to)?;
     let existing: Option<String> = conn
         .prepare_cached(
             "SELECT data FROM _pluresdb_edges WHERE src = ?1 AND rel = ?2 AND dst = ?3",
         )?
-        .query_row([&from, &relation, &to], |r| r.get(0))
+        .query_row([src, rel, dst], |r| r.get(0))
         .optional()?;
     let keep = alive_before && !m.reset;
     let mut data = match (&existing, keep) {
@@ -728,9 +732,9 @@ fn write_edge(
              site = excluded.site, cl = excluded.cl",
     )?
     .execute(rusqlite::params![
-        from,
-        relation,
-        to,
+        src,
+        rel,
+        dst,
         data,
         created as i64,
         hlc as i64,

@@ -381,8 +381,12 @@ fn branch_sql(coll: &Collection, one_key: bool) -> Option<String> {
             "pluresdb_pack(r.type, r.data, r.vector)".to_owned(),
         ),
         Kind::Edges => (
+            // Edges are stored by node row and relation id: find those, then the edge.
             format!(
-                "LEFT JOIN _pluresdb_edges r ON r.src = {} AND r.rel = {} AND r.dst = {}",
+                "LEFT JOIN _pluresdb_nodes rs ON rs.id = {}
+                 LEFT JOIN _pluresdb_relations rr ON rr.name = {}
+                 LEFT JOIN _pluresdb_nodes rd ON rd.id = {}
+                 LEFT JOIN _pluresdb_edges r ON r.src = rs.rid AND r.rel = rr.id AND r.dst = rd.rid",
                 part(0),
                 part(1),
                 part(2)
