@@ -11,7 +11,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::options::OpenOptions;
 
 /// The on-disk format this build writes and the newest it can read.
-pub const FORMAT_VERSION: i64 = 3;
+pub const FORMAT_VERSION: i64 = 4;
 
 /// What opening learned about the file.
 pub(crate) struct SchemaState {
@@ -33,7 +33,11 @@ const RELATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS _pluresdb_relations (
 
 /// The columns of the edge table. Edges name their ends by node row id
 /// (`_pluresdb_nodes.rid`) and their relation by `_pluresdb_relations.id`, which keeps the
-/// table and its two indexes small (format 3; formats 1 and 2 stored the names as text). An
+/// table and its two indexes small (format 3; formats 1 and 2 stored the names as text). Each
+/// edge keeps its sync clock in its row (format 4): `cl` is its causal length, `ver` its
+/// versions (a `RowClock`; NULL: none, as for an edge stored before sync existed) and `seq`
+/// the local `db_version` that last stored them; other collections keep theirs in
+/// `_pluresdb_clock`. An
 /// edge that reaches a replica before one of its nodes points at a placeholder node row with
 /// causal length 0 (never alive, no clock, not replicated) that a later `put` or merged node
 /// fills in. The view `_pluresdb_edges_named` shows edges with their names, for reads.
@@ -47,6 +51,8 @@ const EDGE_COLUMNS: &str = "(
     updated_hlc INTEGER NOT NULL,
     site        BLOB NOT NULL,
     cl          INTEGER NOT NULL DEFAULT 1,
+    seq         INTEGER NOT NULL DEFAULT 0,
+    ver         BLOB,
     UNIQUE (src, rel, dst)
 )";
 
@@ -128,7 +134,8 @@ CREATE VIEW IF NOT EXISTS pluresdb_nodes AS
 
 CREATE VIEW IF NOT EXISTS _pluresdb_edges_named AS
     SELECT e.eid, s.id AS src, r.name AS rel, d.id AS dst, e.data, e.created_hlc,
-           e.updated_hlc, e.site, e.cl, e.src AS src_rid, e.rel AS rel_id, e.dst AS dst_rid
+           e.updated_hlc, e.site, e.cl, e.seq, e.ver, e.src AS src_rid, e.rel AS rel_id,
+           e.dst AS dst_rid
     FROM _pluresdb_edges e
     JOIN _pluresdb_nodes s ON s.rid = e.src
     JOIN _pluresdb_relations r ON r.id = e.rel
@@ -161,6 +168,16 @@ pub(crate) fn prepare(
         ));
     }
     if opts.read_only {
+        if edge_layout(conn)?.is_some_and(|l| l != EdgeLayout::Current) {
+            return Err(Error::new(
+                ErrorKind::ReadOnly,
+                format!(
+                    "this database was written by an older PluresDB (format {version}), which \
+                     stored edges differently; open it writable once to upgrade it to format \
+                     {FORMAT_VERSION}"
+                ),
+            ));
+        }
         return read_state(conn, has_meta);
     }
     if !in_memory && opts.wal {
@@ -179,13 +196,7 @@ pub(crate) fn prepare(
     ))?;
     if version < FORMAT_VERSION {
         conn.execute_batch("BEGIN IMMEDIATE")?;
-        let named_edges =
-            table_exists(conn, "_pluresdb_edges")? && !table_exists(conn, "_pluresdb_relations")?;
-        let upgrade = if version < 3 && named_edges {
-            migrate_named_edges(conn)
-        } else {
-            Ok(())
-        };
+        let upgrade = upgrade_edges(conn);
         let created = upgrade
             .and_then(|()| {
                 conn.execute_batch(&format!(
@@ -219,6 +230,67 @@ pub(crate) fn prepare(
     read_state(conn, true)
 }
 
+/// How a file stores its edges.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum EdgeLayout {
+    /// By name, clocks in `_pluresdb_clock` (formats 1 and 2).
+    Named,
+    /// By node row and relation id, clocks in `_pluresdb_clock` (format 3).
+    ById,
+    /// By id, clocks in the edge rows (format 4).
+    Current,
+}
+
+/// The file's edge layout (`None`: no edge table).
+fn edge_layout(conn: &Connection) -> rusqlite::Result<Option<EdgeLayout>> {
+    let exists = |name: &str| {
+        conn.prepare_cached("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1")?
+            .exists([name])
+    };
+    if !exists("_pluresdb_edges")? {
+        return Ok(None);
+    }
+    if !exists("_pluresdb_relations")? {
+        return Ok(Some(EdgeLayout::Named));
+    }
+    let has_clock = conn
+        .prepare("SELECT 1 FROM pragma_table_info('_pluresdb_edges') WHERE name = 'ver'")?
+        .exists([])?;
+    Ok(Some(if has_clock {
+        EdgeLayout::Current
+    } else {
+        EdgeLayout::ById
+    }))
+}
+
+/// Brings the edge table of a file older than format 4 up to date (nothing for a new file).
+fn upgrade_edges(conn: &Connection) -> rusqlite::Result<()> {
+    let Some(layout) = edge_layout(conn)? else {
+        return Ok(());
+    };
+    // Made again with the edge table's columns as they are now (see `SCHEMA`).
+    conn.execute_batch("DROP VIEW IF EXISTS _pluresdb_edges_named")?;
+    if layout == EdgeLayout::Named {
+        // The new table has the clock columns.
+        migrate_named_edges(conn)?;
+    }
+    if layout == EdgeLayout::ById {
+        conn.execute_batch(
+            "ALTER TABLE _pluresdb_edges ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE _pluresdb_edges ADD COLUMN ver BLOB;",
+        )?;
+    }
+    // Format 3 to 4: edge clocks move from `_pluresdb_clock` into the edge rows (a record
+    // without an edge row, which nothing writes, goes).
+    conn.execute_batch(
+        "UPDATE _pluresdb_edges AS e SET cl = c.cl, seq = c.seq, ver = c.ver
+         FROM _pluresdb_nodes s, _pluresdb_relations r, _pluresdb_nodes d, _pluresdb_clock c
+         WHERE s.rid = e.src AND r.id = e.rel AND d.rid = e.dst
+           AND c.tbl = 2 AND c.key = pluresdb_pack(s.id, r.name, d.id);
+         DELETE FROM _pluresdb_clock WHERE tbl = 2;",
+    )
+}
+
 /// Format 2 to 3: edges stored their ends and relation as text; they now point at node rows
 /// and interned relations. Edge ids stay, so the graph's log and the clock (keyed by the
 /// names) stay valid. Ends without a node row get a placeholder row (see [`SCHEMA`]).
@@ -242,9 +314,16 @@ fn migrate_named_edges(conn: &Connection) -> rusqlite::Result<()> {
              JOIN _pluresdb_relations r ON r.name = e.rel
              JOIN _pluresdb_nodes d ON d.id = e.dst
              ORDER BY e.eid;
-         DROP TABLE _pluresdb_edges;
-         ALTER TABLE _pluresdb_edges_by_rid RENAME TO _pluresdb_edges;"
-    ))
+         DROP TABLE _pluresdb_edges;"
+    ))?;
+    // The legacy rename leaves views and triggers alone: one of the user's on the
+    // `pluresdb_edges` view (dropped above and made again by `SCHEMA`) would fail a checked
+    // rename, and with it the upgrade.
+    conn.execute_batch(
+        "PRAGMA legacy_alter_table = ON;
+         ALTER TABLE _pluresdb_edges_by_rid RENAME TO _pluresdb_edges;",
+    )
+    .and(conn.execute_batch("PRAGMA legacy_alter_table = OFF"))
 }
 
 fn not_a_database(err: Error) -> Error {

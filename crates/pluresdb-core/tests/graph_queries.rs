@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use pluresdb_core::{CompareOp, Database, Direction, ErrorKind, NodeQuery, PathQuery, Traverse};
+use pluresdb_core::{
+    CompareOp, Database, Direction, ErrorKind, NodeQuery, PathQuery, Traverse, Value,
+};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -639,4 +641,25 @@ fn a_bulk_load_is_seen_by_loaded_graphs_without_logging_each_edge() {
         assert_eq!(db.degree("n3", Direction::Out, Some("knows")).unwrap(), 60);
         assert_eq!(out(db, "n5"), per_node("n5") + 1);
     }
+}
+
+#[test]
+fn a_node_row_deleted_outside_pluresdb_leaves_its_edges_out_of_every_read() {
+    let db = Database::open_in_memory().unwrap();
+    for id in ["a", "b", "c"] {
+        db.put(id, &json!({})).unwrap();
+    }
+    db.link("a", "r", "b", None).unwrap();
+    db.link("b", "r", "c", None).unwrap();
+    db.link("a", "r", "c", None).unwrap();
+    db.run("DELETE FROM _pluresdb_nodes WHERE id = 'b'", ())
+        .unwrap();
+    // The views, the edge reads and the graph agree: only a -> c is left.
+    let walk = db.traverse(&Traverse::from(["a"]).depth(1, 3)).unwrap();
+    assert_eq!(walk.ids().collect::<Vec<_>>(), ["c"]);
+    assert_eq!(db.edges("a", Direction::Out, None).unwrap().len(), 1);
+    assert_eq!(
+        db.value("SELECT count(*) FROM pluresdb_edges", ()).unwrap(),
+        Value::Integer(1)
+    );
 }

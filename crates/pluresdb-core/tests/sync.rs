@@ -1,8 +1,8 @@
 //! Replication between databases: capture, change sets, merge rules, status, history.
 
 use pluresdb_core::{
-    ChangeRecord, Database, EDGES, ErrorKind, NODES, OpenOptions, SyncProgress, Traverse, Value,
-    Version,
+    ChangeRecord, Database, Direction, EDGES, ErrorKind, NODES, OpenOptions, SyncProgress,
+    Traverse, Value, Version,
 };
 use serde_json::json;
 
@@ -1469,10 +1469,17 @@ fn an_edge_merged_before_its_nodes_waits_for_them_and_is_not_sent_on_as_nodes() 
     assert!(!edges.is_empty() && !nodes.is_empty());
 
     let b = Database::open_in_memory().unwrap();
+    // b's graph is loaded first, so it catches up with the merges below through its log.
+    b.put("other", &json!({})).unwrap();
+    assert!(reached(&b, "other").is_empty());
+    b.delete("other").unwrap();
     b.apply_changes(&edges).unwrap();
-    // The edge is stored, its ends are not nodes yet.
+    // The edge is stored, its ends are not nodes yet; the graph has it between implicit ends.
     assert!(b.list("").unwrap().is_empty());
     assert_eq!(b.node_count().unwrap(), 0);
+    assert_eq!(b.edge_count().unwrap(), 1);
+    // A graph query now catches the graph up with the edge and its placeholder ends.
+    let _ = b.degree("ada", Direction::Out, None);
     let edge = b.get_edge("ada", "inspired", "alan").unwrap().unwrap();
     assert_eq!(json!(edge.data), json!({"how": "notes"}));
     // A third replica gets the edge from b, and no nodes (b has none to give).
@@ -1497,8 +1504,9 @@ fn an_edge_merged_before_its_nodes_waits_for_them_and_is_not_sent_on_as_nodes() 
     assert_eq!(reached(&c, "ada"), ["alan"]);
 }
 
-/// Rewrites a file written by this build into format 2's edge table (names as text), as an
-/// older PluresDB left it, with one extra edge whose source never had a node row here.
+/// Rewrites a file written by this build into format 2's edge table (names as text, clocks in
+/// `_pluresdb_clock`), as an older PluresDB left it, with one extra edge whose source never
+/// had a node row here.
 fn downgrade_to_format_2(db: &Database) {
     db.exec(
         "DROP VIEW pluresdb_edges;
@@ -1517,6 +1525,9 @@ fn downgrade_to_format_2(db: &Database) {
          INSERT INTO named_edges
              SELECT eid, src, rel, dst, data, created_hlc, updated_hlc, site, cl
              FROM _pluresdb_edges_named;
+         INSERT INTO _pluresdb_clock(tbl, key, cl, seq, ver)
+             SELECT 2, pluresdb_pack(src, rel, dst), cl, seq, ver
+             FROM _pluresdb_edges_named WHERE ver IS NOT NULL;
          INSERT INTO named_edges(src, rel, dst, data, created_hlc, updated_hlc, site, cl)
              VALUES ('ghost', 'haunts', 'ada', '{}', 1, 1, zeroblob(16), 1);
          DROP VIEW _pluresdb_edges_named;
@@ -1535,6 +1546,41 @@ fn downgrade_to_format_2(db: &Database) {
 
 #[test]
 fn a_format_2_file_keeps_its_edges_their_sync_state_and_its_graph() {
+    an_older_file_keeps_its_edges(downgrade_to_format_2);
+}
+
+/// Rewrites a file written by this build into format 3's edge table (by id, clocks in
+/// `_pluresdb_clock`), with one extra edge whose source has only a placeholder row.
+fn downgrade_to_format_3(db: &Database) {
+    db.exec(
+        "INSERT INTO _pluresdb_clock(tbl, key, cl, seq, ver)
+             SELECT 2, pluresdb_pack(src, rel, dst), cl, seq, ver
+             FROM _pluresdb_edges_named WHERE ver IS NOT NULL;
+         INSERT INTO _pluresdb_nodes(id, data, created_hlc, updated_hlc, site, cl)
+             VALUES ('ghost', '{}', 0, 0, zeroblob(16), 0);
+         INSERT INTO _pluresdb_relations(name) VALUES ('haunts');
+         INSERT INTO _pluresdb_edges(src, rel, dst, data, created_hlc, updated_hlc, site, cl)
+             SELECT (SELECT rid FROM _pluresdb_nodes WHERE id = 'ghost'),
+                    (SELECT id FROM _pluresdb_relations WHERE name = 'haunts'),
+                    (SELECT rid FROM _pluresdb_nodes WHERE id = 'ada'),
+                    '{}', 1, 1, zeroblob(16), 1;
+         DROP VIEW pluresdb_edges;
+         DROP VIEW _pluresdb_edges_named;
+         ALTER TABLE _pluresdb_edges DROP COLUMN ver;
+         ALTER TABLE _pluresdb_edges DROP COLUMN seq;
+         UPDATE _pluresdb_meta SET value = 3 WHERE key = 'format_version';",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_format_3_file_moves_its_edge_clocks_into_the_edge_rows() {
+    an_older_file_keeps_its_edges(downgrade_to_format_3);
+}
+
+/// A file `downgrade` rewrote into an older edge layout: opened writable, it is upgraded with
+/// its edges, their sync state and its graph as they were.
+fn an_older_file_keeps_its_edges(downgrade: fn(&Database)) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
     let peer = Database::open_in_memory().unwrap();
@@ -1550,9 +1596,19 @@ fn a_format_2_file_keeps_its_edges_their_sync_state_and_its_graph() {
         db.unlink("grace", "knew", "ada").unwrap();
         push(&db, &peer);
         let before = dump(&db);
-        downgrade_to_format_2(&db);
+        downgrade(&db);
+        // A view of the user's on the edge view, which the upgrade must keep working.
+        db.exec("CREATE VIEW my_edges AS SELECT from_id, to_id FROM pluresdb_edges")
+            .unwrap();
         before
     };
+    // Read-only, the old layout cannot be read (nor upgraded): the error says what to do.
+    let err = OpenOptions::new()
+        .read_only(true)
+        .open(&path)
+        .expect_err("an old layout is refused read-only");
+    assert_eq!(err.kind(), ErrorKind::ReadOnly);
+    assert!(err.message().contains("open it writable once"), "{err}");
     let db = Database::open(&path).unwrap();
     assert_eq!(
         db.value(
@@ -1567,6 +1623,10 @@ fn a_format_2_file_keeps_its_edges_their_sync_state_and_its_graph() {
     assert_eq!(dump(&db), format!("{before}edge ghost haunts ada {{}}\n"));
     assert!(db.get_node("ghost").unwrap().is_none());
     assert_eq!(reached(&db, "ada"), ["alan", "grace"]);
+    assert_eq!(
+        db.value("SELECT count(*) FROM my_edges", ()).unwrap(),
+        Value::Integer(3)
+    );
     // The peer that synced before the upgrade is not sent anything again.
     assert_eq!(push(&db, &peer), 0);
     // Writes after the upgrade sync as usual, and a new peer gets everything.
@@ -1584,4 +1644,51 @@ fn a_format_2_file_keeps_its_edges_their_sync_state_and_its_graph() {
     assert_eq!(without_ghost(&dump(&db)), dump(&peer));
     assert_eq!(dump(&peer), without_ghost(&dump(&fresh)));
     assert_eq!(reached(&db, "grace"), ["ada"]);
+}
+
+#[test]
+fn edges_linked_in_bulk_carry_their_versions_and_merge_like_single_links() {
+    let a = Database::open_in_memory().unwrap();
+    let b = Database::open_in_memory().unwrap();
+    for id in ["x", "y", "z"] {
+        a.put(id, &json!({})).unwrap();
+    }
+    a.link_many([
+        ("x", "r", "y", Some(&json!({"w": 1}))),
+        ("y", "r", "z", None),
+    ])
+    .unwrap();
+    let set = a.changes_since(0, None).unwrap();
+    let edge_changes: Vec<&ChangeRecord> = set
+        .changes
+        .iter()
+        .filter(|c| &*c.collection == EDGES)
+        .collect();
+    // A creation and a data field per edge, each stamped by a's site.
+    assert_eq!(edge_changes.len(), 4, "{edge_changes:#?}");
+    assert!(
+        edge_changes
+            .iter()
+            .all(|c| c.version.site == a.site_id() && c.cl == 1)
+    );
+    push(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    // A later single link on b wins over the bulk one; a later bulk update on a wins back.
+    b.link("x", "r", "y", Some(&json!({"w": 2}))).unwrap();
+    push(&b, &a);
+    assert_eq!(a.get_edge("x", "r", "y").unwrap().unwrap().data["w"], 2);
+    a.link_many([("x", "r", "y", Some(&json!({"w": 3})))])
+        .unwrap();
+    assert_eq!(push(&a, &b), 1, "only the changed field is sent");
+    assert_eq!(b.get_edge("x", "r", "y").unwrap().unwrap().data["w"], 3);
+    // A delete on b and a bulk re-link on a after it: the re-link is a later life.
+    b.unlink("y", "r", "z").unwrap();
+    push(&b, &a);
+    assert!(a.get_edge("y", "r", "z").unwrap().is_none());
+    a.link_many([("y", "r", "z", None)]).unwrap();
+    push(&a, &b);
+    push(&b, &a);
+    assert!(b.get_edge("y", "r", "z").unwrap().is_some());
+    assert_eq!(dump(&a), dump(&b));
+    assert_eq!(push(&a, &b) + push(&b, &a), 0);
 }

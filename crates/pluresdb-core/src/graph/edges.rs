@@ -16,7 +16,6 @@ use crate::events::{Change, EdgeChange};
 use crate::replication::{EDGES_ID, GraphWrite, pack_key_refs};
 use crate::row::Row;
 use crate::value::ValueRef;
-use crate::wire::put_value;
 
 /// Edges per multi-row INSERT in `link_many`.
 const INSERT_CHUNK: usize = 128;
@@ -34,18 +33,31 @@ type EdgeIn<'a> = (&'a str, &'a str, &'a str, Option<&'a Json>);
 /// its place in the input and its data.
 type EdgeIds<'a> = (i64, i64, i64, u32, Option<&'a Json>);
 
+/// What `link_many` stores with each edge it creates or revives: its time, the writing site,
+/// and its sync clock (the transaction's `db_version` and the versions).
+struct Created<'a> {
+    hlc: i64,
+    site: &'a [u8],
+    seq: i64,
+    ver: &'a [u8],
+}
+
 /// Inserts the edges of `chunk` (sorted by key) that do not exist yet, in one statement;
 /// returns how many were inserted.
 fn insert_new_edges(
     conn: &rusqlite::Connection,
     chunk: &[EdgeIds<'_>],
-    stamp: i64,
-    site: &[u8],
+    created: &Created<'_>,
 ) -> Result<usize> {
     let rows: Vec<String> = (0..chunk.len())
         .map(|i| {
-            let p = 3 + 4 * i;
-            format!("(?{p}, ?{}, ?{}, ?{}, ?1, ?1, ?2, 1)", p + 1, p + 2, p + 3)
+            let p = 5 + 4 * i;
+            format!(
+                "(?{p}, ?{}, ?{}, ?{}, ?1, ?1, ?2, 1, ?3, ?4)",
+                p + 1,
+                p + 2,
+                p + 3
+            )
         })
         .collect();
     // OR IGNORE (rather than ON CONFLICT DO NOTHING, the same for these rows, which are
@@ -53,14 +65,17 @@ fn insert_new_edges(
     // graph each row of the chunk changes a page of the incoming-edge index at random, so the
     // journal would copy about a page per row and spill to a temporary file.
     let mut stmt = conn.prepare_cached(&format!(
-        "INSERT OR IGNORE INTO _pluresdb_edges (src, rel, dst, data, created_hlc, updated_hlc, site, cl)
+        "INSERT OR IGNORE INTO _pluresdb_edges
+             (src, rel, dst, data, created_hlc, updated_hlc, site, cl, seq, ver)
          VALUES {}",
         rows.join(", ")
     ))?;
-    stmt.raw_bind_parameter(1, stamp)?;
-    stmt.raw_bind_parameter(2, site)?;
+    stmt.raw_bind_parameter(1, created.hlc)?;
+    stmt.raw_bind_parameter(2, created.site)?;
+    stmt.raw_bind_parameter(3, created.seq)?;
+    stmt.raw_bind_parameter(4, created.ver)?;
     for (i, &(from, relation, to, _, data)) in chunk.iter().enumerate() {
-        let p = 3 + 4 * i;
+        let p = 5 + 4 * i;
         stmt.raw_bind_parameter(p, from)?;
         stmt.raw_bind_parameter(p + 1, relation)?;
         stmt.raw_bind_parameter(p + 2, to)?;
@@ -88,7 +103,9 @@ fn edge_from_row(row: &Row) -> Result<Edge> {
 /// Finds the row ids of live nodes for `link_many`.
 enum LiveNodes<'a> {
     /// Every live node, read in one pass: for loads whose ends make up much of the graph.
-    All(HashMap<Box<str>, i64>),
+    /// (A load looks up two ends per edge: foldhash hashes a short id several times faster
+    /// than the standard library's SipHash.)
+    All(HashMap<Box<str>, i64, foldhash::fast::RandomState>),
     /// Looked up one by one (and remembered).
     Each(HashMap<&'a str, Option<i64>>),
 }
@@ -106,7 +123,7 @@ impl<'a> LiveNodes<'a> {
         if !scan {
             return Ok(LiveNodes::Each(HashMap::new()));
         }
-        let mut all = HashMap::new();
+        let mut all = HashMap::default();
         let mut stmt =
             conn.prepare_cached("SELECT rid, id FROM _pluresdb_nodes WHERE cl % 2 = 1")?;
         let mut rows = stmt.query([])?;
@@ -156,6 +173,7 @@ fn edge_ids<'a>(conn: &rusqlite::Connection, edges: &[EdgeIn<'a>]) -> Result<Vec
     let mut nodes = LiveNodes::for_load(conn, edges.len())?;
     let mut missing: BTreeSet<&str> = BTreeSet::new();
     let mut relations: HashMap<&str, i64> = HashMap::new();
+    let mut last_rel: Option<(&str, i64)> = None;
     let mut ids = Vec::with_capacity(edges.len());
     for (at, &(from, relation, to, data)) in edges.iter().enumerate() {
         let (Some(src), Some(dst)) = (nodes.get(conn, from)?, nodes.get(conn, to)?) else {
@@ -166,14 +184,19 @@ fn edge_ids<'a>(conn: &rusqlite::Connection, edges: &[EdgeIn<'a>]) -> Result<Vec
             }
             continue;
         };
-        let rel = match relations.get(relation) {
-            Some(&rel) => rel,
-            None => {
-                let rel = super::ends::relation_or_insert(conn, relation)?;
-                relations.insert(relation, rel);
-                rel
-            }
+        // Edges often come grouped by relation (or all of one): a repeat needs no lookup.
+        let rel = match last_rel {
+            Some((name, rel)) if name == relation => rel,
+            _ => match relations.get(relation) {
+                Some(&rel) => rel,
+                None => {
+                    let rel = super::ends::relation_or_insert(conn, relation)?;
+                    relations.insert(relation, rel);
+                    rel
+                }
+            },
         };
+        last_rel = Some((relation, rel));
         ids.push((src, rel, dst, at as u32, data));
     }
     if !missing.is_empty() {
@@ -181,47 +204,6 @@ fn edge_ids<'a>(conn: &rusqlite::Connection, edges: &[EdgeIn<'a>]) -> Result<Vec
     }
     ids.sort_unstable_by_key(|&(src, rel, dst, at, _)| (src, rel, dst, at));
     Ok(ids)
-}
-
-/// The clock keys of the edges a `link_many` created, in one buffer.
-struct CreatedKeys {
-    bytes: Vec<u8>,
-    /// Each key's first [`KEY_PREFIX`] bytes (zero-padded), start and end in `bytes`.
-    spans: Vec<([u8; KEY_PREFIX], u32, u32)>,
-}
-
-/// Bytes of a key kept next to its place for sorting: most edge keys fit.
-const KEY_PREFIX: usize = 24;
-
-impl CreatedKeys {
-    /// Packs the keys of the edges `created` marks, in input order (which reads the names in
-    /// the order they sit in memory).
-    fn new(edges: &[EdgeIn<'_>], created: &[bool]) -> Self {
-        let mut bytes = Vec::new();
-        let mut spans = Vec::new();
-        for (&(from, relation, to, _), _) in edges.iter().zip(created).filter(|(_, c)| **c) {
-            let start = bytes.len();
-            for name in [from, relation, to] {
-                put_value(&mut bytes, ValueRef::Text(name.as_bytes()));
-            }
-            let mut prefix = [0u8; KEY_PREFIX];
-            let n = (bytes.len() - start).min(KEY_PREFIX);
-            prefix[..n].copy_from_slice(&bytes[start..start + n]);
-            spans.push((prefix, start as u32, bytes.len() as u32));
-        }
-        CreatedKeys { bytes, spans }
-    }
-
-    /// The keys in key order, the clock table's: its records then go in front to back.
-    /// Comparisons read the keys themselves only when the prefixes tie.
-    fn sorted(mut self) -> Vec<Vec<u8>> {
-        let bytes = &self.bytes;
-        let key =
-            |&(_, start, end): &([u8; KEY_PREFIX], u32, u32)| &bytes[start as usize..end as usize];
-        self.spans
-            .sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| key(a).cmp(key(b))));
-        self.spans.iter().map(|span| key(span).to_vec()).collect()
-    }
 }
 
 /// The packed clock key of an edge (its three names).
@@ -364,12 +346,21 @@ impl Database {
                 let now = db.clock().now();
                 let stamp = now.as_u64() as i64;
                 let site = db.site_id().as_bytes().to_vec();
+                // Edges keep their sync clock in their rows: each one this load creates
+                // stores the same one.
+                let (clock, ver) = db.replication().bulk_stamp(conn, now)?;
+                let new_rows = Created {
+                    hlc: stamp,
+                    site: &site,
+                    seq: clock.seq as i64,
+                    ver: &ver,
+                };
                 let mut find = conn.prepare_cached(
                     "SELECT eid, cl, data, created_hlc FROM _pluresdb_edges WHERE src = ?1 AND rel = ?2 AND dst = ?3",
                 )?;
                 let mut revive = conn.prepare_cached(
                     "UPDATE _pluresdb_edges SET data = ?1, created_hlc = ?2, updated_hlc = ?2, site = ?3,
-                            cl = cl + 1 WHERE eid = ?4",
+                            cl = cl + 1, seq = ?5, ver = ?6 WHERE eid = ?4",
                 )?;
                 let mut update = conn.prepare_cached(
                     "UPDATE _pluresdb_edges SET data = ?1, updated_hlc = ?2, site = ?3 WHERE eid = ?4",
@@ -388,8 +379,7 @@ impl Database {
                     conn.execute_batch("DROP INDEX IF EXISTS _pluresdb_edges_in")?;
                     super::index::pause_edge_log(conn)?;
                 }
-                // Which edges of the input this load created (their clock records are
-                // written at the end, in key order).
+                // Which edges of the input this load created (or revived).
                 let mut created = vec![false; edges.len()];
                 let mut changed = 0;
                 let record = |(from, relation, to, data): &EdgeIn<'_>| {
@@ -414,7 +404,7 @@ impl Database {
                 for chunk in ids.chunks(INSERT_CHUNK) {
                     // Most edges of a bulk load are new: insert the chunk in one statement
                     // (a statement journals each page it changes once, not once per row).
-                    let inserted = insert_new_edges(conn, chunk, stamp, &site)?;
+                    let inserted = insert_new_edges(conn, chunk, &new_rows)?;
                     if inserted == chunk.len() {
                         for &(.., at, _) in chunk {
                             created[at as usize] = true;
@@ -447,7 +437,14 @@ impl Database {
                                 created[at as usize] = true;
                             }
                             Some((eid, cl, _, _)) if cl % 2 == 0 => {
-                                revive.execute(rusqlite::params![text.as_deref().unwrap_or("{}"), stamp, site, eid])?;
+                                revive.execute(rusqlite::params![
+                                    text.as_deref().unwrap_or("{}"),
+                                    stamp,
+                                    site,
+                                    eid,
+                                    new_rows.seq,
+                                    ver
+                                ])?;
                                 created[at as usize] = true;
                             }
                             Some((eid, _, old, _)) => {
@@ -469,8 +466,11 @@ impl Database {
                         record(edge);
                     }
                 }
-                let keys = CreatedKeys::new(&edges, &created).sorted();
-                db.replication().capture_created(conn, EDGES_ID, &keys, now)?;
+                let count = created.iter().filter(|c| **c).count();
+                db.replication().note_bulk_write(conn, EDGES_ID, clock, count, || {
+                    let created = edges.iter().zip(&created).filter(|(_, c)| **c);
+                    created.map(|(e, _)| edge_key(e.0, e.1, e.2)).collect()
+                })?;
                 if rebuild {
                     super::index::resume_edge_log(conn)?;
                     conn.execute_batch(crate::schema::EDGES_IN_INDEX)?;

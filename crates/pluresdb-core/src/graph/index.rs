@@ -423,8 +423,26 @@ fn apply(conn: &Connection, graph: &mut Graph, entries: &[Entry]) -> Result<bool
             };
             if cl % 2 == 1 {
                 graph.add_node(&id, node_type.as_deref());
-            } else {
-                graph.remove_node(&id);
+            } else if graph.remove_node(&id) {
+                // Its live edges stay, with the node implicit, as a rebuild has them: an edge
+                // merged before its nodes (whose placeholder rows log a dead node), or one a
+                // peer linked while another deleted the node.
+                let mut live = conn.prepare_cached(
+                    "SELECT src, rel, dst FROM _pluresdb_edges
+                     WHERE (src = ?1 OR dst = ?1) AND cl % 2 = 1",
+                )?;
+                let edges: Vec<(i64, i64, i64)> = live
+                    .query_map([rid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                for (src, rel, dst) in edges {
+                    if !names.look_up(conn, src)? || !names.look_up(conn, dst)? {
+                        return Ok(false);
+                    }
+                    let Some((src, rel, dst)) = names.edge((src, rel, dst)) else {
+                        return Ok(false);
+                    };
+                    graph.add_edge(src, rel, dst);
+                }
             }
         }
     }
@@ -453,34 +471,31 @@ fn build(conn: &Connection) -> Result<Loaded> {
     let mut stmt =
         conn.prepare_cached("SELECT src, rel, dst FROM _pluresdb_edges WHERE cl % 2 = 1")?;
     let mut rows = stmt.query([])?;
-    let missing = |what: &str, id: i64| {
-        Error::internal(format!(
-            "a live edge points at {what} {id}, which does not exist"
-        ))
-    };
     while let Some(row) = rows.next()? {
         let (src, rel, dst): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
-        let mut node = |rid: i64| -> Result<NodeIx> {
-            let slot = usize::try_from(rid).map_err(|_| missing("node row", rid))?;
+        let mut node = |rid: i64| -> Option<NodeIx> {
+            let slot = usize::try_from(rid).ok()?;
             if let Some(&v) = slots.get(slot).filter(|&&v| v != NodeIx::MAX) {
-                return Ok(v);
+                return Some(v);
             }
-            let id = names.node(rid).ok_or_else(|| missing("node row", rid))?;
-            let v = graph.intern_node(id);
+            let v = graph.intern_node(names.node(rid)?);
             if slots.len() <= slot {
                 slots.resize(slot + 1, NodeIx::MAX);
             }
             slots[slot] = v;
-            Ok(v)
+            Some(v)
         };
-        let (from, to) = (node(src)?, node(dst)?);
+        // An edge whose node row or relation is gone (deleted outside PluresDB) is left out,
+        // as the edge views leave it out.
+        let (Some(from), Some(to)) = (node(src), node(dst)) else {
+            continue;
+        };
         let rel = match relations.get(&rel) {
             Some(&r) => r,
             None => {
-                let name = names
-                    .relations
-                    .get(&rel)
-                    .ok_or_else(|| missing("relation", rel))?;
+                let Some(name) = names.relations.get(&rel) else {
+                    continue;
+                };
                 let r = graph.intern_relation(name);
                 relations.insert(rel, r);
                 r

@@ -17,6 +17,7 @@ use pluresdb_crdt::{
 
 use super::clock::{MAX_FIELD_BYTES, RowClock, Stamp};
 use super::collections::{Collection, Kind, TableInfo, quote};
+use super::edge_clock;
 use super::history::append_history;
 use super::keys;
 use super::state::Replication;
@@ -359,13 +360,16 @@ fn merge_row<'c>(
     report: &mut ApplyReport,
 ) -> Result<()> {
     let (repl, seq) = (batch.repl, batch.seq);
-    let local: Option<(i64, Vec<u8>)> = batch
-        .read_clock
-        .query_row(
-            rusqlite::params![i64::from(group.coll.id), group.key],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+    let local: Option<(i64, Vec<u8>)> = match group.coll.kind {
+        Kind::Edges => edge_clock::read(conn, &group.key_values)?,
+        _ => batch
+            .read_clock
+            .query_row(
+                rusqlite::params![i64::from(group.coll.id), group.key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?,
+    };
     let (cl_before, clock) = match local {
         Some((cl, ver)) => (cl as u64, RowClock::decode(&ver)?),
         None => (0, RowClock::reset(Stamp::default())),
@@ -456,15 +460,18 @@ fn merge_row<'c>(
             &m,
         )?,
         Kind::Nodes => write_node(db, conn, group, alive_before, &m)?,
-        Kind::Edges => write_edge(db, conn, group, alive_before, &m)?,
+        // An edge's row holds its clock too.
+        Kind::Edges => write_edge(db, conn, group, alive_before, &m, seq)?,
     }
-    batch.write_clock.execute(rusqlite::params![
-        i64::from(group.coll.id),
-        group.key,
-        m.cl as i64,
-        seq as i64,
-        m.clock.encode()
-    ])?;
+    if !matches!(group.coll.kind, Kind::Edges) {
+        batch.write_clock.execute(rusqlite::params![
+            i64::from(group.coll.id),
+            group.key,
+            m.cl as i64,
+            seq as i64,
+            m.clock.encode()
+        ])?;
+    }
     repl.recent.lock().record(seq, group.coll.id, &group.key);
     Ok(())
 }
@@ -698,6 +705,7 @@ fn write_edge(
     group: &Group<'_>,
     alive_before: bool,
     m: &Merge,
+    seq: u64,
 ) -> Result<()> {
     let part = |i: usize| group.key_values[i].as_str().unwrap_or_default().to_owned();
     let (from, relation, to) = (part(0), part(1), part(2));
@@ -725,11 +733,12 @@ fn write_edge(
         data = "{}".to_owned();
     }
     conn.prepare_cached(
-        "INSERT INTO _pluresdb_edges(src, rel, dst, data, created_hlc, updated_hlc, site, cl)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO _pluresdb_edges
+             (src, rel, dst, data, created_hlc, updated_hlc, site, cl, seq, ver)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT(src, rel, dst) DO UPDATE SET data = excluded.data,
              created_hlc = excluded.created_hlc, updated_hlc = excluded.updated_hlc,
-             site = excluded.site, cl = excluded.cl",
+             site = excluded.site, cl = excluded.cl, seq = excluded.seq, ver = excluded.ver",
     )?
     .execute(rusqlite::params![
         src,
@@ -739,7 +748,9 @@ fn write_edge(
         created as i64,
         hlc as i64,
         site.as_bytes().as_slice(),
-        m.cl as i64
+        m.cl as i64,
+        seq as i64,
+        m.clock.encode()
     ])?;
     let hub = &db.engine().hub;
     if hub.is_active() {

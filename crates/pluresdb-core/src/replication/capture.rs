@@ -18,8 +18,9 @@ use pluresdb_crdt::Hlc;
 
 use super::changelog::{self, CaptureBuf, Entries, Entry, Origin};
 use super::clock::{MAX_FIELD_BYTES, RowClock, Stamp};
-use super::collections::{Kind, TableInfo};
+use super::collections::{EDGES_ID, Kind, TableInfo};
 use super::dense_fold;
+use super::edge_clock;
 use super::keys;
 use super::state::Replication;
 use crate::engine::WriteObserver;
@@ -195,6 +196,10 @@ impl Replication {
     ) -> Result<()> {
         let stamp = self.local_stamp(conn, hlc)?;
         self.recent.lock().record(stamp.seq, coll, key);
+        if coll == EDGES_ID {
+            edge_clock::write(conn, key, write, stamp)?;
+            return self.persist_clock(conn);
+        }
         match write {
             GraphWrite::Created => upsert_created(conn, [(coll, key, RowClock::whole(stamp))])?,
             GraphWrite::CreatedWith(names) => {
@@ -215,32 +220,35 @@ impl Replication {
 }
 
 impl Replication {
-    /// Records that the rows `keys` of a graph collection were created (in the open transaction),
-    /// all at `hlc`: one batched clock write for a bulk load.
-    pub(crate) fn capture_created(
+    /// This site's stamp for a write in the open transaction at `hlc`: what a bulk write of
+    /// edges stores in the rows it creates (see [`Replication::note_bulk_write`]).
+    /// Returns the stamp and the encoded clock of a row it creates.
+    pub(crate) fn bulk_stamp(&self, conn: &Connection, hlc: Hlc) -> Result<(Stamp, Vec<u8>)> {
+        let stamp = self.local_stamp(conn, hlc)?;
+        Ok((stamp, RowClock::whole(stamp).encode()))
+    }
+
+    /// Records that a bulk write stamped `stamp` wrote `count` rows of `coll`, which stored
+    /// their clocks themselves; `keys` gives their keys, asked for only when the rows written
+    /// lately have room for them (for the peers' next read).
+    pub(crate) fn note_bulk_write(
         &self,
         conn: &Connection,
         coll: u32,
-        keys: &[Vec<u8>],
-        hlc: Hlc,
+        stamp: Stamp,
+        count: usize,
+        keys: impl FnOnce() -> Vec<Vec<u8>>,
     ) -> Result<()> {
-        if keys.is_empty() {
+        if count == 0 {
             return Ok(());
         }
-        let stamp = self.local_stamp(conn, hlc)?;
-        {
-            let mut recent = self.recent.lock();
-            if recent.room_for(stamp.seq, keys.len()) {
-                for key in keys {
-                    recent.record(stamp.seq, coll, key);
-                }
+        let mut recent = self.recent.lock();
+        if recent.room_for(stamp.seq, count) {
+            for key in keys() {
+                recent.record(stamp.seq, coll, &key);
             }
         }
-        // The same statement sizes as the captured inserts, so they stay prepared.
-        let whole = RowClock::whole(stamp);
-        for part in chunk_sizes(keys) {
-            upsert_created(conn, part.iter().map(|k| (coll, k.as_slice(), &whole)))?;
-        }
+        drop(recent);
         self.persist_clock(conn)
     }
 }

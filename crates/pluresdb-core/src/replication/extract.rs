@@ -13,7 +13,7 @@ use super::clock::{RowClock, Stamp};
 use super::collections::{Collection, Collections, Kind, quote};
 use super::keys;
 use super::state::read_sites;
-use super::{ChangeRecord, EDGES, NODES};
+use super::{ChangeRecord, EDGES, EDGES_ID, NODES};
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::value::Value;
@@ -223,10 +223,11 @@ enum Plan {
         next: usize,
     },
     /// Every clock record of the collections with ids from `coll` on: first those of the
-    /// first such collection whose keys come after `after` (the empty key: from the first).
+    /// first such collection after `after` (a key, or an edge id for edges; `None`: from the
+    /// first).
     Scan {
         coll: u32,
-        after: Vec<u8>,
+        after: Option<rusqlite::types::Value>,
     },
     Done,
 }
@@ -269,7 +270,7 @@ impl Reading {
                 Some(rows) => Plan::Rows { rows, next: 0 },
                 None => Plan::Scan {
                     coll: 0,
-                    after: Vec::new(),
+                    after: None,
                 },
             };
         }
@@ -290,27 +291,29 @@ impl Reading {
         // A page ends after a row that brings it to two batches (about what the sender queues
         // while the next page is read), or after PAGE_ROWS rows.
         let first = out.changes.len();
-        let mut emit =
-            |emitter: &mut Emitter, row: &rusqlite::Row<'_>| -> Result<(Vec<u8>, bool)> {
-                let tbl: i64 = row.get(0)?;
-                let key_bytes: Vec<u8> = row.get(1)?;
-                let Ok(tbl) = u32::try_from(tbl) else {
-                    return Ok((key_bytes, false));
-                };
-                let key = keys::unpack(&key_bytes)?;
-                let cl: i64 = row.get(2)?;
-                let clock = RowClock::decode(&row.get::<_, Vec<u8>>(3)?)?;
-                let vals = match row.get_ref(4)? {
-                    rusqlite::types::ValueRef::Blob(b) => keys::unpack_values(b)?,
-                    _ => Vec::new(),
-                };
-                emitter.row(tbl, key, cl as u64, &clock, vals, &mut out.changes)?;
-                let start = out.ends.last().copied().unwrap_or(0);
-                if out.changes.len() - start >= batch {
-                    out.ends.push(out.changes.len());
-                }
-                Ok((key_bytes, out.changes.len() - first >= 2 * batch))
+        let mut emit = |emitter: &mut Emitter,
+                        row: &rusqlite::Row<'_>|
+         -> Result<(rusqlite::types::Value, bool)> {
+            let tbl: i64 = row.get(0)?;
+            let key_bytes: Vec<u8> = row.get(1)?;
+            let cursor = row.get(5)?;
+            let Ok(tbl) = u32::try_from(tbl) else {
+                return Ok((cursor, false));
             };
+            let key = keys::unpack(&key_bytes)?;
+            let cl: i64 = row.get(2)?;
+            let clock = RowClock::decode(&row.get::<_, Vec<u8>>(3)?)?;
+            let vals = match row.get_ref(4)? {
+                rusqlite::types::ValueRef::Blob(b) => keys::unpack_values(b)?,
+                _ => Vec::new(),
+            };
+            emitter.row(tbl, key, cl as u64, &clock, vals, &mut out.changes)?;
+            let start = out.ends.last().copied().unwrap_or(0);
+            if out.changes.len() - start >= batch {
+                out.ends.push(out.changes.len());
+            }
+            Ok((cursor, out.changes.len() - first >= 2 * batch))
+        };
         let since = self.since as i64;
         // Rows read (or looked up) in this page.
         let mut rows_read = 0;
@@ -352,10 +355,12 @@ impl Reading {
                 };
                 let mut stmt = conn.prepare_cached(sql)?;
                 let limit = PAGE_ROWS - rows_read;
-                let mut found = stmt.query(rusqlite::params![since, &*after, limit as i64])?;
+                let from = after.clone().unwrap_or_else(|| emitter.scan_start(id));
+                let mut found = stmt.query(rusqlite::params![since, from, limit as i64])?;
                 let (mut read, mut full) = (0, false);
                 while !full && let Some(row) = found.next()? {
-                    (*after, full) = emit(emitter, row)?;
+                    let (cursor, page_full) = emit(emitter, row)?;
+                    (*after, full) = (Some(cursor), page_full);
                     read += 1;
                 }
                 rows_read += read;
@@ -364,7 +369,7 @@ impl Reading {
                 }
                 // The collection is done.
                 *coll += 1;
-                after.clear();
+                *after = None;
             },
         }
         Ok(true)
@@ -373,6 +378,7 @@ impl Reading {
 
 /// The SQL that reads one collection's rows changed after `?1` with their current values: the
 /// one with key `?2` (`one_key`), or the first `?3` in key order whose keys come after `?2`.
+/// The last column is where a scan's next page starts (the key; an edge's id for edges).
 fn branch_sql(coll: &Collection, one_key: bool) -> Option<String> {
     let part = |i: usize| format!("pluresdb_key_part(c.key, {i})");
     let (join, vals) = match &coll.kind {
@@ -380,19 +386,8 @@ fn branch_sql(coll: &Collection, one_key: bool) -> Option<String> {
             format!("LEFT JOIN _pluresdb_nodes r ON r.id = {}", part(0)),
             "pluresdb_pack(r.type, r.data, r.vector)".to_owned(),
         ),
-        Kind::Edges => (
-            // Edges are stored by node row and relation id: find those, then the edge.
-            format!(
-                "LEFT JOIN _pluresdb_nodes rs ON rs.id = {}
-                 LEFT JOIN _pluresdb_relations rr ON rr.name = {}
-                 LEFT JOIN _pluresdb_nodes rd ON rd.id = {}
-                 LEFT JOIN _pluresdb_edges r ON r.src = rs.rid AND r.rel = rr.id AND r.dst = rd.rid",
-                part(0),
-                part(1),
-                part(2)
-            ),
-            "pluresdb_pack(r.data)".to_owned(),
-        ),
+        // Edges keep their clocks in their rows.
+        Kind::Edges => return Some(edges_sql(one_key)),
         Kind::Table(info) if info.exists => {
             let on: Vec<String> = info
                 .pk
@@ -413,7 +408,7 @@ fn branch_sql(coll: &Collection, one_key: bool) -> Option<String> {
         Kind::Table(_) => return None,
     };
     Some(format!(
-        "SELECT c.tbl, c.key, c.cl, c.ver, {vals} FROM _pluresdb_clock c {join} WHERE c.tbl = {} AND c.seq > ?1{}",
+        "SELECT c.tbl, c.key, c.cl, c.ver, {vals}, c.key FROM _pluresdb_clock c {join} WHERE c.tbl = {} AND c.seq > ?1{}",
         coll.id,
         if one_key {
             " AND c.key = ?2"
@@ -421,6 +416,26 @@ fn branch_sql(coll: &Collection, one_key: bool) -> Option<String> {
             " AND c.key > ?2 ORDER BY c.key LIMIT ?3"
         }
     ))
+}
+
+/// [`branch_sql`] for edges, whose clocks are in their rows: a scan goes in edge id order (the
+/// last column, where the next page starts), a lookup finds the edge by its names.
+fn edges_sql(one_key: bool) -> String {
+    format!(
+        "SELECT {EDGES_ID}, pluresdb_pack(s.id, r.name, d.id), e.cl, e.ver, pluresdb_pack(e.data),
+                e.eid
+         FROM _pluresdb_edges e
+         JOIN _pluresdb_nodes s ON s.rid = e.src
+         JOIN _pluresdb_relations r ON r.id = e.rel
+         JOIN _pluresdb_nodes d ON d.rid = e.dst
+         WHERE e.ver IS NOT NULL AND e.seq > ?1{}",
+        if one_key {
+            " AND s.id = pluresdb_key_part(?2, 0) AND r.name = pluresdb_key_part(?2, 1)
+              AND d.id = pluresdb_key_part(?2, 2)"
+        } else {
+            " AND e.eid > ?2 ORDER BY e.eid LIMIT ?3"
+        }
+    )
 }
 
 /// Site ids by index, and the index of the excluded site.
@@ -527,6 +542,14 @@ impl Emitter {
     /// The id of the first synced collection whose id is `from` or more.
     fn next_collection(&self, from: u32) -> Option<u32> {
         self.sources.range(from..).next().map(|(&id, _)| id)
+    }
+
+    /// Where a scan of collection `id` starts: before its first key (edges: its first id).
+    fn scan_start(&self, id: u32) -> rusqlite::types::Value {
+        match self.sources.get(&id).map(|s| &s.coll.kind) {
+            Some(Kind::Edges) => rusqlite::types::Value::Integer(0),
+            _ => rusqlite::types::Value::Blob(Vec::new()),
+        }
     }
 
     /// The SQL that reads collection `id`'s changed rows: one (`one_key`), or a page.

@@ -19,6 +19,7 @@ mod changelog;
 mod clock;
 mod collections;
 mod dense_fold;
+mod edge_clock;
 mod extract;
 mod functions;
 mod history;
