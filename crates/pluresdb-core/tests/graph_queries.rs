@@ -406,6 +406,17 @@ fn link_many_is_link_in_bulk() {
         ])
         .unwrap();
     assert_eq!(n, 2, "the repeated edge is not counted twice");
+    // An empty load writes nothing, not even a new db_version.
+    let version = || {
+        db.value(
+            "SELECT value FROM _pluresdb_meta WHERE key = 'db_version'",
+            (),
+        )
+        .unwrap()
+    };
+    let before = version();
+    assert_eq!(db.link_many(std::iter::empty()).unwrap(), 0);
+    assert_eq!(version(), before);
     assert_eq!(db.get_edge("b", "r", "c").unwrap().unwrap().data["w"], 2);
     assert_eq!(
         db.traverse(&Traverse::from(["a"]).depth(1, 5))

@@ -12,6 +12,7 @@ use pluresdb_graph::Graph;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value as Json};
 
+use super::ends::EDGE_BY_NAMES;
 use super::query::json_path;
 use super::walk::rel_filter;
 use super::{NodeUpdate, parse_object};
@@ -107,7 +108,9 @@ fn edge_data(
     to: &str,
 ) -> Result<Option<Map<String, Json>>> {
     let data: Option<String> = conn
-        .prepare_cached("SELECT data FROM _pluresdb_edges_named WHERE src = ?1 AND rel = ?2 AND dst = ?3 AND cl % 2 = 1")?
+        .prepare_cached(&format!(
+            "SELECT data FROM _pluresdb_edges WHERE {EDGE_BY_NAMES} AND cl % 2 = 1"
+        ))?
         .query_row([from, rel, to], |r| r.get(0))
         .optional()?;
     data.map(|d| parse_object(&d)).transpose()

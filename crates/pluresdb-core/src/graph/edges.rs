@@ -7,6 +7,7 @@ use serde_json::Value as Json;
 
 use pluresdb_crdt::Hlc;
 
+use super::ends::EDGE_BY_NAMES;
 use super::nodes::{NODE_COLUMNS, node_from_row};
 use super::{Direction, Edge, Node, as_object, check_id, parse_object};
 use crate::bulk_cache::BulkCache;
@@ -88,6 +89,21 @@ fn insert_new_edges(
 }
 
 const EDGE_COLUMNS: &str = "src, rel, dst, data, created_hlc, updated_hlc";
+
+/// The columns of `_pluresdb_edges` that [`named_edge`] reads.
+const EDGE_TIMES: &str = "data, created_hlc, updated_hlc";
+
+/// The edge `from -[relation]-> to` from a row starting with [`EDGE_TIMES`].
+fn named_edge(from: &str, relation: &str, to: &str, row: &Row) -> Result<Edge> {
+    Ok(Edge {
+        from: from.to_owned(),
+        relation: relation.to_owned(),
+        to: to.to_owned(),
+        data: parse_object(&row.get::<String>(0)?)?,
+        created_at: Hlc::from_u64(row.get::<i64>(1)? as u64),
+        updated_at: Hlc::from_u64(row.get::<i64>(2)? as u64),
+    })
+}
 
 fn edge_from_row(row: &Row) -> Result<Edge> {
     Ok(Edge {
@@ -234,16 +250,13 @@ impl Database {
             let now = db.clock().now();
             let site = db.site_id().as_bytes().to_vec();
             let current = db.get(
-                &format!(
-                    "SELECT {EDGE_COLUMNS}, eid, cl FROM _pluresdb_edges_named
-                     WHERE src = ?1 AND rel = ?2 AND dst = ?3"
-                ),
+                &format!("SELECT {EDGE_TIMES}, eid, cl FROM _pluresdb_edges WHERE {EDGE_BY_NAMES}"),
                 (from, relation, to),
             )?;
             let key = edge_key(from, relation, to);
             let (edge, write) = match current {
-                Some(row) if row.get::<i64>(7)? % 2 == 1 => {
-                    let old = edge_from_row(&row)?;
+                Some(row) if row.get::<i64>(4)? % 2 == 1 => {
+                    let old = named_edge(from, relation, to, &row)?;
                     if patch.is_none_or(|p| *p == old.data) {
                         return Ok(old);
                     }
@@ -255,7 +268,7 @@ impl Database {
                             Json::Object(data.clone()).to_string(),
                             now.as_u64() as i64,
                             &site,
-                            row.get::<i64>(6)?,
+                            row.get::<i64>(3)?,
                         ),
                     )?;
                     (
@@ -276,7 +289,7 @@ impl Database {
                             "UPDATE _pluresdb_edges SET data = ?1, created_hlc = ?2,
                                     updated_hlc = ?2, site = ?3, cl = cl + 1
                              WHERE eid = ?4",
-                            (text, stamp, &site, row.get::<i64>(6)?),
+                            (text, stamp, &site, row.get::<i64>(3)?),
                         )?,
                         None => {
                             let rel = db.with_writer_conn(|conn| {
@@ -338,6 +351,9 @@ impl Database {
             if let Some(d) = data {
                 as_object("edge data", d).map_err(at)?;
             }
+        }
+        if edges.is_empty() {
+            return Ok(0);
         }
         let _cache = BulkCache::raise(self, edges.len())?;
         let (changed, unlogged) = self.transaction(|db| {
@@ -493,15 +509,16 @@ impl Database {
         self.transaction(|db| {
             let now = db.clock().now();
             let changed = db.run(
-                "UPDATE _pluresdb_edges SET cl = cl + 1, updated_hlc = ?1, site = ?2
-                 WHERE eid = (SELECT eid FROM _pluresdb_edges_named
-                              WHERE src = ?3 AND rel = ?4 AND dst = ?5) AND cl % 2 = 1",
+                &format!(
+                    "UPDATE _pluresdb_edges SET cl = cl + 1, updated_hlc = ?4, site = ?5
+                     WHERE {EDGE_BY_NAMES} AND cl % 2 = 1"
+                ),
                 (
-                    now.as_u64() as i64,
-                    db.site_id().as_bytes().to_vec(),
                     from,
                     relation,
                     to,
+                    now.as_u64() as i64,
+                    db.site_id().as_bytes().to_vec(),
                 ),
             )?;
             if changed.changes > 0 {
@@ -533,12 +550,11 @@ impl Database {
         self.require_graph()?;
         self.get(
             &format!(
-                "SELECT {EDGE_COLUMNS} FROM _pluresdb_edges_named
-                 WHERE src = ?1 AND rel = ?2 AND dst = ?3 AND cl % 2 = 1"
+                "SELECT {EDGE_TIMES} FROM _pluresdb_edges WHERE {EDGE_BY_NAMES} AND cl % 2 = 1"
             ),
             (from, relation, to),
         )?
-        .map(|r| edge_from_row(&r))
+        .map(|r| named_edge(from, relation, to, &r))
         .transpose()
     }
 

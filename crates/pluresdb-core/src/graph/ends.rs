@@ -1,9 +1,19 @@
 //! The integer ids edges are stored with: node row ids for their ends and interned relation
 //! ids (see the edge table in `schema.rs`).
+//!
+//! Point lookups of an edge by name go through these single-table lookups rather than the
+//! `_pluresdb_edges_named` view: SQLite plans a join on bound names again each time a cached
+//! statement is reused (about 25 µs), and a unique-key lookup on one table by a shortcut.
 
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::Result;
+
+/// A condition on `_pluresdb_edges` that picks the edge named `?1 -[?2]-> ?3`, by lookups of
+/// one table each (see the module doc).
+pub(crate) const EDGE_BY_NAMES: &str = "src = (SELECT rid FROM _pluresdb_nodes WHERE id = ?1)
+    AND rel = (SELECT id FROM _pluresdb_relations WHERE name = ?2)
+    AND dst = (SELECT rid FROM _pluresdb_nodes WHERE id = ?3)";
 
 /// The row id of node `id` if it is alive.
 pub(crate) fn live_node(conn: &Connection, id: &str) -> Result<Option<i64>> {
@@ -51,4 +61,19 @@ pub(crate) fn relation_or_insert(conn: &Connection, name: &str) -> Result<i64> {
     Ok(conn
         .prepare_cached("INSERT INTO _pluresdb_relations(name) VALUES (?1) RETURNING id")?
         .query_row([name], |r| r.get(0))?)
+}
+
+/// The id (`eid`) of the edge `from -[relation]-> to`, alive or not, if it has a row.
+pub(crate) fn edge_row(
+    conn: &Connection,
+    from: &str,
+    relation: &str,
+    to: &str,
+) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT eid FROM _pluresdb_edges WHERE {EDGE_BY_NAMES}"
+        ))?
+        .query_row([from, relation, to], |r| r.get(0))
+        .optional()?)
 }

@@ -9,6 +9,7 @@ use pluresdb_graph::{
 };
 use rusqlite::{Connection, OptionalExtension};
 
+use super::ends::EDGE_BY_NAMES;
 use super::index::GraphView;
 use super::query::json_path;
 use super::{Direction, NodeQuery};
@@ -365,10 +366,10 @@ pub(crate) fn run_path(
         None => g.shortest_path(ends[0], ends[1], &opts),
         Some(field) => {
             let path = json_path(field)?;
-            let mut stmt = conn.prepare_cached(
-                "SELECT json_extract(data, ?4) FROM _pluresdb_edges_named
-                 WHERE src = ?1 AND rel = ?2 AND dst = ?3 AND cl % 2 = 1",
-            )?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT json_extract(data, ?4) FROM _pluresdb_edges
+                 WHERE {EDGE_BY_NAMES} AND cl % 2 = 1"
+            ))?;
             let mut cache: HashMap<(NodeIx, u32, NodeIx), Option<f64>> = HashMap::new();
             let mut failure: Option<Error> = None;
             let mut weight = |e: pluresdb_graph::EdgeRef| -> Option<f64> {

@@ -230,7 +230,9 @@ impl Replication {
 
     /// Records that a bulk write stamped `stamp` wrote `count` rows of `coll`, which stored
     /// their clocks themselves; `keys` gives their keys, asked for only when the rows written
-    /// lately have room for them (for the peers' next read).
+    /// lately have room for them (for the peers' next read). Called after every
+    /// [`bulk_stamp`](Self::bulk_stamp), even if nothing was written: the stamp took a
+    /// `db_version`.
     pub(crate) fn note_bulk_write(
         &self,
         conn: &Connection,
@@ -239,9 +241,6 @@ impl Replication {
         count: usize,
         keys: impl FnOnce() -> Vec<Vec<u8>>,
     ) -> Result<()> {
-        if count == 0 {
-            return Ok(());
-        }
         let mut recent = self.recent.lock();
         if recent.room_for(stamp.seq, count) {
             for key in keys() {

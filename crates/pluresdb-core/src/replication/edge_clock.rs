@@ -8,11 +8,8 @@ use super::capture::GraphWrite;
 use super::clock::{RowClock, Stamp};
 use super::keys;
 use crate::error::{Error, Result};
+use crate::graph::ends::{self, EDGE_BY_NAMES};
 use crate::value::Value;
-
-/// The row of the edge named by `from`, `relation`, `to`, as a subquery on `?1`, `?2`, `?3`.
-const EDGE_BY_NAME: &str = "(SELECT eid FROM _pluresdb_edges_named
-                             WHERE src = ?1 AND rel = ?2 AND dst = ?3)";
 
 /// The edge's names from its packed key.
 fn names(key: &[u8]) -> Result<[String; 3]> {
@@ -32,8 +29,13 @@ pub(crate) fn write(
     stamp: Stamp,
 ) -> Result<()> {
     let [from, relation, to] = names(key)?;
+    let Some(eid) = ends::edge_row(conn, &from, &relation, &to)? else {
+        return Err(Error::internal(format!(
+            "edge {from} -[{relation}]-> {to} was written but has no row"
+        )));
+    };
     let seq = stamp.seq as i64;
-    let changed = match write {
+    match write {
         GraphWrite::Created | GraphWrite::Deleted | GraphWrite::CreatedWith(_) => {
             let clock = match write {
                 GraphWrite::Created => RowClock::whole(stamp),
@@ -46,10 +48,8 @@ pub(crate) fn write(
                 }
                 _ => RowClock::reset(stamp),
             };
-            conn.prepare_cached(&format!(
-                "UPDATE _pluresdb_edges SET seq = ?4, ver = ?5 WHERE eid = {EDGE_BY_NAME}"
-            ))?
-            .execute(rusqlite::params![from, relation, to, seq, clock.encode()])?
+            conn.prepare_cached("UPDATE _pluresdb_edges SET seq = ?2, ver = ?3 WHERE eid = ?1")?
+                .execute(rusqlite::params![eid, seq, clock.encode()])?;
         }
         GraphWrite::Fields(fields) => {
             // A live edge without versions yet (stored before sync existed) is created now.
@@ -58,28 +58,21 @@ pub(crate) fn write(
                     .iter()
                     .map(|n| crate::value::ValueRef::Text(n.as_bytes())),
             );
-            conn.prepare_cached(&format!(
-                "UPDATE _pluresdb_edges SET seq = ?4,
-                     ver = CASE WHEN ver IS NULL THEN ?5
-                                ELSE pluresdb_clock_set(ver, ?6, ?7, ?4, ?8) END
-                 WHERE eid = {EDGE_BY_NAME}"
-            ))?
+            conn.prepare_cached(
+                "UPDATE _pluresdb_edges SET seq = ?2,
+                     ver = CASE WHEN ver IS NULL THEN ?3
+                                ELSE pluresdb_clock_set(ver, ?4, ?5, ?2, ?6) END
+                 WHERE eid = ?1",
+            )?
             .execute(rusqlite::params![
-                from,
-                relation,
-                to,
+                eid,
                 seq,
                 RowClock::whole(stamp).encode(),
                 stamp.hlc as i64,
                 i64::from(stamp.site),
                 names
-            ])?
+            ])?;
         }
-    };
-    if changed == 0 {
-        return Err(Error::internal(format!(
-            "edge {from} -[{relation}]-> {to} was written but has no row"
-        )));
     }
     Ok(())
 }
@@ -91,10 +84,9 @@ pub(crate) fn read(conn: &Connection, key_values: &[Value]) -> Result<Option<(i6
         return Err(Error::internal("an edge key is not three names"));
     };
     Ok(conn
-        .prepare_cached(
-            "SELECT cl, ver FROM _pluresdb_edges_named
-             WHERE src = ?1 AND rel = ?2 AND dst = ?3 AND ver IS NOT NULL",
-        )?
+        .prepare_cached(&format!(
+            "SELECT cl, ver FROM _pluresdb_edges WHERE {EDGE_BY_NAMES} AND ver IS NOT NULL"
+        ))?
         .query_row([from, relation, to], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?)
 }

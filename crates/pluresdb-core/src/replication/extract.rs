@@ -71,7 +71,8 @@ impl Database {
     /// records, so a row's values and versions always agree. A table that starts or stops
     /// syncing, or whose columns change, during the read is read as the schema is at each page.
     /// A peer that is nearly up to date (live sync) gets its changes by looking up the rows
-    /// written lately; others by a scan of the clock records in key order. (When a snapshot
+    /// written lately; others by a scan of the clock records in key order (of edges, in edge id
+    /// order). (When a snapshot
     /// would hold up writers, with no WAL reader connection, or when other writers keep logging
     /// changes, a page is read holding the write lock, which is released before `sink` runs. A
     /// read-only handle, which can fold nothing, reads every page from one snapshot, and `sink`

@@ -9,6 +9,7 @@
 //!   before anything reads or merges clock records.
 //! * `_pluresdb_clock` holds, per replicated row, its causal length and a [`RowClock`]: the
 //!   version of each field plus the local sequence number (`db_version`) that stored it.
+//!   Edges keep the same in their own rows (`cl`, `ver`, `seq`; see `edge_clock`).
 //!   "Changes since N" are the fields stored after N.
 //! * Peers exchange [`ChangeRecord`]s; [`Database::apply_changes`] merges a batch in one
 //!   transaction, idempotently and in any order.
