@@ -355,6 +355,19 @@ impl Names {
         Ok(())
     }
 
+    /// Reads every node row's id, from the id index (a fraction of the table's pages).
+    fn read_ids(&mut self, conn: &Connection) -> Result<()> {
+        let mut stmt = conn.prepare_cached("SELECT rid, id FROM _pluresdb_nodes ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id = row.get_ref(1)?.as_str().map_err(|e| {
+                Error::internal(format!("a node id in _pluresdb_nodes is not text: {e}"))
+            })?;
+            self.push(row.get(0)?, id)?;
+        }
+        Ok(())
+    }
+
     /// Makes sure node row `rid`'s id is known; false when the row does not exist.
     fn look_up(&mut self, conn: &Connection, rid: i64) -> Result<bool> {
         if self.node(rid).is_some() {
@@ -393,7 +406,7 @@ fn apply(conn: &Connection, graph: &mut Graph, entries: &[Entry]) -> Result<bool
         .filter(|(idx, _)| *idx == GRAPH_EDGES)
         .count();
     if edges >= READ_ALL_NAMES_AT {
-        names.read_all(conn, |_, _, _| {})?;
+        names.read_ids(conn)?;
     }
     for &(idx, rid) in entries {
         if idx == GRAPH_EDGES {
