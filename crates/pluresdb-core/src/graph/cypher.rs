@@ -3,6 +3,7 @@
 //! (so they replicate like any other write).
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use pluresdb_cypher::{
     CypherError, Dir, EdgeRecord, ExecOptions, GraphStore, GraphStoreMut, NodeIter, NodeRecord,
@@ -116,16 +117,32 @@ fn edge_data(
     data.map(|d| parse_object(&d)).transpose()
 }
 
+/// The SQL that reads the live edges whose `end` (`src` or `dst`) is node `?1`, by the
+/// relations named in the JSON array `?2` (all when it is empty): one table with its names
+/// looked up, not the `_pluresdb_edges_named` view, whose join SQLite plans again on every
+/// use of a statement from rusqlite's cache.
+fn edges_at(end: &str) -> String {
+    format!(
+        "SELECT (SELECT id FROM _pluresdb_nodes WHERE rid = e.src),
+                (SELECT name FROM _pluresdb_relations WHERE id = e.rel),
+                (SELECT id FROM _pluresdb_nodes WHERE rid = e.dst), e.data
+         FROM _pluresdb_edges e
+         WHERE e.{end} = (SELECT rid FROM _pluresdb_nodes WHERE id = ?1) AND e.cl % 2 = 1
+           AND (?2 = '[]' OR e.rel IN (SELECT r.id FROM _pluresdb_relations r
+                                       WHERE r.name IN (SELECT value FROM json_each(?2))))"
+    )
+}
+
+/// [`edges_at`] the source, and at the target.
+static EDGES_AT: LazyLock<[String; 2]> = LazyLock::new(|| [edges_at("src"), edges_at("dst")]);
+
 /// The live edges at `node` (by the given relations, or all) with their data, from the tables.
 fn edge_rows(conn: &Connection, node: &str, dir: Dir, rels: &[String]) -> Result<Vec<EdgeRecord>> {
-    const FROM: &str = "SELECT src, rel, dst, data FROM _pluresdb_edges_named
-        WHERE src = ?1 AND cl % 2 = 1 AND (?2 = '[]' OR rel IN (SELECT value FROM json_each(?2)))";
-    const TO: &str = "SELECT src, rel, dst, data FROM _pluresdb_edges_named
-        WHERE dst = ?1 AND cl % 2 = 1 AND (?2 = '[]' OR rel IN (SELECT value FROM json_each(?2)))";
-    let queries: &[&str] = match dir {
-        Dir::Out => &[FROM],
-        Dir::In => &[TO],
-        Dir::Both => &[FROM, TO],
+    let [from, to] = &*EDGES_AT;
+    let queries: &[&String] = match dir {
+        Dir::Out => &[from],
+        Dir::In => &[to],
+        Dir::Both => &[from, to],
     };
     let rels_json = serde_json::to_string(rels).expect("strings serialize");
     let mut out = Vec::new();
@@ -404,5 +421,46 @@ impl Database {
                 .run(&mut TxStore { db }, params, opts)
                 .map_err(cypher_error)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+    use serde_json::json;
+
+    use super::*;
+    use crate::graph::ends::EDGE_BY_NAMES;
+
+    /// The edge reads keep their plans when their cached statements are used again (a join
+    /// over bound names would be planned again each time, about 25 µs).
+    #[test]
+    fn edge_reads_are_not_planned_again_on_each_use() {
+        let db = Database::open_in_memory().unwrap();
+        for id in ["a", "b", "c"] {
+            db.put(id, &json!({})).unwrap();
+        }
+        db.link("a", "r", "b", Some(&json!({"w": 1}))).unwrap();
+        db.link("b", "s", "c", None).unwrap();
+        db.with_writer_conn(|conn| {
+            for _ in 0..20 {
+                let both = edge_rows(conn, "b", Dir::Both, &[])?;
+                let mut names: Vec<_> = both.iter().map(|e| (&*e.from, &*e.rel, &*e.to)).collect();
+                names.sort();
+                assert_eq!(names, [("a", "r", "b"), ("b", "s", "c")]);
+                assert_eq!(edge_rows(conn, "b", Dir::Out, &["r".into()])?.len(), 0);
+                assert_eq!(edge_rows(conn, "b", Dir::In, &["r".into()])?.len(), 1);
+                assert_eq!(edge_data(conn, "a", "r", "b")?.unwrap()["w"], 1);
+                assert_eq!(edge_data(conn, "a", "s", "b")?, None);
+            }
+            let by_names =
+                format!("SELECT data FROM _pluresdb_edges WHERE {EDGE_BY_NAMES} AND cl % 2 = 1");
+            for sql in [&EDGES_AT[0], &EDGES_AT[1], &by_names] {
+                let stmt = conn.prepare_cached(sql)?;
+                assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{sql}");
+            }
+            Ok(())
+        })
+        .unwrap();
     }
 }

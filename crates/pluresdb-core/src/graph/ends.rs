@@ -2,8 +2,9 @@
 //! ids (see the edge table in `schema.rs`).
 //!
 //! Point lookups of an edge by name go through these single-table lookups rather than the
-//! `_pluresdb_edges_named` view: SQLite plans a join on bound names again each time a cached
-//! statement is reused (about 25 µs), and a unique-key lookup on one table by a shortcut.
+//! `_pluresdb_edges_named` view: a statement over the view's join, cached by rusqlite (which
+//! clears its bindings when it goes back to the cache), is planned again on every use (about
+//! 25 µs); a lookup on one table is not.
 
 use rusqlite::{Connection, OptionalExtension};
 
