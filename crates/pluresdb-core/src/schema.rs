@@ -37,10 +37,10 @@ const RELATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS _pluresdb_relations (
 /// edge keeps its sync clock in its row (format 4): `cl` is its causal length, `ver` its
 /// versions (a `RowClock`; NULL: none, as for an edge stored before sync existed) and `seq`
 /// the local `db_version` that last stored them; other collections keep theirs in
-/// `_pluresdb_clock`. An
-/// edge that reaches a replica before one of its nodes points at a placeholder node row with
-/// causal length 0 (never alive, no clock, not replicated) that a later `put` or merged node
-/// fills in. The view `_pluresdb_edges_named` shows edges with their names, for reads.
+/// `_pluresdb_clock`. An edge that reaches a replica before one of its nodes points at a
+/// placeholder node row with causal length 0 (never alive, no clock, not replicated) that a
+/// later `put` or merged node fills in. The view `_pluresdb_edges_named` shows edges with
+/// their names, for reads.
 const EDGE_COLUMNS: &str = "(
     eid         INTEGER PRIMARY KEY,
     src         INTEGER NOT NULL,
@@ -274,13 +274,16 @@ fn upgrade_edges(conn: &Connection) -> rusqlite::Result<()> {
         // The new table has the clock columns.
         migrate_named_edges(conn)?;
     }
+    if layout == EdgeLayout::Current {
+        return Ok(());
+    }
     if layout == EdgeLayout::ById {
         conn.execute_batch(
             "ALTER TABLE _pluresdb_edges ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
              ALTER TABLE _pluresdb_edges ADD COLUMN ver BLOB;",
         )?;
     }
-    // Format 3 to 4: edge clocks move from `_pluresdb_clock` into the edge rows (a record
+    // Formats 1 to 3: edge clocks move from `_pluresdb_clock` into the edge rows (a record
     // without an edge row, which nothing writes, goes).
     conn.execute_batch(
         "UPDATE _pluresdb_edges AS e SET cl = c.cl, seq = c.seq, ver = c.ver
@@ -293,7 +296,7 @@ fn upgrade_edges(conn: &Connection) -> rusqlite::Result<()> {
 
 /// Format 2 to 3: edges stored their ends and relation as text; they now point at node rows
 /// and interned relations. Edge ids stay, so the graph's log and the clock (keyed by the
-/// names) stay valid. Ends without a node row get a placeholder row (see [`SCHEMA`]).
+/// names) stay valid. Ends without a node row get a placeholder row (see [`EDGE_COLUMNS`]).
 fn migrate_named_edges(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(&format!(
         "DROP VIEW IF EXISTS pluresdb_edges;

@@ -10,7 +10,7 @@ use super::{Direction, Edge, Node, as_object, check_id, parse_object};
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::events::{Change, EdgeChange};
-use crate::replication::{EDGES_ID, GraphWrite, pack_key_refs};
+use crate::replication::pack_key_refs;
 use crate::row::Row;
 use crate::value::ValueRef;
 
@@ -70,46 +70,66 @@ impl Database {
             let now = db.clock().now();
             let site = db.site_id().as_bytes().to_vec();
             let current = db.get(
-                &format!("SELECT {EDGE_TIMES}, eid, cl FROM _pluresdb_edges WHERE {EDGE_BY_NAMES}"),
+                &format!(
+                    "SELECT {EDGE_TIMES}, eid, cl, ver FROM _pluresdb_edges WHERE {EDGE_BY_NAMES}"
+                ),
                 (from, relation, to),
             )?;
-            let key = edge_key(from, relation, to);
-            let (edge, write) = match current {
-                Some(row) if row.get::<i64>(4)? % 2 == 1 => {
-                    let old = named_edge(from, relation, to, &row)?;
-                    if patch.is_none_or(|p| *p == old.data) {
-                        return Ok(old);
-                    }
+            let alive = match &current {
+                Some(row) => row.get::<i64>(4)? % 2 == 1,
+                None => false,
+            };
+            let old = match &current {
+                Some(row) if alive => Some(named_edge(from, relation, to, row)?),
+                _ => None,
+            };
+            if let Some(old) = &old
+                && patch.is_none_or(|p| *p == old.data)
+            {
+                return Ok(old.clone());
+            }
+            // Something is written: the edge's clock goes in its row, in the same statement.
+            let clock = db.with_writer_conn(|conn| db.replication().edge_stamp(conn, now))?;
+            let stamp = now.as_u64() as i64;
+            let edge = match (current, old) {
+                (Some(row), Some(old)) => {
                     let data = patch.cloned().unwrap_or(old.data.clone());
+                    let ver = row.get::<Option<Vec<u8>>>(5)?;
                     db.run(
-                        "UPDATE _pluresdb_edges SET data = ?1, updated_hlc = ?2, site = ?3
+                        "UPDATE _pluresdb_edges SET data = ?1, updated_hlc = ?2, site = ?3,
+                                seq = ?5, ver = ?6
                          WHERE eid = ?4",
                         (
                             Json::Object(data.clone()).to_string(),
-                            now.as_u64() as i64,
+                            stamp,
                             &site,
                             row.get::<i64>(3)?,
+                            clock.seq(),
+                            clock.data_changed(ver.as_deref())?,
                         ),
                     )?;
-                    (
-                        Edge {
-                            updated_at: now,
-                            data,
-                            ..old
-                        },
-                        GraphWrite::Fields(vec!["data".to_owned()]),
-                    )
+                    Edge {
+                        updated_at: now,
+                        data,
+                        ..old
+                    }
                 }
-                existing => {
+                (existing, _) => {
                     let data = patch.cloned().unwrap_or_default();
                     let text = Json::Object(data.clone()).to_string();
-                    let stamp = now.as_u64() as i64;
                     match existing {
                         Some(row) => db.run(
                             "UPDATE _pluresdb_edges SET data = ?1, created_hlc = ?2,
-                                    updated_hlc = ?2, site = ?3, cl = cl + 1
+                                    updated_hlc = ?2, site = ?3, cl = cl + 1, seq = ?5, ver = ?6
                              WHERE eid = ?4",
-                            (text, stamp, &site, row.get::<i64>(3)?),
+                            (
+                                text,
+                                stamp,
+                                &site,
+                                row.get::<i64>(3)?,
+                                clock.seq(),
+                                clock.created(),
+                            ),
                         )?,
                         None => {
                             let rel = db.with_writer_conn(|conn| {
@@ -117,28 +137,35 @@ impl Database {
                             })?;
                             db.run(
                                 "INSERT INTO _pluresdb_edges
-                                     (src, rel, dst, data, created_hlc, updated_hlc, site, cl)
-                                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, 1)",
-                                (src, rel, dst, text, stamp, &site),
+                                     (src, rel, dst, data, created_hlc, updated_hlc, site, cl,
+                                      seq, ver)
+                                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, 1, ?7, ?8)",
+                                (
+                                    src,
+                                    rel,
+                                    dst,
+                                    text,
+                                    stamp,
+                                    &site,
+                                    clock.seq(),
+                                    clock.created(),
+                                ),
                             )?
                         }
                     };
-                    (
-                        Edge {
-                            from: from.to_owned(),
-                            relation: relation.to_owned(),
-                            to: to.to_owned(),
-                            data,
-                            created_at: now,
-                            updated_at: now,
-                        },
-                        GraphWrite::Created,
-                    )
+                    Edge {
+                        from: from.to_owned(),
+                        relation: relation.to_owned(),
+                        to: to.to_owned(),
+                        data,
+                        created_at: now,
+                        updated_at: now,
+                    }
                 }
             };
             db.with_writer_conn(|conn| {
                 db.replication()
-                    .capture_graph_write(conn, EDGES_ID, &key, write.as_ref(), now)
+                    .note_edge_writes(conn, &clock, 1, || vec![edge_key(from, relation, to)])
             })?;
             if db.engine().hub.is_active() {
                 db.engine().hub.record(Change::Edge(EdgeChange {
@@ -152,42 +179,35 @@ impl Database {
         })
     }
 
-    /// Links many edges in one transaction: `(from, relation, to, data)` each, with the
-    /// semantics of [`link`](Self::link) (both nodes must exist; an existing edge keeps its data
-    /// unless new data is given). Much faster than calling `link` in a loop: endpoints are
-    /// checked in batches and the sync metadata is written in bulk. Returns how many edges were
-    /// created or changed. Nothing is written if any edge is refused.
     /// Removes the edge; returns whether it existed.
     pub fn unlink(&self, from: &str, relation: &str, to: &str) -> Result<bool> {
         self.require_graph()?;
         self.transaction(|db| {
             let now = db.clock().now();
-            let changed = db.run(
-                &format!(
-                    "UPDATE _pluresdb_edges SET cl = cl + 1, updated_hlc = ?4, site = ?5
-                     WHERE {EDGE_BY_NAMES} AND cl % 2 = 1"
-                ),
+            let live =
+                format!("SELECT eid FROM _pluresdb_edges WHERE {EDGE_BY_NAMES} AND cl % 2 = 1");
+            let Some((eid,)) = db.get_as::<(i64,)>(&live, (from, relation, to))? else {
+                return Ok(false);
+            };
+            // The edge's clock goes in its row, in the same statement.
+            let clock = db.with_writer_conn(|conn| db.replication().edge_stamp(conn, now))?;
+            db.run(
+                "UPDATE _pluresdb_edges SET cl = cl + 1, updated_hlc = ?2, site = ?3, seq = ?4,
+                        ver = ?5
+                 WHERE eid = ?1",
                 (
-                    from,
-                    relation,
-                    to,
+                    eid,
                     now.as_u64() as i64,
                     db.site_id().as_bytes().to_vec(),
+                    clock.seq(),
+                    clock.deleted(),
                 ),
             )?;
-            if changed.changes > 0 {
-                let key = edge_key(from, relation, to);
-                db.with_writer_conn(|conn| {
-                    db.replication().capture_graph_write(
-                        conn,
-                        EDGES_ID,
-                        &key,
-                        GraphWrite::Deleted,
-                        now,
-                    )
-                })?;
-            }
-            if changed.changes > 0 && db.engine().hub.is_active() {
+            db.with_writer_conn(|conn| {
+                db.replication()
+                    .note_edge_writes(conn, &clock, 1, || vec![edge_key(from, relation, to)])
+            })?;
+            if db.engine().hub.is_active() {
                 db.engine().hub.record(Change::Edge(EdgeChange {
                     from: from.to_owned(),
                     relation: relation.to_owned(),
@@ -195,7 +215,7 @@ impl Database {
                     edge: None,
                 }));
             }
-            Ok(changed.changes > 0)
+            Ok(true)
         })
     }
 

@@ -16,65 +16,51 @@ pub(crate) const EDGE_BY_NAMES: &str = "src = (SELECT rid FROM _pluresdb_nodes W
     AND rel = (SELECT id FROM _pluresdb_relations WHERE name = ?2)
     AND dst = (SELECT rid FROM _pluresdb_nodes WHERE id = ?3)";
 
-/// The row id of node `id` if it is alive.
-pub(crate) fn live_node(conn: &Connection, id: &str) -> Result<Option<i64>> {
+/// The id the one-column query `sql` finds for `key`, if any.
+fn find(conn: &Connection, sql: &str, key: &str) -> Result<Option<i64>> {
     Ok(conn
-        .prepare_cached("SELECT rid FROM _pluresdb_nodes WHERE id = ?1 AND cl % 2 = 1")?
-        .query_row([id], |r| r.get(0))
+        .prepare_cached(sql)?
+        .query_row([key], |r| r.get(0))
         .optional()?)
 }
 
-/// The row id of node `id`, alive or not, if it has a row.
-pub(crate) fn node_row(conn: &Connection, id: &str) -> Result<Option<i64>> {
-    Ok(conn
-        .prepare_cached("SELECT rid FROM _pluresdb_nodes WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
-        .optional()?)
+/// The id `sql` finds for `key`, or else the one `insert` (`... RETURNING` it) gives it.
+fn find_or_insert(conn: &Connection, sql: &str, insert: &str, key: &str) -> Result<i64> {
+    match find(conn, sql, key)? {
+        Some(id) => Ok(id),
+        None => Ok(conn
+            .prepare_cached(insert)?
+            .query_row([key], |r| r.get(0))?),
+    }
+}
+
+/// The row id of node `id` if it is alive.
+pub(crate) fn live_node(conn: &Connection, id: &str) -> Result<Option<i64>> {
+    find(
+        conn,
+        "SELECT rid FROM _pluresdb_nodes WHERE id = ?1 AND cl % 2 = 1",
+        id,
+    )
 }
 
 /// The row id of node `id`, adding a placeholder row (causal length 0: never alive, no clock)
 /// when it has none, for an edge merged before its node.
 pub(crate) fn node_row_or_placeholder(conn: &Connection, id: &str) -> Result<i64> {
-    if let Some(rid) = node_row(conn, id)? {
-        return Ok(rid);
-    }
-    Ok(conn
-        .prepare_cached(
-            "INSERT INTO _pluresdb_nodes(id, data, created_hlc, updated_hlc, site, cl)
-             VALUES (?1, '{}', 0, 0, zeroblob(16), 0) RETURNING rid",
-        )?
-        .query_row([id], |r| r.get(0))?)
-}
-
-/// The id of relation `name`, if an edge ever had it.
-pub(crate) fn relation(conn: &Connection, name: &str) -> Result<Option<i64>> {
-    Ok(conn
-        .prepare_cached("SELECT id FROM _pluresdb_relations WHERE name = ?1")?
-        .query_row([name], |r| r.get(0))
-        .optional()?)
+    find_or_insert(
+        conn,
+        "SELECT rid FROM _pluresdb_nodes WHERE id = ?1",
+        "INSERT INTO _pluresdb_nodes(id, data, created_hlc, updated_hlc, site, cl)
+         VALUES (?1, '{}', 0, 0, zeroblob(16), 0) RETURNING rid",
+        id,
+    )
 }
 
 /// The id of relation `name`, interning it when new.
 pub(crate) fn relation_or_insert(conn: &Connection, name: &str) -> Result<i64> {
-    if let Some(id) = relation(conn, name)? {
-        return Ok(id);
-    }
-    Ok(conn
-        .prepare_cached("INSERT INTO _pluresdb_relations(name) VALUES (?1) RETURNING id")?
-        .query_row([name], |r| r.get(0))?)
-}
-
-/// The id (`eid`) of the edge `from -[relation]-> to`, alive or not, if it has a row.
-pub(crate) fn edge_row(
-    conn: &Connection,
-    from: &str,
-    relation: &str,
-    to: &str,
-) -> Result<Option<i64>> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT eid FROM _pluresdb_edges WHERE {EDGE_BY_NAMES}"
-        ))?
-        .query_row([from, relation, to], |r| r.get(0))
-        .optional()?)
+    find_or_insert(
+        conn,
+        "SELECT id FROM _pluresdb_relations WHERE name = ?1",
+        "INSERT INTO _pluresdb_relations(name) VALUES (?1) RETURNING id",
+        name,
+    )
 }

@@ -326,7 +326,8 @@ impl Names {
         (start != u32::MAX).then(|| &self.text[start as usize..end as usize])
     }
 
-    /// Reads every node row's id, passing each live node (id, type) to `live`.
+    /// Reads every node row, passing each live node (row id, id, type) to `live` and keeping
+    /// the ids of the others (placeholders, deleted nodes), which a live edge may point at.
     fn read_all(
         &mut self,
         conn: &Connection,
@@ -340,17 +341,22 @@ impl Names {
         while let Some(row) = rows.next()? {
             let rid: i64 = row.get(0)?;
             let id = row.get_ref(1)?.as_str().map_err(|e| bad("id", e))?;
-            // Refuses a row id out of range before `live` sees it.
-            self.push(rid, id)?;
-            if row.get::<_, i64>(3)? % 2 == 1 {
-                live(
-                    rid,
-                    id,
-                    row.get_ref(2)?
-                        .as_str_or_null()
-                        .map_err(|e| bad("type", e))?,
-                );
+            if row.get::<_, i64>(3)? % 2 == 0 {
+                self.push(rid, id)?;
+                continue;
             }
+            if rid < 0 {
+                return Err(Error::internal(format!(
+                    "node row {rid} is out of the range the graph's loader reads"
+                )));
+            }
+            live(
+                rid,
+                id,
+                row.get_ref(2)?
+                    .as_str_or_null()
+                    .map_err(|e| bad("type", e))?,
+            );
         }
         Ok(())
     }
@@ -383,13 +389,21 @@ impl Names {
         }
     }
 
-    /// The edge `(src, rel, dst)` by name, if every id is known.
-    fn edge(&self, (src, rel, dst): (i64, i64, i64)) -> Option<(&str, &str, &str)> {
-        Some((
-            self.node(src)?,
-            self.relations.get(&rel)?.as_str(),
-            self.node(dst)?,
-        ))
+    /// The edge `(src, rel, dst)` by name, looking up node ids not read yet; `None` when a
+    /// node row or the relation does not exist.
+    fn edge(
+        &mut self,
+        conn: &Connection,
+        (src, rel, dst): (i64, i64, i64),
+    ) -> Result<Option<(&str, &str, &str)>> {
+        if !self.look_up(conn, src)? || !self.look_up(conn, dst)? {
+            return Ok(None);
+        }
+        let relation = self.relations.get(&rel).map(String::as_str);
+        Ok(match (self.node(src), relation, self.node(dst)) {
+            (Some(src), Some(rel), Some(dst)) => Some((src, rel, dst)),
+            _ => None,
+        })
     }
 }
 
@@ -416,10 +430,7 @@ fn apply(conn: &Connection, graph: &mut Graph, entries: &[Entry]) -> Result<bool
             let Some((src, rel, dst, cl)) = row else {
                 return Ok(false);
             };
-            if !names.look_up(conn, src)? || !names.look_up(conn, dst)? {
-                return Ok(false);
-            }
-            let Some((src, rel, dst)) = names.edge((src, rel, dst)) else {
+            let Some((src, rel, dst)) = names.edge(conn, (src, rel, dst))? else {
                 return Ok(false);
             };
             if cl % 2 == 1 {
@@ -447,11 +458,8 @@ fn apply(conn: &Connection, graph: &mut Graph, entries: &[Entry]) -> Result<bool
                 let edges: Vec<(i64, i64, i64)> = live
                     .query_map([rid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                     .collect::<rusqlite::Result<_>>()?;
-                for (src, rel, dst) in edges {
-                    if !names.look_up(conn, src)? || !names.look_up(conn, dst)? {
-                        return Ok(false);
-                    }
-                    let Some((src, rel, dst)) = names.edge((src, rel, dst)) else {
+                for ids in edges {
+                    let Some((src, rel, dst)) = names.edge(conn, ids)? else {
                         return Ok(false);
                     };
                     graph.add_edge(src, rel, dst);

@@ -5,13 +5,12 @@ use serde_json::{Map, Value as Json};
 
 use pluresdb_crdt::{Hlc, SiteId};
 
+use super::edges::edge_key;
 use super::{Node, as_object, blob_to_vector, check_id, parse_object, vector_to_blob};
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::events::{Change, EdgeChange, NodeChange};
-use crate::replication::{
-    EDGES_ID, GraphWrite, MAX_FIELD_BYTES, NODES_ID, append_history, pack_key,
-};
+use crate::replication::{MAX_FIELD_BYTES, NodeWrite, append_history, pack_key};
 use crate::row::Row;
 use crate::value::Value;
 
@@ -187,10 +186,10 @@ impl Database {
                     if names.is_empty() {
                         return Ok(node);
                     }
-                    GraphWrite::Fields(names)
+                    NodeWrite::Fields(names)
                 }
                 // A new node has exactly these fields: version each one, not "every field".
-                None => GraphWrite::CreatedWith(
+                None => NodeWrite::Created(
                     node.data
                         .keys()
                         .map(|k| format!("data.{k}"))
@@ -229,7 +228,7 @@ impl Database {
             db.with_writer_conn(|conn| {
                 let repl = db.replication();
                 let key = pack_key(&[Value::Text(id.to_owned())]);
-                repl.capture_graph_write(conn, NODES_ID, &key, write.as_ref(), now)?;
+                repl.capture_node_write(conn, &key, write.as_ref(), now)?;
                 append_history(conn, id, now.as_u64(), site, new_cl as u64, node.node_type.as_deref(), &text, blob.as_deref())
             })?;
             if db.engine().hub.is_active() {
@@ -261,42 +260,49 @@ impl Database {
             let now = db.clock().now();
             let stamp = now.as_u64() as i64;
             let site = db.site_id();
-            let deleted = db.run(
+            let Some((rid, cl)) = db.get_as::<(i64, i64)>(
                 "UPDATE _pluresdb_nodes SET cl = cl + 1, data = '{}', type = NULL, vector = NULL,
                         updated_hlc = ?1, site = ?2
-                 WHERE id = ?3 AND cl % 2 = 1",
+                 WHERE id = ?3 AND cl % 2 = 1
+                 RETURNING rid, cl",
                 (stamp, site.as_bytes().to_vec(), id),
-            )?;
-            if deleted.changes == 0 {
+            )?
+            else {
                 return Ok(false);
-            }
-            let (rid, cl) = db
-                .get_as::<(i64, i64)>("SELECT rid, cl FROM _pluresdb_nodes WHERE id = ?1", (id,))?
-                .ok_or_else(|| Error::internal(format!("deleted node {id:?} has no row")))?;
+            };
             let edges: Vec<(String, String, String)> = db.all_as(
                 "SELECT src, rel, dst FROM _pluresdb_edges_named
                  WHERE (src_rid = ?1 OR dst_rid = ?1) AND cl % 2 = 1",
                 (rid,),
             )?;
-            db.run(
-                "UPDATE _pluresdb_edges SET cl = cl + 1, updated_hlc = ?1, site = ?2
-                 WHERE (src = ?3 OR dst = ?3) AND cl % 2 = 1",
-                (stamp, site.as_bytes().to_vec(), rid),
-            )?;
             db.with_writer_conn(|conn| {
                 let repl = db.replication();
                 let key = pack_key(&[Value::Text(id.to_owned())]);
-                repl.capture_graph_write(conn, NODES_ID, &key, GraphWrite::Deleted, now)?;
-                for (from, relation, to) in &edges {
-                    let key = pack_key(&[
-                        Value::Text(from.clone()),
-                        Value::Text(relation.clone()),
-                        Value::Text(to.clone()),
-                    ]);
-                    repl.capture_graph_write(conn, EDGES_ID, &key, GraphWrite::Deleted, now)?;
-                }
+                repl.capture_node_write(conn, &key, NodeWrite::Deleted, now)?;
                 append_history(conn, id, now.as_u64(), site, cl as u64, None, "{}", None)
             })?;
+            if !edges.is_empty() {
+                // Its edges go too, each with its clock in its row.
+                let clock = db.with_writer_conn(|conn| db.replication().edge_stamp(conn, now))?;
+                db.run(
+                    "UPDATE _pluresdb_edges SET cl = cl + 1, updated_hlc = ?1, site = ?2,
+                            seq = ?4, ver = ?5
+                     WHERE (src = ?3 OR dst = ?3) AND cl % 2 = 1",
+                    (
+                        stamp,
+                        site.as_bytes().to_vec(),
+                        rid,
+                        clock.seq(),
+                        clock.deleted(),
+                    ),
+                )?;
+                db.with_writer_conn(|conn| {
+                    db.replication()
+                        .note_edge_writes(conn, &clock, edges.len(), || {
+                            edges.iter().map(|(f, r, t)| edge_key(f, r, t)).collect()
+                        })
+                })?;
+            }
             let hub = &db.engine().hub;
             if hub.is_active() {
                 for (from, relation, to) in edges {

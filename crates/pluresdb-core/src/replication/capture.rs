@@ -18,9 +18,9 @@ use pluresdb_crdt::Hlc;
 
 use super::changelog::{self, CaptureBuf, Entries, Entry, Origin};
 use super::clock::{MAX_FIELD_BYTES, RowClock, Stamp};
-use super::collections::{EDGES_ID, Kind, TableInfo};
+use super::collections::{EDGES_ID, Kind, NODES_ID, TableInfo};
 use super::dense_fold;
-use super::edge_clock;
+use super::edge_clock::EdgeStamp;
 use super::keys;
 use super::state::Replication;
 use crate::engine::WriteObserver;
@@ -185,66 +185,58 @@ impl Replication {
         self.with_collections(conn, |_| Ok(()))
     }
 
-    /// Records a local write to one row of the node or edge store (in the open transaction).
-    pub(crate) fn capture_graph_write(
+    /// Records a local write to one node (in the open transaction; edges store their clocks
+    /// in their rows, see [`Replication::edge_stamp`]).
+    pub(crate) fn capture_node_write(
         &self,
         conn: &Connection,
-        coll: u32,
         key: &[u8],
-        write: GraphWrite<&[String]>,
+        write: NodeWrite<&[String]>,
         hlc: Hlc,
     ) -> Result<()> {
         let stamp = self.local_stamp(conn, hlc)?;
-        self.recent.lock().record(stamp.seq, coll, key);
-        if coll == EDGES_ID {
-            edge_clock::write(conn, key, write, stamp)?;
-            return self.persist_clock(conn);
-        }
+        self.recent.lock().record(stamp.seq, NODES_ID, key);
         match write {
-            GraphWrite::Created => upsert_created(conn, [(coll, key, RowClock::whole(stamp))])?,
-            GraphWrite::CreatedWith(names) => {
+            NodeWrite::Created(names) => {
                 let mut clock = RowClock::reset(stamp);
                 for name in names {
                     clock.set_field(name, stamp);
                 }
-                upsert_created(conn, [(coll, key, clock)])?;
+                upsert_created(conn, [(NODES_ID, key, clock)])?;
             }
-            GraphWrite::Fields(names) => {
+            NodeWrite::Fields(names) => {
                 let names = keys::pack(names.iter().map(|n| ValueRef::Text(n.as_bytes())));
-                update_row(conn, coll, key, stamp, &names)?;
+                update_row(conn, NODES_ID, key, stamp, &names)?;
             }
-            GraphWrite::Deleted => mark_deleted(conn, coll, key, stamp)?,
+            NodeWrite::Deleted => mark_deleted(conn, NODES_ID, key, stamp)?,
         }
         self.persist_clock(conn)
     }
 }
 
 impl Replication {
-    /// This site's stamp for a write in the open transaction at `hlc`: what a bulk write of
-    /// edges stores in the rows it creates (see [`Replication::note_bulk_write`]).
-    /// Returns the stamp and the encoded clock of a row it creates.
-    pub(crate) fn bulk_stamp(&self, conn: &Connection, hlc: Hlc) -> Result<(Stamp, Vec<u8>)> {
-        let stamp = self.local_stamp(conn, hlc)?;
-        Ok((stamp, RowClock::whole(stamp).encode()))
+    /// This site's stamp for a write of edges in the open transaction at `hlc`, with the
+    /// versions the write stores in the edge rows (see [`Replication::note_edge_writes`]).
+    pub(crate) fn edge_stamp(&self, conn: &Connection, hlc: Hlc) -> Result<EdgeStamp> {
+        Ok(EdgeStamp::new(self.local_stamp(conn, hlc)?))
     }
 
-    /// Records that a bulk write stamped `stamp` wrote `count` rows of `coll`, which stored
-    /// their clocks themselves; `keys` gives their keys, asked for only when the rows written
-    /// lately have room for them (for the peers' next read). Called after every
-    /// [`bulk_stamp`](Self::bulk_stamp), even if nothing was written: the stamp took a
-    /// `db_version`.
-    pub(crate) fn note_bulk_write(
+    /// Records that a write stamped `stamp` stored `count` edges with their clocks; `keys`
+    /// gives their keys, asked for only when the rows written lately have room for them (for
+    /// the peers' next read). Called after every [`edge_stamp`](Self::edge_stamp), even if
+    /// nothing was written: the stamp took a `db_version`.
+    pub(crate) fn note_edge_writes(
         &self,
         conn: &Connection,
-        coll: u32,
-        stamp: Stamp,
+        stamp: &EdgeStamp,
         count: usize,
         keys: impl FnOnce() -> Vec<Vec<u8>>,
     ) -> Result<()> {
+        let seq = stamp.stamp.seq;
         let mut recent = self.recent.lock();
-        if recent.room_for(stamp.seq, count) {
+        if recent.room_for(seq, count) {
             for key in keys() {
-                recent.record(stamp.seq, coll, &key);
+                recent.record(seq, EDGES_ID, &key);
             }
         }
         drop(recent);
@@ -356,26 +348,23 @@ fn pack_columns<'a>(
     Ok(())
 }
 
-/// A local write to a node or an edge.
-pub(crate) enum GraphWrite<F = Vec<String>> {
-    /// Created (or re-created after a delete): every field is new.
-    Created,
-    /// Created with exactly these fields.
-    CreatedWith(F),
+/// A local write to a node.
+pub(crate) enum NodeWrite<F = Vec<String>> {
+    /// Created (or re-created after a delete) with exactly these fields.
+    Created(F),
     /// These fields changed.
     Fields(F),
     /// Deleted.
     Deleted,
 }
 
-impl GraphWrite {
+impl NodeWrite {
     /// Borrows the field names.
-    pub(crate) fn as_ref(&self) -> GraphWrite<&[String]> {
+    pub(crate) fn as_ref(&self) -> NodeWrite<&[String]> {
         match self {
-            GraphWrite::Created => GraphWrite::Created,
-            GraphWrite::CreatedWith(f) => GraphWrite::CreatedWith(f.as_slice()),
-            GraphWrite::Fields(f) => GraphWrite::Fields(f.as_slice()),
-            GraphWrite::Deleted => GraphWrite::Deleted,
+            NodeWrite::Created(f) => NodeWrite::Created(f.as_slice()),
+            NodeWrite::Fields(f) => NodeWrite::Fields(f.as_slice()),
+            NodeWrite::Deleted => NodeWrite::Deleted,
         }
     }
 }

@@ -37,9 +37,9 @@ use pluresdb_crdt::Version;
 
 use crate::value::Value;
 
-pub(crate) use capture::GraphWrite;
+pub(crate) use capture::NodeWrite;
 pub(crate) use clock::MAX_FIELD_BYTES;
-pub(crate) use collections::{EDGES_ID, NODES_ID, quote};
+pub(crate) use collections::{EDGES_ID, quote};
 pub(crate) use functions::{register_pure, register_writer};
 pub(crate) use history::append_history;
 pub(crate) use keys::pack as pack_key_refs;
