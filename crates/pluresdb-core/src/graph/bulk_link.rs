@@ -38,34 +38,41 @@ struct Created<'a> {
     ver: &'a [u8],
 }
 
-/// Inserts the edges of `chunk` (sorted by key) that do not exist yet, in one statement;
-/// returns how many were inserted.
-fn insert_new_edges(
-    conn: &rusqlite::Connection,
-    chunk: &[EdgeIds<'_>],
-    created: &Created<'_>,
-) -> Result<usize> {
-    let rows: Vec<String> = (0..chunk.len())
-        .map(|i| {
-            let p = 5 + 4 * i;
-            format!(
-                "(?{p}, ?{}, ?{}, ?{}, ?1, ?1, ?2, 1, ?3, ?4)",
-                p + 1,
-                p + 2,
-                p + 3
-            )
-        })
-        .collect();
+/// The statement that inserts `rows` edges of `link_many` that do not exist yet. Its first
+/// four parameters are what every row shares (see [`Created`]), then four per row: source,
+/// relation, target and data.
+fn insert_sql(rows: usize) -> String {
+    use std::fmt::Write;
     // OR IGNORE (rather than ON CONFLICT DO NOTHING, the same for these rows, which are
     // never NULL): a statement that cannot abort needs no statement journal, and on a loaded
     // graph each row of the chunk changes a page of the incoming-edge index at random, so the
     // journal would copy about a page per row and spill to a temporary file.
-    let mut stmt = conn.prepare_cached(&format!(
+    let mut sql = String::from(
         "INSERT OR IGNORE INTO _pluresdb_edges
              (src, rel, dst, data, created_hlc, updated_hlc, site, cl, seq, ver)
-         VALUES {}",
-        rows.join(", ")
-    ))?;
+         VALUES ",
+    );
+    for i in 0..rows {
+        let p = 5 + 4 * i;
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(
+            sql,
+            "{sep}(?{p}, ?{}, ?{}, ?{}, ?1, ?1, ?2, 1, ?3, ?4)",
+            p + 1,
+            p + 2,
+            p + 3
+        );
+    }
+    sql
+}
+
+/// Inserts the edges of `chunk` (sorted by key) that do not exist yet with `stmt`, a
+/// statement from [`insert_sql`] for `chunk.len()` rows; returns how many were inserted.
+fn insert_new_edges(
+    stmt: &mut rusqlite::Statement<'_>,
+    chunk: &[EdgeIds<'_>],
+    created: &Created<'_>,
+) -> Result<usize> {
     stmt.raw_bind_parameter(1, created.hlc)?;
     stmt.raw_bind_parameter(2, created.site)?;
     stmt.raw_bind_parameter(3, created.seq)?;
@@ -277,10 +284,25 @@ impl Database {
                 };
                 // The previous edge of the load: a repeat of it is not new.
                 let mut previous: Option<(i64, i64, i64)> = None;
+                // Every chunk but the last has INSERT_CHUNK edges: their statement is made and
+                // looked up once (its text is long, so building and hashing it for each chunk
+                // cost more than binding the chunk's values).
+                let mut insert_full = match ids.len() >= INSERT_CHUNK {
+                    true => Some(conn.prepare_cached(&insert_sql(INSERT_CHUNK))?),
+                    false => None,
+                };
                 for chunk in ids.chunks(INSERT_CHUNK) {
                     // Most edges of a bulk load are new: insert the chunk in one statement
                     // (a statement journals each page it changes once, not once per row).
-                    let inserted = insert_new_edges(conn, chunk, &new_rows)?;
+                    let inserted = match insert_full.as_mut() {
+                        Some(full) if chunk.len() == INSERT_CHUNK => {
+                            insert_new_edges(full, chunk, &new_rows)?
+                        }
+                        _ => {
+                            let mut tail = conn.prepare_cached(&insert_sql(chunk.len()))?;
+                            insert_new_edges(&mut tail, chunk, &new_rows)?
+                        }
+                    };
                     if inserted == chunk.len() {
                         for &(.., at, _) in chunk {
                             written[at as usize] = true;
