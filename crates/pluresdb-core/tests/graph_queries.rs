@@ -674,3 +674,101 @@ fn a_node_row_deleted_outside_pluresdb_leaves_its_edges_out_of_every_read() {
         Value::Integer(1)
     );
 }
+
+/// What the graph of `db` holds, through graph queries only: per node, its out-neighbours and
+/// in-degree by relation.
+fn graph_snapshot(db: &Database, nodes: usize) -> BTreeMap<String, Vec<(Vec<String>, usize)>> {
+    let mut all = BTreeMap::new();
+    for i in 0..nodes {
+        let id = format!("n{i}");
+        let Ok(_) = db.degree(&id, Direction::Both, None) else {
+            continue;
+        };
+        let per_rel = ["r0", "r1"]
+            .into_iter()
+            .map(|rel| {
+                let walk = db
+                    .traverse(&Traverse::from([id.as_str()]).relation(rel).depth(1, 1))
+                    .unwrap();
+                let mut out: Vec<String> = walk.ids().map(str::to_owned).collect();
+                out.sort();
+                (out, db.degree(&id, Direction::In, Some(rel)).unwrap())
+            })
+            .collect();
+        all.insert(id, per_rel);
+    }
+    all
+}
+
+#[test]
+fn a_loaded_graph_caught_up_matches_a_fresh_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.db");
+    let db = Database::open(&path).unwrap();
+    let n = |i: usize| format!("n{i}");
+    db.transaction(|tx| {
+        for i in 0..60 {
+            tx.put(&n(i), &json!({}))?;
+        }
+        for i in 0..60 {
+            tx.link(&n(i), "r0", &n((i + 1) % 60), None)?;
+        }
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+    let before = graph_snapshot(&db, 62);
+    assert_eq!(before["n3"][0].0, ["n4"]);
+    // One transaction: a load of consecutive edge rows, unlinks, a node deleted with its
+    // edges, and a new node with an edge to it.
+    db.transaction(|tx| {
+        let load: Vec<(String, String)> = (0..100).map(|i| (n(i % 60), n((i * 7) % 60))).collect();
+        tx.link_many(
+            load.iter()
+                .map(|(a, b)| (a.as_str(), "r1", b.as_str(), None)),
+        )?;
+        for i in 10..15 {
+            tx.unlink(&n(i), "r0", &n(i + 1))?;
+        }
+        tx.delete(&n(7))?;
+        tx.put(&n(60), &json!({}))?;
+        tx.link(&n(60), "r0", &n(1), None)?;
+        tx.link(&n(2), "r1", &n(60), None)?;
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+    let caught_up = graph_snapshot(&db, 62);
+    assert_ne!(caught_up, before);
+    assert_eq!(
+        caught_up,
+        graph_snapshot(&Database::open(&path).unwrap(), 62)
+    );
+    assert!(!caught_up.contains_key("n7"));
+    assert_eq!(caught_up["n60"][0].0, ["n1"]);
+    // Another handle (as another process would) brings back edges it unlinked (their old
+    // rows, scattered) and links new ones.
+    let other = Database::open(&path).unwrap();
+    for i in [10, 12, 14] {
+        other.link(&n(i), "r0", &n(i + 1), None).unwrap();
+    }
+    other.link(&n(61), "r0", &n(0), None).ok();
+    other.unlink(&n(0), "r0", &n(1)).unwrap();
+    let caught_up = graph_snapshot(&db, 62);
+    assert_eq!(caught_up["n12"][0].0, ["n13"]);
+    assert_eq!(
+        caught_up,
+        graph_snapshot(&Database::open(&path).unwrap(), 62)
+    );
+    // An edge row deleted outside PluresDB: the graph is built again from the tables.
+    db.run(
+        "DELETE FROM _pluresdb_edges WHERE rel = (SELECT id FROM _pluresdb_relations WHERE name = 'r0')
+         AND src = (SELECT rid FROM _pluresdb_nodes WHERE id = 'n20')",
+        (),
+    )
+    .unwrap();
+    let caught_up = graph_snapshot(&db, 62);
+    assert!(caught_up["n20"][0].0.is_empty());
+    assert_eq!(
+        caught_up,
+        graph_snapshot(&Database::open(&path).unwrap(), 62)
+    );
+}

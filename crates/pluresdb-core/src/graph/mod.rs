@@ -5,6 +5,7 @@
 //! replication can merge them later. SQL sees live ones through the `pluresdb_nodes` and
 //! `pluresdb_edges` views.
 
+mod adjacency;
 mod bulk_link;
 pub(crate) mod cypher;
 mod edges;
