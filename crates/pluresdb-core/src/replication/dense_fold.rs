@@ -272,17 +272,23 @@ fn scan(
     // Slices of the range, one statement each: a statement that calls functions keeps a
     // journal of the pages it changes (to undo itself if a call fails), and a small one stays
     // in memory instead of spilling to a file.
+    // The updates of one transaction (the usual fold) all leave the same sequence number:
+    // it is bound once instead of asked for per row.
+    let last_seq = |row: &&[Stamped<'_>]| row.last().map(|(_, stamp)| stamp.seq as i64);
+    let seq = rows.first().and_then(last_seq);
+    let seq = seq.filter(|&seq| rows.iter().all(|row| last_seq(row) == Some(seq)));
     let ran = conn
         .prepare_cached(
             "UPDATE _pluresdb_clock
-             SET seq = pluresdb_fold_seq(key), ver = pluresdb_fold_ver(key, ver)
+             SET seq = coalesce(?4, pluresdb_fold_seq(key)), ver = pluresdb_fold_ver(key, ver)
              WHERE tbl = ?1 AND key >= ?2 AND key <= ?3 AND pluresdb_fold_hit(key, cl)",
         )
         .map_err(Error::from)
         .and_then(|mut stmt| {
             for (i, slice) in rows.chunks(ROWS_PER_STATEMENT).enumerate() {
                 let (first, last) = (slice[0][0].0.key, slice[slice.len() - 1][0].0.key);
-                if let Err(e) = stmt.execute(rusqlite::params![i64::from(coll), first, last]) {
+                let params = rusqlite::params![i64::from(coll), first, last, seq];
+                if let Err(e) = stmt.execute(params) {
                     // SQLite undid the statement. A plan that does not rewrite rows as it
                     // selects them (a trigger on the table makes one) fails this way: its rows
                     // are folded one at a time instead. Outside a transaction (SQLite rolled
