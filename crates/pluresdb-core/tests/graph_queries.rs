@@ -733,8 +733,10 @@ fn a_loaded_graph_caught_up_matches_a_fresh_build() {
         tx.put(&n(60), &json!({}))?;
         tx.link(&n(60), "r0", &n(1), None)?;
         tx.link(&n(2), "r1", &n(60), None)?;
-        Ok::<_, pluresdb_core::Error>(())
+        // Inside the transaction, queries run on a private copy caught up the same way.
+        Ok::<_, pluresdb_core::Error>(graph_snapshot(tx, 62))
     })
+    .map(|inside| assert_eq!(inside, graph_snapshot(&db, 62)))
     .unwrap();
     let caught_up = graph_snapshot(&db, 62);
     assert_ne!(caught_up, before);
@@ -752,8 +754,20 @@ fn a_loaded_graph_caught_up_matches_a_fresh_build() {
     }
     other.link(&n(61), "r0", &n(0), None).ok();
     other.unlink(&n(0), "r0", &n(1)).unwrap();
+    // A new edge: the changed rows are far apart, read one by one.
+    other.link(&n(59), "r0", &n(3), None).unwrap();
     let caught_up = graph_snapshot(&db, 62);
     assert_eq!(caught_up["n12"][0].0, ["n13"]);
+    assert_eq!(
+        caught_up,
+        graph_snapshot(&Database::open(&path).unwrap(), 62)
+    );
+    // A node row renamed by SQL: its edges now belong to the new id.
+    db.run("UPDATE _pluresdb_nodes SET id = 'n61' WHERE id = 'n30'", ())
+        .unwrap();
+    let caught_up = graph_snapshot(&db, 62);
+    assert_eq!(caught_up["n61"][0].0, ["n31"]);
+    assert!(!caught_up.contains_key("n30"));
     assert_eq!(
         caught_up,
         graph_snapshot(&Database::open(&path).unwrap(), 62)

@@ -20,26 +20,60 @@ pub(crate) struct Adjacency {
     /// live rows are kept: their nodes are declared, and a declared node leaves the graph only
     /// when its row dies (an implicit one, such as a placeholder's, goes with its last edge).
     slots: Vec<NodeIx>,
+    /// By node: the row whose slot holds it (`NO_ROW` if none), so a row that takes over a
+    /// node (a row replaced by SQL without its delete being logged) clears the old row's slot.
+    owners: Vec<i64>,
 }
 
+/// An [`Adjacency::owners`] entry without a row.
+const NO_ROW: i64 = -1;
+
 impl Adjacency {
+    fn new() -> Adjacency {
+        Adjacency {
+            graph: Graph::new(),
+            slots: Vec::new(),
+            owners: Vec::new(),
+        }
+    }
+
     /// Node row `rid`'s index, if the row was live when last seen.
     fn slot(&self, rid: i64) -> Option<NodeIx> {
         let v = *self.slots.get(usize::try_from(rid).ok()?)?;
         (v != NodeIx::MAX).then_some(v)
     }
 
+    /// Records node `v` as live row `rid`'s.
     fn set_slot(&mut self, rid: i64, v: NodeIx) -> Result<()> {
         let slot = usize::try_from(rid).map_err(|_| {
             Error::internal(format!(
                 "node row {rid} is out of the range the graph's loader reads"
             ))
         })?;
+        self.clear_slot(rid);
+        if let Some(&owner) = self.owners.get(v as usize) {
+            self.clear_slot(owner);
+        }
         if self.slots.len() <= slot {
             self.slots.resize(slot + 1, NodeIx::MAX);
         }
         self.slots[slot] = v;
+        if self.owners.len() <= v as usize {
+            self.owners.resize(v as usize + 1, NO_ROW);
+        }
+        self.owners[v as usize] = rid;
         Ok(())
+    }
+
+    /// Forgets row `rid`'s node (the row is dead, or another row has its node).
+    fn clear_slot(&mut self, rid: i64) {
+        let Some(slot) = usize::try_from(rid).ok().filter(|&s| s < self.slots.len()) else {
+            return;
+        };
+        let v = std::mem::replace(&mut self.slots[slot], NodeIx::MAX);
+        if let Some(owner) = self.owners.get_mut(v as usize) {
+            *owner = NO_ROW;
+        }
     }
 
     /// The node of row `rid`, which may be a placeholder or a dead row (an implicit node,
@@ -226,10 +260,7 @@ impl Relations {
 
 /// Builds the graph from the tables (live nodes, then live edges in one bulk load).
 pub(crate) fn build(conn: &Connection) -> Result<Adjacency> {
-    let mut adj = Adjacency {
-        graph: Graph::new(),
-        slots: Vec::new(),
-    };
+    let mut adj = Adjacency::new();
     let mut names = Names::new(conn)?;
     names.read_all(conn, |rid, id, node_type| {
         let v = adj.graph.add_node(id, node_type);
@@ -302,9 +333,13 @@ fn edge_rows(conn: &Connection, eids: &[i64]) -> Result<Option<Vec<EdgeRow>>> {
     let (Some(&first), Some(&last)) = (eids.first(), eids.last()) else {
         return Ok(Some(rows));
     };
-    if (last - first) / SCAN_WHEN_ONE_IN < eids.len() as i64 {
+    let dense = last
+        .checked_sub(first)
+        .is_some_and(|span| span / SCAN_WHEN_ONE_IN < eids.len() as i64);
+    if dense {
         let mut stmt = conn.prepare_cached(
-            "SELECT src, rel, dst, cl, eid FROM _pluresdb_edges WHERE eid BETWEEN ?1 AND ?2",
+            "SELECT src, rel, dst, cl, eid FROM _pluresdb_edges WHERE eid BETWEEN ?1 AND ?2
+             ORDER BY eid",
         )?;
         let mut found = stmt.query([first, last])?;
         let mut wanted = eids.iter().peekable();
@@ -350,10 +385,19 @@ pub(crate) fn apply(conn: &Connection, adj: &mut Adjacency, changed: &[Changed])
         let Some((id, node_type, cl)) = row else {
             return Ok(false);
         };
+        // A row whose id changed (by SQL): its edges are on the old id's node.
+        if adj
+            .slot(rid)
+            .is_some_and(|v| adj.graph.get_id(v) != Some(id.as_str()))
+        {
+            return Ok(false);
+        }
         if cl % 2 == 1 {
             let v = adj.graph.add_node(&id, node_type.as_deref());
             adj.set_slot(rid, v)?;
         } else {
+            // Found by id until it goes: a row dying after it may free its node first.
+            adj.clear_slot(rid);
             dead.push((rid, id));
         }
     }
@@ -396,11 +440,11 @@ pub(crate) fn apply(conn: &Connection, adj: &mut Adjacency, changed: &[Changed])
             None => return Ok(false),
         }
     }
-    adj.graph
-        .extend_edges_ix(&added)
-        .map_err(|e| Error::internal(format!("catching the graph's edges up: {e}")))?;
+    // An index the graph does not know means the slots went wrong: build afresh.
+    if adj.graph.extend_edges_ix(&added).is_err() {
+        return Ok(false);
+    }
     for (rid, id) in dead {
-        adj.set_slot(rid, NodeIx::MAX)?;
         if !adj.graph.remove_node(&id) {
             continue;
         }
@@ -414,9 +458,9 @@ pub(crate) fn apply(conn: &Connection, adj: &mut Adjacency, changed: &[Changed])
             let Some(edge) = adj.intern_edge(conn, &mut names, &mut relations, stored)? else {
                 return Ok(false);
             };
-            adj.graph
-                .add_edge_ix(edge)
-                .map_err(|e| Error::internal(format!("catching the graph's edges up: {e}")))?;
+            if adj.graph.add_edge_ix(edge).is_err() {
+                return Ok(false);
+            }
         }
     }
     Ok(true)
