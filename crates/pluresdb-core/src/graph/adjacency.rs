@@ -20,8 +20,9 @@ pub(crate) struct Adjacency {
     /// live rows are kept: their nodes are declared, and a declared node leaves the graph only
     /// when its row dies (an implicit one, such as a placeholder's, goes with its last edge).
     slots: Vec<NodeIx>,
-    /// By node: the row whose slot holds it (`NO_ROW` if none), so a row that takes over a
-    /// node (a row replaced by SQL without its delete being logged) clears the old row's slot.
+    /// By node: the row whose slot holds it (`NO_ROW` if none), so a row that takes over
+    /// another row's node is noticed (only SQL edits of the tables do that: a row renamed, or
+    /// replaced without its delete being logged).
     owners: Vec<i64>,
 }
 
@@ -51,9 +52,6 @@ impl Adjacency {
             ))
         })?;
         self.clear_slot(rid);
-        if let Some(&owner) = self.owners.get(v as usize) {
-            self.clear_slot(owner);
-        }
         if self.slots.len() <= slot {
             self.slots.resize(slot + 1, NodeIx::MAX);
         }
@@ -65,7 +63,14 @@ impl Adjacency {
         Ok(())
     }
 
-    /// Forgets row `rid`'s node (the row is dead, or another row has its node).
+    /// Whether node `v` is held by a row other than `rid`.
+    fn owned_by_another(&self, v: NodeIx, rid: i64) -> bool {
+        self.owners
+            .get(v as usize)
+            .is_some_and(|&owner| owner != NO_ROW && owner != rid)
+    }
+
+    /// Forgets row `rid`'s node (the row is dead).
     fn clear_slot(&mut self, rid: i64) {
         let Some(slot) = usize::try_from(rid).ok().filter(|&s| s < self.slots.len()) else {
             return;
@@ -385,11 +390,16 @@ pub(crate) fn apply(conn: &Connection, adj: &mut Adjacency, changed: &[Changed])
         let Some((id, node_type, cl)) = row else {
             return Ok(false);
         };
-        // A row whose id changed (by SQL): its edges are on the old id's node.
-        if adj
+        // A row whose id changed, or whose id another row had (SQL edits of the table): its
+        // edges are on another node.
+        let renamed = adj
             .slot(rid)
-            .is_some_and(|v| adj.graph.get_id(v) != Some(id.as_str()))
-        {
+            .is_some_and(|v| adj.graph.get_id(v) != Some(id.as_str()));
+        let taken = adj
+            .graph
+            .node(&id)
+            .is_some_and(|v| adj.owned_by_another(v, rid));
+        if renamed || taken {
             return Ok(false);
         }
         if cl % 2 == 1 {
@@ -445,15 +455,20 @@ pub(crate) fn apply(conn: &Connection, adj: &mut Adjacency, changed: &[Changed])
         return Ok(false);
     }
     for (rid, id) in dead {
-        if !adj.graph.remove_node(&id) {
-            continue;
-        }
+        let removed = adj.graph.remove_node(&id);
         let mut live = conn.prepare_cached(
             "SELECT src, rel, dst FROM _pluresdb_edges WHERE (src = ?1 OR dst = ?1) AND cl % 2 = 1",
         )?;
         let ends: Vec<(i64, i64, i64)> = live
             .query_map([rid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<_>>()?;
+        if !removed {
+            // Live edges at a row the graph has no node for: the row's id changed (by SQL).
+            if !ends.is_empty() {
+                return Ok(false);
+            }
+            continue;
+        }
         for stored in ends {
             let Some(edge) = adj.intern_edge(conn, &mut names, &mut relations, stored)? else {
                 return Ok(false);
