@@ -319,56 +319,71 @@ struct EdgeRow {
     live: bool,
 }
 
-/// A changed edge row read with the others of its range when at least this share of the range
-/// (in row ids) changed: a bulk load's rows are consecutive, and reading forward over them
-/// costs less than a lookup each.
+/// A changed row read with the others of its range when at least this share of the range (in
+/// row ids) changed: a bulk write's rows are consecutive, and reading forward over them costs
+/// less than a lookup each.
 const SCAN_WHEN_ONE_IN: i64 = 4;
 
-/// The edge rows `eids` (sorted, each once) as they are now; `None` if one does not exist.
-fn edge_rows(conn: &Connection, eids: &[i64]) -> Result<Option<Vec<EdgeRow>>> {
-    let read = |r: &rusqlite::Row<'_>| {
-        Ok(EdgeRow {
-            src: r.get(0)?,
-            rel: r.get(1)?,
-            dst: r.get(2)?,
-            live: r.get::<_, i64>(3)? % 2 == 1,
-        })
-    };
-    let mut rows = Vec::with_capacity(eids.len());
-    let (Some(&first), Some(&last)) = (eids.first(), eids.last()) else {
+/// The rows `ids` (sorted, each once) of `table` (keyed by its row id `key`), as `columns` (a
+/// select list) read by `read`; `None` if one does not exist.
+fn rows_by_id<T>(
+    conn: &Connection,
+    (table, key, columns): (&str, &str, &str),
+    ids: &[i64],
+    read: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Option<Vec<T>>> {
+    let mut rows = Vec::with_capacity(ids.len());
+    let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
         return Ok(Some(rows));
     };
     let dense = last
         .checked_sub(first)
-        .is_some_and(|span| span / SCAN_WHEN_ONE_IN < eids.len() as i64);
+        .is_some_and(|span| span / SCAN_WHEN_ONE_IN < ids.len() as i64);
     if dense {
-        let mut stmt = conn.prepare_cached(
-            "SELECT src, rel, dst, cl, eid FROM _pluresdb_edges WHERE eid BETWEEN ?1 AND ?2
-             ORDER BY eid",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {columns}, {key} FROM {table} WHERE {key} BETWEEN ?1 AND ?2 ORDER BY {key}"
+        ))?;
+        let id_column = stmt.column_count() - 1;
         let mut found = stmt.query([first, last])?;
-        let mut wanted = eids.iter().peekable();
+        let mut wanted = ids.iter().peekable();
         while let Some(row) = found.next()? {
-            let eid: i64 = row.get(4)?;
+            let id: i64 = row.get(id_column)?;
             // A wanted row before this one does not exist.
-            if wanted.next_if(|&&w| w < eid).is_some() {
+            if wanted.next_if(|&&w| w < id).is_some() {
                 return Ok(None);
             }
-            if wanted.next_if_eq(&&eid).is_some() {
+            if wanted.next_if_eq(&&id).is_some() {
                 rows.push(read(row)?);
             }
         }
         return Ok(wanted.peek().is_none().then_some(rows));
     }
     let mut stmt =
-        conn.prepare_cached("SELECT src, rel, dst, cl FROM _pluresdb_edges WHERE eid = ?1")?;
-    for &eid in eids {
-        match stmt.query_row([eid], read).optional()? {
+        conn.prepare_cached(&format!("SELECT {columns} FROM {table} WHERE {key} = ?1"))?;
+    for &id in ids {
+        match stmt.query_row([id], &read).optional()? {
             Some(row) => rows.push(row),
             None => return Ok(None),
         }
     }
     Ok(Some(rows))
+}
+
+/// The edge rows `eids` (sorted, each once) as they are now; `None` if one does not exist.
+fn edge_rows(conn: &Connection, eids: &[i64]) -> Result<Option<Vec<EdgeRow>>> {
+    rows_by_id(
+        conn,
+        ("_pluresdb_edges", "eid", "src, rel, dst, cl"),
+        eids,
+        |r| {
+            Ok(EdgeRow {
+                src: r.get(0)?,
+                rel: r.get(1)?,
+                dst: r.get(2)?,
+                live: r.get::<_, i64>(3)? % 2 == 1,
+            })
+        },
+    )
 }
 
 /// Applies changed rows (each once); false when a row is gone (deleted outside PluresDB),
@@ -380,16 +395,25 @@ fn edge_rows(conn: &Connection, eids: &[i64]) -> Result<Option<Vec<EdgeRow>>> {
 /// point at one come back with the node implicit, as a rebuild has them).
 pub(crate) fn apply(conn: &Connection, adj: &mut Adjacency, changed: &[Changed]) -> Result<bool> {
     let mut names = Names::new(conn)?;
-    let mut node_row =
-        conn.prepare_cached("SELECT id, type, cl FROM _pluresdb_nodes WHERE rid = ?1")?;
+    let rids: Vec<i64> = changed
+        .iter()
+        .filter(|(idx, _)| *idx == GRAPH_NODES)
+        .map(|&(_, rid)| rid)
+        .collect();
+    let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, Option<String>, i64)> {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    };
+    let Some(node_rows) = rows_by_id(
+        conn,
+        ("_pluresdb_nodes", "rid", "id, type, cl"),
+        &rids,
+        read,
+    )?
+    else {
+        return Ok(false);
+    };
     let mut dead = Vec::new();
-    for &(_, rid) in changed.iter().filter(|(idx, _)| *idx == GRAPH_NODES) {
-        let row: Option<(String, Option<String>, i64)> = node_row
-            .query_row([rid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?;
-        let Some((id, node_type, cl)) = row else {
-            return Ok(false);
-        };
+    for (&rid, (id, node_type, cl)) in rids.iter().zip(node_rows) {
         // A row whose id changed, or whose id another row had (SQL edits of the table): its
         // edges are on another node.
         let renamed = adj
