@@ -93,6 +93,13 @@ fn configure_sqlite() {
     });
 }
 
+/// The page cache and memory map sizes of `opts`.
+pub(crate) fn apply_cache_settings(conn: &Connection, opts: &OpenOptions) -> Result<()> {
+    conn.pragma_update(None, "cache_size", -(opts.cache_kib as i64))?;
+    conn.pragma_update(None, "mmap_size", i64::from(opts.mmap_mib) << 20)?;
+    Ok(())
+}
+
 pub(crate) fn open_connection(
     path: Option<&Path>,
     opts: &OpenOptions,
@@ -117,8 +124,8 @@ pub(crate) fn open_connection(
     };
     conn.busy_timeout(opts.busy_timeout)?;
     if reader {
-        // The writer's is set after the file is known to be a database (see schema::prepare).
-        conn.pragma_update(None, "cache_size", -(opts.cache_kib as i64))?;
+        // The writer's are set after the file is known to be a database (see schema::prepare).
+        apply_cache_settings(&conn, opts)?;
     }
     crate::replication::register_pure(&conn)?;
     crate::vector::register_pure(&conn)?;

@@ -44,6 +44,7 @@ pub struct OpenOptions {
     pub(crate) readers: usize,
     pub(crate) statement_cache: usize,
     pub(crate) cache_kib: u32,
+    pub(crate) mmap_mib: u32,
 }
 
 impl Default for OpenOptions {
@@ -58,6 +59,7 @@ impl Default for OpenOptions {
             readers: 4,
             statement_cache: 128,
             cache_kib: 16 * 1024,
+            mmap_mib: 0,
         }
     }
 }
@@ -122,6 +124,17 @@ impl OpenOptions {
     /// SQLite page cache per connection, in KiB (default 16 MiB; SQLite's own default is 2).
     pub fn cache_size_kib(mut self, kib: u32) -> Self {
         self.cache_kib = kib;
+        self
+    }
+
+    /// How much of the file SQLite reads through a memory map on every connection, in MiB
+    /// (default 0: off, as in SQLite). Pages read through the map skip a copy and a system call
+    /// each: building the graph of the 147 MB benchmark database took a median of 255-373 ms
+    /// with 256 MiB against 318-385 ms without (8 alternated opens, 3 runs). SQLite's
+    /// documented cost: an I/O error while a mapped page is read (a file on a drive that was
+    /// pulled out) ends the process with SIGBUS instead of returning an error.
+    pub fn mmap_size_mib(mut self, mib: u32) -> Self {
+        self.mmap_mib = mib;
         self
     }
 

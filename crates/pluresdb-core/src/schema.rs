@@ -155,7 +155,7 @@ pub(crate) fn prepare(
 ) -> Result<SchemaState> {
     conn.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0))
         .map_err(|e| not_a_database(e.into()))?;
-    conn.pragma_update(None, "cache_size", -(opts.cache_kib as i64))?;
+    crate::connect::apply_cache_settings(conn, opts)?;
     let has_meta = table_exists(conn, "_pluresdb_meta")?;
     let version = if has_meta { stored_version(conn)? } else { 0 };
     if version > FORMAT_VERSION {

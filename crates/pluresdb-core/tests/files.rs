@@ -54,6 +54,27 @@ fn options_are_applied() {
 }
 
 #[test]
+fn the_memory_map_is_off_by_default_and_can_be_turned_on() {
+    let dir = temp();
+    // Read on the writer (pragma_value) and on a reader connection (value).
+    let mapped = |db: &Database| {
+        let writer = db.pragma_value("mmap_size").unwrap();
+        let reader = db.value("PRAGMA mmap_size", ()).unwrap();
+        assert_eq!(writer, reader);
+        writer
+    };
+    let db = Database::open(dir.path().join("m.db")).unwrap();
+    assert_eq!(mapped(&db), Value::Integer(0));
+    let db = OpenOptions::new()
+        .mmap_size_mib(64)
+        .open(dir.path().join("n.db"))
+        .unwrap();
+    assert_eq!(mapped(&db), Value::Integer(64 << 20));
+    db.put("a", &serde_json::json!({"x": 1})).unwrap();
+    assert_eq!(db.get_node("a").unwrap().unwrap().data["x"], 1);
+}
+
+#[test]
 fn a_file_that_is_not_a_database_is_refused_and_untouched() {
     let dir = temp();
     let path = dir.path().join("notes.txt");
