@@ -129,10 +129,10 @@ impl OpenOptions {
 
     /// How much of the file SQLite reads through a memory map on every connection, in MiB
     /// (default 0: off, as in SQLite). Pages read through the map skip a copy and a system call
-    /// each: building the graph of the 147 MB benchmark database took a median of 255-373 ms
-    /// with 256 MiB against 318-385 ms without (8 alternated opens, 3 runs). SQLite's
-    /// documented cost: an I/O error while a mapped page is read (a file on a drive that was
-    /// pulled out) ends the process with SIGBUS instead of returning an error.
+    /// each: the graph bench (`bench/graph`) builds the graph of its 147 MB database 5-20%
+    /// faster with 256 MiB. SQLite's documented cost: an I/O error while a mapped page is read
+    /// (a file on a drive that was pulled out) ends the process with SIGBUS instead of
+    /// returning an error.
     pub fn mmap_size_mib(mut self, mib: u32) -> Self {
         self.mmap_mib = mib;
         self

@@ -20,21 +20,13 @@ pub(crate) struct Adjacency {
     /// live rows are kept: their nodes are declared, and a declared node leaves the graph only
     /// when its row dies (an implicit one, such as a placeholder's, goes with its last edge).
     slots: Vec<NodeIx>,
-    /// By node: the row whose slot holds it (`NO_ROW` if none), so a row that takes over
-    /// another row's node is noticed (only SQL edits of the tables do that: a row renamed, or
-    /// replaced without its delete being logged).
-    owners: Vec<i64>,
 }
-
-/// An [`Adjacency::owners`] entry without a row.
-const NO_ROW: i64 = -1;
 
 impl Adjacency {
     fn new() -> Adjacency {
         Adjacency {
             graph: Graph::new(),
             slots: Vec::new(),
-            owners: Vec::new(),
         }
     }
 
@@ -51,33 +43,20 @@ impl Adjacency {
                 "node row {rid} is out of the range the graph's loader reads"
             ))
         })?;
-        self.clear_slot(rid);
         if self.slots.len() <= slot {
             self.slots.resize(slot + 1, NodeIx::MAX);
         }
         self.slots[slot] = v;
-        if self.owners.len() <= v as usize {
-            self.owners.resize(v as usize + 1, NO_ROW);
-        }
-        self.owners[v as usize] = rid;
         Ok(())
-    }
-
-    /// Whether node `v` is held by a row other than `rid`.
-    fn owned_by_another(&self, v: NodeIx, rid: i64) -> bool {
-        self.owners
-            .get(v as usize)
-            .is_some_and(|&owner| owner != NO_ROW && owner != rid)
     }
 
     /// Forgets row `rid`'s node (the row is dead).
     fn clear_slot(&mut self, rid: i64) {
-        let Some(slot) = usize::try_from(rid).ok().filter(|&s| s < self.slots.len()) else {
-            return;
-        };
-        let v = std::mem::replace(&mut self.slots[slot], NodeIx::MAX);
-        if let Some(owner) = self.owners.get_mut(v as usize) {
-            *owner = NO_ROW;
+        if let Some(v) = usize::try_from(rid)
+            .ok()
+            .and_then(|s| self.slots.get_mut(s))
+        {
+            *v = NodeIx::MAX;
         }
     }
 
@@ -414,15 +393,16 @@ pub(crate) fn apply(conn: &Connection, adj: &mut Adjacency, changed: &[Changed])
     };
     let mut dead = Vec::new();
     for (&rid, (id, node_type, cl)) in rids.iter().zip(node_rows) {
-        // A row whose id changed, or whose id another row had (SQL edits of the table): its
-        // edges are on another node.
-        let renamed = adj
-            .slot(rid)
-            .is_some_and(|v| adj.graph.get_id(v) != Some(id.as_str()));
+        // A row whose id changed, or whose id another live row had (SQL edits of the table:
+        // a rename, a row replaced without its delete logged): its edges are on another
+        // node. A declared node is always some live row's, so one not in this row's slot is
+        // another row's.
+        let held = adj.slot(rid);
+        let renamed = held.is_some_and(|v| adj.graph.get_id(v) != Some(id.as_str()));
         let taken = adj
             .graph
             .node(&id)
-            .is_some_and(|v| adj.owned_by_another(v, rid));
+            .is_some_and(|v| held != Some(v) && !adj.graph.is_implicit(v));
         if renamed || taken {
             return Ok(false);
         }

@@ -269,14 +269,14 @@ fn scan(
             });
         }
     }
-    // Slices of the range, one statement each: a statement that calls functions keeps a
-    // journal of the pages it changes (to undo itself if a call fails), and a small one stays
-    // in memory instead of spilling to a file.
     // The updates of one transaction (the usual fold) all leave the same sequence number:
     // it is bound once instead of asked for per row.
     let last_seq = |row: &&[Stamped<'_>]| row.last().map(|(_, stamp)| stamp.seq as i64);
     let seq = rows.first().and_then(last_seq);
     let seq = seq.filter(|&seq| rows.iter().all(|row| last_seq(row) == Some(seq)));
+    // Slices of the range, one statement each: a statement that calls functions keeps a
+    // journal of the pages it changes (to undo itself if a call fails), and a small one stays
+    // in memory instead of spilling to a file.
     let ran = conn
         .prepare_cached(
             "UPDATE _pluresdb_clock
