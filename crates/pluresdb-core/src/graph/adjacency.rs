@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use pluresdb_graph::{EdgeRef, Graph, NodeIx, RelIx};
 use rusqlite::{Connection, OptionalExtension};
 
+use super::rid_map::RidMap;
 use crate::error::{Error, Result};
 use crate::index_log::{GRAPH_EDGES, GRAPH_NODES};
 
@@ -16,48 +17,24 @@ use crate::index_log::{GRAPH_EDGES, GRAPH_NODES};
 #[derive(Clone)]
 pub(crate) struct Adjacency {
     pub(crate) graph: Graph,
-    /// By node row id: the row's node while the row is live, `NodeIx::MAX` otherwise. Only
-    /// live rows are kept: their nodes are declared, and a declared node leaves the graph only
-    /// when its row dies (an implicit one, such as a placeholder's, goes with its last edge).
-    slots: Vec<NodeIx>,
+    /// By node row id: the row's node while the row is live. Only live rows are kept: their
+    /// nodes are declared, and a declared node leaves the graph only when its row dies (an
+    /// implicit one, such as a placeholder's, goes with its last edge).
+    slots: RidMap<NodeIx>,
 }
 
 impl Adjacency {
     fn new() -> Adjacency {
         Adjacency {
             graph: Graph::new(),
-            slots: Vec::new(),
+            slots: RidMap::new(NodeIx::MAX),
         }
     }
 
     /// Node row `rid`'s index, if the row was live when last seen.
+    #[inline]
     fn slot(&self, rid: i64) -> Option<NodeIx> {
-        let v = *self.slots.get(usize::try_from(rid).ok()?)?;
-        (v != NodeIx::MAX).then_some(v)
-    }
-
-    /// Records node `v` as live row `rid`'s.
-    fn set_slot(&mut self, rid: i64, v: NodeIx) -> Result<()> {
-        let slot = usize::try_from(rid).map_err(|_| {
-            Error::internal(format!(
-                "node row {rid} is out of the range the graph's loader reads"
-            ))
-        })?;
-        if self.slots.len() <= slot {
-            self.slots.resize(slot + 1, NodeIx::MAX);
-        }
-        self.slots[slot] = v;
-        Ok(())
-    }
-
-    /// Forgets row `rid`'s node (the row is dead).
-    fn clear_slot(&mut self, rid: i64) {
-        if let Some(v) = usize::try_from(rid)
-            .ok()
-            .and_then(|s| self.slots.get_mut(s))
-        {
-            *v = NodeIx::MAX;
-        }
+        self.slots.get(rid)
     }
 
     /// The node of row `rid`, which may be a placeholder or a dead row (an implicit node,
@@ -120,12 +97,12 @@ struct Names {
     /// Node ids (placeholders' too: an edge may point at one) in one buffer, and where each
     /// row id's is.
     text: String,
-    /// Start and end of each id in `text`, by row id (`UNKNOWN` where not read).
-    at: Vec<(u32, u32)>,
+    /// Start and end of each id in `text`, by row id.
+    at: RidMap<(u32, u32)>,
     relations: HashMap<i64, String>,
 }
 
-/// A row id whose node id was not read.
+/// An empty slot of [`Names::at`].
 const UNKNOWN: (u32, u32) = (u32::MAX, u32::MAX);
 
 impl Names {
@@ -137,33 +114,30 @@ impl Names {
             .collect::<rusqlite::Result<_>>()?;
         Ok(Names {
             text: String::new(),
-            at: Vec::new(),
+            at: RidMap::new(UNKNOWN),
             relations,
         })
     }
 
     fn push(&mut self, rid: i64, id: &str) -> Result<()> {
-        let (Ok(slot), Ok(start), Ok(end)) = (
-            usize::try_from(rid),
+        let (Ok(start), Ok(end)) = (
             u32::try_from(self.text.len()),
             u32::try_from(self.text.len() + id.len()),
         ) else {
             return Err(Error::internal(format!(
-                "node row {rid} is out of the range the graph's loader reads"
+                "the graph's loader holds node ids of at most 4 GiB in all; node row {rid}'s \
+                 is past that"
             )));
         };
-        if self.at.len() <= slot {
-            self.at.resize(slot + 1, UNKNOWN);
-        }
-        self.at[slot] = (start, end);
+        self.at.set(rid, (start, end));
         self.text.push_str(id);
         Ok(())
     }
 
     /// Node row `rid`'s id, if it was read.
     fn node(&self, rid: i64) -> Option<&str> {
-        let &(start, end) = self.at.get(usize::try_from(rid).ok()?)?;
-        (start != u32::MAX).then(|| &self.text[start as usize..end as usize])
+        let (start, end) = self.at.get(rid)?;
+        Some(&self.text[start as usize..end as usize])
     }
 
     /// Reads every node row, passing each live node (row id, id, type) to `live` and keeping
@@ -248,7 +222,8 @@ pub(crate) fn build(conn: &Connection) -> Result<Adjacency> {
     let mut names = Names::new(conn)?;
     names.read_all(conn, |rid, id, node_type| {
         let v = adj.graph.add_node(id, node_type);
-        adj.set_slot(rid, v)
+        adj.slots.set(rid, v);
+        Ok(())
     })?;
     // Rows that are not live (placeholders, deleted nodes) become implicit nodes when a live
     // edge points at one; they are few.
@@ -408,10 +383,10 @@ pub(crate) fn apply(conn: &Connection, adj: &mut Adjacency, changed: &[Changed])
         }
         if cl % 2 == 1 {
             let v = adj.graph.add_node(&id, node_type.as_deref());
-            adj.set_slot(rid, v)?;
+            adj.slots.set(rid, v);
         } else {
             // Found by id until it goes: a row dying after it may free its node first.
-            adj.clear_slot(rid);
+            adj.slots.remove(rid);
             dead.push((rid, id));
         }
     }

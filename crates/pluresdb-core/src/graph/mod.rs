@@ -13,6 +13,7 @@ pub(crate) mod ends;
 pub(crate) mod index;
 mod nodes;
 mod query;
+mod rid_map;
 pub(crate) mod sql;
 mod subscribe;
 pub(crate) mod walk;
