@@ -73,6 +73,8 @@ pub fn apply(db: &Database, file: &Path, json_out: bool) -> Result<()> {
                 "received": applied.report.received,
                 "applied": applied.report.applied,
                 "rows": applied.report.rows,
+                "skipped": applied.report.skipped,
+                "missing": applied.gap.map(|(have, start)| json!({"have": have, "file_starts_after": start})),
                 "version_vector": vv,
             }),
         )?;
@@ -80,6 +82,21 @@ pub fn apply(db: &Database, file: &Path, json_out: bool) -> Result<()> {
         println!(
             "applied {} of {} changes ({} rows changed); this database now has: {vv}",
             applied.report.applied, applied.report.received, applied.report.rows
+        );
+    }
+    if applied.report.skipped > 0 {
+        eprintln!(
+            "note: {} changes are for tables or columns this database does not sync or have; \
+             once it does, the next sync asks for them again",
+            applied.report.skipped
+        );
+    }
+    if let Some((have, start)) = applied.gap {
+        eprintln!(
+            "warning: this file holds the changes after version {start} of its producer, but this \
+             database has them only up to version {have}: the file was made for another \
+             database, or an earlier file was not applied. Its changes were applied; to get the \
+             rest, make a file with `pluresdb changes --since {vv}` on the producer"
         );
     }
     Ok(())

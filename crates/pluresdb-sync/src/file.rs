@@ -1,7 +1,12 @@
 //! Change files: sync between devices with no network, by carrying a file.
 //!
-//! A file is a sequence of frames (a 4-byte little-endian length, then a protocol message):
-//! a `Hello` naming the producer, `Changes` batches, and a final `Done`.
+//! A file starts with [`MAGIC`], its format number (4 bytes, little-endian) and the
+//! producer's `db_version` its changes start after (8 bytes), then holds frames: a 4-byte
+//! little-endian length, the CRC-32 of the message (4 bytes), then a protocol message: a
+//! `Hello` naming the producer, `Changes` batches, and a final `Done`. The start lets the
+//! receiver tell whether it holds everything of the producer's before the file (else it
+//! applies the file but does not move its cursor past the changes it never got); the
+//! checksums catch a damaged file before anything of a damaged frame is applied.
 
 use std::io::{Read, Write};
 
@@ -31,7 +36,18 @@ pub struct AppliedFile {
     pub db_version: u64,
     /// Totals over the file's batches.
     pub report: ApplyReport,
+    /// `Some((have, start))` when the file's changes start after the producer's version
+    /// `start` but this database had its changes only up to `have`: the file was made for
+    /// another database, or an earlier file was not applied. Its changes were applied, but
+    /// this database still asks for the producer's changes after `have`.
+    pub gap: Option<(u64, u64)>,
 }
+
+/// What a change file starts with.
+pub const MAGIC: &[u8; 16] = b"PluresDB changes";
+
+/// The change file format this version writes and reads.
+const FORMAT: u32 = 2;
 
 fn write_frame(out: &mut dyn Write, message: &Message) -> Result<()> {
     write_bytes(out, &message.encode())
@@ -39,29 +55,92 @@ fn write_frame(out: &mut dyn Write, message: &Message) -> Result<()> {
 
 fn write_bytes(out: &mut dyn Write, bytes: &[u8]) -> Result<()> {
     out.write_all(&(bytes.len() as u32).to_le_bytes())?;
+    out.write_all(&crc32fast::hash(bytes).to_le_bytes())?;
     out.write_all(bytes)?;
     Ok(())
 }
 
-fn read_frame(input: &mut dyn Read) -> Result<Option<Message>> {
-    let mut len = [0u8; 4];
-    match input.read_exact(&mut len) {
+/// Reads a file's start: the producer's version its changes start after.
+fn read_header(input: &mut dyn Read) -> Result<u64> {
+    let mut head = [0u8; 28];
+    let mut got = 0;
+    while got < head.len() {
+        match input.read(&mut head[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    if got < MAGIC.len() || head[..MAGIC.len()] != MAGIC[..] {
+        return Err(Error::invalid(
+            "this is not a PluresDB change file (it does not start with \"PluresDB changes\"); \
+             files made by PluresDB before change file format 2 must be made again",
+        ));
+    }
+    if got < head.len() {
+        return Err(Error::invalid(
+            "the change file ends inside its header; it is truncated",
+        ));
+    }
+    let format = u32::from_le_bytes(head[16..20].try_into().expect("4 bytes"));
+    if format != FORMAT {
+        return Err(Error::invalid(format!(
+            "this change file has format {format}, and this PluresDB reads format {FORMAT}: \
+             update PluresDB, or make the file with the same version"
+        )));
+    }
+    Ok(u64::from_le_bytes(
+        head[20..28].try_into().expect("8 bytes"),
+    ))
+}
+
+/// Reads frame number `n` (from 1), or `None` at the end of the file.
+fn read_frame(input: &mut dyn Read, n: usize) -> Result<Option<Message>> {
+    let mut head = [0u8; 8];
+    match input.read_exact(&mut head) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let len = u32::from_le_bytes(len) as usize;
+    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
     if len > DEFAULT_MAX_MESSAGE {
         return Err(Error::new(
             ErrorKind::InvalidInput,
-            format!("change file frame of {len} bytes is over the limit; the file is damaged"),
+            format!(
+                "frame {n} of the change file claims {len} bytes, over the limit; the file is damaged"
+            ),
         ));
     }
     let mut bytes = vec![0; len];
     input.read_exact(&mut bytes).map_err(|_| {
         Error::invalid("the change file ends in the middle of a frame; it is truncated")
     })?;
-    Message::decode(&bytes, DEFAULT_MAX_MESSAGE).map(Some)
+    if crc32fast::hash(&bytes).to_le_bytes() != head[4..] {
+        return Err(Error::invalid(format!(
+            "frame {n} of the change file does not match its checksum: the file is damaged \
+             (the frames before it were applied); make it again"
+        )));
+    }
+    Message::decode(&bytes, DEFAULT_MAX_MESSAGE)
+        .map(Some)
+        .map_err(|e| e.context(format!("frame {n} of the change file")))
+}
+
+/// Fails when the holder of `have` has more of this database's changes than it made: this
+/// database is a copy, or a restored backup, of the one that made them, sharing its site id,
+/// and the changes it makes now under versions the peer already has would never be sent.
+pub(crate) fn check_not_a_copy(db: &Database, have: &VersionVector) -> Result<()> {
+    let (theirs, ours) = (have.get(&db.site_id()), db.db_version()?);
+    if theirs > ours {
+        return Err(Error::invalid(format!(
+            "the peer has this database's changes up to version {theirs}, but this database is \
+             at version {ours}: it is a copy or a restored backup of the database that made \
+             them (the two share site id {}), and its new changes would be taken for ones the \
+             peer has. Sync from the original, or start this device from a fresh database \
+             filled by a sync",
+            db.site_id()
+        )));
+    }
+    Ok(())
 }
 
 /// Writes every change the holder of `have` lacks (for this database's site: the changes
@@ -71,6 +150,11 @@ pub fn write_changes(
     have: &VersionVector,
     out: &mut dyn Write,
 ) -> Result<WrittenFile> {
+    check_not_a_copy(db, have)?;
+    let since = have.get(&db.site_id());
+    out.write_all(MAGIC)?;
+    out.write_all(&FORMAT.to_le_bytes())?;
+    out.write_all(&since.to_le_bytes())?;
     write_frame(
         out,
         &Message::Hello {
@@ -80,7 +164,7 @@ pub fn write_changes(
         },
     )?;
     let mut changes = 0u64;
-    let db_version = db.for_each_change(have.get(&db.site_id()), None, 2000, |batch| {
+    let db_version = db.for_each_change(since, None, 2000, |batch| {
         changes += batch.len() as u64;
         // Frames stay within what `apply_file` reads.
         Message::encode_changes_within(
@@ -100,20 +184,25 @@ pub fn write_changes(
 
 /// Applies a change file. Its batches are applied in transactions of about 20,000 changes
 /// (any order, any number of times is safe); the producer's version is recorded only when the
-/// file is complete.
+/// file is complete, and only when this database had everything of the producer's before it
+/// (see [`AppliedFile::gap`]). A damaged frame stops the apply before anything of it is
+/// applied.
 pub fn apply_file(
     db: &Database,
     input: &mut dyn Read,
     address: Option<String>,
 ) -> Result<AppliedFile> {
-    let Some(Message::Hello { site, .. }) = read_frame(input)? else {
+    let start = read_header(input)?;
+    let Some(Message::Hello { site, .. }) = read_frame(input, 1)? else {
         return Err(Error::invalid(
             "this is not a PluresDB change file (it does not start with a hello)",
         ));
     };
     if site == db.site_id() {
         return Err(Error::invalid(
-            "this change file was written by this same database",
+            "this change file was written by this database's site id: by this database, or \
+             by a copy of its file (a copied or restored database keeps the site id, and the two \
+             cannot sync with each other)",
         ));
     }
     let mut out = AppliedFile {
@@ -123,8 +212,10 @@ pub fn apply_file(
     // Batches are merged together, several to a transaction (each touched page is written
     // once per transaction).
     let mut pending: Vec<ChangeRecord> = Vec::new();
+    let mut n = 1;
     loop {
-        let frame = read_frame(input);
+        n += 1;
+        let frame = read_frame(input, n);
         if let Ok(Some(Message::Changes(batch))) = frame {
             pending.extend(batch);
             if pending.len() >= GROUP_CHANGES {
@@ -137,12 +228,14 @@ pub fn apply_file(
         match frame? {
             Some(Message::Done { db_version }) => {
                 out.db_version = db_version;
+                let have = db.peer_cursor(site)?;
+                out.gap = (start > have).then_some((have, start));
                 db.record_sync(
                     site,
                     &SyncProgress {
                         address,
                         received: out.report.received,
-                        cursor: Some(db_version),
+                        cursor: out.gap.is_none().then_some(db_version),
                         ..SyncProgress::default()
                     },
                 )?;

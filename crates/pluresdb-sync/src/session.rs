@@ -407,9 +407,12 @@ impl Session<'_> {
             (Message::Hello { site, have, .. }, None) => {
                 if site == self.db.site_id() {
                     return Err(Error::invalid(
-                        "the peer is this same database (same site id); nothing to sync",
+                        "the peer has this database's site id: it is this database, or a copy \
+                         of its file (a copied or restored database keeps the site id, and the \
+                         two cannot sync with each other)",
                     ));
                 }
+                crate::file::check_not_a_copy(self.db, &have)?;
                 self.peer = Some(site);
                 self.report.peer = Some(site);
                 self.sent_through = have.get(&self.db.site_id());

@@ -465,6 +465,89 @@ fn change_files_carry_changes_between_devices() {
     );
 }
 
+/// A change file of everything `a` has that `b` lacks.
+fn file_for(a: &Database, b: &Database) -> Vec<u8> {
+    let mut file = Vec::new();
+    write_changes(a, &b.version_vector().unwrap(), &mut file).unwrap();
+    file
+}
+
+#[test]
+fn a_change_file_made_for_another_database_does_not_move_the_cursor_past_what_it_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (open(&dir, "a.db"), open(&dir, "b.db"), open(&dir, "c.db"));
+    a.put("n1", &json!({"v": 1})).unwrap();
+    a.put("n2", &json!({"v": 2})).unwrap();
+    apply_file(&b, &mut file_for(&a, &b).as_slice(), None).unwrap();
+    a.put("n3", &json!({"v": 3})).unwrap();
+    // The file made for B reaches C, which has nothing of A's yet.
+    let for_b = file_for(&a, &b);
+    let applied = apply_file(&c, &mut for_b.as_slice(), None).unwrap();
+    let (have, start) = applied.gap.expect("C lacks A's earlier changes");
+    assert_eq!(have, 0);
+    assert!(start > 0);
+    assert!(c.get_node("n3").unwrap().is_some());
+    assert_eq!(c.peer_cursor(a.site_id()).unwrap(), 0);
+    // C's next file brings what it lacked; B's own file applies with no gap.
+    let applied = apply_file(&c, &mut file_for(&a, &c).as_slice(), None).unwrap();
+    assert_eq!(applied.gap, None);
+    assert_eq!(rows(&a), rows(&c));
+    assert_eq!(
+        apply_file(&b, &mut for_b.as_slice(), None).unwrap().gap,
+        None
+    );
+    assert_eq!(rows(&a), rows(&b));
+}
+
+#[test]
+fn a_damaged_change_file_is_refused_before_its_damaged_frame_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (open(&dir, "a.db"), open(&dir, "b.db"));
+    a.put("n", &json!({"s": "hello"})).unwrap();
+    let file = file_for(&a, &b);
+    let at = file
+        .windows(5)
+        .position(|w| w == b"hello")
+        .expect("the value is in the file");
+    let mut damaged = file.clone();
+    damaged[at] = b'j';
+    let err = apply_file(&b, &mut damaged.as_slice(), None).unwrap_err();
+    assert!(
+        err.message().contains("does not match its checksum"),
+        "{err}"
+    );
+    assert!(b.get_node("n").unwrap().is_none());
+    // A file from a newer format, and one that is not a change file, say so.
+    let mut newer = file.clone();
+    newer[16] = 3;
+    let err = apply_file(&b, &mut newer.as_slice(), None).unwrap_err();
+    assert!(err.message().contains("format 3"), "{err}");
+    let err = apply_file(&b, &mut &b"id,title\n1,one\n"[..], None).unwrap_err();
+    assert!(
+        err.message().contains("not a PluresDB change file"),
+        "{err}"
+    );
+    apply_file(&b, &mut file.as_slice(), None).unwrap();
+    assert_eq!(b.get_node("n").unwrap().unwrap().data["s"], "hello");
+}
+
+#[test]
+fn a_restored_backup_is_told_apart_instead_of_its_new_changes_being_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (open(&dir, "a.db"), open(&dir, "b.db"));
+    a.put("x", &json!({})).unwrap();
+    a.backup(dir.path().join("backup.db")).unwrap();
+    a.put("y", &json!({})).unwrap();
+    apply_file(&b, &mut file_for(&a, &b).as_slice(), None).unwrap();
+    drop(a);
+    // Restored, it is behind what B has of it: found out before its new changes go unsent.
+    // (Once it has made as many versions as B has of it, this check cannot tell.)
+    let restored = Database::open(dir.path().join("backup.db")).unwrap();
+    let mut file = Vec::new();
+    let err = write_changes(&restored, &b.version_vector().unwrap(), &mut file).unwrap_err();
+    assert!(err.message().contains("copy or a restored backup"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_runs_over_any_stream() {
     // Two in-process ends joined by a duplex pipe: the session does not care about TCP.

@@ -20,6 +20,7 @@ use super::collections::{Collection, Kind, TableInfo, quote};
 use super::edge_clock;
 use super::history::append_history;
 use super::keys;
+use super::missed::{self, Missed};
 use super::state::Replication;
 use super::{ChangeRecord, MAX_CLOCK_DRIFT};
 use crate::database::Database;
@@ -30,6 +31,10 @@ use crate::value::Value;
 
 /// Largest value accepted in a change (text or blob), in bytes.
 pub const MAX_VALUE_BYTES: usize = 64 << 20;
+
+/// Largest causal length accepted from a peer: it is stored as a signed 64-bit integer and
+/// counted up by local deletes and re-inserts, which must not overflow.
+const MAX_CAUSAL_LENGTH: u64 = 1 << 62;
 
 /// What applying a batch of changes did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -42,6 +47,10 @@ pub struct ApplyReport {
     pub ignored: u64,
     /// Rows (nodes, edges, table rows) that changed.
     pub rows: u64,
+    /// Changes left out because this database lacks their table or column (a peer's newer
+    /// schema, or a table dropped or not synced here). Once the table or column is here, this
+    /// database asks its peers for all their changes again.
+    pub skipped: u64,
 }
 
 impl std::ops::AddAssign for ApplyReport {
@@ -51,6 +60,7 @@ impl std::ops::AddAssign for ApplyReport {
         self.applied += other.applied;
         self.ignored += other.ignored;
         self.rows += other.rows;
+        self.skipped += other.skipped;
     }
 }
 
@@ -72,12 +82,18 @@ struct Group<'c> {
 }
 
 impl Database {
-    /// Merges changes from a peer in one transaction. Every change is checked first (known
-    /// collection, key shape, field names, value types and sizes, clock not too far ahead);
-    /// if any is bad, nothing is applied and the error names it.
+    /// Merges changes from a peer in one transaction. Every change is checked first (key
+    /// shape, field names, value types and sizes, clock not too far ahead); if any is bad,
+    /// nothing is applied and the error names it. Changes to a table this database does not
+    /// sync, or to a column it does not have, are left out and counted as
+    /// [`skipped`](ApplyReport::skipped).
     pub fn apply_changes(&self, changes: &[ChangeRecord]) -> Result<ApplyReport> {
         self.require_graph()?;
         let repl = self.replication().clone();
+        let mut missed = Missed::new();
+        let mut skipped = 0;
+        // Synced tables dropped here, by id.
+        let mut dropped = std::collections::BTreeSet::new();
         let groups = self.with_writer_conn(|conn| {
             repl.with_collections(conn, |colls| {
                 let mut order: Vec<Group<'_>> = Vec::new();
@@ -92,7 +108,12 @@ impl Database {
                 let mut newest = None;
                 let mut last: Option<usize> = None;
                 for (i, ch) in changes.iter().enumerate() {
-                    let coll = validate(colls, ch).map_err(|e| e.context(context(i)))?;
+                    let Some(coll) = validate(colls, ch).map_err(|e| e.context(context(i)))? else {
+                        skipped += 1;
+                        missed.insert((ch.collection.to_string(), String::new()));
+                        dropped.extend(colls.by_name(&ch.collection).map(|c| c.id));
+                        continue;
+                    };
                     if newest.is_none_or(|(_, hlc)| ch.version.hlc > hlc) {
                         newest = Some((i, ch.version.hlc));
                     }
@@ -131,6 +152,7 @@ impl Database {
         })?;
         let mut report = ApplyReport {
             received: changes.len() as u64,
+            skipped,
             ..ApplyReport::default()
         };
         self.transaction(|db| {
@@ -145,6 +167,7 @@ impl Database {
                     seq,
                     sql: TableSql::default(),
                     sites: Vec::new(),
+                    missed,
                     read_clock: conn.prepare_cached(
                         "SELECT cl, ver FROM _pluresdb_clock WHERE tbl = ?1 AND key = ?2",
                     )?,
@@ -153,9 +176,16 @@ impl Database {
                          ON CONFLICT(tbl, key) DO UPDATE SET cl = excluded.cl, seq = excluded.seq, ver = excluded.ver",
                     )?,
                 };
+                // A dropped table's sync records describe rows it no longer has: were they kept,
+                // a table made again under that name would never receive those rows.
+                for &id in &dropped {
+                    conn.prepare_cached("DELETE FROM _pluresdb_clock WHERE tbl = ?1")?
+                        .execute([i64::from(id)])?;
+                }
                 for group in &groups {
                     merge_row(db, conn, &mut batch, group, &mut report)?;
                 }
+                missed::remember(conn, &batch.missed)?;
                 repl.persist_clock(conn)
             })
         })?;
@@ -164,19 +194,27 @@ impl Database {
 }
 
 /// Checks one change (all but its clock, which [`Database::apply_changes`] checks once for
-/// the newest of the batch).
+/// the newest of the batch); `None` for a change to a table this database does not sync (or
+/// no longer has), which is left out.
 fn validate<'a>(
     colls: &'a super::collections::Collections,
     ch: &ChangeRecord,
-) -> Result<&'a Arc<Collection>> {
-    let coll = colls.by_name(&ch.collection).ok_or_else(|| {
-        Error::invalid(format!(
-            "unknown table {:?}: this database does not sync it; run SELECT pluresdb_sync_table('{}') here first",
-            ch.collection, ch.collection
-        ))
-    })?;
+) -> Result<Option<&'a Arc<Collection>>> {
+    let Some(coll) = colls.by_name(&ch.collection) else {
+        if ch.collection.len() > MAX_FIELD_BYTES {
+            return Err(Error::invalid("table name too long"));
+        }
+        return Ok(None);
+    };
     if ch.cl == 0 {
         return Err(Error::invalid("causal length 0 is not valid"));
+    }
+    if ch.cl > MAX_CAUSAL_LENGTH {
+        return Err(Error::invalid(format!(
+            "causal length {} is over the limit of 2^62 (it counts a row's deletes and \
+             re-inserts, so no real history reaches it): the sending peer's data is damaged",
+            ch.cl
+        )));
     }
     if !ch.field.is_empty() && !is_alive(ch.cl) {
         return Err(Error::invalid(
@@ -221,6 +259,9 @@ fn validate<'a>(
                 ("vector", Some(Value::Null)) => {}
                 ("vector", Some(Value::Blob(b))) => {
                     let v = blob_to_vector(b)?;
+                    if v.is_empty() {
+                        return Err(Error::invalid("a vector must have at least one component"));
+                    }
                     if v.iter().any(|x| !x.is_finite()) {
                         return Err(Error::invalid("vector components must be finite"));
                     }
@@ -256,7 +297,7 @@ fn validate<'a>(
         }
         Kind::Table(info) => {
             if !info.exists {
-                return Err(Error::invalid("the table no longer exists here"));
+                return Ok(None);
             }
             if ch.key.len() != info.pk.len() || ch.key.iter().any(Value::is_null) {
                 return Err(Error::invalid(format!(
@@ -270,7 +311,7 @@ fn validate<'a>(
             }
         }
     }
-    Ok(coll)
+    Ok(Some(coll))
 }
 
 /// The row's state while its changes are merged.
@@ -327,6 +368,8 @@ struct Batch<'r, 'c> {
     sites: Vec<(SiteId, u32)>,
     read_clock: CachedStatement<'c>,
     write_clock: CachedStatement<'c>,
+    /// Tables and columns this batch left changes out for.
+    missed: Missed,
 }
 
 impl Batch<'_, '_> {
@@ -407,13 +450,29 @@ fn merge_row<'c>(
                 }
             }
         } else {
+            // A column this replica lacks: its value and version are left out, not kept as if
+            // stored (see `missed`).
+            let lacking = match &group.coll.kind {
+                Kind::Table(info) => !info.fields.iter().any(|c| *c == *ch.field),
+                _ => false,
+            };
             let local = m
                 .clock
                 .field(&ch.field)
                 .map(|s| batch.version_of(conn, s))
                 .transpose()?;
-            match decide_field(m.cl, local, ch.cl, ch.version) {
+            let decision = decide_field(m.cl, local, ch.cl, ch.version);
+            if lacking && !matches!(decision, FieldDecision::Ignore) {
+                batch
+                    .missed
+                    .insert((group.coll.name.to_string(), ch.field.to_string()));
+            }
+            match decision {
                 FieldDecision::Ignore => false,
+                FieldDecision::Apply if lacking => {
+                    report.skipped += 1;
+                    continue;
+                }
                 FieldDecision::Apply => {
                     m.clock.set_field(&ch.field, stamp);
                     m.applied.retain(|(f, _)| *f != &*ch.field);
@@ -429,9 +488,12 @@ fn merge_row<'c>(
                         site: 0,
                         seq,
                     });
-                    m.clock.set_field(&ch.field, stamp);
                     m.reset = true;
-                    m.applied = vec![(&ch.field, ch.value.as_ref())];
+                    m.applied.clear();
+                    if !lacking {
+                        m.clock.set_field(&ch.field, stamp);
+                        m.applied.push((&ch.field, ch.value.as_ref()));
+                    }
                     true
                 }
             }
@@ -459,7 +521,13 @@ fn merge_row<'c>(
             alive_before,
             &m,
         )?,
-        Kind::Nodes => write_node(db, conn, group, alive_before, &m)?,
+        Kind::Nodes => write_node(db, conn, group, alive_before, &m).map_err(|e| {
+            let id = group.key_values.first().and_then(Value::as_str);
+            e.context(format!(
+                "merging node {:?} from a peer",
+                id.unwrap_or_default()
+            ))
+        })?,
         // An edge's row holds its clock too.
         Kind::Edges => write_edge(db, conn, group, alive_before, &m, seq)?,
     }

@@ -25,6 +25,7 @@ mod extract;
 mod functions;
 mod history;
 mod keys;
+mod missed;
 mod peers;
 mod recent;
 mod state;

@@ -133,6 +133,7 @@ impl Replication {
             clock.observe(Hlc::from_u64(h as u64));
         }
         let collections = Collections::load(conn)?;
+        super::missed::resync_if_arrived(conn, &collections)?;
         if !conn.is_readonly(rusqlite::MAIN_DB)? {
             drop_legacy_triggers(conn)?;
         }
@@ -369,6 +370,7 @@ impl Replication {
     fn load_collections(&self, conn: &Connection, state: &mut State) -> Result<()> {
         let before = state.collections.unsyncable_columns();
         state.collections = Collections::load(conn)?;
+        super::missed::resync_if_arrived(conn, &state.collections)?;
         // A schema change in the open transaction (ALTER TABLE ... ADD or RENAME COLUMN) gave
         // a synced table a column sync cannot name: that transaction must not commit.
         let added = state.collections.unsyncable_columns();

@@ -1,0 +1,103 @@
+//! Changes a merge left out because this database lacks their table or column (a peer on a
+//! newer schema, or a table dropped or not synced here), remembered so that once the table or
+//! column is here, this database asks every peer for all its changes again: the per-peer
+//! cursors go back to 0, and the next sync with each peer sends everything, which merges as
+//! a no-op except for what was left out.
+//!
+//! A merge never records the version of a change it left out, so a replica on an older schema
+//! neither claims a value it dropped nor relays one it does not have.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{Connection, MAIN_DB, OptionalExtension};
+
+use super::collections::{Collections, Kind};
+use crate::error::{Error, Result};
+
+/// `(table, column)` pairs; an empty column stands for the whole table.
+pub(crate) type Missed = BTreeSet<(String, String)>;
+
+/// The `_pluresdb_meta` key that holds them (a JSON array of pairs).
+const KEY: &str = "missed";
+
+/// At most this many are remembered: past it, a peer sending changes for ever more unknown
+/// tables or columns cannot grow the list (and the last ones wait for the next miss).
+const MAX_MISSED: usize = 256;
+
+/// Remembers `new` with those remembered before (in the open transaction).
+pub(crate) fn remember(conn: &Connection, new: &Missed) -> Result<()> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    let mut all = read(conn)?;
+    let before = all.len();
+    for entry in new {
+        if all.len() >= MAX_MISSED {
+            break;
+        }
+        all.insert(entry.clone());
+    }
+    if all.len() != before {
+        write(conn, &all)?;
+    }
+    Ok(())
+}
+
+/// When a table or column that a merge left changes out for is here now (synced, and the
+/// column among its columns), sets every peer's cursor back to 0 so that the next sync with
+/// each sends all its changes, and forgets that miss. Does nothing on a read-only connection.
+pub(crate) fn resync_if_arrived(conn: &Connection, collections: &Collections) -> Result<()> {
+    if conn.is_readonly(MAIN_DB)? {
+        return Ok(());
+    }
+    let all = read(conn)?;
+    if all.is_empty() {
+        return Ok(());
+    }
+    let here = |(table, column): &(String, String)| {
+        collections
+            .by_name(table)
+            .is_some_and(|coll| match &coll.kind {
+                Kind::Table(info) => {
+                    info.exists && (column.is_empty() || info.fields.contains(column))
+                }
+                _ => true,
+            })
+    };
+    let (arrived, waiting): (Missed, Missed) = all.into_iter().partition(here);
+    if arrived.is_empty() {
+        return Ok(());
+    }
+    conn.execute("UPDATE _pluresdb_peers SET cursor = 0", [])?;
+    write(conn, &waiting)
+}
+
+fn read(conn: &Connection) -> Result<Missed> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT value FROM _pluresdb_meta WHERE key = ?1")?
+        .query_row([KEY], |r| r.get(0))
+        .optional()?;
+    let Some(text) = text else {
+        return Ok(Missed::new());
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        Error::internal(format!(
+            "_pluresdb_meta's {KEY:?} is not a list of (table, column) pairs: {e}"
+        ))
+    })
+}
+
+fn write(conn: &Connection, all: &Missed) -> Result<()> {
+    if all.is_empty() {
+        conn.prepare_cached("DELETE FROM _pluresdb_meta WHERE key = ?1")?
+            .execute([KEY])?;
+    } else {
+        let text = serde_json::to_string(all).expect("strings serialize");
+        conn.prepare_cached(
+            "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        )?
+        .execute((KEY, text))?;
+    }
+    Ok(())
+}
