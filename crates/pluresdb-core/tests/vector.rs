@@ -1,7 +1,9 @@
 //! Vector search through SQL and the API: indexes follow inserts, updates, deletes and
 //! rollbacks, survive reopening (or are rebuilt and say why), and bad input is refused clearly.
 
-use pluresdb_core::{Database, ErrorKind, LoadSource, SearchOptions, Value, VectorIndexOptions};
+use pluresdb_core::{
+    Database, ErrorKind, HnswParams, LoadSource, SearchOptions, Value, VectorIndexOptions,
+};
 use serde_json::json;
 
 /// Deterministic pseudo-random vectors.
@@ -108,6 +110,41 @@ fn search_options_exact_and_ef_give_the_exact_answer() {
         )
         .unwrap_err();
     assert!(err.to_string().contains("ef"), "{err}");
+}
+
+#[test]
+fn huge_search_breadths_are_refused_or_mean_every_row() {
+    let db = Database::open_in_memory().unwrap();
+    let data = vectors(5, 2, 4);
+    docs(&db, &data);
+    db.value(
+        "SELECT pluresdb_vector_index('docs', 'embedding', 'cosine')",
+        (),
+    )
+    .unwrap();
+    let with = |options: &str| {
+        db.all_as::<(i64,)>(
+            "SELECT rowid FROM vector_search('docs', 'embedding', ?, 1, ?)",
+            (blob(&data[0]), options),
+        )
+        .map(|rows| rows.into_iter().map(|r| r.0).collect::<Vec<_>>())
+    };
+    // Up to the bound: a breadth past the row count searches them all.
+    assert_eq!(
+        with(r#"{"ef": 100000}"#).unwrap(),
+        brute(&db, &data[0], 1, "1")
+    );
+    for ef in [
+        "18446744073709551615",
+        "9223372036854775807",
+        "1000000000000",
+    ] {
+        let err = with(&format!(r#"{{"ef": {ef}}}"#)).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("ef is {ef}; use a value from 1 to 100000")),
+            "{err}"
+        );
+    }
 }
 
 #[test]

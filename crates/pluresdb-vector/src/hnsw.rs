@@ -18,6 +18,10 @@ use crate::visited::Visited;
 /// Highest layer a node may be drawn on.
 const MAX_LEVEL: usize = 15;
 
+/// Largest `ef_construction` and `ef_search` accepted: far past where recall stops improving,
+/// so a larger value is a mistake (a search never uses more than the stored vectors anyway).
+pub const MAX_EF: usize = 100_000;
+
 /// Index parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HnswParams {
@@ -596,8 +600,11 @@ impl Hnsw {
         visited: &mut Visited,
         skip: Option<u32>,
     ) -> BinaryHeap<Cand> {
+        // A layer holds at most every slot, so a wider beam changes nothing.
+        let ef = ef.clamp(1, self.labels.len().max(1));
         visited.reset(self.labels.len());
-        let mut cands: BinaryHeap<Reverse<Cand>> = BinaryHeap::with_capacity(ef * 2);
+        let mut cands: BinaryHeap<Reverse<Cand>> =
+            BinaryHeap::with_capacity(ef.saturating_mul(2).min(self.labels.len()));
         let mut top: BinaryHeap<Cand> = BinaryHeap::with_capacity(ef + 1);
         if let Some(s) = skip {
             visited.insert(s);
@@ -633,7 +640,8 @@ impl Hnsw {
     }
 
     /// The `k` nearest live vectors to `query`, searching with breadth `ef` (default:
-    /// the index's `ef_search`, raised to `k`), optionally restricted by `filter`.
+    /// the index's `ef_search`, raised to `k`), optionally restricted by `filter`. `k` and `ef`
+    /// past the number of live vectors mean all of them.
     pub fn search(
         &self,
         query: &[f32],
@@ -653,7 +661,7 @@ impl Hnsw {
             return Ok(Vec::new());
         }
         let k = k.min(live);
-        let ef = ef.unwrap_or(self.params.ef_search).max(k);
+        let ef = ef.unwrap_or(self.params.ef_search).clamp(k, live);
         if let Some(filter) = filter {
             let matches = self.estimate_matches(&filter);
             if matches == 0 {
@@ -714,7 +722,7 @@ impl Hnsw {
             return Err(VectorError::Invalid("k must be at least 1".into()));
         }
         let q = self.prepare(query)?;
-        Ok(self.exact(&q, k, filter))
+        Ok(self.exact(&q, k.min(self.len()), filter))
     }
 
     fn exact(&self, q: &[f32], k: usize, filter: Option<Filter<'_>>) -> Vec<Neighbor> {
@@ -787,7 +795,8 @@ impl Hnsw {
         SEARCH_VISITED.with(|v| {
             let mut visited = v.borrow_mut();
             visited.reset(self.labels.len());
-            let mut cands: BinaryHeap<Reverse<Cand>> = BinaryHeap::with_capacity(ef * 4);
+            let mut cands: BinaryHeap<Reverse<Cand>> =
+                BinaryHeap::with_capacity(ef.saturating_mul(4).min(self.labels.len()));
             let mut top: BinaryHeap<Cand> = BinaryHeap::with_capacity(ef + 1);
             visited.insert(cur.item);
             cands.push(Reverse(cur));

@@ -15,4 +15,4 @@ mod visited;
 pub use distance::{Kernels, Metric, normalize};
 pub use error::VectorError;
 pub use exact::ExactSearch;
-pub use hnsw::{Filter, Hnsw, HnswParams, Neighbor};
+pub use hnsw::{Filter, Hnsw, HnswParams, MAX_EF, Neighbor};

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock, RwLockUpgradableReadGuard};
-use pluresdb_vector::{ExactSearch, Filter, Hnsw, Neighbor};
+use pluresdb_vector::{ExactSearch, Filter, Hnsw, MAX_EF, Neighbor};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::defs::{self, IndexDef};
@@ -42,7 +42,8 @@ pub(crate) enum Query {
 /// Options of one search (the `options` JSON of `vector_search`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SearchOptions {
-    /// Search breadth (default: the index's `ef_search`).
+    /// Search breadth (default: the index's `ef_search`); at most the number of stored vectors
+    /// is used.
     pub ef: Option<usize>,
     /// Only rows of the indexed table matching this SQL condition.
     pub filter: Option<String>,
@@ -74,13 +75,17 @@ impl SearchOptions {
             };
             match key.as_str() {
                 "ef" | "ef_search" => {
-                    out.ef = Some(
-                        value
-                            .as_u64()
-                            .filter(|&e| e > 0)
-                            .ok_or_else(|| bad("ef must be a positive integer".into()))?
-                            as usize,
-                    )
+                    let ef = value
+                        .as_u64()
+                        .filter(|&e| e > 0)
+                        .ok_or_else(|| bad("ef must be a positive integer".into()))?;
+                    if ef > MAX_EF as u64 {
+                        return Err(bad(format!(
+                            "ef is {ef}; use a value from 1 to {MAX_EF} (or leave it out \
+                             for the index's ef_search)"
+                        )));
+                    }
+                    out.ef = Some(ef as usize);
                 }
                 "filter" | "where" => out.filter = Some(text()?),
                 "type" => out.node_type = Some(text()?),

@@ -274,6 +274,19 @@ fn bad_input_is_refused_clearly() {
 }
 
 #[test]
+fn huge_k_and_ef_mean_every_vector() {
+    let data = clustered(40, 2, 5);
+    let h = build(&data, Metric::Cosine);
+    let q = &data[7];
+    let truth = h.exact_search(q, 3, None).unwrap();
+    for ef in [usize::MAX, 1 << 40, 41] {
+        // k = 3 of 40 takes the graph walk, whose heaps were sized by ef.
+        assert_eq!(h.search(q, 3, Some(ef), None).unwrap(), truth, "ef {ef}");
+    }
+    assert_eq!(h.exact_search(q, usize::MAX, None).unwrap().len(), 40);
+}
+
+#[test]
 fn distances_are_reported_in_user_units() {
     let mut h = Hnsw::new(2, Metric::L2, HnswParams::default()).unwrap();
     h.insert(1, &[3.0, 4.0]).unwrap();
