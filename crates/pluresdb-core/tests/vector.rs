@@ -436,6 +436,71 @@ fn indexes_survive_reopen_and_damage_is_rebuilt_and_reported() {
     assert_rebuilt(&db, "damaged");
 }
 
+#[test]
+fn index_breadths_are_bounded_and_absurd_saved_ones_still_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("breadth.db");
+    let data = vectors(50, 4, 9);
+    let q = &data[0];
+    {
+        let db = Database::open(&path).unwrap();
+        docs(&db, &data);
+        for (opts, says) in [
+            (
+                VectorIndexOptions {
+                    params: HnswParams {
+                        ef_construction: 1_000_000_000_000,
+                        ..HnswParams::default()
+                    },
+                    ..VectorIndexOptions::default()
+                },
+                "ef_construction is 1000000000000; use a value from 1 to 100000",
+            ),
+            (
+                VectorIndexOptions {
+                    params: HnswParams {
+                        ef_search: 1_000_000_000_000,
+                        ..HnswParams::default()
+                    },
+                    ..VectorIndexOptions::default()
+                },
+                "ef_search is 1000000000000; use a value from 1 to 100000",
+            ),
+        ] {
+            let err = db
+                .create_vector_index("docs", "embedding", &opts)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{err}");
+            assert!(db.vector_indexes().unwrap().is_empty(), "nothing was saved");
+        }
+        db.create_vector_index("docs", "embedding", &VectorIndexOptions::default())
+            .unwrap();
+        assert_eq!(search(&db, q, 3), brute(&db, q, 3, "1"));
+    }
+    // A definition saved before the bounds were checked (or edited by hand).
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE _pluresdb_vector_indexes SET ef_construction = 1000000000000, ef_search = -1",
+            [],
+        )
+        .unwrap();
+    for drop_graph in [false, true] {
+        if drop_graph {
+            // Rebuilt from the table, inserting with the saved ef_construction.
+            rusqlite::Connection::open(&path)
+                .unwrap()
+                .execute("DELETE FROM _pluresdb_vector_snapshots", [])
+                .unwrap();
+        }
+        let db = Database::open(&path).unwrap();
+        assert_eq!(search(&db, q, 3), brute(&db, q, 3, "1"));
+        let info = &db.vector_indexes().unwrap()[0];
+        assert_eq!((info.ef_construction, info.ef_search), (100_000, 100_000));
+    }
+}
+
 /// Asserts the first vector index was rebuilt on load, for a reason mentioning `reason`.
 fn assert_rebuilt(db: &Database, reason: &str) {
     match &db.vector_indexes().unwrap()[0]

@@ -28,9 +28,10 @@ pub struct HnswParams {
     /// Links per node on upper layers (layer 0 keeps twice as many). More links: better recall,
     /// more memory, slower inserts. Default 16.
     pub m: usize,
-    /// Candidate list size while inserting. Default 200.
+    /// Candidate list size while inserting, 1 to [`MAX_EF`]. Default 200.
     pub ef_construction: usize,
-    /// Candidate list size while searching (raised to `k` when smaller). Default 64.
+    /// Candidate list size while searching (raised to `k` when smaller), 1 to [`MAX_EF`].
+    /// Default 64.
     pub ef_search: usize,
     /// Seed of the level generator, so builds are reproducible.
     pub seed: u64,
@@ -55,12 +56,32 @@ impl HnswParams {
                 self.m
             )));
         }
-        if self.ef_construction == 0 || self.ef_search == 0 {
-            return Err(VectorError::Invalid(
-                "ef_construction and ef_search must be at least 1 (defaults: 200 and 64)".into(),
-            ));
+        let defaults = HnswParams::default();
+        for (name, ef, default) in [
+            (
+                "ef_construction",
+                self.ef_construction,
+                defaults.ef_construction,
+            ),
+            ("ef_search", self.ef_search, defaults.ef_search),
+        ] {
+            if !(1..=MAX_EF).contains(&ef) {
+                return Err(VectorError::Invalid(format!(
+                    "{name} is {ef}; use a value from 1 to {MAX_EF} ({default} is a good default)"
+                )));
+            }
         }
         Ok(())
+    }
+
+    /// These parameters with `ef_construction` and `ef_search` brought into 1..=[`MAX_EF`], for
+    /// definitions saved before those bounds were checked.
+    pub fn clamp_ef(self) -> HnswParams {
+        HnswParams {
+            ef_construction: self.ef_construction.clamp(1, MAX_EF),
+            ef_search: self.ef_search.clamp(1, MAX_EF),
+            ..self
+        }
     }
 
     /// Links kept per node on layer 0.
@@ -214,9 +235,9 @@ impl Hnsw {
         self.params
     }
 
-    /// Changes the default search breadth.
+    /// Changes the default search breadth (brought into 1..=[`MAX_EF`]).
     pub fn set_ef_search(&mut self, ef: usize) {
-        self.params.ef_search = ef.max(1);
+        self.params.ef_search = ef.clamp(1, MAX_EF);
     }
 
     /// Number of live (not deleted) vectors.

@@ -119,7 +119,9 @@ impl Hnsw {
             ef_construction: r.u32()? as usize,
             ef_search: r.u32()? as usize,
             seed: r.u64()?,
-        };
+        }
+        // Breadths do not shape the stored graph; older files may hold ones past the bounds.
+        .clamp_ef();
         let mut index = Hnsw::new(dim, metric, params).map_err(|e| corrupt(&e.to_string()))?;
         index.rng = r.u64()?;
         let n = r.u32()? as usize;
@@ -255,6 +257,25 @@ mod tests {
             h.remove(i * 7 * 3);
         }
         h
+    }
+
+    #[test]
+    fn breadths_past_the_bound_in_older_files_are_clamped() {
+        let h = sample();
+        let mut bytes = h.save();
+        // ef_construction and ef_search follow the magic, dim, metric and M.
+        bytes[17..25].fill(0xff);
+        let body = bytes.len() - 8;
+        let sum = checksum(&bytes[..body]);
+        bytes[body..].copy_from_slice(&sum.to_le_bytes());
+        let back = Hnsw::load(&bytes).unwrap();
+        assert_eq!(back.params().ef_construction, crate::MAX_EF);
+        assert_eq!(back.params().ef_search, crate::MAX_EF);
+        let q = [1.0, 0.5, 0.5, 0.1];
+        assert_eq!(
+            back.search(&q, 10, None, None).unwrap(),
+            h.exact_search(&q, 10, None).unwrap()
+        );
     }
 
     #[test]

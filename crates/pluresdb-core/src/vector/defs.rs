@@ -111,7 +111,9 @@ fn read_def(r: &rusqlite::Row<'_>) -> rusqlite::Result<IndexDef> {
             ef_construction: r.get::<_, i64>(6)? as usize,
             ef_search: r.get::<_, i64>(7)? as usize,
             ..HnswParams::default()
-        },
+        }
+        // Definitions saved before the bounds were checked may hold any breadth.
+        .clamp_ef(),
         embed_from: r.get(8)?,
         snapshot_seq: r.get(9)?,
     })

@@ -274,6 +274,40 @@ fn bad_input_is_refused_clearly() {
 }
 
 #[test]
+fn breadths_past_the_bound_are_refused_or_clamped() {
+    for (params, says) in [
+        (
+            HnswParams {
+                ef_construction: 1_000_000_000_000,
+                ..HnswParams::default()
+            },
+            "ef_construction is 1000000000000; use a value from 1 to 100000",
+        ),
+        (
+            HnswParams {
+                ef_search: MAX_EF + 1,
+                ..HnswParams::default()
+            },
+            "ef_search is 100001; use a value from 1 to 100000",
+        ),
+    ] {
+        let err = Hnsw::new(4, Metric::L2, params).unwrap_err().to_string();
+        assert!(err.contains(says), "{err}");
+        let clamped = params.clamp_ef();
+        assert!(clamped.ef_construction <= MAX_EF && clamped.ef_search <= MAX_EF);
+        assert!(Hnsw::new(4, Metric::L2, clamped).is_ok());
+    }
+    let data = clustered(40, 2, 6);
+    let mut h = build(&data, Metric::L2);
+    h.set_ef_search(usize::MAX);
+    assert_eq!(h.params().ef_search, MAX_EF);
+    assert_eq!(
+        h.search(&data[3], 3, None, None).unwrap(),
+        h.exact_search(&data[3], 3, None).unwrap()
+    );
+}
+
+#[test]
 fn huge_k_and_ef_mean_every_vector() {
     let data = clustered(40, 2, 5);
     let h = build(&data, Metric::Cosine);
