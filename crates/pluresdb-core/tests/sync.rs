@@ -4,7 +4,7 @@ use pluresdb_core::{
     ChangeRecord, Database, Direction, EDGES, ErrorKind, NODES, OpenOptions, SyncProgress,
     Traverse, Value, Version,
 };
-use serde_json::json;
+use serde_json::{Value as Json, json};
 
 /// Everything replicated, in a canonical text form for comparing replicas.
 fn dump(db: &Database) -> String {
@@ -1189,6 +1189,22 @@ fn status_history_and_restore() {
     let vv = b.version_vector().unwrap();
     assert_eq!(vv.get(&a.site_id()), b.peer_cursor(a.site_id()).unwrap());
     assert_eq!(vv.get(&b.site_id()), b.db_version().unwrap());
+}
+
+#[test]
+fn restoring_a_time_two_versions_share_restores_the_newer() {
+    let (a, b) = (todo_db(), todo_db());
+    b.put("n", &json!({"b": 1})).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    a.put("n", &json!({"a": 1})).unwrap();
+    sync(&a, &b);
+    // A's write, then B's older field merged into it: both at the time of A's write.
+    let h = a.history("n").unwrap();
+    let datas: Vec<_> = h.iter().map(|v| Json::Object(v.data.clone())).collect();
+    assert_eq!(datas, [json!({"a": 1}), json!({"a": 1, "b": 1})]);
+    assert_eq!(h[0].hlc, h[1].hlc);
+    let restored = a.restore_node_version("n", h[1].hlc).unwrap();
+    assert_eq!(Json::Object(restored.data), json!({"a": 1, "b": 1}));
 }
 
 #[test]

@@ -59,6 +59,8 @@ pub(crate) fn append_history(
 
 impl Database {
     /// Every recorded version of node `id`, oldest first (GunDB-style `getNodeHistory`).
+    /// Versions can share an HLC (a local write and a merge into it); they are listed in the
+    /// order they were recorded.
     pub fn history(&self, id: &str) -> Result<Vec<NodeVersion>> {
         self.require_graph()?;
         let rows = self.all_as::<(i64, Vec<u8>, i64, Option<String>, String, Option<Vec<u8>>)>(
@@ -80,12 +82,13 @@ impl Database {
     }
 
     /// Writes the version of node `id` recorded at `hlc` back as its current value (a new
-    /// write, so it replicates like any other).
+    /// write, so it replicates like any other). When several versions share `hlc`, the newest
+    /// (the last [`history`](Self::history) lists) is restored.
     pub fn restore_node_version(&self, id: &str, hlc: Hlc) -> Result<Node> {
         let version = self
             .history(id)?
             .into_iter()
-            .find(|v| v.hlc == hlc)
+            .rfind(|v| v.hlc == hlc)
             .ok_or_else(|| {
                 Error::not_found(format!(
                     "node {id:?} has no version at {hlc}; see history({id:?})"
