@@ -338,10 +338,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let read_only = cli.read_only;
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
+            if read_only && e.kind() == pluresdb_core::ErrorKind::ReadOnly {
+                eprintln!("(the database was opened with --read-only; leave it out to write)");
+            }
             ExitCode::FAILURE
         }
     }

@@ -379,6 +379,9 @@ fn read_only_flag_refuses_writes() {
     cli.ok(&["sql", "CREATE TABLE t(x)"]);
     let err = cli.fails(&["--read-only", "sql", "INSERT INTO t VALUES (1)"]);
     assert!(err.contains("readonly"), "{err}");
+    assert!(err.contains("opened with --read-only"), "{err}");
+    let err = cli.fails(&["--read-only", "put", "n", "{}"]);
+    assert!(err.contains("opened with --read-only"), "{err}");
     assert!(Path::new(&cli.db()).exists());
 }
 

@@ -359,6 +359,17 @@ fn sql_graph_functions_join_with_tables_and_vector_search() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("nobody"), "{err}");
+    // A NULL node (a joined row without one) matches nothing, as NULL does in SQL.
+    for sql in [
+        "SELECT count(*) FROM graph_traverse(NULL)",
+        "SELECT count(*) FROM graph_neighbors(NULL)",
+        "SELECT count(*) FROM graph_shortest_path('a', NULL)",
+        "SELECT count(*) FROM (SELECT NULL AS id UNION ALL SELECT 'a') AS s, graph_neighbors(s.id) AS n",
+    ] {
+        let want = i64::from(sql.contains("UNION"));
+        let n = db.get_as::<(i64,)>(sql, ()).unwrap().unwrap().0;
+        assert_eq!(n > 0, want > 0, "{sql}");
+    }
     let err = db
         .all("SELECT * FROM graph_traverse()", ())
         .unwrap_err()

@@ -60,7 +60,10 @@ impl TableFunction for TraverseFn {
         conn: &Connection,
         args: &[Option<ValueRef<'_>>],
     ) -> Result<Self::Rows> {
-        let start = text_arg(args, 0, "graph_traverse: start")?.unwrap_or_default();
+        // A NULL start (a join's row without one) reaches nothing, as NULL matches nothing.
+        let Some(start) = text_arg(args, 0, "graph_traverse: start")? else {
+            return Ok(Walk::default());
+        };
         let mut query = Traverse::from([start]).direction(direction(
             text_arg(args, 2, "graph_traverse: direction")?,
             Direction::Out,
@@ -120,7 +123,9 @@ impl TableFunction for NeighborsFn {
         conn: &Connection,
         args: &[Option<ValueRef<'_>>],
     ) -> Result<Self::Rows> {
-        let id = text_arg(args, 0, "graph_neighbors: id")?.unwrap_or_default();
+        let Some(id) = text_arg(args, 0, "graph_neighbors: id")? else {
+            return Ok(Vec::new());
+        };
         let rels = relations(text_arg(args, 1, "graph_neighbors: relation")?);
         let dir = direction(
             text_arg(args, 2, "graph_neighbors: direction")?,
@@ -169,8 +174,12 @@ impl TableFunction for PathFn {
         conn: &Connection,
         args: &[Option<ValueRef<'_>>],
     ) -> Result<Self::Rows> {
-        let from = text_arg(args, 0, "graph_shortest_path: from")?.unwrap_or_default();
-        let to = text_arg(args, 1, "graph_shortest_path: to")?.unwrap_or_default();
+        let (Some(from), Some(to)) = (
+            text_arg(args, 0, "graph_shortest_path: from")?,
+            text_arg(args, 1, "graph_shortest_path: to")?,
+        ) else {
+            return Ok(Self::Rows::default());
+        };
         let mut query = PathQuery::new().direction(direction(
             text_arg(args, 3, "graph_shortest_path: direction")?,
             Direction::Out,
