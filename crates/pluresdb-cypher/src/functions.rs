@@ -321,7 +321,14 @@ pub(crate) fn call(func: Func, args: Vec<Value>, env: &Env<'_>) -> Result<Value>
                     env.res.max_list()
                 )));
             }
-            List((0..count as i64).map(|i| Int(start + i * step)).collect())
+            // Every element lies between start and end, but `i * step` alone can
+            // overflow i64, so step in i128.
+            let (start, step) = (i128::from(start), i128::from(step));
+            List(
+                (0..count as i128)
+                    .map(|i| Int((start + i * step) as i64))
+                    .collect(),
+            )
         }
         Func::Coalesce => unreachable!("handled above"),
         Func::ToLower => string_fn(&args, "toLower", str::to_lowercase)?,
@@ -425,8 +432,13 @@ pub(crate) fn call(func: Func, args: Vec<Value>, env: &Env<'_>) -> Result<Value>
         Func::Ceil => float_fn(&args, "ceil", f64::ceil)?,
         Func::Floor => float_fn(&args, "floor", f64::floor)?,
         Func::Round => float_fn(&args, "round", |f| {
-            // Cypher rounds half up (towards positive infinity).
-            (f + 0.5).floor()
+            // Cypher rounds half up (towards positive infinity). `fract` is exact,
+            // unlike `f + 0.5`, which rounds before the floor.
+            if f.fract() == -0.5 {
+                f.trunc()
+            } else {
+                f.round()
+            }
         })?,
         Func::Sqrt => float_fn(&args, "sqrt", f64::sqrt)?,
         Func::Exp => float_fn(&args, "exp", f64::exp)?,

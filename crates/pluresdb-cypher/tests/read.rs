@@ -605,3 +605,31 @@ fn with_star_and_count_without_match() {
     let r = run(&mut g, "RETURN count(*) AS one");
     assert_eq!(rows(&r), json!([[1]]));
 }
+
+#[test]
+fn range_near_the_integer_limits_does_not_overflow() {
+    let mut g = social();
+    let r = run(
+        &mut g,
+        "RETURN range(-9223372036854775808, 9223372036854775807, 9223372036854775807), \
+         range(9223372036854775807, -9223372036854775808, -9223372036854775807)",
+    );
+    assert_eq!(
+        rows(&r),
+        json!([[[i64::MIN, -1, i64::MAX - 1], [i64::MAX, 0, -i64::MAX]]])
+    );
+}
+
+#[test]
+fn round_is_exact_and_rounds_half_up() {
+    let mut g = social();
+    let r = run(
+        &mut g,
+        "RETURN round(0.49999999999999994), round(4503599627370497.0), round(-2.5), \
+         round(2.5), round(-2.6), round(-0.4)",
+    );
+    assert_eq!(
+        rows(&r),
+        json!([[0.0, 4503599627370497.0, -2.0, 3.0, -3.0, -0.0]])
+    );
+}
