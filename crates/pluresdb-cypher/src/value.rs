@@ -97,21 +97,15 @@ impl Value {
         }
     }
 
-    fn as_f64(&self) -> Option<f64> {
-        match self {
-            Value::Int(i) => Some(*i as f64),
-            Value::Float(f) => Some(*f),
-            _ => None,
-        }
-    }
-
     /// Cypher `=`: `None` is null (unknown).
     pub fn equals(&self, other: &Value) -> Option<bool> {
         use Value::*;
         match (self, other) {
             (Null, _) | (_, Null) => None,
             (Int(a), Int(b)) => Some(a == b),
-            (Int(_) | Float(_), Int(_) | Float(_)) => num_eq(self, other),
+            (Int(_) | Float(_), Int(_) | Float(_)) => {
+                Some(num_cmp(self, other).is_some_and(Ordering::is_eq))
+            }
             (Bool(a), Bool(b)) => Some(a == b),
             (Str(a), Str(b)) => Some(a == b),
             (List(a), List(b)) => {
@@ -141,8 +135,7 @@ impl Value {
     pub fn compare(&self, other: &Value) -> Option<Ordering> {
         use Value::*;
         match (self, other) {
-            (Int(a), Int(b)) => Some(a.cmp(b)),
-            (Int(_) | Float(_), Int(_) | Float(_)) => self.as_f64()?.partial_cmp(&other.as_f64()?),
+            (Int(_) | Float(_), Int(_) | Float(_)) => num_cmp(self, other),
             (Str(a), Str(b)) => Some(a.cmp(b)),
             (Bool(a), Bool(b)) => Some(a.cmp(b)),
             (List(a), List(b)) => {
@@ -174,16 +167,11 @@ impl Value {
             Null => 8,
         };
         match (self, other) {
-            (Int(a), Int(b)) => a.cmp(b),
-            (Int(_) | Float(_), Int(_) | Float(_)) => {
-                let (a, b) = (self.as_f64().unwrap_or(0.0), other.as_f64().unwrap_or(0.0));
-                match (a.is_nan(), b.is_nan()) {
-                    (true, true) => Ordering::Equal,
-                    (true, false) => Ordering::Greater,
-                    (false, true) => Ordering::Less,
-                    _ => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
-                }
-            }
+            // NaN sorts after every other number.
+            (Int(_) | Float(_), Int(_) | Float(_)) => num_cmp(self, other).unwrap_or_else(|| {
+                let nan = |v: &Value| matches!(v, Float(f) if f.is_nan());
+                nan(self).cmp(&nan(other))
+            }),
             (Str(a), Str(b)) => a.cmp(b),
             (Bool(a), Bool(b)) => a.cmp(b),
             (List(a), List(b)) => lex_order(a.iter(), b.iter()),
@@ -239,13 +227,30 @@ impl Value {
     }
 }
 
-fn num_eq(a: &Value, b: &Value) -> Option<bool> {
-    // Compare exactly when one side is an integer beyond f64's exact range.
+/// Compares two numbers exactly (`None` for a non-number or NaN). Converting an
+/// integer to f64 instead would round it, and the order would stop being transitive.
+fn num_cmp(a: &Value, b: &Value) -> Option<Ordering> {
     match (a, b) {
-        (Value::Int(i), Value::Float(f)) | (Value::Float(f), Value::Int(i)) => Some(
-            f.fract() == 0.0 && *f >= i64::MIN as f64 && *f < i64::MAX as f64 && *f as i64 == *i,
-        ),
-        _ => Some(a.as_f64()? == b.as_f64()?),
+        (Value::Int(a), Value::Int(b)) => Some(a.cmp(b)),
+        (Value::Float(a), Value::Float(b)) => a.partial_cmp(b),
+        (Value::Int(i), Value::Float(f)) => int_float_cmp(*i, *f),
+        (Value::Float(f), Value::Int(i)) => int_float_cmp(*i, *f).map(Ordering::reverse),
+        _ => None,
+    }
+}
+
+fn int_float_cmp(i: i64, f: f64) -> Option<Ordering> {
+    // i64::MAX as f64 is 2^63, the first float above every i64.
+    if f.is_nan() {
+        None
+    } else if f >= i64::MAX as f64 {
+        Some(Ordering::Less)
+    } else if f < i64::MIN as f64 {
+        Some(Ordering::Greater)
+    } else {
+        // The whole part now fits in i64; when i equals it, i sits where it does to f.
+        let whole = f.trunc();
+        Some(i.cmp(&(whole as i64)).then(whole.partial_cmp(&f)?))
     }
 }
 
@@ -319,6 +324,33 @@ mod tests {
         vals.sort_by(|a, b| a.order(b));
         let names: Vec<_> = vals.iter().map(Value::type_name).collect();
         assert_eq!(names, ["STRING", "BOOLEAN", "FLOAT", "INTEGER", "NULL"]);
+    }
+
+    #[test]
+    fn integers_and_floats_compare_exactly() {
+        use Value::{Float, Int};
+        let big = 1_i64 << 53;
+        // 2^53 + 1 rounds to 2^53 as f64, but is greater than the float 2^53.
+        assert_eq!(
+            Int(big + 1).compare(&Float(big as f64)),
+            Some(Ordering::Greater)
+        );
+        assert_eq!(Int(big + 1).equals(&Float(big as f64)), Some(false));
+        assert_eq!(Float(big as f64).order(&Int(big + 1)), Ordering::Less);
+        assert_eq!(
+            Int(i64::MAX).compare(&Float(i64::MAX as f64)),
+            Some(Ordering::Less)
+        );
+        assert_eq!(
+            Int(i64::MIN).compare(&Float(i64::MIN as f64)),
+            Some(Ordering::Equal)
+        );
+        assert_eq!(Int(-3).compare(&Float(-3.5)), Some(Ordering::Greater));
+        assert_eq!(Int(-3).compare(&Float(-3.0)), Some(Ordering::Equal));
+        assert_eq!(Int(3).compare(&Float(3.5)), Some(Ordering::Less));
+        assert_eq!(Int(3).compare(&Float(f64::NAN)), None);
+        assert_eq!(Float(f64::NAN).order(&Int(i64::MAX)), Ordering::Greater);
+        assert_eq!(Float(f64::NAN).order(&Float(f64::NAN)), Ordering::Equal);
     }
 
     #[test]

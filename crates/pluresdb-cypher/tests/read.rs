@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value as Json, json};
 
 #[test]
 fn issue_example_end_to_end() {
@@ -632,4 +632,32 @@ fn round_is_exact_and_rounds_half_up() {
         rows(&r),
         json!([[0.0, 4503599627370497.0, -2.0, 3.0, -3.0, -0.0]])
     );
+}
+
+#[test]
+fn order_by_mixes_integers_and_floats_near_2_53() {
+    // Comparing through f64 made the order intransitive here, and the sort panicked.
+    let mut g = social();
+    let xs = "[9007199254740991.0,9007199254740992,9007199254740991,9007199254740993,\
+              9007199254740994,9007199254740990.0,9007199254740994.0,9007199254740992.0,\
+              9007199254740993,9007199254740992,9007199254740994.0,9007199254740990,\
+              9007199254740992,9007199254740992.0,9007199254740990,9007199254740992,\
+              9007199254740991,9007199254740991,9007199254740992.0,9007199254740994.0,\
+              9007199254740993]";
+    let exact = |v: &Json| {
+        v.as_i64()
+            .map_or_else(|| v.as_f64().unwrap() as i128, i128::from)
+    };
+    let r = run(&mut g, &format!("UNWIND {xs} AS x RETURN x ORDER BY x"));
+    let sorted: Vec<i128> = col(&r, 0).iter().map(exact).collect();
+    assert_eq!(sorted.len(), 21);
+    assert!(sorted.is_sorted(), "{sorted:?}");
+    // min() and max() keep the first of equal values, an integer or a float.
+    let r = run(
+        &mut g,
+        &format!("UNWIND {xs} AS x RETURN min(x), max(x), 9007199254740993 > 9007199254740992.0"),
+    );
+    let ends: Vec<i128> = r.rows[0][..2].iter().map(exact).collect();
+    assert_eq!(ends, [9007199254740990, 9007199254740994]);
+    assert_eq!(r.rows[0][2], json!(true));
 }
