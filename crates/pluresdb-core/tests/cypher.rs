@@ -207,3 +207,18 @@ fn property_keys_a_json_path_cannot_name_still_match() {
         .unwrap();
     assert_eq!(r.rows, vec![vec![json!("q")]]);
 }
+
+#[test]
+fn property_keys_with_backslashes_match_when_pushed_into_sql() {
+    let db = Database::open_in_memory().unwrap();
+    db.put("c", &json!({"a\\b": 1, "q\"r\\": 2})).unwrap();
+    db.put("d", &json!({"a\\b": 2})).unwrap();
+    for q in [
+        "MATCH (n {`a\\b`: 1}) RETURN n.id",
+        "MATCH (n {`q\"r\\`: 2}) RETURN n.id",
+        "MATCH (n) WHERE n.`a\\b` = 1 RETURN n.id",
+    ] {
+        let r = db.cypher(q, &json!({})).unwrap();
+        assert_eq!(r.rows, vec![vec![json!("c")]], "{q}");
+    }
+}

@@ -173,9 +173,26 @@ fn types_vectors_lists_and_filters() {
     assert_eq!(machine.node_type.as_deref(), Some("Machine"));
     assert!(machine.vector.is_some());
     let err = db
-        .find(&NodeQuery::new().where_field("a\"b", CompareOp::Eq, 1))
+        .find(&NodeQuery::new().where_field("", CompareOp::Eq, 1))
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn field_names_with_backslashes_quotes_and_control_characters_match() {
+    let db = Database::open_in_memory().unwrap();
+    let keys = ["a\\b", "say \"hi\"", "tab\there", "end\\"];
+    db.put(
+        "x",
+        &json!({keys[0]: 1, keys[1]: 2, keys[2]: 3, keys[3]: 4}),
+    )
+    .unwrap();
+    db.put("y", &json!({"a": 1})).unwrap();
+    for (i, key) in keys.into_iter().enumerate() {
+        let found = db.find(&NodeQuery::new().where_eq(key, i + 1)).unwrap();
+        let ids: Vec<_> = found.into_iter().map(|n| n.id).collect();
+        assert_eq!(ids, ["x"], "field {key:?}");
+    }
 }
 
 #[test]

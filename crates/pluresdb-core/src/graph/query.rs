@@ -191,17 +191,18 @@ impl NodeQuery {
 }
 
 /// The SQLite JSON path for a field name (or the path itself when it starts with `$`).
+/// The name is quoted as a JSON string, so backslashes and double quotes are escaped.
 pub(super) fn json_path(field: &str) -> Result<String> {
     if field.starts_with('$') {
         return Ok(field.to_owned());
     }
-    if field.is_empty() || field.contains('"') {
-        return Err(Error::invalid(format!(
-            "field name {field:?} cannot be queried: it must be non-empty and contain no double \
-             quote; use a JSON path such as $.a.b for nested fields"
-        )));
+    if field.is_empty() {
+        return Err(Error::invalid(
+            "an empty field name cannot be queried; name a field, or use a JSON path such as \
+             $.a.b for nested fields",
+        ));
     }
-    Ok(format!("$.\"{field}\""))
+    Ok(format!("$.{}", Json::String(field.to_owned())))
 }
 
 impl Database {
