@@ -28,6 +28,8 @@ pub(crate) struct Acc {
     is_float: bool,
     best: Option<Value>,
     items: Vec<Value>,
+    /// The weight of the distinct keys and collected items.
+    held: usize,
 }
 
 impl Acc {
@@ -41,6 +43,7 @@ impl Acc {
             is_float: false,
             best: None,
             items: Vec::new(),
+            held: 0,
         }
     }
 
@@ -53,10 +56,11 @@ impl Acc {
         if value.is_null() {
             return Ok(());
         }
-        if let Some(seen) = &mut self.seen
-            && !seen.insert(value.key())
-        {
-            return Ok(());
+        if let Some(seen) = &mut self.seen {
+            if !seen.insert(value.key()) {
+                return Ok(());
+            }
+            self.held += value.weight();
         }
         self.count += 1;
         match self.func {
@@ -105,7 +109,10 @@ impl Acc {
                     self.best = Some(value);
                 }
             }
-            AggFunc::Collect => self.items.push(value),
+            AggFunc::Collect => {
+                self.held += value.weight();
+                self.items.push(value);
+            }
         }
         Ok(())
     }
@@ -130,8 +137,9 @@ impl Acc {
         }
     }
 
-    /// Memory-relevant size (distinct keys and collected items).
+    /// Memory-relevant size: distinct keys and collected items, each by its
+    /// [`Value::weight`], so a collected list counts its elements.
     pub fn held(&self) -> usize {
-        self.items.len() + self.seen.as_ref().map_or(0, HashSet::len)
+        self.held
     }
 }

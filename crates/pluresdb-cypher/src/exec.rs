@@ -194,8 +194,8 @@ fn edge_json(e: &EdgeRecord) -> Json {
 pub(crate) fn too_many_rows(max: usize) -> CypherError {
     CypherError::limit(format!(
         "the query would hold more than {max} rows in memory (for ORDER BY, DISTINCT, \
-         aggregation, an update clause or the result); add a LIMIT or raise \
-         ExecOptions::max_rows"
+         aggregation, an update clause or the result; each element of a collected list \
+         counts as one); add a LIMIT or raise ExecOptions::max_rows"
     ))
 }
 

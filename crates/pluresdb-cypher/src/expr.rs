@@ -144,7 +144,7 @@ pub(crate) trait Resolver {
     fn node(&self, node: &NodeHandle) -> Result<Option<Rc<NodeRecord>>>;
     /// The edge's current version (it may have been changed by `SET` in this query).
     fn edge(&self, edge: &Rc<EdgeRecord>) -> Rc<EdgeRecord>;
-    /// The most elements a list built by a function may have.
+    /// The most elements a list built by a function or comprehension may have.
     fn max_list(&self) -> usize;
 }
 
@@ -406,6 +406,8 @@ fn eval_comprehension(
     };
     let mut row = env.row.to_vec();
     let mut out = Vec::with_capacity(items.len());
+    let max = env.res.max_list();
+    let mut held = 0usize;
     for item in items {
         row[slot] = item;
         let inner = Env {
@@ -418,10 +420,18 @@ fn eval_comprehension(
         {
             continue;
         }
-        out.push(match map {
+        let value = match map {
             Some(m) => eval(m, &inner)?,
             None => row[slot].clone(),
-        });
+        };
+        held = held.saturating_add(value.weight());
+        if held > max {
+            return Err(CypherError::limit(format!(
+                "a list comprehension would hold more than {max} values (each element of a \
+                 nested list counts); filter or shorten its list, or raise ExecOptions::max_rows"
+            )));
+        }
+        out.push(value);
     }
     Ok(Value::List(out))
 }

@@ -95,7 +95,9 @@ use backend::{Backend, ReadOnly, ReadWrite};
 pub struct ExecOptions {
     /// The most rows a query may hold at once: the result, and what `ORDER BY`, `DISTINCT`,
     /// aggregation and update clauses keep. Streaming steps (matching, filtering, `LIMIT`)
-    /// hold nothing. Exceeding it is an [`ErrorKind::Limit`] error. Default 1,000,000.
+    /// hold nothing. It also bounds the values one list may hold, counting the elements of
+    /// nested lists (`range()`, list comprehensions, `collect()`). Exceeding it is an
+    /// [`ErrorKind::Limit`] error. Default 1,000,000.
     pub max_rows: usize,
     /// The upper bound used for variable-length patterns without one (`*`, `*2..`).
     /// Explicit bounds (`*..50`) are taken as written. Default 15.

@@ -192,6 +192,16 @@ impl Value {
         }
     }
 
+    /// What a memory budget charges for this value: 1, plus the weight of each element
+    /// of a list or map, so nested lists count all their elements.
+    pub(crate) fn weight(&self) -> usize {
+        match self {
+            Value::List(items) => 1 + items.iter().map(Value::weight).sum::<usize>(),
+            Value::Map(map) => 1 + map.values().map(Value::weight).sum::<usize>(),
+            _ => 1,
+        }
+    }
+
     /// A hashable key with DISTINCT's notion of sameness (null equals null, 1 equals 1.0).
     pub fn key(&self) -> Key {
         match self {

@@ -181,3 +181,54 @@ fn row_caps() {
         "{e}"
     );
 }
+
+#[test]
+fn nested_lists_count_every_element_against_max_rows() {
+    let mut g = MemStore::new();
+    let opts = ExecOptions {
+        max_rows: 1000,
+        ..ExecOptions::default()
+    };
+    let p = params(json!({}));
+    let limit = |q: &str, needle: &str| {
+        let e = execute(&mut MemStore::new(), q, &p, &opts).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Limit, "{q}: {e}");
+        assert!(e.message().contains(needle), "{q}: {e}");
+    };
+    // Each inner list is under the limit; together they are not.
+    limit(
+        "RETURN size([x IN range(1, 100) | range(1, 100)])",
+        "a list comprehension would hold more than 1000 values",
+    );
+    limit(
+        "UNWIND range(1, 100) AS x RETURN size(collect(range(1, 100)))",
+        "more than 1000 rows",
+    );
+    limit(
+        "UNWIND range(1, 100) AS x RETURN count(DISTINCT range(1, x))",
+        "more than 1000 rows",
+    );
+    // Constant pattern properties are evaluated when compiling, under the same limit.
+    limit(
+        "MATCH (n {x: size(range(1, 5000))}) RETURN n",
+        "range() would make a list of 5000 elements",
+    );
+    let r = execute(
+        &mut g,
+        "UNWIND range(1, 10) AS x RETURN size([y IN range(1, 10) | range(1, 10)]), \
+         size(collect(range(1, 10)))",
+        &p,
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(rows(&r), json!([[10, 10]]));
+    // The reviewer's query: ~10^10 elements, which aborted on allocation.
+    let e = execute(
+        &mut g,
+        "RETURN size([x IN range(1, 100000) | range(1, 100000)])",
+        &p,
+        &ExecOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Limit);
+}

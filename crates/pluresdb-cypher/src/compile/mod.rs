@@ -84,8 +84,8 @@ struct Compiler<'a> {
     agg_scope: Option<Vec<Var>>,
 }
 
-/// A resolver for constant expressions (no nodes involved).
-struct NoData;
+/// A resolver for constant expressions (no nodes involved), with the list limit.
+struct NoData(usize);
 
 impl Resolver for NoData {
     fn node(&self, _: &NodeHandle) -> Result<Option<std::rc::Rc<crate::store::NodeRecord>>> {
@@ -98,7 +98,7 @@ impl Resolver for NoData {
         edge.clone()
     }
     fn max_list(&self) -> usize {
-        usize::MAX
+        self.0
     }
 }
 

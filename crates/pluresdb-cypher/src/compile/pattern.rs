@@ -66,7 +66,7 @@ impl Compiler<'_> {
 
     pub(super) fn constant(&self, e: &CExpr) -> Result<Option<Value>> {
         if e.is_constant() {
-            Ok(Some(eval(e, &Env::new(&[], &NoData))?))
+            Ok(Some(eval(e, &Env::new(&[], &NoData(self.opts.max_rows)))?))
         } else {
             Ok(None)
         }
