@@ -17,45 +17,46 @@ use crate::store::{Dir, EdgeRecord};
 use crate::value::{NodeHandle, PathValue, Value};
 
 /// Runs `steps` on `row`, calling `emit` for each complete match. Steps overwrite their own
-/// slots in `row` as they go.
+/// slots in `row` as they go. Filters and paths loop rather than recurse, so only scans and
+/// expansions (bounded by the parser) deepen the stack.
 pub(crate) fn run_steps(
-    steps: &[Step],
+    mut steps: &[Step],
     row: &mut Row,
     cx: &Ctx<'_>,
     emit: &mut dyn FnMut(&Row) -> Result<Flow>,
 ) -> Result<Flow> {
-    let Some((step, rest)) = steps.split_first() else {
-        return emit(row);
-    };
-    match step {
-        Step::Filter(cond) => {
-            if truthy(&eval(cond, &cx.env(row))?)? {
-                run_steps(rest, row, cx, emit)
-            } else {
-                Ok(Flow::Continue)
+    loop {
+        let Some((step, rest)) = steps.split_first() else {
+            return emit(row);
+        };
+        match step {
+            Step::Filter(cond) => {
+                if !truthy(&eval(cond, &cx.env(row))?)? {
+                    return Ok(Flow::Continue);
+                }
             }
+            Step::Path { slot, elems } => row[*slot] = build_path(elems, row)?,
+            Step::Scan {
+                slot,
+                ids,
+                label,
+                props,
+            } => {
+                return scan(
+                    *slot,
+                    ids.as_ref(),
+                    label.as_deref(),
+                    props,
+                    rest,
+                    row,
+                    cx,
+                    emit,
+                );
+            }
+            Step::Expand(x) if x.range.is_some() => return var_expand(x, rest, row, cx, emit),
+            Step::Expand(x) => return expand(x, rest, row, cx, emit),
         }
-        Step::Scan {
-            slot,
-            ids,
-            label,
-            props,
-        } => scan(
-            *slot,
-            ids.as_ref(),
-            label.as_deref(),
-            props,
-            rest,
-            row,
-            cx,
-            emit,
-        ),
-        Step::Expand(x) if x.range.is_some() => var_expand(x, rest, row, cx, emit),
-        Step::Expand(x) => expand(x, rest, row, cx, emit),
-        Step::Path { slot, elems } => {
-            row[*slot] = build_path(elems, row)?;
-            run_steps(rest, row, cx, emit)
-        }
+        steps = rest;
     }
 }
 

@@ -232,3 +232,113 @@ fn nested_lists_count_every_element_against_max_rows() {
     .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Limit);
 }
+
+/// Runs `f` on a 2 MB stack, the default for spawned threads.
+fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn long_queries_at_the_limits_run_on_a_small_stack() {
+    let counts = on_small_stack(|| {
+        let mut g = chain(100);
+        let wide: serde_json::Map<_, _> =
+            (0..10_000).map(|i| (format!("k{i}"), json!(i))).collect();
+        g.add_node("wide", None, wide.into());
+        let deep = "- ".repeat(60);
+        [
+            // 50 clauses, 49 of them matching.
+            format!("{}RETURN {deep}count(*)", "MATCH ({id: 'c0'}) ".repeat(49)),
+            // A 24-hop chain (49 patterns) then 48 more clauses.
+            format!(
+                "MATCH (a {{id: 'c0'}}){} {}RETURN {deep}count(*)",
+                "-->()".repeat(24),
+                "WITH * ".repeat(48)
+            ),
+            // 50 comma-separated patterns.
+            format!(
+                "MATCH {} RETURN {deep}count(*)",
+                (0..50)
+                    .map(|i| format!("(n{i} {{id: 'c0'}})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            // Filters loop: many properties and conjuncts add no depth.
+            format!(
+                "MATCH (n {{{}}}) WHERE {} RETURN {deep}count(*)",
+                (0..10_000)
+                    .map(|i| format!("k{i}: {i}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                vec!["n.k1 = 1"; 80].join(" AND ")
+            ),
+        ]
+        .map(|q| rows(&run(&mut g, &q)))
+    });
+    assert_eq!(counts.to_vec(), vec![json!([[1]]); 4]);
+}
+
+#[test]
+fn too_long_queries_are_errors_not_stack_overflows() {
+    let mut g = chain(30);
+    for (q, message) in [
+        (
+            format!("WITH 1 AS x {}RETURN x", "WITH x AS x ".repeat(20_000)),
+            "the query has more than 50 clauses; split it into several queries",
+        ),
+        (
+            format!("{}RETURN 1", "MATCH (a) ".repeat(50)),
+            "the query has more than 50 clauses",
+        ),
+        (
+            format!(
+                "MATCH {} RETURN count(*)",
+                (0..1000)
+                    .map(|i| format!("(n{i})"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            "the query matches more than 50 node and relationship patterns; split it into \
+             several queries, or use a variable-length relationship",
+        ),
+        (
+            format!(
+                "MATCH ({{id: 'c0'}}){} RETURN count(*)",
+                "-->()".repeat(2000)
+            ),
+            "the query matches more than 50 node and relationship patterns",
+        ),
+        (
+            format!("MATCH ({{id: 'c0'}}){} RETURN count(*)", "-->()".repeat(25)),
+            "the query matches more than 50 node and relationship patterns",
+        ),
+        (
+            format!(
+                "MATCH (a){} MERGE (b)-[:N]->(c) RETURN count(*)",
+                "-->()".repeat(24)
+            ),
+            "the query matches more than 50 node and relationship patterns",
+        ),
+        (
+            format!("MATCH (n) SET n.{} = 1", vec!["a"; 100_000].join(".")),
+            "the expression chains more than 250 operators",
+        ),
+        (
+            format!("MATCH (n) REMOVE n.{}", vec!["a"; 100_000].join(".")),
+            "the expression chains more than 250 operators",
+        ),
+    ] {
+        let e = fail(&mut g, &q);
+        assert_eq!(e.kind(), ErrorKind::Syntax, "{e}");
+        assert!(e.message().starts_with(message), "{e}");
+    }
+    // Each UNION part counts alone.
+    let part = format!("MATCH ({{id: 'c0'}}){} RETURN 1 AS x", "-->()".repeat(24));
+    let q = format!("{part} UNION {part}");
+    assert_eq!(rows(&run(&mut g, &q)), json!([[1]]));
+}

@@ -66,7 +66,7 @@ impl Parser<'_> {
     }
 
     /// One more chained operator; an error past [`MAX_LINKS`].
-    fn link(&mut self) -> Result<()> {
+    pub(super) fn link(&mut self) -> Result<()> {
         self.links += 1;
         if self.links > MAX_LINKS {
             return Err(self.error_at(

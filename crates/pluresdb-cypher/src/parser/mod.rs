@@ -53,6 +53,14 @@ const RESERVED: &[&str] = &[
     "FALSE",
 ];
 
+/// The most clauses in one query (each `UNION` part counts alone). Running a query
+/// recurses once per clause, so this bounds its stack use.
+const MAX_CLAUSES: usize = 50;
+
+/// The most node and relationship patterns that `MATCH`, `OPTIONAL MATCH` and `MERGE` may
+/// match in one query (each `UNION` part counts alone); matching recurses once per pattern.
+const MAX_MATCHED: usize = 50;
+
 const CLAUSES: &str = "a clause (MATCH, OPTIONAL MATCH, UNWIND, WITH, RETURN, CREATE, MERGE, SET, \
                        REMOVE, DELETE)";
 
@@ -65,6 +73,7 @@ pub(crate) fn parse_statement(src: &str) -> Result<Statement> {
         pos: 0,
         depth: 0,
         links: 0,
+        matched: 0,
     };
     let mut parts = vec![p.single_query()?];
     let mut union_all = Vec::new();
@@ -89,6 +98,8 @@ struct Parser<'a> {
     /// Operators and property lookups chained in the current top-level expression (each
     /// adds a level to the tree, though not to the parser's recursion).
     links: usize,
+    /// Node and relationship patterns to match so far in this query part.
+    matched: usize,
 }
 
 impl Parser<'_> {
@@ -207,8 +218,20 @@ impl Parser<'_> {
 
     fn single_query(&mut self) -> Result<SingleQuery> {
         let mut clauses = Vec::new();
+        self.matched = 0;
+        let mut start = self.peek().span.start;
         while let Some(clause) = self.clause()? {
+            if clauses.len() == MAX_CLAUSES {
+                return Err(self.error_at(
+                    start,
+                    format!(
+                        "the query has more than {MAX_CLAUSES} clauses; split it into several \
+                         queries"
+                    ),
+                ));
+            }
             clauses.push(clause);
+            start = self.peek().span.start;
         }
         if clauses.is_empty() {
             return Err(self.expected(CLAUSES));
@@ -276,7 +299,7 @@ impl Parser<'_> {
     }
 
     fn match_body(&mut self, optional: bool) -> Result<Match> {
-        let patterns = self.patterns()?;
+        let patterns = self.comma_list(Parser::matched_pattern)?;
         let where_ = if self.eat_kw("WHERE") {
             Some(self.expr()?)
         } else {
@@ -290,7 +313,7 @@ impl Parser<'_> {
     }
 
     fn merge(&mut self) -> Result<Clause> {
-        let pattern = self.pattern()?;
+        let pattern = self.matched_pattern()?;
         let (mut on_create, mut on_match) = (Vec::new(), Vec::new());
         while self.at_kw("ON") {
             self.bump();
@@ -392,7 +415,9 @@ impl Parser<'_> {
             }
             let mut target = Expr::new(ExprKind::Var(var.name.clone()), var.span);
             let mut key = None;
+            p.links = 0;
             while p.eat(&Tok::Dot) {
+                p.link()?;
                 let k = p.name("a property name")?;
                 if let Some(prev) = key.replace(k.clone()) {
                     let prev: Ident = prev;
@@ -433,7 +458,9 @@ impl Parser<'_> {
         let mut target = Expr::new(ExprKind::Var(var.name.clone()), var.span);
         self.expect(&Tok::Dot, "'.' or ':'")?;
         let mut key = self.name("a property name")?;
+        self.links = 0;
         while self.eat(&Tok::Dot) {
+            self.link()?;
             let next = self.name("a property name")?;
             let span = target.span.to(key.span);
             target = Expr::new(ExprKind::Property(Box::new(target), key.name), span);
@@ -454,6 +481,23 @@ impl Parser<'_> {
 
     fn patterns(&mut self) -> Result<Vec<PathPattern>> {
         self.comma_list(Parser::pattern)
+    }
+
+    /// A pattern to match, counted against [`MAX_MATCHED`].
+    fn matched_pattern(&mut self) -> Result<PathPattern> {
+        let pattern = self.pattern()?;
+        self.matched += 1 + 2 * pattern.steps.len();
+        if self.matched > MAX_MATCHED {
+            return Err(self.error_at(
+                pattern.span.start,
+                format!(
+                    "the query matches more than {MAX_MATCHED} node and relationship patterns; \
+                     split it into several queries, or use a variable-length relationship such \
+                     as -[*5]-> for a long chain"
+                ),
+            ));
+        }
+        Ok(pattern)
     }
 
     fn pattern(&mut self) -> Result<PathPattern> {
