@@ -268,7 +268,12 @@ impl<'p> Op<'p> {
 }
 
 /// Hands `row` to the first operator of `ops`.
-fn push(ops: &mut [Op<'_>], mut row: Row, cx: &Ctx<'_>) -> Result<Flow> {
+fn push(ops: &mut [Op<'_>], row: Row, cx: &Ctx<'_>) -> Result<Flow> {
+    crate::stack::deeper(|| push_here(ops, row, cx))
+}
+
+/// [`push`] on the current stack segment.
+fn push_here(ops: &mut [Op<'_>], mut row: Row, cx: &Ctx<'_>) -> Result<Flow> {
     let Some((op, rest)) = ops.split_first_mut() else {
         return Ok(Flow::Continue);
     };
@@ -332,34 +337,36 @@ fn push(ops: &mut [Op<'_>], mut row: Row, cx: &Ctx<'_>) -> Result<Flow> {
     }
 }
 
-/// Tells the first operator of `ops` that no more rows come; it flushes what it holds.
-fn finish(ops: &mut [Op<'_>], store: &mut dyn Backend, state: &mut State) -> Result<()> {
-    let Some((op, rest)) = ops.split_first_mut() else {
-        return Ok(());
-    };
-    match op {
-        Op::Project(p) => {
-            let cx = Ctx {
-                store: &*store,
-                state: &*state,
-            };
-            p.finish(rest, &cx)?;
-        }
-        Op::Write { plan, rows } => {
-            let out = run_write(plan, std::mem::take(rows), store, state)?;
-            let cx = Ctx {
-                store: &*store,
-                state: &*state,
-            };
-            for row in out {
-                if push(rest, row, &cx)? == Flow::Stop {
-                    break;
+/// Tells each operator of `ops`, in order, that no more rows come: each flushes what it
+/// holds to the ones after it.
+fn finish(mut ops: &mut [Op<'_>], store: &mut dyn Backend, state: &mut State) -> Result<()> {
+    // A loop, not a recursion per operator: a query may have thousands of clauses.
+    while let Some((op, rest)) = ops.split_first_mut() {
+        match op {
+            Op::Project(p) => {
+                let cx = Ctx {
+                    store: &*store,
+                    state: &*state,
+                };
+                p.finish(rest, &cx)?;
+            }
+            Op::Write { plan, rows } => {
+                let out = run_write(plan, std::mem::take(rows), store, state)?;
+                let cx = Ctx {
+                    store: &*store,
+                    state: &*state,
+                };
+                for row in out {
+                    if push(rest, row, &cx)? == Flow::Stop {
+                        break;
+                    }
                 }
             }
+            Op::Read(_) | Op::Return { .. } => {}
         }
-        Op::Read(_) | Op::Return { .. } => {}
+        ops = rest;
     }
-    finish(rest, store, state)
+    Ok(())
 }
 
 /// One group of an aggregating projection.

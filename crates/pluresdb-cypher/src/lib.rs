@@ -78,6 +78,7 @@ mod matchplan;
 mod mem;
 mod parser;
 mod plan;
+mod stack;
 mod store;
 mod value;
 mod write;

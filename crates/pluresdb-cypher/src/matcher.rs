@@ -17,9 +17,19 @@ use crate::store::{Dir, EdgeRecord};
 use crate::value::{NodeHandle, PathValue, Value};
 
 /// Runs `steps` on `row`, calling `emit` for each complete match. Steps overwrite their own
-/// slots in `row` as they go. Filters and paths loop rather than recurse, so only scans and
-/// expansions (bounded by the parser) deepen the stack.
+/// slots in `row` as they go. Filters and paths loop rather than recurse; scans and expansions
+/// recurse, on a new stack segment when the stack runs low ([`crate::stack`]).
 pub(crate) fn run_steps(
+    steps: &[Step],
+    row: &mut Row,
+    cx: &Ctx<'_>,
+    emit: &mut dyn FnMut(&Row) -> Result<Flow>,
+) -> Result<Flow> {
+    crate::stack::deeper(|| run_steps_here(steps, row, cx, emit))
+}
+
+/// [`run_steps`] on the current stack segment.
+fn run_steps_here(
     mut steps: &[Step],
     row: &mut Row,
     cx: &Ctx<'_>,

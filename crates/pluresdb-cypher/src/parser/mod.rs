@@ -53,13 +53,15 @@ const RESERVED: &[&str] = &[
     "FALSE",
 ];
 
-/// The most clauses in one query (each `UNION` part counts alone). Running a query
-/// recurses once per clause, so this bounds its stack use.
-const MAX_CLAUSES: usize = 50;
+/// The most clauses in one query (each `UNION` part counts alone). Running a query recurses
+/// once per clause (on the heap once the stack runs low, see `crate::stack`), so this bounds
+/// the memory a query's text can make it use.
+const MAX_CLAUSES: usize = 10_000;
 
-/// The most node and relationship patterns that `MATCH`, `OPTIONAL MATCH` and `MERGE` may
-/// match in one query (each `UNION` part counts alone); matching recurses once per pattern.
-const MAX_MATCHED: usize = 50;
+/// The most node and relationship patterns one `MATCH`, `OPTIONAL MATCH` or `MERGE` clause
+/// may match: planning the order to match a clause's patterns in takes time that grows faster
+/// than their number (1,000 take seconds in a debug build).
+const MAX_MATCHED: usize = 1_000;
 
 const CLAUSES: &str = "a clause (MATCH, OPTIONAL MATCH, UNWIND, WITH, RETURN, CREATE, MERGE, SET, \
                        REMOVE, DELETE)";
@@ -98,7 +100,7 @@ struct Parser<'a> {
     /// Operators and property lookups chained in the current top-level expression (each
     /// adds a level to the tree, though not to the parser's recursion).
     links: usize,
-    /// Node and relationship patterns to match so far in this query part.
+    /// Node and relationship patterns to match so far in this clause.
     matched: usize,
 }
 
@@ -218,7 +220,6 @@ impl Parser<'_> {
 
     fn single_query(&mut self) -> Result<SingleQuery> {
         let mut clauses = Vec::new();
-        self.matched = 0;
         let mut start = self.peek().span.start;
         while let Some(clause) = self.clause()? {
             if clauses.len() == MAX_CLAUSES {
@@ -299,6 +300,7 @@ impl Parser<'_> {
     }
 
     fn match_body(&mut self, optional: bool) -> Result<Match> {
+        self.matched = 0;
         let patterns = self.comma_list(Parser::matched_pattern)?;
         let where_ = if self.eat_kw("WHERE") {
             Some(self.expr()?)
@@ -313,6 +315,7 @@ impl Parser<'_> {
     }
 
     fn merge(&mut self) -> Result<Clause> {
+        self.matched = 0;
         let pattern = self.matched_pattern()?;
         let (mut on_create, mut on_match) = (Vec::new(), Vec::new());
         while self.at_kw("ON") {
@@ -491,8 +494,8 @@ impl Parser<'_> {
             return Err(self.error_at(
                 pattern.span.start,
                 format!(
-                    "the query matches more than {MAX_MATCHED} node and relationship patterns; \
-                     split it into several queries, or use a variable-length relationship such \
+                    "the clause matches more than {MAX_MATCHED} node and relationship patterns; \
+                     split it into several clauses or queries, or use a variable-length relationship such \
                      as -[*5]-> for a long chain"
                 ),
             ));
