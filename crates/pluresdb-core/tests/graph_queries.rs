@@ -171,6 +171,15 @@ fn paths_filters_and_algorithms() {
     assert_eq!(km.nodes, ["a", "b", "c", "d", "e"]);
     assert_eq!(km.relations, ["road"; 4]);
     assert_eq!(km.cost, 5.0);
+    // A misspelled weight field: no edge has it, which is said rather than "no path".
+    let err = db
+        .shortest_path("a", "e", &PathQuery::new().relation("road").weight("kms"))
+        .unwrap_err();
+    assert!(err.message().contains("numeric field \"kms\""), "{err}");
+    assert!(
+        err.message().contains("check the weight field's name"),
+        "{err}"
+    );
     assert!(
         db.shortest_path("e", "b", &PathQuery::new().relation("road"))
             .unwrap()

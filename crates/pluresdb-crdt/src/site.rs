@@ -49,7 +49,8 @@ impl FromStr for SiteId {
 
     fn from_str(s: &str) -> Result<SiteId, ParseSiteIdError> {
         let err = || ParseSiteIdError(s.to_owned());
-        if s.len() != 32 || !s.is_ascii() {
+        // `from_str_radix` takes a leading `+`: only hex digits are a site id.
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(err());
         }
         let mut out = [0u8; 16];
@@ -73,6 +74,8 @@ mod tests {
         let err = "xyz".parse::<SiteId>().unwrap_err();
         assert!(err.to_string().contains("32 hexadecimal digits"), "{err}");
         assert!("zz".repeat(16).parse::<SiteId>().is_err());
+        // A sign is not a digit, though `u8::from_str_radix` takes one.
+        assert!(format!("+1{}", "ab".repeat(15)).parse::<SiteId>().is_err());
         assert_eq!(SiteId::from_slice(&[1; 15]), None);
     }
 }

@@ -243,11 +243,31 @@ enum Op<'p> {
     Write {
         plan: &'p OpPlan,
         rows: Vec<Row>,
+        /// What `rows` weigh ([`row_weight`]).
+        held: usize,
     },
     Return {
         slots: &'p [usize],
         rows: Vec<Vec<Json>>,
+        /// What `rows` weigh ([`row_weight`]).
+        held: usize,
     },
+}
+
+/// What the row budget (`max_rows`) charges for a row of `values`: 1, plus the elements of
+/// the lists and maps in it, so rows of scalars count as rows and rows holding large lists
+/// count their elements too.
+fn row_weight<'v>(values: impl Iterator<Item = &'v Value>) -> usize {
+    values.fold(1, |w, v| w.saturating_add(v.weight() - 1))
+}
+
+/// Adds `weight` to `held`; fails past the row budget.
+fn charge(held: &mut usize, weight: usize, cx: &Ctx<'_>) -> Result<()> {
+    *held = held.saturating_add(weight);
+    if *held > cx.state.opts.max_rows {
+        return Err(too_many_rows(cx.state.opts.max_rows));
+    }
+    Ok(())
 }
 
 impl<'p> Op<'p> {
@@ -257,10 +277,12 @@ impl<'p> Op<'p> {
             OpPlan::Return { slots } => Op::Return {
                 slots,
                 rows: Vec::new(),
+                held: 0,
             },
             p if p.writes() => Op::Write {
                 plan: p,
                 rows: Vec::new(),
+                held: 0,
             },
             p => Op::Read(p),
         }
@@ -316,22 +338,18 @@ fn push_here(ops: &mut [Op<'_>], mut row: Row, cx: &Ctx<'_>) -> Result<Flow> {
         }
         Op::Read(other) => unreachable!("not a read operator: {other:?}"),
         Op::Project(p) => p.push(row, rest, cx),
-        Op::Write { rows, .. } => {
+        Op::Write { rows, held, .. } => {
+            charge(held, row_weight(row.iter()), cx)?;
             rows.push(row);
-            if rows.len() > cx.state.opts.max_rows {
-                return Err(too_many_rows(cx.state.opts.max_rows));
-            }
             Ok(Flow::Continue)
         }
-        Op::Return { slots, rows } => {
+        Op::Return { slots, rows, held } => {
+            charge(held, row_weight(slots.iter().map(|&s| &row[s])), cx)?;
             let out = slots
                 .iter()
                 .map(|&s| cx.output(&row[s]))
                 .collect::<Result<Vec<_>>>()?;
             rows.push(out);
-            if rows.len() > cx.state.opts.max_rows {
-                return Err(too_many_rows(cx.state.opts.max_rows));
-            }
             Ok(Flow::Continue)
         }
     }
@@ -350,7 +368,8 @@ fn finish(mut ops: &mut [Op<'_>], store: &mut dyn Backend, state: &mut State) ->
                 };
                 p.finish(rest, &cx)?;
             }
-            Op::Write { plan, rows } => {
+            Op::Write { plan, rows, held } => {
+                *held = 0;
                 let out = run_write(plan, std::mem::take(rows), store, state)?;
                 let cx = Ctx {
                     store: &*store,

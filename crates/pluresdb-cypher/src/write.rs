@@ -166,9 +166,19 @@ impl Writer<'_> {
         if let Some(id) = &id
             && self.store.node(id)?.is_some()
         {
-            return Err(CypherError::runtime(format!(
-                "a node with id {id:?} already exists; use MERGE to match or create it"
-            )));
+            // MERGE creates a node only when its whole pattern matched nothing: the id is
+            // taken by a node with another label or other properties (or, for a path, the
+            // node exists but the rest of the pattern does not).
+            return Err(CypherError::runtime(if merge {
+                format!(
+                    "MERGE would create a node with id {id:?}, but a node with that id exists \
+                     and does not match the whole pattern (another label or other properties, \
+                     or the rest of the path is missing); MERGE the node by its id alone, then \
+                     SET its label and properties or MERGE the relationship from it"
+                )
+            } else {
+                format!("a node with id {id:?} already exists; use MERGE to match or create it")
+            }));
         }
         let rec = self
             .store

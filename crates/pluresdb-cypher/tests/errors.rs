@@ -318,4 +318,24 @@ fn deeply_nested_input_is_an_error_not_a_crash() {
     assert_eq!(rows(&run(&mut g, &q)), json!([[1]]));
     let q = format!("RETURN {}1{}", "[".repeat(60), "]".repeat(60));
     assert_eq!(run(&mut g, &q).rows.len(), 1);
+    // A parameter built in code may nest deeper than JSON text can: refused past 128 levels.
+    let nested = |levels: usize| {
+        let mut v = json!(1);
+        for i in 0..levels {
+            v = if i % 2 == 0 {
+                json!([v])
+            } else {
+                json!({"k": v})
+            };
+        }
+        v
+    };
+    let e = fail_p(&mut g, "RETURN size($p)", json!({"p": nested(1000)}));
+    assert!(
+        e.message()
+            .starts_with("parameter $p nests lists and maps more than 128 levels deep"),
+        "{e}"
+    );
+    let ok = run_p(&mut g, "RETURN $p IS NULL", json!({"p": nested(128)}));
+    assert_eq!(rows(&ok), json!([[false]]));
 }

@@ -208,6 +208,24 @@ fn nested_lists_count_every_element_against_max_rows() {
         "UNWIND range(1, 100) AS x RETURN count(DISTINCT range(1, x))",
         "more than 1000 rows",
     );
+    // Result rows and rows waiting for an update clause count their lists' elements too;
+    // rows of scalars count one each.
+    limit(
+        "UNWIND range(1, 100) AS x RETURN range(1, 100)",
+        "more than 1000 rows",
+    );
+    limit(
+        "UNWIND range(1, 100) AS x WITH x, range(1, 100) AS l CREATE (:N {l: l})",
+        "more than 1000 rows",
+    );
+    let r = execute(
+        &mut MemStore::new(),
+        "UNWIND range(1, 900) AS x RETURN x, x + 1 AS y, x + 2 AS z",
+        &p,
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(r.rows.len(), 900);
     // Constant pattern properties are evaluated when compiling, under the same limit.
     limit(
         "MATCH (n {x: size(range(1, 5000))}) RETURN n",

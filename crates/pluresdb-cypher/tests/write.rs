@@ -169,6 +169,28 @@ fn merge_is_idempotent() {
 }
 
 #[test]
+fn merge_on_an_id_taken_by_a_node_that_does_not_match_says_why() {
+    let mut g = MemStore::new();
+    run(&mut g, "CREATE (:Person {id: 'ada', name: 'Ada'})");
+    for q in [
+        "MERGE (n:Robot {id: 'ada'})",
+        "MERGE (a {id: 'ada'})-[:KNOWS]->(b {id: 'bob'})",
+    ] {
+        let e = fail(&mut g, q);
+        assert!(
+            e.message().contains("does not match the whole pattern"),
+            "{q}: {e}"
+        );
+        assert!(!e.message().contains("use MERGE"), "{q}: {e}");
+    }
+    let e = fail(&mut g, "CREATE (n {id: 'ada'})");
+    assert!(
+        e.message().contains("use MERGE to match or create it"),
+        "{e}"
+    );
+}
+
+#[test]
 fn merge_relationship_patterns() {
     let mut g = social();
     // Undirected MERGE matches either direction...

@@ -402,6 +402,16 @@ pub(crate) fn run_path(
             if let Some(e) = failure {
                 return Err(e);
             }
+            // Edges without the field are left out of the walk; when every edge it looked at
+            // lacked it, the field name is the likelier problem than the graph.
+            if matches!(found, Ok(None)) && !cache.is_empty() && cache.values().all(Option::is_none)
+            {
+                return Err(Error::invalid(format!(
+                    "no path: none of the {} edges the walk reached has a numeric field {field:?} \
+                     (edges without it are left out); check the weight field's name",
+                    cache.len()
+                )));
+            }
             found
         }
     }

@@ -34,6 +34,33 @@ struct Var {
     kind: VarKind,
 }
 
+/// The deepest nesting of lists and maps a parameter may have (what parsing JSON text
+/// allows); values are converted recursively, so a deeper one built in code would overflow
+/// the stack.
+const MAX_PARAM_DEPTH: usize = 128;
+
+/// Fails for a parameter nested deeper than [`MAX_PARAM_DEPTH`].
+fn check_param_depth(params: &Map<String, Json>) -> Result<()> {
+    for (name, value) in params {
+        let mut open = vec![(value, 1)];
+        while let Some((v, depth)) = open.pop() {
+            let inner: Vec<&Json> = match v {
+                Json::Array(items) => items.iter().collect(),
+                Json::Object(map) => map.values().collect(),
+                _ => continue,
+            };
+            if depth > MAX_PARAM_DEPTH {
+                return Err(CypherError::runtime(format!(
+                    "parameter ${name} nests lists and maps more than {MAX_PARAM_DEPTH} levels \
+                     deep; flatten it"
+                )));
+            }
+            open.extend(inner.into_iter().map(|c| (c, depth + 1)));
+        }
+    }
+    Ok(())
+}
+
 /// Compiles a statement.
 pub(crate) fn compile(
     src: &str,
@@ -41,6 +68,7 @@ pub(crate) fn compile(
     params: &Map<String, Json>,
     opts: &ExecOptions,
 ) -> Result<Plan> {
+    check_param_depth(params)?;
     let mut parts = Vec::new();
     for part in &st.parts {
         let mut c = Compiler {
