@@ -62,6 +62,22 @@ fn bad_node_input_is_refused_and_nothing_changes() {
     assert!(err.message().contains("component 1 is inf"), "{err}");
     let err = db.set_type("missing", Some("T")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
+    // Data nested past what can be read back is refused, for nodes and edges alike (it was
+    // stored, and then every listing of nodes failed).
+    let nested = |levels: usize| {
+        let mut v = json!(1);
+        for _ in 0..levels {
+            v = json!([v]);
+        }
+        json!({ "d": v })
+    };
+    let err = db.put("deep", &nested(200)).unwrap_err();
+    assert!(err.message().contains("more than 100 levels deep"), "{err}");
+    db.put("m", &nested(99)).unwrap();
+    let err = db.link("n", "r", "m", Some(&nested(200))).unwrap_err();
+    assert!(err.message().contains("more than 100 levels deep"), "{err}");
+    assert_eq!(db.list("").unwrap().len(), 2);
+    db.delete("m").unwrap();
     assert_eq!(
         json!(db.get_node("n").unwrap().unwrap().data),
         json!({"keep": true})

@@ -706,6 +706,15 @@ fn embedded_columns_follow_their_text_and_hybrid_search_fuses_both_rankings() {
         db.text_search("notes", "morning", 10, None).unwrap().len(),
         2
     );
+    // A filter may name the indexed columns and rowid (they were ambiguous in the join).
+    for (filter, want) in [("body LIKE 'quiet%'", vec![5]), ("rowid < 5", vec![4])] {
+        assert_eq!(
+            db.text_search("notes", "morning", 10, Some(filter))
+                .unwrap(),
+            want,
+            "{filter}"
+        );
+    }
     let hits = db
         .hybrid_search("notes", "green morning", None, 3, None)
         .unwrap();
@@ -765,4 +774,81 @@ fn dropping_one_index_never_hides_later_writes_from_another() {
         .unwrap();
     let hits = db.vector_search("a", vec![0.5, 50.0], 1, None).unwrap();
     assert_eq!(hits[0].rowid, 11, "the new row is found");
+}
+
+#[test]
+fn an_index_whose_table_was_dropped_or_column_renamed_says_so_and_can_be_made_again() {
+    let db = Database::open_in_memory().unwrap();
+    let make = "CREATE TABLE docs(id INTEGER PRIMARY KEY, e BLOB)";
+    db.exec(make).unwrap();
+    db.exec("INSERT INTO docs VALUES (1, vec_f32('[1, 0]')), (2, vec_f32('[0, 1]'))")
+        .unwrap();
+    db.create_vector_index("docs", "e", &VectorIndexOptions::default())
+        .unwrap();
+    let nearest = |db: &Database| {
+        db.all_as::<(i64,)>(
+            "SELECT rowid FROM vector_search('docs', 'e', '[1, 0]', 1)",
+            (),
+        )
+    };
+    assert_eq!(nearest(&db).unwrap(), [(1,)]);
+    // Dropped and made again: the old index's triggers went with the table.
+    db.exec(&format!("DROP TABLE docs; {make}")).unwrap();
+    db.exec("INSERT INTO docs VALUES (7, vec_f32('[1, 0]'))")
+        .unwrap();
+    let err = nearest(&db).unwrap_err();
+    assert!(err.message().contains("was dropped"), "{err}");
+    assert!(
+        err.message()
+            .contains("pluresdb_vector_index_drop('docs', 'e')"),
+        "{err}"
+    );
+    // Creating it again replaces the stale one, and new rows are found.
+    db.create_vector_index("docs", "e", &VectorIndexOptions::default())
+        .unwrap();
+    db.exec("INSERT INTO docs VALUES (8, vec_f32('[0, 1]'))")
+        .unwrap();
+    assert_eq!(nearest(&db).unwrap(), [(7,)]);
+    // A renamed column: an error, not an empty result.
+    db.exec("ALTER TABLE docs RENAME COLUMN e TO emb").unwrap();
+    let err = nearest(&db).unwrap_err();
+    assert!(err.message().contains("docs.e no longer exists"), "{err}");
+    // The drop function refuses a call without arguments instead of panicking.
+    let err = db
+        .value("SELECT pluresdb_vector_index_drop()", ())
+        .unwrap_err();
+    assert!(
+        err.message()
+            .contains("use pluresdb_vector_index_drop(table"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_text_index_survives_its_table_being_made_again_and_can_be_dropped() {
+    let db = Database::open_in_memory().unwrap();
+    let make = "CREATE TABLE docs(id INTEGER PRIMARY KEY, title TEXT, body TEXT)";
+    db.exec(make).unwrap();
+    db.exec("INSERT INTO docs VALUES (1, 'red bike', 'old')")
+        .unwrap();
+    db.create_text_index("docs", &["title"]).unwrap();
+    assert_eq!(db.text_search("docs", "red", 5, None).unwrap(), [1]);
+    // Dropped and made again: creating the index again replaces the stale one.
+    db.exec(&format!("DROP TABLE docs; {make}")).unwrap();
+    db.create_text_index("docs", &["title"]).unwrap();
+    db.exec("INSERT INTO docs VALUES (2, 'red car', 'new')")
+        .unwrap();
+    assert_eq!(db.text_search("docs", "red", 5, None).unwrap(), [2]);
+    // Other columns: refused with the way out, which works.
+    let err = db
+        .create_text_index("docs", &["title", "body"])
+        .unwrap_err();
+    assert!(
+        err.message().contains("db.drop_text_index(\"docs\")"),
+        "{err}"
+    );
+    assert!(db.drop_text_index("docs").unwrap());
+    assert!(!db.drop_text_index("docs").unwrap());
+    db.create_text_index("docs", &["title", "body"]).unwrap();
+    assert_eq!(db.text_search("docs", "new", 5, None).unwrap(), [2]);
 }

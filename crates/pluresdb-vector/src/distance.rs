@@ -132,12 +132,18 @@ impl Kernels {
 
 /// Scales `v` to unit length; errors for the zero vector.
 pub fn normalize(v: &mut [f32]) -> Result<(), VectorError> {
-    let norm = (Kernels::detect().dot)(v, v).sqrt();
+    // Summed in f64: an f32 sum of squares overflows for components past about 1e19 and
+    // underflows below 1e-19, which took such vectors for zero vectors.
+    let norm = v
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
     if norm == 0.0 || !norm.is_finite() {
         return Err(VectorError::ZeroVector);
     }
     for x in v.iter_mut() {
-        *x /= norm;
+        *x = (f64::from(*x) / norm) as f32;
     }
     Ok(())
 }
@@ -358,5 +364,14 @@ mod tests {
             25.0
         ));
         assert_eq!(normalize(&mut [0.0, 0.0]), Err(VectorError::ZeroVector));
+        // Squares past f32's range either way: still a direction.
+        for x in [1e30f32, 1e-30] {
+            let mut v = vec![x, x];
+            normalize(&mut v).unwrap();
+            assert!(
+                close(v[0], std::f32::consts::FRAC_1_SQRT_2, 1.0),
+                "{x}: {v:?}"
+            );
+        }
     }
 }

@@ -52,10 +52,15 @@ impl ExactSearch {
             Metric::InnerProduct => 1.0 - (self.kernels.dot)(&self.query, v),
             Metric::Cosine => {
                 let norm = (self.kernels.dot)(v, v).sqrt();
-                if norm == 0.0 || !norm.is_finite() {
-                    return Err(VectorError::ZeroVector);
+                if norm.is_normal() {
+                    1.0 - (self.kernels.dot)(&self.query, v) / norm
+                } else {
+                    // Components so large or small that the f32 sum of squares overflows or
+                    // underflows: normalize a copy in f64 (zero vectors stay refused).
+                    let mut unit = v.to_vec();
+                    normalize(&mut unit)?;
+                    1.0 - (self.kernels.dot)(&self.query, &unit)
                 }
-                1.0 - (self.kernels.dot)(&self.query, v) / norm
             }
         };
         if self.top.len() < self.k {
@@ -105,5 +110,16 @@ mod tests {
         assert_eq!(s.offer(3, &[0.0, 0.0]), Err(VectorError::ZeroVector));
         assert_eq!(s.finish()[0].label, 2);
         assert!(ExactSearch::new(Metric::L2, &[1.0], 0).is_err());
+        // Components whose squares overflow or underflow f32 still have a direction.
+        let mut s = ExactSearch::new(Metric::Cosine, &[1e30, 1e30], 3).unwrap();
+        s.offer(1, &[1.0, 0.0]).unwrap();
+        s.offer(2, &[1e30, 1e30]).unwrap();
+        s.offer(3, &[1e-30, 1e-30]).unwrap();
+        let got = s.finish();
+        assert_eq!(
+            got.iter().map(|n| n.label).collect::<Vec<_>>(),
+            vec![2, 3, 1]
+        );
+        assert!(got[0].distance.abs() < 1e-6 && got[1].distance.abs() < 1e-6);
     }
 }

@@ -133,6 +133,7 @@ pub(crate) fn check_id(what: &str, id: &str) -> Result<()> {
 
 /// Requires a JSON object, with a message that shows how to fix it.
 pub(crate) fn as_object<'j>(what: &str, json: &'j Json) -> Result<&'j Map<String, Json>> {
+    check_depth(what, json)?;
     json.as_object().ok_or_else(|| {
         let kind = match json {
             Json::Null => "null",
@@ -151,11 +152,40 @@ pub(crate) fn as_object<'j>(what: &str, json: &'j Json) -> Result<&'j Map<String
 pub(crate) fn parse_object(text: &str) -> Result<Map<String, Json>> {
     match serde_json::from_str(text) {
         Ok(Json::Object(map)) => Ok(map),
-        Ok(_) | Err(_) => Err(Error::new(
+        Ok(_) => Err(Error::new(
             crate::ErrorKind::Corrupt,
             format!("stored JSON is not an object: {}", truncate(text, 80)),
         )),
+        Err(e) => Err(Error::new(
+            crate::ErrorKind::Corrupt,
+            format!("stored JSON cannot be read ({e}): {}", truncate(text, 80)),
+        )),
     }
+}
+
+/// The deepest nesting of objects and arrays stored in node or edge data (the object itself
+/// counts 1): reading JSON back stops at 128 levels, so deeper data could be written but
+/// never read again.
+pub(crate) const MAX_JSON_DEPTH: usize = 100;
+
+/// Fails when `json` nests objects and arrays deeper than [`MAX_JSON_DEPTH`].
+fn check_depth(what: &str, json: &Json) -> Result<()> {
+    let mut open = vec![(json, 1)];
+    while let Some((v, depth)) = open.pop() {
+        let inner: Vec<&Json> = match v {
+            Json::Array(items) => items.iter().collect(),
+            Json::Object(map) => map.values().collect(),
+            _ => continue,
+        };
+        if depth > MAX_JSON_DEPTH {
+            return Err(Error::invalid(format!(
+                "{what} nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; \
+                 flatten it (store the deep part as a JSON string if it must be kept as is)"
+            )));
+        }
+        open.extend(inner.into_iter().map(|c| (c, depth + 1)));
+    }
+    Ok(())
 }
 
 fn truncate(text: &str, max: usize) -> &str {

@@ -130,6 +130,47 @@ pub(crate) fn tables_exist(conn: &Connection) -> Result<bool> {
 /// Maps what users write (`nodes`, a table name) to the stored table and column. `column` may be
 /// empty when the table has exactly one vector index.
 pub(crate) fn find(conn: &Connection, table: &str, column: &str) -> Result<IndexDef> {
+    let def = find_def(conn, table, column)?;
+    check_current(conn, &def)?;
+    Ok(def)
+}
+
+/// Fails when `def` no longer fits its table: the table was dropped (which drops the index's
+/// triggers, so a table made again under that name would never be indexed), or the column
+/// was renamed or dropped (the index would read nothing).
+fn check_current(conn: &Connection, def: &IndexDef) -> Result<()> {
+    let trigger: String = trigger_name(def, "ins")
+        .trim_matches('"')
+        .replace("\"\"", "\"");
+    let has_trigger = conn
+        .prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?1")?
+        .exists([&trigger])?;
+    let has_column = def.table == NODES_TABLE
+        || conn
+            .prepare_cached("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2 COLLATE NOCASE")?
+            .exists([&def.table, &def.column])?;
+    if has_trigger && has_column {
+        return Ok(());
+    }
+    let what = if has_trigger {
+        format!(
+            "{}.{} no longer exists (the column or the table was renamed or dropped)",
+            def.table, def.column
+        )
+    } else {
+        format!("{} was dropped (and perhaps made again) since", def.table)
+    };
+    Err(Error::invalid(format!(
+        "the vector index {} no longer fits its table: {what}; drop it with SELECT \
+         pluresdb_vector_index_drop('{}', '{}') and create it again",
+        def.name(),
+        def.table,
+        def.column
+    )))
+}
+
+/// The definition of the index on `table`.`column` as stored, current or not (see [`find`]).
+fn find_def(conn: &Connection, table: &str, column: &str) -> Result<IndexDef> {
     let table = if table.eq_ignore_ascii_case(NODES_NAME) {
         NODES_TABLE
     } else {
@@ -288,7 +329,13 @@ pub(crate) fn create(
     .map_err(|e| Error::invalid(e.to_string()))?;
     conn.execute_batch(TABLES)?;
     crate::index_log::create(conn)?;
-    if let Ok(existing) = find(conn, &table, &column) {
+    if let Ok(existing) = find_def(conn, &table, &column)
+        && check_current(conn, &existing).is_err()
+    {
+        // Left behind by a dropped table or a renamed column: replaced by a new index.
+        drop_index(conn, &existing.table, &existing.column)?;
+    }
+    if let Ok(existing) = find_def(conn, &table, &column) {
         let same = new.metric.is_none_or(|m| m == existing.metric)
             && new.dim.is_none_or(|d| Some(d) == existing.dim)
             && new
@@ -323,7 +370,7 @@ pub(crate) fn create(
             new.embed_from,
         ],
     )?;
-    let def = find(conn, &table, &column)?;
+    let def = find_def(conn, &table, &column)?;
     create_triggers(conn, &def)?;
     // Existing rows: check them now (a bad one refuses the index) and fix the dimension.
     let mut dim = def.dim;
@@ -490,7 +537,7 @@ fn create_triggers(conn: &Connection, def: &IndexDef) -> Result<()> {
 
 /// Drops an index: its triggers, log, saved graph and definition. Returns whether it existed.
 pub(crate) fn drop_index(conn: &Connection, table: &str, column: &str) -> Result<Option<IndexDef>> {
-    let def = match find(conn, table, column) {
+    let def = match find_def(conn, table, column) {
         Ok(def) => def,
         Err(e) if e.kind() == crate::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),

@@ -5,7 +5,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use pluresdb_vector::{Kernels, Metric};
+use pluresdb_vector::Metric;
 use rusqlite::Connection;
 use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::ValueRef;
@@ -73,26 +73,31 @@ pub(crate) fn register_pure(conn: &Connection) -> Result<()> {
         pluresdb_vector::normalize(&mut v).map_err(user_function_error)?;
         Ok(Some(to_blob(&v)))
     })?;
+    // In f64: these are one-off calls, and f32 sums overflow or underflow for components
+    // past about 1e19 or below 1e-19 (NaN became NULL; a real cosine of 0 was an error).
     conn.create_scalar_function("vec_distance_l2", 2, pure, |ctx| {
-        Ok(pair(ctx, "vec_distance_l2")?
-            .map(|(a, b)| f64::from((Kernels::detect().l2)(&a, &b).sqrt())))
+        Ok(pair(ctx, "vec_distance_l2")?.map(|(a, b)| {
+            a.iter()
+                .zip(&b)
+                .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        }))
     })?;
     conn.create_scalar_function("vec_distance_dot", 2, pure, |ctx| {
-        Ok(pair(ctx, "vec_distance_dot")?
-            .map(|(a, b)| f64::from(1.0 - (Kernels::detect().dot)(&a, &b))))
+        Ok(pair(ctx, "vec_distance_dot")?.map(|(a, b)| 1.0 - dot64(&a, &b)))
     })?;
     conn.create_scalar_function("vec_distance_cosine", 2, pure, |ctx| {
         let Some((a, b)) = pair(ctx, "vec_distance_cosine")? else {
             return Ok(None);
         };
-        let k = Kernels::detect();
-        let norms = ((k.dot)(&a, &a) * (k.dot)(&b, &b)).sqrt();
+        let norms = (dot64(&a, &a) * dot64(&b, &b)).sqrt();
         if norms == 0.0 {
             return Err(user_function_error(
                 "vec_distance_cosine: a zero vector has no direction",
             ));
         }
-        Ok(Some(f64::from(1.0 - (k.dot)(&a, &b) / norms)))
+        Ok(Some(1.0 - dot64(&a, &b) / norms))
     })?;
     // Used by the index triggers.
     conn.create_scalar_function("pluresdb_vector_dim", 1, pure, |ctx| {
@@ -112,6 +117,22 @@ pub(crate) fn register_pure(conn: &Connection) -> Result<()> {
         Ok(rusqlite::types::Null)
     })?;
     Ok(())
+}
+
+/// The dot product of `a` and `b` (of equal length), summed in f64.
+fn dot64(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum()
+}
+
+/// Argument `i` of a function call as text; `usage` when it is not text.
+fn text(ctx: &Context<'_>, i: usize, usage: &str) -> rusqlite::Result<String> {
+    match ctx.get_raw(i) {
+        ValueRef::Text(t) => Ok(String::from_utf8_lossy(t).into_owned()),
+        _ => Err(user_function_error(usage)),
+    }
 }
 
 /// Registers what needs the database's vector state: `pluresdb_embed(text)` and the
@@ -141,14 +162,14 @@ pub(crate) fn register_stateful(
         return Ok(());
     }
     let direct = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DIRECTONLY;
+    const CREATE_USAGE: &str =
+        "use pluresdb_vector_index(table, column [, metric [, options_json]]) with text arguments";
     conn.create_scalar_function("pluresdb_vector_index", -1, direct, move |ctx| {
         if !(2..=4).contains(&ctx.len()) {
-            return Err(user_function_error(
-                "use pluresdb_vector_index(table, column [, metric [, options_json]])",
-            ));
+            return Err(user_function_error(CREATE_USAGE));
         }
-        let table: String = ctx.get(0)?;
-        let column: String = ctx.get(1)?;
+        let table = text(ctx, 0, CREATE_USAGE)?;
+        let column = text(ctx, 1, CREATE_USAGE)?;
         let metric: Option<String> = if ctx.len() > 2 { ctx.get(2)? } else { None };
         let options: Option<String> = if ctx.len() > 3 { ctx.get(3)? } else { None };
         let new = NewIndex::from_json(metric.as_deref(), options.as_deref())
@@ -160,10 +181,14 @@ pub(crate) fn register_stateful(
         Ok(def.name())
     })?;
     let r = registry.clone();
+    const DROP_USAGE: &str = "use pluresdb_vector_index_drop(table [, column]) with text arguments";
     conn.create_scalar_function("pluresdb_vector_index_drop", -1, direct, move |ctx| {
-        let table: String = ctx.get(0)?;
-        let column: String = if ctx.len() > 1 {
-            ctx.get(1)?
+        if !(1..=2).contains(&ctx.len()) {
+            return Err(user_function_error(DROP_USAGE));
+        }
+        let table = text(ctx, 0, DROP_USAGE)?;
+        let column = if ctx.len() > 1 {
+            text(ctx, 1, DROP_USAGE)?
         } else {
             String::new()
         };
@@ -221,5 +246,18 @@ mod tests {
         assert!(err.contains("different lengths (1 and 2)"), "{err}");
         let err = one("SELECT vec_f32('[1, nope]')").unwrap_err().to_string();
         assert!(err.contains("JSON array of numbers"), "{err}");
+        // Components whose squares leave f32's range: real answers, not NULL or an error.
+        assert_eq!(
+            one("SELECT round(vec_distance_cosine('[1e30, 1e30]', '[1e30, 1e30]'), 9)").unwrap(),
+            V::Real(0.0)
+        );
+        assert_eq!(
+            one("SELECT vec_distance_dot('[1e30, 1e30]', '[1e30, -1e30]')").unwrap(),
+            V::Real(1.0)
+        );
+        assert_eq!(
+            one("SELECT vec_to_json(vec_normalize('[1e-30, 0]'))").unwrap(),
+            V::Text("[1,0]".into())
+        );
     }
 }

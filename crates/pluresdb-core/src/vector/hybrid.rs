@@ -95,12 +95,16 @@ fn create_text_index_on(conn: &Connection, table: &str, columns: &[&str]) -> Res
             e => Err(e),
         })?;
     let list = columns.join(",");
-    if let Some(existing) = exists {
+    // A table dropped since took the index's triggers: the index is replaced.
+    if exists.is_some() && !trigger_exists(conn, &format!("{fts}_ai"))? {
+        drop_text_index_on(conn, table)?;
+    } else if let Some(existing) = exists {
         if existing == list {
             return Ok(fts);
         }
         return Err(Error::invalid(format!(
-            "{table} already has a text index on {existing}; drop it first"
+            "{table} already has a text index on {existing}; drop it first with \
+             db.drop_text_index(\"{table}\")"
         )));
     }
     let cols = columns
@@ -146,7 +150,52 @@ fn create_text_index_on(conn: &Connection, table: &str, columns: &[&str]) -> Res
     Ok(fts)
 }
 
+/// Whether the trigger `name` exists.
+fn trigger_exists(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?1")?
+        .exists([name])?)
+}
+
+/// Drops `table`'s text index (its triggers, its FTS table and its definition); false when
+/// it has none.
+fn drop_text_index_on(conn: &Connection, table: &str) -> Result<bool> {
+    let fts = fts_name(table);
+    let known = conn
+        .query_row(
+            "SELECT 1 FROM _pluresdb_text_indexes WHERE tbl = ?1",
+            [table],
+            |_| Ok(()),
+        )
+        .optional()
+        .or_else(|e| match e {
+            rusqlite::Error::SqliteFailure(..) => Ok(None),
+            e => Err(e),
+        })?
+        .is_some();
+    if !known {
+        return Ok(false);
+    }
+    for what in ["ai", "ad", "au"] {
+        conn.execute_batch(&format!(
+            "DROP TRIGGER IF EXISTS {}",
+            quote(&format!("{fts}_{what}"))
+        ))?;
+    }
+    conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(&fts)))?;
+    conn.execute("DELETE FROM _pluresdb_text_indexes WHERE tbl = ?1", [table])?;
+    Ok(true)
+}
+
 impl Database {
+    /// Drops the full-text index of `table` (for `"nodes"`: of their data); returns whether
+    /// there was one.
+    pub fn drop_text_index(&self, table: &str) -> Result<bool> {
+        self.require_graph()?;
+        let table = resolve(table);
+        self.transaction(|db| db.with_writer_conn(|c| drop_text_index_on(c, table)))
+    }
+
     /// Creates a full-text index (SQLite FTS5, bm25 ranking) over text `columns` of `table`
     /// (for `"nodes"`: over their data), kept up to date by triggers. Creating the same index
     /// again is a no-op.
@@ -175,7 +224,16 @@ impl Database {
         } else {
             ""
         };
-        let filter = filter.map(|f| format!(" AND ({f})")).unwrap_or_default();
+        // In a subquery on the table alone: the text index shares column names (and `rowid`)
+        // with it, which made the filter's names ambiguous in the join.
+        let filter = filter
+            .map(|f| {
+                format!(
+                    " AND t.rowid IN (SELECT rowid FROM {} WHERE {f})",
+                    quote(table)
+                )
+            })
+            .unwrap_or_default();
         let sql = format!(
             "SELECT f.rowid FROM {fts} f JOIN {t} t ON t.rowid = f.rowid
              WHERE {fts} MATCH ?1{alive}{filter} ORDER BY bm25({fts}) LIMIT ?2",
