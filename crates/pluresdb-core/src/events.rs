@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 
-use parking_lot::{Mutex, ReentrantMutex, RwLock};
+use parking_lot::{Mutex, RwLock};
 
 use crate::graph::{Edge, Node};
 
@@ -109,7 +109,7 @@ enum Listener {
 #[derive(Default)]
 pub(crate) struct EventHub {
     pending: Mutex<Vec<Change>>,
-    committed: Mutex<Vec<Change>>,
+    committed: Mutex<Committed>,
     /// `committed` is not empty (checked after every write without taking the lock).
     has_committed: AtomicBool,
     listeners: RwLock<Vec<(SubscriptionId, Arc<Listener>)>>,
@@ -118,7 +118,42 @@ pub(crate) struct EventHub {
     active: AtomicBool,
     /// Somebody listens to every change: row changes are worth recording.
     wants_rows: AtomicBool,
-    deliver: ReentrantMutex<()>,
+}
+
+/// Changes committed but not yet delivered.
+#[derive(Default)]
+struct Committed {
+    changes: Vec<Change>,
+    /// A thread is delivering: it also delivers whatever is queued meanwhile, so no other
+    /// thread waits for it (a handler may be waiting for that thread).
+    delivering: bool,
+}
+
+/// The right to deliver ([`Committed::delivering`]), given up when nothing is queued, or
+/// on unwinding.
+struct Delivering<'a>(&'a EventHub, bool);
+
+impl Delivering<'_> {
+    /// The changes queued now; `None` (and the right given up, under the same lock, so no
+    /// commit is left behind) when there are none.
+    fn next_batch(&mut self) -> Option<Vec<Change>> {
+        let mut committed = self.0.committed.lock();
+        self.0.has_committed.store(false, Ordering::Release);
+        if committed.changes.is_empty() {
+            committed.delivering = false;
+            self.1 = false;
+            return None;
+        }
+        Some(std::mem::take(&mut committed.changes))
+    }
+}
+
+impl Drop for Delivering<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.committed.lock().delivering = false;
+        }
+    }
 }
 
 impl EventHub {
@@ -148,7 +183,7 @@ impl EventHub {
     pub(crate) fn on_commit(&self) {
         let mut pending = self.pending.lock();
         if !pending.is_empty() {
-            self.committed.lock().append(&mut pending);
+            self.committed.lock().changes.append(&mut pending);
             self.has_committed.store(true, Ordering::Release);
         }
     }
@@ -158,17 +193,27 @@ impl EventHub {
         self.pending.lock().clear();
     }
 
-    /// Delivers committed changes to listeners, in commit order.
+    /// Delivers committed changes to listeners, in commit order, each once. When another
+    /// thread (or an outer call on this one, from a handler) is delivering, returns at once
+    /// and leaves the changes queued for it.
     pub(crate) fn deliver_committed(&self) {
         if !self.has_committed.load(Ordering::Acquire) {
             return;
         }
-        let _order = self.deliver.lock();
-        let changes = {
+        {
             let mut committed = self.committed.lock();
-            self.has_committed.store(false, Ordering::Release);
-            std::mem::take(&mut *committed)
-        };
+            if committed.delivering {
+                return;
+            }
+            committed.delivering = true;
+        }
+        let mut delivering = Delivering(self, true);
+        while let Some(changes) = delivering.next_batch() {
+            self.deliver(&changes);
+        }
+    }
+
+    fn deliver(&self, changes: &[Change]) {
         let listeners: Vec<_> = self
             .listeners
             .read()
@@ -176,7 +221,7 @@ impl EventHub {
             .map(|(id, l)| (*id, l.clone()))
             .collect();
         let mut closed = Vec::new();
-        for change in &changes {
+        for change in changes {
             for (id, listener) in &listeners {
                 let keep =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &**listener {

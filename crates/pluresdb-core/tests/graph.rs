@@ -350,6 +350,37 @@ fn on_fires_after_commit_with_the_new_value_and_never_for_rollbacks() {
 }
 
 #[test]
+fn a_callback_waiting_for_a_write_on_another_thread_does_not_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path().join("cb.db")).unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s = seen.clone();
+    let _all = db.on("*", move |c| s.lock().unwrap().push(c.id.clone()));
+    let d2 = db.clone();
+    let _sub = db.on("user*", move |c| {
+        let (d3, id) = (d2.clone(), format!("audit-{}", c.id));
+        // The worker's put commits, then finds this thread delivering and returns.
+        std::thread::spawn(move || d3.put(&id, &json!({"seen": true})).map(|_| ()))
+            .join()
+            .unwrap()
+            .unwrap();
+    });
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let d4 = db.clone();
+    std::thread::spawn(move || {
+        let r = d4.put("user1", &json!({"a": 1})).map(|_| ());
+        let _ = done_tx.send(r.and_then(|_| d4.put("user2", &json!({})).map(|_| ())));
+    });
+    let result = done_rx.recv_timeout(Duration::from_secs(10));
+    assert!(matches!(result, Ok(Ok(()))), "deadlocked: {result:?}");
+    // Every change once, in commit order: each audit write after the change that caused it.
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["user1", "audit-user1", "user2", "audit-user2"]
+    );
+}
+
+#[test]
 fn on_change_streams_nodes_edges_and_sql_rows() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path().join("s.db")).unwrap();

@@ -9,7 +9,9 @@ use crate::events::{Change, ChangeStream, NodeChange, NodeFilter, SubscriptionId
 impl Database {
     /// Calls `callback` after every commit that wrote or deleted a matching node:
     /// `"user:1"` watches one id, `"user:*"` every id with that prefix, `"*"` all.
-    /// Callbacks run on the committing thread, after the commit; keep them short.
+    /// Callbacks run on the committing thread, after the commit; keep them short. Changes
+    /// committed while a thread is delivering (by a callback, or by a thread it waits for)
+    /// are delivered by that thread, in commit order, after the current callback returns.
     pub fn on(
         &self,
         pattern: &str,
