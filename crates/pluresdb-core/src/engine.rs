@@ -458,14 +458,16 @@ impl Engine {
         }
         let writer = self.writer()?;
         let conn = &writer.state().conn;
+        let run = || {
+            let undone = UndoneChanges::start(&self.hub, conn.get());
+            undone.end(conn.with_statement(info.id, sql, |c, s| f(c, s, info)))
+        };
         let Some(observer) = self.active_observer() else {
-            return conn.with_statement(info.id, sql, |c, s| f(c, s, info));
+            return run();
         };
         let (tx_control, readonly) = self.classify_on_writer(conn, sql, info)?;
         let wrap = Cell::new(false);
-        observed_write(observer, conn.get(), tx_control, readonly, &wrap, || {
-            conn.with_statement(info.id, sql, |c, s| f(c, s, info))
-        })
+        observed_write(observer, conn.get(), tx_control, readonly, &wrap, run)
     }
 
     /// Sets the change-capture observer (once, when replication starts).
@@ -687,6 +689,47 @@ impl ObservedStatement {
 /// and those triggers' rows stay but are not sent.)
 fn failure_kept_changes(conn: &Connection, before: u64) -> bool {
     !conn.is_autocommit() && conn.total_changes() != before && conn.changes() > 0
+}
+
+/// Forgets the change notifications of a statement that failed and whose rows SQLite undid.
+pub(crate) struct UndoneChanges<'a> {
+    hub: &'a EventHub,
+    conn: &'a Connection,
+    mark: usize,
+    /// The writer's `total_changes` before the statement ran.
+    before: u64,
+}
+
+impl<'a> UndoneChanges<'a> {
+    pub(crate) fn start(hub: &'a EventHub, conn: &'a Connection) -> Self {
+        UndoneChanges::at(hub, conn, hub.pending_len(), conn.total_changes())
+    }
+
+    /// From a mark and `total_changes` taken before the statement ran.
+    pub(crate) fn at(hub: &'a EventHub, conn: &'a Connection, mark: usize, before: u64) -> Self {
+        UndoneChanges {
+            hub,
+            conn,
+            mark,
+            before,
+        }
+    }
+
+    /// Passes on the statement's result, after [`failed`](Self::failed) when it is an error.
+    pub(crate) fn end<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.failed();
+        }
+        result
+    }
+
+    /// The statement failed: forgets its changes unless it kept some (see
+    /// [`failure_kept_changes`]).
+    pub(crate) fn failed(&self) {
+        if !failure_kept_changes(self.conn, self.before) {
+            self.hub.truncate_pending(self.mark);
+        }
+    }
 }
 
 /// Commits the open transaction with its captures written first; a transaction that must not

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 pub(crate) use script_split::is_complete;
 use script_split::next_statement;
 
-use crate::engine::{Engine, SqlInfo, observed_write, sql_error};
+use crate::engine::{Engine, SqlInfo, UndoneChanges, observed_write, sql_error};
 use crate::error::{Error, Result};
 use crate::params::{Binder, Params};
 use crate::row::{Columns, FromRow, Row, RowRef};
@@ -130,7 +130,8 @@ impl Engine {
             });
             let before = conn.total_changes();
             let readonly = stmt.readonly();
-            let mut run = || -> Result<Vec<Row>> {
+            let undone = UndoneChanges::start(&self.hub, conn);
+            let mut read = || -> Result<Vec<Row>> {
                 let mut rows_out = Vec::new();
                 let mut rows = stmt.raw_query();
                 loop {
@@ -149,6 +150,7 @@ impl Engine {
                     }
                 }
             };
+            let mut run = || undone.end(read());
             let rows_out = match self.active_observer() {
                 Some(observer) => {
                     observed_write(observer, conn, tx_control, readonly, &Cell::new(false), run)?

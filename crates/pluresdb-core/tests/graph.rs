@@ -380,6 +380,52 @@ fn a_callback_waiting_for_a_write_on_another_thread_does_not_deadlock() {
     );
 }
 
+fn row_events(stream: &pluresdb_core::ChangeStream) -> Vec<(RowOp, i64)> {
+    stream
+        .drain()
+        .into_iter()
+        .filter_map(|c| match c {
+            Change::Row(r) => Some((r.op, r.rowid)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn on_change_skips_rows_of_statements_that_failed_in_a_transaction() {
+    let db = Database::open_in_memory().unwrap();
+    db.exec("CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT UNIQUE)")
+        .unwrap();
+    let stream = db.on_change();
+    db.transaction(|tx| {
+        tx.run("INSERT INTO t(b) VALUES ('keep')", ())?;
+        // SQLite undoes each failing statement's rows; run, exec and iterate alike.
+        assert!(
+            tx.run("INSERT INTO t(b) VALUES ('p1'), ('p2'), ('keep')", ())
+                .is_err()
+        );
+        assert!(tx.exec("INSERT INTO t(b) VALUES ('p3'), ('keep')").is_err());
+        let rows = tx.iterate("INSERT INTO t(b) VALUES ('p4'), ('keep') RETURNING a", ())?;
+        assert!(rows.collect::<Result<Vec<_>, _>>().is_err());
+        // OR FAIL keeps the rows changed before the failure: they are reported.
+        assert!(
+            tx.run("INSERT OR FAIL INTO t(b) VALUES ('f1'), ('keep')", ())
+                .is_err()
+        );
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+    assert_eq!(
+        db.all_as::<(i64, String)>("SELECT a, b FROM t", ())
+            .unwrap(),
+        [(1, "keep".to_string()), (2, "f1".to_string())]
+    );
+    assert_eq!(
+        row_events(&stream),
+        [(RowOp::Insert, 1), (RowOp::Insert, 2)]
+    );
+}
+
 #[test]
 fn on_change_streams_nodes_edges_and_sql_rows() {
     let dir = tempfile::tempdir().unwrap();
