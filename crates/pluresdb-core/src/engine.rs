@@ -460,7 +460,11 @@ impl Engine {
         let conn = &writer.state().conn;
         let run = || {
             let undone = UndoneChanges::start(&self.hub, conn.get());
-            undone.end(conn.with_statement(info.id, sql, |c, s| f(c, s, info)))
+            let result = undone.end(conn.with_statement(info.id, sql, |c, s| f(c, s, info)));
+            if result.is_ok() {
+                self.hub.savepoint_ran(sql);
+            }
+            result
         };
         let Some(observer) = self.active_observer() else {
             return run();

@@ -109,6 +109,8 @@ enum Listener {
 #[derive(Default)]
 pub(crate) struct EventHub {
     pending: Mutex<Vec<Change>>,
+    /// Savepoints opened in SQL, innermost last, with the pending length when each opened.
+    savepoints: Mutex<Vec<(String, usize)>>,
     committed: Mutex<Committed>,
     /// `committed` is not empty (checked after every write without taking the lock).
     has_committed: AtomicBool,
@@ -118,6 +120,36 @@ pub(crate) struct EventHub {
     active: AtomicBool,
     /// Somebody listens to every change: row changes are worth recording.
     wants_rows: AtomicBool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SavepointOp {
+    Open,
+    Release,
+    RollbackTo,
+}
+
+/// The savepoint statement `sql` is, with its name lowercased (as SQLite compares them).
+/// Leading comments and names with spaces are not recognized.
+fn savepoint_statement(sql: &str) -> Option<(SavepointOp, String)> {
+    let sql = sql.trim().trim_end_matches(';').to_ascii_lowercase();
+    let words: Vec<&str> = sql.split_whitespace().collect();
+    let (op, name) = match words.as_slice() {
+        ["savepoint", name] => (SavepointOp::Open, name),
+        ["release", name] | ["release", "savepoint", name] => (SavepointOp::Release, name),
+        ["rollback", "to", name]
+        | ["rollback", "to", "savepoint", name]
+        | ["rollback", "transaction", "to", name]
+        | ["rollback", "transaction", "to", "savepoint", name] => (SavepointOp::RollbackTo, name),
+        _ => return None,
+    };
+    let unquoted = match name.as_bytes() {
+        [b'"', .., b'"'] | [b'\'', .., b'\''] | [b'`', .., b'`'] | [b'[', .., b']'] => {
+            &name[1..name.len() - 1]
+        }
+        _ => name,
+    };
+    Some((op, unquoted.to_owned()))
 }
 
 /// Changes committed but not yet delivered.
@@ -179,8 +211,28 @@ impl EventHub {
         self.pending.lock().truncate(mark);
     }
 
+    /// A SQL statement (`SAVEPOINT`, `RELEASE`, `ROLLBACK TO`) succeeded: a rollback to a
+    /// savepoint forgets the changes recorded since it opened.
+    pub(crate) fn savepoint_ran(&self, sql: &str) {
+        let Some((op, name)) = savepoint_statement(sql) else {
+            return;
+        };
+        let mut savepoints = self.savepoints.lock();
+        let found = savepoints.iter().rposition(|(n, _)| *n == name);
+        match (op, found) {
+            (SavepointOp::Open, _) => savepoints.push((name, self.pending_len())),
+            (SavepointOp::Release, Some(i)) => savepoints.truncate(i),
+            (SavepointOp::RollbackTo, Some(i)) => {
+                self.truncate_pending(savepoints[i].1);
+                savepoints.truncate(i + 1);
+            }
+            (_, None) => {}
+        }
+    }
+
     /// Called by SQLite's commit hook.
     pub(crate) fn on_commit(&self) {
+        self.savepoints.lock().clear();
         let mut pending = self.pending.lock();
         if !pending.is_empty() {
             self.committed.lock().changes.append(&mut pending);
@@ -190,6 +242,7 @@ impl EventHub {
 
     /// Called by SQLite's rollback hook.
     pub(crate) fn on_rollback(&self) {
+        self.savepoints.lock().clear();
         self.pending.lock().clear();
     }
 

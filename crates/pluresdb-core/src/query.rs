@@ -150,7 +150,11 @@ impl Engine {
                     }
                 }
             };
-            let mut run = || undone.end(read());
+            let mut run = || {
+                let rows = undone.end(read())?;
+                self.hub.savepoint_ran(&script[start..tail]);
+                Ok(rows)
+            };
             let rows_out = match self.active_observer() {
                 Some(observer) => {
                     observed_write(observer, conn, tx_control, readonly, &Cell::new(false), run)?

@@ -427,6 +427,38 @@ fn on_change_skips_rows_of_statements_that_failed_in_a_transaction() {
 }
 
 #[test]
+fn on_change_skips_rows_rolled_back_to_a_sql_savepoint() {
+    let db = Database::open_in_memory().unwrap();
+    db.exec("CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT)")
+        .unwrap();
+    let stream = db.on_change();
+    db.exec(
+        "BEGIN; INSERT INTO t(b) VALUES ('keep'); SAVEPOINT s; INSERT INTO t(b) VALUES ('gone'); \
+         ROLLBACK TO s; RELEASE s; INSERT INTO t(b) VALUES ('real'); COMMIT",
+    )
+    .unwrap();
+    // Statement by statement too, with nested names.
+    db.exec("BEGIN").unwrap();
+    db.run("SAVEPOINT \"Outer\"", ()).unwrap();
+    db.run("INSERT INTO t(b) VALUES ('gone')", ()).unwrap();
+    db.run("SAVEPOINT inner", ()).unwrap();
+    db.run("INSERT INTO t(b) VALUES ('gone')", ()).unwrap();
+    db.run("ROLLBACK TRANSACTION TO SAVEPOINT outer", ())
+        .unwrap();
+    db.run("INSERT INTO t(b) VALUES ('real')", ()).unwrap();
+    db.run("RELEASE outer", ()).unwrap();
+    db.exec("COMMIT").unwrap();
+    assert_eq!(
+        db.all_as::<(i64,)>("SELECT a FROM t", ()).unwrap(),
+        [(1,), (2,), (3,)]
+    );
+    assert_eq!(
+        row_events(&stream),
+        [(RowOp::Insert, 1), (RowOp::Insert, 2), (RowOp::Insert, 3)]
+    );
+}
+
+#[test]
 fn on_change_streams_nodes_edges_and_sql_rows() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path().join("s.db")).unwrap();
