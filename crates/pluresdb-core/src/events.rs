@@ -132,6 +132,15 @@ enum SavepointOp {
 /// The savepoint statement `sql` is, with its name lowercased (as SQLite compares them).
 /// Leading comments and names with spaces are not recognized.
 fn savepoint_statement(sql: &str) -> Option<(SavepointOp, String)> {
+    // Every statement comes here: most are told apart by their first word, without copying.
+    let head = sql.trim_start().as_bytes();
+    let starts = |word: &str| {
+        head.get(..word.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(word.as_bytes()))
+    };
+    if !(starts("savepoint") || starts("release") || starts("rollback")) {
+        return None;
+    }
     let sql = sql.trim().trim_end_matches(';').to_ascii_lowercase();
     let words: Vec<&str> = sql.split_whitespace().collect();
     let (op, name) = match words.as_slice() {
