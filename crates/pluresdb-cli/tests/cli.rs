@@ -625,3 +625,17 @@ fn cypher_from_the_command_line() {
     let err = cli.fails(&["cypher", "MATCH (a RETURN a"]);
     assert!(err.contains("line 1, column") && err.contains('^'), "{err}");
 }
+
+#[test]
+fn columns_with_the_same_name_are_all_kept_in_json_and_jsonl() {
+    let cli = Cli::new();
+    cli.ok(&[
+        "sql",
+        "CREATE TABLE a(id, v); INSERT INTO a VALUES (1, 'x'); \
+         CREATE TABLE b(id, v); INSERT INTO b VALUES (2, 'y')",
+    ]);
+    let rows = cli.json(&["query", "SELECT a.id, b.id, a.v, b.v FROM a, b"]);
+    assert_eq!(rows, json!([{"id": 1, "id:1": 2, "v": "x", "v:1": "y"}]));
+    let out = cli.ok(&["export", "--query", "SELECT a.id, b.id FROM a, b"]);
+    assert_eq!(out, "{\"id\":1,\"id:1\":2}\n");
+}

@@ -170,10 +170,19 @@ impl Row {
     }
 
     /// The row as a JSON object keyed by column name (integers exact, blobs as `{"$blob"}`).
+    ///
+    /// Every column is kept: a name seen before gets a suffix `:N`, N counting its earlier
+    /// uses (`SELECT a.id, b.id` gives `{"id", "id:1"}`), skipping keys already taken.
     pub fn to_json(&self) -> Json {
         let mut map = Map::with_capacity(self.values.len());
         for (c, v) in self.columns.iter().zip(&self.values) {
-            map.insert(c.name.clone(), v.to_json());
+            let mut key = c.name.clone();
+            let mut n = 0;
+            while map.contains_key(&key) {
+                n += 1;
+                key = format!("{}:{n}", c.name);
+            }
+            map.insert(key, v.to_json());
         }
         Json::Object(map)
     }

@@ -472,3 +472,16 @@ fn scripts_return_the_last_statements_rows() {
     assert!(db.exec("").is_ok());
     assert!(db.exec("  -- only a comment\n").is_ok());
 }
+
+#[test]
+fn to_json_keeps_columns_with_the_same_name() {
+    let db = Database::open_in_memory().unwrap();
+    let row = db
+        .get("SELECT 1 AS id, 2 AS id, 3 AS \"id:1\", 4 AS id", ())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.to_json(),
+        json!({"id": 1, "id:1": 2, "id:1:1": 3, "id:2": 4})
+    );
+}
