@@ -138,6 +138,13 @@ fn import_csv(db: &Database, reader: impl Read, target: &Target<'_>) -> Result<I
     if headers.is_empty() || headers.iter().any(String::is_empty) {
         return Err(Error::invalid("the CSV header row must name every column"));
     }
+    for (i, h) in headers.iter().enumerate() {
+        if headers[..i].contains(h) {
+            return Err(Error::invalid(format!(
+                "the CSV header names column {h:?} twice; rename one so each column has its own name"
+            )));
+        }
+    }
     let mut table = TableWriter::default();
     for (index, record) in csv.records().enumerate() {
         let line_no = index + 2;
@@ -204,7 +211,9 @@ impl TableWriter {
 }
 
 /// A node record: `{"id", "type", "data", "vector"}` as exported, or a flat object whose
-/// `id` field names the node and whose other fields are its data.
+/// `id` field names the node and whose other fields are its data. A record is read as an
+/// export record only when `data` is an object (or, from CSV, JSON text of one) and it has
+/// no other keys; otherwise it is flat, so no field is dropped.
 fn put_node(db: &Database, mut object: Map<String, Json>) -> Result<()> {
     let id = match object.remove("id") {
         Some(Json::String(s)) => s,
@@ -216,8 +225,12 @@ fn put_node(db: &Database, mut object: Map<String, Json>) -> Result<()> {
         }
         None => return Err(Error::invalid("the record has no \"id\" field")),
     };
+    let export_keys = object
+        .keys()
+        .all(|k| matches!(k.as_str(), "type" | "data" | "vector"));
     // CSV exports carry data as JSON text.
-    if let Some(Json::String(text)) = object.get("data")
+    if export_keys
+        && let Some(Json::String(text)) = object.get("data")
         && let Ok(parsed @ Json::Object(_)) = serde_json::from_str::<Json>(text)
     {
         object.insert("data".into(), parsed);
@@ -225,7 +238,7 @@ fn put_node(db: &Database, mut object: Map<String, Json>) -> Result<()> {
             object.insert("type".into(), Json::Null);
         }
     }
-    let exported = matches!(object.get("data"), Some(Json::Object(_)));
+    let exported = export_keys && matches!(object.get("data"), Some(Json::Object(_)));
     let (data, node_type, vector) = if exported {
         let data = object.remove("data").unwrap_or_default();
         let node_type = match object.remove("type") {

@@ -639,3 +639,28 @@ fn columns_with_the_same_name_are_all_kept_in_json_and_jsonl() {
     let out = cli.ok(&["export", "--query", "SELECT a.id, b.id FROM a, b"]);
     assert_eq!(out, "{\"id\":1,\"id:1\":2}\n");
 }
+
+#[test]
+fn import_refuses_a_csv_header_naming_a_column_twice() {
+    let cli = Cli::new();
+    // A repeated CSV header would keep only one of the columns.
+    let dup = cli.path("dup.csv");
+    std::fs::write(&dup, "a,a\n1,2\n").unwrap();
+    let err = cli.fails(&["import", dup.to_str().unwrap(), "--table", "t3"]);
+    assert!(err.contains("\"a\" twice"), "{err}");
+    let err = cli.fails(&["sql", "SELECT * FROM t3"]);
+    assert!(err.contains("no such table"), "{err}");
+}
+
+#[test]
+fn import_of_a_node_record_with_extra_keys_keeps_every_field() {
+    let cli = Cli::new();
+    // A record with keys beyond id/type/data/vector is flat: every field is kept.
+    let nodes = cli.path("n.jsonl");
+    std::fs::write(&nodes, "{\"id\":\"x\",\"data\":{\"a\":1},\"other\":5}\n").unwrap();
+    cli.ok(&["import", nodes.to_str().unwrap(), "--nodes"]);
+    assert_eq!(
+        cli.json(&["get", "x"])["data"],
+        json!({"data": {"a": 1}, "other": 5})
+    );
+}
