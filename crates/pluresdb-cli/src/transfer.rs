@@ -101,17 +101,35 @@ pub fn import(
     result
 }
 
-fn import_jsonl(db: &Database, reader: impl BufRead, target: &Target<'_>) -> Result<ImportReport> {
+/// Reads JSONL line by line as bytes, so a UTF-8 error names its line; a leading UTF-8 BOM
+/// is skipped.
+fn import_jsonl(
+    db: &Database,
+    mut reader: impl BufRead,
+    target: &Target<'_>,
+) -> Result<ImportReport> {
     let mut report = ImportReport::default();
     let mut table = TableWriter::default();
-    for (index, line) in reader.lines().enumerate() {
-        let line_no = index + 1;
-        let line = line?;
+    let mut buf = Vec::new();
+    for line_no in 1.. {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        let at = |e: Error| e.context(format!("line {line_no}"));
+        let mut bytes = buf.as_slice();
+        if line_no == 1 {
+            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        }
+        let line = std::str::from_utf8(bytes).map_err(|e| {
+            at(Error::invalid(format!(
+                "not valid UTF-8 ({e}); save the file as UTF-8"
+            )))
+        })?;
         if line.trim().is_empty() {
             continue;
         }
-        let at = |e: Error| e.context(format!("line {line_no}"));
-        let record: Json = serde_json::from_str(&line).map_err(|e| at(Error::from(e)))?;
+        let record: Json = serde_json::from_str(line).map_err(|e| at(Error::from(e)))?;
         let Json::Object(object) = record else {
             return Err(at(Error::invalid("each line must be a JSON object")));
         };
@@ -146,9 +164,16 @@ fn import_csv(db: &Database, reader: impl Read, target: &Target<'_>) -> Result<I
         }
     }
     let mut table = TableWriter::default();
-    for (index, record) in csv.records().enumerate() {
-        let line_no = index + 2;
-        let at = |e: Error| e.context(format!("line {line_no}"));
+    for record in csv.records() {
+        // The line a record starts on (quoted fields may span lines).
+        let line_no = match &record {
+            Ok(r) => r.position().map(|p| p.line()),
+            Err(e) => e.position().map(|p| p.line()),
+        };
+        let at = |e: Error| match line_no {
+            Some(n) => e.context(format!("line {n}")),
+            None => e,
+        };
         let record = record.map_err(|e| at(csv_error(e)))?;
         let object: Map<String, Json> = headers
             .iter()

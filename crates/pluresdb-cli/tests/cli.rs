@@ -664,3 +664,29 @@ fn import_of_a_node_record_with_extra_keys_keeps_every_field() {
         json!({"data": {"a": 1}, "other": 5})
     );
 }
+
+#[test]
+fn import_errors_name_the_line_the_record_is_on() {
+    let cli = Cli::new();
+    // A quoted field spanning lines: the bad record is on line 6, not 4.
+    let multi = cli.path("m.csv");
+    std::fs::write(&multi, "a,b\n1,\"one\ntwo\nthree\"\n2,3\n4\n").unwrap();
+    let err = cli.fails(&["import", multi.to_str().unwrap(), "--table", "m"]);
+    assert!(err.contains("line 6"), "{err}");
+
+    // JSONL: a UTF-8 BOM is skipped; invalid UTF-8 names its line.
+    let bom = cli.path("bom.jsonl");
+    std::fs::write(&bom, "\u{feff}{\"id\": 1}\r\n{\"id\": 2}\r\n").unwrap();
+    assert_eq!(
+        cli.ok(&["import", bom.to_str().unwrap(), "--table", "bom"]),
+        "imported 2 records\n"
+    );
+    let latin1 = cli.path("latin1.jsonl");
+    std::fs::write(&latin1, b"{\"id\": 1}\n{\"name\": \"caf\xe9\"}\n").unwrap();
+    let err = cli.fails(&["import", latin1.to_str().unwrap(), "--table", "bom"]);
+    assert!(err.contains("line 2") && err.contains("UTF-8"), "{err}");
+    assert_eq!(
+        cli.json(&["sql", "SELECT count(*) AS n FROM bom"]),
+        json!([{"n": 2}])
+    );
+}
