@@ -111,7 +111,7 @@ pub fn search(db: &Database, out: &mut dyn Write, mode: Mode, args: &SearchArgs<
             table,
             column,
             Value::Text(args.query.to_owned()),
-            args.k as i64,
+            i64::try_from(args.k).unwrap_or(i64::MAX),
             Json::Object(options).to_string(),
         ),
     )?;

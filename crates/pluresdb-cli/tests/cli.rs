@@ -150,6 +150,8 @@ fn nodes_and_edges_from_the_command_line() {
     let listed = cli.json(&["list", "--type", "Person", "--where", "born<1900"]);
     assert_eq!(listed.as_array().unwrap().len(), 1);
     let table = cli.ok(&["list"]);
+    let huge = cli.json(&["list", "--limit", "18446744073709551615"]);
+    assert!(!huge.as_array().unwrap().is_empty(), "{huge}");
     assert!(
         table.contains("alan") && table.contains("Person"),
         "{table}"
@@ -416,6 +418,12 @@ fn search_finds_nearest_rows_and_nodes_and_explains_a_missing_model() {
         "title LIKE 'n%'",
     ]);
     assert_eq!(filtered[0]["title"], "north-east");
+    let every = cli.json(&["search", "docs", "[0, 0, 1]", "-k", "18446744073709551615"]);
+    assert_eq!(
+        every.as_array().unwrap().len(),
+        4,
+        "a huge k means all: {every}"
+    );
     let table = cli.ok(&["search", "docs", "[0, 0, 1]", "-k", "1"]);
     assert!(
         table.contains("up") && table.contains("distance"),

@@ -181,6 +181,20 @@ fn types_vectors_lists_and_filters() {
             .unwrap()),
         ["p:2"]
     );
+    // Limits and offsets beyond i64::MAX mean "all" / "past the end", not a type error.
+    let all = db
+        .find(&NodeQuery::new().prefix("p:").limit(usize::MAX))
+        .unwrap();
+    assert_eq!(ids(all), ["p:1", "p:2", "p:3"]);
+    let none = db
+        .find(&NodeQuery::new().limit(usize::MAX).offset(usize::MAX))
+        .unwrap();
+    assert!(none.is_empty());
+    assert!(
+        db.find(&NodeQuery::new().offset(usize::MAX))
+            .unwrap()
+            .is_empty()
+    );
     let machine = db.get_node("c:1").unwrap().unwrap();
     assert_eq!(machine.vector.as_deref(), Some(&[0.5f32, -1.0, 2.0][..]));
     assert_eq!(machine.node_type.as_deref(), Some("Machine"));

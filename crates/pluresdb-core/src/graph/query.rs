@@ -181,10 +181,13 @@ impl NodeQuery {
             sql += &format!(" AND {extract} {} ?{}", op.sql(), params.len());
         }
         sql += " ORDER BY id";
+        // SQLite takes a 64-bit signed LIMIT/OFFSET; larger values mean "all", so cap them.
+        let cap = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let offset = cap(self.offset);
         if let Some(limit) = self.limit {
-            sql += &format!(" LIMIT {limit} OFFSET {}", self.offset);
-        } else if self.offset > 0 {
-            sql += &format!(" LIMIT -1 OFFSET {}", self.offset);
+            sql += &format!(" LIMIT {} OFFSET {offset}", cap(limit));
+        } else if offset > 0 {
+            sql += &format!(" LIMIT -1 OFFSET {offset}");
         }
         Ok((sql, params))
     }
