@@ -141,7 +141,8 @@ enum Command {
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
-    /// Export a table, a query, the nodes or the edges as JSONL or CSV.
+    /// Export a table, a query, the nodes or the edges as JSONL or CSV (JSONL round-trips
+    /// exactly; CSV is text only: NULL is empty, blobs are base64).
     Export {
         /// A table or view.
         #[arg(long, group = "source")]

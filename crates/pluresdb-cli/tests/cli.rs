@@ -698,3 +698,22 @@ fn import_errors_name_the_line_the_record_is_on() {
         json!([{"n": 2}])
     );
 }
+
+#[test]
+fn jsonl_round_trips_integers_null_and_blobs_exactly() {
+    // What the README promises: JSONL keeps types, CSV is text only.
+    let cli = Cli::new();
+    cli.ok(&[
+        "sql",
+        "CREATE TABLE todos(id INTEGER PRIMARY KEY, n, b BLOB, t TEXT); \
+         INSERT INTO todos VALUES (1, NULL, x'00ff', '12')",
+    ]);
+    let file = cli.path("todos.jsonl");
+    cli.ok(&["export", "--table", "todos", "-o", file.to_str().unwrap()]);
+    cli.ok(&["import", file.to_str().unwrap(), "--table", "todos_copy"]);
+    let types = "SELECT typeof(id) AS i, typeof(n) AS n, hex(b) AS b, typeof(t) AS t FROM ";
+    assert_eq!(
+        cli.json(&["sql", &format!("{types} todos_copy")]),
+        cli.json(&["sql", &format!("{types} todos")])
+    );
+}
