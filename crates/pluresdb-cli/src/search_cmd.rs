@@ -60,6 +60,7 @@ pub fn search(db: &Database, out: &mut dyn Write, mode: Mode, args: &SearchArgs<
             filter: args.filter.map(str::to_owned),
             node_type: args.node_type.map(str::to_owned),
             exact: args.exact,
+            ..Default::default()
         };
         let hits = db.vector_search_with("nodes", query, args.k, &opts)?;
         let mut rows = Vec::with_capacity(hits.len());

@@ -683,6 +683,11 @@ fn embedded_columns_follow_their_text_and_hybrid_search_fuses_both_rankings() {
         .vector_search("notes", "a fast red car", 1, None)
         .unwrap();
     assert_eq!(top[0].rowid, 3);
+    // Text given as text is embedded even when it starts with '[' (it was read as a vector).
+    let tagged = db
+        .vector_search("notes", "[draft] a fast red car", 1, None)
+        .unwrap();
+    assert_eq!(tagged[0].rowid, 3);
     assert!(top[0].distance < 1e-5);
     // Editing the text re-embeds the row.
     db.run("UPDATE notes SET body = 'slow blue boat' WHERE id = 3", ())

@@ -216,6 +216,7 @@ impl Database {
             "filter": options.filter,
             "type": options.node_type,
             "exact": options.exact,
+            "text": options.text_query || matches!(query, VectorQuery::Text(_)),
         });
         let options_json: serde_json::Map<_, _> = options_json
             .as_object()

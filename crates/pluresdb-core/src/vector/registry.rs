@@ -51,10 +51,15 @@ pub struct SearchOptions {
     pub node_type: Option<String>,
     /// Compare against every vector instead of walking the graph.
     pub exact: bool,
+    /// A text query is text to embed even when it looks like a JSON array (`"[draft] notes"`);
+    /// by default text starting with `[` is read as a vector. Set by the API for
+    /// [`VectorQuery::Text`](crate::VectorQuery::Text); `"text": true` in SQL.
+    pub text_query: bool,
 }
 
 impl SearchOptions {
-    /// Reads `{"ef": 100, "filter": "year > 2020", "type": "Person", "exact": true}`.
+    /// Reads `{"ef": 100, "filter": "year > 2020", "type": "Person", "exact": true,
+    /// "text": true}`.
     pub(crate) fn from_json(text: &str) -> Result<SearchOptions> {
         let bad = |why: String| Error::invalid(format!("vector_search options: {why}"));
         if text.trim().is_empty() {
@@ -93,6 +98,11 @@ impl SearchOptions {
                     out.exact = value
                         .as_bool()
                         .ok_or_else(|| bad("exact must be true or false".into()))?
+                }
+                "text" => {
+                    out.text_query = value
+                        .as_bool()
+                        .ok_or_else(|| bad("text must be true or false".into()))?
                 }
                 other => {
                     return Err(bad(format!(

@@ -45,8 +45,14 @@ impl TableFunction for SearchFn {
         let table = text_arg(args, 0, "vector_search: the table name")?
             .ok_or_else(|| Error::invalid(Self::USAGE))?;
         let column = text_arg(args, 1, "vector_search: the column name")?.unwrap_or_default();
+        let options = match text_arg(args, 4, "vector_search: options")? {
+            Some(text) => SearchOptions::from_json(&text)?,
+            None => SearchOptions::default(),
+        };
         let query = match args[2] {
-            Some(ValueRef::Text(t)) if !t.trim_ascii_start().starts_with(b"[") => {
+            Some(ValueRef::Text(t))
+                if options.text_query || !t.trim_ascii_start().starts_with(b"[") =>
+            {
                 Query::Text(String::from_utf8_lossy(t).into_owned())
             }
             Some(v) => Query::Vector(parse_vector(v)?.ok_or_else(|| {
@@ -57,10 +63,6 @@ impl TableFunction for SearchFn {
         let k = match int_arg(args, 3, "vector_search: k")? {
             Some(k) if k >= 1 => k as usize,
             _ => return Err(Error::invalid("vector_search: k must be at least 1")),
-        };
-        let options = match text_arg(args, 4, "vector_search: options")? {
-            Some(text) => SearchOptions::from_json(&text)?,
-            None => SearchOptions::default(),
         };
         let req = SearchRequest {
             table: &table,
