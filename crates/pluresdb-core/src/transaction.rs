@@ -54,7 +54,9 @@ impl Database {
                 }
             },
             Ok(Err(e)) => {
-                self.rollback_level(&level, mark, &observed)?;
+                // The closure's own error is what the caller needs, even when undoing its
+                // level failed too (it may have released the level's savepoint itself).
+                let _ = self.rollback_level(&level, mark, &observed);
                 Err(e)
             }
             Err(panic) => {

@@ -65,6 +65,13 @@ fn nested_transactions_use_savepoints() {
             Err(Error::invalid("changed my mind"))
         });
         assert!(inner.is_err());
+        // An inner closure that released its own savepoint and failed: its error, not the
+        // failed rollback's ("no such savepoint"), reaches the caller.
+        let inner: Result<(), Error> = tx.transaction(|tx2| {
+            tx2.exec("RELEASE pluresdb_tx_1")?;
+            Err(Error::invalid("mine"))
+        });
+        assert_eq!(inner.unwrap_err().message(), "mine");
         tx.transaction(|tx2| tx2.run("INSERT INTO t VALUES (3)", ()).map(|_| ()))?;
         assert!(tx.in_transaction());
         Ok::<_, Error>(())
