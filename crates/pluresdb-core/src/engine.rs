@@ -243,7 +243,10 @@ impl Engine {
         Error::new(
             ErrorKind::Busy,
             "database is busy: another thread kept a transaction open past the busy timeout; \
-             keep transactions short, or raise the busy timeout",
+             keep transactions short, or raise the busy timeout. A transaction begun with BEGIN \
+             in SQL belongs to its thread: end it with COMMIT or ROLLBACK on that same thread \
+             (an async task may have moved to another; use Database::transaction instead), or \
+             until then no other thread can write",
         )
     }
 
