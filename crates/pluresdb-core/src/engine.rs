@@ -102,6 +102,64 @@ impl SqlInfo {
     }
 }
 
+/// Who holds the writer's lease, for threads waiting for it.
+#[derive(Default)]
+struct Lease {
+    /// Signalled when the lease is given up.
+    released: Condvar,
+    /// Thread token of the holder (0 = free).
+    owner: AtomicU64,
+}
+
+/// The writer leases a thread holds: if the thread ends holding one (a `BEGIN` in SQL never
+/// committed), its transaction is rolled back and the lease given up, as SQLite does for a
+/// connection closed inside a transaction; else no other thread could ever write again.
+struct HeldLeases(std::cell::RefCell<Vec<HeldLease>>);
+
+/// One lease a thread took: the writer, its lease, and the thread's token.
+type HeldLease = (
+    std::sync::Weak<Mutex<WriterState>>,
+    std::sync::Weak<Lease>,
+    u64,
+);
+
+thread_local!(static HELD_LEASES: HeldLeases = const { HeldLeases(std::cell::RefCell::new(Vec::new())) });
+
+impl HeldLeases {
+    /// Remembers that this thread (token `me`) took `writer`'s lease.
+    fn hold(&self, writer: &Arc<Mutex<WriterState>>, lease: &Arc<Lease>, me: u64) {
+        let mut held = self.0.borrow_mut();
+        // Entries of writers since dropped, or whose lease this thread gave up, go.
+        held.retain(|(w, l, _)| {
+            w.strong_count() > 0
+                && l.upgrade()
+                    .is_some_and(|l| l.owner.load(Ordering::Acquire) == me)
+        });
+        held.push((Arc::downgrade(writer), Arc::downgrade(lease), me));
+    }
+}
+
+impl Drop for HeldLeases {
+    fn drop(&mut self) {
+        for (writer, lease, me) in self.0.take() {
+            let (Some(writer), Some(lease)) = (writer.upgrade(), lease.upgrade()) else {
+                continue;
+            };
+            let mut state = writer.lock();
+            if state.owner != me {
+                continue;
+            }
+            if !state.conn.get().is_autocommit() {
+                let _ = state.conn.get().execute_batch("ROLLBACK");
+            }
+            state.owner = 0;
+            state.savepoints = 0;
+            lease.owner.store(0, Ordering::Release);
+            lease.released.notify_all();
+        }
+    }
+}
+
 /// The writer connection and who holds its lease.
 pub(crate) struct WriterState {
     pub(crate) conn: Conn,
@@ -121,8 +179,7 @@ pub(crate) struct Engine {
     path: Option<PathBuf>,
     opts: OpenOptions,
     writer: Arc<Mutex<WriterState>>,
-    lease_released: Condvar,
-    lease_owner: AtomicU64,
+    lease: Arc<Lease>,
     /// Thread whose open iterator holds the writer (0 = none).
     iter_holder: AtomicU64,
     /// What the writer's authorizer noticed (pinning, transaction control, schema changes).
@@ -174,8 +231,7 @@ impl Engine {
                 capture_hook: false,
                 data_version: 0,
             })),
-            lease_released: Condvar::new(),
-            lease_owner: AtomicU64::new(0),
+            lease: Arc::new(Lease::default()),
             iter_holder: AtomicU64::new(0),
             writer_auth,
             tx,
@@ -210,7 +266,7 @@ impl Engine {
 
     /// True when this thread holds the writer's lease (it is inside a transaction).
     pub(crate) fn in_transaction_here(&self) -> bool {
-        self.lease_owner.load(Ordering::Acquire) == thread_token()
+        self.lease.owner.load(Ordering::Acquire) == thread_token()
     }
 
     fn iterator_check(&self, me: u64) -> Result<()> {
@@ -266,7 +322,8 @@ impl Engine {
         };
         while guard.owner != 0 && guard.owner != me {
             if self
-                .lease_released
+                .lease
+                .released
                 .wait_until(&mut guard, deadline())
                 .timed_out()
             {
@@ -307,7 +364,8 @@ impl Engine {
                 .ok_or_else(Self::busy_lease)?;
             while guard.owner != 0 && guard.owner != me {
                 if self
-                    .lease_released
+                    .lease
+                    .released
                     .wait_until(&mut guard, deadline)
                     .timed_out()
                 {
@@ -433,11 +491,14 @@ impl Engine {
         if state.conn.get().is_autocommit() {
             state.owner = 0;
             state.savepoints = 0;
-            self.lease_owner.store(0, Ordering::Release);
-            self.lease_released.notify_all();
+            self.lease.owner.store(0, Ordering::Release);
+            self.lease.released.notify_all();
         } else {
+            if state.owner != me {
+                HELD_LEASES.with(|held| held.hold(&self.writer, &self.lease, me));
+            }
             state.owner = me;
-            self.lease_owner.store(me, Ordering::Release);
+            self.lease.owner.store(me, Ordering::Release);
         }
     }
 

@@ -167,6 +167,41 @@ fn another_threads_write_waits_for_the_transaction_and_never_joins_it() {
 }
 
 #[test]
+fn a_thread_that_ends_inside_a_sql_transaction_gives_the_writer_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = OpenOptions::new()
+        .busy_timeout(Duration::from_millis(300))
+        .open(dir.path().join("t.db"))
+        .unwrap();
+    setup(&db);
+    let other = db.clone();
+    thread::spawn(move || {
+        other.exec("BEGIN").unwrap();
+        other.run("INSERT INTO t VALUES (1)", ()).unwrap();
+    })
+    .join()
+    .unwrap();
+    // Its transaction was rolled back when it ended (it locked out every write before).
+    db.run("INSERT INTO t VALUES (2)", ()).unwrap();
+    assert!(!db.in_transaction());
+    assert_eq!(db.all_as::<(i64,)>("SELECT x FROM t", ()).unwrap(), [(2,)]);
+    // A thread that ends after committing leaves nothing to undo.
+    let other = db.clone();
+    thread::spawn(move || {
+        other
+            .exec("BEGIN; INSERT INTO t VALUES (3); COMMIT")
+            .unwrap();
+        other.exec("BEGIN").unwrap();
+        other.run("INSERT INTO t VALUES (4)", ()).unwrap();
+        other.exec("COMMIT").unwrap();
+    })
+    .join()
+    .unwrap();
+    db.run("INSERT INTO t VALUES (5)", ()).unwrap();
+    assert_eq!(count(&db), 4);
+}
+
+#[test]
 fn a_transaction_held_too_long_gives_busy_to_other_writers() {
     let dir = tempfile::tempdir().unwrap();
     let db = OpenOptions::new()
