@@ -579,6 +579,34 @@ fn a_vector_the_node_index_here_cannot_hold_is_refused_naming_the_node() {
 }
 
 #[test]
+fn two_handles_on_one_file_merge_changes_of_a_site_the_other_added() {
+    // Two handles on one file stand for two processes (a server and a client, say).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let a1 = Database::open(&path).unwrap();
+    let a2 = Database::open(&path).unwrap();
+    let (b, c) = (
+        Database::open_in_memory().unwrap(),
+        Database::open_in_memory().unwrap(),
+    );
+    b.put("from-b", &json!({})).unwrap();
+    c.put("from-c", &json!({})).unwrap();
+    push(&b, &a1); // a1 reads the site list: this file's and b's
+    push(&c, &a2); // the other handle adds c's
+    c.put("from-c-2", &json!({"v": 2})).unwrap();
+    // a1 meets c: it must find c in the table rather than add it again (UNIQUE failed).
+    let set = c.changes_since(0, None).unwrap();
+    a1.apply_changes(&set.changes).unwrap();
+    assert_eq!(a1.get_node("from-c-2").unwrap().unwrap().data["v"], 2);
+    // And it reads clocks naming c, written by the other handle.
+    a2.put("from-c", &json!({"w": 1})).unwrap();
+    assert_eq!(
+        a1.changes_since(0, None).unwrap().changes.len(),
+        a2.changes_since(0, None).unwrap().changes.len()
+    );
+}
+
+#[test]
 fn sync_table_refuses_shapes_it_cannot_handle() {
     let db = Database::open_in_memory().unwrap();
     db.exec(

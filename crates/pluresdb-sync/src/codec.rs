@@ -121,7 +121,9 @@ impl Message {
                 let key: String = format!("{:?}", change.key).chars().take(200).collect();
                 return Err(Error::invalid(format!(
                     "a change to {:?} (key {key}, field {:?}) takes {} bytes, over the \
-                     {limit}-byte message limit of the peer; raise max_message on both sides",
+                     {limit}-byte message limit of the peer; raise SessionOptions::max_message on \
+                     both sides (the pluresdb command has no option for it), or keep values \
+                     this large out of synced tables",
                     change.collection,
                     change.field,
                     bytes.len()

@@ -29,9 +29,14 @@ pub async fn serve(db: Database, listener: TcpListener, opts: SessionOptions) ->
             ..opts.clone()
         };
         tokio::spawn(async move {
-            let result = match accept_async_with_config(tcp, Some(ws_config(&opts))).await {
-                Ok(ws) => run_session(db, ws, &opts).await.map(|_| ()),
-                Err(e) => Err(ws_error(e)),
+            let handshake = accept_async_with_config(tcp, Some(ws_config(&opts)));
+            let result = match tokio::time::timeout(opts.timeout, handshake).await {
+                Ok(Ok(ws)) => run_session(db, ws, &opts).await.map(|_| ()),
+                Ok(Err(e)) => Err(ws_error(e)),
+                Err(_) => Err(Error::new(
+                    ErrorKind::Io,
+                    format!("no WebSocket handshake within {:?}", opts.timeout),
+                )),
             };
             if let Err(e) = result {
                 eprintln!("pluresdb: sync with {addr} ended: {e}");
@@ -65,8 +70,20 @@ pub async fn sync_with(db: Database, url: &str, opts: &SessionOptions) -> Result
              put a TLS proxy in front for wss://)"
         )));
     }
-    let (ws, _) = connect_async_with_config(url, Some(ws_config(opts)), true)
+    // A server that accepts the connection but never answers the handshake must not hold
+    // the client for ever.
+    let connect = connect_async_with_config(url, Some(ws_config(opts)), true);
+    let (ws, _) = tokio::time::timeout(opts.timeout, connect)
         .await
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Io,
+                format!(
+                    "cannot connect to {url}: no answer within {:?} (is it a PluresDB sync server?)",
+                    opts.timeout
+                ),
+            )
+        })?
         .map_err(|e| Error::new(ErrorKind::Io, format!("cannot connect to {url}: {e}")))?;
     let opts = SessionOptions {
         address: Some(url.to_owned()),

@@ -219,6 +219,10 @@ const FINAL_FLUSH: Duration = Duration::from_secs(5);
 /// Queued messages, at most, before the session takes no more from its reading thread.
 const OUTBOX: usize = 2;
 
+/// How often a watching session looks for commits made by other processes (this process's
+/// own commits wake it at once): a command-line write, for example, is another process.
+const WATCH_POLL: Duration = Duration::from_millis(50);
+
 /// Hands queued messages to `sink` and flushes them, as far as it takes them now; ready
 /// (with the first error) once all are flushed. Nothing is lost if this is dropped pending.
 fn pump<Si>(
@@ -256,6 +260,9 @@ impl Session<'_> {
         Si: Sink<WsMessage, Error = WsError> + Unpin,
         St: Stream<Item = std::result::Result<WsMessage, WsError>> + Unpin,
     {
+        let mut poll = tokio::time::interval(WATCH_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen_version = self.db.db_version()?;
         loop {
             let sent = self.outbox.is_empty() && !self.unflushed;
             if !self.opts.watch && self.peer_done && self.acked && sent {
@@ -289,13 +296,25 @@ impl Session<'_> {
                     self.ack_when_merged()?;
                 }
                 () = local.notified(), if self.opts.watch && self.peer.is_some() => {
-                    if self.producing {
-                        self.dirty = true;
-                    } else {
-                        self.start_producing();
+                    self.local_changes();
+                }
+                _ = poll.tick(), if self.opts.watch && self.peer.is_some() => {
+                    let version = self.db.db_version()?;
+                    if version != seen_version {
+                        seen_version = version;
+                        self.local_changes();
                     }
                 }
             }
+        }
+    }
+
+    /// This database has new changes: send them now, or after the ones being read.
+    fn local_changes(&mut self) {
+        if self.producing {
+            self.dirty = true;
+        } else {
+            self.start_producing();
         }
     }
 

@@ -267,6 +267,85 @@ async fn watch_mode_delivers_new_changes_quickly() {
     assert_eq!(rows(&client_db), rows(&server_db));
 }
 
+/// Waits up to 5 s for the row `id` of `todos` to exist in `db`.
+async fn arrives(db: &Database, id: &str) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if db
+            .get("SELECT 1 FROM todos WHERE id = ?", (id,))
+            .unwrap()
+            .is_some()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_mode_sends_writes_made_by_other_processes() {
+    // Another handle on the same file stands for another process (such as a `pluresdb sql`
+    // command): its commits do not wake this handle's watchers.
+    let dir = tempfile::tempdir().unwrap();
+    let server_db = open(&dir, "server.db");
+    let client_db = open(&dir, "client.db");
+    let url = start_server(server_db.clone()).await;
+    let watcher = client_db.clone();
+    let session = tokio::spawn(async move {
+        let opts = SessionOptions {
+            watch: true,
+            ..Default::default()
+        };
+        sync_with(watcher, &url, &opts).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client_other = Database::open(dir.path().join("client.db")).unwrap();
+    client_other
+        .run(
+            "INSERT INTO todos(id, title) VALUES ('from-other', 'x')",
+            (),
+        )
+        .unwrap();
+    assert!(
+        arrives(&server_db, "from-other").await,
+        "the client never sent it"
+    );
+    let server_other = Database::open(dir.path().join("server.db")).unwrap();
+    server_other
+        .run("INSERT INTO todos(id, title) VALUES ('to-client', 'y')", ())
+        .unwrap();
+    assert!(
+        arrives(&client_db, "to-client").await,
+        "the server never sent it"
+    );
+    session.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_the_handshake_times_out() {
+    // Accepts TCP connections and never speaks (a hung server, or another service).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(socket);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SessionOptions {
+        timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let err = sync_with(open(&dir, "c.db"), &url, &opts)
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("no answer within"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    held.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_speaking_another_version_is_refused_and_nothing_changes() {
     let dir = tempfile::tempdir().unwrap();

@@ -251,6 +251,11 @@ impl Replication {
         if let Some(idx) = state.sites.by_site.get(&site) {
             return Ok(*idx);
         }
+        // Another process may have added it since the list was read.
+        self.read_sites_into(conn, &mut state)?;
+        if let Some(idx) = state.sites.by_site.get(&site) {
+            return Ok(*idx);
+        }
         conn.prepare_cached("INSERT INTO _pluresdb_sites(site) VALUES (?1)")?
             .execute([site.as_bytes().as_slice()])?;
         let idx = u32::try_from(conn.last_insert_rowid())
@@ -264,6 +269,10 @@ impl Replication {
     pub(crate) fn site_of(&self, conn: &Connection, idx: u32) -> Result<SiteId> {
         let mut state = self.state.lock();
         self.fresh_sites(conn, &mut state)?;
+        if !state.sites.by_idx.contains_key(&idx) {
+            // Added by another process since the list was read.
+            self.read_sites_into(conn, &mut state)?;
+        }
         state.sites.by_idx.get(&idx).copied().ok_or_else(|| {
             Error::new(
                 crate::ErrorKind::Corrupt,
@@ -277,6 +286,12 @@ impl Replication {
         if state.sites.loaded && state.sites.loaded_at == rollbacks {
             return Ok(());
         }
+        self.read_sites_into(conn, state)
+    }
+
+    /// Reads the site list from `_pluresdb_sites` as `conn` sees it now.
+    fn read_sites_into(&self, conn: &Connection, state: &mut State) -> Result<()> {
+        let rollbacks = self.tx.rollbacks.load(Ordering::Acquire);
         let mut dict = SiteDict {
             loaded_at: rollbacks,
             loaded: true,
