@@ -268,7 +268,9 @@ impl Session<'_> {
             if !self.opts.watch && self.peer_done && self.acked && sent {
                 return Ok(());
             }
-            let timeout = if self.opts.watch {
+            // A watching session waits for its peer's changes as long as it takes, once the
+            // peer has said hello: a peer that never does is dropped (it held a thread).
+            let timeout = if self.opts.watch && self.peer.is_some() {
                 Duration::MAX
             } else {
                 self.opts.timeout

@@ -347,6 +347,28 @@ async fn a_server_that_never_answers_the_handshake_times_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_drops_a_client_that_never_says_hello() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SessionOptions {
+        timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let url = start_server_with(open(&dir, "s.db"), &opts).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    use futures_util::StreamExt;
+    // The server's hello arrives; then, as this client says nothing, the server closes.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(message)) = ws.next().await {
+            if message.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server kept a silent client");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_speaking_another_version_is_refused_and_nothing_changes() {
     let dir = tempfile::tempdir().unwrap();
     let server_db = open(&dir, "server.db");
