@@ -5,7 +5,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crate::conn::CachedStmt;
-use crate::engine::{Engine, Holder, ObservedStatement, SqlInfo, UndoneChanges};
+use crate::engine::{Engine, Holder, ObservedStatement, SqlInfo, UndoMark};
 use crate::error::Result;
 use crate::params::{Binder, Params};
 use crate::row::{Columns, FromRow, Row, RowRef};
@@ -25,8 +25,8 @@ pub struct RowIter<T = Row> {
     info: Option<Arc<SqlInfo>>,
     /// A write on the writer under change capture: finished (and committed) in `finish`.
     observed: Option<ObservedWrite>,
-    /// On the writer: the change-notification mark and `total_changes` before it ran.
-    undo_mark: Option<(Arc<Engine>, usize, u64)>,
+    /// On the writer: where the statement started, to undo its notifications if it fails.
+    undo_mark: Option<(Arc<Engine>, UndoMark)>,
     failed: bool,
     _rows_as: PhantomData<fn() -> T>,
 }
@@ -57,9 +57,8 @@ impl<T: FromRow> RowIter<T> {
         let holder = unsafe { &mut *iter.holder.expect("just set").as_ptr() };
         let stmt = holder.conn_mut().take(info.id, sql)?;
         if let Holder::Writer(_) = &*holder {
-            let conn = holder.conn_mut().get();
-            let mark = engine.hub.pending_len();
-            iter.undo_mark = Some((engine.clone(), mark, conn.total_changes()));
+            let mark = UndoMark::take(&engine.hub, holder.conn_mut().get());
+            iter.undo_mark = Some((engine.clone(), mark));
         }
         if let (Holder::Writer(_), Some(observer)) = (&*holder, engine.active_observer())
             && !stmt.readonly()
@@ -109,10 +108,10 @@ impl<T> RowIter<T> {
                 stmt.clear_bindings();
                 holder.conn_mut().put(self.key, stmt);
             }
-            if let Some((engine, mark, before)) = self.undo_mark.take()
+            if let Some((engine, mark)) = self.undo_mark.take()
                 && self.failed
             {
-                UndoneChanges::at(&engine.hub, holder.conn_mut().get(), mark, before).failed();
+                mark.failed(&engine.hub, holder.conn_mut().get());
             }
             if let Some(observed) = self.observed.take() {
                 return observed.finish(holder.conn_mut().get(), self.failed);

@@ -523,8 +523,9 @@ impl Engine {
         let writer = self.writer()?;
         let conn = &writer.state().conn;
         let run = || {
-            let undone = UndoneChanges::start(&self.hub, conn.get());
-            let result = undone.end(conn.with_statement(info.id, sql, |c, s| f(c, s, info)));
+            let mark = UndoMark::take(&self.hub, conn.get());
+            let result = conn.with_statement(info.id, sql, |c, s| f(c, s, info));
+            let result = mark.end(&self.hub, conn.get(), result);
             if result.is_ok() {
                 self.hub.savepoint_ran(sql);
             }
@@ -759,43 +760,37 @@ fn failure_kept_changes(conn: &Connection, before: u64) -> bool {
     !conn.is_autocommit() && conn.total_changes() != before && conn.changes() > 0
 }
 
-/// Forgets the change notifications of a statement that failed and whose rows SQLite undid.
-pub(crate) struct UndoneChanges<'a> {
-    hub: &'a EventHub,
-    conn: &'a Connection,
-    mark: usize,
-    /// The writer's `total_changes` before the statement ran.
-    before: u64,
+/// What a statement on the writer starts from: the change notifications recorded so far and
+/// the writer's `total_changes`. A statement that fails and whose rows SQLite undid has its
+/// notifications forgotten back to this mark.
+#[derive(Clone, Copy)]
+pub(crate) struct UndoMark {
+    pending: usize,
+    total_changes: u64,
 }
 
-impl<'a> UndoneChanges<'a> {
-    pub(crate) fn start(hub: &'a EventHub, conn: &'a Connection) -> Self {
-        UndoneChanges::at(hub, conn, hub.pending_len(), conn.total_changes())
-    }
-
-    /// From a mark and `total_changes` taken before the statement ran.
-    pub(crate) fn at(hub: &'a EventHub, conn: &'a Connection, mark: usize, before: u64) -> Self {
-        UndoneChanges {
-            hub,
-            conn,
-            mark,
-            before,
+impl UndoMark {
+    /// The mark before a statement on `conn` (the writer).
+    pub(crate) fn take(hub: &EventHub, conn: &Connection) -> UndoMark {
+        UndoMark {
+            pending: hub.pending_len(),
+            total_changes: conn.total_changes(),
         }
     }
 
     /// Passes on the statement's result, after [`failed`](Self::failed) when it is an error.
-    pub(crate) fn end<T>(&self, result: Result<T>) -> Result<T> {
+    pub(crate) fn end<T>(self, hub: &EventHub, conn: &Connection, result: Result<T>) -> Result<T> {
         if result.is_err() {
-            self.failed();
+            self.failed(hub, conn);
         }
         result
     }
 
-    /// The statement failed: forgets its changes unless it kept some (see
+    /// The statement failed: forgets its notifications unless it kept rows (see
     /// [`failure_kept_changes`]).
-    pub(crate) fn failed(&self) {
-        if !failure_kept_changes(self.conn, self.before) {
-            self.hub.truncate_pending(self.mark);
+    pub(crate) fn failed(self, hub: &EventHub, conn: &Connection) {
+        if !failure_kept_changes(conn, self.total_changes) {
+            hub.truncate_pending(self.pending);
         }
     }
 }

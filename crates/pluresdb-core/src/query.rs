@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 pub(crate) use script_split::is_complete;
 use script_split::next_statement;
 
-use crate::engine::{Engine, SqlInfo, UndoneChanges, observed_write, sql_error};
+use crate::engine::{Engine, SqlInfo, UndoMark, observed_write, sql_error};
 use crate::error::{Error, Result};
 use crate::params::{Binder, Params};
 use crate::row::{Columns, FromRow, Row, RowRef};
@@ -130,7 +130,7 @@ impl Engine {
             });
             let before = conn.total_changes();
             let readonly = stmt.readonly();
-            let undone = UndoneChanges::start(&self.hub, conn);
+            let mark = UndoMark::take(&self.hub, conn);
             let mut read = || -> Result<Vec<Row>> {
                 let mut rows_out = Vec::new();
                 let mut rows = stmt.raw_query();
@@ -151,7 +151,7 @@ impl Engine {
                 }
             };
             let mut run = || {
-                let rows = undone.end(read())?;
+                let rows = mark.end(&self.hub, conn, read())?;
                 self.hub.savepoint_ran(&script[start..tail]);
                 Ok(rows)
             };

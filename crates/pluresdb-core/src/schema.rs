@@ -342,14 +342,19 @@ fn not_a_database(err: Error) -> Error {
 
 /// Whether the main database has a table named `name`.
 pub(crate) fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
+    schema_has(conn, "table", name)
+}
+
+/// Whether the main database has a trigger named `name`.
+pub(crate) fn trigger_exists(conn: &Connection, name: &str) -> Result<bool> {
+    schema_has(conn, "trigger", name)
+}
+
+/// Whether the main database has an object of type `kind` named `name`.
+fn schema_has(conn: &Connection, kind: &str, name: &str) -> Result<bool> {
     Ok(conn
-        .query_row(
-            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
-            [name],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
+        .prepare_cached("SELECT 1 FROM sqlite_schema WHERE type = ?1 AND name = ?2")?
+        .exists([kind, name])?)
 }
 
 fn stored_version(conn: &Connection) -> Result<i64> {

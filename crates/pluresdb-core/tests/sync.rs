@@ -593,6 +593,11 @@ fn two_handles_on_one_file_merge_changes_of_a_site_the_other_added() {
     c.put("from-c", &json!({})).unwrap();
     push(&b, &a1); // a1 reads the site list: this file's and b's
     push(&c, &a2); // the other handle adds c's
+    // a1 merges into a row whose clock (written by the other handle) names c: it must read
+    // c from the table (it reported the clock as naming a site the table lacks).
+    b.put("from-c", &json!({"b": 1})).unwrap();
+    push(&b, &a1);
+    assert_eq!(a1.get_node("from-c").unwrap().unwrap().data["b"], 1);
     c.put("from-c-2", &json!({"v": 2})).unwrap();
     // a1 meets c: it must find c in the table rather than add it again (UNIQUE failed).
     let set = c.changes_since(0, None).unwrap();

@@ -262,7 +262,11 @@ impl Session<'_> {
     {
         let mut poll = tokio::time::interval(WATCH_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut seen_version = self.db.db_version()?;
+        let mut seen_version = if self.opts.watch {
+            self.db.db_version()?
+        } else {
+            0
+        };
         loop {
             let sent = self.outbox.is_empty() && !self.unflushed;
             if !self.opts.watch && self.peer_done && self.acked && sent {

@@ -633,7 +633,7 @@ fn a_damaged_change_file_is_refused_before_its_damaged_frame_applies() {
 }
 
 #[test]
-fn a_restored_backup_is_told_apart_instead_of_its_new_changes_being_skipped() {
+fn a_restored_backup_behind_its_peer_is_refused_instead_of_its_changes_being_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (open(&dir, "a.db"), open(&dir, "b.db"));
     a.put("x", &json!({})).unwrap();

@@ -170,11 +170,12 @@ pub(crate) const MAX_JSON_DEPTH: usize = 100;
 
 /// Fails when `json` nests objects and arrays deeper than [`MAX_JSON_DEPTH`].
 fn check_depth(what: &str, json: &Json) -> Result<()> {
+    // Without recursing (the value may be deeper than the stack) or a buffer per container.
     let mut open = vec![(json, 1)];
     while let Some((v, depth)) = open.pop() {
-        let inner: Vec<&Json> = match v {
-            Json::Array(items) => items.iter().collect(),
-            Json::Object(map) => map.values().collect(),
+        let (items, map) = match v {
+            Json::Array(items) => (items.as_slice(), None),
+            Json::Object(map) => (&[][..], Some(map)),
             _ => continue,
         };
         if depth > MAX_JSON_DEPTH {
@@ -183,7 +184,8 @@ fn check_depth(what: &str, json: &Json) -> Result<()> {
                  flatten it (store the deep part as a JSON string if it must be kept as is)"
             )));
         }
-        open.extend(inner.into_iter().map(|c| (c, depth + 1)));
+        let inner = items.iter().chain(map.into_iter().flat_map(Map::values));
+        open.extend(inner.map(|c| (c, depth + 1)));
     }
     Ok(())
 }

@@ -90,9 +90,9 @@ impl Database {
     pub fn apply_changes(&self, changes: &[ChangeRecord]) -> Result<ApplyReport> {
         self.require_graph()?;
         let repl = self.replication().clone();
-        let mut missed = Missed::new();
         let mut skipped = 0;
-        // Synced tables dropped here, by id.
+        // Tables of skipped changes, and those of them synced but dropped here (by id).
+        let mut skipped_tables = std::collections::BTreeSet::new();
         let mut dropped = std::collections::BTreeSet::new();
         let groups = self.with_writer_conn(|conn| {
             repl.with_collections(conn, |colls| {
@@ -110,8 +110,7 @@ impl Database {
                 for (i, ch) in changes.iter().enumerate() {
                     let Some(coll) = validate(colls, ch).map_err(|e| e.context(context(i)))? else {
                         skipped += 1;
-                        missed.insert((ch.collection.to_string(), String::new()));
-                        dropped.extend(colls.by_name(&ch.collection).map(|c| c.id));
+                        skipped_tables.insert(&*ch.collection);
                         continue;
                     };
                     if newest.is_none_or(|(_, hlc)| ch.version.hlc > hlc) {
@@ -141,6 +140,12 @@ impl Database {
                     order[slot].changes.push(ch);
                     last = Some(slot);
                 }
+                dropped.extend(
+                    skipped_tables
+                        .iter()
+                        .filter_map(|t| colls.by_name(t))
+                        .map(|c| c.id),
+                );
                 // The newest clock is checked against drift (and observed) once for all.
                 if let Some((i, hlc)) = newest {
                     repl.clock
@@ -167,7 +172,10 @@ impl Database {
                     seq,
                     sql: TableSql::default(),
                     sites: Vec::new(),
-                    missed,
+                    missed: skipped_tables
+                        .iter()
+                        .map(|t| (t.to_string(), String::new()))
+                        .collect(),
                     read_clock: conn.prepare_cached(
                         "SELECT cl, ver FROM _pluresdb_clock WHERE tbl = ?1 AND key = ?2",
                     )?,
@@ -462,7 +470,14 @@ fn merge_row<'c>(
                 .map(|s| batch.version_of(conn, s))
                 .transpose()?;
             let decision = decide_field(m.cl, local, ch.cl, ch.version);
-            if lacking && !matches!(decision, FieldDecision::Ignore) {
+            // (A set of a few entries: looked through before copying the names for it.)
+            if lacking
+                && !matches!(decision, FieldDecision::Ignore)
+                && !batch
+                    .missed
+                    .iter()
+                    .any(|(t, f)| *t == *group.coll.name && *f == *ch.field)
+            {
                 batch
                     .missed
                     .insert((group.coll.name.to_string(), ch.field.to_string()));

@@ -138,13 +138,8 @@ pub(crate) fn find(conn: &Connection, table: &str, column: &str) -> Result<Index
 /// Fails when `def` no longer fits its table: the table was dropped (which drops the index's
 /// triggers, so a table made again under that name would never be indexed), or the column
 /// was renamed or dropped (the index would read nothing).
-fn check_current(conn: &Connection, def: &IndexDef) -> Result<()> {
-    let trigger: String = trigger_name(def, "ins")
-        .trim_matches('"')
-        .replace("\"\"", "\"");
-    let has_trigger = conn
-        .prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?1")?
-        .exists([&trigger])?;
+pub(crate) fn check_current(conn: &Connection, def: &IndexDef) -> Result<()> {
+    let has_trigger = crate::schema::trigger_exists(conn, &trigger_ident(def, "ins"))?;
     let has_column = def.table == NODES_TABLE
         || conn
             .prepare_cached("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2 COLLATE NOCASE")?
@@ -170,7 +165,7 @@ fn check_current(conn: &Connection, def: &IndexDef) -> Result<()> {
 }
 
 /// The definition of the index on `table`.`column` as stored, current or not (see [`find`]).
-fn find_def(conn: &Connection, table: &str, column: &str) -> Result<IndexDef> {
+pub(crate) fn find_def(conn: &Connection, table: &str, column: &str) -> Result<IndexDef> {
     let table = if table.eq_ignore_ascii_case(NODES_NAME) {
         NODES_TABLE
     } else {
@@ -478,7 +473,12 @@ fn check_table(
 }
 
 fn trigger_name(def: &IndexDef, what: &str) -> String {
-    quote(&format!("_pluresdb_vec_{}_{what}", def.id))
+    quote(&trigger_ident(def, what))
+}
+
+/// [`trigger_name`], unquoted (as `sqlite_schema` has it).
+fn trigger_ident(def: &IndexDef, what: &str) -> String {
+    format!("_pluresdb_vec_{}_{what}", def.id)
 }
 
 /// The triggers that log writes (and check vectors, and embed text) for `def`.

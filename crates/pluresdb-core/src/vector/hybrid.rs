@@ -83,20 +83,10 @@ fn create_text_index_on(conn: &Connection, table: &str, columns: &[&str]) -> Res
         }
     }
     let fts = fts_name(table);
-    let exists: Option<String> = conn
-        .query_row(
-            "SELECT columns FROM _pluresdb_text_indexes WHERE tbl = ?1",
-            [table],
-            |r| r.get(0),
-        )
-        .optional()
-        .or_else(|e| match e {
-            rusqlite::Error::SqliteFailure(..) => Ok(None),
-            e => Err(e),
-        })?;
+    let exists = text_index_columns(conn, table)?;
     let list = columns.join(",");
     // A table dropped since took the index's triggers: the index is replaced.
-    if exists.is_some() && !trigger_exists(conn, &format!("{fts}_ai"))? {
+    if exists.is_some() && !crate::schema::trigger_exists(conn, &text_trigger(&fts, "ai"))? {
         drop_text_index_on(conn, table)?;
     } else if let Some(existing) = exists {
         if existing == list {
@@ -123,7 +113,7 @@ fn create_text_index_on(conn: &Connection, table: &str, columns: &[&str]) -> Res
         .collect::<Vec<_>>()
         .join(", ");
     let (f, t) = (quote(&fts), quote(table));
-    let trig = |what: &str| quote(&format!("{fts}_{what}"));
+    let trig = |what: &str| quote(&text_trigger(&fts, what));
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS _pluresdb_text_indexes(tbl TEXT PRIMARY KEY, columns TEXT NOT NULL);
          CREATE VIRTUAL TABLE {f} USING fts5({cols}, content={content}, tokenize='unicode61 remove_diacritics 2');
@@ -150,36 +140,38 @@ fn create_text_index_on(conn: &Connection, table: &str, columns: &[&str]) -> Res
     Ok(fts)
 }
 
-/// Whether the trigger `name` exists.
-fn trigger_exists(conn: &Connection, name: &str) -> Result<bool> {
+/// The columns (comma-separated) of `table`'s text index, if it has one.
+fn text_index_columns(conn: &Connection, table: &str) -> Result<Option<String>> {
     Ok(conn
-        .prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?1")?
-        .exists([name])?)
+        .query_row(
+            "SELECT columns FROM _pluresdb_text_indexes WHERE tbl = ?1",
+            [table],
+            |r| r.get(0),
+        )
+        .optional()
+        // No text index was ever made: the table is missing.
+        .or_else(|e| match e {
+            rusqlite::Error::SqliteFailure(..) => Ok(None),
+            e => Err(e),
+        })?)
+}
+
+/// The (unquoted) name of the trigger `what` (`ai`, `ad`, `au`) of the text index `fts`.
+fn text_trigger(fts: &str, what: &str) -> String {
+    format!("{fts}_{what}")
 }
 
 /// Drops `table`'s text index (its triggers, its FTS table and its definition); false when
 /// it has none.
 fn drop_text_index_on(conn: &Connection, table: &str) -> Result<bool> {
-    let fts = fts_name(table);
-    let known = conn
-        .query_row(
-            "SELECT 1 FROM _pluresdb_text_indexes WHERE tbl = ?1",
-            [table],
-            |_| Ok(()),
-        )
-        .optional()
-        .or_else(|e| match e {
-            rusqlite::Error::SqliteFailure(..) => Ok(None),
-            e => Err(e),
-        })?
-        .is_some();
-    if !known {
+    if text_index_columns(conn, table)?.is_none() {
         return Ok(false);
     }
+    let fts = fts_name(table);
     for what in ["ai", "ad", "au"] {
         conn.execute_batch(&format!(
             "DROP TRIGGER IF EXISTS {}",
-            quote(&format!("{fts}_{what}"))
+            quote(&text_trigger(&fts, what))
         ))?;
     }
     conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(&fts)))?;

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use parking_lot::{Mutex, RwLock, RwLockUpgradableReadGuard};
 use pluresdb_vector::{ExactSearch, Filter, Hnsw, MAX_EF, Neighbor};
@@ -142,6 +143,9 @@ pub(crate) struct Loaded {
 #[derive(Default)]
 pub(crate) struct LiveIndex {
     pub(crate) state: RwLock<Option<Loaded>>,
+    /// The file's `schema_version` when the definition was last found to fit its table
+    /// ([`defs::check_current`]); 0 = not checked. Only a schema change can make it stale.
+    checked_at: AtomicI64,
 }
 
 /// The indexes of one database and its embedding model.
@@ -199,7 +203,17 @@ impl VectorRegistry {
         if req.k == 0 {
             return Err(Error::invalid("k must be at least 1"));
         }
-        let def = defs::find(conn, req.table, req.column)?;
+        let def = defs::find_def(conn, req.table, req.column)?;
+        let live = self.live(def.id);
+        // Whether the index still fits its table takes two schema lookups: done again only
+        // after a schema change.
+        let schema: i64 = conn
+            .prepare_cached("PRAGMA schema_version")?
+            .query_row([], |r| r.get(0))?;
+        if live.checked_at.load(Ordering::Acquire) != schema {
+            defs::check_current(conn, &def)?;
+            live.checked_at.store(schema, Ordering::Release);
+        }
         let query = match &req.query {
             Query::Vector(v) => v.clone(),
             Query::Text(t) => self.embed(t)?,
@@ -223,7 +237,6 @@ impl VectorRegistry {
         }
         let in_write_tx =
             conn.transaction_state(None::<&str>)? == rusqlite::TransactionState::Write;
-        let live = self.live(def.id);
         if in_write_tx {
             return overlay_search(conn, &def, &live, &query, req, allowed.as_ref());
         }

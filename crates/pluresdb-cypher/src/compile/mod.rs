@@ -44,9 +44,9 @@ fn check_param_depth(params: &Map<String, Json>) -> Result<()> {
     for (name, value) in params {
         let mut open = vec![(value, 1)];
         while let Some((v, depth)) = open.pop() {
-            let inner: Vec<&Json> = match v {
-                Json::Array(items) => items.iter().collect(),
-                Json::Object(map) => map.values().collect(),
+            let (items, map) = match v {
+                Json::Array(items) => (items.as_slice(), None),
+                Json::Object(map) => (&[][..], Some(map)),
                 _ => continue,
             };
             if depth > MAX_PARAM_DEPTH {
@@ -55,7 +55,8 @@ fn check_param_depth(params: &Map<String, Json>) -> Result<()> {
                      deep; flatten it"
                 )));
             }
-            open.extend(inner.into_iter().map(|c| (c, depth + 1)));
+            let inner = items.iter().chain(map.into_iter().flat_map(Map::values));
+            open.extend(inner.map(|c| (c, depth + 1)));
         }
     }
     Ok(())
