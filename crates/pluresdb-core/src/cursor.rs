@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::conn::CachedStmt;
 use crate::engine::{Engine, Holder, ObservedStatement, SqlInfo, UndoMark};
 use crate::error::Result;
+use crate::events::{SavepointStmt, savepoint_statement};
 use crate::params::{Binder, Params};
 use crate::row::{Columns, FromRow, Row, RowRef};
 
@@ -27,6 +28,9 @@ pub struct RowIter<T = Row> {
     observed: Option<ObservedWrite>,
     /// On the writer: where the statement started, to undo its notifications if it fails.
     undo_mark: Option<(Arc<Engine>, UndoMark)>,
+    /// On the writer, a savepoint statement: applied to the engine's savepoint marks once it
+    /// has run (see [`EventHub::savepoint_done`](crate::events::EventHub::savepoint_done)).
+    savepoint: Option<SavepointStmt>,
     failed: bool,
     _rows_as: PhantomData<fn() -> T>,
 }
@@ -50,6 +54,7 @@ impl<T: FromRow> RowIter<T> {
             info: None,
             observed: None,
             undo_mark: None,
+            savepoint: None,
             failed: false,
             _rows_as: PhantomData,
         };
@@ -59,6 +64,7 @@ impl<T: FromRow> RowIter<T> {
         if let Holder::Writer(_) = &*holder {
             let mark = UndoMark::take(&engine.hub, holder.conn_mut().get());
             iter.undo_mark = Some((engine.clone(), mark));
+            iter.savepoint = savepoint_statement(sql);
         }
         if let (Holder::Writer(_), Some(observer)) = (&*holder, engine.active_observer())
             && !stmt.readonly()
@@ -138,7 +144,14 @@ impl<T: FromRow> Iterator for RowIter<T> {
                 Some(row)
             }
             // The write's captures are recorded at the end: a failure there is the last item.
-            Ok(None) => self.finish().err().map(Err),
+            Ok(None) => {
+                if let (Some(statement), Some((engine, _))) =
+                    (self.savepoint.take(), &self.undo_mark)
+                {
+                    engine.hub.savepoint_done(statement);
+                }
+                self.finish().err().map(Err)
+            }
             Err(e) => {
                 self.failed = true;
                 let _ = self.finish();

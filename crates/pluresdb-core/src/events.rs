@@ -122,43 +122,105 @@ pub(crate) struct EventHub {
     wants_rows: AtomicBool,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum SavepointOp {
+/// What a savepoint statement does.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum SavepointOp {
     Open,
     Release,
     RollbackTo,
 }
 
-/// The savepoint statement `sql` is, with its name lowercased (as SQLite compares them).
-/// Leading comments and names with spaces are not recognized.
-fn savepoint_statement(sql: &str) -> Option<(SavepointOp, String)> {
-    // Every statement comes here: most are told apart by their first word, without copying.
-    let head = sql.trim_start().as_bytes();
-    let starts = |word: &str| {
-        head.get(..word.len())
-            .is_some_and(|h| h.eq_ignore_ascii_case(word.as_bytes()))
+/// A savepoint statement: what it does, and the savepoint's name as SQLite compares it
+/// (unquoted, ASCII-lowercased).
+pub(crate) type SavepointStmt = (SavepointOp, String);
+
+/// `sql` without the whitespace and comments (`-- ...` and `/* ... */`) it starts with.
+fn skip_blanks(mut sql: &str) -> &str {
+    loop {
+        let trimmed = sql.trim_start();
+        sql = if let Some(rest) = trimmed.strip_prefix("--") {
+            rest.find('\n').map_or("", |i| &rest[i + 1..])
+        } else if let Some(rest) = trimmed.strip_prefix("/*") {
+            rest.find("*/").map_or("", |i| &rest[i + 2..])
+        } else {
+            return trimmed;
+        };
+    }
+}
+
+/// The first SQL token of `sql` (a word, or a quoted name unquoted) and what follows it.
+fn next_token(sql: &str) -> Option<(String, &str)> {
+    let sql = skip_blanks(sql);
+    let close = match sql.as_bytes().first()? {
+        b'"' => '"',
+        b'\'' => '\'',
+        b'`' => '`',
+        b'[' => ']',
+        _ => {
+            let end = sql
+                .find(|c: char| c.is_whitespace() || c == ';' || c == '-' || c == '/')
+                .unwrap_or(sql.len());
+            return (end > 0).then(|| (sql[..end].to_ascii_lowercase(), &sql[end..]));
+        }
     };
-    if !(starts("savepoint") || starts("release") || starts("rollback")) {
+    // A quoted name; the quote doubled stands for itself (not inside [...]).
+    let mut name = String::new();
+    let mut rest = &sql[1..];
+    loop {
+        let i = rest.find(close)?;
+        name.push_str(&rest[..i]);
+        rest = &rest[i + 1..];
+        if close != ']' && rest.starts_with(close) {
+            name.push(close);
+            rest = &rest[1..];
+        } else {
+            return Some((name.to_ascii_lowercase(), rest));
+        }
+    }
+}
+
+/// The savepoint statement `sql` is, if it is one.
+pub(crate) fn savepoint_statement(sql: &str) -> Option<SavepointStmt> {
+    // Every statement comes here: most are told apart by their first word, without copying.
+    let head = skip_blanks(sql);
+    let word = &head[..head
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(head.len())];
+    if !["savepoint", "release", "rollback"]
+        .iter()
+        .any(|w| w.eq_ignore_ascii_case(word))
+    {
         return None;
     }
-    let sql = sql.trim().trim_end_matches(';').to_ascii_lowercase();
-    let words: Vec<&str> = sql.split_whitespace().collect();
-    let (op, name) = match words.as_slice() {
-        ["savepoint", name] => (SavepointOp::Open, name),
-        ["release", name] | ["release", "savepoint", name] => (SavepointOp::Release, name),
-        ["rollback", "to", name]
-        | ["rollback", "to", "savepoint", name]
-        | ["rollback", "transaction", "to", name]
-        | ["rollback", "transaction", "to", "savepoint", name] => (SavepointOp::RollbackTo, name),
+    let mut words = Vec::with_capacity(5);
+    let mut rest = sql;
+    while let Some((word, tail)) = next_token(rest) {
+        if words.len() == 5 {
+            return None;
+        }
+        words.push(word);
+        rest = tail;
+    }
+    if !skip_blanks(rest).trim_start_matches(';').trim().is_empty() {
+        return None;
+    }
+    let mut words = words.into_iter();
+    let first = words.next()?;
+    let rest: Vec<String> = words.collect();
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let (op, name) = match (first.as_str(), rest.as_slice()) {
+        ("savepoint", [name]) => (SavepointOp::Open, name),
+        ("release", [name] | ["savepoint", name]) => (SavepointOp::Release, name),
+        (
+            "rollback",
+            ["to", name]
+            | ["to", "savepoint", name]
+            | ["transaction", "to", name]
+            | ["transaction", "to", "savepoint", name],
+        ) => (SavepointOp::RollbackTo, name),
         _ => return None,
     };
-    let unquoted = match name.as_bytes() {
-        [b'"', .., b'"'] | [b'\'', .., b'\''] | [b'`', .., b'`'] | [b'[', .., b']'] => {
-            &name[1..name.len() - 1]
-        }
-        _ => name,
-    };
-    Some((op, unquoted.to_owned()))
+    Some((op, (*name).to_owned()))
 }
 
 /// Changes committed but not yet delivered.
@@ -223,9 +285,13 @@ impl EventHub {
     /// A SQL statement (`SAVEPOINT`, `RELEASE`, `ROLLBACK TO`) succeeded: a rollback to a
     /// savepoint forgets the changes recorded since it opened.
     pub(crate) fn savepoint_ran(&self, sql: &str) {
-        let Some((op, name)) = savepoint_statement(sql) else {
-            return;
-        };
+        if let Some(statement) = savepoint_statement(sql) {
+            self.savepoint_done(statement);
+        }
+    }
+
+    /// The savepoint statement `statement` (see [`savepoint_statement`]) succeeded.
+    pub(crate) fn savepoint_done(&self, (op, name): SavepointStmt) {
         let mut savepoints = self.savepoints.lock();
         let found = savepoints.iter().rposition(|(n, _)| *n == name);
         match (op, found) {
@@ -393,5 +459,36 @@ impl Iterator for ChangeStream {
 
     fn next(&mut self) -> Option<Change> {
         self.recv()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SavepointOp::*, savepoint_statement};
+
+    #[test]
+    fn savepoint_statements_are_recognized_with_comments_and_quoted_names() {
+        let cases = [
+            ("SAVEPOINT a", Some((Open, "a"))),
+            ("  -- why\n/* x */ savepoint \"A b\";", Some((Open, "a b"))),
+            ("RELEASE SAVEPOINT `x``y`", Some((Release, "x`y"))),
+            ("release [s p]/* done */", Some((Release, "s p"))),
+            (
+                "ROLLBACK TRANSACTION TO SAVEPOINT \"q\"\"\"",
+                Some((RollbackTo, "q\"")),
+            ),
+            ("rollback to s; ", Some((RollbackTo, "s"))),
+            ("ROLLBACK", None),
+            ("SAVEPOINT", None),
+            ("SAVEPOINT a b", None),
+            ("SELECT 1", None),
+            ("savepoints", None),
+            ("ROLLBACK TO \"unterminated", None),
+        ];
+        for (sql, want) in cases {
+            let got = savepoint_statement(sql);
+            let got = got.as_ref().map(|(op, name)| (*op, name.as_str()));
+            assert_eq!(got, want, "{sql:?}");
+        }
     }
 }

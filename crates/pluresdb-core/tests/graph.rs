@@ -473,6 +473,42 @@ fn on_change_skips_rows_rolled_back_to_a_sql_savepoint() {
 }
 
 #[test]
+fn on_change_follows_savepoints_run_through_iterate_or_after_comments() {
+    let db = Database::open_in_memory().unwrap();
+    db.exec("CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT)")
+        .unwrap();
+    let stream = db.on_change();
+    let run_through_iterate = |sql: &str| {
+        for row in db.iterate(sql, ()).unwrap() {
+            row.unwrap();
+        }
+    };
+    db.exec("BEGIN").unwrap();
+    run_through_iterate("SAVEPOINT s");
+    db.run("INSERT INTO t(b) VALUES ('gone')", ()).unwrap();
+    run_through_iterate("ROLLBACK TO s");
+    // A comment before the statement, and a quoted name with a space and a doubled quote.
+    db.run(
+        "-- undo what follows\n /* if needed */ SAVEPOINT \"my \"\"sp\"",
+        (),
+    )
+    .unwrap();
+    db.run("INSERT INTO t(b) VALUES ('gone')", ()).unwrap();
+    db.exec(
+        "INSERT INTO t(b) VALUES ('gone'); /* undo */ ROLLBACK TO [My \"sp] -- all\n; RELEASE s",
+    )
+    .unwrap();
+    db.run("INSERT INTO t(b) VALUES ('real')", ()).unwrap();
+    db.exec("COMMIT").unwrap();
+    assert_eq!(
+        db.all_as::<(i64, String)>("SELECT a, b FROM t", ())
+            .unwrap(),
+        [(1, "real".to_string())]
+    );
+    assert_eq!(row_events(&stream), [(RowOp::Insert, 1)]);
+}
+
+#[test]
 fn on_change_streams_nodes_edges_and_sql_rows() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path().join("s.db")).unwrap();

@@ -164,6 +164,7 @@ pub(crate) fn register_stateful(
     let direct = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DIRECTONLY;
     const CREATE_USAGE: &str =
         "use pluresdb_vector_index(table, column [, metric [, options_json]]) with text arguments";
+    let r = registry.clone();
     conn.create_scalar_function("pluresdb_vector_index", -1, direct, move |ctx| {
         if !(2..=4).contains(&ctx.len()) {
             return Err(user_function_error(CREATE_USAGE));
@@ -178,6 +179,7 @@ pub(crate) fn register_stateful(
         // thread only, for the duration of the call.
         let conn = unsafe { ctx.get_connection()? };
         let def = defs::create(&conn, &table, &column, &new).map_err(user_function_error)?;
+        r.forget_missing(&conn).map_err(user_function_error)?;
         Ok(def.name())
     })?;
     let r = registry.clone();

@@ -138,7 +138,11 @@ impl Database {
     ) -> Result<String> {
         self.require_graph()?;
         self.transaction(|db| {
-            db.with_writer_conn(|c| defs::create(c, table, column, options).map(|d| d.name()))
+            db.with_writer_conn(|c| {
+                let def = defs::create(c, table, column, options)?;
+                db.vectors().forget_missing(c)?;
+                Ok(def.name())
+            })
         })
     }
 
@@ -325,5 +329,52 @@ impl Database {
     /// Embeds `text` with the configured model.
     pub fn embed(&self, text: &str) -> Result<Vec<f32>> {
         self.vectors().embed(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Database, VectorIndexOptions};
+
+    const MAKE: &str = "CREATE TABLE docs(id INTEGER PRIMARY KEY, e BLOB);
+                        INSERT INTO docs VALUES (1, vec_f32('[1, 0]'))";
+    const SEARCH: &str = "SELECT rowid FROM vector_search('docs', 'e', '[1, 0]', 1)";
+
+    /// A database with a loaded index on `docs.e` whose table was then dropped and made
+    /// again; returns the stale index's id.
+    fn stale_index() -> (Database, i64) {
+        let db = Database::open_in_memory().unwrap();
+        db.exec(MAKE).unwrap();
+        db.create_vector_index("docs", "e", &VectorIndexOptions::default())
+            .unwrap();
+        db.all(SEARCH, ()).unwrap();
+        let ids = db.vectors().live_ids();
+        assert_eq!(ids.len(), 1);
+        db.exec(&format!("DROP TABLE docs; {MAKE}")).unwrap();
+        (db, ids[0])
+    }
+
+    #[test]
+    fn a_search_that_finds_its_index_stale_frees_it() {
+        let (db, _) = stale_index();
+        db.all(SEARCH, ()).unwrap_err();
+        assert_eq!(db.vectors().live_ids(), [] as [i64; 0]);
+    }
+
+    #[test]
+    fn an_index_made_again_frees_the_stale_one() {
+        let (db, old) = stale_index();
+        db.create_vector_index("docs", "e", &VectorIndexOptions::default())
+            .unwrap();
+        db.all(SEARCH, ()).unwrap();
+        let ids = db.vectors().live_ids();
+        assert!(ids.len() == 1 && ids[0] != old, "{ids:?}");
+        // The same when made again in SQL.
+        db.exec(&format!("DROP TABLE docs; {MAKE}")).unwrap();
+        db.value("SELECT pluresdb_vector_index('docs', 'e')", ())
+            .unwrap();
+        db.all(SEARCH, ()).unwrap();
+        let again = db.vectors().live_ids();
+        assert!(again.len() == 1 && again != ids, "{again:?}");
     }
 }

@@ -198,6 +198,24 @@ impl VectorRegistry {
         self.live.lock().remove(&id);
     }
 
+    /// Frees the in-memory state of indexes whose definition is gone (replaced when stale).
+    pub(crate) fn forget_missing(&self, conn: &Connection) -> Result<()> {
+        let ids: HashSet<i64> = conn
+            .prepare_cached("SELECT id FROM _pluresdb_vector_indexes")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        self.live.lock().retain(|id, _| ids.contains(id));
+        Ok(())
+    }
+
+    /// The ids of the indexes with in-memory state.
+    #[cfg(test)]
+    pub(crate) fn live_ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.live.lock().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Runs a search on `conn` (the connection running the SQL statement).
     pub(crate) fn search(&self, conn: &Connection, req: &SearchRequest<'_>) -> Result<Vec<Hit>> {
         if req.k == 0 {
@@ -211,7 +229,11 @@ impl VectorRegistry {
             .prepare_cached("PRAGMA schema_version")?
             .query_row([], |r| r.get(0))?;
         if live.checked_at.load(Ordering::Acquire) != schema {
-            defs::check_current(conn, &def)?;
+            if let Err(e) = defs::check_current(conn, &def) {
+                // Its table or column is gone: nothing in memory is worth keeping.
+                self.forget(def.id);
+                return Err(e);
+            }
             live.checked_at.store(schema, Ordering::Release);
         }
         let query = match &req.query {
