@@ -174,17 +174,23 @@ enum Command {
         /// Output file (default: standard output, which must be redirected).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        #[command(flatten)]
+        limit: sync_cmd::MessageLimit,
     },
     /// Apply a change file written by `pluresdb changes` on another device.
     Apply {
         /// The change file.
         file: PathBuf,
+        #[command(flatten)]
+        limit: sync_cmd::MessageLimit,
     },
     /// Serve sync over WebSocket until interrupted.
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:34569")]
         listen: String,
+        #[command(flatten)]
+        limit: sync_cmd::MessageLimit,
     },
     /// Two-way sync with a `pluresdb serve` at URL (ws://host:port); --status shows peers.
     Sync {
@@ -197,6 +203,8 @@ enum Command {
         /// Show this database's version vector and its peers instead of syncing.
         #[arg(long)]
         status: bool,
+        #[command(flatten)]
+        limit: sync_cmd::MessageLimit,
     },
     /// Print the recorded versions of a node (oldest first).
     History {
@@ -664,30 +672,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Changes { since, output } => {
+        Command::Changes {
+            since,
+            output,
+            limit,
+        } => {
             let db = open(&cli)?;
             drop(out);
-            sync_cmd::changes(&db, since, output.as_deref(), cli.json)?;
+            sync_cmd::changes(&db, since, output.as_deref(), limit, cli.json)?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Apply { file } => {
+        Command::Apply { file, limit } => {
             let db = open(&cli)?;
             drop(out);
-            sync_cmd::apply(&db, file, cli.json)?;
+            sync_cmd::apply(&db, file, limit, cli.json)?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Serve { listen } => {
+        Command::Serve { listen, limit } => {
             let db = open(&cli)?;
             drop(out);
-            sync_cmd::serve_cmd(db, listen)?;
+            sync_cmd::serve_cmd(db, listen, limit)?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Sync { url, watch, status } => {
+        Command::Sync {
+            url,
+            watch,
+            status,
+            limit,
+        } => {
             let db = open(&cli)?;
             drop(out);
             match (status, url) {
                 (true, _) => sync_cmd::status(&db, cli.json)?,
-                (false, Some(url)) => sync_cmd::sync_cmd(db, url, *watch, cli.json)?,
+                (false, Some(url)) => sync_cmd::sync_cmd(db, url, *watch, limit, cli.json)?,
                 (false, None) => {
                     return Err(Error::invalid(
                         "give the server's ws://host:port, or --status",

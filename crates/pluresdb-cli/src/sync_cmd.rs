@@ -5,11 +5,52 @@ use std::path::Path;
 
 use pluresdb_core::{Database, Error, Result, VersionVector};
 use pluresdb_sync::SessionOptions;
+use pluresdb_sync::codec::DEFAULT_MAX_MESSAGE;
 use pluresdb_sync::file::{apply_file, write_changes};
 use pluresdb_sync::net::{bind, serve, sync_with};
 use serde_json::json;
 
 use crate::output::{print_json, print_table};
+
+/// `--max-message`: the largest sync message, for the commands that send or read them.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct MessageLimit {
+    /// Largest sync message this side accepts and makes, in bytes or with a KiB, MiB or GiB
+    /// suffix (1MiB to 1GiB). One value larger than the limit cannot sync: raise it to sync
+    /// such values, giving both sides (or `changes` and `apply`) the same.
+    #[arg(long = "max-message", value_name = "SIZE", default_value_t = DEFAULT_MAX_MESSAGE, value_parser = parse_size)]
+    bytes: usize,
+}
+
+/// The sizes `--max-message` takes.
+const MESSAGE_LIMITS: std::ops::RangeInclusive<usize> = (1 << 20)..=(1 << 30);
+
+/// Parses a size such as `67108864`, `64MiB` or `64M` (binary units).
+fn parse_size(text: &str) -> std::result::Result<usize, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => Some(0),
+        "k" | "kib" => Some(10),
+        "m" | "mib" => Some(20),
+        "g" | "gib" => Some(30),
+        _ => None,
+    };
+    let bytes = digits
+        .parse::<usize>()
+        .ok()
+        .zip(shift)
+        .and_then(|(n, shift)| n.checked_mul(1 << shift));
+    match bytes {
+        Some(n) if MESSAGE_LIMITS.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a size from 1MiB to 1GiB: give bytes (16777216) or a number \
+             with KiB, MiB or GiB (64MiB)"
+        )),
+    }
+}
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -20,7 +61,13 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// `pluresdb changes --since VECTOR [-o FILE]`.
-pub fn changes(db: &Database, since: &str, output: Option<&Path>, json_out: bool) -> Result<()> {
+pub fn changes(
+    db: &Database,
+    since: &str,
+    output: Option<&Path>,
+    limit: &MessageLimit,
+    json_out: bool,
+) -> Result<()> {
     let have: VersionVector = since
         .parse()
         .map_err(|e: pluresdb_core::ParseVersionVectorError| Error::invalid(e.to_string()))?;
@@ -29,7 +76,7 @@ pub fn changes(db: &Database, since: &str, output: Option<&Path>, json_out: bool
             let file = std::fs::File::create(path)
                 .map_err(|e| Error::from(e).context(format!("cannot create {}", path.display())))?;
             let mut out = std::io::BufWriter::new(file);
-            write_changes(db, &have, &mut out)?
+            write_changes(db, &have, &mut out, limit.bytes)?
         }
         None => {
             if std::io::stdout().is_terminal() {
@@ -38,7 +85,7 @@ pub fn changes(db: &Database, since: &str, output: Option<&Path>, json_out: bool
                 ));
             }
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            write_changes(db, &have, &mut out)?
+            write_changes(db, &have, &mut out, limit.bytes)?
         }
     };
     let summary = json!({"changes": written.changes, "db_version": written.db_version, "site": db.site_id().to_string()});
@@ -56,13 +103,14 @@ pub fn changes(db: &Database, since: &str, output: Option<&Path>, json_out: bool
 }
 
 /// `pluresdb apply FILE`.
-pub fn apply(db: &Database, file: &Path, json_out: bool) -> Result<()> {
+pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -> Result<()> {
     let f = std::fs::File::open(file)
         .map_err(|e| Error::from(e).context(format!("cannot read {}", file.display())))?;
     let applied = apply_file(
         db,
         &mut std::io::BufReader::new(f),
         Some(file.display().to_string()),
+        limit.bytes,
     )?;
     let vv = db.version_vector()?.to_string();
     if json_out {
@@ -103,22 +151,33 @@ pub fn apply(db: &Database, file: &Path, json_out: bool) -> Result<()> {
 }
 
 /// `pluresdb serve --listen ADDRESS`: serves sync until interrupted.
-pub fn serve_cmd(db: Database, listen: &str) -> Result<()> {
+pub fn serve_cmd(db: Database, listen: &str, limit: &MessageLimit) -> Result<()> {
+    let opts = SessionOptions {
+        max_message: limit.bytes,
+        ..SessionOptions::default()
+    };
     runtime()?.block_on(async move {
         let (listener, addr) = bind(listen).await?;
         println!("serving sync on ws://{addr} (Ctrl-C stops)");
         std::io::stdout().flush()?;
         tokio::select! {
-            result = serve(db, listener, SessionOptions::default()) => result,
+            result = serve(db, listener, opts) => result,
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     })
 }
 
 /// `pluresdb sync URL [--watch]`.
-pub fn sync_cmd(db: Database, url: &str, watch: bool, json_out: bool) -> Result<()> {
+pub fn sync_cmd(
+    db: Database,
+    url: &str,
+    watch: bool,
+    limit: &MessageLimit,
+    json_out: bool,
+) -> Result<()> {
     let opts = SessionOptions {
         watch,
+        max_message: limit.bytes,
         ..SessionOptions::default()
     };
     let report = runtime()?.block_on(async {

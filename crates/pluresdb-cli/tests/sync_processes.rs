@@ -50,8 +50,14 @@ fn setup(dir: &Path, name: &str, rows: usize) -> PathBuf {
 
 /// Starts `pluresdb serve` on a free port; returns the process and its ws:// URL.
 fn serve(db: &Path) -> (Child, String) {
+    serve_with(db, &[])
+}
+
+/// [`serve`] with more arguments.
+fn serve_with(db: &Path, args: &[&str]) -> (Child, String) {
     let mut child = pluresdb(db)
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -236,4 +242,65 @@ fn change_files_sync_air_gapped_devices() {
         .unwrap();
     assert!(!out.status.success());
     assert!(dump(&a) == dump(&b), "nothing changed");
+}
+
+/// Runs `pluresdb` expecting it to fail; returns its standard error.
+fn fails(db: &Path, args: &[&str]) -> String {
+    let out = pluresdb(db).args(args).output().unwrap();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn the_message_limit_is_raised_with_max_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = setup(dir.path(), "server.db", 0);
+    let client = setup(dir.path(), "client.db", 0);
+    // One value of 21 MB: past the default limit of 16 MiB.
+    run(
+        &server,
+        &[
+            "sql",
+            "INSERT INTO todos VALUES ('big', 'title', hex(zeroblob(10500000)))",
+        ],
+    );
+    let big = "SELECT length(note) AS n FROM todos WHERE id = 'big'";
+    // The server cannot send it; the error names the option.
+    let (mut child, url) = serve(&server);
+    let err = fails(&client, &["sync", &url]);
+    assert!(err.contains("--max-message"), "{err}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Raised on the server only: the client refuses the message, and names the option too.
+    let (mut child, url) = serve_with(&server, &["--max-message", "64MiB"]);
+    let err = fails(&client, &["sync", &url]);
+    assert!(err.contains("--max-message"), "{err}");
+    // Raised on both sides: it syncs.
+    run(&client, &["sync", &url, "--max-message", "64MiB"]);
+    assert_eq!(json(&client, big)[0]["n"], 21_000_000);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Change files take the same option, on both ends.
+    let file = dir.path().join("big.changes");
+    let file = file.to_str().unwrap();
+    let err = fails(&server, &["changes", "-o", file]);
+    assert!(err.contains("--max-message"), "{err}");
+    run(
+        &server,
+        &["changes", "-o", file, "--max-message", "67108864"],
+    );
+    let other = setup(dir.path(), "other.db", 0);
+    let err = fails(&other, &["apply", file]);
+    assert!(err.contains("--max-message"), "{err}");
+    run(&other, &["apply", file, "--max-message", "64M"]);
+    assert_eq!(json(&other, big)[0]["n"], 21_000_000);
+    // Documented, and a size it cannot take is refused with what it takes.
+    for command in ["sync", "serve", "changes", "apply"] {
+        let help = run(&client, &[command, "--help"]);
+        assert!(help.contains("--max-message <SIZE>"), "{command}: {help}");
+    }
+    let err = fails(&client, &["sync", &url, "--max-message", "64 parsecs"]);
+    assert!(err.contains("not a size from 1MiB to 1GiB"), "{err}");
+    let err = fails(&client, &["sync", &url, "--max-message", "4096"]);
+    assert!(err.contains("not a size from 1MiB to 1GiB"), "{err}");
 }

@@ -8,9 +8,9 @@ use tokio::sync::mpsc;
 
 use pluresdb_core::{ApplyReport, ChangeRecord, Database, Error, ErrorKind, Result};
 
-/// Received batches waiting to merge, at most (the session stops reading the peer when they
-/// are this many: memory stays bounded however fast the peer sends).
-const QUEUE: usize = 4;
+/// Received batches waiting to merge or merging, at most (the session stops reading the peer
+/// when they are this many: memory stays bounded however fast the peer sends).
+const QUEUE: usize = 8;
 
 /// Batches that queued up are merged together until they hold this many changes.
 pub(crate) const GROUP_CHANGES: usize = 20_000;
@@ -24,7 +24,7 @@ pub(crate) struct Merged {
 
 /// The merging thread of one session, and how many batches it was given and has merged.
 pub(crate) struct Applier {
-    jobs: Option<mpsc::Sender<Vec<ChangeRecord>>>,
+    jobs: Option<mpsc::UnboundedSender<Vec<ChangeRecord>>>,
     results: mpsc::UnboundedReceiver<Result<Merged>>,
     /// Batches submitted so far.
     submitted: usize,
@@ -35,7 +35,7 @@ pub(crate) struct Applier {
 impl Applier {
     /// Starts the thread that merges into `db`.
     pub(crate) fn start(db: Database) -> Applier {
-        let (jobs, mut queue) = mpsc::channel::<Vec<ChangeRecord>>(QUEUE);
+        let (jobs, mut queue) = mpsc::unbounded_channel::<Vec<ChangeRecord>>();
         let (done, results) = mpsc::unbounded_channel();
         std::thread::spawn(move || {
             while let Some(mut changes) = queue.blocking_recv() {
@@ -66,17 +66,20 @@ impl Applier {
         }
     }
 
-    /// Queues a received batch; waits while the queue is full.
-    pub(crate) async fn submit(&mut self, changes: Vec<ChangeRecord>) -> Result<()> {
+    /// Queues a received batch (the caller waits for [`has_room`](Self::has_room) first:
+    /// the session keeps running while batches merge, so it still pings its peer).
+    pub(crate) fn submit(&mut self, changes: Vec<ChangeRecord>) -> Result<()> {
         let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
-        if jobs.send(changes).await.is_err() {
-            // The thread stopped on an error: report that one (after the merges before it).
-            loop {
-                self.merged().await?;
-            }
-        }
+        // A thread that stopped did so on an error, which `merged` reports (the batch counts
+        // as submitted, so the caller still asks for it).
+        let _ = jobs.send(changes);
         self.submitted += 1;
         Ok(())
+    }
+
+    /// Whether another batch may be queued.
+    pub(crate) fn has_room(&self) -> bool {
+        self.submitted - self.merged < QUEUE
     }
 
     /// Batches submitted so far.
@@ -140,18 +143,16 @@ mod tests {
         let mut bad = good.clone();
         bad[0].cl = 0;
         let mut applier = Applier::start(open("db.db"));
-        applier.submit(good).await.unwrap();
-        // Time for the good batch to merge alone (its result then waits, unread): sent at
-        // once, the two would merge as one group and fail together.
+        applier.submit(good).unwrap();
+        // Time for the good batch to merge alone: sent at once, the two would merge as one
+        // group and fail together.
         std::thread::sleep(std::time::Duration::from_millis(300));
-        applier.submit(bad).await.unwrap();
-        // Later batches queue until the thread stops on the bad one; then a submit finds it
-        // gone and reports the merge's error, not that.
-        let err = loop {
-            if let Err(e) = applier.submit(Vec::new()).await {
-                break e;
-            }
-        };
+        applier.submit(bad).unwrap();
+        // A batch after the bad one is taken without an error (the thread may have stopped);
+        // the merges report the good one, then the bad one's own error.
+        applier.submit(Vec::new()).unwrap();
+        assert_eq!(applier.merged().await.unwrap().batches, 1);
+        let err = applier.merged().await.unwrap_err();
         assert!(err.to_string().contains("causal length 0"), "{err}");
     }
 }

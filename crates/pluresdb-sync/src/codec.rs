@@ -18,6 +18,10 @@ pub const PROTOCOL_VERSION: u8 = 1;
 /// Largest message accepted by default (a batch of changes), in bytes.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
 
+/// How to raise the message limit, for errors about it.
+pub(crate) const RAISE_LIMIT: &str = "raise the limit on both sides with --max-message (pluresdb \
+     sync, serve, changes and apply; SessionOptions::max_message in Rust)";
+
 /// Largest `Changes` message a sender makes, in bytes: a quarter of what a peer accepts by
 /// default, so batches of large values still arrive (a batch that encodes larger is split).
 pub const TARGET_MESSAGE: usize = DEFAULT_MAX_MESSAGE / 4;
@@ -121,8 +125,7 @@ impl Message {
                 let key: String = format!("{:?}", change.key).chars().take(200).collect();
                 return Err(Error::invalid(format!(
                     "a change to {:?} (key {key}, field {:?}) takes {} bytes, over the \
-                     {limit}-byte message limit of the peer; raise SessionOptions::max_message on \
-                     both sides (the pluresdb command has no option for it), or keep values \
+                     {limit}-byte message limit of the peer: {RAISE_LIMIT}, or keep values \
                      this large out of synced tables",
                     change.collection,
                     change.field,
@@ -177,7 +180,7 @@ impl Message {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!(
-                    "sync message of {} bytes is over the limit of {max} bytes",
+                    "sync message of {} bytes is over the limit of {max} bytes: {RAISE_LIMIT}",
                     bytes.len()
                 ),
             ));

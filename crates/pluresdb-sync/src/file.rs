@@ -16,7 +16,7 @@ use pluresdb_core::{
 };
 
 use crate::applier::GROUP_CHANGES;
-use crate::codec::{DEFAULT_MAX_MESSAGE, Message, TARGET_MESSAGE};
+use crate::codec::{Message, RAISE_LIMIT, TARGET_MESSAGE};
 
 /// What writing a change file did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -93,8 +93,9 @@ fn read_header(input: &mut dyn Read) -> Result<u64> {
     ))
 }
 
-/// Reads frame number `n` (from 1), or `None` at the end of the file.
-fn read_frame(input: &mut dyn Read, n: usize) -> Result<Option<Message>> {
+/// Reads frame number `n` (from 1) of at most `max_message` bytes, or `None` at the end of
+/// the file.
+fn read_frame(input: &mut dyn Read, n: usize, max_message: usize) -> Result<Option<Message>> {
     let mut head = [0u8; 8];
     match input.read_exact(&mut head) {
         Ok(()) => {}
@@ -102,11 +103,13 @@ fn read_frame(input: &mut dyn Read, n: usize) -> Result<Option<Message>> {
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
-    if len > DEFAULT_MAX_MESSAGE {
+    if len > max_message {
         return Err(Error::new(
             ErrorKind::InvalidInput,
             format!(
-                "frame {n} of the change file claims {len} bytes, over the limit; the file is damaged"
+                "frame {n} of the change file claims {len} bytes, over the limit of \
+                 {max_message} bytes: the file was made with a larger limit ({RAISE_LIMIT}), or \
+                 it is damaged"
             ),
         ));
     }
@@ -120,7 +123,7 @@ fn read_frame(input: &mut dyn Read, n: usize) -> Result<Option<Message>> {
              (the frames before it were applied); make it again"
         )));
     }
-    Message::decode(&bytes, DEFAULT_MAX_MESSAGE)
+    Message::decode(&bytes, max_message)
         .map(Some)
         .map_err(|e| e.context(format!("frame {n} of the change file")))
 }
@@ -144,11 +147,15 @@ pub(crate) fn check_not_a_copy(db: &Database, have: &VersionVector) -> Result<()
 }
 
 /// Writes every change the holder of `have` lacks (for this database's site: the changes
-/// after `have`'s entry for it).
+/// after `have`'s entry for it), in frames of at most `max_message` bytes (the limit
+/// [`apply_file`] is given on the other side; [`DEFAULT_MAX_MESSAGE`] unless raised).
+///
+/// [`DEFAULT_MAX_MESSAGE`]: crate::codec::DEFAULT_MAX_MESSAGE
 pub fn write_changes(
     db: &Database,
     have: &VersionVector,
     out: &mut dyn Write,
+    max_message: usize,
 ) -> Result<WrittenFile> {
     check_not_a_copy(db, have)?;
     let since = have.get(&db.site_id());
@@ -169,8 +176,8 @@ pub fn write_changes(
         // Frames stay within what `apply_file` reads.
         Message::encode_changes_within(
             batch,
-            TARGET_MESSAGE,
-            DEFAULT_MAX_MESSAGE,
+            TARGET_MESSAGE.min(max_message),
+            max_message,
             &mut |bytes, _| write_bytes(out, &bytes),
         )
     })?;
@@ -182,7 +189,7 @@ pub fn write_changes(
     })
 }
 
-/// Applies a change file. Its batches are applied in transactions of about 20,000 changes
+/// Applies a change file whose frames take at most `max_message` bytes. Its batches are applied in transactions of about 20,000 changes
 /// (any order, any number of times is safe); the producer's version is recorded only when the
 /// file is complete, and only when this database had everything of the producer's before it
 /// (see [`AppliedFile::gap`]). A damaged frame stops the apply before anything of it is
@@ -191,9 +198,10 @@ pub fn apply_file(
     db: &Database,
     input: &mut dyn Read,
     address: Option<String>,
+    max_message: usize,
 ) -> Result<AppliedFile> {
     let start = read_header(input)?;
-    let Some(Message::Hello { site, .. }) = read_frame(input, 1)? else {
+    let Some(Message::Hello { site, .. }) = read_frame(input, 1, max_message)? else {
         return Err(Error::invalid(
             "this is not a PluresDB change file (it does not start with a hello)",
         ));
@@ -215,7 +223,7 @@ pub fn apply_file(
     let mut n = 1;
     loop {
         n += 1;
-        let frame = read_frame(input, n);
+        let frame = read_frame(input, n, max_message);
         if let Ok(Some(Message::Changes(batch))) = frame {
             pending.extend(batch);
             if pending.len() >= GROUP_CHANGES {

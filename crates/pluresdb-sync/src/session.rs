@@ -10,13 +10,14 @@ use std::time::Duration;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use pluresdb_core::{ApplyReport, Database, Error, ErrorKind, Result, SiteId, SyncProgress};
 
 use crate::applier::Applier;
-use crate::codec::{DEFAULT_MAX_MESSAGE, Message, TARGET_MESSAGE};
+use crate::codec::{DEFAULT_MAX_MESSAGE, Message, RAISE_LIMIT, TARGET_MESSAGE};
 
 /// How a session behaves.
 #[derive(Clone, Debug)]
@@ -25,12 +26,20 @@ pub struct SessionOptions {
     pub watch: bool,
     /// Changes per message.
     pub batch: usize,
-    /// Largest message accepted from the peer, in bytes.
+    /// Largest message accepted from the peer, in bytes (also taken for the peer's limit:
+    /// give both sides the same).
     pub max_message: usize,
     /// Where the peer is (recorded in the sync status).
     pub address: Option<String>,
-    /// How long to wait for the peer before giving up (outside watch mode).
+    /// How long to wait for the peer: for the WebSocket handshake and its hello, and for a
+    /// sign of life once it was silent for `keepalive`.
     pub timeout: Duration,
+    /// A session that sent nothing for this long pings its peer (a WebSocket Ping, answered
+    /// with a Pong), so a live peer is heard at least this often, even one that only
+    /// receives. A peer heard nothing from for `keepalive + timeout` is taken for gone (its
+    /// machine slept, or the network dropped the connection without closing it) and the
+    /// session ends with an error naming it. Give both sides the same.
+    pub keepalive: Duration,
 }
 
 impl Default for SessionOptions {
@@ -41,6 +50,7 @@ impl Default for SessionOptions {
             max_message: DEFAULT_MAX_MESSAGE,
             address: None,
             timeout: Duration::from_secs(60),
+            keepalive: Duration::from_secs(30),
         }
     }
 }
@@ -59,7 +69,13 @@ pub struct SessionReport {
 }
 
 pub(crate) fn ws_error(err: WsError) -> Error {
-    Error::new(ErrorKind::Io, format!("sync connection failed: {err}"))
+    match err {
+        WsError::Capacity(e) => Error::new(
+            ErrorKind::InvalidInput,
+            format!("the peer sent more than this side accepts ({e}); {RAISE_LIMIT}"),
+        ),
+        e => Error::new(ErrorKind::Io, format!("sync connection failed: {e}")),
+    }
 }
 
 /// An encoded message from the thread that reads changes: its bytes, the number of changes in
@@ -139,6 +155,7 @@ where
         peer_done_at: VecDeque::new(),
         outbox: VecDeque::from([WsMessage::binary(hello.encode())]),
         unflushed: false,
+        liveness: Liveness::new(),
     };
     let mut result = session.drive(&mut sink, &mut stream, rx, &local).await;
     // Whatever was received merges before the session returns (or fails with the merge); the
@@ -210,6 +227,57 @@ struct Session<'a> {
     outbox: VecDeque<WsMessage>,
     /// Messages were handed to the connection and not flushed yet.
     unflushed: bool,
+    /// When the peer was last heard, and when this side last sent.
+    liveness: Liveness,
+}
+
+/// When the peer was last heard and when this side last sent something: when to ping the
+/// peer, and when to take it for gone.
+///
+/// A side that sent nothing for `keepalive` pings: a heartbeat the peer hears, and a request
+/// for a Pong. So a live peer is heard at least every `keepalive` even when one side only
+/// receives (it pings while it reads), and only a peer not heard from for
+/// `keepalive + timeout` is gone. The times are when things happened, so other work of the
+/// session (a watch poll, a merge) does not postpone them.
+struct Liveness {
+    started: Instant,
+    /// When the last frame (of any kind) arrived.
+    heard: Instant,
+    /// When this side last handed a frame to the connection.
+    sent: Instant,
+}
+
+impl Liveness {
+    fn new() -> Liveness {
+        let now = Instant::now();
+        Liveness {
+            started: now,
+            heard: now,
+            sent: now,
+        }
+    }
+
+    /// When to give up on the peer: `timeout` after the start if it has not said hello
+    /// (nothing else counts), else `keepalive + timeout` after it was last heard.
+    fn gone_at(&self, opts: &SessionOptions, said_hello: bool) -> Instant {
+        if said_hello {
+            after(self.heard, opts.keepalive.saturating_add(opts.timeout))
+        } else {
+            after(self.started, opts.timeout)
+        }
+    }
+
+    /// When to ping the peer.
+    fn ping_at(&self, opts: &SessionOptions) -> Instant {
+        after(self.sent, opts.keepalive)
+    }
+}
+
+/// `start + wait`, or a time that never comes when that is past what an `Instant` holds.
+fn after(start: Instant, wait: Duration) -> Instant {
+    start
+        .checked_add(wait)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 86_400))
 }
 
 /// How long the last messages of a session may take to leave (a peer that stopped reading
@@ -272,19 +340,18 @@ impl Session<'_> {
             if !self.opts.watch && self.peer_done && self.acked && sent {
                 return Ok(());
             }
-            // A watching session waits for its peer's changes as long as it takes, once the
-            // peer has said hello: a peer that never does is dropped (it held a thread).
-            let timeout = if self.opts.watch && self.peer.is_some() {
-                Duration::MAX
-            } else {
-                self.opts.timeout
-            };
+            // The stream is polled before the deadline: a frame that already arrived counts,
+            // however long this side was busy.
+            let gone_at = self.liveness.gone_at(self.opts, self.peer.is_some());
+            let ping_at = self.liveness.ping_at(self.opts);
             tokio::select! {
-                incoming = tokio::time::timeout(timeout, stream.next()) => {
+                // Read while merges have room (memory stays bounded; the loop runs on, pinging).
+                incoming = tokio::time::timeout_at(gone_at, stream.next()), if self.applier.has_room() => {
                     let Ok(incoming) = incoming else {
-                        return Err(Error::new(ErrorKind::Io, format!("the peer sent nothing for {timeout:?}; giving up")));
+                        return Err(self.gone());
                     };
-                    if !self.handle(incoming).await? {
+                    self.liveness.heard = Instant::now();
+                    if !self.handle(incoming)? {
                         return if self.opts.watch || (self.peer_done && self.acked) {
                             Ok(())
                         } else {
@@ -295,8 +362,17 @@ impl Session<'_> {
                 Some(produced) = rx.recv(), if self.outbox.len() < OUTBOX => {
                     self.take_produced(produced?)?;
                 }
-                pumped = poll_fn(|cx| pump(sink, &mut self.outbox, &mut self.unflushed, cx)),
-                    if !sent => pumped.map_err(ws_error)?,
+                pumped = poll_fn(|cx| {
+                    let queued = self.outbox.len();
+                    let pumped = pump(sink, &mut self.outbox, &mut self.unflushed, cx);
+                    if self.outbox.len() < queued {
+                        self.liveness.sent = Instant::now();
+                    }
+                    pumped
+                }), if !sent => pumped.map_err(ws_error)?,
+                () = tokio::time::sleep_until(ping_at), if self.peer.is_some() => {
+                    self.ping();
+                }
                 merged = self.applier.merged(), if !self.applier.idle() => {
                     self.count(merged?.report);
                     self.ack_when_merged()?;
@@ -313,6 +389,47 @@ impl Session<'_> {
                 }
             }
         }
+    }
+
+    /// Queues a Ping first in line (it still waits behind what the connection holds), unless
+    /// one waits there already.
+    fn ping(&mut self) {
+        if !matches!(self.outbox.front(), Some(WsMessage::Ping(_))) {
+            self.outbox.push_front(WsMessage::Ping(Default::default()));
+        }
+        self.liveness.sent = Instant::now();
+    }
+
+    /// The error for a peer that was silent too long.
+    fn gone(&self) -> Error {
+        let message = if self.peer.is_none() {
+            format!(
+                "{} did not say hello within {:?} (is it a PluresDB sync peer?); giving up",
+                self.peer_name(),
+                self.opts.timeout
+            )
+        } else {
+            format!(
+                "{} sent nothing for {:?}, no answer to a ping nor a ping of its own: it is \
+                 gone (its machine slept or lost the network, or the connection was dropped on \
+                 the way); giving up. Sync again once it is back",
+                self.peer_name(),
+                self.liveness.heard.elapsed()
+            )
+        };
+        Error::new(ErrorKind::Io, message)
+    }
+
+    /// The peer as messages name it: its site id (once known) and address.
+    fn peer_name(&self) -> String {
+        let mut name = String::from("the peer");
+        if let Some(site) = self.peer {
+            name.push_str(&format!(" {site}"));
+        }
+        if let Some(address) = &self.opts.address {
+            name.push_str(&format!(" at {address}"));
+        }
+        name
     }
 
     /// This database has new changes: send them now, or after the ones being read.
@@ -410,7 +527,7 @@ impl Session<'_> {
     }
 
     /// Handles one incoming message; returns false when the connection closed.
-    async fn handle(
+    fn handle(
         &mut self,
         incoming: Option<std::result::Result<WsMessage, WsError>>,
     ) -> Result<bool> {
@@ -447,7 +564,7 @@ impl Session<'_> {
                 return Err(Error::invalid("the peer said hello twice"));
             }
             (_, None) => return Err(Error::invalid("the peer sent data before saying hello")),
-            (Message::Changes(changes), Some(_)) => self.applier.submit(changes).await?,
+            (Message::Changes(changes), Some(_)) => self.applier.submit(changes)?,
             (Message::Done { db_version }, Some(_)) => {
                 self.peer_done_at
                     .push_back((self.applier.submitted(), db_version));

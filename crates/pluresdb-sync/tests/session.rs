@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use pluresdb_core::{Database, ErrorKind, Value, VersionVector};
-use pluresdb_sync::codec::Message;
+use pluresdb_sync::codec::{DEFAULT_MAX_MESSAGE as MAX, Message};
 use pluresdb_sync::file::{apply_file, write_changes};
 use pluresdb_sync::net::{bind, serve, sync_with};
 use pluresdb_sync::{SessionOptions, run_session};
@@ -368,6 +368,134 @@ async fn a_server_drops_a_client_that_never_says_hello() {
     assert!(closed.is_ok(), "the server kept a silent client");
 }
 
+/// Options that ping a silent peer after 200 ms and give up on it 300 ms later: both longer
+/// than the 50 ms watch poll, which must not postpone them.
+fn quick_keepalive() -> SessionOptions {
+    SessionOptions {
+        keepalive: Duration::from_millis(200),
+        timeout: Duration::from_millis(300),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_drops_a_client_that_stops_answering_after_its_hello() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = start_server_with(open(&dir, "s.db"), &quick_keepalive()).await;
+    let mut ws = raw_peer(&url, pluresdb_core::SiteId([7; 16]), 0).await;
+    // The client now reads nothing, so it answers no ping: a peer whose machine slept, with
+    // the TCP connection still open. (The error it is sent is checked on the client side
+    // below: reading it here races with the server's close.)
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    use futures_util::StreamExt;
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the server kept a client that stopped answering"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watching_client_gives_up_on_a_server_that_stopped_answering() {
+    // A server that says hello and everything it has, then reads nothing (its machine slept).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        use futures_util::SinkExt;
+        let hello = Message::Hello {
+            site: pluresdb_core::SiteId([8; 16]),
+            db_version: 0,
+            have: VersionVector::new(),
+        };
+        for message in [hello, Message::Done { db_version: 0 }] {
+            ws.send(tokio_tungstenite::tungstenite::Message::binary(
+                message.encode(),
+            ))
+            .await
+            .unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SessionOptions {
+        watch: true,
+        ..quick_keepalive()
+    };
+    let started = Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(5),
+        sync_with(open(&dir, "c.db"), &url, &opts),
+    )
+    .await
+    .expect("the client kept waiting for a server that stopped answering")
+    .unwrap_err();
+    assert!(err.message().contains("no answer to a ping"), "{err}");
+    assert!(err.message().contains(&url), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(500), "{err}");
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_watch_session_answers_pings_and_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_db = open(&dir, "server.db");
+    let client_db = open(&dir, "client.db");
+    let url = start_server_with(server_db.clone(), &quick_keepalive()).await;
+    let watcher = client_db.clone();
+    let session = tokio::spawn(async move {
+        let opts = SessionOptions {
+            watch: true,
+            ..quick_keepalive()
+        };
+        sync_with(watcher, &url, &opts).await
+    });
+    // Idle for several rounds of pings on both sides.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!session.is_finished(), "{:?}", session.await);
+    server_db
+        .run("INSERT INTO todos(id) VALUES ('after-idle')", ())
+        .unwrap();
+    assert!(arrives(&client_db, "after-idle").await);
+    client_db
+        .run("INSERT INTO todos(id) VALUES ('back-after-idle')", ())
+        .unwrap();
+    assert!(arrives(&server_db, "back-after-idle").await);
+    session.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_only_receives_a_large_sync_is_not_taken_for_gone() {
+    // The receiving side sends nothing but its pings while batches stream in, and the
+    // sender's pings wait behind megabytes of batches before the receiver reads them: pinging
+    // every 10 ms, each side still hears the other well within the timeout, both ways. (The
+    // timeout leaves room for a debug build on a loaded machine, where a merge and the
+    // threads' turns for the CPU take hundreds of milliseconds.)
+    let dir = tempfile::tempdir().unwrap();
+    let server_db = open(&dir, "server.db");
+    let client_db = open(&dir, "client.db");
+    fill_beyond_buffers(&server_db);
+    let opts = SessionOptions {
+        keepalive: Duration::from_millis(10),
+        timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let url = start_server_with(server_db.clone(), &opts).await;
+    sync_with(client_db.clone(), &url, &opts).await.unwrap();
+    fill(
+        &client_db,
+        "client",
+        60_000,
+        "a title of about sixty bytes, long enough to fill",
+    );
+    sync_with(client_db.clone(), &url, &opts).await.unwrap();
+    assert_eq!(rows(&client_db), rows(&server_db));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_speaking_another_version_is_refused_and_nothing_changes() {
     let dir = tempfile::tempdir().unwrap();
@@ -454,8 +582,14 @@ async fn large_values_are_sent_in_messages_the_peer_accepts() {
     // So does a change file.
     let by_file = open(&dir, "file.db");
     let mut file = Vec::new();
-    write_changes(&server_db, &by_file.version_vector().unwrap(), &mut file).unwrap();
-    apply_file(&by_file, &mut file.as_slice(), None).unwrap();
+    write_changes(
+        &server_db,
+        &by_file.version_vector().unwrap(),
+        &mut file,
+        MAX,
+    )
+    .unwrap();
+    apply_file(&by_file, &mut file.as_slice(), None, MAX).unwrap();
     assert_eq!(rows(&by_file), rows(&server_db));
     // One value larger than the peer accepts cannot be sent: the error says which and why.
     server_db
@@ -473,8 +607,8 @@ async fn large_values_are_sent_in_messages_the_peer_accepts() {
         .unwrap();
     let big = open(&dir, "big.db");
     let mut file = Vec::new();
-    write_changes(&server_db, &big.version_vector().unwrap(), &mut file).unwrap();
-    apply_file(&big, &mut file.as_slice(), None).unwrap();
+    write_changes(&server_db, &big.version_vector().unwrap(), &mut file, MAX).unwrap();
+    apply_file(&big, &mut file.as_slice(), None, MAX).unwrap();
     assert_eq!(rows(&big), rows(&server_db));
 }
 
@@ -528,21 +662,21 @@ fn change_files_carry_changes_between_devices() {
     .unwrap();
     a.put("n", &json!({"v": 1})).unwrap();
     let mut file = Vec::new();
-    let written = write_changes(&a, &b.version_vector().unwrap(), &mut file).unwrap();
+    let written = write_changes(&a, &b.version_vector().unwrap(), &mut file, MAX).unwrap();
     assert!(written.changes >= 5, "{written:?}");
-    let applied = apply_file(&b, &mut file.as_slice(), Some("usb".into())).unwrap();
+    let applied = apply_file(&b, &mut file.as_slice(), Some("usb".into()), MAX).unwrap();
     assert_eq!(applied.from, Some(a.site_id()));
     assert_eq!(rows(&a), rows(&b));
     // Applying the same file again changes nothing.
-    let again = apply_file(&b, &mut file.as_slice(), None).unwrap();
+    let again = apply_file(&b, &mut file.as_slice(), None, MAX).unwrap();
     assert_eq!(again.report.applied, 0);
     // The next file only has what is new since b's version vector.
     a.run("UPDATE todos SET done = 1 WHERE id = '1'", ())
         .unwrap();
     let mut next = Vec::new();
-    let written = write_changes(&a, &b.version_vector().unwrap(), &mut next).unwrap();
+    let written = write_changes(&a, &b.version_vector().unwrap(), &mut next, MAX).unwrap();
     assert_eq!(written.changes, 1);
-    apply_file(&b, &mut next.as_slice(), None).unwrap();
+    apply_file(&b, &mut next.as_slice(), None, MAX).unwrap();
     assert_eq!(
         b.value("SELECT done FROM todos WHERE id = '1'", ())
             .unwrap(),
@@ -552,12 +686,12 @@ fn change_files_carry_changes_between_devices() {
     let cursor = b.peer_cursor(a.site_id()).unwrap();
     a.run("INSERT INTO todos(id) VALUES ('3')", ()).unwrap();
     let mut cut = Vec::new();
-    write_changes(&a, &b.version_vector().unwrap(), &mut cut).unwrap();
+    write_changes(&a, &b.version_vector().unwrap(), &mut cut, MAX).unwrap();
     cut.truncate(cut.len() - 3);
-    let err = apply_file(&b, &mut cut.as_slice(), None).unwrap_err();
+    let err = apply_file(&b, &mut cut.as_slice(), None, MAX).unwrap_err();
     assert!(err.message().contains("truncated"), "{err}");
     assert_eq!(b.peer_cursor(a.site_id()).unwrap(), cursor);
-    let err = apply_file(&b, &mut &b"not a change file"[..], None).unwrap_err();
+    let err = apply_file(&b, &mut &b"not a change file"[..], None, MAX).unwrap_err();
     assert!(
         err.message().contains("damaged")
             || err.message().contains("not a PluresDB change file")
@@ -569,7 +703,7 @@ fn change_files_carry_changes_between_devices() {
 /// A change file of everything `a` has that `b` lacks.
 fn file_for(a: &Database, b: &Database) -> Vec<u8> {
     let mut file = Vec::new();
-    write_changes(a, &b.version_vector().unwrap(), &mut file).unwrap();
+    write_changes(a, &b.version_vector().unwrap(), &mut file, MAX).unwrap();
     file
 }
 
@@ -579,22 +713,24 @@ fn a_change_file_made_for_another_database_does_not_move_the_cursor_past_what_it
     let (a, b, c) = (open(&dir, "a.db"), open(&dir, "b.db"), open(&dir, "c.db"));
     a.put("n1", &json!({"v": 1})).unwrap();
     a.put("n2", &json!({"v": 2})).unwrap();
-    apply_file(&b, &mut file_for(&a, &b).as_slice(), None).unwrap();
+    apply_file(&b, &mut file_for(&a, &b).as_slice(), None, MAX).unwrap();
     a.put("n3", &json!({"v": 3})).unwrap();
     // The file made for B reaches C, which has nothing of A's yet.
     let for_b = file_for(&a, &b);
-    let applied = apply_file(&c, &mut for_b.as_slice(), None).unwrap();
+    let applied = apply_file(&c, &mut for_b.as_slice(), None, MAX).unwrap();
     let (have, start) = applied.gap.expect("C lacks A's earlier changes");
     assert_eq!(have, 0);
     assert!(start > 0);
     assert!(c.get_node("n3").unwrap().is_some());
     assert_eq!(c.peer_cursor(a.site_id()).unwrap(), 0);
     // C's next file brings what it lacked; B's own file applies with no gap.
-    let applied = apply_file(&c, &mut file_for(&a, &c).as_slice(), None).unwrap();
+    let applied = apply_file(&c, &mut file_for(&a, &c).as_slice(), None, MAX).unwrap();
     assert_eq!(applied.gap, None);
     assert_eq!(rows(&a), rows(&c));
     assert_eq!(
-        apply_file(&b, &mut for_b.as_slice(), None).unwrap().gap,
+        apply_file(&b, &mut for_b.as_slice(), None, MAX)
+            .unwrap()
+            .gap,
         None
     );
     assert_eq!(rows(&a), rows(&b));
@@ -612,7 +748,7 @@ fn a_damaged_change_file_is_refused_before_its_damaged_frame_applies() {
         .expect("the value is in the file");
     let mut damaged = file.clone();
     damaged[at] = b'j';
-    let err = apply_file(&b, &mut damaged.as_slice(), None).unwrap_err();
+    let err = apply_file(&b, &mut damaged.as_slice(), None, MAX).unwrap_err();
     assert!(
         err.message().contains("does not match its checksum"),
         "{err}"
@@ -621,14 +757,14 @@ fn a_damaged_change_file_is_refused_before_its_damaged_frame_applies() {
     // A file from a newer format, and one that is not a change file, say so.
     let mut newer = file.clone();
     newer[16] = 3;
-    let err = apply_file(&b, &mut newer.as_slice(), None).unwrap_err();
+    let err = apply_file(&b, &mut newer.as_slice(), None, MAX).unwrap_err();
     assert!(err.message().contains("format 3"), "{err}");
-    let err = apply_file(&b, &mut &b"id,title\n1,one\n"[..], None).unwrap_err();
+    let err = apply_file(&b, &mut &b"id,title\n1,one\n"[..], None, MAX).unwrap_err();
     assert!(
         err.message().contains("not a PluresDB change file"),
         "{err}"
     );
-    apply_file(&b, &mut file.as_slice(), None).unwrap();
+    apply_file(&b, &mut file.as_slice(), None, MAX).unwrap();
     assert_eq!(b.get_node("n").unwrap().unwrap().data["s"], "hello");
 }
 
@@ -639,13 +775,13 @@ fn a_restored_backup_behind_its_peer_is_refused_instead_of_its_changes_being_ski
     a.put("x", &json!({})).unwrap();
     a.backup(dir.path().join("backup.db")).unwrap();
     a.put("y", &json!({})).unwrap();
-    apply_file(&b, &mut file_for(&a, &b).as_slice(), None).unwrap();
+    apply_file(&b, &mut file_for(&a, &b).as_slice(), None, MAX).unwrap();
     drop(a);
     // Restored, it is behind what B has of it: found out before its new changes go unsent.
     // (Once it has made as many versions as B has of it, this check cannot tell.)
     let restored = Database::open(dir.path().join("backup.db")).unwrap();
     let mut file = Vec::new();
-    let err = write_changes(&restored, &b.version_vector().unwrap(), &mut file).unwrap_err();
+    let err = write_changes(&restored, &b.version_vector().unwrap(), &mut file, MAX).unwrap_err();
     assert!(err.message().contains("copy or a restored backup"), "{err}");
 }
 
@@ -671,10 +807,10 @@ fn a_change_file_merges_its_batches_in_few_transactions() {
     // 2,500 rows: 7,500 changes (creation, title, done), written as 4 frames of up to 2,000.
     fill(&a, "row", 2500, "a title");
     let mut file = Vec::new();
-    let written = write_changes(&a, &b.version_vector().unwrap(), &mut file).unwrap();
+    let written = write_changes(&a, &b.version_vector().unwrap(), &mut file, MAX).unwrap();
     assert_eq!(written.changes, 7_500);
     let before = b.db_version().unwrap();
-    let applied = apply_file(&b, &mut file.as_slice(), None).unwrap();
+    let applied = apply_file(&b, &mut file.as_slice(), None, MAX).unwrap();
     assert_eq!(applied.report.received, 7_500);
     assert_eq!(rows(&a), rows(&b));
     // One transaction for all four frames (each was one before).
