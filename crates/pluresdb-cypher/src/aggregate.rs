@@ -23,9 +23,12 @@ pub(crate) struct Acc {
     func: AggFunc,
     seen: Option<HashSet<Key>>,
     count: i64,
-    int_sum: i64,
+    /// The exact sum of the integers (i128: no i64 values can overflow it in practice).
+    int_sum: i128,
+    /// The sum of the floats.
     float_sum: f64,
-    is_float: bool,
+    /// A float was added: `sum` is a float.
+    has_float: bool,
     best: Option<Value>,
     items: Vec<Value>,
     /// The weight of the distinct keys and collected items.
@@ -40,7 +43,7 @@ impl Acc {
             count: 0,
             int_sum: 0,
             float_sum: 0.0,
-            is_float: false,
+            has_float: false,
             best: None,
             items: Vec::new(),
             held: 0,
@@ -66,19 +69,9 @@ impl Acc {
         match self.func {
             AggFunc::Count => {}
             AggFunc::Sum | AggFunc::Avg => match value {
-                Value::Int(i) if !self.is_float => match self.int_sum.checked_add(i) {
-                    Some(s) => self.int_sum = s,
-                    None => {
-                        self.is_float = true;
-                        self.float_sum = self.int_sum as f64 + i as f64;
-                    }
-                },
-                Value::Int(i) => self.float_sum += i as f64,
+                Value::Int(i) => self.int_sum = self.int_sum.saturating_add(i.into()),
                 Value::Float(f) => {
-                    if !self.is_float {
-                        self.is_float = true;
-                        self.float_sum = self.int_sum as f64;
-                    }
+                    self.has_float = true;
                     self.float_sum += f;
                 }
                 other => {
@@ -117,24 +110,27 @@ impl Acc {
         Ok(())
     }
 
-    /// The aggregate's value.
-    pub fn finish(self) -> Value {
-        match self.func {
+    /// The aggregate's value. The integers of `sum` and `avg` are summed exactly: `sum` of
+    /// integers fails when the result does not fit in 64 bits (as in Neo4j; `sum` of floats
+    /// is a float), whatever the order of the rows.
+    pub fn finish(self) -> Result<Value> {
+        Ok(match self.func {
             AggFunc::Count => Value::Int(self.count),
-            AggFunc::Sum if self.is_float => Value::Float(self.float_sum),
-            AggFunc::Sum => Value::Int(self.int_sum),
+            AggFunc::Sum if self.has_float => Value::Float(self.float_sum + self.int_sum as f64),
+            AggFunc::Sum => Value::Int(i64::try_from(self.int_sum).map_err(|_| {
+                CypherError::runtime(format!(
+                    "integer overflow: sum() of integers is {}, beyond the 64-bit integer range; \
+                     sum toFloat() of the values for an approximate float sum",
+                    self.int_sum
+                ))
+            })?),
             AggFunc::Avg if self.count == 0 => Value::Null,
             AggFunc::Avg => {
-                let sum = if self.is_float {
-                    self.float_sum
-                } else {
-                    self.int_sum as f64
-                };
-                Value::Float(sum / self.count as f64)
+                Value::Float((self.float_sum + self.int_sum as f64) / self.count as f64)
             }
             AggFunc::Min | AggFunc::Max => self.best.unwrap_or(Value::Null),
             AggFunc::Collect => Value::List(self.items),
-        }
+        })
     }
 
     /// Memory-relevant size: distinct keys and collected items, each by its

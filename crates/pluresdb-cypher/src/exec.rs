@@ -568,7 +568,11 @@ impl<'p> Projector<'p> {
                 });
             }
             for group in std::mem::take(&mut self.groups) {
-                let aggs: Vec<Value> = group.accs.into_iter().map(Acc::finish).collect();
+                let aggs = group
+                    .accs
+                    .into_iter()
+                    .map(Acc::finish)
+                    .collect::<Result<Vec<Value>>>()?;
                 let mut keys = group.keys.into_iter();
                 let mut out = vec![Value::Null; group.first.len()];
                 for (slot, e, agg) in &plan.items {

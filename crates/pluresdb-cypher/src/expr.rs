@@ -521,8 +521,12 @@ fn slice(target: Value, from: Option<Value>, to: Option<Value>) -> Result<Value>
     Ok(Value::List(items[from as usize..to as usize].to_vec()))
 }
 
-fn overflow() -> CypherError {
-    CypherError::runtime("integer overflow")
+/// `x op y` does not fit in an i64.
+fn overflow(x: i64, op: &str, y: i64) -> CypherError {
+    CypherError::runtime(format!(
+        "integer overflow: {x} {op} {y} is beyond the 64-bit integer range; \
+         apply toFloat() to an operand for float arithmetic"
+    ))
 }
 
 fn type_error(op: &str, a: &Value, b: &Value) -> CypherError {
@@ -573,7 +577,7 @@ pub(crate) fn binary(op: BinOp, a: Value, b: Value) -> Result<Value> {
         },
         BinOp::Add => match (a, b) {
             (Null, _) | (_, Null) => Null,
-            (Int(x), Int(y)) => Int(x.checked_add(y).ok_or_else(overflow)?),
+            (Int(x), Int(y)) => Int(x.checked_add(y).ok_or_else(|| overflow(x, "+", y))?),
             (Int(x), Float(y)) => Float(x as f64 + y),
             (Float(x), Int(y)) => Float(x + y as f64),
             (Float(x), Float(y)) => Float(x + y),
@@ -610,13 +614,14 @@ fn arith(op: BinOp, a: Value, b: Value) -> Result<Value> {
     Ok(match (a, b) {
         (Null, _) | (_, Null) => Null,
         (Int(x), Int(y)) => match op {
-            BinOp::Sub => Int(x.checked_sub(y).ok_or_else(overflow)?),
-            BinOp::Mul => Int(x.checked_mul(y).ok_or_else(overflow)?),
+            BinOp::Sub => Int(x.checked_sub(y).ok_or_else(|| overflow(x, name, y))?),
+            BinOp::Mul => Int(x.checked_mul(y).ok_or_else(|| overflow(x, name, y))?),
             BinOp::Div | BinOp::Mod if y == 0 => {
                 return Err(CypherError::runtime("division by zero"));
             }
-            BinOp::Div => Int(x.checked_div(y).ok_or_else(overflow)?),
-            BinOp::Mod => Int(x.checked_rem(y).ok_or_else(overflow)?),
+            BinOp::Div => Int(x.checked_div(y).ok_or_else(|| overflow(x, name, y))?),
+            // Only i64::MIN % -1 wraps, and its remainder is 0.
+            BinOp::Mod => Int(x.wrapping_rem(y)),
             _ => Float((x as f64).powf(y as f64)),
         },
         (x @ (Int(_) | Float(_)), y @ (Int(_) | Float(_))) => {

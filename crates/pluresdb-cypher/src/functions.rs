@@ -159,7 +159,8 @@ fn short(v: &Value) -> String {
 fn int_arg(func: &str, v: &Value) -> Result<i64> {
     match v {
         Value::Int(i) => Ok(*i),
-        Value::Float(f) if f.fract() == 0.0 => Ok(*f as i64),
+        // Not a saturating cast: 1e300 is no index or count.
+        Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Ok(*f as i64),
         other => Err(wrong(func, other)),
     }
 }

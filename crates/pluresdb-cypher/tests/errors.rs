@@ -225,6 +225,65 @@ fn union_columns_must_match() {
     assert!(e.message().contains("same columns"), "{e}");
 }
 
+/// Integer sums and arithmetic fail beyond i64 (as in Neo4j) instead of turning into floats;
+/// `sum` is exact whatever the row order, and `avg` (a float anyway) does not fail.
+#[test]
+fn integer_overflow_fails_in_sums_and_arithmetic() {
+    let mut g = social();
+    let max = i64::MAX;
+    let e = fail(&mut g, &format!("UNWIND [{max}, 1] AS v RETURN sum(v)"));
+    assert_eq!(e.kind(), ErrorKind::Runtime, "{e}");
+    assert!(
+        e.message()
+            .starts_with("integer overflow: sum() of integers is 9223372036854775808,"),
+        "{e}"
+    );
+    assert!(e.message().contains("toFloat()"), "{e}");
+    let r = run(
+        &mut g,
+        &format!("UNWIND [{max}, 1, -1] AS v RETURN sum(v), avg(v), sum(toFloat(v)) > 9.2e18"),
+    );
+    assert_eq!(rows(&r), json!([[max, max as f64 / 3.0, true]]));
+    let r = run(&mut g, &format!("UNWIND [{max}, {max}] AS v RETURN avg(v)"));
+    assert_eq!(rows(&r), json!([[max as f64]]));
+    // A float among the values makes the sum a float, before or after the integers.
+    for list in [format!("[{max}, 1, 0.5]"), format!("[0.5, {max}, 1]")] {
+        let r = run(&mut g, &format!("UNWIND {list} AS v RETURN sum(v)"));
+        assert_eq!(rows(&r), json!([[max as f64 + 1.5]]), "{list}");
+    }
+    let min = "(-9223372036854775807 - 1)";
+    for (q, msg) in [
+        (
+            format!("RETURN {max} + 1"),
+            format!("integer overflow: {max} + 1 is beyond the 64-bit integer range"),
+        ),
+        (
+            format!("RETURN {min} - 1"),
+            format!("integer overflow: {} - 1 is", i64::MIN),
+        ),
+        (
+            "RETURN 4611686018427387904 * 2".to_owned(),
+            "integer overflow: 4611686018427387904 * 2 is".to_owned(),
+        ),
+        (
+            format!("RETURN {min} / -1"),
+            format!("integer overflow: {} / -1 is", i64::MIN),
+        ),
+    ] {
+        let e = fail(&mut g, &q);
+        assert!(e.message().starts_with(&msg), "{q}: {e}");
+    }
+    let r = run(&mut g, &format!("RETURN {min} % -1"));
+    assert_eq!(rows(&r), json!([[0]]));
+    // A whole float beyond i64 is no count (it was cast to i64::MAX).
+    let e = fail(&mut g, "RETURN left('abc', 1e300)");
+    assert!(
+        e.message()
+            .starts_with("left/right() does not accept FLOAT"),
+        "{e}"
+    );
+}
+
 #[test]
 fn runtime_errors() {
     let mut g = social();
