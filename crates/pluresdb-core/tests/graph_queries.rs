@@ -929,3 +929,36 @@ fn node_rows_with_negative_or_huge_row_ids_are_walked() {
     assert_eq!(walked(&db), ["neg"]);
     assert_eq!(walked(&Database::open(&path).unwrap()), ["neg"]);
 }
+
+/// Weights whose total passes f64::MAX: the API and SQL say the cost overflows and how to fix
+/// it (it was "no path" although a path exists); a path whose total fits is still found.
+#[test]
+fn weighted_paths_whose_cost_overflows_say_so() {
+    let db = Database::open_in_memory().unwrap();
+    for (from, to, w) in [("a", "b", 1e308), ("b", "c", 1e308)] {
+        db.put(from, &json!({})).unwrap();
+        db.put(to, &json!({})).unwrap();
+        db.link(from, "road", to, Some(&json!({ "w": w }))).unwrap();
+    }
+    let err = db
+        .shortest_path("a", "c", &PathQuery::new().weight("w"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.message().contains("\"a\" to \"c\""), "{err}");
+    assert!(err.message().contains("use smaller weights"), "{err}");
+    let err = db
+        .all(
+            "SELECT * FROM graph_shortest_path('a', 'c', NULL, 'out', 'w')",
+            (),
+        )
+        .unwrap_err();
+    assert!(err.message().contains("use smaller weights"), "{err}");
+    // A cheaper way whose total fits is the answer.
+    db.link("a", "ferry", "c", Some(&json!({"w": 1.5e308})))
+        .unwrap();
+    let p = db
+        .shortest_path("a", "c", &PathQuery::new().weight("w"))
+        .unwrap()
+        .unwrap();
+    assert_eq!((p.nodes, p.cost), (vec!["a".into(), "c".into()], 1.5e308));
+}

@@ -36,6 +36,13 @@ pub enum GraphError {
         /// The weight given.
         weight: f64,
     },
+    /// Every weighted path between the two nodes costs more than `f64::MAX` in total.
+    CostOverflow {
+        /// Source node id.
+        from: String,
+        /// Target node id.
+        to: String,
+    },
     /// An option out of its range (the message names it and the accepted range).
     InvalidArgument(String),
 }
@@ -83,6 +90,13 @@ impl fmt::Display for GraphError {
                 f,
                 "edge {from:?} -[{relation}]-> {to:?} has weight {weight}; weights must be zero \
                  or positive numbers (return None to skip an edge)"
+            ),
+            GraphError::CostOverflow { from, to } => write!(
+                f,
+                "the paths from {from:?} to {to:?} cost more than the largest number ({:e}) in \
+                 total; use smaller weights (dividing every weight by the same number keeps the \
+                 same cheapest path)",
+                f64::MAX
             ),
             GraphError::InvalidArgument(why) => f.write_str(why),
         }

@@ -282,7 +282,9 @@ impl Graph {
     ///
     /// `weight` is asked for each edge considered, as stored (`from -[rel]-> to`, whichever
     /// way it is walked): `None` or an infinite weight means the edge cannot be used; a
-    /// negative or NaN weight is an error ([`GraphError::BadWeight`]). The search is
+    /// negative or NaN weight is an error ([`GraphError::BadWeight`]), and so is a path
+    /// whose total is beyond `f64::MAX` when no cheaper path exists
+    /// ([`GraphError::CostOverflow`]). The search is
     /// Dijkstra's from both ends at once (an edge may be asked about from each end).
     /// `max_depth` is not supported here (it is an [`GraphError::InvalidArgument`] error).
     pub fn cheapest_path(
@@ -314,9 +316,13 @@ impl Graph {
         // unsettled nodes are together at least as far as it (weights are non-negative).
         let mut best = f64::INFINITY;
         let mut meet = None;
-        // When one side's queue runs dry it has settled everything it can reach.
+        // A path was found whose cost is beyond f64 (it summed to infinity).
+        let mut overflowed = false;
+        // When one side's queue runs dry it has settled everything it can reach. While no
+        // path is known, an infinite `tf + tb` (a sum beyond f64) does not end the search:
+        // it goes on to learn whether a path exists at all.
         while let (Some(tf), Some(tb)) = (fwd.top(), bwd.top()) {
-            if tf + tb >= best {
+            if tf + tb >= best && (best.is_finite() || overflowed) {
                 break;
             }
             let (side, other) = if tf <= tb {
@@ -357,16 +363,26 @@ impl Graph {
                             max_visited: opts.max_visited,
                         });
                     }
-                    if let Some(&(dw, _)) = other.best.get(&w)
-                        && nd + dw < best
-                    {
-                        best = nd + dw;
-                        meet = Some(w);
+                    if let Some(&(dw, _)) = other.best.get(&w) {
+                        if nd + dw < best {
+                            best = nd + dw;
+                            meet = Some(w);
+                        } else if (nd + dw).is_infinite() {
+                            overflowed = true;
+                        }
                     }
                 }
             }
         }
-        let Some(w) = meet else { return Ok(None) };
+        let Some(w) = meet else {
+            if overflowed {
+                return Err(GraphError::CostOverflow {
+                    from: self.id(from).to_owned(),
+                    to: self.id(to).to_owned(),
+                });
+            }
+            return Ok(None);
+        };
         let (mut nodes, mut edges) = unwind(|v| fwd.best.get(&v).map(|&(_, l)| l), w);
         nodes.reverse();
         edges.reverse();
@@ -478,6 +494,40 @@ mod tests {
         assert!(matches!(
             g.cheapest_path(a, e, &PathOptions::new().max_depth(3), &mut w),
             Err(GraphError::InvalidArgument(_))
+        ));
+    }
+
+    /// Weights whose sums pass f64::MAX: an error says so (the path was "no path"), and a
+    /// path whose sum fits is still found next to one that overflows.
+    #[test]
+    fn costs_beyond_f64_are_an_error_not_no_path() {
+        let g = graph();
+        let (a, e) = (g.node("a").unwrap(), g.node("e").unwrap());
+        let mut huge = |_: EdgeRef| Some(1e308);
+        let err = g
+            .cheapest_path(a, e, &PathOptions::new(), &mut huge)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            GraphError::CostOverflow {
+                from: "a".into(),
+                to: "e".into()
+            }
+        );
+        assert!(err.to_string().contains("use smaller weights"), "{err}");
+        // Ferry then road overflows (1.7e308 + 2e307); four roads (8e307) fit.
+        let ferry = g.relation("ferry").unwrap();
+        let mut w = |edge: EdgeRef| Some(if edge.rel == ferry { 1.7e308 } else { 2e307 });
+        let p = g
+            .cheapest_path(a, e, &PathOptions::new(), &mut w)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ids(&g, &p), ["a", "b", "c", "d", "e"]);
+        assert_eq!(p.cost, 8e307);
+        let back = PathOptions::new().direction(Direction::In);
+        assert!(matches!(
+            g.cheapest_path(e, a, &back, &mut huge),
+            Err(GraphError::CostOverflow { .. })
         ));
     }
 }
