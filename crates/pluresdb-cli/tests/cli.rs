@@ -496,8 +496,27 @@ fn traverse_path_and_graph_algorithms_from_the_command_line() {
     assert!(table.contains("cost 6"), "{table}");
     let err = cli.fails(&["path", "cy", "ada"]);
     assert!(err.contains("no path from cy to ada"), "{err}");
-    let err = cli.fails(&["traverse", "nobody"]);
-    assert!(err.contains("nobody"), "{err}");
+    // An unknown node fails every graph command with the same message (edges listed none).
+    for args in [
+        &["edges", "nobody"][..],
+        &[
+            "edges",
+            "nobody",
+            "--direction",
+            "out",
+            "--relation",
+            "knows",
+        ],
+        &["traverse", "nobody"],
+        &["path", "nobody", "ada"],
+        &["path", "ada", "nobody", "--weight", "years"],
+    ] {
+        let err = cli.fails(args);
+        assert!(
+            err.contains("no node with id \"nobody\" is in the graph; check the id"),
+            "{args:?}: {err}"
+        );
+    }
     let err = cli.fails(&["traverse", "ada", "--min-depth", "-2"]);
     assert!(err.contains("-2"), "{err}");
     let comps = cli.json(&["graph", "components"]);
@@ -508,6 +527,17 @@ fn traverse_path_and_graph_algorithms_from_the_command_line() {
     assert!(
         central.contains("ada") && central.contains("0.666667"),
         "{central}"
+    );
+    // Weights whose total passes f64::MAX: said, with the fix (it was "no path").
+    for (from, to) in [("far1", "far2"), ("far2", "far3")] {
+        cli.ok(&["put", to, "{}"]);
+        cli.ok(&["put", from, "{}"]);
+        cli.ok(&["link", from, "knows", to, "{\"years\": 1e308}"]);
+    }
+    let err = cli.fails(&["path", "far1", "far3", "--weight", "years"]);
+    assert!(
+        err.contains("cost more than the largest number") && err.contains("use smaller weights"),
+        "{err}"
     );
 }
 

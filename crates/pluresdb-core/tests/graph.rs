@@ -274,6 +274,32 @@ fn edges_link_unlink_and_neighbours() {
         .unwrap_err();
     assert!(err.message().starts_with("edge data must be a JSON object"));
     assert_eq!(db.edge_count().unwrap(), 2);
+    // An unknown (or deleted) node has no edges to list: it is not found, as in degree(),
+    // not an empty list; a node without edges has an empty one.
+    db.put("loner", &json!({})).unwrap();
+    assert!(db.edges("loner", Direction::Both, None).unwrap().is_empty());
+    assert!(
+        db.neighbors("loner", Direction::Both, None)
+            .unwrap()
+            .is_empty()
+    );
+    db.delete("alan").unwrap();
+    for id in ["nobody", "alan"] {
+        let errs = [
+            db.edges(id, Direction::Both, None).unwrap_err(),
+            db.neighbors(id, Direction::Out, Some("knows")).unwrap_err(),
+            db.degree(id, Direction::Both, None).unwrap_err(),
+        ];
+        for err in errs {
+            assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+            assert_eq!(
+                err.message(),
+                format!(
+                    "no node with id {id:?} is in the graph; check the id, or create the node first"
+                )
+            );
+        }
+    }
 }
 
 #[test]

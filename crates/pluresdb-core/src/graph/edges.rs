@@ -4,8 +4,11 @@ use serde_json::Value as Json;
 
 use pluresdb_crdt::Hlc;
 
+use pluresdb_graph::GraphError;
+
 use super::ends::EDGE_BY_NAMES;
 use super::nodes::{NODE_COLUMNS, node_from_row};
+use super::walk::graph_error;
 use super::{Direction, Edge, Node, as_object, check_id, parse_object};
 use crate::database::Database;
 use crate::error::{Error, Result};
@@ -233,7 +236,10 @@ impl Database {
     }
 
     /// Edges at node `id` in `direction`, optionally of one relation, ordered by relation and
-    /// the other end's id.
+    /// the other end's id. A node that does not exist is an [`ErrorKind::NotFound`] error,
+    /// as in [`degree`](Self::degree) and [`traverse`](Self::traverse).
+    ///
+    /// [`ErrorKind::NotFound`]: crate::ErrorKind::NotFound
     pub fn edges(
         &self,
         id: &str,
@@ -248,7 +254,23 @@ impl Database {
         if matches!(direction, Direction::In | Direction::Both) {
             out.extend(self.edges_one_way(id, "dst", "src", relation)?);
         }
-        Ok(out)
+        self.found_at(id, out)
+    }
+
+    /// Passes on what was found at node `id`; when it is nothing, checks that the node exists
+    /// (a node with edges does), so an unknown id fails instead of having no edges.
+    fn found_at<T>(&self, id: &str, found: Vec<T>) -> Result<Vec<T>> {
+        if found.is_empty()
+            && self
+                .get(
+                    "SELECT 1 FROM _pluresdb_nodes WHERE id = ?1 AND cl % 2 = 1",
+                    (id,),
+                )?
+                .is_none()
+        {
+            return Err(graph_error(GraphError::UnknownNode(id.to_owned())));
+        }
+        Ok(found)
     }
 
     fn edges_one_way(
@@ -269,7 +291,8 @@ impl Database {
             .collect()
     }
 
-    /// The nodes at the other end of `id`'s edges (each once), ordered by id.
+    /// The nodes at the other end of `id`'s edges (each once), ordered by id. A node that
+    /// does not exist is an error, as in [`edges`](Self::edges).
     pub fn neighbors(
         &self,
         id: &str,
@@ -291,9 +314,11 @@ impl Database {
                  WHERE ?4 AND dst = ?1 AND (?2 IS NULL OR rel = ?2) AND cl % 2 = 1)
              ORDER BY id"
         );
-        self.all(&sql, (id, relation, out, inc))?
+        let found = self
+            .all(&sql, (id, relation, out, inc))?
             .iter()
             .map(node_from_row)
-            .collect()
+            .collect::<Result<Vec<Node>>>()?;
+        self.found_at(id, found)
     }
 }
