@@ -126,10 +126,11 @@ fn import_jsonl(
                 "not valid UTF-8 ({e}); save the file as UTF-8"
             )))
         })?;
+        let line = line.trim_end_matches(['\n', '\r']);
         if line.trim().is_empty() {
             continue;
         }
-        let record: Json = serde_json::from_str(line).map_err(|e| at(Error::from(e)))?;
+        let record: Json = serde_json::from_str(line).map_err(|e| json_error(e, line_no))?;
         let Json::Object(object) = record else {
             return Err(at(Error::invalid("each line must be a JSON object")));
         };
@@ -142,6 +143,48 @@ fn import_jsonl(
     Ok(report)
 }
 
+/// A JSON error on JSONL line `line_no`, its position said once ("line 4, column 9: invalid
+/// JSON: expected value"; serde_json's message ends with its own position in the line).
+fn json_error(err: serde_json::Error, line_no: usize) -> Error {
+    let text = err.to_string();
+    let suffix = format!(" at line {} column {}", err.line(), err.column());
+    let message = text.strip_suffix(&suffix).unwrap_or(&text);
+    let at = match err.line() {
+        0 => format!("line {line_no}"),
+        _ => format!("line {line_no}, column {}", err.column()),
+    };
+    Error::invalid(format!("invalid JSON: {message}")).context(at)
+}
+
+/// A CSV reading error, its position said once ("line 3: ..."; the csv crate's message
+/// repeats it). `headers` names the columns, when read.
+fn csv_read_error(err: csv::Error, headers: &[String]) -> Error {
+    let at = err.position().map(|p| format!("line {}", p.line()));
+    let error = match err.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => Error::invalid(format!(
+            "the record has {len} field{} but the header has {expected_len}; give every record \
+             as many fields as the header (quote a field that contains a comma)",
+            if *len == 1 { "" } else { "s" }
+        )),
+        csv::ErrorKind::Utf8 { err: utf8, .. } => {
+            let field = match headers.get(utf8.field()) {
+                Some(name) => format!("column {name:?}"),
+                None => format!("field {}", utf8.field() + 1),
+            };
+            Error::invalid(format!(
+                "{field} is not valid UTF-8; save the file as UTF-8"
+            ))
+        }
+        _ => return csv_error(err),
+    };
+    match at {
+        Some(at) => error.context(at),
+        None => error,
+    }
+}
+
 fn import_csv(db: &Database, reader: impl Read, target: &Target<'_>) -> Result<ImportReport> {
     let mut report = ImportReport::default();
     let mut csv = csv::ReaderBuilder::new()
@@ -149,7 +192,7 @@ fn import_csv(db: &Database, reader: impl Read, target: &Target<'_>) -> Result<I
         .from_reader(reader);
     let headers: Vec<String> = csv
         .headers()
-        .map_err(csv_error)?
+        .map_err(|e| csv_read_error(e, &[]))?
         .iter()
         .map(str::to_owned)
         .collect();
@@ -165,16 +208,12 @@ fn import_csv(db: &Database, reader: impl Read, target: &Target<'_>) -> Result<I
     }
     let mut table = TableWriter::default();
     for record in csv.records() {
-        // The line a record starts on (quoted fields may span lines).
-        let line_no = match &record {
-            Ok(r) => r.position().map(|p| p.line()),
-            Err(e) => e.position().map(|p| p.line()),
-        };
-        let at = |e: Error| match line_no {
-            Some(n) => e.context(format!("line {n}")),
+        let record = record.map_err(|e| csv_read_error(e, &headers))?;
+        // The line the record starts on (quoted fields may span lines).
+        let at = |e: Error| match record.position() {
+            Some(p) => e.context(format!("line {}", p.line())),
             None => e,
         };
-        let record = record.map_err(|e| at(csv_error(e)))?;
         let object: Map<String, Json> = headers
             .iter()
             .zip(record.iter())
