@@ -266,12 +266,16 @@ enum Command {
         #[arg(long)]
         drop: bool,
     },
-    /// Create a full-text index (FTS5) over text columns, for `search --hybrid`.
+    /// Create a full-text index (FTS5) over text columns, for `search --hybrid`, or drop one
+    /// (`--drop`).
     TextIndex {
         /// The table (`nodes` indexes node data).
         table: String,
         /// Text columns.
         columns: Vec<String>,
+        /// Drop the table's text index instead.
+        #[arg(long, conflicts_with = "columns")]
+        drop: bool,
     },
     /// Walk the graph breadth-first from one or more nodes: `pluresdb traverse ada --relation
     /// knows --max-depth 3`.
@@ -784,9 +788,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             search_cmd::vector_index(&db, &mut out, cli.json, &args)?;
         }
-        Command::TextIndex { table, columns } => {
+        Command::TextIndex {
+            table,
+            columns,
+            drop,
+        } => {
             let db = open(&cli)?;
-            search_cmd::text_index(&db, &mut out, table, columns)?;
+            if *drop {
+                search_cmd::drop_text_index(&db, &mut out, table)?;
+            } else {
+                search_cmd::text_index(&db, &mut out, table, columns)?;
+            }
         }
         Command::Traverse {
             starts,

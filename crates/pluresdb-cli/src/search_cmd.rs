@@ -303,6 +303,18 @@ fn list(db: &Database, out: &mut dyn Write, json_out: bool) -> Result<()> {
     )
 }
 
+/// `pluresdb text-index TABLE --drop`.
+pub fn drop_text_index(db: &Database, out: &mut dyn Write, table: &str) -> Result<()> {
+    if !db.drop_text_index(table)? {
+        return Err(Error::not_found(format!(
+            "there is no text index on {table}"
+        )));
+    }
+    writeln!(out, "dropped the text index on {table}")?;
+    Ok(())
+}
+
+/// `pluresdb text-index TABLE COLUMN...`.
 pub fn text_index(
     db: &Database,
     out: &mut dyn Write,

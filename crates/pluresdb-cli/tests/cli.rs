@@ -782,3 +782,37 @@ fn jsonl_round_trips_integers_null_and_blobs_exactly() {
         cli.json(&["sql", &format!("{types} todos")])
     );
 }
+
+#[test]
+fn dropping_an_indexed_column_says_which_index_to_drop_first() {
+    let cli = Cli::new();
+    cli.ok(&[
+        "sql",
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, body TEXT, emb BLOB); \
+         INSERT INTO t(body, emb) VALUES ('red car', vec_f32('[1, 0]')); \
+         SELECT pluresdb_vector_index('t', 'emb')",
+    ]);
+    cli.ok(&["text-index", "t", "body"]);
+    let err = cli.fails(&["sql", "ALTER TABLE t DROP COLUMN emb"]);
+    assert!(
+        err.starts_with(
+            "error: cannot drop column \"emb\" of table \"t\": the vector index t.emb uses it; \
+             drop the index first with SELECT pluresdb_vector_index_drop('t', 'emb') (or \
+             pluresdb vector-index t emb --drop)"
+        ),
+        "{err}"
+    );
+    let err = cli.fails(&["sql", "ALTER TABLE t DROP COLUMN body"]);
+    assert!(err.contains("pluresdb text-index t --drop"), "{err}");
+    // The ways out named work, and then the columns can be dropped.
+    cli.ok(&["vector-index", "t", "emb", "--drop"]);
+    cli.ok(&["sql", "ALTER TABLE t DROP COLUMN emb"]);
+    assert_eq!(
+        cli.ok(&["text-index", "t", "--drop"]),
+        "dropped the text index on t\n"
+    );
+    let err = cli.fails(&["text-index", "t", "--drop"]);
+    assert!(err.contains("there is no text index on t"), "{err}");
+    cli.ok(&["sql", "ALTER TABLE t DROP COLUMN body"]);
+    assert_eq!(cli.json(&["sql", "SELECT * FROM t"]), json!([{"id": 1}]));
+}

@@ -32,6 +32,7 @@ use crate::events::{Change, EventHub, RowChange, RowOp};
 use crate::options::OpenOptions;
 use crate::pool::{OwnedReader, PooledReader, ReaderPool};
 use crate::row::Columns;
+use crate::vector::drop_column;
 
 /// Something that follows every statement run on the writer: replication's change capture.
 pub(crate) trait WriteObserver: Send + Sync {
@@ -778,12 +779,14 @@ impl UndoMark {
         }
     }
 
-    /// Passes on the statement's result, after [`failed`](Self::failed) when it is an error.
+    /// Passes on the statement's result, after [`failed`](Self::failed) when it is an error,
+    /// which is reworded when an index's trigger stopped a DROP COLUMN
+    /// ([`drop_column::explain`]).
     pub(crate) fn end<T>(self, hub: &EventHub, conn: &Connection, result: Result<T>) -> Result<T> {
-        if result.is_err() {
+        result.map_err(|e| {
             self.failed(hub, conn);
-        }
-        result
+            drop_column::explain(conn, e)
+        })
     }
 
     /// The statement failed: forgets its notifications unless it kept rows (see

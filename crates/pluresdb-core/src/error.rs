@@ -115,6 +115,12 @@ impl Error {
         self
     }
 
+    /// The same error with another message (the kind and SQL kept).
+    pub(crate) fn with_message(mut self, message: String) -> Error {
+        self.message = message;
+        self
+    }
+
     /// Prefixes the message with context ("importing line 3: ...").
     pub fn context(mut self, context: impl fmt::Display) -> Error {
         self.message = format!("{context}: {}", self.message);

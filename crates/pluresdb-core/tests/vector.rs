@@ -857,3 +857,75 @@ fn a_text_index_survives_its_table_being_made_again_and_can_be_dropped() {
     db.create_text_index("docs", &["title", "body"]).unwrap();
     assert_eq!(db.text_search("docs", "new", 5, None).unwrap(), [2]);
 }
+
+/// ALTER TABLE DROP COLUMN of a column a vector or text index uses is refused, as SQLite
+/// refuses it for an ordinary index, naming the index and how to drop it (it was SQLite's
+/// "error in trigger _pluresdb_vec_1_ins after drop column: no such column: NEW.e");
+/// nothing changes, and once the index is dropped the column can be.
+#[test]
+fn dropping_an_indexed_column_names_the_index_to_drop_first() {
+    let db = Database::open_in_memory().unwrap();
+    db.set_embedder(Some(std::sync::Arc::new(BagOfWords)));
+    db.exec(
+        "CREATE TABLE docs(id INTEGER PRIMARY KEY, title TEXT, body TEXT, e BLOB, note TEXT);
+         INSERT INTO docs VALUES (1, 'red bike', 'old', vec_f32('[1, 0]'), 'x'),
+                                 (2, 'blue car', 'new', vec_f32('[0, 1]'), 'y');
+         SELECT pluresdb_vector_index('docs', 'e');",
+    )
+    .unwrap();
+    db.create_text_index("docs", &["title"]).unwrap();
+    let vector_refusal = "cannot drop column \"e\" of table \"docs\": the vector index docs.e \
+        uses it; drop the index first with SELECT pluresdb_vector_index_drop('docs', 'e') (or \
+        pluresdb vector-index docs e --drop)";
+    let err = db.exec("ALTER TABLE docs DROP COLUMN e").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Sql);
+    assert_eq!(err.message(), vector_refusal);
+    assert_eq!(err.sql(), Some("ALTER TABLE docs DROP COLUMN e"));
+    let err = db
+        .transaction(|tx| tx.run("ALTER TABLE docs DROP COLUMN title", ()))
+        .unwrap_err();
+    assert_eq!(
+        err.message(),
+        "cannot drop column \"title\" of table \"docs\": the text index on docs uses it; drop \
+         the text index first (db.drop_text_index(\"docs\"), or pluresdb text-index docs \
+         --drop), then create it again over the other columns"
+    );
+    // Nothing changed: every column and row, and both indexes answer.
+    let nearest = || {
+        db.all_as::<(i64,)>(
+            "SELECT rowid FROM vector_search('docs', 'e', '[1, 0]', 1)",
+            (),
+        )
+        .unwrap()
+    };
+    assert_eq!(nearest(), [(1,)]);
+    assert_eq!(db.text_search("docs", "car", 5, None).unwrap(), [2]);
+    assert_eq!(
+        db.value("SELECT group_concat(title || body || note) FROM docs", ())
+            .unwrap(),
+        Value::Text("red bikeoldx,blue carnewy".into())
+    );
+    // A column no index uses can be dropped; an indexed one once its index is dropped.
+    db.exec("ALTER TABLE docs DROP COLUMN note").unwrap();
+    assert_eq!(nearest(), [(1,)]);
+    db.value("SELECT pluresdb_vector_index_drop('docs', 'e')", ())
+        .unwrap();
+    db.exec("ALTER TABLE docs DROP COLUMN e").unwrap();
+    assert!(db.drop_text_index("docs").unwrap());
+    db.exec("ALTER TABLE docs DROP COLUMN title").unwrap();
+    // The text column of an embedded vector index is used by that index too.
+    db.exec("CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT, emb BLOB)")
+        .unwrap();
+    let opts = VectorIndexOptions {
+        embed_from: Some("body".into()),
+        ..VectorIndexOptions::default()
+    };
+    db.create_vector_index("notes", "emb", &opts).unwrap();
+    let err = db.exec("ALTER TABLE notes DROP COLUMN body").unwrap_err();
+    assert!(
+        err.message().starts_with(
+            "cannot drop column \"body\" of table \"notes\": the vector index notes.emb uses it"
+        ),
+        "{err}"
+    );
+}

@@ -2,6 +2,7 @@
 //! `vector_search(...)` in SQL, sqlite-vec-style scalar functions, and automatic embeddings.
 
 mod defs;
+pub(crate) mod drop_column;
 mod embed;
 mod functions;
 mod hybrid;
