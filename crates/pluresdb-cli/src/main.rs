@@ -5,6 +5,7 @@ mod model;
 mod output;
 mod search_cmd;
 mod shell;
+mod strict_json;
 mod sync_cmd;
 mod transfer;
 

@@ -9,6 +9,7 @@ use pluresdb_core::{Database, Error, Node, Result, Value};
 use serde_json::{Map, Value as Json};
 
 use crate::output::{csv_error, csv_field};
+use crate::strict_json;
 
 /// File formats for import and export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -130,7 +131,7 @@ fn import_jsonl(
         if line.trim().is_empty() {
             continue;
         }
-        let record: Json = serde_json::from_str(line).map_err(|e| json_error(e, line_no))?;
+        let record = strict_json::parse(line).map_err(|e| json_error(e, line_no))?;
         let Json::Object(object) = record else {
             return Err(at(Error::invalid("each line must be a JSON object")));
         };
@@ -144,7 +145,8 @@ fn import_jsonl(
 }
 
 /// A JSON error on JSONL line `line_no`, its position said once ("line 4, column 9: invalid
-/// JSON: expected value"; serde_json's message ends with its own position in the line).
+/// JSON: expected value"; serde_json's message ends with its own position in the line). A
+/// repeated key is valid JSON, so it is not called invalid.
 fn json_error(err: serde_json::Error, line_no: usize) -> Error {
     let text = err.to_string();
     let suffix = format!(" at line {} column {}", err.line(), err.column());
@@ -153,7 +155,8 @@ fn json_error(err: serde_json::Error, line_no: usize) -> Error {
         0 => format!("line {line_no}"),
         _ => format!("line {line_no}, column {}", err.column()),
     };
-    Error::invalid(format!("invalid JSON: {message}")).context(at)
+    let invalid = if err.is_data() { "" } else { "invalid JSON: " };
+    Error::invalid(format!("{invalid}{message}")).context(at)
 }
 
 /// A CSV reading error, its position said once ("line 3: ..."; the csv crate's message

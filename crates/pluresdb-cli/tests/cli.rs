@@ -694,6 +694,29 @@ fn import_refuses_a_csv_header_naming_a_column_twice() {
 }
 
 #[test]
+fn import_refuses_a_jsonl_object_naming_a_key_twice() {
+    let cli = Cli::new();
+    // serde_json keeps the last value of a repeated key: one of the values would be lost.
+    let dup = cli.path("dup.jsonl");
+    std::fs::write(&dup, "{\"a\": 1}\n{\"a\": 1, \"b\": 2, \"a\": 3}\n").unwrap();
+    let err = cli.fails(&["import", dup.to_str().unwrap(), "--table", "t"]);
+    assert_eq!(
+        err,
+        "error: line 2, column 20: key \"a\" appears twice in one object; remove one so each \
+         key appears once\n"
+    );
+    let err = cli.fails(&["sql", "SELECT * FROM t"]);
+    assert!(err.contains("no such table"), "{err}");
+    // Nested objects too (a node's data).
+    std::fs::write(&dup, "{\"id\": \"x\", \"data\": {\"k\": 1, \"k\": 2}}\n").unwrap();
+    let err = cli.fails(&["import", dup.to_str().unwrap(), "--nodes"]);
+    assert!(
+        err.starts_with("error: line 1, column 32: key \"k\" appears twice"),
+        "{err}"
+    );
+}
+
+#[test]
 fn import_of_a_node_record_with_extra_keys_keeps_every_field() {
     let cli = Cli::new();
     // A record with keys beyond id/type/data/vector is flat: every field is kept.
