@@ -1873,3 +1873,198 @@ fn edges_linked_in_bulk_carry_their_versions_and_merge_like_single_links() {
     assert_eq!(dump(&a), dump(&b));
     assert_eq!(push(&a, &b) + push(&b, &a), 0);
 }
+
+/// A table whose columns are all NOT NULL without a DEFAULT: a row merged without one of its
+/// columns fails.
+const STRICT: &str = "CREATE TABLE strict(id TEXT PRIMARY KEY NOT NULL, a TEXT NOT NULL, \
+                      b TEXT NOT NULL, c INTEGER NOT NULL)";
+
+/// A database file `name` in `dir` with `strict` synced, after the statements `more`.
+fn strict_file(dir: &tempfile::TempDir, name: &str, more: &str) -> Database {
+    let db = Database::open(dir.path().join(name)).unwrap();
+    db.exec(STRICT).unwrap();
+    db.exec(more).unwrap();
+    db.sync_table("strict").unwrap();
+    db
+}
+
+/// Random writes to `strict`: `inserts` new rows `{prefix}{n}`, then updates of some columns
+/// of existing rows, deletes and re-inserts; `rnd(n)` gives numbers below `n`.
+fn strict_writes(db: &Database, prefix: &str, inserts: u64, rnd: &mut impl FnMut(u64) -> u64) {
+    db.transaction(|tx| {
+        for n in 0..inserts {
+            tx.run(
+                "INSERT INTO strict(id, a, b, c) VALUES (?1, ?2, ?3, ?4)",
+                (
+                    format!("{prefix}{n}"),
+                    rnd(1000) as i64,
+                    "b",
+                    rnd(100) as i64,
+                ),
+            )?;
+        }
+        let ids: Vec<(String,)> = tx.all_as("SELECT id FROM strict", ())?;
+        for _ in 0..ids.len() / 2 {
+            let (id,) = &ids[rnd(ids.len() as u64) as usize];
+            let v = rnd(1000) as i64;
+            let sql = match rnd(4) {
+                0 => "UPDATE strict SET a = ?2 WHERE id = ?1",
+                1 => "UPDATE strict SET b = ?2, c = c + 1 WHERE id = ?1",
+                2 => "DELETE FROM strict WHERE id = ?1 AND ?2 IS NOT NULL",
+                _ => "INSERT OR REPLACE INTO strict(id, a, b, c) VALUES (?1, ?2, 'r', 7)",
+            };
+            tx.run(sql, (id, v))?;
+        }
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+}
+
+/// What `b` lacks from `a`, merged a batch of `batch` changes at a time, each batch in a
+/// transaction of its own.
+fn push_in_batches(a: &Database, b: &Database, batch: usize) {
+    let since = b.peer_cursor(a.site_id()).unwrap();
+    let db_version = a
+        .for_each_change(since, Some(b.site_id()), batch, |changes| {
+            b.apply_changes(changes).map(|_| ())
+        })
+        .unwrap();
+    b.record_sync(
+        a.site_id(),
+        &SyncProgress {
+            cursor: Some(db_version),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn rows_of_not_null_columns_merge_whole_in_batches_of_any_size() {
+    // Batches of 1, 2 and 3 changes, each merged in its own transaction: the reader never
+    // splits a row's changes between batches, so each row is inserted whole. B added a
+    // column `d NOT NULL DEFAULT` that A gains only later.
+    for batch in 1..=3 {
+        let dir = tempfile::tempdir().unwrap();
+        let a = strict_file(&dir, "a.db", "");
+        let b = strict_file(
+            &dir,
+            "b.db",
+            "ALTER TABLE strict ADD COLUMN d TEXT NOT NULL DEFAULT 'none'",
+        );
+        let mut x = (batch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut rnd = move |below: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % below
+        };
+        let common = |db: &Database| -> Vec<String> {
+            db.all("SELECT id, a, b, c FROM strict ORDER BY id", ())
+                .unwrap()
+                .iter()
+                .map(|r| r.to_json().to_string())
+                .collect()
+        };
+        for round in 0..3 {
+            strict_writes(&a, &format!("a{round}-"), 1 + rnd(30), &mut rnd);
+            strict_writes(&b, &format!("b{round}-"), 1 + rnd(30), &mut rnd);
+            push_in_batches(&a, &b, batch);
+            push_in_batches(&b, &a, batch);
+            assert_eq!(common(&a), common(&b), "batch {batch}, round {round}");
+        }
+        // B sets `d` on some rows; once A has `d`, it asks B for everything again and both
+        // have the same rows.
+        b.run("UPDATE strict SET d = 'from b' WHERE rowid % 2 = 0", ())
+            .unwrap();
+        push_in_batches(&b, &a, batch);
+        a.exec("ALTER TABLE strict ADD COLUMN d TEXT NOT NULL DEFAULT 'none'")
+            .unwrap();
+        push_in_batches(&b, &a, batch);
+        push_in_batches(&a, &b, batch);
+        assert_eq!(dump(&a), dump(&b), "batch {batch}");
+        assert!(dump(&a).contains("from b"));
+    }
+}
+
+#[test]
+fn a_row_made_again_by_a_peer_without_a_column_gets_that_columns_default() {
+    // A lacks `d`. It deletes and inserts row r again (a new life); B merges both at once
+    // while it still has r from its older life, whose `d` B had set. The new life has no
+    // value of `d`: B gives it the DEFAULT, as an insert would (it kept the old life's
+    // value, which no version covers, and the two never agreed once A added `d`).
+    let dir = tempfile::tempdir().unwrap();
+    let a = strict_file(&dir, "a.db", "");
+    let b = strict_file(
+        &dir,
+        "b.db",
+        "ALTER TABLE strict ADD COLUMN d TEXT NOT NULL DEFAULT 'none'",
+    );
+    a.run("INSERT INTO strict VALUES ('r', 'a', 'b', 1)", ())
+        .unwrap();
+    push_in_batches(&a, &b, 10);
+    b.run("UPDATE strict SET d = 'old life'", ()).unwrap();
+    push_in_batches(&b, &a, 10);
+    a.run("DELETE FROM strict", ()).unwrap();
+    a.run("INSERT INTO strict VALUES ('r', 'a2', 'b2', 2)", ())
+        .unwrap();
+    push_in_batches(&a, &b, 10);
+    assert_eq!(
+        b.value("SELECT d FROM strict", ()).unwrap(),
+        Value::Text("none".into())
+    );
+    a.exec("ALTER TABLE strict ADD COLUMN d TEXT NOT NULL DEFAULT 'none'")
+        .unwrap();
+    push_in_batches(&b, &a, 10);
+    push_in_batches(&a, &b, 10);
+    assert_eq!(dump(&a), dump(&b));
+}
+
+#[test]
+fn a_new_row_merged_without_a_not_null_column_is_refused_saying_which_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = strict_file(&dir, "a.db", "");
+    let b = strict_file(&dir, "b.db", "");
+    a.run("INSERT INTO strict VALUES ('r', 'a', 'b', 1)", ())
+        .unwrap();
+    let changes = a.changes_since(0, None).unwrap().changes;
+    let without_b: Vec<ChangeRecord> = changes
+        .iter()
+        .filter(|c| &*c.field != "b")
+        .cloned()
+        .collect();
+    let err = b.apply_changes(&without_b).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Constraint);
+    let message = err.message();
+    assert!(
+        message.contains("column \"b\"") && message.contains("NOT NULL without a DEFAULT"),
+        "{err}"
+    );
+    assert!(
+        message.contains("all the changes of a row in one call"),
+        "{err}"
+    );
+    assert_eq!(
+        b.value("SELECT count(*) FROM strict", ()).unwrap(),
+        Value::Integer(0)
+    );
+    // All of them merge; then a change of one column updates the row in place.
+    b.apply_changes(&changes).unwrap();
+    a.run("UPDATE strict SET c = 2", ()).unwrap();
+    let since = b.peer_cursor(a.site_id()).unwrap();
+    let update = a.changes_since(since.max(1), None).unwrap().changes;
+    assert!(update.iter().any(|c| &*c.field == "c"));
+    b.apply_changes(&update).unwrap();
+    assert_eq!(dump(&a), dump(&b));
+    // A NULL value is a different failure: the generic error, naming the table.
+    let mut null = update.clone();
+    for c in &mut null {
+        c.value = Some(Value::Null);
+        c.version.hlc = pluresdb_core::Hlc::from_u64(c.version.hlc.as_u64() + 1);
+    }
+    let err = b.apply_changes(&null).unwrap_err();
+    assert!(
+        err.message().contains("writing a row of strict") && !err.message().contains("DEFAULT"),
+        "{err}"
+    );
+}

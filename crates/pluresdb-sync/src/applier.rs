@@ -3,6 +3,12 @@
 //! together, in one transaction: a peer that sends faster than this side merges (an initial
 //! sync) gets fewer, larger transactions, each of which writes a touched page once; a live
 //! change still merges on its own as soon as it arrives.
+//!
+//! A sender cuts its changes into messages by size, anywhere in a row (a row's changes stay
+//! together and in order): the last row of what arrived waits for the next message, or for
+//! the end of the set, so that every row merges whole (see [`split_off_last_row`]).
+
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -22,9 +28,31 @@ pub(crate) struct Merged {
     pub(crate) report: ApplyReport,
 }
 
+/// Removes the changes of the last row of `changes` (those after the last change to another
+/// row) and returns them: they may go on in the next message. Merged on their own, a new
+/// row's first changes would insert it without its other columns: a NOT NULL one fails, and
+/// a nullable one shows the row incomplete until the rest merges.
+pub(crate) fn split_off_last_row(changes: &mut Vec<ChangeRecord>) -> Vec<ChangeRecord> {
+    let Some(last) = changes.last() else {
+        return Vec::new();
+    };
+    let same_row = |c: &ChangeRecord| {
+        (Arc::ptr_eq(&c.key, &last.key) || c.key == last.key) && c.collection == last.collection
+    };
+    let start = changes.len() - changes.iter().rev().take_while(|c| same_row(c)).count();
+    changes.split_off(start)
+}
+
+/// A received batch, and whether it ends the peer's set (its `Done` came next): the changes
+/// held back then merge too.
+struct Job {
+    changes: Vec<ChangeRecord>,
+    ends_set: bool,
+}
+
 /// The merging thread of one session, and how many batches it was given and has merged.
 pub(crate) struct Applier {
-    jobs: Option<mpsc::UnboundedSender<Vec<ChangeRecord>>>,
+    jobs: Option<mpsc::UnboundedSender<Job>>,
     results: mpsc::UnboundedReceiver<Result<Merged>>,
     /// Batches submitted so far.
     submitted: usize,
@@ -35,23 +63,30 @@ pub(crate) struct Applier {
 impl Applier {
     /// Starts the thread that merges into `db`.
     pub(crate) fn start(db: Database) -> Applier {
-        let (jobs, mut queue) = mpsc::unbounded_channel::<Vec<ChangeRecord>>();
+        let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
         let (done, results) = mpsc::unbounded_channel();
         std::thread::spawn(move || {
-            while let Some(mut changes) = queue.blocking_recv() {
-                let mut batches = 1;
-                while changes.len() < GROUP_CHANGES {
+            // The last row received, until the rest of it (or the end of the set) arrives; a
+            // session that ends before then drops it: the peer sends it again next time.
+            let mut held = Vec::new();
+            while let Some(job) = queue.blocking_recv() {
+                let mut changes = std::mem::take(&mut held);
+                changes.extend(job.changes);
+                // A group ends with its set: the next set's last row may go on.
+                let (mut batches, mut ends_set) = (1, job.ends_set);
+                while !ends_set && changes.len() < GROUP_CHANGES {
                     match queue.try_recv() {
                         Ok(more) => {
-                            changes.extend(more);
-                            batches += 1;
+                            changes.extend(more.changes);
+                            (batches, ends_set) = (batches + 1, more.ends_set);
                         }
                         Err(_) => break,
                     }
                 }
-                let merged = db
-                    .apply_changes(&changes)
-                    .map(|report| Merged { batches, report });
+                if !ends_set {
+                    held = split_off_last_row(&mut changes);
+                }
+                let merged = merge(&db, &changes).map(|report| Merged { batches, report });
                 let failed = merged.is_err();
                 if done.send(merged).is_err() || failed {
                     break;
@@ -69,10 +104,26 @@ impl Applier {
     /// Queues a received batch (the caller waits for [`has_room`](Self::has_room) first:
     /// the session keeps running while batches merge, so it still pings its peer).
     pub(crate) fn submit(&mut self, changes: Vec<ChangeRecord>) -> Result<()> {
+        self.queue(Job {
+            changes,
+            ends_set: false,
+        })
+    }
+
+    /// Marks the end of the peer's set (its `Done`): the row held back merges. Counts as a
+    /// batch, so waiting for the batches up to it waits for that row too.
+    pub(crate) fn end_set(&mut self) -> Result<()> {
+        self.queue(Job {
+            changes: Vec::new(),
+            ends_set: true,
+        })
+    }
+
+    fn queue(&mut self, job: Job) -> Result<()> {
         let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
         // A thread that stopped did so on an error, which `merged` reports (the batch counts
         // as submitted, so the caller still asks for it).
-        let _ = jobs.send(changes);
+        let _ = jobs.send(job);
         self.submitted += 1;
         Ok(())
     }
@@ -116,6 +167,14 @@ impl Applier {
     }
 }
 
+/// Merges `changes`, if any (an empty merge would still take the write lock).
+pub(crate) fn merge(db: &Database, changes: &[ChangeRecord]) -> Result<ApplyReport> {
+    if changes.is_empty() {
+        return Ok(ApplyReport::default());
+    }
+    db.apply_changes(changes)
+}
+
 fn stopped() -> Error {
     Error::new(
         ErrorKind::Io,
@@ -144,14 +203,19 @@ mod tests {
         bad[0].cl = 0;
         let mut applier = Applier::start(open("db.db"));
         applier.submit(good).unwrap();
-        // Time for the good batch to merge alone: sent at once, the two would merge as one
-        // group and fail together.
+        applier.end_set().unwrap();
+        // Time for the good batch (and the end of its set) to merge alone: sent at once, the
+        // two would merge as one group and fail together.
         std::thread::sleep(std::time::Duration::from_millis(300));
         applier.submit(bad).unwrap();
+        applier.end_set().unwrap();
         // A batch after the bad one is taken without an error (the thread may have stopped);
         // the merges report the good one, then the bad one's own error.
         applier.submit(Vec::new()).unwrap();
-        assert_eq!(applier.merged().await.unwrap().batches, 1);
+        let mut merged = 0;
+        while merged < 2 {
+            merged += applier.merged().await.unwrap().batches;
+        }
         let err = applier.merged().await.unwrap_err();
         assert!(err.to_string().contains("causal length 0"), "{err}");
     }

@@ -15,7 +15,7 @@ use pluresdb_core::{
     VersionVector,
 };
 
-use crate::applier::GROUP_CHANGES;
+use crate::applier::{GROUP_CHANGES, merge, split_off_last_row};
 use crate::codec::{Message, RAISE_LIMIT, TARGET_MESSAGE};
 
 /// What writing a change file did.
@@ -120,7 +120,7 @@ fn read_frame(input: &mut dyn Read, n: usize, max_message: usize) -> Result<Opti
     if crc32fast::hash(&bytes).to_le_bytes() != head[4..] {
         return Err(Error::invalid(format!(
             "frame {n} of the change file does not match its checksum: the file is damaged \
-             (the frames before it were applied); make it again"
+             (the rows before it were applied); make it again"
         )));
     }
     Message::decode(&bytes, max_message)
@@ -218,7 +218,7 @@ pub fn apply_file(
         ..AppliedFile::default()
     };
     // Batches are merged together, several to a transaction (each touched page is written
-    // once per transaction).
+    // once per transaction), each row whole: the last row read waits for the next frame.
     let mut pending: Vec<ChangeRecord> = Vec::new();
     let mut n = 1;
     loop {
@@ -227,12 +227,17 @@ pub fn apply_file(
         if let Ok(Some(Message::Changes(batch))) = frame {
             pending.extend(batch);
             if pending.len() >= GROUP_CHANGES {
-                merge(db, &mut pending, &mut out.report)?;
+                merge_whole_rows(db, &mut pending, &mut out.report)?;
             }
             continue;
         }
-        // Whatever ends the file (or fails to read) comes after the batches before it merged.
-        merge(db, &mut pending, &mut out.report)?;
+        // Whatever ends the file (or fails to read) comes after the rows before it merged. The
+        // last row is known whole only at the file's end: a damaged or truncated file's is
+        // left out (its cursor does not move, so the next file brings that row again).
+        if !matches!(frame, Ok(Some(Message::Done { .. }))) {
+            split_off_last_row(&mut pending);
+        }
+        out.report += merge(db, &pending)?;
         match frame? {
             Some(Message::Done { db_version }) => {
                 out.db_version = db_version;
@@ -256,7 +261,7 @@ pub fn apply_file(
             }
             None => {
                 return Err(Error::invalid(
-                    "the change file ends before its last frame; it is truncated (the batches read \
+                    "the change file ends before its last frame; it is truncated (the rows read \
                      were applied; apply a complete file to finish)",
                 ));
             }
@@ -264,12 +269,15 @@ pub fn apply_file(
     }
 }
 
-/// Merges `pending` (if any) in one transaction, adds what it did to `report`, and empties it.
-fn merge(db: &Database, pending: &mut Vec<ChangeRecord>, report: &mut ApplyReport) -> Result<()> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    *report += db.apply_changes(pending)?;
-    pending.clear();
+/// Merges the whole rows of `pending` in one transaction and adds what it did to `report`;
+/// leaves in `pending` the last row, which may go on in the next frame.
+fn merge_whole_rows(
+    db: &Database,
+    pending: &mut Vec<ChangeRecord>,
+    report: &mut ApplyReport,
+) -> Result<()> {
+    let last = split_off_last_row(pending);
+    *report += merge(db, pending)?;
+    *pending = last;
     Ok(())
 }

@@ -566,6 +566,7 @@ impl Session<'_> {
             (_, None) => return Err(Error::invalid("the peer sent data before saying hello")),
             (Message::Changes(changes), Some(_)) => self.applier.submit(changes)?,
             (Message::Done { db_version }, Some(_)) => {
+                self.applier.end_set()?;
                 self.peer_done_at
                     .push_back((self.applier.submitted(), db_version));
                 self.ack_when_merged()?;

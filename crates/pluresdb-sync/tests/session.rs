@@ -933,3 +933,237 @@ async fn two_peers_sending_more_than_the_connection_buffers_both_finish() {
     assert_eq!(rb.unwrap().received, 90_000);
     assert_eq!(rows(&a), rows(&b));
 }
+
+/// A synced table whose columns are all NOT NULL without a DEFAULT: a row merged without one
+/// of its columns fails.
+const STRICT: &str = "CREATE TABLE strict(id TEXT PRIMARY KEY NOT NULL, a TEXT NOT NULL, \
+                      b TEXT NOT NULL, c INTEGER NOT NULL)";
+
+/// A database at `name` in `dir` with the synced table `strict`.
+fn open_strict(dir: &tempfile::TempDir, name: &str) -> Database {
+    let db = Database::open(dir.path().join(name)).unwrap();
+    db.exec(STRICT).unwrap();
+    db.sync_table("strict").unwrap();
+    db
+}
+
+/// The rows of `strict`, every column, in key order.
+fn strict_rows(db: &Database) -> Vec<String> {
+    db.all("SELECT * FROM strict ORDER BY id", ())
+        .unwrap()
+        .iter()
+        .map(|r| r.to_json().to_string())
+        .collect()
+}
+
+/// A xorshift generator of numbers below its argument, from `seed`.
+fn random(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    move |below| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % below
+    }
+}
+
+/// Random writes to `strict` in `db`: `inserts` new rows `{prefix}{n}` (text of 50 to 650
+/// bytes, so that rows split across messages of 1 KiB at varied places), then updates of some
+/// columns of existing rows, deletes, and re-inserts of deleted keys.
+fn strict_writes(db: &Database, prefix: &str, inserts: u64, rnd: &mut impl FnMut(u64) -> u64) {
+    let text = |rnd: &mut dyn FnMut(u64) -> u64| "x".repeat(50 + rnd(600) as usize);
+    db.transaction(|tx| {
+        for n in 0..inserts {
+            tx.run(
+                "INSERT INTO strict(id, a, b, c) VALUES (?1, ?2, ?3, ?4)",
+                (
+                    format!("{prefix}{n}"),
+                    text(rnd),
+                    text(rnd),
+                    rnd(100) as i64,
+                ),
+            )?;
+        }
+        let ids: Vec<(String,)> = tx.all_as("SELECT id FROM strict", ())?;
+        for _ in 0..ids.len() / 2 {
+            let (id,) = &ids[rnd(ids.len() as u64) as usize];
+            match rnd(5) {
+                0 => tx.run("UPDATE strict SET a = ?2 WHERE id = ?1", (id, text(rnd)))?,
+                1 => tx.run(
+                    "UPDATE strict SET b = ?2, c = c + 1 WHERE id = ?1",
+                    (id, text(rnd)),
+                )?,
+                2 => tx.run("DELETE FROM strict WHERE id = ?1", (id,))?,
+                3 => tx.run(
+                    "INSERT OR REPLACE INTO strict(id, a, b, c) VALUES (?1, ?2, 'b', 7)",
+                    (id, text(rnd)),
+                )?,
+                _ => tx.run("UPDATE strict SET c = c * 2 WHERE id = ?1", (id,))?,
+            };
+        }
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_not_null_columns_arrive_whole_in_messages_of_any_size() {
+    // Batches of 1, 2 and 3 changes (never more than a row: the reader keeps a row's changes
+    // in one batch) and messages of at most 1 KiB, which split most rows: the receiver merged
+    // each message's part of a row on its own, and failed with "NOT NULL constraint failed".
+    for batch in 1..=3 {
+        let dir = tempfile::tempdir().unwrap();
+        let server = open_strict(&dir, "server.db");
+        let client = open_strict(&dir, "client.db");
+        let mut rnd = random(batch as u64);
+        let opts = SessionOptions {
+            batch,
+            max_message: 1024,
+            ..SessionOptions::default()
+        };
+        let url = start_server_with(server.clone(), &opts).await;
+        for round in 0..3 {
+            strict_writes(&server, &format!("s{round}-"), 5 + rnd(40), &mut rnd);
+            strict_writes(&client, &format!("c{round}-"), 5 + rnd(40), &mut rnd);
+            sync_with(client.clone(), &url, &opts)
+                .await
+                .unwrap_or_else(|e| panic!("batch {batch}, round {round}: {e}"));
+            assert_eq!(strict_rows(&client), strict_rows(&server), "batch {batch}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_a_peer_splits_across_messages_merges_whole() {
+    // A peer may cut its changes anywhere (here every 1, 2 or 3 changes, then every 5, 7
+    // and 11): each row still arrives whole, and the Ack comes once every row merged.
+    let dir = tempfile::tempdir().unwrap();
+    let source = open_strict(&dir, "source.db");
+    strict_writes(&source, "r", 200, &mut random(7));
+    let set = source.changes_since(0, None).unwrap();
+    for (i, chunk) in [1, 2, 3, 5, 7, 11].into_iter().enumerate() {
+        let server = open_strict(&dir, &format!("server{i}.db"));
+        let url = start_server(server.clone()).await;
+        let mut ws = raw_peer(&url, set.site, set.db_version).await;
+        for part in set.changes.chunks(chunk) {
+            raw_send(&mut ws, Message::encode_changes(part)).await;
+        }
+        let done = Message::Done {
+            db_version: set.db_version,
+        };
+        raw_send(&mut ws, done.encode()).await;
+        while !matches!(raw_receive(&mut ws).await, Message::Ack { db_version } if db_version == set.db_version)
+        {
+        }
+        assert_eq!(
+            strict_rows(&server),
+            strict_rows(&source),
+            "chunks of {chunk}"
+        );
+        assert_eq!(server.peer_cursor(set.site).unwrap(), set.db_version);
+    }
+}
+
+#[test]
+fn a_change_file_of_rows_split_across_frames_merges_them_whole() {
+    // Frames of at most 1 KiB split most rows, and more than 20,000 changes make the file
+    // merge in several transactions: a row cut where one ends used to fail to merge.
+    let dir = tempfile::tempdir().unwrap();
+    let a = open_strict(&dir, "a.db");
+    let b = open_strict(&dir, "b.db");
+    strict_writes(&a, "r", 6_000, &mut random(3));
+    let mut file = Vec::new();
+    let written = write_changes(&a, &b.version_vector().unwrap(), &mut file, 1024).unwrap();
+    assert!(written.changes > 20_000, "{written:?}");
+    let applied = apply_file(&b, &mut file.as_slice(), None, 1024).unwrap();
+    assert_eq!(applied.report.received, written.changes);
+    assert_eq!(strict_rows(&b), strict_rows(&a));
+    assert_eq!(b.peer_cursor(a.site_id()).unwrap(), written.db_version);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_over_the_message_limit_stops_the_sync_saying_so_and_keeps_no_part_of_its_row() {
+    // The row's other columns fit in a message; its b cannot be sent. The receiver reports
+    // the sender's reason (not a NOT NULL failure of the part it got) and stores nothing of
+    // the row.
+    let dir = tempfile::tempdir().unwrap();
+    let server = open_strict(&dir, "server.db");
+    let client = open_strict(&dir, "client.db");
+    server
+        .run(
+            "INSERT INTO strict VALUES ('a-small', 'a', 'b', 1), ('huge', 'a', ?1, 2)",
+            ("h".repeat(2 << 20),),
+        )
+        .unwrap();
+    let opts = SessionOptions {
+        max_message: 1 << 20,
+        batch: 1,
+        ..SessionOptions::default()
+    };
+    let url = start_server_with(server.clone(), &opts).await;
+    let err = sync_with(client.clone(), &url, &opts).await.unwrap_err();
+    let message = err.message();
+    assert!(message.contains("message limit"), "{err}");
+    assert!(
+        message.contains("huge") && message.contains("\"b\""),
+        "{err}"
+    );
+    assert!(!message.contains("NOT NULL"), "{err}");
+    assert_eq!(
+        client
+            .value("SELECT count(*) FROM strict WHERE id = 'huge'", ())
+            .unwrap(),
+        Value::Integer(0)
+    );
+    // Once the limit is raised on both sides, the row arrives.
+    let opts = SessionOptions {
+        max_message: 4 << 20,
+        ..opts
+    };
+    let url = start_server_with(server.clone(), &opts).await;
+    sync_with(client.clone(), &url, &opts).await.unwrap();
+    assert_eq!(strict_rows(&client), strict_rows(&server));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_a_newer_column_syncs_rows_split_across_messages() {
+    // The server added `d NOT NULL DEFAULT 'none'` later; the client has no `d` yet. Rows
+    // split across messages merge whole both ways; once the client adds `d` too, it asks for
+    // everything again and both have the same rows, `d` included.
+    let dir = tempfile::tempdir().unwrap();
+    let server = open_strict(&dir, "server.db");
+    let client = open_strict(&dir, "client.db");
+    server
+        .exec("ALTER TABLE strict ADD COLUMN d TEXT NOT NULL DEFAULT 'none'")
+        .unwrap();
+    let mut rnd = random(11);
+    strict_writes(&server, "s", 60, &mut rnd);
+    server
+        .run("UPDATE strict SET d = 'set ' || id WHERE rowid % 3 = 0", ())
+        .unwrap();
+    strict_writes(&client, "c", 60, &mut rnd);
+    let opts = SessionOptions {
+        batch: 2,
+        max_message: 1024,
+        ..SessionOptions::default()
+    };
+    let url = start_server_with(server.clone(), &opts).await;
+    sync_with(client.clone(), &url, &opts).await.unwrap();
+    let common = |db: &Database| -> Vec<String> {
+        db.all("SELECT id, a, b, c FROM strict ORDER BY id", ())
+            .unwrap()
+            .iter()
+            .map(|r| r.to_json().to_string())
+            .collect()
+    };
+    assert_eq!(common(&client), common(&server));
+    client
+        .exec("ALTER TABLE strict ADD COLUMN d TEXT NOT NULL DEFAULT 'none'")
+        .unwrap();
+    sync_with(client.clone(), &url, &opts).await.unwrap();
+    assert_eq!(strict_rows(&client), strict_rows(&server));
+    assert!(
+        strict_rows(&client).iter().any(|r| r.contains("set s")),
+        "the server's values of d arrived"
+    );
+}

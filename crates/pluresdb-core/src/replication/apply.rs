@@ -24,7 +24,7 @@ use super::missed::{self, Missed};
 use super::state::Replication;
 use super::{ChangeRecord, MAX_CLOCK_DRIFT};
 use crate::database::Database;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Change, EdgeChange, NodeChange};
 use crate::graph::{Edge, Node, blob_to_vector, check_id, ends};
 use crate::value::Value;
@@ -654,13 +654,25 @@ fn write_table_row<'c>(
             let pk: Vec<String> = info.pk.iter().map(|c| quote(c)).collect();
             let cols: Vec<&String> = pk.iter().chain(&fields).collect();
             let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-            let on_conflict = if fields.is_empty() {
+            // A new life replaces a row this replica still has from an older one: the columns
+            // it does not carry (a peer's older schema) take their DEFAULT, as when inserted.
+            let defaults = info
+                .defaults
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| !columns.contains(&(i as u16)))
+                .map(|(i, d)| {
+                    let default = d.as_deref().unwrap_or("NULL");
+                    format!("{} = ({default})", quote(&info.fields[i]))
+                });
+            let sets: Vec<String> = fields
+                .iter()
+                .map(|q| format!("{q} = excluded.{q}"))
+                .chain(defaults)
+                .collect();
+            let on_conflict = if sets.is_empty() {
                 "DO NOTHING".to_owned()
             } else {
-                let sets: Vec<String> = fields
-                    .iter()
-                    .map(|q| format!("{q} = excluded.{q}"))
-                    .collect();
                 format!("DO UPDATE SET {}", sets.join(", "))
             };
             format!(
@@ -692,9 +704,43 @@ fn write_table_row<'c>(
         return Ok(());
     }?;
     bind_all(stmt, key.iter().chain(values))?;
-    stmt.raw_execute()
-        .map_err(|e| Error::from(e).context(format!("writing a row of {table}")))?;
+    stmt.raw_execute().map_err(|e| {
+        let written = |c: &str| {
+            info.pk.iter().any(|p| p == c)
+                || columns.iter().any(|&i| info.fields[usize::from(i)] == c)
+        };
+        row_write_error(e.into(), table, key, written)
+    })?;
     Ok(())
+}
+
+/// The error of a failed write of a row of `table`. When the row was written without a value
+/// for a NOT NULL column (`written` tells the columns it had), the error says so and how to
+/// fix it, instead of SQLite's bare "NOT NULL constraint failed".
+fn row_write_error(
+    err: Error,
+    table: &str,
+    key: &[Value],
+    written: impl Fn(&str) -> bool,
+) -> Error {
+    let left_out = err
+        .message()
+        .strip_prefix("NOT NULL constraint failed: ")
+        .and_then(|c| c.rsplit_once('.'))
+        .map(|(_, column)| column)
+        .filter(|column| !written(column));
+    let Some(column) = left_out else {
+        return err.context(format!("writing a row of {table}"));
+    };
+    Error::new(
+        ErrorKind::Constraint,
+        format!(
+            "row {key:?} of {table} cannot be inserted: the changes merged have no value for its \
+             column {column:?}, which is NOT NULL without a DEFAULT here. Merge all the changes \
+             of a row in one call (sync sessions and change files do), or, if the peer's table \
+             has no such column, give it a DEFAULT here"
+        ),
+    )
 }
 
 fn write_node(
