@@ -485,13 +485,9 @@ fn run_pluresdb(args: &Args) -> Res<()> {
 
     let db = Database::open(&path).map_err(err)?;
     let t = Instant::now();
-    db.transaction(|tx| {
-        for (i, id) in data.nodes.iter().enumerate() {
-            tx.put(id, &json!({ "n": i }))?;
-        }
-        Ok::<_, pluresdb_core::Error>(())
-    })
-    .map_err(err)?;
+    let fields: Vec<serde_json::Value> = (0..data.nodes.len()).map(|i| json!({ "n": i })).collect();
+    db.put_many(data.nodes.iter().map(String::as_str).zip(&fields))
+        .map_err(err)?;
     let nodes_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let linked = db

@@ -111,6 +111,7 @@ fn import_jsonl(
 ) -> Result<ImportReport> {
     let mut report = ImportReport::default();
     let mut table = TableWriter::default();
+    let mut nodes = NodeWriter::default();
     let mut buf = Vec::new();
     for line_no in 1.. {
         buf.clear();
@@ -137,10 +138,11 @@ fn import_jsonl(
         };
         match target {
             Target::Table(name) => table.insert(db, name, &object).map_err(at)?,
-            Target::Nodes => put_node(db, object).map_err(at)?,
+            Target::Nodes => nodes.push(db, line_no as u64, object)?,
         }
         report.records += 1;
     }
+    nodes.flush(db)?;
     Ok(report)
 }
 
@@ -210,6 +212,7 @@ fn import_csv(db: &Database, reader: impl Read, target: &Target<'_>) -> Result<I
         }
     }
     let mut table = TableWriter::default();
+    let mut nodes = NodeWriter::default();
     for record in csv.records() {
         let record = record.map_err(|e| csv_read_error(e, &headers))?;
         // The line the record starts on (quoted fields may span lines).
@@ -224,10 +227,14 @@ fn import_csv(db: &Database, reader: impl Read, target: &Target<'_>) -> Result<I
             .collect();
         match target {
             Target::Table(name) => table.insert(db, name, &object).map_err(at)?,
-            Target::Nodes => put_node(db, object).map_err(at)?,
+            Target::Nodes => {
+                let line = record.position().map_or(0, csv::Position::line);
+                nodes.push(db, line, object)?
+            }
         }
         report.records += 1;
     }
+    nodes.flush(db)?;
     Ok(report)
 }
 
@@ -277,11 +284,75 @@ impl TableWriter {
     }
 }
 
+/// Node records read and not written yet: written together (`update_nodes`, several times
+/// faster than one by one) every [`NODE_BATCH`] records and at the end.
+#[derive(Default)]
+struct NodeWriter {
+    /// Each record with the line it starts on.
+    records: Vec<(u64, NodeRecord)>,
+}
+
+/// Node records written together by [`NodeWriter`].
+const NODE_BATCH: usize = 10_000;
+
+impl NodeWriter {
+    /// Reads the node record `object` (starting on line `line`), and writes the records read
+    /// so far when they are a batch.
+    fn push(&mut self, db: &Database, line: u64, object: Map<String, Json>) -> Result<()> {
+        let record = read_node_record(object).map_err(|e| e.context(format!("line {line}")))?;
+        self.records.push((line, record));
+        if self.records.len() >= NODE_BATCH {
+            self.flush(db)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the records read so far.
+    fn flush(&mut self, db: &Database) -> Result<()> {
+        let updates = self
+            .records
+            .iter()
+            .map(|(_, r)| (r.id.as_str(), r.update()));
+        if let Err(err) = db.update_nodes(updates) {
+            // Nothing of the batch was written: write it one by one to name the record at
+            // fault by its line.
+            for (line, r) in &self.records {
+                db.update_node(&r.id, r.update())
+                    .map_err(|e| e.context(format!("line {line}")))?;
+            }
+            return Err(err);
+        }
+        self.records.clear();
+        Ok(())
+    }
+}
+
+/// A node as an import record gives it: it replaces the node's data, and sets its type and
+/// vector when given.
+struct NodeRecord {
+    id: String,
+    data: Json,
+    node_type: Option<String>,
+    vector: Option<Vec<f32>>,
+}
+
+impl NodeRecord {
+    fn update(&self) -> pluresdb_core::NodeUpdate<'_> {
+        pluresdb_core::NodeUpdate {
+            data: Some(&self.data),
+            replace: true,
+            node_type: self.node_type.as_deref().map(Some),
+            vector: self.vector.as_deref().map(Some),
+            must_exist: false,
+        }
+    }
+}
+
 /// A node record: `{"id", "type", "data", "vector"}` as exported, or a flat object whose
 /// `id` field names the node and whose other fields are its data. A record is read as an
 /// export record only when `data` is an object (or, from CSV, JSON text of one) and it has
 /// no other keys; otherwise it is flat, so no field is dropped.
-fn put_node(db: &Database, mut object: Map<String, Json>) -> Result<()> {
+fn read_node_record(mut object: Map<String, Json>) -> Result<NodeRecord> {
     let id = match object.remove("id") {
         Some(Json::String(s)) => s,
         Some(Json::Number(n)) => n.to_string(),
@@ -328,17 +399,12 @@ fn put_node(db: &Database, mut object: Map<String, Json>) -> Result<()> {
     } else {
         (Json::Object(object), None, None)
     };
-    db.update_node(
-        &id,
-        pluresdb_core::NodeUpdate {
-            data: Some(&data),
-            replace: true,
-            node_type: node_type.as_deref().map(Some),
-            vector: vector.as_deref().map(Some),
-            must_exist: false,
-        },
-    )?;
-    Ok(())
+    Ok(NodeRecord {
+        id,
+        data,
+        node_type,
+        vector,
+    })
 }
 
 /// What to export.

@@ -730,6 +730,42 @@ fn import_of_a_node_record_with_extra_keys_keeps_every_field() {
 }
 
 #[test]
+fn a_node_import_in_batches_names_the_line_of_a_refused_node_and_imports_nothing() {
+    let cli = Cli::new();
+    cli.ok(&["put", "kept", "{\"v\": 1}"]);
+    // More records than one batch, repeated ids, the existing node, and on line 10,050 an id
+    // the database refuses (the file reads fine).
+    let mut lines: Vec<String> = (0..10_049)
+        .map(|i| format!("{{\"id\": \"n{}\", \"v\": {i}}}", i % 10_020))
+        .collect();
+    lines[5] = r#"{"id": "kept", "v": 2}"#.to_owned();
+    lines.push(r#"{"id": "bad\u0000id", "v": 0}"#.to_owned());
+    let file = cli.path("nodes.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let err = cli.fails(&["import", file.to_str().unwrap(), "--nodes"]);
+    assert!(err.starts_with("error: line 10050: node id"), "{err}");
+    assert!(err.contains("NUL"), "{err}");
+    assert_eq!(
+        cli.json(&["sql", "SELECT count(*) AS n FROM pluresdb_nodes"]),
+        json!([{"n": 1}])
+    );
+    assert_eq!(cli.json(&["get", "kept"])["data"], json!({"v": 1}));
+    // Without it, every record is written, later ones of an id last.
+    lines.pop();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    assert_eq!(
+        cli.ok(&["import", file.to_str().unwrap(), "--nodes"]),
+        "imported 10049 records\n"
+    );
+    assert_eq!(
+        cli.json(&["sql", "SELECT count(*) AS n FROM pluresdb_nodes"]),
+        json!([{"n": 10_021}])
+    );
+    assert_eq!(cli.json(&["get", "n3"])["data"], json!({"v": 10_023}));
+    assert_eq!(cli.json(&["get", "kept"])["data"], json!({"v": 2}));
+}
+
+#[test]
 fn import_errors_name_the_line_the_record_is_on() {
     let cli = Cli::new();
     // A quoted field spanning lines: the bad record is on line 6, not 4.

@@ -2068,3 +2068,167 @@ fn a_new_row_merged_without_a_not_null_column_is_refused_saying_which_and_why() 
         "{err}"
     );
 }
+
+/// Writes `nodes` into `db` one `update_node` at a time (in one transaction), or with
+/// `update_nodes`; returns how many nodes changed.
+fn write_nodes(
+    db: &Database,
+    nodes: &[(&str, pluresdb_core::NodeUpdate<'_>)],
+    bulk: bool,
+) -> usize {
+    if bulk {
+        return db.update_nodes(nodes.iter().cloned()).unwrap();
+    }
+    db.transaction(|tx| {
+        let mut changed = 0;
+        for (id, update) in nodes {
+            let before = tx.history(id)?.len();
+            tx.update_node(id, update.clone())?;
+            changed += usize::from(tx.history(id)?.len() > before);
+        }
+        Ok::<_, pluresdb_core::Error>(changed)
+    })
+    .unwrap()
+}
+
+#[test]
+fn put_many_stores_versions_and_syncs_as_puts_in_a_loop_do() {
+    use pluresdb_core::NodeUpdate;
+    let put = |data| NodeUpdate {
+        data: Some(data),
+        ..NodeUpdate::default()
+    };
+    let (a1, b2, z, c1, deep, empty) = (
+        json!({"z": 2, "a": 1}),
+        json!({"b": 2}),
+        json!({"a": 3}),
+        json!({"c": 1}),
+        json!({"k": {"y": [1, {"x": null}], "b": true}}),
+        json!({}),
+    );
+    let vector = [0.5f32, 0.25];
+    // More nodes than one statement inserts, with nodes that exist (alive and deleted) among
+    // them, repeated ids, a type, a vector, and an update of a node that must exist.
+    let many: Vec<String> = (0..300).map(|i| format!("m{i:03}")).collect();
+    let mut nodes: Vec<(&str, NodeUpdate<'_>)> =
+        many.iter().map(|id| (id.as_str(), put(&a1))).collect();
+    nodes.splice(
+        150..150,
+        [
+            ("n1", put(&a1)),
+            ("alive", put(&b2)),
+            ("n2", put(&empty)),
+            ("n1", put(&z)),
+            ("dead", put(&c1)),
+            (
+                "alive",
+                NodeUpdate {
+                    node_type: Some(Some("T")),
+                    must_exist: true,
+                    ..NodeUpdate::default()
+                },
+            ),
+            (
+                "n3",
+                NodeUpdate {
+                    data: Some(&deep),
+                    node_type: Some(Some("Doc")),
+                    vector: Some(Some(&vector)),
+                    ..NodeUpdate::default()
+                },
+            ),
+            ("m000", put(&a1)),
+        ],
+    );
+    let (dir, mut dbs) = (tempfile::tempdir().unwrap(), Vec::new());
+    for (i, bulk) in [false, true].into_iter().enumerate() {
+        let db = Database::open(dir.path().join(format!("{i}.db"))).unwrap();
+        db.put("alive", &json!({"b": 1})).unwrap();
+        db.put("dead", &json!({"old": 1})).unwrap();
+        db.delete("dead").unwrap();
+        let stream = db.on_change();
+        let changed = write_nodes(&db, &nodes, bulk);
+        // 300 new, n1 twice, alive twice, n2, dead revived, n3; m000 again changes nothing.
+        assert_eq!(changed, 307, "bulk: {bulk}");
+        let events = stream
+            .drain()
+            .into_iter()
+            .filter(|c| matches!(c, pluresdb_core::Change::Node(_)));
+        assert_eq!(events.count(), 307, "bulk: {bulk}");
+        dbs.push(db);
+    }
+    let (looped, bulk) = (&dbs[0], &dbs[1]);
+    assert_eq!(dump(bulk), dump(looped));
+    for id in ["n1", "n2", "n3", "alive", "dead", "m000", "m299"] {
+        let versions = |db: &Database| {
+            db.history(id)
+                .unwrap()
+                .into_iter()
+                .map(|v| (v.deleted, v.node_type, v.data, v.vector))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(versions(bulk), versions(looped), "{id}");
+    }
+    // Keys are stored sorted, whatever order they came in.
+    let m = bulk
+        .value("SELECT data FROM pluresdb_nodes WHERE id = 'm123'", ())
+        .unwrap();
+    assert_eq!(m, Value::Text(r#"{"a":1,"z":2}"#.into()));
+    let n3 = bulk.get_node("n3").unwrap().unwrap();
+    assert_eq!(
+        (n3.node_type.as_deref(), n3.vector.as_deref()),
+        (Some("Doc"), Some(&vector[..]))
+    );
+    // The same again changes nothing.
+    assert_eq!(bulk.put_many([("n1", &z), ("m001", &a1)]).unwrap(), 0);
+    // Another replica gets the same nodes, and a later write made elsewhere wins over them.
+    let other = Database::open(dir.path().join("other.db")).unwrap();
+    push(bulk, &other);
+    assert_eq!(dump(&other), dump(bulk));
+    other.put("m002", &json!({"c": 9})).unwrap();
+    sync(&other, bulk);
+    assert_eq!(bulk.get_node("m002").unwrap().unwrap().data["c"], 9);
+    assert_eq!(dump(&other), dump(bulk));
+}
+
+#[test]
+fn put_many_refuses_bad_input_and_writes_nothing() {
+    let db = Database::open_in_memory().unwrap();
+    db.put("kept", &json!({"v": 1})).unwrap();
+    let ok = json!({"v": 2});
+    let not_object = json!([1]);
+    let err = db
+        .put_many([("a", &ok), ("kept", &ok), ("b", &not_object)])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.message().contains("node 3 (\"b\")"), "{err}");
+    assert!(err.message().contains("must be a JSON object"), "{err}");
+    let err = db.put_many([("a", &ok), ("", &ok)]).unwrap_err();
+    assert!(err.message().contains("node 2"), "{err}");
+    // A write that must find its node fails the whole call, after others were made in it.
+    let err = db
+        .update_nodes([
+            (
+                "a",
+                pluresdb_core::NodeUpdate {
+                    data: Some(&ok),
+                    ..Default::default()
+                },
+            ),
+            (
+                "ghost",
+                pluresdb_core::NodeUpdate {
+                    node_type: Some(Some("T")),
+                    must_exist: true,
+                    ..Default::default()
+                },
+            ),
+        ])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let ids: Vec<String> = db.list("").unwrap().into_iter().map(|n| n.id).collect();
+    assert_eq!(ids, ["kept"]);
+    assert_eq!(db.get_node("kept").unwrap().unwrap().data["v"], 1);
+    assert_eq!(db.history("a").unwrap().len(), 0);
+    assert_eq!(db.put_many(std::iter::empty()).unwrap(), 0);
+}

@@ -7,6 +7,7 @@
 
 mod adjacency;
 mod bulk_link;
+mod bulk_put;
 pub(crate) mod cypher;
 mod edges;
 pub(crate) mod ends;

@@ -49,6 +49,15 @@ pub(crate) fn node_from_row(row: &Row) -> Result<Node> {
     })
 }
 
+/// Names of the replicated fields of a new node with `data`: each one is versioned, not
+/// "every field".
+pub(super) fn created_fields(data: &Map<String, Json>) -> Vec<String> {
+    data.keys()
+        .map(|k| format!("data.{k}"))
+        .chain(["type".to_owned(), "vector".to_owned()])
+        .collect()
+}
+
 /// Names of the replicated fields that differ between two versions of a node.
 fn changed_fields(old: &Node, new: &Node) -> Vec<String> {
     let mut names: Vec<String> = new
@@ -65,6 +74,41 @@ fn changed_fields(old: &Node, new: &Node) -> Vec<String> {
         names.push("vector".into());
     }
     names
+}
+
+/// What [`check_update`] found valid in a node write: its fields (an object) and its vector
+/// as stored.
+pub(super) struct CheckedUpdate<'a> {
+    pub(super) patch: Option<&'a Map<String, Json>>,
+    pub(super) vector_blob: Option<Vec<u8>>,
+}
+
+/// Checks a write of node `id` before anything is written: the id, the data (an object whose
+/// field names fit a version record), the type and the vector.
+pub(super) fn check_update<'a>(id: &str, update: &NodeUpdate<'a>) -> Result<CheckedUpdate<'a>> {
+    check_id("node id", id)?;
+    let patch = update.data.map(|d| as_object("node data", d)).transpose()?;
+    // Each top-level field syncs as `data.<name>`, named in its version record.
+    let max = MAX_FIELD_BYTES - "data.".len();
+    if let Some(name) = patch
+        .into_iter()
+        .flat_map(|p| p.keys())
+        .find(|name| name.len() > max)
+    {
+        return Err(Error::invalid(format!(
+            "node field name {:?}... is {} bytes long; the limit is {max}",
+            name.chars().take(20).collect::<String>(),
+            name.len()
+        )));
+    }
+    if let Some(Some(t)) = update.node_type {
+        check_id("node type", t)?;
+    }
+    let vector_blob = match update.vector {
+        Some(Some(v)) => Some(vector_to_blob(v)?),
+        _ => None,
+    };
+    Ok(CheckedUpdate { patch, vector_blob })
 }
 
 impl Database {
@@ -119,126 +163,123 @@ impl Database {
     /// The general node write behind `put`, `replace`, `set_type` and `set_vector`.
     pub fn update_node(&self, id: &str, update: NodeUpdate<'_>) -> Result<Node> {
         self.require_graph()?;
-        check_id("node id", id)?;
-        let patch = update.data.map(|d| as_object("node data", d)).transpose()?;
-        // Each top-level field syncs as `data.<name>`, named in its version record.
-        let max = MAX_FIELD_BYTES - "data.".len();
-        if let Some(name) = patch
-            .into_iter()
-            .flat_map(|p| p.keys())
-            .find(|name| name.len() > max)
-        {
-            return Err(Error::invalid(format!(
-                "node field name {:?}... is {} bytes long; the limit is {max}",
-                name.chars().take(20).collect::<String>(),
-                name.len()
+        let checked = check_update(id, &update)?;
+        self.transaction(|db| db.write_node(id, &update, &checked))
+            .map(|(node, _)| node)
+    }
+
+    /// Writes node `id` as `update` says (checked by [`check_update`]), inside a transaction;
+    /// returns the node as stored and whether anything changed.
+    pub(super) fn write_node(
+        &self,
+        id: &str,
+        update: &NodeUpdate<'_>,
+        checked: &CheckedUpdate<'_>,
+    ) -> Result<(Node, bool)> {
+        let patch = checked.patch;
+        let current = self.get(
+            &format!("SELECT {NODE_COLUMNS}, cl FROM _pluresdb_nodes WHERE id = ?1"),
+            (id,),
+        )?;
+        let cl = current
+            .as_ref()
+            .map(|r| r.get::<i64>(7))
+            .transpose()?
+            .unwrap_or(0);
+        let alive = cl % 2 == 1;
+        if update.must_exist && !alive {
+            return Err(Error::not_found(format!(
+                "node {id:?} does not exist; create it first with put"
             )));
         }
-        if let Some(Some(t)) = update.node_type {
-            check_id("node type", t)?;
-        }
-        let vector_blob = match update.vector {
-            Some(Some(v)) => Some(vector_to_blob(v)?),
+        let old = match (&current, alive) {
+            (Some(row), true) => Some(node_from_row(row)?),
             _ => None,
         };
-        self.transaction(|db| {
-            let current = db.get(
-                &format!("SELECT {NODE_COLUMNS}, cl FROM _pluresdb_nodes WHERE id = ?1"),
-                (id,),
-            )?;
-            let cl = current.as_ref().map(|r| r.get::<i64>(7)).transpose()?.unwrap_or(0);
-            let alive = cl % 2 == 1;
-            if update.must_exist && !alive {
-                return Err(Error::not_found(format!(
-                    "node {id:?} does not exist; create it first with put"
-                )));
-            }
-            let old = match (&current, alive) {
-                (Some(row), true) => Some(node_from_row(row)?),
-                _ => None,
-            };
-            let now = db.clock().now();
-            let site = db.site_id();
-            let mut node = old.clone().unwrap_or_else(|| Node {
-                id: id.to_owned(),
-                node_type: None,
-                data: Map::new(),
-                vector: None,
-                created_at: now,
-                updated_at: now,
-                site,
-            });
-            if update.replace {
-                node.data = Map::new();
-            }
-            if let Some(patch) = patch {
-                node.data.extend(patch.iter().map(|(k, v)| (k.clone(), v.clone())));
-            }
-            if let Some(t) = update.node_type {
-                node.node_type = t.map(str::to_owned);
-            }
-            if let Some(v) = update.vector {
-                node.vector = v.map(<[f32]>::to_vec);
-            }
-            let write = match &old {
-                Some(old) => {
-                    let names = changed_fields(old, &node);
-                    if names.is_empty() {
-                        return Ok(node);
-                    }
-                    NodeWrite::Fields(names)
+        let now = self.clock().now();
+        let site = self.site_id();
+        let mut node = old.clone().unwrap_or_else(|| Node {
+            id: id.to_owned(),
+            node_type: None,
+            data: Map::new(),
+            vector: None,
+            created_at: now,
+            updated_at: now,
+            site,
+        });
+        if update.replace {
+            node.data = Map::new();
+        }
+        if let Some(patch) = patch {
+            node.data
+                .extend(patch.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        if let Some(t) = update.node_type {
+            node.node_type = t.map(str::to_owned);
+        }
+        if let Some(v) = update.vector {
+            node.vector = v.map(<[f32]>::to_vec);
+        }
+        let write = match &old {
+            Some(old) => {
+                let names = changed_fields(old, &node);
+                if names.is_empty() {
+                    return Ok((node, false));
                 }
-                // A new node has exactly these fields: version each one, not "every field".
-                None => NodeWrite::Created(
-                    node.data
-                        .keys()
-                        .map(|k| format!("data.{k}"))
-                        .chain(["type".to_owned(), "vector".to_owned()])
-                        .collect(),
-                ),
-            };
-            node.updated_at = now;
-            node.site = site;
-            let new_cl = if alive { cl } else { cl + 1 };
-            // Keys are stored sorted, so replicas that merged in any order hold the same text.
-            node.data.sort_keys();
-            let text = Json::Object(node.data.clone()).to_string();
-            let blob = match (&vector_blob, update.vector) {
-                (Some(b), _) => Some(b.clone()),
-                (None, Some(None)) => None,
-                (None, _) => node.vector.as_deref().map(vector_to_blob).transpose()?,
-            };
-            db.run(
-                "INSERT INTO _pluresdb_nodes(id, type, data, vector, created_hlc, updated_hlc, site, cl)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT(id) DO UPDATE SET type = excluded.type, data = excluded.data,
-                     vector = excluded.vector, created_hlc = excluded.created_hlc,
-                     updated_hlc = excluded.updated_hlc, site = excluded.site, cl = excluded.cl",
-                (
-                    id,
-                    &node.node_type,
-                    &text,
-                    &blob,
-                    node.created_at.as_u64() as i64,
-                    now.as_u64() as i64,
-                    site.as_bytes().to_vec(),
-                    new_cl,
-                ),
-            )?;
-            db.with_writer_conn(|conn| {
-                let repl = db.replication();
-                let key = pack_key(&[Value::Text(id.to_owned())]);
-                repl.capture_node_write(conn, &key, write.as_ref(), now)?;
-                append_history(conn, id, now.as_u64(), site, new_cl as u64, node.node_type.as_deref(), &text, blob.as_deref())
-            })?;
-            if db.engine().hub.is_active() {
-                db.engine().hub.record(Change::Node(NodeChange {
-                    id: id.to_owned(),
-                    node: Some(node.clone()),
-                }));
+                NodeWrite::Fields(names)
             }
-            Ok(node)
-        })
+            None => NodeWrite::Created(created_fields(&node.data)),
+        };
+        node.updated_at = now;
+        node.site = site;
+        let new_cl = if alive { cl } else { cl + 1 };
+        // Keys are stored sorted, so replicas that merged in any order hold the same text.
+        node.data.sort_keys();
+        let text = Json::Object(node.data.clone()).to_string();
+        let blob = match (&checked.vector_blob, update.vector) {
+            (Some(b), _) => Some(b.clone()),
+            (None, Some(None)) => None,
+            (None, _) => node.vector.as_deref().map(vector_to_blob).transpose()?,
+        };
+        self.run(
+            "INSERT INTO _pluresdb_nodes(id, type, data, vector, created_hlc, updated_hlc, site, cl)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT(id) DO UPDATE SET type = excluded.type, data = excluded.data,
+                 vector = excluded.vector, created_hlc = excluded.created_hlc,
+                 updated_hlc = excluded.updated_hlc, site = excluded.site, cl = excluded.cl",
+            (
+                id,
+                &node.node_type,
+                &text,
+                &blob,
+                node.created_at.as_u64() as i64,
+                now.as_u64() as i64,
+                site.as_bytes().to_vec(),
+                new_cl,
+            ),
+        )?;
+        self.with_writer_conn(|conn| {
+            let repl = self.replication();
+            let key = pack_key(&[Value::Text(id.to_owned())]);
+            repl.capture_node_write(conn, &key, write.as_ref(), now)?;
+            append_history(
+                conn,
+                id,
+                now.as_u64(),
+                site,
+                new_cl as u64,
+                node.node_type.as_deref(),
+                &text,
+                blob.as_deref(),
+            )
+        })?;
+        if self.engine().hub.is_active() {
+            self.engine().hub.record(Change::Node(NodeChange {
+                id: id.to_owned(),
+                node: Some(node.clone()),
+            }));
+        }
+        Ok((node, true))
     }
 
     /// The node with this id, or `None`.

@@ -198,11 +198,7 @@ impl Replication {
         self.recent.lock().record(stamp.seq, NODES_ID, key);
         match write {
             NodeWrite::Created(names) => {
-                let mut clock = RowClock::reset(stamp);
-                for name in names {
-                    clock.set_field(name, stamp);
-                }
-                upsert_created(conn, [(NODES_ID, key, clock)])?;
+                upsert_created(conn, [(NODES_ID, key, created_clock(stamp, names))])?;
             }
             NodeWrite::Fields(names) => {
                 let names = keys::pack(names.iter().map(|n| ValueRef::Text(n.as_bytes())));
@@ -215,6 +211,32 @@ impl Replication {
 }
 
 impl Replication {
+    /// Records the creation of many nodes by one write at `hlc` (in the open transaction):
+    /// `nodes` holds each one's key and the fields it was created with (see
+    /// [`capture_node_write`](Self::capture_node_write)).
+    pub(crate) fn capture_nodes_created(
+        &self,
+        conn: &Connection,
+        nodes: &[(Vec<u8>, Vec<String>)],
+        hlc: Hlc,
+    ) -> Result<()> {
+        let stamp = self.local_stamp(conn, hlc)?;
+        let mut recent = self.recent.lock();
+        if recent.room_for(stamp.seq, nodes.len()) {
+            for (key, _) in nodes {
+                recent.record(stamp.seq, NODES_ID, key);
+            }
+        }
+        drop(recent);
+        for chunk in nodes.chunks(CLOCK_CHUNK) {
+            let clocks = chunk
+                .iter()
+                .map(|(key, names)| (NODES_ID, key.as_slice(), created_clock(stamp, names)));
+            upsert_created(conn, clocks)?;
+        }
+        self.persist_clock(conn)
+    }
+
     /// This site's stamp for a write of edges in the open transaction at `hlc`, with the
     /// versions the write stores in the edge rows (see [`Replication::note_edge_writes`]).
     pub(crate) fn edge_stamp(&self, conn: &Connection, hlc: Hlc) -> Result<EdgeStamp> {
@@ -503,6 +525,18 @@ fn upsert_missing(conn: &Connection, coll: u32, key: &[u8], stamp: Stamp) -> Res
 }
 
 /// Rows created by one write each: a new life (odd causal length) with all fields stamped.
+/// Clock records per statement of [`upsert_created`] in bulk writes.
+const CLOCK_CHUNK: usize = 128;
+
+/// The clock of a row created at `stamp` with the fields `names`.
+fn created_clock(stamp: Stamp, names: &[String]) -> RowClock {
+    let mut clock = RowClock::reset(stamp);
+    for name in names {
+        clock.set_field(name, stamp);
+    }
+    clock
+}
+
 fn upsert_created<'a, C: Borrow<RowClock>>(
     conn: &Connection,
     rows: impl IntoIterator<Item = (u32, &'a [u8], C)>,
