@@ -522,6 +522,71 @@ fn a_peer_on_an_older_schema_gets_a_new_columns_values_once_it_has_the_column() 
 }
 
 #[test]
+fn a_column_added_later_does_not_claim_rows_written_before_it_was_here() {
+    // B has `prio`, A not yet. B writes prio; A, still without it, rewrites the row (its
+    // base version is newer than B's write of prio, but it wrote no prio).
+    for (rewrite, first_sync) in [
+        (
+            "INSERT OR REPLACE INTO todos(id, title) VALUES ('t1', 'y')",
+            true,
+        ),
+        ("UPDATE todos SET title = 'y' WHERE id = 't1'", true),
+        (
+            "INSERT OR REPLACE INTO todos(id, title) VALUES ('t1', 'y')",
+            false,
+        ),
+    ] {
+        let (a, b) = (todo_db(), todo_db());
+        b.exec("ALTER TABLE todos ADD COLUMN prio TEXT").unwrap();
+        a.run("INSERT INTO todos(id, title) VALUES ('t1', 'x')", ())
+            .unwrap();
+        sync(&a, &b);
+        b.run("UPDATE todos SET prio = 'from b' WHERE id = 't1'", ())
+            .unwrap();
+        if first_sync {
+            sync(&a, &b);
+        }
+        a.run(rewrite, ()).unwrap();
+        sync(&a, &b);
+        // A adds the column with a DEFAULT: the rows it had get it, at no version.
+        a.exec("ALTER TABLE todos ADD COLUMN prio TEXT DEFAULT 'default'")
+            .unwrap();
+        for _ in 0..2 {
+            sync(&a, &b);
+        }
+        assert_eq!(
+            dump(&a),
+            dump(&b),
+            "{rewrite} (synced before: {first_sync})"
+        );
+        // Both keep the row; which prio wins depends on whether the rewrite made a new life.
+        let prio = a
+            .value("SELECT prio FROM todos WHERE id = 't1'", ())
+            .unwrap();
+        assert_ne!(prio, Value::Null, "{rewrite}");
+        // Written after the column arrived, A's rows do cover it.
+        a.run(
+            "UPDATE todos SET title = 'z', prio = 'from a' WHERE id = 't1'",
+            (),
+        )
+        .unwrap();
+        a.run("INSERT INTO todos(id, title) VALUES ('t2', 'w')", ())
+            .unwrap();
+        sync(&a, &b);
+        assert_eq!(
+            dump(&a),
+            dump(&b),
+            "{rewrite}: writes after the column arrived"
+        );
+        assert_eq!(
+            b.value("SELECT prio FROM todos WHERE id = 't2'", ())
+                .unwrap(),
+            Value::Text("default".into())
+        );
+    }
+}
+
+#[test]
 fn changes_to_a_table_not_synced_here_are_skipped_and_arrive_once_it_is() {
     let a = todo_db();
     let b = Database::open_in_memory().unwrap();

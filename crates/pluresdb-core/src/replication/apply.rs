@@ -460,15 +460,15 @@ fn merge_row<'c>(
         } else {
             // A column this replica lacks: its value and version are left out, not kept as if
             // stored (see `missed`).
-            let lacking = match &group.coll.kind {
-                Kind::Table(info) => !info.fields.iter().any(|c| *c == *ch.field),
-                _ => false,
+            let (lacking, local) = match &group.coll.kind {
+                Kind::Table(info) => match info.fields.iter().position(|c| *c == *ch.field) {
+                    Some(i) => (false, m.clock.column(&ch.field, info.added_at(i))),
+                    // No base version covers a column this replica does not have.
+                    None => (true, m.clock.column(&ch.field, u64::MAX)),
+                },
+                _ => (false, m.clock.field(&ch.field)),
             };
-            let local = m
-                .clock
-                .field(&ch.field)
-                .map(|s| batch.version_of(conn, s))
-                .transpose()?;
+            let local = local.map(|s| batch.version_of(conn, s)).transpose()?;
             let decision = decide_field(m.cl, local, ch.cl, ch.version);
             // (A set of a few entries: looked through before copying the names for it.)
             if lacking

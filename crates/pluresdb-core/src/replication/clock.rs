@@ -75,6 +75,16 @@ impl RowClock {
         }
     }
 
+    /// The version of `field`, a column that appeared here at `added_at` (see
+    /// [`added_columns`](super::added_columns)): a base version older than that was written
+    /// without the column, so it does not cover it.
+    pub(crate) fn column(&self, field: &str, added_at: u64) -> Option<Stamp> {
+        match self.fields.binary_search_by(|(n, _)| n.as_str().cmp(field)) {
+            Ok(i) => Some(self.fields[i].1),
+            Err(_) => self.fields_base.filter(|base| base.hlc >= added_at),
+        }
+    }
+
     /// Gives `field` its own version.
     pub(crate) fn set_field(&mut self, field: &str, stamp: Stamp) {
         match self.fields.binary_search_by(|(n, _)| n.as_str().cmp(field)) {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension};
 
+use super::added_columns;
 use super::clock::MAX_FIELD_BYTES;
 use crate::error::{Error, Result};
 
@@ -30,6 +31,8 @@ pub(crate) struct TableInfo {
     pub(crate) fields: Vec<String>,
     /// Each field's DEFAULT expression, as SQL (`None`: no DEFAULT, so NULL).
     pub(crate) defaults: Vec<Option<String>>,
+    /// When each field appeared here (see [`added_columns`](super::added_columns)).
+    pub(crate) added_at: Vec<u64>,
     /// Column positions (as the pre-update hook numbers them) of `pk` and of `fields`.
     pub(crate) pk_pos: Vec<usize>,
     pub(crate) field_pos: Vec<usize>,
@@ -37,6 +40,13 @@ pub(crate) struct TableInfo {
     pub(crate) columns: usize,
     /// False when the table no longer exists.
     pub(crate) exists: bool,
+}
+
+impl TableInfo {
+    /// When field `i` appeared here (0 when not known: there from the start).
+    pub(crate) fn added_at(&self, i: usize) -> u64 {
+        self.added_at.get(i).copied().unwrap_or(0)
+    }
 }
 
 /// One replicated collection.
@@ -63,13 +73,22 @@ impl Collections {
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<_>>()?;
         for (id, name, kind) in rows {
+            let id =
+                u32::try_from(id).map_err(|_| Error::internal("collection id out of range"))?;
             let kind = match kind.as_str() {
                 "nodes" => Kind::Nodes,
                 "edges" => Kind::Edges,
-                _ => Kind::Table(table_info(conn, &name)?),
+                _ => {
+                    let mut info = table_info(conn, &name)?;
+                    let recorded = added_columns::read(conn, id)?;
+                    info.added_at = info
+                        .fields
+                        .iter()
+                        .map(|f| added_columns::added_at(recorded.as_ref(), f))
+                        .collect();
+                    Kind::Table(info)
+                }
             };
-            let id =
-                u32::try_from(id).map_err(|_| Error::internal("collection id out of range"))?;
             out.by_name.insert(name.clone(), id);
             out.by_id
                 .insert(id, Arc::new(Collection { id, name, kind }));
@@ -163,6 +182,7 @@ fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
         pk: pk.iter().map(|&(_, pos)| cols[pos].0.clone()).collect(),
         fields: field_pos.iter().map(|&pos| cols[pos].0.clone()).collect(),
         defaults: field_pos.iter().map(|&pos| cols[pos].5.clone()).collect(),
+        added_at: Vec::new(),
         pk_pos: pk.into_iter().map(|(_, pos)| pos).collect(),
         field_pos,
         columns: cols.len(),

@@ -608,11 +608,12 @@ impl Emitter {
         let mut vals = vals.into_iter();
         let mut next = || Some(vals.next().unwrap_or(Value::Null));
         match &coll.kind {
-            Kind::Table(_) | Kind::Edges => {
-                for f in fields {
-                    push(f, clock.field(f), next())?;
+            Kind::Table(info) => {
+                for (i, f) in fields.iter().enumerate() {
+                    push(f, clock.column(f, info.added_at(i)), next())?;
                 }
             }
+            Kind::Edges => push(&fields[0], clock.field("data"), next())?,
             Kind::Nodes => {
                 let (node_type, data, vector) = (next(), next(), next());
                 push(&fields[0], clock.field("type"), node_type)?;

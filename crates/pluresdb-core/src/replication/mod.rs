@@ -14,6 +14,7 @@
 //! * Peers exchange [`ChangeRecord`]s; [`Database::apply_changes`] merges a batch in one
 //!   transaction, idempotently and in any order.
 
+mod added_columns;
 mod apply;
 mod capture;
 mod changelog;

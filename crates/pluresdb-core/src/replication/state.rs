@@ -132,7 +132,7 @@ impl Replication {
         if let Some(h) = last_hlc {
             clock.observe(Hlc::from_u64(h as u64));
         }
-        let collections = Collections::load(conn)?;
+        let collections = load_recorded(conn, &clock)?;
         super::missed::resync_if_arrived(conn, &collections)?;
         if !conn.is_readonly(rusqlite::MAIN_DB)? {
             drop_legacy_triggers(conn)?;
@@ -384,7 +384,7 @@ impl Replication {
     /// Reads the collections into `state`, and what the capture hook looks at from them.
     fn load_collections(&self, conn: &Connection, state: &mut State) -> Result<()> {
         let before = state.collections.unsyncable_columns();
-        state.collections = Collections::load(conn)?;
+        state.collections = load_recorded(conn, &self.clock)?;
         super::missed::resync_if_arrived(conn, &state.collections)?;
         // A schema change in the open transaction (ALTER TABLE ... ADD or RENAME COLUMN) gave
         // a synced table a column sync cannot name: that transaction must not commit.
@@ -416,6 +416,16 @@ impl Replication {
             seq,
         })
     }
+}
+
+/// The collections, once the columns that appeared in their tables are recorded (on a
+/// writable connection).
+fn load_recorded(conn: &Connection, clock: &HybridClock) -> Result<Collections> {
+    let collections = Collections::load(conn)?;
+    if super::added_columns::record(conn, &collections, || clock.now().as_u64())? {
+        return Collections::load(conn);
+    }
+    Ok(collections)
 }
 
 /// The sites of `_pluresdb_sites` as `conn` sees them, by their small index.

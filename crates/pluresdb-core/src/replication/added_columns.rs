@@ -1,0 +1,91 @@
+//! When each column of a synced table appeared here, as a time of this replica's clock.
+//!
+//! A row written whole here has one version for all its fields (`RowClock::fields_base`).
+//! That version covers the columns the table had when the row was written, not one added
+//! later: a row written while this replica lacked column `d` wrote no `d`, so a value of `d`
+//! a peer wrote, even an older one, must win over the DEFAULT that `ALTER TABLE ... ADD
+//! COLUMN d` gave the row here. Knowing when `d` appeared tells the two apart (local clock
+//! times only grow): a row's base version covers `d` only if it is newer.
+//!
+//! Kept in `_pluresdb_meta` under `columns:<collection id>` as a JSON object from column name
+//! to the time it appeared (0: it was there when the table started syncing, or when this was
+//! first recorded).
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, MAIN_DB, OptionalExtension};
+
+use super::collections::{Collections, Kind};
+use crate::error::{Error, Result};
+
+/// Column name to the time it appeared here.
+pub(crate) type AddedAt = BTreeMap<String, u64>;
+
+fn key(collection: u32) -> String {
+    format!("columns:{collection}")
+}
+
+/// The recorded times of collection `collection`'s columns; `None` when none are recorded
+/// (a table synced by a version that did not record them).
+pub(crate) fn read(conn: &Connection, collection: u32) -> Result<Option<AddedAt>> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT value FROM _pluresdb_meta WHERE key = ?1")?
+        .query_row([key(collection)], |r| r.get(0))
+        .optional()?;
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| {
+            Error::internal(format!(
+                "_pluresdb_meta's {:?} is not an object of column times: {e}",
+                key(collection)
+            ))
+        })
+    })
+    .transpose()
+}
+
+/// The time field `field` appeared, from `recorded`: 0 when nothing is recorded for the
+/// table (then every column counts as there from the start, as before this was recorded),
+/// and never (`u64::MAX`) for a column not recorded yet (no base version covers it until the
+/// writer records it, which it does before writing with it).
+pub(crate) fn added_at(recorded: Option<&AddedAt>, field: &str) -> u64 {
+    recorded.map_or(0, |r| r.get(field).copied().unwrap_or(u64::MAX))
+}
+
+/// Records, for every synced table, the columns that appeared since last recorded (at `now`,
+/// this replica's clock time) and forgets dropped ones; returns whether anything changed.
+/// Does nothing on a read-only connection.
+pub(crate) fn record(
+    conn: &Connection,
+    collections: &Collections,
+    now: impl Fn() -> u64,
+) -> Result<bool> {
+    if conn.is_readonly(MAIN_DB)? {
+        return Ok(false);
+    }
+    let mut changed = false;
+    for coll in collections.tables() {
+        let Kind::Table(info) = &coll.kind else {
+            continue;
+        };
+        let before = read(conn, coll.id)?;
+        let recorded = before.is_some();
+        // First recorded: every column counts as there from the start.
+        let start = if recorded { now() } else { 0 };
+        let before = before.unwrap_or_default();
+        let after: AddedAt = info
+            .fields
+            .iter()
+            .map(|f| (f.clone(), before.get(f).copied().unwrap_or(start)))
+            .collect();
+        if !recorded || after != before {
+            let text = serde_json::to_string(&after).expect("a map of numbers serializes");
+            conn.prepare_cached(
+                "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute((key(coll.id), text))?;
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
