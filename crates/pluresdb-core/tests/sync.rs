@@ -2297,3 +2297,39 @@ fn put_many_refuses_bad_input_and_writes_nothing() {
     assert_eq!(db.history("a").unwrap().len(), 0);
     assert_eq!(db.put_many(std::iter::empty()).unwrap(), 0);
 }
+
+#[test]
+fn defaults_written_as_names_are_the_strings_sqlite_reads_when_a_peer_lacks_their_column() {
+    // SQLite reads `DEFAULT pending` and `DEFAULT "a"` as the strings 'pending' and 'a'. B's
+    // table has two such columns that A's lacks; B merges A's rows (a new one, then a new life
+    // of it) and gives those columns what an insert gives them.
+    let dir = tempfile::tempdir().unwrap();
+    let a = strict_file(&dir, "a.db", "");
+    let b = strict_file(
+        &dir,
+        "b.db",
+        "ALTER TABLE strict ADD COLUMN d TEXT DEFAULT pending;
+         ALTER TABLE strict ADD COLUMN e TEXT DEFAULT \"a\";
+         ALTER TABLE strict ADD COLUMN f TEXT DEFAULT CURRENT_DATE",
+    );
+    let defaults = |db: &Database| {
+        db.all_as::<(String, String, bool)>(
+            "SELECT d, e, f = CURRENT_DATE FROM strict ORDER BY id",
+            (),
+        )
+        .unwrap()
+    };
+    let expected = vec![("pending".to_owned(), "a".to_owned(), true)];
+    a.run("INSERT INTO strict VALUES ('r', 'x', 'y', 1)", ())
+        .unwrap();
+    push_in_batches(&a, &b, 10);
+    assert_eq!(defaults(&b), expected);
+    b.run("UPDATE strict SET d = 'old', e = 'old', f = 'old'", ())
+        .unwrap();
+    push_in_batches(&b, &a, 10);
+    a.run("DELETE FROM strict", ()).unwrap();
+    a.run("INSERT INTO strict VALUES ('r', 'x2', 'y2', 2)", ())
+        .unwrap();
+    push_in_batches(&a, &b, 10);
+    assert_eq!(defaults(&b), expected);
+}

@@ -655,20 +655,16 @@ fn write_table_row<'c>(
             let cols: Vec<&String> = pk.iter().chain(&fields).collect();
             let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
             // A new life replaces a row this replica still has from an older one: the columns
-            // it does not carry (a peer's older schema) take their DEFAULT, as when inserted.
-            let defaults = info
-                .defaults
+            // it does not carry (a peer's older schema) take what an insert gives them, their
+            // DEFAULT as SQLite reads it (`excluded` holds it: a DEFAULT's text is no
+            // expression to copy, `DEFAULT pending` and `DEFAULT "a"` are strings).
+            let sets: Vec<String> = info
+                .fields
                 .iter()
-                .enumerate()
-                .filter(|&(i, _)| !columns.contains(&(i as u16)))
-                .map(|(i, d)| {
-                    let default = d.as_deref().unwrap_or("NULL");
-                    format!("{} = ({default})", quote(&info.fields[i]))
-                });
-            let sets: Vec<String> = fields
-                .iter()
-                .map(|q| format!("{q} = excluded.{q}"))
-                .chain(defaults)
+                .map(|f| {
+                    let q = quote(f);
+                    format!("{q} = excluded.{q}")
+                })
                 .collect();
             let on_conflict = if sets.is_empty() {
                 "DO NOTHING".to_owned()

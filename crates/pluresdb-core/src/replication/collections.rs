@@ -29,8 +29,6 @@ pub(crate) struct TableInfo {
     pub(crate) pk: Vec<String>,
     /// The other stored columns in table order (generated columns excluded).
     pub(crate) fields: Vec<String>,
-    /// Each field's DEFAULT expression, as SQL (`None`: no DEFAULT, so NULL).
-    pub(crate) defaults: Vec<Option<String>>,
     /// When each field appeared here (see [`added_columns`](super::added_columns)).
     pub(crate) added_at: Vec<u64>,
     /// Column positions (as the pre-update hook numbers them) of `pk` and of `fields`.
@@ -139,15 +137,13 @@ pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// One column: `(name, declared type, not null, pk position, hidden, DEFAULT expression)`, in
-/// table order.
-type ColumnRow = (String, String, bool, i64, i64, Option<String>);
+/// One column: `(name, declared type, not null, pk position, hidden)`, in table order.
+type ColumnRow = (String, String, bool, i64, i64);
 
 /// Columns of `table`.
 fn columns(conn: &Connection, table: &str) -> Result<Vec<ColumnRow>> {
-    let mut stmt = conn.prepare(
-        "SELECT name, type, \"notnull\", pk, hidden, dflt_value FROM pragma_table_xinfo(?1)",
-    )?;
+    let mut stmt =
+        conn.prepare("SELECT name, type, \"notnull\", pk, hidden FROM pragma_table_xinfo(?1)")?;
     let rows = stmt
         .query_map([table], |r| {
             Ok((
@@ -156,7 +152,6 @@ fn columns(conn: &Connection, table: &str) -> Result<Vec<ColumnRow>> {
                 r.get::<_, i64>(2)? != 0,
                 r.get(3)?,
                 r.get(4)?,
-                r.get(5)?,
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -181,7 +176,6 @@ fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
     Ok(TableInfo {
         pk: pk.iter().map(|&(_, pos)| cols[pos].0.clone()).collect(),
         fields: field_pos.iter().map(|&pos| cols[pos].0.clone()).collect(),
-        defaults: field_pos.iter().map(|&pos| cols[pos].5.clone()).collect(),
         added_at: Vec::new(),
         pk_pos: pk.into_iter().map(|(_, pos)| pos).collect(),
         field_pos,
