@@ -134,10 +134,13 @@ pub(crate) enum SavepointOp {
 /// (unquoted, ASCII-lowercased).
 pub(crate) type SavepointStmt = (SavepointOp, String);
 
+/// Whitespace as SQLite's tokenizer knows it (ASCII only: other characters may be in names).
+const SQL_SPACE: [char; 5] = [' ', '\t', '\n', '\x0c', '\r'];
+
 /// `sql` without the whitespace and comments (`-- ...` and `/* ... */`) it starts with.
 fn skip_blanks(mut sql: &str) -> &str {
     loop {
-        let trimmed = sql.trim_start();
+        let trimmed = sql.trim_start_matches(SQL_SPACE);
         sql = if let Some(rest) = trimmed.strip_prefix("--") {
             rest.find('\n').map_or("", |i| &rest[i + 1..])
         } else if let Some(rest) = trimmed.strip_prefix("/*") {
@@ -157,8 +160,12 @@ fn next_token(sql: &str) -> Option<(String, &str)> {
         b'`' => '`',
         b'[' => ']',
         _ => {
+            // A word: the characters SQLite takes into one (anything else ends it, a quote
+            // too).
             let end = sql
-                .find(|c: char| c.is_whitespace() || c == ';' || c == '-' || c == '/')
+                .find(|c: char| {
+                    !(c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii())
+                })
                 .unwrap_or(sql.len());
             return (end > 0).then(|| (sql[..end].to_ascii_lowercase(), &sql[end..]));
         }
@@ -201,7 +208,7 @@ pub(crate) fn savepoint_statement(sql: &str) -> Option<SavepointStmt> {
         words.push(word);
         rest = tail;
     }
-    if !skip_blanks(rest).trim_start_matches(';').trim().is_empty() {
+    if !skip_blanks(skip_blanks(rest).trim_start_matches(';')).is_empty() {
         return None;
     }
     let mut words = words.into_iter();
@@ -484,6 +491,26 @@ mod tests {
             ("SELECT 1", None),
             ("savepoints", None),
             ("ROLLBACK TO \"unterminated", None),
+        ];
+        for (sql, want) in cases {
+            let got = savepoint_statement(sql);
+            let got = got.as_ref().map(|(op, name)| (*op, name.as_str()));
+            assert_eq!(got, want, "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn savepoint_names_end_where_sqlite_ends_them() {
+        // SQLite ends a word at a quote (`SAVEPOINT"a"` is SAVEPOINT "a") and only at ASCII
+        // whitespace: other characters beyond ASCII belong to the name.
+        let cases = [
+            ("SAVEPOINT\"a b\"", Some((Open, "a b"))),
+            ("ROLLBACK TO\"a b\";", Some((RollbackTo, "a b"))),
+            ("RELEASE['x']", Some((Release, "'x'"))),
+            ("rollback to'q'", Some((RollbackTo, "q"))),
+            ("SAVEPOINT a\u{a0}b", Some((Open, "a\u{a0}b"))),
+            ("RELEASE \u{2003}x", Some((Release, "\u{2003}x"))),
+            ("SAVEPOINT a(b", None),
         ];
         for (sql, want) in cases {
             let got = savepoint_statement(sql);

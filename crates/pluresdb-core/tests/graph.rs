@@ -580,3 +580,24 @@ fn on_change_streams_nodes_edges_and_sql_rows() {
     assert!(matches!(&got[5], Change::Row(r) if r.op == RowOp::Delete));
     drop(stream);
 }
+
+#[test]
+fn on_change_follows_savepoints_whose_names_touch_the_keyword() {
+    // `SAVEPOINT"s p"` and `ROLLBACK TO"s p"` are SQLite's SAVEPOINT "s p" and ROLLBACK TO "s p".
+    let db = Database::open_in_memory().unwrap();
+    db.exec("CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT)")
+        .unwrap();
+    let stream = db.on_change();
+    db.exec("BEGIN").unwrap();
+    db.exec("SAVEPOINT\"s p\"").unwrap();
+    db.run("INSERT INTO t(b) VALUES ('gone')", ()).unwrap();
+    db.exec("ROLLBACK TO\"s p\"; RELEASE[s p]").unwrap();
+    db.run("INSERT INTO t(b) VALUES ('real')", ()).unwrap();
+    db.exec("COMMIT").unwrap();
+    assert_eq!(
+        db.all_as::<(i64, String)>("SELECT a, b FROM t", ())
+            .unwrap(),
+        [(1, "real".to_string())]
+    );
+    assert_eq!(row_events(&stream), [(RowOp::Insert, 1)]);
+}
