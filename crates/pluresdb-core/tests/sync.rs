@@ -2333,3 +2333,41 @@ fn defaults_written_as_names_are_the_strings_sqlite_reads_when_a_peer_lacks_thei
     push_in_batches(&a, &b, 10);
     assert_eq!(defaults(&b), expected);
 }
+
+#[test]
+fn put_many_into_a_node_another_handle_made_at_the_same_time_merges_into_it() {
+    // Two handles on one file (two processes, say) keep clocks of their own, each started
+    // after the mark stored in the file: while the wall clock is behind that mark (set back,
+    // or within the mark's reserve) they hand out the same times. A node the other handle
+    // made at the time of this put_many is not one this call made.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    {
+        let db = Database::open(&path).unwrap();
+        db.put("seed", &json!({})).unwrap();
+    }
+    {
+        // The wall clock is a minute behind the stored mark.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE _pluresdb_meta SET value = value + (60000 << 16) WHERE key = 'last_hlc'",
+            [],
+        )
+        .unwrap();
+    }
+    let (a1, a2) = (
+        Database::open(&path).unwrap(),
+        Database::open(&path).unwrap(),
+    );
+    a1.put("x", &json!({"a": 1})).unwrap();
+    assert_eq!(a2.put_many([("x", &json!({"b": 2}))]).unwrap(), 1);
+    let x = a1.get_node("x").unwrap().unwrap();
+    assert_eq!(Json::Object(x.data), json!({"a": 1, "b": 2}));
+    let versions: Vec<Json> = a1
+        .history("x")
+        .unwrap()
+        .into_iter()
+        .map(|v| Json::Object(v.data))
+        .collect();
+    assert_eq!(versions, [json!({"a": 1}), json!({"a": 1, "b": 2})]);
+}

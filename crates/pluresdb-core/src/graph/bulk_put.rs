@@ -214,6 +214,12 @@ impl Database {
         let site_bytes = site.as_bytes().as_slice();
         let mut created: Vec<&Fresh<'_>> = Vec::with_capacity(fresh.len());
         let mut existing = Vec::new();
+        // Rows inserted from here on get a larger `rid` (the largest plus one). Not their
+        // time: another handle on the file (another process) keeps a clock of its own and
+        // may have written a node at this very time.
+        let floor: i64 = conn
+            .prepare_cached("SELECT coalesce(max(rid), 0) FROM _pluresdb_nodes")?
+            .query_row([], |r| r.get(0))?;
         let mut nodes = Inserts::new(conn, false);
         let all: Vec<&Fresh<'_>> = fresh.iter().collect();
         for chunk in all.chunks(CHUNK) {
@@ -221,13 +227,11 @@ impl Database {
                 created.extend(chunk);
                 continue;
             }
-            // Some existed (alive or deleted): the rows this write made carry its time.
-            let mut made = conn.prepare_cached(
-                "SELECT 1 FROM _pluresdb_nodes
-                 WHERE id = ?1 AND updated_hlc = ?2 AND site = ?3 AND cl = 1",
-            )?;
+            // Some existed (alive or deleted).
+            let mut made =
+                conn.prepare_cached("SELECT 1 FROM _pluresdb_nodes WHERE id = ?1 AND rid > ?2")?;
             for &node in chunk {
-                if made.exists(rusqlite::params![node.id, hlc, site_bytes])? {
+                if made.exists(rusqlite::params![node.id, floor])? {
                     created.push(node);
                 } else {
                     existing.push(node.at);
