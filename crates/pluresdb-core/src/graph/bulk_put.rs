@@ -162,9 +162,9 @@ impl Database {
     }
 
     /// Many [`update_node`](Self::update_node) writes in one transaction, with the same
-    /// result as making them in order; nodes new to the database are written in bulk.
-    /// Returns how many nodes were created or changed; nothing is written if any write is
-    /// refused.
+    /// result as making them in order; nodes new to the database are written in bulk (their
+    /// change events come first, then those of the other writes, in order). Returns how many
+    /// nodes were created or changed; nothing is written if any write is refused.
     pub fn update_nodes<'a, I>(&self, nodes: I) -> Result<usize>
     where
         I: IntoIterator<Item = (&'a str, NodeUpdate<'a>)>,
