@@ -2,7 +2,9 @@
 
 use std::io::Write;
 
-use pluresdb_core::{Database, Error, HnswParams, Metric, Result, Value, VectorIndexOptions};
+use pluresdb_core::{
+    Database, Error, HnswParams, LoadSource, Metric, Result, Value, VectorIndexOptions,
+};
 use serde_json::{Value as Json, json};
 
 use crate::output::{Mode, print_json, print_rows, print_table};
@@ -263,6 +265,16 @@ fn list(db: &Database, out: &mut dyn Write, json_out: bool) -> Result<()> {
                     "ef_construction": i.ef_construction, "ef_search": i.ef_search,
                     "embed_from": i.embed_from,
                     "vectors": i.loaded.as_ref().map(|l| l.vectors),
+                    // How this process loaded it: from the saved graph, built, or rebuilt (why).
+                    "loaded": i.loaded.as_ref().map(|l| match &l.source {
+                        LoadSource::Saved => "saved",
+                        LoadSource::Built => "built",
+                        LoadSource::Rebuilt(_) => "rebuilt",
+                    }),
+                    "rebuilt_because": i.loaded.as_ref().and_then(|l| match &l.source {
+                        LoadSource::Rebuilt(why) => Some(why.as_str()),
+                        _ => None,
+                    }),
                 })
             })
             .collect();

@@ -404,6 +404,11 @@ fn search_finds_nearest_rows_and_nodes_and_explains_a_missing_model() {
     assert_eq!(listed[0]["name"], "docs.emb");
     assert_eq!(listed[0]["dim"], 3);
     assert_eq!(listed[0]["vectors"], 4);
+    assert_eq!(listed[0]["loaded"], "built", "{listed}");
+    assert_eq!(listed[0]["rebuilt_because"], Value::Null);
+    // Creating it again loads it: from the graph saved when the last command closed.
+    let again = cli.json(&["vector-index", "docs", "emb", "--metric", "cosine"]);
+    assert_eq!(again[0]["loaded"], "saved", "{again}");
     let hits = cli.json(&["search", "docs", "[0.9, 0.8, 0]", "-k", "2"]);
     assert_eq!(hits[0]["title"], "north-east", "{hits}");
     assert_eq!(hits[1]["title"], "east");
@@ -455,7 +460,8 @@ fn search_finds_nearest_rows_and_nodes_and_explains_a_missing_model() {
     assert_eq!(
         cli.json(&["vector-index"]),
         json!([{"name": "nodes", "metric": "cosine", "dim": 2, "m": 16,
-        "ef_construction": 200, "ef_search": 64, "embed_from": null, "vectors": null}])
+        "ef_construction": 200, "ef_search": 64, "embed_from": null, "vectors": null,
+        "loaded": null, "rebuilt_because": null}])
     );
 }
 
