@@ -132,13 +132,7 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
             applied.report.applied, applied.report.received, applied.report.rows
         );
     }
-    if applied.report.skipped > 0 {
-        eprintln!(
-            "note: {} changes are for tables or columns this database does not sync or have; \
-             once it does, the next sync asks for them again",
-            applied.report.skipped
-        );
-    }
+    note_skipped(applied.report.skipped);
     if let Some((have, start)) = applied.gap {
         eprintln!(
             "warning: this file holds the changes after version {start} of its producer, but this \
@@ -190,7 +184,7 @@ pub fn sync_cmd(
         if json_out {
             print_json(
                 &mut std::io::stdout(),
-                &json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied}),
+                &json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped}),
             )?;
         } else {
             println!(
@@ -198,8 +192,19 @@ pub fn sync_cmd(
                 report.sent, report.received, report.applied
             );
         }
+        note_skipped(report.skipped);
     }
     Ok(())
+}
+
+/// Tells the user about received changes left out, if any (`apply` and `sync`).
+fn note_skipped(skipped: u64) {
+    if skipped > 0 {
+        eprintln!(
+            "note: {skipped} changes are for tables or columns this database does not sync or \
+             have; once it does, the next sync asks for them again"
+        );
+    }
 }
 
 /// `pluresdb sync --status`.

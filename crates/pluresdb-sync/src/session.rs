@@ -66,6 +66,9 @@ pub struct SessionReport {
     pub received: u64,
     /// Received changes that won and were written.
     pub applied: u64,
+    /// Received changes left out because this database does not sync their table or lacks
+    /// their column (asked for again once it does).
+    pub skipped: u64,
 }
 
 pub(crate) fn ws_error(err: WsError) -> Error {
@@ -459,6 +462,7 @@ impl Session<'_> {
     fn count(&mut self, merged: ApplyReport) {
         self.report.received += merged.received;
         self.report.applied += merged.applied;
+        self.report.skipped += merged.skipped;
     }
 
     /// Queues a message for the peer.

@@ -184,6 +184,22 @@ async fn two_way_sync_over_websocket_converges() {
         .await
         .unwrap();
     assert_eq!((again.sent, again.received), (0, 0), "{again:?}");
+    // Rows of a table the client does not sync are left out, and the report says how many.
+    server_db
+        .exec("CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)")
+        .unwrap();
+    server_db.sync_table("notes").unwrap();
+    server_db
+        .run("INSERT INTO notes VALUES ('n1', 'x'), ('n2', 'y')", ())
+        .unwrap();
+    let skipping = sync_with(client_db.clone(), &url, &SessionOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (skipping.received, skipping.skipped),
+        (4, 4),
+        "{skipping:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
