@@ -7,7 +7,7 @@ use pluresdb_core::{
 };
 use serde_json::{Value as Json, json};
 
-use crate::output::{Mode, print_json, print_rows, print_table};
+use crate::output::{Mode, cell, print_json, print_rows, print_table};
 
 /// What `pluresdb search` was asked.
 pub struct SearchArgs<'a> {
@@ -152,40 +152,129 @@ fn shown_columns(db: &Database, table: &str, column: &str) -> Result<String> {
     })
 }
 
+/// What a hybrid hit is: its table row (vector columns left out), or its node.
+enum Found {
+    Row(Option<pluresdb_core::Row>),
+    Node(Option<pluresdb_core::Node>),
+}
+
+impl Found {
+    /// The details of each of `hits` in `collection` (a table, or `nodes`).
+    fn of(
+        db: &Database,
+        collection: &str,
+        hits: &[pluresdb_core::HybridHit],
+    ) -> Result<Vec<Found>> {
+        let (table, column) = split(collection);
+        if table.eq_ignore_ascii_case("nodes") {
+            let node = |h: &pluresdb_core::HybridHit| match &h.id {
+                Some(id) => db.get_node(id).map(Found::Node),
+                None => Ok(Found::Node(None)),
+            };
+            return hits.iter().map(node).collect();
+        }
+        let sql = format!(
+            "SELECT {} FROM \"{}\" t WHERE t.rowid = ?1",
+            shown_columns(db, table, column)?,
+            table.replace('"', "\"\"")
+        );
+        hits.iter()
+            .map(|h| db.get(&sql, (h.rowid,)).map(Found::Row))
+            .collect()
+    }
+
+    /// The names of the details shown in a table, from the first hit.
+    fn headers(found: &[Found]) -> Vec<String> {
+        match found.first() {
+            Some(Found::Node(_)) => vec!["type".into(), "data".into()],
+            Some(Found::Row(Some(row))) => row.columns().iter().map(|c| c.name.clone()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The details as table cells.
+    fn cells(&self) -> Vec<String> {
+        match self {
+            Found::Row(row) => row
+                .iter()
+                .flat_map(|r| r.values().iter().map(|v| cell(v, "NULL")))
+                .collect(),
+            Found::Node(node) => vec![
+                node.as_ref()
+                    .and_then(|n| n.node_type.clone())
+                    .unwrap_or_default(),
+                node.as_ref()
+                    .map(|n| Json::Object(n.data.clone()).to_string())
+                    .unwrap_or_default(),
+            ],
+        }
+    }
+
+    /// The details as JSON: `"row"` for a table row, `"type"` and `"data"` for a node.
+    fn add_to(&self, hit: &mut serde_json::Map<String, Json>) {
+        match self {
+            Found::Row(row) => {
+                hit.insert(
+                    "row".into(),
+                    row.as_ref().map_or(Json::Null, |r| r.to_json()),
+                );
+            }
+            Found::Node(node) => {
+                hit.insert(
+                    "type".into(),
+                    json!(node.as_ref().and_then(|n| n.node_type.clone())),
+                );
+                hit.insert("data".into(), json!(node.as_ref().map(|n| &n.data)));
+            }
+        }
+    }
+}
+
 fn hybrid(db: &Database, out: &mut dyn Write, mode: Mode, args: &SearchArgs<'_>) -> Result<()> {
     let hits = db.hybrid_search(args.collection, args.query, None, args.k, args.filter)?;
+    let found = Found::of(db, args.collection, &hits)?;
     if mode == Mode::Json {
         let list: Vec<Json> = hits
             .iter()
-            .map(|h| {
-                json!({
+            .zip(&found)
+            .map(|(h, f)| {
+                let mut hit = json!({
                     "rowid": h.rowid, "id": h.id, "score": h.score,
                     "text_rank": h.text_rank, "vector_rank": h.vector_rank, "distance": h.distance,
-                })
+                });
+                if let Json::Object(hit) = &mut hit {
+                    f.add_to(hit);
+                }
+                hit
             })
             .collect();
         return print_json(out, &list);
     }
     let rank = |r: Option<usize>| r.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+    let mut headers = vec![
+        "rowid",
+        "id",
+        "score",
+        "text rank",
+        "vector rank",
+        "distance",
+    ];
+    let details = Found::headers(&found);
+    headers.extend(details.iter().map(String::as_str));
     print_table(
         out,
-        &[
-            "rowid",
-            "id",
-            "score",
-            "text rank",
-            "vector rank",
-            "distance",
-        ],
-        hits.iter().map(|h| {
-            vec![
+        &headers,
+        hits.iter().zip(&found).map(|(h, f)| {
+            let mut cells = vec![
                 h.rowid.to_string(),
                 h.id.clone().unwrap_or_default(),
                 format!("{:.5}", h.score),
                 rank(h.text_rank),
                 rank(h.vector_rank),
                 h.distance.map(|d| format!("{d:.4}")).unwrap_or_default(),
-            ]
+            ];
+            cells.extend(f.cells());
+            cells
         }),
     )
 }

@@ -646,6 +646,26 @@ fn text_search_with_the_real_model_finds_meaning_not_just_words() {
     ));
     assert_eq!(fused[0]["rowid"], 3, "{fused}");
     assert!(fused[0]["text_rank"].is_number() && fused[0]["vector_rank"].is_number());
+    // Each hit shows its row (without the vector), as a plain search does.
+    assert_eq!(
+        fused[0]["row"],
+        json!({"id": 3, "body": "The recipe needs two eggs and flour"})
+    );
+    let table = cli.ok(&with(
+        &model,
+        &[
+            "search",
+            "notes",
+            "a recipe with eggs",
+            "--hybrid",
+            "-k",
+            "1",
+        ],
+    ));
+    assert!(
+        table.contains("body") && table.contains("The recipe needs two eggs and flour"),
+        "{table}"
+    );
 }
 
 #[test]
