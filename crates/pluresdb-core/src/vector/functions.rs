@@ -1,6 +1,6 @@
-//! SQL functions for vectors: the sqlite-vec-style scalars (`vec_f32`, `vec_to_json`,
-//! `vec_length`, `vec_normalize`, `vec_distance_cosine`, `vec_distance_l2`, `vec_distance_dot`),
-//! the trigger helpers, `pluresdb_embed(text)`, and `pluresdb_vector_index(...)` on the writer.
+//! SQL functions for vectors: the sqlite-vec scalars (`vec_f32`, `vec_to_json`, `vec_length`,
+//! `vec_normalize`, `vec_distance_cosine`, `vec_distance_l2`) and our `vec_distance_dot`, the
+//! trigger helpers, `pluresdb_embed(text)`, and `pluresdb_vector_index(...)` on the writer.
 
 use std::str::FromStr;
 use std::sync::Arc;
