@@ -42,23 +42,44 @@ fn index_in_the_way(conn: &Connection, message: &str) -> Option<String> {
         let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
         return Some(format!(
             "{refused}: the vector index {table}.{indexed} uses it; drop the index first with \
-             SELECT pluresdb_vector_index_drop({}, {}) (or pluresdb vector-index {table} \
-             {indexed} --drop)",
+             SELECT pluresdb_vector_index_drop({}, {}) (or pluresdb vector-index {} {} --drop)",
             literal(&table),
-            literal(&indexed)
+            literal(&indexed),
+            shell_word(&table),
+            shell_word(&indexed)
         ));
     }
     trigger.starts_with("_pluresdb_fts_").then(|| {
         format!(
             "{refused}: the text index on {table} uses it; drop the text index first \
-             (db.drop_text_index({table:?}), or pluresdb text-index {table} --drop), then \
-             create it again over the other columns"
+             (db.drop_text_index({table:?}), or pluresdb text-index {} --drop), then \
+             create it again over the other columns",
+            shell_word(&table)
         )
     })
+}
+
+/// `name` as one word of a shell command line (single-quoted unless it is plain).
+fn shell_word(name: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if !name.is_empty() && name.chars().all(plain) {
+        return name.to_owned();
+    }
+    format!("'{}'", name.replace('\'', "'\\''"))
 }
 
 /// The first value `sql` gives for `param`; `None` when there is none (or it fails: the
 /// caller then keeps SQLite's own message).
 fn lookup<T: FromSql>(conn: &Connection, sql: &str, param: impl ToSql) -> Option<T> {
     conn.query_row(sql, [param], |r| r.get(0)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_are_quoted_for_the_shell_when_they_need_it() {
+        assert_eq!(super::shell_word("docs"), "docs");
+        assert_eq!(super::shell_word("my docs"), "'my docs'");
+        assert_eq!(super::shell_word("it's"), "'it'\\''s'");
+    }
 }
