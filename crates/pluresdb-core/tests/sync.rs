@@ -2371,3 +2371,40 @@ fn put_many_into_a_node_another_handle_made_at_the_same_time_merges_into_it() {
         .collect();
     assert_eq!(versions, [json!({"a": 1}), json!({"a": 1, "b": 2})]);
 }
+
+#[test]
+fn a_column_another_handle_added_is_covered_by_this_handles_later_writes() {
+    // Handles on one file keep clocks of their own; the one that adds a column records when,
+    // in its clock, which may be ahead of the other's. The other's writes after that must
+    // still count as writing the column.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let behind = Database::open(&path).unwrap();
+    behind
+        .exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL DEFAULT '', done INTEGER NOT NULL DEFAULT 0)")
+        .unwrap();
+    behind.sync_table("todos").unwrap();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE _pluresdb_meta SET value = value + (60000 << 16) WHERE key = 'last_hlc'",
+            [],
+        )
+        .unwrap();
+    }
+    let ahead = Database::open(&path).unwrap();
+    ahead
+        .exec("ALTER TABLE todos ADD COLUMN prio TEXT; INSERT INTO todos(id) VALUES ('a1')")
+        .unwrap();
+    behind
+        .run("INSERT INTO todos(id, prio) VALUES ('b1', 'high')", ())
+        .unwrap();
+    let peer = todo_db();
+    peer.exec("ALTER TABLE todos ADD COLUMN prio TEXT").unwrap();
+    push(&behind, &peer);
+    assert_eq!(
+        peer.value("SELECT prio FROM todos WHERE id = 'b1'", ())
+            .unwrap(),
+        Value::Text("high".into())
+    );
+}

@@ -115,6 +115,23 @@ impl Collections {
         found
     }
 
+    /// The latest time a column of a synced table was recorded as appearing (0: none).
+    pub(crate) fn newest_column(&self) -> u64 {
+        self.tables()
+            .iter()
+            .filter_map(|c| match &c.kind {
+                Kind::Table(info) => info
+                    .added_at
+                    .iter()
+                    .copied()
+                    .filter(|&t| t != u64::MAX)
+                    .max(),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     pub(crate) fn has_tables(&self) -> bool {
         self.by_id
             .values()

@@ -421,10 +421,13 @@ impl Replication {
 /// The collections, once the columns that appeared in their tables are recorded (on a
 /// writable connection).
 fn load_recorded(conn: &Connection, clock: &HybridClock) -> Result<Collections> {
-    let collections = Collections::load(conn)?;
+    let mut collections = Collections::load(conn)?;
     if super::added_columns::record(conn, &collections, || clock.now().as_u64())? {
-        return Collections::load(conn);
+        collections = Collections::load(conn)?;
     }
+    // Another process on the file may have recorded a column at a time of its own clock:
+    // this one's writes from now on, which may write the column, must come after it.
+    clock.observe(Hlc::from_u64(collections.newest_column()));
     Ok(collections)
 }
 
