@@ -339,6 +339,29 @@ fn set_relationship_properties_and_read_back() {
     assert_eq!(r.rows, [[json!(1), json!(2)]]);
 }
 
+/// PluresDB keeps one relationship per (from, type, to), so CREATE of an existing one merges
+/// its properties in. A variable bound to that relationship earlier in the query kept the old
+/// properties: `r.w` read 1 after the CREATE had stored 5.
+#[test]
+fn create_on_existing_relationship_then_read_bound_variable() {
+    let db = db();
+    q(
+        &db,
+        "CREATE (:P {id: 'a'})-[:R {w: 1}]->(:P {id: 'b'})",
+        json!({}),
+    );
+    let r = q(
+        &db,
+        "MATCH (a {id: 'a'})-[r:R]->(b) CREATE (a)-[s:R {w: 5}]->(b) RETURN r.w, s.w, properties(r)",
+        json!({}),
+    );
+    assert_eq!(r.rows, [[json!(5), json!(5), json!({"w": 5})]]);
+    assert_eq!(
+        Json::Object(db.get_edge("a", "R", "b").unwrap().unwrap().data),
+        json!({"w": 5})
+    );
+}
+
 #[test]
 fn delete_semantics() {
     let db = db();

@@ -258,11 +258,14 @@ impl Writer<'_> {
     ) -> Result<Rc<EdgeRecord>> {
         let set = props.len() as u64;
         let existing = self.store.edge(from, rel, to)?;
+        // A relationship this query may already hold (from MATCH) got new properties.
+        let mut changed = false;
         let rec = match existing {
             Some(mut e) => {
                 if !props.is_empty() {
                     e.props.extend(props);
                     self.store.set_edge_props(from, rel, to, &e.props)?;
+                    changed = true;
                 }
                 e
             }
@@ -276,7 +279,9 @@ impl Writer<'_> {
         let rec = Rc::new(rec);
         let key = edge_key(&rec);
         self.state.deleted_edges.remove(&key);
-        if !self.state.edges.is_empty() {
+        // `edges` overrides the records rows hold; it stays empty (and unread) until a
+        // relationship changes.
+        if changed || !self.state.edges.is_empty() {
             self.state.edges.insert(key, rec.clone());
         }
         Ok(rec)
