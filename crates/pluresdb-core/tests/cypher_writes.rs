@@ -1,6 +1,6 @@
 //! Cypher write paths against real SQLite, compared with Neo4j's documented semantics.
 
-use pluresdb_core::{Database, Direction, Traverse};
+use pluresdb_core::{Database, Direction, ErrorKind, Traverse};
 use serde_json::{Value as Json, json};
 
 fn sqlv<T: pluresdb_core::FromValue>(db: &Database, sql: &str, _p: ()) -> pluresdb_core::Result<T> {
@@ -142,6 +142,31 @@ fn params_of_every_json_type_round_trip() {
         );
         assert_eq!(r.rows, [[json!(1)]], "where by {k}");
     }
+}
+
+/// JSON integers above i64::MAX have no Cypher integer; they were turned into floats and
+/// stored rounded (18446744073709551615 became 1.8446744073709552e19).
+#[test]
+fn integer_params_beyond_i64_are_refused_not_rounded() {
+    let db = db();
+    for (query, params) in [
+        ("CREATE (n {id: 'n', v: $v})", json!({"v": u64::MAX})),
+        (
+            "UNWIND $rows AS row CREATE (n {id: row.id, v: row.v})",
+            json!({"rows": [{"id": "n", "v": 1}, {"id": "m", "v": [i64::MAX as u64 + 1]}]}),
+        ),
+    ] {
+        let err = db.cypher(query, &params).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("beyond Cypher's 64-bit"), "{err}");
+        assert!(db.get_node("n").unwrap().is_none());
+    }
+    let r = q(
+        &db,
+        "CREATE (n {id: 'n', v: $v}) RETURN n.v",
+        json!({"v": i64::MAX}),
+    );
+    assert_eq!(r.rows, [[json!(i64::MAX)]]);
 }
 
 #[test]

@@ -69,7 +69,20 @@ impl Compiler<'_> {
     #[inline(never)]
     pub(super) fn param(&self, e: &Expr, name: &str) -> Result<CExpr> {
         match self.params.get(name) {
-            Some(v) => Ok(CExpr::Lit(Value::from_json(v))),
+            Some(v) => {
+                if let Some(n) = unsigned_beyond_i64(v) {
+                    return Err(self.err(
+                        e.span,
+                        format!(
+                            "parameter ${name} holds the integer {n}, beyond Cypher's 64-bit \
+                             signed integers (largest {}); pass it as a string, or as a float \
+                             if rounding is acceptable",
+                            i64::MAX
+                        ),
+                    ));
+                }
+                Ok(CExpr::Lit(Value::from_json(v)))
+            }
             None => Err(self.err(e.span, format!("missing parameter ${name}"))),
         }
     }
@@ -383,5 +396,17 @@ fn bin_op(op: BinaryOp) -> BinOp {
         BinaryOp::And | BinaryOp::Or | BinaryOp::Xor | BinaryOp::RegexMatch => {
             unreachable!("handled by the caller")
         }
+    }
+}
+
+/// The first integer in `v` (at any depth) that is above `i64::MAX`: JSON can carry it, a
+/// Cypher integer cannot, and turning it into a float would round it silently.
+fn unsigned_beyond_i64(v: &serde_json::Value) -> Option<u64> {
+    use serde_json::Value as Json;
+    match v {
+        Json::Number(n) if !n.is_i64() => n.as_u64(),
+        Json::Array(items) => items.iter().find_map(unsigned_beyond_i64),
+        Json::Object(map) => map.values().find_map(unsigned_beyond_i64),
+        _ => None,
     }
 }
