@@ -247,6 +247,60 @@ fn merge_relationship_semantics() {
     );
 }
 
+/// Neo4j's MERGE of `(a)-[:R {w: 2}]->(b)` next to an existing `(a)-[:R {w: 1}]->(b)`
+/// creates a second relationship. PluresDB keeps one R from a to b, and MERGE used to merge
+/// `w: 2` into the existing one: w = 1 silently overwritten, ON CREATE SET run on the old
+/// relationship, and 0 relationships created.
+#[test]
+fn merge_of_a_relationship_with_other_property_values_is_refused() {
+    let db = db();
+    q(
+        &db,
+        "CREATE (:P {id: 'a'})-[:R {w: 1}]->(:P {id: 'b'})",
+        json!({}),
+    );
+    let err = db
+        .cypher(
+            "MATCH (a {id: 'a'}), (b {id: 'b'}) MERGE (a)-[r:R {w: 2}]->(b) ON CREATE SET r.created = true RETURN r",
+            &json!({}),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("exists with w: 1"), "{err}");
+    assert_eq!(
+        Json::Object(db.get_edge("a", "R", "b").unwrap().unwrap().data),
+        json!({"w": 1})
+    );
+    let err = db
+        .cypher(
+            "MATCH (a {id: 'a'}), (b {id: 'b'}) MERGE (a)-[:R {w: 1, since: 2020}]->(b)",
+            &json!({}),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("exists without since"), "{err}");
+    // Equal values (1 = 1.0 in Cypher) match; the pattern's other parts may still be created.
+    let r = q(
+        &db,
+        "MATCH (a {id: 'a'}), (b {id: 'b'}) MERGE (a)-[:R {w: 1.0}]->(b)-[:S]->(c:C {id: 'c'}) RETURN c.id",
+        json!({}),
+    );
+    assert_eq!(r.rows, [[json!("c")]]);
+    assert_eq!(
+        (r.counters.nodes_created, r.counters.relationships_created),
+        (1, 1)
+    );
+    assert_eq!(
+        Json::Object(db.get_edge("a", "R", "b").unwrap().unwrap().data),
+        json!({"w": 1})
+    );
+    // Without the property, MERGE matches and SET changes it.
+    let r = q(
+        &db,
+        "MATCH (a {id: 'a'}), (b {id: 'b'}) MERGE (a)-[r:R]->(b) ON MATCH SET r.w = 2 RETURN r.w",
+        json!({}),
+    );
+    assert_eq!(r.rows, [[json!(2)]]);
+}
+
 #[test]
 fn set_semantics() {
     let db = db();

@@ -32,7 +32,8 @@
 //! Nodes map to Cypher as: the node id is `n.id` (and `id(n)`), the node's type is its only
 //! label, its data object holds its properties. Relationships are identified by
 //! `(from, type, to)`: there is at most one of each, and `CREATE` of an existing one merges
-//! its properties instead of adding a second.
+//! its properties instead of adding a second. `MERGE` of a pattern whose relationship exists
+//! with other values for the pattern's properties is an error (Neo4j would add a second).
 //!
 //! # The supported subset
 //!

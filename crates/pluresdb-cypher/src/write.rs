@@ -236,7 +236,7 @@ impl Writer<'_> {
                 } => {
                     let (a, b) = (self.bound_node(row, *from)?, self.bound_node(row, *to)?);
                     let (_, props) = self.create_props(props.as_ref(), row, merge, false)?;
-                    let e = self.link(&a.id, rel, &b.id, props)?;
+                    let e = self.link(&a.id, rel, &b.id, props, merge)?;
                     row[*slot] = Value::Rel(e);
                 }
             }
@@ -248,16 +248,39 @@ impl Writer<'_> {
     }
 
     /// Creates an edge; PluresDB keeps one edge per (from, type, to), so an existing one gets
-    /// the properties merged in instead.
+    /// the properties merged in instead. For MERGE, an existing edge with other values for
+    /// the pattern's properties is an error: Neo4j would add a second relationship and keep
+    /// the first one's values, merging in would overwrite them.
     fn link(
         &mut self,
         from: &str,
         rel: &str,
         to: &str,
-        props: Map<String, Json>,
+        mut props: Map<String, Json>,
+        merge: bool,
     ) -> Result<Rc<EdgeRecord>> {
-        let set = props.len() as u64;
         let existing = self.store.edge(from, rel, to)?;
+        if merge && let Some(e) = &existing {
+            if let Some((k, _)) = props.iter().find(|(k, v)| {
+                e.props.get(*k).is_none_or(|old| {
+                    Value::from_json(old).equals(&Value::from_json(v)) != Some(true)
+                })
+            }) {
+                let has = match e.props.get(k) {
+                    Some(old) => format!("with {k}: {old}"),
+                    None => format!("without {k}"),
+                };
+                return Err(CypherError::runtime(format!(
+                    "MERGE would create a relationship ({from:?})-[:{rel}]->({to:?}), but one \
+                     exists {has} and PluresDB keeps one {rel} relationship from {from:?} to \
+                     {to:?}; MERGE the relationship without `{k}`, then SET it (ON CREATE SET / \
+                     ON MATCH SET)"
+                )));
+            }
+            // It has the pattern's values already.
+            props.clear();
+        }
+        let set = props.len() as u64;
         // A relationship this query may already hold (from MATCH) got new properties.
         let mut changed = false;
         let rec = match existing {
