@@ -211,6 +211,24 @@ fn semantic_errors_point_at_the_problem() {
         "a query must end with RETURN or with an update clause (CREATE, MERGE, SET, REMOVE, DELETE)",
     );
     semantic(
+        "MATCH (n) WITH collect(n) AS ns FOREACH (x IN ns | SET x.k = 1)",
+        "FOREACH",
+        "FOREACH is not supported; UNWIND the list and follow it with the update clauses, as \
+         in WITH collect(n) AS ns UNWIND ns AS x SET x.k = 1",
+    );
+    semantic(
+        "LOAD CSV WITH HEADERS FROM 'file:///people.csv' AS row CREATE (:Person {name: row.name})",
+        "LOAD",
+        "LOAD CSV is not supported; read the file in your program and pass its rows as a \
+         parameter: UNWIND $rows AS row CREATE (n:Label {id: row.id, name: row.name})",
+    );
+    semantic(
+        "MATCH (n) CALL { WITH n SET n.k = 1 }",
+        "CALL",
+        "CALL (procedures and subqueries) is not supported; write the query with MATCH, WITH \
+         and UNWIND",
+    );
+    semantic(
         "MATCH p = shortestPath((a)-[*]-(b)) RETURN p",
         "shortestPath",
         "shortestPath() is not supported; use a variable-length pattern with ORDER BY length(p) LIMIT 1",

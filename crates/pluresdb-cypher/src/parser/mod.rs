@@ -66,6 +66,25 @@ const MAX_MATCHED: usize = 1_000;
 const CLAUSES: &str = "a clause (MATCH, OPTIONAL MATCH, UNWIND, WITH, RETURN, CREATE, MERGE, SET, \
                        REMOVE, DELETE)";
 
+/// Clauses of Neo4j's Cypher that are not supported, with what to write instead.
+const UNSUPPORTED_CLAUSES: [(&str, &str); 3] = [
+    (
+        "FOREACH",
+        "FOREACH is not supported; UNWIND the list and follow it with the update clauses, as \
+         in WITH collect(n) AS ns UNWIND ns AS x SET x.k = 1",
+    ),
+    (
+        "LOAD",
+        "LOAD CSV is not supported; read the file in your program and pass its rows as a \
+         parameter: UNWIND $rows AS row CREATE (n:Label {id: row.id, name: row.name})",
+    ),
+    (
+        "CALL",
+        "CALL (procedures and subqueries) is not supported; write the query with MATCH, WITH \
+         and UNWIND",
+    ),
+];
+
 /// Parses a whole statement.
 pub(crate) fn parse_statement(src: &str) -> Result<Statement> {
     let toks = tokenize(src)?;
@@ -284,6 +303,17 @@ impl Parser<'_> {
             return Err(self.error_at(
                 start.start,
                 "WHERE must follow MATCH, OPTIONAL MATCH or WITH",
+            ));
+        } else if let Some(instead) = UNSUPPORTED_CLAUSES
+            .iter()
+            .find(|(kw, _)| self.at_kw(kw))
+            .map(|(_, instead)| instead)
+        {
+            return Err(CypherError::at(
+                ErrorKind::Semantic,
+                instead,
+                self.src,
+                start.start,
             ));
         } else {
             return Ok(None);
