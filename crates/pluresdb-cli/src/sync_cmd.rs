@@ -104,8 +104,7 @@ pub fn changes(
 
 /// `pluresdb apply FILE`.
 pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -> Result<()> {
-    let f = std::fs::File::open(file)
-        .map_err(|e| Error::from(e).context(format!("cannot read {}", file.display())))?;
+    let f = crate::transfer::open_input(file)?;
     let applied = apply_file(
         db,
         &mut std::io::BufReader::new(f),

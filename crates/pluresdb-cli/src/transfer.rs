@@ -79,6 +79,21 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// Opens a file to read, naming it in errors; a directory is refused here (opening one
+/// succeeds, and the first read would fail with a bare "Is a directory").
+pub fn open_input(path: &Path) -> Result<File> {
+    let named =
+        |e: std::io::Error| Error::from(e).context(format!("cannot read {}", path.display()));
+    let file = File::open(path).map_err(named)?;
+    if file.metadata().map_err(named)?.is_dir() {
+        return Err(Error::invalid(format!(
+            "cannot read {}: it is a directory",
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
 /// Imports `path` into `target` in one transaction: on any bad record nothing is imported
 /// and the error names the line.
 pub fn import(
@@ -87,8 +102,7 @@ pub fn import(
     format: Format,
     target: Target<'_>,
 ) -> Result<ImportReport> {
-    let file = File::open(path)
-        .map_err(|e| Error::from(e).context(format!("cannot read {}", path.display())))?;
+    let file = open_input(path)?;
     let bar = progress(path);
     let reader = BufReader::new(Counting {
         inner: file,

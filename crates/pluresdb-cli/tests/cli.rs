@@ -901,3 +901,22 @@ fn dropping_an_indexed_column_says_which_index_to_drop_first() {
     cli.ok(&["sql", "ALTER TABLE t DROP COLUMN body"]);
     assert_eq!(cli.json(&["sql", "SELECT * FROM t"]), json!([{"id": 1}]));
 }
+
+#[test]
+fn importing_or_applying_a_directory_names_it() {
+    let cli = Cli::new();
+    let dir = cli.path("a_directory");
+    std::fs::create_dir(&dir).unwrap();
+    let dir = dir.to_str().unwrap();
+    for args in [
+        &["import", dir, "--table", "t"][..],
+        &["import", dir, "--nodes"][..],
+        &["apply", dir][..],
+    ] {
+        let err = cli.fails(args);
+        assert!(
+            err.contains(&format!("cannot read {dir}: it is a directory")),
+            "{args:?}: {err}"
+        );
+    }
+}
