@@ -46,9 +46,28 @@ pub fn cell(value: &Value, null: &str) -> String {
     }
 }
 
-/// Reals as SQLite prints them: always with a decimal point or exponent.
+/// Reals as SQLite prints them: always with a decimal point or exponent (`3.0`, `1.0e+20`,
+/// `1.0e-07`, `Inf`), so a real never reads as an integer; other values in full precision.
 fn format_real(f: f64) -> String {
-    if f.is_finite() && f == f.trunc() && f.abs() < 1e15 {
+    if f.is_nan() {
+        return "NaN".to_owned();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "Inf" } else { "-Inf" }.to_owned();
+    }
+    let abs = f.abs();
+    if abs != 0.0 && !(1e-4..1e15).contains(&abs) {
+        // Rust's shortest exponent form ("1e20", "-2.5e-7") in SQLite's spelling.
+        let text = format!("{f:e}");
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+        let point = if mantissa.contains('.') { "" } else { ".0" };
+        let (sign, digits) = match exponent.strip_prefix('-') {
+            Some(d) => ('-', d),
+            None => ('+', exponent),
+        };
+        return format!("{mantissa}{point}e{sign}{digits:0>2}");
+    }
+    if f == f.trunc() {
         format!("{f:.1}")
     } else {
         f.to_string()
@@ -143,4 +162,30 @@ pub fn csv_error(err: csv::Error) -> pluresdb_core::Error {
 pub fn print_json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<()> {
     writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_real;
+
+    #[test]
+    fn reals_always_read_as_reals() {
+        for (value, text) in [
+            (3.0, "3.0"),
+            (-0.5, "-0.5"),
+            (0.0, "0.0"),
+            (0.30000000000000004, "0.30000000000000004"),
+            (123456789012345.6, "123456789012345.6"),
+            (1e15, "1.0e+15"),
+            (1e20, "1.0e+20"),
+            (-1.5e300, "-1.5e+300"),
+            (1e-7, "1.0e-07"),
+            (2.5e-300, "2.5e-300"),
+            (0.0001, "0.0001"),
+            (f64::INFINITY, "Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ] {
+            assert_eq!(format_real(value), text, "{value:?}");
+        }
+    }
 }

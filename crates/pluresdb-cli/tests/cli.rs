@@ -920,3 +920,15 @@ fn importing_or_applying_a_directory_names_it() {
         );
     }
 }
+
+#[test]
+fn reals_never_print_as_integers() {
+    let cli = Cli::new();
+    let table = cli.ok(&["sql", "SELECT 1e20 AS big, 1e-7 AS small, 2.0 AS two"]);
+    assert!(
+        table.contains("│ 1.0e+20 ┆ 1.0e-07 ┆ 2.0 │"),
+        "a real of 1e20 is not 100000000000000000000: {table}"
+    );
+    let csv = cli.ok(&["sql", "--mode", "csv", "SELECT 1e20 AS big, 9e999 AS inf"]);
+    assert_eq!(csv, "big,inf\n1.0e+20,Inf\n");
+}
