@@ -19,6 +19,18 @@ pub enum Mode {
     Line,
 }
 
+impl Mode {
+    /// The mode's name, as `.mode` and `--mode` take it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Table => "table",
+            Mode::Json => "json",
+            Mode::Csv => "csv",
+            Mode::Line => "line",
+        }
+    }
+}
+
 impl std::str::FromStr for Mode {
     type Err = String;
 

@@ -3,7 +3,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use pluresdb_core::{Database, Error, Result, is_complete_statement};
+use pluresdb_core::{Database, Error, ErrorKind, Result, is_complete_statement};
 
 use crate::output::{Mode, print_json, print_rows};
 use crate::transfer::{self, Format, Target};
@@ -133,6 +133,9 @@ impl<'a> Shell<'a> {
     fn report(&mut self, err: &Error) {
         self.failed = true;
         eprintln!("Error: {err}");
+        if err.kind() == ErrorKind::ReadOnly && self.db.is_read_only() {
+            eprintln!("(the database was opened with --read-only; leave it out to write)");
+        }
     }
 
     fn sql(&self, sql: &str) -> Result<()> {
@@ -147,15 +150,15 @@ impl<'a> Shell<'a> {
 
     /// Runs a dot command; returns false for `.quit`.
     fn dot(&mut self, line: &str) -> Result<bool> {
-        let mut parts = line.split_whitespace();
-        let command = parts.next().unwrap_or_default();
-        let args: Vec<&str> = parts.collect();
+        let parts = split_args(line);
+        let command = parts.first().map_or("", String::as_str);
+        let args: Vec<&str> = parts.iter().skip(1).map(String::as_str).collect();
         let mut out = std::io::stdout().lock();
         match command {
             ".quit" | ".exit" | ".q" => return Ok(false),
             ".help" => writeln!(out, "{HELP}")?,
             ".mode" => match args.first() {
-                None => writeln!(out, "current mode: {:?}", self.mode)?,
+                None => writeln!(out, "current mode: {}", self.mode.name())?,
                 Some(m) => self.mode = m.parse().map_err(Error::invalid)?,
             },
             ".tables" => {
@@ -215,6 +218,35 @@ impl<'a> Shell<'a> {
         }
         Ok(true)
     }
+}
+
+/// Splits a dot command into words as `sqlite3` does: spaces separate them, and '...' or
+/// "..." keeps spaces in one (`.import "my file.csv" t`).
+fn split_args(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let Some(&first) = chars.peek() else {
+            break;
+        };
+        let mut word = String::new();
+        if first == '"' || first == '\'' {
+            chars.next();
+            for c in chars.by_ref() {
+                if c == first {
+                    break;
+                }
+                word.push(c);
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                word.push(c);
+            }
+        }
+        words.push(word);
+    }
+    words
 }
 
 fn history_path() -> Option<PathBuf> {

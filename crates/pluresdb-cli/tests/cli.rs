@@ -932,3 +932,40 @@ fn reals_never_print_as_integers() {
     let csv = cli.ok(&["sql", "--mode", "csv", "SELECT 1e20 AS big, 9e999 AS inf"]);
     assert_eq!(csv, "big,inf\n1.0e+20,Inf\n");
 }
+
+#[test]
+fn shell_dot_command_arguments_may_be_quoted() {
+    let cli = Cli::new();
+    std::fs::create_dir(cli.path("my data")).unwrap();
+    let csv = cli.path("my data/in put.csv");
+    std::fs::write(&csv, "a,b\n1,x\n").unwrap();
+    let out = cli.run_with(
+        &["shell"],
+        Some(&format!(
+            ".import \"{}\" t\n.import '{}' 'u'\nSELECT count(*) AS n FROM t, u;\n",
+            csv.display(),
+            csv.display()
+        )),
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("imported 1 records into t"), "{stdout}");
+    assert!(stdout.contains("imported 1 records into u"), "{stdout}");
+}
+
+#[test]
+fn the_shell_says_when_a_write_failed_because_of_read_only() {
+    let cli = Cli::new();
+    cli.ok(&["sql", "CREATE TABLE t(x)"]);
+    let out = cli.run_with(
+        &["--read-only", "shell"],
+        Some("INSERT INTO t VALUES (1);\n"),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("opened with --read-only"), "{stderr}");
+}
