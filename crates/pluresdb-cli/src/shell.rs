@@ -138,13 +138,17 @@ impl<'a> Shell<'a> {
         }
     }
 
+    /// Runs the statements in `sql` one at a time, printing the rows of each (as `sqlite3`
+    /// does); stops at the first error.
     fn sql(&self, sql: &str) -> Result<()> {
-        let result = self.db.exec_script(sql)?;
-        let mut out = std::io::stdout().lock();
-        if !result.columns.is_empty() {
-            print_rows(&mut out, self.mode, &result.columns, &result.rows)?;
+        for statement in split_statements(sql) {
+            let result = self.db.exec_script(statement)?;
+            let mut out = std::io::stdout().lock();
+            if !result.columns.is_empty() {
+                print_rows(&mut out, self.mode, &result.columns, &result.rows)?;
+            }
+            out.flush()?;
         }
-        out.flush()?;
         Ok(())
     }
 
@@ -218,6 +222,26 @@ impl<'a> Shell<'a> {
         }
         Ok(true)
     }
+}
+
+/// Splits a buffer of complete SQL into its statements, each ending with its `;` (SQLite's
+/// own completeness test, so a `;` in a string, comment or trigger body does not split);
+/// text after the last `;` is the last piece.
+fn split_statements(sql: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for (i, _) in sql.match_indices(';') {
+        let piece = &sql[start..=i];
+        if is_complete_statement(piece) {
+            pieces.push(piece.trim_start());
+            start = i + 1;
+        }
+    }
+    let rest = &sql[start..];
+    if !rest.trim().is_empty() {
+        pieces.push(rest.trim_start());
+    }
+    pieces
 }
 
 /// Splits a dot command into words as `sqlite3` does: spaces separate them, and '...' or

@@ -969,3 +969,31 @@ fn the_shell_says_when_a_write_failed_because_of_read_only() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("opened with --read-only"), "{stderr}");
 }
+
+#[test]
+fn shell_prints_the_rows_of_every_statement_on_a_line() {
+    let cli = Cli::new();
+    let out = cli.run_with(
+        &["shell"],
+        Some(
+            "SELECT 'first' AS a; SELECT 'second' AS b;\n\
+             CREATE TABLE t(x); CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; SELECT 2; END;\n\
+             INSERT INTO t VALUES ('a;b'); SELECT x AS semi FROM t; -- a comment; with a semicolon\n\
+             .mode csv\n\
+             SELECT 3 AS c; SELECT 4 AS d;\n",
+        ),
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("first"),
+        "like sqlite3, not only the last: {stdout}"
+    );
+    assert!(stdout.contains("second"), "{stdout}");
+    assert!(stdout.contains("│ a;b  │"), "{stdout}");
+    assert!(stdout.ends_with("c\n3\nd\n4\n"), "{stdout}");
+}
