@@ -24,7 +24,12 @@ pub struct Shell<'a> {
     db: &'a Database,
     mode: Mode,
     failed: bool,
+    /// How many `.read` files are being read (a file that reads itself stops at a limit).
+    depth: usize,
 }
+
+/// How deeply `.read` files may read other files.
+const MAX_READ_DEPTH: usize = 25;
 
 impl<'a> Shell<'a> {
     /// A shell over `db` printing in `mode`.
@@ -33,6 +38,7 @@ impl<'a> Shell<'a> {
             db,
             mode,
             failed: false,
+            depth: 0,
         }
     }
 
@@ -152,6 +158,31 @@ impl<'a> Shell<'a> {
         Ok(())
     }
 
+    /// Runs FILE line by line as if typed: SQL and dot commands, going on after errors.
+    /// Returns false when the file said `.quit`.
+    fn read(&mut self, file: &str) -> Result<bool> {
+        if self.depth >= MAX_READ_DEPTH {
+            return Err(Error::invalid(format!(
+                "cannot read {file}: .read files nested more than {MAX_READ_DEPTH} deep"
+            )));
+        }
+        let text = read_input(Path::new(file))?;
+        self.depth += 1;
+        let mut buffer = String::new();
+        let mut keep_going = true;
+        for line in text.lines() {
+            if !self.feed(&mut buffer, line) {
+                keep_going = false;
+                break;
+            }
+        }
+        if keep_going {
+            self.flush(&mut buffer);
+        }
+        self.depth -= 1;
+        Ok(keep_going)
+    }
+
     /// Runs a dot command; returns false for `.quit`.
     fn dot(&mut self, line: &str) -> Result<bool> {
         let parts = split_args(line);
@@ -201,10 +232,8 @@ impl<'a> Shell<'a> {
                 let [file] = args[..] else {
                     return Err(Error::invalid("usage: .read FILE"));
                 };
-                let sql = std::fs::read_to_string(file)
-                    .map_err(|e| Error::from(e).context(format!("cannot read {file}")))?;
                 drop(out);
-                self.sql(&sql)?;
+                return self.read(file);
             }
             ".nodes" => {
                 let nodes = self.db.list(args.first().copied().unwrap_or(""))?;
@@ -222,6 +251,12 @@ impl<'a> Shell<'a> {
         }
         Ok(true)
     }
+}
+
+/// Reads a whole text file, naming it in errors (a directory is refused by name).
+fn read_input(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::from(e).context(format!("cannot read {}", path.display())))
 }
 
 /// Splits a buffer of complete SQL into its statements, each ending with its `;` (SQLite's

@@ -997,3 +997,42 @@ fn shell_prints_the_rows_of_every_statement_on_a_line() {
     assert!(stdout.contains("│ a;b  │"), "{stdout}");
     assert!(stdout.ends_with("c\n3\nd\n4\n"), "{stdout}");
 }
+
+#[test]
+fn shell_read_runs_a_file_as_if_typed() {
+    let cli = Cli::new();
+    let script = cli.path("script.sql");
+    std::fs::write(
+        &script,
+        ".mode csv\n\
+         CREATE TABLE r(x);\n\
+         INSERT INTO r VALUES (1);\n\
+         SELECT nope;\n\
+         INSERT INTO r VALUES (2);\n\
+         SELECT count(*) AS n FROM r;\n",
+    )
+    .unwrap();
+    let looping = cli.path("loop.sql");
+    std::fs::write(&looping, format!(".read {}\n", looping.display())).unwrap();
+    let out = cli.run_with(
+        &["shell"],
+        Some(&format!(
+            ".read {}\n.read {}\n.mode\n",
+            script.display(),
+            looping.display()
+        )),
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        !out.status.success(),
+        "an error in the file fails the shell"
+    );
+    assert!(stderr.contains("no such column: nope"), "{stderr}");
+    assert!(
+        stdout.contains("n\n2\n"),
+        "dot commands run, and the file goes on after an error (as sqlite3's .read): {stdout}"
+    );
+    assert!(stderr.contains("nested more than"), "{stderr}");
+    assert!(stdout.ends_with("current mode: csv\n"), "{stdout}");
+}
