@@ -40,6 +40,10 @@ struct Cli {
     /// Open the database read-only.
     #[arg(long, global = true)]
     read_only: bool,
+    /// How long to wait, in milliseconds, for another process's write to finish before
+    /// failing with "database is locked" (default 5000).
+    #[arg(long, global = true, env = "PLURESDB_BUSY_TIMEOUT", value_name = "MS")]
+    busy_timeout: Option<u64>,
     /// Directory of the embedding model (all-MiniLM-L6-v2: config.json, tokenizer.json,
     /// model.safetensors) for text searches and embedded columns.
     #[arg(long, global = true, env = "PLURESDB_MODEL_DIR")]
@@ -360,13 +364,23 @@ fn main() -> ExitCode {
             if read_only && e.kind() == pluresdb_core::ErrorKind::ReadOnly {
                 eprintln!("(the database was opened with --read-only; leave it out to write)");
             }
+            if e.kind() == pluresdb_core::ErrorKind::Busy {
+                eprintln!("{BUSY_HINT}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
+/// Printed after a "database is locked" error: how to wait longer from the command line.
+pub const BUSY_HINT: &str = "(another process held the database; pass --busy-timeout MS, or set PLURESDB_BUSY_TIMEOUT, to wait longer)";
+
 fn open(cli: &Cli) -> Result<Database> {
-    let db = OpenOptions::new().read_only(cli.read_only).open(&cli.db)?;
+    let mut options = OpenOptions::new().read_only(cli.read_only);
+    if let Some(ms) = cli.busy_timeout {
+        options = options.busy_timeout(std::time::Duration::from_millis(ms));
+    }
+    let db = options.open(&cli.db)?;
     if let Some(dir) = cli.model.as_ref().filter(|d| !d.as_os_str().is_empty()) {
         db.set_embedder(Some(std::sync::Arc::new(model::LazyModel::new(
             dir.clone(),

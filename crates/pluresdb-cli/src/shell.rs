@@ -142,6 +142,9 @@ impl<'a> Shell<'a> {
         if err.kind() == ErrorKind::ReadOnly && self.db.is_read_only() {
             eprintln!("(the database was opened with --read-only; leave it out to write)");
         }
+        if err.kind() == ErrorKind::Busy {
+            eprintln!("{}", crate::BUSY_HINT);
+        }
     }
 
     /// Runs the statements in `sql` one at a time, printing the rows of each (as `sqlite3`

@@ -1036,3 +1036,39 @@ fn shell_read_runs_a_file_as_if_typed() {
     assert!(stderr.contains("nested more than"), "{stderr}");
     assert!(stdout.ends_with("current mode: csv\n"), "{stdout}");
 }
+
+#[test]
+fn a_locked_database_says_how_to_wait_longer() {
+    let cli = Cli::new();
+    cli.ok(&["sql", "CREATE TABLE t(x)"]);
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_pluresdb"))
+        .arg("--db")
+        .arg(cli.db())
+        .arg("shell")
+        .env("PLURESDB_HISTORY", cli.path("history"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = holder.stdin.take().unwrap();
+    input
+        .write_all(b"BEGIN IMMEDIATE;\nINSERT INTO t VALUES (1);\nSELECT 'held' AS h;\n")
+        .unwrap();
+    input.flush().unwrap();
+    // Wait until the holder has the write lock (it printed the row after its insert).
+    let mut stdout = holder.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains("held") {
+        assert_eq!(std::io::Read::read(&mut stdout, &mut byte).unwrap(), 1);
+        seen.push(byte[0]);
+    }
+    let err = cli.fails(&["--busy-timeout", "200", "sql", "INSERT INTO t VALUES (2)"]);
+    assert!(err.contains("database is locked"), "{err}");
+    assert!(err.contains("--busy-timeout"), "the hint says how: {err}");
+    input.write_all(b"COMMIT;\n").unwrap();
+    drop(input);
+    assert!(holder.wait().unwrap().success());
+    cli.ok(&["--busy-timeout", "200", "sql", "INSERT INTO t VALUES (2)"]);
+}
