@@ -359,6 +359,8 @@ fn main() -> ExitCode {
     let read_only = cli.read_only;
     match run(cli) {
         Ok(code) => code,
+        // The reader of standard output went away (`| head`): stop quietly, as sqlite3 does.
+        Err(_) if output::stdout_closed() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             if read_only && e.kind() == pluresdb_core::ErrorKind::ReadOnly {
@@ -448,7 +450,7 @@ fn parse_condition(text: &str) -> Result<(String, CompareOp, Json)> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     let mode = if cli.json { Mode::Json } else { Mode::Table };
     match &cli.command {
         Command::Sql {

@@ -1,10 +1,49 @@
 //! Printing results: tables for people, JSON and CSV for scripts.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use comfy_table::{ContentArrangement, Table, presets};
 use pluresdb_core::{Columns, Result, Row, Value, base64_encode};
 use serde_json::Value as Json;
+
+/// Set once a write to standard output found the reader gone (`pluresdb ... | head`).
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Standard output (locked), noting when the reader has gone away so that the command can
+/// stop quietly instead of reporting "Broken pipe" (as `sqlite3` and `cat` stop).
+pub fn stdout() -> Stdout {
+    Stdout(std::io::stdout().lock())
+}
+
+/// True once a write to standard output failed because nothing reads it any more.
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
+
+/// See [`stdout`].
+pub struct Stdout(std::io::StdoutLock<'static>);
+
+impl Stdout {
+    fn note<T>(result: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &result
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Stdout::note(self.0.write(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Stdout::note(self.0.flush())
+    }
+}
 
 /// How rows are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -103,8 +103,12 @@ impl<'a> Shell<'a> {
         Ok(())
     }
 
-    /// Handles one input line; returns false when the shell should stop.
+    /// Handles one input line; returns false when the shell should stop (`.quit`, or
+    /// standard output closed by its reader).
     fn feed(&mut self, buffer: &mut String, line: &str) -> bool {
+        if crate::output::stdout_closed() {
+            return false;
+        }
         if buffer.is_empty() && line.trim_start().starts_with('.') {
             return match self.dot(line.trim()) {
                 Ok(keep_going) => keep_going,
@@ -137,6 +141,9 @@ impl<'a> Shell<'a> {
     }
 
     fn report(&mut self, err: &Error) {
+        if crate::output::stdout_closed() {
+            return;
+        }
         self.failed = true;
         eprintln!("Error: {err}");
         if err.kind() == ErrorKind::ReadOnly && self.db.is_read_only() {
@@ -152,7 +159,7 @@ impl<'a> Shell<'a> {
     fn sql(&self, sql: &str) -> Result<()> {
         for statement in split_statements(sql) {
             let result = self.db.exec_script(statement)?;
-            let mut out = std::io::stdout().lock();
+            let mut out = crate::output::stdout();
             if !result.columns.is_empty() {
                 print_rows(&mut out, self.mode, &result.columns, &result.rows)?;
             }
@@ -191,7 +198,7 @@ impl<'a> Shell<'a> {
         let parts = split_args(line);
         let command = parts.first().map_or("", String::as_str);
         let args: Vec<&str> = parts.iter().skip(1).map(String::as_str).collect();
-        let mut out = std::io::stdout().lock();
+        let mut out = crate::output::stdout();
         match command {
             ".quit" | ".exit" | ".q" => return Ok(false),
             ".help" => writeln!(out, "{HELP}")?,

@@ -84,13 +84,13 @@ pub fn changes(
                     "a change file is binary: redirect it (pluresdb changes > file) or use -o FILE",
                 ));
             }
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut out = std::io::BufWriter::new(crate::output::stdout());
             write_changes(db, &have, &mut out, limit.bytes)?
         }
     };
     let summary = json!({"changes": written.changes, "db_version": written.db_version, "site": db.site_id().to_string()});
     if json_out && output.is_some() {
-        print_json(&mut std::io::stdout(), &summary)?;
+        print_json(&mut crate::output::stdout(), &summary)?;
     } else {
         eprintln!(
             "wrote {} changes (up to version {} of {})",
@@ -114,7 +114,7 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
     let vv = db.version_vector()?.to_string();
     if json_out {
         print_json(
-            &mut std::io::stdout(),
+            &mut crate::output::stdout(),
             &json!({
                 "from": applied.from.map(|s| s.to_string()),
                 "received": applied.report.received,
@@ -182,7 +182,7 @@ pub fn sync_cmd(
     if let Some(report) = report {
         if json_out {
             print_json(
-                &mut std::io::stdout(),
+                &mut crate::output::stdout(),
                 &json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped}),
             )?;
         } else {
@@ -209,7 +209,7 @@ fn note_skipped(skipped: u64) {
 /// `pluresdb sync --status`.
 pub fn status(db: &Database, json_out: bool) -> Result<()> {
     let peers = db.sync_status()?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     if json_out {
         return print_json(
             &mut out,

@@ -1072,3 +1072,44 @@ fn a_locked_database_says_how_to_wait_longer() {
     assert!(holder.wait().unwrap().success());
     cli.ok(&["--busy-timeout", "200", "sql", "INSERT INTO t VALUES (2)"]);
 }
+
+#[test]
+fn a_reader_that_goes_away_stops_the_output_quietly() {
+    let cli = Cli::new();
+    let many = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) \
+                SELECT x FROM c";
+    let shell_input = format!(".mode csv\n{many};\nCREATE TABLE after(x);\n");
+    for (args, stdin) in [
+        (vec!["sql", many], None),
+        (vec!["--json", "sql", many], None),
+        (vec!["export", "--query", many], None),
+        (vec!["shell"], Some(shell_input.as_str())),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pluresdb"))
+            .arg("--db")
+            .arg(cli.db())
+            .args(&args)
+            .env("PLURESDB_HISTORY", cli.path("history"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        // Read a little, then go away like `| head -1`.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 16];
+        std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+        assert!(out.status.success(), "{args:?}");
+    }
+    let tables = cli.ok(&["shell"]);
+    assert!(!tables.contains("after"), "the shell stopped: {tables}");
+}
