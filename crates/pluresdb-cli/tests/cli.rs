@@ -1113,3 +1113,15 @@ fn a_reader_that_goes_away_stops_the_output_quietly() {
     let tables = cli.ok(&["shell"]);
     assert!(!tables.contains("after"), "the shell stopped: {tables}");
 }
+
+#[test]
+fn a_syntax_error_in_a_long_line_shows_only_its_surroundings() {
+    let cli = Cli::new();
+    let sql = format!("SELECT 1 AS 1{};", " + 1".repeat(100_000));
+    let out = cli.run_with(&["sql"], Some(&sql));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.len() < 400, "{} bytes of error", stderr.len());
+    assert!(stderr.contains("syntax error"), "{stderr}");
+    assert!(stderr.contains("^ (at byte 12)"), "{stderr}");
+}

@@ -152,6 +152,10 @@ impl fmt::Display for Error {
 }
 
 /// Writes the line of `sql` holding `offset` with a caret under the offending position.
+/// How many characters of a long SQL line an error shows before and after its position.
+const EXCERPT_BEFORE: usize = 60;
+const EXCERPT_AFTER: usize = 60;
+
 fn write_sql_excerpt(f: &mut fmt::Formatter<'_>, sql: &str, offset: Option<usize>) -> fmt::Result {
     let Some(offset) = offset.filter(|&o| sql.is_char_boundary(o)) else {
         let one_line: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -160,8 +164,21 @@ fn write_sql_excerpt(f: &mut fmt::Formatter<'_>, sql: &str, offset: Option<usize
     let line_start = sql[..offset].rfind('\n').map_or(0, |i| i + 1);
     let line_end = sql[offset..].find('\n').map_or(sql.len(), |i| offset + i);
     let line_no = sql[..offset].matches('\n').count() + 1;
-    let line = &sql[line_start..line_end];
-    let column = sql[line_start..offset].chars().count();
+    // A long line shows only the part around the error (a whole generated line could be
+    // megabytes).
+    let shown_start = sql[line_start..offset]
+        .char_indices()
+        .rev()
+        .nth(EXCERPT_BEFORE - 1)
+        .map_or(line_start, |(i, _)| line_start + i);
+    let shown_end = sql[offset..line_end]
+        .char_indices()
+        .nth(EXCERPT_AFTER)
+        .map_or(line_end, |(i, _)| offset + i);
+    let lead = if shown_start > line_start { "..." } else { "" };
+    let trail = if shown_end < line_end { "..." } else { "" };
+    let line = &sql[shown_start..shown_end];
+    let column = lead.len() + sql[shown_start..offset].chars().count();
     let prefix = if sql.contains('\n') {
         format!("line {line_no}: ")
     } else {
@@ -169,7 +186,7 @@ fn write_sql_excerpt(f: &mut fmt::Formatter<'_>, sql: &str, offset: Option<usize
     };
     write!(
         f,
-        "\n  {prefix}{line}\n  {}^",
+        "\n  {prefix}{lead}{line}{trail}\n  {}^",
         " ".repeat(prefix.len() + column)
     )?;
     write!(f, " (at byte {offset})")
@@ -298,6 +315,28 @@ mod tests {
             text,
             "near \"FORM\": syntax error\n  SELECT * FORM t\n           ^ (at byte 9)"
         );
+    }
+
+    #[test]
+    fn a_long_line_is_shown_around_the_error_only() {
+        let sql = format!("SELECT 1 AS 1{}", " + 1".repeat(100_000));
+        let err =
+            Error::new(ErrorKind::Syntax, "near \"1\": syntax error").with_sql(&sql, Some(12));
+        let text = err.to_string();
+        assert!(text.len() < 300, "{} bytes", text.len());
+        let expected_line = format!("  {}...", &sql[..72]);
+        assert_eq!(text.lines().nth(1), Some(expected_line.as_str()), "{text}");
+        assert_eq!(text.lines().nth(2), Some("              ^ (at byte 12)"));
+        let sql = format!("SELECT {}x FORM t", "1 + ".repeat(100_000));
+        let at = sql.find("FORM").unwrap();
+        let err = Error::new(ErrorKind::Syntax, "boom").with_sql(&sql, Some(at));
+        let text = err.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].starts_with("  ...") && lines[1].ends_with("x FORM t"),
+            "{text}"
+        );
+        assert_eq!(lines[2].find('^'), lines[1].find("FORM"), "{text}");
     }
 
     #[test]
