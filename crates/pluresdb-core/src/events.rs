@@ -211,20 +211,14 @@ pub(crate) fn savepoint_statement(sql: &str) -> Option<SavepointStmt> {
     if !skip_blanks(skip_blanks(rest).trim_start_matches(';')).is_empty() {
         return None;
     }
-    let mut words = words.into_iter();
-    let first = words.next()?;
-    let rest: Vec<String> = words.collect();
-    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    let (op, name) = match (first.as_str(), rest.as_slice()) {
-        ("savepoint", [name]) => (SavepointOp::Open, name),
-        ("release", [name] | ["savepoint", name]) => (SavepointOp::Release, name),
-        (
-            "rollback",
-            ["to", name]
-            | ["to", "savepoint", name]
-            | ["transaction", "to", name]
-            | ["transaction", "to", "savepoint", name],
-        ) => (SavepointOp::RollbackTo, name),
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let (op, name) = match words.as_slice() {
+        ["savepoint", name] => (SavepointOp::Open, name),
+        ["release", name] | ["release", "savepoint", name] => (SavepointOp::Release, name),
+        ["rollback", "to", name]
+        | ["rollback", "to", "savepoint", name]
+        | ["rollback", "transaction", "to", name]
+        | ["rollback", "transaction", "to", "savepoint", name] => (SavepointOp::RollbackTo, name),
         _ => return None,
     };
     Some((op, (*name).to_owned()))

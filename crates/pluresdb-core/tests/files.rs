@@ -147,6 +147,7 @@ fn a_plain_sqlite_file_opened_read_only_survives_rollbacks() {
         c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2);")
             .unwrap();
     }
+    let before = std::fs::read(&path).unwrap();
     let ro = OpenOptions::new().read_only(true).open(&path).unwrap();
     ro.exec("BEGIN; ROLLBACK").unwrap();
     ro.exec("BEGIN; SELECT * FROM t; ROLLBACK").unwrap();
@@ -154,6 +155,9 @@ fn a_plain_sqlite_file_opened_read_only_survives_rollbacks() {
         ro.value("SELECT count(*) FROM t", ()).unwrap(),
         pluresdb_core::Value::Integer(2)
     );
+    drop(ro);
+    // What the README promises: read-only leaves the file byte for byte as it was.
+    assert!(std::fs::read(&path).unwrap() == before, "the file changed");
 }
 
 #[test]

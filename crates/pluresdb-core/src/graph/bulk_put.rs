@@ -8,8 +8,8 @@ use serde_json::{Map, Value as Json};
 
 use pluresdb_crdt::Hlc;
 
-use super::Node;
 use super::nodes::{CheckedUpdate, NodeUpdate, check_update, created_fields};
+use super::{Node, stored_text};
 use crate::bulk_cache::BulkCache;
 use crate::database::Database;
 use crate::error::Result;
@@ -29,23 +29,6 @@ struct Fresh<'a> {
     /// `data` as stored: keys sorted (so replicas hold the same text however they merged).
     text: String,
     vector: Option<&'a [u8]>,
-}
-
-/// `data`'s text with its top-level keys sorted (`{}` for none).
-fn stored_text(data: Option<&Map<String, Json>>) -> String {
-    let Some(data) = data else {
-        return "{}".to_owned();
-    };
-    if data.keys().is_sorted() {
-        return data_text(data);
-    }
-    let mut sorted = data.clone();
-    sorted.sort_keys();
-    data_text(&sorted)
-}
-
-fn data_text(data: &Map<String, Json>) -> String {
-    serde_json::to_string(data).expect("a JSON map always serializes")
 }
 
 /// The statement that inserts `rows` nodes, or (`history`) their first versions: `?1` is the
@@ -117,6 +100,13 @@ impl<'c> Inserts<'c> {
     }
 }
 
+/// A copy of `data` with its keys sorted, as stored (empty for none).
+fn sorted(data: Option<&Map<String, Json>>) -> Map<String, Json> {
+    let mut data = data.cloned().unwrap_or_default();
+    data.sort_keys();
+    data
+}
+
 /// Splits the writes: the first write of each id that may create its node (as [`Fresh`]),
 /// and the places of the others.
 fn plan<'a>(
@@ -133,7 +123,7 @@ fn plan<'a>(
                 id,
                 node_type: update.node_type.flatten(),
                 data: checked.patch,
-                text: stored_text(checked.patch),
+                text: checked.patch.map_or_else(|| "{}".to_owned(), stored_text),
                 vector: checked.vector_blob.as_deref(),
             });
         } else {
@@ -259,7 +249,7 @@ impl Database {
                     node: Some(Node {
                         id: node.id.to_owned(),
                         node_type: node.node_type.map(str::to_owned),
-                        data: super::parse_object(&node.text)?,
+                        data: sorted(node.data),
                         vector: node.vector.map(super::blob_to_vector).transpose()?,
                         created_at: now,
                         updated_at: now,

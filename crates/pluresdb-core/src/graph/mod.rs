@@ -150,6 +150,29 @@ pub(crate) fn as_object<'j>(what: &str, json: &'j Json) -> Result<&'j Map<String
     })
 }
 
+/// The statement that stores a node's row (created, replaced or brought back): its id, type,
+/// data, vector, creation and change times, the writing site and its causal length.
+pub(crate) const UPSERT_NODE: &str =
+    "INSERT INTO _pluresdb_nodes(id, type, data, vector, created_hlc, updated_hlc, site, cl)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+     ON CONFLICT(id) DO UPDATE SET type = excluded.type, data = excluded.data,
+         vector = excluded.vector, created_hlc = excluded.created_hlc,
+         updated_hlc = excluded.updated_hlc, site = excluded.site, cl = excluded.cl";
+
+/// A node's data as stored: JSON text with its top-level keys sorted, so replicas that
+/// merged in any order hold the same text.
+pub(crate) fn stored_text(data: &Map<String, Json>) -> String {
+    let text = |data: &Map<String, Json>| {
+        serde_json::to_string(data).expect("a JSON map always serializes")
+    };
+    if data.keys().is_sorted() {
+        return text(data);
+    }
+    let mut sorted = data.clone();
+    sorted.sort_keys();
+    text(&sorted)
+}
+
 pub(crate) fn parse_object(text: &str) -> Result<Map<String, Json>> {
     match serde_json::from_str(text) {
         Ok(Json::Object(map)) => Ok(map),

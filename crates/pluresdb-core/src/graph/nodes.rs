@@ -6,7 +6,10 @@ use serde_json::{Map, Value as Json};
 use pluresdb_crdt::{Hlc, SiteId};
 
 use super::edges::edge_key;
-use super::{Node, as_object, blob_to_vector, check_id, parse_object, vector_to_blob};
+use super::{
+    Node, UPSERT_NODE, as_object, blob_to_vector, check_id, parse_object, stored_text,
+    vector_to_blob,
+};
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::events::{Change, EdgeChange, NodeChange};
@@ -235,18 +238,14 @@ impl Database {
         let new_cl = if alive { cl } else { cl + 1 };
         // Keys are stored sorted, so replicas that merged in any order hold the same text.
         node.data.sort_keys();
-        let text = Json::Object(node.data.clone()).to_string();
+        let text = stored_text(&node.data);
         let blob = match (&checked.vector_blob, update.vector) {
             (Some(b), _) => Some(b.clone()),
             (None, Some(None)) => None,
             (None, _) => node.vector.as_deref().map(vector_to_blob).transpose()?,
         };
         self.run(
-            "INSERT INTO _pluresdb_nodes(id, type, data, vector, created_hlc, updated_hlc, site, cl)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT(id) DO UPDATE SET type = excluded.type, data = excluded.data,
-                 vector = excluded.vector, created_hlc = excluded.created_hlc,
-                 updated_hlc = excluded.updated_hlc, site = excluded.site, cl = excluded.cl",
+            UPSERT_NODE,
             (
                 id,
                 &node.node_type,

@@ -26,7 +26,7 @@ use super::{ChangeRecord, MAX_CLOCK_DRIFT};
 use crate::database::Database;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Change, EdgeChange, NodeChange};
-use crate::graph::{Edge, Node, blob_to_vector, check_id, ends};
+use crate::graph::{Edge, Node, UPSERT_NODE, blob_to_vector, check_id, ends, stored_text};
 use crate::value::Value;
 
 /// Largest value accepted in a change (text or blob), in bytes.
@@ -776,24 +776,18 @@ fn write_node(
         vector = None;
     }
     data.sort_keys();
-    let text = Json::Object(data.clone()).to_string();
-    conn.prepare_cached(
-        "INSERT INTO _pluresdb_nodes(id, type, data, vector, created_hlc, updated_hlc, site, cl)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT(id) DO UPDATE SET type = excluded.type, data = excluded.data,
-             vector = excluded.vector, created_hlc = excluded.created_hlc,
-             updated_hlc = excluded.updated_hlc, site = excluded.site, cl = excluded.cl",
-    )?
-    .execute(rusqlite::params![
-        id,
-        node_type,
-        text,
-        vector,
-        created as i64,
-        hlc as i64,
-        site.as_bytes().as_slice(),
-        m.cl as i64
-    ])?;
+    let text = stored_text(&data);
+    conn.prepare_cached(UPSERT_NODE)?
+        .execute(rusqlite::params![
+            id,
+            node_type,
+            text,
+            vector,
+            created as i64,
+            hlc as i64,
+            site.as_bytes().as_slice(),
+            m.cl as i64
+        ])?;
     append_history(
         conn,
         &id,
