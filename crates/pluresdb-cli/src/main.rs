@@ -352,6 +352,9 @@ enum Command {
         /// Destination file (must not exist).
         dest: PathBuf,
     },
+    /// Give the database a new site id, after restoring it from a backup or copying its file:
+    /// it then syncs as a new device and keeps its changes (close other programs using it)
+    RenewSiteId,
 }
 
 fn main() -> ExitCode {
@@ -906,6 +909,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 if result.counters.contains_updates() {
                     writeln!(out, "{}", result.counters.to_json())?;
                 }
+            }
+        }
+        Command::RenewSiteId => {
+            if cli.read_only {
+                return Err(Error::invalid(
+                    "renew-site-id changes the database; leave out --read-only",
+                ));
+            }
+            // (Read first only when there is a file: `open` would make one.)
+            let old = match cli.db.is_file() {
+                true => Some(open(&cli)?.site_id()),
+                false => None,
+            };
+            let site = Database::renew_site_id(&cli.db)?;
+            let old = old.map_or_else(String::new, |s| s.to_string());
+            if cli.json {
+                print_json(
+                    &mut out,
+                    &serde_json::json!({"site": site.to_string(), "previous": old}),
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "site id {old} -> {site}: the next sync with each peer sends and takes \
+                     everything again"
+                )?;
             }
         }
         Command::Backup { dest } => {

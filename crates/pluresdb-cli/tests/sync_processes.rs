@@ -304,3 +304,50 @@ fn the_message_limit_is_raised_with_max_message() {
     let err = fails(&client, &["sync", &url, "--max-message", "4096"]);
     assert!(err.contains("not a size from 1MiB to 1GiB"), "{err}");
 }
+
+#[test]
+fn a_restored_backup_is_refused_then_syncs_again_with_a_new_site_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = setup(dir.path(), "a.db", 5);
+    let b = setup(dir.path(), "b.db", 0);
+    let (mut server, url) = serve(&b);
+    run(&a, &["sync", &url]);
+    let backup = dir.path().join("backup.db");
+    run(&a, &["backup", backup.to_str().unwrap()]);
+    // After the backup, A changes a row and syncs it to B; then A is lost.
+    run(
+        &a,
+        &[
+            "sql",
+            "UPDATE todos SET title = 'changed' WHERE id = 'a.db-1'",
+        ],
+    );
+    run(&a, &["sync", &url]);
+    // The restored backup writes more versions than B has of it before it syncs.
+    for i in 0..5 {
+        run(
+            &backup,
+            &[
+                "sql",
+                &format!("INSERT INTO todos VALUES ('r-{i}', 'restored', NULL)"),
+            ],
+        );
+    }
+    let err = fails(&backup, &["sync", &url]);
+    assert!(err.contains("restored backup"), "{err}");
+    assert!(err.contains("pluresdb renew-site-id"), "{err}");
+    let out = run(&backup, &["renew-site-id"]);
+    assert!(out.contains("->"), "{out}");
+    run(&backup, &["sync", &url]);
+    assert_eq!(dump(&backup), dump(&b));
+    let changed = json(&backup, "SELECT title FROM todos WHERE id = 'a.db-1'");
+    assert_eq!(changed[0]["title"], "changed");
+    assert_eq!(json(&b, "SELECT count(*) AS n FROM todos")[0]["n"], 10);
+    // No file, no new database.
+    let missing = dir.path().join("missing.db");
+    let err = fails(&missing, &["renew-site-id"]);
+    assert!(err.contains("no database file"), "{err}");
+    assert!(!missing.exists());
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

@@ -13,7 +13,8 @@ use crate::options::OpenOptions;
 /// The on-disk format this build writes and the newest it can read. Format 3 named edge ends by
 /// row id, 4 moved edge clocks into the edge rows, 5 writes a row clock whose base version is
 /// its sentinel without repeating it (11 bytes fewer per row written whole; older clocks are
-/// read as they are, so opening a format 4 file writable only records the new number).
+/// read as they are) and records what it tells peers it has sent (`announced:*` in
+/// `_pluresdb_meta`, from `announce_since`: the `db_version` at the upgrade).
 pub const FORMAT_VERSION: i64 = 5;
 
 /// What opening learned about the file.
@@ -217,6 +218,8 @@ pub(crate) fn prepare(
             conn.execute_batch(
                 "INSERT OR IGNORE INTO _pluresdb_meta(key, value) VALUES ('site_id', randomblob(16));
                  INSERT OR IGNORE INTO _pluresdb_meta(key, value) VALUES ('db_version', 0);
+                 INSERT OR IGNORE INTO _pluresdb_meta(key, value)
+                     SELECT 'announce_since', value FROM _pluresdb_meta WHERE key = 'db_version';
                  INSERT OR IGNORE INTO _pluresdb_sites(site)
                      SELECT value FROM _pluresdb_meta WHERE key = 'site_id';",
             )?;

@@ -128,22 +128,34 @@ fn read_frame(input: &mut dyn Read, n: usize, max_message: usize) -> Result<Opti
         .map_err(|e| e.context(format!("frame {n} of the change file")))
 }
 
-/// Fails when the holder of `have` has more of this database's changes than it made: this
-/// database is a copy, or a restored backup, of the one that made them, sharing its site id,
-/// and the changes it makes now under versions the peer already has would never be sent.
-pub(crate) fn check_not_a_copy(db: &Database, have: &VersionVector) -> Result<()> {
+/// Fails when the holder of `have` (`peer`, or the unknown reader of a change file) has more
+/// of this database's changes than it made, or than it ever told that peer it had sent: this
+/// database is then a copy, or a restored backup, of the one that made them, sharing its site
+/// id, and the changes it made under versions the peer already has would never be sent (nor
+/// would the peer send back the changes this one lost).
+pub(crate) fn check_not_a_copy(
+    db: &Database,
+    have: &VersionVector,
+    peer: Option<SiteId>,
+) -> Result<()> {
     let (theirs, ours) = (have.get(&db.site_id()), db.db_version()?);
-    if theirs > ours {
-        return Err(Error::invalid(format!(
-            "the peer has this database's changes up to version {theirs}, but this database is \
-             at version {ours}: it is a copy or a restored backup of the database that made \
-             them (the two share site id {}), and its new changes would be taken for ones the \
-             peer has. Sync from the original, or start this device from a fresh database \
-             filled by a sync",
-            db.site_id()
-        )));
-    }
-    Ok(())
+    let told = db.announced_bound(peer)?;
+    let why = if theirs > ours {
+        format!("this database is at version {ours}")
+    } else if let Some(told) = told.filter(|&told| theirs > told) {
+        format!("this database never sent it changes past version {told}")
+    } else {
+        return Ok(());
+    };
+    Err(Error::invalid(format!(
+        "the peer has this database's changes up to version {theirs}, but {why}: it is a \
+         copy or a restored backup of the database that made them (the two share site id {}), \
+         and its changes since would be taken for ones the peer has. Give it a new site id \
+         (`pluresdb renew-site-id` with every other program using it closed, or \
+         `Database::renew_site_id`) and sync again: it then syncs as a new device and keeps \
+         its changes",
+        db.site_id()
+    )))
 }
 
 /// Writes every change the holder of `have` lacks (for this database's site: the changes
@@ -157,7 +169,7 @@ pub fn write_changes(
     out: &mut dyn Write,
     max_message: usize,
 ) -> Result<WrittenFile> {
-    check_not_a_copy(db, have)?;
+    check_not_a_copy(db, have, None)?;
     let since = have.get(&db.site_id());
     out.write_all(MAGIC)?;
     out.write_all(&FORMAT.to_le_bytes())?;
@@ -181,6 +193,7 @@ pub fn write_changes(
             &mut |bytes, _| write_bytes(out, &bytes),
         )
     })?;
+    let db_version = db.announce(None, db_version)?;
     write_frame(out, &Message::Done { db_version })?;
     out.flush()?;
     Ok(WrittenFile {
@@ -210,7 +223,8 @@ pub fn apply_file(
         return Err(Error::invalid(
             "this change file was written by this database's site id: by this database, or \
              by a copy of its file (a copied or restored database keeps the site id, and the two \
-             cannot sync with each other)",
+             cannot sync with each other until one of them gets a new one: `pluresdb \
+             renew-site-id`)",
         ));
     }
     let mut out = AppliedFile {

@@ -108,6 +108,8 @@ fn produce(
                     .map_err(|_| Error::new(ErrorKind::Io, "sync session ended"))
             })
         });
+        // Recorded before it is told (see `Database::announce`).
+        let result = result.and_then(|db_version| db.announce(Some(exclude), db_version));
         let _ = match result {
             Ok(db_version) => out.blocking_send(Ok((
                 Message::Done { db_version }.encode(),
@@ -555,10 +557,11 @@ impl Session<'_> {
                     return Err(Error::invalid(
                         "the peer has this database's site id: it is this database, or a copy \
                          of its file (a copied or restored database keeps the site id, and the \
-                         two cannot sync with each other)",
+                         two cannot sync with each other until one of them gets a new one: \
+                         `pluresdb renew-site-id`)",
                     ));
                 }
-                crate::file::check_not_a_copy(self.db, &have)?;
+                crate::file::check_not_a_copy(self.db, &have, Some(site))?;
                 self.peer = Some(site);
                 self.report.peer = Some(site);
                 self.sent_through = have.get(&self.db.site_id());
@@ -566,6 +569,13 @@ impl Session<'_> {
             }
             (Message::Hello { .. }, Some(_)) => {
                 return Err(Error::invalid("the peer said hello twice"));
+            }
+            // A peer that failed on this side's hello says why before its own hello went out.
+            (Message::Error(text), _) => {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!("the peer stopped the sync: {text}"),
+                ));
             }
             (_, None) => return Err(Error::invalid("the peer sent data before saying hello")),
             (Message::Changes(changes), Some(_)) => self.applier.submit(changes)?,
@@ -580,12 +590,6 @@ impl Session<'_> {
                 if self.our_done.is_some_and(|v| db_version >= v) {
                     self.acked = true;
                 }
-            }
-            (Message::Error(text), Some(_)) => {
-                return Err(Error::new(
-                    ErrorKind::Io,
-                    format!("the peer stopped the sync: {text}"),
-                ));
             }
         }
         Ok(true)

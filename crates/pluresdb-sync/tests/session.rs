@@ -133,6 +133,13 @@ async fn sync_over_pipe(
     )
 }
 
+/// [`sync_over_pipe`], which must succeed on both sides.
+async fn sync_ok(a: &Database, b: &Database) {
+    let (ra, rb) = sync_over_pipe(a, b).await;
+    ra.unwrap();
+    rb.unwrap();
+}
+
 async fn start_server(db: Database) -> String {
     start_server_with(db, &SessionOptions::default()).await
 }
@@ -794,11 +801,168 @@ fn a_restored_backup_behind_its_peer_is_refused_instead_of_its_changes_being_ski
     apply_file(&b, &mut file_for(&a, &b).as_slice(), None, MAX).unwrap();
     drop(a);
     // Restored, it is behind what B has of it: found out before its new changes go unsent.
-    // (Once it has made as many versions as B has of it, this check cannot tell.)
     let restored = Database::open(dir.path().join("backup.db")).unwrap();
     let mut file = Vec::new();
     let err = write_changes(&restored, &b.version_vector().unwrap(), &mut file, MAX).unwrap_err();
     assert!(err.message().contains("copy or a restored backup"), "{err}");
+    assert!(
+        err.message().contains("this database is at version"),
+        "{err}"
+    );
+    // Still once it has made more versions than B has of it: it never sent B (nor anyone)
+    // those versions.
+    let have = b.version_vector().unwrap();
+    for i in 0.. {
+        if restored.db_version().unwrap() > have.get(&restored.site_id()) {
+            break;
+        }
+        restored.put("new", &json!({ "i": i })).unwrap();
+    }
+    assert!(restored.db_version().unwrap() > have.get(&restored.site_id()));
+    let err = write_changes(&restored, &have, &mut file, MAX).unwrap_err();
+    assert!(
+        err.message()
+            .contains("never sent it changes past version 0"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_backup_that_caught_up_with_its_peer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (open(&dir, "a.db"), open(&dir, "b.db"), open(&dir, "c.db"));
+    a.put("x", &json!({"v": 1})).unwrap();
+    sync_ok(&a, &b).await;
+    a.backup(dir.path().join("backup.db")).unwrap();
+    // After the backup, A changes x and tells B; then A is lost.
+    a.put("x", &json!({"v": 2})).unwrap();
+    a.put("y", &json!({})).unwrap();
+    sync_ok(&a, &b).await;
+    let b_has = b.version_vector().unwrap().get(&a.site_id());
+    drop(a);
+    // The restored copy syncs with C first (what it merges moves its version on too), then
+    // writes until it is past what B has of A: the version numbers alone look fine.
+    let restored = Database::open(dir.path().join("backup.db")).unwrap();
+    fill(&c, "c", 5, "from c");
+    sync_ok(&restored, &c).await;
+    for i in 0.. {
+        if restored.db_version().unwrap() > b_has {
+            break;
+        }
+        restored.put("z", &json!({ "i": i })).unwrap();
+    }
+    let before = rows(&b);
+    let (rr, rb) = sync_over_pipe(&restored, &b).await;
+    let err = rr.unwrap_err();
+    assert!(err.message().contains("copy or a restored backup"), "{err}");
+    // B's side ends too, and says why.
+    let err = rb.unwrap_err();
+    assert!(err.message().contains("the peer stopped the sync"), "{err}");
+    assert!(err.message().contains("copy or a restored backup"), "{err}");
+    // Nothing was exchanged: B keeps x = 2, which a sync would otherwise never give back to
+    // the restored copy (B counts it as the copy's own), and never gets z.
+    assert_eq!(rows(&b), before);
+    assert!(b.get_node("z").unwrap().is_none());
+    // With a new site id it syncs as a new device: B gets z, the copy gets x = 2 back.
+    let old_site = restored.site_id();
+    drop(restored);
+    let site = Database::renew_site_id(dir.path().join("backup.db")).unwrap();
+    let restored = open(&dir, "backup.db");
+    assert_eq!(restored.site_id(), site);
+    assert_ne!(site, old_site);
+    sync_ok(&restored, &b).await;
+    assert_eq!(rows(&restored), rows(&b));
+    assert_eq!(restored.get_node("x").unwrap().unwrap().data["v"], 2);
+    assert!(b.get_node("z").unwrap().is_some());
+    // Its writes from now on are its new site's, and sync on.
+    restored.put("after", &json!({})).unwrap();
+    sync_ok(&restored, &b).await;
+    let after = b.get_node("after").unwrap().unwrap();
+    assert_eq!(after.site, site);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_refuses_a_hello_tells_the_other_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = (open(&dir, "server.db"), open(&dir, "client.db"));
+    // The client claims more of the server than the server ever made: the server refuses as
+    // soon as it reads the hello, maybe before its own went out.
+    client
+        .record_sync(
+            server.site_id(),
+            &pluresdb_core::SyncProgress {
+                cursor: Some(1_000),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let url = start_server(server.clone()).await;
+    let over_tcp = sync_with(client.clone(), &url, &SessionOptions::default()).await;
+    // Over a pipe, the client's hello is there before the server's session first writes.
+    let (over_pipe, refused) = sync_over_pipe(&client, &server).await;
+    assert!(refused.is_err());
+    for err in [over_tcp.unwrap_err(), over_pipe.unwrap_err()] {
+        assert!(err.message().contains("the peer stopped the sync"), "{err}");
+        assert!(err.message().contains("restored backup"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_file_from_a_read_only_handle_does_not_make_its_database_look_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (open(&dir, "a.db"), open(&dir, "b.db"));
+    a.put("x", &json!({})).unwrap();
+    sync_ok(&a, &b).await;
+    a.put("y", &json!({})).unwrap();
+    a.fold_change_log().unwrap();
+    // A read-only handle cannot record what it tells: its file announces only what was
+    // recorded (B gets y now, and again next time).
+    let read_only = pluresdb_core::OpenOptions::new()
+        .read_only(true)
+        .open(dir.path().join("a.db"))
+        .unwrap();
+    let recorded = a.announced_bound(Some(b.site_id())).unwrap().unwrap();
+    assert!(a.db_version().unwrap() > recorded);
+    let mut file = Vec::new();
+    let written = write_changes(&read_only, &b.version_vector().unwrap(), &mut file, MAX).unwrap();
+    assert_eq!(written.db_version, recorded);
+    apply_file(&b, &mut file.as_slice(), None, MAX).unwrap();
+    assert!(b.get_node("y").unwrap().is_some());
+    // A later session is no false alarm, and every later file or session is recorded first.
+    a.put("z", &json!({})).unwrap();
+    sync_ok(&a, &b).await;
+    apply_file(&b, &mut file_for(&a, &b).as_slice(), None, MAX).unwrap();
+    sync_ok(&b, &a).await;
+    assert_eq!(rows(&a), rows(&b));
+    assert_eq!(
+        a.announced_bound(Some(b.site_id())).unwrap(),
+        Some(a.db_version().unwrap())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_of_a_file_made_before_announcements_were_recorded_still_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (open(&dir, "a.db"), open(&dir, "b.db"));
+    a.put("x", &json!({})).unwrap();
+    sync_ok(&a, &b).await;
+    // As a format 4 file: B has A's changes, and A has no record of telling it.
+    a.exec(
+        "DELETE FROM _pluresdb_meta WHERE key LIKE 'announce%';
+         UPDATE _pluresdb_meta SET value = 4 WHERE key = 'format_version'",
+    )
+    .unwrap();
+    let version = a.db_version().unwrap();
+    drop(a);
+    let a = open(&dir, "a.db");
+    assert_eq!(
+        a.announced_bound(None).unwrap(),
+        Some(version),
+        "the upgrade counts everything before it as told"
+    );
+    a.put("y", &json!({})).unwrap();
+    sync_ok(&a, &b).await;
+    assert_eq!(rows(&a), rows(&b));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,7 +47,103 @@ pub struct SyncProgress {
     pub acked: Option<u64>,
 }
 
+/// `_pluresdb_meta` key prefix of the highest `db_version` this database told each peer (by
+/// site id in hex) it had sent everything up to; `announced:files` for change files.
+const ANNOUNCED: &str = "announced:";
+
+/// `_pluresdb_meta` key of this database's `db_version` when it began recording what it
+/// announces (0 for a file made since; absent in a file no build that records has written).
+const ANNOUNCE_SINCE: &str = "announce_since";
+
+/// The meta key of what was announced to `peer` (`None`: change files).
+fn announced_key(peer: Option<SiteId>) -> String {
+    match peer {
+        Some(site) => format!("{ANNOUNCED}{site}"),
+        None => format!("{ANNOUNCED}files"),
+    }
+}
+
 impl Database {
+    /// Records, before telling it, that this database tells `peer` (`None`: whoever reads a
+    /// change file) that it has sent every change up to `db_version`; returns the version to
+    /// tell. A peer's cursor for this database then never passes the record, which is how
+    /// [`Database::announced_bound`] tells a copy or a restored backup, whose record is
+    /// older. A read-only handle records nothing and tells at most what is recorded already
+    /// (the peer gets the changes after it again next time; merging them twice is harmless).
+    pub fn announce(&self, peer: Option<SiteId>, db_version: u64) -> Result<u64> {
+        if self.is_read_only() {
+            let bound = self.announced_bound(peer)?;
+            return Ok(bound.map_or(db_version, |b| b.min(db_version)));
+        }
+        self.run(
+            "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+            (announced_key(peer), db_version as i64),
+        )?;
+        Ok(db_version)
+    }
+
+    /// The highest `db_version` of this database that `peer` can have been told it has
+    /// everything up to (`None`: any peer, as for a change file, whose reader is not known),
+    /// or `None` when the file predates these records. A peer holding more of this database
+    /// than that got it from another file with this site id: a copy, or the database this one
+    /// is a restored backup of.
+    pub fn announced_bound(&self, peer: Option<SiteId>) -> Result<Option<u64>> {
+        let since = self.value(
+            "SELECT value FROM _pluresdb_meta WHERE key = ?1",
+            (ANNOUNCE_SINCE,),
+        )?;
+        let Some(since) = since.as_i64() else {
+            return Ok(None);
+        };
+        let told = match peer {
+            Some(_) => self.value(
+                "SELECT max(value) FROM _pluresdb_meta WHERE key IN (?1, ?2)",
+                (announced_key(peer), announced_key(None)),
+            )?,
+            None => self.value(
+                "SELECT max(value) FROM _pluresdb_meta WHERE key > ?1 AND key < ?2",
+                (ANNOUNCED, "announced;"),
+            )?,
+        };
+        Ok(Some(since.max(told.as_i64().unwrap_or(0)) as u64))
+    }
+
+    /// Gives the database file at `path` a new site id, for a file restored from a backup or
+    /// copied from another device's: it then syncs as a new device (its peers send it what
+    /// they have, and take everything it has, its own changes made under the old id
+    /// included), where under the shared id each side would take the other's different
+    /// changes for ones it already has. What it had of each peer was told to the old id, so
+    /// its next sync with each takes everything again (merging what it has is harmless).
+    /// Close every other handle on the file first: one that stays open keeps writing under
+    /// the old id. Returns the new id.
+    pub fn renew_site_id(path: impl AsRef<std::path::Path>) -> Result<SiteId> {
+        let path = path.as_ref();
+        if !path.is_file() {
+            return Err(crate::Error::invalid(format!(
+                "there is no database file at {}",
+                path.display()
+            )));
+        }
+        let db = Database::open(path)?;
+        // Logged changes are recorded under the old id first.
+        db.fold_change_log()?;
+        db.exec(
+            "BEGIN IMMEDIATE;
+             UPDATE _pluresdb_meta SET value = randomblob(16) WHERE key = 'site_id';
+             INSERT INTO _pluresdb_sites(site) SELECT value FROM _pluresdb_meta WHERE key = 'site_id';
+             DELETE FROM _pluresdb_meta WHERE key > 'announced:' AND key < 'announced;';
+             INSERT INTO _pluresdb_meta(key, value) VALUES ('announce_since', 0)
+                 ON CONFLICT(key) DO UPDATE SET value = 0;
+             UPDATE _pluresdb_peers SET cursor = 0, acked = 0;
+             COMMIT;",
+        )?;
+        let site = db.value("SELECT value FROM _pluresdb_meta WHERE key = 'site_id'", ())?;
+        site.as_blob()
+            .and_then(SiteId::from_slice)
+            .ok_or_else(|| crate::Error::internal("the new site id was not stored"))
+    }
+
     /// This database's `db_version`: the number of its last transaction that changed
     /// replicated data.
     pub fn db_version(&self) -> Result<u64> {
