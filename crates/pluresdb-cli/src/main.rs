@@ -1,5 +1,6 @@
 //! The `pluresdb` command: SQL, nodes and edges, import/export, checks and backups.
 
+mod csv_quotes;
 mod graph_cmd;
 mod model;
 mod output;

@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pluresdb_core::{Database, Error, Node, Result, Value};
 use serde_json::{Map, Value as Json};
 
+use crate::csv_quotes::QuoteWatch;
 use crate::output::{csv_error, csv_field};
 use crate::strict_json;
 
@@ -204,14 +205,31 @@ fn csv_read_error(err: csv::Error, headers: &[String]) -> Error {
     }
 }
 
+/// `read`'s result, unless the CSV file ended inside a quoted field: that is the error then,
+/// naming the line the field starts on (the csv crate would read the rest of the file into
+/// it without a word). `headers` names the columns, when read.
+fn checked_read<T, R: Read>(
+    csv: &csv::Reader<QuoteWatch<R>>,
+    read: csv::Result<T>,
+    headers: &[String],
+) -> Result<T> {
+    if let Some(line) = csv.get_ref().unclosed_quote() {
+        return Err(Error::invalid(
+            "a quoted field starts on this line and its quote is never closed (the file ends \
+             inside it); add the closing '\"', or double each '\"' that is part of the value",
+        )
+        .context(format!("line {line}")));
+    }
+    read.map_err(|e| csv_read_error(e, headers))
+}
+
 fn import_csv(db: &Database, reader: impl Read, target: &Target<'_>) -> Result<ImportReport> {
     let mut report = ImportReport::default();
     let mut csv = csv::ReaderBuilder::new()
         .flexible(false)
-        .from_reader(reader);
-    let headers: Vec<String> = csv
-        .headers()
-        .map_err(|e| csv_read_error(e, &[]))?
+        .from_reader(QuoteWatch::new(reader));
+    let read = csv.headers().cloned();
+    let headers: Vec<String> = checked_read(&csv, read, &[])?
         .iter()
         .map(str::to_owned)
         .collect();
@@ -227,8 +245,12 @@ fn import_csv(db: &Database, reader: impl Read, target: &Target<'_>) -> Result<I
     }
     let mut table = TableWriter::default();
     let mut nodes = NodeWriter::default();
-    for record in csv.records() {
-        let record = record.map_err(|e| csv_read_error(e, &headers))?;
+    let mut record = csv::StringRecord::new();
+    loop {
+        let read = csv.read_record(&mut record);
+        if !checked_read(&csv, read, &headers)? {
+            break;
+        }
         // The line the record starts on (quoted fields may span lines).
         let at = |e: Error| match record.position() {
             Some(p) => e.context(format!("line {}", p.line())),

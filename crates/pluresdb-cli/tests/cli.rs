@@ -1125,3 +1125,39 @@ fn a_syntax_error_in_a_long_line_shows_only_its_surroundings() {
     assert!(stderr.contains("syntax error"), "{stderr}");
     assert!(stderr.contains("^ (at byte 12)"), "{stderr}");
 }
+
+#[test]
+fn a_csv_file_ending_inside_a_quoted_field_is_refused() {
+    let cli = Cli::new();
+    // The csv crate reads the rest of the file into the open field without an error.
+    let open = cli.path("open.csv");
+    std::fs::write(&open, "a,b\n1,x\n2,\"two\nlines\"\n3,\"unterminated\n4,y\n").unwrap();
+    let expected = "error: line 5: a quoted field starts on this line and its quote is never \
+                    closed (the file ends inside it); add the closing '\"', or double each '\"' \
+                    that is part of the value\n";
+    let err = cli.fails(&["import", open.to_str().unwrap(), "--table", "t"]);
+    assert_eq!(err, expected);
+    let err = cli.fails(&["sql", "SELECT * FROM t"]);
+    assert!(err.contains("no such table"), "{err}");
+    // Into an existing table, into nodes, and where the open field leaves its record short of
+    // fields: the same error, and nothing imported.
+    cli.ok(&["sql", "CREATE TABLE t(a, b)"]);
+    let err = cli.fails(&["import", open.to_str().unwrap(), "--table", "t"]);
+    assert_eq!(err, expected);
+    std::fs::write(&open, "id,a,b\n1,\"x\",y\n2,\"open,z\n").unwrap();
+    let err = cli.fails(&["import", open.to_str().unwrap(), "--nodes"]);
+    assert!(err.starts_with("error: line 3: a quoted field"), "{err}");
+    assert_eq!(
+        cli.json(&[
+            "sql",
+            "SELECT (SELECT count(*) FROM t) + (SELECT count(*) FROM pluresdb_nodes) AS n"
+        ]),
+        json!([{"n": 0}])
+    );
+    // Closed quotes, a doubled quote and a quote inside an unquoted field are fine.
+    std::fs::write(&open, "a,b\n1,\"x \"\"q\"\"\"\n2,y\"z\n").unwrap();
+    assert_eq!(
+        cli.ok(&["import", open.to_str().unwrap(), "--table", "t"]),
+        "imported 2 records\n"
+    );
+}
