@@ -162,18 +162,23 @@ fn import_jsonl(
 }
 
 /// A JSON error on JSONL line `line_no`, its position said once ("line 4, column 9: invalid
-/// JSON: expected value"; serde_json's message ends with its own position in the line). A
-/// repeated key is valid JSON, so it is not called invalid.
+/// JSON: expected value"; serde_json's message ends with its own position in the line).
 fn json_error(err: serde_json::Error, line_no: usize) -> Error {
-    let text = err.to_string();
-    let suffix = format!(" at line {} column {}", err.line(), err.column());
-    let message = text.strip_suffix(&suffix).unwrap_or(&text);
     let at = match err.line() {
         0 => format!("line {line_no}"),
         _ => format!("line {line_no}, column {}", err.column()),
     };
+    json_message(&err).context(at)
+}
+
+/// A JSON error without serde_json's position (the caller says where); a repeated key is
+/// valid JSON, so it is not called invalid.
+fn json_message(err: &serde_json::Error) -> Error {
+    let text = err.to_string();
+    let suffix = format!(" at line {} column {}", err.line(), err.column());
+    let message = text.strip_suffix(&suffix).unwrap_or(&text);
     let invalid = if err.is_data() { "" } else { "invalid JSON: " };
-    Error::invalid(format!("{invalid}{message}")).context(at)
+    Error::invalid(format!("{invalid}{message}"))
 }
 
 /// A CSV reading error, its position said once ("line 3: ..."; the csv crate's message
@@ -402,10 +407,10 @@ fn read_node_record(mut object: Map<String, Json>) -> Result<NodeRecord> {
     let export_keys = object
         .keys()
         .all(|k| matches!(k.as_str(), "type" | "data" | "vector"));
-    // CSV exports carry data as JSON text.
+    // CSV exports carry data as JSON text, read as JSONL is: a repeated key is refused.
     if export_keys
         && let Some(Json::String(text)) = object.get("data")
-        && let Ok(parsed @ Json::Object(_)) = serde_json::from_str::<Json>(text)
+        && let Some(parsed @ Json::Object(_)) = parse_data_text(text)?
     {
         object.insert("data".into(), parsed);
         if object.get("type").is_some_and(|t| t == "") {
@@ -441,6 +446,16 @@ fn read_node_record(mut object: Map<String, Json>) -> Result<NodeRecord> {
         node_type,
         vector,
     })
+}
+
+/// The JSON value of `data` given as text (from CSV), `None` when the text is not JSON (it
+/// is then a field of a flat record); an error when it is JSON naming a key twice in an object.
+fn parse_data_text(text: &str) -> Result<Option<Json>> {
+    match strict_json::parse(text) {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.is_data() => Err(json_message(&e).context("the \"data\" field")),
+        Err(_) => Ok(None),
+    }
 }
 
 /// What to export.

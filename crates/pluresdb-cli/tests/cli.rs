@@ -1161,3 +1161,43 @@ fn a_csv_file_ending_inside_a_quoted_field_is_refused() {
         "imported 2 records\n"
     );
 }
+
+#[test]
+fn import_refuses_csv_node_data_naming_a_key_twice() {
+    let cli = Cli::new();
+    // A node's data as JSON text in a CSV cell is read as strictly as a JSONL line: with
+    // serde_json's own parser the last "a" won and the other value was lost.
+    let dup = cli.path("dup.csv");
+    std::fs::write(
+        &dup,
+        "id,type,data\nok,,\"{\"\"a\"\": 1}\"\nn1,T,\"{\"\"a\"\": 1, \"\"b\"\": {\"\"c\"\": 2}, \"\"a\"\": 2}\"\n",
+    )
+    .unwrap();
+    let err = cli.fails(&["import", dup.to_str().unwrap(), "--nodes"]);
+    assert_eq!(
+        err,
+        "error: line 3: the \"data\" field: key \"a\" appears twice in one object; remove one \
+         so each key appears once\n"
+    );
+    std::fs::write(
+        &dup,
+        "id,data\nn2,\"{\"\"b\"\": {\"\"c\"\": 1, \"\"c\"\": 2}}\"\n",
+    )
+    .unwrap();
+    let err = cli.fails(&["import", dup.to_str().unwrap(), "--nodes"]);
+    assert!(
+        err.starts_with("error: line 2: the \"data\" field: key \"c\" appears twice"),
+        "{err}"
+    );
+    assert_eq!(
+        cli.json(&["sql", "SELECT count(*) AS n FROM pluresdb_nodes"]),
+        json!([{"n": 0}])
+    );
+    // Data that is not JSON stays a field of a flat record, as before.
+    std::fs::write(&dup, "id,data\nn3,{not json\n").unwrap();
+    cli.ok(&["import", dup.to_str().unwrap(), "--nodes"]);
+    assert_eq!(
+        cli.json(&["get", "n3"])["data"],
+        json!({"data": "{not json"})
+    );
+}
