@@ -453,6 +453,32 @@ fn parse_condition(text: &str) -> Result<(String, CompareOp, Json)> {
     )))
 }
 
+/// Runs one statement with `--params` (JSON): prints its rows in `mode`, with the header
+/// even when there are none (as without `--params`), or in JSON mode what it changed.
+fn run_with_params(
+    db: &Database,
+    out: &mut dyn Write,
+    mode: Mode,
+    sql: &str,
+    params: &str,
+) -> Result<()> {
+    let params = parse_json("--params", params)?;
+    let stmt = db.prepare(sql)?;
+    if stmt.returns_rows() {
+        // The columns come from the statement: a result without rows has them too.
+        let rows = stmt.iterate(&params)?;
+        let columns = rows.columns().clone();
+        let rows = rows.collect::<Result<Vec<_>>>()?;
+        print_rows(out, mode, &columns, &rows)?;
+    } else {
+        let result = stmt.run(&params)?;
+        if mode == Mode::Json {
+            print_json(out, &result)?;
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     let mut out = output::stdout();
     let mode = if cli.json { Mode::Json } else { Mode::Table };
@@ -473,23 +499,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let mode = chosen.unwrap_or(mode);
             match params {
-                Some(p) => {
-                    let params = parse_json("--params", p)?;
-                    let stmt = db.prepare(&sql)?;
-                    if stmt.returns_rows() {
-                        let rows = stmt.all(&params)?;
-                        let columns = rows
-                            .first()
-                            .map(|r| r.columns().clone())
-                            .unwrap_or_default();
-                        print_rows(&mut out, mode, &columns, &rows)?;
-                    } else {
-                        let result = stmt.run(&params)?;
-                        if mode == Mode::Json {
-                            print_json(&mut out, &result)?;
-                        }
-                    }
-                }
+                Some(p) => run_with_params(&db, &mut out, mode, &sql, p)?,
                 None => {
                     let result = db.exec_script(&sql)?;
                     if !result.columns.is_empty() {

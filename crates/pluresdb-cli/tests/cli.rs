@@ -1201,3 +1201,42 @@ fn import_refuses_csv_node_data_naming_a_key_twice() {
         json!({"data": "{not json"})
     );
 }
+
+#[test]
+fn sql_with_params_prints_the_header_of_a_result_without_rows() {
+    let cli = Cli::new();
+    cli.ok(&["sql", "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT)"]);
+    // With --params the columns were taken from the first row, so no row meant no header.
+    for mode in ["table", "csv", "line", "json"] {
+        let plain = cli.ok(&["sql", "--mode", mode, "SELECT id, name FROM t WHERE id = 7"]);
+        let with_params = cli.ok(&[
+            "sql",
+            "--mode",
+            mode,
+            "SELECT id, name FROM t WHERE id = ?",
+            "--params",
+            "[7]",
+        ]);
+        assert_eq!(with_params, plain, "--mode {mode}");
+    }
+    let table = cli.ok(&[
+        "sql",
+        "SELECT id, name FROM t WHERE id = ?",
+        "--params",
+        "[7]",
+    ]);
+    assert!(table.contains("│ id ┆ name │"), "{table}");
+    let csv = cli.ok(&[
+        "sql",
+        "--mode",
+        "csv",
+        "SELECT id FROM t WHERE id > ?",
+        "--params",
+        "[0]",
+    ]);
+    assert_eq!(csv, "id\n");
+    assert_eq!(
+        cli.json(&["sql", "SELECT id FROM t WHERE id = ?", "--params", "[7]"]),
+        json!([])
+    );
+}
