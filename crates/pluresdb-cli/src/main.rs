@@ -463,7 +463,7 @@ fn run_with_params(
     params: &str,
 ) -> Result<()> {
     let params = parse_json("--params", params)?;
-    let stmt = db.prepare(sql)?;
+    let stmt = db.prepare(sql).map_err(one_statement_error)?;
     if stmt.returns_rows() {
         // The columns come from the statement: a result without rows has them too.
         let rows = stmt.iterate(&params)?;
@@ -477,6 +477,22 @@ fn run_with_params(
         }
     }
     Ok(())
+}
+
+/// A preparing error of `sql --params`, the "more than one statement" one said for the command
+/// line: the core's speaks to Rust callers ("prepare() takes one, use exec() for several").
+/// The core has no kind of its own for it, so it is told by its message.
+fn one_statement_error(err: Error) -> Error {
+    if err.kind() == pluresdb_core::ErrorKind::InvalidInput
+        && err.message().contains("more than one statement")
+    {
+        return Error::invalid(
+            "--params binds one statement, but the SQL holds more than one; run one statement \
+             per command when using --params (without --params, sql runs them all and prints \
+             the rows of the last)",
+        );
+    }
+    err
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {

@@ -1240,3 +1240,29 @@ fn sql_with_params_prints_the_header_of_a_result_without_rows() {
         json!([])
     );
 }
+
+#[test]
+fn sql_with_params_and_several_statements_says_what_to_do() {
+    let cli = Cli::new();
+    cli.ok(&["sql", "CREATE TABLE t(x)"]);
+    // The error spoke of the Rust API: "prepare() takes one, use exec() for several".
+    let err = cli.fails(&[
+        "sql",
+        "INSERT INTO t VALUES (?); SELECT * FROM t",
+        "--params",
+        "[1]",
+    ]);
+    assert_eq!(
+        err,
+        "error: --params binds one statement, but the SQL holds more than one; run one \
+         statement per command when using --params (without --params, sql runs them all and \
+         prints the rows of the last)\n"
+    );
+    assert_eq!(
+        cli.json(&["sql", "SELECT count(*) AS n FROM t"]),
+        json!([{"n": 0}])
+    );
+    // One statement, with a trailing semicolon and comment, still runs.
+    cli.ok(&["sql", "INSERT INTO t VALUES (?); -- one", "--params", "[1]"]);
+    assert_eq!(cli.json(&["sql", "SELECT x FROM t"]), json!([{"x": 1}]));
+}
