@@ -19,12 +19,18 @@ enum State {
     QuoteInQuoted,
 }
 
+/// The UTF-8 byte order mark, which the csv crate skips at the start of the input.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// A reader that passes its input through unchanged while following CSV quoting as the csv
 /// crate reads it with its defaults (`"` quotes a field and is doubled inside one, `,` ends
-/// a field, `\r` or `\n` a record), to tell when the input ended inside a quoted field.
+/// a field, `\r` or `\n` a record, a leading UTF-8 BOM is skipped), to tell when the input
+/// ended inside a quoted field.
 pub struct QuoteWatch<R> {
     inner: R,
     state: State,
+    /// How many bytes of a BOM the input started with, until it is past the start.
+    bom: Option<usize>,
     /// The line being read (counting `\n` as the csv crate does).
     line: u64,
     /// The line the last quoted field started on.
@@ -39,6 +45,7 @@ impl<R> QuoteWatch<R> {
         QuoteWatch {
             inner,
             state: State::FieldStart,
+            bom: Some(0),
             line: 1,
             quote_line: 1,
             ended: false,
@@ -52,6 +59,17 @@ impl<R> QuoteWatch<R> {
 
     fn follow(&mut self, bytes: &[u8]) {
         for &b in bytes {
+            if let Some(n) = self.bom.filter(|&n| n < BOM.len()) {
+                if b == BOM[n] {
+                    self.bom = Some(n + 1);
+                    continue;
+                }
+                // Part of a BOM is not skipped: it is text of the first field.
+                if n > 0 {
+                    self.state = State::Unquoted;
+                }
+                self.bom = None;
+            }
             self.state = match (self.state, b) {
                 (State::Quoted, b'"') => State::QuoteInQuoted,
                 (State::Quoted, _) | (State::QuoteInQuoted, b'"') => State::Quoted,
@@ -83,8 +101,8 @@ mod tests {
     use super::*;
 
     /// The line of the unclosed quoted field `text` ends in, read in pieces of 3 bytes.
-    fn unclosed(text: &str) -> Option<u64> {
-        let mut watch = QuoteWatch::new(text.as_bytes());
+    fn unclosed(text: impl AsRef<[u8]>) -> Option<u64> {
+        let mut watch = QuoteWatch::new(text.as_ref());
         let mut buf = [0; 3];
         while watch.read(&mut buf).unwrap() > 0 {}
         watch.unclosed_quote()
@@ -99,6 +117,10 @@ mod tests {
             Some(3)
         );
         assert_eq!(unclosed("\"open, \"\"still\"\"\n"), Some(1));
+        // A BOM is skipped: the quote after it opens a field.
+        assert_eq!(unclosed("\u{feff}\"a\nb,c\n"), Some(1));
+        assert_eq!(unclosed("x\n\u{feff}\"a\n"), None);
+        assert_eq!(unclosed(b"\xEF\xBB\"a\n"), None, "part of a BOM is text");
         for closed in [
             "a,b\n1,\"x\"\n",
             "a,b\n1,\"x, \"\"y\"\"\"",
@@ -106,6 +128,7 @@ mod tests {
             // A quote inside an unquoted field is an ordinary character.
             "a,b\n1,x\"y\n",
             "a,b\n1,\"x\"y\"\n",
+            "\u{feff}\"a,\"b\",c\n",
             "",
         ] {
             assert_eq!(unclosed(closed), None, "{closed:?}");
