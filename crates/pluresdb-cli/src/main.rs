@@ -395,6 +395,7 @@ fn open(cli: &Cli) -> Result<Database> {
     Ok(db)
 }
 
+/// The JSON of a command-line argument (`-`: read from stdin); `what` names the argument.
 fn parse_json(what: &str, text: &str) -> Result<Json> {
     let text = if text == "-" {
         let mut buf = String::new();
@@ -403,11 +404,13 @@ fn parse_json(what: &str, text: &str) -> Result<Json> {
     } else {
         text.to_owned()
     };
-    serde_json::from_str(&text)
-        .map_err(|e| Error::invalid(format!("{what} is not valid JSON: {e}")))
+    // As imports read JSON: an object naming a key twice is refused, not cut to its last.
+    strict_json::parse(&text).map_err(|e| match e.is_data() {
+        true => Error::invalid(format!("{what}: {e}")),
+        false => Error::invalid(format!("{what} is not valid JSON: {e}")),
+    })
 }
 
-/// Parses `field=value`, `field>=value` and the like; the value is JSON when it parses.
 /// Which nodes to return: `--type`, `--where` conditions and `--limit`.
 #[derive(clap::Args, Debug)]
 struct NodeFilter {
@@ -437,6 +440,7 @@ impl NodeFilter {
     }
 }
 
+/// Parses `field=value`, `field>=value` and the like; the value is JSON when it parses.
 fn parse_condition(text: &str) -> Result<(String, CompareOp, Json)> {
     for op in [">=", "<=", "!=", "=", ">", "<"] {
         if let Some((field, value)) = text.split_once(op) {

@@ -145,6 +145,17 @@ fn nodes_and_edges_from_the_command_line() {
     );
     let edge = cli.json(&["link", "ada", "knows", "alan", r#"{"since": 1936}"#]);
     assert_eq!(edge["data"]["since"], 1936);
+    // JSON naming a key twice is refused, as imports refuse it, and nothing changes.
+    let err = cli.fails(&["put", "ada", r#"{"field": "logic", "field": "poetry"}"#]);
+    assert!(
+        err.contains("node data: key \"field\" appears twice"),
+        "{err}"
+    );
+    let err = cli.fails(&["link", "ada", "likes", "alan", r#"{"a": 1, "a": 2}"#]);
+    assert!(err.contains("edge data: key \"a\" appears twice"), "{err}");
+    assert_eq!(cli.json(&["get", "ada"])["data"]["field"], "math");
+    let err = cli.fails(&["put", "ada", "{oops"]);
+    assert!(err.contains("node data is not valid JSON"), "{err}");
     let edges = cli.json(&["edges", "alan", "--direction", "in"]);
     assert_eq!(edges[0]["from"], "ada");
     let listed = cli.json(&["list", "--type", "Person", "--where", "born<1900"]);
