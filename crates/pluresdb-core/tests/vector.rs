@@ -929,3 +929,40 @@ fn dropping_an_indexed_column_names_the_index_to_drop_first() {
         "{err}"
     );
 }
+
+#[test]
+fn a_graph_saved_by_another_handle_does_not_hide_its_writes() {
+    // Two handles on one file stand for two processes. Saving a graph deletes the log entries
+    // it includes: the other handle, whose graph is older, must not miss them.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two.db");
+    let data = vectors(50, 6, 11);
+    let a = Database::open(&path).unwrap();
+    docs(&a, &data);
+    a.create_vector_index("docs", "embedding", &VectorIndexOptions::default())
+        .unwrap();
+    let q = &data[0];
+    assert_eq!(search(&a, q, 50), brute(&a, q, 50, "1"));
+    {
+        let b = Database::open(&path).unwrap();
+        b.run("DELETE FROM docs WHERE id = 1", ()).unwrap();
+        let near: Vec<f32> = q.iter().map(|x| x * 2.0).collect();
+        b.run(
+            "INSERT INTO docs(id, embedding) VALUES (500, ?)",
+            (blob(&near),),
+        )
+        .unwrap();
+        assert_eq!(search(&b, q, 50)[0], 500);
+        // Dropping the last handle saves its graph.
+    }
+    let hits = search(&a, q, 50);
+    assert_eq!(hits, brute(&a, q, 50, "1"));
+    assert_eq!(hits[0], 500);
+    // Writes after that are caught up as usual, and the graph a saves then is complete.
+    a.run("DELETE FROM docs WHERE id = 500", ()).unwrap();
+    assert_eq!(search(&a, q, 50), brute(&a, q, 50, "1"));
+    a.save_vector_indexes().unwrap();
+    drop(a);
+    let c = Database::open(&path).unwrap();
+    assert_eq!(search(&c, q, 50), brute(&c, q, 50, "1"));
+}

@@ -264,7 +264,7 @@ impl VectorRegistry {
         }
         let state = live.state.upgradable_read();
         let fresh = match &*state {
-            Some(l) if same_shape(&l.def, &def) => !has_new_entries(conn, &def, l.applied_seq)?,
+            Some(l) if usable(l, &def) => !has_new_entries(conn, &def, l.applied_seq)?,
             _ => false,
         };
         let state = if fresh {
@@ -301,8 +301,9 @@ impl VectorRegistry {
             if loaded.unsaved < only_if_behind.max(1) && def.snapshot_seq == loaded.applied_seq {
                 continue;
             }
-            save_graph(conn, loaded)?;
-            saved += 1;
+            if save_graph(conn, loaded)? {
+                saved += 1;
+            }
         }
         Ok(saved)
     }
@@ -345,6 +346,14 @@ fn same_shape(a: &IndexDef, b: &IndexDef) -> bool {
     a.id == b.id && a.metric == b.metric && a.dim == b.dim && a.params == b.params
 }
 
+/// Whether `loaded` can be caught up to `def` from the log. Saving a graph deletes the log
+/// entries up to the saved position, so once another handle on the file (another process) has
+/// saved past what `loaded` applied, the entries in between are gone and it must be loaded
+/// again.
+fn usable(loaded: &Loaded, def: &IndexDef) -> bool {
+    same_shape(&loaded.def, def) && loaded.applied_seq >= def.snapshot_seq
+}
+
 fn has_new_entries(conn: &Connection, def: &IndexDef, after: i64) -> Result<bool> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM _pluresdb_index_log WHERE seq > ?1 AND idx = ?2 LIMIT 1")?
@@ -353,7 +362,7 @@ fn has_new_entries(conn: &Connection, def: &IndexDef, after: i64) -> Result<bool
 
 /// Loads (or reloads, if the definition changed) and catches up with the log.
 fn ensure_current(conn: &Connection, def: &IndexDef, state: &mut Option<Loaded>) -> Result<()> {
-    if !state.as_ref().is_some_and(|l| same_shape(&l.def, def)) {
+    if !state.as_ref().is_some_and(|l| usable(l, def)) {
         *state = Some(load(conn, def)?);
     }
     let loaded = state.as_mut().expect("loaded above");
@@ -512,11 +521,25 @@ fn catch_up(conn: &Connection, loaded: &mut Loaded) -> Result<()> {
     Ok(())
 }
 
-fn save_graph(conn: &Connection, loaded: &mut Loaded) -> Result<()> {
+/// Saves `loaded`'s graph and deletes the log entries it includes; returns false (saving
+/// nothing) when another handle has saved a newer one.
+fn save_graph(conn: &Connection, loaded: &mut Loaded) -> Result<bool> {
     let bytes = loaded.hnsw.save();
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = (|| -> Result<()> {
+    let result = (|| -> Result<bool> {
         let id = loaded.def.id;
+        // Another handle may have saved a newer graph (and deleted the log entries before it)
+        // since this one caught up: keep that one.
+        let saved_at: Option<i64> = conn
+            .query_row(
+                "SELECT snapshot_seq FROM _pluresdb_vector_indexes WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if saved_at.is_none_or(|at| at > loaded.applied_seq) {
+            return Ok(false);
+        }
         conn.execute(
             "DELETE FROM _pluresdb_vector_snapshots WHERE idx = ?1",
             [id],
@@ -532,14 +555,18 @@ fn save_graph(conn: &Connection, loaded: &mut Loaded) -> Result<()> {
             [loaded.applied_seq, id],
         )?;
         crate::index_log::delete(conn, id, loaded.applied_seq)?;
-        Ok(())
+        Ok(true)
     })();
     match result {
-        Ok(()) => {
+        Ok(true) => {
             conn.execute_batch("COMMIT")?;
             loaded.unsaved = 0;
             loaded.def.snapshot_seq = loaded.applied_seq;
-            Ok(())
+            Ok(true)
+        }
+        Ok(false) => {
+            conn.execute_batch("ROLLBACK")?;
+            Ok(false)
         }
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
@@ -623,7 +650,7 @@ fn overlay_search(
     allowed: Option<&HashSet<i64>>,
 ) -> Result<Vec<Hit>> {
     let state = live.state.read();
-    let Some(loaded) = state.as_ref().filter(|l| same_shape(&l.def, def)) else {
+    let Some(loaded) = state.as_ref().filter(|l| usable(l, def)) else {
         drop(state);
         return exact_scan(conn, def, query, req.k, allowed);
     };
