@@ -966,3 +966,76 @@ fn a_graph_saved_by_another_handle_does_not_hide_its_writes() {
     let c = Database::open(&path).unwrap();
     assert_eq!(search(&c, q, 50), brute(&c, q, 50, "1"));
 }
+
+#[test]
+fn rows_deleted_by_or_replace_leave_the_results() {
+    // REPLACE deletes the rows in its way without firing delete triggers (SQLite's rule unless
+    // recursive triggers are on), so the log never names them.
+    let db = Database::open_in_memory().unwrap();
+    db.exec("CREATE TABLE docs(id INTEGER PRIMARY KEY, title TEXT UNIQUE, embedding BLOB)")
+        .unwrap();
+    let data = vectors(40, 6, 21);
+    for (i, v) in data.iter().enumerate() {
+        db.run(
+            "INSERT INTO docs VALUES (?, ?, ?)",
+            (i as i64 + 1, format!("t{}", i + 1), blob(v)),
+        )
+        .unwrap();
+    }
+    db.create_vector_index("docs", "embedding", &VectorIndexOptions::default())
+        .unwrap();
+    let check = |db: &Database, q: &[f32]| {
+        assert_eq!(search(db, q, 40), brute(db, q, 40, "1"));
+        let filtered = db
+            .all_as::<(i64,)>(
+                "SELECT rowid FROM vector_search('docs', 'embedding', ?, 5, '{\"filter\": \"id < 30\"}')",
+                (blob(q),),
+            )
+            .unwrap()
+            .into_iter()
+            .map(|r| r.0)
+            .collect::<Vec<_>>();
+        assert_eq!(filtered, brute(db, q, 5, "id < 30"));
+    };
+    check(&db, &data[0]);
+    // Same row id, no vector: no insert trigger fires either.
+    db.run(
+        "INSERT OR REPLACE INTO docs(id, title, embedding) VALUES (1, 't1', NULL)",
+        (),
+    )
+    .unwrap();
+    check(&db, &data[0]);
+    // Another row id: row 2 goes for its title.
+    db.run(
+        "REPLACE INTO docs(id, title, embedding) VALUES (100, 't2', ?)",
+        (blob(&vectors(1, 6, 99)[0]),),
+    )
+    .unwrap();
+    check(&db, &data[1]);
+    // An update taking row 3's title deletes row 3.
+    db.run("UPDATE OR REPLACE docs SET title = 't3' WHERE id = 4", ())
+        .unwrap();
+    check(&db, &data[2]);
+    // Inside a transaction the search sees them gone too, and a rollback brings them back.
+    db.transaction(|tx| {
+        tx.run(
+            "INSERT OR REPLACE INTO docs(id, title, embedding) VALUES (200, 't5', NULL)",
+            (),
+        )?;
+        check(tx, &data[4]);
+        Err::<(), _>(pluresdb_core::Error::invalid("roll back"))
+    })
+    .unwrap_err();
+    check(&db, &data[4]);
+    assert_eq!(search(&db, &data[4], 1), [5]);
+    // The graph drops what searches found gone.
+    let held = db.vector_indexes().unwrap()[0]
+        .loaded
+        .as_ref()
+        .unwrap()
+        .vectors;
+    let rows = db
+        .value("SELECT count(*) FROM docs WHERE embedding IS NOT NULL", ())
+        .unwrap();
+    assert_eq!(Value::Integer(held as i64), rows);
+}

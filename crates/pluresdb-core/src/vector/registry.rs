@@ -253,7 +253,6 @@ impl VectorRegistry {
             )));
         }
         let allowed = allowed_rows(conn, &def, req.options)?;
-        let filter = allowed.as_ref().map(Filter::Labels);
         if req.options.exact {
             return exact_scan(conn, &def, &query, req.k, allowed.as_ref());
         }
@@ -275,10 +274,20 @@ impl VectorRegistry {
             parking_lot::RwLockWriteGuard::downgrade(state)
         };
         let loaded = state.as_ref().expect("loaded above");
-        loaded
-            .hnsw
-            .search(&query, req.k, req.options.ef, filter)
-            .map_err(|e| Error::invalid(e.to_string()))
+        let (hits, stale) = checked_search(
+            conn,
+            &def,
+            loaded,
+            &query,
+            req,
+            allowed.as_ref(),
+            HashSet::new(),
+        )?;
+        drop(state);
+        if !stale.is_empty() {
+            repair(conn, &def, &live, &stale)?;
+        }
+        Ok(hits)
     }
 
     /// Writes every loaded index's graph into the file, so the next open needs no rebuild.
@@ -438,18 +447,20 @@ fn verify(conn: &Connection, loaded: &Loaded) -> std::result::Result<(), String>
     let sql = loaded.def.row_sql();
     let mut stmt = conn.prepare(&sql).map_err(|e| e.to_string())?;
     for &label in labels.iter().step_by(step) {
-        let Some(v) = row_vector(&mut stmt, label).map_err(|e| e.to_string())? else {
-            return Err(mismatch.into());
-        };
-        let Ok(v) = loaded.hnsw.prepare(&v) else {
-            return Err(mismatch.into());
-        };
-        let stored = loaded.hnsw.vector(label).unwrap_or_default();
-        if v.iter().zip(stored).any(|(a, b)| (a - b).abs() > 1e-5) {
+        let row = row_vector(&mut stmt, label).map_err(|e| e.to_string())?;
+        if !row.is_some_and(|v| holds(&loaded.hnsw, label, &v)) {
             return Err(mismatch.into());
         }
     }
     Ok(())
+}
+
+/// Whether `hnsw` holds `v` (a row's vector as read from the table) under `label`.
+fn holds(hnsw: &Hnsw, label: i64, v: &[f32]) -> bool {
+    match (hnsw.prepare(v), hnsw.vector(label)) {
+        (Ok(v), Some(stored)) => v.iter().zip(stored).all(|(a, b)| (a - b).abs() <= 1e-5),
+        _ => false,
+    }
 }
 
 /// The vector of one row (`None`: no such row, or no valid vector), read with `def.row_sql()`.
@@ -508,13 +519,8 @@ fn catch_up(conn: &Connection, loaded: &mut Loaded) -> Result<()> {
     changed.dedup();
     let sql = loaded.def.row_sql();
     let mut stmt = conn.prepare_cached(&sql)?;
-    for rid in &changed {
-        match row_vector(&mut stmt, *rid)? {
-            Some(v) if loaded.hnsw.insert(*rid, &v).is_ok() => {}
-            _ => {
-                loaded.hnsw.remove(*rid);
-            }
-        }
+    for &rid in &changed {
+        apply_row(&mut loaded.hnsw, &mut stmt, rid)?;
     }
     loaded.applied_seq = last;
     loaded.unsaved = loaded.unsaved.saturating_add(changed.len());
@@ -523,6 +529,40 @@ fn catch_up(conn: &Connection, loaded: &mut Loaded) -> Result<()> {
 
 /// Saves `loaded`'s graph and deletes the log entries it includes; returns false (saving
 /// nothing) when another handle has saved a newer one.
+/// Makes the graph hold row `rid` as the table has it (`stmt` from `def.row_sql()`): its
+/// vector, or nothing when the row is gone or has no valid vector.
+fn apply_row(hnsw: &mut Hnsw, stmt: &mut rusqlite::Statement<'_>, rid: i64) -> Result<()> {
+    match row_vector(stmt, rid)? {
+        Some(v) if hnsw.insert(rid, &v).is_ok() => {}
+        _ => {
+            hnsw.remove(rid);
+        }
+    }
+    Ok(())
+}
+
+/// Brings the labels a search found stale up to date in the shared graph, when `conn` sees
+/// exactly the data the graph was caught up to (a reader on an older snapshot may not).
+fn repair(conn: &Connection, def: &IndexDef, live: &LiveIndex, stale: &[i64]) -> Result<()> {
+    let seen: i64 = conn
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM _pluresdb_index_log")?
+        .query_row([], |r| r.get(0))?;
+    let mut state = live.state.write();
+    let Some(loaded) = state.as_mut().filter(|l| usable(l, def)) else {
+        return Ok(());
+    };
+    if loaded.applied_seq > seen || has_new_entries(conn, def, loaded.applied_seq)? {
+        return Ok(());
+    }
+    let sql = def.row_sql();
+    let mut stmt = conn.prepare_cached(&sql)?;
+    for &rid in stale {
+        apply_row(&mut loaded.hnsw, &mut stmt, rid)?;
+    }
+    loaded.unsaved = loaded.unsaved.saturating_add(stale.len());
+    Ok(())
+}
+
 fn save_graph(conn: &Connection, loaded: &mut Loaded) -> Result<bool> {
     let bytes = loaded.hnsw.save();
     conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -640,7 +680,7 @@ fn exact_scan(
 }
 
 /// A search inside a write transaction: the shared index (committed data) minus the rows this
-/// transaction's log touched, merged with an exact search over those rows as they are now.
+/// transaction's log touched, which are ranked exactly as they are now.
 fn overlay_search(
     conn: &Connection,
     def: &IndexDef,
@@ -663,25 +703,63 @@ fn overlay_search(
             pending.insert(row.get(0)?);
         }
     }
-    let keep = |label: i64| !pending.contains(&label) && allowed.is_none_or(|a| a.contains(&label));
-    let estimate = allowed.map(|a| a.len());
-    let mut hits = loaded
-        .hnsw
-        .search(
-            query,
-            req.k,
-            req.options.ef,
-            Some(Filter::Predicate {
-                keep: &keep,
-                estimate,
-            }),
-        )
-        .map_err(|e| Error::invalid(e.to_string()))?;
-    let mut exact =
-        ExactSearch::new(def.metric, query, req.k).map_err(|e| Error::invalid(e.to_string()))?;
+    // Stale labels are left for a search outside the transaction to repair: what this one
+    // sees may still roll back.
+    let (hits, _stale) = checked_search(conn, def, loaded, query, req, allowed, pending)?;
+    Ok(hits)
+}
+
+/// The `k` nearest to `query` in `loaded`'s graph, as checked against the rows `conn` sees.
+/// The rows in `overrides` (a transaction's own writes) are read from the table and ranked
+/// exactly instead of from the graph, and so is every row the graph returns with a vector the
+/// table no longer has: rows deleted by `INSERT OR REPLACE` or `UPDATE OR REPLACE` fire no
+/// delete trigger (SQLite's rule without recursive triggers), so the log never names them.
+/// Returns the hits and those stale labels.
+fn checked_search(
+    conn: &Connection,
+    def: &IndexDef,
+    loaded: &Loaded,
+    query: &[f32],
+    req: &SearchRequest<'_>,
+    allowed: Option<&HashSet<i64>>,
+    mut overrides: HashSet<i64>,
+) -> Result<(Vec<Hit>, Vec<i64>)> {
     let sql = def.row_sql();
     let mut stmt = conn.prepare_cached(&sql)?;
-    for rid in pending {
+    let mut stale = Vec::new();
+    let mut hits = loop {
+        let keep =
+            |label: i64| !overrides.contains(&label) && allowed.is_none_or(|a| a.contains(&label));
+        let filter = if overrides.is_empty() {
+            allowed.map(Filter::Labels)
+        } else {
+            Some(Filter::Predicate {
+                keep: &keep,
+                estimate: allowed.map(|a| a.len()),
+            })
+        };
+        let hits = loaded
+            .hnsw
+            .search(query, req.k, req.options.ef, filter)
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        let found = stale.len();
+        for hit in &hits {
+            let row = row_vector(&mut stmt, hit.label)?;
+            if !row.is_some_and(|v| holds(&loaded.hnsw, hit.label, &v)) {
+                stale.push(hit.label);
+            }
+        }
+        if stale.len() == found {
+            break hits;
+        }
+        overrides.extend(&stale[found..]);
+    };
+    if overrides.is_empty() {
+        return Ok((hits, stale));
+    }
+    let mut exact =
+        ExactSearch::new(def.metric, query, req.k).map_err(|e| Error::invalid(e.to_string()))?;
+    for &rid in &overrides {
         if allowed.is_some_and(|a| !a.contains(&rid)) {
             continue;
         }
@@ -692,5 +770,5 @@ fn overlay_search(
     hits.extend(exact.finish());
     hits.sort_by(|a, b| a.distance.total_cmp(&b.distance));
     hits.truncate(req.k);
-    Ok(hits)
+    Ok((hits, stale))
 }
