@@ -1039,3 +1039,61 @@ fn rows_deleted_by_or_replace_leave_the_results() {
         .unwrap();
     assert_eq!(Value::Integer(held as i64), rows);
 }
+
+#[test]
+fn rows_renumbered_by_vacuum_are_followed() {
+    // VACUUM may renumber the rows of a table without an INTEGER PRIMARY KEY, and fires no
+    // trigger: the row ids a graph holds then name other rows.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vacuum.db");
+    let data = vectors(2_000, 8, 31);
+    let nearest = |db: &Database, q: &[f32], exact: bool| {
+        let sql = if exact {
+            "SELECT rowid FROM notes WHERE embedding IS NOT NULL
+             ORDER BY vec_distance_cosine(embedding, ?1) LIMIT 10"
+        } else {
+            "SELECT rowid FROM vector_search('notes', 'embedding', ?1, 10, '{\"ef\": 400}')"
+        };
+        db.all_as::<(i64,)>(sql, (blob(q),))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.0)
+            .collect::<Vec<_>>()
+    };
+    let queries = [&data[1995], &data[1999], &data[1996], &data[1500]];
+    {
+        let db = Database::open(&path).unwrap();
+        db.exec("CREATE TABLE notes(body TEXT, embedding BLOB)")
+            .unwrap();
+        db.transaction(|tx| {
+            for v in &data {
+                tx.run("INSERT INTO notes VALUES ('x', ?)", (blob(v),))?;
+            }
+            Ok::<_, pluresdb_core::Error>(())
+        })
+        .unwrap();
+        db.create_vector_index("notes", "embedding", &VectorIndexOptions::default())
+            .unwrap();
+        nearest(&db, queries[0], false);
+        // Only the rows after the gap move.
+        db.exec("DELETE FROM notes WHERE rowid = 1990").unwrap();
+        db.exec("VACUUM").unwrap();
+        for q in queries {
+            assert_eq!(nearest(&db, q, false), nearest(&db, q, true));
+        }
+        assert_rebuilt(&db, "renumbered");
+        // A deleted row near the end, then the graph is saved as the handle closes.
+        db.exec("DELETE FROM notes WHERE rowid = 1980").unwrap();
+        nearest(&db, queries[0], false);
+    }
+    {
+        // Another handle vacuums before the graph is loaded again.
+        let db = Database::open(&path).unwrap();
+        db.exec("VACUUM").unwrap();
+    }
+    let db = Database::open(&path).unwrap();
+    for q in queries {
+        assert_eq!(nearest(&db, q, false), nearest(&db, q, true));
+    }
+    assert_rebuilt(&db, "renumbered");
+}

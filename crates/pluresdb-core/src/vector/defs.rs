@@ -164,6 +164,17 @@ pub(crate) fn check_current(conn: &Connection, def: &IndexDef) -> Result<()> {
     )))
 }
 
+/// Whether the row ids of `def`'s table are its INTEGER PRIMARY KEY, which VACUUM keeps. The
+/// rows of other tables may be renumbered by VACUUM (every row after a gap moves), without
+/// any trigger firing.
+pub(crate) fn rowids_are_stable(conn: &Connection, def: &IndexDef) -> Result<bool> {
+    let keys: Vec<String> = conn
+        .prepare_cached("SELECT type FROM pragma_table_info(?1) WHERE pk > 0")?
+        .query_map([&def.table], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(matches!(keys.as_slice(), [t] if t.eq_ignore_ascii_case("INTEGER")))
+}
+
 /// The definition of the index on `table`.`column` as stored, current or not (see [`find`]).
 pub(crate) fn find_def(conn: &Connection, table: &str, column: &str) -> Result<IndexDef> {
     let table = if table.eq_ignore_ascii_case(NODES_NAME) {

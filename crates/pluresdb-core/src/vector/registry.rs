@@ -24,6 +24,9 @@ use crate::replication::quote;
 const CHUNK: usize = 4 << 20;
 /// Labels compared with the table after loading a saved graph.
 const VERIFY_SAMPLES: usize = 64;
+/// Graph searches one query may run while its results keep naming rows the table no longer
+/// has; after that the table is scanned instead.
+const STALE_ROUNDS: usize = 4;
 
 /// What a search asks for.
 pub(crate) struct SearchRequest<'a> {
@@ -228,13 +231,11 @@ impl VectorRegistry {
         let schema: i64 = conn
             .prepare_cached("PRAGMA schema_version")?
             .query_row([], |r| r.get(0))?;
-        if live.checked_at.load(Ordering::Acquire) != schema {
-            if let Err(e) = defs::check_current(conn, &def) {
-                // Its table or column is gone: nothing in memory is worth keeping.
-                self.forget(def.id);
-                return Err(e);
-            }
-            live.checked_at.store(schema, Ordering::Release);
+        let schema_changed = live.checked_at.load(Ordering::Acquire) != schema;
+        if schema_changed && let Err(e) = defs::check_current(conn, &def) {
+            // Its table or column is gone: nothing in memory is worth keeping.
+            self.forget(def.id);
+            return Err(e);
         }
         let query = match &req.query {
             Query::Vector(v) => v.clone(),
@@ -259,7 +260,12 @@ impl VectorRegistry {
         let in_write_tx =
             conn.transaction_state(None::<&str>)? == rusqlite::TransactionState::Write;
         if in_write_tx {
+            // The schema change is checked for again by the next search outside it.
             return overlay_search(conn, &def, &live, &query, req, allowed.as_ref());
+        }
+        if schema_changed {
+            recheck_rows(conn, &def, &live)?;
+            live.checked_at.store(schema, Ordering::Release);
         }
         let state = live.state.upgradable_read();
         let fresh = match &*state {
@@ -284,6 +290,10 @@ impl VectorRegistry {
             HashSet::new(),
         )?;
         drop(state);
+        let hits = match hits {
+            Some(hits) => hits,
+            None => exact_scan(conn, &def, &query, req.k, allowed.as_ref())?,
+        };
         if !stale.is_empty() {
             repair(conn, &def, &live, &stale)?;
         }
@@ -438,10 +448,39 @@ fn read_saved(
     }))
 }
 
-/// Compares a sample of stored vectors with the table.
+/// After a schema change (VACUUM is one): a loaded graph over a table whose rows VACUUM may
+/// renumber is compared with every row, and built again if they differ.
+fn recheck_rows(conn: &Connection, def: &IndexDef, live: &LiveIndex) -> Result<()> {
+    if defs::rowids_are_stable(conn, def)? {
+        return Ok(());
+    }
+    let mut state = live.state.write();
+    let Some(loaded) = state.as_mut().filter(|l| usable(l, def)) else {
+        return Ok(());
+    };
+    catch_up(conn, loaded)?;
+    if let Err(why) = verify(conn, loaded) {
+        *state = Some(build(conn, def, Some(why))?);
+    }
+    Ok(())
+}
+
+/// Compares the graph with the table: every row when the table's row ids are not an INTEGER
+/// PRIMARY KEY (VACUUM may have renumbered any of them), else a sample.
 fn verify(conn: &Connection, loaded: &Loaded) -> std::result::Result<(), String> {
     let mismatch = "the saved graph does not match the table (rows were renumbered, e.g. by \
                     VACUUM, or changed without PluresDB)";
+    match defs::rowids_are_stable(conn, &loaded.def) {
+        Ok(true) => {}
+        Ok(false) => {
+            return match holds_every_row(conn, loaded) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(mismatch.into()),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        Err(e) => return Err(e.to_string()),
+    }
     let labels: Vec<i64> = loaded.hnsw.labels().collect();
     let step = (labels.len() / VERIFY_SAMPLES).max(1);
     let sql = loaded.def.row_sql();
@@ -453,6 +492,27 @@ fn verify(conn: &Connection, loaded: &Loaded) -> std::result::Result<(), String>
         }
     }
     Ok(())
+}
+
+/// Whether the graph holds exactly the table's vectors, under their row ids.
+fn holds_every_row(conn: &Connection, loaded: &Loaded) -> Result<bool> {
+    let mut stmt = conn.prepare(&loaded.def.scan_sql())?;
+    let mut rows = stmt.query([])?;
+    let mut held = 0;
+    while let Some(row) = rows.next()? {
+        // Rows without a vector that fits the index are not held (see `build`).
+        let Ok(Some(v)) = parse_vector(row.get_ref(1)?) else {
+            continue;
+        };
+        if loaded.hnsw.prepare(&v).is_err() {
+            continue;
+        }
+        if !holds(&loaded.hnsw, row.get(0)?, &v) {
+            return Ok(false);
+        }
+        held += 1;
+    }
+    Ok(held == loaded.hnsw.len())
 }
 
 /// Whether `hnsw` holds `v` (a row's vector as read from the table) under `label`.
@@ -705,8 +765,13 @@ fn overlay_search(
     }
     // Stale labels are left for a search outside the transaction to repair: what this one
     // sees may still roll back.
-    let (hits, _stale) = checked_search(conn, def, loaded, query, req, allowed, pending)?;
-    Ok(hits)
+    match checked_search(conn, def, loaded, query, req, allowed, pending)? {
+        (Some(hits), _) => Ok(hits),
+        (None, _) => {
+            drop(state);
+            exact_scan(conn, def, query, req.k, allowed)
+        }
+    }
 }
 
 /// The `k` nearest to `query` in `loaded`'s graph, as checked against the rows `conn` sees.
@@ -714,7 +779,8 @@ fn overlay_search(
 /// exactly instead of from the graph, and so is every row the graph returns with a vector the
 /// table no longer has: rows deleted by `INSERT OR REPLACE` or `UPDATE OR REPLACE` fire no
 /// delete trigger (SQLite's rule without recursive triggers), so the log never names them.
-/// Returns the hits and those stale labels.
+/// Returns the hits (`None` when the graph is so far behind the table that scanning the table
+/// is quicker) and those stale labels.
 fn checked_search(
     conn: &Connection,
     def: &IndexDef,
@@ -723,10 +789,11 @@ fn checked_search(
     req: &SearchRequest<'_>,
     allowed: Option<&HashSet<i64>>,
     mut overrides: HashSet<i64>,
-) -> Result<(Vec<Hit>, Vec<i64>)> {
+) -> Result<(Option<Vec<Hit>>, Vec<i64>)> {
     let sql = def.row_sql();
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut stale = Vec::new();
+    let mut rounds = 0;
     let mut hits = loop {
         let keep =
             |label: i64| !overrides.contains(&label) && allowed.is_none_or(|a| a.contains(&label));
@@ -752,10 +819,14 @@ fn checked_search(
         if stale.len() == found {
             break hits;
         }
+        rounds += 1;
+        if rounds == STALE_ROUNDS {
+            return Ok((None, stale));
+        }
         overrides.extend(&stale[found..]);
     };
     if overrides.is_empty() {
-        return Ok((hits, stale));
+        return Ok((Some(hits), stale));
     }
     let mut exact =
         ExactSearch::new(def.metric, query, req.k).map_err(|e| Error::invalid(e.to_string()))?;
@@ -770,5 +841,5 @@ fn checked_search(
     hits.extend(exact.finish());
     hits.sort_by(|a, b| a.distance.total_cmp(&b.distance));
     hits.truncate(req.k);
-    Ok((hits, stale))
+    Ok((Some(hits), stale))
 }
