@@ -1097,3 +1097,40 @@ fn rows_renumbered_by_vacuum_are_followed() {
     }
     assert_rebuilt(&db, "renumbered");
 }
+
+#[test]
+fn an_index_whose_table_was_renamed_is_not_used_for_a_new_table_of_that_name() {
+    // SQLite's way to change a table: rename it, make the new one, copy the rows over.
+    let db = Database::open_in_memory().unwrap();
+    db.exec(
+        "CREATE TABLE docs(id INTEGER PRIMARY KEY, e BLOB);
+         INSERT INTO docs VALUES (1, vec_f32('[1, 0]')), (2, vec_f32('[0, 1]'))",
+    )
+    .unwrap();
+    db.create_vector_index("docs", "e", &VectorIndexOptions::default())
+        .unwrap();
+    let nearest = |db: &Database| {
+        db.all_as::<(i64,)>(
+            "SELECT rowid FROM vector_search('docs', 'e', '[1, 0]', 1)",
+            (),
+        )
+    };
+    assert_eq!(nearest(&db).unwrap(), [(1,)]);
+    db.exec(
+        "ALTER TABLE docs RENAME TO docs_old;
+         CREATE TABLE docs(id INTEGER PRIMARY KEY, title TEXT, e BLOB);
+         INSERT INTO docs(id, e) SELECT id + 10, e FROM docs_old",
+    )
+    .unwrap();
+    // The index's triggers went with the renamed table: its graph is not the new table's.
+    let err = nearest(&db).unwrap_err();
+    assert!(err.message().contains("renamed to docs_old"), "{err}");
+    db.create_vector_index("docs", "e", &VectorIndexOptions::default())
+        .unwrap();
+    assert_eq!(nearest(&db).unwrap(), [(11,)]);
+    db.exec("DROP TABLE docs_old; INSERT INTO docs(id, e) VALUES (20, vec_f32('[1, 0.01]'))")
+        .unwrap();
+    assert_eq!(nearest(&db).unwrap(), [(11,)]);
+    db.exec("DELETE FROM docs WHERE id = 11").unwrap();
+    assert_eq!(nearest(&db).unwrap(), [(20,)]);
+}

@@ -136,10 +136,18 @@ pub(crate) fn find(conn: &Connection, table: &str, column: &str) -> Result<Index
 }
 
 /// Fails when `def` no longer fits its table: the table was dropped (which drops the index's
-/// triggers, so a table made again under that name would never be indexed), or the column
-/// was renamed or dropped (the index would read nothing).
+/// triggers, so a table made again under that name would never be indexed) or renamed (its
+/// triggers go with it, so a table made under the old name would be searched with the
+/// renamed table's rows), or the column was renamed or dropped (the index would read nothing).
 pub(crate) fn check_current(conn: &Connection, def: &IndexDef) -> Result<()> {
-    let has_trigger = crate::schema::trigger_exists(conn, &trigger_ident(def, "ins"))?;
+    // The table the index's triggers are on now.
+    let trigger_table: Option<String> = conn
+        .prepare_cached("SELECT tbl_name FROM sqlite_schema WHERE type = 'trigger' AND name = ?1")?
+        .query_row([trigger_ident(def, "ins")], |r| r.get(0))
+        .optional()?;
+    let has_trigger = trigger_table
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case(&def.table));
     let has_column = def.table == NODES_TABLE
         || conn
             .prepare_cached("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2 COLLATE NOCASE")?
@@ -151,6 +159,11 @@ pub(crate) fn check_current(conn: &Connection, def: &IndexDef) -> Result<()> {
         format!(
             "{}.{} no longer exists (the column or the table was renamed or dropped)",
             def.table, def.column
+        )
+    } else if let Some(renamed) = trigger_table {
+        format!(
+            "{} was renamed to {renamed} (and perhaps made again) since",
+            def.table
         )
     } else {
         format!("{} was dropped (and perhaps made again) since", def.table)
