@@ -1134,3 +1134,45 @@ fn an_index_whose_table_was_renamed_is_not_used_for_a_new_table_of_that_name() {
     db.exec("DELETE FROM docs WHERE id = 11").unwrap();
     assert_eq!(nearest(&db).unwrap(), [(20,)]);
 }
+
+#[test]
+fn a_first_search_over_nodes_says_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nodes.db");
+    let db = Database::open(&path).unwrap();
+    db.put("a", &json!({})).unwrap();
+    db.set_vector("a", Some(&[1.0, 0.0, 0.0])).unwrap();
+    // A read-only handle cannot make the index its first search needs.
+    let ro = Database::options().read_only(true).open(&path).unwrap();
+    let err = ro
+        .vector_search("nodes", vec![1.0, 0.0, 0.0], 1, None)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.message().contains("read-only"), "{err}");
+    // A query of another dimension than the nodes' vectors is the query's fault.
+    let err = db
+        .vector_search("nodes", vec![1.0, 0.0, 0.0, 0.0], 1, None)
+        .unwrap_err();
+    assert!(
+        err.message()
+            .contains("the query vector has 4 dimensions but the index on nodes has 3"),
+        "{err}"
+    );
+    let hits = db.vector_search("nodes", vec![1.0, 0.0, 0.0], 1, None);
+    assert_eq!(hits.unwrap()[0].id.as_deref(), Some("a"));
+    assert_eq!(
+        ro.vector_search("nodes", vec![1.0, 0.0, 0.0], 1, None)
+            .unwrap()[0]
+            .id
+            .as_deref(),
+        Some("a")
+    );
+    // Nodes of mixed dimensions are named by id when the index is made.
+    db.drop_vector_index("nodes", "vector").unwrap();
+    db.put("b", &json!({})).unwrap();
+    db.set_vector("b", Some(&[1.0, 0.0])).unwrap();
+    let err = db
+        .vector_search("nodes", vec![1.0, 0.0, 0.0], 1, None)
+        .unwrap_err();
+    assert!(err.message().contains("node \"b\""), "{err}");
+}

@@ -399,11 +399,11 @@ pub(crate) fn create(
         while let Some(row) = rows.next()? {
             let rowid: i64 = row.get(0)?;
             let v = super::parse::parse_vector(row.get_ref(1)?)
-                .map_err(|e| e.context(format!("row {rowid} of {}", def.name())))?
+                .map_err(|e| e.context(row_name(conn, &def, rowid)))?
                 .unwrap_or_default();
             let d = *dim.get_or_insert(v.len());
             super::functions::check_vector(&v, d, metric)
-                .map_err(|e| e.context(format!("row {rowid} of {}", def.name())))?;
+                .map_err(|e| e.context(row_name(conn, &def, rowid)))?;
         }
     }
     if dim != def.dim {
@@ -425,6 +425,25 @@ pub(crate) fn create(
         )?;
     }
     find(conn, &def.table, &def.column)
+}
+
+/// How an error names a row of `def`'s table: `node "ada"` for nodes (their row ids mean
+/// nothing to users), else `row 7 of docs.embedding`.
+fn row_name(conn: &Connection, def: &IndexDef, rowid: i64) -> String {
+    let id: Option<String> = if def.is_nodes() {
+        conn.query_row(
+            &format!("SELECT id FROM {NODES_TABLE} WHERE rid = ?1"),
+            [rowid],
+            |r| r.get(0),
+        )
+        .ok()
+    } else {
+        None
+    };
+    match id {
+        Some(id) => format!("node {id:?}"),
+        None => format!("row {rowid} of {}", def.name()),
+    }
 }
 
 /// What the vector is embedded from, as an SQL expression over `prefix` (`NEW.` in triggers).

@@ -249,6 +249,14 @@ impl Database {
                 if table.eq_ignore_ascii_case(defs::NODES_NAME)
                     && e.to_string().contains(defs::NO_NODE_INDEX) =>
             {
+                if self.is_read_only() {
+                    return Err(Error::not_found(format!(
+                        "{}, and this handle is read-only so searching cannot create it; search \
+                         nodes once with a writable handle, or create it with SELECT \
+                         pluresdb_vector_index('nodes', 'vector', 'cosine')",
+                        defs::NO_NODE_INDEX
+                    )));
+                }
                 self.create_node_index(&query)?;
                 run()?
             }
@@ -276,13 +284,24 @@ impl Database {
             .collect())
     }
 
+    /// Creates the nodes' index for their first search. Its dimension is the one of the
+    /// nodes' vectors, so that a query of another one is refused as such; without any, the
+    /// query's.
     fn create_node_index(&self, query: &VectorQuery) -> Result<()> {
+        let has_vectors = self.value(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM {} WHERE vector IS NOT NULL AND cl % 2 = 1)",
+                defs::NODES_TABLE
+            ),
+            (),
+        )? == crate::Value::Integer(1);
         let dim = match query {
-            VectorQuery::Vector(v) => v.len(),
-            VectorQuery::Text(_) => self.vectors().embedder()?.dim(),
+            _ if has_vectors => None,
+            VectorQuery::Vector(v) => Some(v.len()),
+            VectorQuery::Text(_) => Some(self.vectors().embedder()?.dim()),
         };
         let options = VectorIndexOptions {
-            dim: Some(dim),
+            dim,
             ..VectorIndexOptions::default()
         };
         match self.create_vector_index(defs::NODES_NAME, "vector", &options) {
