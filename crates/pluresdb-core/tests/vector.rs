@@ -352,6 +352,16 @@ fn bad_input_is_refused_and_nothing_is_stored() {
     db.exec("CREATE TABLE wr(k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID")
         .unwrap();
     assert!(create("SELECT pluresdb_vector_index('wr', 'v')").contains("WITHOUT ROWID"));
+    // Known as such however the statement spells it, and only then.
+    db.exec(
+        "CREATE TABLE wr2(k TEXT PRIMARY KEY, v BLOB) WITHOUT
+         ROWID;
+         CREATE TABLE notes(k TEXT DEFAULT 'without rowid', v BLOB)",
+    )
+    .unwrap();
+    assert!(create("SELECT pluresdb_vector_index('wr2', 'v')").contains("WITHOUT ROWID"));
+    db.value("SELECT pluresdb_vector_index('notes', 'v')", ())
+        .unwrap();
     db.exec("CREATE TABLE zero(v BLOB); INSERT INTO zero VALUES (vec_f32('[0, 0]'))")
         .unwrap();
     assert!(

@@ -471,22 +471,22 @@ fn check_table(
             "{table} is an internal table; index a table of your own"
         )));
     }
-    let info: Option<(String, String)> = conn
+    let name: Option<String> = conn
         .query_row(
-            "SELECT name, sql FROM sqlite_schema WHERE type = 'table' AND name = ?1 COLLATE NOCASE",
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name = ?1 COLLATE NOCASE",
             [table],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                ))
-            },
+            |r| r.get(0),
         )
         .optional()?;
-    let Some((table, sql)) = info else {
+    let Some(table) = name else {
         return Err(Error::not_found(format!("no such table: {table}")));
     };
-    if sql.to_ascii_uppercase().contains("WITHOUT ROWID") {
+    // Asked of SQLite rather than read from the CREATE statement, where the words may be split
+    // over lines or appear in a default value.
+    let without_rowid = conn
+        .prepare("SELECT 1 FROM pragma_table_list WHERE schema = 'main' AND name = ?1 AND wr")?
+        .exists([&table])?;
+    if without_rowid {
         return Err(Error::invalid(format!(
             "{table} is a WITHOUT ROWID table; vector indexes find rows by rowid, so index a \
              table that has one"
