@@ -587,8 +587,6 @@ fn catch_up(conn: &Connection, loaded: &mut Loaded) -> Result<()> {
     Ok(())
 }
 
-/// Saves `loaded`'s graph and deletes the log entries it includes; returns false (saving
-/// nothing) when another handle has saved a newer one.
 /// Makes the graph hold row `rid` as the table has it (`stmt` from `def.row_sql()`): its
 /// vector, or nothing when the row is gone or has no valid vector.
 fn apply_row(hnsw: &mut Hnsw, stmt: &mut rusqlite::Statement<'_>, rid: i64) -> Result<()> {
@@ -623,6 +621,8 @@ fn repair(conn: &Connection, def: &IndexDef, live: &LiveIndex, stale: &[i64]) ->
     Ok(())
 }
 
+/// Saves `loaded`'s graph and deletes the log entries it includes; returns false (saving
+/// nothing) when another handle has saved a newer one.
 fn save_graph(conn: &Connection, loaded: &mut Loaded) -> Result<bool> {
     let bytes = loaded.hnsw.save();
     conn.execute_batch("BEGIN IMMEDIATE")?;
