@@ -1186,3 +1186,40 @@ fn a_first_search_over_nodes_says_what_is_wrong() {
         .unwrap_err();
     assert!(err.message().contains("node \"b\""), "{err}");
 }
+
+#[test]
+fn an_index_whose_column_was_renamed_is_not_used_for_a_new_column_of_that_name() {
+    // Changing a column's type: rename it, add the new one, copy, drop the old one.
+    let db = Database::open_in_memory().unwrap();
+    db.exec(
+        "CREATE TABLE docs(id INTEGER PRIMARY KEY, e BLOB);
+         INSERT INTO docs VALUES (1, vec_f32('[1, 0]')), (2, vec_f32('[0, 1]'))",
+    )
+    .unwrap();
+    db.create_vector_index("docs", "e", &VectorIndexOptions::default())
+        .unwrap();
+    let nearest = |db: &Database| {
+        db.all_as::<(i64,)>(
+            "SELECT rowid FROM vector_search('docs', 'e', '[1, 0]', 1)",
+            (),
+        )
+    };
+    assert_eq!(nearest(&db).unwrap(), [(1,)]);
+    db.exec(
+        "ALTER TABLE docs RENAME COLUMN e TO e_old;
+         ALTER TABLE docs ADD COLUMN e BLOB;
+         UPDATE docs SET e = vec_f32('[0, 1]') WHERE id = 1;
+         UPDATE docs SET e = vec_f32('[1, 0]') WHERE id = 2",
+    )
+    .unwrap();
+    // The index's triggers watch e_old: its graph is not the new column's.
+    let err = nearest(&db).unwrap_err();
+    assert!(err.message().contains("docs.e was renamed"), "{err}");
+    db.create_vector_index("docs", "e", &VectorIndexOptions::default())
+        .unwrap();
+    assert_eq!(nearest(&db).unwrap(), [(2,)]);
+    db.exec("ALTER TABLE docs DROP COLUMN e_old").unwrap();
+    db.exec("UPDATE docs SET e = vec_f32('[1, 0.1]') WHERE id = 1; DELETE FROM docs WHERE id = 2")
+        .unwrap();
+    assert_eq!(nearest(&db).unwrap(), [(1,)]);
+}

@@ -138,35 +138,45 @@ pub(crate) fn find(conn: &Connection, table: &str, column: &str) -> Result<Index
 /// Fails when `def` no longer fits its table: the table was dropped (which drops the index's
 /// triggers, so a table made again under that name would never be indexed) or renamed (its
 /// triggers go with it, so a table made under the old name would be searched with the
-/// renamed table's rows), or the column was renamed or dropped (the index would read nothing).
+/// renamed table's rows), or the column was renamed or dropped (the index would read nothing,
+/// or, when a column of the old name was added since, a column its triggers do not watch).
 pub(crate) fn check_current(conn: &Connection, def: &IndexDef) -> Result<()> {
-    // The table the index's triggers are on now.
-    let trigger_table: Option<String> = conn
-        .prepare_cached("SELECT tbl_name FROM sqlite_schema WHERE type = 'trigger' AND name = ?1")?
-        .query_row([trigger_ident(def, "ins")], |r| r.get(0))
+    // The table the index's triggers are on now, and their SQL (which SQLite rewrites when a
+    // column they name is renamed).
+    let trigger: Option<(String, String)> = conn
+        .prepare_cached(
+            "SELECT tbl_name, sql FROM sqlite_schema WHERE type = 'trigger' AND name = ?1",
+        )?
+        .query_row([trigger_ident(def, "ins")], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let has_trigger = trigger_table
-        .as_deref()
-        .is_some_and(|t| t.eq_ignore_ascii_case(&def.table));
+    let has_trigger = trigger
+        .as_ref()
+        .is_some_and(|(t, _)| t.eq_ignore_ascii_case(&def.table));
+    let watches_column = trigger.as_ref().is_some_and(|(_, sql)| {
+        let new_value = format!("NEW.{}", quote(&def.column)).to_lowercase();
+        sql.to_lowercase().contains(&new_value)
+    });
     let has_column = def.table == NODES_TABLE
         || conn
             .prepare_cached("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2 COLLATE NOCASE")?
             .exists([&def.table, &def.column])?;
-    if has_trigger && has_column {
+    if has_trigger && has_column && watches_column {
         return Ok(());
     }
-    let what = if has_trigger {
-        format!(
+    let what = match trigger {
+        Some(_) if has_trigger && has_column => format!(
+            "its column {}.{} was renamed (the column of that name now is another one)",
+            def.table, def.column
+        ),
+        Some(_) if has_trigger => format!(
             "{}.{} no longer exists (the column or the table was renamed or dropped)",
             def.table, def.column
-        )
-    } else if let Some(renamed) = trigger_table {
-        format!(
+        ),
+        Some((renamed, _)) => format!(
             "{} was renamed to {renamed} (and perhaps made again) since",
             def.table
-        )
-    } else {
-        format!("{} was dropped (and perhaps made again) since", def.table)
+        ),
+        None => format!("{} was dropped (and perhaps made again) since", def.table),
     };
     Err(Error::invalid(format!(
         "the vector index {} no longer fits its table: {what}; drop it with SELECT \
