@@ -1223,3 +1223,66 @@ fn an_index_whose_column_was_renamed_is_not_used_for_a_new_column_of_that_name()
         .unwrap();
     assert_eq!(nearest(&db).unwrap(), [(1,)]);
 }
+
+#[test]
+fn changes_merged_from_a_peer_reach_a_loaded_index() {
+    let make = || {
+        let db = Database::open_in_memory().unwrap();
+        db.exec("CREATE TABLE docs(id TEXT PRIMARY KEY NOT NULL, embedding BLOB)")
+            .unwrap();
+        db.sync_table("docs").unwrap();
+        db.create_vector_index("docs", "embedding", &VectorIndexOptions::default())
+            .unwrap();
+        db
+    };
+    let (a, b) = (make(), make());
+    let push = |from: &Database, to: &Database| {
+        let since = to.peer_cursor(from.site_id()).unwrap();
+        let set = from.changes_since(since, Some(to.site_id())).unwrap();
+        to.apply_changes(&set.changes).unwrap();
+    };
+    let data = vectors(30, 5, 41);
+    for (i, v) in data.iter().enumerate() {
+        a.run("INSERT INTO docs VALUES (?, ?)", (format!("d{i}"), blob(v)))
+            .unwrap();
+        a.put(&format!("n{i}"), &json!({})).unwrap();
+        a.set_vector(&format!("n{i}"), Some(v)).unwrap();
+    }
+    push(&a, &b);
+    let q = &data[0];
+    let rows = |db: &Database| {
+        db.all_as::<(String,)>(
+            "SELECT d.id FROM vector_search('docs', 'embedding', ?, 40) s
+             JOIN docs d ON d.rowid = s.rowid",
+            (blob(q),),
+        )
+        .unwrap()
+    };
+    let nodes = |db: &Database| -> Vec<String> {
+        db.vector_search("nodes", q, 40, None)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.id.unwrap())
+            .collect()
+    };
+    // b's indexes are loaded before the next merge.
+    assert_eq!(rows(&b), rows(&a));
+    assert_eq!(nodes(&b), nodes(&a));
+    let near: Vec<f32> = q.iter().map(|x| x * 2.0 + 0.01).collect();
+    a.exec("DELETE FROM docs WHERE id = 'd0'; UPDATE docs SET embedding = NULL WHERE id = 'd1'")
+        .unwrap();
+    a.run(
+        "UPDATE docs SET embedding = ? WHERE id = 'd2'",
+        (blob(&near),),
+    )
+    .unwrap();
+    a.delete("n0").unwrap();
+    a.set_vector("n1", None).unwrap();
+    a.set_vector("n2", Some(&near)).unwrap();
+    push(&a, &b);
+    let (got_rows, got_nodes) = (rows(&b), nodes(&b));
+    assert_eq!(got_rows, rows(&a));
+    assert_eq!(got_nodes, nodes(&a));
+    assert_eq!((got_rows.len(), got_rows[0].0.as_str()), (28, "d2"));
+    assert_eq!((got_nodes.len(), got_nodes[0].as_str()), (28, "n2"));
+}
