@@ -382,6 +382,26 @@ mod tests {
     }
 
     #[test]
+    fn an_index_dropped_by_another_handle_is_freed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("two.db");
+        let a = Database::open(&path).unwrap();
+        a.exec(MAKE).unwrap();
+        a.create_vector_index("docs", "e", &VectorIndexOptions::default())
+            .unwrap();
+        a.all(SEARCH, ()).unwrap();
+        let old = a.vectors().live_ids();
+        // Another process drops the index and makes it again (under a new id).
+        let b = Database::open(&path).unwrap();
+        b.drop_vector_index("docs", "e").unwrap();
+        b.create_vector_index("docs", "e", &VectorIndexOptions::default())
+            .unwrap();
+        a.all(SEARCH, ()).unwrap();
+        let now = a.vectors().live_ids();
+        assert!(now.len() == 1 && now != old, "{old:?} -> {now:?}");
+    }
+
+    #[test]
     fn an_index_made_again_frees_the_stale_one() {
         let (db, old) = stale_index();
         db.create_vector_index("docs", "e", &VectorIndexOptions::default())

@@ -201,13 +201,27 @@ impl VectorRegistry {
         self.live.lock().remove(&id);
     }
 
-    /// Frees the in-memory state of indexes whose definition is gone (replaced when stale).
+    /// Frees the in-memory state of indexes whose definition is gone (replaced when stale, or
+    /// dropped by another handle on the file). Ids only grow: one up to the highest `conn`
+    /// has seen given out that it does not find was dropped, while a higher one may have been
+    /// made since its snapshot began and is kept.
     pub(crate) fn forget_missing(&self, conn: &Connection) -> Result<()> {
+        if !defs::tables_exist(conn)? {
+            return Ok(());
+        }
         let ids: HashSet<i64> = conn
             .prepare_cached("SELECT id FROM _pluresdb_vector_indexes")?
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        self.live.lock().retain(|id, _| ids.contains(id));
+        let given_out: i64 = conn
+            .prepare_cached(
+                "SELECT coalesce(max(seq), 0) FROM sqlite_sequence
+                 WHERE name = '_pluresdb_vector_indexes'",
+            )?
+            .query_row([], |r| r.get(0))?;
+        self.live
+            .lock()
+            .retain(|id, _| *id > given_out || ids.contains(id));
         Ok(())
     }
 
@@ -264,6 +278,8 @@ impl VectorRegistry {
             return overlay_search(conn, &def, &live, &query, req, allowed.as_ref());
         }
         if schema_changed {
+            // Dropping an index changes the schema: another handle may have dropped one.
+            self.forget_missing(conn)?;
             recheck_rows(conn, &def, &live)?;
             live.checked_at.store(schema, Ordering::Release);
         }
