@@ -1286,3 +1286,72 @@ fn changes_merged_from_a_peer_reach_a_loaded_index() {
     assert_eq!((got_rows.len(), got_rows[0].0.as_str()), (28, "d2"));
     assert_eq!((got_nodes.len(), got_nodes[0].as_str()), (28, "n2"));
 }
+
+#[test]
+fn text_search_forgets_the_words_of_rows_replaced_or_removed_by_or_replace() {
+    let db = Database::open_in_memory().unwrap();
+    db.exec(
+        "CREATE TABLE docs(id INTEGER PRIMARY KEY, slug TEXT UNIQUE, body TEXT);
+         INSERT INTO docs VALUES (1, 'a', 'red apples'), (2, 'b', 'green pears'),
+                                 (3, 'c', 'blue sky')",
+    )
+    .unwrap();
+    db.create_text_index("docs", &["body"]).unwrap();
+    let found = |word: &str| db.text_search("docs", word, 10, None).unwrap();
+    assert_eq!(found("red"), [1]);
+    // The same row id: the old words must go.
+    db.exec("INSERT OR REPLACE INTO docs VALUES (1, 'a', 'yellow bananas')")
+        .unwrap();
+    assert_eq!(found("red"), [] as [i64; 0]);
+    assert_eq!(found("yellow"), [1]);
+    // Row 2 goes for its slug (no delete trigger fires), and its row id is used again.
+    db.exec("INSERT OR REPLACE INTO docs VALUES (10, 'b', 'purple grapes')")
+        .unwrap();
+    assert_eq!(found("green"), [] as [i64; 0]);
+    db.exec("INSERT INTO docs VALUES (2, 'd', 'grey stones')")
+        .unwrap();
+    assert_eq!(found("green"), [] as [i64; 0]);
+    assert_eq!(found("grey"), [2]);
+    // Updates, deletes and upserts as before.
+    db.exec(
+        "UPDATE docs SET body = 'red sky' WHERE id = 3;
+         DELETE FROM docs WHERE id = 10;
+         INSERT INTO docs VALUES (1, 'a', 'red wine') ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+    )
+    .unwrap();
+    assert_eq!(found("red"), [1, 3]);
+    assert_eq!(found("purple blue bananas"), [] as [i64; 0]);
+}
+
+#[test]
+fn a_text_index_of_the_older_kind_is_made_again_when_created_again() {
+    // Text indexes used to be external-content FTS5 tables, which keep a replaced row's words.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    Database::open(&path)
+        .unwrap()
+        .exec("CREATE TABLE docs(id INTEGER PRIMARY KEY, body TEXT); INSERT INTO docs VALUES (1, 'red apples')")
+        .unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE _pluresdb_text_indexes(tbl TEXT PRIMARY KEY, columns TEXT NOT NULL);
+             CREATE VIRTUAL TABLE _pluresdb_fts_docs USING fts5(body, content='docs');
+             CREATE TRIGGER _pluresdb_fts_docs_ai AFTER INSERT ON docs BEGIN
+                 INSERT INTO _pluresdb_fts_docs(rowid, body) VALUES (NEW.rowid, NEW.body);
+             END;
+             INSERT INTO _pluresdb_fts_docs(_pluresdb_fts_docs) VALUES ('rebuild');
+             INSERT INTO _pluresdb_text_indexes VALUES ('docs', 'body');",
+        )
+        .unwrap();
+    let db = Database::open(&path).unwrap();
+    assert_eq!(db.text_search("docs", "red", 5, None).unwrap(), [1]);
+    db.create_text_index("docs", &["body"]).unwrap();
+    db.exec("INSERT OR REPLACE INTO docs VALUES (1, 'yellow bananas')")
+        .unwrap();
+    assert_eq!(
+        db.text_search("docs", "red", 5, None).unwrap(),
+        [] as [i64; 0]
+    );
+    assert_eq!(db.text_search("docs", "yellow", 5, None).unwrap(), [1]);
+}

@@ -85,8 +85,12 @@ fn create_text_index_on(conn: &Connection, table: &str, columns: &[&str]) -> Res
     let fts = fts_name(table);
     let exists = text_index_columns(conn, table)?;
     let list = columns.join(",");
-    // A table dropped since took the index's triggers: the index is replaced.
-    if exists.is_some() && !crate::schema::trigger_exists(conn, &text_trigger(&fts, "ai"))? {
+    // A table dropped since took the index's triggers, and an index of the older kind (see
+    // below) kept the words of rows replaced by INSERT OR REPLACE: either is made again.
+    let dropped_table =
+        exists.is_some() && !crate::schema::trigger_exists(conn, &text_trigger(&fts, "ai"))?;
+    let older_kind = exists.as_ref() == Some(&list) && !forgets_by_rowid(conn, &fts)?;
+    if dropped_table || older_kind {
         drop_text_index_on(conn, table)?;
     } else if let Some(existing) = exists {
         if existing == list {
@@ -107,28 +111,28 @@ fn create_text_index_on(conn: &Connection, table: &str, columns: &[&str]) -> Res
         .map(|c| format!("NEW.{}", quote(c)))
         .collect::<Vec<_>>()
         .join(", ");
-    let old_vals = columns
-        .iter()
-        .map(|c| format!("OLD.{}", quote(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
     let (f, t) = (quote(&fts), quote(table));
     let trig = |what: &str| quote(&text_trigger(&fts, what));
+    // A contentless-delete FTS5 table forgets a row's words by its rowid alone. An external
+    // content table needs the old values to forget them, and an INSERT OR REPLACE leaves
+    // none: the replaced row's words stayed, and kept matching, under its rowid (SQLite fires
+    // no delete trigger for the rows a REPLACE removes). Forgetting NEW.rowid before adding
+    // its words also clears words a row removed that way left behind.
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS _pluresdb_text_indexes(tbl TEXT PRIMARY KEY, columns TEXT NOT NULL);
-         CREATE VIRTUAL TABLE {f} USING fts5({cols}, content={content}, tokenize='unicode61 remove_diacritics 2');
+         CREATE VIRTUAL TABLE {f} USING fts5({cols}, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2');
          CREATE TRIGGER {ai} AFTER INSERT ON {t} BEGIN
+             DELETE FROM {f} WHERE rowid = NEW.rowid;
              INSERT INTO {f}(rowid, {cols}) VALUES (NEW.rowid, {new_vals});
          END;
          CREATE TRIGGER {ad} AFTER DELETE ON {t} BEGIN
-             INSERT INTO {f}({f}, rowid, {cols}) VALUES ('delete', OLD.rowid, {old_vals});
+             DELETE FROM {f} WHERE rowid = OLD.rowid;
          END;
          CREATE TRIGGER {au} AFTER UPDATE ON {t} BEGIN
-             INSERT INTO {f}({f}, rowid, {cols}) VALUES ('delete', OLD.rowid, {old_vals});
+             DELETE FROM {f} WHERE rowid IN (OLD.rowid, NEW.rowid);
              INSERT INTO {f}(rowid, {cols}) VALUES (NEW.rowid, {new_vals});
          END;
-         INSERT INTO {f}({f}) VALUES ('rebuild');",
-        content = quote(table).replace('"', "'"),
+         INSERT INTO {f}(rowid, {cols}) SELECT rowid, {cols} FROM {t};",
         ai = trig("ai"),
         ad = trig("ad"),
         au = trig("au"),
@@ -154,6 +158,19 @@ fn text_index_columns(conn: &Connection, table: &str) -> Result<Option<String>> 
             rusqlite::Error::SqliteFailure(..) => Ok(None),
             e => Err(e),
         })?)
+}
+
+/// Whether the text index `fts` is a contentless-delete table, which forgets a row by its
+/// rowid alone (indexes made before were external-content tables).
+fn forgets_by_rowid(conn: &Connection, fts: &str) -> Result<bool> {
+    let sql: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+            [fts],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(sql.is_some_and(|s| s.contains("contentless_delete=1")))
 }
 
 /// The (unquoted) name of the trigger `what` (`ai`, `ad`, `au`) of the text index `fts`.
