@@ -351,11 +351,6 @@ pub(crate) fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
     schema_has(conn, "table", name)
 }
 
-/// Whether the main database has a trigger named `name`.
-pub(crate) fn trigger_exists(conn: &Connection, name: &str) -> Result<bool> {
-    schema_has(conn, "trigger", name)
-}
-
 /// Whether the main database has an object of type `kind` named `name`.
 fn schema_has(conn: &Connection, kind: &str, name: &str) -> Result<bool> {
     Ok(conn

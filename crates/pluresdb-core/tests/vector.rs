@@ -1355,3 +1355,39 @@ fn a_text_index_of_the_older_kind_is_made_again_when_created_again() {
     );
     assert_eq!(db.text_search("docs", "yellow", 5, None).unwrap(), [1]);
 }
+
+#[test]
+fn a_text_index_whose_table_was_dropped_or_renamed_says_so_and_can_be_made_again() {
+    let db = Database::open_in_memory().unwrap();
+    let make = "CREATE TABLE docs(id INTEGER PRIMARY KEY, body TEXT)";
+    db.exec(&format!(
+        "{make}; INSERT INTO docs VALUES (1, 'red apples'), (2, 'green pears')"
+    ))
+    .unwrap();
+    db.create_text_index("docs", &["body"]).unwrap();
+    // The index still holds the old rows' words under their row ids: not an answer.
+    db.exec(&format!(
+        "DROP TABLE docs; {make}; INSERT INTO docs VALUES (1, 'blue sky'), (2, 'red wine')"
+    ))
+    .unwrap();
+    let err = db.text_search("docs", "red", 5, None).unwrap_err();
+    assert!(err.message().contains("dropped or renamed"), "{err}");
+    db.create_text_index("docs", &["body"]).unwrap();
+    assert_eq!(db.text_search("docs", "red", 5, None).unwrap(), [2]);
+    // Renamed, and a new table under the old name.
+    db.exec(&format!(
+        "ALTER TABLE docs RENAME TO docs_old; {make}; INSERT INTO docs VALUES (1, 'green tea'), (2, 'blue car')"
+    ))
+    .unwrap();
+    let err = db.text_search("docs", "red", 5, None).unwrap_err();
+    assert!(err.message().contains("dropped or renamed"), "{err}");
+    db.create_text_index("docs", &["body"]).unwrap();
+    assert_eq!(
+        db.text_search("docs", "red", 5, None).unwrap(),
+        [] as [i64; 0]
+    );
+    assert_eq!(db.text_search("docs", "green", 5, None).unwrap(), [1]);
+    db.exec("INSERT INTO docs_old VALUES (3, 'green grass')")
+        .unwrap();
+    assert_eq!(db.text_search("docs", "green", 5, None).unwrap(), [1]);
+}

@@ -85,10 +85,10 @@ fn create_text_index_on(conn: &Connection, table: &str, columns: &[&str]) -> Res
     let fts = fts_name(table);
     let exists = text_index_columns(conn, table)?;
     let list = columns.join(",");
-    // A table dropped since took the index's triggers, and an index of the older kind (see
-    // below) kept the words of rows replaced by INSERT OR REPLACE: either is made again.
-    let dropped_table =
-        exists.is_some() && !crate::schema::trigger_exists(conn, &text_trigger(&fts, "ai"))?;
+    // A table dropped or renamed since took the index's triggers, and an index of the older
+    // kind (see below) kept the words of rows replaced by INSERT OR REPLACE: either is made
+    // again.
+    let dropped_table = exists.is_some() && !fits_its_table(conn, table)?;
     let older_kind = exists.as_ref() == Some(&list) && !forgets_by_rowid(conn, &fts)?;
     if dropped_table || older_kind {
         drop_text_index_on(conn, table)?;
@@ -160,6 +160,20 @@ fn text_index_columns(conn: &Connection, table: &str) -> Result<Option<String>> 
         })?)
 }
 
+/// Whether the triggers of `table`'s text index are on `table`: DROP TABLE drops them, and
+/// ALTER TABLE ... RENAME takes them to the renamed table, while the index keeps the old rows'
+/// words under their row ids.
+fn fits_its_table(conn: &Connection, table: &str) -> Result<bool> {
+    let on: Option<String> = conn
+        .query_row(
+            "SELECT tbl_name FROM sqlite_schema WHERE type = 'trigger' AND name = ?1",
+            [text_trigger(&fts_name(table), "ai")],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(on.is_some_and(|t| t.eq_ignore_ascii_case(table)))
+}
+
 /// Whether the text index `fts` is a contentless-delete table, which forgets a row by its
 /// rowid alone (indexes made before were external-content tables).
 fn forgets_by_rowid(conn: &Connection, fts: &str) -> Result<bool> {
@@ -227,6 +241,19 @@ impl Database {
         let Some(query) = fts_query(text) else {
             return Ok(Vec::new());
         };
+        let (has_index, fits) = self.engine().with_read_conn(|c| {
+            Ok((
+                text_index_columns(c, table)?.is_some(),
+                fits_its_table(c, table)?,
+            ))
+        })?;
+        if has_index && !fits {
+            return Err(Error::invalid(format!(
+                "the text index on {table} no longer fits its table: {table} was dropped or \
+                 renamed (and perhaps made again) since; create it again with \
+                 db.create_text_index(\"{table}\", ...) or `pluresdb text-index {table} ...`"
+            )));
+        }
         let fts = quote(&fts_name(table));
         let alive = if table == NODES_TABLE {
             " AND t.cl % 2 = 1"
