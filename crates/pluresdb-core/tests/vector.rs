@@ -1391,3 +1391,48 @@ fn a_text_index_whose_table_was_dropped_or_renamed_says_so_and_can_be_made_again
         .unwrap();
     assert_eq!(db.text_search("docs", "green", 5, None).unwrap(), [1]);
 }
+
+#[test]
+fn a_graph_holding_many_rows_removed_by_or_replace_is_built_again() {
+    let db = Database::open_in_memory().unwrap();
+    db.exec("CREATE TABLE docs(id INTEGER PRIMARY KEY, slug TEXT UNIQUE, embedding BLOB)")
+        .unwrap();
+    let data = vectors(200, 6, 51);
+    let q = &data[0];
+    for (i, v) in data.iter().enumerate() {
+        // Rows 1-10 are the query's nearest.
+        let v: Vec<f32> = if i < 10 {
+            q.iter()
+                .map(|x| x * (1.0 + i as f32 / 100.0) + 0.001 * i as f32)
+                .collect()
+        } else {
+            v.clone()
+        };
+        db.run(
+            "INSERT INTO docs VALUES (?, ?, ?)",
+            (i as i64 + 1, format!("s{}", i + 1), blob(&v)),
+        )
+        .unwrap();
+    }
+    db.create_vector_index("docs", "embedding", &VectorIndexOptions::default())
+        .unwrap();
+    assert_eq!(search(&db, q, 1), [1]);
+    // Each of them goes for its slug: the graph's ten nearest are all gone.
+    for i in 1..=10 {
+        let far: Vec<f32> = q.iter().map(|x| -x).collect();
+        db.run(
+            "INSERT OR REPLACE INTO docs VALUES (?, ?, ?)",
+            (1000 + i, format!("s{i}"), blob(&far)),
+        )
+        .unwrap();
+    }
+    assert_eq!(search(&db, q, 1), brute(&db, q, 1, "1"));
+    assert_rebuilt(&db, "removed by INSERT OR REPLACE");
+    let held = db.vector_indexes().unwrap()[0]
+        .loaded
+        .as_ref()
+        .unwrap()
+        .vectors;
+    assert_eq!(held, 200);
+    assert_eq!(search(&db, q, 20), brute(&db, q, 20, "1"));
+}

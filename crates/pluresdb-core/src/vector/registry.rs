@@ -306,14 +306,13 @@ impl VectorRegistry {
             HashSet::new(),
         )?;
         drop(state);
-        let hits = match hits {
-            Some(hits) => hits,
-            None => exact_scan(conn, &def, &query, req.k, allowed.as_ref())?,
-        };
         if !stale.is_empty() {
-            repair(conn, &def, &live, &stale)?;
+            repair(conn, &def, &live, &stale, hits.is_none())?;
         }
-        Ok(hits)
+        match hits {
+            Some(hits) => Ok(hits),
+            None => exact_scan(conn, &def, &query, req.k, allowed.as_ref()),
+        }
     }
 
     /// Writes every loaded index's graph into the file, so the next open needs no rebuild.
@@ -615,19 +614,35 @@ fn apply_row(hnsw: &mut Hnsw, stmt: &mut rusqlite::Statement<'_>, rid: i64) -> R
     Ok(())
 }
 
-/// Brings the labels a search found stale up to date in the shared graph, when `conn` sees
-/// exactly the data the graph was caught up to (a reader on an older snapshot may not).
-fn repair(conn: &Connection, def: &IndexDef, live: &LiveIndex, stale: &[i64]) -> Result<()> {
+/// Brings the labels a search found stale up to date in the shared graph, or when the search
+/// gave up on the graph (`rebuild`: so many rows were removed behind the log's back) builds it
+/// again; only when `conn` sees exactly the data the graph was caught up to (a reader on an
+/// older snapshot may not).
+fn repair(
+    conn: &Connection,
+    def: &IndexDef,
+    live: &LiveIndex,
+    stale: &[i64],
+    rebuild: bool,
+) -> Result<()> {
     let seen: i64 = conn
         .prepare_cached("SELECT coalesce(max(seq), 0) FROM _pluresdb_index_log")?
         .query_row([], |r| r.get(0))?;
     let mut state = live.state.write();
-    let Some(loaded) = state.as_mut().filter(|l| usable(l, def)) else {
-        return Ok(());
+    let current = match state.as_ref().filter(|l| usable(l, def)) {
+        Some(l) => l.applied_seq <= seen && !has_new_entries(conn, def, l.applied_seq)?,
+        None => false,
     };
-    if loaded.applied_seq > seen || has_new_entries(conn, def, loaded.applied_seq)? {
+    if !current {
         return Ok(());
     }
+    if rebuild {
+        let why = "searches kept finding rows the graph holds gone from the table (removed by \
+                   INSERT OR REPLACE, or changed without PluresDB)";
+        *state = Some(build(conn, def, Some(why.into()))?);
+        return Ok(());
+    }
+    let loaded = state.as_mut().expect("checked above");
     let sql = def.row_sql();
     let mut stmt = conn.prepare_cached(&sql)?;
     for &rid in stale {
