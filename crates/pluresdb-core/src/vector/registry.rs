@@ -509,23 +509,25 @@ fn verify(conn: &Connection, loaded: &Loaded) -> std::result::Result<(), String>
     Ok(())
 }
 
-/// Whether the graph holds exactly the table's vectors, under their row ids.
+/// Whether the graph holds a vector under the row id of every row that has one, and under no
+/// other. VACUUM renumbers rows keeping their order, and a renumbering that moved any row
+/// with a vector changes that set of row ids (an order-keeping map of a set onto itself moves
+/// nothing), so the vectors themselves are read only for rows the graph lacks (a row whose
+/// vector does not fit the index is not held; see `build`).
 fn holds_every_row(conn: &Connection, loaded: &Loaded) -> Result<bool> {
     let mut stmt = conn.prepare(&loaded.def.scan_sql())?;
     let mut rows = stmt.query([])?;
     let mut held = 0;
     while let Some(row) = rows.next()? {
-        // Rows without a vector that fits the index are not held (see `build`).
-        let Ok(Some(v)) = parse_vector(row.get_ref(1)?) else {
-            continue;
-        };
-        if loaded.hnsw.prepare(&v).is_err() {
+        if loaded.hnsw.contains(row.get(0)?) {
+            held += 1;
             continue;
         }
-        if !holds(&loaded.hnsw, row.get(0)?, &v) {
+        let fits =
+            matches!(parse_vector(row.get_ref(1)?), Ok(Some(v)) if loaded.hnsw.prepare(&v).is_ok());
+        if fits {
             return Ok(false);
         }
-        held += 1;
     }
     Ok(held == loaded.hnsw.len())
 }
