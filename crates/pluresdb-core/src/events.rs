@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use parking_lot::{Mutex, RwLock};
 
 use crate::graph::{Edge, Node};
+use crate::sql_text::{next_token, skip_blanks};
 
 /// A node that was written or deleted.
 #[derive(Clone, Debug, PartialEq)]
@@ -133,58 +134,6 @@ pub(crate) enum SavepointOp {
 /// A savepoint statement: what it does, and the savepoint's name as SQLite compares it
 /// (unquoted, ASCII-lowercased).
 pub(crate) type SavepointStmt = (SavepointOp, String);
-
-/// Whitespace as SQLite's tokenizer knows it (ASCII only: other characters may be in names).
-const SQL_SPACE: [char; 5] = [' ', '\t', '\n', '\x0c', '\r'];
-
-/// `sql` without the whitespace and comments (`-- ...` and `/* ... */`) it starts with.
-fn skip_blanks(mut sql: &str) -> &str {
-    loop {
-        let trimmed = sql.trim_start_matches(SQL_SPACE);
-        sql = if let Some(rest) = trimmed.strip_prefix("--") {
-            rest.find('\n').map_or("", |i| &rest[i + 1..])
-        } else if let Some(rest) = trimmed.strip_prefix("/*") {
-            rest.find("*/").map_or("", |i| &rest[i + 2..])
-        } else {
-            return trimmed;
-        };
-    }
-}
-
-/// The first SQL token of `sql` (a word, or a quoted name unquoted) and what follows it.
-fn next_token(sql: &str) -> Option<(String, &str)> {
-    let sql = skip_blanks(sql);
-    let close = match sql.as_bytes().first()? {
-        b'"' => '"',
-        b'\'' => '\'',
-        b'`' => '`',
-        b'[' => ']',
-        _ => {
-            // A word: the characters SQLite takes into one (anything else ends it, a quote
-            // too).
-            let end = sql
-                .find(|c: char| {
-                    !(c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii())
-                })
-                .unwrap_or(sql.len());
-            return (end > 0).then(|| (sql[..end].to_ascii_lowercase(), &sql[end..]));
-        }
-    };
-    // A quoted name; the quote doubled stands for itself (not inside [...]).
-    let mut name = String::new();
-    let mut rest = &sql[1..];
-    loop {
-        let i = rest.find(close)?;
-        name.push_str(&rest[..i]);
-        rest = &rest[i + 1..];
-        if close != ']' && rest.starts_with(close) {
-            name.push(close);
-            rest = &rest[1..];
-        } else {
-            return Some((name.to_ascii_lowercase(), rest));
-        }
-    }
-}
 
 /// The savepoint statement `sql` is, if it is one.
 pub(crate) fn savepoint_statement(sql: &str) -> Option<SavepointStmt> {

@@ -45,6 +45,7 @@ mod query;
 mod replication;
 mod row;
 mod schema;
+mod sql_text;
 mod statement;
 mod table_fn;
 mod transaction;

@@ -730,6 +730,27 @@ fn sync_table_refuses_shapes_it_cannot_handle() {
 }
 
 #[test]
+fn sync_table_reads_the_shape_from_sqlite_not_from_words_in_the_create_statement() {
+    let db = Database::open_in_memory().unwrap();
+    // The words in a default value, a quoted name or a comment are not the clauses.
+    db.exec(
+        "CREATE TABLE notes(id INTEGER PRIMARY KEY, how TEXT DEFAULT 'autoincrement, without rowid');
+         CREATE TABLE named(id INTEGER PRIMARY KEY /* not AUTOINCREMENT */, \"autoincrement\" TEXT);
+         CREATE TABLE wr(id TEXT PRIMARY KEY NOT NULL, v) WITHOUT
+             ROWID;
+         CREATE TABLE alias(id INTEGER PRIMARY KEY, v /* not WITHOUT ROWID */);",
+    )
+    .unwrap();
+    for t in ["notes", "named", "wr", "alias"] {
+        db.sync_table(t).unwrap();
+    }
+    assert_eq!(
+        db.synced_tables().unwrap(),
+        ["notes", "named", "wr", "alias"]
+    );
+}
+
+#[test]
 fn existing_rows_and_added_columns_sync() {
     let a = Database::open_in_memory().unwrap();
     a.exec("CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT); INSERT INTO notes VALUES ('old', 'before sync');").unwrap();

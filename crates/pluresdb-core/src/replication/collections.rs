@@ -241,9 +241,12 @@ pub(crate) fn check_shape(conn: &Connection, table: &str) -> Result<TableInfo> {
                 .into(),
         ));
     }
-    let rowid_alias = pk.len() == 1
-        && pk[0].1.eq_ignore_ascii_case("INTEGER")
-        && !sql.to_ascii_uppercase().contains("WITHOUT ROWID");
+    // Asked of SQLite, not looked for in the CREATE statement (where a default value or a
+    // comment may hold the words).
+    let without_rowid = conn
+        .prepare("SELECT 1 FROM pragma_table_list WHERE schema = 'main' AND name = ?1 AND wr")?
+        .exists([table])?;
+    let rowid_alias = pk.len() == 1 && pk[0].1.eq_ignore_ascii_case("INTEGER") && !without_rowid;
     for c in &pk {
         if !c.2 && !rowid_alias {
             return Err(refuse(format!(
@@ -252,7 +255,8 @@ pub(crate) fn check_shape(conn: &Connection, table: &str) -> Result<TableInfo> {
             )));
         }
     }
-    if sql.to_ascii_uppercase().contains("AUTOINCREMENT") {
+    // AUTOINCREMENT goes only with a rowid alias; SQLite does not say whether a table has it.
+    if rowid_alias && crate::sql_text::has_bare_word(&sql, "autoincrement") {
         return Err(refuse(
             "it uses AUTOINCREMENT, whose keys collide between devices that insert offline; use \
              TEXT keys (UUIDs) instead"
