@@ -2429,3 +2429,69 @@ fn a_column_another_handle_added_is_covered_by_this_handles_later_writes() {
         Value::Text("high".into())
     );
 }
+
+/// `n` nested JSON arrays: `[[...]]`.
+fn nested(n: usize) -> String {
+    format!("{}{}", "[".repeat(n), "]".repeat(n))
+}
+
+#[test]
+fn json_nested_deeper_than_a_local_write_allows_is_refused_and_nothing_changes() {
+    let b = Database::open_in_memory().unwrap();
+    b.put("keep", &json!({"k": 1})).unwrap();
+    let before = dump(&b);
+    let at = Version::new(
+        pluresdb_core::Hlc::new(pluresdb_crdt_now(), 0),
+        pluresdb_core::SiteId([5; 16]),
+    );
+    let node = |field: &str, value: String| ChangeRecord {
+        collection: NODES.into(),
+        key: vec![Value::Text("deep".into())].into(),
+        field: field.into(),
+        value: Some(Value::Text(value)),
+        version: at,
+        cl: 1,
+    };
+    let edge = |value: String| ChangeRecord {
+        collection: EDGES.into(),
+        key: vec![
+            Value::Text("keep".into()),
+            Value::Text("r".into()),
+            Value::Text("deep".into()),
+        ]
+        .into(),
+        field: "data".into(),
+        value: Some(Value::Text(value)),
+        version: at,
+        cl: 1,
+    };
+    // A node's field sits one level inside its data object: 100 levels of field value make a
+    // node of 101, deeper than a local write may make; 127 made one no read could parse back,
+    // and every later merge into it failed.
+    for depth in [100, 127] {
+        let err = b
+            .apply_changes(&[node("data.a", "1".into()), node("data.d", nested(depth))])
+            .unwrap_err();
+        assert!(err.message().starts_with("change 1 "), "{err}");
+        assert!(
+            err.message().contains("more than 99 levels deep"),
+            "{depth}: {err}"
+        );
+        assert_eq!(dump(&b), before, "nothing applied");
+    }
+    let err = b
+        .apply_changes(&[edge(format!("{{\"a\": {}}}", nested(100)))])
+        .unwrap_err();
+    assert!(err.message().contains("more than 100 levels deep"), "{err}");
+    assert_eq!(dump(&b), before, "nothing applied");
+    // What a local write can make merges, and reads back.
+    b.apply_changes(&[node("data.d", nested(99))]).unwrap();
+    b.apply_changes(&[edge(format!("{{\"a\": {}}}", nested(99)))])
+        .unwrap();
+    assert!(b.get_node("deep").unwrap().unwrap().data.contains_key("d"));
+    assert_eq!(
+        b.neighbors("keep", Direction::Out, None).unwrap().len(),
+        1,
+        "the edge is there"
+    );
+}

@@ -134,7 +134,7 @@ pub(crate) fn check_id(what: &str, id: &str) -> Result<()> {
 
 /// Requires a JSON object, with a message that shows how to fix it.
 pub(crate) fn as_object<'j>(what: &str, json: &'j Json) -> Result<&'j Map<String, Json>> {
-    check_depth(what, json)?;
+    check_depth(what, json, MAX_JSON_DEPTH)?;
     json.as_object().ok_or_else(|| {
         let kind = match json {
             Json::Null => "null",
@@ -192,8 +192,10 @@ pub(crate) fn parse_object(text: &str) -> Result<Map<String, Json>> {
 /// never read again.
 pub(crate) const MAX_JSON_DEPTH: usize = 100;
 
-/// Fails when `json` nests objects and arrays deeper than [`MAX_JSON_DEPTH`].
-fn check_depth(what: &str, json: &Json) -> Result<()> {
+/// Fails when `json` nests objects and arrays more than `max` levels deep (`json` itself
+/// counts 1): [`MAX_JSON_DEPTH`] for node or edge data, one less for a node field's value,
+/// which sits inside its node's data.
+pub(crate) fn check_depth(what: &str, json: &Json, max: usize) -> Result<()> {
     // Without recursing (the value may be deeper than the stack) or a buffer per container.
     let mut open = vec![(json, 1)];
     while let Some((v, depth)) = open.pop() {
@@ -202,9 +204,9 @@ fn check_depth(what: &str, json: &Json) -> Result<()> {
             Json::Object(map) => (&[][..], Some(map)),
             _ => continue,
         };
-        if depth > MAX_JSON_DEPTH {
+        if depth > max {
             return Err(Error::invalid(format!(
-                "{what} nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; \
+                "{what} nests objects and arrays more than {max} levels deep; \
                  flatten it (store the deep part as a JSON string if it must be kept as is)"
             )));
         }

@@ -26,7 +26,10 @@ use super::{ChangeRecord, MAX_CLOCK_DRIFT};
 use crate::database::Database;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Change, EdgeChange, NodeChange};
-use crate::graph::{Edge, Node, UPSERT_NODE, blob_to_vector, check_id, ends, stored_text};
+use crate::graph::{
+    Edge, MAX_JSON_DEPTH, Node, UPSERT_NODE, blob_to_vector, check_depth, check_id, ends,
+    stored_text,
+};
 use crate::value::Value;
 
 /// Largest value accepted in a change (text or blob), in bytes.
@@ -276,9 +279,12 @@ fn validate<'a>(
                 }
                 (f, None) if f.starts_with("data.") => {}
                 (f, Some(Value::Text(json))) if f.starts_with("data.") => {
-                    serde_json::from_str::<Json>(json).map_err(|e| {
+                    let value = serde_json::from_str::<Json>(json).map_err(|e| {
                         Error::invalid(format!("node field value is not JSON: {e}"))
                     })?;
+                    // As deep as a local write may make the node's data, which holds it: a
+                    // deeper node could be stored but never read back.
+                    check_depth("node field value", &value, MAX_JSON_DEPTH - 1)?;
                 }
                 (f, _) => {
                     return Err(Error::invalid(format!(
@@ -292,9 +298,11 @@ fn validate<'a>(
             match (&*ch.field, &ch.value) {
                 (SENTINEL, _) => {}
                 ("data", Some(Value::Text(json))) => {
-                    if !matches!(serde_json::from_str::<Json>(json), Ok(Json::Object(_))) {
+                    let data = serde_json::from_str::<Json>(json);
+                    let Ok(data @ Json::Object(_)) = data else {
                         return Err(Error::invalid("edge data must be a JSON object"));
-                    }
+                    };
+                    check_depth("edge data", &data, MAX_JSON_DEPTH)?;
                 }
                 (f, _) => {
                     return Err(Error::invalid(format!(
