@@ -2495,3 +2495,128 @@ fn json_nested_deeper_than_a_local_write_allows_is_refused_and_nothing_changes()
         "the edge is there"
     );
 }
+
+#[test]
+fn a_key_the_table_here_would_store_as_another_value_is_refused_and_nothing_changes() {
+    let b = Database::open_in_memory().unwrap();
+    b.exec(
+        "CREATE TABLE ints(id INTEGER PRIMARY KEY, v TEXT);
+         CREATE TABLE texts(id TEXT PRIMARY KEY NOT NULL, v TEXT);
+         CREATE TABLE nums(id INT PRIMARY KEY NOT NULL, v TEXT) WITHOUT ROWID;
+         CREATE TABLE reals(id REAL PRIMARY KEY NOT NULL, v TEXT);
+         CREATE TABLE blobs(id BLOB PRIMARY KEY NOT NULL, v TEXT);
+         INSERT INTO ints VALUES (2, 'two');
+         INSERT INTO texts VALUES ('5', 'five');",
+    )
+    .unwrap();
+    for t in ["ints", "texts", "nums", "reals", "blobs"] {
+        b.sync_table(t).unwrap();
+    }
+    let before = dump(&b);
+    let at = Version::new(
+        pluresdb_core::Hlc::new(pluresdb_crdt_now(), 0),
+        pluresdb_core::SiteId([5; 16]),
+    );
+    let row = |table: &str, key: Value, value: Value| {
+        let key: std::sync::Arc<[Value]> = vec![key].into();
+        let change = |field: &str, value: Option<Value>| ChangeRecord {
+            collection: table.into(),
+            key: key.clone(),
+            field: field.into(),
+            value,
+            version: at,
+            cl: 1,
+        };
+        vec![change("", None), change("v", Some(value))]
+    };
+    let x = || Value::Text("x".into());
+    // SQLite would store these keys converted (NaN as NULL: a new row with a rowid of its
+    // own), so the row written would not be the row whose sync record the merge keeps: the
+    // merge wrote row 2 for the keys 2.0 and '2', and a row 3 for NaN, that never synced.
+    let converted = |t: &str, key: &Value| {
+        format!("column id ({t}) here would store the key {key:?} as another value")
+    };
+    for (table, key, why) in [
+        (
+            "ints",
+            Value::Real(f64::NAN),
+            "a key part is NaN".to_owned(),
+        ),
+        (
+            "ints",
+            Value::Real(2.0),
+            converted("INTEGER", &Value::Real(2.0)),
+        ),
+        (
+            "ints",
+            Value::Text("2".into()),
+            converted("INTEGER", &Value::Text("2".into())),
+        ),
+        (
+            "ints",
+            Value::Text(" -2.5e3 ".into()),
+            converted("INTEGER", &Value::Text(" -2.5e3 ".into())),
+        ),
+        (
+            "texts",
+            Value::Integer(5),
+            converted("TEXT", &Value::Integer(5)),
+        ),
+        (
+            "texts",
+            Value::Real(0.5),
+            converted("TEXT", &Value::Real(0.5)),
+        ),
+        (
+            "nums",
+            Value::Text(".5".into()),
+            converted("INT", &Value::Text(".5".into())),
+        ),
+        (
+            "reals",
+            Value::Integer(1),
+            converted("REAL", &Value::Integer(1)),
+        ),
+        (
+            "reals",
+            Value::Text("1".into()),
+            converted("REAL", &Value::Text("1".into())),
+        ),
+    ] {
+        let err = b.apply_changes(&row(table, key.clone(), x())).unwrap_err();
+        assert!(err.message().contains(&why), "{table} {key:?}: {err}");
+        assert_eq!(dump(&b), before, "nothing applied for {table} {key:?}");
+    }
+    // A NaN value would be stored as NULL.
+    let err = b
+        .apply_changes(&row(
+            "texts",
+            Value::Text("n".into()),
+            Value::Real(f64::NAN),
+        ))
+        .unwrap_err();
+    assert!(err.message().contains("NaN"), "{err}");
+    assert_eq!(dump(&b), before, "nothing applied");
+    // Keys stored as they come merge.
+    for (table, key) in [
+        ("ints", Value::Integer(7)),
+        ("texts", Value::Text("2".into())),
+        ("nums", Value::Text("abc".into())),
+        ("nums", Value::Text("1x".into())),
+        ("nums", Value::Real(1.5)),
+        ("reals", Value::Real(2.0)),
+        ("reals", Value::Blob(vec![1])),
+        ("blobs", Value::Integer(3)),
+        ("blobs", Value::Text("4".into())),
+    ] {
+        b.apply_changes(&row(table, key.clone(), x()))
+            .unwrap_or_else(|e| panic!("{table} {key:?}: {e}"));
+        let stored = b
+            .all(&format!("SELECT id FROM {table} WHERE v = 'x'"), ())
+            .unwrap();
+        assert_eq!(stored.len(), 1, "{table} {key:?}");
+        assert_eq!(stored[0].value(0).unwrap(), &key, "{table}");
+        b.exec(&format!("DELETE FROM {table} WHERE v = 'x'"))
+            .unwrap();
+    }
+}

@@ -15,6 +15,7 @@ use pluresdb_crdt::{
     is_alive,
 };
 
+use super::affinity;
 use super::clock::{MAX_FIELD_BYTES, RowClock, Stamp};
 use super::collections::{Collection, Kind, TableInfo, quote};
 use super::edge_clock;
@@ -242,6 +243,11 @@ fn validate<'a>(
         .map(|v| (v, keys::MAX_KEY_BYTES, "a key part"));
     let values = ch.value.iter().map(|v| (v, MAX_VALUE_BYTES, "a value"));
     for (v, max, what) in key_parts.chain(values) {
+        if matches!(v, Value::Real(r) if r.is_nan()) {
+            return Err(Error::invalid(format!(
+                "{what} is NaN, which SQLite does not store (it would be NULL)"
+            )));
+        }
         let size = match v {
             Value::Text(t) => t.len(),
             Value::Blob(b) => b.len(),
@@ -321,6 +327,19 @@ fn validate<'a>(
                     info.pk.len(),
                     info.pk.join(", ")
                 )));
+            }
+            // A key stored converted would write another row than the one whose sync record
+            // the merge keeps (a peer whose key column has another type sent it).
+            let converted = info.pk.iter().zip(&info.pk_types).zip(ch.key.iter());
+            for ((column, declared), key) in converted {
+                if !affinity::stored_as_is(declared, key) {
+                    return Err(Error::invalid(format!(
+                        "column {column} ({declared}) here would store the key {key:?} as \
+                         another value: the peer's table {:?} declares its key differently; \
+                         give the key columns the same types on every device",
+                        ch.collection
+                    )));
+                }
             }
             if !ch.field.is_empty() && ch.value.is_none() {
                 return Err(Error::invalid("a column change needs a value"));

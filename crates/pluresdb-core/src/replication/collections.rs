@@ -27,6 +27,8 @@ pub(crate) enum Kind {
 pub(crate) struct TableInfo {
     /// Primary-key columns in key order.
     pub(crate) pk: Vec<String>,
+    /// Their declared types (which decide how SQLite converts the values stored in them).
+    pub(crate) pk_types: Vec<String>,
     /// The other stored columns in table order (generated columns excluded).
     pub(crate) fields: Vec<String>,
     /// When each field appeared here (see [`added_columns`](super::added_columns)).
@@ -192,6 +194,7 @@ fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
         .collect();
     Ok(TableInfo {
         pk: pk.iter().map(|&(_, pos)| cols[pos].0.clone()).collect(),
+        pk_types: pk.iter().map(|&(_, pos)| cols[pos].1.clone()).collect(),
         fields: field_pos.iter().map(|&pos| cols[pos].0.clone()).collect(),
         added_at: Vec::new(),
         pk_pos: pk.into_iter().map(|(_, pos)| pos).collect(),

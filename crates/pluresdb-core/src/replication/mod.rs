@@ -15,6 +15,7 @@
 //!   transaction, idempotently and in any order.
 
 mod added_columns;
+mod affinity;
 mod apply;
 mod capture;
 mod changelog;
