@@ -128,6 +128,19 @@ fn read_frame(input: &mut dyn Read, n: usize, max_message: usize) -> Result<Opti
         .map_err(|e| e.context(format!("frame {n} of the change file")))
 }
 
+/// Whether `input` has nothing more to read: a file's `Done` is its last frame, and bytes after
+/// it (another file appended, say) would otherwise be left out without a word.
+fn at_end(input: &mut dyn Read) -> Result<bool> {
+    let mut byte = [0u8];
+    loop {
+        match input.read(&mut byte) {
+            Ok(n) => return Ok(n == 0),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Fails when the holder of `have` (`peer`, or the unknown reader of a change file) has more
 /// of this database's changes than it made, or than it ever told that peer it had sent: this
 /// database is then a copy, or a restored backup, of the one that made them, sharing its site
@@ -206,7 +219,7 @@ pub fn write_changes(
 /// (any order, any number of times is safe); the producer's version is recorded only when the
 /// file is complete, and only when this database had everything of the producer's before it
 /// (see [`AppliedFile::gap`]). A damaged frame stops the apply before anything of it is
-/// applied.
+/// applied; so do bytes after the last frame (files joined into one), before it is recorded.
 pub fn apply_file(
     db: &Database,
     input: &mut dyn Read,
@@ -254,6 +267,13 @@ pub fn apply_file(
         out.report += merge(db, &pending)?;
         match frame? {
             Some(Message::Done { db_version }) => {
+                if !at_end(input)? {
+                    return Err(Error::invalid(format!(
+                        "the change file goes on after its last frame (frame {n}): are several \
+                         change files joined into one? Apply each on its own (the rows before \
+                         were applied, but the file is not recorded as complete)"
+                    )));
+                }
                 out.db_version = db_version;
                 let have = db.peer_cursor(site)?;
                 out.gap = (start > have).then_some((have, start));

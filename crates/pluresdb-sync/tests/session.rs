@@ -792,6 +792,42 @@ fn a_damaged_change_file_is_refused_before_its_damaged_frame_applies() {
 }
 
 #[test]
+fn change_files_joined_into_one_are_refused_instead_of_the_second_being_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (open(&dir, "a.db"), open(&dir, "b.db"), open(&dir, "c.db"));
+    a.put("from-a", &json!({})).unwrap();
+    c.put("from-c", &json!({})).unwrap();
+    // `cat a.changes c.changes > both.changes`: the apply stopped at the first file's end and
+    // reported success, and C's changes were silently left out.
+    let mut both = file_for(&a, &b);
+    both.extend(file_for(&c, &b));
+    let err = apply_file(&b, &mut both.as_slice(), None, MAX).unwrap_err();
+    assert!(
+        err.message().contains("goes on after its last frame"),
+        "{err}"
+    );
+    assert_eq!(
+        b.peer_cursor(a.site_id()).unwrap(),
+        0,
+        "not recorded as complete"
+    );
+    // Any bytes after the end are refused alike.
+    let mut trailing = file_for(&a, &b);
+    trailing.push(0);
+    let err = apply_file(&b, &mut trailing.as_slice(), None, MAX).unwrap_err();
+    assert!(
+        err.message().contains("goes on after its last frame"),
+        "{err}"
+    );
+    // Each file on its own applies.
+    apply_file(&b, &mut file_for(&a, &b).as_slice(), None, MAX).unwrap();
+    apply_file(&b, &mut file_for(&c, &b).as_slice(), None, MAX).unwrap();
+    assert!(b.get_node("from-a").unwrap().is_some());
+    assert!(b.get_node("from-c").unwrap().is_some());
+    assert!(b.peer_cursor(a.site_id()).unwrap() > 0);
+}
+
+#[test]
 fn a_restored_backup_behind_its_peer_is_refused_instead_of_its_changes_being_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (open(&dir, "a.db"), open(&dir, "b.db"));
