@@ -586,8 +586,18 @@ impl Session<'_> {
                 self.ack_when_merged()?;
             }
             (Message::Ack { db_version }, Some(_)) => {
+                // Only what this side said it sent can be acknowledged: a higher version
+                // recorded would show the peer as having changes it lacks.
+                let sent = self.our_done.unwrap_or(0);
+                if db_version > sent {
+                    return Err(Error::invalid(format!(
+                        "the peer acknowledged version {db_version} of this database, which \
+                         sent it changes up to version {sent} only: the peer is not a \
+                         PluresDB sync peer, or a faulty one"
+                    )));
+                }
                 self.record(None, Some(db_version))?;
-                if self.our_done.is_some_and(|v| db_version >= v) {
+                if self.our_done == Some(db_version) {
                     self.acked = true;
                 }
             }

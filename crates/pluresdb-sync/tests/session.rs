@@ -576,6 +576,59 @@ async fn a_peer_speaking_another_version_is_refused_and_nothing_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_for_versions_never_sent_is_refused_and_not_recorded() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server_db = open(&dir, "server.db");
+    server_db
+        .run("INSERT INTO todos(id) VALUES ('keep')", ())
+        .unwrap();
+    let url = start_server(server_db.clone()).await;
+    let site = pluresdb_core::SiteId([5; 16]);
+    let mut ws = raw_peer(&url, site, 0).await;
+    let sent = loop {
+        if let Message::Done { db_version } = raw_receive(&mut ws).await {
+            break db_version;
+        }
+    };
+    // The peer claims versions the server never sent: it was recorded as the peer's, and the
+    // status said nothing was pending for it.
+    raw_send(
+        &mut ws,
+        Message::Ack {
+            db_version: sent + 1000,
+        }
+        .encode(),
+    )
+    .await;
+    let error = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Binary(b) = msg
+                && let Ok(Message::Error(text)) = Message::decode(&b, usize::MAX)
+            {
+                return Some(text);
+            }
+        }
+        None
+    })
+    .await;
+    let error = error.ok().flatten().expect("the server says why it stops");
+    assert!(
+        error.contains(&format!(
+            "acknowledged version {} of this database, which sent it changes up to version {sent}",
+            sent + 1000
+        )),
+        "{error}"
+    );
+    let status = server_db.sync_status().unwrap();
+    let peer = status.iter().find(|p| p.site == site);
+    assert!(
+        peer.is_none_or(|p| p.acked <= sent && p.pending > 0),
+        "{peer:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_values_are_sent_in_messages_the_peer_accepts() {
     // One batch (2,000 changes) of these rows encodes to 18 MB: past both a 1 MiB message
     // limit and the 16 MiB frames a change file holds.
