@@ -2620,3 +2620,44 @@ fn a_key_the_table_here_would_store_as_another_value_is_refused_and_nothing_chan
             .unwrap();
     }
 }
+
+#[test]
+fn a_refused_batch_leaves_the_clock_where_it_was() {
+    let b = Database::open_in_memory().unwrap();
+    b.exec("CREATE TABLE counts(id TEXT PRIMARY KEY NOT NULL, n INTEGER) STRICT")
+        .unwrap();
+    b.sync_table("counts").unwrap();
+    // Stamped 5 minutes ahead (within the drift allowed), and refused by the table here.
+    let ahead = pluresdb_crdt_now() + 5 * 60_000;
+    let change = |field: &str, value: Option<Value>| ChangeRecord {
+        collection: "counts".into(),
+        key: vec![Value::Text("c".into())].into(),
+        field: field.into(),
+        value,
+        version: Version::new(
+            pluresdb_core::Hlc::new(ahead, 0),
+            pluresdb_core::SiteId([5; 16]),
+        ),
+        cl: 1,
+    };
+    let err = b
+        .apply_changes(&[
+            change("", None),
+            change("n", Some(Value::Text("many".into()))),
+        ])
+        .unwrap_err();
+    assert!(err.message().contains("cannot store TEXT value"), "{err}");
+    // The refused batch's clock was observed all the same: this write was stamped 5 minutes
+    // ahead, and would win over later writes elsewhere.
+    b.put("after", &json!({})).unwrap();
+    let stamped = b.get_node("after").unwrap().unwrap().updated_at.millis();
+    assert!(
+        stamped < ahead - 60_000,
+        "stamped {stamped}, refused {ahead}"
+    );
+    // Accepted, the batch moves the clock.
+    b.apply_changes(&[change("", None), change("n", Some(Value::Integer(1)))])
+        .unwrap();
+    b.put("later", &json!({})).unwrap();
+    assert!(b.get_node("later").unwrap().unwrap().updated_at.millis() >= ahead);
+}

@@ -109,17 +109,33 @@ impl HybridClock {
         wall_millis: u64,
         max_drift: Duration,
     ) -> Result<(), ClockDrift> {
-        let limit = wall_millis.saturating_add(max_drift.as_millis() as u64);
-        if remote.millis() > limit {
-            return Err(ClockDrift {
-                remote,
-                local_millis: wall_millis,
-                max_drift,
-            });
-        }
+        check_drift_at(remote, wall_millis, max_drift)?;
         self.observe(remote);
         Ok(())
     }
+}
+
+/// Fails as [`HybridClock::receive`] does, without moving any clock: for a remote timestamp
+/// to observe only once what carries it is accepted.
+pub fn check_drift(remote: Hlc, max_drift: Duration) -> Result<(), ClockDrift> {
+    check_drift_at(remote, wall_millis(), max_drift)
+}
+
+/// [`check_drift`] with an explicit wall-clock reading.
+pub fn check_drift_at(
+    remote: Hlc,
+    wall_millis: u64,
+    max_drift: Duration,
+) -> Result<(), ClockDrift> {
+    let limit = wall_millis.saturating_add(max_drift.as_millis() as u64);
+    if remote.millis() > limit {
+        return Err(ClockDrift {
+            remote,
+            local_millis: wall_millis,
+            max_drift,
+        });
+    }
+    Ok(())
 }
 
 /// The default bound on how far a peer's clock may run ahead of ours.

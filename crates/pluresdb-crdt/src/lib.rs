@@ -21,7 +21,9 @@ mod version;
 mod vv;
 
 pub use causal::{FieldDecision, RowDecision, SENTINEL, decide_field, decide_sentinel, is_alive};
-pub use hlc::{ClockDrift, DEFAULT_MAX_DRIFT, Hlc, HybridClock, wall_millis};
+pub use hlc::{
+    ClockDrift, DEFAULT_MAX_DRIFT, Hlc, HybridClock, check_drift, check_drift_at, wall_millis,
+};
 pub use model::{Change, Model, ModelRow};
 pub use site::{ParseSiteIdError, SiteId};
 pub use version::Version;

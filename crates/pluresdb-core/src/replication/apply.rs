@@ -98,7 +98,7 @@ impl Database {
         // Tables of skipped changes, and those of them synced but dropped here (by id).
         let mut skipped_tables = std::collections::BTreeSet::new();
         let mut dropped = std::collections::BTreeSet::new();
-        let groups = self.with_writer_conn(|conn| {
+        let (groups, newest) = self.with_writer_conn(|conn| {
             repl.with_collections(conn, |colls| {
                 let mut order: Vec<Group<'_>> = Vec::new();
                 let mut index: HashMap<(u32, Vec<u8>), usize> = HashMap::new();
@@ -150,13 +150,13 @@ impl Database {
                         .filter_map(|t| colls.by_name(t))
                         .map(|c| c.id),
                 );
-                // The newest clock is checked against drift (and observed) once for all.
+                // The newest clock is checked against drift once for all (and observed once
+                // the merge is in: a refused batch leaves the clock as it was).
                 if let Some((i, hlc)) = newest {
-                    repl.clock
-                        .receive(hlc, MAX_CLOCK_DRIFT)
+                    pluresdb_crdt::check_drift(hlc, MAX_CLOCK_DRIFT)
                         .map_err(|e| Error::invalid(e.to_string()).context(context(i)))?;
                 }
-                Ok(order)
+                Ok((order, newest.map(|(_, hlc)| hlc)))
             })
         })?;
         let mut report = ApplyReport {
@@ -198,6 +198,9 @@ impl Database {
                     merge_row(db, conn, &mut batch, group, &mut report)?;
                 }
                 missed::remember(conn, &batch.missed)?;
+                if let Some(hlc) = newest {
+                    repl.clock.observe(hlc);
+                }
                 repl.persist_clock(conn)
             })
         })?;
