@@ -2661,3 +2661,64 @@ fn a_refused_batch_leaves_the_clock_where_it_was() {
     b.put("later", &json!({})).unwrap();
     assert!(b.get_node("later").unwrap().unwrap().updated_at.millis() >= ahead);
 }
+
+#[test]
+fn a_node_type_a_local_write_would_refuse_is_refused_and_nothing_changes() {
+    let b = Database::open_in_memory().unwrap();
+    b.put("keep", &json!({"k": 1})).unwrap();
+    let before = dump(&b);
+    let typed = |t: &str| ChangeRecord {
+        collection: NODES.into(),
+        key: vec![Value::Text("n".into())].into(),
+        field: "type".into(),
+        value: Some(Value::Text(t.into())),
+        version: Version::new(
+            pluresdb_core::Hlc::new(pluresdb_crdt_now(), 0),
+            pluresdb_core::SiteId([5; 16]),
+        ),
+        cl: 1,
+    };
+    // `set_type` refuses each of these; merged, they were stored.
+    for (t, why) in [
+        ("", "node type must not be empty"),
+        (
+            &*"x".repeat(1025),
+            "node type is 1025 bytes long; the limit is 1024",
+        ),
+        ("a\0b", "contains a NUL character"),
+    ] {
+        let err = b.apply_changes(&[typed(t)]).unwrap_err();
+        assert!(err.message().contains(why), "{why}: {err}");
+        assert_eq!(dump(&b), before, "nothing applied");
+    }
+    b.apply_changes(&[typed("person")]).unwrap();
+    assert_eq!(
+        b.get_node("n").unwrap().unwrap().node_type.as_deref(),
+        Some("person")
+    );
+}
+
+#[test]
+fn a_vector_blob_that_is_not_whole_floats_is_refused_as_the_peers_fault() {
+    let b = Database::open_in_memory().unwrap();
+    let change = ChangeRecord {
+        collection: NODES.into(),
+        key: vec![Value::Text("v".into())].into(),
+        field: "vector".into(),
+        value: Some(Value::Blob(vec![0, 0, 128, 63, 1])),
+        version: Version::new(
+            pluresdb_core::Hlc::new(pluresdb_crdt_now(), 0),
+            pluresdb_core::SiteId([5; 16]),
+        ),
+        cl: 1,
+    };
+    // It was reported as this database's corruption: "stored vector has 5 bytes".
+    let err = b.apply_changes(&[change]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(
+        err.message()
+            .contains("a vector must be 4-byte floats, and this one has 5 bytes"),
+        "{err}"
+    );
+    assert!(b.get_node("v").unwrap().is_none());
+}

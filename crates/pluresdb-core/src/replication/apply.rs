@@ -275,9 +275,18 @@ fn validate<'a>(
             text_key(1)?;
             match (&*ch.field, &ch.value) {
                 (SENTINEL, _) => {}
-                ("type", Some(Value::Null | Value::Text(_))) => {}
+                ("type", Some(Value::Null)) => {}
+                // What `set_type` accepts.
+                ("type", Some(Value::Text(t))) => check_id("node type", t)?,
                 ("vector", Some(Value::Null)) => {}
                 ("vector", Some(Value::Blob(b))) => {
+                    // (The peer's fault, not a corrupt file here, as reading it would say.)
+                    if !b.len().is_multiple_of(4) {
+                        return Err(Error::invalid(format!(
+                            "a vector must be 4-byte floats, and this one has {} bytes",
+                            b.len()
+                        )));
+                    }
                     let v = blob_to_vector(b)?;
                     if v.is_empty() {
                         return Err(Error::invalid("a vector must have at least one component"));
