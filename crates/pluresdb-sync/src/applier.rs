@@ -28,10 +28,16 @@ pub(crate) struct Merged {
     pub(crate) report: ApplyReport,
 }
 
+/// Most changes of one row held back: more than a table row has (SQLite allows at most 32,767
+/// columns), so a longer row is a node's many fields, which merge as well in parts, or a
+/// faulty peer's repeats; held back, a row sent without end would fill memory.
+pub(crate) const MAX_HELD: usize = 1 << 16;
+
 /// Removes the changes of the last row of `changes` (those after the last change to another
 /// row) and returns them: they may go on in the next message. Merged on their own, a new
 /// row's first changes would insert it without its other columns: a NOT NULL one fails, and
-/// a nullable one shows the row incomplete until the rest merges.
+/// a nullable one shows the row incomplete until the rest merges. A last row of more than
+/// [`MAX_HELD`] changes stays: it merges now.
 pub(crate) fn split_off_last_row(changes: &mut Vec<ChangeRecord>) -> Vec<ChangeRecord> {
     let Some(last) = changes.last() else {
         return Vec::new();
@@ -39,8 +45,12 @@ pub(crate) fn split_off_last_row(changes: &mut Vec<ChangeRecord>) -> Vec<ChangeR
     let same_row = |c: &ChangeRecord| {
         (Arc::ptr_eq(&c.key, &last.key) || c.key == last.key) && c.collection == last.collection
     };
-    let start = changes.len() - changes.iter().rev().take_while(|c| same_row(c)).count();
-    changes.split_off(start)
+    let row = changes.iter().rev().take_while(|c| same_row(c));
+    let count = row.take(MAX_HELD + 1).count();
+    if count > MAX_HELD {
+        return Vec::new();
+    }
+    changes.split_off(changes.len() - count)
 }
 
 /// A received batch, and whether it ends the peer's set (its `Done` came next): the changes
@@ -185,6 +195,28 @@ fn stopped() -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_row_longer_than_any_table_row_is_not_held_back() {
+        let change = |i: usize| ChangeRecord {
+            collection: pluresdb_core::NODES.into(),
+            key: vec![pluresdb_core::Value::Text("n".into())].into(),
+            field: format!("data.f{i}").into(),
+            value: Some(pluresdb_core::Value::Text("1".into())),
+            version: pluresdb_core::Version::new(
+                pluresdb_core::Hlc::new(1, 0),
+                pluresdb_core::SiteId([5; 16]),
+            ),
+            cl: 1,
+        };
+        let mut short: Vec<ChangeRecord> = (0..3).map(change).collect();
+        assert_eq!(split_off_last_row(&mut short).len(), 3);
+        // A peer sending one row without end (duplicates, say) had it all held in memory,
+        // message after message.
+        let mut long: Vec<ChangeRecord> = (0..MAX_HELD + 1).map(change).collect();
+        assert!(split_off_last_row(&mut long).is_empty());
+        assert_eq!(long.len(), MAX_HELD + 1, "all merge now");
+    }
 
     #[tokio::test]
     async fn a_failed_merge_is_reported_with_its_own_error() {
