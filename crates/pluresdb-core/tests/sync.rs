@@ -2722,3 +2722,29 @@ fn a_vector_blob_that_is_not_whole_floats_is_refused_as_the_peers_fault() {
     );
     assert!(b.get_node("v").unwrap().is_none());
 }
+
+#[test]
+fn a_peer_version_past_what_a_database_counts_to_is_refused_and_not_recorded() {
+    let b = Database::open_in_memory().unwrap();
+    let peer = pluresdb_core::SiteId([5; 16]);
+    // A peer's Done (or a change file's) claiming u64::MAX was stored as -1 in SQLite's signed
+    // integers and read back as u64::MAX: this database then told that peer it had all its
+    // changes for ever, and the peer took it for a copy of itself.
+    for (cursor, acked) in [(Some(u64::MAX), None), (None, Some(1 << 63))] {
+        let progress = SyncProgress {
+            cursor,
+            acked,
+            ..Default::default()
+        };
+        let err = b.record_sync(peer, &progress).unwrap_err();
+        assert!(err.message().contains("is past"), "{err}");
+        assert_eq!(b.peer_cursor(peer).unwrap(), 0);
+        assert!(b.sync_status().unwrap().iter().all(|p| p.acked == 0));
+    }
+    let progress = SyncProgress {
+        cursor: Some(i64::MAX as u64),
+        ..Default::default()
+    };
+    b.record_sync(peer, &progress).unwrap();
+    assert_eq!(b.peer_cursor(peer).unwrap(), i64::MAX as u64);
+}

@@ -179,8 +179,23 @@ impl Database {
             .unwrap_or(0) as u64)
     }
 
-    /// Records a sync with a peer (counters add up; cursors never move back).
+    /// Records a sync with a peer (counters add up; cursors never move back). A cursor or
+    /// acknowledged version past `i64::MAX` (no database counts that far: versions are SQLite
+    /// integers) is refused, since it would be stored as a negative number.
     pub fn record_sync(&self, site: SiteId, progress: &SyncProgress) -> Result<()> {
+        let versions = [
+            ("its", progress.cursor),
+            ("this database's", progress.acked),
+        ];
+        for (whose, version) in versions {
+            if let Some(v) = version.filter(|&v| i64::try_from(v).is_err()) {
+                return Err(crate::Error::invalid(format!(
+                    "the peer {site} says {whose} version {v}, which is past any version a \
+                     database counts to ({}): it is not a PluresDB peer, or a faulty one",
+                    i64::MAX
+                )));
+            }
+        }
         self.run(
             "INSERT INTO _pluresdb_peers(site, address, last_sync, sent, received, cursor, acked)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
