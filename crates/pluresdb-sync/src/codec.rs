@@ -73,6 +73,19 @@ fn read_site(r: &mut Reader<'_>) -> Result<SiteId> {
 }
 
 impl Message {
+    /// An `Error` message, its text cut (at a character) to the longest a peer reads.
+    pub fn error(text: impl Into<String>) -> Message {
+        let mut text = text.into();
+        if text.len() > MAX_NAME {
+            let mut end = MAX_NAME;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
+        Message::Error(text)
+    }
+
     /// Encodes a `Changes` message from borrowed changes (no copy of the batch).
     pub fn encode_changes(changes: &[ChangeRecord]) -> Vec<u8> {
         let mut out = vec![PROTOCOL_VERSION, CHANGES];
@@ -444,6 +457,22 @@ mod tests {
             got.iter()
                 .all(|c| Arc::ptr_eq(&c.collection, &got[0].collection))
         );
+    }
+
+    #[test]
+    fn an_error_of_any_length_is_one_the_peer_reads() {
+        let long = "\u{e9}".repeat(40_000);
+        let Message::Error(text) =
+            Message::decode(&Message::error(long.clone()).encode(), DEFAULT_MAX_MESSAGE).unwrap()
+        else {
+            panic!("not an Error message");
+        };
+        assert!(
+            long.starts_with(&text) && text.len() > MAX_NAME - 2,
+            "{}",
+            text.len()
+        );
+        assert_eq!(Message::error("short"), Message::Error("short".into()));
     }
 
     #[test]

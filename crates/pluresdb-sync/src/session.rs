@@ -185,7 +185,7 @@ where
     if let Err(e) = &result {
         // The error goes first: queued changes would only be sent again.
         session.outbox.clear();
-        session.send(Message::Error(e.to_string()).encode());
+        session.send(Message::error(e.to_string()).encode());
     }
     // What is still queued goes out (an Ack, the error), unless the peer stopped reading.
     let outbox = std::mem::take(&mut session.outbox);

@@ -629,6 +629,51 @@ async fn an_ack_for_versions_never_sent_is_refused_and_not_recorded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_about_a_huge_key_still_reaches_the_peer() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server_db = open(&dir, "server.db");
+    let url = start_server(server_db.clone()).await;
+    let mut ws = raw_peer(&url, pluresdb_core::SiteId([5; 16]), 0).await;
+    let change = pluresdb_core::ChangeRecord {
+        collection: "todos".into(),
+        key: vec![Value::Text("k".repeat(100_000))].into(),
+        field: "".into(),
+        value: None,
+        version: pluresdb_core::Version::new(
+            pluresdb_core::Hlc::new(1_700_000_000_000, 0),
+            pluresdb_core::SiteId([5; 16]),
+        ),
+        cl: 1,
+    };
+    raw_send(&mut ws, Message::encode_changes(&[change])).await;
+    raw_send(&mut ws, Message::Done { db_version: 1 }.encode()).await;
+    // The server's error quoted the whole key: a message over the 64 KiB a peer reads as an
+    // error's text, so the peer saw only "malformed sync message".
+    let error = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Binary(b) = msg
+                && let Ok(Message::Error(text)) = Message::decode(&b, MAX)
+            {
+                return Some(text);
+            }
+        }
+        None
+    })
+    .await;
+    let error = error
+        .ok()
+        .flatten()
+        .expect("the peer reads the server's error");
+    assert!(
+        error.contains("a key part of 100000 bytes is over the limit"),
+        "{}",
+        &error[..error.len().min(500)]
+    );
+    assert!(error.len() < 4096, "{} bytes", error.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_values_are_sent_in_messages_the_peer_accepts() {
     // One batch (2,000 changes) of these rows encodes to 18 MB: past both a 1 MiB message
     // limit and the 16 MiB frames a change file holds.

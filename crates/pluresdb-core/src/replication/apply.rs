@@ -105,8 +105,10 @@ impl Database {
                 let context = |i: usize| {
                     let ch: &ChangeRecord = &changes[i];
                     format!(
-                        "change {i} ({} {:?} field {:?})",
-                        ch.collection, ch.key, ch.field
+                        "change {i} ({} {} field {})",
+                        shorten(&ch.collection),
+                        shorten(&format!("{:?}", ch.key)),
+                        shorten(&format!("{:?}", ch.field))
                     )
                 };
                 let mut newest = None;
@@ -205,6 +207,15 @@ impl Database {
             })
         })?;
         Ok(report)
+    }
+}
+
+/// `text`, cut to its first 200 characters (with `...` when cut): a peer's key or name in an
+/// error stays readable, and the error fits in a sync message however long they are.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(200) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_owned(),
     }
 }
 
