@@ -6,7 +6,6 @@ mod model;
 mod output;
 mod search_cmd;
 mod shell;
-mod strict_json;
 mod sync_cmd;
 mod transfer;
 
@@ -16,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pluresdb_core::{
-    CompareOp, Database, Direction, Error, NodeQuery, NodeUpdate, OpenOptions, Result,
+    CompareOp, Database, Direction, Error, NodeQuery, NodeUpdate, OpenOptions, Result, strict_json,
 };
 use serde_json::Value as Json;
 

@@ -5,12 +5,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use pluresdb_core::{Database, Error, Node, Result, Value};
+use pluresdb_core::{Database, Error, Node, Result, Value, strict_json};
 use serde_json::{Map, Value as Json};
 
 use crate::csv_quotes::QuoteWatch;
 use crate::output::{csv_error, csv_field};
-use crate::strict_json;
 
 /// File formats for import and export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -47,6 +47,7 @@ mod row;
 mod schema;
 mod sql_text;
 mod statement;
+pub mod strict_json;
 mod table_fn;
 mod transaction;
 mod value;

@@ -2748,3 +2748,54 @@ fn a_peer_version_past_what_a_database_counts_to_is_refused_and_not_recorded() {
     b.record_sync(peer, &progress).unwrap();
     assert_eq!(b.peer_cursor(peer).unwrap(), i64::MAX as u64);
 }
+
+#[test]
+fn json_naming_a_key_twice_is_refused_and_nothing_changes() {
+    let b = Database::open_in_memory().unwrap();
+    b.put("a", &json!({})).unwrap();
+    b.put("b", &json!({})).unwrap();
+    let before = dump(&b);
+    let at = Version::new(
+        pluresdb_core::Hlc::new(pluresdb_crdt_now(), 0),
+        pluresdb_core::SiteId([5; 16]),
+    );
+    let edge = |value: &str| ChangeRecord {
+        collection: EDGES.into(),
+        key: vec![
+            Value::Text("a".into()),
+            Value::Text("r".into()),
+            Value::Text("b".into()),
+        ]
+        .into(),
+        field: "data".into(),
+        value: Some(Value::Text(value.into())),
+        version: at,
+        cl: 1,
+    };
+    let node = |value: &str| ChangeRecord {
+        collection: NODES.into(),
+        key: vec![Value::Text("a".into())].into(),
+        field: "data.d".into(),
+        value: Some(Value::Text(value.into())),
+        version: at,
+        cl: 1,
+    };
+    // Stored as sent, the edge read w = 1 in SQL (json_extract takes the first) and w = 2
+    // through the API and Cypher (serde_json keeps the last).
+    for bad in [
+        edge(r#"{"w": 1, "w": 2}"#),
+        edge(r#"{"x": {"w": 1, "w": 2}}"#),
+        node(r#"{"w": 1, "w": 2}"#),
+    ] {
+        let err = b.apply_changes(&[bad]).unwrap_err();
+        assert!(err.message().contains("\"w\" appears twice"), "{err}");
+        assert_eq!(dump(&b), before, "nothing applied");
+    }
+    b.apply_changes(&[edge(r#"{"w": 1, "x": {"w": 2}}"#)])
+        .unwrap();
+    assert_eq!(
+        b.value("SELECT json_extract(data, '$.w') FROM pluresdb_edges", ())
+            .unwrap(),
+        Value::Integer(1)
+    );
+}

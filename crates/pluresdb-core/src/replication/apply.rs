@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension};
-use serde_json::{Map, Value as Json};
+use serde_json::Map;
 
 use pluresdb_crdt::{
     FieldDecision, Hlc, RowDecision, SENTINEL, SiteId, Version, decide_field, decide_sentinel,
@@ -31,6 +31,7 @@ use crate::graph::{
     Edge, MAX_JSON_DEPTH, Node, UPSERT_NODE, blob_to_vector, check_depth, check_id, ends,
     stored_text,
 };
+use crate::strict_json;
 use crate::value::Value;
 
 /// Largest value accepted in a change (text or blob), in bytes.
@@ -308,7 +309,7 @@ fn validate<'a>(
                 }
                 (f, None) if f.starts_with("data.") => {}
                 (f, Some(Value::Text(json))) if f.starts_with("data.") => {
-                    let value = serde_json::from_str::<Json>(json).map_err(|e| {
+                    let value = strict_json::parse(json).map_err(|e| {
                         Error::invalid(format!("node field value is not JSON: {e}"))
                     })?;
                     // As deep as a local write may make the node's data, which holds it: a
@@ -327,10 +328,13 @@ fn validate<'a>(
             match (&*ch.field, &ch.value) {
                 (SENTINEL, _) => {}
                 ("data", Some(Value::Text(json))) => {
-                    let data = serde_json::from_str::<Json>(json);
-                    let Ok(data @ Json::Object(_)) = data else {
+                    // Stored as sent: a key named twice would read one value in SQL and
+                    // another through the API.
+                    let data = strict_json::parse(json)
+                        .map_err(|e| Error::invalid(format!("edge data is not JSON: {e}")))?;
+                    if !data.is_object() {
                         return Err(Error::invalid("edge data must be a JSON object"));
-                    };
+                    }
                     check_depth("edge data", &data, MAX_JSON_DEPTH)?;
                 }
                 (f, _) => {

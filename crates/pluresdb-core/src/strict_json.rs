@@ -1,5 +1,7 @@
 //! JSON parsing that refuses an object naming a key twice (serde_json keeps the last value
-//! without a word, so an import would lose the others).
+//! without a word, so an import would lose the others, and SQLite's JSON functions read the
+//! first: JSON stored with a repeated key reads differently in SQL and through the API).
+//! Used for imports, command-line arguments and what peers send.
 
 use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::map::Entry;
