@@ -2799,3 +2799,42 @@ fn json_naming_a_key_twice_is_refused_and_nothing_changes() {
         Value::Integer(1)
     );
 }
+
+#[test]
+fn a_change_stamped_with_clock_time_zero_is_refused_and_nothing_changes() {
+    let b = Database::open_in_memory().unwrap();
+    b.put("a", &json!({"k": 1})).unwrap();
+    let before = dump(&b);
+    let zero = Version::new(
+        pluresdb_core::Hlc::from_u64(0),
+        pluresdb_core::SiteId([5; 16]),
+    );
+    let edge = ChangeRecord {
+        collection: EDGES.into(),
+        key: vec![
+            Value::Text("a".into()),
+            Value::Text("s".into()),
+            Value::Text("a".into()),
+        ]
+        .into(),
+        field: "".into(),
+        value: None,
+        version: zero,
+        cl: 1,
+    };
+    let node = ChangeRecord {
+        collection: NODES.into(),
+        key: vec![Value::Text("a".into())].into(),
+        field: "data.k".into(),
+        value: Some(Value::Text("2".into())),
+        version: zero,
+        cl: 1,
+    };
+    // Time 0 marks a creation not seen yet: this edge was stored here, and never passed on
+    // (its creation looked unknown), so replicas of this database never had it.
+    for bad in [edge, node] {
+        let err = b.apply_changes(&[bad]).unwrap_err();
+        assert!(err.message().contains("clock time 0"), "{err}");
+        assert_eq!(dump(&b), before, "nothing applied");
+    }
+}

@@ -236,6 +236,13 @@ fn validate<'a>(
     if ch.cl == 0 {
         return Err(Error::invalid("causal length 0 is not valid"));
     }
+    // No clock gives 0, which sync records keep for a creation not seen yet: a row made by such
+    // a change would never be passed on.
+    if ch.version.hlc == Hlc::ZERO {
+        return Err(Error::invalid(
+            "clock time 0 is not valid (no clock gives it): the sending peer's data is damaged",
+        ));
+    }
     if ch.cl > MAX_CAUSAL_LENGTH {
         return Err(Error::invalid(format!(
             "causal length {} is over the limit of 2^62 (it counts a row's deletes and \
