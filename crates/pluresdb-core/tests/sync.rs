@@ -2838,3 +2838,31 @@ fn a_change_stamped_with_clock_time_zero_is_refused_and_nothing_changes() {
         assert_eq!(dump(&b), before, "nothing applied");
     }
 }
+
+#[test]
+fn keys_of_every_column_type_sync_as_the_sender_stored_them() {
+    // What the check on merged keys must not refuse: keys as SQLite stored them on the
+    // sender, converted by their column's type ('1e5' in NUMERIC is 100000, 1 in REAL is 1.0).
+    let schema = "CREATE TABLE reals(id REAL PRIMARY KEY NOT NULL, v TEXT);
+         CREATE TABLE nums(id NUMERIC PRIMARY KEY NOT NULL, v TEXT);
+         CREATE TABLE texts(id TEXT PRIMARY KEY NOT NULL, v TEXT);
+         CREATE TABLE ints(id INT PRIMARY KEY NOT NULL, v TEXT);
+         CREATE TABLE untyped(id PRIMARY KEY NOT NULL, v TEXT);";
+    let (a, b) = pair(schema, &["reals", "nums", "texts", "ints", "untyped"]);
+    a.exec(
+        "INSERT INTO reals VALUES (1, 'x'), (2.5, 'y'), (-0.0, 'z'), ('7', 'w');
+         INSERT INTO nums VALUES ('1e5', 'x'), (3.0, 'y'), ('abc', 'z'), (x'01', 'b');
+         INSERT INTO texts VALUES (5, 'x'), (1.5, 'y');
+         INSERT INTO ints VALUES ('12', 'x'), (2.0, 'y'), (' 3 ', 'z'), ('4.5', 'w');
+         INSERT INTO untyped VALUES ('12', 'x'), (2.0, 'y'), (3, 'z');
+         UPDATE reals SET v = 'u'; UPDATE nums SET v = 'u'; UPDATE ints SET v = 'u';",
+    )
+    .unwrap();
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    assert!(
+        dump(&b).contains("reals {\"id\":2.5,\"v\":\"u\"}"),
+        "{}",
+        dump(&b)
+    );
+}
