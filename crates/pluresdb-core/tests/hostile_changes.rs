@@ -30,6 +30,9 @@ fn dump(db: &Database) -> String {
     for row in db.all("SELECT * FROM todos ORDER BY id", ()).unwrap() {
         out += &format!("todos {}\n", row.to_json());
     }
+    for row in db.all("SELECT * FROM nums ORDER BY id", ()).unwrap() {
+        out += &format!("nums {}\n", row.to_json());
+    }
     out
 }
 
@@ -38,6 +41,9 @@ fn db() -> Database {
     db.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT, done INTEGER NOT NULL DEFAULT 0)")
         .unwrap();
     db.sync_table("todos").unwrap();
+    db.exec("CREATE TABLE nums(id INTEGER PRIMARY KEY, n INTEGER NOT NULL DEFAULT 0, s TEXT)")
+        .unwrap();
+    db.sync_table("nums").unwrap();
     db
 }
 
@@ -75,9 +81,16 @@ fn value() -> impl Strategy<Value = Value> {
 }
 
 fn change() -> impl Strategy<Value = ChangeRecord> {
-    let collection = proptest::sample::select(&[NODES, EDGES, "todos", "elsewhere"][..]);
+    let collection = proptest::sample::select(&[NODES, EDGES, "todos", "nums", "elsewhere"][..]);
     let key = prop_oneof![
         3 => text(&["a", "b", "c"]).prop_map(|k| vec![k]),
+        2 => prop_oneof![
+            Just(Value::Integer(1)),
+            Just(Value::Integer(2)),
+            Just(Value::Real(1.0)),
+            Just(Value::Text("1".into())),
+        ]
+        .prop_map(|k| vec![k]),
         2 => (text(&["a", "b"]), text(&["r", "s"]), text(&["a", "b", "c"]))
             .prop_map(|(f, r, t)| vec![f, r, t]),
         1 => proptest::collection::vec(value(), 0..4),
@@ -126,6 +139,7 @@ proptest! {
         here.put("b", &json!({})).unwrap();
         here.link("a", "r", "b", Some(&json!({"w": 1}))).unwrap();
         here.run("INSERT INTO todos(id, title) VALUES ('a', 'first')", ()).unwrap();
+        here.run("INSERT INTO nums(id, n, s) VALUES (1, 5, 'five')", ()).unwrap();
         let before = dump(&here);
         match here.apply_changes(&batch) {
             Err(_) => prop_assert_eq!(dump(&here), before, "a refused batch changed nothing"),
@@ -139,8 +153,10 @@ proptest! {
                     .unwrap();
                 // (Except for a new life of a row known here only by a column this table
                 // lacks: its creation's version, unknown, is not passed on until it arrives.)
-                let lacking = batch.iter().any(|c| {
-                    &*c.collection == "todos" && !["", "title", "done"].contains(&&*c.field)
+                let lacking = batch.iter().any(|c| match &*c.collection {
+                    "todos" => !["", "title", "done"].contains(&&*c.field),
+                    "nums" => !["", "n", "s"].contains(&&*c.field),
+                    _ => false,
                 });
                 if !lacking {
                     prop_assert_eq!(dump(&there), after, "a replica of it holds the same");
