@@ -793,25 +793,14 @@ fn dropping_one_index_never_hides_later_writes_from_another() {
 
 #[test]
 fn an_index_whose_table_was_dropped_or_column_renamed_says_so_and_can_be_made_again() {
-    let db = Database::open_in_memory().unwrap();
+    let db = two_docs_indexed();
     let make = "CREATE TABLE docs(id INTEGER PRIMARY KEY, e BLOB)";
-    db.exec(make).unwrap();
-    db.exec("INSERT INTO docs VALUES (1, vec_f32('[1, 0]')), (2, vec_f32('[0, 1]'))")
-        .unwrap();
-    db.create_vector_index("docs", "e", &VectorIndexOptions::default())
-        .unwrap();
-    let nearest = |db: &Database| {
-        db.all_as::<(i64,)>(
-            "SELECT rowid FROM vector_search('docs', 'e', '[1, 0]', 1)",
-            (),
-        )
-    };
-    assert_eq!(nearest(&db).unwrap(), [(1,)]);
+    assert_eq!(nearest_doc(&db).unwrap(), [(1,)]);
     // Dropped and made again: the old index's triggers went with the table.
     db.exec(&format!("DROP TABLE docs; {make}")).unwrap();
     db.exec("INSERT INTO docs VALUES (7, vec_f32('[1, 0]'))")
         .unwrap();
-    let err = nearest(&db).unwrap_err();
+    let err = nearest_doc(&db).unwrap_err();
     assert!(err.message().contains("was dropped"), "{err}");
     assert!(
         err.message()
@@ -823,10 +812,10 @@ fn an_index_whose_table_was_dropped_or_column_renamed_says_so_and_can_be_made_ag
         .unwrap();
     db.exec("INSERT INTO docs VALUES (8, vec_f32('[0, 1]'))")
         .unwrap();
-    assert_eq!(nearest(&db).unwrap(), [(7,)]);
+    assert_eq!(nearest_doc(&db).unwrap(), [(7,)]);
     // A renamed column: an error, not an empty result.
     db.exec("ALTER TABLE docs RENAME COLUMN e TO emb").unwrap();
-    let err = nearest(&db).unwrap_err();
+    let err = nearest_doc(&db).unwrap_err();
     assert!(err.message().contains("docs.e no longer exists"), "{err}");
     // The drop function refuses a call without arguments instead of panicking.
     let err = db
@@ -1121,9 +1110,8 @@ fn rows_renumbered_by_vacuum_are_followed() {
     assert_rebuilt(&db, "renumbered");
 }
 
-#[test]
-fn an_index_whose_table_was_renamed_is_not_used_for_a_new_table_of_that_name() {
-    // SQLite's way to change a table: rename it, make the new one, copy the rows over.
+/// `docs(id, e)` with rows 1 at [1, 0] and 2 at [0, 1], indexed.
+fn two_docs_indexed() -> Database {
     let db = Database::open_in_memory().unwrap();
     db.exec(
         "CREATE TABLE docs(id INTEGER PRIMARY KEY, e BLOB);
@@ -1132,13 +1120,22 @@ fn an_index_whose_table_was_renamed_is_not_used_for_a_new_table_of_that_name() {
     .unwrap();
     db.create_vector_index("docs", "e", &VectorIndexOptions::default())
         .unwrap();
-    let nearest = |db: &Database| {
-        db.all_as::<(i64,)>(
-            "SELECT rowid FROM vector_search('docs', 'e', '[1, 0]', 1)",
-            (),
-        )
-    };
-    assert_eq!(nearest(&db).unwrap(), [(1,)]);
+    db
+}
+
+/// The row of `docs` nearest [1, 0], by the index.
+fn nearest_doc(db: &Database) -> pluresdb_core::Result<Vec<(i64,)>> {
+    db.all_as::<(i64,)>(
+        "SELECT rowid FROM vector_search('docs', 'e', '[1, 0]', 1)",
+        (),
+    )
+}
+
+#[test]
+fn an_index_whose_table_was_renamed_is_not_used_for_a_new_table_of_that_name() {
+    // SQLite's way to change a table: rename it, make the new one, copy the rows over.
+    let db = two_docs_indexed();
+    assert_eq!(nearest_doc(&db).unwrap(), [(1,)]);
     db.exec(
         "ALTER TABLE docs RENAME TO docs_old;
          CREATE TABLE docs(id INTEGER PRIMARY KEY, title TEXT, e BLOB);
@@ -1146,16 +1143,16 @@ fn an_index_whose_table_was_renamed_is_not_used_for_a_new_table_of_that_name() {
     )
     .unwrap();
     // The index's triggers went with the renamed table: its graph is not the new table's.
-    let err = nearest(&db).unwrap_err();
+    let err = nearest_doc(&db).unwrap_err();
     assert!(err.message().contains("renamed to docs_old"), "{err}");
     db.create_vector_index("docs", "e", &VectorIndexOptions::default())
         .unwrap();
-    assert_eq!(nearest(&db).unwrap(), [(11,)]);
+    assert_eq!(nearest_doc(&db).unwrap(), [(11,)]);
     db.exec("DROP TABLE docs_old; INSERT INTO docs(id, e) VALUES (20, vec_f32('[1, 0.01]'))")
         .unwrap();
-    assert_eq!(nearest(&db).unwrap(), [(11,)]);
+    assert_eq!(nearest_doc(&db).unwrap(), [(11,)]);
     db.exec("DELETE FROM docs WHERE id = 11").unwrap();
-    assert_eq!(nearest(&db).unwrap(), [(20,)]);
+    assert_eq!(nearest_doc(&db).unwrap(), [(20,)]);
 }
 
 #[test]
@@ -1203,21 +1200,8 @@ fn a_first_search_over_nodes_says_what_is_wrong() {
 #[test]
 fn an_index_whose_column_was_renamed_is_not_used_for_a_new_column_of_that_name() {
     // Changing a column's type: rename it, add the new one, copy, drop the old one.
-    let db = Database::open_in_memory().unwrap();
-    db.exec(
-        "CREATE TABLE docs(id INTEGER PRIMARY KEY, e BLOB);
-         INSERT INTO docs VALUES (1, vec_f32('[1, 0]')), (2, vec_f32('[0, 1]'))",
-    )
-    .unwrap();
-    db.create_vector_index("docs", "e", &VectorIndexOptions::default())
-        .unwrap();
-    let nearest = |db: &Database| {
-        db.all_as::<(i64,)>(
-            "SELECT rowid FROM vector_search('docs', 'e', '[1, 0]', 1)",
-            (),
-        )
-    };
-    assert_eq!(nearest(&db).unwrap(), [(1,)]);
+    let db = two_docs_indexed();
+    assert_eq!(nearest_doc(&db).unwrap(), [(1,)]);
     db.exec(
         "ALTER TABLE docs RENAME COLUMN e TO e_old;
          ALTER TABLE docs ADD COLUMN e BLOB;
@@ -1226,15 +1210,15 @@ fn an_index_whose_column_was_renamed_is_not_used_for_a_new_column_of_that_name()
     )
     .unwrap();
     // The index's triggers watch e_old: its graph is not the new column's.
-    let err = nearest(&db).unwrap_err();
+    let err = nearest_doc(&db).unwrap_err();
     assert!(err.message().contains("docs.e was renamed"), "{err}");
     db.create_vector_index("docs", "e", &VectorIndexOptions::default())
         .unwrap();
-    assert_eq!(nearest(&db).unwrap(), [(2,)]);
+    assert_eq!(nearest_doc(&db).unwrap(), [(2,)]);
     db.exec("ALTER TABLE docs DROP COLUMN e_old").unwrap();
     db.exec("UPDATE docs SET e = vec_f32('[1, 0.1]') WHERE id = 1; DELETE FROM docs WHERE id = 2")
         .unwrap();
-    assert_eq!(nearest(&db).unwrap(), [(1,)]);
+    assert_eq!(nearest_doc(&db).unwrap(), [(1,)]);
 }
 
 #[test]
