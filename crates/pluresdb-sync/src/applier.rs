@@ -18,13 +18,20 @@ use pluresdb_core::{ApplyReport, ChangeRecord, Database, Error, ErrorKind, Resul
 /// when they are this many: memory stays bounded however fast the peer sends).
 const QUEUE: usize = 8;
 
+/// Received changes waiting to merge or merging, at most, however many batches hold them: a
+/// change takes about 100 bytes once decoded, and a 16 MiB message of tiny ones holds
+/// millions, so counting batches alone let a peer queue gigabytes. (A batch is taken whatever
+/// its size once the queue has room: a single message is bounded by the message limit.)
+const QUEUE_CHANGES: usize = 1 << 20;
+
 /// Batches that queued up are merged together until they hold this many changes.
 pub(crate) const GROUP_CHANGES: usize = 20_000;
 
-/// What one merge did: how many batches it merged, and its report.
+/// What one merge did: how many batches (and received changes) it took, and its report.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Merged {
     pub(crate) batches: usize,
+    pub(crate) changes: usize,
     pub(crate) report: ApplyReport,
 }
 
@@ -68,6 +75,8 @@ pub(crate) struct Applier {
     submitted: usize,
     /// Batches reported merged so far (they merge in the order submitted).
     merged: usize,
+    /// Changes submitted and not yet reported merged.
+    queued: usize,
 }
 
 impl Applier {
@@ -81,12 +90,14 @@ impl Applier {
             let mut held = Vec::new();
             while let Some(job) = queue.blocking_recv() {
                 let mut changes = std::mem::take(&mut held);
+                let mut taken = job.changes.len();
                 changes.extend(job.changes);
                 // A group ends with its set: the next set's last row may go on.
                 let (mut batches, mut ends_set) = (1, job.ends_set);
                 while !ends_set && changes.len() < GROUP_CHANGES {
                     match queue.try_recv() {
                         Ok(more) => {
+                            taken += more.changes.len();
                             changes.extend(more.changes);
                             (batches, ends_set) = (batches + 1, more.ends_set);
                         }
@@ -96,7 +107,11 @@ impl Applier {
                 if !ends_set {
                     held = split_off_last_row(&mut changes);
                 }
-                let merged = merge(&db, &changes).map(|report| Merged { batches, report });
+                let merged = merge(&db, &changes).map(|report| Merged {
+                    batches,
+                    changes: taken,
+                    report,
+                });
                 let failed = merged.is_err();
                 if done.send(merged).is_err() || failed {
                     break;
@@ -108,6 +123,7 @@ impl Applier {
             results,
             submitted: 0,
             merged: 0,
+            queued: 0,
         }
     }
 
@@ -133,6 +149,7 @@ impl Applier {
         let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
         // A thread that stopped did so on an error, which `merged` reports (the batch counts
         // as submitted, so the caller still asks for it).
+        self.queued += job.changes.len();
         let _ = jobs.send(job);
         self.submitted += 1;
         Ok(())
@@ -140,7 +157,7 @@ impl Applier {
 
     /// Whether another batch may be queued.
     pub(crate) fn has_room(&self) -> bool {
-        self.submitted - self.merged < QUEUE
+        self.submitted - self.merged < QUEUE && self.queued < QUEUE_CHANGES
     }
 
     /// Batches submitted so far.
@@ -162,6 +179,7 @@ impl Applier {
     pub(crate) async fn merged(&mut self) -> Result<Merged> {
         let merged = self.results.recv().await.ok_or_else(stopped)??;
         self.merged += merged.batches;
+        self.queued -= merged.changes;
         Ok(merged)
     }
 
@@ -216,6 +234,36 @@ mod tests {
         let mut long: Vec<ChangeRecord> = (0..MAX_HELD + 1).map(change).collect();
         assert!(split_off_last_row(&mut long).is_empty());
         assert_eq!(long.len(), MAX_HELD + 1, "all merge now");
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_by_changes_as_well_as_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path().join("db.db")).unwrap();
+        let change = ChangeRecord {
+            collection: pluresdb_core::NODES.into(),
+            key: vec![pluresdb_core::Value::Text("n".into())].into(),
+            field: "data.f".into(),
+            value: Some(pluresdb_core::Value::Text("1".into())),
+            version: pluresdb_core::Version::new(
+                pluresdb_core::Hlc::new(pluresdb_core::wall_millis(), 0),
+                pluresdb_core::SiteId([5; 16]),
+            ),
+            cl: 1,
+        };
+        let mut applier = Applier::start(db);
+        // One batch of many changes fills the queue; a batch of a few does not.
+        applier.submit(vec![change.clone(); 3]).unwrap();
+        assert!(applier.has_room());
+        applier.submit(vec![change; QUEUE_CHANGES]).unwrap();
+        assert!(
+            !applier.has_room(),
+            "two batches, but over a million changes"
+        );
+        while !applier.idle() {
+            applier.merged().await.unwrap();
+        }
+        assert!(applier.has_room(), "merged: room again");
     }
 
     #[tokio::test]
