@@ -194,6 +194,9 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:34569")]
         listen: String,
+        /// Sessions served at once; more connections wait until one ends.
+        #[arg(long, default_value_t = 64)]
+        max_sessions: usize,
         #[command(flatten)]
         limit: sync_cmd::MessageLimit,
     },
@@ -742,10 +745,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             sync_cmd::apply(&db, file, limit, cli.json)?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Serve { listen, limit } => {
+        Command::Serve {
+            listen,
+            max_sessions,
+            limit,
+        } => {
+            if *max_sessions == 0 {
+                return Err(Error::invalid(
+                    "--max-sessions must be at least 1 (how many peers are served at once)",
+                ));
+            }
             let db = open(&cli)?;
             drop(out);
-            sync_cmd::serve_cmd(db, listen, limit)?;
+            sync_cmd::serve_cmd(db, listen, *max_sessions, limit)?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Sync {

@@ -143,10 +143,17 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
     Ok(())
 }
 
-/// `pluresdb serve --listen ADDRESS`: serves sync until interrupted.
-pub fn serve_cmd(db: Database, listen: &str, limit: &MessageLimit) -> Result<()> {
+/// `pluresdb serve --listen ADDRESS`: serves sync until interrupted, `max_sessions` peers at
+/// once.
+pub fn serve_cmd(
+    db: Database,
+    listen: &str,
+    max_sessions: usize,
+    limit: &MessageLimit,
+) -> Result<()> {
     let opts = SessionOptions {
         max_message: limit.bytes,
+        max_sessions,
         ..SessionOptions::default()
     };
     runtime()?.block_on(async move {

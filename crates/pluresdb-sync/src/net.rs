@@ -1,8 +1,10 @@
 //! Sync over the network: a WebSocket server and client on TCP.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{accept_async_with_config, connect_async_with_config};
 
@@ -10,10 +12,18 @@ use pluresdb_core::{Database, Error, ErrorKind, Result};
 
 use crate::session::{SessionOptions, SessionReport, run_session, ws_error};
 
-/// Accepts sync sessions on `listener` until the future is dropped. Each session stays open
-/// (watch mode) as long as the peer keeps it, so peers that watch get changes live.
+/// Accepts sync sessions on `listener` until the future is dropped, at most
+/// `opts.max_sessions` at once. Each session stays open (watch mode) as long as the peer keeps
+/// it, so peers that watch get changes live.
 pub async fn serve(db: Database, listener: TcpListener, opts: SessionOptions) -> Result<()> {
+    let sessions = Arc::new(Semaphore::new(opts.max_sessions.max(1)));
     loop {
+        // A connection is taken once a session may start (the others wait in the backlog).
+        let permit = sessions
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::internal("the sync server's session limit was closed"))?;
         let (tcp, addr) = listener.accept().await.map_err(|e| {
             Error::new(
                 ErrorKind::Io,
@@ -41,6 +51,7 @@ pub async fn serve(db: Database, listener: TcpListener, opts: SessionOptions) ->
             if let Err(e) = result {
                 eprintln!("pluresdb: sync with {addr} ended: {e}");
             }
+            drop(permit);
         });
     }
 }
@@ -79,7 +90,8 @@ pub async fn sync_with(db: Database, url: &str, opts: &SessionOptions) -> Result
             Error::new(
                 ErrorKind::Io,
                 format!(
-                    "cannot connect to {url}: no answer within {:?} (is it a PluresDB sync server?)",
+                    "cannot connect to {url}: no answer within {:?} (is it a PluresDB sync server? \
+                     one serving as many sessions as it may, --max-sessions, answers when one ends)",
                     opts.timeout
                 ),
             )

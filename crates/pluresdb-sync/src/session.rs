@@ -40,6 +40,10 @@ pub struct SessionOptions {
     /// machine slept, or the network dropped the connection without closing it) and the
     /// session ends with an error naming it. Give both sides the same.
     pub keepalive: Duration,
+    /// For [`serve`](crate::net::serve): sessions served at once, at most (each has a thread
+    /// merging what it receives); connections beyond wait, unanswered, until one ends, so
+    /// connections that never say hello cannot take up the machine.
+    pub max_sessions: usize,
 }
 
 impl Default for SessionOptions {
@@ -51,6 +55,7 @@ impl Default for SessionOptions {
             address: None,
             timeout: Duration::from_secs(60),
             keepalive: Duration::from_secs(30),
+            max_sessions: 64,
         }
     }
 }

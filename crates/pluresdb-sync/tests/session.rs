@@ -391,6 +391,35 @@ async fn a_server_drops_a_client_that_never_says_hello() {
     assert!(closed.is_ok(), "the server kept a silent client");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_serves_at_most_max_sessions_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SessionOptions {
+        max_sessions: 1,
+        ..Default::default()
+    };
+    let server = open(&dir, "s.db");
+    server.put("x", &json!({})).unwrap();
+    let url = start_server_with(server, &opts).await;
+    // A client that connects and never says hello holds the only session.
+    let (silent, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let client = open(&dir, "c.db");
+    let quick = SessionOptions {
+        timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let err = sync_with(client.clone(), &url, &quick).await.unwrap_err();
+    assert!(err.message().contains("no answer within"), "{err}");
+    assert!(client.get_node("x").unwrap().is_none());
+    // Once it goes, the next client is served.
+    drop(silent);
+    let report = sync_with(client.clone(), &url, &SessionOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.peer, Some(open(&dir, "s.db").site_id()));
+    assert!(client.get_node("x").unwrap().is_some());
+}
+
 /// Options that ping a silent peer after 200 ms and give up on it 300 ms later: both longer
 /// than the 50 ms watch poll, which must not postpone them.
 fn quick_keepalive() -> SessionOptions {
