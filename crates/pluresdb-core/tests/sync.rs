@@ -522,6 +522,44 @@ fn a_peer_on_an_older_schema_gets_a_new_columns_values_once_it_has_the_column() 
 }
 
 #[test]
+fn columns_beyond_the_remembered_misses_are_still_asked_for_once_they_are_here() {
+    // A has 300 columns B lacks: more than the 256 misses B remembers one by one.
+    let (a, b) = (todo_db(), todo_db());
+    let columns: Vec<String> = (0..300).map(|i| format!("c{i:03}")).collect();
+    for c in &columns {
+        a.exec(&format!("ALTER TABLE todos ADD COLUMN {c} INTEGER"))
+            .unwrap();
+    }
+    let sets: Vec<String> = columns.iter().map(|c| format!("{c} = 7")).collect();
+    a.exec(&format!(
+        "INSERT INTO todos(id) VALUES ('t1'); UPDATE todos SET {}",
+        sets.join(", ")
+    ))
+    .unwrap();
+    let report = push_report(&a, &b);
+    assert_eq!(report.skipped, 300, "{report:?}");
+    // B gets the last column, one that did not fit in the list: it asks A for everything.
+    b.exec("ALTER TABLE todos ADD COLUMN c299 INTEGER").unwrap();
+    assert_eq!(b.peer_cursor(a.site_id()).unwrap(), 0);
+    push(&a, &b);
+    assert_eq!(
+        b.value("SELECT c299 FROM todos WHERE id = 't1'", ())
+            .unwrap(),
+        Value::Integer(7)
+    );
+    // A change named like a key column here is left out without being remembered.
+    let mut change = a.changes_since(0, None).unwrap().changes[0].clone();
+    change.field = "id".into();
+    change.value = Some(Value::Text("x".into()));
+    let c = todo_db();
+    c.apply_changes(&[change]).unwrap();
+    let missed = c
+        .value("SELECT value FROM _pluresdb_meta WHERE key = 'missed'", ())
+        .unwrap();
+    assert_eq!(missed, Value::Null);
+}
+
+#[test]
 fn a_column_added_later_does_not_claim_rows_written_before_it_was_here() {
     // B has `prio`, A not yet. B writes prio; A, still without it, rewrites the row (its
     // base version is newer than B's write of prio, but it wrote no prio).

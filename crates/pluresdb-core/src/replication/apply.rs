@@ -200,7 +200,11 @@ impl Database {
                 for group in &groups {
                     merge_row(db, conn, &mut batch, group, &mut report)?;
                 }
-                missed::remember(conn, &batch.missed)?;
+                if !batch.missed.is_empty() {
+                    repl.with_collections(conn, |colls| {
+                        missed::remember(conn, &batch.missed, colls)
+                    })?;
+                }
                 if let Some(hlc) = newest {
                     repl.clock.observe(hlc);
                 }
@@ -521,18 +525,24 @@ fn merge_row<'c>(
         } else {
             // A column this replica lacks: its value and version are left out, not kept as if
             // stored (see `missed`).
-            let (lacking, local) = match &group.coll.kind {
+            // (A field named like a key column here can never arrive as a field: the peer's
+            // table is keyed otherwise, and its change is left out without being remembered.)
+            let (lacking, may_arrive, local) = match &group.coll.kind {
                 Kind::Table(info) => match info.fields.iter().position(|c| *c == *ch.field) {
-                    Some(i) => (false, m.clock.column(&ch.field, info.added_at(i))),
+                    Some(i) => (false, false, m.clock.column(&ch.field, info.added_at(i))),
                     // No base version covers a column this replica does not have.
-                    None => (true, m.clock.column(&ch.field, u64::MAX)),
+                    None => (
+                        true,
+                        !info.pk.iter().any(|k| *k == *ch.field),
+                        m.clock.column(&ch.field, u64::MAX),
+                    ),
                 },
-                _ => (false, m.clock.field(&ch.field)),
+                _ => (false, false, m.clock.field(&ch.field)),
             };
             let local = local.map(|s| batch.version_of(conn, s)).transpose()?;
             let decision = decide_field(m.cl, local, ch.cl, ch.version);
             // (A set of a few entries: looked through before copying the names for it.)
-            if lacking
+            if may_arrive
                 && !matches!(decision, FieldDecision::Ignore)
                 && !batch
                     .missed

@@ -21,26 +21,45 @@ pub(crate) type Missed = BTreeSet<(String, String)>;
 const KEY: &str = "missed";
 
 /// At most this many are remembered: past it, a peer sending changes for ever more unknown
-/// tables or columns cannot grow the list (and the last ones wait for the next miss).
+/// tables or columns cannot grow the list. What does not fit is stood for by one entry,
+/// [`OVERFLOW`] with the shape of the synced tables then: any change to that shape counts as
+/// its arrival (a resync too many, rather than a left-out change never asked for again).
 const MAX_MISSED: usize = 256;
 
-/// Remembers `new` with those remembered before (in the open transaction).
-pub(crate) fn remember(conn: &Connection, new: &Missed) -> Result<()> {
+/// The table name of the entry standing for misses that did not fit (no table is named so).
+const OVERFLOW: &str = "";
+
+/// Remembers `new` with those remembered before (in the open transaction); `collections` are
+/// the synced tables as they are now.
+pub(crate) fn remember(conn: &Connection, new: &Missed, collections: &Collections) -> Result<()> {
     if new.is_empty() {
         return Ok(());
     }
     let mut all = read(conn)?;
-    let before = all.len();
+    let before = all.clone();
     for entry in new {
-        if all.len() >= MAX_MISSED {
-            break;
+        if all.len() < MAX_MISSED {
+            all.insert(entry.clone());
+        } else if !all.contains(entry) && !all.iter().any(|(t, _)| t == OVERFLOW) {
+            all.insert((OVERFLOW.to_owned(), shape(collections)));
         }
-        all.insert(entry.clone());
     }
-    if all.len() != before {
+    if all != before {
         write(conn, &all)?;
     }
     Ok(())
+}
+
+/// The synced tables and their columns, as one text (what an overflow entry compares).
+fn shape(collections: &Collections) -> String {
+    let mut out = String::new();
+    for coll in collections.iter() {
+        if let Kind::Table(info) = &coll.kind {
+            let columns = info.exists.then(|| info.fields.join(","));
+            out += &format!("{}:{columns:?};", coll.name);
+        }
+    }
+    out
 }
 
 /// When a table or column that a merge left changes out for is here now (synced, and the
@@ -54,7 +73,11 @@ pub(crate) fn resync_if_arrived(conn: &Connection, collections: &Collections) ->
     if all.is_empty() {
         return Ok(());
     }
+    let now = shape(collections);
     let here = |(table, column): &(String, String)| {
+        if table == OVERFLOW {
+            return *column != now;
+        }
         collections
             .by_name(table)
             .is_some_and(|coll| match &coll.kind {
