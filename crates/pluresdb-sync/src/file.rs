@@ -206,7 +206,9 @@ pub fn write_changes(
             &mut |bytes, _| write_bytes(out, &bytes),
         )
     })?;
-    let db_version = db.announce(None, db_version)?;
+    // A read-only handle tells no more than was recorded for files, or than the file starts
+    // from: a reader records the file's version only when it had everything before the start.
+    let db_version = db.announce(None, db_version)?.max(since.min(db_version));
     write_frame(out, &Message::Done { db_version })?;
     out.flush()?;
     Ok(WrittenFile {

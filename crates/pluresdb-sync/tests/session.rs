@@ -1104,6 +1104,27 @@ async fn a_change_file_from_a_read_only_handle_does_not_make_its_database_look_c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_file_from_a_read_only_handle_announces_nothing_told_only_to_another_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (open(&dir, "a.db"), open(&dir, "b.db"), open(&dir, "c.db"));
+    a.put("x", &json!({})).unwrap();
+    // A tells C (and only C) that it has sent everything up to its version.
+    sync_ok(&a, &c).await;
+    a.fold_change_log().unwrap();
+    let read_only = pluresdb_core::OpenOptions::new()
+        .read_only(true)
+        .open(dir.path().join("a.db"))
+        .unwrap();
+    let mut file = Vec::new();
+    write_changes(&read_only, &b.version_vector().unwrap(), &mut file, MAX).unwrap();
+    apply_file(&b, &mut file.as_slice(), None, MAX).unwrap();
+    // B's cursor of A must not pass what A recorded telling B (or any file reader): A is no
+    // copy, and its next session with B goes through.
+    sync_ok(&a, &b).await;
+    assert_eq!(rows(&a), rows(&b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_of_a_file_made_before_announcements_were_recorded_still_sync() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (open(&dir, "a.db"), open(&dir, "b.db"));

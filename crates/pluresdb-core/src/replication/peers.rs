@@ -70,9 +70,14 @@ impl Database {
     /// [`Database::announced_bound`] tells a copy or a restored backup, whose record is
     /// older. A read-only handle records nothing and tells at most what is recorded already
     /// (the peer gets the changes after it again next time; merging them twice is harmless).
+    /// For a change file that is what was recorded for change files: what was told only to
+    /// some peer is not recorded for the file's reader, who may be another peer.
     pub fn announce(&self, peer: Option<SiteId>, db_version: u64) -> Result<u64> {
         if self.is_read_only() {
-            let bound = self.announced_bound(peer)?;
+            let bound = match peer {
+                Some(_) => self.announced_bound(peer)?,
+                None => self.announced_to(&[announced_key(None)])?,
+            };
             return Ok(bound.map_or(db_version, |b| b.min(db_version)));
         }
         self.run(
@@ -89,24 +94,42 @@ impl Database {
     /// than that got it from another file with this site id: a copy, or the database this one
     /// is a restored backup of.
     pub fn announced_bound(&self, peer: Option<SiteId>) -> Result<Option<u64>> {
-        let since = self.value(
-            "SELECT value FROM _pluresdb_meta WHERE key = ?1",
-            (ANNOUNCE_SINCE,),
-        )?;
-        let Some(since) = since.as_i64() else {
+        match peer {
+            Some(_) => self.announced_to(&[announced_key(peer), announced_key(None)]),
+            None => {
+                let Some(since) = self.announce_since()? else {
+                    return Ok(None);
+                };
+                let told = self.value(
+                    "SELECT max(value) FROM _pluresdb_meta WHERE key > ?1 AND key < ?2",
+                    (ANNOUNCED, "announced;"),
+                )?;
+                Ok(Some(since.max(told.as_i64().unwrap_or(0)) as u64))
+            }
+        }
+    }
+
+    /// `announce_since`, or `None` when the file predates these records.
+    fn announce_since(&self) -> Result<Option<i64>> {
+        Ok(self
+            .value(
+                "SELECT value FROM _pluresdb_meta WHERE key = ?1",
+                (ANNOUNCE_SINCE,),
+            )?
+            .as_i64())
+    }
+
+    /// The highest version recorded under any of the meta `keys` (at least `announce_since`),
+    /// or `None` when the file predates these records.
+    fn announced_to(&self, keys: &[String]) -> Result<Option<u64>> {
+        let Some(mut told) = self.announce_since()? else {
             return Ok(None);
         };
-        let told = match peer {
-            Some(_) => self.value(
-                "SELECT max(value) FROM _pluresdb_meta WHERE key IN (?1, ?2)",
-                (announced_key(peer), announced_key(None)),
-            )?,
-            None => self.value(
-                "SELECT max(value) FROM _pluresdb_meta WHERE key > ?1 AND key < ?2",
-                (ANNOUNCED, "announced;"),
-            )?,
-        };
-        Ok(Some(since.max(told.as_i64().unwrap_or(0)) as u64))
+        for key in keys {
+            let value = self.value("SELECT value FROM _pluresdb_meta WHERE key = ?1", (key,))?;
+            told = told.max(value.as_i64().unwrap_or(0));
+        }
+        Ok(Some(told as u64))
     }
 
     /// Gives the database file at `path` a new site id, for a file restored from a backup or
