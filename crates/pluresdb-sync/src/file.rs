@@ -229,7 +229,7 @@ pub fn apply_file(
     max_message: usize,
 ) -> Result<AppliedFile> {
     let start = read_header(input)?;
-    let Some(Message::Hello { site, .. }) = read_frame(input, 1, max_message)? else {
+    let Some(Message::Hello { site, have, .. }) = read_frame(input, 1, max_message)? else {
         return Err(Error::invalid(
             "this is not a PluresDB change file (it does not start with a hello)",
         ));
@@ -242,6 +242,9 @@ pub fn apply_file(
              renew-site-id`)",
         ));
     }
+    // The writer says what it has of this database: more than this file ever told it, and
+    // this file is a copy or a restored backup (as a session's hello tells).
+    check_not_a_copy(db, &have, Some(site))?;
     let mut out = AppliedFile {
         from: Some(site),
         ..AppliedFile::default()

@@ -988,6 +988,12 @@ fn a_restored_backup_behind_its_peer_is_refused_instead_of_its_changes_being_ski
             .contains("never sent it changes past version 0"),
         "{err}"
     );
+    // Also when it only takes files: B's file says what B has of it.
+    let before = rows(&restored);
+    let from_b = file_for(&b, &restored);
+    let err = apply_file(&restored, &mut from_b.as_slice(), None, MAX).unwrap_err();
+    assert!(err.message().contains("restored backup"), "{err}");
+    assert_eq!(rows(&restored), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
