@@ -26,6 +26,12 @@ impl Cli {
     }
 
     fn run_with(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.spawn(args, stdin).wait_with_output().unwrap()
+    }
+
+    /// Starts `pluresdb` on this database with `stdin` written to it and closed, its output
+    /// piped.
+    fn spawn(&self, args: &[&str], stdin: Option<&str>) -> std::process::Child {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pluresdb"))
             .arg("--db")
             .arg(self.db())
@@ -43,7 +49,7 @@ impl Cli {
             input.write_all(text.as_bytes()).unwrap();
         }
         drop(input);
-        child.wait_with_output().unwrap()
+        child
     }
 
     /// Runs and expects success; returns stdout.
@@ -1096,21 +1102,7 @@ fn a_reader_that_goes_away_stops_the_output_quietly() {
         (vec!["export", "--query", many], None),
         (vec!["shell"], Some(shell_input.as_str())),
     ] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pluresdb"))
-            .arg("--db")
-            .arg(cli.db())
-            .args(&args)
-            .env("PLURESDB_HISTORY", cli.path("history"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
-        }
-        drop(input);
+        let mut child = cli.spawn(&args, stdin);
         // Read a little, then go away like `| head -1`.
         let mut stdout = child.stdout.take().unwrap();
         let mut first = [0u8; 16];

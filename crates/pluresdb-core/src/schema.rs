@@ -351,6 +351,16 @@ pub(crate) fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
     schema_has(conn, "table", name)
 }
 
+/// The table the trigger `name` of the main database is on, and its SQL, if there is one.
+pub(crate) fn trigger(conn: &Connection, name: &str) -> Result<Option<(String, String)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT tbl_name, sql FROM sqlite_schema WHERE type = 'trigger' AND name = ?1",
+        )?
+        .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
 /// Whether the main database has an object of type `kind` named `name`.
 fn schema_has(conn: &Connection, kind: &str, name: &str) -> Result<bool> {
     Ok(conn

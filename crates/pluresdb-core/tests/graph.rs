@@ -420,6 +420,19 @@ fn a_callback_waiting_for_a_write_on_another_thread_does_not_deadlock() {
     );
 }
 
+/// Inserts 'real', commits, and checks that it is the only row kept and the only one reported
+/// (rows rolled back to a savepoint before were not).
+fn commit_the_real_row(db: &Database, stream: &pluresdb_core::ChangeStream) {
+    db.run("INSERT INTO t(b) VALUES ('real')", ()).unwrap();
+    db.exec("COMMIT").unwrap();
+    assert_eq!(
+        db.all_as::<(i64, String)>("SELECT a, b FROM t", ())
+            .unwrap(),
+        [(1, "real".to_string())]
+    );
+    assert_eq!(row_events(stream), [(RowOp::Insert, 1)]);
+}
+
 fn row_events(stream: &pluresdb_core::ChangeStream) -> Vec<(RowOp, i64)> {
     stream
         .drain()
@@ -524,14 +537,7 @@ fn on_change_follows_savepoints_run_through_iterate_or_after_comments() {
         "INSERT INTO t(b) VALUES ('gone'); /* undo */ ROLLBACK TO [My \"sp] -- all\n; RELEASE s",
     )
     .unwrap();
-    db.run("INSERT INTO t(b) VALUES ('real')", ()).unwrap();
-    db.exec("COMMIT").unwrap();
-    assert_eq!(
-        db.all_as::<(i64, String)>("SELECT a, b FROM t", ())
-            .unwrap(),
-        [(1, "real".to_string())]
-    );
-    assert_eq!(row_events(&stream), [(RowOp::Insert, 1)]);
+    commit_the_real_row(&db, &stream);
 }
 
 #[test]
@@ -592,12 +598,5 @@ fn on_change_follows_savepoints_whose_names_touch_the_keyword() {
     db.exec("SAVEPOINT\"s p\"").unwrap();
     db.run("INSERT INTO t(b) VALUES ('gone')", ()).unwrap();
     db.exec("ROLLBACK TO\"s p\"; RELEASE[s p]").unwrap();
-    db.run("INSERT INTO t(b) VALUES ('real')", ()).unwrap();
-    db.exec("COMMIT").unwrap();
-    assert_eq!(
-        db.all_as::<(i64, String)>("SELECT a, b FROM t", ())
-            .unwrap(),
-        [(1, "real".to_string())]
-    );
-    assert_eq!(row_events(&stream), [(RowOp::Insert, 1)]);
+    commit_the_real_row(&db, &stream);
 }

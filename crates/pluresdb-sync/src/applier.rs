@@ -214,19 +214,24 @@ fn stopped() -> Error {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_row_longer_than_any_table_row_is_not_held_back() {
-        let change = |i: usize| ChangeRecord {
+    /// A change setting field `field` of node `n` to "1" at clock time `millis`.
+    fn node_change(field: String, millis: u64) -> ChangeRecord {
+        ChangeRecord {
             collection: pluresdb_core::NODES.into(),
             key: vec![pluresdb_core::Value::Text("n".into())].into(),
-            field: format!("data.f{i}").into(),
+            field: field.into(),
             value: Some(pluresdb_core::Value::Text("1".into())),
             version: pluresdb_core::Version::new(
-                pluresdb_core::Hlc::new(1, 0),
+                pluresdb_core::Hlc::new(millis, 0),
                 pluresdb_core::SiteId([5; 16]),
             ),
             cl: 1,
-        };
+        }
+    }
+
+    #[test]
+    fn a_row_longer_than_any_table_row_is_not_held_back() {
+        let change = |i: usize| node_change(format!("data.f{i}"), 1);
         let mut short: Vec<ChangeRecord> = (0..3).map(change).collect();
         assert_eq!(split_off_last_row(&mut short).len(), 3);
         // A peer sending one row without end (duplicates, say) had it all held in memory,
@@ -240,17 +245,7 @@ mod tests {
     async fn the_queue_is_bounded_by_changes_as_well_as_batches() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(dir.path().join("db.db")).unwrap();
-        let change = ChangeRecord {
-            collection: pluresdb_core::NODES.into(),
-            key: vec![pluresdb_core::Value::Text("n".into())].into(),
-            field: "data.f".into(),
-            value: Some(pluresdb_core::Value::Text("1".into())),
-            version: pluresdb_core::Version::new(
-                pluresdb_core::Hlc::new(pluresdb_core::wall_millis(), 0),
-                pluresdb_core::SiteId([5; 16]),
-            ),
-            cl: 1,
-        };
+        let change = node_change("data.f".into(), pluresdb_core::wall_millis());
         let mut applier = Applier::start(db);
         // One batch of many changes fills the queue; a batch of a few does not.
         applier.submit(vec![change.clone(); 3]).unwrap();

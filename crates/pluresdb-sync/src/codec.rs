@@ -77,11 +77,9 @@ impl Message {
     pub fn error(text: impl Into<String>) -> Message {
         let mut text = text.into();
         if text.len() > MAX_NAME {
-            let mut end = MAX_NAME;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
+            // (str::floor_char_boundary is newer than the crates' minimum Rust.)
+            let end = (0..=MAX_NAME).rev().find(|&i| text.is_char_boundary(i));
+            text.truncate(end.unwrap_or(0));
         }
         Message::Error(text)
     }

@@ -152,10 +152,9 @@ pub(crate) fn check_not_a_copy(
     peer: Option<SiteId>,
 ) -> Result<()> {
     let (theirs, ours) = (have.get(&db.site_id()), db.db_version()?);
-    let told = db.announced_bound(peer)?;
     let why = if theirs > ours {
         format!("this database is at version {ours}")
-    } else if let Some(told) = told.filter(|&told| theirs > told) {
+    } else if let Some(told) = db.announced_bound(peer)?.filter(|&told| theirs > told) {
         format!("this database never sent it changes past version {told}")
     } else {
         return Ok(());

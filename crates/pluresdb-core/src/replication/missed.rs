@@ -73,10 +73,9 @@ pub(crate) fn resync_if_arrived(conn: &Connection, collections: &Collections) ->
     if all.is_empty() {
         return Ok(());
     }
-    let now = shape(collections);
     let here = |(table, column): &(String, String)| {
         if table == OVERFLOW {
-            return *column != now;
+            return *column != shape(collections);
         }
         collections
             .by_name(table)

@@ -143,12 +143,7 @@ pub(crate) fn find(conn: &Connection, table: &str, column: &str) -> Result<Index
 pub(crate) fn check_current(conn: &Connection, def: &IndexDef) -> Result<()> {
     // The table the index's triggers are on now, and their SQL (which SQLite rewrites when a
     // column they name is renamed).
-    let trigger: Option<(String, String)> = conn
-        .prepare_cached(
-            "SELECT tbl_name, sql FROM sqlite_schema WHERE type = 'trigger' AND name = ?1",
-        )?
-        .query_row([trigger_ident(def, "ins")], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+    let trigger = crate::schema::trigger(conn, &trigger_ident(def, "ins"))?;
     let has_trigger = trigger
         .as_ref()
         .is_some_and(|(t, _)| t.eq_ignore_ascii_case(&def.table));

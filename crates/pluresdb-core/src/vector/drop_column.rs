@@ -26,11 +26,7 @@ fn index_in_the_way(conn: &Connection, message: &str) -> Option<String> {
         .strip_prefix("NEW.")
         .or_else(|| column.strip_prefix("OLD."))
         .unwrap_or(column);
-    let table: String = lookup(
-        conn,
-        "SELECT tbl_name FROM sqlite_schema WHERE type = 'trigger' AND name = ?1",
-        trigger,
-    )?;
+    let (table, _) = crate::schema::trigger(conn, trigger).ok()??;
     let refused = format!("cannot drop column {column:?} of table {table:?}");
     if let Some(rest) = trigger.strip_prefix("_pluresdb_vec_") {
         let id: i64 = rest.split('_').next()?.parse().ok()?;

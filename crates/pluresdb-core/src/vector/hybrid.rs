@@ -164,14 +164,8 @@ fn text_index_columns(conn: &Connection, table: &str) -> Result<Option<String>> 
 /// ALTER TABLE ... RENAME takes them to the renamed table, while the index keeps the old rows'
 /// words under their row ids.
 fn fits_its_table(conn: &Connection, table: &str) -> Result<bool> {
-    let on: Option<String> = conn
-        .query_row(
-            "SELECT tbl_name FROM sqlite_schema WHERE type = 'trigger' AND name = ?1",
-            [text_trigger(&fts_name(table), "ai")],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(on.is_some_and(|t| t.eq_ignore_ascii_case(table)))
+    let on = crate::schema::trigger(conn, &text_trigger(&fts_name(table), "ai"))?;
+    Ok(on.is_some_and(|(t, _)| t.eq_ignore_ascii_case(table)))
 }
 
 /// Whether the text index `fts` is a contentless-delete table, which forgets a row by its
