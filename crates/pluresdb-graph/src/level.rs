@@ -233,8 +233,9 @@ impl<'g, T: Item> Bfs<'g, T> {
     /// at a time without a branch each, then visits the new ones among them (whether a
     /// neighbour is new is a coin toss on a large level, and a mispredicted branch per edge
     /// cost more than the rest of the walk: 3 hops both ways on the bare adjacency of the
-    /// benchmark graph went from 1.24-1.33 to 0.92-0.98 ms p50). Small levels, mostly of
-    /// short lists, keep the branch.
+    /// benchmark graph went from 1.24-1.33 to 0.92-0.98 ms p50; reading before marking, see
+    /// [`Bits::insert_each`], took it from 1.29-1.34 to 1.10-1.20 ms on a slower machine).
+    /// Small levels, mostly of short lists, keep the branch.
     fn top_down<B>(
         &mut self,
         level: &[T],
