@@ -61,6 +61,10 @@ pub(crate) trait WriteObserver: Send + Sync {
     fn tx_control_ran(&self);
     /// Reads again what is observed.
     fn refresh(&self, conn: &Connection) -> Result<()>;
+    /// Another connection (another handle or process) committed since the writer last
+    /// looked: reads again what is observed, and catches up with what that commit may have
+    /// moved past this handle (the clock).
+    fn foreign_commit(&self, conn: &Connection) -> Result<()>;
 }
 /// A small per-thread number (thread ids are not convertible to integers on stable Rust).
 pub(crate) fn thread_token() -> u64 {
@@ -406,7 +410,7 @@ impl Engine {
             .query_row([], |r| r.get(0))?;
         let foreign = std::mem::replace(&mut state.data_version, version) != version;
         if foreign {
-            observer.refresh(conn)?;
+            observer.foreign_commit(conn)?;
         }
         Ok(foreign)
     }

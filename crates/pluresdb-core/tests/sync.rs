@@ -2870,3 +2870,58 @@ fn keys_of_every_column_type_sync_as_the_sender_stored_them() {
         dump(&b)
     );
 }
+
+#[test]
+fn a_write_after_another_handle_merged_a_newer_version_wins_everywhere() {
+    // Two handles on one file (the app and a command-line process) keep clocks of their own.
+    // One merges a peer's writes, stamped minutes ahead (a device whose clock runs fast,
+    // within the drift allowed); then the other overwrites them. The overwrite is what the
+    // file holds, so it must win on the peer too: it must be stamped after what it replaced.
+    let dir = tempfile::tempdir().unwrap();
+    let (merging, writing) = notes_and_other_handle(&dir.path().join("a.db"));
+    merging.sync_table("notes").unwrap();
+    let peer = Database::open_in_memory().unwrap();
+    peer.exec(NOTES).unwrap();
+    peer.sync_table("notes").unwrap();
+    let ahead = pluresdb_crdt_now() + 5 * 60_000;
+    let change = |at: u64, collection: &str, field: &str, value: Option<Value>| ChangeRecord {
+        collection: collection.into(),
+        key: vec![Value::Text("k".into())].into(),
+        field: field.into(),
+        value,
+        version: Version::new(
+            pluresdb_core::Hlc::new(at, 0),
+            pluresdb_core::SiteId([5; 16]),
+        ),
+        cl: 1,
+    };
+    // Each kind of write, after its own merge by the other handle.
+    let nodes = [
+        change(ahead, NODES, "", None),
+        change(ahead, NODES, "data.v", Some(Value::Text("\"peer\"".into()))),
+    ];
+    peer.apply_changes(&nodes).unwrap();
+    merging.apply_changes(&nodes).unwrap();
+    writing.put("k", &json!({"v": "local"})).unwrap();
+    let stamped = writing.get_node("k").unwrap().unwrap().updated_at.millis();
+    assert!(stamped >= ahead, "stamped {stamped}, replaced {ahead}");
+    // Further ahead than the clock the put moved.
+    let later = ahead + 60_000;
+    let rows = [
+        change(later, "notes", "", None),
+        change(later, "notes", "body", Some(Value::Text("peer".into()))),
+    ];
+    peer.apply_changes(&rows).unwrap();
+    merging.apply_changes(&rows).unwrap();
+    writing
+        .run("UPDATE notes SET body = 'local' WHERE id = 'k'", ())
+        .unwrap();
+    push(&merging, &peer);
+    assert_eq!(
+        peer.value("SELECT body FROM notes WHERE id = 'k'", ())
+            .unwrap(),
+        Value::Text("local".into())
+    );
+    assert_eq!(peer.get_node("k").unwrap().unwrap().data["v"], "local");
+    assert_eq!(dump(&peer), dump(&merging));
+}

@@ -639,6 +639,11 @@ impl WriteObserver for Replication {
         self.refresh_collections(conn)
     }
 
+    fn foreign_commit(&self, conn: &Connection) -> Result<()> {
+        self.observe_stored_clock(conn)?;
+        self.refresh_collections(conn)
+    }
+
     fn flush(&self, conn: &Connection) -> Result<()> {
         self.flush_captured(conn)
     }

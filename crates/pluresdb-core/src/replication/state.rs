@@ -122,15 +122,8 @@ impl Replication {
             )
             .optional()?
             .unwrap_or(0);
-        let last_hlc: Option<i64> = conn
-            .query_row(
-                "SELECT value FROM _pluresdb_meta WHERE key = 'last_hlc'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(h) = last_hlc {
-            clock.observe(Hlc::from_u64(h as u64));
+        if let Some(mark) = stored_clock_mark(conn)? {
+            clock.observe(mark);
         }
         let collections = load_recorded(conn, &clock)?;
         super::missed::resync_if_arrived(conn, &collections)?;
@@ -241,6 +234,22 @@ impl Replication {
                  WHEN 'db_version_by' THEN excluded.value ELSE max(value, excluded.value) END",
         )?
         .execute([mark as i64, seq as i64, self.token])?;
+        Ok(())
+    }
+
+    /// Moves the clock past the high-water mark stored in the file (see
+    /// [`persist_clock`](Self::persist_clock)). Other handles on the file (other processes)
+    /// keep clocks of their own, and one may have stamped a write, or merged a peer's, later
+    /// than this clock has reached: a write this handle makes after seeing theirs must be
+    /// stamped after it, or it would lose to what it replaced wherever both are merged. Run
+    /// when another connection has committed, before this handle's next write.
+    pub(crate) fn observe_stored_clock(&self, conn: &Connection) -> Result<()> {
+        if !self.has_tables {
+            return Ok(());
+        }
+        if let Some(mark) = stored_clock_mark(conn)? {
+            self.clock.observe(mark);
+        }
         Ok(())
     }
 
@@ -429,6 +438,17 @@ fn load_recorded(conn: &Connection, clock: &HybridClock) -> Result<Collections> 
     // this one's writes from now on, which may write the column, must come after it.
     clock.observe(Hlc::from_u64(collections.newest_column()));
     Ok(collections)
+}
+
+/// The clock's high-water mark stored in the file (`last_hlc`), if there is one; a value of
+/// another type reads as none.
+fn stored_clock_mark(conn: &Connection) -> Result<Option<Hlc>> {
+    let mark = conn
+        .prepare_cached("SELECT value FROM _pluresdb_meta WHERE key = 'last_hlc'")?
+        .query_row([], |r| Ok(r.get::<_, i64>(0).ok()))
+        .optional()?
+        .flatten();
+    Ok(mark.map(|h| Hlc::from_u64(h as u64)))
 }
 
 /// The sites of `_pluresdb_sites` as `conn` sees them, by their small index.
