@@ -45,10 +45,11 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Save vector graphs so the next open loads instead of rebuilding; a failure here only
         // costs a rebuild later.
-        if !self.engine.options().read_only
-            && let Ok(writer) = self.engine.writer()
-        {
-            let _ = self.vectors.save_all(writer.conn(), 1);
+        // Another process writing just means the next close saves.
+        if !self.engine.options().read_only {
+            let _ = self
+                .engine
+                .with_idle_writer(|conn| self.vectors.save_all(conn, 1));
         }
     }
 }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use rusqlite::Connection;
@@ -288,16 +288,69 @@ impl Engine {
     /// Runs `f` with the writer connection held (inside the caller's transaction, if any).
     /// Statements through the `Database` from `f` fail with a busy error instead of deadlocking.
     pub(crate) fn with_writer<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let writer = self.writer()?;
+        self.run_holding(writer, f)
+    }
+
+    /// Runs `f` on the held `writer`; statements through the `Database` from `f` fail with a
+    /// busy error instead of deadlocking.
+    fn run_holding<T>(
+        &self,
+        writer: WriterGuard<'_>,
+        f: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<T> {
         struct Held<'a>(&'a AtomicU64);
         impl Drop for Held<'_> {
             fn drop(&mut self) {
                 self.0.store(0, Ordering::Release);
             }
         }
-        let writer = self.writer()?;
-        self.iter_holder.store(thread_token(), Ordering::Release);
+        self.iter_holder.store(writer.me, Ordering::Release);
         let _held = Held(&self.iter_holder);
         f(writer.conn())
+    }
+
+    /// Runs upkeep `f` (work that only saves work later, such as saving an index) with the
+    /// writer, if it can be had at once: `None` when another thread holds it, or when another
+    /// connection (another process) holds the file's write lock. Such work waits for no one:
+    /// waiting until the busy timeout would hold up the search or the close that runs it, and
+    /// the next one does it instead.
+    pub(crate) fn with_idle_writer<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let me = thread_token();
+        if self.iter_holder.load(Ordering::Acquire) == me {
+            return Ok(None);
+        }
+        let Some(mut guard) = self.writer.try_lock() else {
+            return Ok(None);
+        };
+        if guard.owner != 0 && guard.owner != me {
+            return Ok(None);
+        }
+        self.sync_hooks(&mut guard)?;
+        let writer = WriterGuard {
+            engine: self,
+            guard: Some(guard),
+            me,
+        };
+        /// Gives the connection its busy timeout back, even if the upkeep panics.
+        struct Waits<'c>(&'c Connection, Duration);
+        impl Drop for Waits<'_> {
+            fn drop(&mut self) {
+                let _ = self.0.busy_timeout(self.1);
+            }
+        }
+        let result = self.run_holding(writer, |conn| {
+            conn.busy_timeout(Duration::ZERO)?;
+            let _waits = Waits(conn, self.opts.busy_timeout);
+            f(conn)
+        });
+        match result {
+            Err(e) if e.kind() == ErrorKind::Busy => Ok(None),
+            other => other.map(Some),
+        }
     }
 
     fn busy_lease() -> Error {

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use pluresdb_core::{
-    CompareOp, Database, Direction, ErrorKind, NodeQuery, PathQuery, Traverse, Value,
+    CompareOp, Database, Direction, ErrorKind, NodeQuery, OpenOptions, PathQuery, Traverse, Value,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -961,4 +961,43 @@ fn weighted_paths_whose_cost_overflows_say_so() {
         .unwrap()
         .unwrap();
     assert_eq!((p.nodes, p.cost), (vec!["a".into(), "c".into()], 1.5e308));
+}
+
+#[test]
+fn trimming_the_graph_log_never_waits_for_another_processs_write() {
+    // After a graph query, a handle that applied many log entries deletes them (upkeep that
+    // only keeps the log small): while another process (here a second handle) holds the write
+    // lock, the query must not wait for it until the busy timeout; a later query trims.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let timeout = std::time::Duration::from_secs(4);
+    let db = OpenOptions::new()
+        .busy_timeout(timeout)
+        .open(&path)
+        .unwrap();
+    db.put("a", &json!({})).unwrap();
+    assert_eq!(db.degree("a", Direction::Both, None).unwrap(), 0);
+    let ids: Vec<String> = (0..50_000).map(|i| format!("n{i}")).collect();
+    let empty = json!({});
+    db.put_many(ids.iter().map(|id| (id.as_str(), &empty)))
+        .unwrap();
+    db.link("a", "r", "n7", None).unwrap();
+    let log = |db: &Database| {
+        db.value("SELECT count(*) FROM _pluresdb_index_log WHERE idx < 0", ())
+            .unwrap()
+    };
+    let logged = log(&db);
+    let other = Database::open(&path).unwrap();
+    other.exec("BEGIN IMMEDIATE").unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(db.degree("a", Direction::Out, None).unwrap(), 1);
+    assert!(
+        started.elapsed() < timeout / 2,
+        "the query waited {:?} for the other handle's write lock",
+        started.elapsed()
+    );
+    other.exec("COMMIT").unwrap();
+    assert_eq!(log(&db), logged, "trimmed while another handle wrote");
+    assert_eq!(db.degree("a", Direction::Out, None).unwrap(), 1);
+    assert_ne!(log(&db), logged, "trimmed once the lock was free");
 }

@@ -1,8 +1,11 @@
 //! Vector search through SQL and the API: indexes follow inserts, updates, deletes and
 //! rollbacks, survive reopening (or are rebuilt and say why), and bad input is refused clearly.
 
+use std::time::{Duration, Instant};
+
 use pluresdb_core::{
-    Database, ErrorKind, HnswParams, LoadSource, SearchOptions, Value, VectorIndexOptions,
+    Database, ErrorKind, HnswParams, LoadSource, OpenOptions, SearchOptions, Value,
+    VectorIndexOptions,
 };
 use serde_json::json;
 
@@ -1432,4 +1435,75 @@ fn a_graph_holding_many_rows_removed_by_or_replace_is_built_again() {
         .vectors;
     assert_eq!(held, 200);
     assert_eq!(search(&db, q, 20), brute(&db, q, 20, "1"));
+}
+
+/// Changes the loaded index of `docs` holds that are not saved in the file yet.
+fn unsaved(db: &Database) -> usize {
+    db.vector_indexes().unwrap()[0]
+        .loaded
+        .as_ref()
+        .unwrap()
+        .unsaved
+}
+
+#[test]
+fn saving_a_graph_never_waits_for_another_processs_write() {
+    // Saving a graph (after many changes, and on close) only spares a rebuild later: while
+    // another process (here a second handle) holds the write lock, a search or a close must
+    // not wait for it until the busy timeout, and the graph is saved later instead.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let timeout = Duration::from_secs(4);
+    let a = OpenOptions::new()
+        .busy_timeout(timeout)
+        .open(&path)
+        .unwrap();
+    let data = vectors(10_002, 4, 3);
+    docs(&a, &data[..1]);
+    a.create_vector_index("docs", "embedding", &VectorIndexOptions::default())
+        .unwrap();
+    assert_eq!(search(&a, &data[0], 1), [1]);
+    // More changes than a search saves the graph after; a search through SQL catches up.
+    a.transaction(|tx| {
+        for (i, v) in data.iter().enumerate().skip(1) {
+            tx.run(
+                "INSERT INTO docs(id, embedding) VALUES (?, ?)",
+                (i as i64 + 1, blob(v)),
+            )?;
+        }
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+    assert_eq!(search(&a, &data[5], 1), [6]);
+    assert!(unsaved(&a) >= 10_000);
+    let other = Database::open(&path).unwrap();
+    other.exec("BEGIN IMMEDIATE").unwrap();
+    let started = Instant::now();
+    let hits = a.vector_search("docs", data[7].clone(), 1, None).unwrap();
+    assert_eq!(hits[0].rowid, 8);
+    assert!(
+        started.elapsed() < timeout / 2,
+        "the search waited {:?} for the other handle's write lock",
+        started.elapsed()
+    );
+    assert!(unsaved(&a) >= 10_000, "saved while another handle wrote");
+    other.exec("COMMIT").unwrap();
+    a.vector_search("docs", data[7].clone(), 1, None).unwrap();
+    assert_eq!(unsaved(&a), 0, "saved once the lock was free");
+    // Closing saves too, unless another process is writing.
+    a.run("DELETE FROM docs WHERE id = 8", ()).unwrap();
+    assert_eq!(search(&a, &data[7], 1).len(), 1);
+    other.exec("BEGIN IMMEDIATE").unwrap();
+    let started = Instant::now();
+    drop(a);
+    assert!(
+        started.elapsed() < timeout / 2,
+        "closing waited {:?} for the other handle's write lock",
+        started.elapsed()
+    );
+    other.exec("COMMIT").unwrap();
+    let hits = other
+        .vector_search("docs", data[7].clone(), 1, None)
+        .unwrap();
+    assert_ne!(hits[0].rowid, 8);
 }

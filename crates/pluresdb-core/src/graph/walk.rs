@@ -441,7 +441,9 @@ impl Database {
         })?;
         if !self.in_transaction() && !self.is_read_only() && index.wants_trim(TRIM_AFTER) {
             // Trimming only keeps the log small; a busy writer just means a later query trims.
-            let _ = self.with_writer_conn(|c| index.trim(c, TRIM_AFTER));
+            let _ = self
+                .engine()
+                .with_idle_writer(|c| index.trim(c, TRIM_AFTER));
         }
         Ok(result)
     }

@@ -263,13 +263,9 @@ impl Database {
             other => other?,
         };
         if !self.in_transaction() && !self.is_read_only() && self.vectors().needs_save(SAVE_AFTER) {
-            let writer = self.with_writer_conn(|c| self.vectors().save_all(c, SAVE_AFTER));
             // Saving is an optimisation: a busy writer just means the next search saves.
-            if let Err(e) = writer
-                && e.kind() != ErrorKind::Busy
-            {
-                return Err(e);
-            }
+            self.engine()
+                .with_idle_writer(|c| self.vectors().save_all(c, SAVE_AFTER))?;
         }
         Ok(rows
             .into_iter()
