@@ -1054,10 +1054,9 @@ fn shell_read_runs_a_file_as_if_typed() {
     assert!(stdout.ends_with("current mode: csv\n"), "{stdout}");
 }
 
-#[test]
-fn a_locked_database_says_how_to_wait_longer() {
-    let cli = Cli::new();
-    cli.ok(&["sql", "CREATE TABLE t(x)"]);
+/// Starts a `pluresdb shell` process that runs `write` (SQL) in a transaction it keeps open,
+/// and returns once it holds the write lock; it commits when its input gets `COMMIT;`.
+fn hold_write_lock(cli: &Cli, write: &str) -> (std::process::Child, std::process::ChildStdin) {
     let mut holder = Command::new(env!("CARGO_BIN_EXE_pluresdb"))
         .arg("--db")
         .arg(cli.db())
@@ -1070,10 +1069,10 @@ fn a_locked_database_says_how_to_wait_longer() {
         .unwrap();
     let mut input = holder.stdin.take().unwrap();
     input
-        .write_all(b"BEGIN IMMEDIATE;\nINSERT INTO t VALUES (1);\nSELECT 'held' AS h;\n")
+        .write_all(format!("BEGIN IMMEDIATE;\n{write};\nSELECT 'held' AS h;\n").as_bytes())
         .unwrap();
     input.flush().unwrap();
-    // Wait until the holder has the write lock (it printed the row after its insert).
+    // Wait until the holder has the write lock (it printed the row after its write).
     let mut stdout = holder.stdout.take().unwrap();
     let mut seen = Vec::new();
     let mut byte = [0u8; 1];
@@ -1081,6 +1080,14 @@ fn a_locked_database_says_how_to_wait_longer() {
         assert_eq!(std::io::Read::read(&mut stdout, &mut byte).unwrap(), 1);
         seen.push(byte[0]);
     }
+    (holder, input)
+}
+
+#[test]
+fn a_locked_database_says_how_to_wait_longer() {
+    let cli = Cli::new();
+    cli.ok(&["sql", "CREATE TABLE t(x)"]);
+    let (mut holder, mut input) = hold_write_lock(&cli, "INSERT INTO t VALUES (1)");
     let err = cli.fails(&["--busy-timeout", "200", "sql", "INSERT INTO t VALUES (2)"]);
     assert!(err.contains("database is locked"), "{err}");
     assert!(err.contains("--busy-timeout"), "the hint says how: {err}");
@@ -1088,6 +1095,46 @@ fn a_locked_database_says_how_to_wait_longer() {
     drop(input);
     assert!(holder.wait().unwrap().success());
     cli.ok(&["--busy-timeout", "200", "sql", "INSERT INTO t VALUES (2)"]);
+}
+
+#[test]
+fn a_search_while_another_process_writes_does_not_wait_for_it() {
+    // `search` loads the vector index and saves its graph when it closes; while another
+    // process (an app) holds the write lock, that upkeep is left for later instead of holding
+    // the command up until the busy timeout.
+    let cli = Cli::new();
+    cli.ok(&[
+        "sql",
+        "CREATE TABLE docs(id INTEGER PRIMARY KEY, title TEXT, embedding BLOB)",
+    ]);
+    cli.ok(&["vector-index", "docs", "embedding", "--metric", "cosine"]);
+    cli.ok(&[
+        "sql",
+        "INSERT INTO docs(title, embedding) VALUES ('a', vec_f32('[0.1, 0.9, 0.3]')), ('b', vec_f32('[0.9, 0.1, 0.3]'))",
+    ]);
+    let (holder, mut input) = hold_write_lock(
+        &cli,
+        "INSERT INTO docs(title, embedding) VALUES ('c', vec_f32('[0.5, 0.5, 0.5]'))",
+    );
+    let started = std::time::Instant::now();
+    let found = cli.json(&[
+        "--busy-timeout",
+        "4000",
+        "search",
+        "docs",
+        "[0.1, 0.8, 0.2]",
+        "-k",
+        "1",
+    ]);
+    let took = started.elapsed();
+    input.write_all(b"COMMIT;\n").unwrap();
+    drop(input);
+    assert!(holder.wait_with_output().unwrap().status.success());
+    assert_eq!(found[0]["title"], "a", "{found}");
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "search took {took:?} while another process held the write lock"
+    );
 }
 
 #[test]
