@@ -280,6 +280,60 @@ fn backup_makes_a_consistent_copy() {
 }
 
 #[test]
+fn a_backup_finishes_while_another_process_keeps_writing() {
+    // An online backup copied 1024 pages at a time, and started over whenever another
+    // connection (another process: the app, while `pluresdb backup` runs) committed between
+    // two steps: against an app that writes often, it never finished.
+    let dir = temp();
+    let path = dir.path().join("src.db");
+    let db = Database::open(&path).unwrap();
+    db.exec(
+        "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB); CREATE TABLE w(id INTEGER PRIMARY KEY);
+         WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 16000)
+         INSERT INTO big SELECT i, randomblob(1000) FROM c;",
+    )
+    .unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (done, path) = (done.clone(), path.clone());
+        std::thread::spawn(move || {
+            let other = Database::open(&path).unwrap();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                other.run("INSERT INTO w DEFAULT VALUES", ()).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dest = dir.path().join("copy.db");
+    {
+        let (db, dest) = (db.clone(), dest.clone());
+        std::thread::spawn(move || tx.send(db.backup(&dest)));
+    }
+    let result = rx.recv_timeout(Duration::from_secs(30));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    result
+        .expect("the backup never finished while another process wrote")
+        .unwrap();
+    let copy = Database::open(&dest).unwrap();
+    assert!(copy.check().unwrap().is_empty());
+    assert_eq!(
+        copy.value("SELECT count(*) FROM big", ()).unwrap(),
+        Value::Integer(16000)
+    );
+    // Inside a transaction the connection is writing, which a backup would wait for until
+    // it ends: that is, for ever.
+    let err = db
+        .transaction(|tx| tx.backup(dir.path().join("in-tx.db")))
+        .unwrap_err();
+    assert!(
+        err.message().contains("finish the open transaction"),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_reports_foreign_key_violations() {
     let db = OpenOptions::new()
         .foreign_keys(false)
