@@ -351,3 +351,40 @@ fn a_restored_backup_is_refused_then_syncs_again_with_a_new_site_id() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[test]
+fn a_table_the_command_line_starts_syncing_is_served_by_a_running_server() {
+    // A server process loaded the synced tables when it started; the command line (another
+    // process) then starts syncing a table and writes to it. The server, which has written
+    // nothing since, must still send those rows: a peer's cursor moves past what it leaves
+    // out.
+    let dir = tempfile::tempdir().unwrap();
+    let notes = "CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)";
+    let server_db = dir.path().join("server.db");
+    run(&server_db, &["sql", notes]);
+    let client_db = dir.path().join("client.db");
+    run(
+        &client_db,
+        &[
+            "sql",
+            &format!("{notes}; SELECT pluresdb_sync_table('notes')"),
+        ],
+    );
+    let (mut server, url) = serve(&server_db);
+    run(&client_db, &["sync", &url]);
+    run(
+        &server_db,
+        &[
+            "sql",
+            "SELECT pluresdb_sync_table('notes'); INSERT INTO notes VALUES ('n1', 'hello')",
+        ],
+    );
+    run(&client_db, &["sync", &url]);
+    run(&client_db, &["sync", &url]);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(
+        json(&client_db, "SELECT id, body FROM notes"),
+        serde_json::json!([{"id": "n1", "body": "hello"}])
+    );
+}

@@ -2925,3 +2925,40 @@ fn a_write_after_another_handle_merged_a_newer_version_wins_everywhere() {
     assert_eq!(peer.get_node("k").unwrap().unwrap().data["v"], "local");
     assert_eq!(dump(&peer), dump(&merging));
 }
+
+#[test]
+fn a_table_or_column_another_handle_starts_syncing_is_sent_by_this_one() {
+    // A long-running process (an app serving its peers) reads changes with the synced tables
+    // and columns it loaded; another process (the command line) starts syncing a table, and
+    // later adds a column. The first process's next reads must send them: it never wrote
+    // since, and a peer's cursor moves past what a read leaves out, so it would never get it.
+    let dir = tempfile::tempdir().unwrap();
+    let (command_line, serving) = notes_and_other_handle(&dir.path().join("shared.db"));
+    let peer = Database::open_in_memory().unwrap();
+    peer.exec(NOTES).unwrap();
+    peer.sync_table("notes").unwrap();
+    push(&serving, &peer);
+    command_line.sync_table("notes").unwrap();
+    command_line
+        .run("INSERT INTO notes VALUES ('n', 'first')", ())
+        .unwrap();
+    push(&serving, &peer);
+    assert_eq!(
+        peer.value("SELECT body FROM notes WHERE id = 'n'", ())
+            .unwrap(),
+        Value::Text("first".into())
+    );
+    for db in [&command_line, &peer] {
+        db.exec("ALTER TABLE notes ADD COLUMN extra TEXT").unwrap();
+    }
+    command_line
+        .run("UPDATE notes SET extra = 'e' WHERE id = 'n'", ())
+        .unwrap();
+    push(&serving, &peer);
+    assert_eq!(
+        peer.value("SELECT extra FROM notes WHERE id = 'n'", ())
+            .unwrap(),
+        Value::Text("e".into())
+    );
+    assert_eq!(dump(&peer), dump(&serving));
+}

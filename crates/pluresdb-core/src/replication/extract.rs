@@ -12,6 +12,7 @@ use pluresdb_crdt::{Hlc, SiteId, Version, is_alive};
 use super::clock::{RowClock, Stamp};
 use super::collections::{Collection, Collections, Kind, quote};
 use super::keys;
+use super::shape_stamp::ShapeStamp;
 use super::state::read_sites;
 use super::{ChangeRecord, EDGES, EDGES_ID, NODES};
 use crate::database::Database;
@@ -84,11 +85,12 @@ impl Database {
         batch: usize,
         mut sink: impl FnMut(&[ChangeRecord]) -> Result<()>,
     ) -> Result<u64> {
+        let (collections, stamp) = self.replication().collections_cached();
         let mut reading = Reading {
             since,
             exclude,
-            emitter: Emitter::new(&self.replication().collections_cached(), since),
-            schema_version: None,
+            emitter: Emitter::new(&collections, since),
+            stamp,
             db_version: 0,
             plan: Plan::Start,
             batch: batch.max(1),
@@ -179,12 +181,12 @@ const PAGE_ROWS: usize = 4096;
 struct Reading {
     since: u64,
     exclude: Option<SiteId>,
-    /// Turns clock records into changes, for the synced collections as of the first page's
-    /// schema (reloaded when a later page's schema differs).
+    /// Turns clock records into changes, for the synced collections as the page's snapshot
+    /// has them.
     emitter: Emitter,
-    /// The schema version the emitter's collections were read at (`None` before the first
-    /// page; they come from this handle's cache then).
-    schema_version: Option<i64>,
+    /// What the emitter's collections were read from (at first, this handle's cache; `None`
+    /// when that is not known).
+    stamp: Option<ShapeStamp>,
     /// The `db_version` when the first page was read.
     db_version: u64,
     plan: Plan,
@@ -275,17 +277,15 @@ impl Reading {
                 },
             };
         }
-        // A table that starts or stops syncing, or whose columns change, between pages: the
-        // rest is read as the schema now is.
-        let schema: i64 = conn
-            .prepare_cached("PRAGMA schema_version")?
-            .query_row([], |r| r.get(0))?;
-        if self.schema_version.is_some_and(|v| v != schema) {
+        // A table that starts or stops syncing, or whose columns change, since this handle
+        // loaded them (another process did it) or between pages: read as the snapshot has it.
+        let stamp = ShapeStamp::read(conn)?;
+        if self.stamp.as_ref() != Some(&stamp) {
             let collections: Vec<Arc<Collection>> =
                 Collections::load(conn)?.iter().cloned().collect();
             self.emitter.reload(&collections);
+            self.stamp = Some(stamp);
         }
-        self.schema_version = Some(schema);
         self.emitter.sites = Sites::load(conn, self.exclude)?;
         let emitter = &mut self.emitter;
         let batch = self.batch;

@@ -30,6 +30,7 @@ mod keys;
 mod missed;
 mod peers;
 mod recent;
+mod shape_stamp;
 mod state;
 mod tables;
 

@@ -14,6 +14,7 @@ use super::clock::Stamp;
 use super::collections::{Collection, Collections, drop_legacy_triggers};
 use super::dense_fold::DenseFold;
 use super::recent::Recent;
+use super::shape_stamp::ShapeStamp;
 use crate::connect::{TxCounters, WriterAuth};
 use crate::error::{Error, Result};
 
@@ -64,6 +65,8 @@ pub(crate) struct Replication {
 struct State {
     sites: SiteDict,
     collections: Collections,
+    /// What `collections` were loaded from (`None`: not known).
+    stamp: Option<ShapeStamp>,
     /// The transaction (generation) that has a `db_version`, and that version.
     tx_seq: Option<(u64, u64)>,
 }
@@ -98,6 +101,7 @@ impl Replication {
                 state: Mutex::new(State {
                     sites: SiteDict::default(),
                     collections: Collections::default(),
+                    stamp: None,
                     tx_seq: None,
                 }),
                 captured: Mutex::new(CaptureBuf::default()),
@@ -141,6 +145,7 @@ impl Replication {
             state: Mutex::new(State {
                 sites: SiteDict::default(),
                 collections,
+                stamp: Some(ShapeStamp::read(conn)?),
                 tx_seq: None,
             }),
             captured: Mutex::new(CaptureBuf::default()),
@@ -331,9 +336,14 @@ impl Replication {
         f(&state.collections)
     }
 
-    /// The collections as last loaded (no schema check; for readers).
-    pub(crate) fn collections_cached(&self) -> Vec<Arc<Collection>> {
-        self.state.lock().collections.iter().cloned().collect()
+    /// The collections as last loaded (no schema check; for readers), and what they were
+    /// loaded from, to compare with a reader's snapshot.
+    pub(crate) fn collections_cached(&self) -> (Vec<Arc<Collection>>, Option<ShapeStamp>) {
+        let state = self.state.lock();
+        (
+            state.collections.iter().cloned().collect(),
+            state.stamp.clone(),
+        )
     }
 
     /// After registering or removing a collection in the open transaction: reloads them, and
@@ -394,6 +404,7 @@ impl Replication {
     fn load_collections(&self, conn: &Connection, state: &mut State) -> Result<()> {
         let before = state.collections.unsyncable_columns();
         state.collections = load_recorded(conn, &self.clock)?;
+        state.stamp = Some(ShapeStamp::read(conn)?);
         super::missed::resync_if_arrived(conn, &state.collections)?;
         // A schema change in the open transaction (ALTER TABLE ... ADD or RENAME COLUMN) gave
         // a synced table a column sync cannot name: that transaction must not commit.
