@@ -21,7 +21,19 @@ pub(crate) struct WriterAuth {
     pub(crate) tx_control: AtomicBool,
     /// A statement that changes the schema was prepared on the writer.
     pub(crate) schema_changed: AtomicBool,
+    /// The last statement prepared on the writer calls one of [`WRITING_FUNCTIONS`].
+    pub(crate) writes_through_function: AtomicBool,
 }
+
+/// PluresDB's SQL functions that write through the connection running them. A statement
+/// calling one is a read to SQLite (`SELECT pluresdb_sync_table('t')`), and is run in a write
+/// transaction begun for it (see `engine::in_write_transaction`).
+const WRITING_FUNCTIONS: [&str; 4] = [
+    "pluresdb_sync_table",
+    "pluresdb_unsync_table",
+    "pluresdb_vector_index",
+    "pluresdb_vector_index_drop",
+];
 
 /// Transaction ends seen by the writer's hooks.
 #[derive(Default)]
@@ -161,6 +173,13 @@ pub(crate) fn install_authorizer(
                 | AuthAction::CreateTrigger { .. }
                 | AuthAction::DropTrigger { .. } => {
                     w.schema_changed.store(true, Ordering::Release);
+                }
+                AuthAction::Function { function_name }
+                    if WRITING_FUNCTIONS
+                        .iter()
+                        .any(|f| f.eq_ignore_ascii_case(function_name)) =>
+                {
+                    w.writes_through_function.store(true, Ordering::Release);
                 }
                 _ => {}
             }

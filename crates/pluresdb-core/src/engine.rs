@@ -73,13 +73,65 @@ pub(crate) fn thread_token() -> u64 {
     TOKEN.with(|t| *t)
 }
 
+/// How a statement runs on the writer.
+#[derive(Clone, Copy)]
+struct WriterClass {
+    /// It begins or ends a transaction or savepoint.
+    tx_control: bool,
+    /// SQLite takes it for a read (`sqlite3_stmt_readonly`).
+    readonly: bool,
+    /// It calls a PluresDB function that writes (see [`in_write_transaction`]).
+    writes_through_function: bool,
+}
+
+impl WriterClass {
+    /// Kept in [`SqlInfo::writer_class`]: 1 (known) | 2 | 4 | 8 for the flags in order.
+    fn bits(self) -> u8 {
+        1 | u8::from(self.tx_control) << 1
+            | u8::from(self.readonly) << 2
+            | u8::from(self.writes_through_function) << 3
+    }
+
+    fn from_bits(bits: u8) -> WriterClass {
+        WriterClass {
+            tx_control: bits & 2 != 0,
+            readonly: bits & 4 != 0,
+            writes_through_function: bits & 8 != 0,
+        }
+    }
+}
+
+/// Runs `run`, a statement that writes through one of PluresDB's functions
+/// (`SELECT pluresdb_sync_table('t')`), in a write transaction begun for it when `conn` is
+/// outside any. SQLite takes such a statement for a read: run as one, it writes from the
+/// snapshot its reads began, and when another process committed after that, the write fails
+/// at once ("database is locked", without waiting for the busy timeout). Begun first, the
+/// write transaction waits for the lock as any write does.
+pub(crate) fn in_write_transaction<T>(
+    conn: &Connection,
+    run: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    if !conn.is_autocommit() {
+        return run();
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = run().and_then(|value| {
+        conn.execute_batch("COMMIT")?;
+        Ok(value)
+    });
+    if result.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    result
+}
+
 /// What PluresDB remembers about one SQL text.
 pub(crate) struct SqlInfo {
     /// Key of the text's prepared statements in each connection's cache.
     pub(crate) id: u64,
     /// 0 = not yet known, 1 = safe on a reader, 2 = writer only.
     pool_safe: AtomicU8,
-    /// On the writer: 0 = not yet known, else 1 | 2 (begins/ends a transaction) | 4 (read-only).
+    /// On the writer: 0 = not yet known, else [`WriterClass::bits`].
     writer_class: AtomicU8,
     columns: RwLock<Arc<Columns>>,
 }
@@ -589,12 +641,16 @@ impl Engine {
             }
             result
         };
+        let class = self.classify_on_writer(conn, sql, info)?;
         let Some(observer) = self.active_observer() else {
-            return run();
+            return match class.writes_through_function {
+                true => in_write_transaction(conn.get(), run),
+                false => run(),
+            };
         };
-        let (tx_control, readonly) = self.classify_on_writer(conn, sql, info)?;
         let wrap = Cell::new(false);
-        observed_write(observer, conn.get(), tx_control, readonly, &wrap, run)
+        let readonly = class.readonly && !class.writes_through_function;
+        observed_write(observer, conn.get(), class.tx_control, readonly, &wrap, run)
     }
 
     /// Sets the change-capture observer (once, when replication starts).
@@ -656,23 +712,26 @@ impl Engine {
         self.observer.get().filter(|o| o.active()).cloned()
     }
 
-    /// Whether `sql` begins or ends a transaction and whether it is read-only, decided once
-    /// when it is first prepared on the writer.
-    fn classify_on_writer(&self, conn: &Conn, sql: &str, info: &SqlInfo) -> Result<(bool, bool)> {
-        let class = info.writer_class.load(Ordering::Acquire);
-        if class != 0 {
-            return Ok((class & 2 != 0, class & 4 != 0));
+    /// How `sql` runs on the writer, decided once when it is first prepared there.
+    fn classify_on_writer(&self, conn: &Conn, sql: &str, info: &SqlInfo) -> Result<WriterClass> {
+        let bits = info.writer_class.load(Ordering::Acquire);
+        if bits != 0 {
+            return Ok(WriterClass::from_bits(bits));
         }
         // A statement never seen by this SqlInfo is not in the cache: preparing it runs the
         // authorizer.
-        self.writer_auth.tx_control.store(false, Ordering::Release);
+        let auth = &self.writer_auth;
+        auth.tx_control.store(false, Ordering::Release);
+        auth.writes_through_function.store(false, Ordering::Release);
         let stmt = conn.take(info.id, sql)?;
-        let tx_control = self.writer_auth.tx_control.load(Ordering::Acquire);
-        let readonly = stmt.readonly();
+        let class = WriterClass {
+            tx_control: auth.tx_control.load(Ordering::Acquire),
+            readonly: stmt.readonly(),
+            writes_through_function: auth.writes_through_function.load(Ordering::Acquire),
+        };
         conn.put(info.id, stmt);
-        let class = 1 | if tx_control { 2 } else { 0 } | if readonly { 4 } else { 0 };
-        info.writer_class.store(class, Ordering::Release);
-        Ok((tx_control, readonly))
+        info.writer_class.store(class.bits(), Ordering::Release);
+        Ok(class)
     }
 
     /// A reader connection when `sql` may run on one, classifying it on first use.

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 pub(crate) use script_split::is_complete;
 use script_split::next_statement;
 
-use crate::engine::{Engine, SqlInfo, UndoMark, observed_write, sql_error};
+use crate::engine::{Engine, SqlInfo, UndoMark, in_write_transaction, observed_write, sql_error};
 use crate::error::{Error, Result};
 use crate::params::{Binder, Params};
 use crate::row::{Columns, FromRow, Row, RowRef};
@@ -116,11 +116,14 @@ impl Engine {
                 self.sync_hooks(writer.state_mut())?;
             }
             let conn = writer.conn();
-            self.writer_auth.tx_control.store(false, Ordering::Release);
+            let auth = &self.writer_auth;
+            auth.tx_control.store(false, Ordering::Release);
+            auth.writes_through_function.store(false, Ordering::Release);
             let Some((mut stmt, start, tail)) = next_statement(conn, script, rest)? else {
                 break;
             };
-            let tx_control = self.writer_auth.tx_control.load(Ordering::Acquire);
+            let tx_control = auth.tx_control.load(Ordering::Acquire);
+            let writes_through_function = auth.writes_through_function.load(Ordering::Acquire);
             result.statements += 1;
             let with_rows = keep_rows && stmt.column_count() > 0;
             let columns = Arc::new(if with_rows {
@@ -129,7 +132,7 @@ impl Engine {
                 Columns::default()
             });
             let before = conn.total_changes();
-            let readonly = stmt.readonly();
+            let readonly = stmt.readonly() && !writes_through_function;
             let mark = UndoMark::take(&self.hub, conn);
             let mut read = || -> Result<Vec<Row>> {
                 let mut rows_out = Vec::new();
@@ -159,6 +162,7 @@ impl Engine {
                 Some(observer) => {
                     observed_write(observer, conn, tx_control, readonly, &Cell::new(false), run)?
                 }
+                None if writes_through_function => in_write_transaction(conn, run)?,
                 None => run()?,
             };
             if conn.total_changes() != before {

@@ -2962,3 +2962,54 @@ fn a_table_or_column_another_handle_starts_syncing_is_sent_by_this_one() {
     );
     assert_eq!(dump(&peer), dump(&serving));
 }
+
+#[test]
+fn syncing_a_table_from_sql_while_another_process_commits_waits_instead_of_failing() {
+    // `SELECT pluresdb_sync_table('t')` is a read to SQLite that writes through the function:
+    // run as a read, it wrote from the snapshot its reads began, and when another process
+    // (here a second handle) committed after that, it failed at once with "database is
+    // locked ... past the busy timeout". It must wait for the lock as a write does.
+    let dir = tempfile::tempdir().unwrap();
+    let (db, other) = notes_and_other_handle(&dir.path().join("shared.db"));
+    db.exec(
+        "CREATE TABLE log(x); CREATE TABLE big(x);
+         WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 400000)
+         INSERT INTO big SELECT i FROM c",
+    )
+    .unwrap();
+    let mut took_long_enough = 0;
+    for function in [
+        "pluresdb_sync_table('notes')",
+        "pluresdb_unsync_table('notes')",
+        "pluresdb_sync_table('notes')",
+    ] {
+        // Reads for a while before the function writes; the other handle commits meanwhile.
+        let sql = format!("SELECT {function} FROM (SELECT max(x) FROM big)");
+        for through_exec in [true, false] {
+            let started = std::time::Instant::now();
+            let writer = std::thread::spawn({
+                let other = other.clone();
+                move || {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    other.run("INSERT INTO log VALUES (1)", ()).unwrap();
+                }
+            });
+            let ran = match through_exec {
+                true => db.exec(&sql),
+                false => db.all(&sql, ()).map(drop),
+            };
+            let took = started.elapsed();
+            writer.join().unwrap();
+            ran.unwrap_or_else(|e| panic!("{sql} failed after {took:?}: {e}"));
+            took_long_enough += usize::from(took > std::time::Duration::from_millis(20));
+        }
+    }
+    assert!(
+        took_long_enough > 0,
+        "the statements were too quick to test"
+    );
+    assert_eq!(db.synced_tables().unwrap(), ["notes"]);
+    db.run("INSERT INTO notes VALUES ('n', 'synced')", ())
+        .unwrap();
+    assert!(sends(&other, "body", "synced"));
+}
