@@ -1316,3 +1316,36 @@ fn sql_with_params_and_several_statements_says_what_to_do() {
     cli.ok(&["sql", "INSERT INTO t VALUES (?); -- one", "--params", "[1]"]);
     assert_eq!(cli.json(&["sql", "SELECT x FROM t"]), json!([{"x": 1}]));
 }
+
+#[test]
+fn processes_that_sync_a_table_and_write_to_it_at_once_all_succeed() {
+    // Each runs `SELECT pluresdb_sync_table('t')` and an insert, as a setup script of an app
+    // or an extension would, at the same time as the others: none may fail with "database is
+    // locked" (they did, at once, when another had committed after their statement began).
+    let cli = Cli::new();
+    for round in 0..3 {
+        let table = format!("t{round}");
+        cli.ok(&[
+            "sql",
+            &format!("CREATE TABLE {table}(id TEXT PRIMARY KEY NOT NULL, v TEXT)"),
+        ]);
+        let script = |i: usize| {
+            format!(
+                "SELECT pluresdb_sync_table('{table}'); INSERT INTO {table} VALUES ('k{i}', 'v')"
+            )
+        };
+        let children: Vec<_> = (0..6)
+            .map(|i| cli.spawn(&["sql", &script(i)], None))
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let rows = cli.json(&["sql", &format!("SELECT count(*) AS n FROM {table}")]);
+        assert_eq!(rows[0]["n"], 6);
+    }
+}
