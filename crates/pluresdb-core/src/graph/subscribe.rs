@@ -12,6 +12,8 @@ impl Database {
     /// Callbacks run on the committing thread, after the commit; keep them short. Changes
     /// committed while a thread is delivering (by a callback, or by a thread it waits for)
     /// are delivered by that thread, in commit order, after the current callback returns.
+    /// Only commits through this handle (and its clones, merges included) are reported, not
+    /// those of another process on the same file.
     pub fn on(
         &self,
         pattern: &str,
@@ -46,7 +48,8 @@ impl Database {
         self.engine().hub.remove(id)
     }
 
-    /// A stream of every committed change (nodes, edges, SQL rows), in commit order.
+    /// A stream of every change committed through this handle (nodes, edges, SQL rows), in
+    /// commit order; another process's commits are not reported (see [`on`](Self::on)).
     pub fn on_change(&self) -> ChangeStream {
         self.engine().hub.stream()
     }
