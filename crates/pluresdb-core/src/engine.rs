@@ -381,7 +381,12 @@ impl Engine {
         if guard.owner != 0 && guard.owner != me {
             return Ok(None);
         }
-        self.sync_hooks(&mut guard)?;
+        // Catching up with another process's commit may write too: it waits for no one either.
+        guard.conn.get().busy_timeout(Duration::ZERO)?;
+        let hooks = self.sync_hooks(&mut guard);
+        if hooks.is_err() {
+            guard.conn.get().busy_timeout(self.opts.busy_timeout)?;
+        }
         let writer = WriterGuard {
             engine: self,
             guard: Some(guard),
@@ -394,10 +399,11 @@ impl Engine {
                 let _ = self.0.busy_timeout(self.1);
             }
         }
-        let result = self.run_holding(writer, |conn| {
-            conn.busy_timeout(Duration::ZERO)?;
-            let _waits = Waits(conn, self.opts.busy_timeout);
-            f(conn)
+        let result = hooks.and_then(|()| {
+            self.run_holding(writer, |conn| {
+                let _waits = Waits(conn, self.opts.busy_timeout);
+                f(conn)
+            })
         });
         match result {
             Err(e) if e.kind() == ErrorKind::Busy => Ok(None),
