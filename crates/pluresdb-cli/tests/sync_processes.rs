@@ -388,3 +388,103 @@ fn a_table_the_command_line_starts_syncing_is_served_by_a_running_server() {
         serde_json::json!([{"id": "n1", "body": "hello"}])
     );
 }
+
+/// A `pluresdb shell` kept open on a database, as an app holds its file: it runs SQL sent to
+/// it, in order.
+struct OpenShell {
+    child: Child,
+    input: std::process::ChildStdin,
+    output: BufReader<std::process::ChildStdout>,
+}
+
+impl OpenShell {
+    fn start(db: &Path) -> OpenShell {
+        let mut child = pluresdb(db)
+            .arg("shell")
+            .env("PLURESDB_HISTORY", db.with_extension("history"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let input = child.stdin.take().unwrap();
+        let output = BufReader::new(child.stdout.take().unwrap());
+        let mut shell = OpenShell {
+            child,
+            input,
+            output,
+        };
+        shell.run("SELECT 1");
+        shell
+    }
+
+    /// Runs `sql` and waits until the shell has.
+    fn run(&mut self, sql: &str) {
+        use std::io::Write;
+        writeln!(self.input, "{sql};\nSELECT 'ran' || 'ok' AS marker;").unwrap();
+        self.input.flush().unwrap();
+        let mut line = String::new();
+        while !line.contains("ranok") {
+            line.clear();
+            assert!(
+                self.output.read_line(&mut line).unwrap() > 0,
+                "the shell ended"
+            );
+        }
+    }
+
+    fn close(mut self) {
+        drop(self.input);
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+/// Writes `from`'s changes that `to` lacks to a file and applies it to `to`.
+fn carry(dir: &Path, from: &Path, to: &Path) {
+    let has: Value = serde_json::from_str(&run(to, &["--json", "sync", "--status"])).unwrap();
+    let file = dir.join("carried.changes");
+    let since = has["version_vector"].as_str().unwrap();
+    run(
+        from,
+        &["changes", "--since", since, "-o", file.to_str().unwrap()],
+    );
+    run(to, &["apply", file.to_str().unwrap()]);
+}
+
+#[test]
+fn an_apps_write_over_a_change_the_command_line_merged_wins_on_the_peer_too() {
+    // The app holds the file open; the command line applies a peer's change file, whose
+    // writes are stamped minutes ahead (that device's clock runs fast); then the app
+    // overwrites one of them. The app's write is what the file holds, so the peer must take
+    // it too: it must be stamped after the write it replaced.
+    let dir = tempfile::tempdir().unwrap();
+    let peer = setup(dir.path(), "peer.db", 0);
+    let main = setup(dir.path(), "main.db", 0);
+    run(
+        &peer,
+        &[
+            "sql",
+            "UPDATE _pluresdb_meta SET value = value + (300000 << 16) WHERE key = 'last_hlc'",
+        ],
+    );
+    run(
+        &peer,
+        &[
+            "sql",
+            "INSERT INTO todos(id, title) VALUES ('k', 'from the peer')",
+        ],
+    );
+    let mut app = OpenShell::start(&main);
+    carry(dir.path(), &peer, &main);
+    app.run("UPDATE todos SET title = 'from the app' WHERE id = 'k'");
+    app.close();
+    carry(dir.path(), &main, &peer);
+    for db in [&main, &peer] {
+        assert_eq!(
+            json(db, "SELECT title FROM todos WHERE id = 'k'"),
+            serde_json::json!([{"title": "from the app"}]),
+            "{}",
+            db.display()
+        );
+    }
+}
