@@ -372,12 +372,18 @@ fn main() -> ExitCode {
             if read_only && e.kind() == pluresdb_core::ErrorKind::ReadOnly {
                 eprintln!("(the database was opened with --read-only; leave it out to write)");
             }
-            if e.kind() == pluresdb_core::ErrorKind::Busy {
+            if waiting_longer_helps(&e) {
                 eprintln!("{BUSY_HINT}");
             }
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `e` is a lock that a longer busy timeout would have waited out (a transaction
+/// that read before another process wrote cannot write, however long it waits).
+pub fn waiting_longer_helps(e: &Error) -> bool {
+    e.kind() == pluresdb_core::ErrorKind::Busy && e.message().contains("busy timeout")
 }
 
 /// Printed after a "database is locked" error: how to wait longer from the command line.

@@ -149,7 +149,7 @@ impl<'a> Shell<'a> {
         if err.kind() == ErrorKind::ReadOnly && self.db.is_read_only() {
             eprintln!("(the database was opened with --read-only; leave it out to write)");
         }
-        if err.kind() == ErrorKind::Busy {
+        if crate::waiting_longer_helps(err) {
             eprintln!("{}", crate::BUSY_HINT);
         }
     }

@@ -228,7 +228,14 @@ impl From<rusqlite::Error> for Error {
             E::SqliteFailure(code, msg) => {
                 let msg = msg.unwrap_or_else(|| code.to_string());
                 let kind = kind_of_code(code.code, &msg);
-                let msg = if kind == ErrorKind::Busy {
+                let msg = if code.extended_code == rusqlite::ffi::SQLITE_BUSY_SNAPSHOT {
+                    format!(
+                        "{msg}: another connection or process wrote after this transaction \
+                         began reading, so it cannot write, and waiting longer does not help; \
+                         roll it back and run it again, beginning it with BEGIN IMMEDIATE (as \
+                         Database::transaction does) so that it waits for the write lock instead"
+                    )
+                } else if kind == ErrorKind::Busy {
                     format!(
                         "{msg}: another connection or process held the lock past the busy timeout; \
                          retry, or raise the busy timeout"

@@ -280,3 +280,30 @@ fn a_statement_changing_many_rows_inside_a_transaction_succeeds() {
         );
     }
 }
+
+#[test]
+fn a_transaction_that_read_before_another_process_wrote_says_why_it_cannot_write() {
+    // A transaction begun with a plain BEGIN reads from a snapshot; once another process
+    // (here a second handle) commits, it cannot write, at once and however long it would
+    // wait. The error said "held the lock past the busy timeout; raise the busy timeout".
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two.db");
+    let db = Database::open(&path).unwrap();
+    db.exec("CREATE TABLE t(x)").unwrap();
+    let other = Database::open(&path).unwrap();
+    db.exec("BEGIN").unwrap();
+    db.all("SELECT * FROM t", ()).unwrap();
+    other.run("INSERT INTO t VALUES (1)", ()).unwrap();
+    let err = db.run("INSERT INTO t VALUES (2)", ()).unwrap_err();
+    db.exec("ROLLBACK").unwrap();
+    assert_eq!(err.kind(), ErrorKind::Busy);
+    assert!(err.message().contains("BEGIN IMMEDIATE"), "{err}");
+    assert!(!err.message().contains("busy timeout"), "{err}");
+    // Begun as it says, it waits for the lock and writes.
+    db.exec("BEGIN IMMEDIATE; INSERT INTO t VALUES (2); COMMIT")
+        .unwrap();
+    assert_eq!(
+        db.value("SELECT count(*) FROM t", ()).unwrap(),
+        Value::Integer(2)
+    );
+}
