@@ -625,6 +625,66 @@ fn a_column_added_later_does_not_claim_rows_written_before_it_was_here() {
 }
 
 #[test]
+fn a_column_time_another_process_records_first_is_kept() {
+    // Two processes see a new column at once and record when it appeared, each at a time of
+    // its own clock. The later must not overwrite the earlier: rows the first one wrote with
+    // the column between the two times would lose their values of it at every peer.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    {
+        let db = Database::open(&path).unwrap();
+        db.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)")
+            .unwrap();
+        db.sync_table("todos").unwrap();
+    }
+    // The other process: adds the column, then records it at its time 1000, holding the
+    // write lock while this one opens.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .execute_batch("ALTER TABLE todos ADD COLUMN prio TEXT")
+        .unwrap();
+    let key: String = other
+        .query_row(
+            "SELECT 'columns:' || id FROM _pluresdb_collections WHERE name = 'todos'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let (locked, is_locked) = std::sync::mpsc::channel();
+    let committer = std::thread::spawn({
+        let key = key.clone();
+        move || {
+            other.execute_batch("BEGIN IMMEDIATE").unwrap();
+            other
+                .execute(
+                    "UPDATE _pluresdb_meta SET value = ?2 WHERE key = ?1",
+                    (&key, r#"{"prio":1000,"title":0}"#),
+                )
+                .unwrap();
+            locked.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            other.execute_batch("COMMIT").unwrap();
+        }
+    });
+    is_locked.recv().unwrap();
+    let db = OpenOptions::new()
+        .busy_timeout(std::time::Duration::from_secs(10))
+        .open(&path)
+        .unwrap();
+    committer.join().unwrap();
+    let recorded: String = db
+        .value("SELECT value FROM _pluresdb_meta WHERE key = ?1", (&key,))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        serde_json::from_str::<Json>(&recorded).unwrap(),
+        json!({"prio": 1000, "title": 0})
+    );
+}
+
+#[test]
 fn changes_to_a_table_not_synced_here_are_skipped_and_arrive_once_it_is() {
     let a = todo_db();
     let b = Database::open_in_memory().unwrap();

@@ -54,15 +54,41 @@ pub(crate) fn added_at(recorded: Option<&AddedAt>, field: &str) -> u64 {
 /// Records, for every synced table, the columns that appeared since last recorded (at `now`,
 /// this replica's clock time) and forgets dropped ones; returns whether anything changed.
 /// Does nothing on a read-only connection.
+///
+/// Another process on the file may see the same new column at the same moment and record it
+/// at a time of its own clock: the first time recorded must stay (rows written with the
+/// column after it count on it). So when something is to be recorded, it is read again and
+/// written under the write lock (waiting for the other process's write, as any write does).
 pub(crate) fn record(
     conn: &Connection,
     collections: &Collections,
     now: impl Fn() -> u64,
 ) -> Result<bool> {
-    if conn.is_readonly(MAIN_DB)? {
+    if conn.is_readonly(MAIN_DB)? || to_record(conn, collections, &now)?.is_empty() {
         return Ok(false);
     }
-    let mut changed = false;
+    crate::engine::in_write_transaction(conn, || {
+        let changes = to_record(conn, &Collections::load(conn)?, &now)?;
+        for (collection, times) in &changes {
+            let text = serde_json::to_string(times).expect("a map of numbers serializes");
+            conn.prepare_cached(
+                "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute((key(*collection), text))?;
+        }
+        Ok(!changes.is_empty())
+    })
+}
+
+/// The column times to record, by collection id: for each synced table whose recorded
+/// columns differ from its columns now (or that has none recorded yet).
+fn to_record(
+    conn: &Connection,
+    collections: &Collections,
+    now: &impl Fn() -> u64,
+) -> Result<Vec<(u32, AddedAt)>> {
+    let mut changes = Vec::new();
     for coll in collections.tables() {
         let Kind::Table(info) = &coll.kind else {
             continue;
@@ -78,14 +104,8 @@ pub(crate) fn record(
             .map(|f| (f.clone(), before.get(f).copied().unwrap_or(start)))
             .collect();
         if !recorded || after != before {
-            let text = serde_json::to_string(&after).expect("a map of numbers serializes");
-            conn.prepare_cached(
-                "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute((key(coll.id), text))?;
-            changed = true;
+            changes.push((coll.id, after));
         }
     }
-    Ok(changed)
+    Ok(changes)
 }
