@@ -313,6 +313,16 @@ fn bad_input_is_refused_and_nothing_is_stored() {
         search_err("SELECT * FROM vector_search('t', 'nope', ?, 5)", q.clone())
             .contains("no vector index on t.nope")
     );
+    // A table searched without naming the column, with no index: no stray "t." in the message.
+    db.exec("CREATE TABLE plain(v BLOB)").unwrap();
+    let plain = db
+        .vector_search("plain", vec![1.0f32, 2.0, 3.0], 5, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        plain.contains("there is no vector index on plain; create one with"),
+        "{plain}"
+    );
     assert!(
         search_err(
             "SELECT * FROM vector_search('t', 'v', ?, 5, '{\"eff\": 3}')",

@@ -211,6 +211,12 @@ pub(crate) fn find_def(conn: &Connection, table: &str, column: &str) -> Result<I
                 "{NO_NODE_INDEX}; search nodes once with db.vector_search(\"nodes\", ...), or \
                  create it with SELECT pluresdb_vector_index('nodes', 'vector', 'cosine')"
             )
+        } else if column.is_empty() {
+            format!(
+                "there is no vector index on {table}; create one with SELECT \
+                 pluresdb_vector_index('{table}', 'COLUMN', 'cosine'), naming the column that \
+                 holds the vectors"
+            )
         } else {
             format!(
                 "there is no vector index on {table}.{column}; create one with SELECT \
