@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use pluresdb_crdt::{HybridClock, SiteId};
 use rusqlite::Connection;
-use rusqlite::backup::StepResult;
 
 use crate::cursor::RowIter;
 use crate::engine::Engine;
@@ -344,52 +343,6 @@ impl Database {
             .next()
             .and_then(|r| r.into_values().into_iter().next())
             .unwrap_or(Value::Null))
-    }
-
-    /// Copies the whole database to `dest` with SQLite's online backup: a consistent
-    /// snapshot, even while other threads and other processes write (the copy is read in one
-    /// read transaction, which in WAL mode holds up no writer; copied a part at a time, it
-    /// would start over after every commit of another process, and never end while an app
-    /// keeps writing).
-    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<()> {
-        let dest = dest.as_ref();
-        if dest.exists() {
-            return Err(Error::invalid(format!(
-                "{} already exists; choose a new file for the backup",
-                dest.display()
-            )));
-        }
-        if self.in_transaction() {
-            // Its connection would be writing, which a backup waits for: for ever, here.
-            return Err(Error::invalid(
-                "finish the open transaction before backing up (a backup copies what is \
-                 committed)",
-            ));
-        }
-        let mut target = rusqlite::Connection::open(dest)
-            .map_err(|e| Error::from(e).context(format!("cannot create {}", dest.display())))?;
-        let timeout = self.inner.engine.options().busy_timeout;
-        self.inner.engine.with_read_conn(|source| {
-            let backup = rusqlite::backup::Backup::new(source, &mut target)?;
-            let started = std::time::Instant::now();
-            loop {
-                match backup.step(-1)? {
-                    StepResult::Done => return Ok(()),
-                    StepResult::More => {}
-                    // Busy or locked: retried until the busy timeout.
-                    _ if started.elapsed() < timeout => {
-                        std::thread::sleep(std::time::Duration::from_millis(10));
-                    }
-                    _ => {
-                        return Err(Error::new(
-                            ErrorKind::Busy,
-                            "database is locked: the backup could not read it within the busy \
-                             timeout; retry, or raise the busy timeout",
-                        ));
-                    }
-                }
-            }
-        })
     }
 
     /// SQLite's `integrity_check` and `foreign_key_check`; an empty list means healthy.

@@ -28,9 +28,12 @@
 //! # Ok(()) }
 //! ```
 
+mod backup;
 mod bulk_cache;
 mod conn;
 mod connect;
+#[doc(hidden)]
+pub mod crash_point;
 mod cursor;
 mod database;
 mod engine;

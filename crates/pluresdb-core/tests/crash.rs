@@ -113,3 +113,64 @@ fn killed_writer_loses_no_committed_transaction() {
         assert_eq!(rows, nodes);
     }
 }
+
+/// The backup child: copies the database at `path` to `path` + `.bak`.
+fn backup_child(path: &str) {
+    let db = Database::open(path).unwrap();
+    db.backup(format!("{path}.bak")).unwrap();
+}
+
+#[test]
+fn a_backup_killed_midway_leaves_no_file_that_passes_for_a_backup() {
+    const BACKUP_CHILD_ENV: &str = "PLURESDB_CRASH_BACKUP_CHILD_DB";
+    if let Ok(path) = std::env::var(BACKUP_CHILD_ENV) {
+        backup_child(&path);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("src.db");
+    let dest = dir.path().join("src.db.bak");
+    let db = Database::open(&path).unwrap();
+    // Large enough for the backup to take several steps of 1024 pages.
+    db.exec(
+        "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB NOT NULL);
+         WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 3000)
+         INSERT INTO big SELECT i, randomblob(4000) FROM c;",
+    )
+    .unwrap();
+    db.put("ada", &json!({"name": "Ada"})).unwrap();
+    drop(db);
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_backup_killed_midway_leaves_no_file_that_passes_for_a_backup",
+            "--test-threads=1",
+        ])
+        .env(BACKUP_CHILD_ENV, &path)
+        .env(pluresdb_core::crash_point::CRASH_AT_ENV, "backup:copying")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        !status.success(),
+        "the child was to abort during the backup"
+    );
+    // No backup was made: nothing at the destination claims to be one (a partial copy there
+    // rolled back by its journal, opened later, is an empty database that checks fine).
+    assert!(
+        !dest.exists(),
+        "a killed backup left a file at its destination"
+    );
+    // And backing up again works, and gives the whole database.
+    let db = Database::open(&path).unwrap();
+    db.backup(&dest).unwrap();
+    let copy = Database::open(&dest).unwrap();
+    assert_eq!(copy.check().unwrap(), Vec::<String>::new());
+    assert_eq!(
+        copy.value("SELECT count(*) FROM big", ()).unwrap().as_i64(),
+        Some(3000)
+    );
+    assert!(copy.get_node("ada").unwrap().is_some());
+    assert_eq!(copy.site_id(), db.site_id());
+}
