@@ -4,6 +4,7 @@ mod csv_quotes;
 mod graph_cmd;
 mod model;
 mod output;
+mod output_file;
 mod search_cmd;
 mod shell;
 mod sync_cmd;
@@ -700,12 +701,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             match output {
                 Some(path) => {
-                    let file = std::fs::File::create(path).map_err(|e| {
-                        Error::from(e).context(format!("cannot create {}", path.display()))
-                    })?;
-                    let mut writer = std::io::BufWriter::new(file);
-                    let n = transfer::export(&db, source, *format, &mut writer)?;
-                    writer.flush()?;
+                    let mut file = output_file::OutputFile::create(path)?;
+                    let n = transfer::export(&db, source, *format, &mut file)?;
+                    file.commit()?;
                     eprintln!("exported {n} records to {}", path.display());
                 }
                 None => {

@@ -73,10 +73,10 @@ pub fn changes(
         .map_err(|e: pluresdb_core::ParseVersionVectorError| Error::invalid(e.to_string()))?;
     let written = match output {
         Some(path) => {
-            let file = std::fs::File::create(path)
-                .map_err(|e| Error::from(e).context(format!("cannot create {}", path.display())))?;
-            let mut out = std::io::BufWriter::new(file);
-            write_changes(db, &have, &mut out, limit.bytes)?
+            let mut out = crate::output_file::OutputFile::create(path)?;
+            let written = write_changes(db, &have, &mut out, limit.bytes)?;
+            out.commit()?;
+            written
         }
         None => {
             if std::io::stdout().is_terminal() {

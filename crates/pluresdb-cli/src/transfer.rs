@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use pluresdb_core::crash_point::crash_point;
 use pluresdb_core::{Database, Error, Node, Result, Value, strict_json};
 use serde_json::{Map, Value as Json};
 
@@ -469,6 +470,9 @@ pub enum Source<'a> {
     Edges,
 }
 
+/// Rows an export writes before its crash point `export:midway` (for tests that kill it).
+const CRASH_AFTER_ROWS: u64 = 1000;
+
 /// Streams `source` to `out` in `format`; returns the number of records written.
 pub fn export(
     db: &Database,
@@ -495,6 +499,9 @@ pub fn export(
                 serde_json::to_writer(&mut *out, &row.to_json())?;
                 writeln!(out)?;
                 count += 1;
+                if count == CRASH_AFTER_ROWS {
+                    crash_point("export:midway");
+                }
             }
         }
         Format::Csv => {
@@ -512,6 +519,9 @@ pub fn export(
                     .write_record(row.values().iter().map(csv_field))
                     .map_err(csv_error)?;
                 count += 1;
+                if count == CRASH_AFTER_ROWS {
+                    crash_point("export:midway");
+                }
             }
             if !header_written && !names.is_empty() {
                 writer.write_record(&names).map_err(csv_error)?;

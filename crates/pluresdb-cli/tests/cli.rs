@@ -32,13 +32,8 @@ impl Cli {
     /// Starts `pluresdb` on this database with `stdin` written to it and closed, its output
     /// piped.
     fn spawn(&self, args: &[&str], stdin: Option<&str>) -> std::process::Child {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pluresdb"))
-            .arg("--db")
-            .arg(self.db())
-            .args(args)
-            .env_remove("PLURESDB_DB")
-            .env_remove("PLURESDB_MODEL_DIR")
-            .env("PLURESDB_HISTORY", self.path("history"))
+        let mut child = self
+            .command(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -50,6 +45,19 @@ impl Cli {
         }
         drop(input);
         child
+    }
+
+    /// `pluresdb` on this database with `args`, not started.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pluresdb"));
+        cmd.arg("--db")
+            .arg(self.db())
+            .args(args)
+            .env_remove("PLURESDB_DB")
+            .env_remove("PLURESDB_MODEL_DIR")
+            .env_remove("PLURESDB_CRASH_AT")
+            .env("PLURESDB_HISTORY", self.path("history"));
+        cmd
     }
 
     /// Runs and expects success; returns stdout.
@@ -1347,5 +1355,44 @@ fn processes_that_sync_a_table_and_write_to_it_at_once_all_succeed() {
         }
         let rows = cli.json(&["sql", &format!("SELECT count(*) AS n FROM {table}")]);
         assert_eq!(rows[0]["n"], 6);
+    }
+}
+
+#[test]
+fn an_export_killed_midway_leaves_the_previous_file_whole() {
+    let cli = Cli::new();
+    cli.ok(&[
+        "sql",
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+         WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 5000)
+         INSERT INTO t SELECT i, printf('row %d ', i) || hex(randomblob(40)) FROM c",
+    ]);
+    for format in ["csv", "jsonl"] {
+        let file = cli.path(&format!("t.{format}"));
+        let file = file.to_str().unwrap();
+        cli.ok(&["export", "--table", "t", "--format", format, "-o", file]);
+        let before = std::fs::read(file).unwrap();
+        // A second export to the same file, killed halfway through the rows.
+        let out = cli
+            .command(&["export", "--table", "t", "--format", format, "-o", file])
+            .env("PLURESDB_CRASH_AT", "export:midway")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "the export was to abort");
+        // The file is the earlier export, whole: not a truncated one whose last row imports cut short.
+        assert!(
+            std::fs::read(file).unwrap() == before,
+            "a killed {format} export left {file} cut short"
+        );
+        // The next export replaces what the killed one left, and imports whole.
+        cli.ok(&["export", "--table", "t", "--format", format, "-o", file]);
+        let copy = format!("copy_{format}");
+        cli.ok(&["import", file, "--table", &copy]);
+        let n = cli.ok(&[
+            "--json",
+            "query",
+            &format!("SELECT count(*) AS n FROM {copy}"),
+        ]);
+        assert!(n.contains("5000"), "{n}");
     }
 }
