@@ -60,6 +60,16 @@ impl<T: FromRow> RowIter<T> {
         };
         // SAFETY: the holder is heap-allocated, never moved, and freed only in `finish`.
         let holder = unsafe { &mut *iter.holder.expect("just set").as_ptr() };
+        // On the writer under capture: whether the statement writes, counting one that calls
+        // a PluresDB function that writes (see `in_write_transaction`) although SQLite calls it
+        // read-only.
+        let writes = match (&*holder, engine.active_observer()) {
+            (Holder::Writer(_), Some(_)) => {
+                let class = engine.classify_on_writer(holder.conn_mut(), sql, &info)?;
+                !class.readonly || class.writes_through_function
+            }
+            _ => false,
+        };
         let stmt = holder.conn_mut().take(info.id, sql)?;
         if let Holder::Writer(_) = &*holder {
             let mark = UndoMark::take(&engine.hub, holder.conn_mut().get());
@@ -67,7 +77,7 @@ impl<T: FromRow> RowIter<T> {
             iter.savepoint = savepoint_statement(sql);
         }
         if let (Holder::Writer(_), Some(observer)) = (&*holder, engine.active_observer())
-            && !stmt.readonly()
+            && writes
         {
             let conn = holder.conn_mut().get();
             iter.observed = Some(ObservedWrite {

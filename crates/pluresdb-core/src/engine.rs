@@ -75,13 +75,13 @@ pub(crate) fn thread_token() -> u64 {
 
 /// How a statement runs on the writer.
 #[derive(Clone, Copy)]
-struct WriterClass {
+pub(crate) struct WriterClass {
     /// It begins or ends a transaction or savepoint.
-    tx_control: bool,
+    pub(crate) tx_control: bool,
     /// SQLite takes it for a read (`sqlite3_stmt_readonly`).
-    readonly: bool,
+    pub(crate) readonly: bool,
     /// It calls a PluresDB function that writes (see [`in_write_transaction`]).
-    writes_through_function: bool,
+    pub(crate) writes_through_function: bool,
 }
 
 impl WriterClass {
@@ -719,7 +719,12 @@ impl Engine {
     }
 
     /// How `sql` runs on the writer, decided once when it is first prepared there.
-    fn classify_on_writer(&self, conn: &Conn, sql: &str, info: &SqlInfo) -> Result<WriterClass> {
+    pub(crate) fn classify_on_writer(
+        &self,
+        conn: &Conn,
+        sql: &str,
+        info: &SqlInfo,
+    ) -> Result<WriterClass> {
         let bits = info.writer_class.load(Ordering::Acquire);
         if bits != 0 {
             return Ok(WriterClass::from_bits(bits));

@@ -1517,3 +1517,63 @@ fn saving_a_graph_never_waits_for_another_processs_write() {
         .unwrap();
     assert_ne!(hits[0].rowid, 8);
 }
+
+/// `SELECT pluresdb_vector_index(..., '{"embed_from": ...}')` fills the vector column of
+/// existing rows. On a synced table, those writes committed when the SELECT ended, without
+/// their changes in the change log: the changes waited in memory for the next transaction, so
+/// a process killed or closed first never sent them, and peers kept rows without vectors.
+#[test]
+fn embeddings_filled_by_sql_vector_index_on_a_synced_table_reach_peers_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let b = Database::open_in_memory().unwrap();
+    let styles = ["exec", "run", "iterate"];
+    let mut since = 0;
+    {
+        let a = Database::open(&path).unwrap();
+        a.set_embedder(Some(std::sync::Arc::new(BagOfWords)));
+        for db in [&a, &b] {
+            for t in styles {
+                db.exec(&format!(
+                    "CREATE TABLE {t}(id TEXT PRIMARY KEY NOT NULL, body TEXT, emb BLOB);
+                     SELECT pluresdb_sync_table('{t}');"
+                ))
+                .unwrap();
+            }
+        }
+        for t in styles {
+            a.exec(&format!(
+                "INSERT INTO {t}(id, body) VALUES ('1', 'red car'), ('2', 'green tea')"
+            ))
+            .unwrap();
+        }
+        let set = a.changes_since(0, None).unwrap();
+        b.apply_changes(&set.changes).unwrap();
+        since = since.max(set.db_version);
+        for t in styles {
+            let sql = format!(
+                "SELECT pluresdb_vector_index('{t}', 'emb', 'cosine', '{{\"embed_from\": \"body\"}}')"
+            );
+            match t {
+                "exec" => a.exec(&sql).unwrap(),
+                "run" => {
+                    a.run(&sql, ()).unwrap();
+                }
+                _ => {
+                    let rows: Vec<_> = a.iterate(&sql, ()).unwrap().collect();
+                    assert_eq!(rows.len(), 1);
+                }
+            }
+        }
+    }
+    let a = Database::open(&path).unwrap();
+    b.apply_changes(&a.changes_since(since, None).unwrap().changes)
+        .unwrap();
+    for t in styles {
+        let q = format!("SELECT id, body, vec_length(emb) FROM {t} ORDER BY id");
+        let ra: Vec<(String, String, Option<i64>)> = a.all_as(&q, ()).unwrap();
+        let rb: Vec<(String, String, Option<i64>)> = b.all_as(&q, ()).unwrap();
+        assert_eq!(ra[0].2, Some(32), "{t}: embedded here");
+        assert_eq!(ra, rb, "{t}: the peer got the embeddings");
+    }
+}
