@@ -63,9 +63,10 @@ impl Database {
     /// would start over after every commit of another process, and never end while an app
     /// keeps writing).
     ///
-    /// `dest` must not exist. The copy is written to `dest` + `.partial` and renamed to `dest`
-    /// once complete, so a backup that is interrupted (the process killed) leaves nothing at
-    /// `dest`; the next backup replaces what it left under the temporary name.
+    /// `dest` must not exist, and no transaction be open on this thread. The copy is written
+    /// to `dest` + `.partial` and renamed to `dest` once complete, so a backup that is
+    /// interrupted (the process killed) leaves nothing at `dest`; the next backup replaces
+    /// what it left under the temporary name.
     pub fn backup(&self, dest: impl AsRef<Path>) -> Result<()> {
         let dest = dest.as_ref();
         let exists = || {

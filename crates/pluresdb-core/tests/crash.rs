@@ -174,3 +174,36 @@ fn a_backup_killed_midway_leaves_no_file_that_passes_for_a_backup() {
     assert!(copy.get_node("ada").unwrap().is_some());
     assert_eq!(copy.site_id(), db.site_id());
 }
+
+/// A backup started inside a transaction waited for ever (SQLite refuses to copy a database
+/// its own connection is writing, and the backup retried without end); it is refused at once.
+#[test]
+fn a_backup_inside_a_transaction_is_refused_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path().join("a.db")).unwrap();
+    db.exec("CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, v INTEGER)")
+        .unwrap();
+    let dest = dir.path().join("b.db");
+    let (tx_db, done) = (db.clone(), std::sync::mpsc::channel());
+    let dest_in = dest.clone();
+    std::thread::spawn(move || {
+        let result = tx_db.transaction(|tx| {
+            tx.run("INSERT INTO t VALUES ('x', 1)", ())?;
+            tx.backup(&dest_in)
+        });
+        let _ = done.0.send(result);
+    });
+    let result = done
+        .1
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the backup inside a transaction never returned");
+    let err = result.unwrap_err();
+    assert!(err.message().contains("transaction"), "{err}");
+    assert!(!dest.exists());
+    // Nothing of the transaction was committed, and a backup outside one works.
+    assert_eq!(
+        db.value("SELECT count(*) FROM t", ()).unwrap().as_i64(),
+        Some(0)
+    );
+    db.backup(&dest).unwrap();
+}
