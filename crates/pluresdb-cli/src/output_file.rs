@@ -23,10 +23,12 @@ pub struct OutputFile {
 }
 
 impl OutputFile {
-    /// Starts writing `path`. Something there that is not a regular file (`/dev/stdout`, a
-    /// pipe) is written in place, as it cannot be replaced.
+    /// Starts writing `path`. Anything there but a regular file (a symbolic link such as
+    /// `/dev/stdout`, a device, a pipe) is written in place, as before: replacing it would
+    /// replace the link or device itself. A regular file there keeps its permissions.
     pub fn create(path: &Path) -> Result<OutputFile> {
-        let in_place = std::fs::metadata(path).is_ok_and(|m| !m.is_file());
+        let existing = std::fs::symlink_metadata(path).ok();
+        let in_place = existing.as_ref().is_some_and(|m| !m.is_file());
         let partial = (!in_place).then(|| {
             let mut name = path.as_os_str().to_owned();
             name.push(".partial");
@@ -35,6 +37,9 @@ impl OutputFile {
         let target = partial.as_deref().unwrap_or(path);
         let file = File::create(target)
             .map_err(|e| Error::from(e).context(format!("cannot create {}", target.display())))?;
+        if let (Some(m), false) = (&existing, in_place) {
+            file.set_permissions(m.permissions())?;
+        }
         Ok(OutputFile {
             path: path.to_owned(),
             partial,

@@ -1396,3 +1396,33 @@ fn an_export_killed_midway_leaves_the_previous_file_whole() {
         assert!(n.contains("5000"), "{n}");
     }
 }
+
+/// Exports are written under a temporary name and renamed (see the test above): a symbolic
+/// link named as the output stays a link, its target gets the export, and a file replaced
+/// keeps its permissions.
+#[cfg(unix)]
+#[test]
+fn an_export_through_a_symbolic_link_writes_its_target_and_keeps_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let cli = Cli::new();
+    cli.ok(&["sql", "CREATE TABLE t(a); INSERT INTO t VALUES (1), (2)"]);
+    let target = cli.path("target.jsonl");
+    let link = cli.path("link.jsonl");
+    std::fs::write(&target, "old\n").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    cli.ok(&["export", "--table", "t", "-o", link.to_str().unwrap()]);
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "{\"a\":1}\n{\"a\":2}\n"
+    );
+    cli.ok(&["export", "--table", "t", "-o", target.to_str().unwrap()]);
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
