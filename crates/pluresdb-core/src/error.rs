@@ -242,6 +242,8 @@ impl From<rusqlite::Error> for Error {
                     )
                 } else if kind == ErrorKind::Corrupt {
                     format!("{msg}: the file is not a SQLite/PluresDB database or it is damaged")
+                } else if let Some(why) = unfinished_write(code.extended_code) {
+                    format!("{msg}: {why}")
                 } else {
                     msg
                 };
@@ -265,6 +267,29 @@ impl From<rusqlite::Error> for Error {
             E::UnwindingPanic => Error::internal("a callback panicked"),
             other => Error::new(ErrorKind::Sql, other.to_string()),
         }
+    }
+}
+
+/// Why a read-only handle cannot read a file that a writer left unfinished (SQLite's
+/// `SQLITE_READONLY_ROLLBACK`, `_RECOVERY` and `_CANTINIT`, which it reports as "attempt to
+/// write a readonly database"), and what to do; `None` for other errors.
+fn unfinished_write(extended_code: std::os::raw::c_int) -> Option<&'static str> {
+    use rusqlite::ffi;
+    match extended_code {
+        ffi::SQLITE_READONLY_ROLLBACK => Some(
+            "a process writing the file stopped in the middle of a transaction (killed, or a \
+             crash), and its journal must be rolled back before the file can be read, which a \
+             read-only handle cannot do; open the database writable once (without \
+             --read-only, by any program that may write it) and the unfinished transaction is \
+             undone",
+        ),
+        ffi::SQLITE_READONLY_RECOVERY | ffi::SQLITE_READONLY_CANTINIT => Some(
+            "a process writing the file stopped in the middle of a transaction (killed, or a \
+             crash), and its write-ahead log must be recovered before the file can be read, \
+             which a read-only handle cannot do here; open the database writable once \
+             (without --read-only, by any program that may write it)",
+        ),
+        _ => None,
     }
 }
 

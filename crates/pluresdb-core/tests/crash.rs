@@ -207,3 +207,70 @@ fn a_backup_inside_a_transaction_is_refused_instead_of_hanging() {
     );
     db.backup(&dest).unwrap();
 }
+
+/// The hot-journal child: an app's plain SQLite file (rollback journal), killed in the middle
+/// of a transaction large enough to have written pages into the file.
+fn hot_journal_child(path: &str) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = DELETE; PRAGMA cache_size = 10;
+         CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, b BLOB);
+         BEGIN;
+         WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2000)
+         INSERT INTO t SELECT i, randomblob(1000) FROM c;",
+    )
+    .unwrap();
+    pluresdb_core::crash_point::crash_point("app:mid-transaction");
+}
+
+/// A file whose writer was killed mid-transaction, opened read-only (`pluresdb --read-only
+/// check`, which leaves the file byte for byte as it is): SQLite cannot roll the transaction
+/// back without writing, and said only "attempt to write a readonly database", as if the
+/// command had tried to write. The error says what happened and what to do.
+#[test]
+fn a_file_left_mid_transaction_opened_read_only_says_why_it_cannot_be_read() {
+    const HOT_JOURNAL_CHILD_ENV: &str = "PLURESDB_CRASH_HOT_JOURNAL_CHILD_DB";
+    if let Ok(path) = std::env::var(HOT_JOURNAL_CHILD_ENV) {
+        hot_journal_child(&path);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_file_left_mid_transaction_opened_read_only_says_why_it_cannot_be_read",
+            "--test-threads=1",
+        ])
+        .env(HOT_JOURNAL_CHILD_ENV, &path)
+        .env(
+            pluresdb_core::crash_point::CRASH_AT_ENV,
+            "app:mid-transaction",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child was to abort mid-transaction");
+    assert!(
+        dir.path().join("app.db-journal").exists(),
+        "a hot journal is left"
+    );
+    let err = pluresdb_core::OpenOptions::new()
+        .read_only(true)
+        .open(&path)
+        .and_then(|db| db.check())
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("stopped in the middle of a transaction") && text.contains("writable"),
+        "{text}"
+    );
+    // Opened writable once, the unfinished transaction is rolled back and the file is whole.
+    let db = Database::open(&path).unwrap();
+    assert_eq!(db.check().unwrap(), Vec::<String>::new());
+    assert_eq!(
+        db.value("SELECT count(*) FROM t", ()).unwrap().as_i64(),
+        Some(0)
+    );
+}
