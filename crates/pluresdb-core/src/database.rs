@@ -45,11 +45,16 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Save vector graphs so the next open loads instead of rebuilding; a failure here only
         // costs a rebuild later.
-        // Another process writing just means the next close saves.
+        // Another process writing just means the next close saves. The graph log is trimmed
+        // here too, for a process that writes the graph and never queries it.
         if !self.engine.options().read_only {
             let _ = self
                 .engine
                 .with_idle_writer(|conn| self.vectors.save_all(conn, 1));
+            let _ = self.engine.with_idle_writer(|conn| {
+                self.graph_index
+                    .trim_on_close(conn, crate::graph::GRAPH_LOG_TRIM_AT_CLOSE)
+            });
         }
     }
 }

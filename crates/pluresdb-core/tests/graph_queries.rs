@@ -1001,3 +1001,41 @@ fn trimming_the_graph_log_never_waits_for_another_processs_write() {
     assert_eq!(db.degree("a", Direction::Out, None).unwrap(), 1);
     assert_ne!(log(&db), logged, "trimmed once the lock was free");
 }
+
+#[test]
+fn a_process_that_never_queries_the_graph_trims_its_log_when_it_closes() {
+    // Node and edge writes log a row each for the in-memory graph; only graph queries trimmed
+    // the log, so a process that writes the graph and never queries it grew it for ever. A
+    // closing handle trims it; another handle that holds the graph, behind, rebuilds it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let reader = Database::open(&path).unwrap();
+    reader.put("a", &json!({})).unwrap();
+    assert_eq!(reader.degree("a", Direction::Both, None).unwrap(), 0);
+    let log = |db: &Database| {
+        db.value("SELECT count(*) FROM _pluresdb_index_log WHERE idx < 0", ())
+            .unwrap()
+            .as_i64()
+            .unwrap()
+    };
+    let writer = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            // A handle of its own (another process's): never queries the graph.
+            let db = OpenOptions::new().open(&path).unwrap();
+            let ids: Vec<String> = (0..12_000).map(|i| format!("n{i}")).collect();
+            let empty = json!({});
+            db.put_many(ids.iter().map(|id| (id.as_str(), &empty)))
+                .unwrap();
+            db.link("a", "r", "n7", None).unwrap();
+            db.link("n7", "r", "n8", None).unwrap();
+            assert!(log(&db) > 12_000, "logged before closing");
+        }
+    });
+    writer.join().unwrap();
+    assert_eq!(log(&reader), 0, "the closing writer trimmed the log");
+    // The reader's graph was behind the trim: it is rebuilt, not left stale.
+    assert_eq!(reader.degree("a", Direction::Out, None).unwrap(), 1);
+    let walk = reader.traverse(&Traverse::from(["a"]).depth(1, 2)).unwrap();
+    assert_eq!(walk.len(), 2);
+}

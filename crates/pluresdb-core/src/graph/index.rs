@@ -198,6 +198,52 @@ impl GraphIndex {
 }
 
 impl GraphIndex {
+    /// Trims the graph log on close when it holds at least `at_least` entries past the
+    /// trimmed mark: up to what this process applied if it holds the graph, else all of them.
+    /// A process that writes nodes and edges and never queries the graph otherwise grows the
+    /// log by a row per write for ever; a process that holds the graph and applied less
+    /// rebuilds it from the tables on its next query, as after any trim. `conn` is the
+    /// writer, outside any transaction.
+    pub(crate) fn trim_on_close(&self, conn: &Connection, at_least: i64) -> Result<()> {
+        if self.is_loaded() {
+            return self.trim(conn, at_least);
+        }
+        let pending = |conn: &Connection| -> Result<(i64, i64)> {
+            let mark = trimmed_mark(conn)?;
+            let (count, high): (i64, Option<i64>) = conn
+                .prepare_cached(
+                    "SELECT count(*), max(seq) FROM _pluresdb_index_log
+                     WHERE seq > ?1 AND idx IN (?2, ?3)",
+                )?
+                .query_row([mark, GRAPH_NODES, GRAPH_EDGES], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            Ok((count, high.unwrap_or(mark)))
+        };
+        if pending(conn)?.0 < at_least {
+            return Ok(());
+        }
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let done = (|| -> Result<()> {
+            let (count, high) = pending(conn)?;
+            if count >= at_least {
+                index_log::delete(conn, GRAPH_NODES, high)?;
+                index_log::delete(conn, GRAPH_EDGES, high)?;
+                set_trimmed_mark(conn, high)?;
+            }
+            Ok(())
+        })();
+        match done {
+            Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+}
+
+impl GraphIndex {
     /// Whether this process holds the graph (built by an earlier graph query).
     pub(crate) fn is_loaded(&self) -> bool {
         self.state.read().is_some()

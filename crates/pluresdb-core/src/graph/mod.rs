@@ -192,6 +192,11 @@ pub(crate) fn parse_object(text: &str) -> Result<Map<String, Json>> {
 /// never read again.
 pub(crate) const MAX_JSON_DEPTH: usize = 100;
 
+/// A closing handle trims the graph log once it holds this many entries past the last trim
+/// (see `GraphIndex::trim_on_close`): a process that holds the graph and is behind then
+/// rebuilds it once, at most every this many graph writes.
+pub(crate) const GRAPH_LOG_TRIM_AT_CLOSE: i64 = 10_000;
+
 /// Fails when `json` nests objects and arrays more than `max` levels deep (`json` itself
 /// counts 1): [`MAX_JSON_DEPTH`] for node or edge data, one less for a node field's value,
 /// which sits inside its node's data.
