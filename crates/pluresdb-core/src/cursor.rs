@@ -5,7 +5,10 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crate::conn::CachedStmt;
-use crate::engine::{Engine, Holder, ObservedStatement, SqlInfo, UndoMark};
+use crate::engine::{
+    Engine, Holder, ObservedStatement, SqlInfo, UndoMark, WriteObserver, begin_own_write,
+    end_own_write,
+};
 use crate::error::Result;
 use crate::events::{SavepointStmt, savepoint_statement};
 use crate::params::{Binder, Params};
@@ -26,6 +29,8 @@ pub struct RowIter<T = Row> {
     info: Option<Arc<SqlInfo>>,
     /// A write on the writer under change capture: finished (and committed) in `finish`.
     observed: Option<ObservedWrite>,
+    /// A write transaction begun for the statement (see `in_write_transaction`), to end with it.
+    own_write: bool,
     /// On the writer: where the statement started, to undo its notifications if it fails.
     undo_mark: Option<(Arc<Engine>, UndoMark)>,
     /// On the writer, a savepoint statement: applied to the engine's savepoint marks once it
@@ -35,9 +40,11 @@ pub struct RowIter<T = Row> {
     _rows_as: PhantomData<fn() -> T>,
 }
 
-/// A writing statement streamed on the writer while changes are captured.
+/// A writing statement streamed on the writer while changes are captured, with the observer
+/// it started under (it must end under the same one: the statement itself may stop the last
+/// table syncing, after which none is active).
 struct ObservedWrite {
-    engine: Arc<Engine>,
+    observer: Arc<dyn WriteObserver>,
     statement: ObservedStatement,
 }
 
@@ -53,6 +60,7 @@ impl<T: FromRow> RowIter<T> {
             columns: Arc::new(Columns::default()),
             info: None,
             observed: None,
+            own_write: false,
             undo_mark: None,
             savepoint: None,
             failed: false,
@@ -60,29 +68,31 @@ impl<T: FromRow> RowIter<T> {
         };
         // SAFETY: the holder is heap-allocated, never moved, and freed only in `finish`.
         let holder = unsafe { &mut *iter.holder.expect("just set").as_ptr() };
-        // On the writer under capture: whether the statement writes, counting one that calls
-        // a PluresDB function that writes (see `in_write_transaction`) although SQLite calls it
-        // read-only.
-        let writes = match (&*holder, engine.active_observer()) {
-            (Holder::Writer(_), Some(_)) => {
-                let class = engine.classify_on_writer(holder.conn_mut(), sql, &info)?;
-                !class.readonly || class.writes_through_function
-            }
-            _ => false,
+        // On the writer under capture: the observer of a statement that writes, counting one
+        // that calls a PluresDB function that writes (see `in_write_transaction`) although
+        // SQLite calls it read-only.
+        let class = match &*holder {
+            Holder::Writer(_) => Some(engine.classify_on_writer(holder.conn_mut(), sql, &info)?),
+            Holder::Reader(_) => None,
         };
+        let writes = class.is_some_and(|c| !c.readonly || c.writes_through_function);
+        let observer = engine.active_observer_arc().filter(|_| writes);
         let stmt = holder.conn_mut().take(info.id, sql)?;
+        if observer.is_none() && class.is_some_and(|c| c.writes_through_function) {
+            // With no capture running, such a statement still writes in a transaction of its
+            // own, begun first (see `in_write_transaction`).
+            iter.own_write = begin_own_write(holder.conn_mut().get())?;
+        }
         if let Holder::Writer(_) = &*holder {
             let mark = UndoMark::take(&engine.hub, holder.conn_mut().get());
             iter.undo_mark = Some((engine.clone(), mark));
             iter.savepoint = savepoint_statement(sql);
         }
-        if let (Holder::Writer(_), Some(observer)) = (&*holder, engine.active_observer())
-            && writes
-        {
+        if let Some(observer) = observer {
             let conn = holder.conn_mut().get();
             iter.observed = Some(ObservedWrite {
-                engine: engine.clone(),
-                statement: ObservedStatement::start(observer, conn, conn.is_autocommit())?,
+                statement: ObservedStatement::start(&*observer, conn, conn.is_autocommit())?,
+                observer,
             });
         }
         let stmt = NonNull::from(Box::leak(Box::new(stmt)));
@@ -132,6 +142,9 @@ impl<T> RowIter<T> {
             if let Some(observed) = self.observed.take() {
                 return observed.finish(holder.conn_mut().get(), self.failed);
             }
+            if std::mem::take(&mut self.own_write) {
+                return end_own_write(holder.conn_mut().get(), !self.failed);
+            }
         }
         Ok(())
     }
@@ -180,10 +193,7 @@ impl<T> Drop for RowIter<T> {
 impl ObservedWrite {
     /// Writes the captures (committing the wrapping transaction), or drops them on failure.
     fn finish(self, conn: &rusqlite::Connection, failed: bool) -> Result<()> {
-        let Some(observer) = self.engine.active_observer() else {
-            return Ok(());
-        };
-        let done = self.statement.end(observer, conn, failed, false);
+        let done = self.statement.end(&*self.observer, conn, failed, false);
         if failed { Ok(()) } else { done }
     }
 }

@@ -111,18 +111,35 @@ pub(crate) fn in_write_transaction<T>(
     conn: &Connection,
     run: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
-    if !conn.is_autocommit() {
+    if !begin_own_write(conn)? {
         return run();
     }
+    let result = run();
+    end_own_write(conn, result.is_ok())?;
+    result
+}
+
+/// Begins the write transaction of [`in_write_transaction`] when `conn` is outside any;
+/// whether it did (then [`end_own_write`] ends it).
+pub(crate) fn begin_own_write(conn: &Connection) -> Result<bool> {
+    if !conn.is_autocommit() {
+        return Ok(false);
+    }
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = run().and_then(|value| {
-        conn.execute_batch("COMMIT")?;
-        Ok(value)
-    });
-    if result.is_err() && !conn.is_autocommit() {
+    Ok(true)
+}
+
+/// Ends a transaction begun by [`begin_own_write`]: commits after a statement that
+/// succeeded, else rolls back (as it does when the commit fails, with the commit's error).
+pub(crate) fn end_own_write(conn: &Connection, succeeded: bool) -> Result<()> {
+    let committed = match succeeded {
+        true => conn.execute_batch("COMMIT").map_err(Into::into),
+        false => Ok(()),
+    };
+    if !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
     }
-    result
+    committed
 }
 
 /// What PluresDB remembers about one SQL text.
@@ -714,7 +731,8 @@ impl Engine {
         self.observer.get().map(|o| &**o).filter(|o| o.active())
     }
 
-    fn active_observer_arc(&self) -> Option<Arc<dyn WriteObserver>> {
+    /// [`active_observer`](Self::active_observer), shared.
+    pub(crate) fn active_observer_arc(&self) -> Option<Arc<dyn WriteObserver>> {
         self.observer.get().filter(|o| o.active()).cloned()
     }
 

@@ -3038,14 +3038,15 @@ fn syncing_a_table_from_sql_while_another_process_commits_waits_instead_of_faili
     )
     .unwrap();
     let mut took_long_enough = 0;
-    for function in [
-        "pluresdb_sync_table('notes')",
-        "pluresdb_unsync_table('notes')",
-        "pluresdb_sync_table('notes')",
-    ] {
-        // Reads for a while before the function writes; the other handle commits meanwhile.
-        let sql = format!("SELECT {function} FROM (SELECT max(x) FROM big)");
-        for through_exec in [true, false] {
+    // Each way of running SQL syncs the first table (no change capture running yet), then
+    // stops syncing it (capture running).
+    for through in ["exec", "all", "iterate"] {
+        for function in [
+            "pluresdb_sync_table('notes')",
+            "pluresdb_unsync_table('notes')",
+        ] {
+            // Reads for a while before the function writes; the other handle commits meanwhile.
+            let sql = format!("SELECT {function} FROM (SELECT max(x) FROM big)");
             let started = std::time::Instant::now();
             let writer = std::thread::spawn({
                 let other = other.clone();
@@ -3054,13 +3055,17 @@ fn syncing_a_table_from_sql_while_another_process_commits_waits_instead_of_faili
                     other.run("INSERT INTO log VALUES (1)", ()).unwrap();
                 }
             });
-            let ran = match through_exec {
-                true => db.exec(&sql),
-                false => db.all(&sql, ()).map(drop),
+            let ran = match through {
+                "exec" => db.exec(&sql),
+                "all" => db.all(&sql, ()).map(drop),
+                _ => db
+                    .iterate(&sql, ())
+                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                    .map(drop),
             };
             let took = started.elapsed();
             writer.join().unwrap();
-            ran.unwrap_or_else(|e| panic!("{sql} failed after {took:?}: {e}"));
+            ran.unwrap_or_else(|e| panic!("{sql} ({through}) failed after {took:?}: {e}"));
             took_long_enough += usize::from(took > std::time::Duration::from_millis(20));
         }
     }
@@ -3068,8 +3073,48 @@ fn syncing_a_table_from_sql_while_another_process_commits_waits_instead_of_faili
         took_long_enough > 0,
         "the statements were too quick to test"
     );
-    assert_eq!(db.synced_tables().unwrap(), ["notes"]);
+    assert!(db.synced_tables().unwrap().is_empty());
+    db.sync_table("notes").unwrap();
     db.run("INSERT INTO notes VALUES ('n', 'synced')", ())
         .unwrap();
     assert!(sends(&other, "body", "synced"));
+}
+
+#[test]
+fn iterating_sql_that_stops_the_last_table_syncing_commits() {
+    // `SELECT pluresdb_unsync_table(...)` writes through a PluresDB function, so it runs in a
+    // transaction of its own; when it stops the last synced table, the change capture is no
+    // longer active by the time the statement ends, and that transaction must still commit.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("u.db");
+    let db = Database::open(&path).unwrap();
+    db.exec("CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, v TEXT)")
+        .unwrap();
+    db.sync_table("t").unwrap();
+    let rows: Vec<Vec<Value>> = db
+        .iterate("SELECT pluresdb_unsync_table('t')", ())
+        .unwrap()
+        .map(|r| r.unwrap().into_values())
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert!(
+        !db.in_transaction(),
+        "the statement's transaction was left open"
+    );
+    db.run("INSERT INTO t VALUES ('a', 'x')", ()).unwrap();
+    // Another handle sees both the unsync and the insert: they were committed.
+    let other = Database::open(&path).unwrap();
+    assert_eq!(
+        other.value("SELECT count(*) FROM t", ()).unwrap().as_i64(),
+        Some(1)
+    );
+    drop(db);
+    let reopened = Database::open(&path).unwrap();
+    assert!(
+        reopened
+            .value("SELECT count(*) FROM t", ())
+            .unwrap()
+            .as_i64()
+            == Some(1)
+    );
 }
