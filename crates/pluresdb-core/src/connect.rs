@@ -11,6 +11,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::error::{Error, Result};
 use crate::events::EventHub;
 use crate::options::OpenOptions;
+use crate::updated_columns::UpdatedColumns;
 
 /// What the writer's authorizer noticed, shared with the engine.
 #[derive(Default)]
@@ -23,6 +24,8 @@ pub(crate) struct WriterAuth {
     pub(crate) schema_changed: AtomicBool,
     /// The last statement prepared on the writer calls one of [`WRITING_FUNCTIONS`].
     pub(crate) writes_through_function: AtomicBool,
+    /// Every column an UPDATE prepared on the writer names.
+    pub(crate) updated: UpdatedColumns,
 }
 
 /// PluresDB's SQL functions that write through the connection running them. A statement
@@ -181,6 +184,10 @@ pub(crate) fn install_authorizer(
                 {
                     w.writes_through_function.store(true, Ordering::Release);
                 }
+                AuthAction::Update {
+                    table_name,
+                    column_name,
+                } => w.updated.note(table_name, column_name),
                 _ => {}
             }
         }

@@ -8,7 +8,11 @@ use crate::error::{Error, Result};
 
 /// How a transaction level was opened.
 enum Level {
-    Outer,
+    /// `BEGIN`; with foreign keys to enforce again once it ends (see
+    /// [`Database::merge_transaction`]).
+    Outer {
+        foreign_keys_off: bool,
+    },
     Savepoint(String),
 }
 
@@ -43,7 +47,28 @@ impl Database {
     where
         E: From<Error>,
     {
-        let (level, observed) = self.begin_level()?;
+        self.transaction_as(false, f)
+    }
+
+    /// [`transaction`](Self::transaction) for merging remote changes: begun here, it does not
+    /// enforce foreign keys. A merge writes each row as the peers agree it is, and their
+    /// actions (cascades) ran where the writes were made and arrive as changes of their own;
+    /// run again here, or checked in the middle of a batch, they would make the replicas
+    /// differ, or refuse for good a batch whose rows refer to a row deleted concurrently
+    /// elsewhere. Nested in a caller's transaction, foreign keys stay as they are there.
+    pub(crate) fn merge_transaction<T>(&self, f: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        self.transaction_as(true, f)
+    }
+
+    fn transaction_as<T, E>(
+        &self,
+        merging: bool,
+        f: impl FnOnce(&Database) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<Error>,
+    {
+        let (level, observed) = self.begin_level(merging)?;
         let mark = self.engine().hub.pending_len();
         match catch_unwind(AssertUnwindSafe(|| f(self))) {
             Ok(Ok(value)) => match self.commit_level(&level) {
@@ -66,16 +91,31 @@ impl Database {
         }
     }
 
-    fn begin_level(&self) -> Result<(Level, Observed)> {
+    fn begin_level(&self, merging: bool) -> Result<(Level, Observed)> {
         let mut writer = self.engine().writer()?;
         let observer = self.engine().active_observer();
         if writer.conn().is_autocommit() {
-            writer.conn().execute_batch("BEGIN IMMEDIATE")?;
-            if let Err(e) = self.engine().after_begin(writer.state_mut()) {
-                let _ = writer.conn().execute_batch("ROLLBACK");
+            let foreign_keys_off = merging
+                && writer
+                    .conn()
+                    .query_row("PRAGMA foreign_keys", [], |r| r.get::<_, bool>(0))?;
+            let level = Level::Outer { foreign_keys_off };
+            if foreign_keys_off {
+                writer.conn().execute_batch("PRAGMA foreign_keys = OFF")?;
+            }
+            let begun = writer
+                .conn()
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(Error::from)
+                .and_then(|()| self.engine().after_begin(writer.state_mut()));
+            if let Err(e) = begun {
+                if !writer.conn().is_autocommit() {
+                    let _ = writer.conn().execute_batch("ROLLBACK");
+                }
+                restore_foreign_keys(writer.conn(), &level);
                 return Err(e);
             }
-            Ok((Level::Outer, Observed { mark: 0 }))
+            Ok((level, Observed { mark: 0 }))
         } else {
             // Captures so far belong to the enclosing level: write them before the savepoint.
             if let Some(o) = observer {
@@ -98,14 +138,19 @@ impl Database {
         let mut writer = self.engine().writer()?;
         if writer.conn().is_autocommit() {
             // The closure ended the transaction itself (explicit COMMIT/ROLLBACK in SQL).
+            restore_foreign_keys(writer.conn(), level);
             return Ok(());
         }
         let observer = self.engine().active_observer();
         match level {
-            Level::Outer => match observer {
-                Some(o) => commit_observed(o, writer.conn())?,
-                None => writer.conn().execute_batch("COMMIT")?,
-            },
+            Level::Outer { .. } => {
+                match observer {
+                    Some(o) => commit_observed(o, writer.conn())?,
+                    None => writer.conn().execute_batch("COMMIT")?,
+                }
+                // (After a failed commit, the rollback that follows restores them.)
+                restore_foreign_keys(writer.conn(), level);
+            }
             Level::Savepoint(name) => {
                 if let Some(o) = observer {
                     o.flush(writer.conn())?;
@@ -128,10 +173,15 @@ impl Database {
         let mut writer = self.engine().writer()?;
         if writer.conn().is_autocommit() {
             self.engine().hub.truncate_pending(mark);
+            restore_foreign_keys(writer.conn(), level);
             return Ok(());
         }
         match level {
-            Level::Outer => writer.conn().execute_batch("ROLLBACK")?,
+            Level::Outer { .. } => {
+                let rolled_back = writer.conn().execute_batch("ROLLBACK");
+                restore_foreign_keys(writer.conn(), level);
+                rolled_back?
+            }
             Level::Savepoint(name) => {
                 writer
                     .conn()
@@ -145,5 +195,17 @@ impl Database {
             }
         }
         Ok(())
+    }
+}
+
+/// Enforces foreign keys again after a transaction level that stopped it, once no transaction
+/// is open (the setting cannot change inside one).
+fn restore_foreign_keys(conn: &rusqlite::Connection, level: &Level) {
+    if let Level::Outer {
+        foreign_keys_off: true,
+    } = level
+        && conn.is_autocommit()
+    {
+        let _ = conn.execute_batch("PRAGMA foreign_keys = ON");
     }
 }

@@ -950,6 +950,111 @@ fn every_kind_of_sql_write_is_captured() {
 }
 
 #[test]
+fn columns_changed_by_triggers_cascades_upserts_and_row_ids_are_captured() {
+    // An update's capture compares only the columns some UPDATE prepared on the writer names
+    // (as SQLite's authorizer reports them): each way of changing a column must be among
+    // them, including statements prepared after the table's columns were first looked at.
+    let shape = "PRAGMA foreign_keys = ON;
+        CREATE TABLE parent(id TEXT PRIMARY KEY NOT NULL, v INTEGER, label TEXT);
+        CREATE TABLE child(id INTEGER PRIMARY KEY NOT NULL,
+                           pid TEXT REFERENCES parent(id) ON UPDATE CASCADE,
+                           w INTEGER, note TEXT);
+        CREATE TRIGGER copy_v AFTER UPDATE OF v ON parent BEGIN
+            UPDATE child SET w = NEW.v WHERE pid = NEW.id;
+        END;";
+    let (a, b) = pair(shape, &["parent", "child"]);
+    a.exec(
+        "INSERT INTO parent VALUES ('p', 1, 'first');
+         INSERT INTO child VALUES (1, 'p', 0, ''), (2, 'p', 0, '')",
+    )
+    .unwrap();
+    push(&a, &b);
+    let steps: [(&str, &str); 6] = [
+        // Only `note` named so far.
+        (
+            "UPDATE child SET note = 'n'",
+            "SELECT note FROM child WHERE id = 1",
+        ),
+        // `w` changed by a trigger of another table's update.
+        (
+            "UPDATE parent SET v = 7",
+            "SELECT w FROM child WHERE id = 2",
+        ),
+        // `pid` changed by a foreign-key action, with the parent's key.
+        (
+            "UPDATE parent SET id = 'q'",
+            "SELECT pid FROM child WHERE id = 1",
+        ),
+        // An upsert's SET list.
+        (
+            "INSERT INTO parent VALUES ('q', 0, '') ON CONFLICT(id) DO UPDATE SET label = 'up'",
+            "SELECT label FROM parent",
+        ),
+        // The key, as the row id.
+        (
+            "UPDATE child SET rowid = 5 WHERE id = 2",
+            "SELECT group_concat(id) FROM child",
+        ),
+        // A column named by no statement before.
+        (
+            "UPDATE child SET pid = NULL WHERE id = 1",
+            "SELECT count(pid) FROM child",
+        ),
+    ];
+    for (write, check) in steps {
+        let before = b.value(check, ()).unwrap();
+        a.exec(write).unwrap();
+        push(&a, &b);
+        let after = a.value(check, ()).unwrap();
+        assert_ne!(before, after, "{write} changed nothing to check");
+        assert_eq!(b.value(check, ()).unwrap(), after, "after {write}");
+        assert_eq!(dump(&a), dump(&b), "after {write}");
+    }
+}
+
+#[test]
+fn a_child_added_while_its_parent_is_deleted_elsewhere_syncs_both_ways() {
+    // Foreign keys are enforced by default. A merge must not enforce them: a row inserted on
+    // one device that refers to a row deleted meanwhile on another made every later merge of
+    // that batch fail (RESTRICT), or was deleted by a cascade run where the merge was applied
+    // and never passed on (CASCADE), so the replicas differed for good.
+    for action in ["ON DELETE CASCADE", "ON DELETE RESTRICT", ""] {
+        let shape = format!(
+            "CREATE TABLE project(id TEXT PRIMARY KEY NOT NULL, name TEXT);
+             CREATE TABLE task(id TEXT PRIMARY KEY NOT NULL,
+                               project TEXT REFERENCES project(id) {action}, title TEXT);"
+        );
+        let (a, b) = pair(&shape, &["project", "task"]);
+        a.exec(
+            "INSERT INTO project VALUES ('p', 'home'); INSERT INTO task VALUES ('t1', 'p', 'x')",
+        )
+        .unwrap();
+        sync(&a, &b);
+        // A deletes the project (with its task); B, not knowing, adds a task to it.
+        a.exec("DELETE FROM task WHERE project = 'p'; DELETE FROM project WHERE id = 'p'")
+            .unwrap();
+        b.run("INSERT INTO task VALUES ('t2', 'p', 'y')", ())
+            .unwrap();
+        sync(&a, &b);
+        sync(&a, &b);
+        assert_eq!(dump(&a), dump(&b), "{action}");
+        assert_eq!(
+            a.value("SELECT group_concat(id) FROM task", ()).unwrap(),
+            Value::Text("t2".into()),
+            "{action}"
+        );
+        // Local writes still have foreign keys enforced.
+        for db in [&a, &b] {
+            assert_eq!(
+                failure(db, "INSERT INTO task VALUES ('t3', 'nowhere', 'z')"),
+                ErrorKind::Constraint,
+                "{action}"
+            );
+        }
+    }
+}
+
+#[test]
 fn capture_triggers_of_earlier_versions_are_removed_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");

@@ -167,7 +167,7 @@ impl Database {
             skipped,
             ..ApplyReport::default()
         };
-        self.transaction(|db| {
+        self.merge_transaction(|db| {
             db.with_writer_conn(|conn| {
                 // Merging reads clock records: this database's own logged changes first.
                 repl.settle_clock(conn)?;

@@ -25,6 +25,7 @@ use super::keys;
 use super::state::Replication;
 use crate::engine::WriteObserver;
 use crate::error::{Error, Result, user_function_error};
+use crate::updated_columns::UpdateMask;
 use crate::value::ValueRef;
 use crate::wire::put_value;
 
@@ -67,8 +68,15 @@ impl Replication {
             statement: self.statements.load(Ordering::Relaxed),
             hlc: self.clock.now().as_u64(),
         };
+        let mask = match case {
+            PreUpdateCase::Update { .. } => {
+                let updated = &self.writer_auth.updated;
+                info.update_mask.get(updated, table, &info.pk, &info.fields)
+            }
+            _ => UpdateMask::ALL,
+        };
         let mut buf = self.captured.lock();
-        match capture(info, case, &mut buf, at) {
+        match capture(info, case, mask, &mut buf, at) {
             Ok(()) => {}
             Err(why) => {
                 drop(buf);
@@ -267,10 +275,12 @@ impl Replication {
 }
 
 /// Encodes a row change from the hook into `buf`: the key columns, and for updates which
-/// fields changed (nothing for an update that changed nothing).
+/// fields changed (nothing for an update that changed nothing), looking only at the columns
+/// `mask` says an update may change.
 fn capture(
     info: &TableInfo,
     case: &PreUpdateCase,
+    mask: UpdateMask,
     buf: &mut CaptureBuf,
     at: Origin,
 ) -> std::result::Result<(), String> {
@@ -290,13 +300,14 @@ fn capture(
             info.columns
         ));
     }
-    read_change(info, case, buf, at).map_err(|e| e.to_string())
+    read_change(info, case, mask, buf, at).map_err(|e| e.to_string())
 }
 
 /// [`capture`] for a table of known shape.
 fn read_change(
     info: &TableInfo,
     case: &PreUpdateCase,
+    mask: UpdateMask,
     buf: &mut CaptureBuf,
     at: Origin,
 ) -> rusqlite::Result<()> {
@@ -319,7 +330,7 @@ fn read_change(
         } => {
             pack_columns(&mut key, pk, |i| old.get_old_column_value(i))?;
             let mut key_changed = false;
-            for &pos in pk {
+            for &pos in pk.iter().filter(|_| mask.key()) {
                 let pos = pos as i32;
                 key_changed |= old.get_old_column_value(pos)? != new.get_new_column_value(pos)?;
             }
@@ -334,9 +345,11 @@ fn read_change(
             // The names of the changed fields, packed as they are stored.
             let mut changed = std::mem::take(&mut buf.fields_scratch);
             changed.clear();
-            for (name, &pos) in info.fields.iter().zip(&info.field_pos) {
+            for (i, (name, &pos)) in info.fields.iter().zip(&info.field_pos).enumerate() {
                 let pos = pos as i32;
-                if old.get_old_column_value(pos)? != new.get_new_column_value(pos)? {
+                if mask.field(i)
+                    && old.get_old_column_value(pos)? != new.get_new_column_value(pos)?
+                {
                     // A column added (or renamed) since the table started syncing.
                     if name.len() > MAX_FIELD_BYTES {
                         return Err(user_function_error(Error::invalid(format!(

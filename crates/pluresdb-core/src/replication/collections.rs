@@ -9,6 +9,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::added_columns;
 use super::clock::MAX_FIELD_BYTES;
 use crate::error::{Error, Result};
+use crate::updated_columns::MaskCache;
 
 /// Collection ids of the graph store.
 pub(crate) const NODES_ID: u32 = 1;
@@ -40,6 +41,8 @@ pub(crate) struct TableInfo {
     pub(crate) columns: usize,
     /// False when the table no longer exists.
     pub(crate) exists: bool,
+    /// Which columns an UPDATE may change, by the statements prepared so far.
+    pub(crate) update_mask: MaskCache,
 }
 
 impl TableInfo {
@@ -201,6 +204,7 @@ fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
         field_pos,
         columns: cols.len(),
         exists: true,
+        update_mask: MaskCache::default(),
     })
 }
 
