@@ -3223,3 +3223,26 @@ fn iterating_sql_that_stops_the_last_table_syncing_commits() {
             == Some(1)
     );
 }
+
+#[test]
+fn announcing_what_was_sent_leaves_the_synchronous_level_as_it_was() {
+    // The record of what a peer was told is committed with `synchronous=FULL` (so it, and
+    // every commit before it, survives a power cut); the handle's own level comes back after.
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path().join("a.db")).unwrap();
+    let peer = Database::open_in_memory().unwrap().site_id();
+    for (level, version) in [(1, 5), (0, 9)] {
+        db.pragma(&format!("synchronous = {level}")).unwrap();
+        assert_eq!(db.announce(Some(peer), version).unwrap(), version);
+        assert_eq!(
+            db.pragma_value("synchronous").unwrap(),
+            Value::Integer(level)
+        );
+        assert_eq!(db.announced_bound(Some(peer)).unwrap(), Some(version));
+    }
+    // Inside a transaction it commits with it; nothing told is taken back.
+    db.transaction(|tx| tx.announce(Some(peer), 12)).unwrap();
+    assert_eq!(db.announce(Some(peer), 3).unwrap(), 3);
+    assert_eq!(db.announced_bound(Some(peer)).unwrap(), Some(12));
+    assert_eq!(db.pragma_value("synchronous").unwrap(), Value::Integer(0));
+}

@@ -55,6 +55,9 @@ const ANNOUNCED: &str = "announced:";
 /// announces (0 for a file made since; absent in a file no build that records has written).
 const ANNOUNCE_SINCE: &str = "announce_since";
 
+/// `PRAGMA synchronous` level FULL: a commit syncs the write-ahead log.
+const SYNCHRONOUS_FULL: i64 = 2;
+
 /// The meta key of what was announced to `peer` (`None`: change files).
 fn announced_key(peer: Option<SiteId>) -> String {
     match peer {
@@ -80,12 +83,35 @@ impl Database {
             };
             return Ok(bound.map_or(db_version, |b| b.min(db_version)));
         }
-        self.run(
-            "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
-            (announced_key(peer), db_version as i64),
-        )?;
-        Ok(db_version)
+        let key = announced_key(peer);
+        let recorded = self
+            .value("SELECT value FROM _pluresdb_meta WHERE key = ?1", (&key,))?
+            .as_i64();
+        if recorded.is_some_and(|r| r >= db_version as i64) {
+            return Ok(db_version);
+        }
+        // Durable before the peer is told: a power cut must not leave this database with less
+        // of its own history than a peer holds (the peer would then take it for a copy and
+        // refuse it). Committed with `synchronous=FULL`, the record's commit syncs the
+        // write-ahead log, and with it every commit before it: one sync per announcement.
+        self.with_writer_conn(|conn| {
+            let level: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+            let raise = conn.is_autocommit() && level < SYNCHRONOUS_FULL;
+            if raise {
+                conn.execute_batch(&format!("PRAGMA synchronous = {SYNCHRONOUS_FULL}"))?;
+            }
+            let written = conn
+                .prepare_cached(
+                    "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
+                     ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+                )
+                .and_then(|mut stmt| stmt.execute((&key, db_version as i64)));
+            if raise {
+                conn.execute_batch(&format!("PRAGMA synchronous = {level}"))?;
+            }
+            written?;
+            Ok(db_version)
+        })
     }
 
     /// The highest `db_version` of this database that `peer` can have been told it has
