@@ -121,6 +121,7 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
                 "applied": applied.report.applied,
                 "rows": applied.report.rows,
                 "skipped": applied.report.skipped,
+                "trigger_writes": applied.report.trigger_writes,
                 "missing": applied.gap.map(|(have, start)| json!({"have": have, "file_starts_after": start})),
                 "version_vector": vv,
             }),
@@ -132,6 +133,7 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
         );
     }
     note_skipped(applied.report.skipped);
+    warn_trigger_writes(applied.report.trigger_writes);
     if let Some((have, start)) = applied.gap {
         eprintln!(
             "warning: this file holds the changes after version {start} of its producer, but this \
@@ -190,7 +192,7 @@ pub fn sync_cmd(
         if json_out {
             print_json(
                 &mut crate::output::stdout(),
-                &json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped}),
+                &json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "trigger_writes": report.trigger_writes}),
             )?;
         } else {
             println!(
@@ -199,8 +201,21 @@ pub fn sync_cmd(
             );
         }
         note_skipped(report.skipped);
+        warn_trigger_writes(report.trigger_writes);
     }
     Ok(())
+}
+
+/// Warns that triggers wrote synced rows while received changes merged (`apply` and `sync`).
+fn warn_trigger_writes(rows: u64) {
+    if rows > 0 {
+        eprintln!(
+            "warning: while the received changes were merged, triggers wrote {rows} row(s) of \
+             synced tables; the device that made those changes sent its triggers' results too, \
+             so these rows may now differ between devices. Keep what triggers derive in tables \
+             that are not synced (or in views)"
+        );
+    }
 }
 
 /// Tells the user about received changes left out, if any (`apply` and `sync`).

@@ -488,3 +488,44 @@ fn an_apps_write_over_a_change_the_command_line_merged_wins_on_the_peer_too() {
         );
     }
 }
+
+#[test]
+fn apply_warns_when_triggers_write_synced_rows_during_the_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b] = ["a.db", "b.db"].map(|name| {
+        let db = setup(dir.path(), name, 0);
+        run(
+            &db,
+            &[
+                "sql",
+                "CREATE TABLE stats(id TEXT PRIMARY KEY NOT NULL, n INTEGER);
+                 SELECT pluresdb_sync_table('stats');
+                 CREATE TRIGGER count_todos AFTER INSERT ON todos BEGIN
+                     UPDATE stats SET n = n + 1;
+                 END;",
+            ],
+        );
+        db
+    });
+    run(&a, &["sql", "INSERT INTO stats VALUES ('all', 0)"]);
+    let file = dir.path().join("a.changes");
+    let file = file.to_str().unwrap();
+    run(&a, &["changes", "-o", file]);
+    // The first file brings `stats`; the second a todo, whose trigger runs on b too.
+    let out = pluresdb(&b).args(["apply", file]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("triggers wrote"));
+    run(&a, &["sql", "INSERT INTO todos VALUES ('t', 'x', NULL)"]);
+    run(&a, &["changes", "-o", file]);
+    let out = pluresdb(&b)
+        .args(["--json", "apply", file])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("triggers wrote 1 row(s) of synced tables"),
+        "{stderr}"
+    );
+    let applied: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(applied["trigger_writes"], 1);
+}

@@ -3246,3 +3246,39 @@ fn announcing_what_was_sent_leaves_the_synchronous_level_as_it_was() {
     assert_eq!(db.announced_bound(Some(peer)).unwrap(), Some(12));
     assert_eq!(db.pragma_value("synchronous").unwrap(), Value::Integer(0));
 }
+
+#[test]
+fn a_merge_counts_the_synced_rows_triggers_write() {
+    // A trigger run by a merged row that writes a synced table makes replicas differ (the
+    // writing device sent the trigger's result too); the merge reports how many such rows.
+    let shape = "CREATE TABLE task(id TEXT PRIMARY KEY NOT NULL, title TEXT);
+        CREATE TABLE counter(id TEXT PRIMARY KEY NOT NULL, n INTEGER);
+        CREATE TABLE audit(what TEXT);
+        CREATE TRIGGER count_tasks AFTER INSERT ON task BEGIN
+            UPDATE counter SET n = n + 1;
+            INSERT INTO audit VALUES ('task ' || NEW.id);
+        END;";
+    let (a, b) = pair(shape, &["task"]);
+    a.exec("INSERT INTO counter VALUES ('c', 0)").unwrap();
+    b.exec("INSERT INTO counter VALUES ('c', 0)").unwrap();
+    a.exec("INSERT INTO task VALUES ('t1', 'x'), ('t2', 'y')")
+        .unwrap();
+    // `counter` not synced: the trigger keeps it (and the audit log) up to date here.
+    let report = push_report(&a, &b);
+    assert_eq!((report.applied > 0, report.trigger_writes), (true, 0));
+    assert_eq!(
+        b.value("SELECT n FROM counter", ()).unwrap(),
+        Value::Integer(2)
+    );
+    // Synced: each merged task's trigger writes a synced row.
+    for db in [&a, &b] {
+        db.sync_table("counter").unwrap();
+    }
+    a.exec("INSERT INTO task VALUES ('t3', 'z')").unwrap();
+    let report = push_report(&a, &b);
+    assert_eq!(report.trigger_writes, 1);
+    // A merge that runs no such trigger reports none.
+    a.exec("UPDATE task SET title = 'w' WHERE id = 't1'")
+        .unwrap();
+    assert_eq!(push_report(&a, &b).trigger_writes, 0);
+}

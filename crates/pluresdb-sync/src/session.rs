@@ -74,6 +74,9 @@ pub struct SessionReport {
     /// Received changes left out because this database does not sync their table or lacks
     /// their column (asked for again once it does).
     pub skipped: u64,
+    /// Rows of synced tables that triggers wrote as received rows were merged (see
+    /// [`ApplyReport::trigger_writes`]).
+    pub trigger_writes: u64,
 }
 
 pub(crate) fn ws_error(err: WsError) -> Error {
@@ -470,6 +473,7 @@ impl Session<'_> {
         self.report.received += merged.received;
         self.report.applied += merged.applied;
         self.report.skipped += merged.skipped;
+        self.report.trigger_writes += merged.trigger_writes;
     }
 
     /// Queues a message for the peer.

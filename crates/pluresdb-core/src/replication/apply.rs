@@ -56,6 +56,11 @@ pub struct ApplyReport {
     /// schema, or a table dropped or not synced here). Once the table or column is here, this
     /// database asks its peers for all their changes again.
     pub skipped: u64,
+    /// Rows of synced tables that triggers wrote as merged rows were written. The merge does
+    /// not record them as changes (the device where the write was made ran its triggers and
+    /// sent their results), so a trigger that writes a synced table makes the replicas
+    /// differ: keep what such triggers derive in unsynced tables.
+    pub trigger_writes: u64,
 }
 
 impl std::ops::AddAssign for ApplyReport {
@@ -66,6 +71,7 @@ impl std::ops::AddAssign for ApplyReport {
         self.ignored += other.ignored;
         self.rows += other.rows;
         self.skipped += other.skipped;
+        self.trigger_writes += other.trigger_writes;
     }
 }
 
@@ -171,6 +177,7 @@ impl Database {
             db.with_writer_conn(|conn| {
                 // Merging reads clock records: this database's own logged changes first.
                 repl.settle_clock(conn)?;
+                let trigger_writes = repl.trigger_writes.load(Ordering::Relaxed);
                 repl.suppress.store(true, Ordering::Release);
                 let _suppress = Suppress(&repl);
                 let seq = repl.tx_seq(conn)?;
@@ -200,6 +207,8 @@ impl Database {
                 for group in &groups {
                     merge_row(db, conn, &mut batch, group, &mut report)?;
                 }
+                report.trigger_writes =
+                    repl.trigger_writes.load(Ordering::Relaxed) - trigger_writes;
                 if !batch.missed.is_empty() {
                     repl.with_collections(conn, |colls| {
                         missed::remember(conn, &batch.missed, colls)

@@ -52,7 +52,11 @@ impl Replication {
     /// Called by the writer's pre-update hook before a row of any table changes: records the
     /// change when the table is replicated (and the write is not a remote change being merged).
     pub(crate) fn capture_preupdate(&self, db: &str, table: &str, case: &PreUpdateCase) {
-        if db != "main" || self.suppress.load(Ordering::Acquire) {
+        if db != "main" {
+            return;
+        }
+        let merging = self.suppress.load(Ordering::Acquire);
+        if merging && trigger_depth(case) == 0 {
             return;
         }
         let tables = self.tables.read();
@@ -63,6 +67,11 @@ impl Replication {
         let Kind::Table(info) = &coll.kind else {
             return;
         };
+        if merging {
+            // A trigger run by a merged row wrote a synced row: counted, not recorded.
+            self.trigger_writes.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let at = Origin {
             coll: coll.id,
             statement: self.statements.load(Ordering::Relaxed),
@@ -271,6 +280,19 @@ impl Replication {
         }
         drop(recent);
         self.persist_clock(conn)
+    }
+}
+
+/// How deep in triggers the hook's write is (0: written by the statement itself).
+fn trigger_depth(case: &PreUpdateCase) -> i32 {
+    match case {
+        PreUpdateCase::Insert(new) => new.get_query_depth(),
+        PreUpdateCase::Delete(old) => old.get_query_depth(),
+        PreUpdateCase::Update {
+            old_value_accessor: old,
+            ..
+        } => old.get_query_depth(),
+        PreUpdateCase::Unknown => 0,
     }
 }
 

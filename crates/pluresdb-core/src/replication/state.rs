@@ -60,6 +60,9 @@ pub(crate) struct Replication {
     pub(crate) tables_synced: AtomicBool,
     /// Remote changes are being merged: the hook must not report them.
     pub(crate) suppress: AtomicBool,
+    /// Rows of synced tables written by triggers while merges ran (see
+    /// [`ApplyReport::trigger_writes`](super::ApplyReport::trigger_writes)).
+    pub(crate) trigger_writes: AtomicU64,
 }
 
 struct State {
@@ -116,6 +119,7 @@ impl Replication {
                 has_tables: false,
                 capture_error: Mutex::new(None),
                 suppress: AtomicBool::new(false),
+                trigger_writes: AtomicU64::new(0),
             });
         }
         let last_seq: i64 = conn
@@ -160,6 +164,7 @@ impl Replication {
             has_tables: true,
             capture_error: Mutex::new(None),
             suppress: AtomicBool::new(false),
+            trigger_writes: AtomicU64::new(0),
         };
         Ok(repl)
     }
