@@ -717,6 +717,53 @@ fn changes_to_a_table_not_synced_here_are_skipped_and_arrive_once_it_is() {
 }
 
 #[test]
+fn a_sync_under_way_when_a_left_out_table_arrives_does_not_undo_asking_again() {
+    // A table arriving here sets the cursors back to 0 so the next sync asks for everything.
+    // A sync (or a watching one) that began before and records its cursor after must not move
+    // it up again: the rows left out would then never be asked for.
+    let a = todo_db();
+    let b = Database::open_in_memory().unwrap();
+    a.run("INSERT INTO todos(id, title) VALUES ('t', 'first')", ())
+        .unwrap();
+    assert!(push_report(&a, &b).skipped > 0);
+    // A session begins: its hello asks for A's changes after this cursor.
+    let resets_seen = b.cursor_resets().unwrap();
+    let requested_from = b.peer_cursor(a.site_id()).unwrap();
+    assert!(requested_from > 0);
+    b.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL DEFAULT '', done INTEGER NOT NULL DEFAULT 0)")
+        .unwrap();
+    b.sync_table("todos").unwrap();
+    assert_eq!(b.peer_cursor(a.site_id()).unwrap(), 0);
+    // The session merges a new change of A's and records A's version.
+    a.put("n", &json!({"v": 1})).unwrap();
+    let set = a.changes_since(requested_from, Some(b.site_id())).unwrap();
+    b.apply_changes(&set.changes).unwrap();
+    let progress = SyncProgress {
+        cursor: Some(set.db_version),
+        resets_seen: Some(resets_seen),
+        ..Default::default()
+    };
+    b.record_sync(a.site_id(), &progress).unwrap();
+    assert_eq!(b.peer_cursor(a.site_id()).unwrap(), 0);
+    // So the next sync brings the row left out.
+    push(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    // Without a reset, a session's cursor moves up as before.
+    a.put("m", &json!({"v": 2})).unwrap();
+    let resets_seen = b.cursor_resets().unwrap();
+    let from = b.peer_cursor(a.site_id()).unwrap();
+    let set = a.changes_since(from, Some(b.site_id())).unwrap();
+    b.apply_changes(&set.changes).unwrap();
+    let progress = SyncProgress {
+        cursor: Some(set.db_version),
+        resets_seen: Some(resets_seen),
+        ..Default::default()
+    };
+    b.record_sync(a.site_id(), &progress).unwrap();
+    assert_eq!(b.peer_cursor(a.site_id()).unwrap(), set.db_version);
+}
+
+#[test]
 fn a_vector_the_node_index_here_cannot_hold_is_refused_naming_the_node() {
     let (a, b) = (
         Database::open_in_memory().unwrap(),

@@ -139,10 +139,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut sink, mut stream) = ws.split();
+    // Read before the vector: cursors set back after it are then noticed (see
+    // `SyncProgress::resets_seen`).
+    let resets_seen = db.cursor_resets()?;
+    let have = db.version_vector()?;
     let hello = Message::Hello {
         site: db.site_id(),
         db_version: db.db_version()?,
-        have: db.version_vector()?,
+        have,
     };
     let local = Arc::new(Notify::new());
     let subscription = opts.watch.then(|| {
@@ -169,6 +173,7 @@ where
         outbox: VecDeque::from([WsMessage::binary(hello.encode())]),
         unflushed: false,
         liveness: Liveness::new(),
+        resets_seen,
     };
     let mut result = session.drive(&mut sink, &mut stream, rx, &local).await;
     // Whatever was received merges before the session returns (or fails with the merge); the
@@ -242,6 +247,8 @@ struct Session<'a> {
     unflushed: bool,
     /// When the peer was last heard, and when this side last sent.
     liveness: Liveness,
+    /// How many times the cursors had been set back when the session began.
+    resets_seen: u64,
 }
 
 /// When the peer was last heard and when this side last sent something: when to ping the
@@ -534,6 +541,7 @@ impl Session<'_> {
                 received: self.report.received - self.received_recorded,
                 cursor,
                 acked,
+                resets_seen: Some(self.resets_seen),
             },
         )?;
         self.sent_recorded = self.report.sent;

@@ -346,6 +346,69 @@ async fn watch_mode_sends_writes_made_by_other_processes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_synced_while_a_watch_runs_gets_its_left_out_rows_next_time() {
+    // The watching client leaves out the server's `notes` rows (it does not sync `notes`).
+    // Another process then syncs it there, which sets the cursors back so the next sync asks
+    // for everything; the watch, which goes on recording the server's versions, must not
+    // undo that (the rows were never asked for again).
+    let dir = tempfile::tempdir().unwrap();
+    let server_db = open(&dir, "server.db");
+    let client_db = open(&dir, "client.db");
+    let notes = "CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)";
+    server_db.exec(notes).unwrap();
+    server_db.sync_table("notes").unwrap();
+    server_db
+        .run("INSERT INTO notes VALUES ('n1', 'x')", ())
+        .unwrap();
+    client_db.exec(notes).unwrap();
+    let url = start_server(server_db.clone()).await;
+    let watcher = client_db.clone();
+    let watch_url = url.clone();
+    let session = tokio::spawn(async move {
+        let opts = SessionOptions {
+            watch: true,
+            ..Default::default()
+        };
+        sync_with(watcher, &watch_url, &opts).await
+    });
+    server_db
+        .run("INSERT INTO todos(id, title) VALUES ('before', 'x')", ())
+        .unwrap();
+    assert!(arrives(&client_db, "before").await);
+    let client_other = Database::open(dir.path().join("client.db")).unwrap();
+    // Waits until a merge has left the notes out (they may come after `before`).
+    let started = Instant::now();
+    while client_db
+        .value("SELECT value FROM _pluresdb_meta WHERE key = 'missed'", ())
+        .unwrap()
+        == pluresdb_core::Value::Null
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "notes never left out"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    client_other.sync_table("notes").unwrap();
+    assert_eq!(client_db.cursor_resets().unwrap(), 1);
+    server_db
+        .run("INSERT INTO todos(id, title) VALUES ('after', 'x')", ())
+        .unwrap();
+    assert!(arrives(&client_db, "after").await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    session.abort();
+    let _ = session.await;
+    assert_eq!(client_db.peer_cursor(server_db.site_id()).unwrap(), 0);
+    sync_with(client_db.clone(), &url, &SessionOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        client_db.value("SELECT body FROM notes", ()).unwrap(),
+        pluresdb_core::Value::Text("x".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_never_answers_the_handshake_times_out() {
     // Accepts TCP connections and never speaks (a hung server, or another service).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -90,7 +90,7 @@ pub(crate) fn resync_if_arrived(conn: &Connection, collections: &Collections) ->
     if arrived.is_empty() {
         return Ok(());
     }
-    conn.execute("UPDATE _pluresdb_peers SET cursor = 0", [])?;
+    conn.execute_batch(super::peers::SET_CURSORS_BACK)?;
     write(conn, &waiting)
 }
 

@@ -45,7 +45,20 @@ pub struct SyncProgress {
     pub cursor: Option<u64>,
     /// This database's `db_version` the peer confirmed (`None`: unchanged).
     pub acked: Option<u64>,
+    /// [`Database::cursor_resets`] when this sync began (read before its hello). When the
+    /// cursors were set back since, `cursor` is not recorded: the changes this sync left out
+    /// would otherwise never be asked for again.
+    pub resets_seen: Option<u64>,
 }
+
+/// `_pluresdb_meta` key counting the times every peer's cursor was set back to 0.
+const CURSOR_RESETS: &str = "cursor_resets";
+
+/// Sets every peer's cursor back to 0, so that the next sync with each asks for all its
+/// changes, and counts it (see [`Database::cursor_resets`]).
+pub(crate) const SET_CURSORS_BACK: &str = "UPDATE _pluresdb_peers SET cursor = 0;
+     INSERT INTO _pluresdb_meta(key, value) VALUES ('cursor_resets', 1)
+         ON CONFLICT(key) DO UPDATE SET value = value + 1;";
 
 /// `_pluresdb_meta` key prefix of the highest `db_version` this database told each peer (by
 /// site id in hex) it had sent everything up to; `announced:files` for change files.
@@ -185,6 +198,8 @@ impl Database {
              INSERT INTO _pluresdb_meta(key, value) VALUES ('announce_since', 0)
                  ON CONFLICT(key) DO UPDATE SET value = 0;
              UPDATE _pluresdb_peers SET cursor = 0, acked = 0;
+             INSERT INTO _pluresdb_meta(key, value) VALUES ('cursor_resets', 1)
+                 ON CONFLICT(key) DO UPDATE SET value = value + 1;
              COMMIT;",
         )?;
         let site = db.value("SELECT value FROM _pluresdb_meta WHERE key = 'site_id'", ())?;
@@ -217,6 +232,18 @@ impl Database {
         Ok(vv)
     }
 
+    /// How many times this database set every peer's cursor back to 0 so that each sends all
+    /// its changes again: when a table or column that a merge left changes out for arrived,
+    /// and at [`Database::renew_site_id`]. A sync reads it before it begins and records its
+    /// cursor only if it has not changed ([`SyncProgress::resets_seen`]).
+    pub fn cursor_resets(&self) -> Result<u64> {
+        let value = self.value(
+            "SELECT value FROM _pluresdb_meta WHERE key = ?1",
+            (CURSOR_RESETS,),
+        )?;
+        Ok(value.as_i64().unwrap_or(0) as u64)
+    }
+
     /// The peer's `db_version` up to which its changes are applied here (0 if never synced).
     pub fn peer_cursor(&self, site: SiteId) -> Result<u64> {
         Ok(self
@@ -228,7 +255,9 @@ impl Database {
             .unwrap_or(0) as u64)
     }
 
-    /// Records a sync with a peer (counters add up; cursors never move back). A cursor or
+    /// Records a sync with a peer (counters add up; cursors never move back, and are not
+    /// recorded by a sync that began before they were set back: see
+    /// [`SyncProgress::resets_seen`]). A cursor or
     /// acknowledged version past `i64::MAX` (no database counts that far: versions are SQLite
     /// integers) is refused, since it would be stored as a negative number.
     pub fn record_sync(&self, site: SiteId, progress: &SyncProgress) -> Result<()> {
@@ -245,16 +274,23 @@ impl Database {
                 )));
             }
         }
+        // Whether the cursors were set back since the sync began, read in the statement
+        // itself (a reset committed between a separate read and this write would count as
+        // seen).
+        let reset = "(?8 IS NOT NULL AND ?8 != coalesce(
+                        (SELECT value FROM _pluresdb_meta WHERE key = 'cursor_resets'), 0))";
         self.run(
-            "INSERT INTO _pluresdb_peers(site, address, last_sync, sent, received, cursor, acked)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT(site) DO UPDATE SET
-                 address = coalesce(excluded.address, address),
-                 last_sync = excluded.last_sync,
-                 sent = sent + excluded.sent,
-                 received = received + excluded.received,
-                 cursor = max(cursor, excluded.cursor),
-                 acked = max(acked, excluded.acked)",
+            &format!(
+                "INSERT INTO _pluresdb_peers(site, address, last_sync, sent, received, cursor, acked)
+                 VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN {reset} THEN 0 ELSE ?6 END, ?7)
+                 ON CONFLICT(site) DO UPDATE SET
+                     address = coalesce(excluded.address, address),
+                     last_sync = excluded.last_sync,
+                     sent = sent + excluded.sent,
+                     received = received + excluded.received,
+                     cursor = CASE WHEN {reset} THEN cursor ELSE max(cursor, excluded.cursor) END,
+                     acked = max(acked, excluded.acked)"
+            ),
             (
                 site.as_bytes().to_vec(),
                 progress.address.clone(),
@@ -263,6 +299,7 @@ impl Database {
                 progress.received as i64,
                 progress.cursor.unwrap_or(0) as i64,
                 progress.acked.unwrap_or(0) as i64,
+                progress.resets_seen.map(|seen| seen as i64),
             ),
         )?;
         Ok(())
