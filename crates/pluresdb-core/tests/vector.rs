@@ -1577,3 +1577,54 @@ fn embeddings_filled_by_sql_vector_index_on_a_synced_table_reach_peers_after_a_r
         assert_eq!(ra, rb, "{t}: the peer got the embeddings");
     }
 }
+
+#[test]
+fn merging_into_a_table_whose_embeddings_pluresdb_fills_warns_of_no_trigger_writes() {
+    // PluresDB's own embedding triggers run when a merged row's text changes (both devices
+    // compute the same vector); only user triggers writing synced tables are reported.
+    let (a, b) = (
+        Database::open_in_memory().unwrap(),
+        Database::open_in_memory().unwrap(),
+    );
+    for db in [&a, &b] {
+        db.set_embedder(Some(std::sync::Arc::new(BagOfWords)));
+        db.exec(
+            "CREATE TABLE docs(id TEXT PRIMARY KEY NOT NULL, body TEXT, emb BLOB);
+             SELECT pluresdb_sync_table('docs');
+             SELECT pluresdb_vector_index('docs', 'emb', 'cosine', '{\"embed_from\": \"body\"}');
+             CREATE TABLE tally(id TEXT PRIMARY KEY NOT NULL, n INTEGER);
+             SELECT pluresdb_sync_table('tally');
+             INSERT INTO tally VALUES ('docs', 0);",
+        )
+        .unwrap();
+    }
+    a.run("INSERT INTO docs(id, body) VALUES ('1', 'red car')", ())
+        .unwrap();
+    a.run("UPDATE docs SET body = 'green tea' WHERE id = '1'", ())
+        .unwrap();
+    let report = b
+        .apply_changes(&a.changes_since(0, Some(b.site_id())).unwrap().changes)
+        .unwrap();
+    assert!(report.applied > 0);
+    assert_eq!(report.trigger_writes, 0, "{report:?}");
+    assert_eq!(
+        b.value("SELECT emb FROM docs", ()).unwrap(),
+        a.value("SELECT emb FROM docs", ()).unwrap()
+    );
+    // A user trigger beside them is still reported.
+    for db in [&a, &b] {
+        db.exec(
+            "CREATE TRIGGER count_docs AFTER UPDATE OF body ON docs BEGIN
+                 UPDATE tally SET n = n + 1;
+             END;",
+        )
+        .unwrap();
+    }
+    a.run("UPDATE docs SET body = 'blue sky' WHERE id = '1'", ())
+        .unwrap();
+    let since = b.peer_cursor(a.site_id()).unwrap();
+    let report = b
+        .apply_changes(&a.changes_since(since, Some(b.site_id())).unwrap().changes)
+        .unwrap();
+    assert_eq!(report.trigger_writes, 1, "{report:?}");
+}

@@ -68,8 +68,11 @@ impl Replication {
             return;
         };
         if merging {
-            // A trigger run by a merged row wrote a synced row: counted, not recorded.
-            self.trigger_writes.fetch_add(1, Ordering::Relaxed);
+            // A trigger run by a merged row wrote a synced row: counted, not recorded (unless
+            // it is PluresDB's own, filling an embedding from the merged text).
+            if !fills_embeddings_only(info, case) {
+                self.trigger_writes.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         }
         let at = Origin {
@@ -281,6 +284,30 @@ impl Replication {
         drop(recent);
         self.persist_clock(conn)
     }
+}
+
+/// Whether an update changes nothing but fields that PluresDB's embedding triggers fill.
+fn fills_embeddings_only(info: &TableInfo, case: &PreUpdateCase) -> bool {
+    let PreUpdateCase::Update {
+        old_value_accessor: old,
+        new_value_accessor: new,
+    } = case
+    else {
+        return false;
+    };
+    if info.derived.is_empty() {
+        return false;
+    }
+    let same = |pos: usize| {
+        let pos = pos as i32;
+        matches!(
+            (old.get_old_column_value(pos), new.get_new_column_value(pos)),
+            (Ok(a), Ok(b)) if a == b
+        )
+    };
+    info.pk_pos.iter().all(|&pos| same(pos))
+        && (info.field_pos.iter().enumerate())
+            .all(|(i, &pos)| info.derived.contains(&i) || same(pos))
 }
 
 /// How deep in triggers the hook's write is (0: written by the statement itself).

@@ -43,6 +43,9 @@ pub(crate) struct TableInfo {
     pub(crate) exists: bool,
     /// Which columns an UPDATE may change, by the statements prepared so far.
     pub(crate) update_mask: MaskCache,
+    /// Fields (by index) that PluresDB's own triggers write: vector columns filled from
+    /// another column (`embed_from`).
+    pub(crate) derived: Vec<usize>,
 }
 
 impl TableInfo {
@@ -195,17 +198,47 @@ fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
     let field_pos: Vec<usize> = (0..cols.len())
         .filter(|&pos| cols[pos].3 == 0 && cols[pos].4 == 0)
         .collect();
+    let field_names: Vec<String> = field_pos.iter().map(|&pos| cols[pos].0.clone()).collect();
     Ok(TableInfo {
         pk: pk.iter().map(|&(_, pos)| cols[pos].0.clone()).collect(),
         pk_types: pk.iter().map(|&(_, pos)| cols[pos].1.clone()).collect(),
-        fields: field_pos.iter().map(|&pos| cols[pos].0.clone()).collect(),
+        fields: field_names.clone(),
         added_at: Vec::new(),
         pk_pos: pk.into_iter().map(|(_, pos)| pos).collect(),
         field_pos,
         columns: cols.len(),
         exists: true,
         update_mask: MaskCache::default(),
+        derived: embedded_fields(conn, table, &field_names)?,
     })
+}
+
+/// The indexes in `fields` of `table`'s vector columns that an index fills from another
+/// column (its triggers write them).
+fn embedded_fields(conn: &Connection, table: &str, fields: &[String]) -> Result<Vec<usize>> {
+    let indexes_exist = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_schema WHERE name = '_pluresdb_vector_indexes'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !indexes_exist {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT col FROM _pluresdb_vector_indexes WHERE tbl = ?1 AND embed_from IS NOT NULL",
+    )?;
+    let columns = stmt
+        .query_map([table], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(fields
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| columns.iter().any(|c| c.eq_ignore_ascii_case(f)))
+        .map(|(i, _)| i)
+        .collect())
 }
 
 /// Checks that `table` can be replicated; the error says why not and what to change.
