@@ -10,7 +10,7 @@ use tokio_tungstenite::{accept_async_with_config, connect_async_with_config};
 
 use pluresdb_core::{Database, Error, ErrorKind, Result};
 
-use crate::session::{SessionOptions, SessionReport, run_session, ws_error};
+use crate::session::{SessionOptions, SessionReport, run_session, run_session_as, ws_error};
 
 /// Accepts sync sessions on `listener` until the future is dropped, at most
 /// `opts.max_sessions` at once. Each session stays open (watch mode) as long as the peer keeps
@@ -75,6 +75,20 @@ pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr)> {
 
 /// Runs one sync session with the server at `url` (`ws://host:port`).
 pub async fn sync_with(db: Database, url: &str, opts: &SessionOptions) -> Result<SessionReport> {
+    let mut report = connect_and_sync(db.clone(), url, opts).await?;
+    // A watching sync connects again when a table or column it left changes out for arrives
+    // here, so its hello asks the peer for everything (the running session cannot).
+    let mut ended_to_reconnect = report.reconnected > 0;
+    while ended_to_reconnect {
+        let again = connect_and_sync(db.clone(), url, opts).await?;
+        ended_to_reconnect = again.reconnected > 0;
+        report.add(again);
+    }
+    Ok(report)
+}
+
+/// One session of [`sync_with`].
+async fn connect_and_sync(db: Database, url: &str, opts: &SessionOptions) -> Result<SessionReport> {
     if !url.starts_with("ws://") {
         return Err(Error::invalid(format!(
             "cannot sync with {url:?}: give a ws://host:port address (TLS is not supported yet; \
@@ -101,5 +115,5 @@ pub async fn sync_with(db: Database, url: &str, opts: &SessionOptions) -> Result
         address: Some(url.to_owned()),
         ..opts.clone()
     };
-    run_session(db, ws, &opts).await
+    run_session_as(db, ws, &opts, opts.watch).await
 }

@@ -77,6 +77,23 @@ pub struct SessionReport {
     /// Rows of synced tables that triggers wrote as received rows were merged (see
     /// [`ApplyReport::trigger_writes`]).
     pub trigger_writes: u64,
+    /// Times a watching [`sync_with`](crate::net::sync_with) connected again to ask its peer
+    /// for everything, because a table or column it had left changes out for arrived (see
+    /// `Database::cursor_resets`).
+    pub reconnected: u64,
+}
+
+impl SessionReport {
+    /// Adds the counts of a later session with the same peer.
+    pub(crate) fn add(&mut self, later: SessionReport) {
+        self.peer = later.peer.or(self.peer);
+        self.sent += later.sent;
+        self.received += later.received;
+        self.applied += later.applied;
+        self.skipped += later.skipped;
+        self.trigger_writes += later.trigger_writes;
+        self.reconnected += later.reconnected;
+    }
 }
 
 pub(crate) fn ws_error(err: WsError) -> Error {
@@ -138,6 +155,21 @@ pub async fn run_session<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    run_session_as(db, ws, opts, false).await
+}
+
+/// [`run_session`]; with `end_on_reset`, a watching session ends (with
+/// [`SessionReport::reconnected`] 1) once this database's cursors are set back, so that its
+/// caller can connect again and ask for everything.
+pub(crate) async fn run_session_as<S>(
+    db: Database,
+    ws: WebSocketStream<S>,
+    opts: &SessionOptions,
+    end_on_reset: bool,
+) -> Result<SessionReport>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let (mut sink, mut stream) = ws.split();
     // Read before the vector: cursors set back after it are then noticed (see
     // `SyncProgress::resets_seen`).
@@ -174,6 +206,7 @@ where
         unflushed: false,
         liveness: Liveness::new(),
         resets_seen,
+        end_on_reset,
     };
     let mut result = session.drive(&mut sink, &mut stream, rx, &local).await;
     // Whatever was received merges before the session returns (or fails with the merge); the
@@ -249,6 +282,8 @@ struct Session<'a> {
     liveness: Liveness,
     /// How many times the cursors had been set back when the session began.
     resets_seen: u64,
+    /// End a watching session when they are set back again (see [`run_session_as`]).
+    end_on_reset: bool,
 }
 
 /// When the peer was last heard and when this side last sent something: when to ping the
@@ -401,6 +436,10 @@ impl Session<'_> {
                     self.local_changes();
                 }
                 _ = poll.tick(), if self.opts.watch && self.peer.is_some() => {
+                    if self.end_on_reset && self.db.cursor_resets()? != self.resets_seen {
+                        self.report.reconnected = 1;
+                        return Ok(());
+                    }
                     let version = self.db.db_version()?;
                     if version != seen_version {
                         seen_version = version;
