@@ -717,16 +717,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check => {
             let db = open(&cli)?;
             let problems = db.check()?;
+            let warnings = db.sync_warnings()?;
             if cli.json {
                 print_json(
                     &mut out,
-                    &serde_json::json!({"ok": problems.is_empty(), "problems": problems}),
+                    &serde_json::json!({"ok": problems.is_empty(), "problems": problems, "warnings": warnings}),
                 )?;
-            } else if problems.is_empty() {
-                writeln!(out, "ok")?;
             } else {
+                if problems.is_empty() {
+                    writeln!(out, "ok")?;
+                }
                 for p in &problems {
                     writeln!(out, "{p}")?;
+                }
+                for w in &warnings {
+                    eprintln!("warning: {w}");
                 }
             }
             if !problems.is_empty() {

@@ -311,7 +311,10 @@ fn check_and_backup() {
     let cli = Cli::new();
     cli.ok(&["sql", "CREATE TABLE t(x); INSERT INTO t VALUES (1)"]);
     assert_eq!(cli.ok(&["check"]), "ok\n");
-    assert_eq!(cli.json(&["check"]), json!({"ok": true, "problems": []}));
+    assert_eq!(
+        cli.json(&["check"]),
+        json!({"ok": true, "problems": [], "warnings": []})
+    );
     let dest = cli.path("backup.db");
     let out = cli.ok(&["backup", dest.to_str().unwrap()]);
     assert!(out.starts_with("backed up to"), "{out}");

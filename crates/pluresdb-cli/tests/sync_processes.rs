@@ -528,4 +528,12 @@ fn apply_warns_when_triggers_write_synced_rows_during_the_merge() {
     );
     let applied: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(applied["trigger_writes"], 1);
+    // `check` names the trigger beforehand, as a warning: the file itself is fine.
+    let out = pluresdb(&b).arg("check").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: trigger count_todos writes synced table stats"),
+        "{stderr}"
+    );
 }

@@ -11,6 +11,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::error::{Error, Result};
 use crate::events::EventHub;
 use crate::options::OpenOptions;
+use crate::trigger_probe::TriggerProbe;
 use crate::updated_columns::UpdatedColumns;
 
 /// What the writer's authorizer noticed, shared with the engine.
@@ -26,6 +27,8 @@ pub(crate) struct WriterAuth {
     pub(crate) writes_through_function: AtomicBool,
     /// Every column an UPDATE prepared on the writer names.
     pub(crate) updated: UpdatedColumns,
+    /// Finds the user triggers that write synced tables ([`TriggerProbe`]).
+    pub(crate) probe: TriggerProbe,
 }
 
 /// PluresDB's SQL functions that write through the connection running them. A statement
@@ -166,6 +169,11 @@ pub(crate) fn install_authorizer(
 ) -> Result<()> {
     conn.authorizer(Some(move |ctx: AuthContext<'_>| {
         if let Some(w) = &writer {
+            if w.probe.probing() {
+                // Prepared only to see what their triggers write; nothing else is noted.
+                w.probe.note(&ctx);
+                return Authorization::Allow;
+            }
             match ctx.action {
                 AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } => {
                     w.tx_control.store(true, Ordering::Release);

@@ -350,6 +350,56 @@ impl Database {
             .unwrap_or(Value::Null))
     }
 
+    /// Warnings about how this database's schema syncs (not damage: [`check`](Self::check)
+    /// reports that): each user trigger that writes a synced table when a synced table is
+    /// written. A merge runs it again on every device, while the device that made the change
+    /// sends its result too, so the replicas can differ; keep what it derives in a table that
+    /// is not synced, a view, or the app.
+    pub fn sync_warnings(&self) -> Result<Vec<String>> {
+        let tables = self.synced_tables()?;
+        if tables.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut probes = Vec::new();
+        for table in &tables {
+            let columns: Vec<String> = self
+                .all_as::<(String,)>(
+                    "SELECT name FROM pragma_table_xinfo(?1) WHERE hidden = 0",
+                    (table,),
+                )?
+                .into_iter()
+                .map(|(c,)| crate::replication::quote(&c))
+                .collect();
+            let t = crate::replication::quote(table);
+            let set: Vec<String> = columns.iter().map(|c| format!("{c} = {c}")).collect();
+            probes.push(format!("INSERT INTO {t} DEFAULT VALUES"));
+            probes.push(format!("UPDATE {t} SET {}", set.join(", ")));
+            probes.push(format!("DELETE FROM {t}"));
+        }
+        let written = self.with_writer_conn(|conn| {
+            let probe = &self.engine().writer_auth.probe;
+            probe.run(|| {
+                for sql in &probes {
+                    drop(conn.prepare(sql)?);
+                }
+                Ok::<_, Error>(())
+            })
+        })?;
+        let synced = |t: &str| tables.iter().any(|s| s.eq_ignore_ascii_case(t));
+        Ok(written
+            .into_iter()
+            .filter(|(_, table)| synced(table))
+            .map(|(trigger, table)| {
+                format!(
+                    "trigger {trigger} writes synced table {table} when synced rows change: \
+                     merges run it again on each device while the device that made the change \
+                     sends its result too, so the devices can differ (keep what it derives in \
+                     a table that is not synced, a view, or the app)"
+                )
+            })
+            .collect())
+    }
+
     /// SQLite's `integrity_check` and `foreign_key_check`; an empty list means healthy.
     pub fn check(&self) -> Result<Vec<String>> {
         let mut problems: Vec<String> = self

@@ -53,6 +53,7 @@ mod statement;
 pub mod strict_json;
 mod table_fn;
 mod transaction;
+mod trigger_probe;
 mod updated_columns;
 mod value;
 mod vector;

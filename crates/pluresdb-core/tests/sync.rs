@@ -3329,3 +3329,44 @@ fn a_merge_counts_the_synced_rows_triggers_write() {
         .unwrap();
     assert_eq!(push_report(&a, &b).trigger_writes, 0);
 }
+
+#[test]
+fn sync_warnings_name_the_triggers_that_write_synced_tables() {
+    let db = Database::open_in_memory().unwrap();
+    db.exec(
+        "CREATE TABLE task(id TEXT PRIMARY KEY NOT NULL, title TEXT, done INTEGER);
+         CREATE TABLE stats(id TEXT PRIMARY KEY NOT NULL, n INTEGER);
+         CREATE TABLE audit(what TEXT);
+         CREATE TRIGGER log_tasks AFTER INSERT ON task BEGIN
+             INSERT INTO audit VALUES (NEW.id);
+         END;
+         CREATE TRIGGER count_done AFTER UPDATE OF done ON task BEGIN
+             UPDATE stats SET n = n + 1;
+         END;",
+    )
+    .unwrap();
+    assert!(db.sync_warnings().unwrap().is_empty(), "nothing synced");
+    db.sync_table("task").unwrap();
+    db.sync_table("stats").unwrap();
+    let warnings = db.sync_warnings().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("trigger count_done writes synced table stats"),
+        "{warnings:?}"
+    );
+    // The handle syncs as before once the probe is done.
+    let other = Database::open_in_memory().unwrap();
+    other
+        .exec(
+            "CREATE TABLE task(id TEXT PRIMARY KEY NOT NULL, title TEXT, done INTEGER);
+             CREATE TABLE stats(id TEXT PRIMARY KEY NOT NULL, n INTEGER);
+             CREATE TABLE audit(what TEXT);",
+        )
+        .unwrap();
+    other.sync_table("task").unwrap();
+    other.sync_table("stats").unwrap();
+    db.exec("INSERT INTO task VALUES ('t', 'a', 0); UPDATE task SET title = 'b'")
+        .unwrap();
+    push(&db, &other);
+    assert_eq!(dump(&db), dump(&other));
+}
