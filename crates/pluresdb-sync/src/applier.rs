@@ -279,18 +279,17 @@ mod tests {
         let mut applier = Applier::start(open("db.db"));
         applier.submit(good).unwrap();
         applier.end_set().unwrap();
-        // Time for the good batch (and the end of its set) to merge alone: sent at once, the
-        // two would merge as one group and fail together.
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        applier.submit(bad).unwrap();
-        applier.end_set().unwrap();
-        // A batch after the bad one is taken without an error (the thread may have stopped);
-        // the merges report the good one, then the bad one's own error.
-        applier.submit(Vec::new()).unwrap();
+        // The good batch (and the end of its set) merge alone first: sent at once, the two
+        // sets would merge as one group and fail together.
         let mut merged = 0;
         while merged < 2 {
             merged += applier.merged().await.unwrap().batches;
         }
+        applier.submit(bad).unwrap();
+        applier.end_set().unwrap();
+        // A batch after the bad one is taken without an error (the thread may have stopped);
+        // the merge reports the bad one's own error.
+        applier.submit(Vec::new()).unwrap();
         let err = applier.merged().await.unwrap_err();
         assert!(err.to_string().contains("causal length 0"), "{err}");
     }
