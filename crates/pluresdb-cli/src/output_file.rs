@@ -16,10 +16,10 @@ use pluresdb_core::{Error, Result};
 /// A file being written: under a temporary name until [`commit`](Self::commit).
 pub struct OutputFile {
     path: PathBuf,
-    /// Where it is written until complete; `None` when written in place (not a regular file).
+    /// Where it is written until complete; `None` when written in place (not a regular file)
+    /// or once it has its name.
     partial: Option<PathBuf>,
     out: BufWriter<File>,
-    committed: bool,
 }
 
 impl OutputFile {
@@ -44,26 +44,24 @@ impl OutputFile {
             path: path.to_owned(),
             partial,
             out: BufWriter::new(file),
-            committed: false,
         })
     }
 
     /// Finishes the file: writes it out to the disk and gives it its name.
     pub fn commit(mut self) -> Result<()> {
         self.out.flush()?;
-        let Some(partial) = self.partial.clone() else {
-            self.committed = true;
+        let Some(partial) = &self.partial else {
             return Ok(());
         };
         self.out.get_ref().sync_all()?;
-        std::fs::rename(&partial, &self.path).map_err(|e| {
+        std::fs::rename(partial, &self.path).map_err(|e| {
             Error::from(e).context(format!(
                 "cannot rename {} to {}",
                 partial.display(),
                 self.path.display()
             ))
         })?;
-        self.committed = true;
+        self.partial = None;
         Ok(())
     }
 }
@@ -85,9 +83,7 @@ impl Write for OutputFile {
 impl Drop for OutputFile {
     /// An output never committed (the command failed) is removed; the name keeps what it had.
     fn drop(&mut self) {
-        if !self.committed
-            && let Some(partial) = &self.partial
-        {
+        if let Some(partial) = &self.partial {
             let _ = std::fs::remove_file(partial);
         }
     }

@@ -473,6 +473,14 @@ pub enum Source<'a> {
 /// Rows an export writes before its crash point `export:midway` (for tests that kill it).
 const CRASH_AFTER_ROWS: u64 = 1000;
 
+/// Counts a row an export wrote (and passes its crash point at [`CRASH_AFTER_ROWS`]).
+fn row_written(count: &mut u64) {
+    *count += 1;
+    if *count == CRASH_AFTER_ROWS {
+        crash_point("export:midway");
+    }
+}
+
 /// Streams `source` to `out` in `format`; returns the number of records written.
 pub fn export(
     db: &Database,
@@ -498,10 +506,7 @@ pub fn export(
                 let row = row?;
                 serde_json::to_writer(&mut *out, &row.to_json())?;
                 writeln!(out)?;
-                count += 1;
-                if count == CRASH_AFTER_ROWS {
-                    crash_point("export:midway");
-                }
+                row_written(&mut count);
             }
         }
         Format::Csv => {
@@ -518,10 +523,7 @@ pub fn export(
                 writer
                     .write_record(row.values().iter().map(csv_field))
                     .map_err(csv_error)?;
-                count += 1;
-                if count == CRASH_AFTER_ROWS {
-                    crash_point("export:midway");
-                }
+                row_written(&mut count);
             }
             if !header_written && !names.is_empty() {
                 writer.write_record(&names).map_err(csv_error)?;

@@ -13,6 +13,7 @@ use pluresdb_graph::Graph;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::adjacency::{Adjacency, Changed, apply, build};
+use crate::engine::in_write_transaction;
 use crate::error::Result;
 use crate::index_log::{self, GRAPH_EDGES, GRAPH_NODES};
 
@@ -169,31 +170,19 @@ impl GraphIndex {
         if applied - trimmed < at_least {
             return Ok(());
         }
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        let done = (|| -> Result<i64> {
+        let mark = in_write_transaction(conn, || {
             // Another handle may have moved the mark while this one waited for the lock (a
             // bulk load's mark sends readers back to the tables): never lower it.
             let now = trimmed_mark(conn)?;
             if now >= applied {
                 return Ok(now);
             }
-            index_log::delete(conn, GRAPH_NODES, applied)?;
-            index_log::delete(conn, GRAPH_EDGES, applied)?;
-            set_trimmed_mark(conn, applied)?;
+            trim_log_to(conn, applied)?;
             Ok(applied)
-        })();
-        match done {
-            Ok(mark) => {
-                conn.execute_batch("COMMIT")?;
-                self.trimmed_seen
-                    .store(mark, std::sync::atomic::Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                Err(e)
-            }
-        }
+        })?;
+        self.trimmed_seen
+            .store(mark, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -223,24 +212,22 @@ impl GraphIndex {
         if pending(conn)?.0 < at_least {
             return Ok(());
         }
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        let done = (|| -> Result<()> {
+        in_write_transaction(conn, || {
             let (count, high) = pending(conn)?;
             if count >= at_least {
-                index_log::delete(conn, GRAPH_NODES, high)?;
-                index_log::delete(conn, GRAPH_EDGES, high)?;
-                set_trimmed_mark(conn, high)?;
+                trim_log_to(conn, high)?;
             }
             Ok(())
-        })();
-        match done {
-            Ok(()) => Ok(conn.execute_batch("COMMIT")?),
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                Err(e)
-            }
-        }
+        })
     }
+}
+
+/// Deletes the graph's log entries up to `mark` and moves the trimmed mark there (in the
+/// caller's write transaction).
+fn trim_log_to(conn: &Connection, mark: i64) -> Result<()> {
+    index_log::delete(conn, GRAPH_NODES, mark)?;
+    index_log::delete(conn, GRAPH_EDGES, mark)?;
+    set_trimmed_mark(conn, mark)
 }
 
 impl GraphIndex {

@@ -44,7 +44,7 @@ pub(crate) struct TableInfo {
     /// Which columns an UPDATE may change, by the statements prepared so far.
     pub(crate) update_mask: MaskCache,
     /// Fields (by index) that PluresDB's own triggers write: vector columns filled from
-    /// another column (`embed_from`).
+    /// another column (`embed_from`; set by [`Collections::load`]).
     pub(crate) derived: Vec<usize>,
 }
 
@@ -78,6 +78,7 @@ impl Collections {
         let rows: Vec<(i64, String, String)> = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<_>>()?;
+        let embedded = embedded_columns(conn)?;
         for (id, name, kind) in rows {
             let id =
                 u32::try_from(id).map_err(|_| Error::internal("collection id out of range"))?;
@@ -91,6 +92,14 @@ impl Collections {
                         .fields
                         .iter()
                         .map(|f| added_columns::added_at(recorded.as_ref(), f))
+                        .collect();
+                    info.derived = (info.fields.iter().enumerate())
+                        .filter(|(_, f)| {
+                            embedded.iter().any(|(t, c)| {
+                                t.eq_ignore_ascii_case(&name) && c.eq_ignore_ascii_case(f)
+                            })
+                        })
+                        .map(|(i, _)| i)
                         .collect();
                     Kind::Table(info)
                 }
@@ -198,24 +207,23 @@ fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
     let field_pos: Vec<usize> = (0..cols.len())
         .filter(|&pos| cols[pos].3 == 0 && cols[pos].4 == 0)
         .collect();
-    let field_names: Vec<String> = field_pos.iter().map(|&pos| cols[pos].0.clone()).collect();
     Ok(TableInfo {
         pk: pk.iter().map(|&(_, pos)| cols[pos].0.clone()).collect(),
         pk_types: pk.iter().map(|&(_, pos)| cols[pos].1.clone()).collect(),
-        fields: field_names.clone(),
+        fields: field_pos.iter().map(|&pos| cols[pos].0.clone()).collect(),
         added_at: Vec::new(),
         pk_pos: pk.into_iter().map(|(_, pos)| pos).collect(),
         field_pos,
         columns: cols.len(),
         exists: true,
         update_mask: MaskCache::default(),
-        derived: embedded_fields(conn, table, &field_names)?,
+        derived: Vec::new(),
     })
 }
 
-/// The indexes in `fields` of `table`'s vector columns that an index fills from another
-/// column (its triggers write them).
-fn embedded_fields(conn: &Connection, table: &str, fields: &[String]) -> Result<Vec<usize>> {
+/// `(table, column)` of every vector column that an index fills from another column (its
+/// triggers write it).
+fn embedded_columns(conn: &Connection) -> Result<Vec<(String, String)>> {
     let indexes_exist = conn
         .query_row(
             "SELECT 1 FROM sqlite_schema WHERE name = '_pluresdb_vector_indexes'",
@@ -228,17 +236,12 @@ fn embedded_fields(conn: &Connection, table: &str, fields: &[String]) -> Result<
         return Ok(Vec::new());
     }
     let mut stmt = conn.prepare_cached(
-        "SELECT col FROM _pluresdb_vector_indexes WHERE tbl = ?1 AND embed_from IS NOT NULL",
+        "SELECT tbl, col FROM _pluresdb_vector_indexes WHERE embed_from IS NOT NULL",
     )?;
     let columns = stmt
-        .query_map([table], |r| r.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(fields
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| columns.iter().any(|c| c.eq_ignore_ascii_case(f)))
-        .map(|(i, _)| i)
-        .collect())
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(columns)
 }
 
 /// Checks that `table` can be replicated; the error says why not and what to change.

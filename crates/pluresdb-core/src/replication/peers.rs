@@ -56,6 +56,7 @@ const CURSOR_RESETS: &str = "cursor_resets";
 
 /// Sets every peer's cursor back to 0, so that the next sync with each asks for all its
 /// changes, and counts it (see [`Database::cursor_resets`]).
+/// (The key is [`CURSOR_RESETS`].)
 pub(crate) const SET_CURSORS_BACK: &str = "UPDATE _pluresdb_peers SET cursor = 0;
      INSERT INTO _pluresdb_meta(key, value) VALUES ('cursor_resets', 1)
          ON CONFLICT(key) DO UPDATE SET value = value + 1;";
@@ -190,18 +191,17 @@ impl Database {
         let db = Database::open(path)?;
         // Logged changes are recorded under the old id first.
         db.fold_change_log()?;
-        db.exec(
+        db.exec(&format!(
             "BEGIN IMMEDIATE;
              UPDATE _pluresdb_meta SET value = randomblob(16) WHERE key = 'site_id';
              INSERT INTO _pluresdb_sites(site) SELECT value FROM _pluresdb_meta WHERE key = 'site_id';
              DELETE FROM _pluresdb_meta WHERE key > 'announced:' AND key < 'announced;';
              INSERT INTO _pluresdb_meta(key, value) VALUES ('announce_since', 0)
                  ON CONFLICT(key) DO UPDATE SET value = 0;
-             UPDATE _pluresdb_peers SET cursor = 0, acked = 0;
-             INSERT INTO _pluresdb_meta(key, value) VALUES ('cursor_resets', 1)
-                 ON CONFLICT(key) DO UPDATE SET value = value + 1;
-             COMMIT;",
-        )?;
+             UPDATE _pluresdb_peers SET acked = 0;
+             {SET_CURSORS_BACK}
+             COMMIT;"
+        ))?;
         let site = db.value("SELECT value FROM _pluresdb_meta WHERE key = 'site_id'", ())?;
         site.as_blob()
             .and_then(SiteId::from_slice)
@@ -277,8 +277,10 @@ impl Database {
         // Whether the cursors were set back since the sync began, read in the statement
         // itself (a reset committed between a separate read and this write would count as
         // seen).
-        let reset = "(?8 IS NOT NULL AND ?8 != coalesce(
-                        (SELECT value FROM _pluresdb_meta WHERE key = 'cursor_resets'), 0))";
+        let reset = format!(
+            "(?8 IS NOT NULL AND ?8 != coalesce(
+                (SELECT value FROM _pluresdb_meta WHERE key = '{CURSOR_RESETS}'), 0))"
+        );
         self.run(
             &format!(
                 "INSERT INTO _pluresdb_peers(site, address, last_sync, sent, received, cursor, acked)

@@ -408,8 +408,12 @@ impl Replication {
     /// Reads the collections into `state`, and what the capture hook looks at from them.
     fn load_collections(&self, conn: &Connection, state: &mut State) -> Result<()> {
         let before = state.collections.unsyncable_columns();
+        // The stamp first: read apart (outside a transaction), another process's commit in
+        // between leaves a stamp older than the collections, which only costs a reload when
+        // changes are next read; the other way round, a newer stamp would hide stale ones.
+        let stamp = ShapeStamp::read(conn)?;
         state.collections = load_recorded(conn, &self.clock)?;
-        state.stamp = Some(ShapeStamp::read(conn)?);
+        state.stamp = Some(stamp);
         super::missed::resync_if_arrived(conn, &state.collections)?;
         // A schema change in the open transaction (ALTER TABLE ... ADD or RENAME COLUMN) gave
         // a synced table a column sync cannot name: that transaction must not commit.
