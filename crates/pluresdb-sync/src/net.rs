@@ -10,7 +10,7 @@ use tokio_tungstenite::{accept_async_with_config, connect_async_with_config};
 
 use pluresdb_core::{Database, Error, ErrorKind, Result};
 
-use crate::session::{SessionOptions, SessionReport, run_session, run_session_as, ws_error};
+use crate::session::{SessionOptions, SessionReport, run_session, ws_error};
 
 /// Accepts sync sessions on `listener` until the future is dropped, at most
 /// `opts.max_sessions` at once. Each session stays open (watch mode) as long as the peer keeps
@@ -76,8 +76,8 @@ pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr)> {
 /// Runs one sync session with the server at `url` (`ws://host:port`).
 pub async fn sync_with(db: Database, url: &str, opts: &SessionOptions) -> Result<SessionReport> {
     let mut report = connect_and_sync(db.clone(), url, opts).await?;
-    // A watching sync connects again when a table or column it left changes out for arrives
-    // here, so its hello asks the peer for everything (the running session cannot).
+    // A session ends to be connected again when a table or column that one side left changes
+    // out for arrives there: the new hellos ask for everything (a running session cannot).
     let mut ended_to_reconnect = report.reconnected > 0;
     while ended_to_reconnect {
         let again = connect_and_sync(db.clone(), url, opts).await?;
@@ -115,5 +115,5 @@ async fn connect_and_sync(db: Database, url: &str, opts: &SessionOptions) -> Res
         address: Some(url.to_owned()),
         ..opts.clone()
     };
-    run_session_as(db, ws, &opts, opts.watch).await
+    run_session(db, ws, &opts).await
 }

@@ -12,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use pluresdb_core::{ApplyReport, Database, Error, ErrorKind, Result, SiteId, SyncProgress};
@@ -77,9 +79,13 @@ pub struct SessionReport {
     /// Rows of synced tables that triggers wrote as received rows were merged (see
     /// [`ApplyReport::trigger_writes`]).
     pub trigger_writes: u64,
-    /// Times a watching [`sync_with`](crate::net::sync_with) connected again to ask its peer
-    /// for everything, because a table or column it had left changes out for arrived (see
-    /// `Database::cursor_resets`).
+    /// Times the session ended to be connected again, so that a new hello asks for
+    /// everything: a table or column that one side had left changes out for arrived there (see
+    /// `Database::cursor_resets`), and a running session cannot ask again. A watching session
+    /// ends when this database's count moves, telling the peer with WebSocket close code 1012
+    /// (service restart); a session whose peer closes with that code ends too. Either way
+    /// [`run_session`] returns with 1 here and its caller should connect again;
+    /// [`sync_with`](crate::net::sync_with) does, and reports how many times.
     pub reconnected: u64,
 }
 
@@ -146,26 +152,12 @@ fn produce(
     });
 }
 
-/// Runs a session with the peer at the other end of `ws`.
+/// Runs a session with the peer at the other end of `ws`. It may end asking to be connected
+/// again (see [`SessionReport::reconnected`]).
 pub async fn run_session<S>(
     db: Database,
     ws: WebSocketStream<S>,
     opts: &SessionOptions,
-) -> Result<SessionReport>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    run_session_as(db, ws, opts, false).await
-}
-
-/// [`run_session`]; with `end_on_reset`, a watching session ends (with
-/// [`SessionReport::reconnected`] 1) once this database's cursors are set back, so that its
-/// caller can connect again and ask for everything.
-pub(crate) async fn run_session_as<S>(
-    db: Database,
-    ws: WebSocketStream<S>,
-    opts: &SessionOptions,
-    end_on_reset: bool,
 ) -> Result<SessionReport>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -206,7 +198,7 @@ where
         unflushed: false,
         liveness: Liveness::new(),
         resets_seen,
-        end_on_reset,
+        peer_asked_to_reconnect: false,
     };
     let mut result = session.drive(&mut sink, &mut stream, rx, &local).await;
     // Whatever was received merges before the session returns (or fails with the merge); the
@@ -232,6 +224,12 @@ where
         // The error goes first: queued changes would only be sent again.
         session.outbox.clear();
         session.send(Message::error(e.to_string()).encode());
+    }
+    if result.is_ok() && session.report.reconnected > 0 && !session.peer_asked_to_reconnect {
+        session.outbox.push_back(WsMessage::Close(Some(CloseFrame {
+            code: CloseCode::Restart,
+            reason: "connect again: this side has new tables to ask for".into(),
+        })));
     }
     // What is still queued goes out (an Ack, the error), unless the peer stopped reading.
     let outbox = std::mem::take(&mut session.outbox);
@@ -280,10 +278,11 @@ struct Session<'a> {
     unflushed: bool,
     /// When the peer was last heard, and when this side last sent.
     liveness: Liveness,
-    /// How many times the cursors had been set back when the session began.
+    /// How many times the cursors had been set back when the session began (a watching
+    /// session ends when they are set back again, see [`SessionReport::reconnected`]).
     resets_seen: u64,
-    /// End a watching session when they are set back again (see [`run_session_as`]).
-    end_on_reset: bool,
+    /// The peer closed the connection with code 1012: connect again.
+    peer_asked_to_reconnect: bool,
 }
 
 /// When the peer was last heard and when this side last sent something: when to ping the
@@ -407,7 +406,8 @@ impl Session<'_> {
                     };
                     self.liveness.heard = Instant::now();
                     if !self.handle(incoming)? {
-                        return if self.opts.watch || (self.peer_done && self.acked) {
+                        let finished = self.peer_done && self.acked;
+                        return if self.opts.watch || finished || self.peer_asked_to_reconnect {
                             Ok(())
                         } else {
                             Err(Error::new(ErrorKind::Io, "the peer closed the connection before the sync finished"))
@@ -436,7 +436,7 @@ impl Session<'_> {
                     self.local_changes();
                 }
                 _ = poll.tick(), if self.opts.watch && self.peer.is_some() => {
-                    if self.end_on_reset && self.db.cursor_resets()? != self.resets_seen {
+                    if self.db.cursor_resets()? != self.resets_seen {
                         self.report.reconnected = 1;
                         return Ok(());
                     }
@@ -594,6 +594,11 @@ impl Session<'_> {
         incoming: Option<std::result::Result<WsMessage, WsError>>,
     ) -> Result<bool> {
         let bytes = match incoming {
+            Some(Ok(WsMessage::Close(Some(frame)))) if frame.code == CloseCode::Restart => {
+                self.peer_asked_to_reconnect = true;
+                self.report.reconnected = 1;
+                return Ok(false);
+            }
             None | Some(Ok(WsMessage::Close(_))) => return Ok(false),
             Some(Err(e)) => return Err(ws_error(e)),
             Some(Ok(WsMessage::Binary(b))) => b,

@@ -347,20 +347,43 @@ async fn watch_mode_sends_writes_made_by_other_processes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_synced_while_a_watch_runs_gets_its_left_out_rows() {
-    // The watching client leaves out the server's `notes` rows (it does not sync `notes`).
-    // Another process then syncs it there, which sets the cursors back so that a sync asks
-    // for everything. The watch must not undo that by recording the server's versions (the
-    // rows were then never asked for again), and connects again to ask for them itself.
+    // The watching client connects again itself.
+    left_out_rows_arrive_once_the_table_syncs(Side::Client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_synced_on_the_server_while_a_client_watches_gets_its_left_out_rows() {
+    // The server cannot connect: it ends the session with close code 1012, and the client
+    // connects again.
+    left_out_rows_arrive_once_the_table_syncs(Side::Server).await;
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Server,
+    Client,
+}
+
+/// A client watches a server. One side (`late`) leaves out the other's `notes` rows: it has
+/// the table and does not sync it. Another process then syncs it there, which sets that side's
+/// cursors back so that a sync asks for everything. The running watch must not undo that by
+/// recording newer versions (the rows were then never asked for again), and the two connect
+/// again so that the late side asks for them; the watch goes on.
+async fn left_out_rows_arrive_once_the_table_syncs(late: Side) {
     let dir = tempfile::tempdir().unwrap();
     let server_db = open(&dir, "server.db");
     let client_db = open(&dir, "client.db");
+    let (late_name, late_db, early_db) = match late {
+        Side::Server => ("server.db", &server_db, &client_db),
+        Side::Client => ("client.db", &client_db, &server_db),
+    };
     let notes = "CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)";
-    server_db.exec(notes).unwrap();
-    server_db.sync_table("notes").unwrap();
-    server_db
+    early_db.exec(notes).unwrap();
+    early_db.sync_table("notes").unwrap();
+    early_db
         .run("INSERT INTO notes VALUES ('n1', 'x')", ())
         .unwrap();
-    client_db.exec(notes).unwrap();
+    late_db.exec(notes).unwrap();
     let url = start_server(server_db.clone()).await;
     let watcher = client_db.clone();
     let watch_url = url.clone();
@@ -371,14 +394,14 @@ async fn a_table_synced_while_a_watch_runs_gets_its_left_out_rows() {
         };
         sync_with(watcher, &watch_url, &opts).await
     });
-    server_db
+    early_db
         .run("INSERT INTO todos(id, title) VALUES ('before', 'x')", ())
         .unwrap();
-    assert!(arrives(&client_db, "before").await);
-    let client_other = Database::open(dir.path().join("client.db")).unwrap();
+    assert!(arrives(late_db, "before").await);
+    let late_other = Database::open(dir.path().join(late_name)).unwrap();
     // Waits until a merge has left the notes out (they may come after `before`).
     let started = Instant::now();
-    while client_db
+    while late_db
         .value("SELECT value FROM _pluresdb_meta WHERE key = 'missed'", ())
         .unwrap()
         == Value::Null
@@ -389,21 +412,28 @@ async fn a_table_synced_while_a_watch_runs_gets_its_left_out_rows() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    client_other.sync_table("notes").unwrap();
-    assert_eq!(client_db.cursor_resets().unwrap(), 1);
+    late_other.sync_table("notes").unwrap();
+    assert_eq!(late_db.cursor_resets().unwrap(), 1);
     let started = Instant::now();
-    while client_db.value("SELECT body FROM notes", ()).unwrap() != Value::Text("x".into()) {
+    while late_db.value("SELECT body FROM notes", ()).unwrap() != Value::Text("x".into()) {
         assert!(
             started.elapsed() < Duration::from_secs(5),
-            "the watch never asked for the left-out rows"
+            "the left-out rows were never asked for again"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // And it goes on watching.
+    // And the watch goes on, both ways.
     server_db
         .run("INSERT INTO todos(id, title) VALUES ('after', 'x')", ())
         .unwrap();
     assert!(arrives(&client_db, "after").await);
+    client_db
+        .run(
+            "INSERT INTO todos(id, title) VALUES ('after-client', 'x')",
+            (),
+        )
+        .unwrap();
+    assert!(arrives(&server_db, "after-client").await);
     assert!(!session.is_finished());
     session.abort();
 }
