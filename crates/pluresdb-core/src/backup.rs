@@ -6,7 +6,9 @@
 //! next program to open it found an empty database, which PluresDB filled with its tables and
 //! a new site id, so it checked fine and passed for the backup, and a new backup to the same
 //! name was refused because the file existed. The copy is now made under a temporary name next
-//! to the destination and renamed to it when complete.
+//! to the destination and linked to its name when complete (a hard link, which fails rather
+//! than replace a file that took the name meanwhile; renamed after a check where the file
+//! system has no hard links).
 
 use std::path::{Path, PathBuf};
 
@@ -64,9 +66,10 @@ impl Database {
     /// keeps writing).
     ///
     /// `dest` must not exist, and no transaction be open on this thread. The copy is written
-    /// to `dest` + `.partial` and renamed to `dest` once complete, so a backup that is
+    /// to `dest` + `.partial` and given the name `dest` once complete, so a backup that is
     /// interrupted (the process killed) leaves nothing at `dest`; the next backup replaces
-    /// what it left under the temporary name.
+    /// what it left under the temporary name. A file that appears at `dest` meanwhile is kept
+    /// and the backup fails.
     pub fn backup(&self, dest: impl AsRef<Path>) -> Result<()> {
         let dest = dest.as_ref();
         let exists = || {
@@ -89,11 +92,19 @@ impl Database {
         remove_with_journals(&partial)?;
         let copied = self.copy_to(&partial);
         let renamed = copied.and_then(|()| {
-            // Another backup may have taken the name meanwhile: never replace a file.
-            if dest.exists() {
-                return Err(exists());
-            }
             crash_point("backup:before-rename");
+            // A file that took the name meanwhile (another backup, another program) is never
+            // replaced: a hard link fails when the name exists, where a rename replaces it.
+            match std::fs::hard_link(&partial, dest) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&partial);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(exists()),
+                // File systems without hard links (FAT on a USB stick): checked, then renamed.
+                Err(_) if dest.exists() => return Err(exists()),
+                Err(_) => {}
+            }
             std::fs::rename(&partial, dest).map_err(|e| {
                 Error::from(e).context(format!(
                     "cannot rename {} to {}",

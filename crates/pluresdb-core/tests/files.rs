@@ -280,6 +280,37 @@ fn backup_makes_a_consistent_copy() {
 }
 
 #[test]
+fn a_file_made_at_the_destination_during_a_backup_is_kept() {
+    // Another program (or backup) takes the name while the copy is written: the finished
+    // copy must not replace that file.
+    let dir = temp();
+    let db = Database::open(dir.path().join("src.db")).unwrap();
+    db.exec(
+        "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB);
+         WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 16000)
+         INSERT INTO big SELECT i, randomblob(1000) FROM c;",
+    )
+    .unwrap();
+    let dest = dir.path().join("copy.db");
+    let partial = dir.path().join("copy.db.partial");
+    let other = {
+        let (dest, partial) = (dest.clone(), partial.clone());
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            while !partial.exists() && started.elapsed() < Duration::from_secs(10) {
+                std::thread::yield_now();
+            }
+            std::fs::write(&dest, "not a backup").unwrap();
+        })
+    };
+    let err = db.backup(&dest).unwrap_err();
+    other.join().unwrap();
+    assert!(err.message().contains("already exists"), "{err}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"not a backup");
+    assert!(!partial.exists(), "the unfinished copy was left behind");
+}
+
+#[test]
 fn a_backup_finishes_while_another_process_keeps_writing() {
     // An online backup copied 1024 pages at a time, and started over whenever another
     // connection (another process: the app, while `pluresdb backup` runs) committed between
