@@ -384,7 +384,7 @@ fn main() -> ExitCode {
 /// Whether `e` is a lock that a longer busy timeout would have waited out (a transaction
 /// that read before another process wrote cannot write, however long it waits).
 pub fn waiting_longer_helps(e: &Error) -> bool {
-    e.kind() == pluresdb_core::ErrorKind::Busy && e.message().contains("busy timeout")
+    e.kind() == pluresdb_core::ErrorKind::Busy && !e.is_stale_snapshot()
 }
 
 /// Printed after a "database is locked" error: how to wait longer from the command line.

@@ -54,6 +54,8 @@ pub struct Error {
     sql: Option<String>,
     offset: Option<usize>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// SQLite's `SQLITE_BUSY_SNAPSHOT` (see [`Error::is_stale_snapshot`]).
+    stale_snapshot: bool,
 }
 
 /// `Result` with [`Error`].
@@ -68,6 +70,7 @@ impl Error {
             sql: None,
             offset: None,
             source: None,
+            stale_snapshot: false,
         }
     }
 
@@ -89,6 +92,13 @@ impl Error {
     /// The kind of error.
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// A transaction that read before another connection or process wrote tried to write
+    /// ([`ErrorKind::Busy`], SQLite's `SQLITE_BUSY_SNAPSHOT`): waiting longer does not help;
+    /// roll it back and run it again. False for busy errors a longer busy timeout waits out.
+    pub fn is_stale_snapshot(&self) -> bool {
+        self.stale_snapshot
     }
 
     /// The message without the SQL excerpt.
@@ -247,7 +257,10 @@ impl From<rusqlite::Error> for Error {
                 } else {
                     msg
                 };
-                Error::new(kind, msg)
+                Error {
+                    stale_snapshot: code.extended_code == rusqlite::ffi::SQLITE_BUSY_SNAPSHOT,
+                    ..Error::new(kind, msg)
+                }
             }
             E::InvalidParameterCount(given, expected) => Error::invalid(format!(
                 "wrong number of parameters: the statement takes {expected}, {given} were given"

@@ -297,6 +297,7 @@ fn a_transaction_that_read_before_another_process_wrote_says_why_it_cannot_write
     let err = db.run("INSERT INTO t VALUES (2)", ()).unwrap_err();
     db.exec("ROLLBACK").unwrap();
     assert_eq!(err.kind(), ErrorKind::Busy);
+    assert!(err.is_stale_snapshot());
     assert!(err.message().contains("BEGIN IMMEDIATE"), "{err}");
     assert!(!err.message().contains("busy timeout"), "{err}");
     // Begun as it says, it waits for the lock and writes.
