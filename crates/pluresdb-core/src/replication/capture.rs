@@ -467,6 +467,13 @@ fn sort_by_key(items: &mut [Stamped<'_>]) {
         u128::from_be_bytes(b)
     };
     for segment in items.split_mut(|c| c.0.new_key.is_some()) {
+        // Rows written in key order (sequential or time-ordered keys) need no sort.
+        if segment
+            .windows(2)
+            .all(|w| (w[0].0.coll, w[0].0.key) <= (w[1].0.coll, w[1].0.key))
+        {
+            continue;
+        }
         let mut order: Vec<(u32, u128, u32)> = segment
             .iter()
             .enumerate()
