@@ -665,15 +665,27 @@ impl Engine {
             result
         };
         let class = self.classify_on_writer(conn, sql, info)?;
-        let Some(observer) = self.active_observer() else {
-            return match class.writes_through_function {
-                true => in_write_transaction(conn.get(), run),
-                false => run(),
-            };
-        };
-        let wrap = Cell::new(false);
-        let readonly = class.readonly && !class.writes_through_function;
-        observed_write(observer, conn.get(), class.tx_control, readonly, &wrap, run)
+        self.run_on_writer(conn.get(), class, &Cell::new(false), run)
+    }
+
+    /// Runs `run`, which runs a statement of `class` on the writer `conn`: observed while
+    /// writes are captured (see [`observed_write`]), else in a write transaction of its own
+    /// when it writes through a PluresDB function (see [`in_write_transaction`]), else as is.
+    pub(crate) fn run_on_writer<T>(
+        &self,
+        conn: &Connection,
+        class: WriterClass,
+        wrapped: &Cell<bool>,
+        run: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        match self.active_observer() {
+            Some(observer) => {
+                let readonly = class.readonly && !class.writes_through_function;
+                observed_write(observer, conn, class.tx_control, readonly, wrapped, run)
+            }
+            None if class.writes_through_function => in_write_transaction(conn, run),
+            None => run(),
+        }
     }
 
     /// Sets the change-capture observer (once, when replication starts).

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 pub(crate) use script_split::is_complete;
 use script_split::next_statement;
 
-use crate::engine::{Engine, SqlInfo, UndoMark, in_write_transaction, observed_write, sql_error};
+use crate::engine::{Engine, SqlInfo, UndoMark, WriterClass, sql_error};
 use crate::error::{Error, Result};
 use crate::params::{Binder, Params};
 use crate::row::{Columns, FromRow, Row, RowRef};
@@ -132,7 +132,11 @@ impl Engine {
                 Columns::default()
             });
             let before = conn.total_changes();
-            let readonly = stmt.readonly() && !writes_through_function;
+            let class = WriterClass {
+                tx_control,
+                readonly: stmt.readonly(),
+                writes_through_function,
+            };
             let mark = UndoMark::take(&self.hub, conn);
             let mut read = || -> Result<Vec<Row>> {
                 let mut rows_out = Vec::new();
@@ -153,18 +157,12 @@ impl Engine {
                     }
                 }
             };
-            let mut run = || {
+            let run = || {
                 let rows = mark.end(&self.hub, conn, read())?;
                 self.hub.savepoint_ran(&script[start..tail]);
                 Ok(rows)
             };
-            let rows_out = match self.active_observer() {
-                Some(observer) => {
-                    observed_write(observer, conn, tx_control, readonly, &Cell::new(false), run)?
-                }
-                None if writes_through_function => in_write_transaction(conn, run)?,
-                None => run()?,
-            };
+            let rows_out = self.run_on_writer(conn, class, &Cell::new(false), run)?;
             if conn.total_changes() != before {
                 result.changes += conn.changes();
             }
