@@ -380,10 +380,11 @@ impl Engine {
     }
 
     /// Runs upkeep `f` (work that only saves work later, such as saving an index) with the
-    /// writer, if it can be had at once: `None` when another thread holds it, or when another
-    /// connection (another process) holds the file's write lock. Such work waits for no one:
-    /// waiting until the busy timeout would hold up the search or the close that runs it, and
-    /// the next one does it instead.
+    /// writer, if it can be had at once: `None` when another thread holds it, when a
+    /// transaction is open on it (this thread's too: the upkeep would commit or roll back with
+    /// it), or when another connection (another process) holds the file's write lock. Such
+    /// work waits for no one: waiting until the busy timeout would hold up the search or the
+    /// close that runs it, and the next one does it instead.
     pub(crate) fn with_idle_writer<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T>,
@@ -395,15 +396,12 @@ impl Engine {
         let Some(mut guard) = self.writer.try_lock() else {
             return Ok(None);
         };
-        if guard.owner != 0 && guard.owner != me {
+        if guard.owner != 0 {
             return Ok(None);
         }
         // Catching up with another process's commit may write too: it waits for no one either.
         guard.conn.get().busy_timeout(Duration::ZERO)?;
         let hooks = self.sync_hooks(&mut guard);
-        if hooks.is_err() {
-            guard.conn.get().busy_timeout(self.opts.busy_timeout)?;
-        }
         let writer = WriterGuard {
             engine: self,
             guard: Some(guard),
@@ -416,11 +414,10 @@ impl Engine {
                 let _ = self.0.busy_timeout(self.1);
             }
         }
-        let result = hooks.and_then(|()| {
-            self.run_holding(writer, |conn| {
-                let _waits = Waits(conn, self.opts.busy_timeout);
-                f(conn)
-            })
+        let result = self.run_holding(writer, |conn| {
+            let _waits = Waits(conn, self.opts.busy_timeout);
+            hooks?;
+            f(conn)
         });
         match result {
             Err(e) if e.kind() == ErrorKind::Busy => Ok(None),
