@@ -384,14 +384,22 @@ impl Replication {
                 != self.rollbacks_seen.load(Ordering::Acquire)
     }
 
-    /// Reads the collections again (see [`collections_stale`](Self::collections_stale)).
+    /// Reads the collections again if the file's shape changed since they were loaded (see
+    /// [`collections_stale`](Self::collections_stale); also after another process's commit).
     pub(crate) fn refresh_collections(&self, conn: &Connection) -> Result<()> {
         if !self.has_tables {
             return Ok(());
         }
         let rollbacks = self.tx.rollbacks.load(Ordering::Acquire);
         let generation = self.tx.generation.load(Ordering::Acquire);
-        self.reload_collections(conn)?;
+        // Equal stamps mean equal collections: most commits (another process's, a rollback
+        // of writes) change no shape, and a reload costs a few queries per synced table.
+        let stamp = ShapeStamp::read(conn)?;
+        let mut state = self.state.lock();
+        if state.stamp.as_ref() != Some(&stamp) {
+            self.load_collections(conn, &mut state)?;
+        }
+        drop(state);
         self.rollbacks_seen.store(rollbacks, Ordering::Release);
         self.savepoint_undo.store(false, Ordering::Release);
         if self.collections_changed_in.load(Ordering::Acquire) != generation + 1 {
