@@ -1098,6 +1098,39 @@ fn a_child_added_while_its_parent_is_deleted_elsewhere_syncs_both_ways() {
 }
 
 #[test]
+fn edits_that_merge_into_a_row_a_check_refuses_still_sync() {
+    // Each edit is valid where it was made; merged, the row breaks the CHECK over both
+    // columns. Refusing it failed every sync for good and held back every later change (here
+    // r2). Every replica now holds the same row, and `check` names the table.
+    let (a, b) = pair(
+        "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, lo INTEGER, hi INTEGER, CHECK (lo <= hi))",
+        &["t"],
+    );
+    a.run("INSERT INTO t VALUES ('r1', 1, 10)", ()).unwrap();
+    sync(&a, &b);
+    a.run("UPDATE t SET lo = 5 WHERE id = 'r1'", ()).unwrap();
+    b.exec("UPDATE t SET hi = 3 WHERE id = 'r1'; INSERT INTO t VALUES ('r2', 0, 0)")
+        .unwrap();
+    sync(&a, &b);
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    assert_eq!(
+        a.value("SELECT lo || ' ' || hi FROM t WHERE id = 'r1'", ())
+            .unwrap(),
+        Value::Text("5 3".into())
+    );
+    for db in [&a, &b] {
+        let problems = db.check().unwrap();
+        assert!(problems.iter().any(|p| p.contains("CHECK")), "{problems:?}");
+        // Local writes are still checked.
+        assert_eq!(
+            failure(db, "INSERT INTO t VALUES ('r3', 2, 1)"),
+            ErrorKind::Constraint
+        );
+    }
+}
+
+#[test]
 fn capture_triggers_of_earlier_versions_are_removed_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
@@ -2396,7 +2429,8 @@ fn a_new_row_merged_without_a_not_null_column_is_refused_saying_which_and_why() 
     }
     let err = b.apply_changes(&null).unwrap_err();
     assert!(
-        err.message().contains("writing a row of strict") && !err.message().contains("DEFAULT"),
+        err.message().contains("writing row [\"r\"] of strict")
+            && !err.message().contains("DEFAULT"),
         "{err}"
     );
 }

@@ -84,6 +84,36 @@ impl Drop for Suppress<'_> {
     }
 }
 
+/// CHECK constraints are left unchecked while a merge writes (`PRAGMA
+/// ignore_check_constraints`), and checked again when it ends, however it ends.
+///
+/// Two edits each valid where it was made can merge into a row a CHECK over several columns
+/// refuses (`lo` raised on one device, `hi` lowered on another): refused, that merge would fail
+/// on every sync for good and hold back every later change. Let through, every replica holds
+/// the same row, as with foreign keys (see `Database::merge_transaction`); `pluresdb check`
+/// lists such rows.
+/// (An app that turned the checks off keeps them off.)
+struct ChecksOff<'c>(Option<&'c Connection>);
+
+impl<'c> ChecksOff<'c> {
+    fn new(conn: &'c Connection) -> Result<ChecksOff<'c>> {
+        let ignored: bool = conn.query_row("PRAGMA ignore_check_constraints", [], |r| r.get(0))?;
+        if ignored {
+            return Ok(ChecksOff(None));
+        }
+        conn.execute_batch("PRAGMA ignore_check_constraints = ON")?;
+        Ok(ChecksOff(Some(conn)))
+    }
+}
+
+impl Drop for ChecksOff<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0 {
+            let _ = conn.execute_batch("PRAGMA ignore_check_constraints = OFF");
+        }
+    }
+}
+
 /// The changes of one row, in arrival order.
 struct Group<'c> {
     coll: Arc<Collection>,
@@ -180,6 +210,7 @@ impl Database {
                 let trigger_writes = repl.trigger_writes.load(Ordering::Relaxed);
                 repl.suppress.store(true, Ordering::Release);
                 let _suppress = Suppress(&repl);
+                let _checks = ChecksOff::new(conn)?;
                 let seq = repl.tx_seq(conn)?;
                 let mut batch = Batch {
                     repl: &repl,
@@ -805,18 +836,25 @@ fn row_write_error(
         .and_then(|c| c.rsplit_once('.'))
         .map(|(_, column)| column)
         .filter(|column| !written(column));
+    let key = key_text(key);
     let Some(column) = left_out else {
-        return err.context(format!("writing a row of {table}"));
+        return err.context(format!("writing row {key} of {table}"));
     };
     Error::new(
         ErrorKind::Constraint,
         format!(
-            "row {key:?} of {table} cannot be inserted: the changes merged have no value for its \
+            "row {key} of {table} cannot be inserted: the changes merged have no value for its \
              column {column:?}, which is NOT NULL without a DEFAULT here. Merge all the changes \
              of a row in one call (sync sessions and change files do), or, if the peer's table \
              has no such column, give it a DEFAULT here"
         ),
     )
+}
+
+/// A row's key as errors show it: its values as JSON (`["r1"]`, `[1, "a"]`), cut when long.
+fn key_text(key: &[Value]) -> String {
+    let values: Vec<_> = key.iter().map(Value::to_json).collect();
+    shorten(&serde_json::Value::Array(values).to_string())
 }
 
 fn write_node(
