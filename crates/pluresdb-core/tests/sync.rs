@@ -827,6 +827,7 @@ fn sync_table_refuses_shapes_it_cannot_handle() {
          CREATE TABLE uniq(id TEXT PRIMARY KEY NOT NULL, email TEXT UNIQUE);
          CREATE TABLE nocase(id TEXT PRIMARY KEY NOT NULL COLLATE NOCASE);
          CREATE VIEW v AS SELECT 1;
+         CREATE VIRTUAL TABLE fts USING fts5(x);
          CREATE TABLE ok(id INTEGER PRIMARY KEY, v);",
     )
     .unwrap();
@@ -853,6 +854,12 @@ fn sync_table_refuses_shapes_it_cannot_handle() {
         why("nocase")
     );
     assert!(why("v").contains("view"), "{}", why("v"));
+    assert!(why("fts").contains("virtual table"), "{}", why("fts"));
+    assert!(
+        why("fts_data").contains("shadow table"),
+        "{}",
+        why("fts_data")
+    );
     assert_eq!(
         db.sync_table("missing").unwrap_err().kind(),
         ErrorKind::NotFound

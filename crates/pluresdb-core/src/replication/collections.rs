@@ -263,8 +263,27 @@ pub(crate) fn check_shape(conn: &Connection, table: &str) -> Result<TableInfo> {
         )));
     };
     let sql = sql.unwrap_or_default();
-    if kind != "table" || sql.to_ascii_uppercase().starts_with("CREATE VIRTUAL") {
-        return Err(refuse(format!("it is a {kind}, not an ordinary table")));
+    // SQLite tells virtual tables (FTS5, R*Tree) and their shadow tables from ordinary ones.
+    let kind = match kind.as_str() {
+        "table" => conn
+            .query_row(
+                "SELECT type FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
+                [table],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .unwrap_or(kind),
+        _ => kind,
+    };
+    if kind != "table" {
+        let kind = match kind.as_str() {
+            "virtual" => "virtual table (its rows are kept by its module)",
+            "shadow" => "shadow table (a virtual table keeps its data there)",
+            other => other,
+        };
+        return Err(refuse(format!(
+            "it is a {kind}, not an ordinary table; sync the ordinary tables its rows come from"
+        )));
     }
     let cols = columns(conn, table)?;
     if let Some(c) = cols.iter().find(|c| c.0.len() > MAX_FIELD_BYTES) {
