@@ -698,8 +698,11 @@ fn changes_to_a_table_not_synced_here_are_skipped_and_arrive_once_it_is() {
     assert_eq!(b.peer_cursor(a.site_id()).unwrap(), 0);
     assert_eq!(push_report(&a, &b).skipped, 0);
     assert_eq!(dump(&a), dump(&b));
-    // A table dropped here: its changes are skipped, others arrive; made again, it catches up.
-    b.exec("DROP TABLE todos").unwrap();
+    // A table dropped here (no longer synced first: see
+    // `dropping_a_synced_table_is_refused_saying_what_to_do_instead`): its changes are
+    // skipped, others arrive; made again and synced, it catches up.
+    b.exec("SELECT pluresdb_unsync_table('todos'); DROP TABLE todos")
+        .unwrap();
     a.run("INSERT INTO todos(id, title) VALUES ('u', 'second')", ())
         .unwrap();
     a.put("m", &json!({"v": 2})).unwrap();
@@ -708,6 +711,7 @@ fn changes_to_a_table_not_synced_here_are_skipped_and_arrive_once_it_is() {
     assert!(b.get_node("m").unwrap().is_some());
     b.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL DEFAULT '', done INTEGER NOT NULL DEFAULT 0)")
         .unwrap();
+    b.sync_table("todos").unwrap();
     push(&a, &b);
     assert_eq!(dump(&a), dump(&b));
 }
@@ -1135,6 +1139,92 @@ fn edits_that_merge_into_a_row_a_check_refuses_still_sync() {
             ErrorKind::Constraint
         );
     }
+}
+
+#[test]
+fn dropping_a_synced_table_is_refused_saying_what_to_do_instead() {
+    // Dropped, the table left its sync records behind: made again, it sent rows it no longer
+    // had without values (a third device got them with NULLs) and never took them back from
+    // its peer (a device is never sent its own changes), so the devices differed for good.
+    let shape = "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, x TEXT)";
+    let (a, b) = pair(shape, &["t"]);
+    a.exec("INSERT INTO t VALUES ('1', 'one'), ('2', 'two')")
+        .unwrap();
+    sync(&a, &b);
+    let before = dump(&a);
+    let err = a
+        .exec(&format!(
+            "DROP TABLE t; {shape}; INSERT INTO t VALUES ('3', 'three')"
+        ))
+        .unwrap_err();
+    assert!(
+        err.message().contains("cannot be dropped")
+            && err.message().contains("SELECT pluresdb_unsync_table('t')"),
+        "{err}"
+    );
+    let err = a.exec("DROP TABLE t").unwrap_err();
+    assert!(err.message().contains("cannot be dropped"), "{err}");
+    assert_eq!(dump(&a), before);
+    // In a transaction too; what it did before stays undone.
+    let err = a
+        .transaction(|tx| {
+            tx.run("INSERT INTO t VALUES ('4', 'four')", ())?;
+            tx.exec("DROP TABLE t")
+        })
+        .unwrap_err();
+    assert!(err.message().contains("cannot be dropped"), "{err}");
+    assert_eq!(dump(&a), before);
+    // Deleting the rows reaches every device; unsynced first, the table drops here only.
+    a.exec("DELETE FROM t").unwrap();
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    a.exec("SELECT pluresdb_unsync_table('t'); DROP TABLE t")
+        .unwrap();
+    assert!(a.synced_tables().unwrap().is_empty());
+    assert!(a.check().unwrap().is_empty());
+}
+
+#[test]
+fn a_synced_table_renamed_keeps_syncing_under_its_new_name() {
+    // Renamed, the table stopped syncing without a word (even the row written before the
+    // rename never left), and `check` failed with "no such table".
+    let (a, b) = pair(
+        "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, x TEXT)",
+        &["t"],
+    );
+    a.run("INSERT INTO t VALUES ('1', 'one')", ()).unwrap();
+    sync(&a, &b);
+    a.run("INSERT INTO t VALUES ('2', 'two')", ()).unwrap();
+    a.exec("ALTER TABLE t RENAME TO t2; UPDATE t2 SET x = 'uno' WHERE id = '1'")
+        .unwrap();
+    assert_eq!(a.synced_tables().unwrap(), ["t2"]);
+    assert!(a.check().unwrap().is_empty());
+    // The same in a transaction, as SQLite's way of changing a table's shape ends.
+    b.transaction(|tx| {
+        tx.exec("ALTER TABLE t RENAME TO t2")?;
+        tx.run("INSERT INTO t2 VALUES ('3', 'three')", ())
+    })
+    .unwrap();
+    sync(&a, &b);
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    assert_eq!(
+        b.value(
+            "SELECT group_concat(x, ' ') FROM (SELECT x FROM t2 ORDER BY id)",
+            ()
+        )
+        .unwrap(),
+        Value::Text("uno two three".into())
+    );
+    // A rename rolled back leaves the table syncing under its old name.
+    let _ = a.transaction(|tx| {
+        tx.exec("ALTER TABLE t2 RENAME TO t3")?;
+        Err::<(), _>(pluresdb_core::Error::invalid("undo"))
+    });
+    assert_eq!(a.synced_tables().unwrap(), ["t2"]);
+    a.run("INSERT INTO t2 VALUES ('4', 'four')", ()).unwrap();
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
 }
 
 #[test]

@@ -200,9 +200,11 @@ impl Replication {
         changelog::clear(conn)
     }
 
-    /// Re-reads table shapes when the writer changed the schema.
+    /// Re-reads table shapes when the writer changed the schema, and follows synced tables it
+    /// renamed or dropped.
     fn refresh_schema(&self, conn: &Connection) -> Result<()> {
-        self.with_collections(conn, |_| Ok(()))
+        self.with_collections(conn, |_| Ok(()))?;
+        self.follow_vanished(conn)
     }
 
     /// Records a local write to one node (in the open transaction; edges store their clocks

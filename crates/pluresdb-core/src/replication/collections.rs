@@ -61,6 +61,9 @@ pub(crate) struct Collection {
     pub(crate) id: u32,
     pub(crate) name: String,
     pub(crate) kind: Kind,
+    /// A table's root page (0: none): a table renamed keeps it (see
+    /// `Replication::follow_vanished`).
+    pub(crate) rootpage: i64,
 }
 
 /// The replicated collections of a database.
@@ -82,6 +85,16 @@ impl Collections {
         for (id, name, kind) in rows {
             let id =
                 u32::try_from(id).map_err(|_| Error::internal("collection id out of range"))?;
+            let rootpage = match kind.as_str() {
+                "table" => conn
+                    .prepare_cached(
+                        "SELECT rootpage FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                    )?
+                    .query_row([&name], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(0),
+                _ => 0,
+            };
             let kind = match kind.as_str() {
                 "nodes" => Kind::Nodes,
                 "edges" => Kind::Edges,
@@ -105,8 +118,15 @@ impl Collections {
                 }
             };
             out.by_name.insert(name.clone(), id);
-            out.by_id
-                .insert(id, Arc::new(Collection { id, name, kind }));
+            out.by_id.insert(
+                id,
+                Arc::new(Collection {
+                    id,
+                    name,
+                    kind,
+                    rootpage,
+                }),
+            );
         }
         Ok(out)
     }
@@ -118,6 +138,22 @@ impl Collections {
             .filter(|c| matches!(&c.kind, Kind::Table(info) if info.exists))
             .cloned()
             .collect()
+    }
+
+    /// The synced tables that existed in `before` and exist no longer (dropped or renamed):
+    /// the collection as it was in `before`.
+    pub(crate) fn vanished_since(&self, before: &Collections) -> Vec<Arc<Collection>> {
+        let mut gone = Vec::new();
+        for c in self.by_id.values() {
+            if let Kind::Table(info) = &c.kind
+                && !info.exists
+                && let Some(old) = before.by_id.get(&c.id)
+                && matches!(&old.kind, Kind::Table(old) if old.exists)
+            {
+                gone.push(old.clone());
+            }
+        }
+        gone
     }
 
     /// `(table, column)` of the synced tables' columns whose names are too long to sync.

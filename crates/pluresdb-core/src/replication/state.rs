@@ -63,6 +63,9 @@ pub(crate) struct Replication {
     /// Rows of synced tables written by triggers while merges ran (see
     /// [`ApplyReport::trigger_writes`](super::ApplyReport::trigger_writes)).
     pub(crate) trigger_writes: AtomicU64,
+    /// Synced tables the open transaction dropped or renamed, to follow up (see
+    /// [`follow_vanished`](Self::follow_vanished)).
+    pub(crate) vanished: Mutex<Vec<Arc<Collection>>>,
 }
 
 struct State {
@@ -120,6 +123,7 @@ impl Replication {
                 capture_error: Mutex::new(None),
                 suppress: AtomicBool::new(false),
                 trigger_writes: AtomicU64::new(0),
+                vanished: Mutex::new(Vec::new()),
             });
         }
         let last_seq: i64 = conn
@@ -165,6 +169,7 @@ impl Replication {
             capture_error: Mutex::new(None),
             suppress: AtomicBool::new(false),
             trigger_writes: AtomicU64::new(0),
+            vanished: Mutex::new(Vec::new()),
         };
         Ok(repl)
     }
@@ -420,7 +425,12 @@ impl Replication {
         // between leaves a stamp older than the collections, which only costs a reload when
         // changes are next read; the other way round, a newer stamp would hide stale ones.
         let stamp = ShapeStamp::read(conn)?;
-        state.collections = load_recorded(conn, &self.clock)?;
+        let collections = load_recorded(conn, &self.clock)?;
+        let vanished = collections.vanished_since(&state.collections);
+        if !vanished.is_empty() && !conn.is_autocommit() {
+            self.vanished.lock().extend(vanished);
+        }
+        state.collections = collections;
         state.stamp = Some(stamp);
         super::missed::resync_if_arrived(conn, &state.collections)?;
         // A schema change in the open transaction (ALTER TABLE ... ADD or RENAME COLUMN) gave

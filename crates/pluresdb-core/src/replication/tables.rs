@@ -1,9 +1,9 @@
 //! Opting SQL tables in and out of replication.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::clock::RowClock;
-use super::collections::{check_shape, quote};
+use super::collections::{Kind, TableInfo, check_shape, quote};
 use super::state::Replication;
 use crate::error::{Error, Result};
 
@@ -91,6 +91,59 @@ impl Replication {
         Ok(true)
     }
 
+    /// Follows the synced tables the open transaction renamed, and refuses to commit one that
+    /// dropped a synced table (both noted when the collections were read again after the
+    /// statement).
+    ///
+    /// A table renamed (`ALTER TABLE t RENAME TO t2`) keeps syncing under its new name, with
+    /// its rows' versions: SQLite keeps its root page, and its columns are the same. A table
+    /// dropped would keep rows on the other devices that this one could never take back (a
+    /// device is never sent its own changes), and its sync records would describe rows it no
+    /// longer has; so the drop is refused, saying what to do instead.
+    pub(crate) fn follow_vanished(&self, conn: &Connection) -> Result<()> {
+        let vanished = std::mem::take(&mut *self.vanished.lock());
+        if vanished.is_empty() || conn.is_autocommit() {
+            return Ok(());
+        }
+        let mut renamed_any = false;
+        for old in vanished {
+            let (id, name) = (old.id, &old.name);
+            let Kind::Table(shape) = &old.kind else {
+                continue;
+            };
+            let renamed: Option<String> = conn
+                .prepare(
+                    "SELECT name FROM sqlite_schema WHERE type = 'table' AND rootpage = ?1
+                     AND name NOT IN (SELECT name FROM _pluresdb_collections)",
+                )?
+                .query_row([old.rootpage], |r| r.get(0))
+                .optional()?;
+            // (With auto_vacuum, a drop may move another table into the freed root page: the
+            // columns tell that one apart.)
+            match renamed {
+                Some(new) if same_columns(&check_shape(conn, &new).ok(), shape) => {
+                    conn.execute(
+                        "UPDATE _pluresdb_collections SET name = ?1 WHERE id = ?2",
+                        rusqlite::params![new, id],
+                    )?;
+                    renamed_any = true;
+                }
+                _ => self.refuse(format!(
+                    "table {name:?} syncs, so it cannot be dropped: other devices would keep its \
+                     rows, which this one could not take back. To delete its rows on every \
+                     device, DELETE FROM it; to change its columns, ALTER TABLE it (ADD, RENAME \
+                     or DROP COLUMN); to drop it on this device only, stop syncing it first \
+                     (SELECT pluresdb_unsync_table('{}'))",
+                    name.replace('\'', "''")
+                )),
+            }
+        }
+        if renamed_any {
+            self.collections_changed(conn)?;
+        }
+        Ok(())
+    }
+
     /// Names of the replicated SQL tables.
     pub(crate) fn synced_tables(&self, conn: &Connection) -> Result<Vec<String>> {
         self.with_collections(conn, |colls| {
@@ -101,4 +154,10 @@ impl Replication {
                 .collect())
         })
     }
+}
+
+/// Whether `now` (a table's shape, if it can sync) has the key and columns of `old`.
+fn same_columns(now: &Option<TableInfo>, old: &TableInfo) -> bool {
+    now.as_ref()
+        .is_some_and(|now| now.pk == old.pk && now.fields == old.fields)
 }
