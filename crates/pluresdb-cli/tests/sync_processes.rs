@@ -335,7 +335,8 @@ fn a_restored_backup_is_refused_then_syncs_again_with_a_new_site_id() {
     }
     let err = fails(&backup, &["sync", &url]);
     assert!(err.contains("restored backup"), "{err}");
-    assert!(err.contains("pluresdb renew-site-id"), "{err}");
+    assert!(err.contains("renew-site-id`"), "{err}");
+    assert!(err.contains("backup.db renew-site-id"), "{err}");
     let out = run(&backup, &["renew-site-id"]);
     assert!(out.contains("->"), "{out}");
     run(&backup, &["sync", &url]);

@@ -153,20 +153,38 @@ pub(crate) fn check_not_a_copy(
 ) -> Result<()> {
     let (theirs, ours) = (have.get(&db.site_id()), db.db_version()?);
     let why = if theirs > ours {
-        format!("this database is at version {ours}")
+        format!("it is at version {ours}")
     } else if let Some(told) = db.announced_bound(peer)?.filter(|&told| theirs > told) {
-        format!("this database never sent it changes past version {told}")
+        format!("it never sent that peer changes past version {told}")
     } else {
         return Ok(());
     };
+    // Named, not "this database": the peer shows the message too, where "this" is the peer.
+    let (this, renew) = match db.path() {
+        Some(path) => {
+            let path = path.display().to_string();
+            let arg = match path.contains(char::is_whitespace) {
+                true => format!("'{path}'"),
+                false => path.clone(),
+            };
+            (
+                format!("the database {path}"),
+                format!("pluresdb --db {arg} renew-site-id"),
+            )
+        }
+        None => (
+            "the in-memory database".to_owned(),
+            "pluresdb renew-site-id".to_owned(),
+        ),
+    };
+    let site = db.site_id();
     Err(Error::invalid(format!(
-        "the peer has this database's changes up to version {theirs}, but {why}: it is a \
-         copy or a restored backup of the database that made them (the two share site id {}), \
-         and its changes since would be taken for ones the peer has. Give it a new site id \
-         (`pluresdb renew-site-id` with every other program using it closed, or \
-         `Database::renew_site_id`) and sync again: it then syncs as a new device and keeps \
-         its changes",
-        db.site_id()
+        "{this} (site id {site}) is a copy or a restored backup: its peer has its changes up to \
+         version {theirs}, but {why}, so the changes it made since would be taken for ones the \
+         peer has. Give {this} a new site id, on the device that holds it (`{renew}` with \
+         every other program using it closed, or \
+         `Database::renew_site_id`), and sync again: it then syncs as a new device and keeps \
+         its changes. Leave the device it syncs with as it is: that one holds the newer changes"
     )))
 }
 

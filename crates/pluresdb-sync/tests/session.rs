@@ -1062,7 +1062,11 @@ fn a_restored_backup_behind_its_peer_is_refused_instead_of_its_changes_being_ski
     let err = write_changes(&restored, &b.version_vector().unwrap(), &mut file, MAX).unwrap_err();
     assert!(err.message().contains("copy or a restored backup"), "{err}");
     assert!(
-        err.message().contains("this database is at version"),
+        err.message().contains("but it is at version")
+            && err.message().contains(&format!(
+                "the database {}",
+                dir.path().join("backup.db").display()
+            )),
         "{err}"
     );
     // Still once it has made more versions than B has of it: it never sent B (nor anyone)
@@ -1078,7 +1082,7 @@ fn a_restored_backup_behind_its_peer_is_refused_instead_of_its_changes_being_ski
     let err = write_changes(&restored, &have, &mut file, MAX).unwrap_err();
     assert!(
         err.message()
-            .contains("never sent it changes past version 0"),
+            .contains("never sent that peer changes past version 0"),
         "{err}"
     );
     // Also when it only takes files: B's file says what B has of it.
@@ -1117,10 +1121,17 @@ async fn a_restored_backup_that_caught_up_with_its_peer_is_refused() {
     let (rr, rb) = sync_over_pipe(&restored, &b).await;
     let err = rr.unwrap_err();
     assert!(err.message().contains("copy or a restored backup"), "{err}");
-    // B's side ends too, and says why.
+    // B's side ends too, and says why, naming the copy (not "this database", which B took
+    // for itself: renewing B's site id then let the syncs go on with the two different).
     let err = rb.unwrap_err();
     assert!(err.message().contains("the peer stopped the sync"), "{err}");
     assert!(err.message().contains("copy or a restored backup"), "{err}");
+    let copy = dir.path().join("backup.db");
+    assert!(
+        err.message()
+            .contains(&format!("the database {} (site id", copy.display())),
+        "{err}"
+    );
     // Nothing was exchanged: B keeps x = 2, which a sync would otherwise never give back to
     // the restored copy (B counts it as the copy's own), and never gets z.
     assert_eq!(rows(&b), before);
