@@ -180,6 +180,7 @@ pub(crate) fn install_authorizer(
                 }
                 AuthAction::AlterTable { .. }
                 | AuthAction::CreateTable { .. }
+                | AuthAction::CreateIndex { .. }
                 | AuthAction::DropTable { .. }
                 | AuthAction::CreateTrigger { .. }
                 | AuthAction::DropTrigger { .. } => {

@@ -882,6 +882,47 @@ fn sync_table_refuses_shapes_it_cannot_handle() {
 }
 
 #[test]
+fn a_unique_index_made_on_a_synced_table_is_refused() {
+    // `pluresdb_sync_table` refuses a table with one, but one made afterwards was accepted:
+    // then the same email added on two devices failed every later sync, holding back every
+    // other change.
+    let db = Database::open_in_memory().unwrap();
+    db.exec(
+        "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, email TEXT); SELECT pluresdb_sync_table('t')",
+    )
+    .unwrap();
+    let err = db
+        .exec("CREATE UNIQUE INDEX t_email ON t(email)")
+        .unwrap_err();
+    assert!(
+        err.message().contains("unique index t_email on (email)"),
+        "{err}"
+    );
+    let err = db
+        .transaction(|tx| {
+            tx.run("INSERT INTO t VALUES ('1', 'a@example.com')", ())?;
+            tx.exec("CREATE UNIQUE INDEX t_email ON t(lower(email))")
+        })
+        .unwrap_err();
+    assert!(err.message().contains("<expression>"), "{err}");
+    assert_eq!(
+        db.value("SELECT count(*) FROM t", ()).unwrap(),
+        Value::Integer(0)
+    );
+    let indexes = "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 't'";
+    // Only the key's index is there; a plain index is fine, and so is a unique one elsewhere.
+    assert_eq!(db.value(indexes, ()).unwrap(), Value::Integer(1));
+    db.exec(
+        "CREATE INDEX t_by_email ON t(email);
+         CREATE TABLE other(x TEXT); CREATE UNIQUE INDEX other_x ON other(x)",
+    )
+    .unwrap();
+    assert_eq!(db.value(indexes, ()).unwrap(), Value::Integer(2));
+    db.run("INSERT INTO t VALUES ('2', 'b@example.com')", ())
+        .unwrap();
+}
+
+#[test]
 fn sync_table_reads_the_shape_from_sqlite_not_from_words_in_the_create_statement() {
     let db = Database::open_in_memory().unwrap();
     // The words in a default value, a quoted name or a comment are not the clauses.

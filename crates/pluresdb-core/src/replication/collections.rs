@@ -64,6 +64,8 @@ pub(crate) struct Collection {
     /// A table's root page (0: none): a table renamed keeps it (see
     /// `Replication::follow_vanished`).
     pub(crate) rootpage: i64,
+    /// A table's UNIQUE indexes besides its key (see [`extra_unique_indexes`]).
+    pub(crate) unique_indexes: Vec<String>,
 }
 
 /// The replicated collections of a database.
@@ -85,6 +87,10 @@ impl Collections {
         for (id, name, kind) in rows {
             let id =
                 u32::try_from(id).map_err(|_| Error::internal("collection id out of range"))?;
+            let unique_indexes = match kind.as_str() {
+                "table" => extra_unique_indexes(conn, &name)?,
+                _ => Vec::new(),
+            };
             let rootpage = match kind.as_str() {
                 "table" => conn
                     .prepare_cached(
@@ -125,6 +131,7 @@ impl Collections {
                     name,
                     kind,
                     rootpage,
+                    unique_indexes,
                 }),
             );
         }
@@ -154,6 +161,17 @@ impl Collections {
             }
         }
         gone
+    }
+
+    /// `(table, index)` of the synced tables' UNIQUE indexes besides their keys.
+    pub(crate) fn unique_indexes(&self) -> Vec<(String, String)> {
+        let tables = self.tables();
+        let each = tables.iter().flat_map(|c| {
+            c.unique_indexes
+                .iter()
+                .map(|index| (c.name.clone(), index.clone()))
+        });
+        each.collect()
     }
 
     /// `(table, column)` of the synced tables' columns whose names are too long to sync.
@@ -361,27 +379,13 @@ pub(crate) fn check_shape(conn: &Connection, table: &str) -> Result<TableInfo> {
                 .into(),
         ));
     }
-    let mut stmt = conn.prepare("SELECT name, \"unique\", origin FROM pragma_index_list(?1)")?;
-    let indexes: Vec<(String, bool, String)> = stmt
-        .query_map([table], |r| {
-            Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    for (name, unique, origin) in &indexes {
-        if *unique && origin != "pk" {
-            let cols: Vec<String> = conn
-                .prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?
-                .query_map([name], |r| r.get::<_, Option<String>>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?
-                .into_iter()
-                .map(|c| c.unwrap_or_else(|| "<expression>".into()))
-                .collect();
-            return Err(refuse(format!(
-                "unique index {name} on ({}) could be violated by rows merged from other devices; \
-                 drop it or make those columns part of the primary key",
-                cols.join(", ")
-            )));
-        }
+    if let Some(index) = extra_unique_indexes(conn, table)?.first() {
+        return Err(refuse(format!(
+            "unique index {index} could be violated by rows merged from other devices; drop it \
+             or make those columns part of the primary key"
+        )));
+    }
+    for (name, origin) in indexes(conn, table)? {
         if origin == "pk" {
             let collations: Vec<String> = conn
                 .prepare("SELECT coll FROM pragma_index_xinfo(?1) WHERE key = 1")?
@@ -399,6 +403,45 @@ pub(crate) fn check_shape(conn: &Connection, table: &str) -> Result<TableInfo> {
         }
     }
     table_info(conn, table)
+}
+
+/// The indexes of `table`: `(name, origin)` (`pk`, `u` for a UNIQUE constraint, `c` for
+/// CREATE INDEX) and whether each is unique.
+fn index_list(conn: &Connection, table: &str) -> Result<Vec<(String, bool, String)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT name, \"unique\", origin FROM pragma_index_list(?1)")?;
+    let rows = stmt.query_map([table], |r| {
+        Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The indexes of `table`: `(name, origin)`.
+fn indexes(conn: &Connection, table: &str) -> Result<Vec<(String, String)>> {
+    Ok(index_list(conn, table)?
+        .into_iter()
+        .map(|(name, _, origin)| (name, origin))
+        .collect())
+}
+
+/// The UNIQUE indexes of `table` besides its primary key, as `name on (columns)`: rows merged
+/// from other devices could break them (each device kept the index where it wrote).
+pub(crate) fn extra_unique_indexes(conn: &Connection, table: &str) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for (name, unique, origin) in index_list(conn, table)? {
+        if !unique || origin == "pk" {
+            continue;
+        }
+        let cols: Vec<String> = conn
+            .prepare_cached("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?
+            .query_map([&name], |r| r.get::<_, Option<String>>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+            .into_iter()
+            .map(|c| c.unwrap_or_else(|| "<expression>".into()))
+            .collect();
+        found.push(format!("{name} on ({})", cols.join(", ")));
+    }
+    Ok(found)
 }
 
 /// Drops the capture triggers that earlier versions installed (changes are now reported by the

@@ -421,6 +421,7 @@ impl Replication {
     /// Reads the collections into `state`, and what the capture hook looks at from them.
     fn load_collections(&self, conn: &Connection, state: &mut State) -> Result<()> {
         let before = state.collections.unsyncable_columns();
+        let unique_before = state.collections.unique_indexes();
         // The stamp first: read apart (outside a transaction), another process's commit in
         // between leaves a stamp older than the collections, which only costs a reload when
         // changes are next read; the other way round, a newer stamp would hide stale ones.
@@ -445,6 +446,19 @@ impl Replication {
                 super::clock::MAX_FIELD_BYTES,
                 column.chars().take(20).collect::<String>(),
                 column.len()
+            ));
+        }
+        // A UNIQUE index made on a synced table: merged rows could break it, and a merge that
+        // does fails on every sync after, holding back every later change.
+        let unique = state.collections.unique_indexes();
+        if let Some((table, index)) = unique.iter().find(|u| !unique_before.contains(u))
+            && !conn.is_autocommit()
+        {
+            self.refuse(format!(
+                "table {table:?} syncs, and unique index {index} could be broken by rows merged \
+                 from other devices (each device checks it only where it writes), which would \
+                 stop every sync after: leave the index out (a plain index), or make those \
+                 columns part of the primary key"
             ));
         }
         *self.tables.write() = state.collections.tables();
