@@ -1269,6 +1269,52 @@ fn a_synced_table_renamed_keeps_syncing_under_its_new_name() {
 }
 
 #[test]
+fn a_renamed_columns_values_reach_every_device() {
+    // Changes name their column: after `RENAME COLUMN y TO yy` the values yy held had no
+    // version under that name, so they were never sent (a device with `yy` from the start got
+    // NULL), and two devices that both renamed it kept different values for good.
+    let shape = "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, y TEXT)";
+    let (a, b) = pair(shape, &["t"]);
+    let c = Database::open_in_memory().unwrap();
+    c.exec("CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, yy TEXT)")
+        .unwrap();
+    c.sync_table("t").unwrap();
+    a.run("INSERT INTO t VALUES ('1', 'a')", ()).unwrap();
+    sync(&a, &b);
+    a.exec("ALTER TABLE t RENAME COLUMN y TO yy").unwrap();
+    // B writes under the old name (A leaves it out), then renames too: later, so it wins.
+    b.run("UPDATE t SET y = 'B'", ()).unwrap();
+    sync(&a, &b);
+    b.transaction(|tx| tx.exec("ALTER TABLE t RENAME COLUMN y TO yy"))
+        .unwrap();
+    for _ in 0..2 {
+        sync(&a, &b);
+        sync(&b, &c);
+        sync(&a, &c);
+    }
+    assert_eq!(dump(&a), dump(&b));
+    assert_eq!(dump(&a), dump(&c));
+    assert_eq!(
+        c.value("SELECT yy FROM t WHERE id = '1'", ()).unwrap(),
+        Value::Text("B".into())
+    );
+    // A column added is not a rename: its DEFAULT does not win over a peer's value.
+    a.exec("ALTER TABLE t ADD COLUMN z TEXT DEFAULT 'default'")
+        .unwrap();
+    b.exec("ALTER TABLE t ADD COLUMN z TEXT DEFAULT 'default'; UPDATE t SET z = 'b'")
+        .unwrap();
+    a.exec("ALTER TABLE t DROP COLUMN z; ALTER TABLE t ADD COLUMN z TEXT DEFAULT 'default'")
+        .unwrap();
+    sync(&a, &b);
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    assert_eq!(
+        a.value("SELECT z FROM t", ()).unwrap(),
+        Value::Text("b".into())
+    );
+}
+
+#[test]
 fn capture_triggers_of_earlier_versions_are_removed_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");

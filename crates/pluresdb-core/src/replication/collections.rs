@@ -163,6 +163,31 @@ impl Collections {
         gone
     }
 
+    /// The columns of synced tables renamed since `before` (`ALTER TABLE ... RENAME COLUMN`
+    /// keeps a column's place; a column dropped and another added would move it to the end):
+    /// `(collection id, the new names)`.
+    pub(crate) fn renamed_columns_since(&self, before: &Collections) -> Vec<(u32, Vec<String>)> {
+        let mut renamed = Vec::new();
+        for c in self.tables() {
+            let (Kind::Table(now), Some(Kind::Table(old))) =
+                (&c.kind, before.by_id.get(&c.id).map(|c| &c.kind))
+            else {
+                continue;
+            };
+            if !old.exists || old.fields.len() != now.fields.len() {
+                continue;
+            }
+            let names: Vec<String> = (old.fields.iter().zip(&now.fields))
+                .filter(|(o, n)| o != n && !now.fields.contains(o) && !old.fields.contains(n))
+                .map(|(_, n)| n.clone())
+                .collect();
+            if !names.is_empty() {
+                renamed.push((c.id, names));
+            }
+        }
+        renamed
+    }
+
     /// `(table, index)` of the synced tables' UNIQUE indexes besides their keys.
     pub(crate) fn unique_indexes(&self) -> Vec<(String, String)> {
         let tables = self.tables();

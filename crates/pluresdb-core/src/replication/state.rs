@@ -66,6 +66,9 @@ pub(crate) struct Replication {
     /// Synced tables the open transaction dropped or renamed, to follow up (see
     /// [`follow_vanished`](Self::follow_vanished)).
     pub(crate) vanished: Mutex<Vec<Arc<Collection>>>,
+    /// Columns of synced tables the open transaction renamed, to follow up (see
+    /// [`follow_renamed_columns`](Self::follow_renamed_columns)).
+    pub(crate) renamed_columns: Mutex<Vec<(u32, Vec<String>)>>,
 }
 
 struct State {
@@ -124,6 +127,7 @@ impl Replication {
                 suppress: AtomicBool::new(false),
                 trigger_writes: AtomicU64::new(0),
                 vanished: Mutex::new(Vec::new()),
+                renamed_columns: Mutex::new(Vec::new()),
             });
         }
         let last_seq: i64 = conn
@@ -170,6 +174,7 @@ impl Replication {
             suppress: AtomicBool::new(false),
             trigger_writes: AtomicU64::new(0),
             vanished: Mutex::new(Vec::new()),
+            renamed_columns: Mutex::new(Vec::new()),
         };
         Ok(repl)
     }
@@ -427,9 +432,13 @@ impl Replication {
         // changes are next read; the other way round, a newer stamp would hide stale ones.
         let stamp = ShapeStamp::read(conn)?;
         let collections = load_recorded(conn, &self.clock)?;
-        let vanished = collections.vanished_since(&state.collections);
-        if !vanished.is_empty() && !conn.is_autocommit() {
-            self.vanished.lock().extend(vanished);
+        if !conn.is_autocommit() {
+            self.vanished
+                .lock()
+                .extend(collections.vanished_since(&state.collections));
+            self.renamed_columns
+                .lock()
+                .extend(collections.renamed_columns_since(&state.collections));
         }
         state.collections = collections;
         state.stamp = Some(stamp);

@@ -6,6 +6,7 @@ use super::clock::RowClock;
 use super::collections::{Kind, TableInfo, check_shape, quote};
 use super::state::Replication;
 use crate::error::{Error, Result};
+use crate::value::ValueRef;
 
 impl Replication {
     /// Makes `table` replicated: checks its shape and records every existing row as written
@@ -142,6 +143,41 @@ impl Replication {
             self.collections_changed(conn)?;
         }
         Ok(())
+    }
+
+    /// Follows the columns of synced tables the open transaction renamed: every row's value
+    /// of such a column counts as written now.
+    ///
+    /// Changes name their column: to its peers, a renamed column is a new one. Without a
+    /// version of their own, the values it holds (written under the old name) were never sent,
+    /// and two devices that renamed it kept different values for good. Stamped now, they reach
+    /// every device that has the column (one that has not renamed it yet leaves them out and
+    /// asks for them once it has), and where two devices renamed it, the later rename wins.
+    pub(crate) fn follow_renamed_columns(&self, conn: &Connection) -> Result<()> {
+        let renamed = std::mem::take(&mut *self.renamed_columns.lock());
+        if renamed.is_empty() || conn.is_autocommit() {
+            return Ok(());
+        }
+        // Changes captured before the rename are recorded first, under the names they had.
+        self.settle_clock(conn)?;
+        let stamp = self.local_stamp(conn, self.clock.now())?;
+        for (id, names) in renamed {
+            let names = super::keys::pack(names.iter().map(|n| ValueRef::Text(n.as_bytes())));
+            conn.execute(
+                "UPDATE _pluresdb_clock SET seq = ?2, ver = pluresdb_clock_set(ver, ?3, ?4, ?2, ?5)
+                 WHERE tbl = ?1 AND cl % 2 = 1",
+                rusqlite::params![
+                    i64::from(id),
+                    stamp.seq as i64,
+                    stamp.hlc as i64,
+                    i64::from(stamp.site),
+                    names
+                ],
+            )?;
+        }
+        // Every row was stamped at once: too many to list as recent changes.
+        self.recent.lock().overflow(stamp.seq);
+        self.persist_clock(conn)
     }
 
     /// Names of the replicated SQL tables.
