@@ -70,6 +70,12 @@ fn read_header(input: &mut dyn Read) -> Result<u64> {
             n => got += n,
         }
     }
+    if got == 0 {
+        return Err(Error::invalid(
+            "the change file is empty: it was not written (or not completely); make it again \
+             with `pluresdb changes`",
+        ));
+    }
     if got < MAGIC.len() || head[..MAGIC.len()] != MAGIC[..] {
         return Err(Error::invalid(
             "this is not a PluresDB change file (it does not start with \"PluresDB changes\"); \
@@ -287,6 +293,11 @@ pub fn apply_file(
             split_off_last_row(&mut pending);
         }
         out.report += merge(db, &pending)?;
+        // A damaged or cut file: how much of it got in.
+        let frame = frame.map_err(|e| match out.report.received {
+            0 => e,
+            n => e.context(format!("{n} changes of the change file were applied, then")),
+        });
         match frame? {
             Some(Message::Done { db_version }) => {
                 if !at_end(input)? {

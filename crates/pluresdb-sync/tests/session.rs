@@ -941,6 +941,20 @@ fn change_files_carry_changes_between_devices() {
             || err.message().contains("malformed"),
         "{err}"
     );
+    let err = apply_file(&b, &mut &b""[..], None, MAX).unwrap_err();
+    assert!(err.message().contains("the change file is empty"), "{err}");
+    // Cut inside a later frame: the error says how much got in.
+    fill(&a, "many", 3000, "a title");
+    let mut cut = Vec::new();
+    write_changes(&a, &b.version_vector().unwrap(), &mut cut, MAX).unwrap();
+    cut.truncate(cut.len() * 3 / 4);
+    let err = apply_file(&b, &mut cut.as_slice(), None, MAX).unwrap_err();
+    assert!(
+        err.message()
+            .contains("changes of the change file were applied, then")
+            && err.message().contains("truncated"),
+        "{err}"
+    );
 }
 
 /// A change file of everything `a` has that `b` lacks.
