@@ -370,8 +370,16 @@ fn main() -> ExitCode {
         Err(_) if output::stdout_closed() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            if read_only && e.kind() == pluresdb_core::ErrorKind::ReadOnly {
-                eprintln!("(the database was opened with --read-only; leave it out to write)");
+            if e.kind() == pluresdb_core::ErrorKind::ReadOnly {
+                eprintln!(
+                    "{}",
+                    match read_only {
+                        true => "(the database was opened with --read-only; leave it out to write)",
+                        false =>
+                            "(the database file, or its folder, cannot be written by this user: \
+                             check their permissions and owner, or pass --read-only to read it)",
+                    }
+                );
             }
             if waiting_longer_helps(&e) {
                 eprintln!("{BUSY_HINT}");
@@ -389,6 +397,22 @@ pub fn waiting_longer_helps(e: &Error) -> bool {
 
 /// Printed after a "database is locked" error: how to wait longer from the command line.
 pub const BUSY_HINT: &str = "(another process held the database; pass --busy-timeout MS, or set PLURESDB_BUSY_TIMEOUT, to wait longer)";
+
+/// [`open`], for commands that only read: a database that is not there is an error (a
+/// mistyped `--db` would otherwise create an empty one and report on it).
+fn open_existing(cli: &Cli) -> Result<Database> {
+    if !cli.db.exists() {
+        return Err(Error::new(
+            pluresdb_core::ErrorKind::NotFound,
+            format!(
+                "there is no database at {}: this command reads one and does not create it; \
+                 check the path (--db, or PLURESDB_DB)",
+                cli.db.display()
+            ),
+        ));
+    }
+    open(cli)
+}
 
 fn open(cli: &Cli) -> Result<Database> {
     let mut options = OpenOptions::new().read_only(cli.read_only);
@@ -687,7 +711,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
             output,
         } => {
-            let db = open(&cli)?;
+            let db = open_existing(&cli)?;
             let source = match (table, query, nodes, edges) {
                 (Some(t), ..) => Source::Table(t),
                 (_, Some(q), ..) => Source::Query(q),
@@ -715,7 +739,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Check => {
-            let db = open(&cli)?;
+            let db = open_existing(&cli)?;
             let problems = db.check()?;
             let warnings = db.sync_warnings()?;
             if cli.json {
@@ -743,7 +767,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output,
             limit,
         } => {
-            let db = open(&cli)?;
+            let db = open_existing(&cli)?;
             drop(out);
             sync_cmd::changes(&db, since, output.as_deref(), limit, cli.json)?;
             return Ok(ExitCode::SUCCESS);
@@ -775,7 +799,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             status,
             limit,
         } => {
-            let db = open(&cli)?;
+            let db = if *status {
+                open_existing(&cli)?
+            } else {
+                open(&cli)?
+            };
             drop(out);
             match (status, url) {
                 (true, _) => sync_cmd::status(&db, cli.json)?,
@@ -789,7 +817,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::History { id } => {
-            let db = open(&cli)?;
+            let db = open_existing(&cli)?;
             let versions = db.history(id)?;
             if versions.is_empty() {
                 return Err(Error::not_found(format!("no history for node {id:?}")));
@@ -989,7 +1017,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Backup { dest } => {
-            let db = open(&cli)?;
+            let db = open_existing(&cli)?;
             db.backup(dest)?;
             let size = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
             if cli.json {

@@ -309,6 +309,16 @@ fn import_and_export_round_trip_jsonl_and_csv() {
 #[test]
 fn check_and_backup() {
     let cli = Cli::new();
+    // Commands that only read do not make a database at a mistyped path and report on it.
+    for args in [
+        &["check"][..],
+        &["sync", "--status"],
+        &["changes", "-o", "x.bin"],
+    ] {
+        let err = cli.fails(args);
+        assert!(err.contains("there is no database at"), "{args:?}: {err}");
+        assert!(!cli.db().exists(), "{args:?}");
+    }
     cli.ok(&["sql", "CREATE TABLE t(x); INSERT INTO t VALUES (1)"]);
     assert_eq!(cli.ok(&["check"]), "ok\n");
     assert_eq!(
@@ -416,6 +426,12 @@ fn read_only_flag_refuses_writes() {
     let err = cli.fails(&["--read-only", "put", "n", "{}"]);
     assert!(err.contains("opened with --read-only"), "{err}");
     assert!(Path::new(&cli.db()).exists());
+    // Without the flag, a database SQLite cannot write (here made so by a pragma; a file
+    // without write permission says the same) gets a hint about permissions instead.
+    let err = cli.fails(&["sql", "PRAGMA query_only = 1; INSERT INTO t VALUES (1)"]);
+    assert!(err.contains("readonly"), "{err}");
+    assert!(err.contains("check their permissions"), "{err}");
+    assert!(!err.contains("opened with --read-only"), "{err}");
 }
 
 #[test]
