@@ -162,9 +162,16 @@ pub fn serve_cmd(
         let (listener, addr) = bind(listen).await?;
         println!("serving sync on ws://{addr} (Ctrl-C stops)");
         std::io::stdout().flush()?;
+        let stop = opts.stop.clone();
+        let server = serve(db, listener, opts);
+        tokio::pin!(server);
         tokio::select! {
-            result = serve(db, listener, opts) => result,
-            _ = tokio::signal::ctrl_c() => Ok(()),
+            result = &mut server => result,
+            // Sessions close their connections as the protocol says, then the server ends.
+            _ = tokio::signal::ctrl_c() => {
+                stop.stop();
+                server.await
+            }
         }
     })
 }
@@ -183,26 +190,30 @@ pub fn sync_cmd(
         ..SessionOptions::default()
     };
     let report = runtime()?.block_on(async {
+        let session = sync_with(db.clone(), url, &opts);
+        tokio::pin!(session);
         tokio::select! {
-            result = sync_with(db.clone(), url, &opts) => result.map(Some),
-            _ = tokio::signal::ctrl_c(), if watch => Ok(None),
+            result = &mut session => result,
+            // The session closes the connection as the protocol says, then reports.
+            _ = tokio::signal::ctrl_c(), if watch => {
+                opts.stop.stop();
+                session.await
+            }
         }
     })?;
-    if let Some(report) = report {
-        if json_out {
-            print_json(
-                &mut crate::output::stdout(),
-                &json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "trigger_writes": report.trigger_writes}),
-            )?;
-        } else {
-            println!(
-                "synced with {url}: sent {} changes, received {} ({} applied)",
-                report.sent, report.received, report.applied
-            );
-        }
-        note_skipped(report.skipped);
-        warn_trigger_writes(report.trigger_writes);
+    if json_out {
+        print_json(
+            &mut crate::output::stdout(),
+            &json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "trigger_writes": report.trigger_writes}),
+        )?;
+    } else {
+        println!(
+            "synced with {url}: sent {} changes, received {} ({} applied)",
+            report.sent, report.received, report.applied
+        );
     }
+    note_skipped(report.skipped);
+    warn_trigger_writes(report.trigger_writes);
     Ok(())
 }
 

@@ -55,11 +55,16 @@ fn serve(db: &Path) -> (Child, String) {
 
 /// [`serve`] with more arguments.
 fn serve_with(db: &Path, args: &[&str]) -> (Child, String) {
+    serve_logging(db, args, Stdio::null())
+}
+
+/// [`serve_with`], its standard error to `stderr`.
+fn serve_logging(db: &Path, args: &[&str], stderr: Stdio) -> (Child, String) {
     let mut child = pluresdb(db)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -537,4 +542,69 @@ fn apply_warns_when_triggers_write_synced_rows_during_the_merge() {
         stderr.contains("warning: trigger count_todos writes synced table stats"),
         "{stderr}"
     );
+}
+
+/// Sends SIGINT (Ctrl-C) to `child`.
+fn interrupt(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits up to 10 s for `child` to exit; its status and standard error.
+fn exits(mut child: Child) -> (std::process::ExitStatus, String) {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never exited after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn ctrl_c_closes_sync_connections_cleanly() {
+    // Ctrl-C dropped the connections without a WebSocket close: the other side failed with
+    // "Connection reset without closing handshake" (a watching client exited 1; a server
+    // logged each session as failed).
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (setup(dir.path(), "a.db", 3), setup(dir.path(), "b.db", 0));
+    for stop_server in [false, true] {
+        let (server, url) = serve_logging(&a, &[], Stdio::piped());
+        let watcher = pluresdb(&b)
+            .args(["sync", &url, "--watch"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while json(&b, "SELECT count(*) AS n FROM todos")[0]["n"] != 3 {
+            assert!(started.elapsed() < Duration::from_secs(10), "never synced");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if stop_server {
+            interrupt(&server);
+            let (status, err) = exits(server);
+            assert!(status.success(), "{err}");
+            let (status, err) = exits(watcher);
+            assert!(status.success() && !err.contains("reset"), "{err}");
+        } else {
+            interrupt(&watcher);
+            let (status, err) = exits(watcher);
+            assert!(status.success(), "{err}");
+            // The server logs a failed session on stderr; it has none to log.
+            std::thread::sleep(Duration::from_millis(300));
+            interrupt(&server);
+            let (status, err) = exits(server);
+            assert!(status.success() && !err.contains("ended:"), "{err}");
+        }
+    }
 }

@@ -11,4 +11,4 @@ pub mod file;
 pub mod net;
 mod session;
 
-pub use session::{SessionOptions, SessionReport, run_session};
+pub use session::{SessionOptions, SessionReport, Stop, run_session};

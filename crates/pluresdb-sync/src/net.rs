@@ -12,24 +12,29 @@ use pluresdb_core::{Database, Error, ErrorKind, Result};
 
 use crate::session::{SessionOptions, SessionReport, run_session, ws_error};
 
-/// Accepts sync sessions on `listener` until the future is dropped, at most
-/// `opts.max_sessions` at once. Each session stays open (watch mode) as long as the peer keeps
-/// it, so peers that watch get changes live.
+/// Accepts sync sessions on `listener` until `opts.stop` is stopped (or the future is
+/// dropped), at most `opts.max_sessions` at once. Each session stays open (watch mode) as long
+/// as the peer keeps it, so peers that watch get changes live. Stopped, it takes no more
+/// connections, and returns once its sessions have closed theirs (or after a few seconds).
 pub async fn serve(db: Database, listener: TcpListener, opts: SessionOptions) -> Result<()> {
-    let sessions = Arc::new(Semaphore::new(opts.max_sessions.max(1)));
+    let most = opts.max_sessions.max(1);
+    let sessions = Arc::new(Semaphore::new(most));
     loop {
         // A connection is taken once a session may start (the others wait in the backlog).
-        let permit = sessions
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::internal("the sync server's session limit was closed"))?;
-        let (tcp, addr) = listener.accept().await.map_err(|e| {
-            Error::new(
-                ErrorKind::Io,
-                format!("accepting a sync connection failed: {e}"),
-            )
-        })?;
+        let permit = tokio::select! {
+            permit = sessions.clone().acquire_owned() => permit
+                .map_err(|_| Error::internal("the sync server's session limit was closed"))?,
+            () = opts.stop.stopped() => break,
+        };
+        let (tcp, addr) = tokio::select! {
+            accepted = listener.accept() => accepted.map_err(|e| {
+                Error::new(
+                    ErrorKind::Io,
+                    format!("accepting a sync connection failed: {e}"),
+                )
+            })?,
+            () = opts.stop.stopped() => break,
+        };
         // Small sync messages must not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
         let db = db.clone();
@@ -54,7 +59,14 @@ pub async fn serve(db: Database, listener: TcpListener, opts: SessionOptions) ->
             drop(permit);
         });
     }
+    // Each session ends on the stop too, closing its connection.
+    let all = u32::try_from(most).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(STOP_WAIT, sessions.acquire_many(all)).await;
+    Ok(())
 }
+
+/// How long a stopped server waits for its sessions to close their connections.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// WebSocket limits that let through every message the session accepts (a message goes as
 /// one frame).

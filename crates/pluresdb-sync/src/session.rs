@@ -46,6 +46,34 @@ pub struct SessionOptions {
     /// merging what it receives); connections beyond wait, unanswered, until one ends, so
     /// connections that never say hello cannot take up the machine.
     pub max_sessions: usize,
+    /// Ends the sessions when stopped (on Ctrl-C, say): see [`Stop`].
+    pub stop: Stop,
+}
+
+/// Ends sessions, and [`serve`](crate::net::serve), on request. A session stopped sends what
+/// it has queued, merges what it received, and closes the connection as the protocol says
+/// (its peer hears a close, not a dropped connection); it returns its report. Clones stop
+/// together.
+#[derive(Clone, Debug)]
+pub struct Stop(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Stop {
+    fn default() -> Self {
+        Stop(Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+}
+
+impl Stop {
+    /// Stops every session (and server) given this handle or a clone of it.
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves once stopped.
+    pub async fn stopped(&self) {
+        let mut stopped = self.0.subscribe();
+        let _ = stopped.wait_for(|s| *s).await;
+    }
 }
 
 impl Default for SessionOptions {
@@ -58,6 +86,7 @@ impl Default for SessionOptions {
             timeout: Duration::from_secs(60),
             keepalive: Duration::from_secs(30),
             max_sessions: 64,
+            stop: Stop::default(),
         }
     }
 }
@@ -87,6 +116,9 @@ pub struct SessionReport {
     /// [`run_session`] returns with 1 here and its caller should connect again;
     /// [`sync_with`](crate::net::sync_with) does, and reports how many times.
     pub reconnected: u64,
+    /// The session was ended by [`Stop`] (a session that was not watching may not have
+    /// finished).
+    pub stopped: bool,
 }
 
 impl SessionReport {
@@ -99,6 +131,7 @@ impl SessionReport {
         self.skipped += later.skipped;
         self.trigger_writes += later.trigger_writes;
         self.reconnected += later.reconnected;
+        self.stopped |= later.stopped;
     }
 }
 
@@ -434,6 +467,10 @@ impl Session<'_> {
                 }
                 () = local.notified(), if self.opts.watch && self.peer.is_some() => {
                     self.local_changes();
+                }
+                () = self.opts.stop.stopped() => {
+                    self.report.stopped = true;
+                    return Ok(());
                 }
                 _ = poll.tick(), if self.opts.watch && self.peer.is_some() => {
                     if self.db.cursor_resets()? != self.resets_seen {

@@ -439,6 +439,62 @@ async fn left_out_rows_arrive_once_the_table_syncs(late: Side) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_sessions_and_servers_close_their_connections_cleanly() {
+    // Ctrl-C dropped a watching session (or the whole server) without a close: the other
+    // side failed with "Connection reset without closing handshake".
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (open(&dir, "a.db"), open(&dir, "b.db"));
+    let watching = |stop: &pluresdb_sync::Stop| SessionOptions {
+        watch: true,
+        stop: stop.clone(),
+        ..Default::default()
+    };
+    // Two watching sessions over a pipe; one is stopped: both end without an error.
+    let (left, right) = tokio::io::duplex(1 << 16);
+    let (ws_a, ws_b) = tokio::join!(
+        tokio_tungstenite::client_async("ws://pipe/", left),
+        tokio_tungstenite::accept_async(right)
+    );
+    let (stop_a, stop_b) = (
+        pluresdb_sync::Stop::default(),
+        pluresdb_sync::Stop::default(),
+    );
+    let (opts_a, opts_b) = (watching(&stop_a), watching(&stop_b));
+    let side_a = run_session(a.clone(), ws_a.unwrap().0, &opts_a);
+    let side_b = run_session(b.clone(), ws_b.unwrap(), &opts_b);
+    let writer = b.clone();
+    let (ra, rb, ()) = tokio::join!(side_a, side_b, async {
+        writer
+            .run("INSERT INTO todos(id, title) VALUES ('live', 'x')", ())
+            .unwrap();
+        assert!(arrives(&a, "live").await);
+        stop_a.stop();
+    });
+    assert!(ra.unwrap().stopped);
+    assert!(!rb.unwrap().stopped);
+    // A stopped server closes its sessions: the watching client's ends without an error.
+    let (listener, addr) = bind("127.0.0.1:0").await.unwrap();
+    let stop = pluresdb_sync::Stop::default();
+    let server = tokio::spawn(serve(a.clone(), listener, watching(&stop)));
+    let client = tokio::spawn({
+        let (b, opts) = (b.clone(), watching(&pluresdb_sync::Stop::default()));
+        async move { sync_with(b, &format!("ws://{addr}"), &opts).await }
+    });
+    a.run("INSERT INTO todos(id, title) VALUES ('served', 'x')", ())
+        .unwrap();
+    assert!(arrives(&b, "served").await);
+    stop.stop();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        (server.await.unwrap(), client.await.unwrap())
+    });
+    let (served, synced) = ended
+        .await
+        .expect("the stopped server or its client never ended");
+    served.unwrap();
+    synced.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_never_answers_the_handshake_times_out() {
     // Accepts TCP connections and never speaks (a hung server, or another service).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
