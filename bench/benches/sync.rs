@@ -420,7 +420,9 @@ fn network(mb: usize) {
         // Live: a change on the server, seen by a watching client.
         let watcher = client.clone();
         let watch_url = url.clone();
-        let session = tokio::spawn(async move { sync_with(watcher, &watch_url, &SessionOptions { watch: true, ..Default::default() }).await });
+        let watching = SessionOptions { watch: true, ..Default::default() };
+        let stop = watching.stop.clone();
+        let session = tokio::spawn(async move { sync_with(watcher, &watch_url, &watching).await });
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut delays = Vec::new();
         for i in 0..50 {
@@ -441,7 +443,9 @@ fn network(mb: usize) {
             delays[47].as_secs_f64() * 1e3,
             delays[49].as_secs_f64() * 1e3
         );
-        session.abort();
+        // Ended as Ctrl-C ends it: the server hears a close, not a dropped connection.
+        stop.stop();
+        session.await.unwrap().unwrap();
     });
 }
 
