@@ -401,7 +401,8 @@ pub const BUSY_HINT: &str = "(another process held the database; pass --busy-tim
 /// [`open`], for commands that only read: a database that is not there is an error (a
 /// mistyped `--db` would otherwise create an empty one and report on it).
 fn open_existing(cli: &Cli) -> Result<Database> {
-    if !cli.db.exists() {
+    // (An error asking is left to the open, which says what it is.)
+    if matches!(cli.db.try_exists(), Ok(false)) {
         return Err(Error::new(
             pluresdb_core::ErrorKind::NotFound,
             format!(

@@ -182,6 +182,7 @@ pub(crate) fn install_authorizer(
                 | AuthAction::CreateTable { .. }
                 | AuthAction::CreateIndex { .. }
                 | AuthAction::DropTable { .. }
+                | AuthAction::DropIndex { .. }
                 | AuthAction::CreateTrigger { .. }
                 | AuthAction::DropTrigger { .. } => {
                     w.schema_changed.store(true, Ordering::Release);

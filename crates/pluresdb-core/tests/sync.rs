@@ -1298,6 +1298,36 @@ fn a_renamed_columns_values_reach_every_device() {
         c.value("SELECT yy FROM t WHERE id = '1'", ()).unwrap(),
         Value::Text("B".into())
     );
+    // A value written after a rename wins over one a later rename carries: renames keep the
+    // versions the values had.
+    a.run("UPDATE t SET yy = 'written after both renames'", ())
+        .unwrap();
+    let late = Database::open_in_memory().unwrap();
+    late.exec(shape).unwrap();
+    late.sync_table("t").unwrap();
+    push(&c, &late);
+    a.run("UPDATE t SET yy = 'A, later'", ()).unwrap();
+    late.exec("ALTER TABLE t RENAME COLUMN y TO yy").unwrap();
+    for _ in 0..2 {
+        sync(&a, &late);
+        sync(&a, &c);
+    }
+    assert_eq!(
+        late.value("SELECT yy FROM t WHERE id = '1'", ()).unwrap(),
+        Value::Text("A, later".into())
+    );
+    assert_eq!(dump(&a), dump(&late));
+    // Undone by ROLLBACK TO, a rename leaves nothing behind: the column syncs under its name.
+    a.exec(
+        "SAVEPOINT s; ALTER TABLE t RENAME COLUMN yy TO zz; ROLLBACK TO s; RELEASE s;
+         CREATE INDEX t_yy ON t(yy); UPDATE t SET yy = 'after the savepoint'",
+    )
+    .unwrap();
+    sync(&a, &c);
+    assert_eq!(
+        c.value("SELECT yy FROM t WHERE id = '1'", ()).unwrap(),
+        Value::Text("after the savepoint".into())
+    );
     // A column added is not a rename: its DEFAULT does not win over a peer's value.
     a.exec("ALTER TABLE t ADD COLUMN z TEXT DEFAULT 'default'")
         .unwrap();
@@ -1312,6 +1342,51 @@ fn a_renamed_columns_values_reach_every_device() {
         a.value("SELECT z FROM t", ()).unwrap(),
         Value::Text("b".into())
     );
+}
+
+#[test]
+fn schema_changes_by_another_process_are_not_judged_as_this_ones() {
+    // This handle reloads the shapes when another process (here a second handle) changed
+    // them, possibly by several statements at once: `DROP COLUMN y` then `ADD COLUMN c` looked
+    // like y renamed to c, whose DEFAULT then counted as written now and beat a peer's value.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let shape = "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, x TEXT, y TEXT)";
+    let a = Database::open(&path).unwrap();
+    a.exec(shape).unwrap();
+    a.sync_table("t").unwrap();
+    let b = Database::open_in_memory().unwrap();
+    b.exec(shape).unwrap();
+    b.sync_table("t").unwrap();
+    a.run("INSERT INTO t VALUES ('r', 'x', 'y')", ()).unwrap();
+    sync(&a, &b);
+    b.exec("ALTER TABLE t ADD COLUMN c TEXT; UPDATE t SET c = 'from b'")
+        .unwrap();
+    let other = Database::open(&path).unwrap();
+    other
+        .exec("ALTER TABLE t DROP COLUMN y; ALTER TABLE t ADD COLUMN c TEXT DEFAULT 'default'")
+        .unwrap();
+    a.transaction(|tx| tx.run("INSERT INTO t(id, x) VALUES ('s', 'x2')", ()))
+        .unwrap();
+    sync(&a, &b);
+    sync(&a, &b);
+    for db in [&a, &b] {
+        assert_eq!(
+            db.value("SELECT c FROM t WHERE id = 'r'", ()).unwrap(),
+            Value::Text("from b".into())
+        );
+    }
+    // A unique index another program made on the table (as before this version refused it)
+    // is not this transaction's: renaming the table or a column goes on.
+    drop((a, other));
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE UNIQUE INDEX t_x ON t(x)")
+        .unwrap();
+    let a = Database::open(&path).unwrap();
+    a.exec("ALTER TABLE t RENAME TO t2; ALTER TABLE t2 RENAME COLUMN x TO xx")
+        .unwrap();
+    assert_eq!(a.synced_tables().unwrap(), ["t2"]);
 }
 
 #[test]

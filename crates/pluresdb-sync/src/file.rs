@@ -296,7 +296,9 @@ pub fn apply_file(
         // A damaged or cut file: how much of it got in.
         let frame = frame.map_err(|e| match out.report.received {
             0 => e,
-            n => e.context(format!("{n} changes of the change file were applied, then")),
+            n => e.context(format!(
+                "the first {n} changes of the change file were merged, then"
+            )),
         });
         match frame? {
             Some(Message::Done { db_version }) => {

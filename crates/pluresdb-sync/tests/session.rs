@@ -1007,7 +1007,7 @@ fn change_files_carry_changes_between_devices() {
     let err = apply_file(&b, &mut cut.as_slice(), None, MAX).unwrap_err();
     assert!(
         err.message()
-            .contains("changes of the change file were applied, then")
+            .contains("changes of the change file were merged, then")
             && err.message().contains("truncated"),
         "{err}"
     );

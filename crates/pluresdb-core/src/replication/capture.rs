@@ -204,8 +204,7 @@ impl Replication {
     /// renamed or dropped.
     fn refresh_schema(&self, conn: &Connection) -> Result<()> {
         self.with_collections(conn, |_| Ok(()))?;
-        self.follow_vanished(conn)?;
-        self.follow_renamed_columns(conn)
+        self.follow_own_ddl(conn)
     }
 
     /// Records a local write to one node (in the open transaction; edges store their clocks

@@ -55,6 +55,10 @@ impl TableInfo {
     }
 }
 
+/// A column renamed: its old name, when the old column appeared here (see
+/// [`TableInfo::added_at`]), and its new name.
+pub(crate) type Renamed = (String, u64, String);
+
 /// One replicated collection.
 #[derive(Debug)]
 pub(crate) struct Collection {
@@ -64,8 +68,9 @@ pub(crate) struct Collection {
     /// A table's root page (0: none): a table renamed keeps it (see
     /// `Replication::follow_vanished`).
     pub(crate) rootpage: i64,
-    /// A table's UNIQUE indexes besides its key (see [`extra_unique_indexes`]).
-    pub(crate) unique_indexes: Vec<String>,
+    /// A table's UNIQUE indexes besides its key: `(name, name on (columns))` (see
+    /// [`extra_unique_indexes`]).
+    pub(crate) unique_indexes: Vec<(String, String)>,
 }
 
 /// The replicated collections of a database.
@@ -165,8 +170,8 @@ impl Collections {
 
     /// The columns of synced tables renamed since `before` (`ALTER TABLE ... RENAME COLUMN`
     /// keeps a column's place; a column dropped and another added would move it to the end):
-    /// `(collection id, the new names)`.
-    pub(crate) fn renamed_columns_since(&self, before: &Collections) -> Vec<(u32, Vec<String>)> {
+    /// per collection, `(old name, when the old column appeared, new name)`.
+    pub(crate) fn renamed_columns_since(&self, before: &Collections) -> Vec<(u32, Vec<Renamed>)> {
         let mut renamed = Vec::new();
         for c in self.tables() {
             let (Kind::Table(now), Some(Kind::Table(old))) =
@@ -177,9 +182,9 @@ impl Collections {
             if !old.exists || old.fields.len() != now.fields.len() {
                 continue;
             }
-            let names: Vec<String> = (old.fields.iter().zip(&now.fields))
-                .filter(|(o, n)| o != n && !now.fields.contains(o) && !old.fields.contains(n))
-                .map(|(_, n)| n.clone())
+            let names: Vec<Renamed> = (old.fields.iter().zip(&now.fields).enumerate())
+                .filter(|(_, (o, n))| o != n && !now.fields.contains(o) && !old.fields.contains(n))
+                .map(|(i, (o, n))| (o.clone(), old.added_at(i), n.clone()))
                 .collect();
             if !names.is_empty() {
                 renamed.push((c.id, names));
@@ -188,15 +193,21 @@ impl Collections {
         renamed
     }
 
-    /// `(table, index)` of the synced tables' UNIQUE indexes besides their keys.
-    pub(crate) fn unique_indexes(&self) -> Vec<(String, String)> {
+    /// The UNIQUE indexes of the synced tables besides their keys: `(collection id, index
+    /// name)`, which a rename of the table or of a column keeps.
+    pub(crate) fn unique_indexes(&self) -> Vec<(u32, String)> {
         let tables = self.tables();
         let each = tables.iter().flat_map(|c| {
             c.unique_indexes
                 .iter()
-                .map(|index| (c.name.clone(), index.clone()))
+                .map(|(name, _)| (c.id, name.clone()))
         });
         each.collect()
+    }
+
+    /// The collection `id`.
+    pub(crate) fn by_id(&self, id: u32) -> Option<&Arc<Collection>> {
+        self.by_id.get(&id)
     }
 
     /// `(table, column)` of the synced tables' columns whose names are too long to sync.
@@ -271,7 +282,7 @@ fn columns(conn: &Connection, table: &str) -> Result<Vec<ColumnRow>> {
     Ok(rows)
 }
 
-fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
+pub(crate) fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
     let cols = columns(conn, table)?;
     if cols.is_empty() {
         return Ok(TableInfo::default());
@@ -404,7 +415,7 @@ pub(crate) fn check_shape(conn: &Connection, table: &str) -> Result<TableInfo> {
                 .into(),
         ));
     }
-    if let Some(index) = extra_unique_indexes(conn, table)?.first() {
+    if let Some((_, index)) = extra_unique_indexes(conn, table)?.first() {
         return Err(refuse(format!(
             "unique index {index} could be violated by rows merged from other devices; drop it \
              or make those columns part of the primary key"
@@ -449,9 +460,12 @@ fn indexes(conn: &Connection, table: &str) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
-/// The UNIQUE indexes of `table` besides its primary key, as `name on (columns)`: rows merged
-/// from other devices could break them (each device kept the index where it wrote).
-pub(crate) fn extra_unique_indexes(conn: &Connection, table: &str) -> Result<Vec<String>> {
+/// The UNIQUE indexes of `table` besides its primary key: `(name, name on (columns))`. Rows
+/// merged from other devices could break them (each device kept the index where it wrote).
+pub(crate) fn extra_unique_indexes(
+    conn: &Connection,
+    table: &str,
+) -> Result<Vec<(String, String)>> {
     let mut found = Vec::new();
     for (name, unique, origin) in index_list(conn, table)? {
         if !unique || origin == "pk" {
@@ -464,7 +478,8 @@ pub(crate) fn extra_unique_indexes(conn: &Connection, table: &str) -> Result<Vec
             .into_iter()
             .map(|c| c.unwrap_or_else(|| "<expression>".into()))
             .collect();
-        found.push(format!("{name} on ({})", cols.join(", ")));
+        let described = format!("{name} on ({})", cols.join(", "));
+        found.push((name, described));
     }
     Ok(found)
 }

@@ -65,7 +65,23 @@ fn clock_set(ctx: &rusqlite::functions::Context<'_>) -> rusqlite::Result<Vec<u8>
     Ok(ver.encode())
 }
 
-/// Registers the writer's functions: `pluresdb_clock_set`, `pluresdb_sync_table(name)`,
+/// `pluresdb_clock_rename(ver, old, added_at, new, seq)`: the row clock `ver` with field `new`
+/// given the version of field `old` (a column that appeared at `added_at`), stored at `seq`.
+fn clock_rename(ctx: &rusqlite::functions::Context<'_>) -> rusqlite::Result<Vec<u8>> {
+    let mut ver =
+        RowClock::decode_or_empty(ctx.get_raw(0).as_blob().ok()).map_err(user_function_error)?;
+    let old: String = ctx.get(1)?;
+    let added_at = ctx.get::<i64>(2)? as u64;
+    let new: String = ctx.get(3)?;
+    let seq = ctx.get::<i64>(4)? as u64;
+    if let Some(stamp) = ver.column(&old, added_at) {
+        ver.set_field(&new, Stamp { seq, ..stamp });
+    }
+    Ok(ver.encode())
+}
+
+/// Registers the writer's functions: `pluresdb_clock_set`, `pluresdb_clock_rename`,
+/// `pluresdb_sync_table(name)`,
 /// `pluresdb_unsync_table(name)` and the folding scan's.
 pub(crate) fn register_writer(conn: &Connection, repl: &Arc<Replication>) -> Result<()> {
     conn.create_scalar_function(
@@ -73,6 +89,12 @@ pub(crate) fn register_writer(conn: &Connection, repl: &Arc<Replication>) -> Res
         5,
         FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
         |ctx| clock_set(ctx),
+    )?;
+    conn.create_scalar_function(
+        "pluresdb_clock_rename",
+        5,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| clock_rename(ctx),
     )?;
     let r = repl.clone();
     conn.create_scalar_function(

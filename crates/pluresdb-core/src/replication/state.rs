@@ -11,7 +11,7 @@ use pluresdb_crdt::{Hlc, HybridClock, SiteId};
 
 use super::changelog::CaptureBuf;
 use super::clock::Stamp;
-use super::collections::{Collection, Collections, drop_legacy_triggers};
+use super::collections::{Collection, Collections, Renamed, drop_legacy_triggers};
 use super::dense_fold::DenseFold;
 use super::recent::Recent;
 use super::shape_stamp::ShapeStamp;
@@ -63,12 +63,20 @@ pub(crate) struct Replication {
     /// Rows of synced tables written by triggers while merges ran (see
     /// [`ApplyReport::trigger_writes`](super::ApplyReport::trigger_writes)).
     pub(crate) trigger_writes: AtomicU64,
-    /// Synced tables the open transaction dropped or renamed, to follow up (see
-    /// [`follow_vanished`](Self::follow_vanished)).
-    pub(crate) vanished: Mutex<Vec<Arc<Collection>>>,
-    /// Columns of synced tables the open transaction renamed, to follow up (see
-    /// [`follow_renamed_columns`](Self::follow_renamed_columns)).
-    pub(crate) renamed_columns: Mutex<Vec<(u32, Vec<String>)>>,
+    /// What the open transaction's own schema changes did to synced tables, to follow up
+    /// before its next statement or its commit (see [`PendingDdl`]).
+    pub(crate) pending_ddl: Mutex<PendingDdl>,
+}
+
+/// Synced tables a transaction's own schema changes renamed or dropped, and columns they
+/// renamed (see `Replication::follow_vanished` and `follow_renamed_columns`), noted for the
+/// transaction `generation` only: one that ended without following them up (rolled back)
+/// leaves nothing for the next.
+#[derive(Default)]
+pub(crate) struct PendingDdl {
+    pub(crate) generation: u64,
+    pub(crate) vanished: Vec<Arc<Collection>>,
+    pub(crate) renamed_columns: Vec<(u32, Vec<Renamed>)>,
 }
 
 struct State {
@@ -126,8 +134,7 @@ impl Replication {
                 capture_error: Mutex::new(None),
                 suppress: AtomicBool::new(false),
                 trigger_writes: AtomicU64::new(0),
-                vanished: Mutex::new(Vec::new()),
-                renamed_columns: Mutex::new(Vec::new()),
+                pending_ddl: Mutex::new(PendingDdl::default()),
             });
         }
         let last_seq: i64 = conn
@@ -173,8 +180,7 @@ impl Replication {
             capture_error: Mutex::new(None),
             suppress: AtomicBool::new(false),
             trigger_writes: AtomicU64::new(0),
-            vanished: Mutex::new(Vec::new()),
-            renamed_columns: Mutex::new(Vec::new()),
+            pending_ddl: Mutex::new(PendingDdl::default()),
         };
         Ok(repl)
     }
@@ -346,7 +352,14 @@ impl Replication {
             .schema_changed
             .swap(false, Ordering::AcqRel)
         {
-            self.load_collections(conn, &mut state)?;
+            if !conn.is_autocommit() {
+                // A ROLLBACK TO may undo this schema change: the collections are read again
+                // then, as after a table starts or stops syncing.
+                let generation = self.tx.generation.load(Ordering::Acquire);
+                self.collections_changed_in
+                    .store(generation + 1, Ordering::Release);
+            }
+            self.load_collections(conn, &mut state, true)?;
         }
         f(&state.collections)
     }
@@ -402,12 +415,14 @@ impl Replication {
         }
         let rollbacks = self.tx.rollbacks.load(Ordering::Acquire);
         let generation = self.tx.generation.load(Ordering::Acquire);
-        // Equal stamps mean equal collections: most commits (another process's, a rollback
-        // of writes) change no shape, and a reload costs a few queries per synced table.
+        // After another process's commit, equal stamps mean equal collections (most commits
+        // change no shape; a reload costs a few queries per synced table). After a rollback,
+        // what was loaded inside the transaction (column times it recorded) may be gone.
+        let stale = self.collections_stale();
         let stamp = ShapeStamp::read(conn)?;
         let mut state = self.state.lock();
-        if state.stamp.as_ref() != Some(&stamp) {
-            self.load_collections(conn, &mut state)?;
+        if stale || state.stamp.as_ref() != Some(&stamp) {
+            self.load_collections(conn, &mut state, false)?;
         }
         drop(state);
         self.rollbacks_seen.store(rollbacks, Ordering::Release);
@@ -420,11 +435,16 @@ impl Replication {
 
     /// Reloads the collections now.
     pub(crate) fn reload_collections(&self, conn: &Connection) -> Result<()> {
-        self.load_collections(conn, &mut self.state.lock())
+        self.load_collections(conn, &mut self.state.lock(), false)
     }
 
     /// Reads the collections into `state`, and what the capture hook looks at from them.
-    fn load_collections(&self, conn: &Connection, state: &mut State) -> Result<()> {
+    /// After `own_ddl` (a schema change by this connection's open transaction), notes the
+    /// synced tables and columns it renamed or dropped, and refuses to commit what sync
+    /// cannot handle; a reload for another process's changes judges none of them (that process
+    /// did, and they may be several statements seen at once).
+    fn load_collections(&self, conn: &Connection, state: &mut State, own_ddl: bool) -> Result<()> {
+        let own_ddl = own_ddl && !conn.is_autocommit();
         let before = state.collections.unsyncable_columns();
         let unique_before = state.collections.unique_indexes();
         // The stamp first: read apart (outside a transaction), another process's commit in
@@ -432,13 +452,19 @@ impl Replication {
         // changes are next read; the other way round, a newer stamp would hide stale ones.
         let stamp = ShapeStamp::read(conn)?;
         let collections = load_recorded(conn, &self.clock)?;
-        if !conn.is_autocommit() {
-            self.vanished
-                .lock()
-                .extend(collections.vanished_since(&state.collections));
-            self.renamed_columns
-                .lock()
-                .extend(collections.renamed_columns_since(&state.collections));
+        if own_ddl {
+            let generation = self.tx.generation.load(Ordering::Acquire);
+            let mut pending = self.pending_ddl.lock();
+            if pending.generation != generation {
+                *pending = PendingDdl {
+                    generation,
+                    ..PendingDdl::default()
+                };
+            }
+            let vanished = collections.vanished_since(&state.collections);
+            pending.vanished.extend(vanished);
+            let renamed = collections.renamed_columns_since(&state.collections);
+            pending.renamed_columns.extend(renamed);
         }
         state.collections = collections;
         state.stamp = Some(stamp);
@@ -447,7 +473,7 @@ impl Replication {
         // a synced table a column sync cannot name: that transaction must not commit.
         let added = state.collections.unsyncable_columns();
         if let Some((table, column)) = added.iter().find(|c| !before.contains(c))
-            && !conn.is_autocommit()
+            && own_ddl
         {
             self.refuse(format!(
                 "table {table:?} syncs, and sync names columns of up to {} bytes; column {:?}... \
@@ -460,14 +486,19 @@ impl Replication {
         // A UNIQUE index made on a synced table: merged rows could break it, and a merge that
         // does fails on every sync after, holding back every later change.
         let unique = state.collections.unique_indexes();
-        if let Some((table, index)) = unique.iter().find(|u| !unique_before.contains(u))
-            && !conn.is_autocommit()
+        if let Some((id, name)) = unique.iter().find(|u| !unique_before.contains(u))
+            && own_ddl
+            && let Some(coll) = state.collections.by_id(*id)
         {
+            let index = (coll.unique_indexes.iter())
+                .find(|(n, _)| n == name)
+                .map_or(name.as_str(), |(_, described)| described.as_str());
             self.refuse(format!(
-                "table {table:?} syncs, and unique index {index} could be broken by rows merged \
-                 from other devices (each device checks it only where it writes), which would \
-                 stop every sync after: leave the index out (a plain index), or make those \
-                 columns part of the primary key"
+                "table {:?} syncs, and unique index {index} could be broken by rows merged from \
+                 other devices (each device checks it only where it writes), which would stop \
+                 every sync after: leave the index out (a plain index), or make those columns \
+                 part of the primary key",
+                coll.name
             ));
         }
         *self.tables.write() = state.collections.tables();

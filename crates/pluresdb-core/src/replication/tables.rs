@@ -3,10 +3,12 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use super::clock::RowClock;
-use super::collections::{Kind, TableInfo, check_shape, quote};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::collections::{Collection, Kind, Renamed, TableInfo, check_shape, quote, table_info};
 use super::state::Replication;
 use crate::error::{Error, Result};
-use crate::value::ValueRef;
 
 impl Replication {
     /// Makes `table` replicated: checks its shape and records every existing row as written
@@ -92,20 +94,32 @@ impl Replication {
         Ok(true)
     }
 
+    /// Follows up what the open transaction's own schema changes did to synced tables (noted
+    /// when the collections were read again after the statement; see `PendingDdl`).
+    pub(crate) fn follow_own_ddl(&self, conn: &Connection) -> Result<()> {
+        let generation = self.tx.generation.load(Ordering::Acquire);
+        let pending = std::mem::take(&mut *self.pending_ddl.lock());
+        if pending.generation != generation || conn.is_autocommit() {
+            return Ok(());
+        }
+        if !pending.vanished.is_empty() {
+            self.follow_vanished(conn, pending.vanished)?;
+        }
+        if !pending.renamed_columns.is_empty() {
+            self.follow_renamed_columns(conn, pending.renamed_columns)?;
+        }
+        Ok(())
+    }
+
     /// Follows the synced tables the open transaction renamed, and refuses to commit one that
-    /// dropped a synced table (both noted when the collections were read again after the
-    /// statement).
+    /// dropped a synced table.
     ///
     /// A table renamed (`ALTER TABLE t RENAME TO t2`) keeps syncing under its new name, with
     /// its rows' versions: SQLite keeps its root page, and its columns are the same. A table
     /// dropped would keep rows on the other devices that this one could never take back (a
     /// device is never sent its own changes), and its sync records would describe rows it no
     /// longer has; so the drop is refused, saying what to do instead.
-    pub(crate) fn follow_vanished(&self, conn: &Connection) -> Result<()> {
-        let vanished = std::mem::take(&mut *self.vanished.lock());
-        if vanished.is_empty() || conn.is_autocommit() {
-            return Ok(());
-        }
+    fn follow_vanished(&self, conn: &Connection, vanished: Vec<Arc<Collection>>) -> Result<()> {
         let mut renamed_any = false;
         for old in vanished {
             let (id, name) = (old.id, &old.name);
@@ -122,7 +136,7 @@ impl Replication {
             // (With auto_vacuum, a drop may move another table into the freed root page: the
             // columns tell that one apart.)
             match renamed {
-                Some(new) if same_columns(&check_shape(conn, &new).ok(), shape) => {
+                Some(new) if same_columns(&table_info(conn, &new)?, shape) => {
                     conn.execute(
                         "UPDATE _pluresdb_collections SET name = ?1 WHERE id = ?2",
                         rusqlite::params![new, id],
@@ -133,8 +147,10 @@ impl Replication {
                     "table {name:?} syncs, so it cannot be dropped: other devices would keep its \
                      rows, which this one could not take back. To delete its rows on every \
                      device, DELETE FROM it; to change its columns, ALTER TABLE it (ADD, RENAME \
-                     or DROP COLUMN); to drop it on this device only, stop syncing it first \
-                     (SELECT pluresdb_unsync_table('{}'))",
+                     or DROP COLUMN); to drop it on this device only, or to rebuild it (SQLite's \
+                     way of changing a column's type or constraints), stop syncing it first \
+                     (SELECT pluresdb_unsync_table('{}')) and sync it again after (its rows then \
+                     count as written at that moment)",
                     name.replace('\'', "''")
                 )),
             }
@@ -145,38 +161,39 @@ impl Replication {
         Ok(())
     }
 
-    /// Follows the columns of synced tables the open transaction renamed: every row's value
-    /// of such a column counts as written now.
+    /// Follows the columns of synced tables the open transaction renamed.
     ///
-    /// Changes name their column: to its peers, a renamed column is a new one. Without a
-    /// version of their own, the values it holds (written under the old name) were never sent,
-    /// and two devices that renamed it kept different values for good. Stamped now, they reach
-    /// every device that has the column (one that has not renamed it yet leaves them out and
-    /// asks for them once it has), and where two devices renamed it, the later rename wins.
-    pub(crate) fn follow_renamed_columns(&self, conn: &Connection) -> Result<()> {
-        let renamed = std::mem::take(&mut *self.renamed_columns.lock());
-        if renamed.is_empty() || conn.is_autocommit() {
-            return Ok(());
-        }
+    /// Changes name their column: to its peers, a renamed column is a new one, and the values
+    /// it holds (written under the old name) had no version under the new name, so they were
+    /// never sent, and two devices that renamed it kept different values for good. Each row's
+    /// value now keeps the version it had under the old name, stored anew (so it is sent):
+    /// it reaches every device that has the column (one that has not renamed it yet leaves it
+    /// out and asks for it once it has), and the value written last wins, as for any write.
+    fn follow_renamed_columns(
+        &self,
+        conn: &Connection,
+        renamed: Vec<(u32, Vec<Renamed>)>,
+    ) -> Result<()> {
         // Changes captured before the rename are recorded first, under the names they had.
         self.settle_clock(conn)?;
-        let stamp = self.local_stamp(conn, self.clock.now())?;
-        for (id, names) in renamed {
-            let names = super::keys::pack(names.iter().map(|n| ValueRef::Text(n.as_bytes())));
-            conn.execute(
-                "UPDATE _pluresdb_clock SET seq = ?2, ver = pluresdb_clock_set(ver, ?3, ?4, ?2, ?5)
-                 WHERE tbl = ?1 AND cl % 2 = 1",
-                rusqlite::params![
+        let seq = self.tx_seq(conn)?;
+        let mut stmt = conn.prepare(
+            "UPDATE _pluresdb_clock SET seq = ?2, ver = pluresdb_clock_rename(ver, ?3, ?4, ?5, ?2)
+             WHERE tbl = ?1 AND cl % 2 = 1",
+        )?;
+        for (id, columns) in renamed {
+            for (old, added_at, new) in columns {
+                stmt.execute(rusqlite::params![
                     i64::from(id),
-                    stamp.seq as i64,
-                    stamp.hlc as i64,
-                    i64::from(stamp.site),
-                    names
-                ],
-            )?;
+                    seq as i64,
+                    old,
+                    added_at as i64,
+                    new
+                ])?;
+            }
         }
-        // Every row was stamped at once: too many to list as recent changes.
-        self.recent.lock().overflow(stamp.seq);
+        // Every row was stored anew at once: too many to list as recent changes.
+        self.recent.lock().overflow(seq);
         self.persist_clock(conn)
     }
 
@@ -192,8 +209,7 @@ impl Replication {
     }
 }
 
-/// Whether `now` (a table's shape, if it can sync) has the key and columns of `old`.
-fn same_columns(now: &Option<TableInfo>, old: &TableInfo) -> bool {
-    now.as_ref()
-        .is_some_and(|now| now.pk == old.pk && now.fields == old.fields)
+/// Whether table shape `now` has the key and columns of `old`.
+fn same_columns(now: &TableInfo, old: &TableInfo) -> bool {
+    now.exists && now.pk == old.pk && now.fields == old.fields
 }
