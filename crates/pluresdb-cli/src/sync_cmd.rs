@@ -170,7 +170,10 @@ pub fn serve_cmd(
             // Sessions close their connections as the protocol says, then the server ends.
             _ = tokio::signal::ctrl_c() => {
                 stop.stop();
-                server.await
+                tokio::select! {
+                    result = server => result,
+                    _ = tokio::signal::ctrl_c() => Err(interrupted_twice()),
+                }
             }
         }
     })
@@ -197,7 +200,10 @@ pub fn sync_cmd(
             // The session closes the connection as the protocol says, then reports.
             _ = tokio::signal::ctrl_c(), if watch => {
                 opts.stop.stop();
-                session.await
+                tokio::select! {
+                    result = session => result,
+                    _ = tokio::signal::ctrl_c() => Err(interrupted_twice()),
+                }
             }
         }
     })?;
@@ -215,6 +221,15 @@ pub fn sync_cmd(
     note_skipped(report.skipped);
     warn_trigger_writes(report.trigger_writes);
     Ok(())
+}
+
+/// A second Ctrl-C while sessions close: stop at once.
+fn interrupted_twice() -> pluresdb_core::Error {
+    pluresdb_core::Error::new(
+        pluresdb_core::ErrorKind::Io,
+        "stopped at once (Ctrl-C again): connections were dropped without closing; what was \
+         merged is kept, and the next sync sends the rest",
+    )
 }
 
 /// Warns that triggers wrote synced rows while received changes merged (`apply` and `sync`).
