@@ -23,6 +23,9 @@ pub(crate) struct WriterAuth {
     pub(crate) tx_control: AtomicBool,
     /// A statement that changes the schema was prepared on the writer.
     pub(crate) schema_changed: AtomicBool,
+    /// The last statement prepared on the writer changes the schema (DDL): each run of it
+    /// (cached statements run without being prepared again) sets `schema_changed`.
+    pub(crate) ddl: AtomicBool,
     /// The last statement prepared on the writer calls one of [`WRITING_FUNCTIONS`].
     pub(crate) writes_through_function: AtomicBool,
     /// Every column an UPDATE prepared on the writer names.
@@ -186,6 +189,7 @@ pub(crate) fn install_authorizer(
                 | AuthAction::CreateTrigger { .. }
                 | AuthAction::DropTrigger { .. } => {
                     w.schema_changed.store(true, Ordering::Release);
+                    w.ddl.store(true, Ordering::Release);
                 }
                 AuthAction::Function { function_name }
                     if WRITING_FUNCTIONS

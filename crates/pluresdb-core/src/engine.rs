@@ -82,14 +82,17 @@ pub(crate) struct WriterClass {
     pub(crate) readonly: bool,
     /// It calls a PluresDB function that writes (see [`in_write_transaction`]).
     pub(crate) writes_through_function: bool,
+    /// It changes the schema (see `WriterAuth::ddl`).
+    pub(crate) ddl: bool,
 }
 
 impl WriterClass {
-    /// Kept in [`SqlInfo::writer_class`]: 1 (known) | 2 | 4 | 8 for the flags in order.
+    /// Kept in [`SqlInfo::writer_class`]: 1 (known) | 2 | 4 | 8 | 16 for the flags in order.
     fn bits(self) -> u8 {
         1 | u8::from(self.tx_control) << 1
             | u8::from(self.readonly) << 2
             | u8::from(self.writes_through_function) << 3
+            | u8::from(self.ddl) << 4
     }
 
     fn from_bits(bits: u8) -> WriterClass {
@@ -97,6 +100,7 @@ impl WriterClass {
             tx_control: bits & 2 != 0,
             readonly: bits & 4 != 0,
             writes_through_function: bits & 8 != 0,
+            ddl: bits & 16 != 0,
         }
     }
 }
@@ -675,6 +679,13 @@ impl Engine {
         wrapped: &Cell<bool>,
         run: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
+        if class.ddl {
+            // Prepared once and cached, a DDL statement runs again without the authorizer
+            // seeing it: what it changes is read again after it all the same.
+            self.writer_auth
+                .schema_changed
+                .store(true, Ordering::Release);
+        }
         match self.active_observer() {
             Some(observer) => {
                 let readonly = class.readonly && !class.writes_through_function;
@@ -761,11 +772,13 @@ impl Engine {
         let auth = &self.writer_auth;
         auth.tx_control.store(false, Ordering::Release);
         auth.writes_through_function.store(false, Ordering::Release);
+        auth.ddl.store(false, Ordering::Release);
         let stmt = conn.take(info.id, sql)?;
         let class = WriterClass {
             tx_control: auth.tx_control.load(Ordering::Acquire),
             readonly: stmt.readonly(),
             writes_through_function: auth.writes_through_function.load(Ordering::Acquire),
+            ddl: auth.ddl.load(Ordering::Acquire),
         };
         conn.put(info.id, stmt);
         info.writer_class.store(class.bits(), Ordering::Release);

@@ -119,6 +119,7 @@ impl Engine {
             let auth = &self.writer_auth;
             auth.tx_control.store(false, Ordering::Release);
             auth.writes_through_function.store(false, Ordering::Release);
+            auth.ddl.store(false, Ordering::Release);
             let Some((mut stmt, start, tail)) = next_statement(conn, script, rest)? else {
                 break;
             };
@@ -136,6 +137,7 @@ impl Engine {
                 tx_control,
                 readonly: stmt.readonly(),
                 writes_through_function,
+                ddl: auth.ddl.load(Ordering::Acquire),
             };
             let mark = UndoMark::take(&self.hub, conn);
             let mut read = || -> Result<Vec<Row>> {

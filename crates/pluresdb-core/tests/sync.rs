@@ -920,6 +920,17 @@ fn a_unique_index_made_on_a_synced_table_is_refused() {
     assert_eq!(db.value(indexes, ()).unwrap(), Value::Integer(2));
     db.run("INSERT INTO t VALUES ('2', 'b@example.com')", ())
         .unwrap();
+    // A statement that failed once (duplicates) and is run again from the statement cache
+    // once they are gone is refused too.
+    db.run("INSERT INTO t VALUES ('3', 'b@example.com')", ())
+        .unwrap();
+    let unique = "CREATE UNIQUE INDEX t_email ON t(email)";
+    let err = db.run(unique, ()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Constraint, "{err}");
+    db.run("DELETE FROM t WHERE id = '3'", ()).unwrap();
+    let err = db.run(unique, ()).unwrap_err();
+    assert!(err.message().contains("could be broken"), "{err}");
+    assert_eq!(db.value(indexes, ()).unwrap(), Value::Integer(2));
 }
 
 #[test]
@@ -1266,6 +1277,11 @@ fn a_synced_table_renamed_keeps_syncing_under_its_new_name() {
     a.run("INSERT INTO t2 VALUES ('4', 'four')", ()).unwrap();
     sync(&a, &b);
     assert_eq!(dump(&a), dump(&b));
+    // Prepared first and run later (the statement is cached, not prepared again), as
+    // better-sqlite3 code does.
+    let rename = a.prepare("ALTER TABLE t2 RENAME TO t3").unwrap();
+    rename.run(()).unwrap();
+    assert_eq!(a.synced_tables().unwrap(), ["t3"]);
 }
 
 #[test]

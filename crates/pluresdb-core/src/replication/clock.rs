@@ -101,6 +101,11 @@ impl RowClock {
         }
     }
 
+    /// Drops `field`'s own version (it then has the base version, if any).
+    pub(crate) fn remove_field(&mut self, field: &str) {
+        self.fields.retain(|(n, _)| n != field);
+    }
+
     /// Gives each field named in `names` (packed with [`keys::pack`], as capture records
     /// them) its own version `stamp`.
     pub(crate) fn set_packed_fields(&mut self, names: &[u8], stamp: Stamp) -> Result<()> {

@@ -74,9 +74,13 @@ fn clock_rename(ctx: &rusqlite::functions::Context<'_>) -> rusqlite::Result<Vec<
     let added_at = ctx.get::<i64>(2)? as u64;
     let new: String = ctx.get(3)?;
     let seq = ctx.get::<i64>(4)? as u64;
-    if let Some(stamp) = ver.column(&old, added_at) {
-        ver.set_field(&new, Stamp { seq, ..stamp });
+    // The old name's version moves to the new name; none is left under either name that a
+    // later column of that name could take for its own.
+    match ver.column(&old, added_at) {
+        Some(stamp) => ver.set_field(&new, Stamp { seq, ..stamp }),
+        None => ver.remove_field(&new),
     }
+    ver.remove_field(&old);
     Ok(ver.encode())
 }
 
@@ -126,4 +130,60 @@ pub(crate) fn register_writer(conn: &Connection, repl: &Arc<Replication>) -> Res
         },
     )?;
     super::dense_fold::register(conn, repl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(hlc: u64, seq: u64) -> Stamp {
+        Stamp { hlc, site: 1, seq }
+    }
+
+    /// `pluresdb_clock_rename` on `clock`, as the rename of column `old` (appeared at
+    /// `added_at`) to `new` stored at `seq` runs it.
+    fn renamed(clock: &RowClock, old: &str, added_at: u64, new: &str, seq: u64) -> RowClock {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.create_scalar_function("rename", 5, FunctionFlags::SQLITE_UTF8, |ctx| {
+            clock_rename(ctx)
+        })
+        .unwrap();
+        let ver: Vec<u8> = conn
+            .query_row(
+                "SELECT rename(?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![clock.encode(), old, added_at as i64, new, seq as i64],
+                |r| r.get(0),
+            )
+            .unwrap();
+        RowClock::decode(&ver).unwrap()
+    }
+
+    #[test]
+    fn a_rename_moves_the_old_columns_version_and_leaves_none_behind() {
+        let mut clock = RowClock::whole(stamp(10, 1));
+        clock.set_field("y", stamp(20, 2));
+        clock.set_field("yy", stamp(5, 1));
+        // The old column's own version moves to the new name, stored at the rename's seq.
+        let moved = renamed(&clock, "y", 0, "yy", 9);
+        assert_eq!(moved.field("yy"), Some(stamp(20, 9)));
+        // None is left under the old name: a column added later under it has only the base.
+        assert_eq!(moved.field("y"), Some(stamp(10, 1)));
+        // The base version covers the old column only if it is newer than the column: a
+        // column that appeared after the row was written gives the new name no version, and
+        // one left from before under that name goes.
+        let base_only = RowClock::whole(stamp(10, 1));
+        assert_eq!(
+            renamed(&base_only, "y", 0, "yy", 9).field("yy"),
+            Some(stamp(10, 9))
+        );
+        let mut stale = RowClock::whole(stamp(10, 1));
+        stale.set_field("yy", stamp(5, 1));
+        let gone = renamed(&stale, "y", 11, "yy", 9);
+        assert_eq!(gone.column("yy", u64::MAX), None);
+        // Not recorded (u64::MAX, passed as -1) covers nothing either.
+        assert_eq!(
+            renamed(&base_only, "y", u64::MAX, "yy", 9).column("yy", u64::MAX),
+            None
+        );
+    }
 }

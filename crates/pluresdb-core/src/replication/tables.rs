@@ -102,13 +102,22 @@ impl Replication {
         if pending.generation != generation || conn.is_autocommit() {
             return Ok(());
         }
-        if !pending.vanished.is_empty() {
-            self.follow_vanished(conn, pending.vanished)?;
+        let followed = (|| {
+            if !pending.vanished.is_empty() {
+                self.follow_vanished(conn, pending.vanished)?;
+            }
+            if !pending.renamed_columns.is_empty() {
+                self.follow_renamed_columns(conn, pending.renamed_columns)?;
+            }
+            Ok(())
+        })();
+        // Not followed, the schema change must not commit either.
+        if let Err(e) = &followed {
+            self.refuse(format!(
+                "a schema change of a synced table could not be recorded for sync: {e}"
+            ));
         }
-        if !pending.renamed_columns.is_empty() {
-            self.follow_renamed_columns(conn, pending.renamed_columns)?;
-        }
-        Ok(())
+        followed
     }
 
     /// Follows the synced tables the open transaction renamed, and refuses to commit one that
