@@ -65,6 +65,10 @@ pub(crate) trait WriteObserver: Send + Sync {
     /// looked: reads again what is observed, and catches up with what that commit may have
     /// moved past this handle (the clock).
     fn foreign_commit(&self, conn: &Connection) -> Result<()>;
+    /// Looks whether another connection committed since the writer (`conn`) last looked, as
+    /// `PRAGMA data_version` tells, and if so calls [`foreign_commit`](Self::foreign_commit);
+    /// returns whether it did.
+    fn catch_up(&self, conn: &Connection) -> Result<bool>;
 }
 /// A small per-thread number (thread ids are not convertible to integers on stable Rust).
 pub(crate) fn thread_token() -> u64 {
@@ -248,9 +252,6 @@ pub(crate) struct WriterState {
     rows_hook: bool,
     /// The observer's pre-update hook is installed.
     capture_hook: bool,
-    /// The writer's `PRAGMA data_version` when last looked at: it changes when another
-    /// connection (another process) commits.
-    data_version: i64,
 }
 
 pub(crate) struct Engine {
@@ -307,7 +308,6 @@ impl Engine {
                 savepoints: 0,
                 rows_hook: false,
                 capture_hook: false,
-                data_version: 0,
             })),
             lease: Arc::new(Lease::default()),
             iter_holder: AtomicU64::new(0),
@@ -529,19 +529,10 @@ impl Engine {
     /// right after `BEGIN IMMEDIATE` (see [`after_begin`](Self::after_begin)), when nothing
     /// else can commit until this transaction ends.
     fn catch_up_foreign_commits(&self, state: &mut WriterState) -> Result<bool> {
-        // Only this handle ever writes an in-memory database.
-        let Some(observer) = self.observer.get().filter(|_| self.path.is_some()) else {
+        let Some(observer) = self.observer.get() else {
             return Ok(false);
         };
-        let conn = state.conn.get();
-        let version: i64 = conn
-            .prepare_cached("PRAGMA data_version")?
-            .query_row([], |r| r.get(0))?;
-        let foreign = std::mem::replace(&mut state.data_version, version) != version;
-        if foreign {
-            observer.foreign_commit(conn)?;
-        }
-        Ok(foreign)
+        observer.catch_up(state.conn.get())
     }
 
     /// Brings capture up to date once a transaction holds the write lock: a commit that
@@ -873,6 +864,12 @@ impl ObservedStatement {
     ) -> Result<ObservedStatement> {
         if wrap {
             conn.execute_batch("BEGIN IMMEDIATE")?;
+            // Another process's commit that landed while this waited for the lock is read
+            // before the statement runs (its schema changes are not taken for this one's).
+            if let Err(e) = observer.catch_up(conn) {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
         }
         Ok(ObservedStatement {
             wrapped: wrap,

@@ -1392,6 +1392,24 @@ fn schema_changes_by_another_process_are_not_judged_as_this_ones() {
             Value::Text("from b".into())
         );
     }
+    // Another program's schema change that commits while this handle's statement waits for
+    // the write lock is read before that statement runs, not judged as its own: here a unique
+    // index (plain SQLite, which PluresDB's checks do not stop) refused this unrelated one.
+    let plain = rusqlite::Connection::open(&path).unwrap();
+    plain
+        .execute_batch("BEGIN IMMEDIATE; CREATE UNIQUE INDEX t_x ON t(x)")
+        .unwrap();
+    let waiting = {
+        let a = a.clone();
+        std::thread::spawn(move || a.exec("CREATE INDEX t_by_x ON t(x)"))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    plain.execute_batch("COMMIT").unwrap();
+    waiting.join().unwrap().unwrap();
+    plain
+        .execute_batch("DROP INDEX t_x; DROP INDEX t_by_x")
+        .unwrap();
+    drop(plain);
     // A unique index another program made on the table (as before this version refused it)
     // is not this transaction's: renaming the table or a column goes on.
     drop((a, other));

@@ -715,6 +715,21 @@ impl WriteObserver for Replication {
         self.refresh_collections(conn)
     }
 
+    fn catch_up(&self, conn: &Connection) -> Result<bool> {
+        // Only this handle ever writes an in-memory database.
+        if conn.path().is_none_or(str::is_empty) {
+            return Ok(false);
+        }
+        let version: i64 = conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        let foreign = self.data_version.swap(version, Ordering::AcqRel) != version;
+        if foreign {
+            self.foreign_commit(conn)?;
+        }
+        Ok(foreign)
+    }
+
     fn flush(&self, conn: &Connection) -> Result<()> {
         self.flush_captured(conn)
     }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OptionalExtension};
@@ -66,6 +66,9 @@ pub(crate) struct Replication {
     /// What the open transaction's own schema changes did to synced tables, to follow up
     /// before its next statement or its commit (see [`PendingDdl`]).
     pub(crate) pending_ddl: Mutex<PendingDdl>,
+    /// The writer's `PRAGMA data_version` when last looked at: it changes when another
+    /// connection (another process) commits (see `WriteObserver::catch_up`).
+    pub(crate) data_version: AtomicI64,
 }
 
 /// Synced tables a transaction's own schema changes renamed or dropped, and columns they
@@ -135,6 +138,7 @@ impl Replication {
                 suppress: AtomicBool::new(false),
                 trigger_writes: AtomicU64::new(0),
                 pending_ddl: Mutex::new(PendingDdl::default()),
+                data_version: AtomicI64::new(0),
             });
         }
         let last_seq: i64 = conn
@@ -181,6 +185,7 @@ impl Replication {
             suppress: AtomicBool::new(false),
             trigger_writes: AtomicU64::new(0),
             pending_ddl: Mutex::new(PendingDdl::default()),
+            data_version: AtomicI64::new(0),
         };
         Ok(repl)
     }
