@@ -850,6 +850,8 @@ pub(crate) fn observed_write<T>(
 pub(crate) struct ObservedStatement {
     /// It runs in a transaction begun for it (it was run outside any).
     wrapped: bool,
+    /// No transaction was open when it started (a BEGIN in SQL then opens one).
+    outside: bool,
     mark: usize,
     /// The writer's `total_changes` before it ran.
     before: u64,
@@ -862,6 +864,7 @@ impl ObservedStatement {
         conn: &Connection,
         wrap: bool,
     ) -> Result<ObservedStatement> {
+        let outside = conn.is_autocommit();
         if wrap {
             conn.execute_batch("BEGIN IMMEDIATE")?;
             // Another process's commit that landed while this waited for the lock is read
@@ -873,6 +876,7 @@ impl ObservedStatement {
         }
         Ok(ObservedStatement {
             wrapped: wrap,
+            outside,
             mark: observer.mark(),
             before: conn.total_changes(),
         })
@@ -897,7 +901,21 @@ impl ObservedStatement {
             commit_observed(observer, conn)
         } else if tx_control {
             observer.tx_control_ran();
-            Ok(())
+            // A BEGIN IMMEDIATE (or EXCLUSIVE) in SQL: another process's commit that landed
+            // while it waited for the lock is read now, before the transaction's statements.
+            // (A deferred BEGIN is left alone: reading now would start its snapshot early and
+            // make its first write fail after any commit meanwhile.) Not caught up, the
+            // transaction it opened is ended with it.
+            let holds_lock = || {
+                conn.transaction_state(Some(rusqlite::MAIN_DB))
+                    .is_ok_and(|s| s == rusqlite::TransactionState::Write)
+            };
+            match self.outside && !conn.is_autocommit() && holds_lock() {
+                true => observer.catch_up(conn).map(|_| ()).inspect_err(|_| {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }),
+                false => Ok(()),
+            }
         } else if !conn.is_autocommit() {
             observer.after_statement(conn)
         } else {

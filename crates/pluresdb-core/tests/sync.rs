@@ -1409,6 +1409,23 @@ fn schema_changes_by_another_process_are_not_judged_as_this_ones() {
     plain
         .execute_batch("DROP INDEX t_x; DROP INDEX t_by_x")
         .unwrap();
+    // The same when this handle's transaction is begun in SQL.
+    plain
+        .execute_batch("BEGIN IMMEDIATE; CREATE UNIQUE INDEX t_x ON t(x)")
+        .unwrap();
+    let waiting = {
+        let a = a.clone();
+        std::thread::spawn(move || {
+            a.exec("BEGIN IMMEDIATE")?;
+            a.exec("CREATE INDEX t_by_x ON t(x); COMMIT")
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    plain.execute_batch("COMMIT").unwrap();
+    waiting.join().unwrap().unwrap();
+    plain
+        .execute_batch("DROP INDEX t_x; DROP INDEX t_by_x")
+        .unwrap();
     drop(plain);
     // A unique index another program made on the table (as before this version refused it)
     // is not this transaction's: renaming the table or a column goes on.
