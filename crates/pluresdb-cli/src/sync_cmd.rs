@@ -4,10 +4,10 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use pluresdb_core::{Database, Error, Result, VersionVector};
-use pluresdb_sync::SessionOptions;
 use pluresdb_sync::codec::DEFAULT_MAX_MESSAGE;
 use pluresdb_sync::file::{apply_file, write_changes};
 use pluresdb_sync::net::{bind, serve, sync_with};
+use pluresdb_sync::{SessionOptions, Stop};
 use serde_json::json;
 
 use crate::output::{print_json, print_table};
@@ -163,19 +163,7 @@ pub fn serve_cmd(
         println!("serving sync on ws://{addr} (Ctrl-C stops)");
         std::io::stdout().flush()?;
         let stop = opts.stop.clone();
-        let server = serve(db, listener, opts);
-        tokio::pin!(server);
-        tokio::select! {
-            result = &mut server => result,
-            // Sessions close their connections as the protocol says, then the server ends.
-            _ = tokio::signal::ctrl_c() => {
-                stop.stop();
-                tokio::select! {
-                    result = server => result,
-                    _ = tokio::signal::ctrl_c() => Err(interrupted_twice()),
-                }
-            }
-        }
+        stopping_on_ctrl_c(serve(db, listener, opts), &stop, true).await
     })
 }
 
@@ -192,21 +180,11 @@ pub fn sync_cmd(
         max_message: limit.bytes,
         ..SessionOptions::default()
     };
-    let report = runtime()?.block_on(async {
-        let session = sync_with(db.clone(), url, &opts);
-        tokio::pin!(session);
-        tokio::select! {
-            result = &mut session => result,
-            // The session closes the connection as the protocol says, then reports.
-            _ = tokio::signal::ctrl_c(), if watch => {
-                opts.stop.stop();
-                tokio::select! {
-                    result = session => result,
-                    _ = tokio::signal::ctrl_c() => Err(interrupted_twice()),
-                }
-            }
-        }
-    })?;
+    let report = runtime()?.block_on(stopping_on_ctrl_c(
+        sync_with(db.clone(), url, &opts),
+        &opts.stop,
+        watch,
+    ))?;
     if json_out {
         print_json(
             &mut crate::output::stdout(),
@@ -223,13 +201,29 @@ pub fn sync_cmd(
     Ok(())
 }
 
-/// A second Ctrl-C while sessions close: stop at once.
-fn interrupted_twice() -> pluresdb_core::Error {
-    pluresdb_core::Error::new(
-        pluresdb_core::ErrorKind::Io,
-        "stopped at once (Ctrl-C again): connections were dropped without closing; what was \
-         merged is kept, and the next sync sends the rest",
-    )
+/// Runs `work` to its end. Ctrl-C (when `on_ctrl_c`) stops it through `stop`: its sessions
+/// send what is queued, merge what arrived and close their connections as the protocol says
+/// (then it ends, with its report); a second Ctrl-C ends it at once.
+async fn stopping_on_ctrl_c<T>(
+    work: impl std::future::Future<Output = Result<T>>,
+    stop: &Stop,
+    on_ctrl_c: bool,
+) -> Result<T> {
+    tokio::pin!(work);
+    tokio::select! {
+        result = &mut work => result,
+        _ = tokio::signal::ctrl_c(), if on_ctrl_c => {
+            stop.stop();
+            tokio::select! {
+                result = work => result,
+                _ = tokio::signal::ctrl_c() => Err(pluresdb_core::Error::new(
+                    pluresdb_core::ErrorKind::Io,
+                    "stopped at once (Ctrl-C again): connections were dropped without closing; \
+                     what was merged is kept, and the next sync sends the rest",
+                )),
+            }
+        }
+    }
 }
 
 /// Warns that triggers wrote synced rows while received changes merged (`apply` and `sync`).

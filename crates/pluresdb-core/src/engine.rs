@@ -61,13 +61,10 @@ pub(crate) trait WriteObserver: Send + Sync {
     fn tx_control_ran(&self);
     /// Reads again what is observed.
     fn refresh(&self, conn: &Connection) -> Result<()>;
-    /// Another connection (another handle or process) committed since the writer last
-    /// looked: reads again what is observed, and catches up with what that commit may have
-    /// moved past this handle (the clock).
-    fn foreign_commit(&self, conn: &Connection) -> Result<()>;
-    /// Looks whether another connection committed since the writer (`conn`) last looked, as
-    /// `PRAGMA data_version` tells, and if so calls [`foreign_commit`](Self::foreign_commit);
-    /// returns whether it did.
+    /// Looks whether another connection (another handle or process) committed since the
+    /// writer (`conn`) last looked, as `PRAGMA data_version` tells; if so, reads again what is
+    /// observed and catches up with what that commit may have moved past this handle (the
+    /// clock). Returns whether it did.
     fn catch_up(&self, conn: &Connection) -> Result<bool>;
 }
 /// A small per-thread number (thread ids are not convertible to integers on stable Rust).
@@ -97,6 +94,24 @@ impl WriterClass {
             | u8::from(self.readonly) << 2
             | u8::from(self.writes_through_function) << 3
             | u8::from(self.ddl) << 4
+    }
+
+    /// Clears what the writer's authorizer notes per statement, before one is prepared.
+    pub(crate) fn before_prepare(auth: &WriterAuth) {
+        auth.tx_control.store(false, Ordering::Release);
+        auth.writes_through_function.store(false, Ordering::Release);
+        auth.ddl.store(false, Ordering::Release);
+    }
+
+    /// The class of the statement just prepared on the writer (after
+    /// [`before_prepare`](Self::before_prepare)), which SQLite says is `readonly` or not.
+    pub(crate) fn of_prepared(auth: &WriterAuth, readonly: bool) -> WriterClass {
+        WriterClass {
+            tx_control: auth.tx_control.load(Ordering::Acquire),
+            readonly,
+            writes_through_function: auth.writes_through_function.load(Ordering::Acquire),
+            ddl: auth.ddl.load(Ordering::Acquire),
+        }
     }
 
     fn from_bits(bits: u8) -> WriterClass {
@@ -528,7 +543,7 @@ impl Engine {
     /// as `PRAGMA data_version` tells; returns whether it did. Run between transactions and
     /// right after `BEGIN IMMEDIATE` (see [`after_begin`](Self::after_begin)), when nothing
     /// else can commit until this transaction ends.
-    fn catch_up_foreign_commits(&self, state: &mut WriterState) -> Result<bool> {
+    fn catch_up_foreign_commits(&self, state: &WriterState) -> Result<bool> {
         let Some(observer) = self.observer.get() else {
             return Ok(false);
         };
@@ -760,17 +775,9 @@ impl Engine {
         }
         // A statement never seen by this SqlInfo is not in the cache: preparing it runs the
         // authorizer.
-        let auth = &self.writer_auth;
-        auth.tx_control.store(false, Ordering::Release);
-        auth.writes_through_function.store(false, Ordering::Release);
-        auth.ddl.store(false, Ordering::Release);
+        WriterClass::before_prepare(&self.writer_auth);
         let stmt = conn.take(info.id, sql)?;
-        let class = WriterClass {
-            tx_control: auth.tx_control.load(Ordering::Acquire),
-            readonly: stmt.readonly(),
-            writes_through_function: auth.writes_through_function.load(Ordering::Acquire),
-            ddl: auth.ddl.load(Ordering::Acquire),
-        };
+        let class = WriterClass::of_prepared(&self.writer_auth, stmt.readonly());
         conn.put(info.id, stmt);
         info.writer_class.store(class.bits(), Ordering::Release);
         Ok(class)
@@ -869,10 +876,7 @@ impl ObservedStatement {
             conn.execute_batch("BEGIN IMMEDIATE")?;
             // Another process's commit that landed while this waited for the lock is read
             // before the statement runs (its schema changes are not taken for this one's).
-            if let Err(e) = observer.catch_up(conn) {
-                let _ = conn.execute_batch("ROLLBACK");
-                return Err(e);
-            }
+            catch_up_after_begin(observer, conn)?;
         }
         Ok(ObservedStatement {
             wrapped: wrap,
@@ -911,9 +915,7 @@ impl ObservedStatement {
                     .is_ok_and(|s| s == rusqlite::TransactionState::Write)
             };
             match self.outside && !conn.is_autocommit() && holds_lock() {
-                true => observer.catch_up(conn).map(|_| ()).inspect_err(|_| {
-                    let _ = conn.execute_batch("ROLLBACK");
-                }),
+                true => catch_up_after_begin(observer, conn),
                 false => Ok(()),
             }
         } else if !conn.is_autocommit() {
@@ -929,6 +931,14 @@ impl ObservedStatement {
         }
         done
     }
+}
+
+/// Catches `observer` up with another process's commits once a transaction just begun holds
+/// the write lock; when that fails, the transaction is ended (its caller sees the error).
+fn catch_up_after_begin(observer: &dyn WriteObserver, conn: &Connection) -> Result<()> {
+    observer.catch_up(conn).map(|_| ()).inspect_err(|_| {
+        let _ = conn.execute_batch("ROLLBACK");
+    })
 }
 
 /// Whether a statement that failed kept the rows it changed before failing, given the

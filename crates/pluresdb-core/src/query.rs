@@ -2,7 +2,6 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 pub(crate) use script_split::is_complete;
 use script_split::next_statement;
@@ -116,15 +115,11 @@ impl Engine {
                 self.sync_hooks(writer.state_mut())?;
             }
             let conn = writer.conn();
-            let auth = &self.writer_auth;
-            auth.tx_control.store(false, Ordering::Release);
-            auth.writes_through_function.store(false, Ordering::Release);
-            auth.ddl.store(false, Ordering::Release);
+            WriterClass::before_prepare(&self.writer_auth);
             let Some((mut stmt, start, tail)) = next_statement(conn, script, rest)? else {
                 break;
             };
-            let tx_control = auth.tx_control.load(Ordering::Acquire);
-            let writes_through_function = auth.writes_through_function.load(Ordering::Acquire);
+            let class = WriterClass::of_prepared(&self.writer_auth, stmt.readonly());
             result.statements += 1;
             let with_rows = keep_rows && stmt.column_count() > 0;
             let columns = Arc::new(if with_rows {
@@ -133,12 +128,6 @@ impl Engine {
                 Columns::default()
             });
             let before = conn.total_changes();
-            let class = WriterClass {
-                tx_control,
-                readonly: stmt.readonly(),
-                writes_through_function,
-                ddl: auth.ddl.load(Ordering::Acquire),
-            };
             let mark = UndoMark::take(&self.hub, conn);
             let mut read = || -> Result<Vec<Row>> {
                 let mut rows_out = Vec::new();

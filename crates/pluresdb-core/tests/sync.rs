@@ -100,15 +100,17 @@ fn failure(db: &Database, sql: &str) -> ErrorKind {
 
 /// Two in-memory databases with the tables of `schema`, `synced` of them synced.
 fn pair(schema: &str, synced: &[&str]) -> (Database, Database) {
-    let make = || {
-        let db = Database::open_in_memory().unwrap();
-        db.exec(schema).unwrap();
-        for t in synced {
-            db.sync_table(t).unwrap();
-        }
-        db
-    };
-    (make(), make())
+    (with_synced(schema, synced), with_synced(schema, synced))
+}
+
+/// An in-memory database with the tables of `schema`, `synced` of them synced.
+fn with_synced(schema: &str, synced: &[&str]) -> Database {
+    let db = Database::open_in_memory().unwrap();
+    db.exec(schema).unwrap();
+    for t in synced {
+        db.sync_table(t).unwrap();
+    }
+    db
 }
 
 fn todo_db() -> Database {
@@ -1291,10 +1293,10 @@ fn a_renamed_columns_values_reach_every_device() {
     // NULL), and two devices that both renamed it kept different values for good.
     let shape = "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, y TEXT)";
     let (a, b) = pair(shape, &["t"]);
-    let c = Database::open_in_memory().unwrap();
-    c.exec("CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, yy TEXT)")
-        .unwrap();
-    c.sync_table("t").unwrap();
+    let c = with_synced(
+        "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, yy TEXT)",
+        &["t"],
+    );
     a.run("INSERT INTO t VALUES ('1', 'a')", ()).unwrap();
     sync(&a, &b);
     a.exec("ALTER TABLE t RENAME COLUMN y TO yy").unwrap();
@@ -1318,9 +1320,7 @@ fn a_renamed_columns_values_reach_every_device() {
     // versions the values had.
     a.run("UPDATE t SET yy = 'written after both renames'", ())
         .unwrap();
-    let late = Database::open_in_memory().unwrap();
-    late.exec(shape).unwrap();
-    late.sync_table("t").unwrap();
+    let late = with_synced(shape, &["t"]);
     push(&c, &late);
     a.run("UPDATE t SET yy = 'A, later'", ()).unwrap();
     late.exec("ALTER TABLE t RENAME COLUMN y TO yy").unwrap();
@@ -1371,9 +1371,7 @@ fn schema_changes_by_another_process_are_not_judged_as_this_ones() {
     let a = Database::open(&path).unwrap();
     a.exec(shape).unwrap();
     a.sync_table("t").unwrap();
-    let b = Database::open_in_memory().unwrap();
-    b.exec(shape).unwrap();
-    b.sync_table("t").unwrap();
+    let b = with_synced(shape, &["t"]);
     a.run("INSERT INTO t VALUES ('r', 'x', 'y')", ()).unwrap();
     sync(&a, &b);
     b.exec("ALTER TABLE t ADD COLUMN c TEXT; UPDATE t SET c = 'from b'")

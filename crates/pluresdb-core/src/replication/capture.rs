@@ -710,11 +710,6 @@ impl WriteObserver for Replication {
         self.refresh_collections(conn)
     }
 
-    fn foreign_commit(&self, conn: &Connection) -> Result<()> {
-        self.observe_stored_clock(conn)?;
-        self.refresh_collections(conn)
-    }
-
     fn catch_up(&self, conn: &Connection) -> Result<bool> {
         // Only this handle ever writes an in-memory database.
         if conn.path().is_none_or(str::is_empty) {
@@ -725,7 +720,8 @@ impl WriteObserver for Replication {
             .query_row([], |r| r.get(0))?;
         let foreign = self.data_version.swap(version, Ordering::AcqRel) != version;
         if foreign {
-            self.foreign_commit(conn)?;
+            self.observe_stored_clock(conn)?;
+            self.refresh_collections(conn)?;
         }
         Ok(foreign)
     }

@@ -92,19 +92,17 @@ impl Collections {
         for (id, name, kind) in rows {
             let id =
                 u32::try_from(id).map_err(|_| Error::internal("collection id out of range"))?;
-            let unique_indexes = match kind.as_str() {
-                "table" => extra_unique_indexes(conn, &name)?,
-                _ => Vec::new(),
-            };
-            let rootpage = match kind.as_str() {
-                "table" => conn
-                    .prepare_cached(
+            let (rootpage, unique_indexes) = match kind.as_str() {
+                "table" => (
+                    conn.prepare_cached(
                         "SELECT rootpage FROM sqlite_schema WHERE type = 'table' AND name = ?1",
                     )?
                     .query_row([&name], |r| r.get(0))
                     .optional()?
                     .unwrap_or(0),
-                _ => 0,
+                    extra_unique_indexes(conn, &name)?,
+                ),
+                _ => (0, Vec::new()),
             };
             let kind = match kind.as_str() {
                 "nodes" => Kind::Nodes,
@@ -421,7 +419,7 @@ pub(crate) fn check_shape(conn: &Connection, table: &str) -> Result<TableInfo> {
              or make those columns part of the primary key"
         )));
     }
-    for (name, origin) in indexes(conn, table)? {
+    for (name, _, origin) in index_list(conn, table)? {
         if origin == "pk" {
             let collations: Vec<String> = conn
                 .prepare("SELECT coll FROM pragma_index_xinfo(?1) WHERE key = 1")?
@@ -441,8 +439,8 @@ pub(crate) fn check_shape(conn: &Connection, table: &str) -> Result<TableInfo> {
     table_info(conn, table)
 }
 
-/// The indexes of `table`: `(name, origin)` (`pk`, `u` for a UNIQUE constraint, `c` for
-/// CREATE INDEX) and whether each is unique.
+/// The indexes of `table`: `(name, unique, origin)` (`pk`, `u` for a UNIQUE constraint, `c`
+/// for CREATE INDEX).
 fn index_list(conn: &Connection, table: &str) -> Result<Vec<(String, bool, String)>> {
     let mut stmt =
         conn.prepare_cached("SELECT name, \"unique\", origin FROM pragma_index_list(?1)")?;
@@ -450,14 +448,6 @@ fn index_list(conn: &Connection, table: &str) -> Result<Vec<(String, bool, Strin
         Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?))
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-/// The indexes of `table`: `(name, origin)`.
-fn indexes(conn: &Connection, table: &str) -> Result<Vec<(String, String)>> {
-    Ok(index_list(conn, table)?
-        .into_iter()
-        .map(|(name, _, origin)| (name, origin))
-        .collect())
 }
 
 /// The UNIQUE indexes of `table` besides its primary key: `(name, name on (columns))`. Rows

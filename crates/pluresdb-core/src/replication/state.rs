@@ -423,10 +423,11 @@ impl Replication {
         // After another process's commit, equal stamps mean equal collections (most commits
         // change no shape; a reload costs a few queries per synced table). After a rollback,
         // what was loaded inside the transaction (column times it recorded) may be gone.
-        let stale = self.collections_stale();
-        let stamp = ShapeStamp::read(conn)?;
+        let reshaped = |state: &State| -> Result<bool> {
+            Ok(state.stamp.as_ref() != Some(&ShapeStamp::read(conn)?))
+        };
         let mut state = self.state.lock();
-        if stale || state.stamp.as_ref() != Some(&stamp) {
+        if self.collections_stale() || reshaped(&state)? {
             self.load_collections(conn, &mut state, false)?;
         }
         drop(state);
@@ -449,37 +450,43 @@ impl Replication {
     /// cannot handle; a reload for another process's changes judges none of them (that process
     /// did, and they may be several statements seen at once).
     fn load_collections(&self, conn: &Connection, state: &mut State, own_ddl: bool) -> Result<()> {
-        let own_ddl = own_ddl && !conn.is_autocommit();
-        let before = state.collections.unsyncable_columns();
-        let unique_before = state.collections.unique_indexes();
         // The stamp first: read apart (outside a transaction), another process's commit in
         // between leaves a stamp older than the collections, which only costs a reload when
         // changes are next read; the other way round, a newer stamp would hide stale ones.
         let stamp = ShapeStamp::read(conn)?;
-        let collections = load_recorded(conn, &self.clock)?;
-        if own_ddl {
-            let generation = self.tx.generation.load(Ordering::Acquire);
-            let mut pending = self.pending_ddl.lock();
-            if pending.generation != generation {
-                *pending = PendingDdl {
-                    generation,
-                    ..PendingDdl::default()
-                };
-            }
-            let vanished = collections.vanished_since(&state.collections);
-            pending.vanished.extend(vanished);
-            let renamed = collections.renamed_columns_since(&state.collections);
-            pending.renamed_columns.extend(renamed);
-        }
-        state.collections = collections;
+        let before = std::mem::replace(&mut state.collections, load_recorded(conn, &self.clock)?);
         state.stamp = Some(stamp);
+        if own_ddl && !conn.is_autocommit() {
+            self.judge_own_ddl(&before, &state.collections);
+        }
         super::missed::resync_if_arrived(conn, &state.collections)?;
-        // A schema change in the open transaction (ALTER TABLE ... ADD or RENAME COLUMN) gave
-        // a synced table a column sync cannot name: that transaction must not commit.
-        let added = state.collections.unsyncable_columns();
-        if let Some((table, column)) = added.iter().find(|c| !before.contains(c))
-            && own_ddl
-        {
+        *self.tables.write() = state.collections.tables();
+        self.tables_synced
+            .store(state.collections.has_tables(), Ordering::Release);
+        Ok(())
+    }
+
+    /// What the open transaction's own schema change did, from the collections `before` it to
+    /// those `now`: synced tables and columns it renamed or dropped are noted (see
+    /// [`PendingDdl`]), and what sync cannot handle makes the transaction unable to commit.
+    fn judge_own_ddl(&self, before: &Collections, now: &Collections) {
+        let generation = self.tx.generation.load(Ordering::Acquire);
+        let mut pending = self.pending_ddl.lock();
+        if pending.generation != generation {
+            *pending = PendingDdl {
+                generation,
+                ..PendingDdl::default()
+            };
+        }
+        pending.vanished.extend(now.vanished_since(before));
+        pending
+            .renamed_columns
+            .extend(now.renamed_columns_since(before));
+        drop(pending);
+        // A column sync cannot name (ALTER TABLE ... ADD or RENAME COLUMN).
+        let long_before = before.unsyncable_columns();
+        let long = now.unsyncable_columns();
+        if let Some((table, column)) = long.iter().find(|c| !long_before.contains(c)) {
             self.refuse(format!(
                 "table {table:?} syncs, and sync names columns of up to {} bytes; column {:?}... \
                  is {} bytes: use a shorter name",
@@ -488,12 +495,12 @@ impl Replication {
                 column.len()
             ));
         }
-        // A UNIQUE index made on a synced table: merged rows could break it, and a merge that
-        // does fails on every sync after, holding back every later change.
-        let unique = state.collections.unique_indexes();
+        // A UNIQUE index: merged rows could break it, and a merge that does fails on every
+        // sync after, holding back every later change.
+        let unique_before = before.unique_indexes();
+        let unique = now.unique_indexes();
         if let Some((id, name)) = unique.iter().find(|u| !unique_before.contains(u))
-            && own_ddl
-            && let Some(coll) = state.collections.by_id(*id)
+            && let Some(coll) = now.by_id(*id)
         {
             let index = (coll.unique_indexes.iter())
                 .find(|(n, _)| n == name)
@@ -506,10 +513,6 @@ impl Replication {
                 coll.name
             ));
         }
-        *self.tables.write() = state.collections.tables();
-        self.tables_synced
-            .store(state.collections.has_tables(), Ordering::Release);
-        Ok(())
     }
 
     /// This site's stamp for a write made now in the open transaction.

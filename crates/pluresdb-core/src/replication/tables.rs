@@ -1,11 +1,11 @@
 //! Opting SQL tables in and out of replication.
 
-use rusqlite::{Connection, OptionalExtension};
-
-use super::clock::RowClock;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use rusqlite::{Connection, OptionalExtension};
+
+use super::clock::RowClock;
 use super::collections::{Collection, Kind, Renamed, TableInfo, check_shape, quote, table_info};
 use super::state::Replication;
 use crate::error::{Error, Result};
