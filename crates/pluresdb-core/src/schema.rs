@@ -233,6 +233,9 @@ pub(crate) fn prepare(
             }
         }
     }
+    if !table_exists(conn, "_pluresdb_received")? {
+        conn.execute_batch(crate::replication::RECEIVED_TABLE)?;
+    }
     read_state(conn, true)
 }
 

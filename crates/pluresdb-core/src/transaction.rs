@@ -47,7 +47,7 @@ impl Database {
     where
         E: From<Error>,
     {
-        self.transaction_as(false, f)
+        self.transaction_as(false, |db, _| f(db))
     }
 
     /// [`transaction`](Self::transaction) for merging remote changes: begun here, it does not
@@ -55,22 +55,27 @@ impl Database {
     /// actions (cascades) ran where the writes were made and arrive as changes of their own;
     /// run again here, or checked in the middle of a batch, they would make the replicas
     /// differ, or refuse for good a batch whose rows refer to a row deleted concurrently
-    /// elsewhere. Nested in a caller's transaction, foreign keys stay as they are there.
-    pub(crate) fn merge_transaction<T>(&self, f: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+    /// elsewhere. Nested in a caller's transaction, foreign keys stay as they are there. `f`
+    /// is told whether the transaction is its own (false: nested in a caller's).
+    pub(crate) fn merge_transaction<T>(
+        &self,
+        f: impl FnOnce(&Database, bool) -> Result<T>,
+    ) -> Result<T> {
         self.transaction_as(true, f)
     }
 
     fn transaction_as<T, E>(
         &self,
         merging: bool,
-        f: impl FnOnce(&Database) -> Result<T, E>,
+        f: impl FnOnce(&Database, bool) -> Result<T, E>,
     ) -> Result<T, E>
     where
         E: From<Error>,
     {
         let (level, observed) = self.begin_level(merging)?;
         let mark = self.engine().hub.pending_len();
-        match catch_unwind(AssertUnwindSafe(|| f(self))) {
+        let own = matches!(level, Level::Outer { .. });
+        match catch_unwind(AssertUnwindSafe(|| f(self, own))) {
             Ok(Ok(value)) => match self.commit_level(&level) {
                 Ok(()) => Ok(value),
                 Err(e) => {

@@ -164,7 +164,7 @@ fn full_push(a: &Database, b: &Database) {
     let set = a
         .changes_since(b.peer_cursor(a.site_id()).unwrap(), Some(b.site_id()))
         .unwrap();
-    b.apply_changes(&set.changes).unwrap();
+    b.apply_changes_from(a.site_id(), &set.changes).unwrap();
     b.record_sync(
         a.site_id(),
         &SyncProgress {
@@ -206,7 +206,7 @@ fn check(replicas: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                     let extra = batch.clone();
                     batch.extend(extra);
                 }
-                b.apply_changes(&batch).unwrap();
+                b.apply_changes_from(a.site_id(), &batch).unwrap();
                 if complete {
                     b.record_sync(
                         a.site_id(),

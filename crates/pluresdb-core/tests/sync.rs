@@ -3715,3 +3715,93 @@ fn sync_warnings_name_the_triggers_that_write_synced_tables() {
     push(&db, &other);
     assert_eq!(dump(&db), dump(&other));
 }
+
+/// The changes `from` has for `to` (as a sync would read them: after `to`'s cursor).
+fn changes_for(from: &Database, to: &Database) -> Vec<ChangeRecord> {
+    let since = to.peer_cursor(from.site_id()).unwrap();
+    from.changes_since(since, Some(to.site_id()))
+        .unwrap()
+        .changes
+}
+
+/// One-way sync as a session runs it: `from`'s changes merged into `to` as received from
+/// `from`, `to`'s cursor moved and `from` told they arrived.
+fn receive(from: &Database, to: &Database) {
+    let since = to.peer_cursor(from.site_id()).unwrap();
+    let set = from.changes_since(since, Some(to.site_id())).unwrap();
+    to.apply_changes_from(from.site_id(), &set.changes).unwrap();
+    let progress = |cursor, acked| SyncProgress {
+        cursor,
+        acked,
+        ..Default::default()
+    };
+    to.record_sync(from.site_id(), &progress(Some(set.db_version), None))
+        .unwrap();
+    from.record_sync(to.site_id(), &progress(None, Some(set.db_version)))
+        .unwrap();
+}
+
+#[test]
+fn changes_merged_from_a_peer_are_not_sent_back_to_it() {
+    // A hub and two devices: a device gets the other's changes from the hub.
+    let schema = "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)";
+    let (hub, a, b) = (
+        with_synced(schema, &["todos"]),
+        with_synced(schema, &["todos"]),
+        with_synced(schema, &["todos"]),
+    );
+    b.run("INSERT INTO todos VALUES ('t1', 'from b')", ())
+        .unwrap();
+    b.put("n1", &json!({"by": "b"})).unwrap();
+    b.put("n2", &json!({})).unwrap();
+    b.link("n1", "knows", "n2", None).unwrap();
+    a.run("INSERT INTO todos VALUES ('t2', 'from a')", ())
+        .unwrap();
+    receive(&b, &hub);
+    receive(&a, &hub);
+    receive(&hub, &a);
+    assert!(dump(&a).contains("from b") && dump(&a).contains("knows"));
+    // b's changes, which a got from the hub, are not sent back to it (they were: as many
+    // changes again as the hub sent).
+    assert_eq!(changes_for(&a, &hub), []);
+    // The hub still gets a's later edit of b's row, and a new device gets everything.
+    a.run("UPDATE todos SET title = 'edited on a' WHERE id = 't1'", ())
+        .unwrap();
+    let back = changes_for(&a, &hub);
+    assert_eq!(
+        back.iter().map(|c| &c.value).collect::<Vec<_>>(),
+        [&Some(Value::from("edited on a"))]
+    );
+    let c = with_synced(schema, &["todos"]);
+    receive(&a, &c);
+    assert_eq!(dump(&c), dump(&a));
+    // `sync --status` counts only that edit as pending for the hub.
+    let status = a.sync_status().unwrap();
+    let to_hub = status.iter().find(|p| p.site == hub.site_id()).unwrap();
+    assert_eq!(to_hub.pending, 1);
+    receive(&a, &hub);
+    assert_eq!(dump(&hub), dump(&a));
+}
+
+#[test]
+fn a_merge_inside_a_callers_transaction_is_not_taken_as_the_peers_alone() {
+    let schema = "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)";
+    let (a, b) = pair(schema, &["todos"]);
+    a.run("INSERT INTO todos VALUES ('t0', 'first')", ())
+        .unwrap();
+    receive(&a, &b);
+    b.run("INSERT INTO todos VALUES ('t1', 'from b')", ())
+        .unwrap();
+    let set = b.changes_since(0, Some(a.site_id())).unwrap();
+    // The caller's own write shares the transaction's version with the merge: it is sent.
+    a.transaction(|tx| {
+        tx.apply_changes_from(b.site_id(), &set.changes)?;
+        tx.run("INSERT INTO todos VALUES ('t2', 'from a')", ())?;
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+    let back = changes_for(&a, &b);
+    assert!(back.iter().any(|c| c.value == Some(Value::from("from a"))));
+    receive(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+}

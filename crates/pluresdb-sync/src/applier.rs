@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use pluresdb_core::{ApplyReport, ChangeRecord, Database, Error, ErrorKind, Result};
+use pluresdb_core::{ApplyReport, ChangeRecord, Database, Error, ErrorKind, Result, SiteId};
 
 /// Received batches waiting to merge or merging, at most (the session stops reading the peer
 /// when they are this many: memory stays bounded however fast the peer sends).
@@ -65,6 +65,8 @@ pub(crate) fn split_off_last_row(changes: &mut Vec<ChangeRecord>) -> Vec<ChangeR
 struct Job {
     changes: Vec<ChangeRecord>,
     ends_set: bool,
+    /// The peer that sent them.
+    from: SiteId,
 }
 
 /// The merging thread of one session, and how many batches it was given and has merged.
@@ -107,7 +109,7 @@ impl Applier {
                 if !ends_set {
                     held = split_off_last_row(&mut changes);
                 }
-                let merged = merge(&db, &changes).map(|report| Merged {
+                let merged = merge(&db, job.from, &changes).map(|report| Merged {
                     batches,
                     changes: taken,
                     report,
@@ -129,19 +131,21 @@ impl Applier {
 
     /// Queues a received batch (the caller waits for [`has_room`](Self::has_room) first:
     /// the session keeps running while batches merge, so it still pings its peer).
-    pub(crate) fn submit(&mut self, changes: Vec<ChangeRecord>) -> Result<()> {
+    pub(crate) fn submit(&mut self, from: SiteId, changes: Vec<ChangeRecord>) -> Result<()> {
         self.queue(Job {
             changes,
             ends_set: false,
+            from,
         })
     }
 
     /// Marks the end of the peer's set (its `Done`): the row held back merges. Counts as a
     /// batch, so waiting for the batches up to it waits for that row too.
-    pub(crate) fn end_set(&mut self) -> Result<()> {
+    pub(crate) fn end_set(&mut self, from: SiteId) -> Result<()> {
         self.queue(Job {
             changes: Vec::new(),
             ends_set: true,
+            from,
         })
     }
 
@@ -195,12 +199,13 @@ impl Applier {
     }
 }
 
-/// Merges `changes`, if any (an empty merge would still take the write lock).
-pub(crate) fn merge(db: &Database, changes: &[ChangeRecord]) -> Result<ApplyReport> {
+/// Merges `changes` received from `from`, if any (an empty merge would still take the write
+/// lock).
+pub(crate) fn merge(db: &Database, from: SiteId, changes: &[ChangeRecord]) -> Result<ApplyReport> {
     if changes.is_empty() {
         return Ok(ApplyReport::default());
     }
-    db.apply_changes(changes)
+    db.apply_changes_from(from, changes)
 }
 
 fn stopped() -> Error {
@@ -229,6 +234,9 @@ mod tests {
         }
     }
 
+    /// The peer the test batches come from.
+    const PEER: SiteId = SiteId([6; 16]);
+
     #[test]
     fn a_row_longer_than_any_table_row_is_not_held_back() {
         let change = |i: usize| node_change(format!("data.f{i}"), 1);
@@ -248,9 +256,9 @@ mod tests {
         let change = node_change("data.f".into(), pluresdb_core::wall_millis());
         let mut applier = Applier::start(db);
         // One batch of many changes fills the queue; a batch of a few does not.
-        applier.submit(vec![change.clone(); 3]).unwrap();
+        applier.submit(PEER, vec![change.clone(); 3]).unwrap();
         assert!(applier.has_room());
-        applier.submit(vec![change; QUEUE_CHANGES]).unwrap();
+        applier.submit(PEER, vec![change; QUEUE_CHANGES]).unwrap();
         assert!(
             !applier.has_room(),
             "two batches, but over a million changes"
@@ -277,19 +285,19 @@ mod tests {
         let mut bad = good.clone();
         bad[0].cl = 0;
         let mut applier = Applier::start(open("db.db"));
-        applier.submit(good).unwrap();
-        applier.end_set().unwrap();
+        applier.submit(PEER, good).unwrap();
+        applier.end_set(PEER).unwrap();
         // The good batch (and the end of its set) merge alone first: sent at once, the two
         // sets would merge as one group and fail together.
         let mut merged = 0;
         while merged < 2 {
             merged += applier.merged().await.unwrap().batches;
         }
-        applier.submit(bad).unwrap();
-        applier.end_set().unwrap();
+        applier.submit(PEER, bad).unwrap();
+        applier.end_set(PEER).unwrap();
         // A batch after the bad one is taken without an error (the thread may have stopped);
         // the merge reports the bad one's own error.
-        applier.submit(Vec::new()).unwrap();
+        applier.submit(PEER, Vec::new()).unwrap();
         let err = applier.merged().await.unwrap_err();
         assert!(err.to_string().contains("causal length 0"), "{err}");
     }

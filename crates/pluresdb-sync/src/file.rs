@@ -268,6 +268,7 @@ pub fn apply_file(
     // The writer says what it has of this database: more than this file ever told it, and
     // this file is a copy or a restored backup (as a session's hello tells).
     check_not_a_copy(db, &have, Some(site))?;
+    let has_ours = have.get(&db.site_id());
     let mut out = AppliedFile {
         from: Some(site),
         ..AppliedFile::default()
@@ -282,7 +283,7 @@ pub fn apply_file(
         if let Ok(Some(Message::Changes(batch))) = frame {
             pending.extend(batch);
             if pending.len() >= GROUP_CHANGES {
-                merge_whole_rows(db, &mut pending, &mut out.report)?;
+                merge_whole_rows(db, site, &mut pending, &mut out.report)?;
             }
             continue;
         }
@@ -292,7 +293,7 @@ pub fn apply_file(
         if !matches!(frame, Ok(Some(Message::Done { .. }))) {
             split_off_last_row(&mut pending);
         }
-        out.report += merge(db, &pending)?;
+        out.report += merge(db, site, &pending)?;
         // A damaged or cut file: how much of it got in.
         let frame = frame.map_err(|e| match out.report.received {
             0 => e,
@@ -318,6 +319,8 @@ pub fn apply_file(
                         address,
                         received: out.report.received,
                         cursor: out.gap.is_none().then_some(db_version),
+                        // What the writer said it has of this database.
+                        acked: Some(has_ours),
                         ..SyncProgress::default()
                     },
                 )?;
@@ -338,15 +341,16 @@ pub fn apply_file(
     }
 }
 
-/// Merges the whole rows of `pending` in one transaction and adds what it did to `report`;
+/// Merges the whole rows of `pending` (received from `from`) in one transaction and adds what it did to `report`;
 /// leaves in `pending` the last row, which may go on in the next frame.
 fn merge_whole_rows(
     db: &Database,
+    from: SiteId,
     pending: &mut Vec<ChangeRecord>,
     report: &mut ApplyReport,
 ) -> Result<()> {
     let last = split_off_last_row(pending);
-    *report += merge(db, pending)?;
+    *report += merge(db, from, pending)?;
     *pending = last;
     Ok(())
 }

@@ -676,9 +676,9 @@ impl Session<'_> {
                 ));
             }
             (_, None) => return Err(Error::invalid("the peer sent data before saying hello")),
-            (Message::Changes(changes), Some(_)) => self.applier.submit(changes)?,
-            (Message::Done { db_version }, Some(_)) => {
-                self.applier.end_set()?;
+            (Message::Changes(changes), Some(peer)) => self.applier.submit(peer, changes)?,
+            (Message::Done { db_version }, Some(peer)) => {
+                self.applier.end_set(peer)?;
                 self.peer_done_at
                     .push_back((self.applier.submitted(), db_version));
                 self.ack_when_merged()?;

@@ -1711,3 +1711,29 @@ async fn a_peer_without_a_newer_column_syncs_rows_split_across_messages() {
         "the server's values of d arrived"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_does_not_send_a_hub_back_what_it_got_from_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, a, b) = (open(&dir, "hub.db"), open(&dir, "a.db"), open(&dir, "b.db"));
+    fill(&b, "b", 500, "from b");
+    sync_ok(&b, &hub).await;
+    fill(&a, "a", 10, "from a");
+    let (first, _) = sync_over_pipe(&a, &hub).await;
+    let first = first.unwrap();
+    // (Three changes a row: its creation, title and done.)
+    assert_eq!((first.sent, first.applied), (30, 1500));
+    // b's rows came from the hub: the next sync sends it nothing (it sent them all back).
+    let (again, _) = sync_over_pipe(&a, &hub).await;
+    assert_eq!(again.unwrap().sent, 0);
+    let pending: u64 = a.sync_status().unwrap().iter().map(|p| p.pending).sum();
+    assert_eq!(pending, 0);
+    // A's edit of one of them reaches the hub and, from there, b.
+    a.run("UPDATE todos SET done = 1 WHERE id = 'b-00007'", ())
+        .unwrap();
+    let (edit, _) = sync_over_pipe(&a, &hub).await;
+    assert_eq!(edit.unwrap().sent, 1);
+    sync_ok(&b, &hub).await;
+    assert_eq!(rows(&b), rows(&a));
+    assert_eq!(rows(&hub), rows(&a));
+}

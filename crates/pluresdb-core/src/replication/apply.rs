@@ -22,6 +22,7 @@ use super::edge_clock;
 use super::history::append_history;
 use super::keys;
 use super::missed::{self, Missed};
+use super::received;
 use super::state::Replication;
 use super::{ChangeRecord, MAX_CLOCK_DRIFT};
 use crate::database::Database;
@@ -129,6 +130,26 @@ impl Database {
     /// sync, or to a column it does not have, are left out and counted as
     /// [`skipped`](ApplyReport::skipped).
     pub fn apply_changes(&self, changes: &[ChangeRecord]) -> Result<ApplyReport> {
+        self.apply_changes_as(None, changes)
+    }
+
+    /// [`apply_changes`](Self::apply_changes) for changes received from `peer`, which has
+    /// them: changes read for it later leave out what this merge stored (unless it ran inside
+    /// a caller's transaction). A device syncing with a hub then does not send the hub back
+    /// the other devices' changes it got from there.
+    pub fn apply_changes_from(
+        &self,
+        peer: SiteId,
+        changes: &[ChangeRecord],
+    ) -> Result<ApplyReport> {
+        self.apply_changes_as(Some(peer), changes)
+    }
+
+    fn apply_changes_as(
+        &self,
+        from: Option<SiteId>,
+        changes: &[ChangeRecord],
+    ) -> Result<ApplyReport> {
         self.require_graph()?;
         let repl = self.replication().clone();
         let mut skipped = 0;
@@ -203,7 +224,7 @@ impl Database {
             skipped,
             ..ApplyReport::default()
         };
-        self.merge_transaction(|db| {
+        self.merge_transaction(|db, own_transaction| {
             db.with_writer_conn(|conn| {
                 // Merging reads clock records: this database's own logged changes first.
                 repl.settle_clock(conn)?;
@@ -247,6 +268,12 @@ impl Database {
                 }
                 if let Some(hlc) = newest {
                     repl.clock.observe(hlc);
+                }
+                if let Some(peer) = from
+                    && own_transaction
+                    && report.rows > 0
+                {
+                    received::record(conn, seq, repl.site_index(conn, peer)?)?;
                 }
                 repl.persist_clock(conn)
             })

@@ -2,7 +2,7 @@
 //! are now, a page of rows per snapshot.
 
 use std::cell::OnceCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::Value as Json;
@@ -12,6 +12,7 @@ use pluresdb_crdt::{Hlc, SiteId, Version, is_alive};
 use super::clock::{RowClock, Stamp};
 use super::collections::{Collection, Collections, Kind, quote};
 use super::keys;
+use super::received;
 use super::shape_stamp::ShapeStamp;
 use super::state::read_sites;
 use super::{ChangeRecord, EDGES, EDGES_ID, NODES};
@@ -44,7 +45,8 @@ pub struct ChangeSet {
 
 impl Database {
     /// Every change stored here after `since` (this site's `db_version`), except those made by
-    /// `exclude` (the peer asking, which has them already). Loads them all; see
+    /// `exclude` (the peer asking, which has them already) and those merged from it (see
+    /// [`apply_changes_from`](Self::apply_changes_from)). Loads them all; see
     /// [`for_each_change`](Self::for_each_change) to stream large sets.
     pub fn changes_since(&self, since: u64, exclude: Option<SiteId>) -> Result<ChangeSet> {
         let mut changes = Vec::new();
@@ -286,7 +288,7 @@ impl Reading {
             self.emitter.reload(&collections);
             self.stamp = Some(stamp);
         }
-        self.emitter.sites = Sites::load(conn, self.exclude)?;
+        self.emitter.sites = Sites::load(conn, self.exclude, self.since)?;
         let emitter = &mut self.emitter;
         let batch = self.batch;
         // A page ends after a row that brings it to two batches (about what the sender queues
@@ -439,29 +441,41 @@ fn edges_sql(one_key: bool) -> String {
     )
 }
 
-/// Site ids by index, and the index of the excluded site.
+/// Site ids by index, the index of the excluded site, and the merge transactions that brought
+/// its changes (see [`received`](super::received)).
 #[derive(Default)]
 struct Sites {
     by_idx: HashMap<u32, SiteId>,
     exclude: Option<u32>,
+    from_exclude: HashSet<u64>,
 }
 
 impl Sites {
-    fn load(conn: &rusqlite::Connection, exclude: Option<SiteId>) -> Result<Sites> {
+    fn load(conn: &rusqlite::Connection, exclude: Option<SiteId>, since: u64) -> Result<Sites> {
         let by_idx: HashMap<u32, SiteId> = read_sites(conn)?.into_iter().collect();
         let excluded = by_idx
             .iter()
             .find(|(_, site)| Some(**site) == exclude)
             .map(|(idx, _)| *idx);
+        // A peer asking for everything (new, or its cursors were set back) gets everything.
+        let from_exclude = match excluded {
+            Some(idx) if since > 0 => received::from_site(conn, idx, since)?,
+            _ => HashSet::new(),
+        };
         Ok(Sites {
             by_idx,
             exclude: excluded,
+            from_exclude,
         })
     }
 
-    /// The version of `stamp` when it should be sent (stored after `since`, not by the peer).
+    /// The version of `stamp` when it should be sent (stored after `since`, neither made by
+    /// the peer nor merged from it).
     fn wanted(&self, stamp: Stamp, since: u64) -> Result<Option<Version>> {
-        if stamp.seq <= since || Some(stamp.site) == self.exclude {
+        if stamp.seq <= since
+            || Some(stamp.site) == self.exclude
+            || self.from_exclude.contains(&stamp.seq)
+        {
             return Ok(None);
         }
         let site = self.by_idx.get(&stamp.site).ok_or_else(|| {

@@ -29,6 +29,7 @@ mod history;
 mod keys;
 mod missed;
 mod peers;
+mod received;
 mod recent;
 mod shape_stamp;
 mod state;
@@ -48,6 +49,7 @@ pub(crate) use functions::{register_pure, register_writer};
 pub(crate) use history::append_history;
 pub(crate) use keys::pack as pack_key_refs;
 pub(crate) use keys::pack_values as pack_key;
+pub(crate) use received::TABLE as RECEIVED_TABLE;
 pub(crate) use state::Replication;
 
 pub use apply::ApplyReport;

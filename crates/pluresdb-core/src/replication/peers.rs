@@ -304,6 +304,14 @@ impl Database {
                 progress.resets_seen.map(|seen| seen as i64),
             ),
         )?;
+        // What is read for the peer starts after what it confirmed having.
+        if let Some(acked) = progress.acked {
+            self.run(
+                "DELETE FROM _pluresdb_received WHERE seq <= ?1
+                 AND site = (SELECT idx FROM _pluresdb_sites WHERE site = ?2)",
+                (acked as i64, site.as_bytes().to_vec()),
+            )?;
+        }
         Ok(())
     }
 
