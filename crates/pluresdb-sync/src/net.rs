@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{accept_async_with_config, connect_async_with_config};
 
@@ -101,12 +102,7 @@ pub async fn sync_with(db: Database, url: &str, opts: &SessionOptions) -> Result
 
 /// One session of [`sync_with`].
 async fn connect_and_sync(db: Database, url: &str, opts: &SessionOptions) -> Result<SessionReport> {
-    if !url.starts_with("ws://") {
-        return Err(Error::invalid(format!(
-            "cannot sync with {url:?}: give a ws://host:port address (TLS is not supported yet; \
-             put a TLS proxy in front for wss://)"
-        )));
-    }
+    check_address(url)?;
     // A server that accepts the connection but never answers the handshake must not hold
     // the client for ever.
     let connect = connect_async_with_config(url, Some(ws_config(opts)), true);
@@ -122,10 +118,83 @@ async fn connect_and_sync(db: Database, url: &str, opts: &SessionOptions) -> Res
                 ),
             )
         })?
-        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot connect to {url}: {e}")))?;
+        .map_err(|e| match e {
+            WsError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => Error::new(
+                ErrorKind::Io,
+                format!(
+                    "cannot connect to {url}: nothing accepts connections there (is `pluresdb \
+                     serve` running on that machine and port?)"
+                ),
+            ),
+            e => Error::new(ErrorKind::Io, format!("cannot connect to {url}: {e}")),
+        })?;
     let opts = SessionOptions {
         address: Some(url.to_owned()),
         ..opts.clone()
     };
     run_session(db, ws, &opts).await
+}
+
+/// Checks that `url` is a `ws://host[:port]` address (the port, 80 when left out, must be a
+/// number from 1 to 65535).
+fn check_address(url: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::invalid(format!(
+            "cannot sync with {url:?}: {why}; give a ws://host:port address, as `pluresdb serve` \
+             prints it"
+        )))
+    };
+    let Some(rest) = url.strip_prefix("ws://") else {
+        return bad(
+            "it is not a ws:// address (TLS is not supported yet; put a TLS proxy in \
+                    front for wss://)",
+        );
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let port = match authority.strip_prefix('[') {
+        // [IPv6]:port
+        Some(v6) => match v6.split_once(']') {
+            Some((_, after)) => after.strip_prefix(':'),
+            None => return bad("its IPv6 address has no closing ]"),
+        },
+        None => authority.rsplit_once(':').map(|(_, port)| port),
+    };
+    let host_missing = authority.is_empty() || authority.starts_with(':');
+    if host_missing {
+        return bad("it names no host");
+    }
+    match port {
+        Some(port) if !matches!(port.parse::<u16>(), Ok(1..)) => {
+            bad(&format!("{port:?} is not a port number (1 to 65535)"))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_address;
+
+    #[test]
+    fn addresses_are_checked_before_connecting() {
+        for good in [
+            "ws://127.0.0.1:9000",
+            "ws://host",
+            "ws://[::1]:9000/",
+            "ws://h:1/x?y",
+        ] {
+            assert!(check_address(good).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("ws://127.0.0.1:99999", "\"99999\" is not a port number"),
+            ("ws://127.0.0.1:abc", "\"abc\" is not a port number"),
+            ("ws://host:0", "\"0\" is not a port number"),
+            ("ws://:9000", "names no host"),
+            ("ws://[::1:9000", "no closing ]"),
+            ("http://host:9000", "not a ws:// address"),
+        ] {
+            let err = check_address(bad).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
 }

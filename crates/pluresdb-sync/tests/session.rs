@@ -940,7 +940,7 @@ async fn connecting_to_nothing_is_a_clear_error() {
     assert_eq!(err.kind(), ErrorKind::Io);
     assert!(
         err.message()
-            .starts_with("cannot connect to ws://127.0.0.1:1"),
+            .starts_with("cannot connect to ws://127.0.0.1:1: nothing accepts connections"),
         "{err}"
     );
     let err = sync_with(db, "http://example", &SessionOptions::default())
