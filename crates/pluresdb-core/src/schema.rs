@@ -233,9 +233,7 @@ pub(crate) fn prepare(
             }
         }
     }
-    if !table_exists(conn, "_pluresdb_received")? {
-        conn.execute_batch(crate::replication::RECEIVED_TABLE)?;
-    }
+    crate::replication::create_received(conn, opts.busy_timeout)?;
     read_state(conn, true)
 }
 

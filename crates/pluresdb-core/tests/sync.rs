@@ -3759,6 +3759,11 @@ fn changes_merged_from_a_peer_are_not_sent_back_to_it() {
         .unwrap();
     receive(&b, &hub);
     receive(&a, &hub);
+    // Until the hub's set is complete (its cursor recorded here), what merged from it is
+    // still sent back: a restored backup of the hub that lacks it would not be told apart.
+    let partial = hub.changes_since(0, Some(a.site_id())).unwrap().changes;
+    a.apply_changes_from(hub.site_id(), &partial).unwrap();
+    assert_ne!(changes_for(&a, &hub), []);
     receive(&hub, &a);
     assert!(dump(&a).contains("from b") && dump(&a).contains("knows"));
     // b's changes, which a got from the hub, are not sent back to it (they were: as many
@@ -3804,4 +3809,73 @@ fn a_merge_inside_a_callers_transaction_is_not_taken_as_the_peers_alone() {
     assert!(back.iter().any(|c| c.value == Some(Value::from("from a"))));
     receive(&a, &b);
     assert_eq!(dump(&a), dump(&b));
+}
+
+#[test]
+fn a_transaction_left_open_by_a_thread_that_ended_records_nothing() {
+    let db = with_synced(
+        "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)",
+        &["todos"],
+    );
+    db.run("INSERT INTO todos VALUES ('t1', 'first')", ())
+        .unwrap();
+    let before = db.db_version().unwrap();
+    // The thread's transaction is rolled back when it ends; its write was captured.
+    let other = db.clone();
+    std::thread::spawn(move || {
+        other.exec("BEGIN").unwrap();
+        other
+            .run("UPDATE todos SET title = 'never' WHERE id = 't1'", ())
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    // It was recorded with the next commit (as a change of t1's title, to its old value).
+    db.run("INSERT INTO todos VALUES ('t2', 'second')", ())
+        .unwrap();
+    let changes = db.changes_since(before, None).unwrap().changes;
+    assert!(
+        changes.iter().all(|c| *c.key == [Value::from("t2")]),
+        "{changes:?}"
+    );
+}
+
+#[test]
+fn a_file_from_before_merge_notes_opens_at_once_while_another_process_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let schema = "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)";
+    let hub = with_synced(schema, &["todos"]);
+    hub.run("INSERT INTO todos VALUES ('t1', 'from the hub')", ())
+        .unwrap();
+    {
+        let db = Database::open(&path).unwrap();
+        db.exec(schema).unwrap();
+        db.sync_table("todos").unwrap();
+        db.run("INSERT INTO todos VALUES ('t0', 'here')", ())
+            .unwrap();
+        receive(&db, &hub);
+        // As a file written before the notes of merges were kept.
+        db.exec("DROP TABLE _pluresdb_received").unwrap();
+    }
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = std::time::Instant::now();
+    let db = Database::open(&path).unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    other.execute_batch("ROLLBACK").unwrap();
+    // Without the table, merges, reads for peers and their records work as before it; the
+    // next open makes it.
+    receive(&hub, &db);
+    receive(&db, &hub);
+    assert_eq!(dump(&db), dump(&hub));
+    drop(db);
+    let db = Database::open(&path).unwrap();
+    let tables = db
+        .value(
+            "SELECT count(*) FROM sqlite_schema WHERE name = '_pluresdb_received'",
+            (),
+        )
+        .unwrap();
+    assert_eq!(tables.as_i64(), Some(1));
 }

@@ -87,11 +87,13 @@ impl Replication {
             }
             _ => UpdateMask::ALL,
         };
-        let mut buf = self.captured.lock();
-        match capture(info, case, mask, &mut buf, at) {
+        let generation = self.tx.generation.load(Ordering::Acquire);
+        let mut captured = self.captured.lock();
+        let buf = captured.in_transaction(generation);
+        match capture(info, case, mask, buf, at) {
             Ok(()) => {}
             Err(why) => {
-                drop(buf);
+                drop(captured);
                 // Shapes are read again before the next statement (and for a retry).
                 self.writer_auth
                     .schema_changed
@@ -134,7 +136,8 @@ impl Replication {
     /// folds the log into the clock when it has grown large.
     pub(crate) fn flush_captured(&self, conn: &Connection) -> Result<()> {
         self.refresh_schema(conn)?;
-        let (changes, count) = self.captured.lock().take();
+        let generation = self.tx.generation.load(Ordering::Acquire);
+        let (changes, count) = self.captured.lock().in_transaction(generation).take();
         if count == 0 {
             return Ok(());
         }

@@ -55,9 +55,23 @@ pub(crate) struct CaptureBuf {
     /// Reused to pack a key, and changed field names, before their length is known.
     pub(crate) scratch: Vec<u8>,
     pub(crate) fields_scratch: Vec<u8>,
+    /// The transaction (its generation, see `TxCounters`) the changes were captured in.
+    generation: u64,
 }
 
 impl CaptureBuf {
+    /// Makes the buffer hold changes of transaction `generation`: what it holds of an earlier
+    /// one is dropped. A commit writes every captured change first, so what is left of an
+    /// ended transaction was rolled back (by a `ROLLBACK` typed in SQL, or when the thread that
+    /// left its transaction open ended).
+    pub(crate) fn in_transaction(&mut self, generation: u64) -> &mut CaptureBuf {
+        if self.generation != generation {
+            self.clear();
+            self.generation = generation;
+        }
+        self
+    }
+
     /// Where the buffer ends now: [`truncate`](Self::truncate) comes back to it.
     pub(crate) fn mark(&mut self) -> usize {
         self.taken_since_mark = None;

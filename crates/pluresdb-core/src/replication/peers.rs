@@ -304,15 +304,17 @@ impl Database {
                 progress.resets_seen.map(|seen| seen as i64),
             ),
         )?;
-        // What is read for the peer starts after what it confirmed having.
-        if let Some(acked) = progress.acked {
-            self.run(
-                "DELETE FROM _pluresdb_received WHERE seq <= ?1
-                 AND site = (SELECT idx FROM _pluresdb_sites WHERE site = ?2)",
-                (acked as i64, site.as_bytes().to_vec()),
-            )?;
-        }
-        Ok(())
+        self.with_writer_conn(|conn| {
+            // The peer's set is complete: what merged from it counts as its, unless the
+            // cursors were set back meanwhile and the cursor was not recorded.
+            if let Some(cursor) = progress.cursor {
+                super::received::confirm(conn, site.as_bytes(), cursor)?;
+            }
+            if let Some(acked) = progress.acked {
+                super::received::forget_acked(conn, site.as_bytes(), acked)?;
+            }
+            Ok(())
+        })
     }
 
     /// Sync status of every peer this database has synced with.

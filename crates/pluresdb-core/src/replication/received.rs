@@ -7,36 +7,98 @@
 //!
 //! A merge stamps everything it stores with its transaction's `db_version` (versions that
 //! stay local keep theirs), so one row per merge transaction says it all. Only a merge that
-//! is a transaction of its own is recorded: in a caller's transaction, local writes share its
-//! `db_version`. Rows at or below what the peer confirmed having are dropped, since changes
-//! read for it start after that.
+//! is a transaction of its own is noted: in a caller's transaction, local writes share its
+//! `db_version`. A note counts once the peer's set of changes it belongs to is complete (the
+//! peer's cursor recorded): the peer has then announced, durably, a version past those
+//! changes, so a restored backup of the peer that lacks them is told apart as a copy (see
+//! `Database::announce`) rather than left without them. Notes at or below what the peer
+//! confirmed having are dropped, since changes read for it start after that.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use rusqlite::Connection;
 
 use crate::error::Result;
 
-/// The table, created on open (files made before it get it on their first writable open).
+/// The table, made on a writable open (one that finds the file locked by another writer goes
+/// on without it, and a later open makes it). Without it, nothing is noted and everything is
+/// sent, as before it existed.
 pub(crate) const TABLE: &str = "CREATE TABLE IF NOT EXISTS _pluresdb_received (
-    seq  INTEGER PRIMARY KEY,
-    site INTEGER NOT NULL
+    seq       INTEGER PRIMARY KEY,
+    site      INTEGER NOT NULL,
+    confirmed INTEGER NOT NULL DEFAULT 0
 )";
 
-/// Records that the merge transaction `seq` stored changes received from site `site` (its
-/// index in `_pluresdb_sites`).
-pub(crate) fn record(conn: &Connection, seq: u64, site: u32) -> Result<()> {
-    conn.prepare_cached("INSERT OR REPLACE INTO _pluresdb_received(seq, site) VALUES (?1, ?2)")?
-        .execute((seq as i64, site))?;
+/// Makes the table, unless another connection holds the write lock (not waited for: an open
+/// must not stall behind another process's transaction for this); `busy_timeout` is the
+/// connection's, restored after.
+pub(crate) fn create(conn: &Connection, busy_timeout: Duration) -> Result<()> {
+    if crate::schema::table_exists(conn, "_pluresdb_received")? {
+        return Ok(());
+    }
+    conn.busy_timeout(Duration::ZERO)?;
+    let created = conn.execute_batch(TABLE);
+    conn.busy_timeout(busy_timeout)?;
+    match created {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+        {
+            Ok(())
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Runs `sql` with `params`, doing nothing when the table is missing.
+fn run(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<()> {
+    if !crate::schema::table_exists(conn, "_pluresdb_received")? {
+        return Ok(());
+    }
+    conn.prepare_cached(sql)?.execute(params)?;
     Ok(())
 }
 
-/// The merge transactions after `since` that brought changes from site `site`. Empty for a
+/// Notes that the merge transaction `seq` stored changes received from site `site` (its index
+/// in `_pluresdb_sites`), unconfirmed.
+pub(crate) fn record(conn: &Connection, seq: u64, site: u32) -> Result<()> {
+    run(
+        conn,
+        "INSERT OR REPLACE INTO _pluresdb_received(seq, site) VALUES (?1, ?2)",
+        (seq as i64, site),
+    )
+}
+
+/// The peer `site` (its id) completed a set of changes and its cursor was recorded (at
+/// least `cursor`): its notes count from now on.
+pub(crate) fn confirm(conn: &Connection, site: &[u8], cursor: u64) -> Result<()> {
+    run(
+        conn,
+        "UPDATE _pluresdb_received SET confirmed = 1
+         WHERE site = (SELECT idx FROM _pluresdb_sites WHERE site = ?1)
+         AND (SELECT cursor FROM _pluresdb_peers WHERE site = ?1) >= ?2",
+        (site, cursor as i64),
+    )
+}
+
+/// Drops the notes of peer `site` (its id) at or below `acked`, the version of this
+/// database it confirmed having: what is read for it starts after that.
+pub(crate) fn forget_acked(conn: &Connection, site: &[u8], acked: u64) -> Result<()> {
+    run(
+        conn,
+        "DELETE FROM _pluresdb_received
+         WHERE site = (SELECT idx FROM _pluresdb_sites WHERE site = ?1) AND seq <= ?2",
+        (site, acked as i64),
+    )
+}
+
+/// The confirmed merge transactions after `since` that brought changes from site `site`
+/// (its index). Empty for a
 /// file that has no such table (opened read-only before a writable open made it).
 pub(crate) fn from_site(conn: &Connection, site: u32, since: u64) -> Result<HashSet<u64>> {
-    let mut stmt = match conn
-        .prepare_cached("SELECT seq FROM _pluresdb_received WHERE site = ?1 AND seq > ?2")
-    {
+    let mut stmt = match conn.prepare_cached(
+        "SELECT seq FROM _pluresdb_received WHERE site = ?1 AND seq > ?2 AND confirmed",
+    ) {
         Ok(stmt) => stmt,
         Err(_) if !crate::schema::table_exists(conn, "_pluresdb_received")? => {
             return Ok(HashSet::new());
