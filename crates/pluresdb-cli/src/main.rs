@@ -177,6 +177,10 @@ enum Command {
         /// empty means everything.
         #[arg(long, default_value = "")]
         since: String,
+        /// The other device's site id (`pluresdb sync --status` there): its own changes, and
+        /// those it sent here, are left out.
+        #[arg(long = "for", value_name = "SITE")]
+        reader: Option<String>,
         /// Output file (default: standard output, which must be redirected).
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -765,12 +769,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Changes {
             since,
+            reader,
             output,
             limit,
         } => {
             let db = open_existing(&cli)?;
             drop(out);
-            sync_cmd::changes(&db, since, output.as_deref(), limit, cli.json)?;
+            let reader = reader.as_deref();
+            sync_cmd::changes(&db, since, reader, output.as_deref(), limit, cli.json)?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Apply { file, limit } => {

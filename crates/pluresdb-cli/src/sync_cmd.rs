@@ -3,9 +3,9 @@
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
-use pluresdb_core::{Database, Error, Result, VersionVector};
+use pluresdb_core::{Database, Error, Result, SiteId, VersionVector};
 use pluresdb_sync::codec::DEFAULT_MAX_MESSAGE;
-use pluresdb_sync::file::{apply_file, write_changes};
+use pluresdb_sync::file::{apply_file, write_changes_for};
 use pluresdb_sync::net::{bind, serve, sync_with};
 use pluresdb_sync::{SessionOptions, Stop};
 use serde_json::json;
@@ -64,6 +64,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 pub fn changes(
     db: &Database,
     since: &str,
+    reader: Option<&str>,
     output: Option<&Path>,
     limit: &MessageLimit,
     json_out: bool,
@@ -71,10 +72,20 @@ pub fn changes(
     let have: VersionVector = since
         .parse()
         .map_err(|e: pluresdb_core::ParseVersionVectorError| Error::invalid(e.to_string()))?;
+    let reader = reader
+        .map(|r| {
+            r.trim().parse::<SiteId>().map_err(|_| {
+                Error::invalid(format!(
+                    "--for {r:?} is not a site id: give the 32 hexadecimal digits that \
+                     `pluresdb sync --status` prints on that device"
+                ))
+            })
+        })
+        .transpose()?;
     let written = match output {
         Some(path) => {
             let mut out = crate::output_file::OutputFile::create(path)?;
-            let written = write_changes(db, &have, &mut out, limit.bytes)?;
+            let written = write_changes_for(db, &have, reader, &mut out, limit.bytes)?;
             out.commit()?;
             written
         }
@@ -85,7 +96,7 @@ pub fn changes(
                 ));
             }
             let mut out = std::io::BufWriter::new(crate::output::stdout());
-            write_changes(db, &have, &mut out, limit.bytes)?
+            write_changes_for(db, &have, reader, &mut out, limit.bytes)?
         }
     };
     let summary = json!({"changes": written.changes, "db_version": written.db_version, "site": db.site_id().to_string()});
@@ -100,6 +111,15 @@ pub fn changes(
         );
     }
     Ok(())
+}
+
+/// The command that makes a change file for this database on another device.
+fn changes_command(db: &Database) -> Result<String> {
+    Ok(format!(
+        "pluresdb changes --since {} --for {} -o FILE",
+        db.version_vector()?,
+        db.site_id()
+    ))
 }
 
 /// `pluresdb apply FILE`.
@@ -139,7 +159,8 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
             "warning: this file holds the changes after version {start} of its producer, but this \
              database has them only up to version {have}: the file was made for another \
              database, or an earlier file was not applied. Its changes were applied; to get the \
-             rest, make a file with `pluresdb changes --since {vv}` on the producer"
+             rest, make a file with `{}` on the producer",
+            changes_command(db)?
         );
     }
     Ok(())
@@ -271,8 +292,9 @@ pub fn status(db: &Database, json_out: bool) -> Result<()> {
     )?;
     writeln!(
         out,
-        "it has (give this to `pluresdb changes --since` on another device): {}",
-        db.version_vector()?
+        "it has: {}\nto bring it another device's changes without a network, run there: {}",
+        db.version_vector()?,
+        changes_command(db)?
     )?;
     if peers.is_empty() {
         writeln!(out, "not synced with any peer yet")?;

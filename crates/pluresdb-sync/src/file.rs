@@ -205,6 +205,18 @@ pub fn write_changes(
     out: &mut dyn Write,
     max_message: usize,
 ) -> Result<WrittenFile> {
+    write_changes_for(db, have, None, out, max_message)
+}
+
+/// [`write_changes`] for the device with site id `reader`, when known: its own changes, and
+/// those merged here from it, are left out (it has them).
+pub fn write_changes_for(
+    db: &Database,
+    have: &VersionVector,
+    reader: Option<SiteId>,
+    out: &mut dyn Write,
+    max_message: usize,
+) -> Result<WrittenFile> {
     check_not_a_copy(db, have, None)?;
     let since = have.get(&db.site_id());
     out.write_all(MAGIC)?;
@@ -219,7 +231,7 @@ pub fn write_changes(
         },
     )?;
     let mut changes = 0u64;
-    let db_version = db.for_each_change(since, None, 2000, |batch| {
+    let db_version = db.for_each_change(since, reader, 2000, |batch| {
         changes += batch.len() as u64;
         // Frames stay within what `apply_file` reads.
         Message::encode_changes_within(

@@ -1737,3 +1737,32 @@ async fn a_device_does_not_send_a_hub_back_what_it_got_from_there() {
     assert_eq!(rows(&b), rows(&a));
     assert_eq!(rows(&hub), rows(&a));
 }
+
+#[test]
+fn a_change_file_for_a_known_device_leaves_out_what_it_has() {
+    use pluresdb_sync::file::write_changes_for;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (open(&dir, "a.db"), open(&dir, "b.db"), open(&dir, "c.db"));
+    fill(&a, "a", 10, "from a");
+    fill(&c, "c", 10, "from c");
+    let file_for = |from: &Database, to: &Database, reader: Option<pluresdb_core::SiteId>| {
+        let mut file = Vec::new();
+        let have = to.version_vector().unwrap();
+        let written = write_changes_for(from, &have, reader, &mut file, MAX).unwrap();
+        (file, written.changes)
+    };
+    // b gets a's and c's rows from files.
+    for from in [&a, &c] {
+        let (file, _) = file_for(from, &b, Some(b.site_id()));
+        apply_file(&b, &mut file.as_slice(), None, MAX).unwrap();
+    }
+    // A file from b for a holds c's rows only (a's own were sent back before), and one for
+    // a device not named holds everything b has that a lacks.
+    let (file, changes) = file_for(&b, &a, Some(a.site_id()));
+    assert_eq!(changes, 30);
+    assert_eq!(file_for(&b, &a, None).1, 60);
+    apply_file(&a, &mut file.as_slice(), None, MAX).unwrap();
+    assert_eq!(rows(&a), rows(&b));
+    // Then nothing is left for a.
+    assert_eq!(file_for(&b, &a, Some(a.site_id())).1, 0);
+}

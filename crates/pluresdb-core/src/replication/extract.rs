@@ -457,10 +457,11 @@ impl Sites {
             .iter()
             .find(|(_, site)| Some(**site) == exclude)
             .map(|(idx, _)| *idx);
-        // A peer asking for everything (new, or its cursors were set back) gets everything.
+        // Also for a peer asking for everything (its cursors set back): what it left out was
+        // never among what it sent.
         let from_exclude = match excluded {
-            Some(idx) if since > 0 => received::from_site(conn, idx, since)?,
-            _ => HashSet::new(),
+            Some(idx) => received::from_site(conn, idx, since)?,
+            None => HashSet::new(),
         };
         Ok(Sites {
             by_idx,
