@@ -60,7 +60,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))
 }
 
-/// `pluresdb changes --since VECTOR [-o FILE]`.
+/// `pluresdb changes --since VECTOR [--for SITE] [-o FILE]`.
 pub fn changes(
     db: &Database,
     since: &str,

@@ -1,7 +1,9 @@
 //! Change files: sync between devices with no network, by carrying a file.
 //!
 //! A file starts with [`MAGIC`], its format number (4 bytes, little-endian) and the
-//! producer's `db_version` its changes start after (8 bytes), then holds frames: a 4-byte
+//! producer's `db_version` its changes start after (8 bytes); format 3, written for a named
+//! reader, adds that reader's site id (16 bytes), which leaves out what the reader has. Then
+//! come frames: a 4-byte
 //! little-endian length, the CRC-32 of the message (4 bytes), then a protocol message: a
 //! `Hello` naming the producer, `Changes` batches, and a final `Done`. The start lets the
 //! receiver tell whether it holds everything of the producer's before the file (else it
@@ -46,8 +48,11 @@ pub struct AppliedFile {
 /// What a change file starts with.
 pub const MAGIC: &[u8; 16] = b"PluresDB changes";
 
-/// The change file format this version writes and reads.
+/// The change file format this version writes for any reader.
 const FORMAT: u32 = 2;
+
+/// The format written for one named reader (its site id follows the header); read too.
+const FORMAT_FOR_READER: u32 = 3;
 
 fn write_frame(out: &mut dyn Write, message: &Message) -> Result<()> {
     write_bytes(out, &message.encode())
@@ -61,15 +66,10 @@ fn write_bytes(out: &mut dyn Write, bytes: &[u8]) -> Result<()> {
 }
 
 /// Reads a file's start: the producer's version its changes start after.
-fn read_header(input: &mut dyn Read) -> Result<u64> {
+/// Reads the header: where the changes start, and the reader named, if any.
+fn read_header(input: &mut dyn Read) -> Result<(u64, Option<SiteId>)> {
     let mut head = [0u8; 28];
-    let mut got = 0;
-    while got < head.len() {
-        match input.read(&mut head[got..])? {
-            0 => break,
-            n => got += n,
-        }
-    }
+    let got = read_up_to(input, &mut head)?;
     if got == 0 {
         return Err(Error::invalid(
             "the change file is empty: it was not written (or not completely); make it again \
@@ -88,15 +88,35 @@ fn read_header(input: &mut dyn Read) -> Result<u64> {
         ));
     }
     let format = u32::from_le_bytes(head[16..20].try_into().expect("4 bytes"));
-    if format != FORMAT {
-        return Err(Error::invalid(format!(
-            "this change file has format {format}, and this PluresDB reads format {FORMAT}: \
-             update PluresDB, or make the file with the same version"
-        )));
+    let start = u64::from_le_bytes(head[20..28].try_into().expect("8 bytes"));
+    match format {
+        FORMAT => Ok((start, None)),
+        FORMAT_FOR_READER => {
+            let mut reader = [0u8; 16];
+            if read_up_to(input, &mut reader)? < reader.len() {
+                return Err(Error::invalid(
+                    "the change file ends inside its header; it is truncated",
+                ));
+            }
+            Ok((start, Some(SiteId(reader))))
+        }
+        _ => Err(Error::invalid(format!(
+            "this change file has format {format}, and this PluresDB reads formats {FORMAT} \
+             and {FORMAT_FOR_READER}: update PluresDB, or make the file with the same version"
+        ))),
     }
-    Ok(u64::from_le_bytes(
-        head[20..28].try_into().expect("8 bytes"),
-    ))
+}
+
+/// Reads until `buf` is full or the input ends; returns how many bytes were read.
+fn read_up_to(input: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
 }
 
 /// Reads frame number `n` (from 1) of at most `max_message` bytes, or `None` at the end of
@@ -217,11 +237,26 @@ pub fn write_changes_for(
     out: &mut dyn Write,
     max_message: usize,
 ) -> Result<WrittenFile> {
+    if reader == Some(db.site_id()) {
+        return Err(Error::invalid(format!(
+            "--for names this database itself ({}): give the site id of the device that will \
+             apply the file (`pluresdb sync --status` there prints it)",
+            db.site_id()
+        )));
+    }
     check_not_a_copy(db, have, None)?;
     let since = have.get(&db.site_id());
     out.write_all(MAGIC)?;
-    out.write_all(&FORMAT.to_le_bytes())?;
+    let format = if reader.is_some() {
+        FORMAT_FOR_READER
+    } else {
+        FORMAT
+    };
+    out.write_all(&format.to_le_bytes())?;
     out.write_all(&since.to_le_bytes())?;
+    if let Some(reader) = reader {
+        out.write_all(reader.as_bytes())?;
+    }
     write_frame(
         out,
         &Message::Hello {
@@ -263,7 +298,16 @@ pub fn apply_file(
     address: Option<String>,
     max_message: usize,
 ) -> Result<AppliedFile> {
-    let start = read_header(input)?;
+    let (start, reader) = read_header(input)?;
+    if let Some(reader) = reader.filter(|r| *r != db.site_id()) {
+        return Err(Error::invalid(format!(
+            "this change file was made for the device with site id {reader} (`pluresdb changes \
+             --for {reader}`) and leaves out what that device has, so this database ({}) would \
+             miss changes: apply it on that device, or make one for this database with the \
+             command `pluresdb sync --status` prints here",
+            db.site_id()
+        )));
+    }
     let Some(Message::Hello { site, have, .. }) = read_frame(input, 1, max_message)? else {
         return Err(Error::invalid(
             "this is not a PluresDB change file (it does not start with a hello)",

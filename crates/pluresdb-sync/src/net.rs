@@ -151,6 +151,13 @@ fn check_address(url: &str) -> Result<()> {
         );
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // (user:password@ is passed on as given.)
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if !authority.starts_with('[') && authority.matches(':').count() > 1 {
+        return bad("an IPv6 address goes in brackets, as in ws://[::1]:9000");
+    }
     let port = match authority.strip_prefix('[') {
         // [IPv6]:port
         Some(v6) => match v6.split_once(']') {
@@ -181,6 +188,8 @@ mod tests {
             "ws://127.0.0.1:9000",
             "ws://host",
             "ws://[::1]:9000/",
+            "ws://user:pw@host:1",
+            "ws://user@[::1]",
             "ws://h:1/x?y",
         ] {
             assert!(check_address(good).is_ok(), "{good}");
@@ -190,6 +199,8 @@ mod tests {
             ("ws://127.0.0.1:abc", "\"abc\" is not a port number"),
             ("ws://host:0", "\"0\" is not a port number"),
             ("ws://:9000", "names no host"),
+            ("ws://user@:1", "names no host"),
+            ("ws://::1:9000", "goes in brackets"),
             ("ws://[::1:9000", "no closing ]"),
             ("http://host:9000", "not a ws:// address"),
         ] {

@@ -1069,9 +1069,9 @@ fn a_damaged_change_file_is_refused_before_its_damaged_frame_applies() {
     assert!(b.get_node("n").unwrap().is_none());
     // A file from a newer format, and one that is not a change file, say so.
     let mut newer = file.clone();
-    newer[16] = 3;
+    newer[16] = 4;
     let err = apply_file(&b, &mut newer.as_slice(), None, MAX).unwrap_err();
-    assert!(err.message().contains("format 3"), "{err}");
+    assert!(err.message().contains("format 4"), "{err}");
     let err = apply_file(&b, &mut &b"id,title\n1,one\n"[..], None, MAX).unwrap_err();
     assert!(
         err.message().contains("not a PluresDB change file"),
@@ -1751,18 +1751,30 @@ fn a_change_file_for_a_known_device_leaves_out_what_it_has() {
         let written = write_changes_for(from, &have, reader, &mut file, MAX).unwrap();
         (file, written.changes)
     };
-    // b gets a's and c's rows from files.
-    for from in [&a, &c] {
-        let (file, _) = file_for(from, &b, Some(b.site_id()));
-        apply_file(&b, &mut file.as_slice(), None, MAX).unwrap();
-    }
-    // A file from b for a holds c's rows only (a's own were sent back before), and one for
-    // a device not named holds everything b has that a lacks.
-    let (file, changes) = file_for(&b, &a, Some(a.site_id()));
-    assert_eq!(changes, 30);
-    assert_eq!(file_for(&b, &a, None).1, 60);
-    apply_file(&a, &mut file.as_slice(), None, MAX).unwrap();
-    assert_eq!(rows(&a), rows(&b));
-    // Then nothing is left for a.
+    let carry = |from: &Database, to: &Database| {
+        let (file, _) = file_for(from, to, Some(to.site_id()));
+        apply_file(to, &mut file.as_slice(), None, MAX).unwrap();
+    };
+    // c's rows reach b through a.
+    carry(&c, &a);
+    carry(&a, &b);
+    assert_eq!(rows(&b), rows(&a));
+    // A file from b for a leaves out a's own rows and c's, which came from a; one for a
+    // device not named holds them all.
     assert_eq!(file_for(&b, &a, Some(a.site_id())).1, 0);
+    assert_eq!(file_for(&b, &a, None).1, 60);
+    // A file made for one device is refused by another, which would miss what it left out.
+    let (file, _) = file_for(&b, &a, Some(a.site_id()));
+    let d = open(&dir, "d.db");
+    let err = apply_file(&d, &mut file.as_slice(), None, MAX).unwrap_err();
+    assert!(err.to_string().contains("was made for the device"), "{err}");
+    assert_eq!(rows(&d), rows(&open(&dir, "empty.db")));
+    // And a file cannot be made for its producer.
+    let mut file = Vec::new();
+    let have = VersionVector::new();
+    let err = write_changes_for(&b, &have, Some(b.site_id()), &mut file, MAX).unwrap_err();
+    assert!(
+        err.to_string().contains("names this database itself"),
+        "{err}"
+    );
 }

@@ -62,8 +62,8 @@ pub(crate) struct CaptureBuf {
 impl CaptureBuf {
     /// Makes the buffer hold changes of transaction `generation`: what it holds of an earlier
     /// one is dropped. A commit writes every captured change first, so what is left of an
-    /// ended transaction was rolled back (by a `ROLLBACK` typed in SQL, or when the thread that
-    /// left its transaction open ended).
+    /// ended transaction was rolled back without the statement path seeing it (the thread that
+    /// left its transaction open ended, or SQLite rolled back on its own).
     pub(crate) fn in_transaction(&mut self, generation: u64) -> &mut CaptureBuf {
         if self.generation != generation {
             self.clear();

@@ -22,8 +22,8 @@ use rusqlite::Connection;
 use crate::error::Result;
 
 /// The table, made on a writable open (one that finds the file locked by another writer goes
-/// on without it, and a later open makes it). Without it, nothing is noted and everything is
-/// sent, as before it existed.
+/// on without it, and the first merge it notes makes it). Without it, everything is sent, as
+/// before it existed.
 pub(crate) const TABLE: &str = "CREATE TABLE IF NOT EXISTS _pluresdb_received (
     seq       INTEGER PRIMARY KEY,
     site      INTEGER NOT NULL,
@@ -61,12 +61,15 @@ fn run(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<()
 
 /// Notes that the merge transaction `seq` stored changes received from site `site` (its index
 /// in `_pluresdb_sites`), unconfirmed.
+/// Called in the merge's transaction, which holds the write lock: the table is made here if
+/// the open could not make it.
 pub(crate) fn record(conn: &Connection, seq: u64, site: u32) -> Result<()> {
-    run(
-        conn,
-        "INSERT OR REPLACE INTO _pluresdb_received(seq, site) VALUES (?1, ?2)",
-        (seq as i64, site),
-    )
+    if !crate::schema::table_exists(conn, "_pluresdb_received")? {
+        conn.execute_batch(TABLE)?;
+    }
+    conn.prepare_cached("INSERT OR REPLACE INTO _pluresdb_received(seq, site) VALUES (?1, ?2)")?
+        .execute((seq as i64, site))?;
+    Ok(())
 }
 
 /// The peer `site` (its id) completed a set of changes and its cursor was recorded (at
