@@ -3730,15 +3730,17 @@ fn receive(from: &Database, to: &Database) {
     let since = to.peer_cursor(from.site_id()).unwrap();
     let set = from.changes_since(since, Some(to.site_id())).unwrap();
     to.apply_changes_from(from.site_id(), &set.changes).unwrap();
-    let progress = |cursor, acked| SyncProgress {
-        cursor,
-        acked,
+    let complete = SyncProgress {
+        cursor: Some(set.db_version),
+        confirm_through: Some(to.db_version().unwrap()),
         ..Default::default()
     };
-    to.record_sync(from.site_id(), &progress(Some(set.db_version), None))
-        .unwrap();
-    from.record_sync(to.site_id(), &progress(None, Some(set.db_version)))
-        .unwrap();
+    to.record_sync(from.site_id(), &complete).unwrap();
+    let acked = SyncProgress {
+        acked: Some(set.db_version),
+        ..Default::default()
+    };
+    from.record_sync(to.site_id(), &acked).unwrap();
 }
 
 #[test]
@@ -3762,9 +3764,11 @@ fn changes_merged_from_a_peer_are_not_sent_back_to_it() {
     // Until the hub's set is complete (its cursor recorded here), what merged from it is
     // still sent back: a restored backup of the hub that lacks it would not be told apart.
     let partial = hub.changes_since(0, Some(a.site_id())).unwrap().changes;
-    a.apply_changes_from(hub.site_id(), &partial).unwrap();
+    let first = a.apply_changes_from(hub.site_id(), &partial).unwrap();
     assert_ne!(changes_for(&a, &hub), []);
     receive(&hub, &a);
+    // The set completed later confirmed that earlier merge too (its changes are older).
+    assert!(first.noted.is_some());
     assert!(dump(&a).contains("from b") && dump(&a).contains("knows"));
     // b's changes, which a got from the hub, are not sent back to it (they were: as many
     // changes again as the hub sent), also when the hub asks for everything again (it does
@@ -3882,4 +3886,46 @@ fn a_file_from_before_merge_notes_opens_at_once_while_another_process_writes() {
         )
         .unwrap();
     assert_eq!(tables.as_i64(), Some(1));
+}
+
+#[test]
+fn a_completed_set_confirms_only_the_merges_up_to_its_own() {
+    let schema = "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)";
+    let (hub, a, b) = (
+        with_synced(schema, &["todos"]),
+        with_synced(schema, &["todos"]),
+        with_synced(schema, &["todos"]),
+    );
+    a.run("INSERT INTO todos VALUES ('a1', 'from a')", ())
+        .unwrap();
+    receive(&a, &hub);
+    b.run("INSERT INTO todos VALUES ('b1', 'first')", ())
+        .unwrap();
+    receive(&b, &hub);
+    // a merges the hub's first set, then (as a watching session can, before the first set's
+    // cursor is recorded) part of its next one.
+    let first = hub.changes_since(0, Some(a.site_id())).unwrap();
+    let merged = a.apply_changes_from(hub.site_id(), &first.changes).unwrap();
+    b.run("INSERT INTO todos VALUES ('b2', 'second')", ())
+        .unwrap();
+    receive(&b, &hub);
+    let next = hub
+        .changes_since(first.db_version, Some(a.site_id()))
+        .unwrap();
+    a.apply_changes_from(hub.site_id(), &next.changes).unwrap();
+    a.record_sync(
+        hub.site_id(),
+        &SyncProgress {
+            cursor: Some(first.db_version),
+            confirm_through: merged.noted,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // The first set's rows are left out for the hub; the next set's are not yet (the hub
+    // might be a backup restored between the two, which lacks them).
+    let back = changes_for(&a, &hub);
+    let keys: Vec<_> = back.iter().map(|c| c.key[0].clone()).collect();
+    assert!(keys.iter().all(|k| *k == Value::from("b2")), "{back:?}");
+    assert!(!keys.is_empty());
 }

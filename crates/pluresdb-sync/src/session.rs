@@ -224,6 +224,7 @@ where
         sent_through: 0,
         sent_recorded: 0,
         received_recorded: 0,
+        noted_through: None,
         tx,
         applier: Applier::start(db.clone()),
         peer_done_at: VecDeque::new(),
@@ -297,6 +298,10 @@ struct Session<'a> {
     sent_through: u64,
     sent_recorded: u64,
     received_recorded: u64,
+    /// The latest merge noted as the peer's so far: this database's `db_version` when the
+    /// peer said hello (notes before are of older sets), then each merge's (results arrive in
+    /// order, so when a set's last batch has merged, this is that set's last merge).
+    noted_through: Option<u64>,
     tx: mpsc::Sender<Produced>,
     /// Merges what the peer sends.
     applier: Applier,
@@ -553,6 +558,7 @@ impl Session<'_> {
 
     /// Counts merged changes in the report.
     fn count(&mut self, merged: ApplyReport) {
+        self.noted_through = self.noted_through.max(merged.noted);
         self.report.received += merged.received;
         self.report.applied += merged.applied;
         self.report.skipped += merged.skipped;
@@ -618,6 +624,7 @@ impl Session<'_> {
                 cursor,
                 acked,
                 resets_seen: Some(self.resets_seen),
+                confirm_through: cursor.and(self.noted_through),
             },
         )?;
         self.sent_recorded = self.report.sent;
@@ -662,6 +669,7 @@ impl Session<'_> {
                 crate::file::check_not_a_copy(self.db, &have, Some(site))?;
                 self.peer = Some(site);
                 self.report.peer = Some(site);
+                self.noted_through = Some(self.db.db_version()?);
                 self.sent_through = have.get(&self.db.site_id());
                 self.start_producing();
             }

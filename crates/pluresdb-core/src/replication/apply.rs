@@ -62,6 +62,10 @@ pub struct ApplyReport {
     /// sent their results), so a trigger that writes a synced table makes the replicas
     /// differ: keep what such triggers derive in unsynced tables.
     pub trigger_writes: u64,
+    /// This database's `db_version` of the merge when it was noted as the peer's (see
+    /// [`Database::apply_changes_from`]; the latest of several merges): what
+    /// [`SyncProgress::confirm_through`](crate::SyncProgress::confirm_through) takes.
+    pub noted: Option<u64>,
 }
 
 impl std::ops::AddAssign for ApplyReport {
@@ -73,6 +77,7 @@ impl std::ops::AddAssign for ApplyReport {
         self.rows += other.rows;
         self.skipped += other.skipped;
         self.trigger_writes += other.trigger_writes;
+        self.noted = self.noted.max(other.noted);
     }
 }
 
@@ -135,8 +140,8 @@ impl Database {
 
     /// [`apply_changes`](Self::apply_changes) for changes received from `peer`, which has
     /// them: once the peer's set of changes is complete ([`record_sync`](Self::record_sync)
-    /// records its cursor), changes read for it leave out what this merge stored (unless it
-    /// ran inside a caller's transaction). A device syncing with a hub then does not send the
+    /// records its cursor, confirming the merges through [`ApplyReport::noted`]), changes read
+    /// for it leave out what this merge stored (unless it ran inside a caller's transaction). A device syncing with a hub then does not send the
     /// hub back the other devices' changes it got from there.
     pub fn apply_changes_from(
         &self,
@@ -275,6 +280,7 @@ impl Database {
                     && report.rows > 0
                 {
                     received::record(conn, seq, repl.site_index(conn, peer)?)?;
+                    report.noted = Some(seq);
                 }
                 repl.persist_clock(conn)
             })

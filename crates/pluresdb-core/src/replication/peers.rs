@@ -49,6 +49,10 @@ pub struct SyncProgress {
     /// cursors were set back since, `cursor` is not recorded: the changes this sync left out
     /// would otherwise never be asked for again.
     pub resets_seen: Option<u64>,
+    /// With `cursor`: the latest merge of the set the cursor completes
+    /// ([`ApplyReport::noted`](crate::ApplyReport::noted)). The notes of merges from the peer
+    /// up to it count from now on; later ones (of its next set) wait for that set's cursor.
+    pub confirm_through: Option<u64>,
 }
 
 /// `_pluresdb_meta` key counting the times every peer's cursor was set back to 0.
@@ -307,8 +311,8 @@ impl Database {
         self.with_writer_conn(|conn| {
             // The peer's set is complete: what merged from it counts as its, unless the
             // cursors were set back meanwhile and the cursor was not recorded.
-            if let Some(cursor) = progress.cursor {
-                super::received::confirm(conn, site.as_bytes(), cursor)?;
+            if let (Some(cursor), Some(through)) = (progress.cursor, progress.confirm_through) {
+                super::received::confirm(conn, site.as_bytes(), cursor, through)?;
             }
             if let Some(acked) = progress.acked {
                 super::received::forget_acked(conn, site.as_bytes(), acked)?;

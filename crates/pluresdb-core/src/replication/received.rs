@@ -9,7 +9,7 @@
 //! stay local keep theirs), so one row per merge transaction says it all. Only a merge that
 //! is a transaction of its own is noted: in a caller's transaction, local writes share its
 //! `db_version`. A note counts once the peer's set of changes it belongs to is complete (the
-//! peer's cursor recorded): the peer has then announced, durably, a version past those
+//! peer's cursor recorded, with the set's last merge): the peer has then announced, durably, a version past those
 //! changes, so a restored backup of the peer that lacks them is told apart as a copy (see
 //! `Database::announce`) rather than left without them. Notes at or below what the peer
 //! confirmed having are dropped, since changes read for it start after that.
@@ -72,15 +72,16 @@ pub(crate) fn record(conn: &Connection, seq: u64, site: u32) -> Result<()> {
     Ok(())
 }
 
-/// The peer `site` (its id) completed a set of changes and its cursor was recorded (at
-/// least `cursor`): its notes count from now on.
-pub(crate) fn confirm(conn: &Connection, site: &[u8], cursor: u64) -> Result<()> {
+/// The peer `site` (its id) completed a set of changes, whose last merge here was `through`,
+/// and its cursor was recorded (at least `cursor`): its notes up to `through` count from now
+/// on.
+pub(crate) fn confirm(conn: &Connection, site: &[u8], cursor: u64, through: u64) -> Result<()> {
     run(
         conn,
         "UPDATE _pluresdb_received SET confirmed = 1
-         WHERE site = (SELECT idx FROM _pluresdb_sites WHERE site = ?1)
+         WHERE site = (SELECT idx FROM _pluresdb_sites WHERE site = ?1) AND seq <= ?3
          AND (SELECT cursor FROM _pluresdb_peers WHERE site = ?1) >= ?2",
-        (site, cursor as i64),
+        (site, cursor as i64, through as i64),
     )
 }
 
