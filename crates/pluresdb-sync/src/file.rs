@@ -299,8 +299,6 @@ pub fn apply_file(
     max_message: usize,
 ) -> Result<AppliedFile> {
     let (start, reader) = read_header(input)?;
-    // Notes of merges before this file's are of older sets of the producer's.
-    let noted_before = db.db_version()?;
     if let Some(reader) = reader.filter(|r| *r != db.site_id()) {
         return Err(Error::invalid(format!(
             "this change file was made for the device with site id {reader} (`pluresdb changes \
@@ -379,7 +377,7 @@ pub fn apply_file(
                         cursor: out.gap.is_none().then_some(db_version),
                         // What the writer said it has of this database.
                         acked: Some(has_ours),
-                        confirm_through: out.report.noted.max(Some(noted_before)),
+                        confirm_through: out.report.noted,
                         ..SyncProgress::default()
                     },
                 )?;

@@ -298,9 +298,10 @@ struct Session<'a> {
     sent_through: u64,
     sent_recorded: u64,
     received_recorded: u64,
-    /// The latest merge noted as the peer's so far: this database's `db_version` when the
-    /// peer said hello (notes before are of older sets), then each merge's (results arrive in
-    /// order, so when a set's last batch has merged, this is that set's last merge).
+    /// The latest merge of this session noted as the peer's (results arrive in order, so when
+    /// a set's last batch has merged, this is that set's last merge). Notes of a session cut
+    /// short stay unconfirmed: the next session sends their changes back once, and the peer's
+    /// ack then drops them.
     noted_through: Option<u64>,
     tx: mpsc::Sender<Produced>,
     /// Merges what the peer sends.
@@ -669,7 +670,6 @@ impl Session<'_> {
                 crate::file::check_not_a_copy(self.db, &have, Some(site))?;
                 self.peer = Some(site);
                 self.report.peer = Some(site);
-                self.noted_through = Some(self.db.db_version()?);
                 self.sent_through = have.get(&self.db.site_id());
                 self.start_producing();
             }
