@@ -577,7 +577,16 @@ fn ctrl_c_closes_sync_connections_cleanly() {
     // logged each session as failed).
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (setup(dir.path(), "a.db", 3), setup(dir.path(), "b.db", 0));
-    for stop_server in [false, true] {
+    for (round, stop_server) in [false, true].into_iter().enumerate() {
+        // A row b lacks: once it is there, the watcher is connected (stopping the server
+        // before then would refuse its connection).
+        run(
+            &a,
+            &[
+                "sql",
+                &format!("INSERT INTO todos VALUES ('new-{round}', 'new', NULL)"),
+            ],
+        );
         let (server, url) = serve_logging(&a, &[], Stdio::piped());
         let watcher = pluresdb(&b)
             .args(["sync", &url, "--watch"])
@@ -586,7 +595,7 @@ fn ctrl_c_closes_sync_connections_cleanly() {
             .spawn()
             .unwrap();
         let started = Instant::now();
-        while json(&b, "SELECT count(*) AS n FROM todos")[0]["n"] != 3 {
+        while json(&b, "SELECT count(*) AS n FROM todos")[0]["n"] != 4 + round {
             assert!(started.elapsed() < Duration::from_secs(10), "never synced");
             std::thread::sleep(Duration::from_millis(20));
         }
