@@ -113,13 +113,13 @@ pub fn changes(
     Ok(())
 }
 
-/// The command that makes a change file for this database on another device.
-fn changes_command(db: &Database) -> Result<String> {
-    Ok(format!(
-        "pluresdb changes --since {} --for {} -o FILE",
-        db.version_vector()?,
+/// The command that makes a change file for this database (which has `vv`) on another
+/// device.
+fn changes_command(db: &Database, vv: &str) -> String {
+    format!(
+        "pluresdb changes --since {vv} --for {} -o FILE",
         db.site_id()
-    ))
+    )
 }
 
 /// `pluresdb apply FILE`.
@@ -160,7 +160,7 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
              database has them only up to version {have}: the file was made for another \
              database, or an earlier file was not applied. Its changes were applied; to get the \
              rest, make a file with `{}` on the producer",
-            changes_command(db)?
+            changes_command(db, &vv)
         );
     }
     Ok(())
@@ -290,11 +290,11 @@ pub fn status(db: &Database, json_out: bool) -> Result<()> {
         db.site_id(),
         db.db_version()?
     )?;
+    let vv = db.version_vector()?.to_string();
     writeln!(
         out,
-        "it has: {}\nto bring it another device's changes without a network, run there: {}",
-        db.version_vector()?,
-        changes_command(db)?
+        "it has: {vv}\nto bring it another device's changes without a network, run there: {}",
+        changes_command(db, &vv)
     )?;
     if peers.is_empty() {
         writeln!(out, "not synced with any peer yet")?;

@@ -233,7 +233,6 @@ pub(crate) fn prepare(
             }
         }
     }
-    crate::replication::create_received(conn, opts.busy_timeout)?;
     read_state(conn, true)
 }
 

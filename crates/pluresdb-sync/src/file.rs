@@ -3,9 +3,9 @@
 //! A file starts with [`MAGIC`], its format number (4 bytes, little-endian) and the
 //! producer's `db_version` its changes start after (8 bytes); format 3, written for a named
 //! reader, adds that reader's site id (16 bytes), which leaves out what the reader has. Then
-//! come frames: a 4-byte
-//! little-endian length, the CRC-32 of the message (4 bytes), then a protocol message: a
-//! `Hello` naming the producer, `Changes` batches, and a final `Done`. The start lets the
+//! come frames: a 4-byte little-endian length, the CRC-32 of the message (4 bytes), then a
+//! protocol message: a `Hello` naming the producer, `Changes` batches, and a final `Done`.
+//! The start lets the
 //! receiver tell whether it holds everything of the producer's before the file (else it
 //! applies the file but does not move its cursor past the changes it never got); the
 //! checksums catch a damaged file before anything of a damaged frame is applied.
@@ -65,8 +65,8 @@ fn write_bytes(out: &mut dyn Write, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Reads a file's start: the producer's version its changes start after.
-/// Reads the header: where the changes start, and the reader named, if any.
+/// Reads a file's start: the producer's version its changes start after, and the reader it
+/// was made for, if any.
 fn read_header(input: &mut dyn Read) -> Result<(u64, Option<SiteId>)> {
     let mut head = [0u8; 28];
     let got = read_up_to(input, &mut head)?;

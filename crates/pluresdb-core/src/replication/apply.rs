@@ -141,8 +141,9 @@ impl Database {
     /// [`apply_changes`](Self::apply_changes) for changes received from `peer`, which has
     /// them: once the peer's set of changes is complete ([`record_sync`](Self::record_sync)
     /// records its cursor, confirming the merges through [`ApplyReport::noted`]), changes read
-    /// for it leave out what this merge stored (unless it ran inside a caller's transaction). A device syncing with a hub then does not send the
-    /// hub back the other devices' changes it got from there.
+    /// for it leave out what this merge stored (unless it ran inside a caller's transaction).
+    /// A device syncing with a hub then does not send the hub back the other devices' changes
+    /// it got from there.
     pub fn apply_changes_from(
         &self,
         peer: SiteId,

@@ -49,7 +49,6 @@ pub(crate) use functions::{register_pure, register_writer};
 pub(crate) use history::append_history;
 pub(crate) use keys::pack as pack_key_refs;
 pub(crate) use keys::pack_values as pack_key;
-pub(crate) use received::create as create_received;
 pub(crate) use state::Replication;
 
 pub use apply::ApplyReport;

@@ -9,66 +9,56 @@
 //! stay local keep theirs), so one row per merge transaction says it all. Only a merge that
 //! is a transaction of its own is noted: in a caller's transaction, local writes share its
 //! `db_version`. A note counts once the peer's set of changes it belongs to is complete (the
-//! peer's cursor recorded, with the set's last merge): the peer has then announced, durably, a version past those
-//! changes, so a restored backup of the peer that lacks them is told apart as a copy (see
-//! `Database::announce`) rather than left without them. Notes at or below what the peer
-//! confirmed having are dropped, since changes read for it start after that.
+//! peer's cursor recorded, with the set's last merge): the peer has then announced, durably,
+//! a version past those changes, so a restored backup of the peer that lacks them is told
+//! apart as a copy (see `Database::announce`) rather than left without them. Notes at or
+//! below what the peer confirmed having are dropped (changes read for it start after that,
+//! unless it asks for everything again, and then it gets those changes back once).
+//!
+//! The first merge that notes makes the table (it holds the write lock then); until then,
+//! everything is sent, as before the table existed.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{CachedStatement, Connection};
 
 use crate::error::Result;
 
-/// The table, made on a writable open (one that finds the file locked by another writer goes
-/// on without it, and the first merge it notes makes it). Without it, everything is sent, as
-/// before it existed.
-pub(crate) const TABLE: &str = "CREATE TABLE IF NOT EXISTS _pluresdb_received (
+const TABLE: &str = "CREATE TABLE IF NOT EXISTS _pluresdb_received (
     seq       INTEGER PRIMARY KEY,
     site      INTEGER NOT NULL,
     confirmed INTEGER NOT NULL DEFAULT 0
 )";
 
-/// Makes the table, unless another connection holds the write lock (not waited for: an open
-/// must not stall behind another process's transaction for this); `busy_timeout` is the
-/// connection's, restored after.
-pub(crate) fn create(conn: &Connection, busy_timeout: Duration) -> Result<()> {
-    if crate::schema::table_exists(conn, "_pluresdb_received")? {
-        return Ok(());
-    }
-    conn.busy_timeout(Duration::ZERO)?;
-    let created = conn.execute_batch(TABLE);
-    conn.busy_timeout(busy_timeout)?;
-    match created {
-        Err(rusqlite::Error::SqliteFailure(e, _))
-            if e.code == rusqlite::ErrorCode::DatabaseBusy =>
-        {
-            Ok(())
-        }
-        other => Ok(other?),
+/// `sql` prepared, or `None` when the table does not exist yet.
+fn prepared<'c>(conn: &'c Connection, sql: &str) -> Result<Option<CachedStatement<'c>>> {
+    match conn.prepare_cached(sql) {
+        Ok(stmt) => Ok(Some(stmt)),
+        Err(_) if !crate::schema::table_exists(conn, "_pluresdb_received")? => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
-/// Runs `sql` with `params`, doing nothing when the table is missing.
+/// Runs `sql` with `params`, doing nothing when the table does not exist yet.
 fn run(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<()> {
-    if !crate::schema::table_exists(conn, "_pluresdb_received")? {
-        return Ok(());
+    if let Some(mut stmt) = prepared(conn, sql)? {
+        stmt.execute(params)?;
     }
-    conn.prepare_cached(sql)?.execute(params)?;
     Ok(())
 }
 
-/// Notes that the merge transaction `seq` stored changes received from site `site` (its index
-/// in `_pluresdb_sites`), unconfirmed.
-/// Called in the merge's transaction, which holds the write lock: the table is made here if
-/// the open could not make it.
+/// Notes, unconfirmed, that the merge transaction `seq` stored changes received from site
+/// `site` (its index in `_pluresdb_sites`). Called in the merge's transaction.
 pub(crate) fn record(conn: &Connection, seq: u64, site: u32) -> Result<()> {
-    if !crate::schema::table_exists(conn, "_pluresdb_received")? {
-        conn.execute_batch(TABLE)?;
-    }
-    conn.prepare_cached("INSERT OR REPLACE INTO _pluresdb_received(seq, site) VALUES (?1, ?2)")?
-        .execute((seq as i64, site))?;
+    const INSERT: &str = "INSERT OR REPLACE INTO _pluresdb_received(seq, site) VALUES (?1, ?2)";
+    let mut stmt = match prepared(conn, INSERT)? {
+        Some(stmt) => stmt,
+        None => {
+            conn.execute_batch(TABLE)?;
+            conn.prepare_cached(INSERT)?
+        }
+    };
+    stmt.execute((seq as i64, site))?;
     Ok(())
 }
 
@@ -86,7 +76,7 @@ pub(crate) fn confirm(conn: &Connection, site: &[u8], cursor: u64, through: u64)
 }
 
 /// Drops the notes of peer `site` (its id) at or below `acked`, the version of this
-/// database it confirmed having: what is read for it starts after that.
+/// database it confirmed having.
 pub(crate) fn forget_acked(conn: &Connection, site: &[u8], acked: u64) -> Result<()> {
     run(
         conn,
@@ -96,18 +86,12 @@ pub(crate) fn forget_acked(conn: &Connection, site: &[u8], acked: u64) -> Result
     )
 }
 
-/// The confirmed merge transactions after `since` that brought changes from site `site`
-/// (its index). Empty for a
-/// file that has no such table (opened read-only before a writable open made it).
+/// The confirmed merge transactions after `since` that brought changes from site `site` (its
+/// index); none while the table does not exist.
 pub(crate) fn from_site(conn: &Connection, site: u32, since: u64) -> Result<HashSet<u64>> {
-    let mut stmt = match conn.prepare_cached(
-        "SELECT seq FROM _pluresdb_received WHERE site = ?1 AND seq > ?2 AND confirmed",
-    ) {
-        Ok(stmt) => stmt,
-        Err(_) if !crate::schema::table_exists(conn, "_pluresdb_received")? => {
-            return Ok(HashSet::new());
-        }
-        Err(e) => return Err(e.into()),
+    let sql = "SELECT seq FROM _pluresdb_received WHERE site = ?1 AND seq > ?2 AND confirmed";
+    let Some(mut stmt) = prepared(conn, sql)? else {
+        return Ok(HashSet::new());
     };
     let seqs = stmt.query_map((site, since as i64), |r| r.get::<_, i64>(0))?;
     Ok(seqs
