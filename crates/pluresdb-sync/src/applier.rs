@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use pluresdb_core::{ApplyReport, ChangeRecord, Database, Error, ErrorKind, Result, SiteId};
+use pluresdb_core::{
+    ApplyReport, ChangeRecord, Database, Error, ErrorKind, Result, ResumePoint, SiteId,
+};
 
 /// Received batches waiting to merge or merging, at most (the session stops reading the peer
 /// when they are this many: memory stays bounded however fast the peer sends).
@@ -60,13 +62,22 @@ pub(crate) fn split_off_last_row(changes: &mut Vec<ChangeRecord>) -> Vec<ChangeR
     changes.split_off(changes.len() - count)
 }
 
-/// A received batch, and whether it ends the peer's set (its `Done` came next): the changes
-/// held back then merge too.
+/// A received batch, and whether it ends the peer's set (its `Done` came next) or a
+/// resumable part of it (a `Progress` came next): the changes held back then merge too.
 struct Job {
     changes: Vec<ChangeRecord>,
     ends_set: bool,
+    /// The point the peer's `Progress` gave, stored with the merge.
+    point: Option<ResumePoint>,
     /// The peer that sent them.
     from: SiteId,
+}
+
+impl Job {
+    /// Whether the job's changes merge with all before them, none held back.
+    fn ends_group(&self) -> bool {
+        self.ends_set || self.point.is_some()
+    }
 }
 
 /// The merging thread of one session, and how many batches it was given and has merged.
@@ -82,8 +93,9 @@ pub(crate) struct Applier {
 }
 
 impl Applier {
-    /// Starts the thread that merges into `db`.
-    pub(crate) fn start(db: Database) -> Applier {
+    /// Starts the thread that merges into `db`, for a session that began when the cursors had
+    /// been set back `resets_seen` times (see [`Database::apply_changes_resumable`]).
+    pub(crate) fn start(db: Database, resets_seen: u64) -> Applier {
         let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
         let (done, results) = mpsc::unbounded_channel();
         std::thread::spawn(move || {
@@ -93,23 +105,30 @@ impl Applier {
             while let Some(job) = queue.blocking_recv() {
                 let mut changes = std::mem::take(&mut held);
                 let mut taken = job.changes.len();
-                changes.extend(job.changes);
-                // A group ends with its set: the next set's last row may go on.
-                let (mut batches, mut ends_set) = (1, job.ends_set);
-                while !ends_set && changes.len() < GROUP_CHANGES {
+                let from = job.from;
+                let mut last = job;
+                changes.append(&mut last.changes);
+                // A group ends with its set or at a resume point: the next set's last row
+                // may go on, and a point comes after whole rows.
+                let mut batches = 1;
+                while !last.ends_group() && changes.len() < GROUP_CHANGES {
                     match queue.try_recv() {
-                        Ok(more) => {
+                        Ok(mut more) => {
                             taken += more.changes.len();
-                            changes.extend(more.changes);
-                            (batches, ends_set) = (batches + 1, more.ends_set);
+                            changes.append(&mut more.changes);
+                            (batches, last) = (batches + 1, more);
                         }
                         Err(_) => break,
                     }
                 }
-                if !ends_set {
+                if !last.ends_group() {
                     held = split_off_last_row(&mut changes);
                 }
-                let merged = merge(&db, job.from, &changes).map(|report| Merged {
+                let merged = match &last.point {
+                    Some(point) => db.apply_changes_resumable(from, &changes, point, resets_seen),
+                    None => merge(&db, from, &changes),
+                };
+                let merged = merged.map(|report| Merged {
                     batches,
                     changes: taken,
                     report,
@@ -135,6 +154,17 @@ impl Applier {
         self.queue(Job {
             changes,
             ends_set: false,
+            point: None,
+            from,
+        })
+    }
+
+    /// Queues the peer's resume point: stored with the merge of every change before it.
+    pub(crate) fn mark(&mut self, from: SiteId, point: ResumePoint) -> Result<()> {
+        self.queue(Job {
+            changes: Vec::new(),
+            ends_set: false,
+            point: Some(point),
             from,
         })
     }
@@ -145,6 +175,7 @@ impl Applier {
         self.queue(Job {
             changes: Vec::new(),
             ends_set: true,
+            point: None,
             from,
         })
     }
@@ -254,7 +285,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(dir.path().join("db.db")).unwrap();
         let change = node_change("data.f".into(), pluresdb_core::wall_millis());
-        let mut applier = Applier::start(db);
+        let mut applier = Applier::start(db, 0);
         // One batch of many changes fills the queue; a batch of a few does not.
         applier.submit(PEER, vec![change.clone(); 3]).unwrap();
         assert!(applier.has_room());
@@ -284,7 +315,7 @@ mod tests {
         let good = source.changes_since(0, None).unwrap().changes;
         let mut bad = good.clone();
         bad[0].cl = 0;
-        let mut applier = Applier::start(open("db.db"));
+        let mut applier = Applier::start(open("db.db"), 0);
         applier.submit(PEER, good).unwrap();
         applier.end_set(PEER).unwrap();
         // The good batch (and the end of its set) merge alone first: sent at once, the two

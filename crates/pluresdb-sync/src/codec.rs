@@ -9,11 +9,19 @@ use std::sync::Arc;
 
 use pluresdb_core::wire::{Reader, put_bytes, put_value, put_varint};
 use pluresdb_core::{
-    ChangeRecord, Error, ErrorKind, Hlc, Result, SiteId, Value, Version, VersionVector,
+    ChangeRecord, Error, ErrorKind, Hlc, Result, ResumePoint, SiteId, Value, Version, VersionVector,
 };
 
-/// The protocol version this build speaks.
+/// The protocol version of every message but `Hello` and `Progress`.
 pub const PROTOCOL_VERSION: u8 = 1;
+
+/// The version of a `Hello` offering resume points, and of `Progress` (2 added both; a build
+/// that speaks only version 1 refuses such a hello with an error saying to run the same
+/// version on both sides). Change files carry version 1 hellos, which every build reads.
+pub const RESUMING_VERSION: u8 = 2;
+
+/// Resume points a hello offers, at most (one per peer whose set of changes was cut short).
+pub const MAX_RESUME_POINTS: usize = 64;
 
 /// Largest message accepted by default (a batch of changes), in bytes.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
@@ -34,6 +42,7 @@ const CHANGES: u8 = 2;
 const DONE: u8 = 3;
 const ACK: u8 = 4;
 const ERROR: u8 = 5;
+const PROGRESS: u8 = 6;
 
 /// One protocol message.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,6 +55,10 @@ pub enum Message {
         db_version: u64,
         /// For each site, the `db_version` up to which the sender has its changes.
         have: VersionVector,
+        /// Where the peers' sets of changes to the sender were cut short, for the peer to go on
+        /// from (see [`Progress`](Message::Progress)). `None`: a version 1 hello (of a build
+        /// that does not resume, or of a change file), after which no `Progress` is sent.
+        resume: Option<Vec<ResumePoint>>,
     },
     /// A batch of changes.
     Changes(Vec<ChangeRecord>),
@@ -61,6 +74,10 @@ pub enum Message {
     },
     /// The sender stops because of this problem.
     Error(String),
+    /// Every change of the sender's current set before this message was sent: a session
+    /// cut short after the receiver merged them can go on from this point (the receiver
+    /// offers it in its next hello).
+    Progress(ResumePoint),
 }
 
 fn put_site(out: &mut Vec<u8>, site: &SiteId) {
@@ -158,6 +175,7 @@ impl Message {
                 site,
                 db_version,
                 have,
+                resume,
             } => {
                 out.push(HELLO);
                 put_site(&mut out, site);
@@ -167,6 +185,19 @@ impl Message {
                     put_site(&mut out, s);
                     put_varint(&mut out, *v);
                 }
+                if let Some(points) = resume {
+                    out[0] = RESUMING_VERSION;
+                    let points = &points[..points.len().min(MAX_RESUME_POINTS)];
+                    put_varint(&mut out, points.len() as u64);
+                    for point in points {
+                        put_bytes(&mut out, point.as_bytes());
+                    }
+                }
+            }
+            Message::Progress(point) => {
+                out[0] = RESUMING_VERSION;
+                out.push(PROGRESS);
+                put_bytes(&mut out, point.as_bytes());
             }
             Message::Changes(changes) => return Message::encode_changes(changes),
             Message::Done { db_version } => {
@@ -198,12 +229,13 @@ impl Message {
         }
         let mut r = Reader::new(bytes, "sync message");
         let version = r.byte()?;
-        if version != PROTOCOL_VERSION {
+        if version != PROTOCOL_VERSION && version != RESUMING_VERSION {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!(
-                    "the peer speaks sync protocol version {version}, this build speaks version \
-                     {PROTOCOL_VERSION}; run the same PluresDB version on both"
+                    "the peer speaks sync protocol version {version}, this build speaks versions \
+                     {PROTOCOL_VERSION} and {RESUMING_VERSION}; run the same PluresDB version on \
+                     both"
                 ),
             ));
         }
@@ -217,12 +249,29 @@ impl Message {
                     let s = read_site(&mut r)?;
                     have.observe(s, r.varint()?);
                 }
+                let resume = if version == RESUMING_VERSION {
+                    let n = r.length(MAX_RESUME_POINTS)?;
+                    let points = (0..n)
+                        .map(|_| {
+                            Ok(ResumePoint::from_bytes(
+                                r.bytes(ResumePoint::MAX_BYTES)?.to_vec(),
+                            ))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Some(points)
+                } else {
+                    None
+                };
                 Message::Hello {
                     site,
                     db_version,
                     have,
+                    resume,
                 }
             }
+            PROGRESS if version == RESUMING_VERSION => Message::Progress(ResumePoint::from_bytes(
+                r.bytes(ResumePoint::MAX_BYTES)?.to_vec(),
+            )),
             CHANGES => Message::Changes(decode_changes(&mut r, max)?),
             DONE => Message::Done {
                 db_version: r.varint()?,
@@ -397,12 +446,21 @@ mod tests {
     fn every_message_round_trips() {
         let mut have = VersionVector::new();
         have.observe(SiteId([1; 16]), 42);
+        let point = ResumePoint::from_bytes(vec![1, 2, 3]);
+        let hello = |resume| Message::Hello {
+            site: SiteId([3; 16]),
+            db_version: 9,
+            have: have.clone(),
+            resume,
+        };
         for m in [
-            Message::Hello {
-                site: SiteId([3; 16]),
-                db_version: 9,
-                have,
-            },
+            hello(None),
+            hello(Some(Vec::new())),
+            hello(Some(vec![
+                point.clone(),
+                ResumePoint::from_bytes(Vec::new()),
+            ])),
+            Message::Progress(point),
             Message::Changes(sample()),
             Message::Changes(Vec::new()),
             Message::Done { db_version: 77 },
@@ -414,6 +472,26 @@ mod tests {
                 m
             );
         }
+    }
+
+    #[test]
+    fn only_a_hello_offering_points_and_progress_need_version_2() {
+        let hello = |resume| Message::Hello {
+            site: SiteId([3; 16]),
+            db_version: 9,
+            have: VersionVector::new(),
+            resume,
+        };
+        // What change files and version 1 builds send stays readable by those builds.
+        assert_eq!(hello(None).encode()[0], PROTOCOL_VERSION);
+        assert_eq!(Message::Changes(sample()).encode()[0], PROTOCOL_VERSION);
+        assert_eq!(hello(Some(Vec::new())).encode()[0], RESUMING_VERSION);
+        let mut progress = Message::Progress(ResumePoint::from_bytes(vec![7])).encode();
+        assert_eq!(progress[0], RESUMING_VERSION);
+        // Version 1 had no Progress.
+        progress[0] = PROTOCOL_VERSION;
+        let err = Message::decode(&progress, DEFAULT_MAX_MESSAGE).unwrap_err();
+        assert!(err.to_string().contains("unknown message type 6"), "{err}");
     }
 
     #[test]

@@ -263,6 +263,8 @@ pub fn write_changes_for(
             site: db.site_id(),
             db_version: db.db_version()?,
             have: db.version_vector()?,
+            // A version 1 hello: every build reads the file.
+            resume: None,
         },
     )?;
     let mut changes = 0u64;

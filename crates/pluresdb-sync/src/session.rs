@@ -16,7 +16,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-use pluresdb_core::{ApplyReport, Database, Error, ErrorKind, Result, SiteId, SyncProgress};
+use pluresdb_core::{
+    ApplyReport, Database, Error, ErrorKind, Result, ResumePoint, SiteId, SyncProgress,
+};
 
 use crate::applier::Applier;
 use crate::codec::{DEFAULT_MAX_MESSAGE, Message, RAISE_LIMIT, TARGET_MESSAGE};
@@ -153,12 +155,25 @@ type Produced = Result<(Vec<u8>, u64, Option<u64>)>;
 /// slower: a large database is not read into memory ahead of the peer).
 const SEND_QUEUE: usize = 8;
 
+/// Changes sent, at least, between two `Progress` messages: each ends a merge transaction of
+/// the peer (which groups up to [`GROUP_CHANGES`](crate::applier::GROUP_CHANGES)).
+const PROGRESS_CHANGES: usize = 20_000;
+
+/// What a reading thread reads.
+struct Production {
+    since: u64,
+    /// Where the peer's last set was cut short (from its hello), to go on from.
+    resume: Option<ResumePoint>,
+    /// Whether the peer takes `Progress` messages.
+    progress: bool,
+}
+
 /// Reads the changes after `since` on a thread and queues them as encoded messages (each within
-/// the size peers accept: `max_message` is assumed to be the peer's limit too), ending with
-/// `Done`.
+/// the size peers accept: `max_message` is assumed to be the peer's limit too), with a
+/// `Progress` every [`PROGRESS_CHANGES`] or so, ending with `Done`.
 fn produce(
     db: Database,
-    since: u64,
+    read: Production,
     exclude: SiteId,
     batch: usize,
     max_message: usize,
@@ -166,12 +181,29 @@ fn produce(
 ) {
     std::thread::spawn(move || {
         let target = TARGET_MESSAGE.min(max_message);
-        let result = db.for_each_change(since, Some(exclude), batch, |changes| {
-            Message::encode_changes_within(changes, target, max_message, &mut |bytes, n| {
-                out.blocking_send(Ok((bytes, n as u64, None)))
-                    .map_err(|_| Error::new(ErrorKind::Io, "sync session ended"))
-            })
-        });
+        let send = |message: Produced| {
+            out.blocking_send(message)
+                .map_err(|_| Error::new(ErrorKind::Io, "sync session ended"))
+        };
+        let mut unmarked = 0;
+        let result = db.for_each_change_resuming(
+            read.since,
+            Some(exclude),
+            batch,
+            read.resume.as_ref(),
+            |changes, point| {
+                Message::encode_changes_within(changes, target, max_message, &mut |bytes, n| {
+                    send(Ok((bytes, n as u64, None)))
+                })?;
+                unmarked += changes.len();
+                if let Some(point) = point.filter(|_| read.progress && unmarked >= PROGRESS_CHANGES)
+                {
+                    unmarked = 0;
+                    send(Ok((Message::Progress(point).encode(), 0, None)))?;
+                }
+                Ok(())
+            },
+        );
         // Recorded before it is told (see `Database::announce`).
         let result = result.and_then(|db_version| db.announce(Some(exclude), db_version));
         let _ = match result {
@@ -204,6 +236,7 @@ where
         site: db.site_id(),
         db_version: db.db_version()?,
         have,
+        resume: Some(db.resume_points()?),
     };
     let local = Arc::new(Notify::new());
     let subscription = opts.watch.then(|| {
@@ -226,7 +259,9 @@ where
         received_recorded: 0,
         noted_through: None,
         tx,
-        applier: Applier::start(db.clone()),
+        applier: Applier::start(db.clone(), resets_seen),
+        resume: None,
+        peer_takes_progress: false,
         peer_done_at: VecDeque::new(),
         outbox: VecDeque::from([WsMessage::binary(hello.encode())]),
         unflushed: false,
@@ -322,6 +357,11 @@ struct Session<'a> {
     resets_seen: u64,
     /// The peer closed the connection with code 1012: connect again.
     peer_asked_to_reconnect: bool,
+    /// Where the peer's last set of changes from this side was cut short (its hello says),
+    /// for the first read to go on from.
+    resume: Option<ResumePoint>,
+    /// The peer's hello offered resume points (version 2): it takes `Progress`.
+    peer_takes_progress: bool,
 }
 
 /// When the peer was last heard and when this side last sent something: when to ping the
@@ -546,9 +586,14 @@ impl Session<'_> {
     fn start_producing(&mut self) {
         if let Some(peer) = self.peer {
             self.producing = true;
+            let read = Production {
+                since: self.sent_through,
+                resume: self.resume.take(),
+                progress: self.peer_takes_progress,
+            };
             produce(
                 self.db.clone(),
-                self.sent_through,
+                read,
                 peer,
                 self.opts.batch,
                 self.opts.max_message,
@@ -658,7 +703,12 @@ impl Session<'_> {
         };
         let message = Message::decode(&bytes, self.opts.max_message)?;
         match (message, self.peer) {
-            (Message::Hello { site, have, .. }, None) => {
+            (
+                Message::Hello {
+                    site, have, resume, ..
+                },
+                None,
+            ) => {
                 if site == self.db.site_id() {
                     return Err(Error::invalid(
                         "the peer has this database's site id: it is this database, or a copy \
@@ -671,6 +721,12 @@ impl Session<'_> {
                 self.peer = Some(site);
                 self.report.peer = Some(site);
                 self.sent_through = have.get(&self.db.site_id());
+                self.peer_takes_progress = resume.is_some();
+                let me = self.db.site_id();
+                self.resume = resume
+                    .into_iter()
+                    .flatten()
+                    .find(|point| point.producer() == Some(me));
                 self.start_producing();
             }
             (Message::Hello { .. }, Some(_)) => {
@@ -685,6 +741,7 @@ impl Session<'_> {
             }
             (_, None) => return Err(Error::invalid("the peer sent data before saying hello")),
             (Message::Changes(changes), Some(peer)) => self.applier.submit(peer, changes)?,
+            (Message::Progress(point), Some(peer)) => self.applier.mark(peer, point)?,
             (Message::Done { db_version }, Some(peer)) => {
                 self.applier.end_set(peer)?;
                 self.peer_done_at

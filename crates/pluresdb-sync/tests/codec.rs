@@ -2,7 +2,7 @@
 //! a message or an error, never a panic, and a message accepted encodes back to what decodes
 //! the same.
 
-use pluresdb_core::{ChangeRecord, Hlc, SiteId, Value, Version, VersionVector};
+use pluresdb_core::{ChangeRecord, Hlc, ResumePoint, SiteId, Value, Version, VersionVector};
 use pluresdb_sync::codec::{DEFAULT_MAX_MESSAGE, Message};
 use proptest::prelude::*;
 
@@ -38,21 +38,29 @@ fn change() -> impl Strategy<Value = ChangeRecord> {
         )
 }
 
+/// A resume point: opaque bytes to the protocol.
+fn point() -> impl Strategy<Value = ResumePoint> {
+    proptest::collection::vec(any::<u8>(), 0..40).prop_map(ResumePoint::from_bytes)
+}
+
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         (
             0u8..3,
             any::<u64>(),
-            proptest::collection::vec((0u8..4, any::<u64>()), 0..3)
+            proptest::collection::vec((0u8..4, any::<u64>()), 0..3),
+            proptest::option::of(proptest::collection::vec(point(), 0..3)),
         )
-            .prop_map(|(site, db_version, have)| Message::Hello {
+            .prop_map(|(site, db_version, have, resume)| Message::Hello {
                 site: SiteId([site; 16]),
                 db_version,
                 have: have
                     .into_iter()
                     .map(|(s, v)| (SiteId([s; 16]), v))
                     .collect::<VersionVector>(),
+                resume,
             }),
+        point().prop_map(Message::Progress),
         proptest::collection::vec(change(), 0..5).prop_map(Message::Changes),
         any::<u64>().prop_map(|db_version| Message::Done { db_version }),
         any::<u64>().prop_map(|db_version| Message::Ack { db_version }),

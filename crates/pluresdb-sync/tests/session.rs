@@ -80,6 +80,7 @@ async fn raw_peer(url: &str, site: pluresdb_core::SiteId, db_version: u64) -> Ra
         site,
         db_version,
         have: VersionVector::new(),
+        resume: None,
     };
     raw_send(&mut ws, hello.encode()).await;
     ws
@@ -612,6 +613,7 @@ async fn a_watching_client_gives_up_on_a_server_that_stopped_answering() {
             site: pluresdb_core::SiteId([8; 16]),
             db_version: 0,
             have: VersionVector::new(),
+            resume: None,
         };
         for message in [hello, Message::Done { db_version: 0 }] {
             ws.send(tokio_tungstenite::tungstenite::Message::binary(
@@ -730,6 +732,7 @@ async fn a_peer_speaking_another_version_is_refused_and_nothing_changes() {
         site: pluresdb_core::SiteId([5; 16]),
         db_version: 0,
         have: VersionVector::new(),
+        resume: None,
     };
     ws.send(tokio_tungstenite::tungstenite::Message::binary(
         hello.encode(),
@@ -1777,4 +1780,81 @@ fn a_change_file_for_a_known_device_leaves_out_what_it_has() {
         err.to_string().contains("names this database itself"),
         "{err}"
     );
+}
+
+/// A TCP proxy on 127.0.0.1 to `upstream` (host:port) for one connection, which it drops once
+/// `cut_after` bytes came back from there: a link that went down mid-sync. Returns its URL.
+async fn link_that_drops(upstream: &str, cut_after: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let upstream = upstream.to_owned();
+    tokio::spawn(async move {
+        let (mut client, _) = listener.accept().await.unwrap();
+        let mut server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+        let (mut from_client, mut to_client) = client.split();
+        let (mut from_server, mut to_server) = server.split();
+        let up = tokio::io::copy(&mut from_client, &mut to_server);
+        let down = async {
+            let mut buf = vec![0; 1 << 16];
+            let mut passed = 0;
+            while passed < cut_after {
+                let n = from_server.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                to_client.write_all(&buf[..n]).await?;
+                passed += n;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        tokio::select! {
+            _ = up => {}
+            _ = down => {}
+        }
+        // Both connections drop here, mid-message.
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_sync_cut_short_goes_on_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let server_db = open(&dir, "server.db");
+        fill_beyond_buffers(&server_db);
+    }
+    // Opened again, as a server started on an existing file is (it scans its records).
+    let server_db = open(&dir, "server.db");
+    let client_db = open(&dir, "client.db");
+    let everything = server_db.changes_since(0, None).unwrap().changes.len() as u64;
+    let url = start_server(server_db.clone()).await;
+    // The link drops about halfway through the changes (about 6 MB).
+    let dropping = link_that_drops(url.trim_start_matches("ws://"), 3 << 20).await;
+    let err = sync_with(client_db.clone(), &dropping, &SessionOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert!(!client_db.resume_points().unwrap().is_empty());
+    let merged = client_db
+        .value("SELECT count(*) FROM todos", ())
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    assert!(merged > 10_000, "merged before the drop: {merged}");
+    // The next sync goes on from there: the rows merged are not sent again.
+    let report = sync_with(client_db.clone(), &url, &SessionOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        report.received < everything * 3 / 4,
+        "received {} of {everything} again",
+        report.received
+    );
+    assert_eq!(rows(&client_db), rows(&server_db));
+    assert!(client_db.resume_points().unwrap().is_empty());
+    let again = sync_with(client_db.clone(), &url, &SessionOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((again.sent, again.received), (0, 0), "{again:?}");
 }

@@ -23,6 +23,7 @@ use super::history::append_history;
 use super::keys;
 use super::missed::{self, Missed};
 use super::received;
+use super::resume::{self, ResumePoint};
 use super::state::Replication;
 use super::{ChangeRecord, MAX_CLOCK_DRIFT};
 use crate::database::Database;
@@ -135,7 +136,7 @@ impl Database {
     /// sync, or to a column it does not have, are left out and counted as
     /// [`skipped`](ApplyReport::skipped).
     pub fn apply_changes(&self, changes: &[ChangeRecord]) -> Result<ApplyReport> {
-        self.apply_changes_as(None, changes)
+        self.apply_changes_as(None, changes, None)
     }
 
     /// [`apply_changes`](Self::apply_changes) for changes received from `peer`, which has
@@ -149,13 +150,30 @@ impl Database {
         peer: SiteId,
         changes: &[ChangeRecord],
     ) -> Result<ApplyReport> {
-        self.apply_changes_as(Some(peer), changes)
+        self.apply_changes_as(Some(peer), changes, None)
+    }
+
+    /// [`apply_changes_from`](Self::apply_changes_from) for the changes before a resume point
+    /// in the peer's stream (see [`for_each_change_resuming`](Self::for_each_change_resuming)):
+    /// the point is stored with them, in the same transaction, and offered by
+    /// [`resume_points`](Self::resume_points) until the peer's set is complete. `resets_seen`
+    /// is [`cursor_resets`](Self::cursor_resets) when the sync began: a point stored after
+    /// the cursors were set back is not offered.
+    pub fn apply_changes_resumable(
+        &self,
+        peer: SiteId,
+        changes: &[ChangeRecord],
+        point: &ResumePoint,
+        resets_seen: u64,
+    ) -> Result<ApplyReport> {
+        self.apply_changes_as(Some(peer), changes, Some((point, resets_seen)))
     }
 
     fn apply_changes_as(
         &self,
         from: Option<SiteId>,
         changes: &[ChangeRecord],
+        point: Option<(&ResumePoint, u64)>,
     ) -> Result<ApplyReport> {
         self.require_graph()?;
         let repl = self.replication().clone();
@@ -282,6 +300,9 @@ impl Database {
                 {
                     received::record(conn, seq, repl.site_index(conn, peer)?)?;
                     report.noted = Some(seq);
+                }
+                if let (Some(peer), Some((point, resets))) = (from, point) {
+                    resume::record(conn, peer, resets, point)?;
                 }
                 repl.persist_clock(conn)
             })

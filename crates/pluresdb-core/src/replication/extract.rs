@@ -13,12 +13,14 @@ use super::clock::{RowClock, Stamp};
 use super::collections::{Collection, Collections, Kind, quote};
 use super::keys;
 use super::received;
+use super::resume::{Position, ResumePoint};
 use super::shape_stamp::ShapeStamp;
 use super::state::read_sites;
 use super::{ChangeRecord, EDGES, EDGES_ID, NODES};
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::value::Value;
+use rusqlite::types::Value as SqlValue;
 
 /// How often reading changes folds the log and reads again, before it reads holding the write
 /// lock.
@@ -87,8 +89,58 @@ impl Database {
         batch: usize,
         mut sink: impl FnMut(&[ChangeRecord]) -> Result<()>,
     ) -> Result<u64> {
+        self.for_each_change_resuming(since, exclude, batch, None, |changes, _| sink(changes))
+    }
+
+    /// [`for_each_change`](Self::for_each_change) that can go on from where an interrupted
+    /// read stopped. While it scans the clock records (not for a peer nearly up to date), it
+    /// passes `sink`, with some batches, a [`ResumePoint`]: every change of the read in the rows
+    /// before it has been passed. A later read with the same `since` given that point (`resume`)
+    /// scans on from there, then reads what changed after the interrupted read began (in every
+    /// row): together they send what a whole read would. A point of another database, another
+    /// `since`, or past this database's `db_version` (a restored backup) is ignored: the read
+    /// starts from the beginning.
+    pub fn for_each_change_resuming(
+        &self,
+        since: u64,
+        exclude: Option<SiteId>,
+        batch: usize,
+        resume: Option<&ResumePoint>,
+        mut sink: impl FnMut(&[ChangeRecord], Option<ResumePoint>) -> Result<()>,
+    ) -> Result<u64> {
+        let from = match resume.and_then(|p| p.decode().ok()) {
+            Some(p) if p.producer == self.site_id() && p.since == since => {
+                Some(p).filter(|p| self.db_version().is_ok_and(|now| p.db_version <= now))
+            }
+            _ => None,
+        };
+        let Some(from) = from else {
+            let mut reading = self.reading(since, exclude, batch, Points::AtReadStart);
+            return self.read(&mut reading, &mut sink);
+        };
+        // The rest of the interrupted scan, whose points still say its `db_version` (what
+        // was sent before it covers no later one)...
+        let mut rest = self.reading(since, exclude, batch, Points::At(from.db_version));
+        rest.plan = Plan::Scan {
+            coll: from.coll,
+            after: Some(from.after),
+        };
+        self.read(&mut rest, &mut sink)?;
+        // ... then what changed after it began, everywhere.
+        let mut newer = self.reading(from.db_version, exclude, batch, Points::None);
+        self.read(&mut newer, &mut sink)
+    }
+
+    /// A read of the changes after `since`, from the start.
+    fn reading(
+        &self,
+        since: u64,
+        exclude: Option<SiteId>,
+        batch: usize,
+        points: Points,
+    ) -> Reading {
         let (collections, stamp) = self.replication().collections_cached();
-        let mut reading = Reading {
+        Reading {
             since,
             exclude,
             emitter: Emitter::new(&collections, since),
@@ -96,17 +148,27 @@ impl Database {
             db_version: 0,
             plan: Plan::Start,
             batch: batch.max(1),
-        };
+            points,
+            site: self.site_id(),
+        }
+    }
+
+    /// Runs `reading` to its end, passing the changes to `sink`; returns its `db_version`.
+    fn read(
+        &self,
+        reading: &mut Reading,
+        sink: &mut impl FnMut(&[ChangeRecord], Option<ResumePoint>) -> Result<()>,
+    ) -> Result<u64> {
         let mut out = Batches::default();
         if self.is_read_only() {
-            self.read_in_one_snapshot(&mut reading, &mut out, &mut sink)?;
+            self.read_in_one_snapshot(reading, &mut out, sink)?;
         }
         while !reading.done() {
-            self.read_page(&mut reading, &mut out)?;
-            out.send_full(&mut sink)?;
+            self.read_page(reading, &mut out)?;
+            out.send_full(reading, sink)?;
         }
         if !out.changes.is_empty() {
-            sink(&out.changes)?;
+            sink(&out.changes, None)?;
         }
         Ok(reading.db_version)
     }
@@ -118,7 +180,7 @@ impl Database {
         &self,
         reading: &mut Reading,
         out: &mut Batches,
-        sink: &mut impl FnMut(&[ChangeRecord]) -> Result<()>,
+        sink: &mut impl FnMut(&[ChangeRecord], Option<ResumePoint>) -> Result<()>,
     ) -> Result<()> {
         for _ in 0..FOLD_ATTEMPTS {
             // Fails, saying why, when the log holds changes.
@@ -128,7 +190,7 @@ impl Database {
                     if !reading.page(conn, self, out)? {
                         return Ok(false);
                     }
-                    out.send_full(sink)?;
+                    out.send_full(reading, sink)?;
                 }
                 Ok(true)
             })?;
@@ -194,22 +256,61 @@ struct Reading {
     plan: Plan,
     /// Changes per batch (at least; a row's changes are never split).
     batch: usize,
+    /// Which `db_version` the resume points of a scan name.
+    points: Points,
+    /// This database's site id (the points' producer).
+    site: SiteId,
+}
+
+/// Whether a read's scan passes resume points, and which `db_version` they name.
+#[derive(Clone, Copy)]
+enum Points {
+    None,
+    /// The read's own (when its first page was read).
+    AtReadStart,
+    /// An earlier read's, which this one goes on with.
+    At(u64),
+}
+
+impl Reading {
+    /// The resume point after the row at `after` of collection `coll`, when scanning.
+    fn point(&self, coll: u32, after: SqlValue) -> Option<ResumePoint> {
+        let db_version = match self.points {
+            Points::None => return None,
+            Points::AtReadStart => self.db_version,
+            Points::At(v) => v,
+        };
+        ResumePoint::encode(&Position {
+            producer: self.site,
+            since: self.since,
+            db_version,
+            coll,
+            after,
+        })
+    }
 }
 
 /// Changes read and not sent yet, and where the full batches among them end.
 #[derive(Default)]
 struct Batches {
     changes: Vec<ChangeRecord>,
-    /// The end of each full batch (each at the end of a row).
-    ends: Vec<usize>,
+    /// The end of each full batch (each at the end of a row), and when scanning, that row's
+    /// collection and scan position.
+    ends: Vec<(usize, Option<(u32, SqlValue)>)>,
 }
 
 impl Batches {
-    /// Passes the full batches to `sink`; the rest waits for more rows.
-    fn send_full(&mut self, sink: &mut impl FnMut(&[ChangeRecord]) -> Result<()>) -> Result<()> {
+    /// Passes the full batches to `sink`, with resume points when `reading` passes them; the
+    /// rest waits for more rows.
+    fn send_full(
+        &mut self,
+        reading: &Reading,
+        sink: &mut impl FnMut(&[ChangeRecord], Option<ResumePoint>) -> Result<()>,
+    ) -> Result<()> {
         let mut start = 0;
-        for &end in &self.ends {
-            sink(&self.changes[start..end])?;
+        for (end, at) in self.ends.drain(..) {
+            let point = at.and_then(|(coll, after)| reading.point(coll, after));
+            sink(&self.changes[start..end], point)?;
             start = end;
         }
         self.changes.drain(..start);
@@ -294,6 +395,8 @@ impl Reading {
         // A page ends after a row that brings it to two batches (about what the sender queues
         // while the next page is read), or after PAGE_ROWS rows.
         let first = out.changes.len();
+        // Only a scan's position says which rows are behind it.
+        let scanning = matches!(self.plan, Plan::Scan { .. });
         let mut emit = |emitter: &mut Emitter,
                         row: &rusqlite::Row<'_>|
          -> Result<(rusqlite::types::Value, bool)> {
@@ -311,9 +414,10 @@ impl Reading {
                 _ => Vec::new(),
             };
             emitter.row(tbl, key, cl as u64, &clock, vals, &mut out.changes)?;
-            let start = out.ends.last().copied().unwrap_or(0);
+            let start = out.ends.last().map_or(0, |(end, _)| *end);
             if out.changes.len() - start >= batch {
-                out.ends.push(out.changes.len());
+                let at = scanning.then(|| (tbl, cursor.clone()));
+                out.ends.push((out.changes.len(), at));
             }
             Ok((cursor, out.changes.len() - first >= 2 * batch))
         };
@@ -351,7 +455,10 @@ impl Reading {
                     self.plan = Plan::Done;
                     break;
                 };
-                *coll = id;
+                // A scan resumed in a collection that is gone goes on at the next one's start.
+                if id != *coll {
+                    (*coll, *after) = (id, None);
+                }
                 let Some(sql) = emitter.sql(id, false) else {
                     *coll += 1;
                     continue;

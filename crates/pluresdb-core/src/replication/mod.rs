@@ -31,6 +31,7 @@ mod missed;
 mod peers;
 mod received;
 mod recent;
+mod resume;
 mod shape_stamp;
 mod state;
 mod tables;
@@ -55,6 +56,7 @@ pub use apply::ApplyReport;
 pub use extract::ChangeSet;
 pub use history::NodeVersion;
 pub use peers::{PeerStatus, SyncProgress};
+pub use resume::ResumePoint;
 
 /// The collection name of nodes in change records.
 pub const NODES: &str = "_pluresdb_nodes";

@@ -1,5 +1,6 @@
 //! What this database knows about its peers: how far each sync got, and counters.
 
+use super::resume::ResumePoint;
 use pluresdb_crdt::{SiteId, VersionVector, wall_millis};
 
 use crate::database::Database;
@@ -248,6 +249,12 @@ impl Database {
         Ok(value.as_i64().unwrap_or(0) as u64)
     }
 
+    /// Where interrupted reads of peers' changes got to, for the next sync with each to go
+    /// on from (see [`apply_changes_resumable`](Self::apply_changes_resumable)).
+    pub fn resume_points(&self) -> Result<Vec<ResumePoint>> {
+        self.engine().with_read_conn(super::resume::valid)
+    }
+
     /// The peer's `db_version` up to which its changes are applied here (0 if never synced).
     pub fn peer_cursor(&self, site: SiteId) -> Result<u64> {
         Ok(self
@@ -316,6 +323,10 @@ impl Database {
             }
             if let Some(acked) = progress.acked {
                 super::received::forget_acked(conn, site.as_bytes(), acked)?;
+            }
+            // The peer's set is complete: nothing to go on with.
+            if progress.cursor.is_some() {
+                super::resume::forget(conn, site)?;
             }
             Ok(())
         })

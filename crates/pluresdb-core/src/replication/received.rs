@@ -24,24 +24,30 @@ use rusqlite::{CachedStatement, Connection};
 
 use crate::error::Result;
 
+const TABLE_NAME: &str = "_pluresdb_received";
+
 const TABLE: &str = "CREATE TABLE IF NOT EXISTS _pluresdb_received (
     seq       INTEGER PRIMARY KEY,
     site      INTEGER NOT NULL,
     confirmed INTEGER NOT NULL DEFAULT 0
 )";
 
-/// `sql` prepared, or `None` when the table does not exist yet.
-fn prepared<'c>(conn: &'c Connection, sql: &str) -> Result<Option<CachedStatement<'c>>> {
+/// `sql` prepared, or `None` when `table`, made when first needed, does not exist yet.
+pub(crate) fn prepared<'c>(
+    conn: &'c Connection,
+    table: &str,
+    sql: &str,
+) -> Result<Option<CachedStatement<'c>>> {
     match conn.prepare_cached(sql) {
         Ok(stmt) => Ok(Some(stmt)),
-        Err(_) if !crate::schema::table_exists(conn, "_pluresdb_received")? => Ok(None),
+        Err(_) if !crate::schema::table_exists(conn, table)? => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
 /// Runs `sql` with `params`, doing nothing when the table does not exist yet.
 fn run(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<()> {
-    if let Some(mut stmt) = prepared(conn, sql)? {
+    if let Some(mut stmt) = prepared(conn, TABLE_NAME, sql)? {
         stmt.execute(params)?;
     }
     Ok(())
@@ -51,7 +57,7 @@ fn run(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<()
 /// `site` (its index in `_pluresdb_sites`). Called in the merge's transaction.
 pub(crate) fn record(conn: &Connection, seq: u64, site: u32) -> Result<()> {
     const INSERT: &str = "INSERT OR REPLACE INTO _pluresdb_received(seq, site) VALUES (?1, ?2)";
-    let mut stmt = match prepared(conn, INSERT)? {
+    let mut stmt = match prepared(conn, TABLE_NAME, INSERT)? {
         Some(stmt) => stmt,
         None => {
             conn.execute_batch(TABLE)?;
@@ -90,7 +96,7 @@ pub(crate) fn forget_acked(conn: &Connection, site: &[u8], acked: u64) -> Result
 /// index); none while the table does not exist.
 pub(crate) fn from_site(conn: &Connection, site: u32, since: u64) -> Result<HashSet<u64>> {
     let sql = "SELECT seq FROM _pluresdb_received WHERE site = ?1 AND seq > ?2 AND confirmed";
-    let Some(mut stmt) = prepared(conn, sql)? else {
+    let Some(mut stmt) = prepared(conn, TABLE_NAME, sql)? else {
         return Ok(HashSet::new());
     };
     let seqs = stmt.query_map((site, since as i64), |r| r.get::<_, i64>(0))?;
