@@ -210,7 +210,8 @@ enum Command {
         /// The server, as ws://host:port.
         #[arg(required_unless_present = "status")]
         url: Option<String>,
-        /// Keep syncing live changes until interrupted.
+        /// Keep syncing live changes until interrupted (Ctrl-C), connecting again whenever
+        /// the connection ends.
         #[arg(long)]
         watch: bool,
         /// Show this database's version vector and its peers instead of syncing.

@@ -201,11 +201,30 @@ pub fn sync_cmd(
         max_message: limit.bytes,
         ..SessionOptions::default()
     };
-    let report = runtime()?.block_on(stopping_on_ctrl_c(
-        sync_with(db.clone(), url, &opts),
-        &opts.stop,
-        watch,
-    ))?;
+    let report = if watch {
+        // Connects again when the connection ends, until Ctrl-C.
+        let on_drop = |error: Option<&pluresdb_core::Error>, pause: std::time::Duration| {
+            let why = error.map_or_else(
+                || "the server closed the connection".to_owned(),
+                |e| e.to_string(),
+            );
+            eprintln!(
+                "{why}; connecting again in {} s (Ctrl-C stops)",
+                pause.as_secs()
+            );
+        };
+        runtime()?.block_on(stopping_on_ctrl_c(
+            pluresdb_sync::net::watch(db.clone(), url, &opts, on_drop),
+            &opts.stop,
+            true,
+        ))?
+    } else {
+        runtime()?.block_on(stopping_on_ctrl_c(
+            sync_with(db.clone(), url, &opts),
+            &opts.stop,
+            false,
+        ))?
+    };
     if json_out {
         print_json(
             &mut crate::output::stdout(),

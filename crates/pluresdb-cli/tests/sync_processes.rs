@@ -60,8 +60,15 @@ fn serve_with(db: &Path, args: &[&str]) -> (Child, String) {
 
 /// [`serve_with`], its standard error to `stderr`.
 fn serve_logging(db: &Path, args: &[&str], stderr: Stdio) -> (Child, String) {
+    // On a free port unless `args` name one.
+    let listen: &[&str] = if args.contains(&"--listen") {
+        &[]
+    } else {
+        &["--listen", "127.0.0.1:0"]
+    };
     let mut child = pluresdb(db)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("serve")
+        .args(listen)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -603,8 +610,31 @@ fn ctrl_c_closes_sync_connections_cleanly() {
             interrupt(&server);
             let (status, err) = exits(server);
             assert!(status.success(), "{err}");
+            // The watcher waits for the server to come back, and syncs with it again.
+            let port = url.rsplit(':').next().unwrap();
+            let listen = format!("127.0.0.1:{port}");
+            let (server, _) = serve_logging(&a, &["--listen", &listen], Stdio::null());
+            run(
+                &a,
+                &["sql", "INSERT INTO todos VALUES ('after', 'new', NULL)"],
+            );
+            let started = Instant::now();
+            while json(&b, "SELECT count(*) AS n FROM todos")[0]["n"] != 5 + round {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "never synced again"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            interrupt(&watcher);
             let (status, err) = exits(watcher);
             assert!(status.success() && !err.contains("reset"), "{err}");
+            assert!(
+                err.contains("the server closed the connection; connecting again in 1 s"),
+                "{err}"
+            );
+            interrupt(&server);
+            exits(server);
         } else {
             interrupt(&watcher);
             let (status, err) = exits(watcher);

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -11,7 +12,7 @@ use tokio_tungstenite::{accept_async_with_config, connect_async_with_config};
 
 use pluresdb_core::{Database, Error, ErrorKind, Result};
 
-use crate::session::{SessionOptions, SessionReport, run_session, ws_error};
+use crate::session::{PEER_STOPPED, SessionOptions, SessionReport, run_session, ws_error};
 
 /// Accepts sync sessions on `listener` until `opts.stop` is stopped (or the future is
 /// dropped), at most `opts.max_sessions` at once. Each session stays open (watch mode) as long
@@ -100,14 +101,87 @@ pub async fn sync_with(db: Database, url: &str, opts: &SessionOptions) -> Result
     Ok(report)
 }
 
+/// Pause before the first new connection of [`watch`], doubled after each failed one up to
+/// [`LONGEST_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+const LONGEST_PAUSE: Duration = Duration::from_secs(30);
+
+/// A session that lasted this long worked: the pause starts again at [`FIRST_PAUSE`].
+const WORKED_FOR: Duration = Duration::from_secs(60);
+
+/// Syncs with the server at `url` and keeps syncing live changes until `opts.stop` is stopped
+/// (watch mode, whatever `opts.watch` says), connecting again whenever the connection ends: the
+/// network dropped, the machine slept, the server restarted or was stopped. Before each new
+/// connection it tells `on_drop` why the last one ended (`None`: the server closed it) and
+/// how long it waits (1 s, doubling up to 30 s while connecting fails). A sync cut short goes
+/// on where it stopped. An error that connecting again would only repeat ends it: an address
+/// that is not one, or a peer that refused this database (another protocol version, the same
+/// site id, a restored copy). Returns the sessions' counts added up.
+pub async fn watch(
+    db: Database,
+    url: &str,
+    opts: &SessionOptions,
+    mut on_drop: impl FnMut(Option<&Error>, Duration),
+) -> Result<SessionReport> {
+    let opts = SessionOptions {
+        watch: true,
+        ..opts.clone()
+    };
+    let mut total = SessionReport::default();
+    let mut pause = FIRST_PAUSE;
+    loop {
+        let started = tokio::time::Instant::now();
+        let ended = sync_with(db.clone(), url, &opts).await;
+        if started.elapsed() >= WORKED_FOR {
+            pause = FIRST_PAUSE;
+        }
+        let error = match ended {
+            Ok(report) => {
+                let stopped = report.stopped;
+                total.add(report);
+                if stopped {
+                    return Ok(total);
+                }
+                None
+            }
+            Err(e) if mended_by_connecting_again(&e) => Some(e),
+            Err(e) => return Err(e),
+        };
+        on_drop(error.as_ref(), pause);
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = opts.stop.stopped() => {
+                total.stopped = true;
+                return Ok(total);
+            }
+        }
+        pause = (pause * 2).min(LONGEST_PAUSE);
+    }
+}
+
+/// Whether a session's error may not happen again on a new connection: the connection failed
+/// or was lost (I/O), and not because the peer refused this database.
+fn mended_by_connecting_again(e: &Error) -> bool {
+    e.kind() == ErrorKind::Io && !e.message().starts_with(PEER_STOPPED)
+}
+
 /// One session of [`sync_with`].
 async fn connect_and_sync(db: Database, url: &str, opts: &SessionOptions) -> Result<SessionReport> {
     check_address(url)?;
     // A server that accepts the connection but never answers the handshake must not hold
     // the client for ever.
     let connect = connect_async_with_config(url, Some(ws_config(opts)), true);
-    let (ws, _) = tokio::time::timeout(opts.timeout, connect)
-        .await
+    let connected = tokio::select! {
+        connected = tokio::time::timeout(opts.timeout, connect) => connected,
+        // Stopped while connecting: there is no session to close.
+        () = opts.stop.stopped() => {
+            return Ok(SessionReport {
+                stopped: true,
+                ..SessionReport::default()
+            });
+        }
+    };
+    let (ws, _) = connected
         .map_err(|_| {
             Error::new(
                 ErrorKind::Io,

@@ -1858,3 +1858,87 @@ async fn a_first_sync_cut_short_goes_on_where_it_stopped() {
         .unwrap();
     assert_eq!((again.sent, again.received), (0, 0), "{again:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_connects_again_until_stopped_and_gives_up_on_a_refusal() {
+    use pluresdb_sync::Stop;
+    use pluresdb_sync::net::watch;
+    let dir = tempfile::tempdir().unwrap();
+    let server_db = open(&dir, "server.db");
+    let client_db = open(&dir, "client.db");
+    let serving = |listener, stop: Stop| {
+        let opts = SessionOptions {
+            stop,
+            ..Default::default()
+        };
+        tokio::spawn(serve(server_db.clone(), listener, opts))
+    };
+    let (listener, addr) = bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{addr}");
+    let server_stop = Stop::default();
+    let server = serving(listener, server_stop.clone());
+    let client_stop = Stop::default();
+    let opts = SessionOptions {
+        stop: client_stop.clone(),
+        ..Default::default()
+    };
+    let drops = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let watching = tokio::spawn({
+        let (db, url, drops) = (client_db.clone(), url.clone(), drops.clone());
+        async move {
+            watch(db, &url, &opts, |e, pause| {
+                drops.lock().unwrap().push((e.map(|e| e.to_string()), pause));
+            })
+            .await
+        }
+    });
+    server_db
+        .run("INSERT INTO todos(id) VALUES ('first')", ())
+        .unwrap();
+    assert!(arrives(&client_db, "first").await);
+    // The server stops (closing the connection), and is down for a while.
+    server_stop.stop();
+    server.await.unwrap().unwrap();
+    // Down until the client found it so once.
+    let started = Instant::now();
+    while drops.lock().unwrap().len() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "{drops:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server_db
+        .run("INSERT INTO todos(id) VALUES ('while-down')", ())
+        .unwrap();
+    let (listener, _) = bind(&addr.to_string()).await.unwrap();
+    let server = serving(listener, Stop::default());
+    assert!(arrives(&client_db, "while-down").await);
+    client_stop.stop();
+    let report = watching.await.unwrap().unwrap();
+    assert!(report.stopped && report.received >= 2, "{report:?}");
+    let drops = drops.lock().unwrap().clone();
+    // Closed by the server, then refused while it was down (the pause doubling).
+    assert_eq!(drops[0], (None, Duration::from_secs(1)), "{drops:?}");
+    assert!(
+        drops[1].0.as_deref().unwrap().contains("nothing accepts connections"),
+        "{drops:?}"
+    );
+    assert_eq!(drops[1].1, Duration::from_secs(2));
+    server.abort();
+    // A copy of the server's file has its site id: refused, and connecting again would not
+    // change that.
+    let copy = dir.path().join("copy.db");
+    server_db.backup(&copy).unwrap();
+    let (listener, addr) = bind("127.0.0.1:0").await.unwrap();
+    let server = serving(listener, Stop::default());
+    let started = Instant::now();
+    let err = watch(
+        Database::open(&copy).unwrap(),
+        &format!("ws://{addr}"),
+        &SessionOptions::default(),
+        |e, _| panic!("tried again after {e:?}"),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("site id"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    server.abort();
+}
