@@ -5,8 +5,8 @@ use serde_json::json;
 
 const SCHEMA: &str = "CREATE TABLE t(id INTEGER PRIMARY KEY NOT NULL, v TEXT, w INTEGER)";
 
-/// A database at `dir/name` syncing table `t`, with `rows` rows and as many nodes and some
-/// edges, opened again (a handle lists the rows it wrote lately, and reads for a peer that far
+/// A database at `dir/name` syncing table `t`, with `rows` rows, as many nodes and an edge
+/// from each node to the one before, opened again (a handle lists the rows it wrote lately, and reads for a peer that far
 /// behind from that list: a fresh handle scans, as a server started on an existing file does).
 fn source(dir: &tempfile::TempDir, name: &str, rows: i64) -> Database {
     let path = dir.path().join(name);
@@ -18,13 +18,8 @@ fn source(dir: &tempfile::TempDir, name: &str, rows: i64) -> Database {
             for i in 0..rows {
                 db.run("INSERT INTO t VALUES (?1, ?2, ?1)", (i, format!("row {i}")))?;
                 db.put(&format!("n{i:05}"), &json!({ "i": i }))?;
-                if i % 10 == 0 && i > 0 {
-                    db.link(
-                        &format!("n{i:05}"),
-                        "next",
-                        &format!("n{:05}", i - 10),
-                        None,
-                    )?;
+                if i > 0 {
+                    db.link(&format!("n{i:05}"), "next", &format!("n{:05}", i - 1), None)?;
                 }
             }
             Ok::<_, pluresdb_core::Error>(())
@@ -69,7 +64,7 @@ type Batches = Vec<(Vec<ChangeRecord>, Option<ResumePoint>)>;
 fn read(a: &Database, b: &Database, since: u64, resume: Option<&ResumePoint>) -> (Batches, u64) {
     let mut batches = Vec::new();
     let db_version = a
-        .for_each_change_resuming(since, Some(b.site_id()), 500, resume, |changes, point| {
+        .for_each_change_resuming(since, b.site_id(), 500, resume, |changes, point| {
             batches.push((changes.to_vec(), point));
             Ok(())
         })
@@ -77,7 +72,7 @@ fn read(a: &Database, b: &Database, since: u64, resume: Option<&ResumePoint>) ->
     (batches, db_version)
 }
 
-fn count(batches: &Batches) -> usize {
+fn count(batches: &[(Vec<ChangeRecord>, Option<ResumePoint>)]) -> usize {
     batches.iter().map(|(c, _)| c.len()).sum()
 }
 
@@ -113,28 +108,12 @@ fn complete(a: &Database, b: &Database, batches: &Batches, db_version: u64) {
     b.record_sync(a.site_id(), &progress).unwrap();
 }
 
-#[test]
-fn an_interrupted_read_goes_on_from_its_point_and_misses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = source(&dir, "a.db", 2000);
-    let b = replica();
-    let (whole, _) = read(&a, &b, 0, None);
-    let points: Vec<usize> = (whole.iter().enumerate())
-        .filter(|(_, (_, p))| p.is_some())
-        .map(|(i, _)| i)
-        .collect();
-    assert!(points.len() > 4, "a scan passes points: {}", points.len());
-    // Cut short in the middle (in the nodes, the first collection scanned).
-    let upto = points[points.len() / 2];
-    let point = merge_up_to(&a, &b, &whole, upto);
-    assert_eq!(b.resume_points().unwrap(), vec![point.clone()]);
-    assert_eq!(point.producer(), Some(a.site_id()));
-    let sent_before: usize = whole[..=upto].iter().map(|(c, _)| c.len()).sum();
-
-    // Meanwhile, writes before and after the point, of every kind.
+/// Writes of every kind to nodes, edges and rows early and late in each one's scan order.
+fn write_everywhere(a: &Database) {
     a.transaction(|db| {
         db.run("UPDATE t SET v = 'changed' WHERE id IN (3, 1999)", ())?;
         db.run("DELETE FROM t WHERE id IN (5, 1998)", ())?;
+        db.run("UPDATE t SET id = 4000 WHERE id = 7", ())?;
         db.run(
             "INSERT INTO t VALUES (-1, 'new, first', 0), (5000, 'new, last', 0)",
             (),
@@ -144,58 +123,131 @@ fn an_interrupted_read_goes_on_from_its_point_and_misses_nothing() {
         db.put("n01999", &json!({ "i": "changed too" }))?;
         db.put("a-new-first-node", &json!({}))?;
         db.link("n00001", "late", "n01999", None)?;
+        db.unlink("n00020", "next", "n00019")?;
+        db.unlink("n01990", "next", "n01989")?;
         Ok::<_, pluresdb_core::Error>(())
     })
     .unwrap();
+}
 
-    let resume = b.resume_points().unwrap();
-    let (rest, db_version) = read(&a, &b, 0, resume.first());
-    complete(&a, &b, &rest, db_version);
-    assert_eq!(dump(&b), dump(&a), "the two reads sent everything");
-    let (everything, _) = read(&a, &replica(), 0, None);
-    assert!(
-        count(&rest) + sent_before / 2 < count(&everything),
-        "the part already sent is not sent again: {} after {sent_before}, {} in all",
-        count(&rest),
-        count(&everything)
-    );
-    assert!(b.resume_points().unwrap().is_empty(), "the set is complete");
+#[test]
+fn an_interrupted_read_goes_on_from_its_point_and_misses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Where to cut: the batches after which a point comes, and the collection each ends in.
+    let probe = source(&dir, "probe.db", 2000);
+    let (whole, _) = read(&probe, &replica(), 0, None);
+    let cuts: Vec<(usize, String)> = (whole.iter().enumerate())
+        .filter(|(_, (_, p))| p.is_some())
+        .map(|(i, (c, _))| (i, c.last().unwrap().collection.to_string()))
+        .collect();
+    let in_each = |coll: &str| {
+        let at: Vec<usize> = (cuts.iter())
+            .filter(|(_, c)| c == coll)
+            .map(|(i, _)| *i)
+            .collect();
+        assert!(at.len() > 1, "points in {coll}: {cuts:?}");
+        [at[0], at[at.len() / 2]]
+    };
+    let mut tried = Vec::new();
+    for coll in [pluresdb_core::NODES, pluresdb_core::EDGES, "t"] {
+        tried.extend(in_each(coll));
+    }
+    tried.push(cuts.last().unwrap().0);
+    for (n, upto) in tried.into_iter().enumerate() {
+        let a = source(&dir, &format!("a{n}.db"), 2000);
+        let b = replica();
+        let (whole, _) = read(&a, &b, 0, None);
+        let point = merge_up_to(&a, &b, &whole, upto);
+        assert_eq!(b.resume_point(a.site_id()).unwrap(), Some(point.clone()));
+        assert_eq!(point.producer(), Some(a.site_id()));
+        let sent_before = count(&whole[..=upto]);
+        write_everywhere(&a);
+        let resume = b.resume_point(a.site_id()).unwrap();
+        let (rest, db_version) = read(&a, &b, 0, resume.as_ref());
+        complete(&a, &b, &rest, db_version);
+        assert_eq!(
+            dump(&b),
+            dump(&a),
+            "cut after batch {upto}: everything arrived"
+        );
+        let (everything, _) = read(&a, &replica(), 0, None);
+        assert!(
+            count(&rest) + sent_before - 100 < count(&everything),
+            "cut after batch {upto}: the part already sent is not sent again: {} after \
+             {sent_before}, {} in all",
+            count(&rest),
+            count(&everything)
+        );
+        assert_eq!(
+            b.resume_point(a.site_id()).unwrap(),
+            None,
+            "the set is complete"
+        );
+    }
 }
 
 #[test]
 fn a_point_for_another_read_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let a = source(&dir, "a.db", 600);
-    let other = source(&dir, "other.db", 600);
     let backup = dir.path().join("backup.db");
     a.backup(&backup).unwrap();
     a.exec("INSERT INTO t VALUES (-1, 'after the backup', 0)")
         .unwrap();
+    let other = source(&dir, "other.db", 600);
     let b = replica();
     let (whole, _) = read(&a, &b, 0, None);
     let mine = whole.iter().find_map(|(_, p)| p.clone()).unwrap();
     let (theirs, _) = read(&other, &b, 0, None);
     let theirs = theirs.iter().find_map(|(_, p)| p.clone()).unwrap();
-    // Another database's point, a point read from another `since`, and bytes that are no
-    // point: each read is whole.
-    for (point, since) in [
-        (theirs, 0),
-        (mine.clone(), 1),
-        (ResumePoint::from_bytes(vec![1, 2, 3]), 0),
+    // Another database's point, a point read from another `since`, one given to another
+    // peer, and bytes that are no point: each read is whole.
+    let c = replica();
+    for (point, since, to) in [
+        (theirs, 0, &b),
+        (mine.clone(), 1, &b),
+        (mine.clone(), 0, &c),
+        (ResumePoint::from_bytes(vec![1, 2, 3]), 0, &b),
     ] {
-        let (batches, _) = read(&a, &b, since, Some(&point));
-        let (expected, _) = read(&a, &b, since, None);
+        let (batches, _) = read(&a, to, since, Some(&point));
+        let (expected, _) = read(&a, to, since, None);
         assert_eq!(count(&batches), count(&expected));
     }
-    // A point past what the database holds (read from it after a backup that was then
-    // restored) too.
+    let (good, _) = read(&a, &b, 0, Some(&mine));
+    assert!(count(&good) < count(&whole), "the point itself is good");
+    // A restored backup of `a` from before it gave the point did not give it, even once it has
+    // written past the point's version: what it wrote since the backup, before the point's
+    // key, would be left out.
     let restored = Database::open(&backup).unwrap();
     assert_eq!(restored.site_id(), a.site_id());
+    while restored.db_version().unwrap() <= a.db_version().unwrap() {
+        restored
+            .exec("INSERT OR REPLACE INTO t VALUES (-2, 'restored', 0)")
+            .unwrap();
+    }
     let (batches, _) = read(&restored, &b, 0, Some(&mine));
     let (expected, _) = read(&restored, &b, 0, None);
     assert_eq!(count(&batches), count(&expected));
-    let (good, _) = read(&a, &b, 0, Some(&mine));
-    assert!(count(&good) < count(&whole), "the point itself is good");
+}
+
+#[test]
+fn a_peer_cannot_hand_on_another_databases_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = source(&dir, "a.db", 600);
+    let b = replica();
+    let (whole, _) = read(&a, &b, 0, None);
+    let point = whole.iter().find_map(|(_, p)| p.clone()).unwrap();
+    // `c` sends `b` a's point as its own: b would offer it to a, and miss a's rows before it.
+    let c = replica();
+    let err = b
+        .apply_changes_resumable(c.site_id(), &[], &point, 0)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("resume point of another database"),
+        "{err}"
+    );
+    assert_eq!(b.resume_point(a.site_id()).unwrap(), None);
+    assert_eq!(b.resume_point(c.site_id()).unwrap(), None);
 }
 
 #[test]
@@ -210,10 +262,11 @@ fn points_are_dropped_when_the_cursors_are_set_back() {
     let (whole, _) = read(&a, &b, 0, None);
     let upto = whole.iter().position(|(_, p)| p.is_some()).unwrap();
     merge_up_to(&a, &b, &whole, upto);
-    assert_eq!(b.resume_points().unwrap().len(), 1);
+    let point = b.resume_point(a.site_id()).unwrap();
+    assert!(point.is_some());
     // Table u's row was left out (b does not sync it): once b does, every peer is asked for
     // everything again, and the point would skip the part that row may be in.
-    let (rest, _) = read(&a, &b, 0, b.resume_points().unwrap().first());
+    let (rest, _) = read(&a, &b, 0, point.as_ref());
     let skipped: u64 = rest
         .iter()
         .map(|(c, _)| b.apply_changes_from(a.site_id(), c).unwrap().skipped)
@@ -222,5 +275,5 @@ fn points_are_dropped_when_the_cursors_are_set_back() {
     b.exec("CREATE TABLE u(id INTEGER PRIMARY KEY NOT NULL)")
         .unwrap();
     b.sync_table("u").unwrap();
-    assert!(b.resume_points().unwrap().is_empty());
+    assert_eq!(b.resume_point(a.site_id()).unwrap(), None);
 }

@@ -12,16 +12,15 @@ use pluresdb_core::{
     ChangeRecord, Error, ErrorKind, Hlc, Result, ResumePoint, SiteId, Value, Version, VersionVector,
 };
 
-/// The protocol version of every message but `Hello` and `Progress`.
+/// The protocol version of every message but a resuming `Hello`, `Resume` and `Progress`.
 pub const PROTOCOL_VERSION: u8 = 1;
 
-/// The version of a `Hello` offering resume points, and of `Progress` (2 added both; a build
-/// that speaks only version 1 refuses such a hello with an error saying to run the same
-/// version on both sides). Change files carry version 1 hellos, which every build reads.
+/// The version of a `Hello` of a side that resumes, and of `Resume` and `Progress` (2 added
+/// them). A build that speaks only version 1 refuses such a hello, saying to run the same
+/// version on both sides; a server of this build answers a version 1 hello in version 1
+/// (see [`answer_session`](crate::answer_session)). Change files carry version 1 hellos,
+/// which every build reads.
 pub const RESUMING_VERSION: u8 = 2;
-
-/// Resume points a hello offers, at most (one per peer whose set of changes was cut short).
-pub const MAX_RESUME_POINTS: usize = 64;
 
 /// Largest message accepted by default (a batch of changes), in bytes.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
@@ -43,6 +42,7 @@ const DONE: u8 = 3;
 const ACK: u8 = 4;
 const ERROR: u8 = 5;
 const PROGRESS: u8 = 6;
+const RESUME: u8 = 7;
 
 /// One protocol message.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,10 +55,10 @@ pub enum Message {
         db_version: u64,
         /// For each site, the `db_version` up to which the sender has its changes.
         have: VersionVector,
-        /// Where the peers' sets of changes to the sender were cut short, for the peer to go on
-        /// from (see [`Progress`](Message::Progress)). `None`: a version 1 hello (of a build
-        /// that does not resume, or of a change file), after which no `Progress` is sent.
-        resume: Option<Vec<ResumePoint>>,
+        /// The sender resumes sets cut short (version 2): after the peer's hello it sends a
+        /// [`Resume`](Message::Resume), and it takes [`Progress`](Message::Progress). False
+        /// for a version 1 hello (of an older build, or of a change file).
+        resumes: bool,
     },
     /// A batch of changes.
     Changes(Vec<ChangeRecord>),
@@ -76,12 +76,22 @@ pub enum Message {
     Error(String),
     /// Every change of the sender's current set before this message was sent: a session
     /// cut short after the receiver merged them can go on from this point (the receiver
-    /// offers it in its next hello).
+    /// gives it back in the `Resume` of its next session).
     Progress(ResumePoint),
+    /// Sent once after the peer's hello, by both sides when both resume: where the peer's last
+    /// set of changes to the sender was cut short (the point of its last `Progress` merged),
+    /// for the peer to go on from; the peer starts sending when this arrives.
+    Resume(Option<ResumePoint>),
 }
 
 fn put_site(out: &mut Vec<u8>, site: &SiteId) {
     out.extend_from_slice(site.as_bytes());
+}
+
+fn read_point(r: &mut Reader<'_>) -> Result<ResumePoint> {
+    Ok(ResumePoint::from_bytes(
+        r.bytes(ResumePoint::MAX_BYTES)?.to_vec(),
+    ))
 }
 
 fn read_site(r: &mut Reader<'_>) -> Result<SiteId> {
@@ -175,7 +185,7 @@ impl Message {
                 site,
                 db_version,
                 have,
-                resume,
+                resumes,
             } => {
                 out.push(HELLO);
                 put_site(&mut out, site);
@@ -185,19 +195,25 @@ impl Message {
                     put_site(&mut out, s);
                     put_varint(&mut out, *v);
                 }
-                if let Some(points) = resume {
+                if *resumes {
                     out[0] = RESUMING_VERSION;
-                    let points = &points[..points.len().min(MAX_RESUME_POINTS)];
-                    put_varint(&mut out, points.len() as u64);
-                    for point in points {
-                        put_bytes(&mut out, point.as_bytes());
-                    }
                 }
             }
             Message::Progress(point) => {
                 out[0] = RESUMING_VERSION;
                 out.push(PROGRESS);
                 put_bytes(&mut out, point.as_bytes());
+            }
+            Message::Resume(point) => {
+                out[0] = RESUMING_VERSION;
+                out.push(RESUME);
+                match point {
+                    Some(point) => {
+                        out.push(1);
+                        put_bytes(&mut out, point.as_bytes());
+                    }
+                    None => out.push(0),
+                }
             }
             Message::Changes(changes) => return Message::encode_changes(changes),
             Message::Done { db_version } => {
@@ -239,7 +255,11 @@ impl Message {
                 ),
             ));
         }
-        let message = match r.byte()? {
+        let kind = r.byte()?;
+        if version == RESUMING_VERSION && ![HELLO, PROGRESS, RESUME].contains(&kind) {
+            return Err(r.error(&format!("message type {kind} is not one of version 2")));
+        }
+        let message = match kind {
             HELLO => {
                 let site = read_site(&mut r)?;
                 let db_version = r.varint()?;
@@ -249,29 +269,19 @@ impl Message {
                     let s = read_site(&mut r)?;
                     have.observe(s, r.varint()?);
                 }
-                let resume = if version == RESUMING_VERSION {
-                    let n = r.length(MAX_RESUME_POINTS)?;
-                    let points = (0..n)
-                        .map(|_| {
-                            Ok(ResumePoint::from_bytes(
-                                r.bytes(ResumePoint::MAX_BYTES)?.to_vec(),
-                            ))
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    Some(points)
-                } else {
-                    None
-                };
                 Message::Hello {
                     site,
                     db_version,
                     have,
-                    resume,
+                    resumes: version == RESUMING_VERSION,
                 }
             }
-            PROGRESS if version == RESUMING_VERSION => Message::Progress(ResumePoint::from_bytes(
-                r.bytes(ResumePoint::MAX_BYTES)?.to_vec(),
-            )),
+            PROGRESS if version == RESUMING_VERSION => Message::Progress(read_point(&mut r)?),
+            RESUME if version == RESUMING_VERSION => Message::Resume(match r.byte()? {
+                0 => None,
+                1 => Some(read_point(&mut r)?),
+                other => return Err(r.error(&format!("bad resume flag {other}"))),
+            }),
             CHANGES => Message::Changes(decode_changes(&mut r, max)?),
             DONE => Message::Done {
                 db_version: r.varint()?,
@@ -447,20 +457,18 @@ mod tests {
         let mut have = VersionVector::new();
         have.observe(SiteId([1; 16]), 42);
         let point = ResumePoint::from_bytes(vec![1, 2, 3]);
-        let hello = |resume| Message::Hello {
+        let hello = |resumes| Message::Hello {
             site: SiteId([3; 16]),
             db_version: 9,
             have: have.clone(),
-            resume,
+            resumes,
         };
         for m in [
-            hello(None),
-            hello(Some(Vec::new())),
-            hello(Some(vec![
-                point.clone(),
-                ResumePoint::from_bytes(Vec::new()),
-            ])),
-            Message::Progress(point),
+            hello(false),
+            hello(true),
+            Message::Progress(point.clone()),
+            Message::Resume(Some(point)),
+            Message::Resume(None),
             Message::Changes(sample()),
             Message::Changes(Vec::new()),
             Message::Done { db_version: 77 },
@@ -475,23 +483,33 @@ mod tests {
     }
 
     #[test]
-    fn only_a_hello_offering_points_and_progress_need_version_2() {
-        let hello = |resume| Message::Hello {
+    fn only_what_resuming_adds_is_version_2() {
+        let hello = |resumes| Message::Hello {
             site: SiteId([3; 16]),
             db_version: 9,
             have: VersionVector::new(),
-            resume,
+            resumes,
         };
         // What change files and version 1 builds send stays readable by those builds.
-        assert_eq!(hello(None).encode()[0], PROTOCOL_VERSION);
+        assert_eq!(hello(false).encode()[0], PROTOCOL_VERSION);
         assert_eq!(Message::Changes(sample()).encode()[0], PROTOCOL_VERSION);
-        assert_eq!(hello(Some(Vec::new())).encode()[0], RESUMING_VERSION);
-        let mut progress = Message::Progress(ResumePoint::from_bytes(vec![7])).encode();
-        assert_eq!(progress[0], RESUMING_VERSION);
-        // Version 1 had no Progress.
-        progress[0] = PROTOCOL_VERSION;
-        let err = Message::decode(&progress, DEFAULT_MAX_MESSAGE).unwrap_err();
-        assert!(err.to_string().contains("unknown message type 6"), "{err}");
+        assert_eq!(hello(true).encode()[0], RESUMING_VERSION);
+        for added in [
+            Message::Progress(ResumePoint::from_bytes(vec![7])),
+            Message::Resume(None),
+        ] {
+            let mut bytes = added.encode();
+            assert_eq!(bytes[0], RESUMING_VERSION);
+            // Version 1 had neither.
+            bytes[0] = PROTOCOL_VERSION;
+            let err = Message::decode(&bytes, DEFAULT_MAX_MESSAGE).unwrap_err();
+            assert!(err.to_string().contains("unknown message type"), "{err}");
+        }
+        // And version 2 has no other messages than version 1.
+        let mut done = Message::Done { db_version: 1 }.encode();
+        done[0] = RESUMING_VERSION;
+        let err = Message::decode(&done, DEFAULT_MAX_MESSAGE).unwrap_err();
+        assert!(err.to_string().contains("not one of version 2"), "{err}");
     }
 
     #[test]

@@ -264,7 +264,7 @@ pub fn write_changes_for(
             db_version: db.db_version()?,
             have: db.version_vector()?,
             // A version 1 hello: every build reads the file.
-            resume: None,
+            resumes: false,
         },
     )?;
     let mut changes = 0u64;

@@ -1,7 +1,8 @@
 //! PluresDB sync: moves changes between databases so they converge.
 //!
 //! * [`codec`]: the protocol's messages in a compact, versioned binary form.
-//! * [`run_session`]: a two-way sync over a WebSocket (any transport stream).
+//! * [`run_session`]: a two-way sync over a WebSocket (any transport stream);
+//!   [`answer_session`] for the side that accepted the connection.
 //! * [`net`]: `serve` and `sync` over TCP.
 //! * [`file`]: change files for devices without a network between them.
 
@@ -11,4 +12,4 @@ pub mod file;
 pub mod net;
 mod session;
 
-pub use session::{SessionOptions, SessionReport, Stop, run_session};
+pub use session::{SessionOptions, SessionReport, Stop, answer_session, run_session};

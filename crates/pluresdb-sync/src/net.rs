@@ -12,7 +12,9 @@ use tokio_tungstenite::{accept_async_with_config, connect_async_with_config};
 
 use pluresdb_core::{Database, Error, ErrorKind, Result};
 
-use crate::session::{PEER_STOPPED, SessionOptions, SessionReport, run_session, ws_error};
+use crate::session::{
+    PEER_STOPPED, SessionOptions, SessionReport, answer_session, run_session, ws_error,
+};
 
 /// Accepts sync sessions on `listener` until `opts.stop` is stopped (or the future is
 /// dropped), at most `opts.max_sessions` at once. Each session stays open (watch mode) as long
@@ -48,7 +50,7 @@ pub async fn serve(db: Database, listener: TcpListener, opts: SessionOptions) ->
         tokio::spawn(async move {
             let handshake = accept_async_with_config(tcp, Some(ws_config(&opts)));
             let result = match tokio::time::timeout(opts.timeout, handshake).await {
-                Ok(Ok(ws)) => run_session(db, ws, &opts).await.map(|_| ()),
+                Ok(Ok(ws)) => answer_session(db, ws, &opts).await.map(|_| ()),
                 Ok(Err(e)) => Err(ws_error(e)),
                 Err(_) => Err(Error::new(
                     ErrorKind::Io,

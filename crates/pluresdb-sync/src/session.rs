@@ -191,7 +191,7 @@ fn produce(
         let mut unmarked = 0;
         let result = db.for_each_change_resuming(
             read.since,
-            Some(exclude),
+            exclude,
             batch,
             read.resume.as_ref(),
             |changes, point| {
@@ -230,6 +230,34 @@ pub async fn run_session<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    session(db, ws, opts, false).await
+}
+
+/// [`run_session`] for the side that accepted the connection (a server): it says hello once
+/// the peer has, in the peer's protocol version, so a peer of an older build (version 1,
+/// which resumes nothing) still syncs with it. It offers the peer only the peer's own resume
+/// point. [`serve`](crate::net::serve) runs this.
+pub async fn answer_session<S>(
+    db: Database,
+    ws: WebSocketStream<S>,
+    opts: &SessionOptions,
+) -> Result<SessionReport>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    session(db, ws, opts, true).await
+}
+
+/// A session; the side `answering` says hello after the peer.
+async fn session<S>(
+    db: Database,
+    ws: WebSocketStream<S>,
+    opts: &SessionOptions,
+    answering: bool,
+) -> Result<SessionReport>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let (mut sink, mut stream) = ws.split();
     // Read before the vector: cursors set back after it are then noticed (see
     // `SyncProgress::resets_seen`).
@@ -239,7 +267,7 @@ where
         site: db.site_id(),
         db_version: db.db_version()?,
         have,
-        resume: Some(db.resume_points()?),
+        resumes: true,
     };
     let local = Arc::new(Notify::new());
     let subscription = opts.watch.then(|| {
@@ -264,14 +292,21 @@ where
         tx,
         applier: Applier::start(db.clone(), resets_seen),
         resume: None,
-        peer_takes_progress: false,
+        peer_resumes: false,
+        awaiting_resume: false,
         peer_done_at: VecDeque::new(),
-        outbox: VecDeque::from([WsMessage::binary(hello.encode())]),
+        outbox: VecDeque::new(),
+        hello: None,
         unflushed: false,
         liveness: Liveness::new(),
         resets_seen,
         peer_asked_to_reconnect: false,
     };
+    if answering {
+        session.hello = Some(hello);
+    } else {
+        session.send(hello.encode());
+    }
     let mut result = session.drive(&mut sink, &mut stream, rx, &local).await;
     // Whatever was received merges before the session returns (or fails with the merge); the
     // peer's last Done is then recorded, even if the connection closed before the Ack.
@@ -360,11 +395,15 @@ struct Session<'a> {
     resets_seen: u64,
     /// The peer closed the connection with code 1012: connect again.
     peer_asked_to_reconnect: bool,
-    /// Where the peer's last set of changes from this side was cut short (its hello says),
-    /// for the first read to go on from.
+    /// Where the peer's last set of changes from this side was cut short (its `Resume`
+    /// says), for the first read to go on from.
     resume: Option<ResumePoint>,
-    /// The peer's hello offered resume points (version 2): it takes `Progress`.
-    peer_takes_progress: bool,
+    /// The peer's hello was of version 2: it sends a `Resume` and takes `Progress`.
+    peer_resumes: bool,
+    /// Sending waits for the peer's `Resume`.
+    awaiting_resume: bool,
+    /// For a side that answers: its hello, sent once the peer's came (in its version).
+    hello: Option<Message>,
 }
 
 /// When the peer was last heard and when this side last sent something: when to ping the
@@ -579,7 +618,8 @@ impl Session<'_> {
 
     /// This database has new changes: send them now, or after the ones being read.
     fn local_changes(&mut self) {
-        if self.producing {
+        // (Before the peer's `Resume`, nothing is sent: its answer starts the first read.)
+        if self.producing || self.awaiting_resume {
             self.dirty = true;
         } else {
             self.start_producing();
@@ -592,7 +632,7 @@ impl Session<'_> {
             let read = Production {
                 since: self.sent_through,
                 resume: self.resume.take(),
-                progress: self.peer_takes_progress,
+                progress: self.peer_resumes,
             };
             produce(
                 self.db.clone(),
@@ -708,7 +748,10 @@ impl Session<'_> {
         match (message, self.peer) {
             (
                 Message::Hello {
-                    site, have, resume, ..
+                    site,
+                    have,
+                    resumes,
+                    ..
                 },
                 None,
             ) => {
@@ -724,13 +767,42 @@ impl Session<'_> {
                 self.peer = Some(site);
                 self.report.peer = Some(site);
                 self.sent_through = have.get(&self.db.site_id());
-                self.peer_takes_progress = resume.is_some();
-                let me = self.db.site_id();
-                self.resume = resume
-                    .into_iter()
-                    .flatten()
-                    .find(|point| point.producer() == Some(me));
+                self.peer_resumes = resumes;
+                if let Some(Message::Hello {
+                    site: me,
+                    db_version,
+                    have,
+                    ..
+                }) = self.hello.take()
+                {
+                    // In the peer's version.
+                    let hello = Message::Hello {
+                        site: me,
+                        db_version,
+                        have,
+                        resumes,
+                    };
+                    self.send(hello.encode());
+                }
+                if resumes {
+                    // Where this side's last set from the peer stopped, for it to go on.
+                    let point = self.db.resume_point(site)?;
+                    self.send(Message::Resume(point).encode());
+                    self.awaiting_resume = true;
+                } else {
+                    self.start_producing();
+                }
+            }
+            (Message::Resume(point), Some(_)) if self.awaiting_resume => {
+                self.awaiting_resume = false;
+                self.resume = point;
                 self.start_producing();
+            }
+            (Message::Resume(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "the peer sent a Resume it was not asked for: it is not a PluresDB sync \
+                     peer, or a faulty one",
+                ));
             }
             (Message::Hello { .. }, Some(_)) => {
                 return Err(Error::invalid("the peer said hello twice"));

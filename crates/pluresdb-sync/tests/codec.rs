@@ -49,18 +49,19 @@ fn message() -> impl Strategy<Value = Message> {
             0u8..3,
             any::<u64>(),
             proptest::collection::vec((0u8..4, any::<u64>()), 0..3),
-            proptest::option::of(proptest::collection::vec(point(), 0..3)),
+            any::<bool>(),
         )
-            .prop_map(|(site, db_version, have, resume)| Message::Hello {
+            .prop_map(|(site, db_version, have, resumes)| Message::Hello {
                 site: SiteId([site; 16]),
                 db_version,
                 have: have
                     .into_iter()
                     .map(|(s, v)| (SiteId([s; 16]), v))
                     .collect::<VersionVector>(),
-                resume,
+                resumes,
             }),
         point().prop_map(Message::Progress),
+        proptest::option::of(point()).prop_map(Message::Resume),
         proptest::collection::vec(change(), 0..5).prop_map(Message::Changes),
         any::<u64>().prop_map(|db_version| Message::Done { db_version }),
         any::<u64>().prop_map(|db_version| Message::Ack { db_version }),

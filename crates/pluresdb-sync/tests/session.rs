@@ -80,7 +80,7 @@ async fn raw_peer(url: &str, site: pluresdb_core::SiteId, db_version: u64) -> Ra
         site,
         db_version,
         have: VersionVector::new(),
-        resume: None,
+        resumes: false,
     };
     raw_send(&mut ws, hello.encode()).await;
     ws
@@ -613,7 +613,7 @@ async fn a_watching_client_gives_up_on_a_server_that_stopped_answering() {
             site: pluresdb_core::SiteId([8; 16]),
             db_version: 0,
             have: VersionVector::new(),
-            resume: None,
+            resumes: false,
         };
         for message in [hello, Message::Done { db_version: 0 }] {
             ws.send(tokio_tungstenite::tungstenite::Message::binary(
@@ -732,7 +732,7 @@ async fn a_peer_speaking_another_version_is_refused_and_nothing_changes() {
         site: pluresdb_core::SiteId([5; 16]),
         db_version: 0,
         have: VersionVector::new(),
-        resume: None,
+        resumes: false,
     };
     ws.send(tokio_tungstenite::tungstenite::Message::binary(
         hello.encode(),
@@ -1835,7 +1835,8 @@ async fn a_first_sync_cut_short_goes_on_where_it_stopped() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
-    assert!(!client_db.resume_points().unwrap().is_empty());
+    let point = client_db.resume_point(server_db.site_id()).unwrap();
+    assert!(point.is_some());
     let merged = client_db
         .value("SELECT count(*) FROM todos", ())
         .unwrap()
@@ -1852,7 +1853,7 @@ async fn a_first_sync_cut_short_goes_on_where_it_stopped() {
         report.received
     );
     assert_eq!(rows(&client_db), rows(&server_db));
-    assert!(client_db.resume_points().unwrap().is_empty());
+    assert_eq!(client_db.resume_point(server_db.site_id()).unwrap(), None);
     let again = sync_with(client_db.clone(), &url, &SessionOptions::default())
         .await
         .unwrap();
@@ -1887,7 +1888,10 @@ async fn watch_connects_again_until_stopped_and_gives_up_on_a_refusal() {
         let (db, url, drops) = (client_db.clone(), url.clone(), drops.clone());
         async move {
             watch(db, &url, &opts, |e, pause| {
-                drops.lock().unwrap().push((e.map(|e| e.to_string()), pause));
+                drops
+                    .lock()
+                    .unwrap()
+                    .push((e.map(|e| e.to_string()), pause));
             })
             .await
         }
@@ -1918,7 +1922,11 @@ async fn watch_connects_again_until_stopped_and_gives_up_on_a_refusal() {
     // Closed by the server, then refused while it was down (the pause doubling).
     assert_eq!(drops[0], (None, Duration::from_secs(1)), "{drops:?}");
     assert!(
-        drops[1].0.as_deref().unwrap().contains("nothing accepts connections"),
+        drops[1]
+            .0
+            .as_deref()
+            .unwrap()
+            .contains("nothing accepts connections"),
         "{drops:?}"
     );
     assert_eq!(drops[1].1, Duration::from_secs(2));
@@ -1941,4 +1949,30 @@ async fn watch_connects_again_until_stopped_and_gives_up_on_a_refusal() {
     assert!(err.to_string().contains("site id"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
     server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_answers_a_client_of_an_older_build_in_its_version() {
+    // A version 1 client (as builds before resuming): the server says hello in version 1 and
+    // sends its whole set without the Resume and Progress that client would refuse.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        fill_beyond_buffers(&open(&dir, "server.db"));
+    }
+    let server_db = open(&dir, "server.db");
+    let url = start_server(server_db.clone()).await;
+    let mut ws = raw_peer(&url, pluresdb_core::SiteId([5; 16]), 0).await;
+    let Message::Hello { resumes, .. } = raw_receive(&mut ws).await else {
+        panic!("no hello first");
+    };
+    assert!(!resumes, "a version 1 hello");
+    let mut changes = 0;
+    loop {
+        match raw_receive(&mut ws).await {
+            Message::Changes(batch) => changes += batch.len(),
+            Message::Done { .. } => break,
+            other => panic!("not a version 1 message: {other:?}"),
+        }
+    }
+    assert_eq!(changes, 180_000);
 }

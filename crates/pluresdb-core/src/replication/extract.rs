@@ -89,32 +89,32 @@ impl Database {
         batch: usize,
         mut sink: impl FnMut(&[ChangeRecord]) -> Result<()>,
     ) -> Result<u64> {
-        self.for_each_change_resuming(since, exclude, batch, None, |changes, _| sink(changes))
+        let mut reading = self.reading(since, exclude, batch, Points::None);
+        self.read(&mut reading, &mut |changes, _| sink(changes))
     }
 
-    /// [`for_each_change`](Self::for_each_change) that can go on from where an interrupted
-    /// read stopped. While it scans the clock records (not for a peer nearly up to date), it
-    /// passes `sink`, with some batches, a [`ResumePoint`]: every change of the read in the rows
-    /// before it has been passed. A later read with the same `since` given that point (`resume`)
-    /// scans on from there, then reads what changed after the interrupted read began (in every
-    /// row): together they send what a whole read would. A point of another database, another
-    /// `since`, or past this database's `db_version` (a restored backup) is ignored: the read
-    /// starts from the beginning.
+    /// [`for_each_change`](Self::for_each_change) for the peer `peer`, able to go on from
+    /// where an interrupted read stopped. While it scans the clock records (not for a peer
+    /// nearly up to date), it passes `sink`, with some batches, a [`ResumePoint`]: every change
+    /// of the read in the rows before it has been passed. A later read with the same `since`
+    /// given that point (`resume`) scans on from there, then reads what changed after the
+    /// interrupted read began (in every row): together they send what a whole read would. A
+    /// point this database did not give `peer` for that `since` (one of another database, or
+    /// one a restored backup of this one never gave) is ignored: the read starts from the
+    /// beginning. A read-only handle, which cannot record the points it gives, gives none.
     pub fn for_each_change_resuming(
         &self,
         since: u64,
-        exclude: Option<SiteId>,
+        peer: SiteId,
         batch: usize,
         resume: Option<&ResumePoint>,
         mut sink: impl FnMut(&[ChangeRecord], Option<ResumePoint>) -> Result<()>,
     ) -> Result<u64> {
-        let from = match resume.and_then(|p| p.decode().ok()) {
-            Some(p) if p.producer == self.site_id() && p.since == since => {
-                Some(p).filter(|p| self.db_version().is_ok_and(|now| p.db_version <= now))
-            }
-            _ => None,
-        };
-        let Some(from) = from else {
+        let exclude = Some(peer);
+        if self.is_read_only() {
+            return self.for_each_change(since, exclude, batch, |changes| sink(changes, None));
+        }
+        let Some(from) = self.resumable(resume, since, peer)? else {
             let mut reading = self.reading(since, exclude, batch, Points::AtReadStart);
             return self.read(&mut reading, &mut sink);
         };
@@ -129,6 +129,33 @@ impl Database {
         // ... then what changed after it began, everywhere.
         let mut newer = self.reading(from.db_version, exclude, batch, Points::None);
         self.read(&mut newer, &mut sink)
+    }
+
+    /// `point`, decoded, if this database gave it to `peer` in a read after `since` and the
+    /// position fits its collection (an edge id in edges, a key elsewhere).
+    fn resumable(
+        &self,
+        point: Option<&ResumePoint>,
+        since: u64,
+        peer: SiteId,
+    ) -> Result<Option<Position>> {
+        let Some(p) = point.and_then(|p| p.decode().ok()) else {
+            return Ok(None);
+        };
+        if p.producer != self.site_id()
+            || p.since != since
+            || p.db_version > self.points_issued(peer)?
+            || p.db_version > self.db_version()?
+        {
+            return Ok(None);
+        }
+        let (collections, _) = self.replication().collections_cached();
+        let fits = match collections.iter().find(|c| c.id == p.coll).map(|c| &c.kind) {
+            Some(Kind::Edges) => matches!(p.after, SqlValue::Integer(_)),
+            Some(_) => matches!(p.after, SqlValue::Blob(_)),
+            None => true,
+        };
+        Ok(fits.then_some(p))
     }
 
     /// A read of the changes after `since`, from the start.
@@ -163,9 +190,21 @@ impl Database {
         if self.is_read_only() {
             self.read_in_one_snapshot(reading, &mut out, sink)?;
         }
+        // The points a read gives are recorded (once) before the first goes out.
+        let mut issued = false;
         while !reading.done() {
             self.read_page(reading, &mut out)?;
-            out.send_full(reading, sink)?;
+            let issue = match (reading.points, reading.exclude) {
+                (Points::AtReadStart, Some(peer)) => Some((peer, reading.db_version)),
+                _ => None,
+            };
+            out.send_full(reading, &mut |changes, point| {
+                if let (Some(_), Some((peer, db_version)), false) = (&point, issue, issued) {
+                    self.issue_points(peer, db_version)?;
+                    issued = true;
+                }
+                sink(changes, point)
+            })?;
         }
         if !out.changes.is_empty() {
             sink(&out.changes, None)?;
@@ -460,7 +499,7 @@ impl Reading {
                     (*coll, *after) = (id, None);
                 }
                 let Some(sql) = emitter.sql(id, false) else {
-                    *coll += 1;
+                    (*coll, *after) = (id + 1, None);
                     continue;
                 };
                 let mut stmt = conn.prepare_cached(sql)?;

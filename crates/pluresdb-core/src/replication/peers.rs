@@ -70,6 +70,10 @@ pub(crate) const SET_CURSORS_BACK: &str = "UPDATE _pluresdb_peers SET cursor = 0
 /// site id in hex) it had sent everything up to; `announced:files` for change files.
 const ANNOUNCED: &str = "announced:";
 
+/// `_pluresdb_meta` key prefix of the highest `db_version` named by resume points this
+/// database gave each peer (by site id in hex).
+const RESUMABLE: &str = "resumable:";
+
 /// `_pluresdb_meta` key of this database's `db_version` when it began recording what it
 /// announces (0 for a file made since; absent in a file no build that records has written).
 const ANNOUNCE_SINCE: &str = "announce_since";
@@ -102,17 +106,40 @@ impl Database {
             };
             return Ok(bound.map_or(db_version, |b| b.min(db_version)));
         }
-        let key = announced_key(peer);
+        self.record_durably(&announced_key(peer), db_version)?;
+        Ok(db_version)
+    }
+
+    /// Records, before telling it, that this database tells `peer` where its read of changes
+    /// read at `db_version` got to ([`ResumePoint`]s naming that version): a point is taken
+    /// only up to the record, so a restored backup, whose record is older, does not go on
+    /// from a point whose earlier part it may not hold.
+    pub(crate) fn issue_points(&self, peer: SiteId, db_version: u64) -> Result<()> {
+        self.record_durably(&format!("{RESUMABLE}{peer}"), db_version)
+    }
+
+    /// The highest `db_version` recorded by [`issue_points`](Self::issue_points) for `peer`.
+    pub(crate) fn points_issued(&self, peer: SiteId) -> Result<u64> {
+        let value = self.value(
+            "SELECT value FROM _pluresdb_meta WHERE key = ?1",
+            (format!("{RESUMABLE}{peer}"),),
+        )?;
+        Ok(value.as_i64().unwrap_or(0) as u64)
+    }
+
+    /// Raises the `_pluresdb_meta` value `key` to `db_version`, durably (before a peer is told
+    /// something that depends on it).
+    fn record_durably(&self, key: &str, db_version: u64) -> Result<()> {
         let recorded = self
-            .value("SELECT value FROM _pluresdb_meta WHERE key = ?1", (&key,))?
+            .value("SELECT value FROM _pluresdb_meta WHERE key = ?1", (key,))?
             .as_i64();
         if recorded.is_some_and(|r| r >= db_version as i64) {
-            return Ok(db_version);
+            return Ok(());
         }
         // Durable before the peer is told: a power cut must not leave this database with less
         // of its own history than a peer holds (the peer would then take it for a copy and
         // refuse it). Committed with `synchronous=FULL`, the record's commit syncs the
-        // write-ahead log, and with it every commit before it: one sync per announcement.
+        // write-ahead log, and with it every commit before it: one sync per record.
         self.with_writer_conn(|conn| {
             let level: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
             let raise = conn.is_autocommit() && level < SYNCHRONOUS_FULL;
@@ -124,12 +151,12 @@ impl Database {
                     "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
                      ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
                 )
-                .and_then(|mut stmt| stmt.execute((&key, db_version as i64)));
+                .and_then(|mut stmt| stmt.execute((key, db_version as i64)));
             if raise {
                 conn.execute_batch(&format!("PRAGMA synchronous = {level}"))?;
             }
             written?;
-            Ok(db_version)
+            Ok(())
         })
     }
 
@@ -249,10 +276,13 @@ impl Database {
         Ok(value.as_i64().unwrap_or(0) as u64)
     }
 
-    /// Where interrupted reads of peers' changes got to, for the next sync with each to go
-    /// on from (see [`apply_changes_resumable`](Self::apply_changes_resumable)).
-    pub fn resume_points(&self) -> Result<Vec<ResumePoint>> {
-        self.engine().with_read_conn(super::resume::valid)
+    /// Where the last read of `peer`'s changes for this database got to, if it was cut short
+    /// after a [`ResumePoint`] merged here (see
+    /// [`apply_changes_resumable`](Self::apply_changes_resumable)): the next sync with `peer`
+    /// gives it back for the peer to go on from there.
+    pub fn resume_point(&self, peer: SiteId) -> Result<Option<ResumePoint>> {
+        self.engine()
+            .with_read_conn(|conn| super::resume::stored(conn, peer))
     }
 
     /// The peer's `db_version` up to which its changes are applied here (0 if never synced).
@@ -325,8 +355,8 @@ impl Database {
                 super::received::forget_acked(conn, site.as_bytes(), acked)?;
             }
             // The peer's set is complete: nothing to go on with.
-            if progress.cursor.is_some() {
-                super::resume::forget(conn, site)?;
+            if let Some(cursor) = progress.cursor {
+                super::resume::forget(conn, site, cursor)?;
             }
             Ok(())
         })

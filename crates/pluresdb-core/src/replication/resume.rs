@@ -14,8 +14,8 @@
 //! column whose changes were left out arrived: the part already sent must be read again).
 
 use pluresdb_crdt::SiteId;
-use rusqlite::Connection;
 use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::received::prepared;
 use crate::error::{Error, Result};
@@ -28,6 +28,8 @@ const POINT_FORMAT: u8 = 1;
 const TABLE: &str = "CREATE TABLE IF NOT EXISTS _pluresdb_resume (
     site   BLOB PRIMARY KEY NOT NULL,
     resets INTEGER NOT NULL,
+    since  INTEGER NOT NULL,
+    stored INTEGER NOT NULL,
     point  BLOB NOT NULL
 ) WITHOUT ROWID";
 
@@ -108,17 +110,30 @@ impl ResumePoint {
     }
 }
 
+/// Points kept at most (one per peer whose set was cut short; the oldest go first).
+const MAX_KEPT: usize = 64;
+
 /// Stores `point` as where the read of changes from `peer` got to, valid while the cursors
 /// have been set back `resets` times. Called in the merge transaction of the last change before
-/// the point.
+/// the point. A point that `peer` did not make is refused: it would make another peer skip
+/// changes this database never got.
 pub(crate) fn record(
     conn: &Connection,
     peer: SiteId,
     resets: u64,
     point: &ResumePoint,
 ) -> Result<()> {
+    let position = point.decode()?;
+    if position.producer != peer {
+        return Err(Error::invalid(format!(
+            "the peer {peer} sent a resume point of another database ({}): it is not a \
+             PluresDB sync peer, or a faulty one",
+            position.producer
+        )));
+    }
     const UPSERT: &str =
-        "INSERT OR REPLACE INTO _pluresdb_resume(site, resets, point) VALUES (?1, ?2, ?3)";
+        "INSERT OR REPLACE INTO _pluresdb_resume(site, resets, since, stored, point)
+         VALUES (?1, ?2, ?3, ?4, ?5)";
     let mut stmt = match prepared(conn, "_pluresdb_resume", UPSERT)? {
         Some(stmt) => stmt,
         None => {
@@ -126,32 +141,42 @@ pub(crate) fn record(
             conn.prepare_cached(UPSERT)?
         }
     };
-    stmt.execute((peer.as_bytes(), resets as i64, point.as_bytes()))?;
+    let stored = pluresdb_crdt::wall_millis() as i64;
+    stmt.execute((
+        peer.as_bytes(),
+        resets as i64,
+        position.since as i64,
+        stored,
+        point.as_bytes(),
+    ))?;
+    conn.prepare_cached(
+        "DELETE FROM _pluresdb_resume WHERE site NOT IN
+             (SELECT site FROM _pluresdb_resume ORDER BY stored DESC LIMIT ?1)",
+    )?
+    .execute([MAX_KEPT as i64])?;
     Ok(())
 }
 
-/// Drops the point of `peer`: its set of changes is complete.
-pub(crate) fn forget(conn: &Connection, peer: SiteId) -> Result<()> {
-    if let Some(mut stmt) = prepared(
-        conn,
-        "_pluresdb_resume",
-        "DELETE FROM _pluresdb_resume WHERE site = ?1",
-    )? {
-        stmt.execute([peer.as_bytes()])?;
+/// Drops the point of `peer` for a set before `cursor`, which is now complete (a point of its
+/// next set, merged meanwhile, stays).
+pub(crate) fn forget(conn: &Connection, peer: SiteId, cursor: u64) -> Result<()> {
+    let sql = "DELETE FROM _pluresdb_resume WHERE site = ?1 AND since < ?2";
+    if let Some(mut stmt) = prepared(conn, "_pluresdb_resume", sql)? {
+        stmt.execute((peer.as_bytes(), cursor as i64))?;
     }
     Ok(())
 }
 
-/// The points stored since the cursors were last set back (older ones would skip changes left
-/// out before the reset).
-pub(crate) fn valid(conn: &Connection) -> Result<Vec<ResumePoint>> {
-    let sql = "SELECT point FROM _pluresdb_resume WHERE resets = coalesce(
+/// The point stored for `peer` since the cursors were last set back (an older one would skip
+/// changes left out before the reset).
+pub(crate) fn stored(conn: &Connection, peer: SiteId) -> Result<Option<ResumePoint>> {
+    let sql = "SELECT point FROM _pluresdb_resume WHERE site = ?1 AND resets = coalesce(
         (SELECT value FROM _pluresdb_meta WHERE key = 'cursor_resets'), 0)";
     let Some(mut stmt) = prepared(conn, "_pluresdb_resume", sql)? else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
-    let points = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
-    Ok(points
-        .map(|p| p.map(ResumePoint))
-        .collect::<rusqlite::Result<_>>()?)
+    Ok(stmt
+        .query_row([peer.as_bytes()], |r| r.get::<_, Vec<u8>>(0))
+        .optional()?
+        .map(ResumePoint))
 }
