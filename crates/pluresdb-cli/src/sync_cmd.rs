@@ -201,7 +201,7 @@ pub fn sync_cmd(
         max_message: limit.bytes,
         ..SessionOptions::default()
     };
-    let report = if watch {
+    let result = if watch {
         // Connects again when the connection ends, until Ctrl-C.
         let on_drop = |error: Option<&pluresdb_core::Error>, pause: std::time::Duration| {
             let why = error.map_or_else(
@@ -217,13 +217,26 @@ pub fn sync_cmd(
             pluresdb_sync::net::watch(db.clone(), url, &opts, on_drop),
             &opts.stop,
             true,
-        ))?
+        ))
     } else {
         runtime()?.block_on(stopping_on_ctrl_c(
             sync_with(db.clone(), url, &opts),
             &opts.stop,
             false,
-        ))?
+        ))
+    };
+    let report = match result {
+        Ok(report) => report,
+        Err(e) if e.kind() == pluresdb_core::ErrorKind::Io => {
+            return Err(pluresdb_core::Error::new(
+                e.kind(),
+                format!(
+                    "{}; what arrived before that is kept: sync again to go on from there",
+                    e.message()
+                ),
+            ));
+        }
+        Err(e) => return Err(e),
     };
     if json_out {
         print_json(
@@ -343,5 +356,14 @@ pub fn status(db: &Database, json_out: bool) -> Result<()> {
             "pending",
         ],
         rows,
-    )
+    )?;
+    for peer in peers.iter().filter(|p| p.cut_short) {
+        writeln!(
+            out,
+            "the last sync of {}'s changes was cut short; the next sync with it goes on where \
+             it stopped",
+            peer.site
+        )?;
+    }
+    Ok(())
 }

@@ -170,6 +170,16 @@ fn an_interrupted_read_goes_on_from_its_point_and_misses_nothing() {
             dump(&a),
             "cut after batch {upto}: everything arrived"
         );
+        // Each change once: what was written meanwhile after the point went with the rest of
+        // the scan, and is not read again with what changed before it.
+        let mut seen = std::collections::HashSet::new();
+        for c in rest.iter().flat_map(|(c, _)| c) {
+            let change = format!("{} {:?} {}", c.collection, c.key, c.field);
+            assert!(
+                seen.insert(change.clone()),
+                "cut after batch {upto}: {change} twice"
+            );
+        }
         let (everything, _) = read(&a, &replica(), 0, None);
         assert!(
             count(&rest) + sent_before - 100 < count(&everything),

@@ -594,11 +594,11 @@ impl Session<'_> {
             )
         } else {
             format!(
-                "{} sent nothing for {:?}, no answer to a ping nor a ping of its own: it is \
+                "{} sent nothing for {:.1} s, no answer to a ping nor a ping of its own: it is \
                  gone (its machine slept or lost the network, or the connection was dropped on \
                  the way); giving up. Sync again once it is back",
                 self.peer_name(),
-                self.liveness.heard.elapsed()
+                self.liveness.heard.elapsed().as_secs_f64()
             )
         };
         Error::new(ErrorKind::Io, message)

@@ -1837,6 +1837,13 @@ async fn a_first_sync_cut_short_goes_on_where_it_stopped() {
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     let point = client_db.resume_point(server_db.site_id()).unwrap();
     assert!(point.is_some());
+    let status = client_db.sync_status().unwrap();
+    assert!(
+        status
+            .iter()
+            .any(|p| p.site == server_db.site_id() && p.cut_short),
+        "{status:?}"
+    );
     let merged = client_db
         .value("SELECT count(*) FROM todos", ())
         .unwrap()
@@ -1854,6 +1861,7 @@ async fn a_first_sync_cut_short_goes_on_where_it_stopped() {
     );
     assert_eq!(rows(&client_db), rows(&server_db));
     assert_eq!(client_db.resume_point(server_db.site_id()).unwrap(), None);
+    assert!(!client_db.sync_status().unwrap()[0].cut_short);
     let again = sync_with(client_db.clone(), &url, &SessionOptions::default())
         .await
         .unwrap();

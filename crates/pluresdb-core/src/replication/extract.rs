@@ -98,7 +98,8 @@ impl Database {
     /// nearly up to date), it passes `sink`, with some batches, a [`ResumePoint`]: every change
     /// of the read in the rows before it has been passed. A later read with the same `since`
     /// given that point (`resume`) scans on from there, then reads what changed after the
-    /// interrupted read began (in every row): together they send what a whole read would. A
+    /// interrupted read began in the rows before the point: together they send what a whole
+    /// read would, and no change twice (unless written while the reads ran). A
     /// point this database did not give `peer` for that `since` (one of another database, or
     /// one a restored backup of this one never gave) is ignored: the read starts from the
     /// beginning. A read-only handle, which cannot record the points it gives, gives none.
@@ -123,11 +124,13 @@ impl Database {
         let mut rest = self.reading(since, exclude, batch, Points::At(from.db_version));
         rest.plan = Plan::Scan {
             coll: from.coll,
-            after: Some(from.after),
+            after: Some(from.after.clone()),
         };
         self.read(&mut rest, &mut sink)?;
-        // ... then what changed after it began, everywhere.
+        // ... then what changed after it began in the part it had passed (the rest just went
+        // out whole).
         let mut newer = self.reading(from.db_version, exclude, batch, Points::None);
+        newer.upto = Some((from.coll, from.after));
         self.read(&mut newer, &mut sink)
     }
 
@@ -176,6 +179,7 @@ impl Database {
             plan: Plan::Start,
             batch: batch.max(1),
             points,
+            upto: None,
             site: self.site_id(),
         }
     }
@@ -297,6 +301,8 @@ struct Reading {
     batch: usize,
     /// Which `db_version` the resume points of a scan name.
     points: Points,
+    /// Rows past this position (a collection, and a key or edge id in it) are left out.
+    upto: Option<(u32, SqlValue)>,
     /// This database's site id (the points' producer).
     site: SiteId,
 }
@@ -436,15 +442,21 @@ impl Reading {
         let first = out.changes.len();
         // Only a scan's position says which rows are behind it.
         let scanning = matches!(self.plan, Plan::Scan { .. });
+        let upto = self.upto.as_ref();
+        // Per row: where a scan goes on after it, whether the page is full, and whether the
+        // row is past `upto` (and left out).
         let mut emit = |emitter: &mut Emitter,
                         row: &rusqlite::Row<'_>|
-         -> Result<(rusqlite::types::Value, bool)> {
+         -> Result<(rusqlite::types::Value, bool, bool)> {
             let tbl: i64 = row.get(0)?;
             let key_bytes: Vec<u8> = row.get(1)?;
             let cursor = row.get(5)?;
             let Ok(tbl) = u32::try_from(tbl) else {
-                return Ok((cursor, false));
+                return Ok((cursor, false, false));
             };
+            if upto.is_some_and(|upto| is_past(tbl, &cursor, upto)) {
+                return Ok((cursor, false, true));
+            }
             let key = keys::unpack(&key_bytes)?;
             let cl: i64 = row.get(2)?;
             let clock = RowClock::decode(&row.get::<_, Vec<u8>>(3)?)?;
@@ -458,7 +470,7 @@ impl Reading {
                 let at = scanning.then(|| (tbl, cursor.clone()));
                 out.ends.push((out.changes.len(), at));
             }
-            Ok((cursor, out.changes.len() - first >= 2 * batch))
+            Ok((cursor, out.changes.len() - first >= 2 * batch, false))
         };
         let since = self.since as i64;
         // Rows read (or looked up) in this page.
@@ -490,7 +502,10 @@ impl Reading {
                 }
             }
             Plan::Scan { coll, after } => loop {
-                let Some(id) = emitter.next_collection(*coll) else {
+                let Some(id) = emitter.next_collection(*coll).filter(|&id| {
+                    // (A scan with an end reads no collection past it.)
+                    upto.is_none_or(|(end, _)| id <= *end)
+                }) else {
                     self.plan = Plan::Done;
                     break;
                 };
@@ -507,12 +522,21 @@ impl Reading {
                 let from = after.clone().unwrap_or_else(|| emitter.scan_start(id));
                 let mut found = stmt.query(rusqlite::params![since, from, limit as i64])?;
                 let (mut read, mut full) = (0, false);
-                while !full && let Some(row) = found.next()? {
-                    let (cursor, page_full) = emit(emitter, row)?;
-                    (*after, full) = (Some(cursor), page_full);
+                let mut past = false;
+                while !full
+                    && !past
+                    && let Some(row) = found.next()?
+                {
+                    let (cursor, page_full, row_past) = emit(emitter, row)?;
+                    (*after, full, past) = (Some(cursor), page_full, row_past);
                     read += 1;
                 }
                 rows_read += read;
+                if past {
+                    // The scan's end (rows in scan order from here on are all past it).
+                    self.plan = Plan::Done;
+                    break;
+                }
                 if full || read == limit {
                     break;
                 }
@@ -522,6 +546,20 @@ impl Reading {
             },
         }
         Ok(true)
+    }
+}
+
+/// Whether the row at scan position `cursor` of collection `coll` comes after `upto` in scan
+/// order (collections by id; keys as SQLite orders blobs, edge ids as integers).
+fn is_past(coll: u32, cursor: &SqlValue, upto: &(u32, SqlValue)) -> bool {
+    match coll.cmp(&upto.0) {
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Equal => match (cursor, &upto.1) {
+            (SqlValue::Integer(a), SqlValue::Integer(b)) => a > b,
+            (SqlValue::Blob(a), SqlValue::Blob(b)) => a > b,
+            _ => false,
+        },
     }
 }
 

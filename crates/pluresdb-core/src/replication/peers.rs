@@ -27,6 +27,9 @@ pub struct PeerStatus {
     /// Changes made or received here since what it confirmed, that it does not have (what
     /// the next sync will send).
     pub pending: u64,
+    /// Its last set of changes for this database was cut short after part of it merged here:
+    /// the next sync with it goes on where it stopped (see [`ResumePoint`]).
+    pub cut_short: bool,
 }
 
 fn ser_site<S: serde::Serializer>(site: &SiteId, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -385,6 +388,7 @@ impl Database {
                     cursor: cursor as u64,
                     acked: acked as u64,
                     pending,
+                    cut_short: self.resume_point(site)?.is_some(),
                 })
             })
             .collect()
