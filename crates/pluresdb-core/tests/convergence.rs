@@ -1,7 +1,8 @@
 //! Property tests: random writes on 2 to 4 replicas, random partial syncs with duplicated
-//! and reordered batches; after a full sync round every replica holds the same state, and it
-//! is the state the merge rules give for every write any replica made (so no acknowledged
-//! write is lost unless a later write overrode it).
+//! and reordered batches, and syncs cut short at a resume point and gone on with later;
+//! after a full sync round every replica holds the same state, and it is the state the merge
+//! rules give for every write any replica made (so no acknowledged write is lost unless a
+//! later write overrode it).
 
 use pluresdb_core::{ChangeRecord, Database, SyncProgress, Value};
 use pluresdb_crdt::{Change, Model};
@@ -59,40 +60,48 @@ enum Op {
         duplicate: bool,
         reverse: bool,
     },
+    /// A sync that goes on from where the last one from `from` to `to` was cut short, and is
+    /// itself cut short after its `cut`-th resume point (if it gets that far).
+    Resume {
+        from: usize,
+        to: usize,
+        cut: u8,
+    },
 }
 
 fn op(replicas: usize) -> impl Strategy<Value = Op> {
     let r = 0..replicas;
     prop_oneof![
-        (r.clone(), 0u8..4, 0u8..3, 0i64..100).prop_map(|(r, node, field, value)| Op::Put {
+        1 => (r.clone(), 0u8..4, 0u8..3, 0i64..100).prop_map(|(r, node, field, value)| Op::Put {
             r,
             node,
             field,
             value
         }),
-        (r.clone(), 0u8..4, 0u8..3, 0i64..100).prop_map(|(r, node, field, value)| Op::Replace {
+        1 => (r.clone(), 0u8..4, 0u8..3, 0i64..100).prop_map(|(r, node, field, value)| Op::Replace {
             r,
             node,
             field,
             value
         }),
-        (r.clone(), 0u8..4).prop_map(|(r, node)| Op::DeleteNode { r, node }),
-        (r.clone(), 0u8..4, 0u8..4, 0u8..2).prop_map(|(r, from, to, rel)| Op::Link {
+        1 => (r.clone(), 0u8..4).prop_map(|(r, node)| Op::DeleteNode { r, node }),
+        1 => (r.clone(), 0u8..4, 0u8..4, 0u8..2).prop_map(|(r, from, to, rel)| Op::Link {
             r,
             from,
             to,
             rel
         }),
-        (r.clone(), 0u8..4, 0u8..4, 0u8..2).prop_map(|(r, from, to, rel)| Op::Unlink {
+        1 => (r.clone(), 0u8..4, 0u8..4, 0u8..2).prop_map(|(r, from, to, rel)| Op::Unlink {
             r,
             from,
             to,
             rel
         }),
-        (r.clone(), 0u8..4, 0u8..5).prop_map(|(r, row, title)| Op::Upsert { r, row, title }),
-        (r.clone(), 0u8..4, any::<bool>()).prop_map(|(r, row, done)| Op::SetDone { r, row, done }),
-        (r.clone(), 0u8..4).prop_map(|(r, row)| Op::DeleteRow { r, row }),
-        (r.clone(), r, 0u8..10, any::<bool>(), any::<bool>()).prop_map(
+        1 => (r.clone(), 0u8..4, 0u8..5).prop_map(|(r, row, title)| Op::Upsert { r, row, title }),
+        1 => (r.clone(), 0u8..4, any::<bool>()).prop_map(|(r, row, done)| Op::SetDone { r, row, done }),
+        1 => (r.clone(), 0u8..4).prop_map(|(r, row)| Op::DeleteRow { r, row }),
+        3 => (r.clone(), r.clone(), 0u8..3).prop_map(|(from, to, cut)| Op::Resume { from, to, cut }),
+        1 => (r.clone(), r, 0u8..10, any::<bool>(), any::<bool>()).prop_map(
             |(from, to, take, duplicate, reverse)| Op::Sync {
                 from,
                 to,
@@ -104,11 +113,52 @@ fn op(replicas: usize) -> impl Strategy<Value = Op> {
     ]
 }
 
-fn replica() -> Database {
-    let db = Database::open_in_memory().unwrap();
+/// A replica in `dir`: the handle that writes and merges, and a second one on its file that
+/// reads changes for resumable syncs (a handle that did not write them scans the records in
+/// key order, which is what gives resume points; the writer looks its recent rows up).
+fn replica(dir: &tempfile::TempDir, i: usize) -> (Database, Database) {
+    let path = dir.path().join(format!("r{i}.db"));
+    let db = Database::open(&path).unwrap();
     db.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL DEFAULT '', done INTEGER NOT NULL DEFAULT 0)").unwrap();
     db.sync_table("todos").unwrap();
-    db
+    (db, Database::open(&path).unwrap())
+}
+
+/// [`Op::Resume`]: `reader` reads `a`'s changes for `b` in batches of 2 from where the last
+/// such sync stopped; `b` merges them up to the `cut`-th point (storing it), or all of them
+/// and records its cursor.
+fn resume(a: &Database, reader: &Database, b: &Database, cut: u8) {
+    let since = b.peer_cursor(a.site_id()).unwrap();
+    let point = b.resume_point(a.site_id()).unwrap();
+    let mut batches = Vec::new();
+    let db_version = reader
+        .for_each_change_resuming(since, b.site_id(), 2, point.as_ref(), |changes, point| {
+            batches.push((changes.to_vec(), point));
+            Ok(())
+        })
+        .unwrap();
+    let resets = b.cursor_resets().unwrap();
+    let mut points = 0;
+    for (changes, point) in batches {
+        match point {
+            Some(point) if points == cut => {
+                b.apply_changes_resumable(a.site_id(), &changes, &point, resets)
+                    .unwrap();
+                return;
+            }
+            Some(_) => points += 1,
+            None => {}
+        }
+        b.apply_changes_from(a.site_id(), &changes).unwrap();
+    }
+    b.record_sync(
+        a.site_id(),
+        &SyncProgress {
+            cursor: Some(db_version),
+            ..Default::default()
+        },
+    )
+    .unwrap();
 }
 
 type Reference = Model<Option<Value>>;
@@ -149,7 +199,7 @@ fn write(db: &Database, op: &Op) -> Vec<ChangeRecord> {
             .map(|_| ()),
         Op::SetDone { row, done, .. } => db.run("UPDATE todos SET done = ?2 WHERE id = ?1", (format!("t{row}"), *done)).map(|_| ()),
         Op::DeleteRow { row, .. } => db.run("DELETE FROM todos WHERE id = ?1", (format!("t{row}"),)).map(|_| ()),
-        Op::Sync { .. } => Ok(()),
+        Op::Sync { .. } | Op::Resume { .. } => Ok(()),
     };
     let me = db.site_id();
     db.changes_since(before, None)
@@ -176,7 +226,9 @@ fn full_push(a: &Database, b: &Database) {
 }
 
 fn check(replicas: usize, ops: &[Op]) -> Result<(), TestCaseError> {
-    let dbs: Vec<Database> = (0..replicas).map(|_| replica()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (dbs, readers): (Vec<Database>, Vec<Database>) =
+        (0..replicas).map(|i| replica(&dir, i)).unzip();
     let mut reference = Reference::new();
     for op in ops {
         match op {
@@ -218,6 +270,11 @@ fn check(replicas: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                     .unwrap();
                 }
             }
+            Op::Resume { from, to, cut } => {
+                if from != to {
+                    resume(&dbs[*from], &readers[*from], &dbs[*to], *cut);
+                }
+            }
             Op::Put { r, .. }
             | Op::Replace { r, .. }
             | Op::DeleteNode { r, .. }
@@ -229,6 +286,15 @@ fn check(replicas: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                 for c in write(&dbs[*r], op) {
                     reference.apply(&to_model(&c));
                 }
+            }
+        }
+    }
+    // Syncs cut short go on to their end first (the full syncs after them start from the
+    // cursors these record: a change they missed would never arrive).
+    for (i, a) in dbs.iter().enumerate() {
+        for b in dbs.iter().filter(|b| b.site_id() != a.site_id()) {
+            if b.resume_point(a.site_id()).unwrap().is_some() {
+                resume(a, &readers[i], b, u8::MAX);
             }
         }
     }
