@@ -227,7 +227,13 @@ pub fn sync_cmd(
     };
     let report = match result {
         Ok(report) => report,
-        Err(e) if e.kind() == pluresdb_core::ErrorKind::Io => {
+        // A session that ended on its connection (not one that never connected, or was
+        // stopped at once) kept what it merged.
+        Err(e)
+            if e.kind() == pluresdb_core::ErrorKind::Io
+                && !e.message().starts_with("cannot connect")
+                && !e.message().starts_with("stopped at once") =>
+        {
             return Err(pluresdb_core::Error::new(
                 e.kind(),
                 format!(

@@ -132,10 +132,17 @@ fn resume(a: &Database, reader: &Database, b: &Database, cut: u8) {
     let point = b.resume_point(a.site_id()).unwrap();
     let mut batches = Vec::new();
     let db_version = reader
-        .for_each_change_resuming(since, b.site_id(), 2, point.as_ref(), |changes, point| {
-            batches.push((changes.to_vec(), point));
-            Ok(())
-        })
+        .for_each_change_resuming(
+            since,
+            b.site_id(),
+            2,
+            0,
+            point.as_ref(),
+            |changes, point| {
+                batches.push((changes.to_vec(), point));
+                Ok(())
+            },
+        )
         .unwrap();
     let resets = b.cursor_resets().unwrap();
     let mut points = 0;

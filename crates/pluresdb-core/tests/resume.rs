@@ -1,6 +1,6 @@
 //! Going on with an interrupted read of changes from where it stopped (resume points).
 
-use pluresdb_core::{ChangeRecord, Database, ResumePoint, SyncProgress};
+use pluresdb_core::{ChangeRecord, Database, ResumePoint, SyncProgress, Value};
 use serde_json::json;
 
 const SCHEMA: &str = "CREATE TABLE t(id INTEGER PRIMARY KEY NOT NULL, v TEXT, w INTEGER)";
@@ -64,7 +64,7 @@ type Batches = Vec<(Vec<ChangeRecord>, Option<ResumePoint>)>;
 fn read(a: &Database, b: &Database, since: u64, resume: Option<&ResumePoint>) -> (Batches, u64) {
     let mut batches = Vec::new();
     let db_version = a
-        .for_each_change_resuming(since, b.site_id(), 500, resume, |changes, point| {
+        .for_each_change_resuming(since, b.site_id(), 500, 0, resume, |changes, point| {
             batches.push((changes.to_vec(), point));
             Ok(())
         })
@@ -286,4 +286,36 @@ fn points_are_dropped_when_the_cursors_are_set_back() {
         .unwrap();
     b.sync_table("u").unwrap();
     assert_eq!(b.resume_point(a.site_id()).unwrap(), None);
+}
+
+#[test]
+fn a_write_during_a_resumed_read_to_a_row_it_passed_is_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = source(&dir, "a.db", 2000);
+    let b = replica();
+    let (whole, _) = read(&a, &b, 0, None);
+    let upto = whole.iter().position(|(_, p)| p.is_some()).unwrap();
+    merge_up_to(&a, &b, &whole, upto);
+    let resume = b.resume_point(a.site_id()).unwrap();
+    // While the rest of the scan runs, the app changes a row the scan has just passed.
+    let mut rest = Vec::new();
+    let cursor = a
+        .for_each_change_resuming(0, b.site_id(), 500, 0, resume.as_ref(), |changes, _| {
+            if rest.is_empty() {
+                let passed = changes.last().unwrap();
+                assert_eq!(&*passed.collection, pluresdb_core::NODES);
+                let Value::Text(id) = &passed.key[0] else {
+                    panic!("a node id")
+                };
+                a.put(id, &json!({ "changed": "while read" })).unwrap();
+            }
+            rest.extend_from_slice(changes);
+            Ok(())
+        })
+        .unwrap();
+    complete(&a, &b, &vec![(rest, None)], cursor);
+    // The next sync starts at the cursor the resumed read gave.
+    let (next, db_version) = read(&a, &b, b.peer_cursor(a.site_id()).unwrap(), None);
+    complete(&a, &b, &next, db_version);
+    assert_eq!(dump(&b), dump(&a));
 }

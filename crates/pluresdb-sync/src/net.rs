@@ -12,9 +12,7 @@ use tokio_tungstenite::{accept_async_with_config, connect_async_with_config};
 
 use pluresdb_core::{Database, Error, ErrorKind, Result};
 
-use crate::session::{
-    PEER_STOPPED, SessionOptions, SessionReport, answer_session, run_session, ws_error,
-};
+use crate::session::{SessionOptions, SessionReport, answer_session, run_session, ws_error};
 
 /// Accepts sync sessions on `listener` until `opts.stop` is stopped (or the future is
 /// dropped), at most `opts.max_sessions` at once. Each session stays open (watch mode) as long
@@ -108,33 +106,39 @@ pub async fn sync_with(db: Database, url: &str, opts: &SessionOptions) -> Result
 const FIRST_PAUSE: Duration = Duration::from_secs(1);
 const LONGEST_PAUSE: Duration = Duration::from_secs(30);
 
-/// A session that lasted this long worked: the pause starts again at [`FIRST_PAUSE`].
+/// A session that lasted this long past its connection timeout worked: the pause starts again
+/// at [`FIRST_PAUSE`].
 const WORKED_FOR: Duration = Duration::from_secs(60);
 
 /// Syncs with the server at `url` and keeps syncing live changes until `opts.stop` is stopped
-/// (watch mode, whatever `opts.watch` says), connecting again whenever the connection ends: the
-/// network dropped, the machine slept, the server restarted or was stopped. Before each new
-/// connection it tells `on_drop` why the last one ended (`None`: the server closed it) and
-/// how long it waits (1 s, doubling up to 30 s while connecting fails). A sync cut short goes
-/// on where it stopped. An error that connecting again would only repeat ends it: an address
-/// that is not one, or a peer that refused this database (another protocol version, the same
-/// site id, a restored copy). Returns the sessions' counts added up.
+/// (watch mode, whatever `opts.watch` says), connecting again whenever a session ends: the
+/// network dropped, the machine slept, the server restarted or was stopped, or the session
+/// failed. Before each new connection it tells `on_drop` why the last one ended (`None`: the
+/// server closed it) and how long it waits (1 s, doubling up to 30 s until a session lasts a
+/// while). A sync cut short goes on where it stopped. A refusal by the server (another
+/// protocol version, the same site id, a restored copy) is tried again too: it ends once the
+/// server is upgraded or the device given a new site id. It ends with an error only for an
+/// address that is not one, and for this database's own state (read-only, damaged, a bug).
+/// Returns the counts of the sessions that ended without an error, added up.
 pub async fn watch(
     db: Database,
     url: &str,
     opts: &SessionOptions,
     mut on_drop: impl FnMut(Option<&Error>, Duration),
 ) -> Result<SessionReport> {
+    check_address(url)?;
     let opts = SessionOptions {
         watch: true,
         ..opts.clone()
     };
+    // A session that lasted longer than a connection attempt can take worked.
+    let worked_for = opts.timeout.saturating_add(WORKED_FOR);
     let mut total = SessionReport::default();
     let mut pause = FIRST_PAUSE;
     loop {
         let started = tokio::time::Instant::now();
         let ended = sync_with(db.clone(), url, &opts).await;
-        if started.elapsed() >= WORKED_FOR {
+        if started.elapsed() >= worked_for {
             pause = FIRST_PAUSE;
         }
         let error = match ended {
@@ -161,10 +165,13 @@ pub async fn watch(
     }
 }
 
-/// Whether a session's error may not happen again on a new connection: the connection failed
-/// or was lost (I/O), and not because the peer refused this database.
+/// Whether a session's error may go away on a later connection: any but those about this
+/// database itself.
 fn mended_by_connecting_again(e: &Error) -> bool {
-    e.kind() == ErrorKind::Io && !e.message().starts_with(PEER_STOPPED)
+    !matches!(
+        e.kind(),
+        ErrorKind::ReadOnly | ErrorKind::Corrupt | ErrorKind::Internal
+    )
 }
 
 /// One session of [`sync_with`].

@@ -137,9 +137,6 @@ impl SessionReport {
     }
 }
 
-/// How the error of a session whose peer refused to go on begins (the peer's reason follows).
-pub(crate) const PEER_STOPPED: &str = "the peer stopped the sync";
-
 pub(crate) fn ws_error(err: WsError) -> Error {
     match err {
         WsError::Capacity(e) => Error::new(
@@ -165,7 +162,7 @@ const PROGRESS_CHANGES: usize = 20_000;
 /// What a reading thread reads.
 struct Production {
     since: u64,
-    /// Where the peer's last set was cut short (from its hello), to go on from.
+    /// Where the peer's last set was cut short (from its `Resume`), to go on from.
     resume: Option<ResumePoint>,
     /// Whether the peer takes `Progress` messages.
     progress: bool,
@@ -188,23 +185,26 @@ fn produce(
             out.blocking_send(message)
                 .map_err(|_| Error::new(ErrorKind::Io, "sync session ended"))
         };
-        let mut unmarked = 0;
+        // A peer that does not resume gets no points (and none is recorded).
+        let every = if read.progress {
+            PROGRESS_CHANGES
+        } else {
+            usize::MAX
+        };
         let result = db.for_each_change_resuming(
             read.since,
             exclude,
             batch,
+            every,
             read.resume.as_ref(),
             |changes, point| {
                 Message::encode_changes_within(changes, target, max_message, &mut |bytes, n| {
                     send(Ok((bytes, n as u64, None)))
                 })?;
-                unmarked += changes.len();
-                if let Some(point) = point.filter(|_| read.progress && unmarked >= PROGRESS_CHANGES)
-                {
-                    unmarked = 0;
-                    send(Ok((Message::Progress(point).encode(), 0, None)))?;
+                match point {
+                    Some(point) => send(Ok((Message::Progress(point).encode(), 0, None))),
+                    None => Ok(()),
                 }
-                Ok(())
             },
         );
         // Recorded before it is told (see `Database::announce`).
@@ -293,7 +293,7 @@ where
         applier: Applier::start(db.clone(), resets_seen),
         resume: None,
         peer_resumes: false,
-        awaiting_resume: false,
+        awaiting_resume: None,
         peer_done_at: VecDeque::new(),
         outbox: VecDeque::new(),
         hello: None,
@@ -400,8 +400,8 @@ struct Session<'a> {
     resume: Option<ResumePoint>,
     /// The peer's hello was of version 2: it sends a `Resume` and takes `Progress`.
     peer_resumes: bool,
-    /// Sending waits for the peer's `Resume`.
-    awaiting_resume: bool,
+    /// Sending waits for the peer's `Resume`, asked for then (the peer's hello came).
+    awaiting_resume: Option<Instant>,
     /// For a side that answers: its hello, sent once the peer's came (in its version).
     hello: Option<Message>,
 }
@@ -517,7 +517,10 @@ impl Session<'_> {
             }
             // The stream is polled before the deadline: a frame that already arrived counts,
             // however long this side was busy.
-            let gone_at = self.liveness.gone_at(self.opts, self.peer.is_some());
+            let mut gone_at = self.liveness.gone_at(self.opts, self.peer.is_some());
+            if let Some(asked) = self.awaiting_resume {
+                gone_at = gone_at.min(after(asked, self.opts.timeout));
+            }
             let ping_at = self.liveness.ping_at(self.opts);
             tokio::select! {
                 // Read while merges have room (memory stays bounded; the loop runs on, pinging).
@@ -586,7 +589,14 @@ impl Session<'_> {
 
     /// The error for a peer that was silent too long.
     fn gone(&self) -> Error {
-        let message = if self.peer.is_none() {
+        let message = if self.awaiting_resume.is_some() {
+            format!(
+                "{} said hello but not where to go on from (its Resume) within {:?}: it is not \
+                 a PluresDB sync peer, or a faulty one; giving up",
+                self.peer_name(),
+                self.opts.timeout
+            )
+        } else if self.peer.is_none() {
             format!(
                 "{} did not say hello within {:?} (is it a PluresDB sync peer?); giving up",
                 self.peer_name(),
@@ -619,7 +629,7 @@ impl Session<'_> {
     /// This database has new changes: send them now, or after the ones being read.
     fn local_changes(&mut self) {
         // (Before the peer's `Resume`, nothing is sent: its answer starts the first read.)
-        if self.producing || self.awaiting_resume {
+        if self.producing || self.awaiting_resume.is_some() {
             self.dirty = true;
         } else {
             self.start_producing();
@@ -788,13 +798,13 @@ impl Session<'_> {
                     // Where this side's last set from the peer stopped, for it to go on.
                     let point = self.db.resume_point(site)?;
                     self.send(Message::Resume(point).encode());
-                    self.awaiting_resume = true;
+                    self.awaiting_resume = Some(Instant::now());
                 } else {
                     self.start_producing();
                 }
             }
-            (Message::Resume(point), Some(_)) if self.awaiting_resume => {
-                self.awaiting_resume = false;
+            (Message::Resume(point), Some(_)) if self.awaiting_resume.is_some() => {
+                self.awaiting_resume = None;
                 self.resume = point;
                 self.start_producing();
             }
@@ -809,7 +819,10 @@ impl Session<'_> {
             }
             // A peer that failed on this side's hello says why before its own hello went out.
             (Message::Error(text), _) => {
-                return Err(Error::new(ErrorKind::Io, format!("{PEER_STOPPED}: {text}")));
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!("the peer stopped the sync: {text}"),
+                ));
             }
             (_, None) => return Err(Error::invalid("the peer sent data before saying hello")),
             (Message::Changes(changes), Some(peer)) => self.applier.submit(peer, changes)?,

@@ -1829,7 +1829,7 @@ async fn a_first_sync_cut_short_goes_on_where_it_stopped() {
     let client_db = open(&dir, "client.db");
     let everything = server_db.changes_since(0, None).unwrap().changes.len() as u64;
     let url = start_server(server_db.clone()).await;
-    // The link drops about halfway through the changes (about 6 MB).
+    // The link drops after 3 MB, about halfway through the changes.
     let dropping = link_that_drops(url.trim_start_matches("ws://"), 3 << 20).await;
     let err = sync_with(client_db.clone(), &dropping, &SessionOptions::default())
         .await
@@ -1869,7 +1869,7 @@ async fn a_first_sync_cut_short_goes_on_where_it_stopped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_connects_again_until_stopped_and_gives_up_on_a_refusal() {
+async fn watch_connects_again_until_stopped() {
     use pluresdb_sync::Stop;
     use pluresdb_sync::net::watch;
     let dir = tempfile::tempdir().unwrap();
@@ -1939,23 +1939,40 @@ async fn watch_connects_again_until_stopped_and_gives_up_on_a_refusal() {
     );
     assert_eq!(drops[1].1, Duration::from_secs(2));
     server.abort();
-    // A copy of the server's file has its site id: refused, and connecting again would not
-    // change that.
+    // A copy of the server's file has its site id: refused, and tried again (it works once
+    // the copy gets a new site id), saying why each time.
     let copy = dir.path().join("copy.db");
     server_db.backup(&copy).unwrap();
     let (listener, addr) = bind("127.0.0.1:0").await.unwrap();
     let server = serving(listener, Stop::default());
-    let started = Instant::now();
-    let err = watch(
+    let stop = Stop::default();
+    let opts = SessionOptions {
+        stop: stop.clone(),
+        ..Default::default()
+    };
+    let report = watch(
         Database::open(&copy).unwrap(),
         &format!("ws://{addr}"),
+        &opts,
+        |e, _| {
+            let e = e.expect("an error");
+            assert!(e.to_string().contains("site id"), "{e}");
+            stop.stop();
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.stopped);
+    // An address that is not one ends it at once.
+    let err = watch(
+        client_db.clone(),
+        "ws://127.0.0.1:99999",
         &SessionOptions::default(),
         |e, _| panic!("tried again after {e:?}"),
     )
     .await
     .unwrap_err();
-    assert!(err.to_string().contains("site id"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(err.to_string().contains("not a port number"), "{err}");
     server.abort();
 }
 
@@ -1983,4 +2000,38 @@ async fn a_server_answers_a_client_of_an_older_build_in_its_version() {
         }
     }
     assert_eq!(changes, 180_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_says_where_to_go_on_from_is_given_up_on() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server_db = open(&dir, "server.db");
+    let opts = SessionOptions {
+        timeout: Duration::from_millis(500),
+        keepalive: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let url = start_server_with(server_db.clone(), &opts).await;
+    // A version 2 hello, then pongs (tungstenite answers the server's pings) but no Resume.
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let hello = Message::Hello {
+        site: pluresdb_core::SiteId([5; 16]),
+        db_version: 0,
+        have: VersionVector::new(),
+        resumes: true,
+    };
+    raw_send(&mut ws, hello.encode()).await;
+    let started = Instant::now();
+    let mut error = None;
+    while let Some(Ok(msg)) = ws.next().await {
+        if let tokio_tungstenite::tungstenite::Message::Binary(b) = msg
+            && let Ok(Message::Error(text)) = Message::decode(&b, usize::MAX)
+        {
+            error = Some(text);
+        }
+    }
+    let error = error.expect("the server says why it stopped");
+    assert!(error.contains("(its Resume)"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }

@@ -95,8 +95,9 @@ impl Database {
 
     /// [`for_each_change`](Self::for_each_change) for the peer `peer`, able to go on from
     /// where an interrupted read stopped. While it scans the clock records (not for a peer
-    /// nearly up to date), it passes `sink`, with some batches, a [`ResumePoint`]: every change
-    /// of the read in the rows before it has been passed. A later read with the same `since`
+    /// nearly up to date), it passes `sink`, with a batch after at least `every` changes since
+    /// the last, a [`ResumePoint`]: every change of the read in the rows before it has been
+    /// passed (the first is recorded durably before it goes out, one disk sync per read). A later read with the same `since`
     /// given that point (`resume`) scans on from there, then reads what changed after the
     /// interrupted read began in the rows before the point: together they send what a whole
     /// read would, and no change twice (unless written while the reads ran). A
@@ -108,6 +109,7 @@ impl Database {
         since: u64,
         peer: SiteId,
         batch: usize,
+        every: usize,
         resume: Option<&ResumePoint>,
         mut sink: impl FnMut(&[ChangeRecord], Option<ResumePoint>) -> Result<()>,
     ) -> Result<u64> {
@@ -117,21 +119,29 @@ impl Database {
         }
         let Some(from) = self.resumable(resume, since, peer)? else {
             let mut reading = self.reading(since, exclude, batch, Points::AtReadStart);
+            reading.points_every = every;
             return self.read(&mut reading, &mut sink);
         };
         // The rest of the interrupted scan, whose points still say its `db_version` (what
         // was sent before it covers no later one)...
         let mut rest = self.reading(since, exclude, batch, Points::At(from.db_version));
+        rest.points_every = every;
         rest.plan = Plan::Scan {
             coll: from.coll,
             after: Some(from.after.clone()),
         };
+        // Every change up to this version is sent once both reads are done: the rows past
+        // the point are read (each at this version or later) by the first, those before it
+        // by the second (which begins later). A change past the point made after the first
+        // read passed its row, before the second began, goes next time.
+        let db_version = self.db_version()?;
         self.read(&mut rest, &mut sink)?;
         // ... then what changed after it began in the part it had passed (the rest just went
         // out whole).
         let mut newer = self.reading(from.db_version, exclude, batch, Points::None);
         newer.upto = Some((from.coll, from.after));
-        self.read(&mut newer, &mut sink)
+        self.read(&mut newer, &mut sink)?;
+        Ok(db_version)
     }
 
     /// `point`, decoded, if this database gave it to `peer` in a read after `since` and the
@@ -180,6 +190,8 @@ impl Database {
             batch: batch.max(1),
             points,
             upto: None,
+            points_every: 0,
+            unmarked: 0,
             site: self.site_id(),
         }
     }
@@ -303,6 +315,9 @@ struct Reading {
     points: Points,
     /// Rows past this position (a collection, and a key or edge id in it) are left out.
     upto: Option<(u32, SqlValue)>,
+    /// Changes between two resume points, at least, and those passed since the last.
+    points_every: usize,
+    unmarked: usize,
     /// This database's site id (the points' producer).
     site: SiteId,
 }
@@ -349,12 +364,18 @@ impl Batches {
     /// rest waits for more rows.
     fn send_full(
         &mut self,
-        reading: &Reading,
+        reading: &mut Reading,
         sink: &mut impl FnMut(&[ChangeRecord], Option<ResumePoint>) -> Result<()>,
     ) -> Result<()> {
         let mut start = 0;
         for (end, at) in self.ends.drain(..) {
-            let point = at.and_then(|(coll, after)| reading.point(coll, after));
+            reading.unmarked += end - start;
+            let point = at
+                .filter(|_| reading.unmarked >= reading.points_every)
+                .and_then(|(coll, after)| reading.point(coll, after));
+            if point.is_some() {
+                reading.unmarked = 0;
+            }
             sink(&self.changes[start..end], point)?;
             start = end;
         }

@@ -5,9 +5,10 @@
 //! connection dropped near the end meant starting over, and on a link that drops more often
 //! than a whole sync takes, a first sync never finished. The sender now says, every so often,
 //! "everything before this point of my scan is sent" ([`ResumePoint`]); the receiver stores the
-//! point in the transaction that merges the last change before it, and offers it at its next
-//! hello. The sender then scans on from the point (with the same `since`) and, for the part
-//! already sent, reads only what changed after the interrupted read began.
+//! point in the transaction that merges the last change before it, and gives it back in its
+//! next session with that peer. The sender then scans on from the point (with the same
+//! `since`) and, for the part already sent, reads only what changed after the interrupted read
+//! began.
 //!
 //! A point is only good for the cursor it was read from: it is dropped once the sender's set
 //! is complete (its cursor recorded), and ignored once the cursors were set back (a table or
