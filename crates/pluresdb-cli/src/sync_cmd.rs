@@ -231,8 +231,13 @@ pub fn sync_cmd(
         // stopped at once) kept what it merged.
         Err(e)
             if e.kind() == pluresdb_core::ErrorKind::Io
-                && !e.message().starts_with("cannot connect")
-                && !e.message().starts_with("stopped at once") =>
+                && ![
+                    "cannot connect",
+                    "stopped at once",
+                    "the peer stopped the sync",
+                ]
+                .iter()
+                .any(|start| e.message().starts_with(start)) =>
         {
             return Err(pluresdb_core::Error::new(
                 e.kind(),
@@ -249,6 +254,8 @@ pub fn sync_cmd(
             &mut crate::output::stdout(),
             &json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "trigger_writes": report.trigger_writes}),
         )?;
+    } else if report.peer.is_none() {
+        println!("never connected to {url}");
     } else {
         println!(
             "synced with {url}: sent {} changes, received {} ({} applied)",

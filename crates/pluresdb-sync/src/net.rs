@@ -12,7 +12,7 @@ use tokio_tungstenite::{accept_async_with_config, connect_async_with_config};
 
 use pluresdb_core::{Database, Error, ErrorKind, Result};
 
-use crate::session::{SessionOptions, SessionReport, answer_session, run_session, ws_error};
+use crate::session::{SessionOptions, SessionReport, answer_session, session, ws_error};
 
 /// Accepts sync sessions on `listener` until `opts.stop` is stopped (or the future is
 /// dropped), at most `opts.max_sessions` at once. Each session stays open (watch mode) as long
@@ -89,37 +89,47 @@ pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr)> {
 
 /// Runs one sync session with the server at `url` (`ws://host:port`).
 pub async fn sync_with(db: Database, url: &str, opts: &SessionOptions) -> Result<SessionReport> {
-    let mut report = connect_and_sync(db.clone(), url, opts).await?;
-    // A session ends to be connected again when a table or column that one side left changes
-    // out for arrives there: the new hellos ask for everything (a running session cannot).
-    let mut ended_to_reconnect = report.reconnected > 0;
-    while ended_to_reconnect {
-        let again = connect_and_sync(db.clone(), url, opts).await?;
-        ended_to_reconnect = again.reconnected > 0;
-        report.add(again);
-    }
-    Ok(report)
+    let mut counted = SessionReport::default();
+    sync_counted(db, url, opts, &mut counted).await?;
+    Ok(counted)
 }
 
-/// Pause before the first new connection of [`watch`], doubled after each failed one up to
-/// [`LONGEST_PAUSE`].
+/// [`sync_with`], adding what its sessions did to `counted` also when one fails.
+async fn sync_counted(
+    db: Database,
+    url: &str,
+    opts: &SessionOptions,
+    counted: &mut SessionReport,
+) -> Result<()> {
+    // A session ends to be connected again when a table or column that one side left changes
+    // out for arrives there: the new hellos ask for everything (a running session cannot).
+    loop {
+        let mut report = SessionReport::default();
+        let ended = connect_and_sync(db.clone(), url, opts, &mut report).await;
+        let again = report.reconnected > 0;
+        counted.add(report);
+        ended?;
+        if !again {
+            return Ok(());
+        }
+    }
+}
+
+/// Pause before a new connection of [`watch`] after one that worked, doubled after each that
+/// failed up to [`LONGEST_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_secs(1);
 const LONGEST_PAUSE: Duration = Duration::from_secs(30);
-
-/// A session that lasted this long past its connection timeout worked: the pause starts again
-/// at [`FIRST_PAUSE`].
-const WORKED_FOR: Duration = Duration::from_secs(60);
 
 /// Syncs with the server at `url` and keeps syncing live changes until `opts.stop` is stopped
 /// (watch mode, whatever `opts.watch` says), connecting again whenever a session ends: the
 /// network dropped, the machine slept, the server restarted or was stopped, or the session
 /// failed. Before each new connection it tells `on_drop` why the last one ended (`None`: the
-/// server closed it) and how long it waits (1 s, doubling up to 30 s until a session lasts a
-/// while). A sync cut short goes on where it stopped. A refusal by the server (another
-/// protocol version, the same site id, a restored copy) is tried again too: it ends once the
-/// server is upgraded or the device given a new site id. It ends with an error only for an
+/// server closed it) and how long it waits (1 s after a session that worked, doubling up to
+/// 30 s while connecting fails). A sync cut short goes on where it stopped. A refusal by the
+/// server (another protocol version, the same site id, a restored copy) is tried again too:
+/// it ends once the server is upgraded or the device given a new site id. It ends with an error only for an
 /// address that is not one, and for this database's own state (read-only, damaged, a bug).
-/// Returns the counts of the sessions that ended without an error, added up.
+/// Returns the counts of all its sessions, added up (`peer` is `None` if none connected).
 pub async fn watch(
     db: Database,
     url: &str,
@@ -131,25 +141,23 @@ pub async fn watch(
         watch: true,
         ..opts.clone()
     };
-    // A session that lasted longer than a connection attempt can take worked.
-    let worked_for = opts.timeout.saturating_add(WORKED_FOR);
     let mut total = SessionReport::default();
     let mut pause = FIRST_PAUSE;
     loop {
-        let started = tokio::time::Instant::now();
-        let ended = sync_with(db.clone(), url, &opts).await;
-        if started.elapsed() >= worked_for {
+        let mut report = SessionReport::default();
+        let ended = sync_counted(db.clone(), url, &opts, &mut report).await;
+        // One that worked (it ended as the protocol says, or moved changes) starts the pauses
+        // again; one refused each time keeps doubling them.
+        let worked =
+            report.peer.is_some() && (ended.is_ok() || report.sent > 0 || report.received > 0);
+        if worked {
             pause = FIRST_PAUSE;
         }
+        let stopped = report.stopped;
+        total.add(report);
         let error = match ended {
-            Ok(report) => {
-                let stopped = report.stopped;
-                total.add(report);
-                if stopped {
-                    return Ok(total);
-                }
-                None
-            }
+            Ok(()) if stopped => return Ok(total),
+            Ok(()) => None,
             Err(e) if mended_by_connecting_again(&e) => Some(e),
             Err(e) => return Err(e),
         };
@@ -175,7 +183,12 @@ fn mended_by_connecting_again(e: &Error) -> bool {
 }
 
 /// One session of [`sync_with`].
-async fn connect_and_sync(db: Database, url: &str, opts: &SessionOptions) -> Result<SessionReport> {
+async fn connect_and_sync(
+    db: Database,
+    url: &str,
+    opts: &SessionOptions,
+    counted: &mut SessionReport,
+) -> Result<()> {
     check_address(url)?;
     // A server that accepts the connection but never answers the handshake must not hold
     // the client for ever.
@@ -184,10 +197,8 @@ async fn connect_and_sync(db: Database, url: &str, opts: &SessionOptions) -> Res
         connected = tokio::time::timeout(opts.timeout, connect) => connected,
         // Stopped while connecting: there is no session to close.
         () = opts.stop.stopped() => {
-            return Ok(SessionReport {
-                stopped: true,
-                ..SessionReport::default()
-            });
+            counted.stopped = true;
+            return Ok(());
         }
     };
     let (ws, _) = connected
@@ -215,7 +226,7 @@ async fn connect_and_sync(db: Database, url: &str, opts: &SessionOptions) -> Res
         address: Some(url.to_owned()),
         ..opts.clone()
     };
-    run_session(db, ws, &opts).await
+    session(db, ws, &opts, false, counted).await
 }
 
 /// Checks that `url` is a `ws://host[:port]` address (the port, 80 when left out, must be a

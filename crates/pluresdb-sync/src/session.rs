@@ -230,7 +230,9 @@ pub async fn run_session<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    session(db, ws, opts, false).await
+    let mut counted = SessionReport::default();
+    session(db, ws, opts, false, &mut counted).await?;
+    Ok(counted)
 }
 
 /// [`run_session`] for the side that accepted the connection (a server): it says hello once
@@ -245,16 +247,20 @@ pub async fn answer_session<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    session(db, ws, opts, true).await
+    let mut counted = SessionReport::default();
+    session(db, ws, opts, true, &mut counted).await?;
+    Ok(counted)
 }
 
-/// A session; the side `answering` says hello after the peer.
-async fn session<S>(
+/// A session; the side `answering` says hello after the peer. What it did goes to `counted`,
+/// also when it ends with an error.
+pub(crate) async fn session<S>(
     db: Database,
     ws: WebSocketStream<S>,
     opts: &SessionOptions,
     answering: bool,
-) -> Result<SessionReport>
+    counted: &mut SessionReport,
+) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -349,7 +355,8 @@ where
         sink.close().await
     })
     .await;
-    result.map(|()| session.report)
+    *counted = session.report;
+    result
 }
 
 struct Session<'a> {

@@ -1921,13 +1921,23 @@ async fn watch_connects_again_until_stopped() {
         .run("INSERT INTO todos(id) VALUES ('while-down')", ())
         .unwrap();
     let (listener, _) = bind(&addr.to_string()).await.unwrap();
-    let server = serving(listener, Stop::default());
+    let again_stop = Stop::default();
+    let server = serving(listener, again_stop.clone());
     assert!(arrives(&client_db, "while-down").await);
+    // It stops again: the session that worked started the pauses over.
+    again_stop.stop();
+    server.await.unwrap().unwrap();
+    let started = Instant::now();
+    while drops.lock().unwrap().len() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     client_stop.stop();
     let report = watching.await.unwrap().unwrap();
     assert!(report.stopped && report.received >= 2, "{report:?}");
     let drops = drops.lock().unwrap().clone();
-    // Closed by the server, then refused while it was down (the pause doubling).
+    // Closed by the server, then refused while it was down (the pause doubling), then
+    // closed again after a session that worked.
     assert_eq!(drops[0], (None, Duration::from_secs(1)), "{drops:?}");
     assert!(
         drops[1]
@@ -1938,7 +1948,7 @@ async fn watch_connects_again_until_stopped() {
         "{drops:?}"
     );
     assert_eq!(drops[1].1, Duration::from_secs(2));
-    server.abort();
+    assert_eq!(drops[2], (None, Duration::from_secs(1)), "{drops:?}");
     // A copy of the server's file has its site id: refused, and tried again (it works once
     // the copy gets a new site id), saying why each time.
     let copy = dir.path().join("copy.db");
