@@ -234,7 +234,7 @@ pub fn sync_cmd(
                 && ![
                     "cannot connect",
                     "stopped at once",
-                    "the peer stopped the sync",
+                    pluresdb_sync::PEER_STOPPED,
                 ]
                 .iter()
                 .any(|start| e.message().starts_with(start)) =>
@@ -242,7 +242,7 @@ pub fn sync_cmd(
             return Err(pluresdb_core::Error::new(
                 e.kind(),
                 format!(
-                    "{}; what arrived before that is kept: sync again to go on from there",
+                    "{}; what merged before that is kept: sync again to go on from there",
                     e.message()
                 ),
             ));

@@ -73,13 +73,6 @@ struct Job {
     from: SiteId,
 }
 
-impl Job {
-    /// Whether the job's changes merge with all before them, none held back.
-    fn ends_group(&self) -> bool {
-        self.ends_set || self.point.is_some()
-    }
-}
-
 /// The merging thread of one session, and how many batches it was given and has merged.
 pub(crate) struct Applier {
     jobs: Option<mpsc::UnboundedSender<Job>>,
@@ -108,23 +101,29 @@ impl Applier {
                 let from = job.from;
                 let mut last = job;
                 changes.append(&mut last.changes);
-                // A group ends with its set or at a resume point: the next set's last row
-                // may go on, and a point comes after whole rows.
+                // The latest resume point of the group: every change before it is in the group
+                // (a row held back below comes after it).
+                let mut point = last.point.take();
+                // The group ends with whole rows: its set ended, or a point came last.
+                let mut ends_whole = last.ends_set || point.is_some();
                 let mut batches = 1;
-                while !last.ends_group() && changes.len() < GROUP_CHANGES {
+                // A group ends with its set: the next set's last row may go on.
+                while !last.ends_set && changes.len() < GROUP_CHANGES {
                     match queue.try_recv() {
                         Ok(mut more) => {
                             taken += more.changes.len();
                             changes.append(&mut more.changes);
+                            ends_whole = more.ends_set || more.point.is_some();
+                            point = more.point.take().or(point);
                             (batches, last) = (batches + 1, more);
                         }
                         Err(_) => break,
                     }
                 }
-                if !last.ends_group() {
+                if !ends_whole {
                     held = split_off_last_row(&mut changes);
                 }
-                let merged = match &last.point {
+                let merged = match &point {
                     Some(point) => db.apply_changes_resumable(from, &changes, point, resets_seen),
                     None => merge(&db, from, &changes),
                 };

@@ -12,4 +12,4 @@ pub mod file;
 pub mod net;
 mod session;
 
-pub use session::{SessionOptions, SessionReport, Stop, answer_session, run_session};
+pub use session::{PEER_STOPPED, SessionOptions, SessionReport, Stop, answer_session, run_session};

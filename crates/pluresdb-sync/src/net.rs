@@ -145,11 +145,13 @@ pub async fn watch(
     let mut pause = FIRST_PAUSE;
     loop {
         let mut report = SessionReport::default();
+        let started = tokio::time::Instant::now();
         let ended = sync_counted(db.clone(), url, &opts, &mut report).await;
-        // One that worked (it ended as the protocol says, or moved changes) starts the pauses
-        // again; one refused each time keeps doubling them.
-        let worked =
-            report.peer.is_some() && (ended.is_ok() || report.sent > 0 || report.received > 0);
+        // One that worked (it ended as the protocol says, merged changes from the peer, or
+        // outlasted the wait for an answer) starts the pauses again; one refused each time
+        // keeps doubling them.
+        let worked = report.peer.is_some()
+            && (ended.is_ok() || report.received > 0 || started.elapsed() > opts.timeout);
         if worked {
             pause = FIRST_PAUSE;
         }

@@ -137,6 +137,9 @@ impl SessionReport {
     }
 }
 
+/// How the error of a session that the peer stopped begins (the peer's reason follows).
+pub const PEER_STOPPED: &str = "the peer stopped the sync";
+
 pub(crate) fn ws_error(err: WsError) -> Error {
     match err {
         WsError::Capacity(e) => Error::new(
@@ -826,10 +829,7 @@ impl Session<'_> {
             }
             // A peer that failed on this side's hello says why before its own hello went out.
             (Message::Error(text), _) => {
-                return Err(Error::new(
-                    ErrorKind::Io,
-                    format!("the peer stopped the sync: {text}"),
-                ));
+                return Err(Error::new(ErrorKind::Io, format!("{PEER_STOPPED}: {text}")));
             }
             (_, None) => return Err(Error::invalid("the peer sent data before saying hello")),
             (Message::Changes(changes), Some(peer)) => self.applier.submit(peer, changes)?,
