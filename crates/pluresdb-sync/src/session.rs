@@ -333,6 +333,13 @@ where
         Err(e) if result.is_ok() => result = Err(e),
         Err(_) => {}
     }
+    // A session cut short still counts what it sent and merged (best effort: its outcome
+    // stands whether or not the counts could be written).
+    if session.report.sent > session.sent_recorded
+        || session.report.received > session.received_recorded
+    {
+        let _ = session.record(None, None);
+    }
     if let Some(id) = subscription {
         db.off(id);
     }
@@ -469,6 +476,9 @@ fn after(start: Instant, wait: Duration) -> Instant {
 /// does not hold the session open).
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
+/// How long a session whose write failed reads on for the peer's Close.
+const CLOSE_READ: Duration = Duration::from_secs(1);
+
 /// Queued messages, at most, before the session takes no more from its reading thread.
 const OUTBOX: usize = 2;
 
@@ -540,12 +550,7 @@ impl Session<'_> {
                     };
                     self.liveness.heard = Instant::now();
                     if !self.handle(incoming)? {
-                        let finished = self.peer_done && self.acked;
-                        return if self.opts.watch || finished || self.peer_asked_to_reconnect {
-                            Ok(())
-                        } else {
-                            Err(Error::new(ErrorKind::Io, "the peer closed the connection before the sync finished"))
-                        };
+                        return self.peer_closed();
                     }
                 }
                 Some(produced) = rx.recv(), if self.outbox.len() < OUTBOX => {
@@ -558,7 +563,16 @@ impl Session<'_> {
                         self.liveness.sent = Instant::now();
                     }
                     pumped
-                }), if !sent => pumped.map_err(ws_error)?,
+                }), if !sent => {
+                    if let Err(e) = pumped {
+                        // A peer that closed the connection (it was stopped) may have said so
+                        // before this side's write failed: its Close is read first.
+                        return match self.read_to_close(stream).await? {
+                            true => self.peer_closed(),
+                            false => Err(ws_error(e)),
+                        };
+                    }
+                }
                 () = tokio::time::sleep_until(ping_at), if self.peer.is_some() => {
                     self.ping();
                 }
@@ -586,6 +600,37 @@ impl Session<'_> {
                 }
             }
         }
+    }
+
+    /// How the session ends when the peer closed the connection.
+    fn peer_closed(&self) -> Result<()> {
+        let finished = self.peer_done && self.acked;
+        if self.opts.watch || finished || self.peer_asked_to_reconnect {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Io,
+                "the peer closed the connection before the sync finished",
+            ))
+        }
+    }
+
+    /// After a failed write: handles what the peer sent before the connection went, briefly;
+    /// true when that ends with the peer closing it.
+    async fn read_to_close<St>(&mut self, stream: &mut St) -> Result<bool>
+    where
+        St: Stream<Item = std::result::Result<WsMessage, WsError>> + Unpin,
+    {
+        let deadline = Instant::now() + CLOSE_READ;
+        while let Ok(incoming) = tokio::time::timeout_at(deadline, stream.next()).await {
+            if matches!(incoming, None | Some(Err(_))) {
+                return Ok(false);
+            }
+            if !self.handle(incoming)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Queues a Ping first in line (it still waits behind what the connection holds), unless
