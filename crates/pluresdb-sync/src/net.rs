@@ -103,17 +103,28 @@ async fn sync_counted(
 ) -> Result<()> {
     // A session ends to be connected again when a table or column that one side left changes
     // out for arrives there: the new hellos ask for everything (a running session cannot).
-    loop {
+    for _ in 0..MOST_RECONNECTS {
         let mut report = SessionReport::default();
         let ended = connect_and_sync(db.clone(), url, opts, &mut report).await;
-        let again = report.reconnected > 0;
+        let again = report.reconnected > 0 && !report.stopped;
         counted.add(report);
         ended?;
         if !again {
             return Ok(());
         }
     }
+    Err(Error::new(
+        ErrorKind::Io,
+        format!(
+            "the sync with {url} ended {MOST_RECONNECTS} times in a row to be connected again \
+             (tables or columns keep arriving on one side); giving up for now: sync again"
+        ),
+    ))
 }
+
+/// Sessions in a row that [`sync_with`] connects again for, at most (one is the rule: a
+/// peer that keeps asking would otherwise be connected to again without end).
+const MOST_RECONNECTS: usize = 16;
 
 /// Pause before a new connection of [`watch`] after one that worked, doubled after each that
 /// failed up to [`LONGEST_PAUSE`].

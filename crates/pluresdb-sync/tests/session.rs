@@ -2045,3 +2045,43 @@ async fn a_peer_that_never_says_where_to_go_on_from_is_given_up_on() {
     assert!(error.contains("(its Resume)"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_keeps_asking_to_connect_again_is_given_up_on() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    // Each connection is closed with 1012 ("connect again") once the client said hello.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server = tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                let _hello = ws.next().await;
+                let _ = ws
+                    .send(tokio_tungstenite::tungstenite::Message::Close(Some(
+                        CloseFrame {
+                            code: CloseCode::Restart,
+                            reason: "again".into(),
+                        },
+                    )))
+                    .await;
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let client = open(&dir, "client.db");
+    let started = Instant::now();
+    let err = sync_with(client, &url, &SessionOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("times in a row"), "{err}");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::Relaxed), 16);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    server.abort();
+}
