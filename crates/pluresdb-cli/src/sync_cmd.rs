@@ -222,7 +222,7 @@ pub fn sync_cmd(
         runtime()?.block_on(stopping_on_ctrl_c(
             sync_with(db.clone(), url, &opts),
             &opts.stop,
-            false,
+            true,
         ))
     };
     let report = match result {
@@ -249,6 +249,16 @@ pub fn sync_cmd(
         }
         Err(e) => return Err(e),
     };
+    if report.stopped && !watch {
+        return Err(pluresdb_core::Error::new(
+            pluresdb_core::ErrorKind::Io,
+            format!(
+                "stopped (Ctrl-C) before the sync finished, after sending {} changes and \
+                 receiving {} ({} applied); what merged is kept: sync again to go on from there",
+                report.sent, report.received, report.applied
+            ),
+        ));
+    }
     if json_out {
         print_json(
             &mut crate::output::stdout(),

@@ -652,3 +652,39 @@ fn ctrl_c_closes_sync_connections_cleanly() {
         }
     }
 }
+
+#[test]
+fn ctrl_c_stops_a_plain_sync_keeping_what_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_db = setup(dir.path(), "server.db", 60_000);
+    let client_db = setup(dir.path(), "client.db", 0);
+    let (mut server, url) = serve(&server_db);
+    let client = pluresdb(&client_db)
+        .args(["sync", &url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once rows arrive, Ctrl-C: the sync stops as the protocol says and says what it kept.
+    let started = Instant::now();
+    while json(&client_db, "SELECT count(*) AS n FROM todos")[0]["n"] == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "never synced");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    interrupt(&client);
+    let (status, err) = exits(client);
+    if !status.success() {
+        assert!(
+            err.contains("stopped (Ctrl-C) before the sync finished")
+                && err.contains("sync again to go on from there"),
+            "{err}"
+        );
+    }
+    run(&client_db, &["sync", &url]);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(
+        dump(&client_db) == dump(&server_db),
+        "client and server differ"
+    );
+}
