@@ -6,7 +6,7 @@ use std::path::Path;
 use pluresdb_core::{Database, Error, Result, SiteId, VersionVector};
 use pluresdb_sync::codec::DEFAULT_MAX_MESSAGE;
 use pluresdb_sync::file::{apply_file, write_changes_for};
-use pluresdb_sync::net::{bind, serve, sync_with};
+use pluresdb_sync::net::{WatchEvent, bind, serve, sync_with};
 use pluresdb_sync::{SessionOptions, Stop};
 use serde_json::json;
 
@@ -202,19 +202,25 @@ pub fn sync_cmd(
         ..SessionOptions::default()
     };
     let result = if watch {
-        // Connects again when the connection ends, until Ctrl-C.
-        let on_drop = |error: Option<&pluresdb_core::Error>, pause: std::time::Duration| {
-            let why = error.map_or_else(
-                || "the server closed the connection".to_owned(),
-                |e| e.to_string(),
-            );
-            eprintln!(
-                "{why}; connecting again in {} s (Ctrl-C stops)",
-                pause.as_secs()
-            );
+        // Connects again when the connection ends, until Ctrl-C, saying why and when.
+        let mut dropped = false;
+        let on_event = |event: WatchEvent<'_>| match event {
+            WatchEvent::Connected if dropped => eprintln!("connected to {url} again"),
+            WatchEvent::Connected => {}
+            WatchEvent::Dropped { error, pause } => {
+                dropped = true;
+                let why = error.map_or_else(
+                    || "the server closed the connection".to_owned(),
+                    |e| e.to_string(),
+                );
+                eprintln!(
+                    "{why}; connecting again in {} s (Ctrl-C stops)",
+                    pause.as_secs()
+                );
+            }
         };
         runtime()?.block_on(stopping_on_ctrl_c(
-            pluresdb_sync::net::watch(db.clone(), url, &opts, on_drop),
+            pluresdb_sync::net::watch(db.clone(), url, &opts, on_event),
             &opts.stop,
             true,
         ))

@@ -635,7 +635,8 @@ fn ctrl_c_closes_sync_connections_cleanly() {
             let (status, err) = exits(watcher);
             assert!(status.success() && !err.contains("reset"), "{err}");
             assert!(
-                err.contains("the server closed the connection; connecting again in 1 s"),
+                err.contains("the server closed the connection; connecting again in 1 s")
+                    && err.contains(&format!("connected to {url} again")),
                 "{err}"
             );
             interrupt(&server);

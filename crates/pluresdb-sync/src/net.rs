@@ -90,7 +90,7 @@ pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr)> {
 /// Runs one sync session with the server at `url` (`ws://host:port`).
 pub async fn sync_with(db: Database, url: &str, opts: &SessionOptions) -> Result<SessionReport> {
     let mut counted = SessionReport::default();
-    sync_counted(db, url, opts, &mut counted).await?;
+    sync_counted(db, url, opts, &mut counted, &mut || {}).await?;
     Ok(counted)
 }
 
@@ -100,12 +100,13 @@ async fn sync_counted(
     url: &str,
     opts: &SessionOptions,
     counted: &mut SessionReport,
+    on_connected: &mut (dyn FnMut() + Send),
 ) -> Result<()> {
     // A session ends to be connected again when a table or column that one side left changes
     // out for arrives there: the new hellos ask for everything (a running session cannot).
     for _ in 0..MOST_RECONNECTS {
         let mut report = SessionReport::default();
-        let ended = connect_and_sync(db.clone(), url, opts, &mut report).await;
+        let ended = connect_and_sync(db.clone(), url, opts, &mut report, on_connected).await;
         let again = report.reconnected > 0 && !report.stopped;
         counted.add(report);
         ended?;
@@ -126,6 +127,19 @@ async fn sync_counted(
 /// peer that keeps asking would otherwise be connected to again without end).
 const MOST_RECONNECTS: usize = 16;
 
+/// What [`watch`] tells as it goes.
+#[derive(Debug)]
+pub enum WatchEvent<'a> {
+    /// It connected to the server (a session starts).
+    Connected,
+    /// The session ended, for `error` (`None`: the server closed the connection); it connects
+    /// again after `pause`.
+    Dropped {
+        error: Option<&'a Error>,
+        pause: Duration,
+    },
+}
+
 /// Pause before a new connection of [`watch`] after one that worked, doubled after each that
 /// failed up to [`LONGEST_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_secs(1);
@@ -134,8 +148,8 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(30);
 /// Syncs with the server at `url` and keeps syncing live changes until `opts.stop` is stopped
 /// (watch mode, whatever `opts.watch` says), connecting again whenever a session ends: the
 /// network dropped, the machine slept, the server restarted or was stopped, or the session
-/// failed. Before each new connection it tells `on_drop` why the last one ended (`None`: the
-/// server closed it) and how long it waits (1 s after a session that worked, doubling up to
+/// failed. It tells `on_event` each time it connects, and before each new connection why the
+/// last one ended and how long it waits (1 s after a session that worked, doubling up to
 /// 30 s while connecting fails). A sync cut short goes on where it stopped. A refusal by the
 /// server (another protocol version, the same site id, a restored copy) is tried again too:
 /// it ends once the server is upgraded or the device given a new site id. It ends with an error only for an
@@ -145,7 +159,7 @@ pub async fn watch(
     db: Database,
     url: &str,
     opts: &SessionOptions,
-    mut on_drop: impl FnMut(Option<&Error>, Duration),
+    mut on_event: impl FnMut(WatchEvent<'_>) + Send,
 ) -> Result<SessionReport> {
     check_address(url)?;
     let opts = SessionOptions {
@@ -157,7 +171,10 @@ pub async fn watch(
     loop {
         let mut report = SessionReport::default();
         let started = tokio::time::Instant::now();
-        let ended = sync_counted(db.clone(), url, &opts, &mut report).await;
+        let ended = sync_counted(db.clone(), url, &opts, &mut report, &mut || {
+            on_event(WatchEvent::Connected)
+        })
+        .await;
         // One that worked (it ended as the protocol says, merged changes from the peer, or
         // outlasted the wait for an answer) starts the pauses again; one refused each time
         // keeps doubling them.
@@ -174,7 +191,10 @@ pub async fn watch(
             Err(e) if mended_by_connecting_again(&e) => Some(e),
             Err(e) => return Err(e),
         };
-        on_drop(error.as_ref(), pause);
+        on_event(WatchEvent::Dropped {
+            error: error.as_ref(),
+            pause,
+        });
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             () = opts.stop.stopped() => {
@@ -201,6 +221,7 @@ async fn connect_and_sync(
     url: &str,
     opts: &SessionOptions,
     counted: &mut SessionReport,
+    on_connected: &mut (dyn FnMut() + Send),
 ) -> Result<()> {
     check_address(url)?;
     // A server that accepts the connection but never answers the handshake must not hold
@@ -235,6 +256,7 @@ async fn connect_and_sync(
             ),
             e => Error::new(ErrorKind::Io, format!("cannot connect to {url}: {e}")),
         })?;
+    on_connected();
     let opts = SessionOptions {
         address: Some(url.to_owned()),
         ..opts.clone()

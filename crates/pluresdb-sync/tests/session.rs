@@ -1871,7 +1871,7 @@ async fn a_first_sync_cut_short_goes_on_where_it_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_connects_again_until_stopped() {
     use pluresdb_sync::Stop;
-    use pluresdb_sync::net::watch;
+    use pluresdb_sync::net::{WatchEvent, watch};
     let dir = tempfile::tempdir().unwrap();
     let server_db = open(&dir, "server.db");
     let client_db = open(&dir, "client.db");
@@ -1891,15 +1891,20 @@ async fn watch_connects_again_until_stopped() {
         stop: client_stop.clone(),
         ..Default::default()
     };
+    // Each event in order: a drop (its error and pause), or `None` for a connection.
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let drops = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let watching = tokio::spawn({
-        let (db, url, drops) = (client_db.clone(), url.clone(), drops.clone());
+        let (db, url) = (client_db.clone(), url.clone());
+        let (drops, events) = (drops.clone(), events.clone());
         async move {
-            watch(db, &url, &opts, |e, pause| {
-                drops
-                    .lock()
-                    .unwrap()
-                    .push((e.map(|e| e.to_string()), pause));
+            watch(db, &url, &opts, |event| match event {
+                WatchEvent::Dropped { error, pause } => {
+                    let drop = (error.map(|e| e.to_string()), pause);
+                    drops.lock().unwrap().push(drop.clone());
+                    events.lock().unwrap().push(Some(drop));
+                }
+                WatchEvent::Connected => events.lock().unwrap().push(None),
             })
             .await
         }
@@ -1949,6 +1954,14 @@ async fn watch_connects_again_until_stopped() {
     );
     assert_eq!(drops[1].1, Duration::from_secs(2));
     assert_eq!(drops[2], (None, Duration::from_secs(1)), "{drops:?}");
+    // It said when it connected: first, and after the restart (not when refused).
+    let events = events.lock().unwrap().clone();
+    let connected: Vec<bool> = events.iter().map(|e| e.is_none()).collect();
+    assert_eq!(
+        &connected[..5],
+        &[true, false, false, true, false],
+        "{events:?}"
+    );
     // A copy of the server's file has its site id: refused, and tried again (it works once
     // the copy gets a new site id), saying why each time.
     let copy = dir.path().join("copy.db");
@@ -1964,10 +1977,12 @@ async fn watch_connects_again_until_stopped() {
         Database::open(&copy).unwrap(),
         &format!("ws://{addr}"),
         &opts,
-        |e, _| {
-            let e = e.expect("an error");
-            assert!(e.to_string().contains("site id"), "{e}");
-            stop.stop();
+        |event| {
+            if let WatchEvent::Dropped { error, .. } = event {
+                let e = error.expect("an error");
+                assert!(e.to_string().contains("site id"), "{e}");
+                stop.stop();
+            }
         },
     )
     .await
@@ -1978,7 +1993,7 @@ async fn watch_connects_again_until_stopped() {
         client_db.clone(),
         "ws://127.0.0.1:99999",
         &SessionOptions::default(),
-        |e, _| panic!("tried again after {e:?}"),
+        |event| panic!("{event:?}"),
     )
     .await
     .unwrap_err();
