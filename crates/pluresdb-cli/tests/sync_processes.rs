@@ -689,3 +689,59 @@ fn ctrl_c_stops_a_plain_sync_keeping_what_merged() {
         "client and server differ"
     );
 }
+
+#[test]
+fn a_server_stopped_while_it_streams_to_a_watcher_closes_cleanly() {
+    // The server's Ctrl-C dropped the connection with the watcher's pings and acks unread, so
+    // the watcher saw "Connection reset by peer" instead of a close.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (setup(dir.path(), "a.db", 0), setup(dir.path(), "b.db", 0));
+    let (server, url) = serve_logging(&a, &[], Stdio::null());
+    let watcher = pluresdb(&b)
+        .args(["sync", &url, "--watch"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    run(
+        &a,
+        &["sql", "INSERT INTO todos VALUES ('first', 'x', NULL)"],
+    );
+    let count = || {
+        json(&b, "SELECT count(*) AS n FROM todos")[0]["n"]
+            .as_i64()
+            .unwrap()
+    };
+    let started = Instant::now();
+    while count() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "never synced");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A large write, and the server stopped while it sends it.
+    run(
+        &a,
+        &[
+            "sql",
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000)
+             INSERT INTO todos SELECT 'r' || x, 'title ' || x, NULL FROM c",
+        ],
+    );
+    while count() == 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never streamed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    interrupt(&server);
+    let (status, err) = exits(server);
+    assert!(status.success(), "{err}");
+    std::thread::sleep(Duration::from_millis(500));
+    interrupt(&watcher);
+    let (status, err) = exits(watcher);
+    assert!(status.success(), "{err}");
+    assert!(
+        err.starts_with("the server closed the connection") && !err.contains("reset"),
+        "{err}"
+    );
+}

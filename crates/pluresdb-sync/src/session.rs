@@ -354,15 +354,19 @@ where
             reason: "connect again: this side has new tables to ask for".into(),
         })));
     }
-    // What is still queued goes out (an Ack, the error), unless the peer stopped reading.
+    // What is still queued goes out (an Ack, the error), unless the peer stopped reading. Then
+    // what the peer sent meanwhile is read (and left) up to its answering Close: a connection
+    // dropped with data unread ends with a reset, which the peer reports as an error.
     let outbox = std::mem::take(&mut session.outbox);
     let _ = tokio::time::timeout(FINAL_FLUSH.min(opts.timeout), async {
         for message in outbox {
             if sink.feed(message).await.is_err() {
-                break;
+                return;
             }
         }
-        sink.close().await
+        if sink.close().await.is_ok() {
+            while let Some(Ok(_)) = stream.next().await {}
+        }
     })
     .await;
     *counted = session.report;
