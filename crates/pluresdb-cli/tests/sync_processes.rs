@@ -693,7 +693,9 @@ fn ctrl_c_stops_a_plain_sync_keeping_what_merged() {
 #[test]
 fn a_server_stopped_while_it_streams_to_a_watcher_closes_cleanly() {
     // The server's Ctrl-C dropped the connection with the watcher's pings and acks unread, so
-    // the watcher saw "Connection reset by peer" instead of a close.
+    // the watcher saw "Connection reset by peer" instead of a close. (That showed with release
+    // builds; with these debug ones the timing rarely leaves data unread: the test guards the
+    // outcome more than it reproduces the reset.)
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (setup(dir.path(), "a.db", 0), setup(dir.path(), "b.db", 0));
     let (server, url) = serve_logging(&a, &[], Stdio::null());

@@ -152,8 +152,9 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(30);
 /// last one ended and how long it waits (1 s after a session that worked, doubling up to
 /// 30 s while connecting fails). A sync cut short goes on where it stopped. A refusal by the
 /// server (another protocol version, the same site id, a restored copy) is tried again too:
-/// it ends once the server is upgraded or the device given a new site id. It ends with an error only for an
-/// address that is not one, and for this database's own state (read-only, damaged, a bug).
+/// it ends once the server is upgraded or the device given a new site id. It ends with an
+/// error only for an address that is not one, and for this database's own state (read-only,
+/// damaged, a bug).
 /// Returns the counts of all its sessions, added up (`peer` is `None` if none connected).
 pub async fn watch(
     db: Database,

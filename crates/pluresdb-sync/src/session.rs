@@ -158,8 +158,8 @@ type Produced = Result<(Vec<u8>, u64, Option<u64>)>;
 /// slower: a large database is not read into memory ahead of the peer).
 const SEND_QUEUE: usize = 8;
 
-/// Changes sent, at least, between two `Progress` messages: each ends a merge transaction of
-/// the peer (which groups up to [`GROUP_CHANGES`](crate::applier::GROUP_CHANGES)).
+/// Changes sent, at least, between two `Progress` messages (about a merge transaction of the
+/// peer's, which groups up to [`GROUP_CHANGES`](crate::applier::GROUP_CHANGES)).
 const PROGRESS_CHANGES: usize = 20_000;
 
 /// What a reading thread reads.
@@ -233,9 +233,7 @@ pub async fn run_session<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut counted = SessionReport::default();
-    session(db, ws, opts, false, &mut counted).await?;
-    Ok(counted)
+    reported(db, ws, opts, false).await
 }
 
 /// [`run_session`] for the side that accepted the connection (a server): it says hello once
@@ -250,8 +248,21 @@ pub async fn answer_session<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    reported(db, ws, opts, true).await
+}
+
+/// [`session`], returning its report.
+async fn reported<S>(
+    db: Database,
+    ws: WebSocketStream<S>,
+    opts: &SessionOptions,
+    answering: bool,
+) -> Result<SessionReport>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut counted = SessionReport::default();
-    session(db, ws, opts, true, &mut counted).await?;
+    session(db, ws, opts, answering, &mut counted).await?;
     Ok(counted)
 }
 
@@ -837,20 +848,11 @@ impl Session<'_> {
                 self.report.peer = Some(site);
                 self.sent_through = have.get(&self.db.site_id());
                 self.peer_resumes = resumes;
-                if let Some(Message::Hello {
-                    site: me,
-                    db_version,
-                    have,
-                    ..
-                }) = self.hello.take()
-                {
+                if let Some(mut hello) = self.hello.take() {
                     // In the peer's version.
-                    let hello = Message::Hello {
-                        site: me,
-                        db_version,
-                        have,
-                        resumes,
-                    };
+                    if let Message::Hello { resumes: ours, .. } = &mut hello {
+                        *ours = resumes;
+                    }
                     self.send(hello.encode());
                 }
                 if resumes {

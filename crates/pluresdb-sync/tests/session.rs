@@ -76,14 +76,19 @@ type RawPeer =
 /// nothing from anyone).
 async fn raw_peer(url: &str, site: pluresdb_core::SiteId, db_version: u64) -> RawPeer {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let hello = Message::Hello {
+    raw_send(&mut ws, raw_hello(site, db_version, false).encode()).await;
+    ws
+}
+
+/// The hello of a hand-driven peer (site `site`, which has nothing from anyone); one that
+/// `resumes` is of protocol version 2.
+fn raw_hello(site: pluresdb_core::SiteId, db_version: u64, resumes: bool) -> Message {
+    Message::Hello {
         site,
         db_version,
         have: VersionVector::new(),
-        resumes: false,
-    };
-    raw_send(&mut ws, hello.encode()).await;
-    ws
+        resumes,
+    }
 }
 
 /// Sends an encoded message from a hand-driven peer.
@@ -609,12 +614,7 @@ async fn a_watching_client_gives_up_on_a_server_that_stopped_answering() {
         let (tcp, _) = listener.accept().await.unwrap();
         let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
         use futures_util::SinkExt;
-        let hello = Message::Hello {
-            site: pluresdb_core::SiteId([8; 16]),
-            db_version: 0,
-            have: VersionVector::new(),
-            resumes: false,
-        };
+        let hello = raw_hello(pluresdb_core::SiteId([8; 16]), 0, false);
         for message in [hello, Message::Done { db_version: 0 }] {
             ws.send(tokio_tungstenite::tungstenite::Message::binary(
                 message.encode(),
@@ -728,12 +728,7 @@ async fn a_peer_speaking_another_version_is_refused_and_nothing_changes() {
     assert_eq!(rows(&server_db), before);
     // Garbage after a valid hello is refused too.
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    let hello = Message::Hello {
-        site: pluresdb_core::SiteId([5; 16]),
-        db_version: 0,
-        have: VersionVector::new(),
-        resumes: false,
-    };
+    let hello = raw_hello(pluresdb_core::SiteId([5; 16]), 0, false);
     ws.send(tokio_tungstenite::tungstenite::Message::binary(
         hello.encode(),
     ))
@@ -2040,12 +2035,7 @@ async fn a_peer_that_never_says_where_to_go_on_from_is_given_up_on() {
     let url = start_server_with(server_db.clone(), &opts).await;
     // A version 2 hello, then pongs (tungstenite answers the server's pings) but no Resume.
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    let hello = Message::Hello {
-        site: pluresdb_core::SiteId([5; 16]),
-        db_version: 0,
-        have: VersionVector::new(),
-        resumes: true,
-    };
+    let hello = raw_hello(pluresdb_core::SiteId([5; 16]), 0, true);
     raw_send(&mut ws, hello.encode()).await;
     let started = Instant::now();
     let mut error = None;

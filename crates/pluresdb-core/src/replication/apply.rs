@@ -155,8 +155,8 @@ impl Database {
 
     /// [`apply_changes_from`](Self::apply_changes_from) for the changes before a resume point
     /// in the peer's stream (see [`for_each_change_resuming`](Self::for_each_change_resuming)):
-    /// the point is stored with them, in the same transaction, and offered by
-    /// [`resume_points`](Self::resume_points) until the peer's set is complete. `resets_seen`
+    /// the point is stored with them, in the same transaction, and given back by
+    /// [`resume_point`](Self::resume_point) until the peer's set is complete. `resets_seen`
     /// is [`cursor_resets`](Self::cursor_resets) when the sync began: a point stored after
     /// the cursors were set back is not offered.
     pub fn apply_changes_resumable(

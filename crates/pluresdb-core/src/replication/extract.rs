@@ -97,13 +97,14 @@ impl Database {
     /// where an interrupted read stopped. While it scans the clock records (not for a peer
     /// nearly up to date), it passes `sink`, with a batch after at least `every` changes since
     /// the last, a [`ResumePoint`]: every change of the read in the rows before it has been
-    /// passed (the first is recorded durably before it goes out, one disk sync per read). A later read with the same `since`
-    /// given that point (`resume`) scans on from there, then reads what changed after the
-    /// interrupted read began in the rows before the point: together they send what a whole
-    /// read would, and no change twice (unless written while the reads ran). A
-    /// point this database did not give `peer` for that `since` (one of another database, or
-    /// one a restored backup of this one never gave) is ignored: the read starts from the
-    /// beginning. A read-only handle, which cannot record the points it gives, gives none.
+    /// passed (the first is recorded durably before it goes out, one disk sync per read). A
+    /// later read with the same `since` given that point (`resume`) scans on from there, then
+    /// reads what changed after the interrupted read began in the rows before the point:
+    /// together they send what a whole read would, and no change twice (unless written while
+    /// the reads ran). A point this database did not give `peer` for that `since` (one of
+    /// another database, or one a restored backup of this one never gave) is ignored: the read
+    /// starts from the beginning. A read-only handle, which cannot record the points it gives,
+    /// gives none.
     pub fn for_each_change_resuming(
         &self,
         since: u64,

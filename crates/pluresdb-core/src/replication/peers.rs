@@ -60,7 +60,7 @@ pub struct SyncProgress {
 }
 
 /// `_pluresdb_meta` key counting the times every peer's cursor was set back to 0.
-const CURSOR_RESETS: &str = "cursor_resets";
+pub(crate) const CURSOR_RESETS: &str = "cursor_resets";
 
 /// Sets every peer's cursor back to 0, so that the next sync with each asks for all its
 /// changes, and counts it (see [`Database::cursor_resets`]).
@@ -123,19 +123,20 @@ impl Database {
 
     /// The highest `db_version` recorded by [`issue_points`](Self::issue_points) for `peer`.
     pub(crate) fn points_issued(&self, peer: SiteId) -> Result<u64> {
-        let value = self.value(
-            "SELECT value FROM _pluresdb_meta WHERE key = ?1",
-            (format!("{RESUMABLE}{peer}"),),
-        )?;
-        Ok(value.as_i64().unwrap_or(0) as u64)
+        Ok(self.meta_int(&format!("{RESUMABLE}{peer}"))?.unwrap_or(0) as u64)
+    }
+
+    /// The integer `_pluresdb_meta` holds under `key`, if any.
+    fn meta_int(&self, key: &str) -> Result<Option<i64>> {
+        Ok(self
+            .value("SELECT value FROM _pluresdb_meta WHERE key = ?1", (key,))?
+            .as_i64())
     }
 
     /// Raises the `_pluresdb_meta` value `key` to `db_version`, durably (before a peer is told
     /// something that depends on it).
     fn record_durably(&self, key: &str, db_version: u64) -> Result<()> {
-        let recorded = self
-            .value("SELECT value FROM _pluresdb_meta WHERE key = ?1", (key,))?
-            .as_i64();
+        let recorded = self.meta_int(key)?;
         if recorded.is_some_and(|r| r >= db_version as i64) {
             return Ok(());
         }
@@ -186,12 +187,7 @@ impl Database {
 
     /// `announce_since`, or `None` when the file predates these records.
     fn announce_since(&self) -> Result<Option<i64>> {
-        Ok(self
-            .value(
-                "SELECT value FROM _pluresdb_meta WHERE key = ?1",
-                (ANNOUNCE_SINCE,),
-            )?
-            .as_i64())
+        self.meta_int(ANNOUNCE_SINCE)
     }
 
     /// The highest version recorded under any of the meta `keys` (at least `announce_since`),
@@ -201,8 +197,7 @@ impl Database {
             return Ok(None);
         };
         for key in keys {
-            let value = self.value("SELECT value FROM _pluresdb_meta WHERE key = ?1", (key,))?;
-            told = told.max(value.as_i64().unwrap_or(0));
+            told = told.max(self.meta_int(key)?.unwrap_or(0));
         }
         Ok(Some(told as u64))
     }
@@ -231,6 +226,7 @@ impl Database {
              UPDATE _pluresdb_meta SET value = randomblob(16) WHERE key = 'site_id';
              INSERT INTO _pluresdb_sites(site) SELECT value FROM _pluresdb_meta WHERE key = 'site_id';
              DELETE FROM _pluresdb_meta WHERE key > 'announced:' AND key < 'announced;';
+             DELETE FROM _pluresdb_meta WHERE key > 'resumable:' AND key < 'resumable;';
              INSERT INTO _pluresdb_meta(key, value) VALUES ('announce_since', 0)
                  ON CONFLICT(key) DO UPDATE SET value = 0;
              UPDATE _pluresdb_peers SET acked = 0;
@@ -246,13 +242,7 @@ impl Database {
     /// This database's `db_version`: the number of its last transaction that changed
     /// replicated data.
     pub fn db_version(&self) -> Result<u64> {
-        Ok(self
-            .value(
-                "SELECT value FROM _pluresdb_meta WHERE key = 'db_version'",
-                (),
-            )?
-            .as_i64()
-            .unwrap_or(0) as u64)
+        Ok(self.meta_int("db_version")?.unwrap_or(0) as u64)
     }
 
     /// What this database has: its own `db_version`, and for each peer the `db_version` up to
@@ -272,11 +262,7 @@ impl Database {
     /// and at [`Database::renew_site_id`]. A sync reads it before it begins and records its
     /// cursor only if it has not changed ([`SyncProgress::resets_seen`]).
     pub fn cursor_resets(&self) -> Result<u64> {
-        let value = self.value(
-            "SELECT value FROM _pluresdb_meta WHERE key = ?1",
-            (CURSOR_RESETS,),
-        )?;
-        Ok(value.as_i64().unwrap_or(0) as u64)
+        Ok(self.meta_int(CURSOR_RESETS)?.unwrap_or(0) as u64)
     }
 
     /// Where the last read of `peer`'s changes for this database got to, if it was cut short

@@ -18,6 +18,7 @@ use pluresdb_crdt::SiteId;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension};
 
+use super::peers::CURSOR_RESETS;
 use super::received::prepared;
 use crate::error::{Error, Result};
 use crate::value::{Value, ValueRef};
@@ -25,6 +26,8 @@ use crate::wire::{Reader, put_value, put_varint};
 
 /// The encoding of [`ResumePoint`]s this build writes (others are ignored).
 const POINT_FORMAT: u8 = 1;
+
+const TABLE_NAME: &str = "_pluresdb_resume";
 
 const TABLE: &str = "CREATE TABLE IF NOT EXISTS _pluresdb_resume (
     site   BLOB PRIMARY KEY NOT NULL,
@@ -135,7 +138,7 @@ pub(crate) fn record(
     const UPSERT: &str =
         "INSERT OR REPLACE INTO _pluresdb_resume(site, resets, since, stored, point)
          VALUES (?1, ?2, ?3, ?4, ?5)";
-    let mut stmt = match prepared(conn, "_pluresdb_resume", UPSERT)? {
+    let mut stmt = match prepared(conn, TABLE_NAME, UPSERT)? {
         Some(stmt) => stmt,
         None => {
             conn.execute_batch(TABLE)?;
@@ -162,7 +165,7 @@ pub(crate) fn record(
 /// next set, merged meanwhile, stays).
 pub(crate) fn forget(conn: &Connection, peer: SiteId, cursor: u64) -> Result<()> {
     let sql = "DELETE FROM _pluresdb_resume WHERE site = ?1 AND since < ?2";
-    if let Some(mut stmt) = prepared(conn, "_pluresdb_resume", sql)? {
+    if let Some(mut stmt) = prepared(conn, TABLE_NAME, sql)? {
         stmt.execute((peer.as_bytes(), cursor as i64))?;
     }
     Ok(())
@@ -172,12 +175,12 @@ pub(crate) fn forget(conn: &Connection, peer: SiteId, cursor: u64) -> Result<()>
 /// changes left out before the reset).
 pub(crate) fn stored(conn: &Connection, peer: SiteId) -> Result<Option<ResumePoint>> {
     let sql = "SELECT point FROM _pluresdb_resume WHERE site = ?1 AND resets = coalesce(
-        (SELECT value FROM _pluresdb_meta WHERE key = 'cursor_resets'), 0)";
-    let Some(mut stmt) = prepared(conn, "_pluresdb_resume", sql)? else {
+        (SELECT value FROM _pluresdb_meta WHERE key = ?2), 0)";
+    let Some(mut stmt) = prepared(conn, TABLE_NAME, sql)? else {
         return Ok(None);
     };
     Ok(stmt
-        .query_row([peer.as_bytes()], |r| r.get::<_, Vec<u8>>(0))
+        .query_row((peer.as_bytes(), CURSOR_RESETS), |r| r.get::<_, Vec<u8>>(0))
         .optional()?
         .map(ResumePoint))
 }
