@@ -72,7 +72,7 @@ pub use params::{Binder, NamedParams, Params};
 pub use query::{RunResult, ScriptResult};
 pub use replication::{
     ApplyReport, ChangeRecord, ChangeSet, EDGES, MAX_CLOCK_DRIFT, NODES, NodeVersion, PeerStatus,
-    ResumePoint, SyncProgress,
+    Refetch, Refetching, ResumePoint, SyncProgress,
 };
 pub use row::{Column, ColumnIndex, Columns, FromRow, Row, RowRef};
 pub use schema::FORMAT_VERSION;

@@ -1,8 +1,8 @@
 //! Replication between databases: capture, change sets, merge rules, status, history.
 
 use pluresdb_core::{
-    ChangeRecord, Database, Direction, EDGES, ErrorKind, NODES, OpenOptions, SyncProgress,
-    Traverse, Value, Version,
+    ChangeRecord, Database, Direction, EDGES, ErrorKind, NODES, OpenOptions, Refetch, Refetching,
+    SyncProgress, Traverse, Value, Version,
 };
 use serde_json::{Value as Json, json};
 
@@ -760,6 +760,124 @@ fn a_sync_under_way_when_a_left_out_table_arrives_does_not_undo_asking_again() {
     };
     b.record_sync(a.site_id(), &progress).unwrap();
     assert_eq!(b.peer_cursor(a.site_id()).unwrap(), set.db_version);
+}
+
+#[test]
+fn a_left_out_table_that_arrives_is_asked_for_alone_with_the_cursor_from_before() {
+    // A sync session does not ask for everything again when a table arrives: it asks for the
+    // peer's changes after its cursor from before, plus all those of the table.
+    let a = todo_db();
+    a.exec(NOTES).unwrap();
+    a.sync_table("notes").unwrap();
+    let b = Database::open_in_memory().unwrap();
+    a.run("INSERT INTO todos(id, title) VALUES ('t', 'first')", ())
+        .unwrap();
+    a.run("INSERT INTO notes(id, body) VALUES ('n', 'body')", ())
+        .unwrap();
+    a.put("node", &json!({"v": 1})).unwrap();
+    assert!(push_report(&a, &b).skipped > 0);
+    let before = b.peer_cursor(a.site_id()).unwrap();
+    assert!(before > 0);
+    assert!(b.refetching().unwrap().is_empty());
+    let wanted = |table: &str| Refetch {
+        table: table.into(),
+        column: None,
+    };
+    b.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL DEFAULT '', done INTEGER NOT NULL DEFAULT 0)")
+        .unwrap();
+    b.sync_table("todos").unwrap();
+    // What a change file, an older peer or the core API's caller sees: everything.
+    assert_eq!(b.peer_cursor(a.site_id()).unwrap(), 0);
+    assert_eq!(b.version_vector().unwrap().get(&a.site_id()), 0);
+    let asked = Refetching {
+        cursor: before,
+        wanted: vec![wanted("todos")],
+    };
+    assert_eq!(b.refetching().unwrap()[&a.site_id()], asked);
+    // A second arrival before a sync keeps the cursor from before and asks for both.
+    b.exec(NOTES).unwrap();
+    b.sync_table("notes").unwrap();
+    let asked = Refetching {
+        cursor: before,
+        wanted: vec![wanted("notes"), wanted("todos")],
+    };
+    assert_eq!(b.refetching().unwrap()[&a.site_id()], asked);
+    // What A sends for that: nothing after the cursor, and the two tables' changes (not
+    // the node's, which B has).
+    let resets_seen = b.cursor_resets().unwrap();
+    a.put("later", &json!({"v": 2})).unwrap();
+    let set = a.changes_since(asked.cursor, Some(b.site_id())).unwrap();
+    let mut again = Vec::new();
+    a.for_each_change_of(&asked.wanted, b.site_id(), 100, |batch| {
+        again.extend_from_slice(batch);
+        Ok(())
+    })
+    .unwrap();
+    let collections: std::collections::BTreeSet<&str> =
+        again.iter().map(|c| &*c.collection).collect();
+    assert_eq!(collections, ["notes", "todos"].into());
+    // (Each row's creation and its fields: todos' title and done, notes' body.)
+    assert_eq!(again.len(), 3 + 2, "{again:?}");
+    b.apply_changes_from(a.site_id(), &set.changes).unwrap();
+    b.apply_changes_from(a.site_id(), &again).unwrap();
+    assert_eq!(dump(&a), dump(&b));
+    assert_eq!(
+        b.value("SELECT body FROM notes", ()).unwrap(),
+        Value::Text("body".into())
+    );
+    // A sync that began before the arrival records nothing, and B still asks.
+    let stale = SyncProgress {
+        cursor: Some(set.db_version),
+        resets_seen: Some(resets_seen - 1),
+        ..Default::default()
+    };
+    b.record_sync(a.site_id(), &stale).unwrap();
+    assert_eq!(b.refetching().unwrap()[&a.site_id()], asked);
+    // Recording the cursor of the set that asked ends it.
+    let done = SyncProgress {
+        cursor: Some(set.db_version),
+        resets_seen: Some(resets_seen),
+        ..Default::default()
+    };
+    b.record_sync(a.site_id(), &done).unwrap();
+    assert!(b.refetching().unwrap().is_empty());
+    assert_eq!(b.peer_cursor(a.site_id()).unwrap(), set.db_version);
+}
+
+#[test]
+fn a_column_asked_for_again_comes_alone() {
+    let a = todo_db();
+    a.run(
+        "INSERT INTO todos(id, title) VALUES ('t', 'first'), ('u', 'second')",
+        (),
+    )
+    .unwrap();
+    a.run("UPDATE todos SET done = 1 WHERE id = 'u'", ())
+        .unwrap();
+    let b = Database::open_in_memory().unwrap();
+    let title = Refetch {
+        table: "todos".into(),
+        column: Some("title".into()),
+    };
+    let mut again = Vec::new();
+    a.for_each_change_of(&[title], b.site_id(), 100, |batch| {
+        again.extend_from_slice(batch);
+        Ok(())
+    })
+    .unwrap();
+    let got: Vec<(&str, Option<&Value>)> = again
+        .iter()
+        .map(|c| (&*c.field, c.value.as_ref()))
+        .collect();
+    let (first, second) = (Value::Text("first".into()), Value::Text("second".into()));
+    assert_eq!(got, [("title", Some(&first)), ("title", Some(&second))]);
+    // Names that are not synced tables here give nothing.
+    let unknown = Refetch {
+        table: "nope".into(),
+        column: None,
+    };
+    a.for_each_change_of(&[unknown], b.site_id(), 100, |batch| panic!("{batch:?}"))
+        .unwrap();
 }
 
 #[test]

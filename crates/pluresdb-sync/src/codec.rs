@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use pluresdb_core::wire::{Reader, put_bytes, put_value, put_varint};
 use pluresdb_core::{
-    ChangeRecord, Error, ErrorKind, Hlc, Result, ResumePoint, SiteId, Value, Version, VersionVector,
+    ChangeRecord, Error, ErrorKind, Hlc, Refetch, Result, ResumePoint, SiteId, Value, Version,
+    VersionVector,
 };
 
 /// The protocol version of every message but a resuming `Hello`, `Resume` and `Progress`.
@@ -21,6 +22,11 @@ pub const PROTOCOL_VERSION: u8 = 1;
 /// (see [`answer_session`](crate::answer_session)). Change files carry version 1 hellos,
 /// which every build reads.
 pub const RESUMING_VERSION: u8 = 2;
+
+/// The version of a `Resume` that asks for tables or columns again (3 added that; one that
+/// asks for none stays version 2). A build that speaks only versions 1 and 2 refuses it,
+/// saying to run the same version on both sides.
+pub const REFETCHING_VERSION: u8 = 3;
 
 /// Largest message accepted by default (a batch of changes), in bytes.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
@@ -35,6 +41,10 @@ pub const TARGET_MESSAGE: usize = DEFAULT_MAX_MESSAGE / 4;
 
 /// Longest text accepted inside a message (values may be larger: up to the message limit).
 const MAX_NAME: usize = 64 * 1024;
+
+/// Most tables and columns a `Resume` asks for again (a database remembers at most 256
+/// left-out ones, see `pluresdb-core`'s `missed`).
+const MAX_WANTED: usize = 4096;
 
 const HELLO: u8 = 1;
 const CHANGES: u8 = 2;
@@ -78,10 +88,17 @@ pub enum Message {
     /// cut short after the receiver merged them can go on from this point (the receiver
     /// gives it back in the `Resume` of its next session).
     Progress(ResumePoint),
-    /// Sent once after the peer's hello, by both sides when both resume: where the peer's last
-    /// set of changes to the sender was cut short (the point of its last `Progress` merged),
-    /// for the peer to go on from; the peer starts sending when this arrives.
-    Resume(Option<ResumePoint>),
+    /// Sent once after the peer's hello, by both sides when both resume; the peer starts
+    /// sending when this arrives.
+    Resume {
+        /// Where the peer's last set of changes to the sender was cut short (the point of its
+        /// last `Progress` merged), for the peer to go on from.
+        point: Option<ResumePoint>,
+        /// Tables and columns whose changes the sender left out before they arrived there:
+        /// the peer's first set also holds all of its changes of them (see
+        /// `Database::refetching`). Sent in version 3 when not empty.
+        wanted: Vec<Refetch>,
+    },
 }
 
 fn put_site(out: &mut Vec<u8>, site: &SiteId) {
@@ -204,7 +221,7 @@ impl Message {
                 out.push(PROGRESS);
                 put_bytes(&mut out, point.as_bytes());
             }
-            Message::Resume(point) => {
+            Message::Resume { point, wanted } => {
                 out[0] = RESUMING_VERSION;
                 out.push(RESUME);
                 match point {
@@ -213,6 +230,14 @@ impl Message {
                         put_bytes(&mut out, point.as_bytes());
                     }
                     None => out.push(0),
+                }
+                if !wanted.is_empty() {
+                    out[0] = REFETCHING_VERSION;
+                    put_varint(&mut out, wanted.len() as u64);
+                    for w in wanted {
+                        put_bytes(&mut out, w.table.as_bytes());
+                        put_bytes(&mut out, w.column.as_deref().unwrap_or("").as_bytes());
+                    }
                 }
             }
             Message::Changes(changes) => return Message::encode_changes(changes),
@@ -245,19 +270,22 @@ impl Message {
         }
         let mut r = Reader::new(bytes, "sync message");
         let version = r.byte()?;
-        if version != PROTOCOL_VERSION && version != RESUMING_VERSION {
+        if ![PROTOCOL_VERSION, RESUMING_VERSION, REFETCHING_VERSION].contains(&version) {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!(
                     "the peer speaks sync protocol version {version}, this build speaks versions \
-                     {PROTOCOL_VERSION} and {RESUMING_VERSION}; run the same PluresDB version on \
-                     both"
+                     {PROTOCOL_VERSION} to {REFETCHING_VERSION}; run the same PluresDB version \
+                     on both"
                 ),
             ));
         }
         let kind = r.byte()?;
         if version == RESUMING_VERSION && ![HELLO, PROGRESS, RESUME].contains(&kind) {
             return Err(r.error(&format!("message type {kind} is not one of version 2")));
+        }
+        if version == REFETCHING_VERSION && kind != RESUME {
+            return Err(r.error(&format!("message type {kind} is not one of version 3")));
         }
         let message = match kind {
             HELLO => {
@@ -277,11 +305,27 @@ impl Message {
                 }
             }
             PROGRESS if version == RESUMING_VERSION => Message::Progress(read_point(&mut r)?),
-            RESUME if version == RESUMING_VERSION => Message::Resume(match r.byte()? {
-                0 => None,
-                1 => Some(read_point(&mut r)?),
-                other => return Err(r.error(&format!("bad resume flag {other}"))),
-            }),
+            RESUME if version != PROTOCOL_VERSION => {
+                let point = match r.byte()? {
+                    0 => None,
+                    1 => Some(read_point(&mut r)?),
+                    other => return Err(r.error(&format!("bad resume flag {other}"))),
+                };
+                let mut wanted = Vec::new();
+                if version == REFETCHING_VERSION {
+                    let n = r.length(MAX_WANTED)?;
+                    for _ in 0..n {
+                        let table = r.text(MAX_NAME)?.to_owned();
+                        let column = r.text(MAX_NAME)?;
+                        let column = (!column.is_empty()).then(|| column.to_owned());
+                        wanted.push(Refetch { table, column });
+                    }
+                    if wanted.is_empty() {
+                        return Err(r.error("a version 3 Resume asks for no table"));
+                    }
+                }
+                Message::Resume { point, wanted }
+            }
             CHANGES => Message::Changes(decode_changes(&mut r, max)?),
             DONE => Message::Done {
                 db_version: r.varint()?,
@@ -467,8 +511,27 @@ mod tests {
             hello(false),
             hello(true),
             Message::Progress(point.clone()),
-            Message::Resume(Some(point)),
-            Message::Resume(None),
+            Message::Resume {
+                point: Some(point.clone()),
+                wanted: Vec::new(),
+            },
+            Message::Resume {
+                point: None,
+                wanted: Vec::new(),
+            },
+            Message::Resume {
+                point: Some(point),
+                wanted: vec![
+                    Refetch {
+                        table: "notes".into(),
+                        column: None,
+                    },
+                    Refetch {
+                        table: "todos".into(),
+                        column: Some("prio".into()),
+                    },
+                ],
+            },
             Message::Changes(sample()),
             Message::Changes(Vec::new()),
             Message::Done { db_version: 77 },
@@ -494,9 +557,13 @@ mod tests {
         assert_eq!(hello(false).encode()[0], PROTOCOL_VERSION);
         assert_eq!(Message::Changes(sample()).encode()[0], PROTOCOL_VERSION);
         assert_eq!(hello(true).encode()[0], RESUMING_VERSION);
+        let resume = |wanted| Message::Resume {
+            point: None,
+            wanted,
+        };
         for added in [
             Message::Progress(ResumePoint::from_bytes(vec![7])),
-            Message::Resume(None),
+            resume(Vec::new()),
         ] {
             let mut bytes = added.encode();
             assert_eq!(bytes[0], RESUMING_VERSION);
@@ -510,6 +577,26 @@ mod tests {
         done[0] = RESUMING_VERSION;
         let err = Message::decode(&done, DEFAULT_MAX_MESSAGE).unwrap_err();
         assert!(err.to_string().contains("not one of version 2"), "{err}");
+        // A Resume that asks for tables again is version 3 (a version 2 build refuses it,
+        // saying to run the same version, rather than ignore what it asks for); version 3
+        // has nothing else, and its Resume asks for something.
+        let notes = Refetch {
+            table: "notes".into(),
+            column: None,
+        };
+        let mut asking = resume(vec![notes]).encode();
+        assert_eq!(asking[0], REFETCHING_VERSION);
+        asking[0] = RESUMING_VERSION;
+        let err = Message::decode(&asking, DEFAULT_MAX_MESSAGE).unwrap_err();
+        assert!(err.to_string().contains("unexpected bytes"), "{err}");
+        done[0] = REFETCHING_VERSION;
+        let err = Message::decode(&done, DEFAULT_MAX_MESSAGE).unwrap_err();
+        assert!(err.to_string().contains("not one of version 3"), "{err}");
+        let mut empty = resume(Vec::new()).encode();
+        empty[0] = REFETCHING_VERSION;
+        empty.push(0);
+        let err = Message::decode(&empty, DEFAULT_MAX_MESSAGE).unwrap_err();
+        assert!(err.to_string().contains("asks for no table"), "{err}");
     }
 
     #[test]

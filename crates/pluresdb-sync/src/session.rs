@@ -17,7 +17,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use pluresdb_core::{
-    ApplyReport, Database, Error, ErrorKind, Result, ResumePoint, SiteId, SyncProgress,
+    ApplyReport, Database, Error, ErrorKind, Refetch, Refetching, Result, ResumePoint, SiteId,
+    SyncProgress,
 };
 
 use crate::applier::Applier;
@@ -167,6 +168,8 @@ struct Production {
     since: u64,
     /// Where the peer's last set was cut short (from its `Resume`), to go on from.
     resume: Option<ResumePoint>,
+    /// Tables and columns the peer asked for all the changes of (from its `Resume`).
+    wanted: Vec<Refetch>,
     /// Whether the peer takes `Progress` messages.
     progress: bool,
 }
@@ -188,6 +191,11 @@ fn produce(
             out.blocking_send(message)
                 .map_err(|_| Error::new(ErrorKind::Io, "sync session ended"))
         };
+        let batches = |changes: &[pluresdb_core::ChangeRecord]| {
+            Message::encode_changes_within(changes, target, max_message, &mut |bytes, n| {
+                send(Ok((bytes, n as u64, None)))
+            })
+        };
         // A peer that does not resume gets no points (and none is recorded).
         let every = if read.progress {
             PROGRESS_CHANGES
@@ -201,15 +209,19 @@ fn produce(
             every,
             read.resume.as_ref(),
             |changes, point| {
-                Message::encode_changes_within(changes, target, max_message, &mut |bytes, n| {
-                    send(Ok((bytes, n as u64, None)))
-                })?;
+                batches(changes)?;
                 match point {
                     Some(point) => send(Ok((Message::Progress(point).encode(), 0, None))),
                     None => Ok(()),
                 }
             },
         );
+        // Then all the changes of what the peer asked for again (it has the rest), in the
+        // same set: the peer's cursor is recorded once all of it merged.
+        let result = result.and_then(|db_version| {
+            db.for_each_change_of(&read.wanted, exclude, batch, batches)?;
+            Ok(db_version)
+        });
         // Recorded before it is told (see `Database::announce`).
         let result = result.and_then(|db_version| db.announce(Some(exclude), db_version));
         let _ = match result {
@@ -282,7 +294,13 @@ where
     // Read before the vector: cursors set back after it are then noticed (see
     // `SyncProgress::resets_seen`).
     let resets_seen = db.cursor_resets()?;
-    let have = db.version_vector()?;
+    let mut have = db.version_vector()?;
+    // A peer that can be asked for only what arrived here gives its changes after its cursor
+    // from before.
+    let refetching = db.refetching()?;
+    for (site, r) in &refetching {
+        have.observe(*site, r.cursor);
+    }
     let hello = Message::Hello {
         site: db.site_id(),
         db_version: db.db_version()?,
@@ -312,6 +330,8 @@ where
         tx,
         applier: Applier::start(db.clone(), resets_seen),
         resume: None,
+        wanted: Vec::new(),
+        refetching,
         peer_resumes: false,
         awaiting_resume: None,
         peer_done_at: VecDeque::new(),
@@ -430,6 +450,11 @@ struct Session<'a> {
     /// Where the peer's last set of changes from this side was cut short (its `Resume`
     /// says), for the first read to go on from.
     resume: Option<ResumePoint>,
+    /// What the peer asked for all the changes of (its `Resume` says), for the first read.
+    wanted: Vec<Refetch>,
+    /// What this side asks each peer for beyond its cursor (read as the session began; the
+    /// hello gives those peers their cursors from before, see `Database::refetching`).
+    refetching: std::collections::BTreeMap<SiteId, Refetching>,
     /// The peer's hello was of version 2: it sends a `Resume` and takes `Progress`.
     peer_resumes: bool,
     /// Sending waits for the peer's `Resume`, asked for then (the peer's hello came).
@@ -712,6 +737,7 @@ impl Session<'_> {
             let read = Production {
                 since: self.sent_through,
                 resume: self.resume.take(),
+                wanted: std::mem::take(&mut self.wanted),
                 progress: self.peer_resumes,
             };
             produce(
@@ -848,28 +874,48 @@ impl Session<'_> {
                 self.report.peer = Some(site);
                 self.sent_through = have.get(&self.db.site_id());
                 self.peer_resumes = resumes;
+                // A peer that cannot be asked for what arrived here is asked for everything
+                // (its cursor is at 0).
+                let refetch = self.refetching.remove(&site);
+                if !resumes && refetch.is_some() && self.hello.is_none() {
+                    return Err(Error::invalid(
+                        "the peer answered this side's hello in sync protocol version 1: it \
+                         is not a PluresDB sync peer, or a faulty one",
+                    ));
+                }
                 if let Some(mut hello) = self.hello.take() {
                     // In the peer's version.
-                    if let Message::Hello { resumes: ours, .. } = &mut hello {
+                    if let Message::Hello {
+                        resumes: ours,
+                        have,
+                        ..
+                    } = &mut hello
+                    {
                         *ours = resumes;
+                        if !resumes && refetch.is_some() {
+                            *have = self.db.version_vector()?;
+                        }
                     }
                     self.send(hello.encode());
                 }
                 if resumes {
-                    // Where this side's last set from the peer stopped, for it to go on.
+                    // Where this side's last set from the peer stopped, for it to go on, and
+                    // what it is to send all of.
                     let point = self.db.resume_point(site)?;
-                    self.send(Message::Resume(point).encode());
+                    let wanted = refetch.map(|r| r.wanted).unwrap_or_default();
+                    self.send(Message::Resume { point, wanted }.encode());
                     self.awaiting_resume = Some(Instant::now());
                 } else {
                     self.start_producing();
                 }
             }
-            (Message::Resume(point), Some(_)) if self.awaiting_resume.is_some() => {
+            (Message::Resume { point, wanted }, Some(_)) if self.awaiting_resume.is_some() => {
                 self.awaiting_resume = None;
                 self.resume = point;
+                self.wanted = wanted;
                 self.start_producing();
             }
-            (Message::Resume(_), Some(_)) => {
+            (Message::Resume { .. }, Some(_)) => {
                 return Err(Error::invalid(
                     "the peer sent a Resume it was not asked for: it is not a PluresDB sync \
                      peer, or a faulty one",

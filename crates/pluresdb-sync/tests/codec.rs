@@ -61,7 +61,17 @@ fn message() -> impl Strategy<Value = Message> {
                 resumes,
             }),
         point().prop_map(Message::Progress),
-        proptest::option::of(point()).prop_map(Message::Resume),
+        (
+            proptest::option::of(point()),
+            proptest::collection::vec(("[a-z]{1,6}", proptest::option::of("[a-z]{1,6}")), 0..3)
+        )
+            .prop_map(|(point, wanted)| Message::Resume {
+                point,
+                wanted: wanted
+                    .into_iter()
+                    .map(|(table, column)| pluresdb_core::Refetch { table, column })
+                    .collect(),
+            }),
         proptest::collection::vec(change(), 0..5).prop_map(Message::Changes),
         any::<u64>().prop_map(|db_version| Message::Done { db_version }),
         any::<u64>().prop_map(|db_version| Message::Ack { db_version }),

@@ -2090,3 +2090,103 @@ async fn a_server_that_keeps_asking_to_connect_again_is_given_up_on() {
     assert!(started.elapsed() < Duration::from_secs(30));
     server.abort();
 }
+
+/// `early` syncs `notes`, `late` has no such table; `late` gets `early`'s 500 todos and
+/// leaves the notes out, then makes and syncs the table: `early` is to be asked for it.
+async fn late_table() -> (tempfile::TempDir, Database, Database) {
+    let dir = tempfile::tempdir().unwrap();
+    let (early, late) = (open(&dir, "early.db"), open(&dir, "late.db"));
+    let notes = "CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)";
+    early.exec(notes).unwrap();
+    early.sync_table("notes").unwrap();
+    early
+        .run("INSERT INTO notes VALUES ('n1', 'x'), ('n2', 'y')", ())
+        .unwrap();
+    fill(&early, "row", 500, "t");
+    sync_ok(&early, &late).await;
+    assert_eq!(
+        late.value("SELECT count(*) FROM todos", ()).unwrap(),
+        Value::Integer(500)
+    );
+    late.exec(notes).unwrap();
+    late.sync_table("notes").unwrap();
+    assert!(late.refetching().unwrap().contains_key(&early.site_id()));
+    (dir, early, late)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_arrives_late_is_asked_for_alone() {
+    // Before, the arrival set every cursor back and the next sync sent all 1,500 changes of
+    // the todos again.
+    let (_dir, early, late) = late_table().await;
+    early
+        .run("INSERT INTO todos(id, title) VALUES ('new', 'n')", ())
+        .unwrap();
+    let (from_early, from_late) = sync_over_pipe(&early, &late).await;
+    from_early.unwrap();
+    // The new row (its creation, title and done) and the two notes (creation and body).
+    assert_eq!(from_late.unwrap().received, 3 + 2 * 2);
+    assert_eq!(rows(&early), rows(&late));
+    let notes = |db: &Database| db.all("SELECT * FROM notes ORDER BY id", ()).unwrap();
+    assert_eq!(notes(&late).len(), 2);
+    assert_eq!(notes(&early), notes(&late));
+    // Asked and answered: the next sync sends nothing.
+    assert!(late.refetching().unwrap().is_empty());
+    let (_, again) = sync_over_pipe(&early, &late).await;
+    assert_eq!(again.unwrap().received, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_that_arrives_late_is_asked_for_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (early, late) = (open(&dir, "early.db"), open(&dir, "late.db"));
+    fill(&early, "row", 300, "t");
+    sync_ok(&early, &late).await;
+    // A newer schema on one side: its values of the new column are left out by the other.
+    early
+        .exec("ALTER TABLE todos ADD COLUMN prio INTEGER")
+        .unwrap();
+    early
+        .run("UPDATE todos SET prio = 7 WHERE id < 'row-00005'", ())
+        .unwrap();
+    let (_, first) = sync_over_pipe(&early, &late).await;
+    assert_eq!(first.unwrap().skipped, 5);
+    late.exec("ALTER TABLE todos ADD COLUMN prio INTEGER")
+        .unwrap();
+    let (_, second) = sync_over_pipe(&early, &late).await;
+    assert_eq!(second.unwrap().received, 5);
+    assert_eq!(rows(&early), rows(&late));
+    assert!(late.refetching().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_asks_an_older_client_for_everything_and_a_newer_one_for_what_arrived() {
+    // The late side serves; the early side connects by hand, as a client of version 1 (it
+    // cannot be asked for a table: the server's hello says it has nothing of it) and of
+    // this version (its cursor from before, and a Resume asking for the table).
+    let (_dir, early, late) = late_table().await;
+    let cursor = late.refetching().unwrap()[&early.site_id()].cursor;
+    assert!(cursor > 0);
+    let url = start_server(late.clone()).await;
+    let mut ws = raw_peer(&url, early.site_id(), early.db_version().unwrap()).await;
+    let Message::Hello { have, .. } = raw_receive(&mut ws).await else {
+        panic!("no hello first");
+    };
+    assert_eq!(have.get(&early.site_id()), 0);
+    drop(ws);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let hello = raw_hello(early.site_id(), early.db_version().unwrap(), true);
+    raw_send(&mut ws, hello.encode()).await;
+    let Message::Hello { have, .. } = raw_receive(&mut ws).await else {
+        panic!("no hello first");
+    };
+    assert_eq!(have.get(&early.site_id()), cursor);
+    let Message::Resume { wanted, .. } = raw_receive(&mut ws).await else {
+        panic!("no Resume after the hello");
+    };
+    let notes = pluresdb_core::Refetch {
+        table: "notes".into(),
+        column: None,
+    };
+    assert_eq!(wanted, [notes]);
+}

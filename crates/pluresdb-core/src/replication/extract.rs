@@ -13,6 +13,7 @@ use super::clock::{RowClock, Stamp};
 use super::collections::{Collection, Collections, Kind, quote};
 use super::keys;
 use super::received;
+use super::refetch::Refetch;
 use super::resume::{Position, ResumePoint};
 use super::shape_stamp::ShapeStamp;
 use super::state::read_sites;
@@ -143,6 +144,42 @@ impl Database {
         newer.upto = Some((from.coll, from.after));
         self.read(&mut newer, &mut sink)?;
         Ok(db_version)
+    }
+
+    /// Streams to `sink`, in batches of about `batch` changes, every change of the tables and
+    /// columns `wanted` (all of a table's, or only those of one column), except those made by
+    /// `peer` and those merged from it: what `peer` asks for when they arrived there after it
+    /// left their changes out (see [`refetching`](Self::refetching)). Names that are not
+    /// synced tables here are passed over.
+    pub fn for_each_change_of(
+        &self,
+        wanted: &[Refetch],
+        peer: SiteId,
+        batch: usize,
+        mut sink: impl FnMut(&[ChangeRecord]) -> Result<()>,
+    ) -> Result<()> {
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut only: BTreeMap<String, Option<HashSet<String>>> = BTreeMap::new();
+        for w in wanted {
+            let columns = only
+                .entry(w.table.clone())
+                .or_insert_with(|| Some(HashSet::new()));
+            match (&w.column, columns) {
+                (Some(column), Some(columns)) => {
+                    columns.insert(column.clone());
+                }
+                (None, columns) => *columns = None,
+                (Some(_), None) => {}
+            }
+        }
+        let mut reading = self.reading(0, Some(peer), batch, Points::None);
+        reading.emitter.only = Some(Arc::new(only));
+        let (collections, _) = self.replication().collections_cached();
+        reading.emitter.reload(&collections);
+        self.read(&mut reading, &mut |changes, _| sink(changes))?;
+        Ok(())
     }
 
     /// `point`, decoded, if this database gave it to `peer` in a read after `since` and the
@@ -711,7 +748,14 @@ struct Emitter {
     sentinel: Arc<str>,
     /// Node field names (`data.<field>`) met so far.
     node_fields: HashMap<String, Arc<str>>,
+    /// Only these tables are read, and of a table with columns named, only those columns'
+    /// changes (see [`Database::for_each_change_of`]).
+    only: Option<Arc<Only>>,
 }
+
+/// Tables by name, each with the columns whose changes are read (`None`: all of them, and
+/// its rows' creations and deletions).
+type Only = BTreeMap<String, Option<HashSet<String>>>;
 
 /// One synced collection as a read of changes uses it.
 struct Source {
@@ -723,6 +767,8 @@ struct Source {
     /// [`branch_sql`] for a page of rows (`[0]`) and for one row (`[1]`), made when first
     /// used.
     sql: [OnceCell<Option<String>>; 2],
+    /// Only these fields' changes are read (see [`Emitter::only`]).
+    only_fields: Option<HashSet<String>>,
 }
 
 impl Emitter {
@@ -733,6 +779,7 @@ impl Emitter {
             sources: BTreeMap::new(),
             sentinel: "".into(),
             node_fields: HashMap::new(),
+            only: None,
         };
         emitter.reload(collections);
         emitter
@@ -740,9 +787,17 @@ impl Emitter {
 
     /// Takes `collections` as the synced ones from now on.
     fn reload(&mut self, collections: &[Arc<Collection>]) {
+        let only = self.only.clone();
+        // Of the collections `only` names, with the fields it names.
+        let wanted = |c: &Collection| match (&only, &c.kind) {
+            (None, _) => Some(None),
+            (Some(only), Kind::Table(_)) => only.get(&c.name).cloned(),
+            (Some(_), _) => None,
+        };
         self.sources = collections
             .iter()
-            .map(|c| {
+            .filter_map(|c| Some((c, wanted(c)?)))
+            .map(|(c, only_fields)| {
                 let (name, fields): (&str, Vec<&str>) = match &c.kind {
                     Kind::Nodes => (NODES, vec!["type", "vector"]),
                     Kind::Edges => (EDGES, vec!["data"]),
@@ -755,6 +810,7 @@ impl Emitter {
                     name: name.into(),
                     fields: fields.into_iter().map(Arc::from).collect(),
                     sql: Default::default(),
+                    only_fields,
                 };
                 (c.id, source)
             })
@@ -796,11 +852,16 @@ impl Emitter {
     ) -> Result<()> {
         let (since, sites) = (self.since, &self.sites);
         let Some(Source {
-            coll, name, fields, ..
+            coll,
+            name,
+            fields,
+            only_fields,
+            ..
         }) = self.sources.get(&tbl)
         else {
             return Ok(());
         };
+        let left_out = |field: &str| only_fields.as_ref().is_some_and(|f| !f.contains(field));
         let key: Arc<[Value]> = key.into();
         let mut push = |field: &Arc<str>, stamp: Option<Stamp>, value: Option<Value>| {
             if let Some(stamp) = stamp
@@ -820,7 +881,7 @@ impl Emitter {
         // A creation version of 0 is not known yet (only fields of the life were seen).
         push(
             &self.sentinel,
-            (clock.sentinel.hlc != 0).then_some(clock.sentinel),
+            (clock.sentinel.hlc != 0 && only_fields.is_none()).then_some(clock.sentinel),
             None,
         )?;
         if !is_alive(cl) {
@@ -831,7 +892,10 @@ impl Emitter {
         match &coll.kind {
             Kind::Table(info) => {
                 for (i, f) in fields.iter().enumerate() {
-                    push(f, clock.column(f, info.added_at(i)), next())?;
+                    let value = next();
+                    if !left_out(f) {
+                        push(f, clock.column(f, info.added_at(i)), value)?;
+                    }
                 }
             }
             Kind::Edges => push(&fields[0], clock.field("data"), next())?,

@@ -2,7 +2,8 @@
 //! newer schema, or a table dropped or not synced here), remembered so that once the table or
 //! column is here, this database asks every peer for all its changes again: the per-peer
 //! cursors go back to 0, and the next sync with each peer sends everything, which merges as
-//! a no-op except for what was left out.
+//! a no-op except for what was left out. (A sync session asks for less: see
+//! [`refetch`](super::refetch).)
 //!
 //! A merge never records the version of a change it left out, so a replica on an older schema
 //! neither claims a value it dropped nor relays one it does not have.
@@ -64,7 +65,8 @@ fn shape(collections: &Collections) -> String {
 
 /// When a table or column that a merge left changes out for is here now (synced, and the
 /// column among its columns), sets every peer's cursor back to 0 so that the next sync with
-/// each sends all its changes, and forgets that miss. Does nothing on a read-only connection.
+/// each sends all its changes (recording what arrived, for syncs that ask for less), and
+/// forgets that miss. Does nothing on a read-only connection.
 pub(crate) fn resync_if_arrived(conn: &Connection, collections: &Collections) -> Result<()> {
     if conn.is_readonly(MAIN_DB)? {
         return Ok(());
@@ -90,6 +92,8 @@ pub(crate) fn resync_if_arrived(conn: &Connection, collections: &Collections) ->
     if arrived.is_empty() {
         return Ok(());
     }
+    let unnamed = arrived.iter().any(|(table, _)| table == OVERFLOW);
+    super::refetch::before_cursors_set_back(conn, &arrived, unnamed)?;
     conn.execute_batch(super::peers::SET_CURSORS_BACK)?;
     write(conn, &waiting)
 }

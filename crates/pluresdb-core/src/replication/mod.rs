@@ -31,6 +31,7 @@ mod missed;
 mod peers;
 mod received;
 mod recent;
+mod refetch;
 mod resume;
 mod shape_stamp;
 mod state;
@@ -56,6 +57,7 @@ pub use apply::ApplyReport;
 pub use extract::ChangeSet;
 pub use history::NodeVersion;
 pub use peers::{PeerStatus, SyncProgress};
+pub use refetch::{Refetch, Refetching};
 pub use resume::ResumePoint;
 
 /// The collection name of nodes in change records.

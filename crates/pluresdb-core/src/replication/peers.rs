@@ -1,5 +1,8 @@
 //! What this database knows about its peers: how far each sync got, and counters.
 
+use std::collections::BTreeMap;
+
+use super::refetch::Refetching;
 use super::resume::ResumePoint;
 use pluresdb_crdt::{SiteId, VersionVector, wall_millis};
 
@@ -227,6 +230,7 @@ impl Database {
              INSERT INTO _pluresdb_sites(site) SELECT value FROM _pluresdb_meta WHERE key = 'site_id';
              DELETE FROM _pluresdb_meta WHERE key > 'announced:' AND key < 'announced;';
              DELETE FROM _pluresdb_meta WHERE key > 'resumable:' AND key < 'resumable;';
+             DROP TABLE IF EXISTS _pluresdb_refetch;
              INSERT INTO _pluresdb_meta(key, value) VALUES ('announce_since', 0)
                  ON CONFLICT(key) DO UPDATE SET value = 0;
              UPDATE _pluresdb_peers SET acked = 0;
@@ -263,6 +267,16 @@ impl Database {
     /// cursor only if it has not changed ([`SyncProgress::resets_seen`]).
     pub fn cursor_resets(&self) -> Result<u64> {
         Ok(self.meta_int(CURSOR_RESETS)?.unwrap_or(0) as u64)
+    }
+
+    /// What a sync asks each peer for when a table or column whose changes a merge here left
+    /// out has arrived since its cursor was last recorded: rather than everything (its cursor
+    /// is at 0, which is what [`version_vector`](Self::version_vector) says, for change files
+    /// and older peers), its changes after its cursor from before, plus all of its changes of
+    /// what arrived ([`for_each_change_of`](Self::for_each_change_of)). Recording its cursor
+    /// ([`record_sync`](Self::record_sync)) drops the peer's entry.
+    pub fn refetching(&self) -> Result<BTreeMap<SiteId, Refetching>> {
+        self.engine().with_read_conn(super::refetch::all)
     }
 
     /// Where the last read of `peer`'s changes for this database got to, if it was cut short
@@ -343,9 +357,11 @@ impl Database {
             if let Some(acked) = progress.acked {
                 super::received::forget_acked(conn, site.as_bytes(), acked)?;
             }
-            // The peer's set is complete: nothing to go on with.
+            // The peer's set is complete: nothing to go on with, and, when the cursor was
+            // recorded, nothing left to ask it for again.
             if let Some(cursor) = progress.cursor {
                 super::resume::forget(conn, site, cursor)?;
+                super::refetch::forget(conn, site, progress.resets_seen)?;
             }
             Ok(())
         })

@@ -1,0 +1,158 @@
+//! Asking a peer again for only what a merge left out (`_pluresdb_refetch`).
+//!
+//! When a table or column whose changes a merge left out arrives here (see
+//! [`missed`](super::missed)), every peer's cursor goes back to 0, so the next sync with each
+//! sends everything. For a new table on a large database (an app upgrade that adds one,
+//! rolled out device by device) that is the whole database again from every peer. So the
+//! arrival also records, per peer, its cursor as it was and what arrived; a sync session that
+//! can ask for it (protocol version 3, see `pluresdb-sync`) asks the peer for its changes
+//! after that cursor plus every change of the arrived tables or columns, and change files,
+//! older peers and callers of the core API, which see the cursor at 0, get everything as
+//! before. The record goes once the peer's cursor is recorded again: the set that completes
+//! it asked for what arrived, one way or the other.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use pluresdb_crdt::SiteId;
+use rusqlite::Connection;
+
+use super::missed::Missed;
+use super::peers::CURSOR_RESETS;
+use super::received::prepared;
+use crate::error::{Error, Result};
+
+const TABLE_NAME: &str = "_pluresdb_refetch";
+
+const TABLE: &str = "CREATE TABLE IF NOT EXISTS _pluresdb_refetch (
+    site   BLOB PRIMARY KEY NOT NULL,
+    cursor INTEGER NOT NULL,
+    wanted TEXT NOT NULL
+) WITHOUT ROWID";
+
+/// A table, or one column of it, whose changes a merge here left out before it was here (a
+/// peer on a newer schema sent them): a peer is asked for all its changes of it again.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Refetch {
+    /// The table's name.
+    pub table: String,
+    /// One column of it, or `None` for the whole table.
+    pub column: Option<String>,
+}
+
+/// What a sync asks one peer for: its changes after `cursor`, and all of those of `wanted`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Refetching {
+    /// The peer's cursor before it was set back.
+    pub cursor: u64,
+    /// The tables and columns that arrived since.
+    pub wanted: Vec<Refetch>,
+}
+
+/// A peer's site id and cursor, and when it waits for an earlier arrival already, its cursor
+/// from before and what it waits for (as stored).
+type Waiting = (Vec<u8>, i64, Option<i64>, Option<String>);
+
+/// Entries of [`Missed`] as [`Refetch`]es (an empty column stands for the whole table).
+fn from_missed(missed: &Missed) -> impl Iterator<Item = Refetch> + '_ {
+    missed.iter().map(|(table, column)| Refetch {
+        table: table.clone(),
+        column: (!column.is_empty()).then(|| column.clone()),
+    })
+}
+
+/// Records, before the cursors are set back, that each peer with a cursor past 0 is to be
+/// asked for its changes after that cursor and all those of `arrived` (a peer already
+/// waiting for an earlier arrival keeps its cursor then and waits for both). `whole`: what
+/// arrived cannot be named (more was left out than is remembered), and every peer is asked
+/// for everything.
+pub(crate) fn before_cursors_set_back(
+    conn: &Connection,
+    arrived: &Missed,
+    whole: bool,
+) -> Result<()> {
+    if whole {
+        return forget_all(conn);
+    }
+    conn.execute_batch(TABLE)?;
+    // Peers with a cursor, and those still waiting for an earlier arrival (whose cursor is 0,
+    // unless it was recorded since by a set that asked for that arrival).
+    let peers: Vec<Waiting> = conn
+        .prepare_cached(
+            "SELECT p.site, p.cursor, r.cursor, r.wanted FROM _pluresdb_peers p
+             LEFT JOIN _pluresdb_refetch r ON r.site = p.site
+             WHERE p.cursor > 0 OR r.site IS NOT NULL",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (site, cursor, kept, before) in peers {
+        let mut wanted: BTreeSet<Refetch> = match before {
+            Some(text) => decode(&text)?.into_iter().collect(),
+            None => BTreeSet::new(),
+        };
+        wanted.extend(from_missed(arrived));
+        let text = serde_json::to_string(&wanted.iter().map(pair).collect::<Vec<_>>())
+            .expect("strings serialize");
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO _pluresdb_refetch(site, cursor, wanted) VALUES (?1, ?2, ?3)",
+        )?
+        .execute((&site, cursor.max(kept.unwrap_or(0)), text))?;
+    }
+    Ok(())
+}
+
+fn pair(r: &Refetch) -> (&str, &str) {
+    (&r.table, r.column.as_deref().unwrap_or(""))
+}
+
+fn decode(text: &str) -> Result<Vec<Refetch>> {
+    let pairs: Vec<(String, String)> = serde_json::from_str(text).map_err(|e| {
+        Error::internal(format!(
+            "{TABLE_NAME} holds a list that is not (table, column) pairs: {e}"
+        ))
+    })?;
+    Ok(pairs
+        .into_iter()
+        .map(|(table, column)| Refetch {
+            table,
+            column: (!column.is_empty()).then_some(column),
+        })
+        .collect())
+}
+
+/// What each peer waiting for an arrival is to be asked for.
+pub(crate) fn all(conn: &Connection) -> Result<BTreeMap<SiteId, Refetching>> {
+    let sql = "SELECT site, cursor, wanted FROM _pluresdb_refetch";
+    let Some(mut stmt) = prepared(conn, TABLE_NAME, sql)? else {
+        return Ok(BTreeMap::new());
+    };
+    let rows: Vec<(Vec<u8>, i64, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    rows.into_iter()
+        .filter_map(|(site, cursor, text)| {
+            let site = SiteId::from_slice(&site)?;
+            let cursor = cursor as u64;
+            Some(decode(&text).map(|wanted| (site, Refetching { cursor, wanted })))
+        })
+        .collect()
+}
+
+/// Drops what `peer` was to be asked for: its cursor was just recorded, by a set that began
+/// after the cursors were last set back (`resets_seen` is still their count; `None`: not
+/// known, taken as so), which asked for it.
+pub(crate) fn forget(conn: &Connection, peer: SiteId, resets_seen: Option<u64>) -> Result<()> {
+    let sql = format!(
+        "DELETE FROM _pluresdb_refetch WHERE site = ?1 AND (?2 IS NULL OR ?2 = coalesce(
+             (SELECT value FROM _pluresdb_meta WHERE key = '{CURSOR_RESETS}'), 0))"
+    );
+    if let Some(mut stmt) = prepared(conn, TABLE_NAME, &sql)? {
+        stmt.execute((peer.as_bytes(), resets_seen.map(|r| r as i64)))?;
+    }
+    Ok(())
+}
+
+/// Drops every record: every peer is asked for everything.
+pub(crate) fn forget_all(conn: &Connection) -> Result<()> {
+    conn.execute_batch("DROP TABLE IF EXISTS _pluresdb_refetch")?;
+    Ok(())
+}
