@@ -1,5 +1,9 @@
 //! The `pluresdb` command: SQL, nodes and edges, import/export, checks and backups.
 
+// The commands' doc comments are their `--help` text, written for the terminal: `FROM
+// -[RELATION]-> TO` is not a link.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 mod csv_quotes;
 mod graph_cmd;
 mod model;

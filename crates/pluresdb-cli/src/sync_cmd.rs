@@ -394,5 +394,15 @@ pub fn status(db: &Database, json_out: bool) -> Result<()> {
             peer.site
         )?;
     }
+    for peer in peers.iter().filter(|p| !p.asks_again.is_empty()) {
+        let names: Vec<String> = peer.asks_again.iter().map(ToString::to_string).collect();
+        writeln!(
+            out,
+            "{} arrived here after their changes were left out; the next sync asks {} for all \
+             of their changes",
+            names.join(", "),
+            peer.site
+        )?;
+    }
     Ok(())
 }

@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 use crate::value::{ToParam, Value};
 
 /// Values for a statement's parameters. Implemented for `()`, tuples, arrays, slices and
-/// `Vec`s of [`ToParam`] values, `[(name, value)]` lists (see [`named_params!`]) and JSON
-/// (an array is positional, an object named).
+/// `Vec`s of [`ToParam`] values, `[(name, value)]` lists (see
+/// [`named_params!`](crate::named_params)) and JSON (an array is positional, an object named).
 pub trait Params {
     /// Binds the values through `binder`.
     fn bind(&self, binder: &mut Binder<'_, '_>) -> Result<()>;
@@ -176,7 +176,8 @@ impl<T: ToParam> Params for Vec<T> {
     }
 }
 
-/// Named values: `[(":name", &value as &dyn ToParam), ...]`; build it with [`named_params!`].
+/// Named values: `[(":name", &value as &dyn ToParam), ...]`; build it with
+/// [`named_params!`](crate::named_params).
 pub type NamedParams<'a> = [(&'a str, &'a dyn ToParam)];
 
 fn find_named<'v, K: AsRef<str>>(

@@ -802,6 +802,7 @@ fn a_left_out_table_that_arrives_is_asked_for_alone_with_the_cursor_from_before(
         wanted: vec![wanted("notes"), wanted("todos")],
     };
     assert_eq!(b.refetching().unwrap()[&a.site_id()], asked);
+    assert_eq!(b.sync_status().unwrap()[0].asks_again, asked.wanted);
     // What A sends for that: nothing after the cursor, and the two tables' changes (not
     // the node's, which B has).
     let resets_seen = b.cursor_resets().unwrap();

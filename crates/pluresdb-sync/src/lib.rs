@@ -4,7 +4,7 @@
 //! * [`run_session`]: a two-way sync over a WebSocket (any transport stream);
 //!   [`answer_session`] for the side that accepted the connection.
 //! * [`net`]: `serve` and `sync` over TCP.
-//! * [`file`]: change files for devices without a network between them.
+//! * [`file`](mod@file): change files for devices without a network between them.
 
 mod applier;
 pub mod codec;

@@ -2119,6 +2119,9 @@ async fn a_table_that_arrives_late_is_asked_for_alone() {
     // Before, the arrival set every cursor back and the next sync sent all 1,500 changes of
     // the todos again.
     let (_dir, early, late) = late_table().await;
+    let status = late.sync_status().unwrap();
+    let names: Vec<String> = status[0].asks_again.iter().map(|r| r.to_string()).collect();
+    assert_eq!(names, ["notes"]);
     early
         .run("INSERT INTO todos(id, title) VALUES ('new', 'n')", ())
         .unwrap();
@@ -2132,6 +2135,7 @@ async fn a_table_that_arrives_late_is_asked_for_alone() {
     assert_eq!(notes(&early), notes(&late));
     // Asked and answered: the next sync sends nothing.
     assert!(late.refetching().unwrap().is_empty());
+    assert!(late.sync_status().unwrap()[0].asks_again.is_empty());
     let (_, again) = sync_over_pipe(&early, &late).await;
     assert_eq!(again.unwrap().received, 0);
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::refetch::Refetching;
+use super::refetch::{Refetch, Refetching};
 use super::resume::ResumePoint;
 use pluresdb_crdt::{SiteId, VersionVector, wall_millis};
 
@@ -33,6 +33,9 @@ pub struct PeerStatus {
     /// Its last set of changes for this database was cut short after part of it merged here:
     /// the next sync with it goes on where it stopped (see [`ResumePoint`]).
     pub cut_short: bool,
+    /// Tables and columns that arrived here after a merge left their changes out: the next
+    /// sync asks it for all of their changes (see [`Database::refetching`]).
+    pub asks_again: Vec<Refetch>,
 }
 
 fn ser_site<S: serde::Serializer>(site: &SiteId, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -373,6 +376,7 @@ impl Database {
             "SELECT site, address, last_sync, sent, received, cursor, acked FROM _pluresdb_peers ORDER BY last_sync DESC",
             (),
         )?;
+        let mut refetching = self.refetching()?;
         rows.into_iter()
             .map(|(site, address, last, sent, received, cursor, acked)| {
                 let site = SiteId::from_slice(&site).unwrap_or_default();
@@ -391,6 +395,7 @@ impl Database {
                     acked: acked as u64,
                     pending,
                     cut_short: self.resume_point(site)?.is_some(),
+                    asks_again: refetching.remove(&site).unwrap_or_default().wanted,
                 })
             })
             .collect()

@@ -31,12 +31,22 @@ const TABLE: &str = "CREATE TABLE IF NOT EXISTS _pluresdb_refetch (
 
 /// A table, or one column of it, whose changes a merge here left out before it was here (a
 /// peer on a newer schema sent them): a peer is asked for all its changes of it again.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct Refetch {
     /// The table's name.
     pub table: String,
     /// One column of it, or `None` for the whole table.
     pub column: Option<String>,
+}
+
+impl std::fmt::Display for Refetch {
+    /// `table`, or `table.column`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.column {
+            Some(column) => write!(f, "{}.{column}", self.table),
+            None => f.write_str(&self.table),
+        }
+    }
 }
 
 /// What a sync asks one peer for: its changes after `cursor`, and all of those of `wanted`.
