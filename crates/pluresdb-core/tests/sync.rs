@@ -846,6 +846,29 @@ fn a_left_out_table_that_arrives_is_asked_for_alone_with_the_cursor_from_before(
 }
 
 #[test]
+fn what_a_peer_is_asked_for_again_goes_when_cursors_are_set_back_without_it() {
+    let a = todo_db();
+    let b = Database::open_in_memory().unwrap();
+    a.run("INSERT INTO todos(id) VALUES ('t')", ()).unwrap();
+    assert!(push_report(&a, &b).skipped > 0);
+    b.exec("CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL DEFAULT '', done INTEGER NOT NULL DEFAULT 0)")
+        .unwrap();
+    b.sync_table("todos").unwrap();
+    assert!(b.refetching().unwrap()[&a.site_id()].cursor > 0);
+    // The cursors set back without it, as a build that does not record it does (an older
+    // one that opened the file): its cursor from before left out more than it names.
+    b.exec(
+        "UPDATE _pluresdb_peers SET cursor = 0;
+         UPDATE _pluresdb_meta SET value = value + 1 WHERE key = 'cursor_resets'",
+    )
+    .unwrap();
+    assert!(b.refetching().unwrap().is_empty());
+    assert!(b.sync_status().unwrap()[0].asks_again.is_empty());
+    push(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+}
+
+#[test]
 fn a_column_asked_for_again_comes_alone() {
     let a = todo_db();
     a.run(

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use pluresdb_core::wire::{Reader, put_bytes, put_value, put_varint};
 use pluresdb_core::{
-    ChangeRecord, Error, ErrorKind, Hlc, Refetch, Result, ResumePoint, SiteId, Value, Version,
-    VersionVector,
+    ChangeRecord, Error, ErrorKind, Hlc, Refetch, Refetching, Result, ResumePoint, SiteId, Value,
+    Version, VersionVector,
 };
 
 /// The protocol version of every message but a resuming `Hello`, `Resume` and `Progress`.
@@ -24,9 +24,17 @@ pub const PROTOCOL_VERSION: u8 = 1;
 pub const RESUMING_VERSION: u8 = 2;
 
 /// The version of a `Resume` that asks for tables or columns again (3 added that; one that
-/// asks for none stays version 2). A build that speaks only versions 1 and 2 refuses it,
-/// saying to run the same version on both sides.
+/// asks for none stays version 2). It goes only to a peer whose hello said it takes it
+/// ([`Message::Hello::refetches`]): a build that speaks only versions 1 and 2 refuses it.
 pub const REFETCHING_VERSION: u8 = 3;
+
+/// The site id under which a resuming hello's vector carries what the sender takes beyond
+/// version 2 (no database has it: site ids are random). Builds of version 2 read it as a site
+/// they have never heard of, and use only their own entry.
+const FEATURES_SITE: SiteId = SiteId([0xff; 16]);
+
+/// [`FEATURES_SITE`]'s bit: the sender takes version 3 `Resume`s.
+const TAKES_REFETCH: u64 = 1;
 
 /// Largest message accepted by default (a batch of changes), in bytes.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
@@ -69,6 +77,9 @@ pub enum Message {
         /// [`Resume`](Message::Resume), and it takes [`Progress`](Message::Progress). False
         /// for a version 1 hello (of an older build, or of a change file).
         resumes: bool,
+        /// The sender (one that resumes) takes a `Resume` asking for tables and columns
+        /// again (version 3). False for builds of version 2 and older.
+        refetches: bool,
     },
     /// A batch of changes.
     Changes(Vec<ChangeRecord>),
@@ -94,10 +105,12 @@ pub enum Message {
         /// Where the peer's last set of changes to the sender was cut short (the point of its
         /// last `Progress` merged), for the peer to go on from.
         point: Option<ResumePoint>,
-        /// Tables and columns whose changes the sender left out before they arrived there:
-        /// the peer's first set also holds all of its changes of them (see
-        /// `Database::refetching`). Sent in version 3 when not empty.
-        wanted: Vec<Refetch>,
+        /// For a peer that [`refetches`](Message::Hello::refetches): tables and columns whose
+        /// changes the sender left out before they arrived there, and the peer's cursor from
+        /// before (see `Database::refetching`). The peer's first set then holds its changes
+        /// after that cursor (not after the hello's, which is 0) and all of its changes of
+        /// those. Sent in version 3.
+        refetch: Option<Refetching>,
     },
 }
 
@@ -203,12 +216,17 @@ impl Message {
                 db_version,
                 have,
                 resumes,
+                refetches,
             } => {
                 out.push(HELLO);
                 put_site(&mut out, site);
                 put_varint(&mut out, *db_version);
-                put_varint(&mut out, have.len() as u64);
-                for (s, v) in have.iter() {
+                let features = (*resumes && *refetches).then_some((&FEATURES_SITE, &TAKES_REFETCH));
+                put_varint(
+                    &mut out,
+                    (have.len() + usize::from(features.is_some())) as u64,
+                );
+                for (s, v) in have.iter().chain(features) {
                     put_site(&mut out, s);
                     put_varint(&mut out, *v);
                 }
@@ -221,7 +239,7 @@ impl Message {
                 out.push(PROGRESS);
                 put_bytes(&mut out, point.as_bytes());
             }
-            Message::Resume { point, wanted } => {
+            Message::Resume { point, refetch } => {
                 out[0] = RESUMING_VERSION;
                 out.push(RESUME);
                 match point {
@@ -231,8 +249,9 @@ impl Message {
                     }
                     None => out.push(0),
                 }
-                if !wanted.is_empty() {
+                if let Some(Refetching { cursor, wanted }) = refetch {
                     out[0] = REFETCHING_VERSION;
+                    put_varint(&mut out, *cursor);
                     put_varint(&mut out, wanted.len() as u64);
                     for w in wanted {
                         put_bytes(&mut out, w.table.as_bytes());
@@ -293,15 +312,22 @@ impl Message {
                 let db_version = r.varint()?;
                 let n = r.length(1 << 20)?;
                 let mut have = VersionVector::new();
+                let resumes = version == RESUMING_VERSION;
+                let mut features = 0;
                 for _ in 0..n {
                     let s = read_site(&mut r)?;
-                    have.observe(s, r.varint()?);
+                    let v = r.varint()?;
+                    match s == FEATURES_SITE && resumes {
+                        true => features = v,
+                        false => have.observe(s, v),
+                    }
                 }
                 Message::Hello {
                     site,
                     db_version,
                     have,
-                    resumes: version == RESUMING_VERSION,
+                    resumes,
+                    refetches: features & TAKES_REFETCH != 0,
                 }
             }
             PROGRESS if version == RESUMING_VERSION => Message::Progress(read_point(&mut r)?),
@@ -311,8 +337,10 @@ impl Message {
                     1 => Some(read_point(&mut r)?),
                     other => return Err(r.error(&format!("bad resume flag {other}"))),
                 };
-                let mut wanted = Vec::new();
+                let mut refetch = None;
                 if version == REFETCHING_VERSION {
+                    let cursor = r.varint()?;
+                    let mut wanted = Vec::new();
                     let n = r.length(MAX_WANTED)?;
                     for _ in 0..n {
                         let table = r.text(MAX_NAME)?.to_owned();
@@ -323,8 +351,9 @@ impl Message {
                     if wanted.is_empty() {
                         return Err(r.error("a version 3 Resume asks for no table"));
                     }
+                    refetch = Some(Refetching { cursor, wanted });
                 }
-                Message::Resume { point, wanted }
+                Message::Resume { point, refetch }
             }
             CHANGES => Message::Changes(decode_changes(&mut r, max)?),
             DONE => Message::Done {
@@ -501,36 +530,41 @@ mod tests {
         let mut have = VersionVector::new();
         have.observe(SiteId([1; 16]), 42);
         let point = ResumePoint::from_bytes(vec![1, 2, 3]);
-        let hello = |resumes| Message::Hello {
+        let hello = |resumes, refetches| Message::Hello {
             site: SiteId([3; 16]),
             db_version: 9,
             have: have.clone(),
             resumes,
+            refetches,
         };
         for m in [
-            hello(false),
-            hello(true),
+            hello(false, false),
+            hello(true, false),
+            hello(true, true),
             Message::Progress(point.clone()),
             Message::Resume {
                 point: Some(point.clone()),
-                wanted: Vec::new(),
+                refetch: None,
             },
             Message::Resume {
                 point: None,
-                wanted: Vec::new(),
+                refetch: None,
             },
             Message::Resume {
                 point: Some(point),
-                wanted: vec![
-                    Refetch {
-                        table: "notes".into(),
-                        column: None,
-                    },
-                    Refetch {
-                        table: "todos".into(),
-                        column: Some("prio".into()),
-                    },
-                ],
+                refetch: Some(Refetching {
+                    cursor: 12,
+                    wanted: vec![
+                        Refetch {
+                            table: "notes".into(),
+                            column: None,
+                        },
+                        Refetch {
+                            table: "todos".into(),
+                            column: Some("prio".into()),
+                        },
+                    ],
+                }),
             },
             Message::Changes(sample()),
             Message::Changes(Vec::new()),
@@ -552,19 +586,17 @@ mod tests {
             db_version: 9,
             have: VersionVector::new(),
             resumes,
+            refetches: false,
         };
         // What change files and version 1 builds send stays readable by those builds.
         assert_eq!(hello(false).encode()[0], PROTOCOL_VERSION);
         assert_eq!(Message::Changes(sample()).encode()[0], PROTOCOL_VERSION);
         assert_eq!(hello(true).encode()[0], RESUMING_VERSION);
-        let resume = |wanted| Message::Resume {
+        let resume = Message::Resume {
             point: None,
-            wanted,
+            refetch: None,
         };
-        for added in [
-            Message::Progress(ResumePoint::from_bytes(vec![7])),
-            resume(Vec::new()),
-        ] {
+        for added in [Message::Progress(ResumePoint::from_bytes(vec![7])), resume] {
             let mut bytes = added.encode();
             assert_eq!(bytes[0], RESUMING_VERSION);
             // Version 1 had neither.
@@ -577,24 +609,57 @@ mod tests {
         done[0] = RESUMING_VERSION;
         let err = Message::decode(&done, DEFAULT_MAX_MESSAGE).unwrap_err();
         assert!(err.to_string().contains("not one of version 2"), "{err}");
-        // A Resume that asks for tables again is version 3 (a version 2 build refuses it,
-        // saying to run the same version, rather than ignore what it asks for); version 3
-        // has nothing else, and its Resume asks for something.
+    }
+
+    #[test]
+    fn asking_again_is_offered_in_a_version_2_hello_and_asked_in_version_3() {
+        let mut have = VersionVector::new();
+        have.observe(SiteId([1; 16]), 42);
+        let hello = |resumes, refetches| Message::Hello {
+            site: SiteId([3; 16]),
+            db_version: 9,
+            have: have.clone(),
+            resumes,
+            refetches,
+        };
+        // The offer is one more vector entry of a version 2 hello, which a version 2 build
+        // reads as a site it never heard of; this build reads it as the offer.
+        let offering = hello(true, true).encode();
+        let plain = hello(true, false).encode();
+        assert_eq!(offering[0], RESUMING_VERSION);
+        assert_eq!(offering.len(), plain.len() + 16 + 1);
+        let Message::Hello {
+            have: read,
+            refetches,
+            ..
+        } = Message::decode(&offering, DEFAULT_MAX_MESSAGE).unwrap()
+        else {
+            panic!("not a hello");
+        };
+        assert_eq!((read, refetches), (have.clone(), true));
+        // A version 1 hello (a change file's) offers nothing.
+        assert_eq!(hello(false, true).encode(), hello(false, false).encode());
+        // Asking is version 3, which a version 2 build refuses rather than ignore what it
+        // asks for (it is sent only to a peer that offered); version 3 has nothing else, and
+        // its Resume asks for something.
         let notes = Refetch {
             table: "notes".into(),
             column: None,
         };
-        let mut asking = resume(vec![notes]).encode();
-        assert_eq!(asking[0], REFETCHING_VERSION);
-        asking[0] = RESUMING_VERSION;
-        let err = Message::decode(&asking, DEFAULT_MAX_MESSAGE).unwrap_err();
+        let asking = |wanted| Message::Resume {
+            point: None,
+            refetch: Some(Refetching { cursor: 5, wanted }),
+        };
+        let mut bytes = asking(vec![notes]).encode();
+        assert_eq!(bytes[0], REFETCHING_VERSION);
+        bytes[0] = RESUMING_VERSION;
+        let err = Message::decode(&bytes, DEFAULT_MAX_MESSAGE).unwrap_err();
         assert!(err.to_string().contains("unexpected bytes"), "{err}");
+        let mut done = Message::Done { db_version: 1 }.encode();
         done[0] = REFETCHING_VERSION;
         let err = Message::decode(&done, DEFAULT_MAX_MESSAGE).unwrap_err();
         assert!(err.to_string().contains("not one of version 3"), "{err}");
-        let mut empty = resume(Vec::new()).encode();
-        empty[0] = REFETCHING_VERSION;
-        empty.push(0);
+        let empty = asking(Vec::new()).encode();
         let err = Message::decode(&empty, DEFAULT_MAX_MESSAGE).unwrap_err();
         assert!(err.to_string().contains("asks for no table"), "{err}");
     }

@@ -265,6 +265,7 @@ pub fn write_changes_for(
             have: db.version_vector()?,
             // A version 1 hello: every build reads the file.
             resumes: false,
+            refetches: false,
         },
     )?;
     let mut changes = 0u64;
@@ -300,6 +301,10 @@ pub fn apply_file(
     address: Option<String>,
     max_message: usize,
 ) -> Result<AppliedFile> {
+    // Read before anything merges: a table or column that arrives while the file applies
+    // sets the cursors back, and its changes the file brought before are then asked for
+    // again, so its cursor is not recorded (see `SyncProgress::resets_seen`).
+    let resets_seen = db.cursor_resets()?;
     let (start, reader) = read_header(input)?;
     if let Some(reader) = reader.filter(|r| *r != db.site_id()) {
         return Err(Error::invalid(format!(
@@ -380,6 +385,7 @@ pub fn apply_file(
                         // What the writer said it has of this database.
                         acked: Some(has_ours),
                         confirm_through: out.report.noted,
+                        resets_seen: Some(resets_seen),
                         ..SyncProgress::default()
                     },
                 )?;

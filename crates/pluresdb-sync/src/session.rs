@@ -294,18 +294,16 @@ where
     // Read before the vector: cursors set back after it are then noticed (see
     // `SyncProgress::resets_seen`).
     let resets_seen = db.cursor_resets()?;
-    let mut have = db.version_vector()?;
-    // A peer that can be asked for only what arrived here gives its changes after its cursor
-    // from before.
+    let have = db.version_vector()?;
+    // (After the vector: a peer's cursor recorded in between, which drops its entry, is then
+    // in the vector.)
     let refetching = db.refetching()?;
-    for (site, r) in &refetching {
-        have.observe(*site, r.cursor);
-    }
     let hello = Message::Hello {
         site: db.site_id(),
         db_version: db.db_version()?,
         have,
         resumes: true,
+        refetches: true,
     };
     let local = Arc::new(Notify::new());
     let subscription = opts.watch.then(|| {
@@ -857,6 +855,7 @@ impl Session<'_> {
                     site,
                     have,
                     resumes,
+                    refetches,
                     ..
                 },
                 None,
@@ -874,45 +873,36 @@ impl Session<'_> {
                 self.report.peer = Some(site);
                 self.sent_through = have.get(&self.db.site_id());
                 self.peer_resumes = resumes;
-                // A peer that cannot be asked for what arrived here is asked for everything
-                // (its cursor is at 0).
-                let refetch = self.refetching.remove(&site);
-                if !resumes && refetch.is_some() && self.hello.is_none() {
-                    return Err(Error::invalid(
-                        "the peer answered this side's hello in sync protocol version 1: it \
-                         is not a PluresDB sync peer, or a faulty one",
-                    ));
-                }
                 if let Some(mut hello) = self.hello.take() {
                     // In the peer's version.
-                    if let Message::Hello {
-                        resumes: ours,
-                        have,
-                        ..
-                    } = &mut hello
-                    {
+                    if let Message::Hello { resumes: ours, .. } = &mut hello {
                         *ours = resumes;
-                        if !resumes && refetch.is_some() {
-                            *have = self.db.version_vector()?;
-                        }
                     }
                     self.send(hello.encode());
                 }
                 if resumes {
-                    // Where this side's last set from the peer stopped, for it to go on, and
-                    // what it is to send all of.
+                    // Where this side's last set from the peer stopped, for it to go on; and
+                    // when tables or columns arrived here since its cursor was recorded, its
+                    // cursor from before and what it is to send all of. (A peer that cannot
+                    // be asked sends everything: its cursor in the hello is 0.)
                     let point = self.db.resume_point(site)?;
-                    let wanted = refetch.map(|r| r.wanted).unwrap_or_default();
-                    self.send(Message::Resume { point, wanted }.encode());
+                    let refetch = self.refetching.remove(&site).filter(|_| refetches);
+                    self.send(Message::Resume { point, refetch }.encode());
                     self.awaiting_resume = Some(Instant::now());
                 } else {
                     self.start_producing();
                 }
             }
-            (Message::Resume { point, wanted }, Some(_)) if self.awaiting_resume.is_some() => {
+            (Message::Resume { point, refetch }, Some(peer)) if self.awaiting_resume.is_some() => {
                 self.awaiting_resume = None;
                 self.resume = point;
-                self.wanted = wanted;
+                if let Some(refetch) = refetch {
+                    // The peer had this side's changes up to its cursor from before.
+                    let had = [(self.db.site_id(), refetch.cursor)].into_iter().collect();
+                    crate::file::check_not_a_copy(self.db, &had, Some(peer))?;
+                    self.sent_through = refetch.cursor;
+                    self.wanted = refetch.wanted;
+                }
                 self.start_producing();
             }
             (Message::Resume { .. }, Some(_)) => {

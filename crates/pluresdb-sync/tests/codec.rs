@@ -50,27 +50,38 @@ fn message() -> impl Strategy<Value = Message> {
             any::<u64>(),
             proptest::collection::vec((0u8..4, any::<u64>()), 0..3),
             any::<bool>(),
+            any::<bool>(),
         )
-            .prop_map(|(site, db_version, have, resumes)| Message::Hello {
-                site: SiteId([site; 16]),
-                db_version,
-                have: have
-                    .into_iter()
-                    .map(|(s, v)| (SiteId([s; 16]), v))
-                    .collect::<VersionVector>(),
-                resumes,
-            }),
+            .prop_map(
+                |(site, db_version, have, resumes, refetches)| Message::Hello {
+                    site: SiteId([site; 16]),
+                    db_version,
+                    have: have
+                        .into_iter()
+                        .map(|(s, v)| (SiteId([s; 16]), v))
+                        .collect::<VersionVector>(),
+                    resumes,
+                    // (Only a resuming hello offers it.)
+                    refetches: resumes && refetches,
+                }
+            ),
         point().prop_map(Message::Progress),
         (
             proptest::option::of(point()),
-            proptest::collection::vec(("[a-z]{1,6}", proptest::option::of("[a-z]{1,6}")), 0..3)
+            proptest::option::of((
+                any::<u64>(),
+                proptest::collection::vec(("[a-z]{1,6}", proptest::option::of("[a-z]{1,6}")), 1..3)
+            ))
         )
-            .prop_map(|(point, wanted)| Message::Resume {
+            .prop_map(|(point, refetch)| Message::Resume {
                 point,
-                wanted: wanted
-                    .into_iter()
-                    .map(|(table, column)| pluresdb_core::Refetch { table, column })
-                    .collect(),
+                refetch: refetch.map(|(cursor, wanted)| pluresdb_core::Refetching {
+                    cursor,
+                    wanted: wanted
+                        .into_iter()
+                        .map(|(table, column)| pluresdb_core::Refetch { table, column })
+                        .collect(),
+                }),
             }),
         proptest::collection::vec(change(), 0..5).prop_map(Message::Changes),
         any::<u64>().prop_map(|db_version| Message::Done { db_version }),

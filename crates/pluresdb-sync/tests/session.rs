@@ -88,6 +88,7 @@ fn raw_hello(site: pluresdb_core::SiteId, db_version: u64, resumes: bool) -> Mes
         db_version,
         have: VersionVector::new(),
         resumes,
+        refetches: false,
     }
 }
 
@@ -2165,32 +2166,44 @@ async fn a_column_that_arrives_late_is_asked_for_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_asks_an_older_client_for_everything_and_a_newer_one_for_what_arrived() {
-    // The late side serves; the early side connects by hand, as a client of version 1 (it
-    // cannot be asked for a table: the server's hello says it has nothing of it) and of
-    // this version (its cursor from before, and a Resume asking for the table).
+    // The late side serves; the early side connects by hand as a client of version 1 and of
+    // version 2 (they cannot be asked for a table, and the server's hello says it has nothing
+    // of theirs), and of this version (a version 3 Resume asks for its changes after its
+    // cursor from before, and for the table).
     let (_dir, early, late) = late_table().await;
     let cursor = late.refetching().unwrap()[&early.site_id()].cursor;
     assert!(cursor > 0);
     let url = start_server(late.clone()).await;
-    let mut ws = raw_peer(&url, early.site_id(), early.db_version().unwrap()).await;
+    let site = early.site_id();
+    let db_version = early.db_version().unwrap();
+    let mut ws = raw_peer(&url, site, db_version).await;
     let Message::Hello { have, .. } = raw_receive(&mut ws).await else {
         panic!("no hello first");
     };
-    assert_eq!(have.get(&early.site_id()), 0);
+    assert_eq!(have.get(&site), 0);
     drop(ws);
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    let hello = raw_hello(early.site_id(), early.db_version().unwrap(), true);
-    raw_send(&mut ws, hello.encode()).await;
-    let Message::Hello { have, .. } = raw_receive(&mut ws).await else {
-        panic!("no hello first");
-    };
-    assert_eq!(have.get(&early.site_id()), cursor);
-    let Message::Resume { wanted, .. } = raw_receive(&mut ws).await else {
-        panic!("no Resume after the hello");
-    };
-    let notes = pluresdb_core::Refetch {
-        table: "notes".into(),
-        column: None,
-    };
-    assert_eq!(wanted, [notes]);
+    for refetches in [false, true] {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let mut hello = raw_hello(site, db_version, true);
+        if let Message::Hello { refetches: r, .. } = &mut hello {
+            *r = refetches;
+        }
+        raw_send(&mut ws, hello.encode()).await;
+        let Message::Hello { have, .. } = raw_receive(&mut ws).await else {
+            panic!("no hello first");
+        };
+        assert_eq!(have.get(&site), 0);
+        let Message::Resume { refetch, .. } = raw_receive(&mut ws).await else {
+            panic!("no Resume after the hello");
+        };
+        let notes = pluresdb_core::Refetch {
+            table: "notes".into(),
+            column: None,
+        };
+        let asked = pluresdb_core::Refetching {
+            cursor,
+            wanted: vec![notes],
+        };
+        assert_eq!(refetch, refetches.then_some(asked));
+    }
 }

@@ -93,8 +93,7 @@ pub(crate) fn resync_if_arrived(conn: &Connection, collections: &Collections) ->
         return Ok(());
     }
     let unnamed = arrived.iter().any(|(table, _)| table == OVERFLOW);
-    super::refetch::before_cursors_set_back(conn, &arrived, unnamed)?;
-    conn.execute_batch(super::peers::SET_CURSORS_BACK)?;
+    super::refetch::set_cursors_back(conn, &arrived, unnamed)?;
     write(conn, &waiting)
 }
 

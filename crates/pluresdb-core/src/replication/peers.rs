@@ -233,7 +233,6 @@ impl Database {
              INSERT INTO _pluresdb_sites(site) SELECT value FROM _pluresdb_meta WHERE key = 'site_id';
              DELETE FROM _pluresdb_meta WHERE key > 'announced:' AND key < 'announced;';
              DELETE FROM _pluresdb_meta WHERE key > 'resumable:' AND key < 'resumable;';
-             DROP TABLE IF EXISTS _pluresdb_refetch;
              INSERT INTO _pluresdb_meta(key, value) VALUES ('announce_since', 0)
                  ON CONFLICT(key) DO UPDATE SET value = 0;
              UPDATE _pluresdb_peers SET acked = 0;

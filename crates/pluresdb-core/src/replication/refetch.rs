@@ -9,7 +9,9 @@
 //! after that cursor plus every change of the arrived tables or columns, and change files,
 //! older peers and callers of the core API, which see the cursor at 0, get everything as
 //! before. The record goes once the peer's cursor is recorded again: the set that completes
-//! it asked for what arrived, one way or the other.
+//! it asked for what arrived, one way or the other. A record is good only while the cursors
+//! have been set back as many times as when it was made (a build that keeps no records may
+//! have set them back since, for more than it names).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,9 +27,14 @@ const TABLE_NAME: &str = "_pluresdb_refetch";
 
 const TABLE: &str = "CREATE TABLE IF NOT EXISTS _pluresdb_refetch (
     site   BLOB PRIMARY KEY NOT NULL,
+    resets INTEGER NOT NULL,
     cursor INTEGER NOT NULL,
     wanted TEXT NOT NULL
 ) WITHOUT ROWID";
+
+/// Most tables and columns one peer is asked for again; past it, the peer is asked for
+/// everything (as many as [`missed`](super::missed) remembers).
+const MAX_WANTED: usize = 256;
 
 /// A table, or one column of it, whose changes a merge here left out before it was here (a
 /// peer on a newer schema sent them): a peer is asked for all its changes of it again.
@@ -58,9 +65,9 @@ pub struct Refetching {
     pub wanted: Vec<Refetch>,
 }
 
-/// A peer's site id and cursor, and when it waits for an earlier arrival already, its cursor
-/// from before and what it waits for (as stored).
-type Waiting = (Vec<u8>, i64, Option<i64>, Option<String>);
+/// A peer's site id and cursor, and when it waits for an earlier arrival already, that
+/// record's cursor count, cursor from before and what it waits for (as stored).
+type Waiting = (Vec<u8>, i64, Option<i64>, Option<i64>, Option<String>);
 
 /// Entries of [`Missed`] as [`Refetch`]es (an empty column stands for the whole table).
 fn from_missed(missed: &Missed) -> impl Iterator<Item = Refetch> + '_ {
@@ -70,42 +77,73 @@ fn from_missed(missed: &Missed) -> impl Iterator<Item = Refetch> + '_ {
     })
 }
 
-/// Records, before the cursors are set back, that each peer with a cursor past 0 is to be
-/// asked for its changes after that cursor and all those of `arrived` (a peer already
-/// waiting for an earlier arrival keeps its cursor then and waits for both). `whole`: what
-/// arrived cannot be named (more was left out than is remembered), and every peer is asked
-/// for everything.
-pub(crate) fn before_cursors_set_back(
-    conn: &Connection,
-    arrived: &Missed,
-    whole: bool,
-) -> Result<()> {
-    if whole {
-        return forget_all(conn);
+/// The number of times the cursors were set back.
+fn resets(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT coalesce((SELECT value FROM _pluresdb_meta WHERE key = '{CURSOR_RESETS}'), 0)"
+        ))?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// Sets every peer's cursor back to 0 because `arrived` arrived, recording that each peer
+/// with a cursor past 0 can instead be asked for its changes after that cursor and all those
+/// of `arrived` (a peer still waiting for an earlier arrival keeps its cursor from before and
+/// waits for both). `unnamed`: what arrived cannot be named (more was left out than is
+/// remembered), and every peer is asked for everything.
+pub(crate) fn set_cursors_back(conn: &Connection, arrived: &Missed, unnamed: bool) -> Result<()> {
+    let before = resets(conn)?;
+    let peers: Vec<Waiting> = match prepared(
+        conn,
+        TABLE_NAME,
+        "SELECT p.site, p.cursor, r.resets, r.cursor, r.wanted FROM _pluresdb_peers p
+         LEFT JOIN _pluresdb_refetch r ON r.site = p.site",
+    )? {
+        Some(mut stmt) => stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?,
+        None => conn
+            .prepare_cached("SELECT site, cursor, NULL, NULL, NULL FROM _pluresdb_peers")?
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?,
+    };
+    conn.execute_batch(super::peers::SET_CURSORS_BACK)?;
+    forget_all(conn)?;
+    if unnamed {
+        return Ok(());
     }
-    conn.execute_batch(TABLE)?;
-    // Peers with a cursor, and those still waiting for an earlier arrival (whose cursor is 0,
-    // unless it was recorded since by a set that asked for that arrival).
-    let peers: Vec<Waiting> = conn
-        .prepare_cached(
-            "SELECT p.site, p.cursor, r.cursor, r.wanted FROM _pluresdb_peers p
-             LEFT JOIN _pluresdb_refetch r ON r.site = p.site
-             WHERE p.cursor > 0 OR r.site IS NOT NULL",
-        )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (site, cursor, kept, before) in peers {
-        let mut wanted: BTreeSet<Refetch> = match before {
+    let now = resets(conn)?;
+    let mut made = false;
+    for (site, cursor, kept_resets, kept_cursor, kept) in peers {
+        // A record made before the cursors were last set back without one (by a build that
+        // does not keep these) names a cursor whose set left out more than it says.
+        let (kept_cursor, kept) = match kept_resets == Some(before) {
+            true => (kept_cursor.unwrap_or(0), kept),
+            false => (0, None),
+        };
+        let cursor = cursor.max(kept_cursor);
+        let mut wanted: BTreeSet<Refetch> = match kept {
             Some(text) => decode(&text)?.into_iter().collect(),
             None => BTreeSet::new(),
         };
         wanted.extend(from_missed(arrived));
+        if cursor == 0 || wanted.len() > MAX_WANTED {
+            continue;
+        }
         let text = serde_json::to_string(&wanted.iter().map(pair).collect::<Vec<_>>())
             .expect("strings serialize");
+        if !made {
+            conn.execute_batch(TABLE)?;
+            made = true;
+        }
         conn.prepare_cached(
-            "INSERT OR REPLACE INTO _pluresdb_refetch(site, cursor, wanted) VALUES (?1, ?2, ?3)",
+            "INSERT INTO _pluresdb_refetch(site, resets, cursor, wanted) VALUES (?1, ?2, ?3, ?4)",
         )?
-        .execute((&site, cursor.max(kept.unwrap_or(0)), text))?;
+        .execute((&site, now, cursor, text))?;
     }
     Ok(())
 }
@@ -131,8 +169,12 @@ fn decode(text: &str) -> Result<Vec<Refetch>> {
 
 /// What each peer waiting for an arrival is to be asked for.
 pub(crate) fn all(conn: &Connection) -> Result<BTreeMap<SiteId, Refetching>> {
-    let sql = "SELECT site, cursor, wanted FROM _pluresdb_refetch";
-    let Some(mut stmt) = prepared(conn, TABLE_NAME, sql)? else {
+    // (A record of before the cursors were last set back without one is no longer good.)
+    let sql = format!(
+        "SELECT site, cursor, wanted FROM _pluresdb_refetch WHERE resets = coalesce(
+             (SELECT value FROM _pluresdb_meta WHERE key = '{CURSOR_RESETS}'), 0)"
+    );
+    let Some(mut stmt) = prepared(conn, TABLE_NAME, &sql)? else {
         return Ok(BTreeMap::new());
     };
     let rows: Vec<(Vec<u8>, i64, String)> = stmt
@@ -161,8 +203,10 @@ pub(crate) fn forget(conn: &Connection, peer: SiteId, resets_seen: Option<u64>) 
     Ok(())
 }
 
-/// Drops every record: every peer is asked for everything.
-pub(crate) fn forget_all(conn: &Connection) -> Result<()> {
-    conn.execute_batch("DROP TABLE IF EXISTS _pluresdb_refetch")?;
+/// Drops every record. (Emptied, not dropped: other connections keep statements on it.)
+fn forget_all(conn: &Connection) -> Result<()> {
+    if let Some(mut stmt) = prepared(conn, TABLE_NAME, "DELETE FROM _pluresdb_refetch")? {
+        stmt.execute([])?;
+    }
     Ok(())
 }
