@@ -762,6 +762,17 @@ fn a_sync_under_way_when_a_left_out_table_arrives_does_not_undo_asking_again() {
     assert_eq!(b.peer_cursor(a.site_id()).unwrap(), set.db_version);
 }
 
+/// What `a` sends `b` that asks for all the changes of `wanted` again.
+fn changes_of(a: &Database, wanted: &[Refetch], b: &Database) -> Vec<ChangeRecord> {
+    let mut changes = Vec::new();
+    a.for_each_change_of(wanted, b.site_id(), 100, |batch| {
+        changes.extend_from_slice(batch);
+        Ok(())
+    })
+    .unwrap();
+    changes
+}
+
 #[test]
 fn a_left_out_table_that_arrives_is_asked_for_alone_with_the_cursor_from_before() {
     // A sync session does not ask for everything again when a table arrives: it asks for the
@@ -808,12 +819,7 @@ fn a_left_out_table_that_arrives_is_asked_for_alone_with_the_cursor_from_before(
     let resets_seen = b.cursor_resets().unwrap();
     a.put("later", &json!({"v": 2})).unwrap();
     let set = a.changes_since(asked.cursor, Some(b.site_id())).unwrap();
-    let mut again = Vec::new();
-    a.for_each_change_of(&asked.wanted, b.site_id(), 100, |batch| {
-        again.extend_from_slice(batch);
-        Ok(())
-    })
-    .unwrap();
+    let again = changes_of(&a, &asked.wanted, &b);
     let collections: std::collections::BTreeSet<&str> =
         again.iter().map(|c| &*c.collection).collect();
     assert_eq!(collections, ["notes", "todos"].into());
@@ -869,6 +875,63 @@ fn what_a_peer_is_asked_for_again_goes_when_cursors_are_set_back_without_it() {
 }
 
 #[test]
+fn tables_and_columns_named_in_another_case_are_the_same_as_sqlite_takes_them() {
+    // Two apps that spell a table differently: SQLite takes `TODOS` for `todos`, so does sync.
+    let a = todo_db();
+    a.exec("ALTER TABLE todos ADD COLUMN prio INTEGER").unwrap();
+    a.run(
+        "INSERT INTO todos(id, title, prio) VALUES ('t', 'first', 1), ('u', 'second', 2)",
+        (),
+    )
+    .unwrap();
+    let b = Database::open_in_memory().unwrap();
+    b.exec("CREATE TABLE TODOS(ID TEXT PRIMARY KEY NOT NULL, TITLE TEXT NOT NULL DEFAULT '', DONE INTEGER NOT NULL DEFAULT 0)")
+        .unwrap();
+    b.sync_table("todos").unwrap();
+    // Without the column yet: its values are left out, and asked for once it is here.
+    assert_eq!(push_report(&a, &b).skipped, 2);
+    b.exec("ALTER TABLE TODOS ADD COLUMN PRIO INTEGER").unwrap();
+    assert_eq!(b.refetching().unwrap()[&a.site_id()].wanted.len(), 1);
+    let rows = |db: &Database| {
+        db.all_as::<(String, String, i64, Option<i64>)>(
+            "SELECT id, title, done, prio FROM todos ORDER BY id",
+            (),
+        )
+        .unwrap()
+    };
+    push(&a, &b);
+    assert_eq!(push_report(&a, &b).skipped, 0);
+    assert_eq!(rows(&a), rows(&b));
+    // Writes both ways, and a conflict on the column decided the same on both sides.
+    b.run("UPDATE TODOS SET PRIO = 5 WHERE ID = 't'", ())
+        .unwrap();
+    sync(&a, &b);
+    assert_eq!(rows(&a)[0].3, Some(5));
+    a.run("UPDATE todos SET prio = 6 WHERE id = 't'", ())
+        .unwrap();
+    b.run("UPDATE TODOS SET PRIO = 7 WHERE ID = 't'", ())
+        .unwrap();
+    sync(&a, &b);
+    sync(&a, &b);
+    assert_eq!(rows(&a), rows(&b));
+    assert_eq!(rows(&a)[0].3, Some(7), "the later write wins");
+    // A table that arrives in another case is asked for too.
+    a.exec(NOTES).unwrap();
+    a.sync_table("notes").unwrap();
+    a.run("INSERT INTO notes VALUES ('n', 'body')", ()).unwrap();
+    assert!(push_report(&a, &b).skipped > 0);
+    b.exec("CREATE TABLE NOTES(ID TEXT PRIMARY KEY NOT NULL, BODY TEXT)")
+        .unwrap();
+    b.sync_table("NOTES").unwrap();
+    push(&a, &b);
+    assert_eq!(
+        b.value("SELECT BODY FROM NOTES", ()).unwrap(),
+        Value::Text("body".into())
+    );
+    assert!(b.unsync_table("Notes").unwrap());
+}
+
+#[test]
 fn a_column_asked_for_again_comes_alone() {
     let a = todo_db();
     a.run(
@@ -883,18 +946,20 @@ fn a_column_asked_for_again_comes_alone() {
         table: "todos".into(),
         column: Some("title".into()),
     };
-    let mut again = Vec::new();
-    a.for_each_change_of(&[title], b.site_id(), 100, |batch| {
-        again.extend_from_slice(batch);
-        Ok(())
-    })
-    .unwrap();
+    let again = changes_of(&a, &[title], &b);
     let got: Vec<(&str, Option<&Value>)> = again
         .iter()
         .map(|c| (&*c.field, c.value.as_ref()))
         .collect();
     let (first, second) = (Value::Text("first".into()), Value::Text("second".into()));
     assert_eq!(got, [("title", Some(&first)), ("title", Some(&second))]);
+    // Named in another case (by a peer whose table is spelled so), the same.
+    let spelled = Refetch {
+        table: "TODOS".into(),
+        column: Some("Title".into()),
+    };
+    let same = changes_of(&a, &[spelled], &b);
+    assert_eq!(same, again);
     // Names that are not synced tables here give nothing.
     let unknown = Refetch {
         table: "nope".into(),

@@ -525,18 +525,22 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn every_message_round_trips() {
-        let mut have = VersionVector::new();
-        have.observe(SiteId([1; 16]), 42);
-        let point = ResumePoint::from_bytes(vec![1, 2, 3]);
-        let hello = |resumes, refetches| Message::Hello {
+    fn hello(have: &VersionVector, resumes: bool, refetches: bool) -> Message {
+        Message::Hello {
             site: SiteId([3; 16]),
             db_version: 9,
             have: have.clone(),
             resumes,
             refetches,
-        };
+        }
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let mut have = VersionVector::new();
+        have.observe(SiteId([1; 16]), 42);
+        let point = ResumePoint::from_bytes(vec![1, 2, 3]);
+        let hello = |resumes, refetches| hello(&have, resumes, refetches);
         for m in [
             hello(false, false),
             hello(true, false),
@@ -581,13 +585,7 @@ mod tests {
 
     #[test]
     fn only_what_resuming_adds_is_version_2() {
-        let hello = |resumes| Message::Hello {
-            site: SiteId([3; 16]),
-            db_version: 9,
-            have: VersionVector::new(),
-            resumes,
-            refetches: false,
-        };
+        let hello = |resumes| hello(&VersionVector::new(), resumes, false);
         // What change files and version 1 builds send stays readable by those builds.
         assert_eq!(hello(false).encode()[0], PROTOCOL_VERSION);
         assert_eq!(Message::Changes(sample()).encode()[0], PROTOCOL_VERSION);
@@ -615,13 +613,7 @@ mod tests {
     fn asking_again_is_offered_in_a_version_2_hello_and_asked_in_version_3() {
         let mut have = VersionVector::new();
         have.observe(SiteId([1; 16]), 42);
-        let hello = |resumes, refetches| Message::Hello {
-            site: SiteId([3; 16]),
-            db_version: 9,
-            have: have.clone(),
-            resumes,
-            refetches,
-        };
+        let hello = |resumes, refetches| hello(&have, resumes, refetches);
         // The offer is one more vector entry of a version 2 hello, which a version 2 build
         // reads as a site it never heard of; this build reads it as the offer.
         let offering = hello(true, true).encode();

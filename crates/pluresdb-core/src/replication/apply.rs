@@ -177,6 +177,9 @@ impl Database {
     ) -> Result<ApplyReport> {
         self.require_graph()?;
         let repl = self.replication().clone();
+        let changes = &*self.with_writer_conn(|conn| {
+            repl.with_collections(conn, |colls| Ok(in_local_case(colls, changes)))
+        })?;
         let mut skipped = 0;
         // Tables of skipped changes, and those of them synced but dropped here (by id).
         let mut skipped_tables = std::collections::BTreeSet::new();
@@ -318,6 +321,51 @@ fn shorten(text: &str) -> String {
         Some((at, _)) => format!("{}...", &text[..at]),
         None => text.to_owned(),
     }
+}
+
+/// Where a change's table and field names are (shared by the changes of a batch).
+type Names = (*const u8, *const u8);
+
+/// `changes` with the columns of this database's tables named as they are here: SQLite takes
+/// names in any case, so a peer whose table says `PRIO` writes this one's `prio` (tables are
+/// looked up in any case already; a node's fields are JSON keys, which keep their case).
+fn in_local_case<'c>(
+    colls: &super::collections::Collections,
+    changes: &'c [ChangeRecord],
+) -> std::borrow::Cow<'c, [ChangeRecord]> {
+    let local = |ch: &ChangeRecord| -> Option<Arc<str>> {
+        let Kind::Table(info) = &colls.by_name(&ch.collection)?.kind else {
+            return None;
+        };
+        if ch.field.is_empty() || info.fields.iter().any(|f| *f == *ch.field) {
+            return None;
+        }
+        let field = info
+            .fields
+            .iter()
+            .find(|f| f.eq_ignore_ascii_case(&ch.field))?;
+        Some(field.as_str().into())
+    };
+    // Changes share their names (see `ChangeRecord`): each pair is looked at once.
+    let mut seen: Vec<(Names, Option<Arc<str>>)> = Vec::new();
+    let mut renamed: Option<Vec<ChangeRecord>> = None;
+    for (i, ch) in changes.iter().enumerate() {
+        let names = (ch.collection.as_ptr(), ch.field.as_ptr());
+        let field = match seen.iter().find(|(n, _)| *n == names) {
+            Some((_, field)) => field.clone(),
+            None => {
+                let field = local(ch);
+                if seen.len() < 64 {
+                    seen.push((names, field.clone()));
+                }
+                field
+            }
+        };
+        if let Some(field) = field {
+            renamed.get_or_insert_with(|| changes.to_vec())[i].field = field;
+        }
+    }
+    renamed.map_or(std::borrow::Cow::Borrowed(changes), std::borrow::Cow::Owned)
 }
 
 /// Checks one change (all but its clock, which [`Database::apply_changes`] checks once for

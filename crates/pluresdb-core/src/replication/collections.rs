@@ -78,6 +78,8 @@ pub(crate) struct Collection {
 pub(crate) struct Collections {
     by_id: HashMap<u32, Arc<Collection>>,
     by_name: HashMap<String, u32>,
+    /// The same by name in lower case (SQLite's names are ASCII case-insensitive).
+    by_lower_name: HashMap<String, u32>,
 }
 
 impl Collections {
@@ -127,6 +129,7 @@ impl Collections {
                 }
             };
             out.by_name.insert(name.clone(), id);
+            out.by_lower_name.insert(name.to_ascii_lowercase(), id);
             out.by_id.insert(
                 id,
                 Arc::new(Collection {
@@ -243,8 +246,14 @@ impl Collections {
             .any(|c| matches!(c.kind, Kind::Table(_)))
     }
 
+    /// The collection `name`, in any case (as SQLite names tables: a peer's `NOTES` is this
+    /// database's `notes`).
     pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<Collection>> {
-        self.by_name.get(name).and_then(|id| self.by_id.get(id))
+        let id = match self.by_name.get(name) {
+            Some(id) => id,
+            None => self.by_lower_name.get(&name.to_ascii_lowercase())?,
+        };
+        self.by_id.get(id)
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Collection>> {

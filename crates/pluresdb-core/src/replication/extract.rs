@@ -162,13 +162,14 @@ impl Database {
             return Ok(());
         }
         let mut only: BTreeMap<String, Option<HashSet<String>>> = BTreeMap::new();
+        // (In lower case: SQLite's names are ASCII case-insensitive, and the peer's may be
+        // cased otherwise.)
         for w in wanted {
-            let columns = only
-                .entry(w.table.clone())
-                .or_insert_with(|| Some(HashSet::new()));
+            let table = w.table.to_ascii_lowercase();
+            let columns = only.entry(table).or_insert_with(|| Some(HashSet::new()));
             match (&w.column, columns) {
                 (Some(column), Some(columns)) => {
-                    columns.insert(column.clone());
+                    columns.insert(column.to_ascii_lowercase());
                 }
                 (None, columns) => *columns = None,
                 (Some(_), None) => {}
@@ -754,7 +755,7 @@ struct Emitter {
 }
 
 /// Tables by name, each with the columns whose changes are read (`None`: all of them, and
-/// its rows' creations and deletions).
+/// its rows' creations and deletions), all in lower case.
 type Only = BTreeMap<String, Option<HashSet<String>>>;
 
 /// One synced collection as a read of changes uses it.
@@ -791,7 +792,7 @@ impl Emitter {
         // Of the collections `only` names, with the fields it names.
         let wanted = |c: &Collection| match (&only, &c.kind) {
             (None, _) => Some(None),
-            (Some(only), Kind::Table(_)) => only.get(&c.name).cloned(),
+            (Some(only), Kind::Table(_)) => only.get(&c.name.to_ascii_lowercase()).cloned(),
             (Some(_), _) => None,
         };
         self.sources = collections
@@ -861,7 +862,9 @@ impl Emitter {
         else {
             return Ok(());
         };
-        let left_out = |field: &str| only_fields.as_ref().is_some_and(|f| !f.contains(field));
+        let left_out = |field: &str| {
+            (only_fields.as_ref()).is_some_and(|f| !f.contains(&field.to_ascii_lowercase()))
+        };
         let key: Arc<[Value]> = key.into();
         let mut push = |field: &Arc<str>, stamp: Option<Stamp>, value: Option<Value>| {
             if let Some(stamp) = stamp

@@ -83,7 +83,9 @@ pub(crate) fn resync_if_arrived(conn: &Connection, collections: &Collections) ->
             .by_name(table)
             .is_some_and(|coll| match &coll.kind {
                 Kind::Table(info) => {
-                    info.exists && (column.is_empty() || info.fields.contains(column))
+                    info.exists
+                        && (column.is_empty()
+                            || info.fields.iter().any(|f| f.eq_ignore_ascii_case(column)))
                 }
                 _ => true,
             })

@@ -10,6 +10,20 @@ use super::collections::{Collection, Kind, Renamed, TableInfo, check_shape, quot
 use super::state::Replication;
 use crate::error::{Error, Result};
 
+/// `table` as the schema names it (SQLite takes table names in any case: `notes` is the
+/// table made as `NOTES`), or as given when there is no such table.
+fn schema_name(conn: &Connection, table: &str) -> Result<String> {
+    let named: Option<String> = conn
+        .query_row(
+            "SELECT name FROM sqlite_schema
+             WHERE type IN ('table', 'view') AND name = ?1 COLLATE NOCASE",
+            [table],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(named.unwrap_or_else(|| table.to_owned()))
+}
+
 impl Replication {
     /// Makes `table` replicated: checks its shape and records every existing row as written
     /// now; the writer's pre-update hook reports its changes from the next statement on. Idempotent. Runs in the caller's transaction.
@@ -27,6 +41,7 @@ impl Replication {
         }
         // Changes captured so far belong to the tables synced so far.
         self.settle_clock(conn)?;
+        let table = &schema_name(conn, table)?;
         let info = check_shape(conn, table)?;
         conn.prepare_cached(
             "INSERT OR IGNORE INTO _pluresdb_collections(name, kind) VALUES (?1, 'table')",
@@ -78,7 +93,8 @@ impl Replication {
         }
         let id: Option<i64> = conn
             .query_row(
-                "SELECT id FROM _pluresdb_collections WHERE name = ?1 AND kind = 'table'",
+                "SELECT id FROM _pluresdb_collections
+                 WHERE name = ?1 COLLATE NOCASE AND kind = 'table'",
                 [table],
                 |r| r.get(0),
             )
