@@ -909,6 +909,8 @@ fn tables_and_columns_named_in_another_case_are_the_same_as_sqlite_takes_them() 
     assert_eq!(rows(&a)[0].3, Some(5));
     a.run("UPDATE todos SET prio = 6 WHERE id = 't'", ())
         .unwrap();
+    // (Later by the clock too: two databases' writes in one millisecond tie by site id.)
+    std::thread::sleep(std::time::Duration::from_millis(5));
     b.run("UPDATE TODOS SET PRIO = 7 WHERE ID = 't'", ())
         .unwrap();
     sync(&a, &b);
