@@ -565,16 +565,30 @@ fn interrupt(child: &Child) {
     assert!(status.success());
 }
 
+/// Checks `done` every `every` until it holds; fails the test with `what` after `limit`.
+fn wait_until(limit: Duration, every: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what}");
+        std::thread::sleep(every);
+    }
+}
+
+/// The rows of `todos` in `db`.
+fn todos(db: &Path) -> i64 {
+    json(db, "SELECT count(*) AS n FROM todos")[0]["n"]
+        .as_i64()
+        .unwrap()
+}
+
 /// Waits up to 10 s for `child` to exit; its status and standard error.
 fn exits(mut child: Child) -> (std::process::ExitStatus, String) {
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "never exited after Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "never exited after Ctrl-C",
+        || child.try_wait().unwrap().is_some(),
+    );
     let out = child.wait_with_output().unwrap();
     (
         out.status,
@@ -606,11 +620,13 @@ fn ctrl_c_closes_sync_connections_cleanly() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let started = Instant::now();
-        while json(&b, "SELECT count(*) AS n FROM todos")[0]["n"] != 4 + round {
-            assert!(started.elapsed() < Duration::from_secs(10), "never synced");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let synced = || todos(&b) == 4 + round as i64;
+        wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            "never synced",
+            synced,
+        );
         if stop_server {
             interrupt(&server);
             let (status, err) = exits(server);
@@ -623,14 +639,13 @@ fn ctrl_c_closes_sync_connections_cleanly() {
                 &a,
                 &["sql", "INSERT INTO todos VALUES ('after', 'new', NULL)"],
             );
-            let started = Instant::now();
-            while json(&b, "SELECT count(*) AS n FROM todos")[0]["n"] != 5 + round {
-                assert!(
-                    started.elapsed() < Duration::from_secs(20),
-                    "never synced again"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            let synced = || todos(&b) == 5 + round as i64;
+            wait_until(
+                Duration::from_secs(20),
+                Duration::from_millis(50),
+                "never synced again",
+                synced,
+            );
             interrupt(&watcher);
             let (status, err) = exits(watcher);
             assert!(status.success() && !err.contains("reset"), "{err}");
@@ -667,11 +682,12 @@ fn ctrl_c_stops_a_plain_sync_keeping_what_merged() {
         .spawn()
         .unwrap();
     // Once rows arrive, Ctrl-C: the sync stops as the protocol says and says what it kept.
-    let started = Instant::now();
-    while json(&client_db, "SELECT count(*) AS n FROM todos")[0]["n"] == 0 {
-        assert!(started.elapsed() < Duration::from_secs(30), "never synced");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(10),
+        "never synced",
+        || todos(&client_db) > 0,
+    );
     interrupt(&client);
     let (status, err) = exits(client);
     if !status.success() {
@@ -709,16 +725,12 @@ fn a_server_stopped_while_it_streams_to_a_watcher_closes_cleanly() {
         &a,
         &["sql", "INSERT INTO todos VALUES ('first', 'x', NULL)"],
     );
-    let count = || {
-        json(&b, "SELECT count(*) AS n FROM todos")[0]["n"]
-            .as_i64()
-            .unwrap()
-    };
-    let started = Instant::now();
-    while count() == 0 {
-        assert!(started.elapsed() < Duration::from_secs(20), "never synced");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        "never synced",
+        || todos(&b) > 0,
+    );
     // A large write, and the server stopped while it sends it.
     run(
         &a,
@@ -728,13 +740,12 @@ fn a_server_stopped_while_it_streams_to_a_watcher_closes_cleanly() {
              INSERT INTO todos SELECT 'r' || x, 'title ' || x, NULL FROM c",
         ],
     );
-    while count() == 1 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "never streamed"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(
+        Duration::from_secs(60),
+        Duration::from_millis(5),
+        "never streamed",
+        || todos(&b) > 1,
+    );
     interrupt(&server);
     let (status, err) = exits(server);
     assert!(status.success(), "{err}");

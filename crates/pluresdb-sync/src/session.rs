@@ -17,8 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use pluresdb_core::{
-    ApplyReport, Database, Error, ErrorKind, Refetch, Refetching, Result, ResumePoint, SiteId,
-    SyncProgress,
+    ApplyReport, Database, Error, ErrorKind, Refetch, Result, ResumePoint, SiteId, SyncProgress,
 };
 
 use crate::applier::Applier;
@@ -295,9 +294,6 @@ where
     // `SyncProgress::resets_seen`).
     let resets_seen = db.cursor_resets()?;
     let have = db.version_vector()?;
-    // (After the vector: a peer's cursor recorded in between, which drops its entry, is then
-    // in the vector.)
-    let refetching = db.refetching()?;
     let hello = Message::Hello {
         site: db.site_id(),
         db_version: db.db_version()?,
@@ -329,7 +325,6 @@ where
         applier: Applier::start(db.clone(), resets_seen),
         resume: None,
         wanted: Vec::new(),
-        refetching,
         peer_resumes: false,
         awaiting_resume: None,
         peer_done_at: VecDeque::new(),
@@ -450,9 +445,6 @@ struct Session<'a> {
     resume: Option<ResumePoint>,
     /// What the peer asked for all the changes of (its `Resume` says), for the first read.
     wanted: Vec<Refetch>,
-    /// What this side asks each peer for beyond its cursor (read as the session began; the
-    /// hello gives those peers their cursors from before, see `Database::refetching`).
-    refetching: std::collections::BTreeMap<SiteId, Refetching>,
     /// The peer's hello was of version 2: it sends a `Resume` and takes `Progress`.
     peer_resumes: bool,
     /// Sending waits for the peer's `Resume`, asked for then (the peer's hello came).
@@ -884,9 +876,14 @@ impl Session<'_> {
                     // Where this side's last set from the peer stopped, for it to go on; and
                     // when tables or columns arrived here since its cursor was recorded, its
                     // cursor from before and what it is to send all of. (A peer that cannot
-                    // be asked sends everything: its cursor in the hello is 0.)
+                    // be asked sends everything: its cursor in the hello is 0. Read after the
+                    // hello's vector: a cursor recorded in between, which drops the peer's
+                    // entry, is in the vector.)
                     let point = self.db.resume_point(site)?;
-                    let refetch = self.refetching.remove(&site).filter(|_| refetches);
+                    let refetch = match refetches {
+                        true => self.db.refetching()?.remove(&site),
+                        false => None,
+                    };
                     self.send(Message::Resume { point, refetch }.encode());
                     self.awaiting_resume = Some(Instant::now());
                 } else {

@@ -337,14 +337,12 @@ fn in_local_case<'c>(
         let Kind::Table(info) = &colls.by_name(&ch.collection)?.kind else {
             return None;
         };
-        if ch.field.is_empty() || info.fields.iter().any(|f| *f == *ch.field) {
-            return None;
-        }
+        // (A table has no two columns whose names differ only in case.)
         let field = info
             .fields
             .iter()
             .find(|f| f.eq_ignore_ascii_case(&ch.field))?;
-        Some(field.as_str().into())
+        (*field != *ch.field).then(|| field.as_str().into())
     };
     // Changes share their names (see `ChangeRecord`): each pair is looked at once.
     let mut seen: Vec<(Names, Option<Arc<str>>)> = Vec::new();

@@ -768,8 +768,9 @@ struct Source {
     /// [`branch_sql`] for a page of rows (`[0]`) and for one row (`[1]`), made when first
     /// used.
     sql: [OnceCell<Option<String>>; 2],
-    /// Only these fields' changes are read (see [`Emitter::only`]).
-    only_fields: Option<HashSet<String>>,
+    /// Per field, whether its changes are read (`None`: all, with the rows' creations and
+    /// deletions; see [`Emitter::only`]).
+    read_fields: Option<Vec<bool>>,
 }
 
 impl Emitter {
@@ -806,12 +807,16 @@ impl Emitter {
                         (&c.name, info.fields.iter().map(String::as_str).collect())
                     }
                 };
+                let read_fields = only_fields.map(|only| {
+                    let read = |f: &&str| only.contains(&f.to_ascii_lowercase());
+                    fields.iter().map(read).collect()
+                });
                 let source = Source {
                     coll: c.clone(),
                     name: name.into(),
                     fields: fields.into_iter().map(Arc::from).collect(),
                     sql: Default::default(),
-                    only_fields,
+                    read_fields,
                 };
                 (c.id, source)
             })
@@ -856,14 +861,11 @@ impl Emitter {
             coll,
             name,
             fields,
-            only_fields,
+            read_fields,
             ..
         }) = self.sources.get(&tbl)
         else {
             return Ok(());
-        };
-        let left_out = |field: &str| {
-            (only_fields.as_ref()).is_some_and(|f| !f.contains(&field.to_ascii_lowercase()))
         };
         let key: Arc<[Value]> = key.into();
         let mut push = |field: &Arc<str>, stamp: Option<Stamp>, value: Option<Value>| {
@@ -884,7 +886,7 @@ impl Emitter {
         // A creation version of 0 is not known yet (only fields of the life were seen).
         push(
             &self.sentinel,
-            (clock.sentinel.hlc != 0 && only_fields.is_none()).then_some(clock.sentinel),
+            (clock.sentinel.hlc != 0 && read_fields.is_none()).then_some(clock.sentinel),
             None,
         )?;
         if !is_alive(cl) {
@@ -896,7 +898,7 @@ impl Emitter {
             Kind::Table(info) => {
                 for (i, f) in fields.iter().enumerate() {
                     let value = next();
-                    if !left_out(f) {
+                    if read_fields.as_ref().is_none_or(|read| read[i]) {
                         push(f, clock.column(f, info.added_at(i)), value)?;
                     }
                 }

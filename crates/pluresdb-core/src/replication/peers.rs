@@ -66,7 +66,12 @@ pub struct SyncProgress {
 }
 
 /// `_pluresdb_meta` key counting the times every peer's cursor was set back to 0.
-pub(crate) const CURSOR_RESETS: &str = "cursor_resets";
+const CURSOR_RESETS: &str = "cursor_resets";
+
+/// SQL for that count now (0 before the first), for statements that compare it with the count
+/// a record or a sync was made at.
+pub(crate) const RESETS_NOW: &str =
+    "coalesce((SELECT value FROM _pluresdb_meta WHERE key = 'cursor_resets'), 0)";
 
 /// Sets every peer's cursor back to 0, so that the next sync with each asks for all its
 /// changes, and counts it (see [`Database::cursor_resets`]).
@@ -323,10 +328,7 @@ impl Database {
         // Whether the cursors were set back since the sync began, read in the statement
         // itself (a reset committed between a separate read and this write would count as
         // seen).
-        let reset = format!(
-            "(?8 IS NOT NULL AND ?8 != coalesce(
-                (SELECT value FROM _pluresdb_meta WHERE key = '{CURSOR_RESETS}'), 0))"
-        );
+        let reset = format!("(?8 IS NOT NULL AND ?8 != {RESETS_NOW})");
         self.run(
             &format!(
                 "INSERT INTO _pluresdb_peers(site, address, last_sync, sent, received, cursor, acked)

@@ -19,7 +19,7 @@ use pluresdb_crdt::SiteId;
 use rusqlite::Connection;
 
 use super::missed::Missed;
-use super::peers::CURSOR_RESETS;
+use super::peers::RESETS_NOW;
 use super::received::prepared;
 use crate::error::{Error, Result};
 
@@ -65,10 +65,6 @@ pub struct Refetching {
     pub wanted: Vec<Refetch>,
 }
 
-/// A peer's site id and cursor, and when it waits for an earlier arrival already, that
-/// record's cursor count, cursor from before and what it waits for (as stored).
-type Waiting = (Vec<u8>, i64, Option<i64>, Option<i64>, Option<String>);
-
 /// Entries of [`Missed`] as [`Refetch`]es (an empty column stands for the whole table).
 fn from_missed(missed: &Missed) -> impl Iterator<Item = Refetch> + '_ {
     missed.iter().map(|(table, column)| Refetch {
@@ -77,59 +73,31 @@ fn from_missed(missed: &Missed) -> impl Iterator<Item = Refetch> + '_ {
     })
 }
 
-/// The number of times the cursors were set back.
-fn resets(conn: &Connection) -> Result<i64> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT coalesce((SELECT value FROM _pluresdb_meta WHERE key = '{CURSOR_RESETS}'), 0)"
-        ))?
-        .query_row([], |r| r.get(0))?)
-}
-
 /// Sets every peer's cursor back to 0 because `arrived` arrived, recording that each peer
 /// with a cursor past 0 can instead be asked for its changes after that cursor and all those
 /// of `arrived` (a peer still waiting for an earlier arrival keeps its cursor from before and
 /// waits for both). `unnamed`: what arrived cannot be named (more was left out than is
 /// remembered), and every peer is asked for everything.
 pub(crate) fn set_cursors_back(conn: &Connection, arrived: &Missed, unnamed: bool) -> Result<()> {
-    let before = resets(conn)?;
-    let peers: Vec<Waiting> = match prepared(
-        conn,
-        TABLE_NAME,
-        "SELECT p.site, p.cursor, r.resets, r.cursor, r.wanted FROM _pluresdb_peers p
-         LEFT JOIN _pluresdb_refetch r ON r.site = p.site",
-    )? {
-        Some(mut stmt) => stmt
-            .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?,
-        None => conn
-            .prepare_cached("SELECT site, cursor, NULL, NULL, NULL FROM _pluresdb_peers")?
-            .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?,
-    };
+    // Before they go back: what peers wait for already (records still good), and the cursors.
+    let mut waiting = all(conn)?;
+    let cursors: Vec<(Vec<u8>, i64)> = conn
+        .prepare_cached("SELECT site, cursor FROM _pluresdb_peers")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
     conn.execute_batch(super::peers::SET_CURSORS_BACK)?;
     forget_all(conn)?;
     if unnamed {
         return Ok(());
     }
-    let now = resets(conn)?;
     let mut made = false;
-    for (site, cursor, kept_resets, kept_cursor, kept) in peers {
-        // A record made before the cursors were last set back without one (by a build that
-        // does not keep these) names a cursor whose set left out more than it says.
-        let (kept_cursor, kept) = match kept_resets == Some(before) {
-            true => (kept_cursor.unwrap_or(0), kept),
-            false => (0, None),
+    for (site, cursor) in cursors {
+        let Some(site) = SiteId::from_slice(&site) else {
+            continue;
         };
-        let cursor = cursor.max(kept_cursor);
-        let mut wanted: BTreeSet<Refetch> = match kept {
-            Some(text) => decode(&text)?.into_iter().collect(),
-            None => BTreeSet::new(),
-        };
+        let kept = waiting.remove(&site).unwrap_or_default();
+        let cursor = (cursor as u64).max(kept.cursor);
+        let mut wanted: BTreeSet<Refetch> = kept.wanted.into_iter().collect();
         wanted.extend(from_missed(arrived));
         if cursor == 0 || wanted.len() > MAX_WANTED {
             continue;
@@ -140,10 +108,12 @@ pub(crate) fn set_cursors_back(conn: &Connection, arrived: &Missed, unnamed: boo
             conn.execute_batch(TABLE)?;
             made = true;
         }
-        conn.prepare_cached(
-            "INSERT INTO _pluresdb_refetch(site, resets, cursor, wanted) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute((&site, now, cursor, text))?;
+        // (At the count the cursors were just set back to.)
+        conn.prepare_cached(&format!(
+            "INSERT INTO _pluresdb_refetch(site, resets, cursor, wanted)
+             VALUES (?1, {RESETS_NOW}, ?2, ?3)"
+        ))?
+        .execute((site.as_bytes(), cursor as i64, text))?;
     }
     Ok(())
 }
@@ -170,10 +140,8 @@ fn decode(text: &str) -> Result<Vec<Refetch>> {
 /// What each peer waiting for an arrival is to be asked for.
 pub(crate) fn all(conn: &Connection) -> Result<BTreeMap<SiteId, Refetching>> {
     // (A record of before the cursors were last set back without one is no longer good.)
-    let sql = format!(
-        "SELECT site, cursor, wanted FROM _pluresdb_refetch WHERE resets = coalesce(
-             (SELECT value FROM _pluresdb_meta WHERE key = '{CURSOR_RESETS}'), 0)"
-    );
+    let sql =
+        format!("SELECT site, cursor, wanted FROM _pluresdb_refetch WHERE resets = {RESETS_NOW}");
     let Some(mut stmt) = prepared(conn, TABLE_NAME, &sql)? else {
         return Ok(BTreeMap::new());
     };
@@ -194,8 +162,7 @@ pub(crate) fn all(conn: &Connection) -> Result<BTreeMap<SiteId, Refetching>> {
 /// known, taken as so), which asked for it.
 pub(crate) fn forget(conn: &Connection, peer: SiteId, resets_seen: Option<u64>) -> Result<()> {
     let sql = format!(
-        "DELETE FROM _pluresdb_refetch WHERE site = ?1 AND (?2 IS NULL OR ?2 = coalesce(
-             (SELECT value FROM _pluresdb_meta WHERE key = '{CURSOR_RESETS}'), 0))"
+        "DELETE FROM _pluresdb_refetch WHERE site = ?1 AND (?2 IS NULL OR ?2 = {RESETS_NOW})"
     );
     if let Some(mut stmt) = prepared(conn, TABLE_NAME, &sql)? {
         stmt.execute((peer.as_bytes(), resets_seen.map(|r| r as i64)))?;

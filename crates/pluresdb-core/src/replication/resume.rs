@@ -18,7 +18,7 @@ use pluresdb_crdt::SiteId;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension};
 
-use super::peers::CURSOR_RESETS;
+use super::peers::RESETS_NOW;
 use super::received::prepared;
 use crate::error::{Error, Result};
 use crate::value::{Value, ValueRef};
@@ -174,13 +174,13 @@ pub(crate) fn forget(conn: &Connection, peer: SiteId, cursor: u64) -> Result<()>
 /// The point stored for `peer` since the cursors were last set back (an older one would skip
 /// changes left out before the reset).
 pub(crate) fn stored(conn: &Connection, peer: SiteId) -> Result<Option<ResumePoint>> {
-    let sql = "SELECT point FROM _pluresdb_resume WHERE site = ?1 AND resets = coalesce(
-        (SELECT value FROM _pluresdb_meta WHERE key = ?2), 0)";
-    let Some(mut stmt) = prepared(conn, TABLE_NAME, sql)? else {
+    let sql =
+        format!("SELECT point FROM _pluresdb_resume WHERE site = ?1 AND resets = {RESETS_NOW}");
+    let Some(mut stmt) = prepared(conn, TABLE_NAME, &sql)? else {
         return Ok(None);
     };
     Ok(stmt
-        .query_row((peer.as_bytes(), CURSOR_RESETS), |r| r.get::<_, Vec<u8>>(0))
+        .query_row([peer.as_bytes()], |r| r.get::<_, Vec<u8>>(0))
         .optional()?
         .map(ResumePoint))
 }
