@@ -3,7 +3,8 @@
 //! 100K remote changes, initial sync of a
 //! ~100 MB database over loopback, and the delay before a peer sees a new change.
 //!
-//! `cargo bench -p pluresdb-bench --bench sync` (`ROWS`, `SYNC_MB` change the sizes).
+//! `cargo bench -p pluresdb-bench --bench sync` (`ROWS`, `SYNC_MB` change the sizes, `ROUNDS`
+//! the rounds of the write benchmarks; `ONLY=write|bulk|small|merge|net` runs one part).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -144,14 +145,22 @@ fn ratio(x: Duration, y: Duration) -> String {
     format!("{:.2}x", y.as_secs_f64() / x.as_secs_f64())
 }
 
+/// Rounds of the write benchmarks (`ROUNDS`): their medians are reported.
+fn rounds() -> usize {
+    env("ROUNDS", 5)
+}
+
 fn write_overhead(rows: usize) {
+    let rounds = rounds();
     println!(
-        "\n## Writes: synced table vs the same table unsynced ({rows} rows, one transaction, median of 3)\n"
+        "\n## Writes: synced table vs the same table unsynced ({rows} rows, one transaction, median of {rounds})\n"
     );
     println!(
         "A synced write logs its changes; the fold that writes them into the sync records runs \
          when changes are next read (a sync) or the log reaches 8 MiB, timed here as `fold` \
-         right after each transaction. `all in` counts both.\n"
+         right after each transaction. `all in` counts both. The SQLite line is the least a \
+         fold can cost with one clock record per row: SQLite alone writing the same records \
+         into an empty table, and rewriting each one a field version longer.\n"
     );
     println!(
         "| engine | insert unsynced | insert synced | ratio | fold | all in | update unsynced | update synced | ratio | fold | all in |"
@@ -161,18 +170,20 @@ fn write_overhead(rows: usize) {
     // insert unsynced, insert synced, insert fold, update unsynced, update synced, update fold
     let mut ours: [Vec<Duration>; 6] = Default::default();
     let fold = |db: &Database| time(|| db.fold_change_log().unwrap());
-    for round in 0..3 {
+    let mut floor = Default::default();
+    for round in 0..rounds {
         for (k, synced) in [(0, false), (1, true)] {
-            let db = ours_todos(
-                &dir.path().join(format!("ours-{round}-{synced}.db")),
-                synced,
-            );
+            let path = dir.path().join(format!("ours-{round}-{synced}.db"));
+            let db = ours_todos(&path, synced);
             if let Ok(c) = std::env::var("CACHE") {
                 db.pragma(&format!("cache_size = -{c}")).unwrap();
             }
             ours[k].push(insert_ours(&db, rows, 0));
             if synced {
                 ours[2].push(fold(&db));
+                if round == 0 {
+                    floor = clock_floor(&path);
+                }
             }
             ours[k + 3].push(time(|| update_ours(&db, (0..rows).map(key))));
             if synced {
@@ -194,9 +205,17 @@ fn write_overhead(rows: usize) {
         ms(df),
         ratio(c, d + df)
     );
+    let (copy, grow) = floor;
+    println!(
+        "| SQLite alone, same clock records | | | | {} | {} | | | | {} | {} |",
+        ms(copy),
+        ratio(a, b + copy),
+        ms(grow),
+        ratio(c, d + grow)
+    );
     if let Some(ext) = crsqlite() {
         let mut peer = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
-        for round in 0..3 {
+        for round in 0..rounds {
             for (k, crr) in [(0, false), (1, true)] {
                 let path = dir.path().join(format!("crsql-{round}-{crr}.db"));
                 let mut conn = crsql_todos(&path, &ext, crr);
@@ -223,6 +242,32 @@ fn write_overhead(rows: usize) {
     }
 }
 
+/// The least a fold can cost while each synced row has its own clock record (a B-tree record
+/// of SQLite's): in the database at `path`, the time SQLite alone takes to write its clock
+/// records, in key order, into an empty table of the same shape (what folding the inserts
+/// writes), and to rewrite each of them one field version longer (what folding an update of
+/// every row writes), each in one transaction.
+fn clock_floor(path: &Path) -> (Duration, Duration) {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(
+        "CREATE TEMP TABLE records AS SELECT * FROM _pluresdb_clock;
+         CREATE TABLE floor(tbl INTEGER NOT NULL, key BLOB NOT NULL, cl INTEGER NOT NULL,
+                            seq INTEGER NOT NULL, ver BLOB NOT NULL,
+                            PRIMARY KEY (tbl, key)) WITHOUT ROWID;",
+    )
+    .unwrap();
+    let in_tx = |sql: &str| {
+        time(|| {
+            conn.execute_batch(&format!("BEGIN; {sql}; COMMIT;"))
+                .unwrap()
+        })
+    };
+    let copy = in_tx("INSERT INTO floor SELECT * FROM records ORDER BY tbl, key");
+    // A field version as a clock stores it: a 4-byte name and a stamp (about 12 bytes).
+    let grow = in_tx("UPDATE floor SET ver = ver || x'04646f6e65a1b2c3d4e5f60102a1'");
+    (copy, grow)
+}
+
 /// `transactions` transactions of `per_tx` updates of random rows of a `rows`-row table.
 fn small_updates(rows: usize, transactions: usize, per_tx: usize, mut run: impl FnMut(&[String])) {
     let mut x: u64 = 12345;
@@ -242,16 +287,17 @@ fn small_updates(rows: usize, transactions: usize, per_tx: usize, mut run: impl 
 /// The same updates in many small transactions, as an app makes them between syncs: here the
 /// fold's batching (one sorted pass for all of them) pays off most.
 fn small_transactions(rows: usize) {
+    let rounds = rounds();
     let (transactions, per_tx) = (1000, rows.div_ceil(1000));
     println!(
-        "\n## {transactions} transactions of {per_tx} updates of random rows ({rows}-row table, median of 3)\n"
+        "\n## {transactions} transactions of {per_tx} updates of random rows ({rows}-row table, median of {rounds})\n"
     );
     println!("| engine | unsynced | synced | ratio | fold | all in |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     let dir = tempfile::tempdir().unwrap();
     // unsynced, synced, fold
     let mut ours: [Vec<Duration>; 3] = Default::default();
-    for (round, synced) in (0..3).flat_map(|r| [(r, false), (r, true)]) {
+    for (round, synced) in (0..rounds).flat_map(|r| [(r, false), (r, true)]) {
         let db = ours_todos(
             &dir.path().join(format!("small-{round}-{synced}.db")),
             synced,
@@ -276,7 +322,7 @@ fn small_transactions(rows: usize) {
     );
     if let Some(ext) = crsqlite() {
         let mut peer: [Vec<Duration>; 2] = Default::default();
-        for (round, crr) in (0..3).flat_map(|r| [(r, false), (r, true)]) {
+        for (round, crr) in (0..rounds).flat_map(|r| [(r, false), (r, true)]) {
             let path = dir.path().join(format!("small-crsql-{round}-{crr}.db"));
             let mut conn = crsql_todos(&path, &ext, crr);
             insert_rusqlite(&mut conn, rows, 0);
@@ -451,8 +497,11 @@ fn network(mb: usize) {
 
 fn main() {
     let only = std::env::var("ONLY").unwrap_or_default();
-    if only.is_empty() || only == "write" {
+    // `write` runs both write benchmarks; `bulk` and `small` one of them.
+    if only.is_empty() || only == "write" || only == "bulk" {
         write_overhead(env("ROWS", 100_000));
+    }
+    if only.is_empty() || only == "write" || only == "small" {
         small_transactions(env("ROWS", 100_000));
     }
     if only.is_empty() || only == "merge" {

@@ -142,6 +142,7 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
                 "rows": applied.report.rows,
                 "skipped": applied.report.skipped,
                 "trigger_writes": applied.report.trigger_writes,
+                "unlinked": applied.report.unlinked,
                 "missing": applied.gap.map(|(have, start)| json!({"have": have, "file_starts_after": start})),
                 "version_vector": vv,
             }),
@@ -153,6 +154,7 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
         );
     }
     note_skipped(applied.report.skipped);
+    note_unlinked(applied.report.unlinked);
     warn_trigger_writes(applied.report.trigger_writes);
     if let Some((have, start)) = applied.gap {
         eprintln!(
@@ -268,7 +270,7 @@ pub fn sync_cmd(
     if json_out {
         print_json(
             &mut crate::output::stdout(),
-            &json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "trigger_writes": report.trigger_writes}),
+            &json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "trigger_writes": report.trigger_writes, "unlinked": report.unlinked}),
         )?;
     } else if report.peer.is_none() {
         println!("never connected to {url}");
@@ -279,6 +281,7 @@ pub fn sync_cmd(
         );
     }
     note_skipped(report.skipped);
+    note_unlinked(report.unlinked);
     warn_trigger_writes(report.trigger_writes);
     Ok(())
 }
@@ -321,6 +324,16 @@ fn warn_trigger_writes(rows: u64) {
 }
 
 /// Tells the user about received changes left out, if any (`apply` and `sync`).
+/// Says how many edges a merge unlinked because a node at their end was deleted.
+fn note_unlinked(edges: u64) {
+    if edges > 0 {
+        eprintln!(
+            "note: {edges} edges were linked on one device while another deleted a node at their \
+             end; the delete wins, so they are unlinked here and on every device"
+        );
+    }
+}
+
 fn note_skipped(skipped: u64) {
     if skipped > 0 {
         eprintln!(

@@ -208,6 +208,11 @@ fn write(db: &Database, op: &Op) -> Vec<ChangeRecord> {
         Op::DeleteRow { row, .. } => db.run("DELETE FROM todos WHERE id = ?1", (format!("t{row}"),)).map(|_| ()),
         Op::Sync { .. } | Op::Resume { .. } => Ok(()),
     };
+    own_writes(db, before)
+}
+
+/// What `db` wrote as its own (its site's versions) after `db_version` `before`.
+fn own_writes(db: &Database, before: u64) -> Vec<ChangeRecord> {
     let me = db.site_id();
     db.changes_since(before, None)
         .unwrap()
@@ -215,6 +220,16 @@ fn write(db: &Database, op: &Op) -> Vec<ChangeRecord> {
         .into_iter()
         .filter(|c| c.version.site == me)
         .collect()
+}
+
+/// Runs `merge` into `b` and adds to the reference what `b` wrote as its own meanwhile: the
+/// edges a merge unlinks because a node at their end is deleted there.
+fn merged(b: &Database, reference: &mut Reference, merge: impl FnOnce()) {
+    let before = b.db_version().unwrap();
+    merge();
+    for c in own_writes(b, before) {
+        reference.apply(&to_model(&c));
+    }
 }
 
 fn full_push(a: &Database, b: &Database) {
@@ -265,7 +280,9 @@ fn check(replicas: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                     let extra = batch.clone();
                     batch.extend(extra);
                 }
-                b.apply_changes_from(a.site_id(), &batch).unwrap();
+                merged(b, &mut reference, || {
+                    b.apply_changes_from(a.site_id(), &batch).unwrap();
+                });
                 if complete {
                     b.record_sync(
                         a.site_id(),
@@ -279,7 +296,9 @@ fn check(replicas: usize, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::Resume { from, to, cut } => {
                 if from != to {
-                    resume(&dbs[*from], &readers[*from], &dbs[*to], *cut);
+                    merged(&dbs[*to], &mut reference, || {
+                        resume(&dbs[*from], &readers[*from], &dbs[*to], *cut);
+                    });
                 }
             }
             Op::Put { r, .. }
@@ -301,7 +320,7 @@ fn check(replicas: usize, ops: &[Op]) -> Result<(), TestCaseError> {
     for (i, a) in dbs.iter().enumerate() {
         for b in dbs.iter().filter(|b| b.site_id() != a.site_id()) {
             if b.resume_point(a.site_id()).unwrap().is_some() {
-                resume(a, &readers[i], b, u8::MAX);
+                merged(b, &mut reference, || resume(a, &readers[i], b, u8::MAX));
             }
         }
     }
@@ -309,7 +328,7 @@ fn check(replicas: usize, ops: &[Op]) -> Result<(), TestCaseError> {
         for a in &dbs {
             for b in &dbs {
                 if a.site_id() != b.site_id() {
-                    full_push(a, b);
+                    merged(b, &mut reference, || full_push(a, b));
                 }
             }
         }
@@ -340,6 +359,19 @@ fn check(replicas: usize, ops: &[Op]) -> Result<(), TestCaseError> {
             .all("SELECT * FROM pluresdb_edges ORDER BY 1, 2, 3", ())
             .unwrap();
         prop_assert_eq!(edges, edges0, "edges differ on replica {}", i);
+        let dangling = db
+            .value(
+                "SELECT count(*) FROM pluresdb_edges WHERE from_id NOT IN (SELECT id FROM pluresdb_nodes)
+                    OR to_id NOT IN (SELECT id FROM pluresdb_nodes)",
+                (),
+            )
+            .unwrap();
+        prop_assert_eq!(
+            dangling,
+            Value::Integer(0),
+            "edges at deleted nodes on replica {}",
+            i
+        );
     }
     prop_assert_eq!(
         first,

@@ -110,6 +110,9 @@ pub struct SessionReport {
     /// Rows of synced tables that triggers wrote as received rows were merged (see
     /// [`ApplyReport::trigger_writes`]).
     pub trigger_writes: u64,
+    /// Edges unlinked here because a node at their end is deleted (see
+    /// [`ApplyReport::unlinked`]).
+    pub unlinked: u64,
     /// Times the session ended to be connected again, so that a new hello asks for
     /// everything: a table or column that one side had left changes out for arrived there (see
     /// `Database::cursor_resets`), and a running session cannot ask again. A watching session
@@ -132,6 +135,7 @@ impl SessionReport {
         self.applied += later.applied;
         self.skipped += later.skipped;
         self.trigger_writes += later.trigger_writes;
+        self.unlinked += later.unlinked;
         self.reconnected += later.reconnected;
         self.stopped |= later.stopped;
     }
@@ -748,6 +752,7 @@ impl Session<'_> {
         self.report.applied += merged.applied;
         self.report.skipped += merged.skipped;
         self.report.trigger_writes += merged.trigger_writes;
+        self.report.unlinked += merged.unlinked;
     }
 
     /// Queues a message for the peer.

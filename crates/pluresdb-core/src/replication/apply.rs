@@ -67,6 +67,10 @@ pub struct ApplyReport {
     /// [`Database::apply_changes_from`]; the latest of several merges): what
     /// [`SyncProgress::confirm_through`](crate::SyncProgress::confirm_through) takes.
     pub noted: Option<u64>,
+    /// Edges this database unlinked because a node at their end is deleted here: linked on
+    /// one device while another deleted the node, they lose to the delete (see
+    /// [`Database::delete`]); the unlinks are sent on like local writes.
+    pub unlinked: u64,
 }
 
 impl std::ops::AddAssign for ApplyReport {
@@ -78,6 +82,7 @@ impl std::ops::AddAssign for ApplyReport {
         self.rows += other.rows;
         self.skipped += other.skipped;
         self.trigger_writes += other.trigger_writes;
+        self.unlinked += other.unlinked;
         self.noted = self.noted.max(other.noted);
     }
 }
@@ -277,6 +282,8 @@ impl Database {
                         "INSERT INTO _pluresdb_clock(tbl, key, cl, seq, ver) VALUES (?1, ?2, ?3, ?4, ?5)
                          ON CONFLICT(tbl, key) DO UPDATE SET cl = excluded.cl, seq = excluded.seq, ver = excluded.ver",
                     )?,
+                    deleted_nodes: Vec::new(),
+                    dangling_edges: Vec::new(),
                 };
                 // A dropped table's sync records describe rows it no longer has: were they kept,
                 // a table made again under that name would never receive those rows.
@@ -297,6 +304,12 @@ impl Database {
                 if let Some(hlc) = newest {
                     repl.clock.observe(hlc);
                 }
+                report.unlinked = crate::graph::detach::after_merge(
+                    db,
+                    conn,
+                    &batch.deleted_nodes,
+                    &batch.dangling_edges,
+                )?;
                 if let Some(peer) = from
                     && own_transaction
                     && report.rows > 0
@@ -585,6 +598,10 @@ struct Batch<'r, 'c> {
     write_clock: CachedStatement<'c>,
     /// Tables and columns this batch left changes out for.
     missed: Missed,
+    /// Nodes this batch deleted (ids), and edges it left live at a deleted node (row ids):
+    /// their edges are unlinked once the batch is in (see `graph::detach`).
+    deleted_nodes: Vec<String>,
+    dangling_edges: Vec<i64>,
 }
 
 impl Batch<'_, '_> {
@@ -749,15 +766,25 @@ fn merge_row<'c>(
             alive_before,
             &m,
         )?,
-        Kind::Nodes => write_node(db, conn, group, alive_before, &m).map_err(|e| {
-            let id = group.key_values.first().and_then(Value::as_str);
-            e.context(format!(
-                "merging node {:?} from a peer",
-                id.unwrap_or_default()
-            ))
-        })?,
+        Kind::Nodes => {
+            write_node(db, conn, group, alive_before, &m).map_err(|e| {
+                let id = group.key_values.first().and_then(Value::as_str);
+                e.context(format!(
+                    "merging node {:?} from a peer",
+                    id.unwrap_or_default()
+                ))
+            })?;
+            if !is_alive(m.cl) {
+                let id = group.key_values.first().and_then(Value::as_str);
+                batch.deleted_nodes.push(id.unwrap_or_default().to_owned());
+            }
+        }
         // An edge's row holds its clock too.
-        Kind::Edges => write_edge(db, conn, group, alive_before, &m, seq)?,
+        Kind::Edges => {
+            if let Some(eid) = write_edge(db, conn, group, alive_before, &m, seq)? {
+                batch.dangling_edges.push(eid);
+            }
+        }
     }
     if !matches!(group.coll.kind, Kind::Edges) {
         batch.write_clock.execute(rusqlite::params![
@@ -1045,14 +1072,14 @@ fn write_edge(
     alive_before: bool,
     m: &Merge,
     seq: u64,
-) -> Result<()> {
+) -> Result<Option<i64>> {
     let part = |i: usize| group.key_values[i].as_str().unwrap_or_default().to_owned();
     let (from, relation, to) = (part(0), part(1), part(2));
     let (created, hlc, site) = m.times.unwrap_or((0, 0, db.site_id()));
     // Ends this replica has no node for yet get placeholder rows (see `schema.rs`).
-    let src = ends::node_row_or_placeholder(conn, &from)?;
+    let (src, src_deleted) = ends::node_row_or_placeholder(conn, &from)?;
     let rel = ends::relation_or_insert(conn, &relation)?;
-    let dst = ends::node_row_or_placeholder(conn, &to)?;
+    let (dst, dst_deleted) = ends::node_row_or_placeholder(conn, &to)?;
     let existing: Option<String> = conn
         .prepare_cached(
             "SELECT data FROM _pluresdb_edges WHERE src = ?1 AND rel = ?2 AND dst = ?3",
@@ -1071,26 +1098,31 @@ fn write_edge(
     } else {
         data = "{}".to_owned();
     }
-    conn.prepare_cached(
-        "INSERT INTO _pluresdb_edges
-             (src, rel, dst, data, created_hlc, updated_hlc, site, cl, seq, ver)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT(src, rel, dst) DO UPDATE SET data = excluded.data,
-             created_hlc = excluded.created_hlc, updated_hlc = excluded.updated_hlc,
-             site = excluded.site, cl = excluded.cl, seq = excluded.seq, ver = excluded.ver",
-    )?
-    .execute(rusqlite::params![
-        src,
-        rel,
-        dst,
-        data,
-        created as i64,
-        hlc as i64,
-        site.as_bytes().as_slice(),
-        m.cl as i64,
-        seq as i64,
-        m.clock.encode()
-    ])?;
+    let eid: i64 = conn
+        .prepare_cached(
+            "INSERT INTO _pluresdb_edges
+                 (src, rel, dst, data, created_hlc, updated_hlc, site, cl, seq, ver)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT(src, rel, dst) DO UPDATE SET data = excluded.data,
+                 created_hlc = excluded.created_hlc, updated_hlc = excluded.updated_hlc,
+                 site = excluded.site, cl = excluded.cl, seq = excluded.seq, ver = excluded.ver
+             RETURNING eid",
+        )?
+        .query_row(
+            rusqlite::params![
+                src,
+                rel,
+                dst,
+                data,
+                created as i64,
+                hlc as i64,
+                site.as_bytes().as_slice(),
+                m.cl as i64,
+                seq as i64,
+                m.clock.encode()
+            ],
+            |r| r.get(0),
+        )?;
     let hub = &db.engine().hub;
     if hub.is_active() {
         let edge = is_alive(m.cl)
@@ -1112,5 +1144,5 @@ fn write_edge(
             edge,
         }));
     }
-    Ok(())
+    Ok((is_alive(m.cl) && (src_deleted || dst_deleted)).then_some(eid))
 }

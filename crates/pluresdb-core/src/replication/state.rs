@@ -224,6 +224,14 @@ impl Replication {
         Ok(seq)
     }
 
+    /// Takes a new `db_version` for the rest of the open transaction (see
+    /// [`tx_seq`](Self::tx_seq)): what a merge writes as this site's own must not share the
+    /// merge's version, which counts as the peer's (see `received`).
+    pub(crate) fn fresh_tx_seq(&self, conn: &Connection) -> Result<u64> {
+        self.state.lock().tx_seq = None;
+        self.tx_seq(conn)
+    }
+
     /// Records the clock's high-water mark so it never goes back after a restart.
     /// Also writes the transaction's `db_version` (and who took it) again: a `ROLLBACK TO`
     /// may have undone taking it, while the transaction keeps using it.
