@@ -3,11 +3,11 @@
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
-use pluresdb_core::{Database, Error, Result, SiteId, VersionVector};
+use pluresdb_core::{Database, Error, Refetch, Result, SiteId, VersionVector};
 use pluresdb_sync::codec::DEFAULT_MAX_MESSAGE;
 use pluresdb_sync::file::{apply_file, write_changes_for};
 use pluresdb_sync::net::{WatchEvent, bind, serve, sync_with};
-use pluresdb_sync::{SessionOptions, Stop};
+use pluresdb_sync::{SessionOptions, Stop, merge_notes};
 use serde_json::json;
 
 use crate::output::{print_json, print_table};
@@ -141,6 +141,7 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
                 "applied": applied.report.applied,
                 "rows": applied.report.rows,
                 "skipped": applied.report.skipped,
+                "left_out": left_out_json(&applied.report.left_out),
                 "trigger_writes": applied.report.trigger_writes,
                 "unlinked": applied.report.unlinked,
                 "missing": applied.gap.map(|(have, start)| json!({"have": have, "file_starts_after": start})),
@@ -153,8 +154,8 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
             applied.report.applied, applied.report.received, applied.report.rows
         );
     }
-    note_skipped(applied.report.skipped);
-    note_unlinked(applied.report.unlinked);
+    let r = &applied.report;
+    note_merged(r.skipped, &r.left_out, r.unlinked);
     warn_trigger_writes(applied.report.trigger_writes);
     if let Some((have, start)) = applied.gap {
         eprintln!(
@@ -270,7 +271,7 @@ pub fn sync_cmd(
     if json_out {
         print_json(
             &mut crate::output::stdout(),
-            &json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "trigger_writes": report.trigger_writes, "unlinked": report.unlinked}),
+            &json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "left_out": left_out_json(&report.left_out), "trigger_writes": report.trigger_writes, "unlinked": report.unlinked}),
         )?;
     } else if report.peer.is_none() {
         println!("never connected to {url}");
@@ -280,8 +281,7 @@ pub fn sync_cmd(
             report.sent, report.received, report.applied
         );
     }
-    note_skipped(report.skipped);
-    note_unlinked(report.unlinked);
+    note_merged(report.skipped, &report.left_out, report.unlinked);
     warn_trigger_writes(report.trigger_writes);
     Ok(())
 }
@@ -323,24 +323,16 @@ fn warn_trigger_writes(rows: u64) {
     }
 }
 
-/// Tells the user about received changes left out, if any (`apply` and `sync`).
-/// Says how many edges a merge unlinked because a node at their end was deleted.
-fn note_unlinked(edges: u64) {
-    if edges > 0 {
-        eprintln!(
-            "note: {edges} edges were linked on one device while another deleted a node at their \
-             end; the delete wins, so they are unlinked here and on every device"
-        );
+/// Tells the user what merges left out or unlinked, if anything (`apply` and `sync`).
+fn note_merged(skipped: u64, left_out: &[Refetch], unlinked: u64) {
+    for note in merge_notes(skipped, left_out, unlinked) {
+        eprintln!("note: {note}");
     }
 }
 
-fn note_skipped(skipped: u64) {
-    if skipped > 0 {
-        eprintln!(
-            "note: {skipped} changes are for tables or columns this database does not sync or \
-             have; once it does, the next sync asks for them again"
-        );
-    }
+/// Left-out tables and columns as JSON: `["notes", "todos.prio"]`.
+fn left_out_json(list: &[Refetch]) -> serde_json::Value {
+    list.iter().map(Refetch::to_string).collect()
 }
 
 /// `pluresdb sync --status`.
@@ -355,6 +347,7 @@ pub fn status(db: &Database, json_out: bool) -> Result<()> {
                 "db_version": db.db_version()?,
                 "version_vector": db.version_vector()?.to_string(),
                 "peers": peers,
+                "left_out": left_out_json(&db.left_out()?),
             }),
         );
     }
@@ -370,6 +363,16 @@ pub fn status(db: &Database, json_out: bool) -> Result<()> {
         "it has: {vv}\nto bring it another device's changes without a network, run there: {}",
         changes_command(db, &vv)
     )?;
+    let left_out = db.left_out()?;
+    if !left_out.is_empty() {
+        let names: Vec<String> = left_out.iter().map(ToString::to_string).collect();
+        writeln!(
+            out,
+            "left out: changes of {}, which this database does not sync or have; once it \
+             does, the next sync asks for them again",
+            names.join(", ")
+        )?;
+    }
     if peers.is_empty() {
         writeln!(out, "not synced with any peer yet")?;
         return Ok(());

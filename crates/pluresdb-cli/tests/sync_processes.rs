@@ -198,6 +198,86 @@ fn a_killed_server_restarts_and_the_sync_completes() {
     assert_eq!(status["peers"][0]["pending"], 0);
 }
 
+/// Writes `from`'s changes that `to` lacks to a file and applies it on `to` with `--json`;
+/// returns the JSON it prints and its standard error.
+fn exchange(dir: &Path, from: &Path, to: &Path) -> (Value, String) {
+    let has: Value = serde_json::from_str(&run(to, &["--json", "sync", "--status"])).unwrap();
+    let file = dir.join("exchange.changes");
+    let file = file.to_str().unwrap();
+    let since = has["version_vector"].as_str().unwrap();
+    run(from, &["changes", "--since", since, "-o", file]);
+    let out = pluresdb(to)
+        .args(["--json", "apply", file])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        serde_json::from_slice(&out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn apply_names_the_tables_it_left_out_and_counts_the_edges_it_unlinked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (setup(dir.path(), "a.db", 0), setup(dir.path(), "b.db", 0));
+    run(
+        &a,
+        &[
+            "sql",
+            "CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT);
+             SELECT pluresdb_sync_table('notes'); INSERT INTO notes VALUES ('n1', 'x');
+             INSERT INTO todos VALUES ('t1', 'one', NULL)",
+        ],
+    );
+    run(&a, &["put", "x", "{}"]);
+    run(&a, &["put", "y", "{}"]);
+    let (applied, stderr) = exchange(dir.path(), &a, &b);
+    assert_eq!(
+        applied["left_out"],
+        serde_json::json!(["notes"]),
+        "{applied}"
+    );
+    assert!(
+        stderr.contains(
+            "changes are for tables or columns this database does not sync or have (notes)"
+        ),
+        "{stderr}"
+    );
+    let status: Value = serde_json::from_str(&run(&b, &["--json", "sync", "--status"])).unwrap();
+    assert_eq!(status["left_out"], serde_json::json!(["notes"]), "{status}");
+    assert!(run(&b, &["sync", "--status"]).contains("left out: changes of notes,"));
+    // a deletes x while b links y to it: the file from b makes a unlink that edge.
+    run(&a, &["delete", "x"]);
+    run(&b, &["link", "y", "knows", "x"]);
+    let (applied, stderr) = exchange(dir.path(), &b, &a);
+    assert_eq!(applied["unlinked"], 1, "{applied}");
+    assert!(
+        stderr.contains("note: 1 edges were linked on one device"),
+        "{stderr}"
+    );
+    let edges = |db: &Path| json(db, "SELECT count(*) AS n FROM pluresdb_edges")[0]["n"].clone();
+    assert_eq!(edges(&a), 0);
+    // The unlink goes back to b with a's next file.
+    exchange(dir.path(), &a, &b);
+    assert_eq!(edges(&b), 0);
+    assert_eq!(json(&b, "SELECT cl FROM _pluresdb_edges")[0]["cl"], 2);
+    // Once b syncs notes too, nothing is left out any more.
+    run(
+        &b,
+        &[
+            "sql",
+            "CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT); SELECT pluresdb_sync_table('notes')",
+        ],
+    );
+    let status: Value = serde_json::from_str(&run(&b, &["--json", "sync", "--status"])).unwrap();
+    assert_eq!(status["left_out"], serde_json::json!([]), "{status}");
+}
+
 #[test]
 fn change_files_sync_air_gapped_devices() {
     let dir = tempfile::tempdir().unwrap();

@@ -30,7 +30,7 @@ const QUEUE_CHANGES: usize = 1 << 20;
 pub(crate) const GROUP_CHANGES: usize = 20_000;
 
 /// What one merge did: how many batches (and received changes) it took, and its report.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Merged {
     pub(crate) batches: usize,
     pub(crate) changes: usize,

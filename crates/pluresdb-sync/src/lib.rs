@@ -10,6 +10,8 @@ mod applier;
 pub mod codec;
 pub mod file;
 pub mod net;
+mod notes;
 mod session;
 
+pub use notes::merge_notes;
 pub use session::{PEER_STOPPED, SessionOptions, SessionReport, Stop, answer_session, run_session};

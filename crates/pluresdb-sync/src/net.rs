@@ -12,6 +12,7 @@ use tokio_tungstenite::{accept_async_with_config, connect_async_with_config};
 
 use pluresdb_core::{Database, Error, ErrorKind, Result};
 
+use crate::notes::merge_notes;
 use crate::session::{SessionOptions, SessionReport, answer_session, session, ws_error};
 
 /// Accepts sync sessions on `listener` until `opts.stop` is stopped (or the future is
@@ -48,7 +49,9 @@ pub async fn serve(db: Database, listener: TcpListener, opts: SessionOptions) ->
         tokio::spawn(async move {
             let handshake = accept_async_with_config(tcp, Some(ws_config(&opts)));
             let result = match tokio::time::timeout(opts.timeout, handshake).await {
-                Ok(Ok(ws)) => answer_session(db, ws, &opts).await.map(|_| ()),
+                Ok(Ok(ws)) => answer_session(db, ws, &opts)
+                    .await
+                    .map(|report| note_merged(addr, &report)),
                 Ok(Err(e)) => Err(ws_error(e)),
                 Err(_) => Err(Error::new(
                     ErrorKind::Io,
@@ -65,6 +68,13 @@ pub async fn serve(db: Database, listener: TcpListener, opts: SessionOptions) ->
     let all = u32::try_from(most).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(STOP_WAIT, sessions.acquire_many(all)).await;
     Ok(())
+}
+
+/// Tells the server's user what a session's merges left out or unlinked, as its errors are.
+fn note_merged(addr: SocketAddr, report: &SessionReport) {
+    for note in merge_notes(report.skipped, &report.left_out, report.unlinked) {
+        eprintln!("pluresdb: sync with {addr}: {note}");
+    }
 }
 
 /// How long a stopped server waits for its sessions to close their connections.

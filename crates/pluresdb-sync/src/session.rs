@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use pluresdb_core::{
     ApplyReport, Database, Error, ErrorKind, Refetch, Result, ResumePoint, SiteId, SyncProgress,
+    join_left_out,
 };
 
 use crate::applier::Applier;
@@ -107,6 +108,8 @@ pub struct SessionReport {
     /// Received changes left out because this database does not sync their table or lacks
     /// their column (asked for again once it does).
     pub skipped: u64,
+    /// Their tables and columns (see [`ApplyReport::left_out`]).
+    pub left_out: Vec<Refetch>,
     /// Rows of synced tables that triggers wrote as received rows were merged (see
     /// [`ApplyReport::trigger_writes`]).
     pub trigger_writes: u64,
@@ -134,6 +137,7 @@ impl SessionReport {
         self.received += later.received;
         self.applied += later.applied;
         self.skipped += later.skipped;
+        self.left_out = join_left_out(std::mem::take(&mut self.left_out), later.left_out);
         self.trigger_writes += later.trigger_writes;
         self.unlinked += later.unlinked;
         self.reconnected += later.reconnected;
@@ -751,6 +755,8 @@ impl Session<'_> {
         self.report.received += merged.received;
         self.report.applied += merged.applied;
         self.report.skipped += merged.skipped;
+        self.report.left_out =
+            join_left_out(std::mem::take(&mut self.report.left_out), merged.left_out);
         self.report.trigger_writes += merged.trigger_writes;
         self.report.unlinked += merged.unlinked;
     }

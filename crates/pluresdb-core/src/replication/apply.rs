@@ -23,6 +23,7 @@ use super::history::append_history;
 use super::keys;
 use super::missed::{self, Missed};
 use super::received;
+use super::refetch::Refetch;
 use super::resume::{self, ResumePoint};
 use super::state::Replication;
 use super::{ChangeRecord, MAX_CLOCK_DRIFT};
@@ -44,7 +45,7 @@ pub const MAX_VALUE_BYTES: usize = 64 << 20;
 const MAX_CAUSAL_LENGTH: u64 = 1 << 62;
 
 /// What applying a batch of changes did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ApplyReport {
     /// Changes received.
     pub received: u64,
@@ -58,6 +59,9 @@ pub struct ApplyReport {
     /// schema, or a table dropped or not synced here). Once the table or column is here, this
     /// database asks its peers for all their changes again.
     pub skipped: u64,
+    /// The tables and columns of the changes left out (`skipped`), sorted, at most
+    /// [`MAX_LEFT_OUT_NAMED`].
+    pub left_out: Vec<Refetch>,
     /// Rows of synced tables that triggers wrote as merged rows were written. The merge does
     /// not record them as changes (the device where the write was made ran its triggers and
     /// sent their results), so a trigger that writes a synced table makes the replicas
@@ -81,10 +85,23 @@ impl std::ops::AddAssign for ApplyReport {
         self.ignored += other.ignored;
         self.rows += other.rows;
         self.skipped += other.skipped;
+        self.left_out = join_left_out(std::mem::take(&mut self.left_out), other.left_out);
         self.trigger_writes += other.trigger_writes;
         self.unlinked += other.unlinked;
         self.noted = self.noted.max(other.noted);
     }
+}
+
+/// Most tables and columns an [`ApplyReport`] names as left out.
+pub const MAX_LEFT_OUT_NAMED: usize = 64;
+
+/// The tables and columns of `a` and `b`, sorted, each once, at most [`MAX_LEFT_OUT_NAMED`].
+pub fn join_left_out(mut a: Vec<Refetch>, b: Vec<Refetch>) -> Vec<Refetch> {
+    a.extend(b);
+    a.sort_unstable();
+    a.dedup();
+    a.truncate(MAX_LEFT_OUT_NAMED);
+    a
 }
 
 /// Resets the capture suppression when the merge ends, however it ends.
@@ -300,6 +317,11 @@ impl Database {
                     repl.with_collections(conn, |colls| {
                         missed::remember(conn, &batch.missed, colls)
                     })?;
+                    let named = batch.missed.iter().map(|(table, column)| Refetch {
+                        table: table.clone(),
+                        column: (!column.is_empty()).then(|| column.clone()),
+                    });
+                    report.left_out = join_left_out(named.collect(), Vec::new());
                 }
                 if let Some(hlc) = newest {
                     repl.clock.observe(hlc);

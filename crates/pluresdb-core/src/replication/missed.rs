@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use rusqlite::{Connection, MAIN_DB, OptionalExtension};
 
 use super::collections::{Collections, Kind};
+use super::refetch::Refetch;
 use crate::error::{Error, Result};
 
 /// `(table, column)` pairs; an empty column stands for the whole table.
@@ -97,6 +98,18 @@ pub(crate) fn resync_if_arrived(conn: &Connection, collections: &Collections) ->
     let unnamed = arrived.iter().any(|(table, _)| table == OVERFLOW);
     super::refetch::set_cursors_back(conn, &arrived, unnamed)?;
     write(conn, &waiting)
+}
+
+/// The remembered misses by name (the entry standing for those that did not fit left out).
+pub(crate) fn named(conn: &Connection) -> Result<Vec<Refetch>> {
+    Ok(read(conn)?
+        .into_iter()
+        .filter(|(table, _)| table != OVERFLOW)
+        .map(|(table, column)| Refetch {
+            table,
+            column: (!column.is_empty()).then_some(column),
+        })
+        .collect())
 }
 
 fn read(conn: &Connection) -> Result<Missed> {

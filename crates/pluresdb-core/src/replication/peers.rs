@@ -286,6 +286,13 @@ impl Database {
         self.engine().with_read_conn(super::refetch::all)
     }
 
+    /// The tables and columns whose changes merges here left out and that are still not
+    /// here (not synced, or lacking the column): once one is, the next sync asks for its
+    /// changes again. Sorted; past 256 of them, the rest are not named.
+    pub fn left_out(&self) -> Result<Vec<Refetch>> {
+        self.engine().with_read_conn(super::missed::named)
+    }
+
     /// Where the last read of `peer`'s changes for this database got to, if it was cut short
     /// after a [`ResumePoint`] merged here (see
     /// [`apply_changes_resumable`](Self::apply_changes_resumable)): the next sync with `peer`
