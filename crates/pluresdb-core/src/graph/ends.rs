@@ -43,12 +43,15 @@ pub(crate) fn live_node(conn: &Connection, id: &str) -> Result<Option<i64>> {
     )
 }
 
-/// The row id of node `id` and whether the node is deleted here, adding a placeholder row
-/// (causal length 0: never alive, no clock, not deleted) when it has none, for an edge merged
-/// before its node.
-pub(crate) fn node_row_or_placeholder(conn: &Connection, id: &str) -> Result<(i64, bool)> {
+/// The row id of node `id` and, when the node is deleted here, the clock time of the delete;
+/// adds a placeholder row (causal length 0: never alive, no clock, not deleted) when it has
+/// none, for an edge merged before its node.
+pub(crate) fn node_row_or_placeholder(conn: &Connection, id: &str) -> Result<(i64, Option<i64>)> {
     let found = conn
-        .prepare_cached("SELECT rid, cl > 0 AND cl % 2 = 0 FROM _pluresdb_nodes WHERE id = ?1")?
+        .prepare_cached(
+            "SELECT rid, CASE WHEN cl > 0 AND cl % 2 = 0 THEN updated_hlc END
+             FROM _pluresdb_nodes WHERE id = ?1",
+        )?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     match found {
@@ -59,7 +62,7 @@ pub(crate) fn node_row_or_placeholder(conn: &Connection, id: &str) -> Result<(i6
                  VALUES (?1, '{}', 0, 0, zeroblob(16), 0) RETURNING rid",
             )?
             .query_row([id], |r| r.get(0))?,
-            false,
+            None,
         )),
     }
 }

@@ -316,8 +316,7 @@ impl Database {
                 repl.capture_node_write(conn, &key, NodeWrite::Deleted, now)?;
                 append_history(conn, id, now.as_u64(), site, cl as u64, None, "{}", None)?;
                 // Its edges go too, each with its clock in its row.
-                let edges = detach::live_edges_at(conn, rid)?;
-                detach::unlink(db, conn, &edges, now)
+                detach::unlink_all_at(db, conn, rid, now)
             })?;
             let hub = &db.engine().hub;
             if hub.is_active() {

@@ -620,8 +620,9 @@ struct Batch<'r, 'c> {
     write_clock: CachedStatement<'c>,
     /// Tables and columns this batch left changes out for.
     missed: Missed,
-    /// Nodes this batch deleted (ids), and edges it left live at a deleted node (row ids):
-    /// their edges are unlinked once the batch is in (see `graph::detach`).
+    /// Nodes this batch deleted (ids), and edges it left live at a node deleted after they
+    /// were linked (row ids): such edges are unlinked once the batch is in (see
+    /// `graph::detach`).
     deleted_nodes: Vec<String>,
     dangling_edges: Vec<i64>,
 }
@@ -1166,5 +1167,9 @@ fn write_edge(
             edge,
         }));
     }
-    Ok((is_alive(m.cl) && (src_deleted || dst_deleted)).then_some(eid))
+    // Linked before a delete of one of its ends (see `graph::detach`).
+    let before_delete =
+        |deleted_at: Option<i64>| deleted_at.is_some_and(|t| created > 0 && (created as i64) < t);
+    let dangling = is_alive(m.cl) && (before_delete(src_deleted) || before_delete(dst_deleted));
+    Ok(dangling.then_some(eid))
 }
