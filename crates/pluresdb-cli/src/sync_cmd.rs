@@ -143,7 +143,6 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
                 "skipped": applied.report.skipped,
                 "left_out": left_out_json(&applied.report.left_out),
                 "trigger_writes": applied.report.trigger_writes,
-                "unlinked": applied.report.unlinked,
                 "missing": applied.gap.map(|(have, start)| json!({"have": have, "file_starts_after": start})),
                 "version_vector": vv,
             }),
@@ -154,8 +153,7 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
             applied.report.applied, applied.report.received, applied.report.rows
         );
     }
-    let r = &applied.report;
-    note_merged(r.skipped, &r.left_out, r.unlinked);
+    note_merged(applied.report.skipped, &applied.report.left_out);
     warn_trigger_writes(applied.report.trigger_writes);
     if let Some((have, start)) = applied.gap {
         eprintln!(
@@ -271,7 +269,7 @@ pub fn sync_cmd(
     if json_out {
         print_json(
             &mut crate::output::stdout(),
-            &json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "left_out": left_out_json(&report.left_out), "trigger_writes": report.trigger_writes, "unlinked": report.unlinked}),
+            &json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "left_out": left_out_json(&report.left_out), "trigger_writes": report.trigger_writes}),
         )?;
     } else if report.peer.is_none() {
         println!("never connected to {url}");
@@ -281,7 +279,7 @@ pub fn sync_cmd(
             report.sent, report.received, report.applied
         );
     }
-    note_merged(report.skipped, &report.left_out, report.unlinked);
+    note_merged(report.skipped, &report.left_out);
     warn_trigger_writes(report.trigger_writes);
     Ok(())
 }
@@ -323,9 +321,9 @@ fn warn_trigger_writes(rows: u64) {
     }
 }
 
-/// Tells the user what merges left out or unlinked, if anything (`apply` and `sync`).
-fn note_merged(skipped: u64, left_out: &[Refetch], unlinked: u64) {
-    for note in merge_notes(skipped, left_out, unlinked) {
+/// Tells the user what merges left out, if anything (`apply` and `sync`).
+fn note_merged(skipped: u64, left_out: &[Refetch]) {
+    for note in merge_notes(skipped, left_out) {
         eprintln!("note: {note}");
     }
 }

@@ -70,9 +70,9 @@ pub async fn serve(db: Database, listener: TcpListener, opts: SessionOptions) ->
     Ok(())
 }
 
-/// Tells the server's user what a session's merges left out or unlinked, as its errors are.
+/// Tells the server's user what a session's merges left out, as its errors are.
 fn note_merged(addr: SocketAddr, report: &SessionReport) {
-    for note in merge_notes(report.skipped, &report.left_out, report.unlinked) {
+    for note in merge_notes(report.skipped, &report.left_out) {
         eprintln!("pluresdb: sync with {addr}: {note}");
     }
 }

@@ -1,5 +1,5 @@
 //! What a user should hear of merges: changes left out for tables or columns this database
-//! lacks, and edges unlinked because a node at their end is deleted.
+//! lacks.
 
 use pluresdb_core::Refetch;
 
@@ -7,8 +7,8 @@ use pluresdb_core::Refetch;
 const NAMES_SHOWN: usize = 8;
 
 /// One sentence per thing worth telling of merges that left `skipped` changes out (of the
-/// tables and columns `left_out`) and unlinked `unlinked` edges; none when neither happened.
-pub fn merge_notes(skipped: u64, left_out: &[Refetch], unlinked: u64) -> Vec<String> {
+/// tables and columns `left_out`); none when nothing was.
+pub fn merge_notes(skipped: u64, left_out: &[Refetch]) -> Vec<String> {
     let mut notes = Vec::new();
     if skipped > 0 {
         let mut names = (left_out.iter().take(NAMES_SHOWN))
@@ -23,12 +23,6 @@ pub fn merge_notes(skipped: u64, left_out: &[Refetch], unlinked: u64) -> Vec<Str
              ({names}); once it does, the next sync asks for them again"
         ));
     }
-    if unlinked > 0 {
-        notes.push(format!(
-            "{unlinked} edges were linked on one device while another deleted a node at their \
-             end; the delete wins, so they are unlinked here and on every device"
-        ));
-    }
     notes
 }
 
@@ -37,21 +31,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn notes_name_what_was_left_out_and_count_unlinked_edges() {
-        assert!(merge_notes(0, &[], 0).is_empty());
+    fn notes_name_what_was_left_out() {
+        assert!(merge_notes(0, &[]).is_empty());
         let names: Vec<Refetch> = (0..10)
             .map(|i| Refetch {
                 table: format!("t{i}"),
                 column: (i % 2 == 1).then(|| "c".to_owned()),
             })
             .collect();
-        let notes = merge_notes(12, &names, 3);
-        assert_eq!(notes.len(), 2);
+        let notes = merge_notes(12, &names);
+        assert_eq!(notes.len(), 1);
         assert!(
             notes[0].starts_with("12 changes") && notes[0].contains("(t0, t1.c, t2,"),
             "{notes:?}"
         );
         assert!(notes[0].contains("t7.c and 2 more)"), "{notes:?}");
-        assert!(notes[1].starts_with("3 edges"), "{notes:?}");
     }
 }

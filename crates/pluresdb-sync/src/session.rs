@@ -113,9 +113,6 @@ pub struct SessionReport {
     /// Rows of synced tables that triggers wrote as received rows were merged (see
     /// [`ApplyReport::trigger_writes`]).
     pub trigger_writes: u64,
-    /// Edges unlinked here because a node at their end is deleted (see
-    /// [`ApplyReport::unlinked`]).
-    pub unlinked: u64,
     /// Times the session ended to be connected again, so that a new hello asks for
     /// everything: a table or column that one side had left changes out for arrived there (see
     /// `Database::cursor_resets`), and a running session cannot ask again. A watching session
@@ -139,7 +136,6 @@ impl SessionReport {
         self.skipped += later.skipped;
         self.left_out = join_left_out(std::mem::take(&mut self.left_out), later.left_out);
         self.trigger_writes += later.trigger_writes;
-        self.unlinked += later.unlinked;
         self.reconnected += later.reconnected;
         self.stopped |= later.stopped;
     }
@@ -758,7 +754,6 @@ impl Session<'_> {
         self.report.left_out =
             join_left_out(std::mem::take(&mut self.report.left_out), merged.left_out);
         self.report.trigger_writes += merged.trigger_writes;
-        self.report.unlinked += merged.unlinked;
     }
 
     /// Queues a message for the peer.

@@ -43,28 +43,16 @@ pub(crate) fn live_node(conn: &Connection, id: &str) -> Result<Option<i64>> {
     )
 }
 
-/// The row id of node `id` and, when the node is deleted here, the clock time of the delete;
-/// adds a placeholder row (causal length 0: never alive, no clock, not deleted) when it has
-/// none, for an edge merged before its node.
-pub(crate) fn node_row_or_placeholder(conn: &Connection, id: &str) -> Result<(i64, Option<i64>)> {
-    let found = conn
-        .prepare_cached(
-            "SELECT rid, CASE WHEN cl > 0 AND cl % 2 = 0 THEN updated_hlc END
-             FROM _pluresdb_nodes WHERE id = ?1",
-        )?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    match found {
-        Some(found) => Ok(found),
-        None => Ok((
-            conn.prepare_cached(
-                "INSERT INTO _pluresdb_nodes(id, data, created_hlc, updated_hlc, site, cl)
-                 VALUES (?1, '{}', 0, 0, zeroblob(16), 0) RETURNING rid",
-            )?
-            .query_row([id], |r| r.get(0))?,
-            None,
-        )),
-    }
+/// The row id of node `id`, adding a placeholder row (causal length 0: never alive, no clock)
+/// when it has none, for an edge merged before its node.
+pub(crate) fn node_row_or_placeholder(conn: &Connection, id: &str) -> Result<i64> {
+    find_or_insert(
+        conn,
+        "SELECT rid FROM _pluresdb_nodes WHERE id = ?1",
+        "INSERT INTO _pluresdb_nodes(id, data, created_hlc, updated_hlc, site, cl)
+         VALUES (?1, '{}', 0, 0, zeroblob(16), 0) RETURNING rid",
+        id,
+    )
 }
 
 /// The id of relation `name`, interning it when new.

@@ -9,7 +9,6 @@ mod adjacency;
 mod bulk_link;
 mod bulk_put;
 pub(crate) mod cypher;
-pub(crate) mod detach;
 mod edges;
 pub(crate) mod ends;
 pub(crate) mod index;

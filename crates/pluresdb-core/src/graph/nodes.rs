@@ -5,14 +5,14 @@ use serde_json::{Map, Value as Json};
 
 use pluresdb_crdt::{Hlc, SiteId};
 
-use super::detach;
+use super::edges::edge_key;
 use super::{
     Node, UPSERT_NODE, as_object, blob_to_vector, check_id, parse_object, stored_text,
     vector_to_blob,
 };
 use crate::database::Database;
 use crate::error::{Error, Result};
-use crate::events::{Change, NodeChange};
+use crate::events::{Change, EdgeChange, NodeChange};
 use crate::replication::{MAX_FIELD_BYTES, NodeWrite, append_history, pack_key};
 use crate::row::Row;
 use crate::value::Value;
@@ -310,16 +310,49 @@ impl Database {
             else {
                 return Ok(false);
             };
+            let edges: Vec<(String, String, String)> = db.all_as(
+                "SELECT src, rel, dst FROM _pluresdb_edges_named
+                 WHERE (src_rid = ?1 OR dst_rid = ?1) AND cl % 2 = 1",
+                (rid,),
+            )?;
             db.with_writer_conn(|conn| {
                 let repl = db.replication();
                 let key = pack_key(&[Value::Text(id.to_owned())]);
                 repl.capture_node_write(conn, &key, NodeWrite::Deleted, now)?;
-                append_history(conn, id, now.as_u64(), site, cl as u64, None, "{}", None)?;
-                // Its edges go too, each with its clock in its row.
-                detach::unlink_all_at(db, conn, rid, now)
+                append_history(conn, id, now.as_u64(), site, cl as u64, None, "{}", None)
             })?;
+            if !edges.is_empty() {
+                // Its edges go too, each with its clock in its row.
+                let clock = db.with_writer_conn(|conn| db.replication().edge_stamp(conn, now))?;
+                db.run(
+                    "UPDATE _pluresdb_edges SET cl = cl + 1, updated_hlc = ?1, site = ?2,
+                            seq = ?4, ver = ?5
+                     WHERE (src = ?3 OR dst = ?3) AND cl % 2 = 1",
+                    (
+                        stamp,
+                        site.as_bytes().to_vec(),
+                        rid,
+                        clock.seq(),
+                        clock.deleted(),
+                    ),
+                )?;
+                db.with_writer_conn(|conn| {
+                    db.replication()
+                        .note_edge_writes(conn, &clock, edges.len(), || {
+                            edges.iter().map(|(f, r, t)| edge_key(f, r, t)).collect()
+                        })
+                })?;
+            }
             let hub = &db.engine().hub;
             if hub.is_active() {
+                for (from, relation, to) in edges {
+                    hub.record(Change::Edge(EdgeChange {
+                        from,
+                        relation,
+                        to,
+                        edge: None,
+                    }));
+                }
                 hub.record(Change::Node(NodeChange {
                     id: id.to_owned(),
                     node: None,

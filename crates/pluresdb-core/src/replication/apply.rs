@@ -71,10 +71,6 @@ pub struct ApplyReport {
     /// [`Database::apply_changes_from`]; the latest of several merges): what
     /// [`SyncProgress::confirm_through`](crate::SyncProgress::confirm_through) takes.
     pub noted: Option<u64>,
-    /// Edges this database unlinked because a node at their end is deleted here: linked on
-    /// one device while another deleted the node, they lose to the delete (see
-    /// [`Database::delete`]); the unlinks are sent on like local writes.
-    pub unlinked: u64,
 }
 
 impl std::ops::AddAssign for ApplyReport {
@@ -87,7 +83,6 @@ impl std::ops::AddAssign for ApplyReport {
         self.skipped += other.skipped;
         self.left_out = join_left_out(std::mem::take(&mut self.left_out), other.left_out);
         self.trigger_writes += other.trigger_writes;
-        self.unlinked += other.unlinked;
         self.noted = self.noted.max(other.noted);
     }
 }
@@ -299,8 +294,6 @@ impl Database {
                         "INSERT INTO _pluresdb_clock(tbl, key, cl, seq, ver) VALUES (?1, ?2, ?3, ?4, ?5)
                          ON CONFLICT(tbl, key) DO UPDATE SET cl = excluded.cl, seq = excluded.seq, ver = excluded.ver",
                     )?,
-                    deleted_nodes: Vec::new(),
-                    dangling_edges: Vec::new(),
                 };
                 // A dropped table's sync records describe rows it no longer has: were they kept,
                 // a table made again under that name would never receive those rows.
@@ -326,12 +319,6 @@ impl Database {
                 if let Some(hlc) = newest {
                     repl.clock.observe(hlc);
                 }
-                report.unlinked = crate::graph::detach::after_merge(
-                    db,
-                    conn,
-                    &batch.deleted_nodes,
-                    &batch.dangling_edges,
-                )?;
                 if let Some(peer) = from
                     && own_transaction
                     && report.rows > 0
@@ -620,11 +607,6 @@ struct Batch<'r, 'c> {
     write_clock: CachedStatement<'c>,
     /// Tables and columns this batch left changes out for.
     missed: Missed,
-    /// Nodes this batch deleted (ids), and edges it left live at a node deleted after they
-    /// were linked (row ids): such edges are unlinked once the batch is in (see
-    /// `graph::detach`).
-    deleted_nodes: Vec<String>,
-    dangling_edges: Vec<i64>,
 }
 
 impl Batch<'_, '_> {
@@ -789,25 +771,15 @@ fn merge_row<'c>(
             alive_before,
             &m,
         )?,
-        Kind::Nodes => {
-            write_node(db, conn, group, alive_before, &m).map_err(|e| {
-                let id = group.key_values.first().and_then(Value::as_str);
-                e.context(format!(
-                    "merging node {:?} from a peer",
-                    id.unwrap_or_default()
-                ))
-            })?;
-            if !is_alive(m.cl) {
-                let id = group.key_values.first().and_then(Value::as_str);
-                batch.deleted_nodes.push(id.unwrap_or_default().to_owned());
-            }
-        }
+        Kind::Nodes => write_node(db, conn, group, alive_before, &m).map_err(|e| {
+            let id = group.key_values.first().and_then(Value::as_str);
+            e.context(format!(
+                "merging node {:?} from a peer",
+                id.unwrap_or_default()
+            ))
+        })?,
         // An edge's row holds its clock too.
-        Kind::Edges => {
-            if let Some(eid) = write_edge(db, conn, group, alive_before, &m, seq)? {
-                batch.dangling_edges.push(eid);
-            }
-        }
+        Kind::Edges => write_edge(db, conn, group, alive_before, &m, seq)?,
     }
     if !matches!(group.coll.kind, Kind::Edges) {
         batch.write_clock.execute(rusqlite::params![
@@ -1095,14 +1067,14 @@ fn write_edge(
     alive_before: bool,
     m: &Merge,
     seq: u64,
-) -> Result<Option<i64>> {
+) -> Result<()> {
     let part = |i: usize| group.key_values[i].as_str().unwrap_or_default().to_owned();
     let (from, relation, to) = (part(0), part(1), part(2));
     let (created, hlc, site) = m.times.unwrap_or((0, 0, db.site_id()));
     // Ends this replica has no node for yet get placeholder rows (see `schema.rs`).
-    let (src, src_deleted) = ends::node_row_or_placeholder(conn, &from)?;
+    let src = ends::node_row_or_placeholder(conn, &from)?;
     let rel = ends::relation_or_insert(conn, &relation)?;
-    let (dst, dst_deleted) = ends::node_row_or_placeholder(conn, &to)?;
+    let dst = ends::node_row_or_placeholder(conn, &to)?;
     let existing: Option<String> = conn
         .prepare_cached(
             "SELECT data FROM _pluresdb_edges WHERE src = ?1 AND rel = ?2 AND dst = ?3",
@@ -1121,31 +1093,26 @@ fn write_edge(
     } else {
         data = "{}".to_owned();
     }
-    let eid: i64 = conn
-        .prepare_cached(
-            "INSERT INTO _pluresdb_edges
-                 (src, rel, dst, data, created_hlc, updated_hlc, site, cl, seq, ver)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT(src, rel, dst) DO UPDATE SET data = excluded.data,
-                 created_hlc = excluded.created_hlc, updated_hlc = excluded.updated_hlc,
-                 site = excluded.site, cl = excluded.cl, seq = excluded.seq, ver = excluded.ver
-             RETURNING eid",
-        )?
-        .query_row(
-            rusqlite::params![
-                src,
-                rel,
-                dst,
-                data,
-                created as i64,
-                hlc as i64,
-                site.as_bytes().as_slice(),
-                m.cl as i64,
-                seq as i64,
-                m.clock.encode()
-            ],
-            |r| r.get(0),
-        )?;
+    conn.prepare_cached(
+        "INSERT INTO _pluresdb_edges
+             (src, rel, dst, data, created_hlc, updated_hlc, site, cl, seq, ver)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT(src, rel, dst) DO UPDATE SET data = excluded.data,
+             created_hlc = excluded.created_hlc, updated_hlc = excluded.updated_hlc,
+             site = excluded.site, cl = excluded.cl, seq = excluded.seq, ver = excluded.ver",
+    )?
+    .execute(rusqlite::params![
+        src,
+        rel,
+        dst,
+        data,
+        created as i64,
+        hlc as i64,
+        site.as_bytes().as_slice(),
+        m.cl as i64,
+        seq as i64,
+        m.clock.encode()
+    ])?;
     let hub = &db.engine().hub;
     if hub.is_active() {
         let edge = is_alive(m.cl)
@@ -1167,9 +1134,5 @@ fn write_edge(
             edge,
         }));
     }
-    // Linked before a delete of one of its ends (see `graph::detach`).
-    let before_delete =
-        |deleted_at: Option<i64>| deleted_at.is_some_and(|t| created > 0 && (created as i64) < t);
-    let dangling = is_alive(m.cl) && (before_delete(src_deleted) || before_delete(dst_deleted));
-    Ok(dangling.then_some(eid))
+    Ok(())
 }

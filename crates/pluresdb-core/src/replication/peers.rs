@@ -250,9 +250,8 @@ impl Database {
             .ok_or_else(|| crate::Error::internal("the new site id was not stored"))
     }
 
-    /// This database's `db_version`: the last number taken by a transaction that changed
-    /// replicated data (one each, except a merge that also writes changes of this site's own,
-    /// its edge unlinks, which takes a second).
+    /// This database's `db_version`: the number of its last transaction that changed
+    /// replicated data.
     pub fn db_version(&self) -> Result<u64> {
         Ok(self.meta_int("db_version")?.unwrap_or(0) as u64)
     }

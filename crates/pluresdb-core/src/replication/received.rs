@@ -6,9 +6,7 @@
 //! network again and count as pending until sent.
 //!
 //! A merge stamps everything it stores with its transaction's `db_version` (versions that
-//! stay local keep theirs), so one row per merge transaction says it all. (What the merge
-//! then writes as this site's own, edges it unlinks, takes a `db_version` after it and is
-//! sent to every peer.) Only a merge that
+//! stay local keep theirs), so one row per merge transaction says it all. Only a merge that
 //! is a transaction of its own is noted: in a caller's transaction, local writes share its
 //! `db_version`. A note counts once the peer's set of changes it belongs to is complete (the
 //! peer's cursor recorded, with the set's last merge): the peer has then announced, durably,

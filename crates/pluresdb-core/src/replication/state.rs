@@ -210,24 +210,16 @@ impl Replication {
             .prepare_cached("SELECT value FROM _pluresdb_meta WHERE key = 'db_version_by'")?
             .query_row([], |r| r.get(0))
             .optional()?;
-        let seq = next_db_version(conn)?;
+        let seq: i64 = conn
+            .prepare_cached(
+                "INSERT INTO _pluresdb_meta(key, value) VALUES ('db_version', 1)
+                 ON CONFLICT(key) DO UPDATE SET value = value + 1 RETURNING value",
+            )?
+            .query_row([], |r| r.get(0))?;
+        let seq = seq as u64;
         self.recent
             .lock()
             .allocated(seq, last_by != Some(self.token));
-        state.tx_seq = Some((generation, seq));
-        Ok(seq)
-    }
-
-    /// Takes a new `db_version` for the rest of the open transaction, which has one already
-    /// (see [`tx_seq`](Self::tx_seq)): what a merge writes as this site's own must not share
-    /// the merge's version, which counts as the peer's (see `received`).
-    pub(crate) fn fresh_tx_seq(&self, conn: &Connection) -> Result<u64> {
-        let generation = self.tx.generation.load(Ordering::Acquire);
-        let mut state = self.state.lock();
-        let seq = next_db_version(conn)?;
-        // This handle has held the write lock since it took the transaction's first version:
-        // nobody else took one in between.
-        self.recent.lock().allocated(seq, false);
         state.tx_seq = Some((generation, seq));
         Ok(seq)
     }
@@ -533,17 +525,6 @@ impl Replication {
             seq,
         })
     }
-}
-
-/// Counts the file's `db_version` up (in the open transaction) and returns it.
-fn next_db_version(conn: &Connection) -> Result<u64> {
-    let seq: i64 = conn
-        .prepare_cached(
-            "INSERT INTO _pluresdb_meta(key, value) VALUES ('db_version', 1)
-             ON CONFLICT(key) DO UPDATE SET value = value + 1 RETURNING value",
-        )?
-        .query_row([], |r| r.get(0))?;
-    Ok(seq as u64)
 }
 
 /// The collections, once the columns that appeared in their tables are recorded (on a
