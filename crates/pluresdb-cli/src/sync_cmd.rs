@@ -7,7 +7,7 @@ use pluresdb_core::{Database, Error, Refetch, Result, SiteId, VersionVector};
 use pluresdb_sync::codec::DEFAULT_MAX_MESSAGE;
 use pluresdb_sync::file::{apply_file, write_changes_for};
 use pluresdb_sync::net::{WatchEvent, bind, serve, sync_with};
-use pluresdb_sync::{SessionOptions, Stop, merge_notes};
+use pluresdb_sync::{SessionOptions, Stop, left_out_note};
 use serde_json::json;
 
 use crate::output::{print_json, print_table};
@@ -323,7 +323,7 @@ fn warn_trigger_writes(rows: u64) {
 
 /// Tells the user what merges left out, if anything (`apply` and `sync`).
 fn note_merged(skipped: u64, left_out: &[Refetch]) {
-    for note in merge_notes(skipped, left_out) {
+    if let Some(note) = left_out_note(skipped, left_out) {
         eprintln!("note: {note}");
     }
 }

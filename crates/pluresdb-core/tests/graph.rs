@@ -274,6 +274,15 @@ fn edges_link_unlink_and_neighbours() {
         .unwrap_err();
     assert!(err.message().starts_with("edge data must be a JSON object"));
     assert_eq!(db.edge_count().unwrap(), 2);
+    // A self-loop is one edge: listed once both ways, once each way on its own.
+    db.link("grace", "notes", "grace", None).unwrap();
+    let at_grace = |d| db.edges("grace", d, Some("notes")).unwrap().len();
+    assert_eq!(
+        [Direction::Both, Direction::Out, Direction::In].map(at_grace),
+        [1, 1, 1]
+    );
+    assert_eq!(db.edges("grace", Direction::Both, None).unwrap().len(), 3);
+    db.unlink("grace", "notes", "grace").unwrap();
     // An unknown (or deleted) node has no edges to list: it is not found, as in degree(),
     // not an empty list; a node without edges has an empty one.
     db.put("loner", &json!({})).unwrap();

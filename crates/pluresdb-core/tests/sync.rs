@@ -426,8 +426,14 @@ fn applying_twice_or_in_reverse_order_gives_the_same_state() {
     }
     assert_eq!(dump(&forward), dump(&a));
     assert_eq!(dump(&backward), dump(&a));
-    let again = forward.apply_changes(&changes).unwrap();
+    let version = forward.db_version().unwrap();
+    let again = forward.apply_changes_from(a.site_id(), &changes).unwrap();
     assert_eq!(again.applied, 0, "a duplicate batch changes nothing");
+    assert_eq!(
+        (forward.db_version().unwrap(), again.noted),
+        (version, None),
+        "nor takes a db_version"
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ use tokio_tungstenite::{accept_async_with_config, connect_async_with_config};
 
 use pluresdb_core::{Database, Error, ErrorKind, Result};
 
-use crate::notes::merge_notes;
+use crate::notes::left_out_note;
 use crate::session::{SessionOptions, SessionReport, answer_session, session, ws_error};
 
 /// Accepts sync sessions on `listener` until `opts.stop` is stopped (or the future is
@@ -72,7 +72,7 @@ pub async fn serve(db: Database, listener: TcpListener, opts: SessionOptions) ->
 
 /// Tells the server's user what a session's merges left out, as its errors are.
 fn note_merged(addr: SocketAddr, report: &SessionReport) {
-    for note in merge_notes(report.skipped, &report.left_out) {
+    if let Some(note) = left_out_note(report.skipped, &report.left_out) {
         eprintln!("pluresdb: sync with {addr}: {note}");
     }
 }

@@ -6,24 +6,28 @@ use pluresdb_core::Refetch;
 /// Names listed in a note before "and N more".
 const NAMES_SHOWN: usize = 8;
 
-/// One sentence per thing worth telling of merges that left `skipped` changes out (of the
-/// tables and columns `left_out`); none when nothing was.
-pub fn merge_notes(skipped: u64, left_out: &[Refetch]) -> Vec<String> {
-    let mut notes = Vec::new();
-    if skipped > 0 {
-        let mut names = (left_out.iter().take(NAMES_SHOWN))
-            .map(Refetch::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        if left_out.len() > NAMES_SHOWN {
-            names += &format!(" and {} more", left_out.len() - NAMES_SHOWN);
-        }
-        notes.push(format!(
-            "{skipped} changes are for tables or columns this database does not sync or have \
-             ({names}); once it does, the next sync asks for them again"
-        ));
+/// The sentence to tell of merges that left `skipped` changes out (of the tables and columns
+/// `left_out`), if any were.
+pub fn left_out_note(skipped: u64, left_out: &[Refetch]) -> Option<String> {
+    if skipped == 0 {
+        return None;
     }
-    notes
+    let mut names = (left_out.iter().take(NAMES_SHOWN))
+        .map(Refetch::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if left_out.len() > NAMES_SHOWN {
+        names += &format!(" and {} more", left_out.len() - NAMES_SHOWN);
+    }
+    let (changes, are, them) = if skipped == 1 {
+        ("change", "is", "it")
+    } else {
+        ("changes", "are", "them")
+    };
+    Some(format!(
+        "{skipped} {changes} {are} for tables or columns this database does not sync or have \
+         ({names}); once it does, the next sync asks for {them} again"
+    ))
 }
 
 #[cfg(test)]
@@ -31,20 +35,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn notes_name_what_was_left_out() {
-        assert!(merge_notes(0, &[]).is_empty());
+    fn the_note_names_what_was_left_out() {
+        assert!(left_out_note(0, &[]).is_none());
         let names: Vec<Refetch> = (0..10)
             .map(|i| Refetch {
                 table: format!("t{i}"),
                 column: (i % 2 == 1).then(|| "c".to_owned()),
             })
             .collect();
-        let notes = merge_notes(12, &names);
-        assert_eq!(notes.len(), 1);
+        let note = left_out_note(12, &names).unwrap();
         assert!(
-            notes[0].starts_with("12 changes") && notes[0].contains("(t0, t1.c, t2,"),
-            "{notes:?}"
+            note.starts_with("12 changes are") && note.contains("(t0, t1.c, t2,"),
+            "{note}"
         );
-        assert!(notes[0].contains("t7.c and 2 more)"), "{notes:?}");
+        assert!(note.contains("t7.c and 2 more)"), "{note}");
+        let one = left_out_note(1, &names[..1]).unwrap();
+        assert!(
+            one.starts_with("1 change is") && one.contains("(t0)"),
+            "{one}"
+        );
+        assert!(one.ends_with("asks for it again"), "{one}");
     }
 }

@@ -252,7 +252,10 @@ impl Database {
             out.extend(self.edges_one_way(id, "src", "dst", relation)?);
         }
         if matches!(direction, Direction::In | Direction::Both) {
-            out.extend(self.edges_one_way(id, "dst", "src", relation)?);
+            let inward = self.edges_one_way(id, "dst", "src", relation)?;
+            // A self-loop is one edge: both ways, it is listed once (with the outgoing ones).
+            let both = matches!(direction, Direction::Both);
+            out.extend(inward.into_iter().filter(|e| !(both && e.from == e.to)));
         }
         self.found_at(id, out)
     }

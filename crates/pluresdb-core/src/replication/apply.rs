@@ -44,6 +44,10 @@ pub const MAX_VALUE_BYTES: usize = 64 << 20;
 /// counted up by local deletes and re-inserts, which must not overflow.
 const MAX_CAUSAL_LENGTH: u64 = 1 << 62;
 
+/// The sequence number a merge gives the versions it stores until the row is known to change
+/// (then the transaction's `db_version` replaces it).
+const PENDING_SEQ: u64 = u64::MAX;
+
 /// What applying a batch of changes did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ApplyReport {
@@ -277,10 +281,9 @@ impl Database {
                 repl.suppress.store(true, Ordering::Release);
                 let _suppress = Suppress(&repl);
                 let _checks = ChecksOff::new(conn)?;
-                let seq = repl.tx_seq(conn)?;
                 let mut batch = Batch {
                     repl: &repl,
-                    seq,
+                    seq: None,
                     sql: TableSql::default(),
                     sites: Vec::new(),
                     missed: skipped_tables
@@ -321,7 +324,7 @@ impl Database {
                 }
                 if let Some(peer) = from
                     && own_transaction
-                    && report.rows > 0
+                    && let Some(seq) = batch.seq
                 {
                     received::record(conn, seq, repl.site_index(conn, peer)?)?;
                     report.noted = Some(seq);
@@ -329,7 +332,12 @@ impl Database {
                 if let (Some(peer), Some((point, resets))) = (from, point) {
                     resume::record(conn, peer, resets, point)?;
                 }
-                repl.persist_clock(conn)
+                // A merge that changed nothing takes no `db_version` (applying a batch again
+                // leaves the database as it was).
+                match batch.seq {
+                    Some(_) => repl.persist_clock(conn),
+                    None => Ok(()),
+                }
             })
         })?;
         Ok(report)
@@ -598,8 +606,8 @@ fn row_times(
 /// connection's cache once per batch, not once per row).
 struct Batch<'r, 'c> {
     repl: &'r Replication,
-    /// This transaction's `db_version`.
-    seq: u64,
+    /// This transaction's `db_version`, once a row changed (see [`Batch::seq`]).
+    seq: Option<u64>,
     sql: TableSql<'c>,
     /// Sites and their indexes seen in this batch (a handful: a short list beats a map).
     sites: Vec<(SiteId, u32)>,
@@ -610,6 +618,16 @@ struct Batch<'r, 'c> {
 }
 
 impl Batch<'_, '_> {
+    /// This transaction's `db_version`, taken when the first row changes.
+    fn seq(&mut self, conn: &Connection) -> Result<u64> {
+        if let Some(seq) = self.seq {
+            return Ok(seq);
+        }
+        let seq = self.repl.tx_seq(conn)?;
+        self.seq = Some(seq);
+        Ok(seq)
+    }
+
     fn site_index(&mut self, conn: &Connection, site: SiteId) -> Result<u32> {
         if let Some((_, idx)) = self.sites.iter().find(|(s, _)| *s == site) {
             return Ok(*idx);
@@ -639,7 +657,9 @@ fn merge_row<'c>(
     group: &Group<'_>,
     report: &mut ApplyReport,
 ) -> Result<()> {
-    let (repl, seq) = (batch.repl, batch.seq);
+    let repl = batch.repl;
+    // Stamps are stored under the transaction's `db_version`, taken only once the row changes.
+    let seq = PENDING_SEQ;
     let local: Option<(i64, Vec<u8>)> = match group.coll.kind {
         Kind::Edges => edge_clock::read(conn, &group.key_values)?,
         _ => batch
@@ -759,6 +779,8 @@ fn merge_row<'c>(
         return Ok(());
     }
     report.rows += 1;
+    let seq = batch.seq(conn)?;
+    m.clock.replace_seq(PENDING_SEQ, seq);
     m.times = Some(row_times(repl, conn, &m.clock)?);
     let alive_before = is_alive(cl_before);
     match &group.coll.kind {

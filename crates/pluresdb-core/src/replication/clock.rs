@@ -101,6 +101,16 @@ impl RowClock {
         }
     }
 
+    /// Gives every version stored at local sequence number `from` the number `to`.
+    pub(crate) fn replace_seq(&mut self, from: u64, to: u64) {
+        let stamps = std::iter::once(&mut self.sentinel)
+            .chain(self.fields_base.as_mut())
+            .chain(self.fields.iter_mut().map(|(_, s)| s));
+        for stamp in stamps.filter(|s| s.seq == from) {
+            stamp.seq = to;
+        }
+    }
+
     /// Drops `field`'s own version (it then has the base version, if any).
     pub(crate) fn remove_field(&mut self, field: &str) {
         self.fields.retain(|(n, _)| n != field);
