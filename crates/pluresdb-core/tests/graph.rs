@@ -282,6 +282,11 @@ fn edges_link_unlink_and_neighbours() {
         [1, 1, 1]
     );
     assert_eq!(db.edges("grace", Direction::Both, None).unwrap().len(), 3);
+    assert_eq!(
+        db.degree("grace", Direction::Both, Some("notes")).unwrap(),
+        2,
+        "degree counts a self-loop once per direction"
+    );
     db.unlink("grace", "notes", "grace").unwrap();
     // An unknown (or deleted) node has no edges to list: it is not found, as in degree(),
     // not an empty list; a node without edges has an empty one.

@@ -434,6 +434,26 @@ fn applying_twice_or_in_reverse_order_gives_the_same_state() {
         (version, None),
         "nor takes a db_version"
     );
+    // A batch where only a later row changes: one version, and only that row's changes are
+    // stored under it (a version left as a placeholder would be sent again and again).
+    a.run("UPDATE todos SET title = 'new' WHERE id = 't19'", ())
+        .unwrap();
+    let mixed = forward
+        .apply_changes_from(a.site_id(), &a.changes_since(0, None).unwrap().changes)
+        .unwrap();
+    assert_eq!((mixed.rows, mixed.applied), (1, 1));
+    assert_eq!(forward.db_version().unwrap(), version + 1);
+    let stored = forward.changes_since(version, None).unwrap().changes;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].value, Some(Value::from("new")));
+    assert!(
+        forward
+            .changes_since(version + 1, None)
+            .unwrap()
+            .changes
+            .is_empty()
+    );
+    assert_eq!(dump(&forward), dump(&a));
 }
 
 #[test]

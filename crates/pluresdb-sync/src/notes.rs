@@ -12,6 +12,7 @@ pub fn left_out_note(skipped: u64, left_out: &[Refetch]) -> Option<String> {
     if skipped == 0 {
         return None;
     }
+    // (None named: a peer's column named like a key column here, never asked for again.)
     let mut names = (left_out.iter().take(NAMES_SHOWN))
         .map(Refetch::to_string)
         .collect::<Vec<_>>()
@@ -24,6 +25,11 @@ pub fn left_out_note(skipped: u64, left_out: &[Refetch]) -> Option<String> {
     } else {
         ("changes", "are", "them")
     };
+    if names.is_empty() {
+        return Some(format!(
+            "{skipped} {changes} {are} for columns this database does not have"
+        ));
+    }
     Some(format!(
         "{skipped} {changes} {are} for tables or columns this database does not sync or have \
          ({names}); once it does, the next sync asks for {them} again"
@@ -55,5 +61,9 @@ mod tests {
             "{one}"
         );
         assert!(one.ends_with("asks for it again"), "{one}");
+        assert_eq!(
+            left_out_note(2, &[]).unwrap(),
+            "2 changes are for columns this database does not have"
+        );
     }
 }

@@ -236,8 +236,10 @@ impl Database {
     }
 
     /// Edges at node `id` in `direction`, optionally of one relation, ordered by relation and
-    /// the other end's id. A node that does not exist is an [`ErrorKind::NotFound`] error,
-    /// as in [`degree`](Self::degree) and [`traverse`](Self::traverse).
+    /// the other end's id; a self-loop is one edge, listed once for [`Direction::Both`]
+    /// ([`degree`](Self::degree) counts it once per direction, as graph theory does). A node
+    /// that does not exist is an [`ErrorKind::NotFound`] error, as in `degree` and
+    /// [`traverse`](Self::traverse).
     ///
     /// [`ErrorKind::NotFound`]: crate::ErrorKind::NotFound
     pub fn edges(

@@ -319,7 +319,8 @@ impl Database {
                     });
                     report.left_out = join_left_out(named.collect(), Vec::new());
                 }
-                if let Some(hlc) = newest {
+                // Only what was stored must come before this site's next writes.
+                if let Some(hlc) = newest.filter(|_| batch.seq.is_some()) {
                     repl.clock.observe(hlc);
                 }
                 if let Some(peer) = from
@@ -334,10 +335,10 @@ impl Database {
                 }
                 // A merge that changed nothing takes no `db_version` (applying a batch again
                 // leaves the database as it was).
-                match batch.seq {
-                    Some(_) => repl.persist_clock(conn),
-                    None => Ok(()),
+                if batch.seq.is_some() {
+                    repl.persist_clock(conn)?;
                 }
+                Ok(())
             })
         })?;
         Ok(report)
@@ -781,6 +782,7 @@ fn merge_row<'c>(
     report.rows += 1;
     let seq = batch.seq(conn)?;
     m.clock.replace_seq(PENDING_SEQ, seq);
+    debug_assert!(m.clock.newest_seq() != PENDING_SEQ);
     m.times = Some(row_times(repl, conn, &m.clock)?);
     let alive_before = is_alive(cl_before);
     match &group.coll.kind {

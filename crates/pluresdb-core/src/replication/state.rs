@@ -203,8 +203,8 @@ impl Replication {
             return Err(Error::internal("a replicated write outside a transaction"));
         }
         // Counted in the file, not in memory: another process may write it too. Who took the
-        // last version is recorded next to it (by `persist_clock`, which every writer of clock
-        // records calls): if not this handle, versions may have been committed that the
+        // last version is recorded next to it (by `persist_clock`, which every writer that
+        // takes a version calls): if not this handle, versions may have been committed that the
         // recent-change list does not hold.
         let last_by: Option<i64> = conn
             .prepare_cached("SELECT value FROM _pluresdb_meta WHERE key = 'db_version_by'")?
