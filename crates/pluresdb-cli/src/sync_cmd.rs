@@ -149,8 +149,13 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
         )?;
     } else {
         println!(
-            "applied {} of {} changes ({} rows changed); this database now has: {vv}",
-            applied.report.applied, applied.report.received, applied.report.rows
+            "applied {} of {} changes ({} changed); this database now has: {vv}",
+            applied.report.applied,
+            applied.report.received,
+            match applied.report.rows {
+                1 => "1 row".to_owned(),
+                n => format!("{n} rows"),
+            }
         );
     }
     note_merged(applied.report.skipped, &applied.report.left_out);
@@ -328,9 +333,10 @@ fn note_merged(skipped: u64, left_out: &[Refetch]) {
     }
 }
 
-/// Left-out tables and columns as JSON: `["notes", "todos.prio"]`.
+/// Left-out tables and columns as JSON, as `asks_again` of `sync --status` shows them:
+/// `[{"table": "notes", "column": null}, {"table": "todos", "column": "prio"}]`.
 fn left_out_json(list: &[Refetch]) -> serde_json::Value {
-    list.iter().map(Refetch::to_string).collect()
+    json!(list)
 }
 
 /// `pluresdb sync --status`.

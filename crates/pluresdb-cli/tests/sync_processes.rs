@@ -239,7 +239,7 @@ fn apply_and_status_name_the_tables_and_columns_left_out() {
     let (applied, stderr) = exchange(dir.path(), &a, &b);
     assert_eq!(
         applied["left_out"],
-        serde_json::json!(["notes"]),
+        serde_json::json!([{"table": "notes", "column": null}]),
         "{applied}"
     );
     assert!(
@@ -249,7 +249,8 @@ fn apply_and_status_name_the_tables_and_columns_left_out() {
         "{stderr}"
     );
     let status: Value = serde_json::from_str(&run(&b, &["--json", "sync", "--status"])).unwrap();
-    assert_eq!(status["left_out"], serde_json::json!(["notes"]), "{status}");
+    let notes = serde_json::json!([{"table": "notes", "column": null}]);
+    assert_eq!(status["left_out"], notes, "{status}");
     assert!(run(&b, &["sync", "--status"]).contains("left out: changes of notes,"));
     // Once b syncs notes too, nothing is left out any more.
     run(

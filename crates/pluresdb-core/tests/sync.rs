@@ -539,6 +539,17 @@ fn bad_changes_are_refused_with_a_reason_and_nothing_changes() {
         assert!(err.message().starts_with("change 1 "), "{err}");
         assert_eq!(dump(&b), before, "nothing applied");
     }
+    // The change is named as people read it: collection, key as JSON, field.
+    let bad_key = ChangeRecord {
+        key: vec![Value::Integer(1)].into(),
+        ..good.clone()
+    };
+    let err = b.apply_changes(&[bad_key]).unwrap_err();
+    assert!(
+        err.message()
+            .starts_with("change 0 (_pluresdb_nodes row [1], field \"data.a\")"),
+        "{err}"
+    );
     b.apply_changes(&[good]).unwrap();
     assert_eq!(b.get_node("x").unwrap().unwrap().data["a"], 1);
 }

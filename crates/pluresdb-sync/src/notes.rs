@@ -20,14 +20,15 @@ pub fn left_out_note(skipped: u64, left_out: &[Refetch]) -> Option<String> {
     if left_out.len() > NAMES_SHOWN {
         names += &format!(" and {} more", left_out.len() - NAMES_SHOWN);
     }
-    let (changes, are, them) = if skipped == 1 {
-        ("change", "is", "it")
+    let (changes, are, them, they) = if skipped == 1 {
+        ("change", "is", "it", "it")
     } else {
-        ("changes", "are", "them")
+        ("changes", "are", "them", "they")
     };
     if names.is_empty() {
         return Some(format!(
-            "{skipped} {changes} {are} for columns this database does not have"
+            "{skipped} {changes} {are} for columns this database keys its table by (the other \
+             device keys that table otherwise), so {they} {are} left out"
         ));
     }
     Some(format!(
@@ -61,9 +62,11 @@ mod tests {
             "{one}"
         );
         assert!(one.ends_with("asks for it again"), "{one}");
-        assert_eq!(
-            left_out_note(2, &[]).unwrap(),
-            "2 changes are for columns this database does not have"
+        let keyed = left_out_note(2, &[]).unwrap();
+        assert!(
+            keyed.starts_with("2 changes are for columns this database keys its table by")
+                && keyed.ends_with("so they are left out"),
+            "{keyed}"
         );
     }
 }

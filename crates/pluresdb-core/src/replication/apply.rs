@@ -211,11 +211,14 @@ impl Database {
                 let mut index: HashMap<(u32, Vec<u8>), usize> = HashMap::new();
                 let context = |i: usize| {
                     let ch: &ChangeRecord = &changes[i];
+                    let field = match &*ch.field {
+                        "" => "its creation or deletion".to_owned(),
+                        field => format!("field {:?}", shorten(field)),
+                    };
                     format!(
-                        "change {i} ({} {} field {})",
+                        "change {i} ({} row {}, {field})",
                         shorten(&ch.collection),
-                        shorten(&format!("{:?}", ch.key)),
-                        shorten(&format!("{:?}", ch.field))
+                        key_text(&ch.key),
                     )
                 };
                 let mut newest = None;
