@@ -245,20 +245,18 @@ fn write_overhead(rows: usize) {
 }
 
 /// The least a fold can cost while each synced row has its own clock record (a B-tree record
-/// of SQLite's): with the clock records of the database at `path` (copied to `copy` first, so
-/// the database measured is left as it was), the time SQLite alone takes to write them, in
-/// key order, into an empty table of the same shape (what folding the inserts writes), and to
-/// rewrite each of them one field version longer (what folding an update of every row
-/// writes), each in one transaction.
-fn clock_floor(path: &Path, copy: &Path) -> (Duration, Duration) {
-    Connection::open(path)
-        .unwrap()
-        .execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+/// of SQLite's): the time SQLite alone takes to write the clock records of the database at
+/// `path`, in key order, into an empty table of the same shape in a new file `floor` (what
+/// folding the inserts writes), and to rewrite each of them one field version longer (what
+/// folding an update of every row writes), each in one transaction.
+fn clock_floor(path: &Path, floor: &Path) -> (Duration, Duration) {
+    let conn = Connection::open(floor).unwrap();
+    conn.execute("ATTACH ?1 AS measured", [path.to_str().unwrap()])
         .unwrap();
-    let conn = Connection::open(copy).unwrap();
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
-         CREATE TEMP TABLE records AS SELECT * FROM _pluresdb_clock;
+         CREATE TEMP TABLE records AS SELECT * FROM measured._pluresdb_clock;
+         DETACH measured;
          CREATE TABLE floor(tbl INTEGER NOT NULL, key BLOB NOT NULL, cl INTEGER NOT NULL,
                             seq INTEGER NOT NULL, ver BLOB NOT NULL,
                             PRIMARY KEY (tbl, key)) WITHOUT ROWID;",

@@ -7,7 +7,7 @@ use pluresdb_core::{Database, Error, Refetch, Result, SiteId, VersionVector};
 use pluresdb_sync::codec::DEFAULT_MAX_MESSAGE;
 use pluresdb_sync::file::{apply_file, write_changes_for};
 use pluresdb_sync::net::{WatchEvent, bind, serve, sync_with};
-use pluresdb_sync::{SessionOptions, Stop, left_out_note};
+use pluresdb_sync::{SessionOptions, Stop, left_out_note, waiting_note};
 use serde_json::json;
 
 use crate::output::{print_json, print_table};
@@ -141,7 +141,7 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
                 "applied": applied.report.applied,
                 "rows": applied.report.rows,
                 "skipped": applied.report.skipped,
-                "left_out": left_out_json(&applied.report.left_out),
+                "left_out": applied.report.left_out,
                 "trigger_writes": applied.report.trigger_writes,
                 "missing": applied.gap.map(|(have, start)| json!({"have": have, "file_starts_after": start})),
                 "version_vector": vv,
@@ -274,7 +274,7 @@ pub fn sync_cmd(
     if json_out {
         print_json(
             &mut crate::output::stdout(),
-            &json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "left_out": left_out_json(&report.left_out), "trigger_writes": report.trigger_writes}),
+            &json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "left_out": report.left_out, "trigger_writes": report.trigger_writes}),
         )?;
     } else if report.peer.is_none() {
         println!("never connected to {url}");
@@ -333,12 +333,6 @@ fn note_merged(skipped: u64, left_out: &[Refetch]) {
     }
 }
 
-/// Left-out tables and columns as JSON, as `asks_again` of `sync --status` shows them:
-/// `[{"table": "notes", "column": null}, {"table": "todos", "column": "prio"}]`.
-fn left_out_json(list: &[Refetch]) -> serde_json::Value {
-    json!(list)
-}
-
 /// `pluresdb sync --status`.
 pub fn status(db: &Database, json_out: bool) -> Result<()> {
     let peers = db.sync_status()?;
@@ -351,7 +345,7 @@ pub fn status(db: &Database, json_out: bool) -> Result<()> {
                 "db_version": db.db_version()?,
                 "version_vector": db.version_vector()?.to_string(),
                 "peers": peers,
-                "left_out": left_out_json(&db.left_out()?),
+                "left_out": db.left_out()?,
             }),
         );
     }
@@ -367,15 +361,8 @@ pub fn status(db: &Database, json_out: bool) -> Result<()> {
         "it has: {vv}\nto bring it another device's changes without a network, run there: {}",
         changes_command(db, &vv)
     )?;
-    let left_out = db.left_out()?;
-    if !left_out.is_empty() {
-        let names: Vec<String> = left_out.iter().map(ToString::to_string).collect();
-        writeln!(
-            out,
-            "left out: changes of {}, which this database does not sync or have; once it \
-             does, the next sync asks for them again",
-            names.join(", ")
-        )?;
+    if let Some(note) = waiting_note(&db.left_out()?) {
+        writeln!(out, "left out: {note}")?;
     }
     if peers.is_empty() {
         writeln!(out, "not synced with any peer yet")?;

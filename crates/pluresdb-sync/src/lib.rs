@@ -13,5 +13,5 @@ pub mod net;
 mod notes;
 mod session;
 
-pub use notes::left_out_note;
+pub use notes::{left_out_note, waiting_note};
 pub use session::{PEER_STOPPED, SessionOptions, SessionReport, Stop, answer_session, run_session};

@@ -1,5 +1,5 @@
 //! What a user should hear of merges: changes left out for tables or columns this database
-//! lacks.
+//! lacks, and which of those it still waits for.
 
 use pluresdb_core::Refetch;
 
@@ -37,6 +37,20 @@ pub fn left_out_note(skipped: u64, left_out: &[Refetch]) -> Option<String> {
     ))
 }
 
+/// The sentence telling which tables and columns (`waiting`, all named) had changes left out
+/// and are still not here, if any.
+pub fn waiting_note(waiting: &[Refetch]) -> Option<String> {
+    if waiting.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = waiting.iter().map(Refetch::to_string).collect();
+    Some(format!(
+        "changes of {}, which this database does not sync or have; once it does, the next \
+         sync asks for them again",
+        names.join(", ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +76,9 @@ mod tests {
             "{one}"
         );
         assert!(one.ends_with("asks for it again"), "{one}");
+        assert!(waiting_note(&[]).is_none());
+        let waiting = waiting_note(&names).unwrap();
+        assert!(waiting.starts_with("changes of t0, t1.c, ") && waiting.contains("t9.c, which"));
         let keyed = left_out_note(2, &[]).unwrap();
         assert!(
             keyed.starts_with("2 changes are for columns this database keys its table by")

@@ -23,7 +23,7 @@ use super::history::append_history;
 use super::keys;
 use super::missed::{self, Missed};
 use super::received;
-use super::refetch::Refetch;
+use super::refetch::{self, Refetch};
 use super::resume::{self, ResumePoint};
 use super::state::Replication;
 use super::{ChangeRecord, MAX_CLOCK_DRIFT};
@@ -316,11 +316,10 @@ impl Database {
                     repl.with_collections(conn, |colls| {
                         missed::remember(conn, &batch.missed, colls)
                     })?;
-                    let named = batch.missed.iter().map(|(table, column)| Refetch {
-                        table: table.clone(),
-                        column: (!column.is_empty()).then(|| column.clone()),
-                    });
-                    report.left_out = join_left_out(named.collect(), Vec::new());
+                    // (A set: sorted, each once.)
+                    report.left_out = refetch::from_missed(&batch.missed)
+                        .take(MAX_LEFT_OUT_NAMED)
+                        .collect();
                 }
                 // Only what was stored must come before this site's next writes.
                 if let Some(hlc) = newest.filter(|_| batch.seq.is_some()) {

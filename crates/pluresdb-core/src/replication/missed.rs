@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use rusqlite::{Connection, MAIN_DB, OptionalExtension};
 
 use super::collections::{Collections, Kind};
-use super::refetch::Refetch;
+use super::refetch::{Refetch, from_missed};
 use crate::error::{Error, Result};
 
 /// `(table, column)` pairs; an empty column stands for the whole table.
@@ -102,14 +102,8 @@ pub(crate) fn resync_if_arrived(conn: &Connection, collections: &Collections) ->
 
 /// The remembered misses by name (the entry standing for those that did not fit left out).
 pub(crate) fn named(conn: &Connection) -> Result<Vec<Refetch>> {
-    Ok(read(conn)?
-        .into_iter()
-        .filter(|(table, _)| table != OVERFLOW)
-        .map(|(table, column)| Refetch {
-            table,
-            column: (!column.is_empty()).then_some(column),
-        })
-        .collect())
+    let all = read(conn)?;
+    Ok(from_missed(&all).filter(|r| r.table != OVERFLOW).collect())
 }
 
 fn read(conn: &Connection) -> Result<Missed> {

@@ -66,7 +66,7 @@ pub struct Refetching {
 }
 
 /// Entries of [`Missed`] as [`Refetch`]es (an empty column stands for the whole table).
-fn from_missed(missed: &Missed) -> impl Iterator<Item = Refetch> + '_ {
+pub(crate) fn from_missed(missed: &Missed) -> impl Iterator<Item = Refetch> + '_ {
     missed.iter().map(|(table, column)| Refetch {
         table: table.clone(),
         column: (!column.is_empty()).then(|| column.clone()),
