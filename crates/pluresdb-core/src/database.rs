@@ -208,13 +208,17 @@ impl Database {
 
     /// Replicates `table` from now on (like `SELECT pluresdb_sync_table('table')`): checks
     /// that sync can handle its shape (a non-null primary key, no AUTOINCREMENT, no other
-    /// UNIQUE index) and refuses with the reason otherwise. Existing rows count as written now.
+    /// UNIQUE index) and refuses with the reason otherwise. Existing rows count as written now;
+    /// for a table that synced before ([`unsync_table`](Self::unsync_table)), rows left alone
+    /// since keep their versions, and what was changed meanwhile (deletes too) counts as done
+    /// now.
     pub fn sync_table(&self, table: &str) -> Result<()> {
         self.require_graph()?;
         self.transaction(|db| db.with_writer_conn(|c| db.inner.repl.sync_table_on(c, table)))
     }
 
-    /// Stops replicating `table` (its rows stay). Returns whether it was replicated.
+    /// Stops replicating `table` (its rows stay; its sync records are kept aside until it syncs
+    /// again). Returns whether it was replicated.
     pub fn unsync_table(&self, table: &str) -> Result<bool> {
         self.require_graph()?;
         self.transaction(|db| db.with_writer_conn(|c| db.inner.repl.unsync_table_on(c, table)))

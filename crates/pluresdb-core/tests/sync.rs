@@ -1553,6 +1553,159 @@ fn dropping_a_synced_table_is_refused_saying_what_to_do_instead() {
     assert!(a.check().unwrap().is_empty());
 }
 
+/// The rows of table `t` (text key, two more columns) in key order.
+fn rows3(db: &Database, t: &str) -> Vec<(String, String, Value)> {
+    db.all_as(&format!("SELECT * FROM {t} ORDER BY 1"), ())
+        .unwrap()
+}
+
+#[test]
+fn a_table_synced_again_keeps_the_versions_of_rows_left_alone_meanwhile() {
+    // Synced again, the table counted every row as written at that moment: B's rows left
+    // alone while it was not synced beat A's newer edits, on both devices.
+    let (a, b) = pair(
+        "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT, done INTEGER)",
+        &["todos"],
+    );
+    a.exec("INSERT INTO todos VALUES ('1', 'one', 0), ('2', 'two', 0), ('3', 'three', 0)")
+        .unwrap();
+    b.exec("INSERT INTO todos VALUES ('5', 'five', 0), ('6', 'six', 0)")
+        .unwrap();
+    sync(&a, &b);
+    a.exec("UPDATE todos SET done = 2 WHERE id = '2'").unwrap();
+    // B's edits of rows 5 and 6, not sent yet when the table stops syncing.
+    b.exec("UPDATE todos SET title = title || ', edited on B' WHERE id IN ('5', '6')")
+        .unwrap();
+    assert!(b.unsync_table("todos").unwrap());
+    // Meanwhile A edits row 1; B edits row 2 (after A did), deletes rows 3 and 5 (one of
+    // A's, one of its own) and adds row 4.
+    a.exec("UPDATE todos SET title = 'one, edited on A' WHERE id = '1'")
+        .unwrap();
+    b.exec(
+        "UPDATE todos SET done = 1 WHERE id = '2'; DELETE FROM todos WHERE id IN ('3', '5');
+         INSERT INTO todos VALUES ('4', 'four', 0)",
+    )
+    .unwrap();
+    // A sync meanwhile leaves A's changes out on B, and B's out on A.
+    sync(&a, &b);
+    assert_eq!(rows3(&b, "todos")[0].1, "one");
+    assert_eq!(rows3(&a, "todos")[3].1, "five");
+    b.sync_table("todos").unwrap();
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    let int = Value::Integer;
+    assert_eq!(
+        rows3(&a, "todos"),
+        [
+            ("1".into(), "one, edited on A".into(), int(0)),
+            // B's edit counts as made when the table synced again: after A's.
+            ("2".into(), "two".into(), int(1)),
+            ("4".into(), "four".into(), int(0)),
+            // Sent although A synced with B (and moved past that edit) while it waited.
+            ("6".into(), "six, edited on B".into(), int(0)),
+        ]
+    );
+    // Nothing is left to send or to take: the rows are as settled as before the pause.
+    assert_eq!(push(&a, &b) + push(&b, &a), 0);
+    assert!(b.check().unwrap().is_empty());
+}
+
+#[test]
+fn a_table_rebuilt_or_given_a_column_while_not_synced_keeps_its_rows_versions() {
+    let (a, b) = pair(
+        "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, x TEXT)",
+        &["t"],
+    );
+    a.exec("INSERT INTO t VALUES ('1', 'a'), ('2', 'b'), ('3', 'c')")
+        .unwrap();
+    sync(&a, &b);
+    a.exec(
+        "ALTER TABLE t ADD COLUMN y TEXT DEFAULT pending;
+         UPDATE t SET y = 'from A' WHERE id IN ('1', '2')",
+    )
+    .unwrap();
+    // B rebuilds t (SQLite's way of making x NOT NULL), adding y too (its DEFAULT a bare
+    // word: the text 'pending'), leaving row 3 out, and sets y of row 2.
+    b.exec(
+        "SELECT pluresdb_unsync_table('t');
+         CREATE TABLE t2(id TEXT PRIMARY KEY NOT NULL, x TEXT NOT NULL, y TEXT DEFAULT pending);
+         INSERT INTO t2(id, x) SELECT id, x FROM t WHERE id <> '3'; DROP TABLE t;
+         ALTER TABLE t2 RENAME TO t; UPDATE t SET y = 'from B' WHERE id = '2'",
+    )
+    .unwrap();
+    a.exec("UPDATE t SET x = 'a, edited on A' WHERE id = '1'")
+        .unwrap();
+    b.sync_table("t").unwrap();
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    let text = |s: &str| Value::Text(s.into());
+    assert_eq!(
+        rows3(&b, "t"),
+        [
+            // B's row 1 was copied as it was, and its y holds the default: A's values win.
+            ("1".into(), "a, edited on A".into(), text("from A")),
+            ("2".into(), "b".into(), text("from B")),
+        ]
+    );
+    // Under another key, the table is another one: its rows count as written now.
+    b.exec(
+        "SELECT pluresdb_unsync_table('t'); DROP TABLE t;
+         CREATE TABLE t(id TEXT NOT NULL, x TEXT PRIMARY KEY NOT NULL, y TEXT);
+         INSERT INTO t VALUES ('1', 'a', 'y'); SELECT pluresdb_sync_table('t')",
+    )
+    .unwrap();
+    assert!(sends(&b, "y", "y"));
+}
+
+#[test]
+fn a_table_dropped_on_one_device_and_made_again_deletes_nothing_elsewhere() {
+    let (a, b) = pair(
+        "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, x TEXT)",
+        &["t"],
+    );
+    a.exec("INSERT INTO t VALUES ('1', 'a'), ('2', 'b')")
+        .unwrap();
+    sync(&a, &b);
+    b.exec(
+        "SELECT pluresdb_unsync_table('t'); DROP TABLE t;
+         CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, x TEXT);
+         INSERT INTO t VALUES ('3', 'c'); SELECT pluresdb_sync_table('t')",
+    )
+    .unwrap();
+    sync(&a, &b);
+    let ids = |db: &Database| {
+        db.all_as::<(String,)>("SELECT id FROM t ORDER BY 1", ())
+            .unwrap()
+    };
+    assert_eq!(ids(&a), [("1".into(),), ("2".into(),), ("3".into(),)]);
+    assert_eq!(ids(&b), [("3".into(),)]);
+}
+
+#[test]
+fn a_table_synced_after_another_stopped_syncing_sends_every_column() {
+    // The new table took the id of the one that stopped, and with it that table's record of
+    // when its columns appeared: a column it lacked counted as added after every row, so
+    // existing rows never sent it.
+    let a = with_synced(
+        "CREATE TABLE p(id TEXT PRIMARY KEY NOT NULL, x TEXT)",
+        &["p"],
+    );
+    a.exec("ALTER TABLE p ADD COLUMN z TEXT").unwrap();
+    assert!(a.unsync_table("p").unwrap());
+    a.exec(
+        "CREATE TABLE q(id TEXT PRIMARY KEY NOT NULL, z TEXT, w TEXT);
+         INSERT INTO q VALUES ('1', 'zz', 'ww')",
+    )
+    .unwrap();
+    a.sync_table("q").unwrap();
+    let b = with_synced(
+        "CREATE TABLE q(id TEXT PRIMARY KEY NOT NULL, z TEXT, w TEXT)",
+        &["q"],
+    );
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+}
+
 #[test]
 fn a_synced_table_renamed_keeps_syncing_under_its_new_name() {
     // Renamed, the table stopped syncing without a word (even the row written before the

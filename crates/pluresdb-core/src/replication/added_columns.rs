@@ -43,6 +43,25 @@ pub(crate) fn read(conn: &Connection, collection: u32) -> Result<Option<AddedAt>
     .transpose()
 }
 
+/// Records `times` as collection `collection`'s column times.
+pub(crate) fn write(conn: &Connection, collection: u32, times: &AddedAt) -> Result<()> {
+    let text = serde_json::to_string(times).expect("a map of numbers serializes");
+    conn.prepare_cached(
+        "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute((key(collection), text))?;
+    Ok(())
+}
+
+/// Forgets collection `collection`'s column times (it stopped syncing: a table synced later
+/// may be given its id).
+pub(crate) fn forget(conn: &Connection, collection: u32) -> Result<()> {
+    conn.prepare_cached("DELETE FROM _pluresdb_meta WHERE key = ?1")?
+        .execute([key(collection)])?;
+    Ok(())
+}
+
 /// The time field `field` appeared, from `recorded`: 0 when nothing is recorded for the
 /// table (then every column counts as there from the start, as before this was recorded),
 /// and never (`u64::MAX`) for a column not recorded yet (no base version covers it until the
@@ -70,12 +89,7 @@ pub(crate) fn record(
     crate::engine::in_write_transaction(conn, || {
         let changes = to_record(conn, &Collections::load(conn)?, &now)?;
         for (collection, times) in &changes {
-            let text = serde_json::to_string(times).expect("a map of numbers serializes");
-            conn.prepare_cached(
-                "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute((key(*collection), text))?;
+            write(conn, *collection, times)?;
         }
         Ok(!changes.is_empty())
     })

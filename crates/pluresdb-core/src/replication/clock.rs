@@ -101,13 +101,25 @@ impl RowClock {
         }
     }
 
+    /// Every stamp: the sentinel, the base version, the fields' own.
+    fn stamps_mut(&mut self) -> impl Iterator<Item = &mut Stamp> {
+        std::iter::once(&mut self.sentinel)
+            .chain(self.fields_base.as_mut())
+            .chain(self.fields.iter_mut().map(|(_, s)| s))
+    }
+
     /// Gives every version stored at local sequence number `from` the number `to`.
     pub(crate) fn replace_seq(&mut self, from: u64, to: u64) {
-        let stamps = std::iter::once(&mut self.sentinel)
-            .chain(self.fields_base.as_mut())
-            .chain(self.fields.iter_mut().map(|(_, s)| s));
-        for stamp in stamps.filter(|s| s.seq == from) {
+        for stamp in self.stamps_mut().filter(|s| s.seq == from) {
             stamp.seq = to;
+        }
+    }
+
+    /// Gives every version the local sequence number `seq` (the row is stored anew, with the
+    /// versions it had).
+    pub(crate) fn store_anew(&mut self, seq: u64) {
+        for stamp in self.stamps_mut() {
+            stamp.seq = seq;
         }
     }
 

@@ -28,6 +28,7 @@ mod functions;
 mod history;
 mod keys;
 mod missed;
+mod paused;
 mod peers;
 mod received;
 mod recent;

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use rusqlite::{Connection, OptionalExtension};
 
+use super::added_columns;
 use super::clock::RowClock;
 use super::collections::{Collection, Kind, Renamed, TableInfo, check_shape, quote, table_info};
 use super::state::Replication;
@@ -26,7 +27,9 @@ fn schema_name(conn: &Connection, table: &str) -> Result<String> {
 
 impl Replication {
     /// Makes `table` replicated: checks its shape and records every existing row as written
-    /// now; the writer's pre-update hook reports its changes from the next statement on. Idempotent. Runs in the caller's transaction.
+    /// now (or, for a table that synced before, brings back its rows' versions: see
+    /// [`paused`](super::paused)); the writer's pre-update hook reports its changes from the
+    /// next statement on. Idempotent. Runs in the caller's transaction.
     pub(crate) fn sync_table_on(&self, conn: &Connection, table: &str) -> Result<()> {
         if conn.is_autocommit() {
             // Called as `SELECT pluresdb_sync_table(...)` outside a transaction.
@@ -43,16 +46,39 @@ impl Replication {
         self.settle_clock(conn)?;
         let table = &schema_name(conn, table)?;
         let info = check_shape(conn, table)?;
-        conn.prepare_cached(
-            "INSERT OR IGNORE INTO _pluresdb_collections(name, kind) VALUES (?1, 'table')",
-        )?
-        .execute([table])?;
+        let added = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO _pluresdb_collections(name, kind) VALUES (?1, 'table')",
+            )?
+            .execute([table])?
+            == 1;
         let id: i64 = conn.query_row(
             "SELECT id FROM _pluresdb_collections WHERE name = ?1 AND kind = 'table'",
             [table],
             |r| r.get(0),
         )?;
         let id = u32::try_from(id).map_err(|_| Error::internal("collection id out of range"))?;
+        if added {
+            // (Column times recorded by a file from before they went with their table.)
+            added_columns::forget(conn, id)?;
+        }
+        if !(added && self.resume_table(conn, id, table, &info)?) {
+            self.stamp_unrecorded_rows(conn, id, table, &info)?;
+        }
+        // Every existing row was recorded at once: too many to list as recent changes.
+        self.recent.lock().overflow(self.tx_seq(conn)?);
+        self.persist_clock(conn)?;
+        self.collections_changed(conn)
+    }
+
+    /// Records every row of `table` (collection `id`) that has no version yet as written now.
+    fn stamp_unrecorded_rows(
+        &self,
+        conn: &Connection,
+        id: u32,
+        table: &str,
+        info: &TableInfo,
+    ) -> Result<()> {
         let stamp = self.local_stamp(conn, self.clock.now())?;
         let keys = info
             .pk
@@ -73,13 +99,11 @@ impl Replication {
                 RowClock::whole(stamp).encode()
             ],
         )?;
-        // Every existing row was recorded at once: too many to list as recent changes.
-        self.recent.lock().overflow(stamp.seq);
-        self.persist_clock(conn)?;
-        self.collections_changed(conn)
+        Ok(())
     }
 
-    /// Stops replicating `table`: removes its clock records. Its rows stay.
+    /// Stops replicating `table`: its clock records are kept aside (see
+    /// [`paused`](super::paused)) until it syncs again. Its rows stay.
     pub(crate) fn unsync_table_on(&self, conn: &Connection, table: &str) -> Result<bool> {
         if conn.is_autocommit() {
             conn.execute_batch("SAVEPOINT pluresdb_unsync_table")?;
@@ -91,19 +115,21 @@ impl Replication {
             })?;
             return done;
         }
-        let id: Option<i64> = conn
+        let found: Option<(u32, String)> = conn
             .query_row(
-                "SELECT id FROM _pluresdb_collections
+                "SELECT id, name FROM _pluresdb_collections
                  WHERE name = ?1 COLLATE NOCASE AND kind = 'table'",
                 [table],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .ok();
-        let Some(id) = id else {
+            .optional()?;
+        let Some((id, name)) = found else {
             return Ok(false);
         };
         // Changes captured so far are recorded before the table stops being synced.
         self.settle_clock(conn)?;
+        super::paused::pause(conn, id, &name)?;
+        added_columns::forget(conn, id)?;
         conn.execute("DELETE FROM _pluresdb_clock WHERE tbl = ?1", [id])?;
         conn.execute("DELETE FROM _pluresdb_collections WHERE id = ?1", [id])?;
         self.collections_changed(conn)?;
@@ -174,8 +200,8 @@ impl Replication {
                      device, DELETE FROM it; to change its columns, ALTER TABLE it (ADD, RENAME \
                      or DROP COLUMN); to drop it on this device only, or to rebuild it (SQLite's \
                      way of changing a column's type or constraints), stop syncing it first \
-                     (SELECT pluresdb_unsync_table('{}')) and sync it again after (its rows then \
-                     count as written at that moment)",
+                     (SELECT pluresdb_unsync_table('{}')) and sync it again after (rows left alone keep \
+                     their versions; what changed meanwhile counts as done then)",
                     name.replace('\'', "''")
                 )),
             }

@@ -1,0 +1,426 @@
+//! A table's sync paused and resumed: `unsync_table` keeps the table's sync records aside
+//! (`_pluresdb_paused_rows`), each with a hash of every field's value, and `sync_table` on a
+//! table of that name and key brings them back.
+//!
+//! Without them, syncing the table again counted every row as written at that moment, so a
+//! row left alone meanwhile beat every newer edit other devices had made to it. Brought back,
+//! a row keeps its versions, and what was done to the table while it was not synced counts as
+//! done when it syncs again: fields whose value changed are stamped then (a column added
+//! meanwhile: where it holds other than its default), new rows and rows made again start a
+//! life then, and rows deleted meanwhile are deleted then, on every device. Every record is
+//! stored anew (the versions it had, a new `db_version`), so peers that synced while the
+//! table was not synced get them too.
+//!
+//! A table that holds none of the rows it held when it stopped syncing (dropped on this
+//! device and made again, or emptied) is a new table: its rows count as written when it syncs
+//! again, and nothing is deleted elsewhere.
+
+use rusqlite::{Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use super::added_columns::{self, AddedAt};
+use super::clock::{RowClock, Stamp};
+use super::collections::{TableInfo, quote, table_info};
+use super::state::Replication;
+use crate::error::{Error, Result};
+use crate::schema::table_exists;
+use crate::value::ValueRef;
+use crate::wire::put_value;
+
+const TABLES: &str = "CREATE TABLE IF NOT EXISTS _pluresdb_paused_tables (
+    id    INTEGER PRIMARY KEY,
+    name  TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    shape TEXT NOT NULL
+)";
+
+const ROWS: &str = "CREATE TABLE IF NOT EXISTS _pluresdb_paused_rows (
+    tbl    INTEGER NOT NULL,
+    key    BLOB NOT NULL,
+    cl     INTEGER NOT NULL,
+    seq    INTEGER NOT NULL,
+    ver    BLOB NOT NULL,
+    hashes BLOB,
+    PRIMARY KEY (tbl, key)
+) WITHOUT ROWID";
+
+/// The form of the value hashes kept ([`value_hash`] of [`put_value`]'s encoding): kept
+/// hashes of another form count as different from every value.
+const HASH_FORM: u32 = 1;
+
+/// A paused table as it was when it stopped syncing.
+#[derive(Serialize, Deserialize)]
+struct Shape {
+    /// Its key columns and their declared types (which decide how keys are stored).
+    pk: Vec<String>,
+    pk_types: Vec<String>,
+    /// Its other columns, in the order of each row's hashes.
+    fields: Vec<String>,
+    /// When each column appeared (see [`added_columns`]), if that was recorded.
+    added_at: Option<AddedAt>,
+    /// The form of the hashes ([`HASH_FORM`]).
+    hash_form: u32,
+}
+
+/// A stable 64-bit hash of a stored value (FNV-1a of its tagged form): equal for equal
+/// values, whatever build computes it.
+fn value_hash(value: ValueRef<'_>, buf: &mut Vec<u8>) -> u64 {
+    use std::hash::Hasher;
+    buf.clear();
+    put_value(buf, value);
+    let mut h = fnv::FnvHasher::default();
+    h.write(buf);
+    h.finish()
+}
+
+/// Keeps the sync records of table `name` (collection `coll`, about to stop syncing) aside,
+/// with a hash of every field of each row it has, replacing what an earlier pause kept.
+/// Keeps nothing for a table that no longer exists.
+pub(super) fn pause(conn: &Connection, coll: u32, name: &str) -> Result<()> {
+    if let Some((id, _)) = find(conn, name)? {
+        forget(conn, id)?;
+    }
+    let info = table_info(conn, name)?;
+    if !info.exists {
+        return Ok(());
+    }
+    conn.execute_batch(&format!("{TABLES}; {ROWS}"))?;
+    let shape = Shape {
+        pk: info.pk.clone(),
+        pk_types: info.pk_types.clone(),
+        fields: info.fields.clone(),
+        added_at: added_columns::read(conn, coll)?,
+        hash_form: HASH_FORM,
+    };
+    let shape = serde_json::to_string(&shape).expect("names and numbers serialize");
+    conn.execute(
+        "INSERT INTO _pluresdb_paused_tables(name, shape) VALUES (?1, ?2)",
+        (name, shape),
+    )?;
+    let id = conn.last_insert_rowid();
+    conn.execute(
+        "INSERT INTO _pluresdb_paused_rows(tbl, key, cl, seq, ver)
+         SELECT ?1, key, cl, seq, ver FROM _pluresdb_clock WHERE tbl = ?2",
+        (id, coll),
+    )?;
+    let mut rows = conn.prepare(&select_rows(name, &info))?;
+    let mut set =
+        conn.prepare("UPDATE _pluresdb_paused_rows SET hashes = ?3 WHERE tbl = ?1 AND key = ?2")?;
+    let mut rows = rows.query([])?;
+    let (mut buf, mut hashes) = (Vec::new(), Vec::new());
+    while let Some(row) = rows.next()? {
+        hashes.clear();
+        for i in 0..info.fields.len() {
+            let h = value_hash(ValueRef::from_sqlite(row.get_ref(i + 1)?), &mut buf);
+            hashes.extend_from_slice(&h.to_le_bytes());
+        }
+        set.execute((id, key_of(row)?, &hashes))?;
+    }
+    Ok(())
+}
+
+/// The packed key in the first column of `row`.
+fn key_of<'r>(row: &'r rusqlite::Row<'_>) -> Result<&'r [u8]> {
+    match row.get_ref(0)? {
+        rusqlite::types::ValueRef::Blob(key) => Ok(key),
+        _ => Err(Error::internal("a packed key is not a blob")),
+    }
+}
+
+/// SQL reading every row of table `name` (of shape `info`): its packed key, then its fields.
+fn select_rows(name: &str, info: &TableInfo) -> String {
+    let key = info
+        .pk
+        .iter()
+        .map(|c| quote(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let fields: String = info
+        .fields
+        .iter()
+        .map(|f| format!(", {}", quote(f)))
+        .collect();
+    format!("SELECT pluresdb_pack({key}){fields} FROM {}", quote(name))
+}
+
+/// The paused table named `name` (in any case), if there is one.
+fn find(conn: &Connection, name: &str) -> Result<Option<(i64, Shape)>> {
+    if !table_exists(conn, "_pluresdb_paused_tables")? {
+        return Ok(None);
+    }
+    let found: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT id, shape FROM _pluresdb_paused_tables WHERE name = ?1",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    found
+        .map(|(id, text)| {
+            let shape = serde_json::from_str(&text).map_err(|e| {
+                Error::internal(format!(
+                    "_pluresdb_paused_tables holds a shape for {name:?} that does not read: {e}"
+                ))
+            })?;
+            Ok((id, shape))
+        })
+        .transpose()
+}
+
+/// Drops paused table `id` and its records.
+fn forget(conn: &Connection, id: i64) -> Result<()> {
+    conn.execute("DELETE FROM _pluresdb_paused_rows WHERE tbl = ?1", [id])?;
+    conn.execute("DELETE FROM _pluresdb_paused_tables WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// What a field of the table now was when it paused.
+enum Was {
+    /// Field `j` of the paused shape.
+    Field(usize),
+    /// Not there: it appeared while paused; the hash of its default.
+    New(u64),
+}
+
+/// A row's record kept aside.
+struct Kept {
+    cl: i64,
+    ver: Vec<u8>,
+    /// Each field's value hash, in the paused shape's order (none: the row was not there).
+    hashes: Option<Vec<u8>>,
+}
+
+/// How a kept row's field compares with its value now.
+#[derive(PartialEq)]
+enum Field {
+    Same,
+    Changed,
+    /// A column added while paused that holds its default: no version of this row's covers it.
+    Default,
+}
+
+impl Kept {
+    /// How field `was` holding `value` compares (kept hashes of form `form`).
+    fn field(&self, was: &Was, form: u32, value: ValueRef<'_>, buf: &mut Vec<u8>) -> Field {
+        let now = value_hash(value, buf);
+        match *was {
+            Was::Field(j) => {
+                let old = self.hashes.as_deref().and_then(|h| h.get(j * 8..j * 8 + 8));
+                if form == HASH_FORM && old == Some(&now.to_le_bytes()[..]) {
+                    Field::Same
+                } else {
+                    Field::Changed
+                }
+            }
+            Was::New(default) if now == default => Field::Default,
+            Was::New(_) => Field::Changed,
+        }
+    }
+}
+
+impl Replication {
+    /// Brings back the records kept when table `name` (collection `coll` now, of shape `info`)
+    /// stopped syncing, if there are any and it is the same table: see the module's doc.
+    /// Returns false when there were none (the caller records every row as written now).
+    pub(super) fn resume_table(
+        &self,
+        conn: &Connection,
+        coll: u32,
+        name: &str,
+        info: &TableInfo,
+    ) -> Result<bool> {
+        let Some((id, shape)) = find(conn, name)? else {
+            return Ok(false);
+        };
+        if (shape.pk != info.pk || shape.pk_types != info.pk_types)
+            || !holds_a_kept_row(conn, id, name, info)?
+        {
+            // Another table under that name: its rows are not the paused one's.
+            forget(conn, id)?;
+            return Ok(false);
+        }
+        let defaults = defaults(conn, name, info, &shape.fields)?;
+        let was: Vec<Was> = info
+            .fields
+            .iter()
+            .zip(defaults)
+            .map(
+                |(f, default)| match shape.fields.iter().position(|o| o == f) {
+                    Some(j) => Was::Field(j),
+                    None => Was::New(default),
+                },
+            )
+            .collect();
+        // Columns added while paused appear before this resume's writes and after every
+        // version kept: those do not cover them. (Without recorded times, the kept columns
+        // count as there from the start, as `added_columns` would have them.)
+        let appeared = self.clock.now().as_u64();
+        let mut times = shape
+            .added_at
+            .unwrap_or_else(|| shape.fields.iter().map(|f| (f.clone(), 0)).collect());
+        times.retain(|f, _| info.fields.contains(f));
+        for f in &info.fields {
+            times.entry(f.clone()).or_insert(appeared);
+        }
+        added_columns::write(conn, coll, &times)?;
+        let stamp = self.local_stamp(conn, self.clock.now())?;
+        let mut put = conn.prepare(
+            "INSERT OR REPLACE INTO _pluresdb_clock(tbl, key, cl, seq, ver)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut put = |key: &[u8], cl: i64, clock: RowClock| -> Result<()> {
+            put.execute((coll, key, cl, stamp.seq as i64, clock.encode()))?;
+            Ok(())
+        };
+        let rows = Rows {
+            id,
+            name,
+            info,
+            was: &was,
+            form: shape.hash_form,
+        };
+        rows.bring_back(conn, stamp, &mut put)?;
+        // Kept records of rows no longer here: deleted now, or still deleted.
+        let gone: Vec<(Vec<u8>, i64, Vec<u8>)> = conn
+            .prepare(
+                "SELECT key, cl, ver FROM _pluresdb_paused_rows p WHERE tbl = ?1
+                 AND NOT EXISTS (SELECT 1 FROM _pluresdb_clock c WHERE c.tbl = ?2 AND c.key = p.key)",
+            )?
+            .query_map((id, coll), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (key, cl, ver) in gone {
+            if cl % 2 == 1 {
+                put(&key, cl + 1, RowClock::reset(stamp))?;
+            } else {
+                let mut clock = RowClock::decode(&ver)?;
+                clock.store_anew(stamp.seq);
+                put(&key, cl, clock)?;
+            }
+        }
+        forget(conn, id)?;
+        Ok(true)
+    }
+}
+
+/// Whether table `name` holds a row whose record, kept as paused table `id`, is alive (a
+/// table that holds none is another one, or one emptied: see the module's doc); also true
+/// when no such record was kept (an empty table paused).
+fn holds_a_kept_row(conn: &Connection, id: i64, name: &str, info: &TableInfo) -> Result<bool> {
+    let sql = format!(
+        "SELECT NOT EXISTS (SELECT 1 FROM _pluresdb_paused_rows WHERE tbl = ?1 AND cl % 2 = 1)
+             OR EXISTS (SELECT 1 FROM {} t JOIN _pluresdb_paused_rows p
+                        ON p.tbl = ?1 AND p.key = pluresdb_pack({}) AND p.cl % 2 = 1)",
+        quote(name),
+        info.pk
+            .iter()
+            .map(|c| format!("t.{}", quote(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(conn.query_row(&sql, [id], |r| r.get(0))?)
+}
+
+/// The hash of the value each field of `info` not among `kept` gets by default, as SQLite
+/// stores it (a DEFAULT's text is no expression to evaluate alone: `DEFAULT pending` is a
+/// string, and the column's type converts it); 0 for the others.
+fn defaults(conn: &Connection, name: &str, info: &TableInfo, kept: &[String]) -> Result<Vec<u64>> {
+    let new: Vec<(usize, &String)> = info
+        .fields
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !kept.contains(f))
+        .collect();
+    let mut out = vec![0; info.fields.len()];
+    if new.is_empty() {
+        return Ok(out);
+    }
+    let declared: Vec<(String, String, Option<String>)> = conn
+        .prepare("SELECT name, type, dflt_value FROM pragma_table_xinfo(?1)")?
+        .query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let columns: Vec<String> = new
+        .iter()
+        .map(|(i, f)| {
+            let (_, ty, default) = declared
+                .iter()
+                .find(|(n, ..)| n == *f)
+                .ok_or_else(|| Error::internal(format!("column {f:?} of {name:?} not found")))?;
+            let default = default.as_deref().map(|d| format!(" DEFAULT {d}"));
+            Ok(format!("c{i} {ty}{}", default.unwrap_or_default()))
+        })
+        .collect::<Result<_>>()?;
+    conn.execute_batch(&format!(
+        "CREATE TEMP TABLE _pluresdb_defaults({});
+         INSERT INTO temp._pluresdb_defaults DEFAULT VALUES;",
+        columns.join(", ")
+    ))?;
+    let mut buf = Vec::new();
+    let read = conn.query_row("SELECT * FROM temp._pluresdb_defaults", [], |row| {
+        for (k, (i, _)) in new.iter().enumerate() {
+            out[*i] = value_hash(ValueRef::from_sqlite(row.get_ref(k)?), &mut buf);
+        }
+        Ok(())
+    });
+    conn.execute_batch("DROP TABLE temp._pluresdb_defaults")?;
+    read?;
+    Ok(out)
+}
+
+/// The rows of a table syncing again, and what its fields were when it paused.
+struct Rows<'a> {
+    /// The paused table's id.
+    id: i64,
+    name: &'a str,
+    info: &'a TableInfo,
+    was: &'a [Was],
+    /// The form of the kept hashes.
+    form: u32,
+}
+
+impl Rows<'_> {
+    /// Stores (with `put`) a record for every row of the table: the kept one stored anew, with
+    /// fields changed while paused stamped `stamp`; `stamp` for a row new or made again.
+    fn bring_back(
+        &self,
+        conn: &Connection,
+        stamp: Stamp,
+        put: &mut impl FnMut(&[u8], i64, RowClock) -> Result<()>,
+    ) -> Result<()> {
+        let mut rows = conn.prepare(&select_rows(self.name, self.info))?;
+        let mut kept = conn.prepare(
+            "SELECT cl, ver, hashes FROM _pluresdb_paused_rows WHERE tbl = ?1 AND key = ?2",
+        )?;
+        let mut buf = Vec::new();
+        let mut rows = rows.query([])?;
+        while let Some(row) = rows.next()? {
+            let key = key_of(row)?;
+            let kept = kept
+                .query_row((self.id, key), |r| {
+                    Ok(Kept {
+                        cl: r.get(0)?,
+                        ver: r.get(1)?,
+                        hashes: r.get(2)?,
+                    })
+                })
+                .optional()?;
+            match kept {
+                None => put(key, 1, RowClock::whole(stamp))?,
+                Some(kept) if kept.cl % 2 == 0 => put(key, kept.cl + 1, RowClock::whole(stamp))?,
+                Some(kept) => {
+                    let mut clock = RowClock::decode(&kept.ver)?;
+                    clock.store_anew(stamp.seq);
+                    for (i, was) in self.was.iter().enumerate() {
+                        let value = ValueRef::from_sqlite(row.get_ref(i + 1)?);
+                        let field = &self.info.fields[i];
+                        match kept.field(was, self.form, value, &mut buf) {
+                            Field::Same => {}
+                            Field::Changed => clock.set_field(field, stamp),
+                            Field::Default => clock.remove_field(field),
+                        }
+                    }
+                    put(key, kept.cl, clock)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
