@@ -1,5 +1,6 @@
-//! Property tests: random writes on 2 to 4 replicas, random partial syncs with duplicated
-//! and reordered batches, and syncs cut short at a resume point and gone on with later;
+//! Property tests: random writes on 2 to 4 replicas (some stopping and resuming a table's
+//! sync meanwhile), random partial syncs with duplicated and reordered batches, and syncs cut
+//! short at a resume point and gone on with later;
 //! after a full sync round every replica holds the same state, and it is the state the merge
 //! rules give for every write any replica made (so no acknowledged write is lost unless a
 //! later write overrode it).
@@ -8,6 +9,7 @@ use pluresdb_core::{ChangeRecord, Database, SyncProgress, Value};
 use pluresdb_crdt::{Change, Model};
 use proptest::prelude::*;
 use serde_json::json;
+use std::collections::BTreeSet;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -60,6 +62,10 @@ enum Op {
         duplicate: bool,
         reverse: bool,
     },
+    /// Replica `r` stops syncing `todos` (its writes to it wait), or syncs it again.
+    Pause {
+        r: usize,
+    },
     /// A sync that goes on from where the last one from `from` to `to` was cut short, and is
     /// itself cut short after its `cut`-th resume point (if it gets that far).
     Resume {
@@ -100,6 +106,7 @@ fn op(replicas: usize) -> impl Strategy<Value = Op> {
         1 => (r.clone(), 0u8..4, 0u8..5).prop_map(|(r, row, title)| Op::Upsert { r, row, title }),
         1 => (r.clone(), 0u8..4, any::<bool>()).prop_map(|(r, row, done)| Op::SetDone { r, row, done }),
         1 => (r.clone(), 0u8..4).prop_map(|(r, row)| Op::DeleteRow { r, row }),
+        1 => r.clone().prop_map(|r| Op::Pause { r }),
         3 => (r.clone(), r.clone(), 0u8..3).prop_map(|(from, to, cut)| Op::Resume { from, to, cut }),
         1 => (r.clone(), r, 0u8..10, any::<bool>(), any::<bool>()).prop_map(
             |(from, to, take, duplicate, reverse)| Op::Sync {
@@ -206,7 +213,7 @@ fn write(db: &Database, op: &Op) -> Vec<ChangeRecord> {
             .map(|_| ()),
         Op::SetDone { row, done, .. } => db.run("UPDATE todos SET done = ?2 WHERE id = ?1", (format!("t{row}"), *done)).map(|_| ()),
         Op::DeleteRow { row, .. } => db.run("DELETE FROM todos WHERE id = ?1", (format!("t{row}"),)).map(|_| ()),
-        Op::Sync { .. } | Op::Resume { .. } => Ok(()),
+        Op::Sync { .. } | Op::Resume { .. } | Op::Pause { .. } => Ok(()),
     };
     own_writes(db, before)
 }
@@ -246,13 +253,57 @@ fn full_push(a: &Database, b: &Database) {
     .unwrap();
 }
 
+/// The ids of the rows of `todos` in `db`.
+fn row_ids(db: &Database) -> BTreeSet<String> {
+    db.all_as::<(String,)>("SELECT id FROM todos", ())
+        .unwrap()
+        .into_iter()
+        .map(|(id,)| id)
+        .collect()
+}
+
+/// [`Op::Pause`]: replica `db` (whose rows when it paused are in `paused`, if it did) stops
+/// syncing `todos`, or syncs it again; the writes that counts as are added to `reference`.
+fn pause_or_resume(
+    db: &Database,
+    paused: &mut Option<BTreeSet<String>>,
+    reference: &mut Reference,
+) {
+    match paused.take() {
+        None => {
+            assert!(db.unsync_table("todos").unwrap());
+            *paused = Some(row_ids(db));
+        }
+        Some(_) => {
+            let before = db.db_version().unwrap();
+            db.sync_table("todos").unwrap();
+            for c in own_writes(db, before) {
+                reference.apply(&to_model(&c));
+            }
+        }
+    }
+}
+
 fn check(replicas: usize, ops: &[Op]) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let (dbs, readers): (Vec<Database>, Vec<Database>) =
         (0..replicas).map(|i| replica(&dir, i)).unzip();
     let mut reference = Reference::new();
+    // Per replica, the rows it had when it stopped syncing `todos`, while it does not sync it.
+    let mut paused: Vec<Option<BTreeSet<String>>> = vec![None; replicas];
     for op in ops {
         match op {
+            Op::Pause { r } => pause_or_resume(&dbs[*r], &mut paused[*r], &mut reference),
+            // A table that keeps none of the rows it had when it paused syncs again as a new
+            // one (its rows deleted meanwhile are not deleted elsewhere): not this test's case.
+            Op::DeleteRow { r, row }
+                if paused[*r].as_ref().is_some_and(|had| {
+                    let now = row_ids(&dbs[*r]);
+                    let id = format!("t{row}");
+                    had.contains(&id)
+                        && had.iter().filter(|k| now.contains(*k)).count() == 1
+                        && now.contains(&id)
+                }) => {}
             Op::Sync {
                 from,
                 to,
@@ -312,6 +363,11 @@ fn check(replicas: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                     reference.apply(&to_model(&c));
                 }
             }
+        }
+    }
+    for (r, paused) in paused.iter_mut().enumerate() {
+        if paused.is_some() {
+            pause_or_resume(&dbs[r], paused, &mut reference);
         }
     }
     // Syncs cut short go on to their end first (the full syncs after them start from the
