@@ -655,16 +655,47 @@ fn columns_beyond_the_remembered_misses_are_still_asked_for_once_they_are_here()
             .unwrap(),
         Value::Integer(7)
     );
-    // A change named like a key column here is left out without being remembered.
-    let mut change = a.changes_since(0, None).unwrap().changes[0].clone();
-    change.field = "id".into();
-    change.value = Some(Value::Text("x".into()));
-    let c = todo_db();
-    c.apply_changes(&[change]).unwrap();
-    let missed = c
-        .value("SELECT value FROM _pluresdb_meta WHERE key = 'missed'", ())
-        .unwrap();
-    assert_eq!(missed, Value::Null);
+}
+
+#[test]
+fn a_table_keyed_by_other_columns_on_the_peer_is_refused_saying_so() {
+    // Keyed by `id` on A and by `code` on B, each device's rows landed under the other's key
+    // (A's `i1` became B's code, with id NULL) and the merge said only that a change was left
+    // out.
+    let a = with_synced(
+        "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, code TEXT, x TEXT)",
+        &["t"],
+    );
+    let b = with_synced(
+        "CREATE TABLE t(id TEXT, code TEXT PRIMARY KEY NOT NULL, x TEXT)",
+        &["t"],
+    );
+    a.exec("INSERT INTO t VALUES ('i1', 'c1', 'x1')").unwrap();
+    b.exec("INSERT INTO t VALUES ('i2', 'c2', 'x2')").unwrap();
+    let before = dump(&b);
+    let changes = a.changes_since(0, None).unwrap().changes;
+    let err = b.apply_changes(&changes).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(
+        err.message()
+            .contains("column code is part of the primary key of table \"t\" here")
+            && err
+                .message()
+                .contains("give the table the same primary key on every device"),
+        "{err}"
+    );
+    assert_eq!(dump(&b), before);
+    // Keyed by more columns here: the error says so too.
+    let c = with_synced(
+        "CREATE TABLE t(id TEXT NOT NULL, code TEXT NOT NULL, x TEXT, PRIMARY KEY (id, code))",
+        &["t"],
+    );
+    let err = c.apply_changes(&changes).unwrap_err();
+    assert!(
+        err.message()
+            .contains("the key has 1 value(s), and table \"t\" here is keyed by 2 (id, code)"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -12,7 +12,6 @@ pub fn left_out_note(skipped: u64, left_out: &[Refetch]) -> Option<String> {
     if skipped == 0 {
         return None;
     }
-    // (None named: a peer's column named like a key column here, never asked for again.)
     let mut names = (left_out.iter().take(NAMES_SHOWN))
         .map(Refetch::to_string)
         .collect::<Vec<_>>()
@@ -20,20 +19,19 @@ pub fn left_out_note(skipped: u64, left_out: &[Refetch]) -> Option<String> {
     if left_out.len() > NAMES_SHOWN {
         names += &format!(" and {} more", left_out.len() - NAMES_SHOWN);
     }
-    let (changes, are, them, they) = if skipped == 1 {
-        ("change", "is", "it", "it")
+    let (changes, are, them) = if skipped == 1 {
+        ("change", "is", "it")
     } else {
-        ("changes", "are", "them", "they")
+        ("changes", "are", "them")
     };
-    if names.is_empty() {
-        return Some(format!(
-            "{skipped} {changes} {are} for columns this database keys its table by (the other \
-             device keys that table otherwise), so {they} {are} left out"
-        ));
-    }
+    let names = if names.is_empty() {
+        names
+    } else {
+        format!(" ({names})")
+    };
     Some(format!(
-        "{skipped} {changes} {are} for tables or columns this database does not sync or have \
-         ({names}); once it does, the next sync asks for {them} again"
+        "{skipped} {changes} {are} for tables or columns this database does not sync or \
+         have{names}; once it does, the next sync asks for {them} again"
     ))
 }
 
@@ -79,11 +77,5 @@ mod tests {
         assert!(waiting_note(&[]).is_none());
         let waiting = waiting_note(&names).unwrap();
         assert!(waiting.starts_with("changes of t0, t1.c, ") && waiting.contains("t9.c, which"));
-        let keyed = left_out_note(2, &[]).unwrap();
-        assert!(
-            keyed.starts_with("2 changes are for columns this database keys its table by")
-                && keyed.ends_with("so they are left out"),
-            "{keyed}"
-        );
     }
 }

@@ -534,7 +534,18 @@ fn validate<'a>(
             if !info.exists {
                 return Ok(None);
             }
-            if ch.key.len() != info.pk.len() || ch.key.iter().any(Value::is_null) {
+            if ch.key.len() != info.pk.len() {
+                return Err(Error::invalid(format!(
+                    "the key has {} value(s), and table {:?} here is keyed by {} ({}): the \
+                     peer's table is keyed by other columns; give the table the same primary \
+                     key on every device",
+                    ch.key.len(),
+                    ch.collection,
+                    info.pk.len(),
+                    info.pk.join(", ")
+                )));
+            }
+            if ch.key.iter().any(Value::is_null) {
                 return Err(Error::invalid(format!(
                     "the key must be {} non-NULL value(s) ({})",
                     info.pk.len(),
@@ -556,6 +567,19 @@ fn validate<'a>(
             }
             if !ch.field.is_empty() && ch.value.is_none() {
                 return Err(Error::invalid("a column change needs a value"));
+            }
+            // Keyed by other columns there, the peer's rows would land on wrong keys here.
+            if info.pk.iter().any(|k| *k == *ch.field) {
+                return Err(Error::invalid(format!(
+                    "column {} is part of the primary key of table {:?} here, and the peer \
+                     sends it as an ordinary column: its table is keyed by other columns \
+                     ({} values, written here as {}); give the table the same primary key on \
+                     every device",
+                    ch.field,
+                    ch.collection,
+                    ch.key.len(),
+                    info.pk.join(", ")
+                )));
             }
         }
     }
@@ -712,24 +736,19 @@ fn merge_row<'c>(
         } else {
             // A column this replica lacks: its value and version are left out, not kept as if
             // stored (see `missed`).
-            // (A field named like a key column here can never arrive as a field: the peer's
-            // table is keyed otherwise, and its change is left out without being remembered.)
-            let (lacking, may_arrive, local) = match &group.coll.kind {
+            // (A field named like a key column here was refused: see `validate`.)
+            let (lacking, local) = match &group.coll.kind {
                 Kind::Table(info) => match info.fields.iter().position(|c| *c == *ch.field) {
-                    Some(i) => (false, false, m.clock.column(&ch.field, info.added_at(i))),
+                    Some(i) => (false, m.clock.column(&ch.field, info.added_at(i))),
                     // No base version covers a column this replica does not have.
-                    None => (
-                        true,
-                        !info.pk.iter().any(|k| *k == *ch.field),
-                        m.clock.column(&ch.field, u64::MAX),
-                    ),
+                    None => (true, m.clock.column(&ch.field, u64::MAX)),
                 },
-                _ => (false, false, m.clock.field(&ch.field)),
+                _ => (false, m.clock.field(&ch.field)),
             };
             let local = local.map(|s| batch.version_of(conn, s)).transpose()?;
             let decision = decide_field(m.cl, local, ch.cl, ch.version);
             // (A set of a few entries: looked through before copying the names for it.)
-            if may_arrive
+            if lacking
                 && !matches!(decision, FieldDecision::Ignore)
                 && !batch
                     .missed
