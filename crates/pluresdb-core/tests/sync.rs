@@ -902,10 +902,10 @@ fn a_sync_under_way_when_a_left_out_table_arrives_does_not_undo_asking_again() {
     assert_eq!(b.peer_cursor(a.site_id()).unwrap(), set.db_version);
 }
 
-/// What `a` sends `b` that asks for all the changes of `wanted` again.
-fn changes_of(a: &Database, wanted: &[Refetch], b: &Database) -> Vec<ChangeRecord> {
+/// What `a` sends a peer that asks for all the changes of `wanted` again.
+fn changes_of(a: &Database, wanted: &[Refetch]) -> Vec<ChangeRecord> {
     let mut changes = Vec::new();
-    a.for_each_change_of(wanted, b.site_id(), 100, |batch| {
+    a.for_each_change_of(wanted, 100, |batch| {
         changes.extend_from_slice(batch);
         Ok(())
     })
@@ -959,7 +959,7 @@ fn a_left_out_table_that_arrives_is_asked_for_alone_with_the_cursor_from_before(
     let resets_seen = b.cursor_resets().unwrap();
     a.put("later", &json!({"v": 2})).unwrap();
     let set = a.changes_since(asked.cursor, Some(b.site_id())).unwrap();
-    let again = changes_of(&a, &asked.wanted, &b);
+    let again = changes_of(&a, &asked.wanted);
     let collections: std::collections::BTreeSet<&str> =
         again.iter().map(|c| &*c.collection).collect();
     assert_eq!(collections, ["notes", "todos"].into());
@@ -1083,12 +1083,11 @@ fn a_column_asked_for_again_comes_alone() {
     .unwrap();
     a.run("UPDATE todos SET done = 1 WHERE id = 'u'", ())
         .unwrap();
-    let b = Database::open_in_memory().unwrap();
     let title = Refetch {
         table: "todos".into(),
         column: Some("title".into()),
     };
-    let again = changes_of(&a, &[title], &b);
+    let again = changes_of(&a, &[title]);
     let got: Vec<(&str, Option<&Value>)> = again
         .iter()
         .map(|c| (&*c.field, c.value.as_ref()))
@@ -1100,14 +1099,14 @@ fn a_column_asked_for_again_comes_alone() {
         table: "TODOS".into(),
         column: Some("Title".into()),
     };
-    let same = changes_of(&a, &[spelled], &b);
+    let same = changes_of(&a, &[spelled]);
     assert_eq!(same, again);
     // Names that are not synced tables here give nothing.
     let unknown = Refetch {
         table: "nope".into(),
         column: None,
     };
-    a.for_each_change_of(&[unknown], b.site_id(), 100, |batch| panic!("{batch:?}"))
+    a.for_each_change_of(&[unknown], 100, |batch| panic!("{batch:?}"))
         .unwrap();
 }
 
@@ -1689,13 +1688,42 @@ fn a_table_rebuilt_or_given_a_column_while_not_synced_keeps_its_rows_versions() 
 }
 
 #[test]
-fn a_table_dropped_on_one_device_and_made_again_deletes_nothing_elsewhere() {
+fn a_table_rebuilt_with_expression_defaults_and_a_key_type_of_the_same_affinity_resumes() {
+    // A DEFAULT written as an expression (its text comes without the parentheses) made
+    // syncing again fail with a syntax error, and a key declared VARCHAR instead of TEXT made
+    // the table count as another one, its stale rows beating A's edits.
     let (a, b) = pair(
         "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, x TEXT)",
         &["t"],
     );
-    a.exec("INSERT INTO t VALUES ('1', 'a'), ('2', 'b')")
+    a.exec("INSERT INTO t VALUES ('1', 'a')").unwrap();
+    sync(&a, &b);
+    a.exec("ALTER TABLE t ADD COLUMN n INTEGER DEFAULT 2; UPDATE t SET n = 5")
         .unwrap();
+    b.exec(
+        "SELECT pluresdb_unsync_table('t');
+         CREATE TABLE t2(id VARCHAR(20) PRIMARY KEY NOT NULL, x TEXT, n INTEGER DEFAULT (1 + 1));
+         INSERT INTO t2(id, x) SELECT id, x FROM t; DROP TABLE t; ALTER TABLE t2 RENAME TO t",
+    )
+    .unwrap();
+    a.exec("UPDATE t SET x = 'a, edited on A'").unwrap();
+    b.sync_table("t").unwrap();
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    let rows = b.all_as::<(String, String, i64)>("SELECT * FROM t", ());
+    assert_eq!(rows.unwrap(), [("1".into(), "a, edited on A".into(), 5)]);
+}
+
+#[test]
+fn a_table_dropped_on_one_device_and_made_again_deletes_nothing_and_gets_its_rows_back() {
+    // Made again, the table never got back the rows the other device still had (its cursor
+    // was past them), so the devices differed for good.
+    let (a, b) = pair(
+        "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, x TEXT)",
+        &["t"],
+    );
+    a.exec("INSERT INTO t VALUES ('1', 'a')").unwrap();
+    b.exec("INSERT INTO t VALUES ('2', 'b')").unwrap();
     sync(&a, &b);
     b.exec(
         "SELECT pluresdb_unsync_table('t'); DROP TABLE t;
@@ -1703,13 +1731,26 @@ fn a_table_dropped_on_one_device_and_made_again_deletes_nothing_elsewhere() {
          INSERT INTO t VALUES ('3', 'c'); SELECT pluresdb_sync_table('t')",
     )
     .unwrap();
-    sync(&a, &b);
+    // B asks A for the table again, its own rows too (as a sync session does).
+    let asked = b.refetching().unwrap()[&a.site_id()].clone();
+    assert_eq!(
+        asked.wanted,
+        [Refetch {
+            table: "t".into(),
+            column: None
+        }]
+    );
+    let set = a.changes_since(asked.cursor, Some(b.site_id())).unwrap();
+    b.apply_changes_from(a.site_id(), &set.changes).unwrap();
+    b.apply_changes_from(a.site_id(), &changes_of(&a, &asked.wanted))
+        .unwrap();
+    push(&b, &a);
+    assert_eq!(dump(&a), dump(&b));
     let ids = |db: &Database| {
         db.all_as::<(String,)>("SELECT id FROM t ORDER BY 1", ())
             .unwrap()
     };
-    assert_eq!(ids(&a), [("1".into(),), ("2".into(),), ("3".into(),)]);
-    assert_eq!(ids(&b), [("3".into(),)]);
+    assert_eq!(ids(&b), [("1".into(),), ("2".into(),), ("3".into(),)]);
 }
 
 #[test]

@@ -219,10 +219,11 @@ fn produce(
                 }
             },
         );
-        // Then all the changes of what the peer asked for again (it has the rest), in the
-        // same set: the peer's cursor is recorded once all of it merged.
+        // Then all the changes of what the peer asked for again (it has the rest; of those,
+        // its own too: it may have dropped their rows), in the same set: the peer's cursor is
+        // recorded once all of it merged.
         let result = result.and_then(|db_version| {
-            db.for_each_change_of(&read.wanted, exclude, batch, batches)?;
+            db.for_each_change_of(&read.wanted, batch, batches)?;
             Ok(db_version)
         });
         // Recorded before it is told (see `Database::announce`).

@@ -62,6 +62,11 @@ fn is_number_literal(text: &str) -> bool {
     i == b.len()
 }
 
+/// Whether columns declared `a` and `b` store every value alike (they have one affinity).
+pub(crate) fn same_affinity(a: &str, b: &str) -> bool {
+    affinity(a) == affinity(b)
+}
+
 /// Whether SQLite stores `value` in a column declared `declared` as the same value and type.
 pub(crate) fn stored_as_is(declared: &str, value: &Value) -> bool {
     match (affinity(declared), value) {

@@ -147,14 +147,14 @@ impl Database {
     }
 
     /// Streams to `sink`, in batches of about `batch` changes, every change of the tables and
-    /// columns `wanted` (all of a table's, or only those of one column), except those made by
-    /// `peer` and those merged from it: what `peer` asks for when they arrived there after it
-    /// left their changes out (see [`refetching`](Self::refetching)). Names that are not
-    /// synced tables here are passed over.
+    /// columns `wanted` (all of a table's, or only those of one column), those the asking peer
+    /// made too: what a peer asks for when they arrived there after it left their changes out,
+    /// or when it made a table it had dropped again (see [`refetching`](Self::refetching); its
+    /// own rows come back to it, and its own changes it has merge as no-ops). Names that are
+    /// not synced tables here are passed over.
     pub fn for_each_change_of(
         &self,
         wanted: &[Refetch],
-        peer: SiteId,
         batch: usize,
         mut sink: impl FnMut(&[ChangeRecord]) -> Result<()>,
     ) -> Result<()> {
@@ -175,7 +175,7 @@ impl Database {
                 (Some(_), None) => {}
             }
         }
-        let mut reading = self.reading(0, Some(peer), batch, Points::None);
+        let mut reading = self.reading(0, None, batch, Points::None);
         reading.emitter.only = Some(Arc::new(only));
         let (collections, _) = self.replication().collections_cached();
         reading.emitter.reload(&collections);

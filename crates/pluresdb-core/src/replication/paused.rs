@@ -13,14 +13,20 @@
 //!
 //! A table that holds none of the rows it held when it stopped syncing (dropped on this
 //! device and made again, or emptied) is a new table: its rows count as written when it syncs
-//! again, and nothing is deleted elsewhere.
+//! again, nothing is deleted elsewhere, and every peer is asked for the table again, so the
+//! rows the other devices have come back. A table keyed otherwise (other key columns, or
+//! ones of another affinity) is another table.
+
+use std::collections::BTreeSet;
 
 use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::added_columns::{self, AddedAt};
+use super::affinity::same_affinity;
 use super::clock::{RowClock, Stamp};
-use super::collections::{TableInfo, quote, table_info};
+use super::collections::{Collections, TableInfo, quote, table_info};
+use super::missed;
 use super::state::Replication;
 use crate::error::{Error, Result};
 use crate::schema::table_exists;
@@ -177,8 +183,8 @@ fn forget(conn: &Connection, id: i64) -> Result<()> {
 enum Was {
     /// Field `j` of the paused shape.
     Field(usize),
-    /// Not there: it appeared while paused; the hash of its default.
-    New(u64),
+    /// Not there: it appeared while paused; the hash of its default (if known).
+    New(Option<u64>),
 }
 
 /// A row's record kept aside.
@@ -211,7 +217,7 @@ impl Kept {
                     Field::Changed
                 }
             }
-            Was::New(default) if now == default => Field::Default,
+            Was::New(default) if default == Some(now) => Field::Default,
             Was::New(_) => Field::Changed,
         }
     }
@@ -231,11 +237,19 @@ impl Replication {
         let Some((id, shape)) = find(conn, name)? else {
             return Ok(false);
         };
-        if (shape.pk != info.pk || shape.pk_types != info.pk_types)
-            || !holds_a_kept_row(conn, id, name, info)?
-        {
+        let same_key = shape.pk == info.pk
+            && (shape.pk_types.iter().zip(&info.pk_types)).all(|(a, b)| same_affinity(a, b));
+        if !same_key {
             // Another table under that name: its rows are not the paused one's.
             forget(conn, id)?;
+            return Ok(false);
+        }
+        if !holds_a_kept_row(conn, id, name, info)? {
+            // Dropped and made again, or emptied: the rows the other devices still have come
+            // back, as every peer is asked for the table again (its own changes too).
+            forget(conn, id)?;
+            let table = BTreeSet::from([(name.to_owned(), String::new())]);
+            missed::remember(conn, &table, &Collections::load(conn)?)?;
             return Ok(false);
         }
         let defaults = defaults(conn, name, info, &shape.fields)?;
@@ -320,49 +334,62 @@ fn holds_a_kept_row(conn: &Connection, id: i64, name: &str, info: &TableInfo) ->
 }
 
 /// The hash of the value each field of `info` not among `kept` gets by default, as SQLite
-/// stores it (a DEFAULT's text is no expression to evaluate alone: `DEFAULT pending` is a
-/// string, and the column's type converts it); 0 for the others.
-fn defaults(conn: &Connection, name: &str, info: &TableInfo, kept: &[String]) -> Result<Vec<u64>> {
-    let new: Vec<(usize, &String)> = info
-        .fields
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| !kept.contains(f))
-        .collect();
-    let mut out = vec![0; info.fields.len()];
-    if new.is_empty() {
+/// stores it; `None` for the others, and for a default this cannot tell.
+fn defaults(
+    conn: &Connection,
+    name: &str,
+    info: &TableInfo,
+    kept: &[String],
+) -> Result<Vec<Option<u64>>> {
+    let mut out = vec![None; info.fields.len()];
+    if info.fields.iter().all(|f| kept.contains(f)) {
         return Ok(out);
     }
     let declared: Vec<(String, String, Option<String>)> = conn
         .prepare("SELECT name, type, dflt_value FROM pragma_table_xinfo(?1)")?
         .query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let columns: Vec<String> = new
-        .iter()
-        .map(|(i, f)| {
-            let (_, ty, default) = declared
-                .iter()
-                .find(|(n, ..)| n == *f)
-                .ok_or_else(|| Error::internal(format!("column {f:?} of {name:?} not found")))?;
-            let default = default.as_deref().map(|d| format!(" DEFAULT {d}"));
-            Ok(format!("c{i} {ty}{}", default.unwrap_or_default()))
-        })
-        .collect::<Result<_>>()?;
-    conn.execute_batch(&format!(
-        "CREATE TEMP TABLE _pluresdb_defaults({});
-         INSERT INTO temp._pluresdb_defaults DEFAULT VALUES;",
-        columns.join(", ")
-    ))?;
-    let mut buf = Vec::new();
-    let read = conn.query_row("SELECT * FROM temp._pluresdb_defaults", [], |row| {
-        for (k, (i, _)) in new.iter().enumerate() {
-            out[*i] = value_hash(ValueRef::from_sqlite(row.get_ref(k)?), &mut buf);
+    for (i, f) in info.fields.iter().enumerate() {
+        if kept.contains(f) {
+            continue;
         }
-        Ok(())
-    });
-    conn.execute_batch("DROP TABLE temp._pluresdb_defaults")?;
-    read?;
+        if let Some((_, ty, default)) = declared.iter().find(|(n, ..)| n == f) {
+            out[i] = default_hash(conn, ty, default.as_deref())?;
+        }
+    }
     Ok(out)
+}
+
+/// The hash of the value a column declared `ty` with DEFAULT text `default` gets, as SQLite
+/// stores it, found by making a row of a temporary table so declared: a DEFAULT's text is no
+/// expression to evaluate alone (`DEFAULT pending` is a string, the column's type converts
+/// it, and the text of `DEFAULT (1 + 1)` comes without its parentheses).
+fn default_hash(conn: &Connection, ty: &str, default: Option<&str>) -> Result<Option<u64>> {
+    let forms = match default {
+        None => vec![String::new()],
+        Some(d) => vec![format!(" DEFAULT {d}"), format!(" DEFAULT ({d})")],
+    };
+    for form in forms {
+        let made = format!("CREATE TEMP TABLE _pluresdb_default(v {ty}{form})");
+        if conn.execute_batch(&made).is_err() {
+            continue;
+        }
+        let read = conn
+            .execute_batch("INSERT INTO temp._pluresdb_default DEFAULT VALUES")
+            .and_then(|()| {
+                conn.query_row("SELECT v FROM temp._pluresdb_default", [], |r| {
+                    Ok(value_hash(
+                        ValueRef::from_sqlite(r.get_ref(0)?),
+                        &mut Vec::new(),
+                    ))
+                })
+            });
+        conn.execute_batch("DROP TABLE temp._pluresdb_default")?;
+        if let Ok(hash) = read {
+            return Ok(Some(hash));
+        }
+    }
+    Ok(None)
 }
 
 /// The rows of a table syncing again, and what its fields were when it paused.
