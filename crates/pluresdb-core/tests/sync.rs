@@ -699,6 +699,39 @@ fn a_table_keyed_by_other_columns_on_the_peer_is_refused_saying_so() {
 }
 
 #[test]
+fn a_column_dropped_and_added_again_gets_its_values_back_from_the_peers() {
+    // Added again, the column had no version here and the peer never sent its values again
+    // (it had sent them): this device kept NULLs, the other the values, for good.
+    let (a, b) = pair(
+        "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, v TEXT, n INTEGER)",
+        &["t"],
+    );
+    a.exec("INSERT INTO t VALUES ('1', 'a', 1), ('2', 'b', 2)")
+        .unwrap();
+    sync(&a, &b);
+    a.exec("ALTER TABLE t DROP COLUMN n").unwrap();
+    sync(&a, &b);
+    a.exec("ALTER TABLE t ADD COLUMN n INTEGER").unwrap();
+    // A asks B for the column again, its own values too (as a sync session does).
+    let asked = a.refetching().unwrap()[&b.site_id()].clone();
+    assert_eq!(
+        asked.wanted,
+        [Refetch {
+            table: "t".into(),
+            column: Some("n".into())
+        }]
+    );
+    a.apply_changes_from(b.site_id(), &changes_of(&b, &asked.wanted))
+        .unwrap();
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    let n = a
+        .all_as::<(i64,)>("SELECT n FROM t ORDER BY id", ())
+        .unwrap();
+    assert_eq!(n, [(1,), (2,)]);
+}
+
+#[test]
 fn a_column_added_later_does_not_claim_rows_written_before_it_was_here() {
     // B has `prio`, A not yet. B writes prio; A, still without it, rewrites the row (its
     // base version is newer than B's write of prio, but it wrote no prio).

@@ -9,13 +9,16 @@
 //!
 //! Kept in `_pluresdb_meta` under `columns:<collection id>` as a JSON object from column name
 //! to the time it appeared (0: it was there when the table started syncing, or when this was
-//! first recorded).
+//! first recorded), and the columns dropped since under `dropped_columns:<collection id>`: one
+//! added again has no version here, so every peer is asked for its values again (see
+//! [`missed`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::{Connection, MAIN_DB, OptionalExtension};
 
 use super::collections::{Collections, Kind};
+use super::missed::{self, Missed};
 use crate::error::{Error, Result};
 
 /// Column name to the time it appeared here.
@@ -57,8 +60,9 @@ pub(crate) fn write(conn: &Connection, collection: u32, times: &AddedAt) -> Resu
 /// Forgets collection `collection`'s column times (it stopped syncing: a table synced later
 /// may be given its id).
 pub(crate) fn forget(conn: &Connection, collection: u32) -> Result<()> {
-    conn.prepare_cached("DELETE FROM _pluresdb_meta WHERE key = ?1")?
-        .execute([key(collection)])?;
+    let mut stmt = conn.prepare_cached("DELETE FROM _pluresdb_meta WHERE key = ?1")?;
+    stmt.execute([key(collection)])?;
+    stmt.execute([dropped_key(collection)])?;
     Ok(())
 }
 
@@ -87,12 +91,67 @@ pub(crate) fn record(
         return Ok(false);
     }
     crate::engine::in_write_transaction(conn, || {
-        let changes = to_record(conn, &Collections::load(conn)?, &now)?;
+        let collections = Collections::load(conn)?;
+        let changes = to_record(conn, &collections, &now)?;
+        let mut back = Missed::new();
         for (collection, times) in &changes {
+            if let (Some(before), Some(coll)) =
+                (read(conn, *collection)?, collections.by_id(*collection))
+            {
+                for column in note_dropped(conn, *collection, &before, times)? {
+                    back.insert((coll.name.clone(), column));
+                }
+            }
             write(conn, *collection, times)?;
         }
+        missed::remember(conn, &back, &collections)?;
         Ok(!changes.is_empty())
     })
+}
+
+/// The key of the columns collection `collection` dropped (a JSON list).
+fn dropped_key(collection: u32) -> String {
+    format!("dropped_columns:{collection}")
+}
+
+/// Notes the columns of collection `collection` that are gone from `before` to `now` as
+/// dropped, and returns those in `now` that were: added again, they have no version here
+/// (see the module's doc), and the values the other devices kept in them never come back
+/// unless every peer is asked for the column again (they sent them before).
+fn note_dropped(
+    conn: &Connection,
+    collection: u32,
+    before: &AddedAt,
+    now: &AddedAt,
+) -> Result<Vec<String>> {
+    let key = dropped_key(collection);
+    let text: Option<String> = conn
+        .prepare_cached("SELECT value FROM _pluresdb_meta WHERE key = ?1")?
+        .query_row([&key], |r| r.get(0))
+        .optional()?;
+    let mut dropped: BTreeSet<String> = match text {
+        Some(t) => serde_json::from_str(&t).map_err(|e| {
+            Error::internal(format!(
+                "_pluresdb_meta's {key:?} is not a list of columns: {e}"
+            ))
+        })?,
+        None => BTreeSet::new(),
+    };
+    let was = dropped.clone();
+    dropped.extend(before.keys().filter(|c| !now.contains_key(*c)).cloned());
+    let back: Vec<String> = (now.keys())
+        .filter(|c| !before.contains_key(*c) && dropped.remove(*c))
+        .cloned()
+        .collect();
+    if dropped != was {
+        let text = serde_json::to_string(&dropped).expect("names serialize");
+        conn.prepare_cached(
+            "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        )?
+        .execute((&key, text))?;
+    }
+    Ok(back)
 }
 
 /// The column times to record, by collection id: for each synced table whose recorded
