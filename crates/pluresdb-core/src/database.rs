@@ -211,7 +211,8 @@ impl Database {
     /// UNIQUE index) and refuses with the reason otherwise. Existing rows count as written now;
     /// for a table that synced before ([`unsync_table`](Self::unsync_table)), rows left alone
     /// since keep their versions, and what was changed meanwhile (deletes too) counts as done
-    /// now.
+    /// now; a table that holds none of the rows it held then is a new one, and asks every
+    /// peer for the table again (see the README).
     pub fn sync_table(&self, table: &str) -> Result<()> {
         self.require_graph()?;
         self.transaction(|db| db.with_writer_conn(|c| db.inner.repl.sync_table_on(c, table)))

@@ -659,11 +659,11 @@ fn columns_beyond_the_remembered_misses_are_still_asked_for_once_they_are_here()
 
 #[test]
 fn a_table_keyed_by_other_columns_on_the_peer_is_refused_saying_so() {
-    // Keyed by `id` on A and by `code` on B, each device's rows landed under the other's key
-    // (A's `i1` became B's code, with id NULL) and the merge said only that a change was left
-    // out.
+    // Keyed by `id` on A and by `code` on B (`CODE` on A, the same column to SQLite), each
+    // device's rows landed under the other's key (A's `i1` became B's code, with id NULL) and
+    // the merge said only that a change was left out.
     let a = with_synced(
-        "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, code TEXT, x TEXT)",
+        "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, CODE TEXT, x TEXT)",
         &["t"],
     );
     let b = with_synced(
@@ -678,7 +678,7 @@ fn a_table_keyed_by_other_columns_on_the_peer_is_refused_saying_so() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(
         err.message()
-            .contains("column code is part of the primary key of table \"t\" here")
+            .contains("column CODE is part of the primary key of table \"t\" here")
             && err
                 .message()
                 .contains("give the table the same primary key on every device"),
@@ -1755,13 +1755,17 @@ fn a_table_dropped_on_one_device_and_made_again_deletes_nothing_and_gets_its_row
         "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, x TEXT)",
         &["t"],
     );
-    a.exec("INSERT INTO t VALUES ('1', 'a')").unwrap();
+    a.exec("INSERT INTO t VALUES ('1', 'a'), ('4', 'd')")
+        .unwrap();
     b.exec("INSERT INTO t VALUES ('2', 'b')").unwrap();
     sync(&a, &b);
+    a.exec("DELETE FROM t WHERE id = '4'").unwrap();
+    sync(&a, &b);
+    // Made again with row 4 in it once more: a new life, not lost to the delete from before.
     b.exec(
         "SELECT pluresdb_unsync_table('t'); DROP TABLE t;
          CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, x TEXT);
-         INSERT INTO t VALUES ('3', 'c'); SELECT pluresdb_sync_table('t')",
+         INSERT INTO t VALUES ('3', 'c'), ('4', 'd again'); SELECT pluresdb_sync_table('t')",
     )
     .unwrap();
     // B asks A for the table again, its own rows too (as a sync session does).
@@ -1783,7 +1787,10 @@ fn a_table_dropped_on_one_device_and_made_again_deletes_nothing_and_gets_its_row
         db.all_as::<(String,)>("SELECT id FROM t ORDER BY 1", ())
             .unwrap()
     };
-    assert_eq!(ids(&b), [("1".into(),), ("2".into(),), ("3".into(),)]);
+    assert_eq!(
+        ids(&b),
+        [("1".into(),), ("2".into(),), ("3".into(),), ("4".into(),)]
+    );
 }
 
 #[test]

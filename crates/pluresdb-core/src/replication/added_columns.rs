@@ -11,14 +11,15 @@
 //! to the time it appeared (0: it was there when the table started syncing, or when this was
 //! first recorded), and the columns dropped since under `dropped_columns:<collection id>`: one
 //! added again has no version here, so every peer is asked for its values again (see
-//! [`missed`]).
+//! [`refetch`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::{Connection, MAIN_DB, OptionalExtension};
 
 use super::collections::{Collections, Kind};
-use super::missed::{self, Missed};
+use super::missed::Missed;
+use super::refetch;
 use crate::error::{Error, Result};
 
 /// Column name to the time it appeared here.
@@ -104,7 +105,9 @@ pub(crate) fn record(
             }
             write(conn, *collection, times)?;
         }
-        missed::remember(conn, &back, &collections)?;
+        if !back.is_empty() {
+            refetch::set_cursors_back(conn, &back, false)?;
+        }
         Ok(!changes.is_empty())
     })
 }

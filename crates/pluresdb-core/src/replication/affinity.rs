@@ -62,6 +62,18 @@ fn is_number_literal(text: &str) -> bool {
     i == b.len()
 }
 
+/// The type name of the affinity of a column declared `declared` (which stores every value as
+/// a column so declared does).
+pub(crate) fn affinity_type(declared: &str) -> &'static str {
+    match affinity(declared) {
+        Affinity::Integer => "INTEGER",
+        Affinity::Text => "TEXT",
+        Affinity::Blob => "BLOB",
+        Affinity::Real => "REAL",
+        Affinity::Numeric => "NUMERIC",
+    }
+}
+
 /// Whether columns declared `a` and `b` store every value alike (they have one affinity).
 pub(crate) fn same_affinity(a: &str, b: &str) -> bool {
     affinity(a) == affinity(b)

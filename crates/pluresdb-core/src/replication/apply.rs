@@ -569,7 +569,7 @@ fn validate<'a>(
                 return Err(Error::invalid("a column change needs a value"));
             }
             // Keyed by other columns there, the peer's rows would land on wrong keys here.
-            if info.pk.iter().any(|k| *k == *ch.field) {
+            if !ch.field.is_empty() && info.pk.iter().any(|k| k.eq_ignore_ascii_case(&ch.field)) {
                 return Err(Error::invalid(format!(
                     "column {} is part of the primary key of table {:?} here, and the peer \
                      sends it as an ordinary column: its table is keyed by other columns \

@@ -23,10 +23,10 @@ use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::added_columns::{self, AddedAt};
-use super::affinity::same_affinity;
+use super::affinity::{affinity_type, same_affinity};
 use super::clock::{RowClock, Stamp};
-use super::collections::{Collections, TableInfo, quote, table_info};
-use super::missed;
+use super::collections::{TableInfo, quote, table_info};
+use super::refetch;
 use super::state::Replication;
 use crate::error::{Error, Result};
 use crate::schema::table_exists;
@@ -183,7 +183,7 @@ fn forget(conn: &Connection, id: i64) -> Result<()> {
 enum Was {
     /// Field `j` of the paused shape.
     Field(usize),
-    /// Not there: it appeared while paused; the hash of its default (if known).
+    /// Not there: it appeared while paused; the hash of its default (`None`: not known).
     New(Option<u64>),
 }
 
@@ -217,7 +217,8 @@ impl Kept {
                     Field::Changed
                 }
             }
-            Was::New(default) if default == Some(now) => Field::Default,
+            // (A default this cannot tell counts as held: what the peers wrote stays.)
+            Was::New(default) if default.is_none_or(|d| d == now) => Field::Default,
             Was::New(_) => Field::Changed,
         }
     }
@@ -237,28 +238,22 @@ impl Replication {
         let Some((id, shape)) = find(conn, name)? else {
             return Ok(false);
         };
-        let same_key = shape.pk == info.pk
+        let same_key = same_names(&shape.pk, &info.pk)
             && (shape.pk_types.iter().zip(&info.pk_types)).all(|(a, b)| same_affinity(a, b));
         if !same_key {
             // Another table under that name: its rows are not the paused one's.
             forget(conn, id)?;
             return Ok(false);
         }
-        if !holds_a_kept_row(conn, id, name, info)? {
-            // Dropped and made again, or emptied: the rows the other devices still have come
-            // back, as every peer is asked for the table again (its own changes too).
-            forget(conn, id)?;
-            let table = BTreeSet::from([(name.to_owned(), String::new())]);
-            missed::remember(conn, &table, &Collections::load(conn)?)?;
-            return Ok(false);
-        }
+        // Dropped and made again, or emptied: see the module's doc.
+        let made_again = !holds_a_kept_row(conn, id, name, info)?;
         let defaults = defaults(conn, name, info, &shape.fields)?;
         let was: Vec<Was> = info
             .fields
             .iter()
             .zip(defaults)
             .map(
-                |(f, default)| match shape.fields.iter().position(|o| o == f) {
+                |(f, default)| match shape.fields.iter().position(|o| o.eq_ignore_ascii_case(f)) {
                     Some(j) => Was::Field(j),
                     None => Was::New(default),
                 },
@@ -268,13 +263,15 @@ impl Replication {
         // version kept: those do not cover them. (Without recorded times, the kept columns
         // count as there from the start, as `added_columns` would have them.)
         let appeared = self.clock.now().as_u64();
-        let mut times = shape
+        let kept_times = shape
             .added_at
             .unwrap_or_else(|| shape.fields.iter().map(|f| (f.clone(), 0)).collect());
-        times.retain(|f, _| info.fields.contains(f));
-        for f in &info.fields {
-            times.entry(f.clone()).or_insert(appeared);
-        }
+        let times = (info.fields.iter())
+            .map(|f| {
+                let kept = kept_times.iter().find(|(k, _)| k.eq_ignore_ascii_case(f));
+                (f.clone(), kept.map_or(appeared, |(_, &t)| t))
+            })
+            .collect();
         added_columns::write(conn, coll, &times)?;
         let stamp = self.local_stamp(conn, self.clock.now())?;
         let mut put = conn.prepare(
@@ -293,7 +290,8 @@ impl Replication {
             form: shape.hash_form,
         };
         rows.bring_back(conn, stamp, &mut put)?;
-        // Kept records of rows no longer here: deleted now, or still deleted.
+        // Kept records of rows no longer here: deleted now (unless the table was made again:
+        // then they come back from the peers), or still deleted.
         let gone: Vec<(Vec<u8>, i64, Vec<u8>)> = conn
             .prepare(
                 "SELECT key, cl, ver FROM _pluresdb_paused_rows p WHERE tbl = ?1
@@ -303,7 +301,9 @@ impl Replication {
             .collect::<rusqlite::Result<_>>()?;
         for (key, cl, ver) in gone {
             if cl % 2 == 1 {
-                put(&key, cl + 1, RowClock::reset(stamp))?;
+                if !made_again {
+                    put(&key, cl + 1, RowClock::reset(stamp))?;
+                }
             } else {
                 let mut clock = RowClock::decode(&ver)?;
                 clock.store_anew(stamp.seq);
@@ -311,8 +311,20 @@ impl Replication {
             }
         }
         forget(conn, id)?;
+        if made_again {
+            // Every peer is asked for the table again (its changes after the cursor it had,
+            // and all of the table's, this device's own too).
+            let table = BTreeSet::from([(name.to_owned(), String::new())]);
+            refetch::set_cursors_back(conn, &table, false)?;
+        }
         Ok(true)
     }
+}
+
+/// Whether two lists of column names are the same (SQLite's names are ASCII
+/// case-insensitive).
+fn same_names(a: &[String], b: &[String]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.eq_ignore_ascii_case(b))
 }
 
 /// Whether table `name` holds a row whose record, kept as paused table `id`, is alive (a
@@ -342,7 +354,8 @@ fn defaults(
     kept: &[String],
 ) -> Result<Vec<Option<u64>>> {
     let mut out = vec![None; info.fields.len()];
-    if info.fields.iter().all(|f| kept.contains(f)) {
+    let is_kept = |f: &String| kept.iter().any(|k| k.eq_ignore_ascii_case(f));
+    if info.fields.iter().all(is_kept) {
         return Ok(out);
     }
     let declared: Vec<(String, String, Option<String>)> = conn
@@ -350,44 +363,49 @@ fn defaults(
         .query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     for (i, f) in info.fields.iter().enumerate() {
-        if kept.contains(f) {
+        if is_kept(f) {
             continue;
         }
         if let Some((_, ty, default)) = declared.iter().find(|(n, ..)| n == f) {
-            out[i] = default_hash(conn, ty, default.as_deref())?;
+            out[i] = default_hash(ty, default.as_deref())?;
         }
     }
     Ok(out)
 }
 
 /// The hash of the value a column declared `ty` with DEFAULT text `default` gets, as SQLite
-/// stores it, found by making a row of a temporary table so declared: a DEFAULT's text is no
-/// expression to evaluate alone (`DEFAULT pending` is a string, the column's type converts
-/// it, and the text of `DEFAULT (1 + 1)` comes without its parentheses).
-fn default_hash(conn: &Connection, ty: &str, default: Option<&str>) -> Result<Option<u64>> {
+/// stores it, found by making a row of a table so declared in a private in-memory database
+/// (of the type's affinity: the declared type's text is not spliced in): a DEFAULT's text is
+/// no expression to evaluate alone (`DEFAULT pending` is a string, the column's type converts
+/// it, and the text of `DEFAULT (1 + 1)` comes without its parentheses). `None` when it
+/// cannot tell.
+fn default_hash(ty: &str, default: Option<&str>) -> Result<Option<u64>> {
+    let probe = Connection::open_in_memory()?;
+    let ty = affinity_type(ty);
     let forms = match default {
         None => vec![String::new()],
         Some(d) => vec![format!(" DEFAULT {d}"), format!(" DEFAULT ({d})")],
     };
     for form in forms {
-        let made = format!("CREATE TEMP TABLE _pluresdb_default(v {ty}{form})");
-        if conn.execute_batch(&made).is_err() {
+        // (One statement each: `execute` refuses text after it.)
+        let made = format!("CREATE TABLE d(v {ty}{form})");
+        if probe.execute(&made, []).is_err() {
             continue;
         }
-        let read = conn
-            .execute_batch("INSERT INTO temp._pluresdb_default DEFAULT VALUES")
-            .and_then(|()| {
-                conn.query_row("SELECT v FROM temp._pluresdb_default", [], |r| {
+        let hash = probe
+            .execute("INSERT INTO d DEFAULT VALUES", [])
+            .and_then(|_| {
+                probe.query_row("SELECT v FROM d", [], |r| {
                     Ok(value_hash(
                         ValueRef::from_sqlite(r.get_ref(0)?),
                         &mut Vec::new(),
                     ))
                 })
             });
-        conn.execute_batch("DROP TABLE temp._pluresdb_default")?;
-        if let Ok(hash) = read {
+        if let Ok(hash) = hash {
             return Ok(Some(hash));
         }
+        probe.execute("DROP TABLE d", [])?;
     }
     Ok(None)
 }

@@ -74,9 +74,8 @@ pub(crate) fn from_missed(missed: &Missed) -> impl Iterator<Item = Refetch> + '_
 }
 
 /// Sets every peer's cursor back to 0 because `arrived` arrived, recording that each peer
-/// with a cursor past 0 can instead be asked for its changes after that cursor and all those
-/// of `arrived` (a peer still waiting for an earlier arrival keeps its cursor from before and
-/// waits for both). `unnamed`: what arrived cannot be named (more was left out than is
+/// can instead be asked for its changes after its cursor and all those of `arrived` (a peer
+/// still waiting for an earlier arrival keeps its cursor from before and waits for both). `unnamed`: what arrived cannot be named (more was left out than is
 /// remembered), and every peer is asked for everything.
 pub(crate) fn set_cursors_back(conn: &Connection, arrived: &Missed, unnamed: bool) -> Result<()> {
     // Before they go back: what peers wait for already (records still good), and the cursors.
@@ -99,7 +98,9 @@ pub(crate) fn set_cursors_back(conn: &Connection, arrived: &Missed, unnamed: boo
         let cursor = (cursor as u64).max(kept.cursor);
         let mut wanted: BTreeSet<Refetch> = kept.wanted.into_iter().collect();
         wanted.extend(from_missed(arrived));
-        if cursor == 0 || wanted.len() > MAX_WANTED {
+        // (A peer at cursor 0 is sent everything anyway, but not this database's own changes
+        // of what arrived: a table made again here gets its rows back only by asking.)
+        if wanted.len() > MAX_WANTED {
             continue;
         }
         let text = serde_json::to_string(&wanted.iter().map(pair).collect::<Vec<_>>())

@@ -167,9 +167,9 @@ impl Replication {
     ///
     /// A table renamed (`ALTER TABLE t RENAME TO t2`) keeps syncing under its new name, with
     /// its rows' versions: SQLite keeps its root page, and its columns are the same. A table
-    /// dropped would keep rows on the other devices that this one could never take back (a
-    /// device is never sent its own changes), and its sync records would describe rows it no
-    /// longer has; so the drop is refused, saying what to do instead.
+    /// dropped would keep rows on the other devices that this one would not take back (a sync
+    /// sends a device none of its own changes), and its sync records would describe rows it
+    /// no longer has; so the drop is refused, saying what to do instead.
     fn follow_vanished(&self, conn: &Connection, vanished: Vec<Arc<Collection>>) -> Result<()> {
         let mut renamed_any = false;
         for old in vanished {
