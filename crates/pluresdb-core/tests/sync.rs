@@ -3707,6 +3707,9 @@ fn a_key_the_table_here_would_store_as_another_value_is_refused_and_nothing_chan
         ("ints", Value::Real(2.0), Some("INTEGER")),
         ("ints", Value::Text("2".into()), Some("INTEGER")),
         ("ints", Value::Text(" -2.5e3 ".into()), Some("INTEGER")),
+        // (A rowid takes no text or blob at all: SQLite's "datatype mismatch".)
+        ("ints", Value::Text("c1".into()), Some("INTEGER")),
+        ("ints", Value::Blob(vec![1]), Some("INTEGER")),
         ("texts", Value::Integer(5), Some("TEXT")),
         ("texts", Value::Real(0.5), Some("TEXT")),
         ("nums", Value::Text(".5".into()), Some("INT")),
@@ -3714,7 +3717,7 @@ fn a_key_the_table_here_would_store_as_another_value_is_refused_and_nothing_chan
         ("reals", Value::Text("1".into()), Some("REAL")),
     ] {
         let why = match declared {
-            Some(t) => format!("column id ({t}) here would store the key {key:?} as another value"),
+            Some(t) => format!("column id ({t}) here would not store the key {key:?} as it is"),
             None => "a key part is NaN".to_owned(),
         };
         let err = b.apply_changes(&row(table, key.clone(), x())).unwrap_err();

@@ -553,13 +553,15 @@ fn validate<'a>(
                 )));
             }
             // A key stored converted would write another row than the one whose sync record
-            // the merge keeps (a peer whose key column has another type sent it).
+            // the merge keeps (a peer whose key column has another type sent it); a rowid
+            // takes no text or blob at all.
             let converted = info.pk.iter().zip(&info.pk_types).zip(ch.key.iter());
             for ((column, declared), key) in converted {
-                if !affinity::stored_as_is(declared, key) {
+                let not_rowid = info.rowid_key && !matches!(key, Value::Integer(_));
+                if not_rowid || !affinity::stored_as_is(declared, key) {
                     return Err(Error::invalid(format!(
-                        "column {column} ({declared}) here would store the key {key:?} as \
-                         another value: the peer's table {:?} declares its key differently; \
+                        "column {column} ({declared}) here would not store the key {key:?} as \
+                         it is: the peer's table {:?} declares its key differently; \
                          give the key columns the same types on every device",
                         ch.collection
                     )));

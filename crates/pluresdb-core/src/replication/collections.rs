@@ -41,6 +41,8 @@ pub(crate) struct TableInfo {
     pub(crate) columns: usize,
     /// False when the table no longer exists.
     pub(crate) exists: bool,
+    /// The key is the table's rowid (`INTEGER PRIMARY KEY` of a rowid table): integers only.
+    pub(crate) rowid_key: bool,
     /// Which columns an UPDATE may change, by the statements prepared so far.
     pub(crate) update_mask: MaskCache,
     /// Fields (by index) that PluresDB's own triggers write: vector columns filled from
@@ -301,6 +303,13 @@ pub(crate) fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
         .map(|(pos, c)| (c.3, pos))
         .collect();
     pk.sort();
+    let without_rowid: bool = conn
+        .prepare_cached("SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1")?
+        .query_row([table], |r| r.get(0))
+        .optional()?
+        .unwrap_or(false);
+    let rowid_key =
+        pk.len() == 1 && cols[pk[0].1].1.eq_ignore_ascii_case("INTEGER") && !without_rowid;
     let field_pos: Vec<usize> = (0..cols.len())
         .filter(|&pos| cols[pos].3 == 0 && cols[pos].4 == 0)
         .collect();
@@ -313,6 +322,7 @@ pub(crate) fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
         field_pos,
         columns: cols.len(),
         exists: true,
+        rowid_key,
         update_mask: MaskCache::default(),
         derived: Vec::new(),
     })
