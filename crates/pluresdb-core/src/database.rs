@@ -219,7 +219,8 @@ impl Database {
     }
 
     /// Stops replicating `table` (its rows stay; its sync records are kept aside until it syncs
-    /// again). Returns whether it was replicated.
+    /// again). Returns whether it was replicated. For a table not replicated, drops the
+    /// records kept so, if any: it will sync as a new table.
     pub fn unsync_table(&self, table: &str) -> Result<bool> {
         self.require_graph()?;
         self.transaction(|db| db.with_writer_conn(|c| db.inner.repl.unsync_table_on(c, table)))

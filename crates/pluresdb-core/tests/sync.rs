@@ -1748,6 +1748,25 @@ fn a_table_rebuilt_with_expression_defaults_and_a_key_type_of_the_same_affinity_
 }
 
 #[test]
+fn unsyncing_a_table_not_synced_drops_what_it_kept_so_it_syncs_as_a_new_one() {
+    let (a, b) = pair("CREATE TABLE t(id INTEGER PRIMARY KEY, x TEXT)", &["t"]);
+    a.exec("INSERT INTO t VALUES (1, 'a'), (2, 'b')").unwrap();
+    sync(&a, &b);
+    // Made anew on B with key 1 again: as it is, that would be the paused table, whose row 2
+    // is gone (deleted everywhere). Unsynced once more first, it is a new table.
+    b.exec(
+        "SELECT pluresdb_unsync_table('t'); DROP TABLE t;
+         CREATE TABLE t(id INTEGER PRIMARY KEY, x TEXT); INSERT INTO t VALUES (1, 'new')",
+    )
+    .unwrap();
+    assert!(!b.unsync_table("t").unwrap());
+    b.sync_table("t").unwrap();
+    sync(&a, &b);
+    let rows = |db: &Database| db.all_as::<(i64, String)>("SELECT * FROM t ORDER BY 1", ());
+    assert_eq!(rows(&a).unwrap(), [(1, "new".into()), (2, "b".into())]);
+}
+
+#[test]
 fn a_table_dropped_on_one_device_and_made_again_deletes_nothing_and_gets_its_rows_back() {
     // Made again, the table never got back the rows the other device still had (its cursor
     // was past them), so the devices differed for good.

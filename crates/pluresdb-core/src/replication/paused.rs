@@ -82,9 +82,7 @@ fn value_hash(value: ValueRef<'_>, buf: &mut Vec<u8>) -> u64 {
 /// with a hash of every field of each row it has, replacing what an earlier pause kept.
 /// Keeps nothing for a table that no longer exists.
 pub(super) fn pause(conn: &Connection, coll: u32, name: &str) -> Result<()> {
-    if let Some((id, _)) = find(conn, name)? {
-        forget(conn, id)?;
-    }
+    discard(conn, name)?;
     let info = table_info(conn, name)?;
     if !info.exists {
         return Ok(());
@@ -170,6 +168,15 @@ fn find(conn: &Connection, name: &str) -> Result<Option<(i64, Shape)>> {
             Ok((id, shape))
         })
         .transpose()
+}
+
+/// Drops the records kept for table `name` when it stopped syncing, if any: it syncs again as
+/// a new table.
+pub(super) fn discard(conn: &Connection, name: &str) -> Result<()> {
+    if let Some((id, _)) = find(conn, name)? {
+        forget(conn, id)?;
+    }
+    Ok(())
 }
 
 /// Drops paused table `id` and its records.

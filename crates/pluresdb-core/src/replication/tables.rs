@@ -103,7 +103,8 @@ impl Replication {
     }
 
     /// Stops replicating `table`: its clock records are kept aside (see
-    /// [`paused`](super::paused)) until it syncs again. Its rows stay.
+    /// [`paused`](super::paused)) until it syncs again; for a table not synced, drops the
+    /// records kept so. Its rows stay.
     pub(crate) fn unsync_table_on(&self, conn: &Connection, table: &str) -> Result<bool> {
         if conn.is_autocommit() {
             conn.execute_batch("SAVEPOINT pluresdb_unsync_table")?;
@@ -124,6 +125,8 @@ impl Replication {
             )
             .optional()?;
         let Some((id, name)) = found else {
+            // Not synced: the records it kept when it stopped, if any, go (it syncs afresh).
+            super::paused::discard(conn, table)?;
             return Ok(false);
         };
         // Changes captured so far are recorded before the table stops being synced.
