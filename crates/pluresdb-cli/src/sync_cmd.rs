@@ -104,8 +104,8 @@ pub fn changes(
         print_json(&mut crate::output::stdout(), &summary)?;
     } else {
         eprintln!(
-            "wrote {} changes (up to version {} of {})",
-            written.changes,
+            "wrote {} (up to version {} of {})",
+            counted(written.changes, "change"),
             written.db_version,
             db.site_id()
         );
@@ -149,13 +149,10 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
         )?;
     } else {
         println!(
-            "applied {} of {} changes ({} changed); this database now has: {vv}",
+            "applied {} of {} ({} changed); this database now has: {vv}",
             applied.report.applied,
-            applied.report.received,
-            match applied.report.rows {
-                1 => "1 row".to_owned(),
-                n => format!("{n} rows"),
-            }
+            counted(applied.report.received, "change"),
+            counted(applied.report.rows, "row"),
         );
     }
     note_merged(applied.report.skipped, &applied.report.left_out);
@@ -192,6 +189,15 @@ pub fn serve_cmd(
         let stop = opts.stop.clone();
         stopping_on_ctrl_c(serve(db, listener, opts), &stop, true).await
     })
+}
+
+/// `n` things named `thing` ("1 change", "2 changes").
+fn counted(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
 }
 
 /// `pluresdb sync URL [--watch]`.
@@ -265,9 +271,11 @@ pub fn sync_cmd(
         return Err(pluresdb_core::Error::new(
             pluresdb_core::ErrorKind::Io,
             format!(
-                "stopped (Ctrl-C) before the sync finished, after sending {} changes and \
+                "stopped (Ctrl-C) before the sync finished, after sending {} and \
                  receiving {} ({} applied); what merged is kept: sync again to go on from there",
-                report.sent, report.received, report.applied
+                counted(report.sent, "change"),
+                report.received,
+                report.applied
             ),
         ));
     }
@@ -280,8 +288,10 @@ pub fn sync_cmd(
         println!("never connected to {url}");
     } else {
         println!(
-            "synced with {url}: sent {} changes, received {} ({} applied)",
-            report.sent, report.received, report.applied
+            "synced with {url}: sent {}, received {} ({} applied)",
+            counted(report.sent, "change"),
+            report.received,
+            report.applied
         );
     }
     note_merged(report.skipped, &report.left_out);

@@ -692,8 +692,9 @@ fn a_table_keyed_by_other_columns_on_the_peer_is_refused_saying_so() {
     );
     let err = c.apply_changes(&changes).unwrap_err();
     assert!(
-        err.message()
-            .contains("the key has 1 value(s), and table \"t\" here is keyed by 2 (id, code)"),
+        err.message().contains(
+            "the peer keys table \"t\" by 1 column, and this database by 2 columns (id, code)"
+        ),
         "{err}"
     );
 }
@@ -3736,7 +3737,10 @@ fn a_key_the_table_here_would_store_as_another_value_is_refused_and_nothing_chan
         ("reals", Value::Text("1".into()), Some("REAL")),
     ] {
         let why = match declared {
-            Some(t) => format!("column id ({t}) here would not store the key {key:?} as it is"),
+            Some(t) => format!(
+                "column id ({t}) here would not store the key {} as it is",
+                key.to_json()
+            ),
             None => "a key part is NaN".to_owned(),
         };
         let err = b.apply_changes(&row(table, key.clone(), x())).unwrap_err();

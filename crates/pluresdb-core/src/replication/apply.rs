@@ -535,13 +535,19 @@ fn validate<'a>(
                 return Ok(None);
             }
             if ch.key.len() != info.pk.len() {
+                let columns = |n: usize| {
+                    if n == 1 {
+                        "1 column".to_owned()
+                    } else {
+                        format!("{n} columns")
+                    }
+                };
                 return Err(Error::invalid(format!(
-                    "the key has {} value(s), and table {:?} here is keyed by {} ({}): the \
-                     peer's table is keyed by other columns; give the table the same primary \
-                     key on every device",
-                    ch.key.len(),
+                    "the peer keys table {:?} by {}, and this database by {} ({}); give the \
+                     table the same primary key on every device",
                     ch.collection,
-                    info.pk.len(),
+                    columns(ch.key.len()),
+                    columns(info.pk.len()),
                     info.pk.join(", ")
                 )));
             }
@@ -560,9 +566,10 @@ fn validate<'a>(
                 let not_rowid = info.rowid_key && !matches!(key, Value::Integer(_));
                 if not_rowid || !affinity::stored_as_is(declared, key) {
                     return Err(Error::invalid(format!(
-                        "column {column} ({declared}) here would not store the key {key:?} as \
-                         it is: the peer's table {:?} declares its key differently; \
-                         give the key columns the same types on every device",
+                        "column {column} ({declared}) here would not store the key {} as it \
+                         is: the peer's table {:?} declares its key differently; give the \
+                         table the same primary key, of the same types, on every device",
+                        key.to_json(),
                         ch.collection
                     )));
                 }
@@ -573,13 +580,11 @@ fn validate<'a>(
             // Keyed by other columns there, the peer's rows would land on wrong keys here.
             if !ch.field.is_empty() && info.pk.iter().any(|k| k.eq_ignore_ascii_case(&ch.field)) {
                 return Err(Error::invalid(format!(
-                    "column {} is part of the primary key of table {:?} here, and the peer \
-                     sends it as an ordinary column: its table is keyed by other columns \
-                     ({} values, written here as {}); give the table the same primary key on \
-                     every device",
+                    "column {} is part of the primary key of table {:?} here ({}), and the \
+                     peer sends it as an ordinary column: its table is keyed by other columns; \
+                     give the table the same primary key on every device",
                     ch.field,
                     ch.collection,
-                    ch.key.len(),
                     info.pk.join(", ")
                 )));
             }
