@@ -1749,6 +1749,35 @@ fn a_table_rebuilt_with_expression_defaults_and_a_key_type_of_the_same_affinity_
 }
 
 #[test]
+fn a_table_renamed_while_not_synced_syncs_again_under_its_new_name_with_its_versions() {
+    let (a, b) = pair(
+        "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, x TEXT)",
+        &["t"],
+    );
+    a.exec("INSERT INTO t VALUES ('1', 'a'), ('2', 'b')")
+        .unwrap();
+    sync(&a, &b);
+    b.exec(
+        "SELECT pluresdb_unsync_table('t'); ALTER TABLE t RENAME TO t2;
+         UPDATE t2 SET x = 'b, edited on B' WHERE id = '2'",
+    )
+    .unwrap();
+    a.exec("ALTER TABLE t RENAME TO t2; UPDATE t2 SET x = 'a, edited on A' WHERE id = '1'")
+        .unwrap();
+    b.sync_table("t2").unwrap();
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    let rows = b.all_as::<(String, String)>("SELECT * FROM t2 ORDER BY 1", ());
+    assert_eq!(
+        rows.unwrap(),
+        [
+            ("1".into(), "a, edited on A".into()),
+            ("2".into(), "b, edited on B".into())
+        ]
+    );
+}
+
+#[test]
 fn unsyncing_a_table_not_synced_drops_what_it_kept_so_it_syncs_as_a_new_one() {
     let (a, b) = pair("CREATE TABLE t(id INTEGER PRIMARY KEY, x TEXT)", &["t"]);
     a.exec("INSERT INTO t VALUES (1, 'a'), (2, 'b')").unwrap();

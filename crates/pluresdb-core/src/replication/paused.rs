@@ -1,6 +1,6 @@
 //! A table's sync paused and resumed: `unsync_table` keeps the table's sync records aside
 //! (`_pluresdb_paused_rows`), each with a hash of every field's value, and `sync_table` on a
-//! table of that name and key brings them back.
+//! table of that name (or the table renamed) and key brings them back.
 //!
 //! Without them, syncing the table again counted every row as written at that moment, so a
 //! row left alone meanwhile beat every newer edit other devices had made to it. Brought back,
@@ -65,6 +65,9 @@ struct Shape {
     added_at: Option<AddedAt>,
     /// The form of the hashes ([`HASH_FORM`]).
     hash_form: u32,
+    /// Its root page, which SQLite keeps when a table is renamed.
+    #[serde(default)]
+    rootpage: Option<i64>,
 }
 
 /// A stable 64-bit hash of a stored value (FNV-1a of its tagged form): equal for equal
@@ -94,6 +97,7 @@ pub(super) fn pause(conn: &Connection, coll: u32, name: &str) -> Result<()> {
         fields: info.fields.clone(),
         added_at: added_columns::read(conn, coll)?,
         hash_form: HASH_FORM,
+        rootpage: rootpage(conn, name)?,
     };
     let shape = serde_json::to_string(&shape).expect("names and numbers serialize");
     conn.execute(
@@ -179,6 +183,44 @@ pub(super) fn discard(conn: &Connection, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The root page of table `name`, if there is such a table.
+fn rootpage(conn: &Connection, name: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .query_row(
+            "SELECT rootpage FROM sqlite_schema WHERE type = 'table' AND name = ?1 COLLATE NOCASE",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// The paused table that table `name` was before a rename (`ALTER TABLE ... RENAME TO`, which
+/// keeps a table's root page) while it did not sync: one whose name no table has now and that
+/// had the root page `name` has.
+fn find_renamed(conn: &Connection, name: &str) -> Result<Option<(i64, Shape)>> {
+    if !table_exists(conn, "_pluresdb_paused_tables")? {
+        return Ok(None);
+    }
+    let Some(root) = rootpage(conn, name)? else {
+        return Ok(None);
+    };
+    let gone: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM _pluresdb_paused_tables
+             WHERE name NOT IN (SELECT name FROM sqlite_schema WHERE type = 'table')",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for old in gone {
+        if let Some((id, shape)) = find(conn, &old)?
+            && shape.rootpage == Some(root)
+        {
+            return Ok(Some((id, shape)));
+        }
+    }
+    Ok(None)
+}
+
 /// Drops paused table `id` and its records.
 fn forget(conn: &Connection, id: i64) -> Result<()> {
     conn.execute("DELETE FROM _pluresdb_paused_rows WHERE tbl = ?1", [id])?;
@@ -242,7 +284,11 @@ impl Replication {
         name: &str,
         info: &TableInfo,
     ) -> Result<bool> {
-        let Some((id, shape)) = find(conn, name)? else {
+        let found = match find(conn, name)? {
+            Some(found) => Some(found),
+            None => find_renamed(conn, name)?,
+        };
+        let Some((id, shape)) = found else {
             return Ok(false);
         };
         let same_key = same_names(&shape.pk, &info.pk)
