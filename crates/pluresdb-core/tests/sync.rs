@@ -1778,6 +1778,27 @@ fn a_table_renamed_while_not_synced_syncs_again_under_its_new_name_with_its_vers
 }
 
 #[test]
+fn a_key_column_renamed_while_not_synced_keeps_the_table_and_what_was_done_meanwhile() {
+    // Renamed, the key made the table count as another one: the row deleted meanwhile came
+    // back, and the unchanged row beat A's newer edit.
+    let (a, b) = pair("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", &["t"]);
+    a.exec("INSERT INTO t VALUES (1, 'x'), (2, 'y')").unwrap();
+    sync(&a, &b);
+    b.exec(
+        "SELECT pluresdb_unsync_table('t'); ALTER TABLE t RENAME COLUMN id TO key_id;
+         DELETE FROM t WHERE key_id = 2",
+    )
+    .unwrap();
+    a.exec("UPDATE t SET v = 'x, edited on A' WHERE id = 1")
+        .unwrap();
+    b.sync_table("t").unwrap();
+    sync(&a, &b);
+    let rows = |db: &Database| db.all_as::<(i64, String)>("SELECT * FROM t ORDER BY 1", ());
+    assert_eq!(rows(&a).unwrap(), [(1, "x, edited on A".into())]);
+    assert_eq!(rows(&b).unwrap(), rows(&a).unwrap());
+}
+
+#[test]
 fn unsyncing_a_table_not_synced_drops_what_it_kept_so_it_syncs_as_a_new_one() {
     let (a, b) = pair("CREATE TABLE t(id INTEGER PRIMARY KEY, x TEXT)", &["t"]);
     a.exec("INSERT INTO t VALUES (1, 'a'), (2, 'b')").unwrap();

@@ -14,8 +14,8 @@
 //! A table that holds none of the rows it held when it stopped syncing (dropped on this
 //! device and made again, or emptied) is a new table: its rows count as written when it syncs
 //! again, nothing is deleted elsewhere, and every peer is asked for the table again, so the
-//! rows the other devices have come back. A table keyed otherwise (other key columns, or
-//! ones of another affinity) is another table.
+//! rows the other devices have come back. A table keyed otherwise (see [`same_key`]) is
+//! another table.
 
 use std::collections::BTreeSet;
 
@@ -291,8 +291,7 @@ impl Replication {
         let Some((id, shape)) = found else {
             return Ok(false);
         };
-        let same_key = same_names(&shape.pk, &info.pk)
-            && (shape.pk_types.iter().zip(&info.pk_types)).all(|(a, b)| same_affinity(a, b));
+        let same_key = same_key(&shape, info);
         if !same_key {
             // Another table under that name: its rows are not the paused one's.
             forget(conn, id)?;
@@ -374,10 +373,15 @@ impl Replication {
     }
 }
 
-/// Whether two lists of column names are the same (SQLite's names are ASCII
-/// case-insensitive).
-fn same_names(a: &[String], b: &[String]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.eq_ignore_ascii_case(b))
+/// Whether the table of shape `now` is keyed as the paused one was: as many key columns, of
+/// the same affinities, each the same column or one renamed (a name the table did not have;
+/// keys sync by position). Key columns in another order, or another column made the key,
+/// make another table.
+fn same_key(was: &Shape, now: &TableInfo) -> bool {
+    let had = |name: &str| (was.pk.iter().chain(&was.fields)).any(|c| c.eq_ignore_ascii_case(name));
+    was.pk.len() == now.pk.len()
+        && (was.pk.iter().zip(&now.pk)).all(|(a, b)| a.eq_ignore_ascii_case(b) || !had(b))
+        && (was.pk_types.iter().zip(&now.pk_types)).all(|(a, b)| same_affinity(a, b))
 }
 
 /// Whether table `name` holds a row whose record, kept as paused table `id`, is alive (a
