@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::{Connection, MAIN_DB, OptionalExtension};
 
+use super::clock::RowClock;
 use super::collections::{Collections, Kind};
 use super::missed::Missed;
 use super::refetch;
@@ -100,6 +101,7 @@ pub(crate) fn record(
                 (read(conn, *collection)?, collections.by_id(*collection))
             {
                 for column in note_dropped(conn, *collection, &before, times)? {
+                    forget_versions(conn, *collection, &column)?;
                     back.insert((coll.name.clone(), column));
                 }
             }
@@ -110,6 +112,25 @@ pub(crate) fn record(
         }
         Ok(!changes.is_empty())
     })
+}
+
+/// Drops the versions of `column` that rows of collection `collection` kept from before it was
+/// dropped (a merged row has one per column): added again, it holds none of those values.
+fn forget_versions(conn: &Connection, collection: u32, column: &str) -> Result<()> {
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = conn
+        .prepare("SELECT key, ver FROM _pluresdb_clock WHERE tbl = ?1")?
+        .query_map([collection], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut set =
+        conn.prepare("UPDATE _pluresdb_clock SET ver = ?3 WHERE tbl = ?1 AND key = ?2")?;
+    for (key, ver) in rows {
+        let mut clock = RowClock::decode(&ver)?;
+        if clock.named_fields().any(|f| f == column) {
+            clock.remove_field(column);
+            set.execute((collection, key, clock.encode()))?;
+        }
+    }
+    Ok(())
 }
 
 /// The key of the columns collection `collection` dropped (a JSON list).
