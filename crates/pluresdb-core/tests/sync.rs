@@ -1779,6 +1779,35 @@ fn a_table_renamed_while_not_synced_syncs_again_under_its_new_name_with_its_vers
 }
 
 #[test]
+fn a_table_made_on_the_root_page_of_one_dropped_while_not_synced_is_not_taken_for_it() {
+    let (a, b) = pair(
+        "CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT)",
+        &["notes"],
+    );
+    let jobs = "CREATE TABLE jobs(id INTEGER PRIMARY KEY, title TEXT, done INTEGER)";
+    a.exec(&format!(
+        "INSERT INTO notes VALUES (1, 'n1'), (2, 'n2'); {jobs}; INSERT INTO jobs VALUES (2, 'j2', 0)"
+    ))
+    .unwrap();
+    a.sync_table("jobs").unwrap();
+    sync(&a, &b);
+    // B drops notes on this device only, and makes jobs (on the page notes had) with job 1.
+    let root = "SELECT rootpage FROM sqlite_schema WHERE name = ?1";
+    let notes_root = b.value(root, ("notes",)).unwrap();
+    b.exec(&format!(
+        "SELECT pluresdb_unsync_table('notes'); DROP TABLE notes; {jobs};
+         INSERT INTO jobs VALUES (1, 'j1', 0)"
+    ))
+    .unwrap();
+    assert_eq!(b.value(root, ("jobs",)).unwrap(), notes_root);
+    b.sync_table("jobs").unwrap();
+    sync(&a, &b);
+    // A's job 2 was not deleted as a row of notes that B no longer had.
+    let ids = a.all_as::<(i64,)>("SELECT id FROM jobs ORDER BY 1", ());
+    assert_eq!(ids.unwrap(), [(1,), (2,)]);
+}
+
+#[test]
 fn a_key_column_renamed_while_not_synced_keeps_the_table_and_what_was_done_meanwhile() {
     // Renamed, the key made the table count as another one: the row deleted meanwhile came
     // back, and the unchanged row beat A's newer edit.

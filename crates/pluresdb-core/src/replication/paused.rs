@@ -194,10 +194,11 @@ fn rootpage(conn: &Connection, name: &str) -> Result<Option<i64>> {
         .optional()?)
 }
 
-/// The paused table that table `name` was before a rename (`ALTER TABLE ... RENAME TO`, which
-/// keeps a table's root page) while it did not sync: one whose name no table has now and that
-/// had the root page `name` has.
-fn find_renamed(conn: &Connection, name: &str) -> Result<Option<(i64, Shape)>> {
+/// The paused table that table `name` (of shape `info`) was before a rename (`ALTER TABLE ...
+/// RENAME TO`, which keeps a table's root page and columns) while it did not sync: one whose
+/// name no table has now, with the root page and the columns `name` has. (A table dropped
+/// while paused leaves its root page to the next table made, which has other columns.)
+fn find_renamed(conn: &Connection, name: &str, info: &TableInfo) -> Result<Option<(i64, Shape)>> {
     if !table_exists(conn, "_pluresdb_paused_tables")? {
         return Ok(None);
     }
@@ -214,6 +215,8 @@ fn find_renamed(conn: &Connection, name: &str) -> Result<Option<(i64, Shape)>> {
     for old in gone {
         if let Some((id, shape)) = find(conn, &old)?
             && shape.rootpage == Some(root)
+            && same_names(&shape.pk, &info.pk)
+            && same_names(&shape.fields, &info.fields)
         {
             return Ok(Some((id, shape)));
         }
@@ -286,7 +289,7 @@ impl Replication {
     ) -> Result<bool> {
         let found = match find(conn, name)? {
             Some(found) => Some(found),
-            None => find_renamed(conn, name)?,
+            None => find_renamed(conn, name, info)?,
         };
         let Some((id, shape)) = found else {
             return Ok(false);
@@ -371,6 +374,12 @@ impl Replication {
         }
         Ok(true)
     }
+}
+
+/// Whether two lists of column names are the same (SQLite's names are ASCII
+/// case-insensitive).
+fn same_names(a: &[String], b: &[String]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.eq_ignore_ascii_case(b))
 }
 
 /// Whether the table of shape `now` is keyed as the paused one was: as many key columns, of
