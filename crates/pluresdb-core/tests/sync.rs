@@ -1808,6 +1808,32 @@ fn a_table_made_on_the_root_page_of_one_dropped_while_not_synced_is_not_taken_fo
 }
 
 #[test]
+fn a_table_whose_key_columns_were_reordered_while_not_synced_is_refused_saying_why() {
+    // Counted as another table, its rows went to the other devices under swapped keys (keys
+    // sync by position): B's row (2, 1) took A's row (1, 2)'s value.
+    let (a, b) = pair(
+        "CREATE TABLE p(a INT NOT NULL, b INT NOT NULL, v TEXT, PRIMARY KEY (a, b))",
+        &["p"],
+    );
+    a.exec("INSERT INTO p VALUES (1, 2, 'x')").unwrap();
+    sync(&a, &b);
+    b.exec(
+        "SELECT pluresdb_unsync_table('p');
+         CREATE TABLE p2(a INT NOT NULL, b INT NOT NULL, v TEXT, PRIMARY KEY (b, a));
+         INSERT INTO p2 SELECT * FROM p; DROP TABLE p; ALTER TABLE p2 RENAME TO p",
+    )
+    .unwrap();
+    let err = b.sync_table("p").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(
+        err.message()
+            .contains("was keyed by (a, b) when it stopped syncing, and is keyed by (b, a)"),
+        "{err}"
+    );
+    assert!(b.synced_tables().unwrap().is_empty());
+}
+
+#[test]
 fn a_key_column_renamed_while_not_synced_keeps_the_table_and_what_was_done_meanwhile() {
     // Renamed, the key made the table count as another one: the row deleted meanwhile came
     // back, and the unchanged row beat A's newer edit.

@@ -294,6 +294,16 @@ impl Replication {
         let Some((id, shape)) = found else {
             return Ok(false);
         };
+        if reordered(&shape.pk, &info.pk) {
+            return Err(Error::invalid(format!(
+                "table {name:?} was keyed by ({}) when it stopped syncing, and is keyed by ({}) \
+                 now: keys sync by position, so the other devices, which key it the old way, \
+                 would store its rows under swapped keys; give it its old primary key again, \
+                 or give it a new name",
+                shape.pk.join(", "),
+                info.pk.join(", ")
+            )));
+        }
         let same_key = same_key(&shape, info);
         if !same_key {
             // Another table under that name: its rows are not the paused one's.
@@ -374,6 +384,16 @@ impl Replication {
         }
         Ok(true)
     }
+}
+
+/// Whether key columns `now` are those of `was` in another order.
+fn reordered(was: &[String], now: &[String]) -> bool {
+    let sorted = |names: &[String]| {
+        let mut names: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        names.sort();
+        names
+    };
+    !same_names(was, now) && sorted(was) == sorted(now)
 }
 
 /// Whether two lists of column names are the same (SQLite's names are ASCII
