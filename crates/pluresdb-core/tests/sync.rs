@@ -93,6 +93,14 @@ fn pair(schema: &str, synced: &[&str]) -> (Database, Database) {
     (with_synced(schema, synced), with_synced(schema, synced))
 }
 
+/// [`pair`], with `on_a` run on the first and the two synced.
+fn synced_pair(schema: &str, synced: &[&str], on_a: &str) -> (Database, Database) {
+    let (a, b) = pair(schema, synced);
+    a.exec(on_a).unwrap();
+    sync(&a, &b);
+    (a, b)
+}
+
 /// An in-memory database with the tables of `schema`, `synced` of them synced.
 fn with_synced(schema: &str, synced: &[&str]) -> Database {
     let db = Database::open_in_memory().unwrap();
@@ -1512,12 +1520,11 @@ fn a_child_added_while_its_parent_is_deleted_elsewhere_syncs_both_ways() {
              CREATE TABLE task(id TEXT PRIMARY KEY NOT NULL,
                                project TEXT REFERENCES project(id) {action}, title TEXT);"
         );
-        let (a, b) = pair(&shape, &["project", "task"]);
-        a.exec(
+        let (a, b) = synced_pair(
+            &shape,
+            &["project", "task"],
             "INSERT INTO project VALUES ('p', 'home'); INSERT INTO task VALUES ('t1', 'p', 'x')",
-        )
-        .unwrap();
-        sync(&a, &b);
+        );
         // A deletes the project (with its task); B, not knowing, adds a task to it.
         a.exec("DELETE FROM task WHERE project = 'p'; DELETE FROM project WHERE id = 'p'")
             .unwrap();
@@ -1581,10 +1588,11 @@ fn dropping_a_synced_table_is_refused_saying_what_to_do_instead() {
     // had without values (a third device got them with NULLs) and never took them back from
     // its peer (a device is never sent its own changes), so the devices differed for good.
     let shape = "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, x TEXT)";
-    let (a, b) = pair(shape, &["t"]);
-    a.exec("INSERT INTO t VALUES ('1', 'one'), ('2', 'two')")
-        .unwrap();
-    sync(&a, &b);
+    let (a, b) = synced_pair(
+        shape,
+        &["t"],
+        "INSERT INTO t VALUES ('1', 'one'), ('2', 'two')",
+    );
     let before = dump(&a);
     let err = a
         .exec(&format!(
@@ -1677,13 +1685,11 @@ fn a_table_synced_again_keeps_the_versions_of_rows_left_alone_meanwhile() {
 
 #[test]
 fn a_table_rebuilt_or_given_a_column_while_not_synced_keeps_its_rows_versions() {
-    let (a, b) = pair(
+    let (a, b) = synced_pair(
         "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, x TEXT)",
         &["t"],
+        "INSERT INTO t VALUES ('1', 'a'), ('2', 'b'), ('3', 'c')",
     );
-    a.exec("INSERT INTO t VALUES ('1', 'a'), ('2', 'b'), ('3', 'c')")
-        .unwrap();
-    sync(&a, &b);
     a.exec(
         "ALTER TABLE t ADD COLUMN y TEXT DEFAULT pending;
          UPDATE t SET y = 'from A' WHERE id IN ('1', '2')",
@@ -1727,12 +1733,11 @@ fn a_table_rebuilt_with_expression_defaults_and_a_key_type_of_the_same_affinity_
     // A DEFAULT written as an expression (its text comes without the parentheses) made
     // syncing again fail with a syntax error, and a key declared VARCHAR instead of TEXT made
     // the table count as another one, its stale rows beating A's edits.
-    let (a, b) = pair(
+    let (a, b) = synced_pair(
         "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, x TEXT)",
         &["t"],
+        "INSERT INTO t VALUES ('1', 'a')",
     );
-    a.exec("INSERT INTO t VALUES ('1', 'a')").unwrap();
-    sync(&a, &b);
     a.exec("ALTER TABLE t ADD COLUMN n INTEGER DEFAULT 2; UPDATE t SET n = 5")
         .unwrap();
     b.exec(
@@ -1751,13 +1756,11 @@ fn a_table_rebuilt_with_expression_defaults_and_a_key_type_of_the_same_affinity_
 
 #[test]
 fn a_table_renamed_while_not_synced_syncs_again_under_its_new_name_with_its_versions() {
-    let (a, b) = pair(
+    let (a, b) = synced_pair(
         "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, x TEXT)",
         &["t"],
+        "INSERT INTO t VALUES ('1', 'a'), ('2', 'b')",
     );
-    a.exec("INSERT INTO t VALUES ('1', 'a'), ('2', 'b')")
-        .unwrap();
-    sync(&a, &b);
     b.exec(
         "SELECT pluresdb_unsync_table('t'); ALTER TABLE t RENAME TO t2;
          UPDATE t2 SET x = 'b, edited on B' WHERE id = '2'",
@@ -1811,12 +1814,11 @@ fn a_table_made_on_the_root_page_of_one_dropped_while_not_synced_is_not_taken_fo
 fn a_table_whose_key_columns_were_reordered_while_not_synced_is_refused_saying_why() {
     // Counted as another table, its rows went to the other devices under swapped keys (keys
     // sync by position): B's row (2, 1) took A's row (1, 2)'s value.
-    let (a, b) = pair(
+    let (_a, b) = synced_pair(
         "CREATE TABLE p(a INT NOT NULL, b INT NOT NULL, v TEXT, PRIMARY KEY (a, b))",
         &["p"],
+        "INSERT INTO p VALUES (1, 2, 'x')",
     );
-    a.exec("INSERT INTO p VALUES (1, 2, 'x')").unwrap();
-    sync(&a, &b);
     b.exec(
         "SELECT pluresdb_unsync_table('p');
          CREATE TABLE p2(a INT NOT NULL, b INT NOT NULL, v TEXT, PRIMARY KEY (b, a));
@@ -1837,9 +1839,11 @@ fn a_table_whose_key_columns_were_reordered_while_not_synced_is_refused_saying_w
 fn a_key_column_renamed_while_not_synced_keeps_the_table_and_what_was_done_meanwhile() {
     // Renamed, the key made the table count as another one: the row deleted meanwhile came
     // back, and the unchanged row beat A's newer edit.
-    let (a, b) = pair("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", &["t"]);
-    a.exec("INSERT INTO t VALUES (1, 'x'), (2, 'y')").unwrap();
-    sync(&a, &b);
+    let (a, b) = synced_pair(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)",
+        &["t"],
+        "INSERT INTO t VALUES (1, 'x'), (2, 'y')",
+    );
     b.exec(
         "SELECT pluresdb_unsync_table('t'); ALTER TABLE t RENAME COLUMN id TO key_id;
          DELETE FROM t WHERE key_id = 2",
@@ -1856,9 +1860,11 @@ fn a_key_column_renamed_while_not_synced_keeps_the_table_and_what_was_done_meanw
 
 #[test]
 fn unsyncing_a_table_not_synced_drops_what_it_kept_so_it_syncs_as_a_new_one() {
-    let (a, b) = pair("CREATE TABLE t(id INTEGER PRIMARY KEY, x TEXT)", &["t"]);
-    a.exec("INSERT INTO t VALUES (1, 'a'), (2, 'b')").unwrap();
-    sync(&a, &b);
+    let (a, b) = synced_pair(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, x TEXT)",
+        &["t"],
+        "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+    );
     // Made anew on B with key 1 again: as it is, that would be the paused table, whose row 2
     // is gone (deleted everywhere). Unsynced once more first, it is a new table.
     b.exec(

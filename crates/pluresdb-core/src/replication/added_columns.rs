@@ -15,13 +15,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rusqlite::{Connection, MAIN_DB, OptionalExtension};
+use rusqlite::{Connection, MAIN_DB};
 
 use super::clock::RowClock;
 use super::collections::{Collections, Kind};
+use super::meta_json;
 use super::missed::Missed;
 use super::refetch;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Column name to the time it appeared here.
 pub(crate) type AddedAt = BTreeMap<String, u64>;
@@ -33,39 +34,19 @@ fn key(collection: u32) -> String {
 /// The recorded times of collection `collection`'s columns; `None` when none are recorded
 /// (a table synced by a version that did not record them).
 pub(crate) fn read(conn: &Connection, collection: u32) -> Result<Option<AddedAt>> {
-    let text: Option<String> = conn
-        .prepare_cached("SELECT value FROM _pluresdb_meta WHERE key = ?1")?
-        .query_row([key(collection)], |r| r.get(0))
-        .optional()?;
-    text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| {
-            Error::internal(format!(
-                "_pluresdb_meta's {:?} is not an object of column times: {e}",
-                key(collection)
-            ))
-        })
-    })
-    .transpose()
+    meta_json::read(conn, &key(collection), "an object of column times")
 }
 
 /// Records `times` as collection `collection`'s column times.
 pub(crate) fn write(conn: &Connection, collection: u32, times: &AddedAt) -> Result<()> {
-    let text = serde_json::to_string(times).expect("a map of numbers serializes");
-    conn.prepare_cached(
-        "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute((key(collection), text))?;
-    Ok(())
+    meta_json::write(conn, &key(collection), times)
 }
 
 /// Forgets collection `collection`'s column times (it stopped syncing: a table synced later
 /// may be given its id).
 pub(crate) fn forget(conn: &Connection, collection: u32) -> Result<()> {
-    let mut stmt = conn.prepare_cached("DELETE FROM _pluresdb_meta WHERE key = ?1")?;
-    stmt.execute([key(collection)])?;
-    stmt.execute([dropped_key(collection)])?;
-    Ok(())
+    meta_json::delete(conn, &key(collection))?;
+    meta_json::delete(conn, &dropped_key(collection))
 }
 
 /// The time field `field` appeared, from `recorded`: 0 when nothing is recorded for the
@@ -96,11 +77,9 @@ pub(crate) fn record(
         let collections = Collections::load(conn)?;
         let changes = to_record(conn, &collections, &now)?;
         let mut back = Missed::new();
-        for (collection, times) in &changes {
-            if let (Some(before), Some(coll)) =
-                (read(conn, *collection)?, collections.by_id(*collection))
-            {
-                for column in note_dropped(conn, *collection, &before, times)? {
+        for (collection, before, times) in &changes {
+            if let (Some(before), Some(coll)) = (before, collections.by_id(*collection)) {
+                for column in note_dropped(conn, *collection, before, times)? {
                     forget_versions(conn, *collection, &column)?;
                     back.insert((coll.name.clone(), column));
                 }
@@ -149,18 +128,8 @@ fn note_dropped(
     now: &AddedAt,
 ) -> Result<Vec<String>> {
     let key = dropped_key(collection);
-    let text: Option<String> = conn
-        .prepare_cached("SELECT value FROM _pluresdb_meta WHERE key = ?1")?
-        .query_row([&key], |r| r.get(0))
-        .optional()?;
-    let mut dropped: BTreeSet<String> = match text {
-        Some(t) => serde_json::from_str(&t).map_err(|e| {
-            Error::internal(format!(
-                "_pluresdb_meta's {key:?} is not a list of columns: {e}"
-            ))
-        })?,
-        None => BTreeSet::new(),
-    };
+    let mut dropped: BTreeSet<String> =
+        meta_json::read(conn, &key, "a list of columns")?.unwrap_or_default();
     let was = dropped.clone();
     dropped.extend(before.keys().filter(|c| !now.contains_key(*c)).cloned());
     let back: Vec<String> = (now.keys())
@@ -168,40 +137,40 @@ fn note_dropped(
         .cloned()
         .collect();
     if dropped != was {
-        let text = serde_json::to_string(&dropped).expect("names serialize");
-        conn.prepare_cached(
-            "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        )?
-        .execute((&key, text))?;
+        if dropped.is_empty() {
+            meta_json::delete(conn, &key)?;
+        } else {
+            meta_json::write(conn, &key, &dropped)?;
+        }
     }
     Ok(back)
 }
 
-/// The column times to record, by collection id: for each synced table whose recorded
-/// columns differ from its columns now (or that has none recorded yet).
+/// A collection's id, its column times as recorded (if they are) and as they are to be.
+type Recording = (u32, Option<AddedAt>, AddedAt);
+
+/// The column times to record, by collection id, with those recorded before (if any): for
+/// each synced table whose recorded columns differ from its columns now (or that has none
+/// recorded yet).
 fn to_record(
     conn: &Connection,
     collections: &Collections,
     now: &impl Fn() -> u64,
-) -> Result<Vec<(u32, AddedAt)>> {
+) -> Result<Vec<Recording>> {
     let mut changes = Vec::new();
     for coll in collections.tables() {
         let Kind::Table(info) = &coll.kind else {
             continue;
         };
         let before = read(conn, coll.id)?;
-        let recorded = before.is_some();
         // First recorded: every column counts as there from the start.
-        let start = if recorded { now() } else { 0 };
-        let before = before.unwrap_or_default();
-        let after: AddedAt = info
-            .fields
-            .iter()
-            .map(|f| (f.clone(), before.get(f).copied().unwrap_or(start)))
+        let start = if before.is_some() { now() } else { 0 };
+        let had = |f: &String| before.as_ref().and_then(|b| b.get(f).copied());
+        let after: AddedAt = (info.fields.iter())
+            .map(|f| (f.clone(), had(f).unwrap_or(start)))
             .collect();
-        if !recorded || after != before {
-            changes.push((coll.id, after));
+        if before.as_ref() != Some(&after) {
+            changes.push((coll.id, before, after));
         }
     }
     Ok(changes)

@@ -51,6 +51,15 @@ pub(crate) struct TableInfo {
 }
 
 impl TableInfo {
+    /// The key columns, quoted, as a list (`"a", "b"`).
+    pub(crate) fn key_list(&self) -> String {
+        self.pk
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// When field `i` appeared here (0 when not known: there from the start).
     pub(crate) fn added_at(&self, i: usize) -> u64 {
         self.added_at.get(i).copied().unwrap_or(0)

@@ -10,11 +10,12 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::{Connection, MAIN_DB, OptionalExtension};
+use rusqlite::{Connection, MAIN_DB};
 
 use super::collections::{Collections, Kind};
+use super::meta_json;
 use super::refetch::{Refetch, from_missed};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// `(table, column)` pairs; an empty column stands for the whole table.
 pub(crate) type Missed = BTreeSet<(String, String)>;
@@ -107,31 +108,14 @@ pub(crate) fn named(conn: &Connection) -> Result<Vec<Refetch>> {
 }
 
 fn read(conn: &Connection) -> Result<Missed> {
-    let text: Option<String> = conn
-        .prepare_cached("SELECT value FROM _pluresdb_meta WHERE key = ?1")?
-        .query_row([KEY], |r| r.get(0))
-        .optional()?;
-    let Some(text) = text else {
-        return Ok(Missed::new());
-    };
-    serde_json::from_str(&text).map_err(|e| {
-        Error::internal(format!(
-            "_pluresdb_meta's {KEY:?} is not a list of (table, column) pairs: {e}"
-        ))
-    })
+    let what = "a list of (table, column) pairs";
+    Ok(meta_json::read(conn, KEY, what)?.unwrap_or_default())
 }
 
 fn write(conn: &Connection, all: &Missed) -> Result<()> {
     if all.is_empty() {
-        conn.prepare_cached("DELETE FROM _pluresdb_meta WHERE key = ?1")?
-            .execute([KEY])?;
+        meta_json::delete(conn, KEY)
     } else {
-        let text = serde_json::to_string(all).expect("strings serialize");
-        conn.prepare_cached(
-            "INSERT INTO _pluresdb_meta(key, value) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        )?
-        .execute((KEY, text))?;
+        meta_json::write(conn, KEY, all)
     }
-    Ok(())
 }

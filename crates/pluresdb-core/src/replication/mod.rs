@@ -27,6 +27,7 @@ mod extract;
 mod functions;
 mod history;
 mod keys;
+mod meta_json;
 mod missed;
 mod paused;
 mod peers;

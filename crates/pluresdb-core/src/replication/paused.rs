@@ -136,12 +136,7 @@ fn key_of<'r>(row: &'r rusqlite::Row<'_>) -> Result<&'r [u8]> {
 
 /// SQL reading every row of table `name` (of shape `info`): its packed key, then its fields.
 fn select_rows(name: &str, info: &TableInfo) -> String {
-    let key = info
-        .pk
-        .iter()
-        .map(|c| quote(c))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let key = info.key_list();
     let fields: String = info
         .fields
         .iter()
@@ -248,7 +243,6 @@ struct Kept {
 }
 
 /// How a kept row's field compares with its value now.
-#[derive(PartialEq)]
 enum Field {
     Same,
     Changed,
@@ -417,16 +411,14 @@ fn same_key(was: &Shape, now: &TableInfo) -> bool {
 /// table that holds none is another one, or one emptied: see the module's doc); also true
 /// when no such record was kept (an empty table paused).
 fn holds_a_kept_row(conn: &Connection, id: i64, name: &str, info: &TableInfo) -> Result<bool> {
+    // (The keys packed apart: a key column may be named like a column of the kept rows.)
     let sql = format!(
         "SELECT NOT EXISTS (SELECT 1 FROM _pluresdb_paused_rows WHERE tbl = ?1 AND cl % 2 = 1)
-             OR EXISTS (SELECT 1 FROM {} t JOIN _pluresdb_paused_rows p
-                        ON p.tbl = ?1 AND p.key = pluresdb_pack({}) AND p.cl % 2 = 1)",
-        quote(name),
-        info.pk
-            .iter()
-            .map(|c| format!("t.{}", quote(c)))
-            .collect::<Vec<_>>()
-            .join(", ")
+             OR EXISTS (SELECT 1 FROM (SELECT pluresdb_pack({}) AS k FROM {}) t
+                        JOIN _pluresdb_paused_rows p ON p.tbl = ?1 AND p.key = t.k
+                        AND p.cl % 2 = 1)",
+        info.key_list(),
+        quote(name)
     );
     Ok(conn.query_row(&sql, [id], |r| r.get(0))?)
 }

@@ -75,8 +75,9 @@ pub(crate) fn from_missed(missed: &Missed) -> impl Iterator<Item = Refetch> + '_
 
 /// Sets every peer's cursor back to 0 because `arrived` arrived, recording that each peer
 /// can instead be asked for its changes after its cursor and all those of `arrived` (a peer
-/// still waiting for an earlier arrival keeps its cursor from before and waits for both). `unnamed`: what arrived cannot be named (more was left out than is
-/// remembered), and every peer is asked for everything.
+/// still waiting for an earlier arrival keeps its cursor from before and waits for both).
+/// `unnamed`: what arrived cannot be named (more was left out than is remembered), and every
+/// peer is asked for everything.
 pub(crate) fn set_cursors_back(conn: &Connection, arrived: &Missed, unnamed: bool) -> Result<()> {
     // Before they go back: what peers wait for already (records still good), and the cursors.
     let mut waiting = all(conn)?;

@@ -80,12 +80,7 @@ impl Replication {
         info: &TableInfo,
     ) -> Result<()> {
         let stamp = self.local_stamp(conn, self.clock.now())?;
-        let keys = info
-            .pk
-            .iter()
-            .map(|c| quote(c))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let keys = info.key_list();
         conn.execute(
             &format!(
                 "INSERT INTO _pluresdb_clock(tbl, key, cl, seq, ver)
