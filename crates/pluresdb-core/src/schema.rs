@@ -14,8 +14,9 @@ use crate::options::OpenOptions;
 /// row id, 4 moved edge clocks into the edge rows, 5 writes a row clock whose base version is
 /// its sentinel without repeating it (11 bytes fewer per row written whole; older clocks are
 /// read as they are) and records what it tells peers it has sent (`announced:*` in
-/// `_pluresdb_meta`, from `announce_since`: the `db_version` at the upgrade).
-pub const FORMAT_VERSION: i64 = 5;
+/// `_pluresdb_meta`, from `announce_since`: the `db_version` at the upgrade). Format 6 shows
+/// an edge in `pluresdb_edges` only while both its nodes are live (see `Database::get_edge`).
+pub const FORMAT_VERSION: i64 = 6;
 
 /// What opening learned about the file.
 pub(crate) struct SchemaState {
@@ -146,8 +147,13 @@ CREATE VIEW IF NOT EXISTS _pluresdb_edges_named AS
     JOIN _pluresdb_nodes d ON d.rid = e.dst;
 
 CREATE VIEW IF NOT EXISTS pluresdb_edges AS
-    SELECT src AS from_id, rel AS relation, dst AS to_id, data, created_hlc, updated_hlc
-    FROM _pluresdb_edges_named WHERE cl % 2 = 1;
+    SELECT s.id AS from_id, r.name AS relation, d.id AS to_id, e.data, e.created_hlc,
+           e.updated_hlc
+    FROM _pluresdb_edges e
+    JOIN _pluresdb_nodes s ON s.rid = e.src
+    JOIN _pluresdb_relations r ON r.id = e.rel
+    JOIN _pluresdb_nodes d ON d.rid = e.dst
+    WHERE e.cl % 2 = 1 AND s.cl % 2 = 1 AND d.cl % 2 = 1;
 "#;
 
 /// Checks the file, applies connection settings and creates or upgrades internal tables.
@@ -274,8 +280,11 @@ fn upgrade_edges(conn: &Connection) -> rusqlite::Result<()> {
     let Some(layout) = edge_layout(conn)? else {
         return Ok(());
     };
-    // Made again with the edge table's columns as they are now (see `SCHEMA`).
-    conn.execute_batch("DROP VIEW IF EXISTS _pluresdb_edges_named")?;
+    // Made again with the edge table's columns as they are now, and (before format 6) with
+    // edges at nodes that are not live left out (see `SCHEMA`).
+    conn.execute_batch(
+        "DROP VIEW IF EXISTS _pluresdb_edges_named; DROP VIEW IF EXISTS pluresdb_edges;",
+    )?;
     if layout == EdgeLayout::Named {
         // The new table has the clock columns.
         migrate_named_edges(conn)?;

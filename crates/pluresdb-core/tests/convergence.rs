@@ -3,9 +3,10 @@
 //! short at a resume point and gone on with later;
 //! after a full sync round every replica holds the same state, and it is the state the merge
 //! rules give for every write any replica made (so no acknowledged write is lost unless a
-//! later write overrode it).
+//! later write overrode it). After every merge, no reader shows an edge at a node that is not
+//! live (a link merged next to a concurrent delete of its node waits hidden).
 
-use pluresdb_core::{ChangeRecord, Database, SyncProgress, Value};
+use pluresdb_core::{ChangeRecord, Database, Direction, SyncProgress, Value};
 use pluresdb_crdt::Hlc;
 use pluresdb_crdt::{Change, Model};
 use proptest::prelude::*;
@@ -237,6 +238,34 @@ fn merged(b: &Database, merge: impl FnOnce()) {
     merge();
     let own = own_writes(b, before);
     assert!(own.is_empty(), "a merge wrote changes of its own: {own:?}");
+    edges_only_between_live_nodes(b);
+}
+
+/// The edge view, the edge count and the graph (caught up merge by merge, as the first call
+/// loaded it) show the same edges, all between live nodes.
+fn edges_only_between_live_nodes(db: &Database) {
+    let live: BTreeSet<String> = db.list("").unwrap().into_iter().map(|n| n.id).collect();
+    let shown = db
+        .all_as::<(String, String, String)>(
+            "SELECT from_id, relation, to_id FROM pluresdb_edges",
+            (),
+        )
+        .unwrap();
+    for (from, relation, to) in &shown {
+        assert!(
+            live.contains(from) && live.contains(to),
+            "edge {from} -[{relation}]-> {to} shows at a node that is not live"
+        );
+    }
+    assert_eq!(db.edge_count().unwrap() as usize, shown.len());
+    for id in &live {
+        let out = shown.iter().filter(|e| &e.0 == id).count();
+        assert_eq!(
+            db.degree(id, Direction::Out, None).unwrap(),
+            out,
+            "degree of {id}"
+        );
+    }
 }
 
 fn full_push(a: &Database, b: &Database) {

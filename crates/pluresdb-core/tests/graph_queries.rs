@@ -798,19 +798,23 @@ fn a_loaded_graph_caught_up_matches_a_fresh_build() {
     .unwrap();
     let caught_up = check(62);
     assert!(caught_up["n40"][0].0.is_empty());
-    // A node row marked dead by SQL keeps its live edges (as when a peer deleted the node
-    // while another linked it), its node implicit; then the dead row is renamed.
-    db.run(
-        "UPDATE _pluresdb_nodes SET cl = cl + 1 WHERE id = 'n50'",
-        (),
-    )
-    .unwrap();
+    // A node row marked dead by SQL with its edges left live (as when a peer deleted the
+    // node while another linked it): the node goes, its edges wait hidden; marked live
+    // again, it has them back; then dead again, and renamed.
+    let flip = "UPDATE _pluresdb_nodes SET cl = cl + 1 WHERE id = 'n50'";
+    db.run(flip, ()).unwrap();
+    let caught_up = check(64);
+    assert!(!caught_up.contains_key("n50"));
+    assert!(!caught_up["n49"][0].0.contains(&"n50".to_owned()));
+    db.run(flip, ()).unwrap();
     let caught_up = check(64);
     assert_eq!(caught_up["n50"][0].0, ["n51"]);
+    assert!(caught_up["n49"][0].0.contains(&"n50".to_owned()));
+    db.run(flip, ()).unwrap();
     db.run("UPDATE _pluresdb_nodes SET id = 'n63' WHERE id = 'n50'", ())
         .unwrap();
     let caught_up = check(64);
-    assert!(!caught_up.contains_key("n50"));
+    assert!(!caught_up.contains_key("n50") && !caught_up.contains_key("n63"));
     // An edge row deleted outside PluresDB: the graph is built again from the tables.
     db.run(
         "DELETE FROM _pluresdb_edges WHERE rel = (SELECT id FROM _pluresdb_relations WHERE name = 'r0')

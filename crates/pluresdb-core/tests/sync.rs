@@ -1,8 +1,8 @@
 //! Replication between databases: capture, change sets, merge rules, status, history.
 
 use pluresdb_core::{
-    ChangeRecord, Database, Direction, EDGES, ErrorKind, NODES, OpenOptions, Refetch, Refetching,
-    SyncProgress, Traverse, Value, Version,
+    Change, ChangeRecord, Database, Direction, EDGES, ErrorKind, NODES, OpenOptions, Refetch,
+    Refetching, SyncProgress, Traverse, Value, Version,
 };
 use serde_json::{Value as Json, json};
 
@@ -377,10 +377,9 @@ fn an_edge_linked_to_a_later_life_of_its_node_is_kept_whatever_arrives_first() {
 }
 
 #[test]
-fn a_node_deleted_while_another_device_links_it_keeps_that_edge_everywhere() {
-    // What the README says of this case (a limit, not a goal): every device the same, the
-    // node gone, the concurrent edge still there until unlinked, whether it was linked before
-    // or after the delete.
+fn a_node_deleted_while_another_device_links_it_hides_that_edge_everywhere() {
+    // Every device the same: the node gone, the concurrent edge kept but hidden, whether it
+    // was linked before or after the delete; it shows when the node is put again.
     for link_first in [true, false] {
         let (a, b) = x_and_y_on_both();
         if link_first {
@@ -397,6 +396,11 @@ fn a_node_deleted_while_another_device_links_it_keeps_that_edge_everywhere() {
         assert_eq!(dump(&a), dump(&b));
         for db in [&a, &b] {
             assert!(db.get_node("x").unwrap().is_none());
+            assert!(db.edges("y", Direction::Out, None).unwrap().is_empty());
+        }
+        a.put("x", &json!({})).unwrap();
+        sync(&a, &b);
+        for db in [&a, &b] {
             assert_eq!(db.edges("y", Direction::Out, None).unwrap().len(), 1);
         }
         b.unlink("y", "cites", "x").unwrap();
@@ -3040,34 +3044,174 @@ fn an_edge_merged_before_its_nodes_waits_for_them_and_is_not_sent_on_as_nodes() 
     assert!(reached(&b, "other").is_empty());
     b.delete("other").unwrap();
     b.apply_changes(&edges).unwrap();
-    // The edge is stored, its ends are not nodes yet; the graph has it between implicit ends.
+    // The edge is stored, its ends are not nodes yet: it waits, hidden.
+    let stored = |db: &Database| {
+        db.value("SELECT count(*) FROM _pluresdb_edges WHERE cl = 1", ())
+            .unwrap()
+    };
+    assert_eq!(stored(&b), Value::Integer(1));
     assert!(b.list("").unwrap().is_empty());
     assert_eq!(b.node_count().unwrap(), 0);
-    assert_eq!(b.edge_count().unwrap(), 1);
-    // A graph query now catches the graph up with the edge and its placeholder ends.
-    let _ = b.degree("ada", Direction::Out, None);
-    let edge = b.get_edge("ada", "inspired", "alan").unwrap().unwrap();
-    assert_eq!(json!(edge.data), json!({"how": "notes"}));
+    assert_eq!(b.edge_count().unwrap(), 0);
+    assert!(b.get_edge("ada", "inspired", "alan").unwrap().is_none());
+    assert!(b.degree("ada", Direction::Out, None).is_err());
     // A third replica gets the edge from b, and no nodes (b has none to give).
     let c = Database::open_in_memory().unwrap();
     push(&b, &c);
     assert!(c.list("").unwrap().is_empty());
-    assert!(c.get_edge("ada", "inspired", "alan").unwrap().is_some());
+    assert_eq!(stored(&c), Value::Integer(1));
+    assert!(c.get_edge("ada", "inspired", "alan").unwrap().is_none());
 
+    // The nodes arrive: the edge shows, in the graph b loaded before too.
     b.apply_changes(&nodes).unwrap();
     assert_eq!(dump(&a), dump(&b));
     assert_eq!(reached(&b, "ada"), ["alan"]);
-    // A node put locally over a placeholder is a new node, and syncs.
+    let edge = b.get_edge("ada", "inspired", "alan").unwrap().unwrap();
+    assert_eq!(json!(edge.data), json!({"how": "notes"}));
+    // A node put locally over a placeholder is a new node, and syncs; the edge shows once
+    // its other node is there too.
     c.put("ada", &json!({"name": "Ada L."})).unwrap();
     assert_eq!(c.node_count().unwrap(), 1);
     assert_eq!(
         c.get_node("ada").unwrap().unwrap().data["name"],
         json!("Ada L.")
     );
+    assert_eq!(c.edge_count().unwrap(), 0);
     push(&c, &a);
     push(&a, &c);
     assert_eq!(dump(&a), dump(&c));
     assert_eq!(reached(&c, "ada"), ["alan"]);
+}
+
+/// What every reader of `db` shows of the edges at `ids`: the edge view and count, and per
+/// node its edges, neighbours, degree, traversal and Cypher matches (or that it is unknown).
+fn edges_seen(db: &Database, ids: &[&str]) -> String {
+    let mut out = format!(
+        "view {:?} count {}\n",
+        db.all_as::<(String, String, String)>(
+            "SELECT from_id, relation, to_id FROM pluresdb_edges ORDER BY 1, 2, 3",
+            ()
+        )
+        .unwrap(),
+        db.edge_count().unwrap()
+    );
+    for id in ids {
+        let Ok(edges) = db.edges(id, Direction::Both, None) else {
+            assert!(db.get_node(id).unwrap().is_none());
+            assert!(db.degree(id, Direction::Both, None).is_err());
+            out += &format!("{id}: unknown\n");
+            continue;
+        };
+        let edges: Vec<String> = edges
+            .iter()
+            .map(|e| format!("{} {} {} {}", e.from, e.relation, e.to, json!(e.data)))
+            .collect();
+        let neighbors: Vec<String> = db
+            .neighbors(id, Direction::Both, None)
+            .unwrap()
+            .into_iter()
+            .map(|n| n.id)
+            .collect();
+        let cypher = db
+            .cypher(
+                "MATCH (a)-[r]-(b) WHERE a.id = $id RETURN b.id, r.how ORDER BY b.id",
+                &json!({ "id": id }),
+            )
+            .unwrap()
+            .rows;
+        out += &format!(
+            "{id}: edges {edges:?} neighbors {neighbors:?} degree {} reached {:?} cypher {cypher:?}\n",
+            db.degree(id, Direction::Both, None).unwrap(),
+            reached(db, id),
+        );
+    }
+    out
+}
+
+#[test]
+fn a_link_made_while_another_device_deleted_its_node_stays_hidden_until_the_node_lives() {
+    let (a, b) = (
+        Database::open_in_memory().unwrap(),
+        Database::open_in_memory().unwrap(),
+    );
+    for id in ["x", "y", "z"] {
+        a.put(id, &json!({})).unwrap();
+    }
+    a.link("z", "knows", "y", None).unwrap();
+    sync(&a, &b);
+    // Both graphs are loaded, so they catch up with what follows change by change.
+    assert_eq!(reached(&a, "z"), ["y"]);
+    assert_eq!(reached(&b, "z"), ["y"]);
+    let before = edges_seen(&a, &["x", "y", "z"]);
+
+    // Edges a's subscribers are told of as there (from, to).
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = told.clone();
+    a.on_every_change(move |c| {
+        if let Change::Edge(e) = c
+            && e.edge.is_some()
+        {
+            sink.lock().unwrap().push(format!("{} {}", e.from, e.to));
+        }
+    });
+    // Concurrently: a deletes x, b links y to it (and to z, which stays).
+    a.delete("x").unwrap();
+    b.link("y", "knows", "x", Some(&json!({"how": "late"})))
+        .unwrap();
+    b.link("y", "knows", "z", Some(&json!({"how": "kept"})))
+        .unwrap();
+    sync(&a, &b);
+    sync(&a, &b);
+    assert_eq!(dump(&a), dump(&b));
+    let seen = edges_seen(&a, &["x", "y", "z"]);
+    assert_eq!(seen, edges_seen(&b, &["x", "y", "z"]));
+    assert_ne!(seen, before);
+    // No reader shows the link to x, which is gone; the one to z is there.
+    assert!(!seen.contains("late") && !seen.contains("\"x\""), "{seen}");
+    assert!(
+        seen.contains("y knows z") && seen.contains("kept"),
+        "{seen}"
+    );
+    assert!(seen.contains("x: unknown"), "{seen}");
+    assert_eq!(*told.lock().unwrap(), ["y z"]);
+    for db in [&a, &b] {
+        assert!(db.get_edge("y", "knows", "x").unwrap().is_none());
+        assert!(!db.unlink("y", "knows", "x").unwrap());
+        assert_eq!(db.edge_count().unwrap(), 2);
+    }
+    // Read afresh (a graph built from the tables), the same shows.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let c = Database::open(&path).unwrap();
+    sync(&a, &c);
+    drop(c);
+    let c = Database::open(&path).unwrap();
+    assert_eq!(edges_seen(&c, &["x", "y", "z"]), seen);
+
+    // x put again (same id): the link nobody unlinked shows, on every device.
+    a.put("x", &json!({"back": true})).unwrap();
+    sync(&a, &b);
+    sync(&a, &c);
+    for db in [&a, &b, &c] {
+        let edge = db
+            .get_edge("y", "knows", "x")
+            .unwrap()
+            .expect("shown again");
+        assert_eq!(json!(edge.data), json!({"how": "late"}));
+        assert_eq!(reached(db, "y"), ["x", "z"]);
+        assert_eq!(db.edge_count().unwrap(), 3);
+    }
+    assert_eq!(edges_seen(&a, &["x", "y"]), edges_seen(&b, &["x", "y"]));
+    // Deleted here, x takes the link with it: put again, it has none.
+    b.delete("x").unwrap();
+    sync(&a, &b);
+    a.put("x", &json!({})).unwrap();
+    sync(&a, &b);
+    for db in [&a, &b] {
+        assert!(db.get_edge("y", "knows", "x").unwrap().is_none());
+        assert_eq!(reached(db, "y"), ["z"]);
+        assert_eq!(reached(db, "x"), Vec::<String>::new());
+    }
 }
 
 /// Rewrites a file written by this build into format 2's edge table (names as text, clocks in
@@ -3185,13 +3329,21 @@ fn an_older_file_keeps_its_edges(downgrade: fn(&Database)) {
         .as_i64(),
         Some(pluresdb_core::FORMAT_VERSION)
     );
-    // The edges as they were, plus the one from a node this file never had.
-    assert_eq!(dump(&db), format!("{before}edge ghost haunts ada {{}}\n"));
+    // The edges as they were; the one from a node this file never had is kept, hidden.
+    let ghosts = |db: &Database| {
+        db.value(
+            "SELECT count(*) FROM _pluresdb_edges_named WHERE src = 'ghost' AND cl = 1",
+            (),
+        )
+        .unwrap()
+    };
+    assert_eq!(dump(&db), before);
+    assert_eq!(ghosts(&db), Value::Integer(1));
     assert!(db.get_node("ghost").unwrap().is_none());
     assert_eq!(reached(&db, "ada"), ["alan", "grace"]);
     assert_eq!(
         db.value("SELECT count(*) FROM my_edges", ()).unwrap(),
-        Value::Integer(3)
+        Value::Integer(2)
     );
     // The peer that synced before the upgrade is not sent anything again.
     assert_eq!(push(&db, &peer), 0);
@@ -3201,15 +3353,13 @@ fn an_older_file_keeps_its_edges(downgrade: fn(&Database)) {
     assert!(push(&db, &peer) > 0);
     let fresh = Database::open_in_memory().unwrap();
     push(&db, &fresh);
-    let without_ghost = |d: &str| {
-        d.lines()
-            .filter(|l| !l.contains("ghost"))
-            .map(|l| format!("{l}\n"))
-            .collect::<String>()
-    };
-    assert_eq!(without_ghost(&dump(&db)), dump(&peer));
-    assert_eq!(dump(&peer), without_ghost(&dump(&fresh)));
+    assert_eq!(dump(&db), dump(&peer));
+    assert_eq!(dump(&peer), dump(&fresh));
     assert_eq!(reached(&db, "grace"), ["ada"]);
+    // The ghost node put: its edge (which has no clock, so stays here) shows.
+    db.put("ghost", &json!({})).unwrap();
+    assert!(db.get_edge("ghost", "haunts", "ada").unwrap().is_some());
+    assert_eq!(reached(&db, "ghost"), ["ada"]);
 }
 
 #[test]

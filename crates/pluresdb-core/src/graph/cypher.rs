@@ -13,7 +13,7 @@ use pluresdb_graph::Graph;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value as Json};
 
-use super::ends::EDGE_BY_NAMES;
+use super::ends::{VISIBLE_EDGE, VISIBLE_EDGE_BY_NAMES};
 use super::query::json_path;
 use super::walk::rel_filter;
 use super::{NodeUpdate, parse_object};
@@ -110,14 +110,14 @@ fn edge_data(
 ) -> Result<Option<Map<String, Json>>> {
     let data: Option<String> = conn
         .prepare_cached(&format!(
-            "SELECT data FROM _pluresdb_edges WHERE {EDGE_BY_NAMES} AND cl % 2 = 1"
+            "SELECT data FROM _pluresdb_edges WHERE {VISIBLE_EDGE_BY_NAMES}"
         ))?
         .query_row([from, rel, to], |r| r.get(0))
         .optional()?;
     data.map(|d| parse_object(&d)).transpose()
 }
 
-/// The SQL that reads the live edges whose `end` (`src` or `dst`) is node `?1`, by the
+/// The SQL that reads the visible edges whose `end` (`src` or `dst`) is node `?1`, by the
 /// relations named in the JSON array `?2` (all when it is empty): one table with its names
 /// looked up, not the `_pluresdb_edges_named` view, whose join SQLite plans again on every
 /// use of a statement from rusqlite's cache.
@@ -127,7 +127,7 @@ fn edges_at(end: &str) -> String {
                 (SELECT name FROM _pluresdb_relations WHERE id = e.rel),
                 (SELECT id FROM _pluresdb_nodes WHERE rid = e.dst), e.data
          FROM _pluresdb_edges e
-         WHERE e.{end} = (SELECT rid FROM _pluresdb_nodes WHERE id = ?1) AND e.cl % 2 = 1
+         WHERE e.{end} = (SELECT rid FROM _pluresdb_nodes WHERE id = ?1) AND {VISIBLE_EDGE}
            AND (?2 = '[]' OR e.rel IN (SELECT r.id FROM _pluresdb_relations r
                                        WHERE r.name IN (SELECT value FROM json_each(?2))))"
     )
@@ -430,7 +430,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::graph::ends::EDGE_BY_NAMES;
+    use crate::graph::ends::VISIBLE_EDGE_BY_NAMES;
 
     /// The edge reads keep their plans when their cached statements are used again (a join
     /// over bound names would be planned again each time, about 25 µs).
@@ -454,7 +454,7 @@ mod tests {
                 assert_eq!(edge_data(conn, "a", "s", "b")?, None);
             }
             let by_names =
-                format!("SELECT data FROM _pluresdb_edges WHERE {EDGE_BY_NAMES} AND cl % 2 = 1");
+                format!("SELECT data FROM _pluresdb_edges WHERE {VISIBLE_EDGE_BY_NAMES}");
             for sql in [&EDGES_AT[0], &EDGES_AT[1], &by_names] {
                 let stmt = conn.prepare_cached(sql)?;
                 assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{sql}");

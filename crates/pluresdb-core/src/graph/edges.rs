@@ -6,7 +6,7 @@ use pluresdb_crdt::Hlc;
 
 use pluresdb_graph::GraphError;
 
-use super::ends::EDGE_BY_NAMES;
+use super::ends::{EDGE_BY_NAMES, VISIBLE_EDGE_BY_NAMES};
 use super::nodes::{NODE_COLUMNS, node_from_row};
 use super::walk::graph_error;
 use super::{Direction, Edge, Node, as_object, check_id, parse_object};
@@ -44,6 +44,12 @@ fn edge_from_row(row: &Row) -> Result<Edge> {
         updated_at: Hlc::from_u64(row.get::<i64>(5)? as u64),
     })
 }
+
+/// A condition on a row of the `_pluresdb_edges_named` view that holds when the edge is
+/// visible (see [`VISIBLE_EDGE_BY_NAMES`]).
+const VISIBLE_NAMED: &str = "cl % 2 = 1
+    AND (SELECT cl FROM _pluresdb_nodes WHERE rid = src_rid) % 2 = 1
+    AND (SELECT cl FROM _pluresdb_nodes WHERE rid = dst_rid) % 2 = 1";
 
 /// The packed clock key of an edge (its three names).
 pub(super) fn edge_key(from: &str, relation: &str, to: &str) -> Vec<u8> {
@@ -187,8 +193,7 @@ impl Database {
         self.require_graph()?;
         self.transaction(|db| {
             let now = db.clock().now();
-            let live =
-                format!("SELECT eid FROM _pluresdb_edges WHERE {EDGE_BY_NAMES} AND cl % 2 = 1");
+            let live = format!("SELECT eid FROM _pluresdb_edges WHERE {VISIBLE_EDGE_BY_NAMES}");
             let Some((eid,)) = db.get_as::<(i64,)>(&live, (from, relation, to))? else {
                 return Ok(false);
             };
@@ -223,12 +228,16 @@ impl Database {
     }
 
     /// The edge `from -[relation]-> to`, or `None`.
+    ///
+    /// Only an edge between two live nodes is found, here and in every other read (edge
+    /// lists, counts, traversals, Cypher, the `pluresdb_edges` view). Sync can merge a live
+    /// edge at a node that is not live: a link made on one device while another deleted one
+    /// of its nodes, or an edge merged before its nodes. It is kept, hidden, and shows again
+    /// when both its nodes are live (a node put again with the same id brings it back).
     pub fn get_edge(&self, from: &str, relation: &str, to: &str) -> Result<Option<Edge>> {
         self.require_graph()?;
         self.get(
-            &format!(
-                "SELECT {EDGE_TIMES} FROM _pluresdb_edges WHERE {EDGE_BY_NAMES} AND cl % 2 = 1"
-            ),
+            &format!("SELECT {EDGE_TIMES} FROM _pluresdb_edges WHERE {VISIBLE_EDGE_BY_NAMES}"),
             (from, relation, to),
         )?
         .map(|r| named_edge(from, relation, to, &r))
@@ -287,7 +296,7 @@ impl Database {
     ) -> Result<Vec<Edge>> {
         let sql = format!(
             "SELECT {EDGE_COLUMNS} FROM _pluresdb_edges_named
-             WHERE {here} = ?1 AND (?2 IS NULL OR rel = ?2) AND cl % 2 = 1
+             WHERE {here} = ?1 AND (?2 IS NULL OR rel = ?2) AND {VISIBLE_NAMED}
              ORDER BY rel, {there}"
         );
         self.all(&sql, (id, relation))?
@@ -313,10 +322,10 @@ impl Database {
         let sql = format!(
             "SELECT {NODE_COLUMNS} FROM _pluresdb_nodes WHERE cl % 2 = 1 AND id IN (
                  SELECT dst FROM _pluresdb_edges_named
-                 WHERE ?3 AND src = ?1 AND (?2 IS NULL OR rel = ?2) AND cl % 2 = 1
+                 WHERE ?3 AND src = ?1 AND (?2 IS NULL OR rel = ?2) AND {VISIBLE_NAMED}
                  UNION
                  SELECT src FROM _pluresdb_edges_named
-                 WHERE ?4 AND dst = ?1 AND (?2 IS NULL OR rel = ?2) AND cl % 2 = 1)
+                 WHERE ?4 AND dst = ?1 AND (?2 IS NULL OR rel = ?2) AND {VISIBLE_NAMED})
              ORDER BY id"
         );
         let found = self

@@ -16,6 +16,25 @@ pub(crate) const EDGE_BY_NAMES: &str = "src = (SELECT rid FROM _pluresdb_nodes W
     AND rel = (SELECT id FROM _pluresdb_relations WHERE name = ?2)
     AND dst = (SELECT rid FROM _pluresdb_nodes WHERE id = ?3)";
 
+/// [`EDGE_BY_NAMES`] for a visible edge: live, between two live nodes.
+///
+/// An edge is visible only when both its nodes are live. Sync can store a live edge at a node
+/// that is not: one linked on a device while another deleted the node (the delete could not
+/// unlink what it never saw), or merged before its nodes arrived. Such an edge is kept, hidden
+/// from every read, and shows when both nodes live again; every replica decides this from the
+/// same merged rows, so they agree.
+pub(crate) const VISIBLE_EDGE_BY_NAMES: &str =
+    "src = (SELECT rid FROM _pluresdb_nodes WHERE id = ?1 AND cl % 2 = 1)
+    AND rel = (SELECT id FROM _pluresdb_relations WHERE name = ?2)
+    AND dst = (SELECT rid FROM _pluresdb_nodes WHERE id = ?3 AND cl % 2 = 1)
+    AND cl % 2 = 1";
+
+/// A condition on an edge row `e` (of `_pluresdb_edges`) that holds when the edge is visible
+/// (see [`VISIBLE_EDGE_BY_NAMES`]).
+pub(crate) const VISIBLE_EDGE: &str = "e.cl % 2 = 1
+    AND (SELECT cl FROM _pluresdb_nodes WHERE rid = e.src) % 2 = 1
+    AND (SELECT cl FROM _pluresdb_nodes WHERE rid = e.dst) % 2 = 1";
+
 /// The id the one-column query `sql` finds for `key`, if any.
 fn find(conn: &Connection, sql: &str, key: &str) -> Result<Option<i64>> {
     Ok(conn

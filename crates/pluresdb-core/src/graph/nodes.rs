@@ -310,8 +310,12 @@ impl Database {
             else {
                 return Ok(false);
             };
-            let edges: Vec<(String, String, String)> = db.all_as(
-                "SELECT src, rel, dst FROM _pluresdb_edges_named
+            // Hidden ones too (their other node is not live), so none comes back with it.
+            let edges: Vec<(String, String, String, bool)> = db.all_as(
+                "SELECT src, rel, dst,
+                        (SELECT cl FROM _pluresdb_nodes
+                         WHERE rid = iif(src_rid = ?1, dst_rid, src_rid)) % 2 = 1
+                 FROM _pluresdb_edges_named
                  WHERE (src_rid = ?1 OR dst_rid = ?1) AND cl % 2 = 1",
                 (rid,),
             )?;
@@ -339,13 +343,14 @@ impl Database {
                 db.with_writer_conn(|conn| {
                     db.replication()
                         .note_edge_writes(conn, &clock, edges.len(), || {
-                            edges.iter().map(|(f, r, t)| edge_key(f, r, t)).collect()
+                            edges.iter().map(|(f, r, t, _)| edge_key(f, r, t)).collect()
                         })
                 })?;
             }
             let hub = &db.engine().hub;
             if hub.is_active() {
-                for (from, relation, to) in edges {
+                // Only the edges a reader saw go away for it.
+                for (from, relation, to, _) in edges.into_iter().filter(|e| e.3) {
                     hub.record(Change::Edge(EdgeChange {
                         from,
                         relation,

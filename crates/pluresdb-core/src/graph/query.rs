@@ -208,6 +208,16 @@ pub(super) fn json_path(field: &str) -> Result<String> {
     Ok(format!("$.{}", Json::String(field.to_owned())))
 }
 
+/// The number of visible edges: the live ones less those at a node row that is not live
+/// (few, found from those rows), so a count reads no node row per edge (1.1M edges: 88 ms,
+/// where a lookup of both nodes per edge takes 1.4 s).
+const VISIBLE_EDGE_COUNT: &str = "SELECT (SELECT count(*) FROM _pluresdb_edges WHERE cl % 2 = 1)
+    - (SELECT count(*) FROM _pluresdb_nodes n CROSS JOIN _pluresdb_edges e
+       WHERE n.cl % 2 = 0 AND e.src = n.rid AND e.cl % 2 = 1)
+    - (SELECT count(*) FROM _pluresdb_nodes n CROSS JOIN _pluresdb_edges e
+       WHERE n.cl % 2 = 0 AND e.dst = n.rid AND e.cl % 2 = 1
+         AND (SELECT cl FROM _pluresdb_nodes WHERE rid = e.src) % 2 = 1)";
+
 impl Database {
     /// Nodes matching `query`, ordered by id.
     pub fn find(&self, query: &NodeQuery) -> Result<Vec<Node>> {
@@ -246,11 +256,11 @@ impl Database {
             .map_or(0, |(n,)| n as u64))
     }
 
-    /// Number of live edges.
+    /// Number of edges: live ones between live nodes (see [`Database::get_edge`]).
     pub fn edge_count(&self) -> Result<u64> {
         self.require_graph()?;
         Ok(self
-            .get_as::<(i64,)>("SELECT count(*) FROM _pluresdb_edges WHERE cl % 2 = 1", ())?
+            .get_as::<(i64,)>(VISIBLE_EDGE_COUNT, ())?
             .map_or(0, |(n,)| n as u64))
     }
 }

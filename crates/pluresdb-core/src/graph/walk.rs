@@ -9,7 +9,7 @@ use pluresdb_graph::{
 };
 use rusqlite::{Connection, OptionalExtension};
 
-use super::ends::EDGE_BY_NAMES;
+use super::ends::VISIBLE_EDGE_BY_NAMES;
 use super::index::GraphView;
 use super::query::json_path;
 use super::{Direction, NodeQuery};
@@ -368,7 +368,7 @@ pub(crate) fn run_path(
             let path = json_path(field)?;
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT json_extract(data, ?4) FROM _pluresdb_edges
-                 WHERE {EDGE_BY_NAMES} AND cl % 2 = 1"
+                 WHERE {VISIBLE_EDGE_BY_NAMES}"
             ))?;
             let mut cache: HashMap<(NodeIx, u32, NodeIx), Option<f64>> = HashMap::new();
             let mut failure: Option<Error> = None;

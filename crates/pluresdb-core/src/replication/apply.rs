@@ -1167,7 +1167,14 @@ fn write_edge(
     ])?;
     let hub = &db.engine().hub;
     if hub.is_active() {
-        let edge = is_alive(m.cl)
+        // Subscribers see the edge as reads do: only between live nodes.
+        let ends_live = conn
+            .prepare_cached(
+                "SELECT coalesce((SELECT cl FROM _pluresdb_nodes WHERE rid = ?1) % 2 = 1
+                    AND (SELECT cl FROM _pluresdb_nodes WHERE rid = ?2) % 2 = 1, 0)",
+            )?
+            .query_row([src, dst], |r| r.get::<_, bool>(0))?;
+        let edge = (is_alive(m.cl) && ends_live)
             .then(|| -> Result<Edge> {
                 Ok(Edge {
                     from: from.clone(),
