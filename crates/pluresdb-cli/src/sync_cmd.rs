@@ -2,12 +2,13 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use pluresdb_core::{Database, Error, Refetch, Result, SiteId, VersionVector};
 use pluresdb_sync::codec::DEFAULT_MAX_MESSAGE;
 use pluresdb_sync::file::{apply_file, write_changes_for};
 use pluresdb_sync::net::{WatchEvent, bind, serve, sync_with};
-use pluresdb_sync::{SessionOptions, Stop, left_out_note, waiting_note};
+use pluresdb_sync::{OnProgress, Progress, SessionOptions, Stop, left_out_note, waiting_note};
 use serde_json::json;
 
 use crate::output::{print_json, print_table};
@@ -200,6 +201,21 @@ fn counted(n: u64, thing: &str) -> String {
     }
 }
 
+/// One exchange of a watch, as `sync --watch` prints it: "sent 2 changes", "received 5
+/// changes (4 applied)", or both.
+fn exchange_line(p: &Progress) -> String {
+    let received = format!(
+        "received {} ({} applied)",
+        counted(p.received, "change"),
+        p.applied
+    );
+    match (p.sent, p.received) {
+        (_, 0) => format!("sent {}", counted(p.sent, "change")),
+        (0, _) => received,
+        _ => format!("sent {}, {received}", counted(p.sent, "change")),
+    }
+}
+
 /// `pluresdb sync URL [--watch]`.
 pub fn sync_cmd(
     db: Database,
@@ -208,9 +224,16 @@ pub fn sync_cmd(
     limit: &MessageLimit,
     json_out: bool,
 ) -> Result<()> {
+    // A watch says what each exchange did, as it happens (the totals come at the end).
+    let on_progress = (watch && !json_out).then(|| {
+        OnProgress(Arc::new(|p: &Progress| {
+            println!("{}", exchange_line(p));
+        }))
+    });
     let opts = SessionOptions {
         watch,
         max_message: limit.bytes,
+        on_progress,
         ..SessionOptions::default()
     };
     let result = if watch {

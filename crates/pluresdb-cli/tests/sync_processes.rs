@@ -824,3 +824,56 @@ fn a_server_stopped_while_it_streams_to_a_watcher_closes_cleanly() {
         "{err}"
     );
 }
+
+#[test]
+fn a_watch_prints_each_exchange_as_it_happens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (setup(dir.path(), "a.db", 0), setup(dir.path(), "b.db", 0));
+    let (server, url) = serve_logging(&a, &[], Stdio::null());
+    let mut watcher = pluresdb(&b)
+        .args(["sync", &url, "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let out = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = || {
+        lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("no line for the exchange")
+    };
+    // A write on the server arrives; one in another process on the watcher's file goes out
+    // (a row is 3 changes: its creation and 2 fields).
+    run(
+        &a,
+        &["sql", "INSERT INTO todos VALUES ('from-a', 'x', NULL)"],
+    );
+    assert_eq!(next_line(), "received 3 changes (3 applied)");
+    run(
+        &b,
+        &[
+            "sql",
+            "INSERT INTO todos VALUES ('from-b', 'y', NULL), ('b2', 'z', NULL)",
+        ],
+    );
+    assert_eq!(next_line(), "sent 6 changes");
+    interrupt(&watcher);
+    let (status, err) = exits(watcher);
+    assert!(status.success(), "{err}");
+    assert!(
+        next_line().starts_with(&format!(
+            "synced with {url}: sent 6 changes, received 3 (3 applied)"
+        )),
+        "the totals come last"
+    );
+    interrupt(&server);
+    let _ = exits(server);
+}

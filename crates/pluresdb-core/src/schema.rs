@@ -206,14 +206,29 @@ pub(crate) fn prepare(
     ))?;
     if version < FORMAT_VERSION {
         conn.execute_batch("BEGIN IMMEDIATE")?;
-        let upgrade = upgrade_edges(conn);
+        // The user's triggers on the edge view go with it when it is made again: they are
+        // made again after it.
+        let view_triggers = conn
+            .prepare(
+                "SELECT sql FROM sqlite_schema
+                 WHERE type = 'trigger' AND tbl_name = 'pluresdb_edges' AND sql IS NOT NULL",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            });
+        let upgrade = view_triggers.and_then(|triggers| upgrade_edges(conn).map(|()| triggers));
         let created = upgrade
-            .and_then(|()| {
+            .and_then(|triggers| {
                 conn.execute_batch(&format!(
                     "{RELATIONS_TABLE}; CREATE TABLE IF NOT EXISTS _pluresdb_edges {EDGE_COLUMNS};"
-                ))
+                ))?;
+                conn.execute_batch(SCHEMA)?;
+                for sql in triggers {
+                    conn.execute_batch(&sql.replacen("CREATE TRIGGER", "CREATE TRIGGER IF NOT EXISTS", 1))?;
+                }
+                Ok(())
             })
-            .and_then(|()| conn.execute_batch(SCHEMA))
             .and_then(|()| {
             conn.execute_batch(EDGES_IN_INDEX)?;
             conn.execute(

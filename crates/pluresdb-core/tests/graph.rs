@@ -614,3 +614,25 @@ fn on_change_follows_savepoints_whose_names_touch_the_keyword() {
     db.exec("ROLLBACK TO\"s p\"; RELEASE[s p]").unwrap();
     commit_the_real_row(&db, &stream);
 }
+
+#[test]
+fn deleting_a_node_tells_subscribers_its_loop_is_gone() {
+    let db = Database::open_in_memory().unwrap();
+    db.put("x", &json!({})).unwrap();
+    db.link("x", "r", "x", None).unwrap();
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = told.clone();
+    db.on_every_change(move |c| {
+        if let pluresdb_core::Change::Edge(e) = c {
+            sink.lock().unwrap().push(format!(
+                "{} {} {} {}",
+                e.from,
+                e.relation,
+                e.to,
+                e.edge.is_some()
+            ));
+        }
+    });
+    db.delete("x").unwrap();
+    assert_eq!(*told.lock().unwrap(), ["x r x false"]);
+}

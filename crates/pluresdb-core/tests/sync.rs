@@ -3144,16 +3144,22 @@ fn a_link_made_while_another_device_deleted_its_node_stays_hidden_until_the_node
     assert_eq!(reached(&b, "z"), ["y"]);
     let before = edges_seen(&a, &["x", "y", "z"]);
 
-    // Edges a's subscribers are told of as there (from, to).
-    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = told.clone();
-    a.on_every_change(move |c| {
-        if let Change::Edge(e) = c
-            && e.edge.is_some()
-        {
-            sink.lock().unwrap().push(format!("{} {}", e.from, e.to));
-        }
-    });
+    // The edge events each device's subscribers are told, in order: "+from to" shown (linked
+    // or changed), "-from to" gone.
+    let told = |db: &Database| {
+        let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = told.clone();
+        db.on_every_change(move |c| {
+            if let Change::Edge(e) = c {
+                let sign = if e.edge.is_some() { '+' } else { '-' };
+                sink.lock()
+                    .unwrap()
+                    .push(format!("{sign}{} {}", e.from, e.to));
+            }
+        });
+        move || std::mem::take(&mut *told.lock().unwrap())
+    };
+    let (told_a, told_b) = (told(&a), told(&b));
     // Concurrently: a deletes x, b links y to it (and to z, which stays).
     a.delete("x").unwrap();
     b.link("y", "knows", "x", Some(&json!({"how": "late"})))
@@ -3173,7 +3179,9 @@ fn a_link_made_while_another_device_deleted_its_node_stays_hidden_until_the_node
         "{seen}"
     );
     assert!(seen.contains("x: unknown"), "{seen}");
-    assert_eq!(*told.lock().unwrap(), ["y z"]);
+    // a never showed the link to x; b showed it, and hid it when x's delete merged.
+    assert_eq!(told_a(), ["+y z"]);
+    assert_eq!(told_b(), ["+y x", "+y z", "-y x"]);
     for db in [&a, &b] {
         assert!(db.get_edge("y", "knows", "x").unwrap().is_none());
         assert!(!db.unlink("y", "knows", "x").unwrap());
@@ -3192,6 +3200,8 @@ fn a_link_made_while_another_device_deleted_its_node_stays_hidden_until_the_node
     a.put("x", &json!({"back": true})).unwrap();
     sync(&a, &b);
     sync(&a, &c);
+    assert_eq!(told_a(), ["+y x"]);
+    assert_eq!(told_b(), ["+y x"]);
     for db in [&a, &b, &c] {
         let edge = db
             .get_edge("y", "knows", "x")
@@ -3212,6 +3222,49 @@ fn a_link_made_while_another_device_deleted_its_node_stays_hidden_until_the_node
         assert_eq!(reached(db, "y"), ["z"]);
         assert_eq!(reached(db, "x"), Vec::<String>::new());
     }
+}
+
+#[test]
+fn a_format_5_file_gets_the_edge_view_of_format_6_and_keeps_triggers_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("five.db");
+    {
+        let db = Database::open(&path).unwrap();
+        for id in ["x", "y"] {
+            db.put(id, &json!({})).unwrap();
+        }
+        db.link("y", "r", "x", None).unwrap();
+        // x dead with its edge live (as a merged delete leaves a concurrent link), format 5's
+        // view, and a trigger of the user's on it.
+        db.exec(
+            "UPDATE _pluresdb_nodes SET cl = 2 WHERE id = 'x';
+             DROP VIEW pluresdb_edges;
+             CREATE VIEW pluresdb_edges AS
+                 SELECT src AS from_id, rel AS relation, dst AS to_id, data, created_hlc,
+                        updated_hlc
+                 FROM _pluresdb_edges_named WHERE cl % 2 = 1;
+             CREATE TABLE gone(id TEXT);
+             create trigger forget instead of delete on pluresdb_edges
+                 begin insert into gone values (old.from_id); end;
+             UPDATE _pluresdb_meta SET value = 5 WHERE key = 'format_version';",
+        )
+        .unwrap();
+        assert_eq!(
+            db.value("SELECT count(*) FROM pluresdb_edges", ()).unwrap(),
+            Value::Integer(1)
+        );
+    }
+    let db = Database::open(&path).unwrap();
+    assert_eq!(
+        db.value("SELECT count(*) FROM pluresdb_edges", ()).unwrap(),
+        Value::Integer(0)
+    );
+    db.exec("UPDATE _pluresdb_nodes SET cl = 3 WHERE id = 'x'; DELETE FROM pluresdb_edges")
+        .unwrap();
+    assert_eq!(
+        db.value("SELECT group_concat(id) FROM gone", ()).unwrap(),
+        Value::Text("y".into())
+    );
 }
 
 /// Rewrites a file written by this build into format 2's edge table (names as text, clocks in

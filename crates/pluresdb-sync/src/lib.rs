@@ -14,4 +14,7 @@ mod notes;
 mod session;
 
 pub use notes::{left_out_note, waiting_note};
-pub use session::{PEER_STOPPED, SessionOptions, SessionReport, Stop, answer_session, run_session};
+pub use session::{
+    OnProgress, PEER_STOPPED, Progress, SessionOptions, SessionReport, Stop, answer_session,
+    run_session,
+};

@@ -51,6 +51,10 @@ pub struct SessionOptions {
     pub max_sessions: usize,
     /// Ends the sessions when stopped (on Ctrl-C, say): see [`Stop`].
     pub stop: Stop,
+    /// Told what the session did each time it records its counters: after it sent a set of
+    /// changes and after the peer's set merged (for a watching session, once per live
+    /// exchange). `None`: nobody is told.
+    pub on_progress: Option<OnProgress>,
 }
 
 /// Ends sessions, and [`serve`](crate::net::serve), on request. A session stopped sends what
@@ -90,8 +94,32 @@ impl Default for SessionOptions {
             keepalive: Duration::from_secs(30),
             max_sessions: 64,
             stop: Stop::default(),
+            on_progress: None,
         }
     }
+}
+
+/// A callback given what a session did since it last called it (see
+/// [`SessionOptions::on_progress`]); it runs on the session's task, so keep it short.
+#[derive(Clone)]
+pub struct OnProgress(pub Arc<dyn Fn(&Progress) + Send + Sync>);
+
+impl std::fmt::Debug for OnProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnProgress(..)")
+    }
+}
+
+/// What a session did since it last told [`OnProgress`]: changes sent, received, and of
+/// those, applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Changes sent.
+    pub sent: u64,
+    /// Changes received.
+    pub received: u64,
+    /// Received changes that won and were written.
+    pub applied: u64,
 }
 
 /// What a session did.
@@ -325,6 +353,7 @@ where
         sent_through: 0,
         sent_recorded: 0,
         received_recorded: 0,
+        applied_recorded: 0,
         noted_through: None,
         tx,
         applier: Applier::start(db.clone(), resets_seen),
@@ -421,6 +450,7 @@ struct Session<'a> {
     sent_through: u64,
     sent_recorded: u64,
     received_recorded: u64,
+    applied_recorded: u64,
     /// The latest merge of this session noted as the peer's (results arrive in order, so when
     /// a set's last batch has merged, this is that set's last merge). Notes of a session cut
     /// short stay unconfirmed: the next session sends their changes back once, and the peer's
@@ -819,8 +849,19 @@ impl Session<'_> {
                 confirm_through: cursor.and(self.noted_through),
             },
         )?;
+        let progress = Progress {
+            sent: self.report.sent - self.sent_recorded,
+            received: self.report.received - self.received_recorded,
+            applied: self.report.applied - self.applied_recorded,
+        };
         self.sent_recorded = self.report.sent;
         self.received_recorded = self.report.received;
+        self.applied_recorded = self.report.applied;
+        if let Some(OnProgress(tell)) = &self.opts.on_progress
+            && progress != Progress::default()
+        {
+            tell(&progress);
+        }
         Ok(())
     }
 

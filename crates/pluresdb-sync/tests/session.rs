@@ -353,6 +353,53 @@ async fn watch_mode_sends_writes_made_by_other_processes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_dropped_and_made_again_gets_its_own_rows_back_from_the_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server_db, client_db) = (open(&dir, "server.db"), open(&dir, "client.db"));
+    let url = start_server(server_db.clone()).await;
+    client_db
+        .run(
+            "INSERT INTO todos(id, title) VALUES ('mine', 'written here')",
+            (),
+        )
+        .unwrap();
+    server_db
+        .run(
+            "INSERT INTO todos(id, title) VALUES ('theirs', 'written there')",
+            (),
+        )
+        .unwrap();
+    sync_with(client_db.clone(), &url, &SessionOptions::default())
+        .await
+        .unwrap();
+    // The table stops syncing here, is dropped and made again empty, and syncs again.
+    client_db.unsync_table("todos").unwrap();
+    client_db
+        .exec(
+            "DROP TABLE todos;
+             CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL DEFAULT '',
+                                done INTEGER NOT NULL DEFAULT 0);",
+        )
+        .unwrap();
+    client_db.sync_table("todos").unwrap();
+    let report = sync_with(client_db.clone(), &url, &SessionOptions::default())
+        .await
+        .unwrap();
+    // The peer sends the rows written here too, and nothing was deleted anywhere.
+    assert!(report.applied >= 2, "{report:?}");
+    for db in [&client_db, &server_db] {
+        assert_eq!(
+            db.all_as::<(String, String)>("SELECT id, title FROM todos ORDER BY id", ())
+                .unwrap(),
+            [
+                ("mine".to_owned(), "written here".to_owned()),
+                ("theirs".to_owned(), "written there".to_owned())
+            ]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_synced_while_a_watch_runs_gets_its_left_out_rows() {
     // The watching client connects again itself.
     left_out_rows_arrive_once_the_table_syncs(Side::Client).await;

@@ -294,9 +294,18 @@ fn catch_up(conn: &Connection, state: &mut Option<Loaded>) -> Result<()> {
         && trimmed_mark(conn)? <= loaded.applied_seq
     {
         let (pending, last) = entries_after(conn, loaded.applied_seq)?;
-        if apply(conn, &mut loaded.adj, &pending)? {
-            loaded.applied_seq = last;
-            return Ok(());
+        match apply(conn, &mut loaded.adj, &pending) {
+            Ok(true) => {
+                loaded.applied_seq = last;
+                return Ok(());
+            }
+            Ok(false) => {}
+            // Applied in part: the graph cannot take the same rows again (a node back from
+            // the dead would not bring its edges), so none is kept.
+            Err(e) => {
+                *state = None;
+                return Err(e);
+            }
         }
     }
     *state = Some(load(conn)?);

@@ -9,6 +9,7 @@ mod adjacency;
 mod bulk_link;
 mod bulk_put;
 pub(crate) mod cypher;
+pub(crate) mod edge_events;
 mod edges;
 pub(crate) mod ends;
 pub(crate) mod index;

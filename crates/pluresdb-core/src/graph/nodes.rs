@@ -272,11 +272,19 @@ impl Database {
                 blob.as_deref(),
             )
         })?;
-        if self.engine().hub.is_active() {
-            self.engine().hub.record(Change::Node(NodeChange {
+        let hub = &self.engine().hub;
+        if hub.is_active() {
+            hub.record(Change::Node(NodeChange {
                 id: id.to_owned(),
                 node: Some(node.clone()),
             }));
+            // A node put again shows the live edges it kept (see `Database::get_edge`).
+            if current.is_some() && !alive {
+                let shown = self.with_writer_conn(|conn| {
+                    super::edge_events::edges_shown_or_hidden(conn, id, true)
+                })?;
+                shown.into_iter().for_each(|e| hub.record(e));
+            }
         }
         Ok((node, true))
     }
@@ -311,9 +319,10 @@ impl Database {
                 return Ok(false);
             };
             // Hidden ones too (their other node is not live), so none comes back with it.
+            // Each with whether it showed (a loop did: its node was live until now).
             let edges: Vec<(String, String, String, bool)> = db.all_as(
                 "SELECT src, rel, dst,
-                        (SELECT cl FROM _pluresdb_nodes
+                        src_rid = dst_rid OR (SELECT cl FROM _pluresdb_nodes
                          WHERE rid = iif(src_rid = ?1, dst_rid, src_rid)) % 2 = 1
                  FROM _pluresdb_edges_named
                  WHERE (src_rid = ?1 OR dst_rid = ?1) AND cl % 2 = 1",

@@ -1094,6 +1094,15 @@ fn write_node(
     )?;
     let hub = &db.engine().hub;
     if hub.is_active() {
+        // Its edges hide or show with it.
+        let edges = if alive_before == is_alive(m.cl) {
+            Vec::new()
+        } else {
+            crate::graph::edge_events::edges_shown_or_hidden(conn, &id, is_alive(m.cl))?
+        };
+        if !is_alive(m.cl) {
+            edges.iter().cloned().for_each(|e| hub.record(e));
+        }
         let node = is_alive(m.cl)
             .then(|| -> Result<Node> {
                 Ok(Node {
@@ -1107,7 +1116,11 @@ fn write_node(
                 })
             })
             .transpose()?;
+        let lives = node.is_some();
         hub.record(Change::Node(NodeChange { id, node }));
+        if lives {
+            edges.into_iter().for_each(|e| hub.record(e));
+        }
     }
     Ok(())
 }
@@ -1166,15 +1179,17 @@ fn write_edge(
         m.clock.encode()
     ])?;
     let hub = &db.engine().hub;
-    if hub.is_active() {
-        // Subscribers see the edge as reads do: only between live nodes.
-        let ends_live = conn
+    // Subscribers see the edge as reads do: only between live nodes (an edge at a node that
+    // is not live showed neither before nor after).
+    if hub.is_active()
+        && conn
             .prepare_cached(
                 "SELECT coalesce((SELECT cl FROM _pluresdb_nodes WHERE rid = ?1) % 2 = 1
                     AND (SELECT cl FROM _pluresdb_nodes WHERE rid = ?2) % 2 = 1, 0)",
             )?
-            .query_row([src, dst], |r| r.get::<_, bool>(0))?;
-        let edge = (is_alive(m.cl) && ends_live)
+            .query_row([src, dst], |r| r.get::<_, bool>(0))?
+    {
+        let edge = is_alive(m.cl)
             .then(|| -> Result<Edge> {
                 Ok(Edge {
                     from: from.clone(),
