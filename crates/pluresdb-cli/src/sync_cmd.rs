@@ -178,9 +178,14 @@ pub fn serve_cmd(
     max_sessions: usize,
     limit: &MessageLimit,
 ) -> Result<()> {
+    // Each exchange with each peer, as it happens.
+    let on_progress = OnProgress(Arc::new(|p: &Progress| {
+        say(&format!("{}: {}", p.peer, exchange_line(p)));
+    }));
     let opts = SessionOptions {
         max_message: limit.bytes,
         max_sessions,
+        on_progress: Some(on_progress),
         ..SessionOptions::default()
     };
     runtime()?.block_on(async move {
@@ -190,6 +195,13 @@ pub fn serve_cmd(
         let stop = opts.stop.clone();
         stopping_on_ctrl_c(serve(db, listener, opts), &stop, true).await
     })
+}
+
+/// Prints a line of a running session's progress. A reader that went away (`serve | head`)
+/// does not stop the session, as `println!` would.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// `n` things named `thing` ("1 change", "2 changes").
@@ -225,11 +237,8 @@ pub fn sync_cmd(
     json_out: bool,
 ) -> Result<()> {
     // A watch says what each exchange did, as it happens (the totals come at the end).
-    let on_progress = (watch && !json_out).then(|| {
-        OnProgress(Arc::new(|p: &Progress| {
-            println!("{}", exchange_line(p));
-        }))
-    });
+    let on_progress =
+        (watch && !json_out).then(|| OnProgress(Arc::new(|p: &Progress| say(&exchange_line(p)))));
     let opts = SessionOptions {
         watch,
         max_message: limit.bytes,

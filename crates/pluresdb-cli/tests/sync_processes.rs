@@ -825,19 +825,10 @@ fn a_server_stopped_while_it_streams_to_a_watcher_closes_cleanly() {
     );
 }
 
-#[test]
-fn a_watch_prints_each_exchange_as_it_happens() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (setup(dir.path(), "a.db", 0), setup(dir.path(), "b.db", 0));
-    let (server, url) = serve_logging(&a, &[], Stdio::null());
-    let mut watcher = pluresdb(&b)
-        .args(["sync", &url, "--watch"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+/// The lines `child` prints, as they come.
+fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
     let (tx, lines) = std::sync::mpsc::channel();
-    let out = watcher.stdout.take().unwrap();
+    let out = child.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
@@ -845,18 +836,83 @@ fn a_watch_prints_each_exchange_as_it_happens() {
             }
         }
     });
-    let next_line = || {
-        lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("no line for the exchange")
-    };
+    lines
+}
+
+fn next_line(lines: &std::sync::mpsc::Receiver<String>) -> String {
+    lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("no line for the exchange")
+}
+
+/// Reads exchange lines (each `prefix` then "sent N change(s)" or "received N change(s) (N
+/// applied)") until they add up to `sent` and `received` changes, all applied; fails on any
+/// other line or on more.
+fn exchanges_add_up(
+    lines: &std::sync::mpsc::Receiver<String>,
+    prefix: &str,
+    sent: u64,
+    received: u64,
+) {
+    let (mut s, mut r) = (0, 0);
+    while (s, r) != (sent, received) {
+        let line = next_line(lines);
+        let rest = line
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{line:?} is not an exchange line"));
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let n: u64 = words[1].parse().unwrap();
+        match words[0] {
+            "sent" => s += n,
+            "received" => {
+                assert_eq!(words[3], format!("({n}"), "{line}");
+                r += n;
+            }
+            _ => panic!("{line:?} is not an exchange line"),
+        }
+        assert!(s <= sent && r <= received, "more than expected: {line}");
+    }
+}
+
+#[test]
+fn a_watch_and_its_server_print_each_exchange_as_it_happens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (setup(dir.path(), "a.db", 0), setup(dir.path(), "b.db", 0));
+    let mut server = pluresdb(&a)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let served = lines_of(&mut server);
+    let first = next_line(&served);
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .expect("serve prints its address")
+        .to_owned();
+    let mut watcher = pluresdb(&b)
+        .args(["sync", &url, "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watched = lines_of(&mut watcher);
+    let b_site = json(
+        &b,
+        "SELECT hex(value) AS s FROM _pluresdb_meta WHERE key = 'site_id'",
+    )[0]["s"]
+        .as_str()
+        .unwrap()
+        .to_ascii_lowercase();
     // A write on the server arrives; one in another process on the watcher's file goes out
     // (a row is 3 changes: its creation and 2 fields).
     run(
         &a,
         &["sql", "INSERT INTO todos VALUES ('from-a', 'x', NULL)"],
     );
-    assert_eq!(next_line(), "received 3 changes (3 applied)");
+    exchanges_add_up(&watched, "", 0, 3);
+    exchanges_add_up(&served, &format!("{b_site}: "), 3, 0);
     run(
         &b,
         &[
@@ -864,12 +920,13 @@ fn a_watch_prints_each_exchange_as_it_happens() {
             "INSERT INTO todos VALUES ('from-b', 'y', NULL), ('b2', 'z', NULL)",
         ],
     );
-    assert_eq!(next_line(), "sent 6 changes");
+    exchanges_add_up(&watched, "", 6, 0);
+    exchanges_add_up(&served, &format!("{b_site}: "), 0, 6);
     interrupt(&watcher);
     let (status, err) = exits(watcher);
     assert!(status.success(), "{err}");
     assert!(
-        next_line().starts_with(&format!(
+        next_line(&watched).starts_with(&format!(
             "synced with {url}: sent 6 changes, received 3 (3 applied)"
         )),
         "the totals come last"

@@ -112,8 +112,10 @@ impl std::fmt::Debug for OnProgress {
 
 /// What a session did since it last told [`OnProgress`]: changes sent, received, and of
 /// those, applied.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
+    /// The peer's site id.
+    pub peer: SiteId,
     /// Changes sent.
     pub sent: u64,
     /// Changes received.
@@ -850,6 +852,7 @@ impl Session<'_> {
             },
         )?;
         let progress = Progress {
+            peer,
             sent: self.report.sent - self.sent_recorded,
             received: self.report.received - self.received_recorded,
             applied: self.report.applied - self.applied_recorded,
@@ -858,7 +861,7 @@ impl Session<'_> {
         self.received_recorded = self.report.received;
         self.applied_recorded = self.report.applied;
         if let Some(OnProgress(tell)) = &self.opts.on_progress
-            && progress != Progress::default()
+            && progress.sent + progress.received > 0
         {
             tell(&progress);
         }
