@@ -231,6 +231,12 @@ impl Database {
         self.with_writer_conn(|c| self.inner.repl.synced_tables(c))
     }
 
+    /// The replicated SQL tables, each with its primary-key columns in key order (the order
+    /// of [`ChangeRecord::key`](crate::ChangeRecord::key)'s values).
+    pub fn synced_table_keys(&self) -> Result<Vec<(String, Vec<String>)>> {
+        self.with_writer_conn(|c| self.inner.repl.synced_table_keys(c))
+    }
+
     pub(crate) fn require_graph(&self) -> Result<()> {
         if self.inner.graph {
             Ok(())

@@ -28,6 +28,11 @@ pub const RESUMING_VERSION: u8 = 2;
 /// ([`Message::Hello::refetches`]): a build that speaks only versions 1 and 2 refuses it.
 pub const REFETCHING_VERSION: u8 = 3;
 
+/// The version of `KeyColumns` (4 added it). It goes only to a peer whose hello said it takes
+/// it ([`Message::Hello::key_columns`]), and into change files that hold changes of a table
+/// keyed by more than one column: a build that speaks only versions 1 to 3 refuses it.
+pub const KEY_COLUMNS_VERSION: u8 = 4;
+
 /// The site id under which a resuming hello's vector carries what the sender takes beyond
 /// version 2 (no database has it: site ids are random). Builds of version 2 read it as a site
 /// they have never heard of, and use only their own entry.
@@ -35,6 +40,13 @@ const FEATURES_SITE: SiteId = SiteId([0xff; 16]);
 
 /// [`FEATURES_SITE`]'s bit: the sender takes version 3 `Resume`s.
 const TAKES_REFETCH: u64 = 1;
+
+/// [`FEATURES_SITE`]'s bit: the sender takes `KeyColumns` (version 4).
+const TAKES_KEY_COLUMNS: u64 = 2;
+
+/// Most tables a `KeyColumns` names, and key columns per table.
+const MAX_KEYED_TABLES: usize = 1 << 16;
+const MAX_KEY_COLUMNS: usize = 2000;
 
 /// Largest message accepted by default (a batch of changes), in bytes.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
@@ -61,6 +73,7 @@ const ACK: u8 = 4;
 const ERROR: u8 = 5;
 const PROGRESS: u8 = 6;
 const RESUME: u8 = 7;
+const KEY_COLUMNS: u8 = 8;
 
 /// One protocol message.
 #[derive(Clone, Debug, PartialEq)]
@@ -80,7 +93,14 @@ pub enum Message {
         /// The sender (one that resumes) takes a `Resume` asking for tables and columns
         /// again (version 3). False for builds of version 2 and older.
         refetches: bool,
+        /// The sender (one that resumes) takes [`KeyColumns`](Message::KeyColumns) (version
+        /// 4). False for builds of version 3 and older.
+        key_columns: bool,
     },
+    /// The sender's synced tables keyed by more than one column, each with its key columns in
+    /// the order its changes carry key values. Sent before any `Changes`; the receiver puts
+    /// the values of a table whose key it has in another order in its own.
+    KeyColumns(Vec<(String, Vec<String>)>),
     /// A batch of changes.
     Changes(Vec<ChangeRecord>),
     /// Every change of the sender up to `db_version` has been sent.
@@ -217,11 +237,14 @@ impl Message {
                 have,
                 resumes,
                 refetches,
+                key_columns,
             } => {
                 out.push(HELLO);
                 put_site(&mut out, site);
                 put_varint(&mut out, *db_version);
-                let features = (*resumes && *refetches).then_some((&FEATURES_SITE, &TAKES_REFETCH));
+                let bits = if *refetches { TAKES_REFETCH } else { 0 }
+                    | if *key_columns { TAKES_KEY_COLUMNS } else { 0 };
+                let features = (*resumes && bits != 0).then_some((&FEATURES_SITE, &bits));
                 put_varint(
                     &mut out,
                     (have.len() + usize::from(features.is_some())) as u64,
@@ -259,6 +282,18 @@ impl Message {
                     }
                 }
             }
+            Message::KeyColumns(tables) => {
+                out[0] = KEY_COLUMNS_VERSION;
+                out.push(KEY_COLUMNS);
+                put_varint(&mut out, tables.len() as u64);
+                for (table, columns) in tables {
+                    put_bytes(&mut out, table.as_bytes());
+                    put_varint(&mut out, columns.len() as u64);
+                    for c in columns {
+                        put_bytes(&mut out, c.as_bytes());
+                    }
+                }
+            }
             Message::Changes(changes) => return Message::encode_changes(changes),
             Message::Done { db_version } => {
                 out.push(DONE);
@@ -289,12 +324,12 @@ impl Message {
         }
         let mut r = Reader::new(bytes, "sync message");
         let version = r.byte()?;
-        if ![PROTOCOL_VERSION, RESUMING_VERSION, REFETCHING_VERSION].contains(&version) {
+        if !(PROTOCOL_VERSION..=KEY_COLUMNS_VERSION).contains(&version) {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!(
                     "the peer speaks sync protocol version {version}, this build speaks versions \
-                     {PROTOCOL_VERSION} to {REFETCHING_VERSION}; run the same PluresDB version \
+                     {PROTOCOL_VERSION} to {KEY_COLUMNS_VERSION}; run the same PluresDB version \
                      on both"
                 ),
             ));
@@ -305,6 +340,9 @@ impl Message {
         }
         if version == REFETCHING_VERSION && kind != RESUME {
             return Err(r.error(&format!("message type {kind} is not one of version 3")));
+        }
+        if version == KEY_COLUMNS_VERSION && kind != KEY_COLUMNS {
+            return Err(r.error(&format!("message type {kind} is not one of version 4")));
         }
         let message = match kind {
             HELLO => {
@@ -328,7 +366,21 @@ impl Message {
                     have,
                     resumes,
                     refetches: features & TAKES_REFETCH != 0,
+                    key_columns: features & TAKES_KEY_COLUMNS != 0,
                 }
+            }
+            KEY_COLUMNS if version == KEY_COLUMNS_VERSION => {
+                let n = r.length(MAX_KEYED_TABLES)?;
+                let mut tables = Vec::with_capacity(n.min(64));
+                for _ in 0..n {
+                    let table = r.text(MAX_NAME)?.to_owned();
+                    let m = r.length(MAX_KEY_COLUMNS)?;
+                    let columns = (0..m)
+                        .map(|_| r.text(MAX_NAME).map(str::to_owned))
+                        .collect::<Result<Vec<_>>>()?;
+                    tables.push((table, columns));
+                }
+                Message::KeyColumns(tables)
             }
             PROGRESS if version == RESUMING_VERSION => Message::Progress(read_point(&mut r)?),
             RESUME if version != PROTOCOL_VERSION => {
@@ -532,7 +584,51 @@ mod tests {
             have: have.clone(),
             resumes,
             refetches,
+            key_columns: false,
         }
+    }
+
+    #[test]
+    fn key_columns_are_offered_in_a_version_2_hello_and_sent_in_version_4() {
+        let have = VersionVector::new();
+        let offering = |refetches, key_columns| Message::Hello {
+            site: SiteId([3; 16]),
+            db_version: 9,
+            have: have.clone(),
+            resumes: true,
+            refetches,
+            key_columns,
+        };
+        for (refetches, key_columns) in [(false, true), (true, true), (true, false)] {
+            let m = offering(refetches, key_columns);
+            let bytes = m.encode();
+            assert_eq!(bytes[0], RESUMING_VERSION);
+            assert_eq!(Message::decode(&bytes, DEFAULT_MAX_MESSAGE).unwrap(), m);
+        }
+        // A build of version 3 reads the offer of both as the refetch offer alone (it tests
+        // only its bit).
+        let both = offering(true, true).encode();
+        let refetch_only = offering(true, false).encode();
+        assert_eq!(both.len(), refetch_only.len());
+        assert_eq!(
+            both[both.len() - 1] & TAKES_REFETCH as u8,
+            TAKES_REFETCH as u8
+        );
+        let keys = Message::KeyColumns(vec![
+            ("pairs".into(), vec!["b".into(), "a".into()]),
+            ("t\u{e9}".into(), vec![]),
+        ]);
+        let mut bytes = keys.encode();
+        assert_eq!(bytes[..2], [KEY_COLUMNS_VERSION, KEY_COLUMNS]);
+        assert_eq!(Message::decode(&bytes, DEFAULT_MAX_MESSAGE).unwrap(), keys);
+        // Version 4 has nothing else, and a version 3 build refuses it.
+        bytes[0] = REFETCHING_VERSION;
+        let err = Message::decode(&bytes, DEFAULT_MAX_MESSAGE).unwrap_err();
+        assert!(err.to_string().contains("not one of version 3"), "{err}");
+        let mut done = Message::Done { db_version: 1 }.encode();
+        done[0] = KEY_COLUMNS_VERSION;
+        let err = Message::decode(&done, DEFAULT_MAX_MESSAGE).unwrap_err();
+        assert!(err.to_string().contains("not one of version 4"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! applies the file but does not move its cursor past the changes it never got); the
 //! checksums catch a damaged file before anything of a damaged frame is applied.
 
+use crate::key_map::{KeyMap, composite_keys};
 use std::io::{Read, Write};
 
 use pluresdb_core::{
@@ -266,8 +267,15 @@ pub fn write_changes_for(
             // A version 1 hello: every build reads the file.
             resumes: false,
             refetches: false,
+            key_columns: false,
         },
     )?;
+    // Tables keyed by more than one column: how their key values are ordered (a build that
+    // speaks only versions 1 to 3 refuses this frame, and the file).
+    let keyed = composite_keys(db)?;
+    if !keyed.is_empty() {
+        write_frame(out, &Message::KeyColumns(keyed))?;
+    }
     let mut changes = 0u64;
     let db_version = db.for_each_change(since, reader, 2000, |batch| {
         changes += batch.len() as u64;
@@ -339,11 +347,17 @@ pub fn apply_file(
     // Batches are merged together, several to a transaction (each touched page is written
     // once per transaction), each row whole: the last row read waits for the next frame.
     let mut pending: Vec<ChangeRecord> = Vec::new();
+    let mut key_map = KeyMap::default();
     let mut n = 1;
     loop {
         n += 1;
         let frame = read_frame(input, n, max_message);
-        if let Ok(Some(Message::Changes(batch))) = frame {
+        if let Ok(Some(Message::KeyColumns(tables))) = &frame {
+            key_map = KeyMap::new(db, tables)?;
+            continue;
+        }
+        if let Ok(Some(Message::Changes(mut batch))) = frame {
+            key_map.apply(&mut batch)?;
             pending.extend(batch);
             if pending.len() >= GROUP_CHANGES {
                 merge_whole_rows(db, site, &mut pending, &mut out.report)?;

@@ -9,6 +9,7 @@
 mod applier;
 pub mod codec;
 pub mod file;
+mod key_map;
 pub mod net;
 mod notes;
 mod session;

@@ -23,6 +23,7 @@ use pluresdb_core::{
 
 use crate::applier::Applier;
 use crate::codec::{DEFAULT_MAX_MESSAGE, Message, RAISE_LIMIT, TARGET_MESSAGE};
+use crate::key_map::{KeyMap, composite_keys};
 
 /// How a session behaves.
 #[derive(Clone, Debug)]
@@ -335,6 +336,7 @@ where
         have,
         resumes: true,
         refetches: true,
+        key_columns: true,
     };
     let local = Arc::new(Notify::new());
     let subscription = opts.watch.then(|| {
@@ -362,6 +364,7 @@ where
         resume: None,
         wanted: Vec::new(),
         peer_resumes: false,
+        key_map: KeyMap::default(),
         awaiting_resume: None,
         peer_done_at: VecDeque::new(),
         outbox: VecDeque::new(),
@@ -484,6 +487,8 @@ struct Session<'a> {
     wanted: Vec<Refetch>,
     /// The peer's hello was of version 2: it sends a `Resume` and takes `Progress`.
     peer_resumes: bool,
+    /// How the peer's composite keys map onto this database's (from its `KeyColumns`).
+    key_map: KeyMap,
     /// Sending waits for the peer's `Resume`, asked for then (the peer's hello came).
     awaiting_resume: Option<Instant>,
     /// For a side that answers: its hello, sent once the peer's came (in its version).
@@ -899,6 +904,7 @@ impl Session<'_> {
                     have,
                     resumes,
                     refetches,
+                    key_columns,
                     ..
                 },
                 None,
@@ -922,6 +928,13 @@ impl Session<'_> {
                         *ours = resumes;
                     }
                     self.send(hello.encode());
+                }
+                // Before any changes: the order of this side's composite keys.
+                if key_columns {
+                    let tables = composite_keys(self.db)?;
+                    if !tables.is_empty() {
+                        self.send(Message::KeyColumns(tables).encode());
+                    }
                 }
                 if resumes {
                     // Where this side's last set from the peer stopped, for it to go on; and
@@ -967,7 +980,11 @@ impl Session<'_> {
                 return Err(Error::new(ErrorKind::Io, format!("{PEER_STOPPED}: {text}")));
             }
             (_, None) => return Err(Error::invalid("the peer sent data before saying hello")),
-            (Message::Changes(changes), Some(peer)) => self.applier.submit(peer, changes)?,
+            (Message::KeyColumns(tables), Some(_)) => self.key_map = KeyMap::new(self.db, &tables)?,
+            (Message::Changes(mut changes), Some(peer)) => {
+                self.key_map.apply(&mut changes)?;
+                self.applier.submit(peer, changes)?;
+            }
             (Message::Progress(point), Some(peer)) => self.applier.mark(peer, point)?,
             (Message::Done { db_version }, Some(peer)) => {
                 self.applier.end_set(peer)?;

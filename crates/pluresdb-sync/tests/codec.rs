@@ -51,9 +51,10 @@ fn message() -> impl Strategy<Value = Message> {
             proptest::collection::vec((0u8..4, any::<u64>()), 0..3),
             any::<bool>(),
             any::<bool>(),
+            any::<bool>(),
         )
             .prop_map(
-                |(site, db_version, have, resumes, refetches)| Message::Hello {
+                |(site, db_version, have, resumes, refetches, key_columns)| Message::Hello {
                     site: SiteId([site; 16]),
                     db_version,
                     have: have
@@ -61,10 +62,19 @@ fn message() -> impl Strategy<Value = Message> {
                         .map(|(s, v)| (SiteId([s; 16]), v))
                         .collect::<VersionVector>(),
                     resumes,
-                    // (Only a resuming hello offers it.)
+                    // (Only a resuming hello offers them.)
                     refetches: resumes && refetches,
+                    key_columns: resumes && key_columns,
                 }
             ),
+        proptest::collection::vec(
+            (
+                "[a-z\u{e9}]{0,6}",
+                proptest::collection::vec("[a-z]{0,4}", 0..4)
+            ),
+            0..3
+        )
+        .prop_map(Message::KeyColumns),
         point().prop_map(Message::Progress),
         (
             proptest::option::of(point()),

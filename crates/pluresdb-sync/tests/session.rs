@@ -89,6 +89,7 @@ fn raw_hello(site: pluresdb_core::SiteId, db_version: u64, resumes: bool) -> Mes
         have: VersionVector::new(),
         resumes,
         refetches: false,
+        key_columns: false,
     }
 }
 
@@ -2253,4 +2254,87 @@ async fn a_server_asks_an_older_client_for_everything_and_a_newer_one_for_what_a
         };
         assert_eq!(refetch, refetches.then_some(asked));
     }
+}
+
+/// A table keyed by two columns, listed in `order` ("a, b" or "b, a").
+fn keyed_by(dir: &tempfile::TempDir, name: &str, order: &str) -> Database {
+    let db = Database::open(dir.path().join(name)).unwrap();
+    db.exec(&format!(
+        "CREATE TABLE pairs(a TEXT NOT NULL, b TEXT NOT NULL, v TEXT, PRIMARY KEY ({order}))"
+    ))
+    .unwrap();
+    db.sync_table("pairs").unwrap();
+    db
+}
+
+fn pairs(db: &Database) -> Vec<(String, String, Option<String>)> {
+    db.all_as("SELECT a, b, v FROM pairs ORDER BY a, b", ())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_keyed_by_the_same_columns_in_another_order_sync_row_for_row() {
+    // Keys travel as values in the sender's key order: without the names, a row (a=x, b=y)
+    // written on one device landed on (a=y, b=x) on the other, and overwrote that row.
+    let dir = tempfile::tempdir().unwrap();
+    let (ab, ba) = (
+        keyed_by(&dir, "ab.db", "a, b"),
+        keyed_by(&dir, "ba.db", "b, a"),
+    );
+    ab.exec("INSERT INTO pairs VALUES ('x', 'y', 'from ab'), ('y', 'x', 'other row')")
+        .unwrap();
+    ba.exec("INSERT INTO pairs VALUES ('p', 'q', 'from ba')")
+        .unwrap();
+    let url = start_server(ab.clone()).await;
+    sync_with(ba.clone(), &url, &SessionOptions::default())
+        .await
+        .unwrap();
+    let want = [
+        ("p", "q", "from ba"),
+        ("x", "y", "from ab"),
+        ("y", "x", "other row"),
+    ]
+    .map(|(a, b, v)| (a.to_owned(), b.to_owned(), Some(v.to_owned())));
+    assert_eq!(pairs(&ab), want);
+    assert_eq!(pairs(&ba), want);
+    // Updates and deletes find their rows too, and so do change files.
+    ba.exec("UPDATE pairs SET v = 'changed on ba' WHERE a = 'x' AND b = 'y'; DELETE FROM pairs WHERE a = 'y'")
+        .unwrap();
+    let mut file = Vec::new();
+    write_changes(&ba, &ab.version_vector().unwrap(), &mut file, MAX).unwrap();
+    apply_file(&ab, &mut file.as_slice(), None, MAX).unwrap();
+    assert_eq!(pairs(&ab), pairs(&ba));
+    assert_eq!(
+        pairs(&ab)[1],
+        ("x".into(), "y".into(), Some("changed on ba".into()))
+    );
+    assert_eq!(pairs(&ab).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_keyed_by_other_columns_is_refused_naming_both_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |name: &str, key: &str| {
+        let db = Database::open(dir.path().join(name)).unwrap();
+        db.exec(&format!(
+            "CREATE TABLE pairs(a TEXT NOT NULL, b TEXT NOT NULL, c TEXT NOT NULL, PRIMARY KEY ({key}))"
+        ))
+        .unwrap();
+        db.sync_table("pairs").unwrap();
+        db
+    };
+    let (ab, ac) = (make("ab.db", "a, b"), make("ac.db", "a, c"));
+    ab.exec("INSERT INTO pairs VALUES ('1', '2', '3')").unwrap();
+    let mut file = Vec::new();
+    write_changes(&ab, &ac.version_vector().unwrap(), &mut file, MAX).unwrap();
+    let err = apply_file(&ac, &mut file.as_slice(), None, MAX).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the peer keys table \"pairs\" by (a, b), this database by (a, c)"),
+        "{err}"
+    );
+    assert_eq!(
+        ac.value("SELECT count(*) FROM pairs", ()).unwrap(),
+        Value::Integer(0)
+    );
 }

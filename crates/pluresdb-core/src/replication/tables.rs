@@ -248,11 +248,27 @@ impl Replication {
 
     /// Names of the replicated SQL tables.
     pub(crate) fn synced_tables(&self, conn: &Connection) -> Result<Vec<String>> {
+        Ok(self
+            .synced_table_keys(conn)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// The replicated SQL tables, each with its key columns in key order.
+    pub(crate) fn synced_table_keys(
+        &self,
+        conn: &Connection,
+    ) -> Result<Vec<(String, Vec<String>)>> {
         self.with_collections(conn, |colls| {
             Ok(colls
                 .iter()
-                .filter(|c| matches!(c.kind, super::collections::Kind::Table(_)))
-                .map(|c| c.name.clone())
+                .filter_map(|c| match &c.kind {
+                    super::collections::Kind::Table(info) => {
+                        Some((c.name.clone(), info.pk.clone()))
+                    }
+                    _ => None,
+                })
                 .collect())
         })
     }
