@@ -142,11 +142,15 @@ enum Command {
         /// The file to read.
         file: PathBuf,
         /// Target table (created from the file's columns when missing).
-        #[arg(long, conflicts_with = "nodes", required_unless_present = "nodes")]
+        #[arg(long, conflicts_with_all = ["nodes", "edges"], required_unless_present_any = ["nodes", "edges"])]
         table: Option<String>,
         /// Import nodes instead: {"id", "type", "data", "vector"} or flat objects with "id".
-        #[arg(long)]
+        #[arg(long, conflicts_with = "edges")]
         nodes: bool,
+        /// Import edges instead (between existing nodes): {"from_id", "relation", "to_id",
+        /// "data"}, as `export --edges` writes them.
+        #[arg(long)]
+        edges: bool,
         /// File format (default: by extension, .csv is CSV, otherwise JSONL).
         #[arg(long, value_enum)]
         format: Option<Format>,
@@ -660,8 +664,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Unlink { from, relation, to } => {
             let db = open(&cli)?;
             if !db.unlink(from, relation, to)? {
+                // An edge at a node that is gone waits hidden: say how to reach it.
+                let gone: Vec<&String> = [from, to]
+                    .into_iter()
+                    .filter(|id| !matches!(db.get_node(id), Ok(Some(_))))
+                    .collect();
+                let hint = match gone.first() {
+                    Some(id) => format!(
+                        " (node {id:?} does not exist; an edge it had stays hidden until it is \
+                         put again, and can be unlinked then)"
+                    ),
+                    None => String::new(),
+                };
                 return Err(Error::not_found(format!(
-                    "no edge {from} -[{relation}]-> {to}"
+                    "no edge {from} -[{relation}]-> {to}{hint}"
                 )));
             }
             if cli.json {
@@ -698,12 +714,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             file,
             table,
             nodes,
+            edges,
             format,
         } => {
             let db = open(&cli)?;
             let format = format.unwrap_or_else(|| Format::guess(file));
-            let target = match (table, nodes) {
-                (Some(t), false) => Target::Table(t),
+            let target = match (table, nodes, edges) {
+                (Some(t), ..) => Target::Table(t),
+                (_, _, true) => Target::Edges,
                 _ => Target::Nodes,
             };
             let report = transfer::import(&db, file, format, target)?;

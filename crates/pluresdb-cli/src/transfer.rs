@@ -37,6 +37,8 @@ pub enum Target<'a> {
     Table(&'a str),
     /// Nodes: `{"id", "type"?, "data"?, "vector"?}` or flat objects with an `id` field.
     Nodes,
+    /// Edges between existing nodes: `{"from_id", "relation", "to_id", "data"?}`.
+    Edges,
 }
 
 /// Counts of what an import did.
@@ -127,6 +129,7 @@ fn import_jsonl(
     let mut report = ImportReport::default();
     let mut table = TableWriter::default();
     let mut nodes = NodeWriter::default();
+    let mut edges = EdgeWriter::default();
     let mut buf = Vec::new();
     for line_no in 1.. {
         buf.clear();
@@ -154,10 +157,12 @@ fn import_jsonl(
         match target {
             Target::Table(name) => table.insert(db, name, &object).map_err(at)?,
             Target::Nodes => nodes.push(db, line_no as u64, object)?,
+            Target::Edges => edges.push(db, line_no as u64, object)?,
         }
         report.records += 1;
     }
     nodes.flush(db)?;
+    edges.flush(db)?;
     Ok(report)
 }
 
@@ -250,6 +255,7 @@ fn import_csv(db: &Database, reader: impl Read, target: &Target<'_>) -> Result<I
     }
     let mut table = TableWriter::default();
     let mut nodes = NodeWriter::default();
+    let mut edges = EdgeWriter::default();
     let mut record = csv::StringRecord::new();
     loop {
         let read = csv.read_record(&mut record);
@@ -268,14 +274,18 @@ fn import_csv(db: &Database, reader: impl Read, target: &Target<'_>) -> Result<I
             .collect();
         match target {
             Target::Table(name) => table.insert(db, name, &object).map_err(at)?,
-            Target::Nodes => {
+            Target::Nodes | Target::Edges => {
                 let line = record.position().map_or(0, csv::Position::line);
-                nodes.push(db, line, object)?
+                match target {
+                    Target::Nodes => nodes.push(db, line, object)?,
+                    _ => edges.push(db, line, object)?,
+                }
             }
         }
         report.records += 1;
     }
     nodes.flush(db)?;
+    edges.flush(db)?;
     Ok(report)
 }
 
@@ -366,6 +376,97 @@ impl NodeWriter {
         self.records.clear();
         Ok(())
     }
+}
+
+/// Edge records read and not linked yet: linked together (`link_many`) every [`NODE_BATCH`]
+/// records and at the end.
+#[derive(Default)]
+struct EdgeWriter {
+    /// Each record with the line it starts on.
+    records: Vec<(u64, EdgeRecord)>,
+}
+
+impl EdgeWriter {
+    /// Reads the edge record `object` (starting on line `line`), and links the records read
+    /// so far when they are a batch.
+    fn push(&mut self, db: &Database, line: u64, object: Map<String, Json>) -> Result<()> {
+        let record = read_edge_record(object).map_err(|e| e.context(format!("line {line}")))?;
+        self.records.push((line, record));
+        if self.records.len() >= NODE_BATCH {
+            self.flush(db)?;
+        }
+        Ok(())
+    }
+
+    /// Links the records read so far.
+    fn flush(&mut self, db: &Database) -> Result<()> {
+        let edges = self.records.iter().map(|(_, r)| {
+            (
+                r.from.as_str(),
+                r.relation.as_str(),
+                r.to.as_str(),
+                r.data.as_ref(),
+            )
+        });
+        if let Err(err) = db.link_many(edges) {
+            // Nothing of the batch was linked: link it one by one to name the record at
+            // fault by its line.
+            for (line, r) in &self.records {
+                db.link(&r.from, &r.relation, &r.to, r.data.as_ref())
+                    .map_err(|e| e.context(format!("line {line}")))?;
+            }
+            return Err(err);
+        }
+        self.records.clear();
+        Ok(())
+    }
+}
+
+/// An edge as an import record gives it: its data replaces the edge's when given.
+struct EdgeRecord {
+    from: String,
+    relation: String,
+    to: String,
+    data: Option<Json>,
+}
+
+/// An edge record: `{"from_id", "relation", "to_id", "data"?}` as exported (`data` an object,
+/// or from CSV JSON text of one; empty or null: the edge keeps its data).
+fn read_edge_record(mut object: Map<String, Json>) -> Result<EdgeRecord> {
+    let mut text = |key: &str| match object.remove(key) {
+        Some(Json::String(s)) => Ok(s),
+        Some(Json::Number(n)) => Ok(n.to_string()),
+        Some(_) => Err(Error::invalid(format!(
+            "the {key:?} field must be a string or a number"
+        ))),
+        None => Err(Error::invalid(format!(
+            "the record has no {key:?} field (an edge record has \"from_id\", \"relation\", \
+             \"to_id\" and, optionally, \"data\")"
+        ))),
+    };
+    let (from, relation, to) = (text("from_id")?, text("relation")?, text("to_id")?);
+    let data = match object.remove("data") {
+        None | Some(Json::Null) => None,
+        Some(Json::String(t)) if t.is_empty() => None,
+        Some(Json::String(t)) => match parse_data_text(&t)? {
+            Some(parsed @ Json::Object(_)) => Some(parsed),
+            _ => return Err(Error::invalid("the \"data\" field must be a JSON object")),
+        },
+        Some(other @ Json::Object(_)) => Some(other),
+        Some(_) => return Err(Error::invalid("the \"data\" field must be a JSON object")),
+    };
+    if let Some(key) = object.keys().next() {
+        return Err(Error::invalid(format!(
+            "unknown field {key:?}: an edge record has \"from_id\", \"relation\", \"to_id\" \
+             and, optionally, \"data\""
+        )));
+    }
+    Ok(EdgeRecord {
+        from,
+        relation,
+        to,
+        data,
+    })
 }
 
 /// A node as an import record gives it: it replaces the node's data, and sets its type and
@@ -502,9 +603,17 @@ pub fn export(
     let mut count = 0;
     match format {
         Format::Jsonl => {
+            let edges = matches!(source, Source::Edges);
             for row in rows {
-                let row = row?;
-                serde_json::to_writer(&mut *out, &row.to_json())?;
+                let mut record = row?.to_json();
+                // An edge's data as the object it is (as nodes export theirs).
+                if edges
+                    && let Some(data) = record.get_mut("data")
+                    && let Json::String(text) = data
+                {
+                    *data = strict_json::parse(text).map_err(|e| json_message(&e))?;
+                }
+                serde_json::to_writer(&mut *out, &record)?;
                 writeln!(out)?;
                 row_written(&mut count);
             }

@@ -190,6 +190,11 @@ fn nodes_and_edges_from_the_command_line() {
             .contains("no edge ada -[knows]-> alan")
     );
     assert_eq!(cli.ok(&["delete", "alan"]), "deleted alan\n");
+    let err = cli.fails(&["unlink", "ada", "knows", "alan"]);
+    assert!(
+        err.contains("node \"alan\" does not exist; an edge it had stays hidden"),
+        "{err}"
+    );
     let err = cli.fails(&["get", "alan"]);
     assert_eq!(err, "error: no node with id \"alan\"\n");
     let err = cli.fails(&["put", "x", "{not json"]);
@@ -1444,4 +1449,97 @@ fn an_export_through_a_symbolic_link_writes_its_target_and_keeps_permissions() {
     cli.ok(&["export", "--table", "t", "-o", target.to_str().unwrap()]);
     let mode = std::fs::metadata(&target).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn edges_export_and_import_back_as_jsonl_and_csv() {
+    let cli = Cli::new();
+    for id in ["a", "b", "c"] {
+        cli.ok(&["put", id, "{}"]);
+    }
+    cli.ok(&[
+        "link",
+        "a",
+        "knows",
+        "b",
+        r#"{"since": 2020, "tags": ["x"]}"#,
+    ]);
+    cli.ok(&["link", "b", "knows", "c"]);
+    cli.ok(&["link", "c", "likes", "c"]);
+    let nodes = cli.path("nodes.jsonl");
+    cli.ok(&["export", "--nodes", "-o", nodes.to_str().unwrap()]);
+    let edges = cli.path("edges.jsonl");
+    cli.ok(&["export", "--edges", "-o", edges.to_str().unwrap()]);
+    // Data is exported as the object it is, as for nodes.
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(&edges)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        first,
+        json!({"from_id": "a", "relation": "knows", "to_id": "b", "data": {"since": 2020, "tags": ["x"]}})
+    );
+    let edges_csv = cli.path("edges.csv");
+    cli.ok(&[
+        "export",
+        "--edges",
+        "--format",
+        "csv",
+        "-o",
+        edges_csv.to_str().unwrap(),
+    ]);
+    let all = |c: &Cli| c.json(&["sql", "SELECT * FROM pluresdb_edges ORDER BY 1, 2, 3"]);
+    let shown = |c: &Cli| {
+        all(c)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["from_id"].clone(),
+                    e["relation"].clone(),
+                    e["to_id"].clone(),
+                    e["data"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // (The CSV file's first record is on line 2, after its header.)
+    for (file, first_line) in [(&edges, "line 1"), (&edges_csv, "line 2")] {
+        let other = Cli::new();
+        // Edges need their nodes: importing them first fails, naming the line, and links none.
+        let err = other.fails(&["import", file.to_str().unwrap(), "--edges"]);
+        assert!(
+            err.contains(&format!("{first_line}: source node \"a\" does not exist")),
+            "{err}"
+        );
+        assert_eq!(all(&other), json!([]));
+        other.ok(&["import", nodes.to_str().unwrap(), "--nodes"]);
+        assert_eq!(
+            other
+                .ok(&["import", file.to_str().unwrap(), "--edges"])
+                .trim(),
+            "imported 3 records"
+        );
+        assert_eq!(shown(&other), shown(&cli));
+    }
+    // A record that is not an edge says what one is.
+    let bad = cli.path("bad.jsonl");
+    std::fs::write(&bad, "{\"from_id\": \"a\", \"to_id\": \"b\"}\n").unwrap();
+    let err = cli.fails(&["import", bad.to_str().unwrap(), "--edges"]);
+    assert!(
+        err.contains("line 1") && err.contains("no \"relation\" field"),
+        "{err}"
+    );
+    std::fs::write(
+        &bad,
+        "{\"from_id\": \"a\", \"relation\": \"r\", \"to_id\": \"b\", \"weight\": 2}\n",
+    )
+    .unwrap();
+    let err = cli.fails(&["import", bad.to_str().unwrap(), "--edges"]);
+    assert!(err.contains("unknown field \"weight\""), "{err}");
 }
