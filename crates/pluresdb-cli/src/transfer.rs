@@ -128,8 +128,8 @@ fn import_jsonl(
 ) -> Result<ImportReport> {
     let mut report = ImportReport::default();
     let mut table = TableWriter::default();
-    let mut nodes = NodeWriter::default();
-    let mut edges = EdgeWriter::default();
+    let mut nodes = Batched::<NodeRecord>::default();
+    let mut edges = Batched::<EdgeRecord>::default();
     let mut buf = Vec::new();
     for line_no in 1.. {
         buf.clear();
@@ -156,8 +156,8 @@ fn import_jsonl(
         };
         match target {
             Target::Table(name) => table.insert(db, name, &object).map_err(at)?,
-            Target::Nodes => nodes.push(db, line_no as u64, object)?,
-            Target::Edges => edges.push(db, line_no as u64, object)?,
+            Target::Nodes => nodes.push(db, line_no as u64, read_node_record(object))?,
+            Target::Edges => edges.push(db, line_no as u64, read_edge_record(object))?,
         }
         report.records += 1;
     }
@@ -254,8 +254,8 @@ fn import_csv(db: &Database, reader: impl Read, target: &Target<'_>) -> Result<I
         }
     }
     let mut table = TableWriter::default();
-    let mut nodes = NodeWriter::default();
-    let mut edges = EdgeWriter::default();
+    let mut nodes = Batched::<NodeRecord>::default();
+    let mut edges = Batched::<EdgeRecord>::default();
     let mut record = csv::StringRecord::new();
     loop {
         let read = csv.read_record(&mut record);
@@ -277,8 +277,8 @@ fn import_csv(db: &Database, reader: impl Read, target: &Target<'_>) -> Result<I
             Target::Nodes | Target::Edges => {
                 let line = record.position().map_or(0, csv::Position::line);
                 match target {
-                    Target::Nodes => nodes.push(db, line, object)?,
-                    _ => edges.push(db, line, object)?,
+                    Target::Nodes => nodes.push(db, line, read_node_record(object))?,
+                    _ => edges.push(db, line, read_edge_record(object))?,
                 }
             }
         }
@@ -335,24 +335,38 @@ impl TableWriter {
     }
 }
 
-/// Node records read and not written yet: written together (`update_nodes`, several times
-/// faster than one by one) every [`NODE_BATCH`] records and at the end.
-#[derive(Default)]
-struct NodeWriter {
-    /// Each record with the line it starts on.
-    records: Vec<(u64, NodeRecord)>,
+/// A graph record an import writes: many at once, or one (to name the one refused).
+trait GraphRecord: Sized {
+    /// Writes `records` together (nothing of them when one is refused).
+    fn write_all(db: &Database, records: &[(u64, Self)]) -> Result<()>;
+    /// Writes this record alone.
+    fn write_one(&self, db: &Database) -> Result<()>;
 }
 
-/// Node records written together by [`NodeWriter`].
-const NODE_BATCH: usize = 10_000;
+/// Graph records read and not written yet, each with the line it starts on: written together
+/// (several times faster than one by one) every [`BATCH`] records and at the end.
+struct Batched<R> {
+    records: Vec<(u64, R)>,
+}
 
-impl NodeWriter {
-    /// Reads the node record `object` (starting on line `line`), and writes the records read
-    /// so far when they are a batch.
-    fn push(&mut self, db: &Database, line: u64, object: Map<String, Json>) -> Result<()> {
-        let record = read_node_record(object).map_err(|e| e.context(format!("line {line}")))?;
+impl<R> Default for Batched<R> {
+    fn default() -> Self {
+        Batched {
+            records: Vec::new(),
+        }
+    }
+}
+
+/// Graph records written together by [`Batched`].
+const BATCH: usize = 10_000;
+
+impl<R: GraphRecord> Batched<R> {
+    /// Adds `record` (read from line `line`), and writes the records read so far when they
+    /// are a batch.
+    fn push(&mut self, db: &Database, line: u64, record: Result<R>) -> Result<()> {
+        let record = record.map_err(|e| e.context(format!("line {line}")))?;
         self.records.push((line, record));
-        if self.records.len() >= NODE_BATCH {
+        if self.records.len() >= BATCH {
             self.flush(db)?;
         }
         Ok(())
@@ -360,15 +374,11 @@ impl NodeWriter {
 
     /// Writes the records read so far.
     fn flush(&mut self, db: &Database) -> Result<()> {
-        let updates = self
-            .records
-            .iter()
-            .map(|(_, r)| (r.id.as_str(), r.update()));
-        if let Err(err) = db.update_nodes(updates) {
+        if let Err(err) = R::write_all(db, &self.records) {
             // Nothing of the batch was written: write it one by one to name the record at
             // fault by its line.
             for (line, r) in &self.records {
-                db.update_node(&r.id, r.update())
+                r.write_one(db)
                     .map_err(|e| e.context(format!("line {line}")))?;
             }
             return Err(err);
@@ -378,29 +388,20 @@ impl NodeWriter {
     }
 }
 
-/// Edge records read and not linked yet: linked together (`link_many`) every [`NODE_BATCH`]
-/// records and at the end.
-#[derive(Default)]
-struct EdgeWriter {
-    /// Each record with the line it starts on.
-    records: Vec<(u64, EdgeRecord)>,
-}
-
-impl EdgeWriter {
-    /// Reads the edge record `object` (starting on line `line`), and links the records read
-    /// so far when they are a batch.
-    fn push(&mut self, db: &Database, line: u64, object: Map<String, Json>) -> Result<()> {
-        let record = read_edge_record(object).map_err(|e| e.context(format!("line {line}")))?;
-        self.records.push((line, record));
-        if self.records.len() >= NODE_BATCH {
-            self.flush(db)?;
-        }
-        Ok(())
+impl GraphRecord for NodeRecord {
+    fn write_all(db: &Database, records: &[(u64, Self)]) -> Result<()> {
+        db.update_nodes(records.iter().map(|(_, r)| (r.id.as_str(), r.update())))
+            .map(drop)
     }
 
-    /// Links the records read so far.
-    fn flush(&mut self, db: &Database) -> Result<()> {
-        let edges = self.records.iter().map(|(_, r)| {
+    fn write_one(&self, db: &Database) -> Result<()> {
+        db.update_node(&self.id, self.update()).map(drop)
+    }
+}
+
+impl GraphRecord for EdgeRecord {
+    fn write_all(db: &Database, records: &[(u64, Self)]) -> Result<()> {
+        let edges = records.iter().map(|(_, r)| {
             (
                 r.from.as_str(),
                 r.relation.as_str(),
@@ -408,17 +409,12 @@ impl EdgeWriter {
                 r.data.as_ref(),
             )
         });
-        if let Err(err) = db.link_many(edges) {
-            // Nothing of the batch was linked: link it one by one to name the record at
-            // fault by its line.
-            for (line, r) in &self.records {
-                db.link(&r.from, &r.relation, &r.to, r.data.as_ref())
-                    .map_err(|e| e.context(format!("line {line}")))?;
-            }
-            return Err(err);
-        }
-        self.records.clear();
-        Ok(())
+        db.link_many(edges).map(drop)
+    }
+
+    fn write_one(&self, db: &Database) -> Result<()> {
+        db.link(&self.from, &self.relation, &self.to, self.data.as_ref())
+            .map(drop)
     }
 }
 
