@@ -197,11 +197,49 @@ pub fn serve_cmd(
     })
 }
 
+/// What the progress printer is given: a line, or a request to say when all before it
+/// are printed.
+enum Said {
+    Line(String),
+    Flushed(std::sync::mpsc::SyncSender<()>),
+}
+
+/// The progress printer: a thread of its own, so sessions never wait on standard output.
+fn printer() -> &'static std::sync::mpsc::SyncSender<Said> {
+    static PRINTER: std::sync::OnceLock<std::sync::mpsc::SyncSender<Said>> =
+        std::sync::OnceLock::new();
+    PRINTER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Said>(1024);
+        std::thread::spawn(move || {
+            for said in rx {
+                match said {
+                    Said::Line(line) => {
+                        let mut out = std::io::stdout().lock();
+                        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+                    }
+                    Said::Flushed(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        tx
+    })
+}
+
 /// Prints a line of a running session's progress. A reader that went away (`serve | head`)
-/// does not stop the session, as `println!` would.
+/// or does not read drops lines (beyond 1,024 waiting), not the sync.
 fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    let _ = printer().try_send(Said::Line(line.to_owned()));
+}
+
+/// Waits (up to a second) until the progress lines said so far are printed, so what comes
+/// next follows them.
+fn all_said() {
+    let (done, printed) = std::sync::mpsc::sync_channel(1);
+    if printer().try_send(Said::Flushed(done)).is_ok() {
+        let _ = printed.recv_timeout(std::time::Duration::from_secs(1));
+    }
 }
 
 /// `n` things named `thing` ("1 change", "2 changes").
@@ -275,6 +313,9 @@ pub fn sync_cmd(
             true,
         ))
     };
+    if watch {
+        all_said();
+    }
     let report = match result {
         Ok(report) => report,
         // A session that ended on its connection (not one that never connected, or was

@@ -352,12 +352,15 @@ pub fn apply_file(
     loop {
         n += 1;
         let frame = read_frame(input, n, max_message);
-        if let Ok(Some(Message::KeyColumns(tables))) = &frame {
-            key_map = KeyMap::new(db, tables)?;
-            continue;
-        }
+        let frame = match frame {
+            Ok(Some(Message::KeyColumns(tables))) => {
+                key_map = KeyMap::new(tables);
+                continue;
+            }
+            other => other,
+        };
         if let Ok(Some(Message::Changes(mut batch))) = frame {
-            key_map.apply(&mut batch)?;
+            key_map.apply(db, &mut batch)?;
             pending.extend(batch);
             if pending.len() >= GROUP_CHANGES {
                 merge_whole_rows(db, site, &mut pending, &mut out.report)?;

@@ -1,11 +1,11 @@
 //! Composite keys across devices: a change carries its row's key values in the order of the
 //! sending device's key columns, which a table made elsewhere may list in another order
 //! (`PRIMARY KEY (a, b)` here, `(b, a)` there). The sender names its key columns
-//! ([`Message::KeyColumns`](crate::codec::Message::KeyColumns)); the receiver puts each
-//! key's values in its own order, and refuses a table keyed by other columns.
+//! ([`Message::KeyColumns`](crate::codec::Message::KeyColumns)), again whenever they change;
+//! the receiver puts each key's values in its own order, and refuses a table keyed by other
+//! columns.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use pluresdb_core::{ChangeRecord, Database, Error, Result, Value};
 
@@ -19,84 +19,86 @@ pub(crate) fn composite_keys(db: &Database) -> Result<Vec<(String, Vec<String>)>
         .collect())
 }
 
-/// How a peer's key values map onto this database's, for the tables whose keys differ (by
-/// table name in lower case: SQLite's names are ASCII case-insensitive).
+/// A peer's composite keys (by table name in lower case: SQLite's names are ASCII
+/// case-insensitive), matched against this database's tables as each batch arrives (a table
+/// may start syncing here, or be made again, while a session runs).
 #[derive(Default)]
-pub(crate) struct KeyMap(HashMap<String, Mapping>);
-
-enum Mapping {
-    /// Position here -> position in the peer's key.
-    Reorder(Vec<usize>),
-    /// Keyed by other columns: changes of the table are refused with this text.
-    Refuse(String),
+pub(crate) struct KeyMap {
+    theirs: HashMap<String, Vec<String>>,
 }
 
 impl KeyMap {
-    /// The map for a peer whose composite keys are `theirs`, against this database's.
-    pub(crate) fn new(db: &Database, theirs: &[(String, Vec<String>)]) -> Result<KeyMap> {
-        let ours: HashMap<String, Vec<String>> = db
-            .synced_table_keys()?
-            .into_iter()
-            .map(|(table, key)| (table.to_ascii_lowercase(), key))
-            .collect();
-        let mut map = KeyMap::default();
-        for (table, their_key) in theirs {
-            let lower = table.to_ascii_lowercase();
-            let Some(our_key) = ours.get(&lower) else {
-                continue;
-            };
-            let position =
-                |name: &String| their_key.iter().position(|t| t.eq_ignore_ascii_case(name));
-            let order: Option<Vec<usize>> = our_key.iter().map(position).collect();
-            let mapping = match order {
-                Some(order) if order.len() == their_key.len() => {
-                    if order.iter().enumerate().all(|(i, &p)| i == p) {
-                        continue;
-                    }
-                    Mapping::Reorder(order)
-                }
-                _ => Mapping::Refuse(format!(
-                    "the peer keys table {table:?} by ({}), this database by ({}): give the \
-                     table the same primary key on every device",
-                    their_key.join(", "),
-                    our_key.join(", ")
-                )),
-            };
-            map.0.insert(lower, mapping);
+    /// The map for a peer whose composite keys are `theirs` (all of them: it replaces what the
+    /// peer said before).
+    pub(crate) fn new(theirs: Vec<(String, Vec<String>)>) -> KeyMap {
+        KeyMap {
+            theirs: theirs
+                .into_iter()
+                .map(|(table, key)| (table.to_ascii_lowercase(), key))
+                .collect(),
         }
-        Ok(map)
     }
 
     /// Puts the key values of `changes` in this database's order; an error for a change of
     /// a table keyed by other columns here.
-    pub(crate) fn apply(&self, changes: &mut [ChangeRecord]) -> Result<()> {
-        if self.0.is_empty() {
+    pub(crate) fn apply(&self, db: &Database, changes: &mut [ChangeRecord]) -> Result<()> {
+        if self.theirs.is_empty() {
             return Ok(());
         }
-        // Changes come grouped by table: the last lookup serves the next change.
-        let mut last: Option<(Arc<str>, Option<&Mapping>)> = None;
+        let mut ours: Option<HashMap<String, Vec<String>>> = None;
+        // Changes come grouped by table: the last table's mapping serves the next change.
+        let mut last: Option<(String, Option<Vec<usize>>)> = None;
         for change in changes {
-            let mapping = match &last {
-                Some((name, mapping)) if Arc::ptr_eq(name, &change.collection) => *mapping,
-                _ => {
-                    let mapping = self.0.get(&change.collection.to_ascii_lowercase());
-                    last = Some((change.collection.clone(), mapping));
-                    mapping
-                }
-            };
-            match mapping {
-                None => {}
-                Some(Mapping::Refuse(why)) => return Err(Error::invalid(why.clone())),
-                Some(Mapping::Reorder(order)) => {
-                    if change.key.len() != order.len() {
-                        // Left to the merge, which says what is wrong with such a key.
-                        continue;
-                    }
-                    let key: Vec<Value> = order.iter().map(|&p| change.key[p].clone()).collect();
-                    change.key = key.into();
-                }
+            let table = change.collection.to_ascii_lowercase();
+            if last.as_ref().is_none_or(|(t, _)| *t != table) {
+                let Some(their_key) = self.theirs.get(&table) else {
+                    last = Some((table, None));
+                    continue;
+                };
+                let ours = match &mut ours {
+                    Some(ours) => ours,
+                    None => ours.insert(
+                        db.synced_table_keys()?
+                            .into_iter()
+                            .map(|(table, key)| (table.to_ascii_lowercase(), key))
+                            .collect(),
+                    ),
+                };
+                let order = match ours.get(&table) {
+                    // Not synced here (or dropped): the merge leaves its changes out.
+                    None => None,
+                    Some(our_key) if our_key.is_empty() => None,
+                    Some(our_key) => reorder(&change.collection, their_key, our_key)?,
+                };
+                last = Some((table, order));
             }
+            let Some((_, Some(order))) = &last else {
+                continue;
+            };
+            if change.key.len() != order.len() {
+                // Left to the merge, which says what is wrong with such a key.
+                continue;
+            }
+            let key: Vec<Value> = order.iter().map(|&p| change.key[p].clone()).collect();
+            change.key = key.into();
         }
         Ok(())
+    }
+}
+
+/// Where each of our key columns is in the peer's key (`None`: the same order); an error
+/// when the peer keys `table` by other columns.
+fn reorder(table: &str, theirs: &[String], ours: &[String]) -> Result<Option<Vec<usize>>> {
+    let position = |name: &String| theirs.iter().position(|t| t.eq_ignore_ascii_case(name));
+    match ours.iter().map(position).collect::<Option<Vec<usize>>>() {
+        Some(order) if order.len() == theirs.len() => {
+            Ok((!order.iter().enumerate().all(|(i, &p)| i == p)).then_some(order))
+        }
+        _ => Err(Error::invalid(format!(
+            "the peer keys table {table:?} by ({}), this database by ({}): give the table the \
+             same primary key on every device",
+            theirs.join(", "),
+            ours.join(", ")
+        ))),
     }
 }

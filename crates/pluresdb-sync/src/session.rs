@@ -365,6 +365,8 @@ where
         wanted: Vec::new(),
         peer_resumes: false,
         key_map: KeyMap::default(),
+        peer_takes_key_columns: false,
+        key_columns_told: None,
         awaiting_resume: None,
         peer_done_at: VecDeque::new(),
         outbox: VecDeque::new(),
@@ -489,6 +491,10 @@ struct Session<'a> {
     peer_resumes: bool,
     /// How the peer's composite keys map onto this database's (from its `KeyColumns`).
     key_map: KeyMap,
+    /// The peer's hello said it takes `KeyColumns`.
+    peer_takes_key_columns: bool,
+    /// The composite keys last told the peer (`None`: none told yet).
+    key_columns_told: Option<Vec<(String, Vec<String>)>>,
     /// Sending waits for the peer's `Resume`, asked for then (the peer's hello came).
     awaiting_resume: Option<Instant>,
     /// For a side that answers: its hello, sent once the peer's came (in its version).
@@ -653,7 +659,7 @@ impl Session<'_> {
                     self.ack_when_merged()?;
                 }
                 () = local.notified(), if self.opts.watch && self.peer.is_some() => {
-                    self.local_changes();
+                    self.local_changes()?;
                 }
                 () = self.opts.stop.stopped() => {
                     self.report.stopped = true;
@@ -667,7 +673,7 @@ impl Session<'_> {
                     let version = self.db.db_version()?;
                     if version != seen_version {
                         seen_version = version;
-                        self.local_changes();
+                        self.local_changes()?;
                     }
                 }
             }
@@ -754,17 +760,19 @@ impl Session<'_> {
     }
 
     /// This database has new changes: send them now, or after the ones being read.
-    fn local_changes(&mut self) {
+    fn local_changes(&mut self) -> Result<()> {
         // (Before the peer's `Resume`, nothing is sent: its answer starts the first read.)
         if self.producing || self.awaiting_resume.is_some() {
             self.dirty = true;
+            Ok(())
         } else {
-            self.start_producing();
+            self.start_producing()
         }
     }
 
-    fn start_producing(&mut self) {
+    fn start_producing(&mut self) -> Result<()> {
         if let Some(peer) = self.peer {
+            self.tell_key_columns()?;
             self.producing = true;
             let read = Production {
                 since: self.sent_through,
@@ -781,6 +789,23 @@ impl Session<'_> {
                 self.tx.clone(),
             );
         }
+        Ok(())
+    }
+
+    /// Before changes go out: tells a peer that takes them this side's composite keys, when
+    /// they are not what it was last told (a table synced, or made again, since).
+    fn tell_key_columns(&mut self) -> Result<()> {
+        if !self.peer_takes_key_columns {
+            return Ok(());
+        }
+        let tables = composite_keys(self.db)?;
+        if self.key_columns_told.as_ref() != Some(&tables) {
+            if !tables.is_empty() || self.key_columns_told.is_some() {
+                self.send(Message::KeyColumns(tables.clone()).encode());
+            }
+            self.key_columns_told = Some(tables);
+        }
+        Ok(())
     }
 
     /// Counts merged changes in the report.
@@ -813,7 +838,7 @@ impl Session<'_> {
         self.record(None, None)?;
         if self.dirty {
             self.dirty = false;
-            self.start_producing();
+            self.start_producing()?;
         }
         Ok(())
     }
@@ -929,13 +954,7 @@ impl Session<'_> {
                     }
                     self.send(hello.encode());
                 }
-                // Before any changes: the order of this side's composite keys.
-                if key_columns {
-                    let tables = composite_keys(self.db)?;
-                    if !tables.is_empty() {
-                        self.send(Message::KeyColumns(tables).encode());
-                    }
-                }
+                self.peer_takes_key_columns = key_columns;
                 if resumes {
                     // Where this side's last set from the peer stopped, for it to go on; and
                     // when tables or columns arrived here since its cursor was recorded, its
@@ -951,7 +970,7 @@ impl Session<'_> {
                     self.send(Message::Resume { point, refetch }.encode());
                     self.awaiting_resume = Some(Instant::now());
                 } else {
-                    self.start_producing();
+                    self.start_producing()?;
                 }
             }
             (Message::Resume { point, refetch }, Some(peer)) if self.awaiting_resume.is_some() => {
@@ -964,7 +983,7 @@ impl Session<'_> {
                     self.sent_through = refetch.cursor;
                     self.wanted = refetch.wanted;
                 }
-                self.start_producing();
+                self.start_producing()?;
             }
             (Message::Resume { .. }, Some(_)) => {
                 return Err(Error::invalid(
@@ -980,9 +999,9 @@ impl Session<'_> {
                 return Err(Error::new(ErrorKind::Io, format!("{PEER_STOPPED}: {text}")));
             }
             (_, None) => return Err(Error::invalid("the peer sent data before saying hello")),
-            (Message::KeyColumns(tables), Some(_)) => self.key_map = KeyMap::new(self.db, &tables)?,
+            (Message::KeyColumns(tables), Some(_)) => self.key_map = KeyMap::new(tables),
             (Message::Changes(mut changes), Some(peer)) => {
-                self.key_map.apply(&mut changes)?;
+                self.key_map.apply(self.db, &mut changes)?;
                 self.applier.submit(peer, changes)?;
             }
             (Message::Progress(point), Some(peer)) => self.applier.mark(peer, point)?,
