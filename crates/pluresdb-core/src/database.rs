@@ -412,7 +412,8 @@ impl Database {
             .collect())
     }
 
-    /// SQLite's `integrity_check` and `foreign_key_check`; an empty list means healthy.
+    /// SQLite's `integrity_check` and `foreign_key_check`, and edge rows whose node or
+    /// relation row is gone (deleted outside PluresDB); an empty list means healthy.
     pub fn check(&self) -> Result<Vec<String>> {
         let mut problems: Vec<String> = self
             .pragma("integrity_check")?
@@ -428,6 +429,26 @@ impl Database {
                 "foreign key violation: {table} row {} references a missing row in {parent}",
                 rowid.map_or_else(|| "?".to_owned(), |r| r.to_string())
             ));
+        }
+        if self.inner.graph {
+            let broken = self
+                .value(
+                    "SELECT count(*) FROM _pluresdb_edges e
+                     WHERE NOT EXISTS (SELECT 1 FROM _pluresdb_nodes WHERE rid = e.src)
+                        OR NOT EXISTS (SELECT 1 FROM _pluresdb_nodes WHERE rid = e.dst)
+                        OR NOT EXISTS (SELECT 1 FROM _pluresdb_relations WHERE id = e.rel)",
+                    (),
+                )?
+                .as_i64()
+                .unwrap_or(0);
+            if broken > 0 {
+                problems.push(format!(
+                    "{broken} edge row(s) in _pluresdb_edges point at a node or relation row \
+                     that is gone (deleted outside PluresDB, by SQL on the internal tables): \
+                     reads leave them out; delete the node with PluresDB (put it again first) \
+                     rather than its row"
+                ));
+            }
         }
         Ok(problems)
     }

@@ -636,3 +636,23 @@ fn deleting_a_node_tells_subscribers_its_loop_is_gone() {
     db.delete("x").unwrap();
     assert_eq!(*told.lock().unwrap(), ["x r x false"]);
 }
+
+#[test]
+fn check_reports_edge_rows_whose_node_row_was_deleted_by_sql() {
+    let db = Database::open_in_memory().unwrap();
+    for id in ["a", "b"] {
+        db.put(id, &json!({})).unwrap();
+    }
+    db.link("a", "r", "b", None).unwrap();
+    assert_eq!(db.check().unwrap(), Vec::<String>::new());
+    db.run("DELETE FROM _pluresdb_nodes WHERE id = 'b'", ())
+        .unwrap();
+    let problems = db.check().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].starts_with("1 edge row(s) in _pluresdb_edges point at a node"));
+    assert!(
+        db.edges("a", pluresdb_core::Direction::Both, None)
+            .unwrap()
+            .is_empty()
+    );
+}
