@@ -1815,28 +1815,45 @@ fn a_table_made_on_the_root_page_of_one_dropped_while_not_synced_is_not_taken_fo
 }
 
 #[test]
-fn a_table_whose_key_columns_were_reordered_while_not_synced_is_refused_saying_why() {
-    // Counted as another table, its rows went to the other devices under swapped keys (keys
-    // sync by position): B's row (2, 1) took A's row (1, 2)'s value.
-    let (_a, b) = synced_pair(
+fn a_table_whose_key_columns_were_reordered_while_not_synced_keeps_its_versions_under_the_new_order()
+ {
+    // Refused before (its rows would have gone to peers under swapped keys); peers now put
+    // each key in their own order (pluresdb-sync's KeyColumns), so the kept records only need
+    // their keys in the new order.
+    let (a, b) = synced_pair(
         "CREATE TABLE p(a INT NOT NULL, b INT NOT NULL, v TEXT, PRIMARY KEY (a, b))",
         &["p"],
-        "INSERT INTO p VALUES (1, 2, 'x')",
+        "INSERT INTO p VALUES (1, 2, 'x'), (3, 4, 'y'), (2, 1, 'z')",
     );
     b.exec(
         "SELECT pluresdb_unsync_table('p');
          CREATE TABLE p2(a INT NOT NULL, b INT NOT NULL, v TEXT, PRIMARY KEY (b, a));
-         INSERT INTO p2 SELECT * FROM p; DROP TABLE p; ALTER TABLE p2 RENAME TO p",
+         INSERT INTO p2 SELECT * FROM p; DROP TABLE p; ALTER TABLE p2 RENAME TO p;
+         DELETE FROM p WHERE a = 3",
     )
     .unwrap();
-    let err = b.sync_table("p").unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput);
-    assert!(
-        err.message()
-            .contains("was keyed by (a, b) when it stopped syncing, and is keyed by (b, a)"),
-        "{err}"
-    );
-    assert!(b.synced_tables().unwrap().is_empty());
+    b.sync_table("p").unwrap();
+    let changes: Vec<ChangeRecord> = b
+        .changes_since(0, None)
+        .unwrap()
+        .changes
+        .into_iter()
+        .filter(|c| &*c.collection == "p")
+        .collect();
+    // Unchanged rows keep A's versions, keyed (b, a) now; the row deleted meanwhile is
+    // deleted by B.
+    let of = |key: [i64; 2]| {
+        let key: Vec<Value> = key.into_iter().map(Value::Integer).collect();
+        changes
+            .iter()
+            .filter(|c| *c.key == *key)
+            .map(|c| (c.version.site == a.site_id(), c.cl))
+            .collect::<Vec<_>>()
+    };
+    assert!(!of([2, 1]).is_empty() && of([2, 1]).iter().all(|&(by_a, cl)| by_a && cl == 1));
+    assert!(!of([1, 2]).is_empty() && of([1, 2]).iter().all(|&(by_a, cl)| by_a && cl == 1));
+    assert_eq!(of([4, 3]), [(false, 2)]);
+    assert!(b.check().unwrap().is_empty());
 }
 
 #[test]

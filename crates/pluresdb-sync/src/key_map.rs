@@ -2,12 +2,14 @@
 //! sending device's key columns, which a table made elsewhere may list in another order
 //! (`PRIMARY KEY (a, b)` here, `(b, a)` there). The sender names its key columns
 //! ([`Message::KeyColumns`](crate::codec::Message::KeyColumns)), again whenever they change;
-//! the receiver puts each key's values in its own order, and refuses a table keyed by other
-//! columns.
+//! the receiver puts each key's values in its own order when both name the same columns.
+//! Otherwise keys go by position, as before: a key column renamed on one device is the same
+//! table, and a table keyed by other columns is refused by the merge where it can tell (a
+//! change of a column that is part of the key here).
 
 use std::collections::HashMap;
 
-use pluresdb_core::{ChangeRecord, Database, Error, Result, Value};
+use pluresdb_core::{ChangeRecord, Database, Result, Value};
 
 /// This database's synced tables keyed by more than one column, with their key columns (what
 /// a `KeyColumns` message tells a peer).
@@ -39,8 +41,7 @@ impl KeyMap {
         }
     }
 
-    /// Puts the key values of `changes` in this database's order; an error for a change of
-    /// a table keyed by other columns here.
+    /// Puts the key values of `changes` in this database's order.
     pub(crate) fn apply(&self, db: &Database, changes: &mut [ChangeRecord]) -> Result<()> {
         if self.theirs.is_empty() {
             return Ok(());
@@ -68,7 +69,7 @@ impl KeyMap {
                     // Not synced here (or dropped): the merge leaves its changes out.
                     None => None,
                     Some(our_key) if our_key.is_empty() => None,
-                    Some(our_key) => reorder(&change.collection, their_key, our_key)?,
+                    Some(our_key) => reorder(their_key, our_key),
                 };
                 last = Some((table, order));
             }
@@ -86,19 +87,11 @@ impl KeyMap {
     }
 }
 
-/// Where each of our key columns is in the peer's key (`None`: the same order); an error
-/// when the peer keys `table` by other columns.
-fn reorder(table: &str, theirs: &[String], ours: &[String]) -> Result<Option<Vec<usize>>> {
+/// Where each of our key columns is in the peer's key, when both name the same columns in
+/// another order (`None`: the same order, or other names, which go by position).
+fn reorder(theirs: &[String], ours: &[String]) -> Option<Vec<usize>> {
     let position = |name: &String| theirs.iter().position(|t| t.eq_ignore_ascii_case(name));
-    match ours.iter().map(position).collect::<Option<Vec<usize>>>() {
-        Some(order) if order.len() == theirs.len() => {
-            Ok((!order.iter().enumerate().all(|(i, &p)| i == p)).then_some(order))
-        }
-        _ => Err(Error::invalid(format!(
-            "the peer keys table {table:?} by ({}), this database by ({}): give the table the \
-             same primary key on every device",
-            theirs.join(", "),
-            ours.join(", ")
-        ))),
-    }
+    let order = ours.iter().map(position).collect::<Option<Vec<usize>>>()?;
+    let moved = order.len() == theirs.len() && !order.iter().enumerate().all(|(i, &p)| i == p);
+    moved.then_some(order)
 }

@@ -288,15 +288,16 @@ impl Replication {
         let Some((id, shape)) = found else {
             return Ok(false);
         };
+        let mut shape = shape;
         if reordered(&shape.pk, &info.pk) {
-            return Err(Error::invalid(format!(
-                "table {name:?} was keyed by ({}) when it stopped syncing, and is keyed by ({}) \
-                 now: keys sync by position, so the other devices, which key it the old way, \
-                 would store its rows under swapped keys; give it its old primary key again, \
-                 or give it a new name",
-                shape.pk.join(", "),
-                info.pk.join(", ")
-            )));
+            // The same key columns in another order: the kept keys go in the new one (peers
+            // put each key in their own order, see pluresdb-sync's `KeyColumns`).
+            let order: Vec<usize> = (info.pk.iter())
+                .filter_map(|n| shape.pk.iter().position(|o| o.eq_ignore_ascii_case(n)))
+                .collect();
+            rekey(conn, id, &order)?;
+            shape.pk_types = order.iter().map(|&p| shape.pk_types[p].clone()).collect();
+            shape.pk = info.pk.clone();
         }
         let same_key = same_key(&shape, info);
         if !same_key {
@@ -390,6 +391,37 @@ fn reordered(was: &[String], now: &[String]) -> bool {
     !same_names(was, now) && sorted(was) == sorted(now)
 }
 
+/// Puts the keys kept for paused table `id` in another order: key value `i` becomes the one
+/// at `order[i]`. (All at once: a key may become one another row had.)
+fn rekey(conn: &Connection, id: i64, order: &[usize]) -> Result<()> {
+    type Kept = (Vec<u8>, i64, i64, Vec<u8>, Option<Vec<u8>>);
+    let kept: Vec<Kept> = conn
+        .prepare("SELECT key, cl, seq, ver, hashes FROM _pluresdb_paused_rows WHERE tbl = ?1")?
+        .query_map([id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    conn.execute("DELETE FROM _pluresdb_paused_rows WHERE tbl = ?1", [id])?;
+    let mut put = conn.prepare(
+        "INSERT INTO _pluresdb_paused_rows(tbl, key, cl, seq, ver, hashes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for (key, cl, seq, ver, hashes) in kept {
+        let values = super::keys::unpack(&key)?;
+        if values.len() != order.len() {
+            return Err(Error::internal(format!(
+                "a key kept for a paused table has {} values, its table {}",
+                values.len(),
+                order.len()
+            )));
+        }
+        let key =
+            super::keys::pack_values(&order.iter().map(|&p| values[p].clone()).collect::<Vec<_>>());
+        put.execute(rusqlite::params![id, key, cl, seq, ver, hashes])?;
+    }
+    Ok(())
+}
+
 /// Whether two lists of column names are the same (SQLite's names are ASCII
 /// case-insensitive).
 fn same_names(a: &[String], b: &[String]) -> bool {
@@ -398,8 +430,9 @@ fn same_names(a: &[String], b: &[String]) -> bool {
 
 /// Whether the table of shape `now` is keyed as the paused one was: as many key columns, of
 /// the same affinities, each the same column or one renamed (a name the table did not have;
-/// keys sync by position). Key columns in another order, or another column made the key,
-/// make another table.
+/// keys sync by position). Another column made the key makes another table (the same key
+/// columns in another order are the same table: the kept keys take the new order, see
+/// [`rekey`]).
 fn same_key(was: &Shape, now: &TableInfo) -> bool {
     let had = |name: &str| (was.pk.iter().chain(&was.fields)).any(|c| c.eq_ignore_ascii_case(name));
     was.pk.len() == now.pk.len()
