@@ -728,7 +728,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if cli.json {
                 print_json(&mut out, &report)?;
             } else {
-                writeln!(out, "imported {} records", report.records)?;
+                let s = if report.records == 1 { "" } else { "s" };
+                writeln!(out, "imported {} record{s}", report.records)?;
             }
         }
         Command::Export {

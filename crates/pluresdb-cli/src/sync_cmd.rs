@@ -367,7 +367,14 @@ pub fn sync_cmd(
             report.applied
         );
     }
-    note_merged(report.skipped, &report.left_out);
+    if watch {
+        // A table left out early in a watch may sync since: say what still waits.
+        if let Some(note) = waiting_note(&db.left_out()?) {
+            eprintln!("note: {note}");
+        }
+    } else {
+        note_merged(report.skipped, &report.left_out);
+    }
     warn_trigger_writes(report.trigger_writes);
     Ok(())
 }

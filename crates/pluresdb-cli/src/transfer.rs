@@ -429,6 +429,18 @@ struct EdgeRecord {
 /// An edge record: `{"from_id", "relation", "to_id", "data"?}` as exported (`data` an object,
 /// or from CSV JSON text of one; empty or null: the edge keeps its data).
 fn read_edge_record(mut object: Map<String, Json>) -> Result<EdgeRecord> {
+    // (An edge as `link --json` and `edges --json` print it is taken too: `from`, `to`, and
+    // times, which the link sets anew.)
+    for time in ["created_at", "updated_at"] {
+        object.remove(time);
+    }
+    for (short, long) in [("from", "from_id"), ("to", "to_id")] {
+        if !object.contains_key(long)
+            && let Some(v) = object.remove(short)
+        {
+            object.insert(long.to_owned(), v);
+        }
+    }
     let mut text = |key: &str| match object.remove(key) {
         Some(Json::String(s)) => Ok(s),
         Some(Json::Number(n)) => Ok(n.to_string()),

@@ -1527,6 +1527,22 @@ fn edges_export_and_import_back_as_jsonl_and_csv() {
         );
         assert_eq!(shown(&other), shown(&cli));
     }
+    // An edge as `link --json` prints it is taken too.
+    let printed = cli.path("printed.jsonl");
+    let edge = cli.json(&["link", "c", "knows", "a", r#"{"w": 1}"#]);
+    std::fs::write(&printed, format!("{edge}\n")).unwrap();
+    let other = Cli::new();
+    other.ok(&["import", nodes.to_str().unwrap(), "--nodes"]);
+    assert_eq!(
+        other
+            .ok(&["import", printed.to_str().unwrap(), "--edges"])
+            .trim(),
+        "imported 1 record"
+    );
+    assert_eq!(
+        other.json(&["sql", "SELECT from_id, to_id, data FROM pluresdb_edges"]),
+        json!([{"from_id": "c", "to_id": "a", "data": "{\"w\":1}"}])
+    );
     // A record that is not an edge says what one is.
     let bad = cli.path("bad.jsonl");
     std::fs::write(&bad, "{\"from_id\": \"a\", \"to_id\": \"b\"}\n").unwrap();

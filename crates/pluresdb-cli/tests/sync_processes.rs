@@ -934,3 +934,49 @@ fn a_watch_and_its_server_print_each_exchange_as_it_happens() {
     interrupt(&server);
     let _ = exits(server);
 }
+
+#[test]
+fn a_watch_stopped_after_a_left_out_table_arrived_does_not_say_it_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (setup(dir.path(), "a.db", 0), setup(dir.path(), "b.db", 0));
+    let notes = "CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)";
+    run(&a, &["sql", notes]);
+    run(&a, &["sql", "SELECT pluresdb_sync_table('notes')"]);
+    run(&a, &["sql", "INSERT INTO notes VALUES ('n1', 'x')"]);
+    run(&b, &["sql", notes]);
+    let (server, url) = serve_logging(&a, &[], Stdio::null());
+    let watcher = pluresdb(&b)
+        .args(["sync", &url, "--watch"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let left_out = || {
+        json(
+            &b,
+            "SELECT count(*) AS n FROM _pluresdb_meta WHERE key = 'missed'",
+        )[0]["n"]
+            .as_i64()
+            .unwrap()
+    };
+    wait_until(
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        "the notes were never left out",
+        || left_out() > 0,
+    );
+    // The table syncs here while the watch runs: its rows come (the watch connects again).
+    run(&b, &["sql", "SELECT pluresdb_sync_table('notes')"]);
+    wait_until(
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        "the left-out rows never came",
+        || json(&b, "SELECT count(*) AS n FROM notes")[0]["n"] == 1,
+    );
+    interrupt(&watcher);
+    let (status, err) = exits(watcher);
+    assert!(status.success(), "{err}");
+    assert!(!err.contains("note:"), "{err}");
+    interrupt(&server);
+    let _ = exits(server);
+}
