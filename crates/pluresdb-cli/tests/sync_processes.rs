@@ -632,6 +632,16 @@ fn interrupt(child: &Child) {
 }
 
 /// Checks `done` every `every` until it holds; fails the test with `what` after `limit`.
+/// `pluresdb sync URL --watch` on `db`, its standard error piped and its output to `stdout`.
+fn watch(db: &Path, url: &str, stdout: Stdio) -> Child {
+    pluresdb(db)
+        .args(["sync", url, "--watch"])
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn wait_until(limit: Duration, every: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
@@ -680,12 +690,7 @@ fn ctrl_c_closes_sync_connections_cleanly() {
             ],
         );
         let (server, url) = serve_logging(&a, &[], Stdio::piped());
-        let watcher = pluresdb(&b)
-            .args(["sync", &url, "--watch"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let watcher = watch(&b, &url, Stdio::piped());
         let synced = || todos(&b) == 4 + round as i64;
         wait_until(
             Duration::from_secs(10),
@@ -781,12 +786,7 @@ fn a_server_stopped_while_it_streams_to_a_watcher_closes_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (setup(dir.path(), "a.db", 0), setup(dir.path(), "b.db", 0));
     let (server, url) = serve_logging(&a, &[], Stdio::null());
-    let watcher = pluresdb(&b)
-        .args(["sync", &url, "--watch"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let watcher = watch(&b, &url, Stdio::null());
     run(
         &a,
         &["sql", "INSERT INTO todos VALUES ('first', 'x', NULL)"],
@@ -891,12 +891,7 @@ fn a_watch_and_its_server_print_each_exchange_as_it_happens() {
         .find(|w| w.starts_with("ws://"))
         .expect("serve prints its address")
         .to_owned();
-    let mut watcher = pluresdb(&b)
-        .args(["sync", &url, "--watch"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut watcher = watch(&b, &url, Stdio::piped());
     let watched = lines_of(&mut watcher);
     let b_site = json(
         &b,
@@ -945,12 +940,7 @@ fn a_watch_stopped_after_a_left_out_table_arrived_does_not_say_it_waits() {
     run(&a, &["sql", "INSERT INTO notes VALUES ('n1', 'x')"]);
     run(&b, &["sql", notes]);
     let (server, url) = serve_logging(&a, &[], Stdio::null());
-    let watcher = pluresdb(&b)
-        .args(["sync", &url, "--watch"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let watcher = watch(&b, &url, Stdio::null());
     let left_out = || {
         json(
             &b,
