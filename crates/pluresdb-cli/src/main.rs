@@ -821,7 +821,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let db = open(&cli)?;
             drop(out);
-            sync_cmd::serve_cmd(db, listen, *max_sessions, limit)?;
+            sync_cmd::serve_cmd(db, listen, *max_sessions, limit, cli.json)?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Sync {

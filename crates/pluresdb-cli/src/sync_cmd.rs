@@ -171,16 +171,23 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
 }
 
 /// `pluresdb serve --listen ADDRESS`: serves sync until interrupted, `max_sessions` peers at
-/// once.
+/// once. With `json_out`, its output is JSON lines: `{"serving": URL}`, then one object per
+/// exchange.
 pub fn serve_cmd(
     db: Database,
     listen: &str,
     max_sessions: usize,
     limit: &MessageLimit,
+    json_out: bool,
 ) -> Result<()> {
     // Each exchange with each peer, as it happens.
-    let on_progress = OnProgress(Arc::new(|p: &Progress| {
-        say(&format!("{}: {}", p.peer, exchange_line(p)));
+    let on_progress = OnProgress(Arc::new(move |p: &Progress| {
+        say(&if json_out {
+            json!({"peer": p.peer.to_string(), "sent": p.sent, "received": p.received, "applied": p.applied})
+                .to_string()
+        } else {
+            format!("{}: {}", p.peer, exchange_line(p))
+        });
     }));
     let opts = SessionOptions {
         max_message: limit.bytes,
@@ -190,7 +197,11 @@ pub fn serve_cmd(
     };
     runtime()?.block_on(async move {
         let (listener, addr) = bind(listen).await?;
-        println!("serving sync on ws://{addr} (Ctrl-C stops)");
+        if json_out {
+            println!("{}", json!({ "serving": format!("ws://{addr}") }));
+        } else {
+            println!("serving sync on ws://{addr} (Ctrl-C stops)");
+        }
         std::io::stdout().flush()?;
         let stop = opts.stop.clone();
         stopping_on_ctrl_c(serve(db, listener, opts), &stop, true).await

@@ -970,3 +970,44 @@ fn a_watch_stopped_after_a_left_out_table_arrived_does_not_say_it_waits() {
     interrupt(&server);
     let _ = exits(server);
 }
+
+#[test]
+fn serve_with_json_prints_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (setup(dir.path(), "a.db", 0), setup(dir.path(), "b.db", 0));
+    let mut server = pluresdb(&a)
+        .args(["--json", "serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let served = lines_of(&mut server);
+    let first: Value = serde_json::from_str(&next_line(&served)).unwrap();
+    let url = first["serving"].as_str().expect("the address").to_owned();
+    assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
+    let watcher = watch(&b, &url, Stdio::null());
+    run(
+        &a,
+        &["sql", "INSERT INTO todos VALUES ('from-a', 'x', NULL)"],
+    );
+    // One object per exchange, adding up to the row's 3 changes sent to b.
+    let b_site = json(
+        &b,
+        "SELECT hex(value) AS s FROM _pluresdb_meta WHERE key = 'site_id'",
+    )[0]["s"]
+        .as_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    let mut sent = 0;
+    while sent < 3 {
+        let line: Value = serde_json::from_str(&next_line(&served)).unwrap();
+        assert_eq!(line["peer"], b_site.as_str(), "{line}");
+        assert_eq!(line["received"], 0, "{line}");
+        sent += line["sent"].as_u64().unwrap();
+    }
+    assert_eq!(sent, 3);
+    interrupt(&watcher);
+    let _ = exits(watcher);
+    interrupt(&server);
+    let _ = exits(server);
+}
