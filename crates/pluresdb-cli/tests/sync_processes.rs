@@ -632,6 +632,17 @@ fn interrupt(child: &Child) {
 }
 
 /// Checks `done` every `every` until it holds; fails the test with `what` after `limit`.
+/// The site id of `db`, as status and progress lines print it.
+fn site_of(db: &Path) -> String {
+    json(
+        db,
+        "SELECT hex(value) AS s FROM _pluresdb_meta WHERE key = 'site_id'",
+    )[0]["s"]
+        .as_str()
+        .unwrap()
+        .to_ascii_lowercase()
+}
+
 /// `pluresdb sync URL --watch` on `db`, its standard error piped and its output to `stdout`.
 fn watch(db: &Path, url: &str, stdout: Stdio) -> Child {
     pluresdb(db)
@@ -893,13 +904,7 @@ fn a_watch_and_its_server_print_each_exchange_as_it_happens() {
         .to_owned();
     let mut watcher = watch(&b, &url, Stdio::piped());
     let watched = lines_of(&mut watcher);
-    let b_site = json(
-        &b,
-        "SELECT hex(value) AS s FROM _pluresdb_meta WHERE key = 'site_id'",
-    )[0]["s"]
-        .as_str()
-        .unwrap()
-        .to_ascii_lowercase();
+    let b_site = site_of(&b);
     // A write on the server arrives; one in another process on the watcher's file goes out
     // (a row is 3 changes: its creation and 2 fields).
     run(
@@ -991,13 +996,7 @@ fn serve_with_json_prints_json_lines() {
         &["sql", "INSERT INTO todos VALUES ('from-a', 'x', NULL)"],
     );
     // One object per exchange, adding up to the row's 3 changes sent to b.
-    let b_site = json(
-        &b,
-        "SELECT hex(value) AS s FROM _pluresdb_meta WHERE key = 'site_id'",
-    )[0]["s"]
-        .as_str()
-        .unwrap()
-        .to_ascii_lowercase();
+    let b_site = site_of(&b);
     let mut sent = 0;
     while sent < 3 {
         let line: Value = serde_json::from_str(&next_line(&served)).unwrap();
