@@ -205,7 +205,10 @@ pub fn serve_cmd(
         std::io::stdout().flush()?;
         let stop = opts.stop.clone();
         stopping_on_ctrl_c(serve(db, listener, opts), &stop, true).await
-    })
+    })?;
+    // The last sessions' lines, before the process ends.
+    all_said();
+    Ok(())
 }
 
 /// What the progress printer is given: a line, or a request to say when all before it

@@ -631,7 +631,6 @@ fn interrupt(child: &Child) {
     assert!(status.success());
 }
 
-/// Checks `done` every `every` until it holds; fails the test with `what` after `limit`.
 /// The site id of `db`, as status and progress lines print it.
 fn site_of(db: &Path) -> String {
     json(
@@ -653,6 +652,7 @@ fn watch(db: &Path, url: &str, stdout: Stdio) -> Child {
         .unwrap()
 }
 
+/// Checks `done` every `every` until it holds; fails the test with `what` after `limit`.
 fn wait_until(limit: Duration, every: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
@@ -871,15 +871,19 @@ fn exchanges_add_up(
         let rest = line
             .strip_prefix(prefix)
             .unwrap_or_else(|| panic!("{line:?} is not an exchange line"));
-        let words: Vec<&str> = rest.split_whitespace().collect();
-        let n: u64 = words[1].parse().unwrap();
-        match words[0] {
-            "sent" => s += n,
-            "received" => {
-                assert_eq!(words[3], format!("({n}"), "{line}");
-                r += n;
+        // "sent N change(s)", "received N change(s) (N applied)", or both, comma-joined.
+        for part in rest.split(", ") {
+            let words: Vec<&str> = part.split_whitespace().collect();
+            let n: u64 = words[1].parse().unwrap();
+            match words[0] {
+                "sent" => s += n,
+                "received" => {
+                    let applied = words.iter().position(|w| w.starts_with('(')).unwrap();
+                    assert_eq!(words[applied], format!("({n}"), "{line}");
+                    r += n;
+                }
+                _ => panic!("{line:?} is not an exchange line"),
             }
-            _ => panic!("{line:?} is not an exchange line"),
         }
         assert!(s <= sent && r <= received, "more than expected: {line}");
     }

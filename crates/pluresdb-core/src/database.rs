@@ -445,8 +445,10 @@ impl Database {
                 problems.push(format!(
                     "{broken} edge row(s) in _pluresdb_edges point at a node or relation row \
                      that is gone (deleted outside PluresDB, by SQL on the internal tables): \
-                     reads leave them out; delete the node with PluresDB (put it again first) \
-                     rather than its row"
+                     reads leave them out, `edge_count` counts them; to remove them: DELETE \
+                     FROM _pluresdb_edges WHERE src NOT IN (SELECT rid FROM _pluresdb_nodes) \
+                     OR dst NOT IN (SELECT rid FROM _pluresdb_nodes) OR rel NOT IN (SELECT id \
+                     FROM _pluresdb_relations); delete nodes with PluresDB, not by SQL"
                 ));
             }
         }

@@ -655,4 +655,10 @@ fn check_reports_edge_rows_whose_node_row_was_deleted_by_sql() {
             .unwrap()
             .is_empty()
     );
+    // The statement the report gives removes them.
+    let problem = &problems[0];
+    let fix = &problem[problem.find("DELETE").unwrap()..problem.find("; delete").unwrap()];
+    db.exec(fix).unwrap();
+    assert_eq!(db.check().unwrap(), Vec::<String>::new());
+    assert_eq!(db.edge_count().unwrap(), 0);
 }

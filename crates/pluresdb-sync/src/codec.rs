@@ -29,8 +29,8 @@ pub const RESUMING_VERSION: u8 = 2;
 pub const REFETCHING_VERSION: u8 = 3;
 
 /// The version of `KeyColumns` (4 added it). It goes only to a peer whose hello said it takes
-/// it ([`Message::Hello::key_columns`]), and into change files that hold changes of a table
-/// keyed by more than one column: a build that speaks only versions 1 to 3 refuses it.
+/// it ([`Message::Hello::key_columns`]), and into the change files of a database that syncs a
+/// table keyed by more than one column: a build that speaks only versions 1 to 3 refuses it.
 pub const KEY_COLUMNS_VERSION: u8 = 4;
 
 /// The site id under which a resuming hello's vector carries what the sender takes beyond
@@ -98,8 +98,9 @@ pub enum Message {
         key_columns: bool,
     },
     /// The sender's synced tables keyed by more than one column, each with its key columns in
-    /// the order its changes carry key values. Sent before any `Changes`; the receiver puts
-    /// the values of a table whose key it has in another order in its own.
+    /// the order its changes carry key values. Sent before any `Changes`, and again (all of
+    /// them) before changes that follow a change of them; the receiver puts the values of a
+    /// table keyed by the same columns in another order in its own.
     KeyColumns(Vec<(String, Vec<String>)>),
     /// A batch of changes.
     Changes(Vec<ChangeRecord>),
