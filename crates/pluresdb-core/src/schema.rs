@@ -329,9 +329,7 @@ fn upgrade_edges(conn: &Connection) -> rusqlite::Result<()> {
 /// names) stay valid. Ends without a node row get a placeholder row (see [`EDGE_COLUMNS`]).
 fn migrate_named_edges(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(&format!(
-        "DROP VIEW IF EXISTS pluresdb_edges;
-         DROP VIEW IF EXISTS _pluresdb_edges_named;
-         {RELATIONS_TABLE};
+        "{RELATIONS_TABLE};
          INSERT INTO _pluresdb_relations(name) SELECT DISTINCT rel FROM _pluresdb_edges ORDER BY rel;
          INSERT INTO _pluresdb_nodes(id, data, created_hlc, updated_hlc, site, cl)
              SELECT id, '{{}}', 0, 0, zeroblob(16), 0
@@ -350,8 +348,8 @@ fn migrate_named_edges(conn: &Connection) -> rusqlite::Result<()> {
          DROP TABLE _pluresdb_edges;"
     ))?;
     // The legacy rename leaves views and triggers alone: one of the user's on the
-    // `pluresdb_edges` view (dropped above and made again by `SCHEMA`) would fail a checked
-    // rename, and with it the upgrade.
+    // `pluresdb_edges` view (dropped by `upgrade_edges` and made again by `SCHEMA`) would
+    // fail a checked rename, and with it the upgrade.
     conn.execute_batch(
         "PRAGMA legacy_alter_table = ON;
          ALTER TABLE _pluresdb_edges_by_rid RENAME TO _pluresdb_edges;",

@@ -16,6 +16,8 @@ use pluresdb_core::{
     ApplyReport, ChangeRecord, Database, Error, ErrorKind, Result, ResumePoint, SiteId,
 };
 
+use crate::key_map::KeyMap;
+
 /// Received batches waiting to merge or merging, at most (the session stops reading the peer
 /// when they are this many: memory stays bounded however fast the peer sends).
 const QUEUE: usize = 8;
@@ -71,6 +73,18 @@ struct Job {
     point: Option<ResumePoint>,
     /// The peer that sent them.
     from: SiteId,
+    /// How the peer's composite keys map onto this database's, as its last `KeyColumns`
+    /// said when the batch arrived (`None`: no changes).
+    keys: Option<Arc<KeyMap>>,
+}
+
+/// Puts the key values of `job` in this database's order (on the merging thread, which may
+/// wait for the database; the session's task must not).
+fn map_keys(db: &Database, job: &mut Job) -> Result<()> {
+    match &job.keys {
+        Some(keys) => keys.apply(db, &mut job.changes),
+        None => Ok(()),
+    }
 }
 
 /// The merging thread of one session, and how many batches it was given and has merged.
@@ -95,7 +109,11 @@ impl Applier {
             // The last row received, until the rest of it (or the end of the set) arrives; a
             // session that ends before then drops it: the peer sends it again next time.
             let mut held = Vec::new();
-            while let Some(job) = queue.blocking_recv() {
+            'jobs: while let Some(mut job) = queue.blocking_recv() {
+                if let Err(e) = map_keys(&db, &mut job) {
+                    let _ = done.send(Err(e));
+                    break;
+                }
                 let mut changes = std::mem::take(&mut held);
                 let mut taken = job.changes.len();
                 let from = job.from;
@@ -111,6 +129,10 @@ impl Applier {
                 while !last.ends_set && changes.len() < GROUP_CHANGES {
                     match queue.try_recv() {
                         Ok(mut more) => {
+                            if let Err(e) = map_keys(&db, &mut more) {
+                                let _ = done.send(Err(e));
+                                break 'jobs;
+                            }
                             taken += more.changes.len();
                             changes.append(&mut more.changes);
                             ends_whole = more.ends_set || more.point.is_some();
@@ -147,14 +169,21 @@ impl Applier {
         }
     }
 
-    /// Queues a received batch (the caller waits for [`has_room`](Self::has_room) first:
-    /// the session keeps running while batches merge, so it still pings its peer).
-    pub(crate) fn submit(&mut self, from: SiteId, changes: Vec<ChangeRecord>) -> Result<()> {
+    /// Queues a received batch, its keys to be put in this database's order by `keys` (the
+    /// caller waits for [`has_room`](Self::has_room) first: the session keeps running while
+    /// batches merge, so it still pings its peer).
+    pub(crate) fn submit(
+        &mut self,
+        from: SiteId,
+        changes: Vec<ChangeRecord>,
+        keys: &Arc<KeyMap>,
+    ) -> Result<()> {
         self.queue(Job {
             changes,
             ends_set: false,
             point: None,
             from,
+            keys: Some(keys.clone()),
         })
     }
 
@@ -165,6 +194,7 @@ impl Applier {
             ends_set: false,
             point: Some(point),
             from,
+            keys: None,
         })
     }
 
@@ -176,6 +206,7 @@ impl Applier {
             ends_set: true,
             point: None,
             from,
+            keys: None,
         })
     }
 
@@ -286,9 +317,13 @@ mod tests {
         let change = node_change("data.f".into(), pluresdb_core::wall_millis());
         let mut applier = Applier::start(db, 0);
         // One batch of many changes fills the queue; a batch of a few does not.
-        applier.submit(PEER, vec![change.clone(); 3]).unwrap();
+        applier
+            .submit(PEER, vec![change.clone(); 3], &Arc::default())
+            .unwrap();
         assert!(applier.has_room());
-        applier.submit(PEER, vec![change; QUEUE_CHANGES]).unwrap();
+        applier
+            .submit(PEER, vec![change; QUEUE_CHANGES], &Arc::default())
+            .unwrap();
         assert!(
             !applier.has_room(),
             "two batches, but over a million changes"
@@ -315,7 +350,7 @@ mod tests {
         let mut bad = good.clone();
         bad[0].cl = 0;
         let mut applier = Applier::start(open("db.db"), 0);
-        applier.submit(PEER, good).unwrap();
+        applier.submit(PEER, good, &Arc::default()).unwrap();
         applier.end_set(PEER).unwrap();
         // The good batch (and the end of its set) merge alone first: sent at once, the two
         // sets would merge as one group and fail together.
@@ -323,11 +358,11 @@ mod tests {
         while merged < 2 {
             merged += applier.merged().await.unwrap().batches;
         }
-        applier.submit(PEER, bad).unwrap();
+        applier.submit(PEER, bad, &Arc::default()).unwrap();
         applier.end_set(PEER).unwrap();
         // A batch after the bad one is taken without an error (the thread may have stopped);
         // the merge reports the bad one's own error.
-        applier.submit(PEER, Vec::new()).unwrap();
+        applier.submit(PEER, Vec::new(), &Arc::default()).unwrap();
         // (When the thread took the bad batch before its end was queued, it held the row
         // back and first reported an empty merge.)
         let err = loop {

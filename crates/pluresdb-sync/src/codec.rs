@@ -592,13 +592,12 @@ mod tests {
     #[test]
     fn key_columns_are_offered_in_a_version_2_hello_and_sent_in_version_4() {
         let have = VersionVector::new();
-        let offering = |refetches, key_columns| Message::Hello {
-            site: SiteId([3; 16]),
-            db_version: 9,
-            have: have.clone(),
-            resumes: true,
-            refetches,
-            key_columns,
+        let offering = |refetches, key_columns| {
+            let mut offer = hello(&have, true, refetches);
+            if let Message::Hello { key_columns: k, .. } = &mut offer {
+                *k = key_columns;
+            }
+            offer
         };
         for (refetches, key_columns) in [(false, true), (true, true), (true, false)] {
             let m = offering(refetches, key_columns);

@@ -10,7 +10,6 @@
 //! applies the file but does not move its cursor past the changes it never got); the
 //! checksums catch a damaged file before anything of a damaged frame is applied.
 
-use crate::key_map::{KeyMap, composite_keys};
 use std::io::{Read, Write};
 
 use pluresdb_core::{
@@ -20,6 +19,7 @@ use pluresdb_core::{
 
 use crate::applier::{GROUP_CHANGES, merge, split_off_last_row};
 use crate::codec::{Message, RAISE_LIMIT, TARGET_MESSAGE};
+use crate::key_map::{KeyMap, KeysTold};
 
 /// What writing a change file did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -272,9 +272,8 @@ pub fn write_changes_for(
     )?;
     // Tables keyed by more than one column: how their key values are ordered (a build that
     // speaks only versions 1 to 3 refuses this frame, and the file).
-    let keyed = composite_keys(db)?;
-    if !keyed.is_empty() {
-        write_frame(out, &Message::KeyColumns(keyed))?;
+    if let Some(keys) = KeysTold::default().news(db)? {
+        write_frame(out, &keys)?;
     }
     let mut changes = 0u64;
     let db_version = db.for_each_change(since, reader, 2000, |batch| {

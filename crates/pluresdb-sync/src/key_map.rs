@@ -8,17 +8,45 @@
 //! change of a column that is part of the key here).
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use pluresdb_core::{ChangeRecord, Database, Result, Value};
 
+use crate::codec::Message;
+
+/// Tables, each with its key columns in key order.
+type TableKeys = Vec<(String, Vec<String>)>;
+
 /// This database's synced tables keyed by more than one column, with their key columns (what
 /// a `KeyColumns` message tells a peer).
-pub(crate) fn composite_keys(db: &Database) -> Result<Vec<(String, Vec<String>)>> {
+fn composite_keys(db: &Database) -> Result<TableKeys> {
     Ok(db
         .synced_table_keys()?
         .into_iter()
         .filter(|(_, key)| key.len() > 1)
         .collect())
+}
+
+/// The composite keys a peer was last told (`None`: none yet), shared by the session's
+/// producing threads (one at a time), which tell it again before changes that follow a
+/// change of them. A change file's writer starts with a new one.
+#[derive(Default)]
+pub(crate) struct KeysTold(Mutex<Option<TableKeys>>);
+
+impl KeysTold {
+    /// The `KeyColumns` message to send before the next changes, if the keys changed since
+    /// the peer was last told (a table synced, or made again).
+    pub(crate) fn news(&self, db: &Database) -> Result<Option<Message>> {
+        let tables = composite_keys(db)?;
+        let mut told = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if told.as_ref() == Some(&tables) {
+            return Ok(None);
+        }
+        let news =
+            (!tables.is_empty() || told.is_some()).then(|| Message::KeyColumns(tables.clone()));
+        *told = Some(tables);
+        Ok(news)
+    }
 }
 
 /// A peer's composite keys (by table name in lower case: SQLite's names are ASCII
@@ -32,7 +60,7 @@ pub(crate) struct KeyMap {
 impl KeyMap {
     /// The map for a peer whose composite keys are `theirs` (all of them: it replaces what the
     /// peer said before).
-    pub(crate) fn new(theirs: Vec<(String, Vec<String>)>) -> KeyMap {
+    pub(crate) fn new(theirs: TableKeys) -> KeyMap {
         KeyMap {
             theirs: theirs
                 .into_iter()

@@ -23,7 +23,7 @@ use pluresdb_core::{
 
 use crate::applier::Applier;
 use crate::codec::{DEFAULT_MAX_MESSAGE, Message, RAISE_LIMIT, TARGET_MESSAGE};
-use crate::key_map::{KeyMap, composite_keys};
+use crate::key_map::{KeyMap, KeysTold};
 
 /// How a session behaves.
 #[derive(Clone, Debug)]
@@ -206,6 +206,8 @@ struct Production {
     wanted: Vec<Refetch>,
     /// Whether the peer takes `Progress` messages.
     progress: bool,
+    /// For a peer that takes `KeyColumns`: what it was told of them.
+    keys_told: Option<Arc<KeysTold>>,
 }
 
 /// Reads the changes after `since` on a thread and queues them as encoded messages (each within
@@ -236,20 +238,31 @@ fn produce(
         } else {
             usize::MAX
         };
-        let result = db.for_each_change_resuming(
-            read.since,
-            exclude,
-            batch,
-            every,
-            read.resume.as_ref(),
-            |changes, point| {
-                batches(changes)?;
-                match point {
-                    Some(point) => send(Ok((Message::Progress(point).encode(), 0, None))),
-                    None => Ok(()),
-                }
-            },
-        );
+        // Before the changes: this side's composite keys, if the peer has not heard them.
+        let news = match &read.keys_told {
+            Some(told) => told.news(&db),
+            None => Ok(None),
+        };
+        let result = news.and_then(|news| match news {
+            Some(news) => send(Ok((news.encode(), 0, None))),
+            None => Ok(()),
+        });
+        let result = result.and_then(|()| {
+            db.for_each_change_resuming(
+                read.since,
+                exclude,
+                batch,
+                every,
+                read.resume.as_ref(),
+                |changes, point| {
+                    batches(changes)?;
+                    match point {
+                        Some(point) => send(Ok((Message::Progress(point).encode(), 0, None))),
+                        None => Ok(()),
+                    }
+                },
+            )
+        });
         // Then all the changes of what the peer asked for again (it has the rest; of those,
         // its own too: it may have dropped their rows), in the same set: the peer's cursor is
         // recorded once all of it merged.
@@ -364,9 +377,8 @@ where
         resume: None,
         wanted: Vec::new(),
         peer_resumes: false,
-        key_map: KeyMap::default(),
-        peer_takes_key_columns: false,
-        key_columns_told: None,
+        key_map: Arc::default(),
+        keys_told: None,
         awaiting_resume: None,
         peer_done_at: VecDeque::new(),
         outbox: VecDeque::new(),
@@ -489,12 +501,11 @@ struct Session<'a> {
     wanted: Vec<Refetch>,
     /// The peer's hello was of version 2: it sends a `Resume` and takes `Progress`.
     peer_resumes: bool,
-    /// How the peer's composite keys map onto this database's (from its `KeyColumns`).
-    key_map: KeyMap,
-    /// The peer's hello said it takes `KeyColumns`.
-    peer_takes_key_columns: bool,
-    /// The composite keys last told the peer (`None`: none told yet).
-    key_columns_told: Option<Vec<(String, Vec<String>)>>,
+    /// How the peer's composite keys map onto this database's (from its `KeyColumns`),
+    /// applied to each batch on the merging thread.
+    key_map: Arc<KeyMap>,
+    /// For a peer whose hello said it takes `KeyColumns`: what it was told of them.
+    keys_told: Option<Arc<KeysTold>>,
     /// Sending waits for the peer's `Resume`, asked for then (the peer's hello came).
     awaiting_resume: Option<Instant>,
     /// For a side that answers: its hello, sent once the peer's came (in its version).
@@ -659,7 +670,7 @@ impl Session<'_> {
                     self.ack_when_merged()?;
                 }
                 () = local.notified(), if self.opts.watch && self.peer.is_some() => {
-                    self.local_changes()?;
+                    self.local_changes();
                 }
                 () = self.opts.stop.stopped() => {
                     self.report.stopped = true;
@@ -673,7 +684,7 @@ impl Session<'_> {
                     let version = self.db.db_version()?;
                     if version != seen_version {
                         seen_version = version;
-                        self.local_changes()?;
+                        self.local_changes();
                     }
                 }
             }
@@ -760,25 +771,24 @@ impl Session<'_> {
     }
 
     /// This database has new changes: send them now, or after the ones being read.
-    fn local_changes(&mut self) -> Result<()> {
+    fn local_changes(&mut self) {
         // (Before the peer's `Resume`, nothing is sent: its answer starts the first read.)
         if self.producing || self.awaiting_resume.is_some() {
             self.dirty = true;
-            Ok(())
         } else {
-            self.start_producing()
+            self.start_producing();
         }
     }
 
-    fn start_producing(&mut self) -> Result<()> {
+    fn start_producing(&mut self) {
         if let Some(peer) = self.peer {
-            self.tell_key_columns()?;
             self.producing = true;
             let read = Production {
                 since: self.sent_through,
                 resume: self.resume.take(),
                 wanted: std::mem::take(&mut self.wanted),
                 progress: self.peer_resumes,
+                keys_told: self.keys_told.clone(),
             };
             produce(
                 self.db.clone(),
@@ -789,23 +799,6 @@ impl Session<'_> {
                 self.tx.clone(),
             );
         }
-        Ok(())
-    }
-
-    /// Before changes go out: tells a peer that takes them this side's composite keys, when
-    /// they are not what it was last told (a table synced, or made again, since).
-    fn tell_key_columns(&mut self) -> Result<()> {
-        if !self.peer_takes_key_columns {
-            return Ok(());
-        }
-        let tables = composite_keys(self.db)?;
-        if self.key_columns_told.as_ref() != Some(&tables) {
-            if !tables.is_empty() || self.key_columns_told.is_some() {
-                self.send(Message::KeyColumns(tables.clone()).encode());
-            }
-            self.key_columns_told = Some(tables);
-        }
-        Ok(())
     }
 
     /// Counts merged changes in the report.
@@ -838,7 +831,7 @@ impl Session<'_> {
         self.record(None, None)?;
         if self.dirty {
             self.dirty = false;
-            self.start_producing()?;
+            self.start_producing();
         }
         Ok(())
     }
@@ -954,7 +947,7 @@ impl Session<'_> {
                     }
                     self.send(hello.encode());
                 }
-                self.peer_takes_key_columns = key_columns;
+                self.keys_told = key_columns.then(Arc::default);
                 if resumes {
                     // Where this side's last set from the peer stopped, for it to go on; and
                     // when tables or columns arrived here since its cursor was recorded, its
@@ -970,7 +963,7 @@ impl Session<'_> {
                     self.send(Message::Resume { point, refetch }.encode());
                     self.awaiting_resume = Some(Instant::now());
                 } else {
-                    self.start_producing()?;
+                    self.start_producing();
                 }
             }
             (Message::Resume { point, refetch }, Some(peer)) if self.awaiting_resume.is_some() => {
@@ -983,7 +976,7 @@ impl Session<'_> {
                     self.sent_through = refetch.cursor;
                     self.wanted = refetch.wanted;
                 }
-                self.start_producing()?;
+                self.start_producing();
             }
             (Message::Resume { .. }, Some(_)) => {
                 return Err(Error::invalid(
@@ -999,10 +992,9 @@ impl Session<'_> {
                 return Err(Error::new(ErrorKind::Io, format!("{PEER_STOPPED}: {text}")));
             }
             (_, None) => return Err(Error::invalid("the peer sent data before saying hello")),
-            (Message::KeyColumns(tables), Some(_)) => self.key_map = KeyMap::new(tables),
-            (Message::Changes(mut changes), Some(peer)) => {
-                self.key_map.apply(self.db, &mut changes)?;
-                self.applier.submit(peer, changes)?;
+            (Message::KeyColumns(tables), Some(_)) => self.key_map = Arc::new(KeyMap::new(tables)),
+            (Message::Changes(changes), Some(peer)) => {
+                self.applier.submit(peer, changes, &self.key_map)?
             }
             (Message::Progress(point), Some(peer)) => self.applier.mark(peer, point)?,
             (Message::Done { db_version }, Some(peer)) => {

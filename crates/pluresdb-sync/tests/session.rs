@@ -353,7 +353,6 @@ async fn watch_mode_sends_writes_made_by_other_processes() {
 async fn a_table_dropped_and_made_again_gets_its_own_rows_back_from_the_peer() {
     let dir = tempfile::tempdir().unwrap();
     let (server_db, client_db) = (open(&dir, "server.db"), open(&dir, "client.db"));
-    let url = start_server(server_db.clone()).await;
     client_db
         .run(
             "INSERT INTO todos(id, title) VALUES ('mine', 'written here')",
@@ -366,9 +365,7 @@ async fn a_table_dropped_and_made_again_gets_its_own_rows_back_from_the_peer() {
             (),
         )
         .unwrap();
-    sync_with(client_db.clone(), &url, &SessionOptions::default())
-        .await
-        .unwrap();
+    sync_ok(&client_db, &server_db).await;
     // The table stops syncing here, is dropped and made again empty, and syncs again.
     client_db.unsync_table("todos").unwrap();
     client_db
@@ -379,9 +376,7 @@ async fn a_table_dropped_and_made_again_gets_its_own_rows_back_from_the_peer() {
         )
         .unwrap();
     client_db.sync_table("todos").unwrap();
-    let report = sync_with(client_db.clone(), &url, &SessionOptions::default())
-        .await
-        .unwrap();
+    let report = sync_over_pipe(&client_db, &server_db).await.0.unwrap();
     // The peer sends the rows written here too, and nothing was deleted anywhere.
     assert!(report.applied >= 2, "{report:?}");
     for db in [&client_db, &server_db] {
@@ -2273,10 +2268,7 @@ async fn tables_keyed_by_the_same_columns_in_another_order_sync_row_for_row() {
         .unwrap();
     ba.exec("INSERT INTO pairs VALUES ('p', 'q', 'from ba')")
         .unwrap();
-    let url = start_server(ab.clone()).await;
-    sync_with(ba.clone(), &url, &SessionOptions::default())
-        .await
-        .unwrap();
+    sync_ok(&ba, &ab).await;
     let want = [
         ("p", "q", "from ba"),
         ("x", "y", "from ab"),
@@ -2314,10 +2306,7 @@ async fn a_key_column_renamed_on_one_device_still_syncs_by_position() {
     renamed
         .exec("INSERT INTO pairs VALUES ('p', 'q', 'from renamed')")
         .unwrap();
-    let url = start_server(ab.clone()).await;
-    sync_with(renamed.clone(), &url, &SessionOptions::default())
-        .await
-        .unwrap();
+    sync_ok(&renamed, &ab).await;
     let rows = |db: &Database, a: &str| -> Vec<(String, String, Option<String>)> {
         db.all_as(&format!("SELECT {a}, b, v FROM pairs ORDER BY 1, 2"), ())
             .unwrap()
@@ -2413,10 +2402,7 @@ async fn a_dropped_table_keyed_by_two_columns_does_not_stop_the_sync() {
     let dropped = Database::open(dir.path().join("dropped.db")).unwrap();
     ab.exec("INSERT INTO pairs VALUES ('x', 'y', 'v')").unwrap();
     ab.put("node", &serde_json::json!({})).unwrap();
-    let url = start_server(ab.clone()).await;
-    let report = sync_with(dropped.clone(), &url, &SessionOptions::default())
-        .await
-        .unwrap();
+    let report = sync_over_pipe(&dropped, &ab).await.0.unwrap();
     // The dropped table's changes are left out (for when it is made again), the rest merges.
     assert!(report.skipped > 0, "{report:?}");
     assert!(dropped.get_node("node").unwrap().is_some());
@@ -2431,10 +2417,7 @@ async fn a_table_rebuilt_with_its_key_columns_in_another_order_syncs_on_as_the_s
     );
     a.exec("INSERT INTO pairs VALUES ('1', '2', 'x'), ('2', '1', 'y'), ('3', '4', 'z')")
         .unwrap();
-    let url = start_server(a.clone()).await;
-    sync_with(b.clone(), &url, &SessionOptions::default())
-        .await
-        .unwrap();
+    sync_ok(&b, &a).await;
     // B rebuilds the table keyed (b, a) while it does not sync, deleting a row meanwhile; A
     // edits a row B left alone.
     b.exec(
@@ -2447,9 +2430,7 @@ async fn a_table_rebuilt_with_its_key_columns_in_another_order_syncs_on_as_the_s
     b.sync_table("pairs").unwrap();
     a.exec("UPDATE pairs SET v = 'x, edited on A' WHERE a = '1'")
         .unwrap();
-    sync_with(b.clone(), &url, &SessionOptions::default())
-        .await
-        .unwrap();
+    sync_ok(&b, &a).await;
     let want = [("1", "2", "x, edited on A"), ("2", "1", "y")]
         .map(|(a, b, v)| (a.to_owned(), b.to_owned(), Some(v.to_owned())));
     assert_eq!(pairs(&a), want);

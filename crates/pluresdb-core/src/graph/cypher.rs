@@ -13,7 +13,7 @@ use pluresdb_graph::Graph;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value as Json};
 
-use super::ends::{VISIBLE_EDGE, VISIBLE_EDGE_BY_NAMES};
+use super::ends::{VISIBLE_EDGE_BY_NAMES, visible_edge};
 use super::query::json_path;
 use super::walk::rel_filter;
 use super::{NodeUpdate, parse_object};
@@ -122,12 +122,13 @@ fn edge_data(
 /// looked up, not the `_pluresdb_edges_named` view, whose join SQLite plans again on every
 /// use of a statement from rusqlite's cache.
 fn edges_at(end: &str) -> String {
+    let visible = visible_edge("e.cl", "e.src", "e.dst");
     format!(
         "SELECT (SELECT id FROM _pluresdb_nodes WHERE rid = e.src),
                 (SELECT name FROM _pluresdb_relations WHERE id = e.rel),
                 (SELECT id FROM _pluresdb_nodes WHERE rid = e.dst), e.data
          FROM _pluresdb_edges e
-         WHERE e.{end} = (SELECT rid FROM _pluresdb_nodes WHERE id = ?1) AND {VISIBLE_EDGE}
+         WHERE e.{end} = (SELECT rid FROM _pluresdb_nodes WHERE id = ?1) AND {visible}
            AND (?2 = '[]' OR e.rel IN (SELECT r.id FROM _pluresdb_relations r
                                        WHERE r.name IN (SELECT value FROM json_each(?2))))"
     )

@@ -6,7 +6,7 @@ use pluresdb_crdt::Hlc;
 
 use pluresdb_graph::GraphError;
 
-use super::ends::{EDGE_BY_NAMES, VISIBLE_EDGE_BY_NAMES};
+use super::ends::{EDGE_BY_NAMES, VISIBLE_EDGE_BY_NAMES, visible_edge};
 use super::nodes::{NODE_COLUMNS, node_from_row};
 use super::walk::graph_error;
 use super::{Direction, Edge, Node, as_object, check_id, parse_object};
@@ -44,12 +44,6 @@ fn edge_from_row(row: &Row) -> Result<Edge> {
         updated_at: Hlc::from_u64(row.get::<i64>(5)? as u64),
     })
 }
-
-/// A condition on a row of the `_pluresdb_edges_named` view that holds when the edge is
-/// visible (see [`VISIBLE_EDGE_BY_NAMES`]).
-const VISIBLE_NAMED: &str = "cl % 2 = 1
-    AND (SELECT cl FROM _pluresdb_nodes WHERE rid = src_rid) % 2 = 1
-    AND (SELECT cl FROM _pluresdb_nodes WHERE rid = dst_rid) % 2 = 1";
 
 /// The packed clock key of an edge (its three names).
 pub(super) fn edge_key(from: &str, relation: &str, to: &str) -> Vec<u8> {
@@ -294,9 +288,10 @@ impl Database {
         there: &str,
         relation: Option<&str>,
     ) -> Result<Vec<Edge>> {
+        let visible = visible_edge("cl", "src_rid", "dst_rid");
         let sql = format!(
             "SELECT {EDGE_COLUMNS} FROM _pluresdb_edges_named
-             WHERE {here} = ?1 AND (?2 IS NULL OR rel = ?2) AND {VISIBLE_NAMED}
+             WHERE {here} = ?1 AND (?2 IS NULL OR rel = ?2) AND {visible}
              ORDER BY rel, {there}"
         );
         self.all(&sql, (id, relation))?
@@ -319,13 +314,14 @@ impl Database {
             Direction::In => (0, 1),
             Direction::Both => (1, 1),
         };
+        let visible = visible_edge("cl", "src_rid", "dst_rid");
         let sql = format!(
             "SELECT {NODE_COLUMNS} FROM _pluresdb_nodes WHERE cl % 2 = 1 AND id IN (
                  SELECT dst FROM _pluresdb_edges_named
-                 WHERE ?3 AND src = ?1 AND (?2 IS NULL OR rel = ?2) AND {VISIBLE_NAMED}
+                 WHERE ?3 AND src = ?1 AND (?2 IS NULL OR rel = ?2) AND {visible}
                  UNION
                  SELECT src FROM _pluresdb_edges_named
-                 WHERE ?4 AND dst = ?1 AND (?2 IS NULL OR rel = ?2) AND {VISIBLE_NAMED})
+                 WHERE ?4 AND dst = ?1 AND (?2 IS NULL OR rel = ?2) AND {visible})
              ORDER BY id"
         );
         let found = self

@@ -29,11 +29,16 @@ pub(crate) const VISIBLE_EDGE_BY_NAMES: &str =
     AND dst = (SELECT rid FROM _pluresdb_nodes WHERE id = ?3 AND cl % 2 = 1)
     AND cl % 2 = 1";
 
-/// A condition on an edge row `e` (of `_pluresdb_edges`) that holds when the edge is visible
-/// (see [`VISIBLE_EDGE_BY_NAMES`]).
-pub(crate) const VISIBLE_EDGE: &str = "e.cl % 2 = 1
-    AND (SELECT cl FROM _pluresdb_nodes WHERE rid = e.src) % 2 = 1
-    AND (SELECT cl FROM _pluresdb_nodes WHERE rid = e.dst) % 2 = 1";
+/// A condition that holds when an edge is visible (see [`VISIBLE_EDGE_BY_NAMES`]), given the
+/// SQL expressions of its causal length and its two node row ids (`e.cl`, `e.src`, `e.dst`
+/// on `_pluresdb_edges`; `cl`, `src_rid`, `dst_rid` on `_pluresdb_edges_named`).
+pub(crate) fn visible_edge(cl: &str, src: &str, dst: &str) -> String {
+    format!(
+        "{cl} % 2 = 1
+         AND (SELECT cl FROM _pluresdb_nodes WHERE rid = {src}) % 2 = 1
+         AND (SELECT cl FROM _pluresdb_nodes WHERE rid = {dst}) % 2 = 1"
+    )
+}
 
 /// The id the one-column query `sql` finds for `key`, if any.
 fn find(conn: &Connection, sql: &str, key: &str) -> Result<Option<i64>> {

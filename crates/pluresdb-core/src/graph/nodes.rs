@@ -12,7 +12,7 @@ use super::{
 };
 use crate::database::Database;
 use crate::error::{Error, Result};
-use crate::events::{Change, EdgeChange, NodeChange};
+use crate::events::{Change, NodeChange};
 use crate::replication::{MAX_FIELD_BYTES, NodeWrite, append_history, pack_key};
 use crate::row::Row;
 use crate::value::Value;
@@ -318,13 +318,17 @@ impl Database {
             else {
                 return Ok(false);
             };
-            // Hidden ones too (their other node is not live), so none comes back with it.
-            // Each with whether it showed (a loop did: its node was live until now).
-            let edges: Vec<(String, String, String, bool)> = db.all_as(
-                "SELECT src, rel, dst,
-                        src_rid = dst_rid OR (SELECT cl FROM _pluresdb_nodes
-                         WHERE rid = iif(src_rid = ?1, dst_rid, src_rid)) % 2 = 1
-                 FROM _pluresdb_edges_named
+            let hub = &db.engine().hub;
+            // The edges readers saw go away for them (read before they are unlinked).
+            let hidden = match hub.is_active() {
+                true => db.with_writer_conn(|conn| {
+                    super::edge_events::edges_shown_or_hidden(conn, id, false)
+                })?,
+                false => Vec::new(),
+            };
+            // Hidden ones go too (their other node is not live), so none comes back with it.
+            let edges: Vec<(String, String, String)> = db.all_as(
+                "SELECT src, rel, dst FROM _pluresdb_edges_named
                  WHERE (src_rid = ?1 OR dst_rid = ?1) AND cl % 2 = 1",
                 (rid,),
             )?;
@@ -352,21 +356,12 @@ impl Database {
                 db.with_writer_conn(|conn| {
                     db.replication()
                         .note_edge_writes(conn, &clock, edges.len(), || {
-                            edges.iter().map(|(f, r, t, _)| edge_key(f, r, t)).collect()
+                            edges.iter().map(|(f, r, t)| edge_key(f, r, t)).collect()
                         })
                 })?;
             }
-            let hub = &db.engine().hub;
             if hub.is_active() {
-                // Only the edges a reader saw go away for it.
-                for (from, relation, to, _) in edges.into_iter().filter(|e| e.3) {
-                    hub.record(Change::Edge(EdgeChange {
-                        from,
-                        relation,
-                        to,
-                        edge: None,
-                    }));
-                }
+                hidden.into_iter().for_each(|e| hub.record(e));
                 hub.record(Change::Node(NodeChange {
                     id: id.to_owned(),
                     node: None,

@@ -285,10 +285,9 @@ impl Replication {
             Some(found) => Some(found),
             None => find_renamed(conn, name, info)?,
         };
-        let Some((id, shape)) = found else {
+        let Some((id, mut shape)) = found else {
             return Ok(false);
         };
-        let mut shape = shape;
         if reordered(&shape.pk, &info.pk) {
             // The same key columns in another order: the kept keys go in the new one (peers
             // put each key in their own order, see pluresdb-sync's `KeyColumns`).
