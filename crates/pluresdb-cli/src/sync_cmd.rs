@@ -8,7 +8,10 @@ use pluresdb_core::{Database, Error, Refetch, Result, SiteId, VersionVector};
 use pluresdb_sync::codec::DEFAULT_MAX_MESSAGE;
 use pluresdb_sync::file::{apply_file, write_changes_for};
 use pluresdb_sync::net::{WatchEvent, bind, serve, sync_with};
-use pluresdb_sync::{OnProgress, Progress, SessionOptions, Stop, left_out_note, waiting_note};
+use pluresdb_sync::{
+    OnProgress, OnSessionEnd, Progress, SessionOptions, SessionReport, Stop, left_out_note,
+    waiting_note,
+};
 use serde_json::json;
 
 use crate::output::{print_json, print_table};
@@ -171,8 +174,9 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
 }
 
 /// `pluresdb serve --listen ADDRESS`: serves sync until interrupted, `max_sessions` peers at
-/// once. With `json_out`, its output is JSON lines: `{"serving": URL}`, then one object per
-/// exchange.
+/// once, printing a line per exchange and per session's end. With `json_out`, its output is
+/// JSON lines: `{"serving": URL}`, then one object per exchange and one (with `"ended":
+/// true`) per session's end.
 pub fn serve_cmd(
     db: Database,
     listen: &str,
@@ -183,16 +187,32 @@ pub fn serve_cmd(
     // Each exchange with each peer, as it happens.
     let on_progress = OnProgress(Arc::new(move |p: &Progress| {
         say(&if json_out {
-            json!({"peer": p.peer.to_string(), "sent": p.sent, "received": p.received, "applied": p.applied})
-                .to_string()
+            exchange_json(p).to_string()
         } else {
             format!("{}: {}", p.peer, exchange_line(p))
+        });
+    }));
+    // And each session's totals as it ends (its error goes to standard error too).
+    let on_session_end = OnSessionEnd(Arc::new(move |r: &SessionReport, error: Option<&Error>| {
+        let peer = r.peer.map(|p| p.to_string()).unwrap_or_default();
+        say(&if json_out {
+            json!({"peer": peer, "ended": true, "sent": r.sent, "received": r.received, "applied": r.applied, "error": error.map(ToString::to_string)})
+                .to_string()
+        } else {
+            format!(
+                "{peer}: session {}: sent {}, received {} ({} applied)",
+                if error.is_some() { "failed" } else { "ended" },
+                counted(r.sent, "change"),
+                r.received,
+                r.applied
+            )
         });
     }));
     let opts = SessionOptions {
         max_message: limit.bytes,
         max_sessions,
         on_progress: Some(on_progress),
+        on_session_end: Some(on_session_end),
         ..SessionOptions::default()
     };
     runtime()?.block_on(async move {
@@ -280,7 +300,13 @@ fn exchange_line(p: &Progress) -> String {
     }
 }
 
-/// `pluresdb sync URL [--watch]`.
+/// One exchange as a JSON line (`serve --json`, `sync --watch --json`).
+fn exchange_json(p: &Progress) -> serde_json::Value {
+    json!({"peer": p.peer.to_string(), "sent": p.sent, "received": p.received, "applied": p.applied})
+}
+
+/// `pluresdb sync URL [--watch]`. With `--watch --json` its output is JSON lines: one object
+/// per exchange, then the totals (with `"ended": true`).
 pub fn sync_cmd(
     db: Database,
     url: &str,
@@ -289,8 +315,15 @@ pub fn sync_cmd(
     json_out: bool,
 ) -> Result<()> {
     // A watch says what each exchange did, as it happens (the totals come at the end).
-    let on_progress =
-        (watch && !json_out).then(|| OnProgress(Arc::new(|p: &Progress| say(&exchange_line(p)))));
+    let on_progress = watch.then(|| {
+        OnProgress(Arc::new(move |p: &Progress| {
+            say(&if json_out {
+                exchange_json(p).to_string()
+            } else {
+                exchange_line(p)
+            })
+        }))
+    });
     let opts = SessionOptions {
         watch,
         max_message: limit.bytes,
@@ -367,10 +400,16 @@ pub fn sync_cmd(
         ));
     }
     if json_out {
-        print_json(
-            &mut crate::output::stdout(),
-            &json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "left_out": report.left_out, "trigger_writes": report.trigger_writes}),
-        )?;
+        let mut totals = json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "left_out": report.left_out, "trigger_writes": report.trigger_writes});
+        if watch {
+            // The last of the JSON lines.
+            totals["ended"] = true.into();
+            let mut out = crate::output::stdout();
+            writeln!(out, "{totals}")?;
+            out.flush()?;
+        } else {
+            print_json(&mut crate::output::stdout(), &totals)?;
+        }
     } else if report.peer.is_none() {
         println!("never connected to {url}");
     } else {

@@ -935,6 +935,11 @@ fn a_watch_and_its_server_print_each_exchange_as_it_happens() {
         )),
         "the totals come last"
     );
+    // The server prints the session's totals as it ends.
+    assert_eq!(
+        next_line(&served),
+        format!("{b_site}: session ended: sent 3 changes, received 6 (6 applied)")
+    );
     interrupt(&server);
     let _ = exits(server);
 }
@@ -981,7 +986,7 @@ fn a_watch_stopped_after_a_left_out_table_arrived_does_not_say_it_waits() {
 }
 
 #[test]
-fn serve_with_json_prints_json_lines() {
+fn serve_and_watch_with_json_print_json_lines() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (setup(dir.path(), "a.db", 0), setup(dir.path(), "b.db", 0));
     let mut server = pluresdb(&a)
@@ -994,23 +999,47 @@ fn serve_with_json_prints_json_lines() {
     let first: Value = serde_json::from_str(&next_line(&served)).unwrap();
     let url = first["serving"].as_str().expect("the address").to_owned();
     assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
-    let watcher = watch(&b, &url, Stdio::null());
+    let mut watcher = pluresdb(&b)
+        .args(["--json", "sync", &url, "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watched = lines_of(&mut watcher);
     run(
         &a,
         &["sql", "INSERT INTO todos VALUES ('from-a', 'x', NULL)"],
     );
-    // One object per exchange, adding up to the row's 3 changes sent to b.
-    let b_site = site_of(&b);
-    let mut sent = 0;
-    while sent < 3 {
-        let line: Value = serde_json::from_str(&next_line(&served)).unwrap();
-        assert_eq!(line["peer"], b_site.as_str(), "{line}");
-        assert_eq!(line["received"], 0, "{line}");
-        sent += line["sent"].as_u64().unwrap();
-    }
-    assert_eq!(sent, 3);
+    // One object per exchange on each side, adding up to the row's 3 changes sent to b.
+    let adds_up = |lines: &std::sync::mpsc::Receiver<String>, peer: &str, key: &str| {
+        let mut n = 0;
+        while n < 3 {
+            let line: Value = serde_json::from_str(&next_line(lines)).unwrap();
+            assert_eq!(line["peer"], peer, "{line}");
+            assert!(line.get("ended").is_none(), "{line}");
+            n += line[key].as_u64().unwrap();
+        }
+        assert_eq!(n, 3);
+    };
+    adds_up(&served, &site_of(&b), "sent");
+    adds_up(&watched, &site_of(&a), "received");
     interrupt(&watcher);
-    let _ = exits(watcher);
+    let (status, err) = exits(watcher);
+    assert!(status.success(), "{err}");
+    // Then the totals, as the last line.
+    let totals: Value = serde_json::from_str(&next_line(&watched)).unwrap();
+    assert_eq!(totals["ended"], true, "{totals}");
+    assert_eq!(
+        (&totals["received"], &totals["applied"]),
+        (&3.into(), &3.into())
+    );
+    assert!(watched.recv_timeout(Duration::from_secs(1)).is_err());
+    // The server's line for the session's end, with its totals.
+    let ended: Value = serde_json::from_str(&next_line(&served)).unwrap();
+    assert_eq!(ended["ended"], true, "{ended}");
+    assert_eq!(ended["peer"], site_of(&b).as_str(), "{ended}");
+    assert_eq!((&ended["sent"], &ended["received"]), (&3.into(), &0.into()));
+    assert!(ended["error"].is_null(), "{ended}");
     interrupt(&server);
     let _ = exits(server);
 }

@@ -16,6 +16,6 @@ mod session;
 
 pub use notes::{left_out_note, waiting_note};
 pub use session::{
-    OnProgress, PEER_STOPPED, Progress, SessionOptions, SessionReport, Stop, answer_session,
-    run_session,
+    OnProgress, OnSessionEnd, PEER_STOPPED, Progress, SessionOptions, SessionReport, Stop,
+    answer_session, run_session,
 };

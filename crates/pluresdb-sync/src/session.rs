@@ -56,12 +56,17 @@ pub struct SessionOptions {
     /// changes and after the peer's set merged (for a watching session, once per live
     /// exchange). `None`: nobody is told.
     pub on_progress: Option<OnProgress>,
+    /// Told when a session with a peer that said hello ends: what it did in all, and the
+    /// error it ended with. `None`: nobody is told.
+    pub on_session_end: Option<OnSessionEnd>,
 }
 
 /// Ends sessions, and [`serve`](crate::net::serve), on request. A session stopped sends what
 /// it has queued, merges what it received, and closes the connection as the protocol says
-/// (its peer hears a close, not a dropped connection); it returns its report. Clones stop
-/// together.
+/// (its peer hears a close, not a dropped connection); it returns its report. A watching
+/// session first sends the changes committed before the stop that it has not sent yet (by
+/// another process since it last looked, say) and waits for the peer to confirm them, up to
+/// 2 s. Clones stop together.
 #[derive(Clone, Debug)]
 pub struct Stop(Arc<tokio::sync::watch::Sender<bool>>);
 
@@ -96,6 +101,7 @@ impl Default for SessionOptions {
             max_sessions: 64,
             stop: Stop::default(),
             on_progress: None,
+            on_session_end: None,
         }
     }
 }
@@ -108,6 +114,19 @@ pub struct OnProgress(pub Arc<dyn Fn(&Progress) + Send + Sync>);
 impl std::fmt::Debug for OnProgress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("OnProgress(..)")
+    }
+}
+
+/// What [`OnSessionEnd`] calls: a session's totals, and the error it ended with.
+pub type SessionEndFn = dyn Fn(&SessionReport, Option<&Error>) + Send + Sync;
+
+/// Told the totals of each session as it ends (see [`SessionOptions::on_session_end`]).
+#[derive(Clone)]
+pub struct OnSessionEnd(pub Arc<SessionEndFn>);
+
+impl std::fmt::Debug for OnSessionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnSessionEnd(..)")
     }
 }
 
@@ -446,6 +465,11 @@ where
         }
     })
     .await;
+    if let Some(OnSessionEnd(tell)) = &opts.on_session_end
+        && session.report.peer.is_some()
+    {
+        tell(&session.report, result.as_ref().err());
+    }
     *counted = session.report;
     result
 }
@@ -561,6 +585,19 @@ fn after(start: Instant, wait: Duration) -> Instant {
         .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 86_400))
 }
 
+/// Ready at `at`; never when `None`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long a stopped watching session goes on sending what was committed before the stop
+/// (a server's stop waits for its sessions up to 5 s; a large set is cut short, and the next
+/// session sends the rest).
+const STOP_SEND: Duration = Duration::from_secs(2);
+
 /// How long the last messages of a session may take to leave (a peer that stopped reading
 /// does not hold the session open).
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
@@ -619,9 +656,19 @@ impl Session<'_> {
         } else {
             0
         };
+        // Once stopped, a watching session sends what was committed before the stop (and
+        // waits, up to then, for the peer to confirm it); see `stop_watching`.
+        let mut stopping: Option<Instant> = None;
         loop {
             let sent = self.outbox.is_empty() && !self.unflushed;
             if !self.opts.watch && self.peer_done && self.acked && sent {
+                return Ok(());
+            }
+            if stopping.is_some()
+                && sent
+                && !self.producing
+                && (self.acked || self.our_done.is_none())
+            {
                 return Ok(());
             }
             // The stream is polled before the deadline: a frame that already arrived counts,
@@ -669,14 +716,18 @@ impl Session<'_> {
                     self.count(merged?.report);
                     self.ack_when_merged()?;
                 }
-                () = local.notified(), if self.opts.watch && self.peer.is_some() => {
+                () = local.notified(), if self.opts.watch && self.peer.is_some() && stopping.is_none() => {
                     self.local_changes();
                 }
-                () = self.opts.stop.stopped() => {
+                () = self.opts.stop.stopped(), if stopping.is_none() => {
                     self.report.stopped = true;
-                    return Ok(());
+                    if !self.stop_watching(seen_version)? {
+                        return Ok(());
+                    }
+                    stopping = Some(Instant::now() + STOP_SEND.min(self.opts.timeout));
                 }
-                _ = poll.tick(), if self.opts.watch && self.peer.is_some() => {
+                () = sleep_until_some(stopping) => return Ok(()),
+                _ = poll.tick(), if self.opts.watch && self.peer.is_some() && stopping.is_none() => {
                     if self.db.cursor_resets()? != self.resets_seen {
                         self.report.reconnected = 1;
                         return Ok(());
@@ -689,6 +740,20 @@ impl Session<'_> {
                 }
             }
         }
+    }
+
+    /// On a stop: a watching session with local changes it has not sent (committed by
+    /// another process since the last look, or while a read was running) sends them before it
+    /// ends; true when there is such a last send to wait for.
+    fn stop_watching(&mut self, seen_version: u64) -> Result<bool> {
+        if !self.opts.watch || self.peer.is_none() || self.awaiting_resume.is_some() {
+            return Ok(false);
+        }
+        if self.db.db_version()? != seen_version {
+            self.local_changes();
+        }
+        let sent = self.outbox.is_empty() && !self.unflushed;
+        Ok(self.producing || !sent || !self.acked && self.our_done.is_some())
     }
 
     /// How the session ends when the peer closed the connection.

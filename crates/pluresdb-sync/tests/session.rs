@@ -533,6 +533,46 @@ async fn stopped_sessions_and_servers_close_their_connections_cleanly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_stopped_right_after_another_process_commits_sends_that_commit() {
+    // A watch looks for other processes' commits every 50 ms: one stopped in between ended
+    // without sending what was committed before the stop.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (open(&dir, "a.db"), open(&dir, "b.db"));
+    let url = start_server(b.clone()).await;
+    // Another process's handle on the watching side's file: its commits wake no one.
+    let other = Database::open(dir.path().join("a.db")).unwrap();
+    for round in 0..5 {
+        let stop = pluresdb_sync::Stop::default();
+        let opts = SessionOptions {
+            watch: true,
+            stop: stop.clone(),
+            ..Default::default()
+        };
+        let session = tokio::spawn({
+            let (a, url) = (a.clone(), url.clone());
+            async move { sync_with(a, &url, &opts).await }
+        });
+        let first = format!("first-{round}");
+        a.run("INSERT INTO todos(id) VALUES (?)", (first.as_str(),))
+            .unwrap();
+        assert!(arrives(&b, &first).await);
+        let last = format!("last-{round}");
+        other
+            .run("INSERT INTO todos(id) VALUES (?)", (last.as_str(),))
+            .unwrap();
+        stop.stop();
+        let report = session.await.unwrap().unwrap();
+        assert!(report.stopped, "{report:?}");
+        // Sent, merged and confirmed before the watch ended.
+        let there = b.get("SELECT 1 FROM todos WHERE id = ?", (last.as_str(),));
+        assert!(
+            there.unwrap().is_some(),
+            "round {round}: {last} was not sent"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_never_answers_the_handshake_times_out() {
     // Accepts TCP connections and never speaks (a hung server, or another service).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
