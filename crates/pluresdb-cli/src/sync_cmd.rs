@@ -10,7 +10,7 @@ use pluresdb_sync::file::{apply_file, write_changes_for};
 use pluresdb_sync::net::{WatchEvent, bind, serve, sync_with};
 use pluresdb_sync::{
     OnProgress, OnSessionEnd, Progress, SessionOptions, SessionReport, Stop, left_out_note,
-    waiting_note,
+    refused_error, waiting_note,
 };
 use serde_json::json;
 
@@ -147,6 +147,7 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
                 "skipped": applied.report.skipped,
                 "left_out": applied.report.left_out,
                 "trigger_writes": applied.report.trigger_writes,
+                "refused": applied.report.refused,
                 "missing": applied.gap.map(|(have, start)| json!({"have": have, "file_starts_after": start})),
                 "version_vector": vv,
             }),
@@ -170,7 +171,7 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
             changes_command(db, &vv)
         );
     }
-    Ok(())
+    refused_error(&applied.report.refused).map_or(Ok(()), Err)
 }
 
 /// `pluresdb serve --listen ADDRESS`: serves sync until interrupted, `max_sessions` peers at
@@ -196,7 +197,7 @@ pub fn serve_cmd(
     let on_session_end = OnSessionEnd(Arc::new(move |r: &SessionReport, error: Option<&Error>| {
         let peer = r.peer.map(|p| p.to_string()).unwrap_or_default();
         say(&if json_out {
-            json!({"peer": peer, "ended": true, "sent": r.sent, "received": r.received, "applied": r.applied, "error": error.map(ToString::to_string)})
+            json!({"peer": peer, "ended": true, "sent": r.sent, "received": r.received, "applied": r.applied, "refused": r.refused, "error": error.map(ToString::to_string)})
                 .to_string()
         } else {
             format!(
@@ -306,7 +307,8 @@ fn exchange_json(p: &Progress) -> serde_json::Value {
 }
 
 /// `pluresdb sync URL [--watch]`. With `--watch --json` its output is JSON lines: one object
-/// per exchange, then the totals (with `"ended": true`).
+/// per exchange, then the totals with `"ended": true` (or, when it fails, `"ended": true` and
+/// the `"error"`).
 pub fn sync_cmd(
     db: Database,
     url: &str,
@@ -362,6 +364,10 @@ pub fn sync_cmd(
     };
     if watch {
         all_said();
+        // The JSON lines end with an `ended` line however the watch ended.
+        if let (true, Err(e)) = (json_out, &result) {
+            println!("{}", json!({"ended": true, "error": e.to_string()}));
+        }
     }
     let report = match result {
         Ok(report) => report,
@@ -400,7 +406,7 @@ pub fn sync_cmd(
         ));
     }
     if json_out {
-        let mut totals = json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "left_out": report.left_out, "trigger_writes": report.trigger_writes});
+        let mut totals = json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "left_out": report.left_out, "trigger_writes": report.trigger_writes, "refused": report.refused});
         if watch {
             // The last of the JSON lines.
             totals["ended"] = true.into();
@@ -429,7 +435,7 @@ pub fn sync_cmd(
         note_merged(report.skipped, &report.left_out);
     }
     warn_trigger_writes(report.trigger_writes);
-    Ok(())
+    refused_error(&report.refused).map_or(Ok(()), Err)
 }
 
 /// Runs `work` to its end. Ctrl-C (when `on_ctrl_c`) stops it through `stop`: its sessions

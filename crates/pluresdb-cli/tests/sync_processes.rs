@@ -222,6 +222,57 @@ fn exchange(dir: &Path, from: &Path, to: &Path) -> (Value, String) {
 }
 
 #[test]
+fn apply_merges_the_rest_when_one_table_refuses_and_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (setup(dir.path(), "a.db", 0), setup(dir.path(), "b.db", 0));
+    run(
+        &a,
+        &[
+            "sql",
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT); SELECT pluresdb_sync_table('t');
+             INSERT INTO t VALUES (1, 'x'); INSERT INTO todos VALUES ('t1', 'one', NULL)",
+        ],
+    );
+    run(
+        &b,
+        &[
+            "sql",
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, b TEXT NOT NULL);
+             SELECT pluresdb_sync_table('t')",
+        ],
+    );
+    let file = dir.path().join("f.changes");
+    run(&a, &["changes", "-o", file.to_str().unwrap()]);
+    let out = pluresdb(&b)
+        .args(["--json", "apply", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the changes of 1 table were not merged (all others were): table \"t\": row [1] \
+             of t cannot be inserted"
+        ) && stderr.contains("The next sync brings them again"),
+        "{stderr}"
+    );
+    let applied: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(applied["refused"][0]["table"], "t", "{applied}");
+    assert_eq!(todos(&b), 1, "the other table merged");
+    // Once the peer's rows carry the column, the next file brings them whole.
+    run(
+        &a,
+        &[
+            "sql",
+            "ALTER TABLE t ADD COLUMN b TEXT NOT NULL DEFAULT 'd'; UPDATE t SET b = 'given'",
+        ],
+    );
+    let (applied, _) = exchange(dir.path(), &a, &b);
+    assert_eq!(applied["refused"], serde_json::json!([]), "{applied}");
+    assert_eq!(json(&b, "SELECT a || b AS v FROM t")[0]["v"], "xgiven");
+}
+
+#[test]
 fn apply_and_status_name_the_tables_and_columns_left_out() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (setup(dir.path(), "a.db", 0), setup(dir.path(), "b.db", 0));

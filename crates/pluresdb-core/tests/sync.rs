@@ -102,6 +102,14 @@ fn synced_pair(schema: &str, synced: &[&str], on_a: &str) -> (Database, Database
 }
 
 /// An in-memory database with the tables of `schema`, `synced` of them synced.
+/// Why `table`'s changes were refused by the merge that gave `report`; fails the test when
+/// they were not (or another table's were).
+fn refused(report: &pluresdb_core::ApplyReport, table: &str) -> String {
+    assert_eq!(report.refused.len(), 1, "{report:?}");
+    assert_eq!(report.refused[0].table, table, "{report:?}");
+    report.refused[0].reason.clone()
+}
+
 fn with_synced(schema: &str, synced: &[&str]) -> Database {
     let db = Database::open_in_memory().unwrap();
     db.exec(schema).unwrap();
@@ -686,15 +694,11 @@ fn a_table_keyed_by_other_columns_on_the_peer_is_refused_saying_so() {
     b.exec("INSERT INTO t VALUES ('i2', 'c2', 'x2')").unwrap();
     let before = dump(&b);
     let changes = a.changes_since(0, None).unwrap().changes;
-    let err = b.apply_changes(&changes).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let message = refused(&b.apply_changes(&changes).unwrap(), "t");
     assert!(
-        err.message()
-            .contains("column CODE is part of the primary key of table \"t\" here")
-            && err
-                .message()
-                .contains("give the table the same primary key on every device"),
-        "{err}"
+        message.contains("column CODE is part of the primary key of table \"t\" here")
+            && message.contains("give the table the same primary key on every device"),
+        "{message}"
     );
     assert_eq!(dump(&b), before);
     // Keyed by more columns here: the error says so too.
@@ -702,12 +706,12 @@ fn a_table_keyed_by_other_columns_on_the_peer_is_refused_saying_so() {
         "CREATE TABLE t(id TEXT NOT NULL, code TEXT NOT NULL, x TEXT, PRIMARY KEY (id, code))",
         &["t"],
     );
-    let err = c.apply_changes(&changes).unwrap_err();
+    let message = refused(&c.apply_changes(&changes).unwrap(), "t");
     assert!(
-        err.message().contains(
+        message.contains(
             "the peer keys table \"t\" by 1 column, and this database by 2 columns (id, code)"
         ),
-        "{err}"
+        "{message}"
     );
 }
 
@@ -3638,16 +3642,14 @@ fn a_new_row_merged_without_a_not_null_column_is_refused_saying_which_and_why() 
         .filter(|c| &*c.field != "b")
         .cloned()
         .collect();
-    let err = b.apply_changes(&without_b).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Constraint);
-    let message = err.message();
+    let message = refused(&b.apply_changes(&without_b).unwrap(), "strict");
     assert!(
         message.contains("column \"b\"") && message.contains("NOT NULL without a DEFAULT"),
-        "{err}"
+        "{message}"
     );
     assert!(
         message.contains("all the changes of a row in one call"),
-        "{err}"
+        "{message}"
     );
     assert_eq!(
         b.value("SELECT count(*) FROM strict", ()).unwrap(),
@@ -3667,12 +3669,12 @@ fn a_new_row_merged_without_a_not_null_column_is_refused_saying_which_and_why() 
         c.value = Some(Value::Null);
         c.version.hlc = pluresdb_core::Hlc::from_u64(c.version.hlc.as_u64() + 1);
     }
-    let err = b.apply_changes(&null).unwrap_err();
+    let message = refused(&b.apply_changes(&null).unwrap(), "strict");
     assert!(
-        err.message().contains("writing row [\"r\"] of strict")
-            && !err.message().contains("DEFAULT"),
-        "{err}"
+        message.contains("writing row [\"r\"] of strict") && !message.contains("DEFAULT"),
+        "{message}"
     );
+    assert_eq!(dump(&a), dump(&b), "nothing of the refused changes merged");
 }
 
 /// Writes `nodes` into `db` one `update_node` at a time (in one transaction), or with
@@ -4075,8 +4077,14 @@ fn a_key_the_table_here_would_store_as_another_value_is_refused_and_nothing_chan
             ),
             None => "a key part is NaN".to_owned(),
         };
-        let err = b.apply_changes(&row(table, key.clone(), x())).unwrap_err();
-        assert!(err.message().contains(&why), "{table} {key:?}: {err}");
+        // A key that is not a value at all fails the batch; another key type refuses the
+        // table's changes (the rest of a batch would merge).
+        let merged = b.apply_changes(&row(table, key.clone(), x()));
+        let message = match declared {
+            Some(_) => refused(&merged.unwrap(), table),
+            None => merged.unwrap_err().to_string(),
+        };
+        assert!(message.contains(&why), "{table} {key:?}: {message}");
         assert_eq!(dump(&b), before, "nothing applied for {table} {key:?}");
     }
     // A NaN value would be stored as NULL.
@@ -4114,6 +4122,66 @@ fn a_key_the_table_here_would_store_as_another_value_is_refused_and_nothing_chan
 }
 
 #[test]
+fn a_table_that_cannot_take_the_peers_rows_does_not_stop_the_rest_of_the_batch() {
+    // One table's NOT NULL column (without a DEFAULT) that the peer's table lacks failed the
+    // whole batch: no other table, no node merged until the tables matched.
+    let a = with_synced(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT);
+         CREATE TABLE u(id INTEGER PRIMARY KEY, v TEXT)",
+        &["t", "u"],
+    );
+    let b_schema = "CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, b TEXT NOT NULL);
+                    CREATE TABLE u(id INTEGER PRIMARY KEY, v TEXT)";
+    a.exec(
+        "INSERT INTO u VALUES (1, 'before'); INSERT INTO t VALUES (1, 'x');
+         INSERT INTO u VALUES (2, 'after')",
+    )
+    .unwrap();
+    a.put("n1", &json!({"x": 1})).unwrap();
+    let changes = a.changes_since(0, None).unwrap().changes;
+    let merged_all_but_t = |db: &Database, report: &pluresdb_core::ApplyReport| {
+        let why = refused(report, "t");
+        assert!(why.contains("NOT NULL without a DEFAULT"), "{why}");
+        assert_eq!(
+            db.value("SELECT count(*) FROM u", ()).unwrap(),
+            Value::Integer(2)
+        );
+        assert_eq!(
+            db.value("SELECT count(*) FROM t", ()).unwrap(),
+            Value::Integer(0)
+        );
+        assert!(db.get_node("n1").unwrap().is_some());
+        // t's row is 2 changes (its creation and a); everything else won.
+        assert_eq!(report.applied as usize, changes.len() - 2, "{report:?}");
+    };
+    let b = with_synced(b_schema, &["t", "u"]);
+    let report = b.apply_changes_from(a.site_id(), &changes).unwrap();
+    merged_all_but_t(&b, &report);
+    // In a caller's transaction, only its savepoint starts over.
+    let c = with_synced(b_schema, &["t", "u"]);
+    c.transaction(|tx| {
+        tx.exec("CREATE TABLE mine(x)")?;
+        let report = tx.apply_changes(&changes)?;
+        merged_all_but_t(tx, &report);
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+    assert!(c.value("SELECT count(*) FROM mine", ()).is_ok());
+    // The peer's table gains the column: the row merges whole.
+    a.exec("ALTER TABLE t ADD COLUMN b TEXT NOT NULL DEFAULT 'filled'")
+        .unwrap();
+    a.run("UPDATE t SET b = 'given'", ()).unwrap();
+    let report = b
+        .apply_changes_from(a.site_id(), &a.changes_since(0, None).unwrap().changes)
+        .unwrap();
+    assert!(report.refused.is_empty(), "{report:?}");
+    assert_eq!(
+        b.value("SELECT a || b FROM t", ()).unwrap(),
+        Value::Text("xgiven".into())
+    );
+}
+
+#[test]
 fn a_refused_batch_leaves_the_clock_where_it_was() {
     let b = Database::open_in_memory().unwrap();
     b.exec("CREATE TABLE counts(id TEXT PRIMARY KEY NOT NULL, n INTEGER) STRICT")
@@ -4132,14 +4200,15 @@ fn a_refused_batch_leaves_the_clock_where_it_was() {
         ),
         cl: 1,
     };
-    let err = b
+    let report = b
         .apply_changes(&[
             change("", None),
             change("n", Some(Value::Text("many".into()))),
         ])
-        .unwrap_err();
-    assert!(err.message().contains("cannot store TEXT value"), "{err}");
-    // The refused batch's clock was observed all the same: this write was stamped 5 minutes
+        .unwrap();
+    let message = refused(&report, "counts");
+    assert!(message.contains("cannot store TEXT value"), "{message}");
+    // The refused changes' clock was observed all the same: this write was stamped 5 minutes
     // ahead, and would win over later writes elsewhere.
     b.put("after", &json!({})).unwrap();
     let stamped = b.get_node("after").unwrap().unwrap().updated_at.millis();

@@ -109,6 +109,8 @@ impl Applier {
             // The last row received, until the rest of it (or the end of the set) arrives; a
             // session that ends before then drops it: the peer sends it again next time.
             let mut held = Vec::new();
+            // A table refused the peer's changes: no later resume point is recorded past them.
+            let mut refused = false;
             'jobs: while let Some(mut job) = queue.blocking_recv() {
                 if let Err(e) = map_keys(&db, &mut job) {
                     let _ = done.send(Err(e));
@@ -145,10 +147,11 @@ impl Applier {
                 if !ends_whole {
                     held = split_off_last_row(&mut changes);
                 }
-                let merged = match &point {
+                let merged = match point.as_ref().filter(|_| !refused) {
                     Some(point) => db.apply_changes_resumable(from, &changes, point, resets_seen),
                     None => merge(&db, from, &changes),
                 };
+                refused |= matches!(&merged, Ok(report) if !report.refused.is_empty());
                 let merged = merged.map(|report| Merged {
                     batches,
                     changes: taken,

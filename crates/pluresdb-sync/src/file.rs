@@ -397,7 +397,9 @@ pub fn apply_file(
                     &SyncProgress {
                         address,
                         received: out.report.received,
-                        cursor: out.gap.is_none().then_some(db_version),
+                        // (Not past refused changes: the next file brings them again.)
+                        cursor: (out.gap.is_none() && out.report.refused.is_empty())
+                            .then_some(db_version),
                         // What the writer said it has of this database.
                         acked: Some(has_ours),
                         confirm_through: out.report.noted,

@@ -14,8 +14,8 @@ pub mod net;
 mod notes;
 mod session;
 
-pub use notes::{left_out_note, waiting_note};
+pub use notes::{left_out_note, refused_error, waiting_note};
 pub use session::{
-    OnProgress, OnSessionEnd, PEER_STOPPED, Progress, SessionOptions, SessionReport, Stop,
-    answer_session, run_session,
+    OnProgress, OnSessionEnd, PEER_STOPPED, Progress, SessionEndFn, SessionOptions, SessionReport,
+    Stop, answer_session, run_session,
 };

@@ -12,7 +12,7 @@ use tokio_tungstenite::{accept_async_with_config, connect_async_with_config};
 
 use pluresdb_core::{Database, Error, ErrorKind, Result};
 
-use crate::notes::left_out_note;
+use crate::notes::{left_out_note, refused_error};
 use crate::session::{SessionOptions, SessionReport, answer_session, session, ws_error};
 
 /// Accepts sync sessions on `listener` until `opts.stop` is stopped (or the future is
@@ -74,6 +74,9 @@ pub async fn serve(db: Database, listener: TcpListener, opts: SessionOptions) ->
 fn note_merged(addr: SocketAddr, report: &SessionReport) {
     if let Some(note) = left_out_note(report.skipped, &report.left_out) {
         eprintln!("pluresdb: sync with {addr}: {note}");
+    }
+    if let Some(e) = refused_error(&report.refused) {
+        eprintln!("pluresdb: sync with {addr}: {e}");
     }
 }
 

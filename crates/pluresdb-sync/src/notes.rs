@@ -1,7 +1,7 @@
 //! What a user should hear of merges: changes left out for tables or columns this database
-//! lacks, and which of those it still waits for.
+//! lacks, which of those it still waits for, and tables that refused changes.
 
-use pluresdb_core::Refetch;
+use pluresdb_core::{Error, ErrorKind, Refetch, Refused};
 
 /// Names listed in a note before "and N more".
 const NAMES_SHOWN: usize = 8;
@@ -46,6 +46,28 @@ pub fn waiting_note(waiting: &[Refetch]) -> Option<String> {
         "changes of {}, which this database does not sync or have; once it does, the next \
          sync asks for them again",
         names.join(", ")
+    ))
+}
+
+/// The error telling which tables refused the peer's changes (`refused`), if any: what was
+/// wrong with each, and that the rest merged and the next sync brings them again.
+pub fn refused_error(refused: &[Refused]) -> Option<Error> {
+    if refused.is_empty() {
+        return None;
+    }
+    let tables: Vec<String> = refused.iter().map(Refused::to_string).collect();
+    Some(Error::new(
+        ErrorKind::Constraint,
+        format!(
+            "the changes of {} were not merged (all others were): {}. The next sync brings \
+             them again, and they merge once the table matches the peer's",
+            if refused.len() == 1 {
+                "1 table".to_owned()
+            } else {
+                format!("{} tables", refused.len())
+            },
+            tables.join("; ")
+        ),
     ))
 }
 

@@ -17,8 +17,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use pluresdb_core::{
-    ApplyReport, Database, Error, ErrorKind, Refetch, Result, ResumePoint, SiteId, SyncProgress,
-    join_left_out,
+    ApplyReport, Database, Error, ErrorKind, Refetch, Refused, Result, ResumePoint, SiteId,
+    SyncProgress, join_left_out, join_refused,
 };
 
 use crate::applier::Applier;
@@ -56,17 +56,19 @@ pub struct SessionOptions {
     /// changes and after the peer's set merged (for a watching session, once per live
     /// exchange). `None`: nobody is told.
     pub on_progress: Option<OnProgress>,
-    /// Told when a session with a peer that said hello ends: what it did in all, and the
-    /// error it ended with. `None`: nobody is told.
+    /// Told when a session with a peer whose hello was accepted ends: what it did in all, and
+    /// the error it ended with (a peer refused at its hello, or a session still running when a
+    /// stopped server gives up waiting, is not told of). `None`: nobody is told.
     pub on_session_end: Option<OnSessionEnd>,
 }
 
 /// Ends sessions, and [`serve`](crate::net::serve), on request. A session stopped sends what
 /// it has queued, merges what it received, and closes the connection as the protocol says
 /// (its peer hears a close, not a dropped connection); it returns its report. A watching
-/// session first sends the changes committed before the stop that it has not sent yet (by
-/// another process since it last looked, say) and waits for the peer to confirm them, up to
-/// 2 s. Clones stop together.
+/// session whose peer's hello and `Resume` came first sends the changes committed before the
+/// stop that it has not sent yet (by another process since it last looked, say) and waits for
+/// the peer to confirm them, up to 2 s (a peer stopping at the same time may leave them
+/// unconfirmed: the next session sends them again). Clones stop together.
 #[derive(Clone, Debug)]
 pub struct Stop(Arc<tokio::sync::watch::Sender<bool>>);
 
@@ -174,6 +176,9 @@ pub struct SessionReport {
     /// The session was ended by [`Stop`] (a session that was not watching may not have
     /// finished).
     pub stopped: bool,
+    /// Tables whose changes from the peer were refused (see [`ApplyReport::refused`]): the
+    /// peer's cursor was not recorded, so the next session receives them again.
+    pub refused: Vec<Refused>,
 }
 
 impl SessionReport {
@@ -188,6 +193,7 @@ impl SessionReport {
         self.trigger_writes += later.trigger_writes;
         self.reconnected += later.reconnected;
         self.stopped |= later.stopped;
+        self.refused = join_refused(std::mem::take(&mut self.refused), later.refused);
     }
 }
 
@@ -454,7 +460,13 @@ where
     // what the peer sent meanwhile is read (and left) up to its answering Close: a connection
     // dropped with data unread ends with a reset, which the peer reports as an error.
     let outbox = std::mem::take(&mut session.outbox);
-    let _ = tokio::time::timeout(FINAL_FLUSH.min(opts.timeout), async {
+    // (A stopped session has less time: a stopped server waits 5 s for all of its sessions.)
+    let flush_for = if session.report.stopped {
+        STOP_FLUSH
+    } else {
+        FINAL_FLUSH
+    };
+    let _ = tokio::time::timeout(flush_for.min(opts.timeout), async {
         for message in outbox {
             if sink.feed(message).await.is_err() {
                 return;
@@ -594,9 +606,11 @@ async fn sleep_until_some(at: Option<Instant>) {
 }
 
 /// How long a stopped watching session goes on sending what was committed before the stop
-/// (a server's stop waits for its sessions up to 5 s; a large set is cut short, and the next
-/// session sends the rest).
+/// (a large set is cut short, and the next session sends the rest), and how long a stopped
+/// session's last messages may take to leave: with the merge of what arrived, within the 5 s
+/// a stopped server waits for its sessions.
 const STOP_SEND: Duration = Duration::from_secs(2);
+const STOP_FLUSH: Duration = Duration::from_secs(2);
 
 /// How long the last messages of a session may take to leave (a peer that stopped reading
 /// does not hold the session open).
@@ -875,6 +889,8 @@ impl Session<'_> {
         self.report.left_out =
             join_left_out(std::mem::take(&mut self.report.left_out), merged.left_out);
         self.report.trigger_writes += merged.trigger_writes;
+        self.report.refused =
+            join_refused(std::mem::take(&mut self.report.refused), merged.refused);
     }
 
     /// Queues a message for the peer.
@@ -927,6 +943,8 @@ impl Session<'_> {
         let Some(peer) = self.peer else {
             return Ok(());
         };
+        // Not past changes refused here: the next session receives them again.
+        let cursor = cursor.filter(|_| self.report.refused.is_empty());
         self.db.record_sync(
             peer,
             &SyncProgress {

@@ -75,6 +75,11 @@ pub struct ApplyReport {
     /// [`Database::apply_changes_from`]; the latest of several merges): what
     /// [`SyncProgress::confirm_through`](crate::SyncProgress::confirm_through) takes.
     pub noted: Option<u64>,
+    /// Tables whose changes were refused: none of this batch's changes of such a table merged,
+    /// and every other change did. A peer's cursor is not to be recorded past them (sync
+    /// sessions and change files do not), so the next sync sends them again: they merge once
+    /// the table here (or the peer's) is fixed. At most [`MAX_REFUSED`], sorted.
+    pub refused: Vec<Refused>,
 }
 
 impl std::ops::AddAssign for ApplyReport {
@@ -88,11 +93,71 @@ impl std::ops::AddAssign for ApplyReport {
         self.left_out = join_left_out(std::mem::take(&mut self.left_out), other.left_out);
         self.trigger_writes += other.trigger_writes;
         self.noted = self.noted.max(other.noted);
+        self.refused = join_refused(std::mem::take(&mut self.refused), other.refused);
     }
+}
+
+/// A synced table whose changes from a peer a merge refused: this database cannot store
+/// them (its key differs from the peer's, or a constraint or trigger rejects a row).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct Refused {
+    /// The table's name.
+    pub table: String,
+    /// What was wrong, and how to fix it.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Refused {
+    /// `table "t": reason`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "table {:?}: {}", self.table, self.reason)
+    }
+}
+
+/// Most tables one merge refuses; a batch with more fails with the error of the next.
+pub const MAX_REFUSED: usize = 16;
+
+/// Adds `table` to the tables `refused` (once), failing when more than [`MAX_REFUSED`] are.
+fn refuse(refused: &mut Vec<Refused>, table: &str, reason: String) -> Result<()> {
+    if refused.iter().any(|r| r.table == table) {
+        return Ok(());
+    }
+    if refused.len() >= MAX_REFUSED {
+        return Err(Error::invalid(format!(
+            "more than {MAX_REFUSED} tables refused the peer's changes; the next: table \
+             {table:?}: {reason}"
+        )));
+    }
+    refused.push(Refused {
+        table: table.to_owned(),
+        reason,
+    });
+    Ok(())
+}
+
+/// What a merge of groups takes besides them (see `Database::merge_groups`).
+struct Merging<'a> {
+    received: u64,
+    skipped: u64,
+    skipped_tables: &'a std::collections::BTreeSet<&'a str>,
+    dropped: &'a std::collections::BTreeSet<u32>,
+    newest: Option<Hlc>,
+    from: Option<SiteId>,
+    point: Option<(&'a ResumePoint, u64)>,
 }
 
 /// Most tables and columns an [`ApplyReport`] names as left out.
 pub const MAX_LEFT_OUT_NAMED: usize = 64;
+
+/// The refused tables of `a` and `b`, sorted, each table once (its first reason), at most
+/// [`MAX_REFUSED`].
+pub fn join_refused(mut a: Vec<Refused>, b: Vec<Refused>) -> Vec<Refused> {
+    a.extend(b);
+    a.sort_unstable();
+    a.dedup_by(|x, y| x.table == y.table);
+    a.truncate(MAX_REFUSED);
+    a
+}
 
 /// The tables and columns of `a` and `b`, sorted, each once, at most [`MAX_LEFT_OUT_NAMED`].
 pub fn join_left_out(mut a: Vec<Refetch>, b: Vec<Refetch>) -> Vec<Refetch> {
@@ -202,6 +267,8 @@ impl Database {
             repl.with_collections(conn, |colls| Ok(in_local_case(colls, changes)))
         })?;
         let mut skipped = 0;
+        // Tables whose changes are refused (see `ApplyReport::refused`).
+        let mut refused: Vec<Refused> = Vec::new();
         // Tables of skipped changes, and those of them synced but dropped here (by id).
         let mut skipped_tables = std::collections::BTreeSet::new();
         let mut dropped = std::collections::BTreeSet::new();
@@ -224,10 +291,17 @@ impl Database {
                 let mut newest = None;
                 let mut last: Option<usize> = None;
                 for (i, ch) in changes.iter().enumerate() {
-                    let Some(coll) = validate(colls, ch).map_err(|e| e.context(context(i)))? else {
-                        skipped += 1;
-                        skipped_tables.insert(&*ch.collection);
-                        continue;
+                    let coll = match validate(colls, ch).map_err(|e| e.context(context(i)))? {
+                        Checked::Merge(coll) => coll,
+                        Checked::LeftOut => {
+                            skipped += 1;
+                            skipped_tables.insert(&*ch.collection);
+                            continue;
+                        }
+                        Checked::Refused(reason) => {
+                            refuse(&mut refused, &ch.collection, reason)?;
+                            continue;
+                        }
                     };
                     if newest.is_none_or(|(_, hlc)| ch.version.hlc > hlc) {
                         newest = Some((i, ch.version.hlc));
@@ -271,8 +345,60 @@ impl Database {
                 Ok((order, newest.map(|(_, hlc)| hlc)))
             })
         })?;
+        // A table whose rows this database cannot store (a constraint, a trigger refusing
+        // them) has its changes refused; the merge starts over without them.
+        loop {
+            let mut refusing = None;
+            let merged = self.merge_groups(
+                &repl,
+                &groups,
+                &refused,
+                &mut refusing,
+                Merging {
+                    received: changes.len() as u64,
+                    skipped,
+                    skipped_tables: &skipped_tables,
+                    dropped: &dropped,
+                    newest,
+                    from,
+                    point,
+                },
+            );
+            match (merged, refusing) {
+                (Ok(mut report), _) => {
+                    refused.sort_unstable();
+                    report.refused = refused;
+                    return Ok(report);
+                }
+                (Err(_), Some((table, reason))) if refused.len() < MAX_REFUSED => {
+                    refuse(&mut refused, &table, reason)?;
+                }
+                (Err(e), _) => return Err(e),
+            }
+        }
+    }
+
+    /// Merges `groups` but those of the tables `refused` in one transaction. A row of a table
+    /// that fails to be written names its table and reason in `refusing`.
+    fn merge_groups(
+        &self,
+        repl: &Arc<Replication>,
+        groups: &[Group<'_>],
+        refused: &[Refused],
+        refusing: &mut Option<(String, String)>,
+        m: Merging<'_>,
+    ) -> Result<ApplyReport> {
+        let Merging {
+            received,
+            skipped,
+            skipped_tables,
+            dropped,
+            newest,
+            from,
+            point,
+        } = m;
         let mut report = ApplyReport {
-            received: changes.len() as u64,
+            received,
             skipped,
             ..ApplyReport::default()
         };
@@ -282,10 +408,10 @@ impl Database {
                 repl.settle_clock(conn)?;
                 let trigger_writes = repl.trigger_writes.load(Ordering::Relaxed);
                 repl.suppress.store(true, Ordering::Release);
-                let _suppress = Suppress(&repl);
+                let _suppress = Suppress(repl);
                 let _checks = ChecksOff::new(conn)?;
                 let mut batch = Batch {
-                    repl: &repl,
+                    repl,
                     seq: None,
                     sql: TableSql::default(),
                     sites: Vec::new(),
@@ -303,12 +429,21 @@ impl Database {
                 };
                 // A dropped table's sync records describe rows it no longer has: were they kept,
                 // a table made again under that name would never receive those rows.
-                for &id in &dropped {
+                for &id in dropped {
                     conn.prepare_cached("DELETE FROM _pluresdb_clock WHERE tbl = ?1")?
                         .execute([i64::from(id)])?;
                 }
-                for group in &groups {
-                    merge_row(db, conn, &mut batch, group, &mut report)?;
+                for group in groups {
+                    if refused.iter().any(|r| *r.table == *group.coll.name) {
+                        continue;
+                    }
+                    merge_row(db, conn, &mut batch, group, &mut report).inspect_err(|e| {
+                        if matches!(group.coll.kind, Kind::Table(_))
+                            && e.kind() == ErrorKind::Constraint
+                        {
+                            *refusing = Some((group.coll.name.clone(), e.message().to_owned()));
+                        }
+                    })?;
                 }
                 report.trigger_writes =
                     repl.trigger_writes.load(Ordering::Relaxed) - trigger_writes;
@@ -332,7 +467,8 @@ impl Database {
                     received::record(conn, seq, repl.site_index(conn, peer)?)?;
                     report.noted = Some(seq);
                 }
-                if let (Some(peer), Some((point, resets))) = (from, point) {
+                // (Not past refused changes: the peer sends them again from its cursor.)
+                if let (Some(peer), Some((point, resets)), true) = (from, point, refused.is_empty()) {
                     resume::record(conn, peer, resets, point)?;
                 }
                 // A merge that changed nothing takes no `db_version` (applying a batch again
@@ -399,18 +535,28 @@ fn in_local_case<'c>(
     renamed.map_or(std::borrow::Cow::Borrowed(changes), std::borrow::Cow::Owned)
 }
 
+/// What [`validate`] makes of a change.
+enum Checked<'a> {
+    /// To merge into this collection.
+    Merge(&'a Arc<Collection>),
+    /// Of a table this database does not sync (or no longer has): left out.
+    LeftOut,
+    /// Of a table whose key differs here: its changes are refused (see
+    /// [`ApplyReport::refused`]), for this reason.
+    Refused(String),
+}
+
 /// Checks one change (all but its clock, which [`Database::apply_changes`] checks once for
-/// the newest of the batch); `None` for a change to a table this database does not sync (or
-/// no longer has), which is left out.
+/// the newest of the batch).
 fn validate<'a>(
     colls: &'a super::collections::Collections,
     ch: &ChangeRecord,
-) -> Result<Option<&'a Arc<Collection>>> {
+) -> Result<Checked<'a>> {
     let Some(coll) = colls.by_name(&ch.collection) else {
         if ch.collection.len() > MAX_FIELD_BYTES {
             return Err(Error::invalid("table name too long"));
         }
-        return Ok(None);
+        return Ok(Checked::LeftOut);
     };
     if ch.cl == 0 {
         return Err(Error::invalid("causal length 0 is not valid"));
@@ -532,24 +678,7 @@ fn validate<'a>(
         }
         Kind::Table(info) => {
             if !info.exists {
-                return Ok(None);
-            }
-            if ch.key.len() != info.pk.len() {
-                let columns = |n: usize| {
-                    if n == 1 {
-                        "1 column".to_owned()
-                    } else {
-                        format!("{n} columns")
-                    }
-                };
-                return Err(Error::invalid(format!(
-                    "the peer keys table {:?} by {}, and this database by {} ({}); give the \
-                     table the same primary key on every device",
-                    ch.collection,
-                    columns(ch.key.len()),
-                    columns(info.pk.len()),
-                    info.pk.join(", ")
-                )));
+                return Ok(Checked::LeftOut);
             }
             if ch.key.iter().any(Value::is_null) {
                 return Err(Error::invalid(format!(
@@ -558,39 +687,65 @@ fn validate<'a>(
                     info.pk.join(", ")
                 )));
             }
-            // A key stored converted would write another row than the one whose sync record
-            // the merge keeps (a peer whose key column has another type sent it); a rowid
-            // takes no text or blob at all.
-            let converted = info.pk.iter().zip(&info.pk_types).zip(ch.key.iter());
-            for ((column, declared), key) in converted {
-                let not_rowid = info.rowid_key && !matches!(key, Value::Integer(_));
-                if not_rowid || !affinity::stored_as_is(declared, key) {
-                    return Err(Error::invalid(format!(
-                        "column {column} ({declared}) here would not store the key {} as it \
-                         is: the peer's table {:?} declares its key differently; give the \
-                         table the same primary key, of the same types, on every device",
-                        key.to_json(),
-                        ch.collection
-                    )));
-                }
-            }
             if !ch.field.is_empty() && ch.value.is_none() {
                 return Err(Error::invalid("a column change needs a value"));
             }
-            // Keyed by other columns there, the peer's rows would land on wrong keys here.
-            if !ch.field.is_empty() && info.pk.iter().any(|k| k.eq_ignore_ascii_case(&ch.field)) {
-                return Err(Error::invalid(format!(
-                    "column {} is part of the primary key of table {:?} here ({}), and the \
-                     peer sends it as an ordinary column: its table is keyed by other columns; \
-                     give the table the same primary key on every device",
-                    ch.field,
-                    ch.collection,
-                    info.pk.join(", ")
-                )));
+            if let Some(why) = key_differs(info, ch) {
+                return Ok(Checked::Refused(why));
             }
         }
     }
-    Ok(Some(coll))
+    Ok(Checked::Merge(coll))
+}
+
+/// Why the peer's table of `ch` cannot merge into this one, whose key differs (other
+/// columns, or other types): its rows would land on other keys here.
+fn key_differs(info: &TableInfo, ch: &ChangeRecord) -> Option<String> {
+    if ch.key.len() != info.pk.len() {
+        let columns = |n: usize| {
+            if n == 1 {
+                "1 column".to_owned()
+            } else {
+                format!("{n} columns")
+            }
+        };
+        return Some(format!(
+            "the peer keys table {:?} by {}, and this database by {} ({}); give the \
+             table the same primary key on every device",
+            ch.collection,
+            columns(ch.key.len()),
+            columns(info.pk.len()),
+            info.pk.join(", ")
+        ));
+    }
+    // A key stored converted would write another row than the one whose sync record
+    // the merge keeps (a peer whose key column has another type sent it); a rowid
+    // takes no text or blob at all.
+    let converted = info.pk.iter().zip(&info.pk_types).zip(ch.key.iter());
+    for ((column, declared), key) in converted {
+        let not_rowid = info.rowid_key && !matches!(key, Value::Integer(_));
+        if not_rowid || !affinity::stored_as_is(declared, key) {
+            return Some(format!(
+                "column {column} ({declared}) here would not store the key {} as it \
+                 is: the peer's table {:?} declares its key differently; give the \
+                 table the same primary key, of the same types, on every device",
+                key.to_json(),
+                ch.collection
+            ));
+        }
+    }
+    // Keyed by other columns there, the peer's rows would land on wrong keys here.
+    if !ch.field.is_empty() && info.pk.iter().any(|k| k.eq_ignore_ascii_case(&ch.field)) {
+        return Some(format!(
+            "column {} is part of the primary key of table {:?} here ({}), and the \
+             peer sends it as an ordinary column: its table is keyed by other columns; \
+             give the table the same primary key on every device",
+            ch.field,
+            ch.collection,
+            info.pk.join(", ")
+        ));
+    }
+    None
 }
 
 /// The row's state while its changes are merged.

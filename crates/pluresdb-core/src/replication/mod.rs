@@ -55,7 +55,9 @@ pub(crate) use keys::pack as pack_key_refs;
 pub(crate) use keys::pack_values as pack_key;
 pub(crate) use state::Replication;
 
-pub use apply::{ApplyReport, MAX_LEFT_OUT_NAMED, join_left_out};
+pub use apply::{
+    ApplyReport, MAX_LEFT_OUT_NAMED, MAX_REFUSED, Refused, join_left_out, join_refused,
+};
 pub use extract::ChangeSet;
 pub use history::NodeVersion;
 pub use peers::{PeerStatus, SyncProgress};
