@@ -187,11 +187,13 @@ pub fn serve_cmd(
 ) -> Result<()> {
     // Each exchange with each peer, as it happens.
     let on_progress = OnProgress(Arc::new(move |p: &Progress| {
-        say(&if json_out {
-            exchange_json(p).to_string()
+        if json_out {
+            say(&exchange_json(p).to_string());
         } else {
-            format!("{}: {}", p.peer, exchange_line(p))
-        });
+            for line in exchange_lines(p) {
+                say(&format!("{}: {line}", p.peer));
+            }
+        }
     }));
     // And each session's totals as it ends (its error goes to standard error too).
     let on_session_end = OnSessionEnd(Arc::new(move |r: &SessionReport, error: Option<&Error>| {
@@ -287,7 +289,17 @@ fn counted(n: u64, thing: &str) -> String {
 }
 
 /// One exchange of a watch, as `sync --watch` prints it: "sent 2 changes", "received 5
-/// changes (4 applied)", or both.
+/// changes (4 applied)", or both; then a line per table that refused the peer's changes.
+fn exchange_lines(p: &Progress) -> Vec<String> {
+    let counts = (p.sent + p.received > 0).then(|| exchange_line(p));
+    let refused = p
+        .refused
+        .iter()
+        .map(|r| format!("refused, {r}; the rest merged, and the next sync brings them again"));
+    counts.into_iter().chain(refused).collect()
+}
+
+/// The counts of one exchange (see [`exchange_lines`]).
 fn exchange_line(p: &Progress) -> String {
     let received = format!(
         "received {} ({} applied)",
@@ -303,7 +315,7 @@ fn exchange_line(p: &Progress) -> String {
 
 /// One exchange as a JSON line (`serve --json`, `sync --watch --json`).
 fn exchange_json(p: &Progress) -> serde_json::Value {
-    json!({"peer": p.peer.to_string(), "sent": p.sent, "received": p.received, "applied": p.applied})
+    json!({"peer": p.peer.to_string(), "sent": p.sent, "received": p.received, "applied": p.applied, "refused": p.refused})
 }
 
 /// `pluresdb sync URL [--watch]`. With `--watch --json` its output is JSON lines: one object
@@ -319,11 +331,11 @@ pub fn sync_cmd(
     // A watch says what each exchange did, as it happens (the totals come at the end).
     let on_progress = watch.then(|| {
         OnProgress(Arc::new(move |p: &Progress| {
-            say(&if json_out {
-                exchange_json(p).to_string()
+            if json_out {
+                say(&exchange_json(p).to_string());
             } else {
-                exchange_line(p)
-            })
+                exchange_lines(p).iter().for_each(|line| say(line));
+            }
         }))
     });
     let opts = SessionOptions {
@@ -549,6 +561,15 @@ pub fn status(db: &Database, json_out: bool) -> Result<()> {
              it stopped",
             peer.site
         )?;
+    }
+    for peer in &peers {
+        for refused in &peer.refused {
+            writeln!(
+                out,
+                "changes from {} refused, {refused}; the next sync brings them again",
+                peer.site
+            )?;
+        }
     }
     for peer in peers.iter().filter(|p| !p.asks_again.is_empty()) {
         let names: Vec<String> = peer.asks_again.iter().map(ToString::to_string).collect();

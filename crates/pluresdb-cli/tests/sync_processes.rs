@@ -259,6 +259,21 @@ fn apply_merges_the_rest_when_one_table_refuses_and_fails_naming_it() {
     let applied: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(applied["refused"][0]["table"], "t", "{applied}");
     assert_eq!(todos(&b), 1, "the other table merged");
+    // The status says so until the peer's changes merge whole.
+    let status = run(&b, &["sync", "--status"]);
+    assert!(
+        status.contains(&format!(
+            "changes from {} refused, table \"t\": row [1]",
+            site_of(&a)
+        )),
+        "{status}"
+    );
+    let refused_now = || -> Value {
+        let status: Value =
+            serde_json::from_str(&run(&b, &["--json", "sync", "--status"])).unwrap();
+        status["peers"][0]["refused"].clone()
+    };
+    assert_eq!(refused_now()[0]["table"], "t");
     // Once the peer's rows carry the column, the next file brings them whole.
     run(
         &a,
@@ -270,6 +285,7 @@ fn apply_merges_the_rest_when_one_table_refuses_and_fails_naming_it() {
     let (applied, _) = exchange(dir.path(), &a, &b);
     assert_eq!(applied["refused"], serde_json::json!([]), "{applied}");
     assert_eq!(json(&b, "SELECT a || b AS v FROM t")[0]["v"], "xgiven");
+    assert_eq!(refused_now(), serde_json::json!([]));
 }
 
 #[test]
@@ -990,6 +1006,66 @@ fn a_watch_and_its_server_print_each_exchange_as_it_happens() {
     assert_eq!(
         next_line(&served),
         format!("{b_site}: session ended: sent 3 changes, received 6 (6 applied)")
+    );
+    interrupt(&server);
+    let _ = exits(server);
+}
+
+#[test]
+fn a_watch_says_when_a_table_refuses_the_peers_changes_and_syncs_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (setup(dir.path(), "a.db", 0), setup(dir.path(), "b.db", 0));
+    run(
+        &a,
+        &[
+            "sql",
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT); SELECT pluresdb_sync_table('t')",
+        ],
+    );
+    run(
+        &b,
+        &[
+            "sql",
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, b TEXT NOT NULL);
+             SELECT pluresdb_sync_table('t')",
+        ],
+    );
+    let (server, url) = serve_logging(&a, &[], Stdio::null());
+    let mut watcher = watch(&b, &url, Stdio::piped());
+    let watched = lines_of(&mut watcher);
+    run(
+        &a,
+        &[
+            "sql",
+            "INSERT INTO t VALUES (1, 'x'); INSERT INTO todos VALUES ('t1', 'one', NULL)",
+        ],
+    );
+    // The exchange's line, then the refusal's, as it happens.
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.starts_with("refused")) {
+        lines.push(next_line(&watched));
+    }
+    let refusal = lines.last().unwrap();
+    assert!(
+        refusal.starts_with("refused, table \"t\": row [1] of t cannot be inserted")
+            && refusal.ends_with("the rest merged, and the next sync brings them again"),
+        "{lines:?}"
+    );
+    wait_until(
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        "the other table never synced",
+        || todos(&b) == 1,
+    );
+    interrupt(&watcher);
+    let (status, err) = exits(watcher);
+    assert!(
+        !status.success(),
+        "a refusal ends the watch with status 1: {err}"
+    );
+    assert!(
+        err.contains("the changes of 1 table were not merged"),
+        "{err}"
     );
     interrupt(&server);
     let _ = exits(server);

@@ -101,7 +101,6 @@ fn synced_pair(schema: &str, synced: &[&str], on_a: &str) -> (Database, Database
     (a, b)
 }
 
-/// An in-memory database with the tables of `schema`, `synced` of them synced.
 /// Why `table`'s changes were refused by the merge that gave `report`; fails the test when
 /// they were not (or another table's were).
 fn refused(report: &pluresdb_core::ApplyReport, table: &str) -> String {
@@ -110,8 +109,13 @@ fn refused(report: &pluresdb_core::ApplyReport, table: &str) -> String {
     report.refused[0].reason.clone()
 }
 
+/// An in-memory database with the tables of `schema`, `synced` of them synced.
 fn with_synced(schema: &str, synced: &[&str]) -> Database {
-    let db = Database::open_in_memory().unwrap();
+    synced_in(Database::open_in_memory().unwrap(), schema, synced)
+}
+
+/// `db` with the tables of `schema`, `synced` of them synced.
+fn synced_in(db: Database, schema: &str, synced: &[&str]) -> Database {
     db.exec(schema).unwrap();
     for t in synced {
         db.sync_table(t).unwrap();
@@ -4182,6 +4186,84 @@ fn a_table_that_cannot_take_the_peers_rows_does_not_stop_the_rest_of_the_batch()
 }
 
 #[test]
+fn a_refusal_inside_a_callers_transaction_keeps_its_sites_and_its_rollback() {
+    let a = with_synced(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT);
+         CREATE TABLE u(id INTEGER PRIMARY KEY, v TEXT)",
+        &["t", "u"],
+    );
+    a.exec("INSERT INTO u VALUES (1, 'x'); INSERT INTO t VALUES (1, 'x')")
+        .unwrap();
+    let changes = a.changes_since(0, None).unwrap().changes;
+    // The first attempt added the peer's site row, which the savepoint's rollback took back
+    // without telling: the retry stamped clocks with a site the file did not have.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let b = synced_in(
+        Database::open(&path).unwrap(),
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, b TEXT NOT NULL);
+         CREATE TABLE u(id INTEGER PRIMARY KEY, v TEXT)",
+        &["t", "u"],
+    );
+    b.transaction(|tx| {
+        refused(&tx.apply_changes_from(a.site_id(), &changes)?, "t");
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+    drop(b);
+    let b = Database::open(&path).unwrap();
+    let read = b.changes_since(0, None).unwrap().changes;
+    assert!(read.iter().any(|c| c.version.site == a.site_id()));
+    // A trigger's RAISE(ROLLBACK) undoes the caller's whole transaction: the call fails, and
+    // the caller's rollback leaves nothing (the merge did not go on committing by itself).
+    let c = with_synced(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT);
+         CREATE TABLE u(id INTEGER PRIMARY KEY, v TEXT);
+         CREATE TABLE mine(x);
+         CREATE TRIGGER no BEFORE INSERT ON t BEGIN SELECT RAISE(ROLLBACK, 'not here'); END",
+        &["t", "u"],
+    );
+    let out = c.transaction(|tx| {
+        tx.exec("INSERT INTO mine VALUES (1)")?;
+        tx.apply_changes(&changes)?;
+        tx.exec("INSERT INTO mine VALUES (2)")?;
+        Ok::<_, pluresdb_core::Error>(())
+    });
+    assert!(out.unwrap_err().message().contains("not here"));
+    assert_eq!(
+        c.value("SELECT count(*) FROM mine", ()).unwrap(),
+        Value::Integer(0)
+    );
+    assert_eq!(
+        c.value("SELECT count(*) FROM u", ()).unwrap(),
+        Value::Integer(0)
+    );
+}
+
+#[test]
+fn a_table_refused_under_another_case_of_its_name_merges_nothing() {
+    // Refused under the peer's spelling, the table's creations still merged here, onto
+    // the wrong key.
+    let a = with_synced(
+        "CREATE TABLE Items(name TEXT PRIMARY KEY NOT NULL, code TEXT)",
+        &["Items"],
+    );
+    let b = with_synced(
+        "CREATE TABLE items(code TEXT PRIMARY KEY NOT NULL, name TEXT)",
+        &["items"],
+    );
+    a.exec("INSERT INTO Items VALUES ('n1', 'c1')").unwrap();
+    let report = b
+        .apply_changes(&a.changes_since(0, None).unwrap().changes)
+        .unwrap();
+    refused(&report, "items");
+    assert_eq!(
+        b.value("SELECT count(*) FROM items", ()).unwrap(),
+        Value::Integer(0)
+    );
+}
+
+#[test]
 fn a_refused_batch_leaves_the_clock_where_it_was() {
     let b = Database::open_in_memory().unwrap();
     b.exec("CREATE TABLE counts(id TEXT PRIMARY KEY NOT NULL, n INTEGER) STRICT")
@@ -4200,16 +4282,30 @@ fn a_refused_batch_leaves_the_clock_where_it_was() {
         ),
         cl: 1,
     };
+    // With a change of another table that merges.
+    let other = ChangeRecord {
+        collection: NODES.into(),
+        key: vec![Value::Text("merged".into())].into(),
+        field: "".into(),
+        value: None,
+        version: Version::new(
+            pluresdb_core::Hlc::new(pluresdb_crdt_now(), 0),
+            pluresdb_core::SiteId([5; 16]),
+        ),
+        cl: 1,
+    };
     let report = b
         .apply_changes(&[
             change("", None),
             change("n", Some(Value::Text("many".into()))),
+            other,
         ])
         .unwrap();
     let message = refused(&report, "counts");
     assert!(message.contains("cannot store TEXT value"), "{message}");
-    // The refused changes' clock was observed all the same: this write was stamped 5 minutes
-    // ahead, and would win over later writes elsewhere.
+    assert!(b.get_node("merged").unwrap().is_some());
+    // The refused changes' clock was not observed (otherwise this write would be stamped 5
+    // minutes ahead, and would win over later writes elsewhere).
     b.put("after", &json!({})).unwrap();
     let stamped = b.get_node("after").unwrap().unwrap().updated_at.millis();
     assert!(

@@ -133,8 +133,8 @@ impl std::fmt::Debug for OnSessionEnd {
 }
 
 /// What a session did since it last told [`OnProgress`]: changes sent, received, and of
-/// those, applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// those, applied, and tables that refused the peer's changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Progress {
     /// The peer's site id.
     pub peer: SiteId,
@@ -144,6 +144,9 @@ pub struct Progress {
     pub received: u64,
     /// Received changes that won and were written.
     pub applied: u64,
+    /// Tables that refused the peer's changes since it was last told (see
+    /// [`SessionReport::refused`]).
+    pub refused: Vec<Refused>,
 }
 
 /// What a session did.
@@ -396,6 +399,8 @@ where
         sent_recorded: 0,
         received_recorded: 0,
         applied_recorded: 0,
+        refused_told: 0,
+        stopped_at: None,
         noted_through: None,
         tx,
         applier: Applier::start(db.clone(), resets_seen),
@@ -460,13 +465,14 @@ where
     // what the peer sent meanwhile is read (and left) up to its answering Close: a connection
     // dropped with data unread ends with a reset, which the peer reports as an error.
     let outbox = std::mem::take(&mut session.outbox);
-    // (A stopped session has less time: a stopped server waits 5 s for all of its sessions.)
-    let flush_for = if session.report.stopped {
-        STOP_FLUSH
-    } else {
-        FINAL_FLUSH
+    // (A stopped session has as long from its stop: a stopped server waits 5 s for all of its
+    // sessions.)
+    let flush_for = FINAL_FLUSH.min(opts.timeout);
+    let flush_until = match session.stopped_at {
+        Some(at) => (at + flush_for).max(Instant::now() + STOP_FLUSH_LEAST),
+        None => Instant::now() + flush_for,
     };
-    let _ = tokio::time::timeout(flush_for.min(opts.timeout), async {
+    let _ = tokio::time::timeout_at(flush_until, async {
         for message in outbox {
             if sink.feed(message).await.is_err() {
                 return;
@@ -506,6 +512,10 @@ struct Session<'a> {
     sent_recorded: u64,
     received_recorded: u64,
     applied_recorded: u64,
+    /// How many of `report.refused` (which grows at its end) [`OnProgress`] was told of.
+    refused_told: usize,
+    /// When [`Stop`] stopped the session.
+    stopped_at: Option<Instant>,
     /// The latest merge of this session noted as the peer's (results arrive in order, so when
     /// a set's last batch has merged, this is that set's last merge). Notes of a session cut
     /// short stay unconfirmed: the next session sends their changes back once, and the peer's
@@ -606,11 +616,10 @@ async fn sleep_until_some(at: Option<Instant>) {
 }
 
 /// How long a stopped watching session goes on sending what was committed before the stop
-/// (a large set is cut short, and the next session sends the rest), and how long a stopped
-/// session's last messages may take to leave: with the merge of what arrived, within the 5 s
-/// a stopped server waits for its sessions.
+/// (a large set is cut short, and the next session sends the rest). Its last messages then
+/// have what is left of [`FINAL_FLUSH`] from the stop, and at least [`STOP_FLUSH_LEAST`].
 const STOP_SEND: Duration = Duration::from_secs(2);
-const STOP_FLUSH: Duration = Duration::from_secs(2);
+const STOP_FLUSH_LEAST: Duration = Duration::from_millis(500);
 
 /// How long the last messages of a session may take to leave (a peer that stopped reading
 /// does not hold the session open).
@@ -735,6 +744,7 @@ impl Session<'_> {
                 }
                 () = self.opts.stop.stopped(), if stopping.is_none() => {
                     self.report.stopped = true;
+                    self.stopped_at = Some(Instant::now());
                     if !self.stop_watching(seen_version)? {
                         return Ok(());
                     }
@@ -756,18 +766,23 @@ impl Session<'_> {
         }
     }
 
-    /// On a stop: a watching session with local changes it has not sent (committed by
-    /// another process since the last look, or while a read was running) sends them before it
-    /// ends; true when there is such a last send to wait for.
+    /// On a stop: a watching session that is not sending a set, with local changes it has not
+    /// sent (committed by another process since it last looked, or by this one just before the
+    /// stop), sends them before it ends; true when there is such a last send to wait for. (A
+    /// set being sent, perhaps a large one, is cut short as before: the next session sends the
+    /// rest.)
     fn stop_watching(&mut self, seen_version: u64) -> Result<bool> {
-        if !self.opts.watch || self.peer.is_none() || self.awaiting_resume.is_some() {
+        if !self.opts.watch
+            || self.peer.is_none()
+            || self.awaiting_resume.is_some()
+            || self.producing
+        {
             return Ok(false);
         }
-        if self.db.db_version()? != seen_version {
+        if self.db.db_version()? != seen_version || self.dirty {
             self.local_changes();
         }
-        let sent = self.outbox.is_empty() && !self.unflushed;
-        Ok(self.producing || !sent || !self.acked && self.our_done.is_some())
+        Ok(self.producing)
     }
 
     /// How the session ends when the peer closed the connection.
@@ -889,8 +904,12 @@ impl Session<'_> {
         self.report.left_out =
             join_left_out(std::mem::take(&mut self.report.left_out), merged.left_out);
         self.report.trigger_writes += merged.trigger_writes;
-        self.report.refused =
-            join_refused(std::mem::take(&mut self.report.refused), merged.refused);
+        // New ones go last: `record` tells of those after the ones told.
+        for refused in merged.refused {
+            if !self.report.refused.iter().any(|r| r.table == refused.table) {
+                self.report.refused.push(refused);
+            }
+        }
     }
 
     /// Queues a message for the peer.
@@ -962,12 +981,14 @@ impl Session<'_> {
             sent: self.report.sent - self.sent_recorded,
             received: self.report.received - self.received_recorded,
             applied: self.report.applied - self.applied_recorded,
+            refused: self.report.refused[self.refused_told..].to_vec(),
         };
         self.sent_recorded = self.report.sent;
         self.received_recorded = self.report.received;
         self.applied_recorded = self.report.applied;
+        self.refused_told = self.report.refused.len();
         if let Some(OnProgress(tell)) = &self.opts.on_progress
-            && progress.sent + progress.received > 0
+            && (progress.sent + progress.received > 0 || !progress.refused.is_empty())
         {
             tell(&progress);
         }

@@ -24,6 +24,7 @@ use super::keys;
 use super::missed::{self, Missed};
 use super::received;
 use super::refetch::{self, Refetch};
+use super::refusals;
 use super::resume::{self, ResumePoint};
 use super::state::Replication;
 use super::{ChangeRecord, MAX_CLOCK_DRIFT};
@@ -99,7 +100,9 @@ impl std::ops::AddAssign for ApplyReport {
 
 /// A synced table whose changes from a peer a merge refused: this database cannot store
 /// them (its key differs from the peer's, or a constraint or trigger rejects a row).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Refused {
     /// The table's name.
     pub table: String,
@@ -141,7 +144,6 @@ struct Merging<'a> {
     skipped: u64,
     skipped_tables: &'a std::collections::BTreeSet<&'a str>,
     dropped: &'a std::collections::BTreeSet<u32>,
-    newest: Option<Hlc>,
     from: Option<SiteId>,
     point: Option<(&'a ResumePoint, u64)>,
 }
@@ -272,7 +274,7 @@ impl Database {
         // Tables of skipped changes, and those of them synced but dropped here (by id).
         let mut skipped_tables = std::collections::BTreeSet::new();
         let mut dropped = std::collections::BTreeSet::new();
-        let (groups, newest) = self.with_writer_conn(|conn| {
+        let groups = self.with_writer_conn(|conn| {
             repl.with_collections(conn, |colls| {
                 let mut order: Vec<Group<'_>> = Vec::new();
                 let mut index: HashMap<(u32, Vec<u8>), usize> = HashMap::new();
@@ -298,8 +300,9 @@ impl Database {
                             skipped_tables.insert(&*ch.collection);
                             continue;
                         }
-                        Checked::Refused(reason) => {
-                            refuse(&mut refused, &ch.collection, reason)?;
+                        // (Under its name here: the peer's may differ in case.)
+                        Checked::Refused(coll, reason) => {
+                            refuse(&mut refused, &coll.name, reason)?;
                             continue;
                         }
                     };
@@ -336,30 +339,31 @@ impl Database {
                         .filter_map(|t| colls.by_name(t))
                         .map(|c| c.id),
                 );
-                // The newest clock is checked against drift once for all (and observed once
-                // the merge is in: a refused batch leaves the clock as it was).
+                // The newest clock is checked against drift once for all (and what merged is
+                // observed once the merge is in: refused changes leave the clock as it was).
                 if let Some((i, hlc)) = newest {
                     pluresdb_crdt::check_drift(hlc, MAX_CLOCK_DRIFT)
                         .map_err(|e| Error::invalid(e.to_string()).context(context(i)))?;
                 }
-                Ok((order, newest.map(|(_, hlc)| hlc)))
+                Ok(order)
             })
         })?;
         // A table whose rows this database cannot store (a constraint, a trigger refusing
         // them) has its changes refused; the merge starts over without them.
         loop {
             let mut refusing = None;
+            let mut own = true;
             let merged = self.merge_groups(
                 &repl,
                 &groups,
                 &refused,
                 &mut refusing,
+                &mut own,
                 Merging {
                     received: changes.len() as u64,
                     skipped,
                     skipped_tables: &skipped_tables,
                     dropped: &dropped,
-                    newest,
                     from,
                     point,
                 },
@@ -370,6 +374,13 @@ impl Database {
                     report.refused = refused;
                     return Ok(report);
                 }
+                // (Unless the refusal undid the caller's whole transaction, a trigger's
+                // `RAISE(ROLLBACK)`: merging on would commit on its own.)
+                (Err(e), Some(_))
+                    if !own && self.with_writer_conn(|c| Ok(c.is_autocommit()))? =>
+                {
+                    return Err(e);
+                }
                 (Err(_), Some((table, reason))) if refused.len() < MAX_REFUSED => {
                     refuse(&mut refused, &table, reason)?;
                 }
@@ -378,14 +389,16 @@ impl Database {
         }
     }
 
-    /// Merges `groups` but those of the tables `refused` in one transaction. A row of a table
-    /// that fails to be written names its table and reason in `refusing`.
+    /// Merges `groups` but those of the tables `refused` in one transaction (`own`: its own,
+    /// not a caller's). A row of a table that fails to be written names its table and reason
+    /// in `refusing`.
     fn merge_groups(
         &self,
         repl: &Arc<Replication>,
         groups: &[Group<'_>],
         refused: &[Refused],
         refusing: &mut Option<(String, String)>,
+        own: &mut bool,
         m: Merging<'_>,
     ) -> Result<ApplyReport> {
         let Merging {
@@ -393,7 +406,6 @@ impl Database {
             skipped,
             skipped_tables,
             dropped,
-            newest,
             from,
             point,
         } = m;
@@ -403,6 +415,7 @@ impl Database {
             ..ApplyReport::default()
         };
         self.merge_transaction(|db, own_transaction| {
+            *own = own_transaction;
             db.with_writer_conn(|conn| {
                 // Merging reads clock records: this database's own logged changes first.
                 repl.settle_clock(conn)?;
@@ -433,10 +446,14 @@ impl Database {
                     conn.prepare_cached("DELETE FROM _pluresdb_clock WHERE tbl = ?1")?
                         .execute([i64::from(id)])?;
                 }
+                // The newest clock of what is not refused (observed once the merge is in).
+                let mut newest: Option<Hlc> = None;
                 for group in groups {
                     if refused.iter().any(|r| *r.table == *group.coll.name) {
                         continue;
                     }
+                    let group_newest = group.changes.iter().map(|c| c.version.hlc).max();
+                    newest = newest.max(group_newest);
                     merge_row(db, conn, &mut batch, group, &mut report).inspect_err(|e| {
                         if matches!(group.coll.kind, Kind::Table(_))
                             && e.kind() == ErrorKind::Constraint
@@ -466,6 +483,9 @@ impl Database {
                 {
                     received::record(conn, seq, repl.site_index(conn, peer)?)?;
                     report.noted = Some(seq);
+                }
+                if let Some(peer) = from {
+                    refusals::remember(conn, peer, refused)?;
                 }
                 // (Not past refused changes: the peer sends them again from its cursor.)
                 if let (Some(peer), Some((point, resets)), true) = (from, point, refused.is_empty()) {
@@ -541,9 +561,9 @@ enum Checked<'a> {
     Merge(&'a Arc<Collection>),
     /// Of a table this database does not sync (or no longer has): left out.
     LeftOut,
-    /// Of a table whose key differs here: its changes are refused (see
+    /// Of this table, whose key differs here: its changes are refused (see
     /// [`ApplyReport::refused`]), for this reason.
-    Refused(String),
+    Refused(&'a Arc<Collection>, String),
 }
 
 /// Checks one change (all but its clock, which [`Database::apply_changes`] checks once for
@@ -691,7 +711,7 @@ fn validate<'a>(
                 return Err(Error::invalid("a column change needs a value"));
             }
             if let Some(why) = key_differs(info, ch) {
-                return Ok(Checked::Refused(why));
+                return Ok(Checked::Refused(coll, why));
             }
         }
     }

@@ -34,6 +34,7 @@ mod peers;
 mod received;
 mod recent;
 mod refetch;
+mod refusals;
 mod resume;
 mod shape_stamp;
 mod state;

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use super::apply::Refused;
 use super::refetch::{Refetch, Refetching};
 use super::resume::ResumePoint;
 use pluresdb_crdt::{SiteId, VersionVector, wall_millis};
@@ -36,6 +37,9 @@ pub struct PeerStatus {
     /// Tables and columns that arrived here after a merge left their changes out: the next
     /// sync asks it for all of their changes (see [`Database::refetching`]).
     pub asks_again: Vec<Refetch>,
+    /// Tables whose changes from it were refused since its last set that merged whole (see
+    /// [`ApplyReport::refused`](crate::ApplyReport::refused)): the next sync brings them again.
+    pub refused: Vec<Refused>,
 }
 
 fn ser_site<S: serde::Serializer>(site: &SiteId, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -373,6 +377,7 @@ impl Database {
             if let Some(cursor) = progress.cursor {
                 super::resume::forget(conn, site, cursor)?;
                 super::refetch::forget(conn, site, progress.resets_seen)?;
+                super::refusals::forget(conn, site)?;
             }
             Ok(())
         })
@@ -385,6 +390,7 @@ impl Database {
             (),
         )?;
         let mut refetching = self.refetching()?;
+        let mut refused = self.engine().with_read_conn(super::refusals::read)?;
         rows.into_iter()
             .map(|(site, address, last, sent, received, cursor, acked)| {
                 let site = SiteId::from_slice(&site).unwrap_or_default();
@@ -404,6 +410,7 @@ impl Database {
                     pending,
                     cut_short: self.resume_point(site)?.is_some(),
                     asks_again: refetching.remove(&site).unwrap_or_default().wanted,
+                    refused: refused.remove(&site.to_string()).unwrap_or_default(),
                 })
             })
             .collect()

@@ -391,6 +391,8 @@ impl Replication {
 
     /// A transaction-control statement ran (it may have rolled back to a savepoint).
     pub(crate) fn tx_control_ran(&self) {
+        // Sites added since the savepoint are gone from the file (no rollback hook tells).
+        self.state.lock().sites.loaded = false;
         let generation = self.tx.generation.load(Ordering::Acquire);
         if self.collections_changed_in.load(Ordering::Acquire) == generation + 1 {
             self.savepoint_undo.store(true, Ordering::Release);
