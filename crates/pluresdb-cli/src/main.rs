@@ -819,6 +819,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "--max-sessions must be at least 1 (how many peers are served at once)",
                 ));
             }
+            if cli.read_only {
+                return Err(Error::invalid(
+                    "serve merges what peers send, so it writes the database; leave out \
+                     --read-only",
+                ));
+            }
             let db = open(&cli)?;
             drop(out);
             sync_cmd::serve_cmd(db, listen, *max_sessions, limit, cli.json)?;
@@ -830,6 +836,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             status,
             limit,
         } => {
+            if cli.read_only && !*status {
+                return Err(Error::invalid(
+                    "sync merges what the peer sends, so it writes the database; leave out \
+                     --read-only (or ask for --status)",
+                ));
+            }
             let db = if *status {
                 open_existing(&cli)?
             } else {

@@ -417,25 +417,46 @@ pub fn sync_cmd(
             ),
         ));
     }
+    // What a stopped watch left unsent (a set cut short, or written as it stopped).
+    let pending = match report.peer {
+        Some(peer) if watch && report.stopped => pending_for(&db, peer)?,
+        _ => 0,
+    };
     if json_out {
         let mut totals = json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "left_out": report.left_out, "trigger_writes": report.trigger_writes, "refused": report.refused});
         if watch {
             // The last of the JSON lines.
             totals["ended"] = true.into();
+            totals["pending"] = pending.into();
             let mut out = crate::output::stdout();
             writeln!(out, "{totals}")?;
             out.flush()?;
         } else {
             print_json(&mut crate::output::stdout(), &totals)?;
         }
-    } else if report.peer.is_none() {
-        println!("never connected to {url}");
-    } else {
+    } else if report.peer.is_some() {
         println!(
             "synced with {url}: sent {}, received {} ({} applied)",
             counted(report.sent, "change"),
             report.received,
             report.applied
+        );
+    }
+    if report.peer.is_none() {
+        return Err(pluresdb_core::Error::new(
+            pluresdb_core::ErrorKind::Io,
+            format!("stopped before it ever connected to {url}"),
+        ));
+    }
+    if pending > 0 {
+        eprintln!(
+            "note: {} not confirmed by the peer yet (the watch stopped first); the next \
+             sync sends what it lacks",
+            if pending == 1 {
+                "1 change is".to_owned()
+            } else {
+                format!("{pending} changes are")
+            }
         );
     }
     if watch {
@@ -448,6 +469,15 @@ pub fn sync_cmd(
     }
     warn_trigger_writes(report.trigger_writes);
     refused_error(&report.refused).map_or(Ok(()), Err)
+}
+
+/// Changes made or received here that `peer` has not confirmed having.
+fn pending_for(db: &Database, peer: SiteId) -> Result<u64> {
+    let status = db.sync_status()?;
+    Ok(status
+        .iter()
+        .find(|p| p.site == peer)
+        .map_or(0, |p| p.pending))
 }
 
 /// Runs `work` to its end. Ctrl-C (when `on_ctrl_c`) stops it through `stop`: its sessions

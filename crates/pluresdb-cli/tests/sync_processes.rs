@@ -222,6 +222,72 @@ fn exchange(dir: &Path, from: &Path, to: &Path) -> (Value, String) {
 }
 
 #[test]
+fn commands_that_merge_refuse_read_only_and_a_watch_that_never_connected_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = setup(dir.path(), "a.db", 0);
+    // Served read-only, every session failed once a peer came; refused at the start now.
+    for args in [
+        &["--read-only", "serve", "--listen", "127.0.0.1:0"][..],
+        &["--read-only", "sync", "ws://127.0.0.1:9"],
+    ] {
+        let out = pluresdb(&a).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains("leave out --read-only"), "{args:?}: {err}");
+    }
+    // A watch stopped before it ever reached its server says so, with status 1.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let watcher = watch(&a, &url, Stdio::null());
+    std::thread::sleep(Duration::from_millis(300));
+    interrupt(&watcher);
+    let (status, err) = exits(watcher);
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("stopped before it ever connected to ws://"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_watch_stopped_while_it_sends_says_what_it_left_for_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (setup(dir.path(), "a.db", 0), setup(dir.path(), "b.db", 0));
+    let (server, url) = serve_logging(&a, &[], Stdio::null());
+    let watcher = watch(&b, &url, Stdio::null());
+    run(
+        &b,
+        &[
+            "sql",
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000)
+             INSERT INTO todos SELECT 'r' || x, 'title ' || x, NULL FROM c",
+        ],
+    );
+    wait_until(
+        Duration::from_secs(60),
+        Duration::from_millis(5),
+        "never streamed",
+        || todos(&a) > 0,
+    );
+    interrupt(&watcher);
+    let (status, err) = exits(watcher);
+    assert!(status.success(), "{err}");
+    interrupt(&server);
+    let _ = exits(server);
+    // Whatever the server did not confirm is named as left for the next sync.
+    let missing = 100_000 - todos(&a);
+    let note = err
+        .lines()
+        .find(|l| l.contains("not confirmed by the peer yet"));
+    assert_eq!(note.is_some(), missing > 0, "{missing} rows missing: {err}");
+    if let Some(note) = note {
+        let n: i64 = note.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(n >= missing, "{note}: {missing} rows missing");
+    }
+}
+
+#[test]
 fn apply_merges_the_rest_when_one_table_refuses_and_fails_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (setup(dir.path(), "a.db", 0), setup(dir.path(), "b.db", 0));

@@ -211,7 +211,8 @@ impl Message {
         if let [change] = changes {
             if bytes.len() > limit {
                 // Shortened: the error itself goes to the peer, whose texts are bounded.
-                let key: String = format!("{:?}", change.key).chars().take(200).collect();
+                let key: Vec<String> = change.key.iter().map(|v| v.to_json().to_string()).collect();
+                let key: String = format!("[{}]", key.join(",")).chars().take(200).collect();
                 return Err(Error::invalid(format!(
                     "a change to {:?} (key {key}, field {:?}) takes {} bytes, over the \
                      {limit}-byte message limit of the peer: {RAISE_LIMIT}, or keep values \

@@ -1197,7 +1197,9 @@ fn row_write_error(
             "row {key} of {table} cannot be inserted: the changes merged have no value for its \
              column {column:?}, which is NOT NULL without a DEFAULT here. Merge all the changes \
              of a row in one call (sync sessions and change files do), or, if the peer's table \
-             has no such column, give it a DEFAULT here"
+             has no such column, give it that column (ALTER TABLE ... ADD COLUMN there) or \
+             rebuild this table with a DEFAULT for it (ALTER TABLE cannot add one: stop syncing \
+             it, rebuild it, sync it again)"
         ),
     )
 }

@@ -443,8 +443,8 @@ pub(crate) fn check_shape(conn: &Connection, table: &str) -> Result<TableInfo> {
     }
     if let Some((_, index)) = extra_unique_indexes(conn, table)?.first() {
         return Err(refuse(format!(
-            "unique index {index} could be violated by rows merged from other devices; drop it \
-             or make those columns part of the primary key"
+            "{index} could be violated by rows merged from other devices; drop it (a plain \
+             index instead) or make those columns part of the primary key"
         )));
     }
     for (name, _, origin) in index_list(conn, table)? {
@@ -496,7 +496,15 @@ pub(crate) fn extra_unique_indexes(
             .into_iter()
             .map(|c| c.unwrap_or_else(|| "<expression>".into()))
             .collect();
-        let described = format!("{name} on ({})", cols.join(", "));
+        // (A UNIQUE constraint's index cannot be dropped: the table is rebuilt without it.)
+        let described = if origin == "u" {
+            format!(
+                "the UNIQUE constraint on ({}), which only a rebuild without it removes",
+                cols.join(", ")
+            )
+        } else {
+            format!("unique index {name} on ({})", cols.join(", "))
+        };
         found.push((name, described));
     }
     Ok(found)

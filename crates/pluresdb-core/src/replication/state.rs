@@ -508,7 +508,7 @@ impl Replication {
                 .find(|(n, _)| n == name)
                 .map_or(name.as_str(), |(_, described)| described.as_str());
             self.refuse(format!(
-                "table {:?} syncs, and unique index {index} could be broken by rows merged from \
+                "table {:?} syncs, and {index} could be broken by rows merged from \
                  other devices (each device checks it only where it writes), which would stop \
                  every sync after: leave the index out (a plain index), or make those columns \
                  part of the primary key",

@@ -199,7 +199,8 @@ impl Replication {
                      or DROP COLUMN); to drop it on this device only, or to rebuild it (SQLite's \
                      way of changing a column's type or constraints), stop syncing it first \
                      (SELECT pluresdb_unsync_table('{}')) and sync it again after (rows left alone keep \
-                     their versions; what changed meanwhile counts as done then)",
+                     their versions; what changed meanwhile counts as done then, so rows the \
+                     rebuilt table no longer has are deleted on every device)",
                     name.replace('\'', "''")
                 )),
             }
