@@ -2,7 +2,7 @@
 //! length and last-writer-wins rules. Applying the same changes again, or in another order,
 //! leaves the same state.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -76,8 +76,9 @@ pub struct ApplyReport {
     /// [`Database::apply_changes_from`]; the latest of several merges): what
     /// [`SyncProgress::confirm_through`](crate::SyncProgress::confirm_through) takes.
     pub noted: Option<u64>,
-    /// Tables whose changes were refused: none of this batch's changes of such a table merged,
-    /// and every other change did. A peer's cursor is not to be recorded past them (sync
+    /// Tables whose changes were refused: none of this batch's changes of such a table merged
+    /// (only those stamped too far ahead of this machine's clock, when that is the reason), and
+    /// every other change did. A peer's cursor is not to be recorded past them (sync
     /// sessions and change files do not), so the next sync sends them again: they merge once
     /// the table here (or the peer's) is fixed. At most [`MAX_REFUSED`], sorted.
     pub refused: Vec<Refused>,
@@ -98,8 +99,9 @@ impl std::ops::AddAssign for ApplyReport {
     }
 }
 
-/// A synced table whose changes from a peer a merge refused: this database cannot store
-/// them (its key differs from the peer's, or a constraint or trigger rejects a row).
+/// A synced table (or `_pluresdb_nodes`, `_pluresdb_edges`) whose changes from a peer a merge
+/// refused: this database cannot store them (its key differs from the peer's, or a constraint
+/// or trigger rejects a row), or they are stamped too far ahead of this machine's clock.
 #[derive(
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -119,6 +121,22 @@ impl std::fmt::Display for Refused {
 
 /// Most tables one merge refuses; a batch with more fails with the error of the next.
 pub const MAX_REFUSED: usize = 16;
+
+/// Why `n` changes stamped up to `most` ms ahead of this machine's clock were refused.
+fn too_far_ahead(n: u64, most: u64) -> String {
+    let changes = if n == 1 {
+        "1 change is".to_owned()
+    } else {
+        format!("{n} changes are")
+    };
+    format!(
+        "{changes} stamped up to {most} ms ahead of this machine's clock (the limit is {} ms): \
+         the clock of the device that wrote them was wrong then, or this one is now. They \
+         merge once this machine's time reaches theirs (each sync brings them again), and \
+         the rest merges meanwhile",
+        MAX_CLOCK_DRIFT.as_millis()
+    )
+}
 
 /// Adds `table` to the tables `refused` (once), failing when more than [`MAX_REFUSED`] are.
 fn refuse(refused: &mut Vec<Refused>, table: &str, reason: String) -> Result<()> {
@@ -269,8 +287,10 @@ impl Database {
             repl.with_collections(conn, |colls| Ok(in_local_case(colls, changes)))
         })?;
         let mut skipped = 0;
-        // Tables whose changes are refused (see `ApplyReport::refused`).
+        // Tables whose changes are refused (see `ApplyReport::refused`): all of them, for
+        // those in `skipped_whole`, else some (stamped too far ahead).
         let mut refused: Vec<Refused> = Vec::new();
+        let mut skipped_whole: Vec<String> = Vec::new();
         // Tables of skipped changes, and those of them synced but dropped here (by id).
         let mut skipped_tables = std::collections::BTreeSet::new();
         let mut dropped = std::collections::BTreeSet::new();
@@ -290,7 +310,9 @@ impl Database {
                         key_text(&ch.key),
                     )
                 };
-                let mut newest = None;
+                // Per collection, changes stamped too far ahead of this clock: how many, and
+                // the most ahead (in ms).
+                let mut ahead: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
                 let mut last: Option<usize> = None;
                 for (i, ch) in changes.iter().enumerate() {
                     let coll = match validate(colls, ch).map_err(|e| e.context(context(i)))? {
@@ -303,11 +325,18 @@ impl Database {
                         // (Under its name here: the peer's may differ in case.)
                         Checked::Refused(coll, reason) => {
                             refuse(&mut refused, &coll.name, reason)?;
+                            skipped_whole.push(coll.name.clone());
                             continue;
                         }
                     };
-                    if newest.is_none_or(|(_, hlc)| ch.version.hlc > hlc) {
-                        newest = Some((i, ch.version.hlc));
+                    // A change stamped too far ahead is refused, not the batch: the rest of
+                    // the peer's changes go on merging while it waits for this clock.
+                    if let Err(drift) = pluresdb_crdt::check_drift(ch.version.hlc, MAX_CLOCK_DRIFT)
+                    {
+                        let by = drift.remote.millis().saturating_sub(drift.local_millis);
+                        let (n, most) = ahead.entry(&coll.name).or_default();
+                        (*n, *most) = (*n + 1, (*most).max(by));
+                        continue;
                     }
                     // A row's changes usually come one after another, sharing one key (as
                     // read and decoded): those join the previous change's row without packing
@@ -339,11 +368,8 @@ impl Database {
                         .filter_map(|t| colls.by_name(t))
                         .map(|c| c.id),
                 );
-                // The newest clock is checked against drift once for all (and what merged is
-                // observed once the merge is in: refused changes leave the clock as it was).
-                if let Some((i, hlc)) = newest {
-                    pluresdb_crdt::check_drift(hlc, MAX_CLOCK_DRIFT)
-                        .map_err(|e| Error::invalid(e.to_string()).context(context(i)))?;
+                for (table, (n, most)) in ahead {
+                    refuse(&mut refused, table, too_far_ahead(n, most))?;
                 }
                 Ok(order)
             })
@@ -356,7 +382,7 @@ impl Database {
             let merged = self.merge_groups(
                 &repl,
                 &groups,
-                &refused,
+                (&refused, &skipped_whole),
                 &mut refusing,
                 &mut own,
                 Merging {
@@ -383,20 +409,21 @@ impl Database {
                 }
                 (Err(_), Some((table, reason))) if refused.len() < MAX_REFUSED => {
                     refuse(&mut refused, &table, reason)?;
+                    skipped_whole.push(table);
                 }
                 (Err(e), _) => return Err(e),
             }
         }
     }
 
-    /// Merges `groups` but those of the tables `refused` in one transaction (`own`: its own,
-    /// not a caller's). A row of a table that fails to be written names its table and reason
+    /// Merges `groups` but those of the tables `skipped_whole` in one transaction (`own`: its
+    /// own, not a caller's), telling of the tables `refused`. A row of a table that fails to be written names its table and reason
     /// in `refusing`.
     fn merge_groups(
         &self,
         repl: &Arc<Replication>,
         groups: &[Group<'_>],
-        refused: &[Refused],
+        (refused, skipped_whole): (&[Refused], &[String]),
         refusing: &mut Option<(String, String)>,
         own: &mut bool,
         m: Merging<'_>,
@@ -449,7 +476,7 @@ impl Database {
                 // The newest clock of what is not refused (observed once the merge is in).
                 let mut newest: Option<Hlc> = None;
                 for group in groups {
-                    if refused.iter().any(|r| *r.table == *group.coll.name) {
+                    if skipped_whole.contains(&group.coll.name) {
                         continue;
                     }
                     let group_newest = group.changes.iter().map(|c| c.version.hlc).max();
