@@ -412,8 +412,9 @@ impl Database {
             .collect())
     }
 
-    /// SQLite's `integrity_check` and `foreign_key_check`, and edge rows whose node or
-    /// relation row is gone (deleted outside PluresDB); an empty list means healthy.
+    /// SQLite's `integrity_check` and `foreign_key_check`, edge rows whose node or relation row
+    /// is gone (deleted outside PluresDB), and rows of synced tables written or deleted by
+    /// another program (which do not sync); an empty list means healthy.
     pub fn check(&self) -> Result<Vec<String>> {
         let mut problems: Vec<String> = self
             .pragma("integrity_check")?
@@ -431,6 +432,12 @@ impl Database {
             ));
         }
         if self.inner.graph {
+            // Writes to synced tables that bypassed PluresDB (read once the log is folded: a
+            // read-only handle whose log holds changes leaves this out).
+            if self.settle_clock().is_ok() {
+                let repl = &self.inner.repl;
+                problems.extend(self.with_writer_conn(|c| repl.writes_not_recorded(c))?);
+            }
             let broken = self
                 .value(
                     "SELECT count(*) FROM _pluresdb_edges e

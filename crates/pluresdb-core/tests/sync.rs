@@ -4254,6 +4254,58 @@ fn a_table_refused_under_another_case_of_its_name_merges_nothing() {
 }
 
 #[test]
+fn check_finds_writes_another_program_made_to_a_synced_table_and_a_restart_syncs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let db = synced_in(
+        Database::open(&path).unwrap(),
+        "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)",
+        &["todos"],
+    );
+    db.exec("INSERT INTO todos VALUES ('kept', 'a'), ('dropped', 'b')")
+        .unwrap();
+    assert!(db.check().unwrap().is_empty());
+    // The app's own SQLite library writes the file (PluresDB sees none of it).
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .execute_batch(
+            "INSERT INTO todos VALUES ('new', 'c'); DELETE FROM todos WHERE id = 'dropped';
+             UPDATE todos SET title = 'changed' WHERE id = 'kept'",
+        )
+        .unwrap();
+    drop(other);
+    let problems = db.check().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with(
+            "synced table \"todos\" has 1 row(s) written and 1 row(s) deleted by another program"
+        ),
+        "{problems:?}"
+    );
+    // What the message says to do: then a peer gets all three writes.
+    db.exec("SELECT pluresdb_unsync_table('todos'); SELECT pluresdb_sync_table('todos')")
+        .unwrap();
+    assert!(db.check().unwrap().is_empty());
+    let peer = with_synced(
+        "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)",
+        &["todos"],
+    );
+    peer.apply_changes(&db.changes_since(0, None).unwrap().changes)
+        .unwrap();
+    assert_eq!(
+        peer.all("SELECT id, title FROM todos ORDER BY id", ())
+            .unwrap()
+            .iter()
+            .map(|r| r.to_json().to_string())
+            .collect::<Vec<_>>(),
+        [
+            r#"{"id":"kept","title":"changed"}"#,
+            r#"{"id":"new","title":"c"}"#
+        ]
+    );
+}
+
+#[test]
 fn changes_stamped_too_far_ahead_wait_while_the_rest_merges() {
     // A device whose clock ran a day ahead stamped its writes so: they failed every batch
     // they were in, so nothing of that peer merged until the day had passed.

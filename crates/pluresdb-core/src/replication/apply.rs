@@ -313,6 +313,7 @@ impl Database {
                 // Per collection, changes stamped too far ahead of this clock: how many, and
                 // the most ahead (in ms).
                 let mut ahead: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+                let wall = pluresdb_crdt::wall_millis();
                 let mut last: Option<usize> = None;
                 for (i, ch) in changes.iter().enumerate() {
                     let coll = match validate(colls, ch).map_err(|e| e.context(context(i)))? {
@@ -331,7 +332,8 @@ impl Database {
                     };
                     // A change stamped too far ahead is refused, not the batch: the rest of
                     // the peer's changes go on merging while it waits for this clock.
-                    if let Err(drift) = pluresdb_crdt::check_drift(ch.version.hlc, MAX_CLOCK_DRIFT)
+                    if let Err(drift) =
+                        pluresdb_crdt::check_drift_at(ch.version.hlc, wall, MAX_CLOCK_DRIFT)
                     {
                         let by = drift.remote.millis().saturating_sub(drift.local_millis);
                         let (n, most) = ahead.entry(&coll.name).or_default();

@@ -39,6 +39,7 @@ mod resume;
 mod shape_stamp;
 mod state;
 mod tables;
+mod unrecorded;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,69 @@
+//! Writes to synced tables that PluresDB did not see (made by another program on the file,
+//! such as the `sqlite3` shell or an app's own SQLite library), found by [`Database::check`]
+//! (crate::Database::check): rows with no live sync record, and live sync records whose row
+//! is gone. Such writes do not sync; stopping and starting the table's sync counts them.
+
+use rusqlite::Connection;
+
+use super::collections::{Kind, quote};
+use super::state::Replication;
+use crate::error::Result;
+
+impl Replication {
+    /// A line per synced table that holds writes made without PluresDB (the clock must be
+    /// settled first).
+    pub(crate) fn writes_not_recorded(&self, conn: &Connection) -> Result<Vec<String>> {
+        // (id, name, key columns)
+        let tables: Vec<(u32, String, Vec<String>)> = self.with_collections(conn, |colls| {
+            Ok(colls
+                .iter()
+                .filter_map(|c| match &c.kind {
+                    Kind::Table(info) if info.exists => {
+                        Some((c.id, c.name.clone(), info.pk.clone()))
+                    }
+                    _ => None,
+                })
+                .collect())
+        })?;
+        let mut problems = Vec::new();
+        for (id, name, pk) in tables {
+            let table = quote(&name);
+            let packed: Vec<String> = pk.iter().map(|c| format!("r.{}", quote(c))).collect();
+            let unrecorded: i64 = conn.query_row(
+                &format!(
+                    "SELECT count(*) FROM {table} r WHERE NOT EXISTS (SELECT 1 FROM \
+                     _pluresdb_clock c WHERE c.tbl = {id} AND c.key = pluresdb_pack({}) \
+                     AND c.cl % 2 = 1)",
+                    packed.join(", ")
+                ),
+                [],
+                |r| r.get(0),
+            )?;
+            let on: Vec<String> = (pk.iter().enumerate())
+                .map(|(i, c)| format!("r.{} = pluresdb_key_part(c.key, {i})", quote(c)))
+                .collect();
+            let gone: i64 = conn.query_row(
+                &format!(
+                    "SELECT count(*) FROM _pluresdb_clock c WHERE c.tbl = {id} AND c.cl % 2 = 1 \
+                     AND NOT EXISTS (SELECT 1 FROM {table} r WHERE {})",
+                    on.join(" AND ")
+                ),
+                [],
+                |r| r.get(0),
+            )?;
+            if unrecorded + gone > 0 {
+                problems.push(format!(
+                    "synced table {name:?} has {unrecorded} row(s) written and {gone} row(s) \
+                     deleted by another program than PluresDB (the sqlite3 shell, an app's own \
+                     SQLite library), which PluresDB does not see: those writes do not sync. \
+                     Write synced tables through PluresDB; to sync what is there now, stop and \
+                     start the table's sync (SELECT pluresdb_unsync_table('{0}'); SELECT \
+                     pluresdb_sync_table('{0}')): what changed meanwhile, updates by other \
+                     programs too, counts as written then",
+                    name.replace('\'', "''")
+                ));
+            }
+        }
+        Ok(problems)
+    }
+}
