@@ -87,6 +87,10 @@ enum Command {
         /// Replace all fields instead of merging.
         #[arg(long)]
         replace: bool,
+        /// Set the node's vector, for `search nodes` (a JSON array of numbers; `null` clears
+        /// it). A `"vector"` field in the JSON is an ordinary field.
+        #[arg(long, value_name = "JSON_ARRAY")]
+        vector: Option<String>,
     },
     /// Print a node.
     Get {
@@ -592,15 +596,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             data,
             node_type,
             replace,
+            vector,
         } => {
             let db = open(&cli)?;
             let data = parse_json("node data", data)?;
+            let vector: Option<Option<Vec<f32>>> = vector
+                .as_deref()
+                .map(|v| {
+                    serde_json::from_str(v).map_err(|e| {
+                        Error::invalid(format!(
+                            "--vector takes a JSON array of numbers, like [0.1, 0.2], or null: {e}"
+                        ))
+                    })
+                })
+                .transpose()?;
             let node = db.update_node(
                 id,
                 NodeUpdate {
                     data: Some(&data),
                     replace: *replace,
                     node_type: node_type.as_deref().map(Some),
+                    vector: vector.as_ref().map(|v| v.as_deref()),
                     ..NodeUpdate::default()
                 },
             )?;
