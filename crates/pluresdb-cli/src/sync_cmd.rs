@@ -292,10 +292,7 @@ fn counted(n: u64, thing: &str) -> String {
 /// changes (4 applied)", or both; then a line per table that refused the peer's changes.
 fn exchange_lines(p: &Progress) -> Vec<String> {
     let counts = (p.sent + p.received > 0).then(|| exchange_line(p));
-    let refused = p
-        .refused
-        .iter()
-        .map(|r| format!("refused, {r}; the rest merged, and the next sync brings them again"));
+    let refused = p.refused.iter().map(|r| format!("refused, {r}"));
     counts.into_iter().chain(refused).collect()
 }
 
@@ -419,7 +416,7 @@ pub fn sync_cmd(
     }
     // What a stopped watch left unsent (a set cut short, or written as it stopped).
     let pending = match report.peer {
-        Some(peer) if watch && report.stopped => pending_for(&db, peer)?,
+        Some(peer) if watch && report.stopped => db.pending_for(peer)?,
         _ => 0,
     };
     if json_out {
@@ -469,15 +466,6 @@ pub fn sync_cmd(
     }
     warn_trigger_writes(report.trigger_writes);
     refused_error(&report.refused).map_or(Ok(()), Err)
-}
-
-/// Changes made or received here that `peer` has not confirmed having.
-fn pending_for(db: &Database, peer: SiteId) -> Result<u64> {
-    let status = db.sync_status()?;
-    Ok(status
-        .iter()
-        .find(|p| p.site == peer)
-        .map_or(0, |p| p.pending))
 }
 
 /// Runs `work` to its end. Ctrl-C (when `on_ctrl_c`) stops it through `stop`: its sessions

@@ -495,11 +495,20 @@ fn search_finds_nearest_rows_and_nodes_and_explains_a_missing_model() {
     assert_eq!(nodes[0]["id"], "b");
     // (A "vector" field of the JSON is data, not the node's vector.)
     cli.ok(&["put", "c", r#"{"vector": [0.1, 0.9]}"#]);
-    assert_eq!(cli.json(&["search", "nodes", "[0.1, 0.9]", "-k", "1"])[0]["id"], "b");
+    assert_eq!(
+        cli.json(&["search", "nodes", "[0.1, 0.9]", "-k", "1"])[0]["id"],
+        "b"
+    );
     let err = cli.fails(&["put", "c", "{}", "--vector", "[1, \"x\"]"]);
-    assert!(err.contains("--vector takes a JSON array of numbers"), "{err}");
+    assert!(
+        err.contains("--vector takes a JSON array of numbers"),
+        "{err}"
+    );
     cli.ok(&["put", "b", "{}", "--vector", "null"]);
-    assert_eq!(cli.json(&["search", "nodes", "[0.1, 0.9]", "-k", "1"])[0]["id"], "a");
+    assert_eq!(
+        cli.json(&["search", "nodes", "[0.1, 0.9]", "-k", "1"])[0]["id"],
+        "a"
+    );
     // Text queries need a model; the error says how to configure one.
     let err = cli.fails(&["search", "docs", "a red car"]);
     assert!(err.contains("PLURESDB_MODEL_DIR"), "{err}");

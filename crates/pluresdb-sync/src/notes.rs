@@ -59,13 +59,8 @@ pub fn refused_error(refused: &[Refused]) -> Option<Error> {
     Some(Error::new(
         ErrorKind::Constraint,
         format!(
-            "the changes of {} were not merged (all others were): {}. The next sync brings \
-             them again, and they merge once the table matches the peer's",
-            if refused.len() == 1 {
-                "1 table".to_owned()
-            } else {
-                format!("{} tables", refused.len())
-            },
+            "changes were refused (the rest merged): {}. The peer's cursor was not recorded, so \
+             the next sync brings them again",
             tables.join("; ")
         ),
     ))

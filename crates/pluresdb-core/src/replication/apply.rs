@@ -2,7 +2,7 @@
 //! length and last-writer-wins rules. Applying the same changes again, or in another order,
 //! leaves the same state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -80,7 +80,7 @@ pub struct ApplyReport {
     /// (only those stamped too far ahead of this machine's clock, when that is the reason), and
     /// every other change did. A peer's cursor is not to be recorded past them (sync
     /// sessions and change files do not), so the next sync sends them again: they merge once
-    /// the table here (or the peer's) is fixed. At most [`MAX_REFUSED`], sorted.
+    /// the table here (or the peer's) is fixed. Sorted; at most [`MAX_REFUSED`] refused whole.
     pub refused: Vec<Refused>,
 }
 
@@ -113,46 +113,51 @@ pub struct Refused {
 }
 
 impl std::fmt::Display for Refused {
-    /// `table "t": reason`.
+    /// `table "t": reason` (`nodes: reason`, `edges: reason`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "table {:?}: {}", self.table, self.reason)
+        match self.table.as_str() {
+            super::NODES => write!(f, "nodes: {}", self.reason),
+            super::EDGES => write!(f, "edges: {}", self.reason),
+            table => write!(f, "table {table:?}: {}", self.reason),
+        }
     }
 }
 
-/// Most tables one merge refuses; a batch with more fails with the error of the next.
+/// Most tables one merge refuses whole; a batch with more fails with the error of the next.
 pub const MAX_REFUSED: usize = 16;
 
-/// Why `n` changes stamped up to `most` ms ahead of this machine's clock were refused.
-fn too_far_ahead(n: u64, most: u64) -> String {
-    let changes = if n == 1 {
-        "1 change is".to_owned()
-    } else {
-        format!("{n} changes are")
-    };
+/// Why changes stamped too far ahead of this machine's clock were refused.
+fn too_far_ahead() -> String {
     format!(
-        "{changes} stamped up to {most} ms ahead of this machine's clock (the limit is {} ms): \
-         the clock of the device that wrote them was wrong then, or this one is now. They \
-         merge once this machine's time reaches theirs (each sync brings them again), and \
-         the rest merges meanwhile",
+        "changes stamped more than {} ms ahead of this machine's clock: the clock of the device \
+         that wrote them was wrong then, or this one is now. They merge once this machine's \
+         time reaches theirs (a sync that starts then brings them), and the rest merges \
+         meanwhile",
         MAX_CLOCK_DRIFT.as_millis()
     )
 }
 
-/// Adds `table` to the tables `refused` (once), failing when more than [`MAX_REFUSED`] are.
-fn refuse(refused: &mut Vec<Refused>, table: &str, reason: String) -> Result<()> {
-    if refused.iter().any(|r| r.table == table) {
-        return Ok(());
-    }
-    if refused.len() >= MAX_REFUSED {
+/// Refuses all the changes of `table` (adding it to `whole`) for `reason`, which replaces any
+/// it had (changes stamped too far ahead); fails when more than [`MAX_REFUSED`] tables are
+/// refused whole.
+fn refuse_whole(
+    refused: &mut Vec<Refused>,
+    whole: &mut Vec<String>,
+    table: &str,
+    reason: String,
+) -> Result<()> {
+    if whole.len() >= MAX_REFUSED {
         return Err(Error::invalid(format!(
             "more than {MAX_REFUSED} tables refused the peer's changes; the next: table \
              {table:?}: {reason}"
         )));
     }
+    refused.retain(|r| r.table != table);
     refused.push(Refused {
         table: table.to_owned(),
         reason,
     });
+    whole.push(table.to_owned());
     Ok(())
 }
 
@@ -169,13 +174,11 @@ struct Merging<'a> {
 /// Most tables and columns an [`ApplyReport`] names as left out.
 pub const MAX_LEFT_OUT_NAMED: usize = 64;
 
-/// The refused tables of `a` and `b`, sorted, each table once (its first reason), at most
-/// [`MAX_REFUSED`].
+/// The refused tables of `a` and `b`, sorted, each table once (its first reason).
 pub fn join_refused(mut a: Vec<Refused>, b: Vec<Refused>) -> Vec<Refused> {
     a.extend(b);
     a.sort_unstable();
     a.dedup_by(|x, y| x.table == y.table);
-    a.truncate(MAX_REFUSED);
     a
 }
 
@@ -237,10 +240,11 @@ struct Group<'c> {
 
 impl Database {
     /// Merges changes from a peer in one transaction. Every change is checked first (key
-    /// shape, field names, value types and sizes, clock not too far ahead); if any is bad,
-    /// nothing is applied and the error names it. Changes to a table this database does not
-    /// sync, or to a column it does not have, are left out and counted as
-    /// [`skipped`](ApplyReport::skipped).
+    /// shape, field names, value types and sizes); if any is damaged, nothing is applied and
+    /// the error names it. Changes to a table this database does not sync, or to a column it
+    /// does not have, are left out and counted as [`skipped`](ApplyReport::skipped); those of a
+    /// table that cannot store them, and those stamped too far ahead of this machine's clock,
+    /// are [`refused`](ApplyReport::refused) while the rest merges.
     pub fn apply_changes(&self, changes: &[ChangeRecord]) -> Result<ApplyReport> {
         self.apply_changes_as(None, changes, None)
     }
@@ -310,9 +314,8 @@ impl Database {
                         key_text(&ch.key),
                     )
                 };
-                // Per collection, changes stamped too far ahead of this clock: how many, and
-                // the most ahead (in ms).
-                let mut ahead: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+                // Collections with changes stamped too far ahead of this clock.
+                let mut ahead: BTreeSet<&str> = BTreeSet::new();
                 let wall = pluresdb_crdt::wall_millis();
                 let mut last: Option<usize> = None;
                 for (i, ch) in changes.iter().enumerate() {
@@ -325,19 +328,17 @@ impl Database {
                         }
                         // (Under its name here: the peer's may differ in case.)
                         Checked::Refused(coll, reason) => {
-                            refuse(&mut refused, &coll.name, reason)?;
-                            skipped_whole.push(coll.name.clone());
+                            if !skipped_whole.contains(&coll.name) {
+                                refuse_whole(&mut refused, &mut skipped_whole, &coll.name, reason)?;
+                            }
                             continue;
                         }
                     };
                     // A change stamped too far ahead is refused, not the batch: the rest of
                     // the peer's changes go on merging while it waits for this clock.
-                    if let Err(drift) =
-                        pluresdb_crdt::check_drift_at(ch.version.hlc, wall, MAX_CLOCK_DRIFT)
+                    if pluresdb_crdt::check_drift_at(ch.version.hlc, wall, MAX_CLOCK_DRIFT).is_err()
                     {
-                        let by = drift.remote.millis().saturating_sub(drift.local_millis);
-                        let (n, most) = ahead.entry(&coll.name).or_default();
-                        (*n, *most) = (*n + 1, (*most).max(by));
+                        ahead.insert(&coll.name);
                         continue;
                     }
                     // A row's changes usually come one after another, sharing one key (as
@@ -370,8 +371,13 @@ impl Database {
                         .filter_map(|t| colls.by_name(t))
                         .map(|c| c.id),
                 );
-                for (table, (n, most)) in ahead {
-                    refuse(&mut refused, table, too_far_ahead(n, most))?;
+                for table in ahead {
+                    if !skipped_whole.iter().any(|t| t == table) {
+                        refused.push(Refused {
+                            table: table.to_owned(),
+                            reason: too_far_ahead(),
+                        });
+                    }
                 }
                 Ok(order)
             })
@@ -409,9 +415,8 @@ impl Database {
                 {
                     return Err(e);
                 }
-                (Err(_), Some((table, reason))) if refused.len() < MAX_REFUSED => {
-                    refuse(&mut refused, &table, reason)?;
-                    skipped_whole.push(table);
+                (Err(_), Some((table, reason))) => {
+                    refuse_whole(&mut refused, &mut skipped_whole, &table, reason)?;
                 }
                 (Err(e), _) => return Err(e),
             }
@@ -595,8 +600,8 @@ enum Checked<'a> {
     Refused(&'a Arc<Collection>, String),
 }
 
-/// Checks one change (all but its clock, which [`Database::apply_changes`] checks once for
-/// the newest of the batch).
+/// Checks one change (all but its clock, which [`Database::apply_changes`] compares with this
+/// machine's).
 fn validate<'a>(
     colls: &'a super::collections::Collections,
     ch: &ChangeRecord,

@@ -442,9 +442,15 @@ pub(crate) fn check_shape(conn: &Connection, table: &str) -> Result<TableInfo> {
         ));
     }
     if let Some((_, index)) = extra_unique_indexes(conn, table)?.first() {
+        // (A constraint's index cannot be dropped: the table is rebuilt without it.)
+        let remove = if index.starts_with("the UNIQUE constraint") {
+            "rebuild the table without it"
+        } else {
+            "drop it"
+        };
         return Err(refuse(format!(
-            "{index} could be violated by rows merged from other devices; drop it (a plain \
-             index instead) or make those columns part of the primary key"
+            "{index} could be violated by rows merged from other devices: {remove} (a plain \
+             index instead), or make those columns part of the primary key"
         )));
     }
     for (name, _, origin) in index_list(conn, table)? {
@@ -498,10 +504,7 @@ pub(crate) fn extra_unique_indexes(
             .collect();
         // (A UNIQUE constraint's index cannot be dropped: the table is rebuilt without it.)
         let described = if origin == "u" {
-            format!(
-                "the UNIQUE constraint on ({}), which only a rebuild without it removes",
-                cols.join(", ")
-            )
+            format!("the UNIQUE constraint on ({})", cols.join(", "))
         } else {
             format!("unique index {name} on ({})", cols.join(", "))
         };

@@ -383,6 +383,29 @@ impl Database {
         })
     }
 
+    /// Changes made or received here that `peer` has not confirmed having (what the next sync
+    /// with it sends; [`PeerStatus::pending`] without reading every peer's status).
+    pub fn pending_for(&self, peer: SiteId) -> Result<u64> {
+        let acked = self
+            .value(
+                "SELECT coalesce((SELECT acked FROM _pluresdb_peers WHERE site = ?1), 0)",
+                (peer.as_bytes().to_vec(),),
+            )?
+            .as_i64()
+            .unwrap_or(0);
+        self.pending_since(peer, acked as u64)
+    }
+
+    /// The changes for `peer` after `acked`, counted.
+    fn pending_since(&self, peer: SiteId, acked: u64) -> Result<u64> {
+        let mut pending = 0u64;
+        self.for_each_change(acked, Some(peer), 4096, |batch| {
+            pending += batch.len() as u64;
+            Ok(())
+        })?;
+        Ok(pending)
+    }
+
     /// Sync status of every peer this database has synced with.
     pub fn sync_status(&self) -> Result<Vec<PeerStatus>> {
         let rows = self.all_as::<(Vec<u8>, Option<String>, Option<i64>, i64, i64, i64, i64)>(
@@ -394,11 +417,7 @@ impl Database {
         rows.into_iter()
             .map(|(site, address, last, sent, received, cursor, acked)| {
                 let site = SiteId::from_slice(&site).unwrap_or_default();
-                let mut pending = 0u64;
-                self.for_each_change(acked as u64, Some(site), 4096, |batch| {
-                    pending += batch.len() as u64;
-                    Ok(())
-                })?;
+                let pending = self.pending_since(site, acked as u64)?;
                 Ok(PeerStatus {
                     site,
                     address,
