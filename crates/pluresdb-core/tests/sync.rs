@@ -109,6 +109,27 @@ fn refused(report: &pluresdb_core::ApplyReport, table: &str) -> String {
     report.refused[0].reason.clone()
 }
 
+/// A change of `collection`'s row `key` from site `[5; 16]`, stamped `at` (ms), causal length 1.
+fn peer_change(
+    at: u64,
+    collection: &str,
+    key: &str,
+    field: &str,
+    value: Option<Value>,
+) -> ChangeRecord {
+    ChangeRecord {
+        collection: collection.into(),
+        key: vec![Value::Text(key.into())].into(),
+        field: field.into(),
+        value,
+        version: Version::new(
+            pluresdb_core::Hlc::new(at, 0),
+            pluresdb_core::SiteId([5; 16]),
+        ),
+        cl: 1,
+    }
+}
+
 /// An in-memory database with the tables of `schema`, `synced` of them synced.
 fn with_synced(schema: &str, synced: &[&str]) -> Database {
     synced_in(Database::open_in_memory().unwrap(), schema, synced)
@@ -4313,21 +4334,9 @@ fn changes_stamped_too_far_ahead_wait_while_the_rest_merges() {
     let b = todo_db();
     let now = pluresdb_crdt_now();
     let node = |id: &str, at: u64| {
-        let key: std::sync::Arc<[Value]> = vec![Value::Text(id.into())].into();
-        let change = |field: &str, value: Option<Value>| ChangeRecord {
-            collection: NODES.into(),
-            key: key.clone(),
-            field: field.into(),
-            value,
-            version: Version::new(
-                pluresdb_core::Hlc::new(at, 0),
-                pluresdb_core::SiteId([5; 16]),
-            ),
-            cl: 1,
-        };
         vec![
-            change("", None),
-            change("data.a", Some(Value::Text("1".into()))),
+            peer_change(at, NODES, id, "", None),
+            peer_change(at, NODES, id, "data.a", Some(Value::Text("1".into()))),
         ]
     };
     let day = 86_400_000;
@@ -4374,29 +4383,9 @@ fn a_refused_batch_leaves_the_clock_where_it_was() {
     b.sync_table("counts").unwrap();
     // Stamped 5 minutes ahead (within the drift allowed), and refused by the table here.
     let ahead = pluresdb_crdt_now() + 5 * 60_000;
-    let change = |field: &str, value: Option<Value>| ChangeRecord {
-        collection: "counts".into(),
-        key: vec![Value::Text("c".into())].into(),
-        field: field.into(),
-        value,
-        version: Version::new(
-            pluresdb_core::Hlc::new(ahead, 0),
-            pluresdb_core::SiteId([5; 16]),
-        ),
-        cl: 1,
-    };
+    let change = |field: &str, value| peer_change(ahead, "counts", "c", field, value);
     // With a change of another table that merges.
-    let other = ChangeRecord {
-        collection: NODES.into(),
-        key: vec![Value::Text("merged".into())].into(),
-        field: "".into(),
-        value: None,
-        version: Version::new(
-            pluresdb_core::Hlc::new(pluresdb_crdt_now(), 0),
-            pluresdb_core::SiteId([5; 16]),
-        ),
-        cl: 1,
-    };
+    let other = peer_change(pluresdb_crdt_now(), NODES, "merged", "", None);
     let report = b
         .apply_changes(&[
             change("", None),
@@ -4640,16 +4629,8 @@ fn a_write_after_another_handle_merged_a_newer_version_wins_everywhere() {
     peer.exec(NOTES).unwrap();
     peer.sync_table("notes").unwrap();
     let ahead = pluresdb_crdt_now() + 5 * 60_000;
-    let change = |at: u64, collection: &str, field: &str, value: Option<Value>| ChangeRecord {
-        collection: collection.into(),
-        key: vec![Value::Text("k".into())].into(),
-        field: field.into(),
-        value,
-        version: Version::new(
-            pluresdb_core::Hlc::new(at, 0),
-            pluresdb_core::SiteId([5; 16]),
-        ),
-        cl: 1,
+    let change = |at: u64, collection: &str, field: &str, value: Option<Value>| {
+        peer_change(at, collection, "k", field, value)
     };
     // Each kind of write, after its own merge by the other handle.
     let nodes = [
