@@ -556,6 +556,16 @@ async fn a_watch_stopped_right_after_another_process_commits_sends_that_commit()
         a.run("INSERT INTO todos(id) VALUES (?)", (first.as_str(),))
             .unwrap();
         assert!(arrives(&b, &first).await);
+        // And confirmed: the session is idle again (a stop while it sends a set cuts the set
+        // short, which is another case).
+        let started = Instant::now();
+        while a.pending_for(b.site_id()).unwrap() > 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "never confirmed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let last = format!("last-{round}");
         other
             .run("INSERT INTO todos(id) VALUES (?)", (last.as_str(),))
