@@ -619,6 +619,8 @@ async fn sleep_until_some(at: Option<Instant>) {
 /// (a large set is cut short, and the next session sends the rest). Its last messages then
 /// have what is left of [`FINAL_FLUSH`] from the stop, and at least [`STOP_FLUSH_LEAST`].
 const STOP_SEND: Duration = Duration::from_secs(2);
+/// How long a stopped watching session goes on with a set it was sending at the stop.
+const STOP_SEND_SENDING: Duration = Duration::from_millis(300);
 const STOP_FLUSH_LEAST: Duration = Duration::from_millis(500);
 
 /// How long the last messages of a session may take to leave (a peer that stopped reading
@@ -745,10 +747,14 @@ impl Session<'_> {
                 () = self.opts.stop.stopped(), if stopping.is_none() => {
                     self.report.stopped = true;
                     self.stopped_at = Some(Instant::now());
+                    // A set being sent goes on briefly (a small one, a write just made,
+                    // finishes); a large one is cut short.
+                    let sending = self.producing;
                     if !self.stop_watching(seen_version)? {
                         return Ok(());
                     }
-                    stopping = Some(Instant::now() + STOP_SEND.min(self.opts.timeout));
+                    let wait = if sending { STOP_SEND_SENDING } else { STOP_SEND };
+                    stopping = Some(Instant::now() + wait.min(self.opts.timeout));
                 }
                 () = sleep_until_some(stopping) => return Ok(()),
                 _ = poll.tick(), if self.opts.watch && self.peer.is_some() && stopping.is_none() => {
@@ -766,20 +772,16 @@ impl Session<'_> {
         }
     }
 
-    /// On a stop: a watching session that is not sending a set, with local changes it has not
-    /// sent (committed by another process since it last looked, or by this one just before the
-    /// stop), sends them before it ends; true when there is such a last send to wait for. (A
-    /// set being sent, perhaps a large one, is cut short as before: the next session sends the
-    /// rest.)
+    /// On a stop: a watching session with local changes it has not sent (committed by another
+    /// process since it last looked, or by this one just before the stop) sends them before it
+    /// ends; true when there is such a last send to wait for (a set already being sent goes on
+    /// for [`STOP_SEND_SENDING`], a new one for [`STOP_SEND`]: a large set is cut short, and
+    /// the next session sends the rest).
     fn stop_watching(&mut self, seen_version: u64) -> Result<bool> {
-        if !self.opts.watch
-            || self.peer.is_none()
-            || self.awaiting_resume.is_some()
-            || self.producing
-        {
+        if !self.opts.watch || self.peer.is_none() || self.awaiting_resume.is_some() {
             return Ok(false);
         }
-        if self.db.db_version()? != seen_version || self.dirty {
+        if !self.producing && self.db.db_version()? != seen_version {
             self.local_changes();
         }
         Ok(self.producing)

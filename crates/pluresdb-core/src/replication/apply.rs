@@ -124,15 +124,15 @@ impl std::fmt::Display for Refused {
 }
 
 /// Most tables one merge refuses whole; a batch with more fails with the error of the next.
-pub const MAX_REFUSED: usize = 16;
+pub const MAX_REFUSED: usize = 64;
 
 /// Why changes stamped too far ahead of this machine's clock were refused.
 fn too_far_ahead() -> String {
     format!(
-        "changes stamped more than {} ms ahead of this machine's clock: the clock of the device \
-         that wrote them was wrong then, or this one is now. They merge once this machine's \
-         time reaches theirs (a sync that starts then brings them), and the rest merges \
-         meanwhile",
+        "rows with changes stamped more than {} ms ahead of this machine's clock: the clock of \
+         the device that wrote them was wrong then, or this one is now. They merge once this \
+         machine's time reaches theirs (a sync that starts then brings them), and the other \
+         rows merge meanwhile",
         MAX_CLOCK_DRIFT.as_millis()
     )
 }
@@ -159,6 +159,36 @@ fn refuse_whole(
     });
     whole.push(table.to_owned());
     Ok(())
+}
+
+/// A row that failed to be written, refused with its table or alone.
+enum Refusing {
+    /// A table row this database cannot store (a constraint, a trigger, a vector index of
+    /// another size): the table's changes are refused.
+    Table(String, String),
+    /// A node this database cannot store (a vector of another size than the node index's), by
+    /// group: that node's changes are refused.
+    Node(usize, String),
+}
+
+impl Refusing {
+    /// What the failure `e` to write group `i` refuses, if anything (other errors fail the
+    /// batch).
+    fn of(i: usize, group: &Group<'_>, e: &Error) -> Option<Refusing> {
+        let reason = e.message().to_owned();
+        // (A vector index's size check runs in SQL: its error comes back as SQLite's.)
+        let vector_size = e.message().contains(crate::vector::WRONG_SIZE);
+        match (&group.coll.kind, e.kind()) {
+            (Kind::Table(_), ErrorKind::Constraint | ErrorKind::InvalidInput) => {
+                Some(Refusing::Table(group.coll.name.clone(), reason))
+            }
+            (Kind::Table(_), _) if vector_size => {
+                Some(Refusing::Table(group.coll.name.clone(), reason))
+            }
+            (Kind::Nodes, _) if vector_size => Some(Refusing::Node(i, reason)),
+            _ => None,
+        }
+    }
 }
 
 /// What a merge of groups takes besides them (see `Database::merge_groups`).
@@ -314,8 +344,8 @@ impl Database {
                         key_text(&ch.key),
                     )
                 };
-                // Collections with changes stamped too far ahead of this clock.
-                let mut ahead: BTreeSet<&str> = BTreeSet::new();
+                // Collections with rows stamped too far ahead of this clock.
+                let mut ahead: BTreeSet<String> = BTreeSet::new();
                 let wall = pluresdb_crdt::wall_millis();
                 let mut last: Option<usize> = None;
                 for (i, ch) in changes.iter().enumerate() {
@@ -334,13 +364,6 @@ impl Database {
                             continue;
                         }
                     };
-                    // A change stamped too far ahead is refused, not the batch: the rest of
-                    // the peer's changes go on merging while it waits for this clock.
-                    if pluresdb_crdt::check_drift_at(ch.version.hlc, wall, MAX_CLOCK_DRIFT).is_err()
-                    {
-                        ahead.insert(&coll.name);
-                        continue;
-                    }
                     // A row's changes usually come one after another, sharing one key (as
                     // read and decoded): those join the previous change's row without packing
                     // the key again.
@@ -371,10 +394,23 @@ impl Database {
                         .filter_map(|t| colls.by_name(t))
                         .map(|c| c.id),
                 );
+                // A row with a change stamped too far ahead is refused, not the batch: the
+                // other rows of the peer go on merging while it waits for this clock. (Not
+                // that change alone: the rest of its row would merge without it, a NOT NULL
+                // column unset or a value nobody wrote.)
+                order.retain(|group| {
+                    let future = (group.changes.iter()).any(|c| {
+                        pluresdb_crdt::check_drift_at(c.version.hlc, wall, MAX_CLOCK_DRIFT).is_err()
+                    });
+                    if future {
+                        ahead.insert(group.coll.name.clone());
+                    }
+                    !future
+                });
                 for table in ahead {
-                    if !skipped_whole.iter().any(|t| t == table) {
+                    if !skipped_whole.contains(&table) {
                         refused.push(Refused {
-                            table: table.to_owned(),
+                            table,
                             reason: too_far_ahead(),
                         });
                     }
@@ -384,13 +420,16 @@ impl Database {
         })?;
         // A table whose rows this database cannot store (a constraint, a trigger refusing
         // them) has its changes refused; the merge starts over without them.
+        // Nodes whose rows cannot be stored here (a vector of another size than the node
+        // index's), by group: refused one by one.
+        let mut skipped_nodes: Vec<usize> = Vec::new();
         loop {
             let mut refusing = None;
             let mut own = true;
             let merged = self.merge_groups(
                 &repl,
                 &groups,
-                (&refused, &skipped_whole),
+                (&refused, &skipped_whole, &skipped_nodes),
                 &mut refusing,
                 &mut own,
                 Merging {
@@ -415,10 +454,23 @@ impl Database {
                 {
                     return Err(e);
                 }
-                (Err(_), Some((table, reason))) => {
+                (Err(_), Some(Refusing::Table(table, reason))) => {
                     refuse_whole(&mut refused, &mut skipped_whole, &table, reason)?;
                 }
-                (Err(e), _) => return Err(e),
+                (Err(e), Some(Refusing::Node(i, reason))) => {
+                    if skipped_nodes.len() >= MAX_REFUSED {
+                        return Err(e);
+                    }
+                    skipped_nodes.push(i);
+                    match refused.iter_mut().find(|r| r.table == super::NODES) {
+                        Some(nodes) => nodes.reason = format!("{}; {reason}", nodes.reason),
+                        None => refused.push(Refused {
+                            table: super::NODES.to_owned(),
+                            reason,
+                        }),
+                    }
+                }
+                (Err(e), None) => return Err(e),
             }
         }
     }
@@ -430,8 +482,8 @@ impl Database {
         &self,
         repl: &Arc<Replication>,
         groups: &[Group<'_>],
-        (refused, skipped_whole): (&[Refused], &[String]),
-        refusing: &mut Option<(String, String)>,
+        (refused, skipped_whole, skipped_nodes): (&[Refused], &[String], &[usize]),
+        refusing: &mut Option<Refusing>,
         own: &mut bool,
         m: Merging<'_>,
     ) -> Result<ApplyReport> {
@@ -482,18 +534,14 @@ impl Database {
                 }
                 // The newest clock of what is not refused (observed once the merge is in).
                 let mut newest: Option<Hlc> = None;
-                for group in groups {
-                    if skipped_whole.contains(&group.coll.name) {
+                for (i, group) in groups.iter().enumerate() {
+                    if skipped_whole.contains(&group.coll.name) || skipped_nodes.contains(&i) {
                         continue;
                     }
                     let group_newest = group.changes.iter().map(|c| c.version.hlc).max();
                     newest = newest.max(group_newest);
                     merge_row(db, conn, &mut batch, group, &mut report).inspect_err(|e| {
-                        if matches!(group.coll.kind, Kind::Table(_))
-                            && e.kind() == ErrorKind::Constraint
-                        {
-                            *refusing = Some((group.coll.name.clone(), e.message().to_owned()));
-                        }
+                        *refusing = Refusing::of(i, group, e);
                     })?;
                 }
                 report.trigger_writes =
@@ -1231,9 +1279,9 @@ fn row_write_error(
             "row {key} of {table} cannot be inserted: the changes merged have no value for its \
              column {column:?}, which is NOT NULL without a DEFAULT here. Merge all the changes \
              of a row in one call (sync sessions and change files do), or, if the peer's table \
-             has no such column, give it that column (ALTER TABLE ... ADD COLUMN there) or \
-             rebuild this table with a DEFAULT for it (ALTER TABLE cannot add one: stop syncing \
-             it, rebuild it, sync it again)"
+             has no such column, rebuild this table with a DEFAULT for it (ALTER TABLE cannot \
+             add one: stop syncing it, rebuild it, sync it again; a column added on the peer \
+             sends values only for rows written there after)"
         ),
     )
 }

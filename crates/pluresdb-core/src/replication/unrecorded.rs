@@ -1,7 +1,9 @@
 //! Writes to synced tables that PluresDB did not see (made by another program on the file,
-//! such as the `sqlite3` shell or an app's own SQLite library), found by [`Database::check`]
-//! (crate::Database::check): rows with no live sync record, and live sync records whose row
-//! is gone. Such writes do not sync; stopping and starting the table's sync counts them.
+//! such as the `sqlite3` shell or an app's own SQLite library, or a merged row a trigger
+//! skipped), found by [`Database::check`](crate::Database::check): rows with no live sync
+//! record, and live sync records whose row is gone. Such writes do not sync. (Stopping and
+//! starting the table's sync is no repair: it compares rows with what they were when the
+//! sync stopped, and a table emptied meanwhile counts as made again.)
 
 use rusqlite::Connection;
 
@@ -53,14 +55,14 @@ impl Replication {
             )?;
             if unrecorded + gone > 0 {
                 problems.push(format!(
-                    "synced table {name:?} has {unrecorded} row(s) written and {gone} row(s) \
-                     deleted by another program than PluresDB (the sqlite3 shell, an app's own \
-                     SQLite library), which PluresDB does not see: those writes do not sync. \
-                     Write synced tables through PluresDB; to sync what is there now, stop and \
-                     start the table's sync (SELECT pluresdb_unsync_table('{0}'); SELECT \
-                     pluresdb_sync_table('{0}')): what changed meanwhile, updates by other \
-                     programs too, counts as written then",
-                    name.replace('\'', "''")
+                    "synced table {name:?} has {unrecorded} row(s) that PluresDB did not see \
+                     written and {gone} row(s) it did not see deleted (written by another \
+                     program, such as the sqlite3 shell or an app's own SQLite library, or \
+                     skipped by a trigger's RAISE(IGNORE) as they merged): other devices do not \
+                     get those writes, nor do they undo them here. Make writes to synced tables \
+                     through PluresDB; to sync such rows as they are here, write them again \
+                     through PluresDB (INSERT OR REPLACE them; a deleted one: insert it and \
+                     delete it)"
                 ));
             }
         }

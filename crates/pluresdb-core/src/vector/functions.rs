@@ -20,12 +20,16 @@ fn arg(ctx: &Context<'_>, i: usize) -> rusqlite::Result<Option<Vec<f32>>> {
     parse_vector(ctx.get_raw(i)).map_err(user_function_error)
 }
 
+/// What the error of a vector whose size is not the index's says (merges refuse such rows:
+/// the error comes back through SQLite, so it is told by this text).
+pub(crate) const WRONG_SIZE: &str = "dimensions but the index has";
+
 /// Checks a vector against an index's dimension and metric.
 pub(crate) fn check_vector(v: &[f32], dim: usize, metric: Metric) -> Result<()> {
     if v.len() != dim {
         return Err(Error::invalid(format!(
-            "the vector has {} dimensions but the index has {dim}; use vectors of the same \
-             model/size, or drop and recreate the index",
+            "the vector has {} {WRONG_SIZE} {dim}; use vectors of the same model/size, or drop \
+             and recreate the index",
             v.len()
         )));
     }

@@ -17,7 +17,7 @@ pub use embed::{EmbedError, Embedder};
 pub use hybrid::HybridHit;
 pub use registry::{LoadSource, SearchOptions};
 
-pub(crate) use functions::{register_pure, register_stateful};
+pub(crate) use functions::{WRONG_SIZE, register_pure, register_stateful};
 pub(crate) use registry::VectorRegistry;
 
 use crate::database::Database;
