@@ -4261,6 +4261,45 @@ fn a_refusal_inside_a_callers_transaction_keeps_its_sites_and_its_rollback() {
 }
 
 #[test]
+fn a_merged_row_a_trigger_skips_is_refused_and_comes_again() {
+    // A trigger's RAISE(IGNORE) skipped the row while its sync record said it merged: the row
+    // never came, even after the trigger was dropped.
+    let schema = "CREATE TABLE t(id TEXT PRIMARY KEY NOT NULL, x TEXT)";
+    let a = with_synced(schema, &["t"]);
+    let b = with_synced(schema, &["t"]);
+    b.exec(
+        "CREATE TRIGGER no_new BEFORE INSERT ON t BEGIN SELECT RAISE(IGNORE); END;
+         CREATE TRIGGER no_x BEFORE UPDATE ON t WHEN NEW.x = 'skip' BEGIN SELECT RAISE(IGNORE); END",
+    )
+    .unwrap();
+    a.exec("INSERT INTO t VALUES ('r1', 'a')").unwrap();
+    let why = refused(
+        &b.apply_changes(&a.changes_since(0, None).unwrap().changes)
+            .unwrap(),
+        "t",
+    );
+    assert!(
+        why.contains("was not written: a trigger on the table skipped it"),
+        "{why}"
+    );
+    b.exec("DROP TRIGGER no_new").unwrap();
+    let report = b
+        .apply_changes(&a.changes_since(0, None).unwrap().changes)
+        .unwrap();
+    assert!(report.refused.is_empty(), "{report:?}");
+    a.exec("UPDATE t SET x = 'skip'").unwrap();
+    refused(
+        &b.apply_changes(&a.changes_since(0, None).unwrap().changes)
+            .unwrap(),
+        "t",
+    );
+    b.exec("DROP TRIGGER no_x").unwrap();
+    b.apply_changes(&a.changes_since(0, None).unwrap().changes)
+        .unwrap();
+    assert_eq!(dump(&a), dump(&b));
+}
+
+#[test]
 fn a_table_refused_under_another_case_of_its_name_merges_nothing() {
     // Refused under the peer's spelling, the table's creations still merged here, onto
     // the wrong key.

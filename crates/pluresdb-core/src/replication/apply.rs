@@ -1192,7 +1192,8 @@ fn write_table_row<'c>(
             .collect()
     };
     let n = info.pk.len();
-    let stmt = if !alive_before || m.reset {
+    let upsert = !alive_before || m.reset;
+    let stmt = if upsert {
         sql_cache.get(conn, (coll.id, UPSERT, &columns), || {
             let fields = names(&columns);
             let pk: Vec<String> = info.pk.iter().map(|c| quote(c)).collect();
@@ -1244,13 +1245,27 @@ fn write_table_row<'c>(
         return Ok(());
     }?;
     bind_all(stmt, key.iter().chain(values))?;
-    stmt.raw_execute().map_err(|e| {
+    let written = stmt.raw_execute().map_err(|e| {
         let written = |c: &str| {
             info.pk.iter().any(|p| p == c)
                 || columns.iter().any(|&i| info.fields[usize::from(i)] == c)
         };
         row_write_error(e.into(), table, key, written)
     })?;
+    // A row not written (but by an upsert of key columns only, whose row is there): a
+    // trigger's RAISE(IGNORE) skipped it, or another program deleted the row. Its sync record
+    // would say it merged: refused instead, so it comes again.
+    if written == 0 && !(upsert && info.fields.is_empty()) {
+        return Err(Error::new(
+            ErrorKind::Constraint,
+            format!(
+                "row {} of {table} was not written: a trigger on the table skipped it \
+                 (RAISE(IGNORE)), or another program deleted the row here; drop or change the \
+                 trigger (`pluresdb check` names rows written without PluresDB)",
+                key_text(key)
+            ),
+        ));
+    }
     Ok(())
 }
 
