@@ -4297,6 +4297,24 @@ fn a_merged_row_a_trigger_skips_is_refused_and_comes_again() {
     b.apply_changes(&a.changes_since(0, None).unwrap().changes)
         .unwrap();
     assert_eq!(dump(&a), dump(&b));
+    // A delete a trigger keeps from happening (a soft delete), and a table of key columns only.
+    b.exec(
+        "CREATE TRIGGER keep BEFORE DELETE ON t BEGIN SELECT RAISE(IGNORE); END;
+         CREATE TABLE k(id TEXT PRIMARY KEY NOT NULL);
+         CREATE TRIGGER no_k BEFORE INSERT ON k BEGIN SELECT RAISE(IGNORE); END;",
+    )
+    .unwrap();
+    b.sync_table("k").unwrap();
+    a.exec("CREATE TABLE k(id TEXT PRIMARY KEY NOT NULL)")
+        .unwrap();
+    a.sync_table("k").unwrap();
+    a.exec("DELETE FROM t; INSERT INTO k VALUES ('k1')")
+        .unwrap();
+    let report = b
+        .apply_changes(&a.changes_since(0, None).unwrap().changes)
+        .unwrap();
+    let tables: Vec<&str> = report.refused.iter().map(|r| r.table.as_str()).collect();
+    assert_eq!(tables, ["k", "t"], "{report:?}");
 }
 
 #[test]
@@ -4334,6 +4352,13 @@ fn check_finds_writes_another_program_made_to_a_synced_table() {
     db.exec("INSERT INTO todos VALUES ('kept', 'a'), ('dropped', 'b')")
         .unwrap();
     assert!(db.check().unwrap().is_empty());
+    let early = with_synced(
+        "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)",
+        &["todos"],
+    );
+    early
+        .apply_changes(&db.changes_since(0, None).unwrap().changes)
+        .unwrap();
     // The app's own SQLite library writes the file (PluresDB sees none of it).
     let other = rusqlite::Connection::open(&path).unwrap();
     other
@@ -4352,6 +4377,15 @@ fn check_finds_writes_another_program_made_to_a_synced_table() {
         ),
         "{problems:?}"
     );
+    // A peer's update of the row deleted that way merges as before (it is not refused as if
+    // a trigger had skipped it).
+    early
+        .exec("UPDATE todos SET title = 'p' WHERE id = 'dropped'")
+        .unwrap();
+    let report = db
+        .apply_changes(&early.changes_since(0, None).unwrap().changes)
+        .unwrap();
+    assert!(report.refused.is_empty(), "{report:?}");
     // What the message says to do: then a peer gets all three writes.
     db.exec(
         "INSERT OR REPLACE INTO todos SELECT * FROM todos WHERE id IN ('new', 'kept');

@@ -457,10 +457,12 @@ impl Database {
                 (Err(_), Some(Refusing::Table(table, reason))) => {
                     refuse_whole(&mut refused, &mut skipped_whole, &table, reason)?;
                 }
-                (Err(e), Some(Refusing::Node(i, reason))) => {
-                    if skipped_nodes.len() >= MAX_REFUSED {
-                        return Err(e);
-                    }
+                // (Past the limit, the nodes are refused whole: a peer that changed its
+                // embedding model re-embeds them all.)
+                (Err(_), Some(Refusing::Node(_, reason))) if skipped_nodes.len() >= MAX_REFUSED => {
+                    refuse_whole(&mut refused, &mut skipped_whole, super::NODES, reason)?;
+                }
+                (Err(_), Some(Refusing::Node(i, reason))) => {
                     skipped_nodes.push(i);
                     match refused.iter_mut().find(|r| r.table == super::NODES) {
                         Some(nodes) => nodes.reason = format!("{}; {reason}", nodes.reason),
@@ -1172,7 +1174,10 @@ fn write_table_row<'c>(
                 format!("DELETE FROM {} WHERE {}", quote(table), key_match())
             })?;
             bind_all(stmt, key.iter())?;
-            stmt.raw_execute()?;
+            // (A row still there was kept by a trigger: see `skipped_by_trigger`.)
+            if stmt.raw_execute()? == 0 && row_exists(conn, coll, info, key)? {
+                return Err(skipped_by_trigger(table, key));
+            }
         }
         return Ok(());
     }
@@ -1252,21 +1257,55 @@ fn write_table_row<'c>(
         };
         row_write_error(e.into(), table, key, written)
     })?;
-    // A row not written (but by an upsert of key columns only, whose row is there): a
-    // trigger's RAISE(IGNORE) skipped it, or another program deleted the row. Its sync record
-    // would say it merged: refused instead, so it comes again.
-    if written == 0 && !(upsert && info.fields.is_empty()) {
-        return Err(Error::new(
-            ErrorKind::Constraint,
-            format!(
-                "row {} of {table} was not written: a trigger on the table skipped it \
-                 (RAISE(IGNORE)), or another program deleted the row here; drop or change the \
-                 trigger (`pluresdb check` names rows written without PluresDB)",
-                key_text(key)
-            ),
-        ));
+    // A row not written was skipped by a trigger's RAISE(IGNORE) (or a column's ON CONFLICT
+    // IGNORE). Its sync record would say it merged: refused instead, so it comes again. (Not
+    // an upsert of key columns only whose row is there, nor an update of a row another
+    // program deleted: `check` reports those.)
+    if written == 0 {
+        let skipped = match (upsert, info.fields.is_empty()) {
+            (true, false) => true,
+            (true, true) => !row_exists(conn, coll, info, key)?,
+            (false, _) => row_exists(conn, coll, info, key)?,
+        };
+        if skipped {
+            return Err(skipped_by_trigger(table, key));
+        }
     }
     Ok(())
+}
+
+/// The error of a merged write of row `key` of `table` that SQLite skipped.
+fn skipped_by_trigger(table: &str, key: &[Value]) -> Error {
+    Error::new(
+        ErrorKind::Constraint,
+        format!(
+            "row {} of {table} was not written: a trigger on the table skipped it \
+             (RAISE(IGNORE)), or a column's ON CONFLICT IGNORE clause did; drop or change it",
+            key_text(key)
+        ),
+    )
+}
+
+/// Whether `table` has the row `key`.
+fn row_exists(
+    conn: &Connection,
+    coll: &Collection,
+    info: &TableInfo,
+    key: &[Value],
+) -> Result<bool> {
+    let on: Vec<String> = (info.pk.iter().enumerate())
+        .map(|(i, c)| format!("{} = ?{}", quote(c), i + 1))
+        .collect();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE {})",
+        quote(&coll.name),
+        on.join(" AND ")
+    ))?;
+    bind_all(&mut stmt, key.iter())?;
+    let mut rows = stmt.raw_query();
+    Ok(rows
+        .next()?
+        .is_some_and(|r| r.get::<_, bool>(0).unwrap_or(false)))
 }
 
 /// The error of a failed write of a row of `table`. When the row was written without a value
