@@ -177,7 +177,7 @@ pub fn apply(db: &Database, file: &Path, limit: &MessageLimit, json_out: bool) -
 /// `pluresdb serve --listen ADDRESS`: serves sync until interrupted, `max_sessions` peers at
 /// once, printing a line per exchange and per session's end. With `json_out`, its output is
 /// JSON lines: `{"serving": URL}`, then one object per exchange and one (with `"ended":
-/// true`) per session's end.
+/// true`) per session's end, and `{"ended": true}` when it stops.
 pub fn serve_cmd(
     db: Database,
     listen: &str,
@@ -229,8 +229,12 @@ pub fn serve_cmd(
         let stop = opts.stop.clone();
         stopping_on_ctrl_c(serve(db, listener, opts), &stop, true).await
     })?;
-    // The last sessions' lines, before the process ends.
+    // The last sessions' lines, before the process ends (JSON lines end with an `ended` line,
+    // as a watch's do).
     all_said();
+    if json_out {
+        println!("{}", json!({"ended": true}));
+    }
     Ok(())
 }
 

@@ -1233,5 +1233,9 @@ fn serve_and_watch_with_json_print_json_lines() {
     assert_eq!((&ended["sent"], &ended["received"]), (&3.into(), &0.into()));
     assert!(ended["error"].is_null(), "{ended}");
     interrupt(&server);
-    let _ = exits(server);
+    let (status, _) = exits(server);
+    assert!(status.success());
+    // The server's last line says it ended.
+    let last: Value = serde_json::from_str(&next_line(&served)).unwrap();
+    assert_eq!(last, serde_json::json!({"ended": true}));
 }
