@@ -417,6 +417,14 @@ pub const BUSY_HINT: &str = "(another process held the database; pass --busy-tim
 
 /// [`open`], for commands that only read: a database that is not there is an error (a
 /// mistyped `--db` would otherwise create an empty one and report on it).
+/// Refuses `--read-only` for a command that writes (`why` says what it writes).
+fn writable(cli: &Cli, why: &str) -> Result<()> {
+    if cli.read_only {
+        return Err(Error::invalid(format!("{why}; leave out --read-only")));
+    }
+    Ok(())
+}
+
 fn open_existing(cli: &Cli) -> Result<Database> {
     // (An error asking is left to the open, which says what it is.)
     if matches!(cli.db.try_exists(), Ok(false)) {
@@ -835,12 +843,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "--max-sessions must be at least 1 (how many peers are served at once)",
                 ));
             }
-            if cli.read_only {
-                return Err(Error::invalid(
-                    "serve merges what peers send, so it writes the database; leave out \
-                     --read-only",
-                ));
-            }
+            writable(
+                &cli,
+                "serve merges what peers send, so it writes the database",
+            )?;
             let db = open(&cli)?;
             drop(out);
             sync_cmd::serve_cmd(db, listen, *max_sessions, limit, cli.json)?;
@@ -852,11 +858,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             status,
             limit,
         } => {
-            if cli.read_only && !*status {
-                return Err(Error::invalid(
-                    "sync merges what the peer sends, so it writes the database; leave out \
-                     --read-only (or ask for --status)",
-                ));
+            if !*status {
+                let why = "sync merges what the peer sends, so it writes the database (--status \
+                           only reads)";
+                writable(&cli, why)?;
             }
             let db = if *status {
                 open_existing(&cli)?
@@ -1050,11 +1055,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::RenewSiteId => {
-            if cli.read_only {
-                return Err(Error::invalid(
-                    "renew-site-id changes the database; leave out --read-only",
-                ));
-            }
+            writable(&cli, "renew-site-id changes the database")?;
             // (Read first only when there is a file: `open` would make one.)
             let old = match cli.db.is_file() {
                 true => Some(open(&cli)?.site_id()),

@@ -434,7 +434,11 @@ impl Database {
         if self.inner.graph {
             // Writes to synced tables that bypassed PluresDB (read once the log is folded: a
             // read-only handle whose log holds changes leaves this out).
-            if self.settle_clock().is_ok() {
+            let settled = match self.settle_clock() {
+                Err(e) if e.kind() == ErrorKind::ReadOnly => false,
+                settled => settled.map(|()| true)?,
+            };
+            if settled {
                 let repl = &self.inner.repl;
                 problems.extend(self.with_writer_conn(|c| repl.writes_not_recorded(c))?);
             }

@@ -555,6 +555,14 @@ fn decode_changes(r: &mut Reader<'_>, max: usize) -> Result<Vec<ChangeRecord>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error of decoding `bytes` as a message of protocol `version`.
+    fn decoded_as(mut bytes: Vec<u8>, version: u8) -> String {
+        bytes[0] = version;
+        Message::decode(&bytes, DEFAULT_MAX_MESSAGE)
+            .unwrap_err()
+            .to_string()
+    }
     use pluresdb_core::Value;
 
     fn sample() -> Vec<ChangeRecord> {
@@ -619,17 +627,17 @@ mod tests {
             ("pairs".into(), vec!["b".into(), "a".into()]),
             ("t\u{e9}".into(), vec![]),
         ]);
-        let mut bytes = keys.encode();
+        let bytes = keys.encode();
         assert_eq!(bytes[..2], [KEY_COLUMNS_VERSION, KEY_COLUMNS]);
         assert_eq!(Message::decode(&bytes, DEFAULT_MAX_MESSAGE).unwrap(), keys);
         // Version 4 has nothing else, and a version 3 build refuses it.
-        bytes[0] = REFETCHING_VERSION;
-        let err = Message::decode(&bytes, DEFAULT_MAX_MESSAGE).unwrap_err();
-        assert!(err.to_string().contains("not one of version 3"), "{err}");
-        let mut done = Message::Done { db_version: 1 }.encode();
-        done[0] = KEY_COLUMNS_VERSION;
-        let err = Message::decode(&done, DEFAULT_MAX_MESSAGE).unwrap_err();
-        assert!(err.to_string().contains("not one of version 4"), "{err}");
+        let err = decoded_as(bytes, REFETCHING_VERSION);
+        assert!(err.contains("not one of version 3"), "{err}");
+        let err = decoded_as(
+            Message::Done { db_version: 1 }.encode(),
+            KEY_COLUMNS_VERSION,
+        );
+        assert!(err.contains("not one of version 4"), "{err}");
     }
 
     #[test]
@@ -692,18 +700,15 @@ mod tests {
             refetch: None,
         };
         for added in [Message::Progress(ResumePoint::from_bytes(vec![7])), resume] {
-            let mut bytes = added.encode();
+            let bytes = added.encode();
             assert_eq!(bytes[0], RESUMING_VERSION);
             // Version 1 had neither.
-            bytes[0] = PROTOCOL_VERSION;
-            let err = Message::decode(&bytes, DEFAULT_MAX_MESSAGE).unwrap_err();
-            assert!(err.to_string().contains("unknown message type"), "{err}");
+            let err = decoded_as(bytes, PROTOCOL_VERSION);
+            assert!(err.contains("unknown message type"), "{err}");
         }
         // And version 2 has no other messages than version 1.
-        let mut done = Message::Done { db_version: 1 }.encode();
-        done[0] = RESUMING_VERSION;
-        let err = Message::decode(&done, DEFAULT_MAX_MESSAGE).unwrap_err();
-        assert!(err.to_string().contains("not one of version 2"), "{err}");
+        let err = decoded_as(Message::Done { db_version: 1 }.encode(), RESUMING_VERSION);
+        assert!(err.contains("not one of version 2"), "{err}");
     }
 
     #[test]
@@ -739,15 +744,12 @@ mod tests {
             point: None,
             refetch: Some(Refetching { cursor: 5, wanted }),
         };
-        let mut bytes = asking(vec![notes]).encode();
+        let bytes = asking(vec![notes]).encode();
         assert_eq!(bytes[0], REFETCHING_VERSION);
-        bytes[0] = RESUMING_VERSION;
-        let err = Message::decode(&bytes, DEFAULT_MAX_MESSAGE).unwrap_err();
-        assert!(err.to_string().contains("unexpected bytes"), "{err}");
-        let mut done = Message::Done { db_version: 1 }.encode();
-        done[0] = REFETCHING_VERSION;
-        let err = Message::decode(&done, DEFAULT_MAX_MESSAGE).unwrap_err();
-        assert!(err.to_string().contains("not one of version 3"), "{err}");
+        let err = decoded_as(bytes, RESUMING_VERSION);
+        assert!(err.contains("unexpected bytes"), "{err}");
+        let err = decoded_as(Message::Done { db_version: 1 }.encode(), REFETCHING_VERSION);
+        assert!(err.contains("not one of version 3"), "{err}");
         let empty = asking(Vec::new()).encode();
         let err = Message::decode(&empty, DEFAULT_MAX_MESSAGE).unwrap_err();
         assert!(err.to_string().contains("asks for no table"), "{err}");

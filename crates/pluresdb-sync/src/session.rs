@@ -67,8 +67,9 @@ pub struct SessionOptions {
 /// (its peer hears a close, not a dropped connection); it returns its report. A watching
 /// session whose peer's hello and `Resume` came first sends the changes committed before the
 /// stop that it has not sent yet (by another process since it last looked, say) and waits for
-/// the peer to confirm them, up to 2 s (a peer stopping at the same time may leave them
-/// unconfirmed: the next session sends them again). Clones stop together.
+/// the peer to confirm them, up to 2 s (300 ms for a set it was sending at the stop: a large
+/// one is cut short; a peer stopping at the same time may leave them unconfirmed: the next
+/// session sends them again). Clones stop together.
 #[derive(Clone, Debug)]
 pub struct Stop(Arc<tokio::sync::watch::Sender<bool>>);
 
@@ -621,6 +622,7 @@ async fn sleep_until_some(at: Option<Instant>) {
 const STOP_SEND: Duration = Duration::from_secs(2);
 /// How long a stopped watching session goes on with a set it was sending at the stop.
 const STOP_SEND_SENDING: Duration = Duration::from_millis(300);
+/// The least time a stopped session's last messages get to leave.
 const STOP_FLUSH_LEAST: Duration = Duration::from_millis(500);
 
 /// How long the last messages of a session may take to leave (a peer that stopped reading

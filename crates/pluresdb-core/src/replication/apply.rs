@@ -178,14 +178,12 @@ impl Refusing {
         let reason = e.message().to_owned();
         // (A vector index's size check runs in SQL: its error comes back as SQLite's.)
         let vector_size = e.message().contains(crate::vector::WRONG_SIZE);
-        match (&group.coll.kind, e.kind()) {
-            (Kind::Table(_), ErrorKind::Constraint | ErrorKind::InvalidInput) => {
+        let row = matches!(e.kind(), ErrorKind::Constraint | ErrorKind::InvalidInput);
+        match &group.coll.kind {
+            Kind::Table(_) if row || vector_size => {
                 Some(Refusing::Table(group.coll.name.clone(), reason))
             }
-            (Kind::Table(_), _) if vector_size => {
-                Some(Refusing::Table(group.coll.name.clone(), reason))
-            }
-            (Kind::Nodes, _) if vector_size => Some(Refusing::Node(i, reason)),
+            Kind::Nodes if vector_size => Some(Refusing::Node(i, reason)),
             _ => None,
         }
     }
@@ -199,6 +197,11 @@ struct Merging<'a> {
     dropped: &'a std::collections::BTreeSet<u32>,
     from: Option<SiteId>,
     point: Option<(&'a ResumePoint, u64)>,
+    /// Tables refused so far (told of in `_pluresdb_meta`), those of them refused whole (their
+    /// groups are skipped), and the groups of nodes refused alone.
+    refused: &'a [Refused],
+    skipped_whole: &'a [String],
+    skipped_nodes: &'a [usize],
 }
 
 /// Most tables and columns an [`ApplyReport`] names as left out.
@@ -429,7 +432,6 @@ impl Database {
             let merged = self.merge_groups(
                 &repl,
                 &groups,
-                (&refused, &skipped_whole, &skipped_nodes),
                 &mut refusing,
                 &mut own,
                 Merging {
@@ -439,6 +441,9 @@ impl Database {
                     dropped: &dropped,
                     from,
                     point,
+                    refused: &refused,
+                    skipped_whole: &skipped_whole,
+                    skipped_nodes: &skipped_nodes,
                 },
             );
             match (merged, refusing) {
@@ -477,14 +482,13 @@ impl Database {
         }
     }
 
-    /// Merges `groups` but those of the tables `skipped_whole` in one transaction (`own`: its
-    /// own, not a caller's), telling of the tables `refused`. A row of a table that fails to be written names its table and reason
-    /// in `refusing`.
+    /// Merges `groups` but the refused ones (see [`Merging`]) in one transaction (`own`: its
+    /// own, not a caller's). A row that fails to be written and may be refused says so in
+    /// `refusing`.
     fn merge_groups(
         &self,
         repl: &Arc<Replication>,
         groups: &[Group<'_>],
-        (refused, skipped_whole, skipped_nodes): (&[Refused], &[String], &[usize]),
         refusing: &mut Option<Refusing>,
         own: &mut bool,
         m: Merging<'_>,
@@ -496,6 +500,9 @@ impl Database {
             dropped,
             from,
             point,
+            refused,
+            skipped_whole,
+            skipped_nodes,
         } = m;
         let mut report = ApplyReport {
             received,
@@ -1160,14 +1167,7 @@ fn write_table_row<'c>(
     m: &Merge<'_>,
 ) -> Result<()> {
     let table = &coll.name;
-    let key_match = || {
-        info.pk
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{} = ?{}", quote(c), i + 1))
-            .collect::<Vec<_>>()
-            .join(" AND ")
-    };
+    let key_match = || info.key_match();
     if !is_alive(m.cl) {
         if alive_before {
             let stmt = sql_cache.get(conn, (coll.id, DELETE, &[]), || {
@@ -1175,7 +1175,7 @@ fn write_table_row<'c>(
             })?;
             bind_all(stmt, key.iter())?;
             // (A row still there was kept by a trigger: see `skipped_by_trigger`.)
-            if stmt.raw_execute()? == 0 && row_exists(conn, coll, info, key)? {
+            if stmt.raw_execute()? == 0 && row_exists(conn, table, info, key)? {
                 return Err(skipped_by_trigger(table, key));
             }
         }
@@ -1264,8 +1264,8 @@ fn write_table_row<'c>(
     if written == 0 {
         let skipped = match (upsert, info.fields.is_empty()) {
             (true, false) => true,
-            (true, true) => !row_exists(conn, coll, info, key)?,
-            (false, _) => row_exists(conn, coll, info, key)?,
+            (true, true) => !row_exists(conn, table, info, key)?,
+            (false, _) => row_exists(conn, table, info, key)?,
         };
         if skipped {
             return Err(skipped_by_trigger(table, key));
@@ -1287,25 +1287,17 @@ fn skipped_by_trigger(table: &str, key: &[Value]) -> Error {
 }
 
 /// Whether `table` has the row `key`.
-fn row_exists(
-    conn: &Connection,
-    coll: &Collection,
-    info: &TableInfo,
-    key: &[Value],
-) -> Result<bool> {
-    let on: Vec<String> = (info.pk.iter().enumerate())
-        .map(|(i, c)| format!("{} = ?{}", quote(c), i + 1))
-        .collect();
+fn row_exists(conn: &Connection, table: &str, info: &TableInfo, key: &[Value]) -> Result<bool> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT EXISTS (SELECT 1 FROM {} WHERE {})",
-        quote(&coll.name),
-        on.join(" AND ")
+        quote(table),
+        info.key_match()
     ))?;
     bind_all(&mut stmt, key.iter())?;
-    let mut rows = stmt.raw_query();
-    Ok(rows
+    Ok(stmt
+        .raw_query()
         .next()?
-        .is_some_and(|r| r.get::<_, bool>(0).unwrap_or(false)))
+        .is_some_and(|r| r.get(0).unwrap_or(false)))
 }
 
 /// The error of a failed write of a row of `table`. When the row was written without a value

@@ -60,6 +60,22 @@ impl TableInfo {
             .join(", ")
     }
 
+    /// The condition that picks the row whose key is bound as `?1`, `?2`, ...
+    pub(crate) fn key_match(&self) -> String {
+        (self.pk.iter().enumerate())
+            .map(|(i, c)| format!("{} = ?{}", quote(c), i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    /// The condition that joins row `r` of the table to clock record `c` of its key.
+    pub(crate) fn row_of_clock_key(&self) -> String {
+        (self.pk.iter().enumerate())
+            .map(|(i, c)| format!("r.{} = pluresdb_key_part(c.key, {i})", quote(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
     /// When field `i` appeared here (0 when not known: there from the start).
     pub(crate) fn added_at(&self, i: usize) -> u64 {
         self.added_at.get(i).copied().unwrap_or(0)
@@ -443,7 +459,7 @@ pub(crate) fn check_shape(conn: &Connection, table: &str) -> Result<TableInfo> {
     }
     if let Some((_, index)) = extra_unique_indexes(conn, table)?.first() {
         // (A constraint's index cannot be dropped: the table is rebuilt without it.)
-        let remove = if index.starts_with("the UNIQUE constraint") {
+        let remove = if index.starts_with(UNIQUE_CONSTRAINT) {
             "rebuild the table without it"
         } else {
             "drop it"
@@ -484,6 +500,10 @@ fn index_list(conn: &Connection, table: &str) -> Result<Vec<(String, bool, Strin
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// How [`extra_unique_indexes`] names the index of a UNIQUE constraint in the table's
+/// definition (as opposed to `unique index NAME`), which no DROP INDEX removes.
+const UNIQUE_CONSTRAINT: &str = "the UNIQUE constraint";
+
 /// The UNIQUE indexes of `table` besides its primary key: `(name, name on (columns))`. Rows
 /// merged from other devices could break them (each device kept the index where it wrote).
 pub(crate) fn extra_unique_indexes(
@@ -502,9 +522,8 @@ pub(crate) fn extra_unique_indexes(
             .into_iter()
             .map(|c| c.unwrap_or_else(|| "<expression>".into()))
             .collect();
-        // (A UNIQUE constraint's index cannot be dropped: the table is rebuilt without it.)
         let described = if origin == "u" {
-            format!("the UNIQUE constraint on ({})", cols.join(", "))
+            format!("{UNIQUE_CONSTRAINT} on ({})", cols.join(", "))
         } else {
             format!("unique index {name} on ({})", cols.join(", "))
         };

@@ -636,19 +636,17 @@ fn branch_sql(coll: &Collection, one_key: bool) -> Option<String> {
         // Edges keep their clocks in their rows.
         Kind::Edges => return Some(edges_sql(one_key)),
         Kind::Table(info) if info.exists => {
-            let on: Vec<String> = info
-                .pk
-                .iter()
-                .enumerate()
-                .map(|(i, c)| format!("r.{} = {}", quote(c), part(i)))
-                .collect();
             let fields: Vec<String> = info
                 .fields
                 .iter()
                 .map(|f| format!("r.{}", quote(f)))
                 .collect();
             (
-                format!("LEFT JOIN {} r ON {}", quote(&coll.name), on.join(" AND ")),
+                format!(
+                    "LEFT JOIN {} r ON {}",
+                    quote(&coll.name),
+                    info.row_of_clock_key()
+                ),
                 format!("pluresdb_pack({})", fields.join(", ")),
             )
         }

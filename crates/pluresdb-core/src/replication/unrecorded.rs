@@ -15,40 +15,41 @@ impl Replication {
     /// A line per synced table that holds writes made without PluresDB (the clock must be
     /// settled first).
     pub(crate) fn writes_not_recorded(&self, conn: &Connection) -> Result<Vec<String>> {
-        // (id, name, key columns)
-        let tables: Vec<(u32, String, Vec<String>)> = self.with_collections(conn, |colls| {
+        // (id, name, key columns as packed, the join of a row to its clock record)
+        let tables: Vec<(u32, String, String, String)> = self.with_collections(conn, |colls| {
             Ok(colls
                 .iter()
                 .filter_map(|c| match &c.kind {
                     Kind::Table(info) if info.exists => {
-                        Some((c.id, c.name.clone(), info.pk.clone()))
+                        let packed: Vec<String> =
+                            info.pk.iter().map(|k| format!("r.{}", quote(k))).collect();
+                        Some((
+                            c.id,
+                            c.name.clone(),
+                            packed.join(", "),
+                            info.row_of_clock_key(),
+                        ))
                     }
                     _ => None,
                 })
                 .collect())
         })?;
         let mut problems = Vec::new();
-        for (id, name, pk) in tables {
+        for (id, name, packed, on) in tables {
             let table = quote(&name);
-            let packed: Vec<String> = pk.iter().map(|c| format!("r.{}", quote(c))).collect();
             let unrecorded: i64 = conn.query_row(
                 &format!(
                     "SELECT count(*) FROM {table} r WHERE NOT EXISTS (SELECT 1 FROM \
-                     _pluresdb_clock c WHERE c.tbl = {id} AND c.key = pluresdb_pack({}) \
-                     AND c.cl % 2 = 1)",
-                    packed.join(", ")
+                     _pluresdb_clock c WHERE c.tbl = {id} AND c.key = pluresdb_pack({packed}) \
+                     AND c.cl % 2 = 1)"
                 ),
                 [],
                 |r| r.get(0),
             )?;
-            let on: Vec<String> = (pk.iter().enumerate())
-                .map(|(i, c)| format!("r.{} = pluresdb_key_part(c.key, {i})", quote(c)))
-                .collect();
             let gone: i64 = conn.query_row(
                 &format!(
                     "SELECT count(*) FROM _pluresdb_clock c WHERE c.tbl = {id} AND c.cl % 2 = 1 \
-                     AND NOT EXISTS (SELECT 1 FROM {table} r WHERE {})",
-                    on.join(" AND ")
+                     AND NOT EXISTS (SELECT 1 FROM {table} r WHERE {on})"
                 ),
                 [],
                 |r| r.get(0),
