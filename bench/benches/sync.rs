@@ -158,9 +158,8 @@ fn write_overhead(rows: usize) {
     println!(
         "A synced write logs its changes; the fold that writes them into the sync records runs \
          when changes are next read (a sync) or the log reaches 8 MiB, timed here as `fold` \
-         right after each transaction. `all in` counts both. The SQLite line is the least a \
-         fold can cost with one clock record per row: SQLite alone writing the same records \
-         into an empty table, and rewriting each one a field version longer.\n"
+         right after each transaction. `all in` counts both. Rows written in bulk have their \
+         sync records packed a few hundred to a blob.\n"
     );
     println!(
         "| engine | insert unsynced | insert synced | ratio | fold | all in | update unsynced | update synced | ratio | fold | all in |"
@@ -170,8 +169,6 @@ fn write_overhead(rows: usize) {
     // insert unsynced, insert synced, insert fold, update unsynced, update synced, update fold
     let mut ours: [Vec<Duration>; 6] = Default::default();
     let fold = |db: &Database| time(|| db.fold_change_log().unwrap());
-    // Clock-record floor per round: copy, grow.
-    let mut floor: [Vec<Duration>; 2] = Default::default();
     for round in 0..rounds {
         for (k, synced) in [(0, false), (1, true)] {
             let path = dir.path().join(format!("ours-{round}-{synced}.db"));
@@ -182,10 +179,6 @@ fn write_overhead(rows: usize) {
             ours[k].push(insert_ours(&db, rows, 0));
             if synced {
                 ours[2].push(fold(&db));
-                let (copy, grow) =
-                    clock_floor(&path, &dir.path().join(format!("floor-{round}.db")));
-                floor[0].push(copy);
-                floor[1].push(grow);
             }
             ours[k + 3].push(time(|| update_ours(&db, (0..rows).map(key))));
             if synced {
@@ -206,14 +199,6 @@ fn write_overhead(rows: usize) {
         ratio(c, d),
         ms(df),
         ratio(c, d + df)
-    );
-    let [copy, grow] = floor.map(median);
-    println!(
-        "| SQLite alone, same clock records | | | | {} | {} | | | | {} | {} |",
-        ms(copy),
-        ratio(a, b + copy),
-        ms(grow),
-        ratio(c, d + grow)
     );
     if let Some(ext) = crsqlite() {
         let mut peer = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
@@ -242,36 +227,6 @@ fn write_overhead(rows: usize) {
     } else {
         println!("| cr-sqlite | not built: run bench/peers/build-crsqlite.sh | | | | | | | | | |");
     }
-}
-
-/// The least a fold can cost while each synced row has its own clock record (a B-tree record
-/// of SQLite's): the time SQLite alone takes to write the clock records of the database at
-/// `path`, in key order, into an empty table of the same shape in a new file `floor` (what
-/// folding the inserts writes), and to rewrite each of them one field version longer (what
-/// folding an update of every row writes), each in one transaction.
-fn clock_floor(path: &Path, floor: &Path) -> (Duration, Duration) {
-    let conn = Connection::open(floor).unwrap();
-    conn.execute("ATTACH ?1 AS measured", [path.to_str().unwrap()])
-        .unwrap();
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
-         CREATE TEMP TABLE records AS SELECT * FROM measured._pluresdb_clock;
-         DETACH measured;
-         CREATE TABLE floor(tbl INTEGER NOT NULL, key BLOB NOT NULL, cl INTEGER NOT NULL,
-                            seq INTEGER NOT NULL, ver BLOB NOT NULL,
-                            PRIMARY KEY (tbl, key)) WITHOUT ROWID;",
-    )
-    .unwrap();
-    let in_tx = |sql: &str| {
-        time(|| {
-            conn.execute_batch(&format!("BEGIN; {sql}; COMMIT;"))
-                .unwrap()
-        })
-    };
-    let copy = in_tx("INSERT INTO floor SELECT * FROM records ORDER BY tbl, key");
-    // A field version as a clock stores it: a 4-byte name and a stamp (about 12 bytes).
-    let grow = in_tx("UPDATE floor SET ver = ver || x'04646f6e65a1b2c3d4e5f60102a1'");
-    (copy, grow)
 }
 
 /// `transactions` transactions of `per_tx` updates of random rows of a `rows`-row table.

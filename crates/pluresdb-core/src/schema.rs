@@ -16,7 +16,9 @@ use crate::options::OpenOptions;
 /// read as they are) and records what it tells peers it has sent (`announced:*` in
 /// `_pluresdb_meta`, from `announce_since`: the `db_version` at the upgrade). Format 6 shows
 /// an edge in `pluresdb_edges` only while both its nodes are live (see `Database::get_edge`).
-pub const FORMAT_VERSION: i64 = 6;
+/// Format 7 packs the clocks of rows written in bulk (`_pluresdb_clock_pack`), which older
+/// builds would not read.
+pub const FORMAT_VERSION: i64 = 7;
 
 /// What opening learned about the file.
 pub(crate) struct SchemaState {
@@ -101,6 +103,15 @@ CREATE TABLE IF NOT EXISTS _pluresdb_clock (
     seq INTEGER NOT NULL,
     ver BLOB NOT NULL,
     PRIMARY KEY (tbl, key)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS _pluresdb_clock_pack (
+    tbl   INTEGER NOT NULL,
+    first BLOB NOT NULL,
+    last  BLOB NOT NULL,
+    seq   INTEGER NOT NULL,
+    body  BLOB NOT NULL,
+    PRIMARY KEY (tbl, first)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS _pluresdb_clock_log (

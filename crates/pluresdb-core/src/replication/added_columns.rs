@@ -96,6 +96,7 @@ pub(crate) fn record(
 /// Drops the versions of `column` that rows of collection `collection` kept from before it was
 /// dropped (a merged row has one per column): added again, it holds none of those values.
 fn forget_versions(conn: &Connection, collection: u32, column: &str) -> Result<()> {
+    super::packs::unpack(conn, collection)?;
     let rows: Vec<(Vec<u8>, Vec<u8>)> = conn
         .prepare("SELECT key, ver FROM _pluresdb_clock WHERE tbl = ?1")?
         .query_map([collection], |r| Ok((r.get(0)?, r.get(1)?)))?

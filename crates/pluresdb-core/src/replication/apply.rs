@@ -2,7 +2,7 @@
 //! length and last-writer-wins rules. Applying the same changes again, or in another order,
 //! leaves the same state.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,6 +22,7 @@ use super::edge_clock;
 use super::history::append_history;
 use super::keys;
 use super::missed::{self, Missed};
+use super::packs;
 use super::received;
 use super::refetch::{self, Refetch};
 use super::refusals;
@@ -540,7 +541,9 @@ impl Database {
                 for &id in dropped {
                     conn.prepare_cached("DELETE FROM _pluresdb_clock WHERE tbl = ?1")?
                         .execute([i64::from(id)])?;
+                    packs::drop_all(conn, id)?;
                 }
+                unpack_rows(conn, groups)?;
                 // The newest clock of what is not refused (observed once the merge is in).
                 let mut newest: Option<Hlc> = None;
                 for (i, group) in groups.iter().enumerate() {
@@ -948,6 +951,23 @@ impl Batch<'_, '_> {
         };
         Ok(Version::new(Hlc::from_u64(stamp.hlc), site))
     }
+}
+
+/// Gives the rows of `groups` whose clocks are packed records of them (merging reads and
+/// writes records).
+fn unpack_rows(conn: &Connection, groups: &[Group<'_>]) -> Result<()> {
+    let mut tables: BTreeMap<u32, Vec<&[u8]>> = BTreeMap::new();
+    for group in groups {
+        if matches!(group.coll.kind, Kind::Table(_)) {
+            tables.entry(group.coll.id).or_default().push(&group.key);
+        }
+    }
+    for (id, keys) in tables {
+        if packs::any(conn, id)? {
+            packs::materialize(conn, id, keys)?;
+        }
+    }
+    Ok(())
 }
 
 fn merge_row<'c>(

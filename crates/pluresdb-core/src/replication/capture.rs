@@ -22,6 +22,7 @@ use super::collections::{EDGES_ID, Kind, NODES_ID, TableInfo};
 use super::dense_fold;
 use super::edge_clock::EdgeStamp;
 use super::keys;
+use super::packs;
 use super::state::Replication;
 use crate::engine::WriteObserver;
 use crate::error::{Error, Result, user_function_error};
@@ -181,9 +182,16 @@ impl Replication {
         if flushes.is_empty() {
             return Ok(());
         }
+        self.fold_flushes(conn, &flushes)?;
+        changelog::clear(conn)
+    }
+
+    /// Writes flushes of changes (each with its stamp, count and changes as the log holds
+    /// them), oldest first, to the clock.
+    fn fold_flushes(&self, conn: &Connection, flushes: &[(Stamp, usize, Vec<u8>)]) -> Result<()> {
         let mut items: Vec<Stamped<'_>> =
             Vec::with_capacity(flushes.iter().map(|(_, n, _)| n).sum());
-        for (stamp, _, changes) in &flushes {
+        for (stamp, _, changes) in flushes {
             for e in Entries::new(changes, "change log") {
                 let e = e?;
                 let stamp = Stamp {
@@ -194,13 +202,14 @@ impl Replication {
             }
         }
         sort_by_key(&mut items);
-        // Between key changes, dense field updates are folded by a scan first; the rest (other
-        // rows) keep their order.
+        // Between key changes, rows created or updated in bulk are packed, then dense field
+        // updates of records are folded by a scan; the rest (other rows) keep their order.
         for part in items.split_inclusive(|c| c.0.new_key.is_some()) {
-            let rest = dense_fold::fold_field_updates(conn, &self.dense_fold, part)?;
+            let unpacked = packs::fold(conn, part)?;
+            let rest = dense_fold::fold_field_updates(conn, &self.dense_fold, &unpacked)?;
             write_clock(conn, &rest)?;
         }
-        changelog::clear(conn)
+        Ok(())
     }
 
     /// Re-reads table shapes when the writer changed the schema, and follows synced tables it

@@ -70,8 +70,13 @@ impl TableInfo {
 
     /// The condition that joins row `r` of the table to clock record `c` of its key.
     pub(crate) fn row_of_clock_key(&self) -> String {
+        self.row_of_key("c.key")
+    }
+
+    /// The condition that picks row `r` of the table whose packed key is `key` (SQL).
+    pub(crate) fn row_of_key(&self, key: &str) -> String {
         (self.pk.iter().enumerate())
-            .map(|(i, c)| format!("r.{} = pluresdb_key_part(c.key, {i})", quote(c)))
+            .map(|(i, c)| format!("r.{} = pluresdb_key_part({key}, {i})", quote(c)))
             .collect::<Vec<_>>()
             .join(" AND ")
     }

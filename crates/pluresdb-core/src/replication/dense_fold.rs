@@ -313,9 +313,14 @@ fn scan(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{NO_SCAN, SCANNED};
     use crate::Database;
+
+    /// Makes folds on this thread write records only (these tests are about records).
+    fn records_only() {
+        crate::replication::packs::PACKING_FOR_TESTS.set(Some((usize::MAX, 0, 256)));
+    }
 
     type ClockRow = (i64, Vec<u8>, i64, i64, Vec<u8>);
 
@@ -347,6 +352,7 @@ mod tests {
 
     #[test]
     fn scans_fold_dense_updates_to_the_records_row_by_row_folding_writes() {
+        records_only();
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.db");
         {
@@ -399,7 +405,7 @@ mod tests {
 
     /// Two synced tables (a text key, a composite key) of 1,200 rows, some fields with versions
     /// of their own, folded; `pool` lists the row numbers for re-inserts.
-    const RANDOM_SETUP: &str = "
+    pub(crate) const RANDOM_SETUP: &str = "
         CREATE TABLE pool(i INTEGER PRIMARY KEY);
         WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < 1199)
         INSERT INTO pool SELECT i FROM s;
@@ -413,7 +419,7 @@ mod tests {
         UPDATE tc SET b = -b WHERE n % 7 = 0;";
 
     /// The SQL of one random change to table `t` (`x`, `y` pick the rows).
-    fn random_change(kind: u8, t: &str, x: u32, y: u32) -> String {
+    pub(crate) fn random_change(kind: u8, t: &str, x: u32, y: u32) -> String {
         let (key, rekey) = if t == "tt" {
             (
                 "printf('k%x', i * 2654435761 % 4294967296), i, 0, 0",
@@ -467,6 +473,7 @@ mod tests {
             changes in proptest::collection::vec(
                 (0u8..9, proptest::bool::ANY, 0u32..1000, 0u32..1000), 1..24),
         ) {
+            records_only();
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("a.db");
             {

@@ -12,6 +12,7 @@ use pluresdb_crdt::{Hlc, SiteId, Version, is_alive};
 use super::clock::{RowClock, Stamp};
 use super::collections::{Collection, Collections, Kind, quote};
 use super::keys;
+use super::packs;
 use super::received;
 use super::refetch::Refetch;
 use super::resume::{Position, ResumePoint};
@@ -21,6 +22,7 @@ use super::{ChangeRecord, EDGES, EDGES_ID, NODES};
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::value::Value;
+use rusqlite::OptionalExtension;
 use rusqlite::types::Value as SqlValue;
 
 /// How often reading changes folds the log and reads again, before it reads holding the write
@@ -505,33 +507,36 @@ impl Reading {
         let upto = self.upto.as_ref();
         // Per row: where a scan goes on after it, whether the page is full, and whether the
         // row is past `upto` (and left out).
-        let mut emit = |emitter: &mut Emitter,
-                        row: &rusqlite::Row<'_>|
-         -> Result<(rusqlite::types::Value, bool, bool)> {
-            let tbl: i64 = row.get(0)?;
-            let key_bytes: Vec<u8> = row.get(1)?;
-            let cursor = row.get(5)?;
-            let Ok(tbl) = u32::try_from(tbl) else {
-                return Ok((cursor, false, false));
+        let mut emit =
+            |emitter: &mut Emitter, found: Found| -> Result<(rusqlite::types::Value, bool, bool)> {
+                let Found {
+                    tbl,
+                    key,
+                    cl,
+                    ver,
+                    vals,
+                    cursor,
+                } = found;
+                let Ok(tbl) = u32::try_from(tbl) else {
+                    return Ok((cursor, false, false));
+                };
+                if upto.is_some_and(|upto| is_past(tbl, &cursor, upto)) {
+                    return Ok((cursor, false, true));
+                }
+                let key = keys::unpack(&key)?;
+                let clock = RowClock::decode(&ver)?;
+                let vals = match vals {
+                    Some(b) => keys::unpack_values(&b)?,
+                    None => Vec::new(),
+                };
+                emitter.row(tbl, key, cl as u64, &clock, vals, &mut out.changes)?;
+                let start = out.ends.last().map_or(0, |(end, _)| *end);
+                if out.changes.len() - start >= batch {
+                    let at = scanning.then(|| (tbl, cursor.clone()));
+                    out.ends.push((out.changes.len(), at));
+                }
+                Ok((cursor, out.changes.len() - first >= 2 * batch, false))
             };
-            if upto.is_some_and(|upto| is_past(tbl, &cursor, upto)) {
-                return Ok((cursor, false, true));
-            }
-            let key = keys::unpack(&key_bytes)?;
-            let cl: i64 = row.get(2)?;
-            let clock = RowClock::decode(&row.get::<_, Vec<u8>>(3)?)?;
-            let vals = match row.get_ref(4)? {
-                rusqlite::types::ValueRef::Blob(b) => keys::unpack_values(b)?,
-                _ => Vec::new(),
-            };
-            emitter.row(tbl, key, cl as u64, &clock, vals, &mut out.changes)?;
-            let start = out.ends.last().map_or(0, |(end, _)| *end);
-            if out.changes.len() - start >= batch {
-                let at = scanning.then(|| (tbl, cursor.clone()));
-                out.ends.push((out.changes.len(), at));
-            }
-            Ok((cursor, out.changes.len() - first >= 2 * batch, false))
-        };
         let since = self.since as i64;
         // Rows read (or looked up) in this page.
         let mut rows_read = 0;
@@ -539,22 +544,35 @@ impl Reading {
             Plan::Start | Plan::Done => {}
             Plan::Rows { rows, next } => {
                 // Sorted by collection: one statement per collection, one lookup per row.
-                let mut stmt: Option<(u32, rusqlite::CachedStatement<'_>)> = None;
+                // (With a lookup of its packed clocks, if it has some.)
+                let mut stmt: Option<(u32, rusqlite::CachedStatement<'_>, Option<packs::Lookup>)> =
+                    None;
                 let mut full = false;
                 while *next < rows.len() && !full && rows_read < PAGE_ROWS {
                     let (coll, key) = &rows[*next];
                     *next += 1;
                     rows_read += 1;
-                    if stmt.as_ref().is_none_or(|(c, _)| c != coll) {
+                    if stmt.as_ref().is_none_or(|(c, _, _)| c != coll) {
                         let Some(sql) = emitter.sql(*coll, true) else {
                             continue;
                         };
-                        stmt = Some((*coll, conn.prepare_cached(sql)?));
+                        let packed = emitter.is_table(*coll) && packs::any(conn, *coll)?;
+                        let lookup = packed.then(|| packs::Lookup::new(*coll));
+                        stmt = Some((*coll, conn.prepare_cached(sql)?, lookup));
                     }
-                    let (_, stmt) = stmt.as_mut().expect("just prepared");
+                    let (_, stmt, packed) = stmt.as_mut().expect("just prepared");
                     let mut found = stmt.query(rusqlite::params![since, &**key])?;
+                    let mut any = false;
                     while let Some(row) = found.next()? {
-                        full = emit(emitter, row)?.1;
+                        any = true;
+                        full = emit(emitter, Found::of_record(row)?)?.1;
+                    }
+                    if !any
+                        && let Some(lookup) = packed
+                        && let Some(entry) = lookup.changed_since(conn, key, self.since)?
+                    {
+                        let found = emitter.packed(conn, *coll, entry)?;
+                        full = emit(emitter, found)?.1;
                     }
                 }
                 if *next == rows.len() {
@@ -580,16 +598,66 @@ impl Reading {
                 let mut stmt = conn.prepare_cached(sql)?;
                 let limit = PAGE_ROWS - rows_read;
                 let from = after.clone().unwrap_or_else(|| emitter.scan_start(id));
-                let mut found = stmt.query(rusqlite::params![since, from, limit as i64])?;
+                let mut found = stmt.query(rusqlite::params![since, &from, limit as i64])?;
                 let (mut read, mut full) = (0, false);
                 let mut past = false;
-                while !full
-                    && !past
-                    && let Some(row) = found.next()?
-                {
-                    let (cursor, page_full, row_past) = emit(emitter, row)?;
-                    (*after, full, past) = (Some(cursor), page_full, row_past);
-                    read += 1;
+                // The page stops short of the collection's end: a source was read to its limit.
+                let mut cut = false;
+                if emitter.is_table(id) && packs::any_since(conn, id, self.since)? {
+                    // Records and packed clocks, merged in key order; a packed row's values
+                    // are read when it is emitted.
+                    let SqlValue::Blob(from) = &from else {
+                        return Err(Error::internal("a table's scan position is not a key"));
+                    };
+                    // A page ends at two batches of changes: rows past that are not read.
+                    let cap = limit.min(2 * batch + 1);
+                    let entries = packs::page(conn, id, self.since, from, cap)?;
+                    let all_entries = entries.len() < cap;
+                    let mut entries = entries.into_iter().peekable();
+                    let mut fetched = 0;
+                    let mut next_record = |fetched: &mut usize| -> Result<Option<Found>> {
+                        match found.next()? {
+                            Some(row) => {
+                                *fetched += 1;
+                                Found::of_record(row).map(Some)
+                            }
+                            None => Ok(None),
+                        }
+                    };
+                    let mut record = next_record(&mut fetched)?;
+                    while !full && !past {
+                        let all_records = fetched < limit;
+                        let from_record = match (&record, entries.peek()) {
+                            (Some(r), Some(e)) => r.key.as_slice() < &*e.key,
+                            (Some(_), None) if all_entries => true,
+                            (None, Some(_)) if all_records => false,
+                            (None, None) if all_entries && all_records => break,
+                            _ => {
+                                cut = true;
+                                break;
+                            }
+                        };
+                        let row = if from_record {
+                            let row = record.take().expect("compared");
+                            record = next_record(&mut fetched)?;
+                            row
+                        } else {
+                            let entry = entries.next().expect("compared");
+                            emitter.packed(conn, id, entry)?
+                        };
+                        let (cursor, page_full, row_past) = emit(emitter, row)?;
+                        (*after, full, past) = (Some(cursor), page_full, row_past);
+                        read += 1;
+                    }
+                } else {
+                    while !full
+                        && !past
+                        && let Some(row) = found.next()?
+                    {
+                        let (cursor, page_full, row_past) = emit(emitter, Found::of_record(row)?)?;
+                        (*after, full, past) = (Some(cursor), page_full, row_past);
+                        read += 1;
+                    }
                 }
                 rows_read += read;
                 if past {
@@ -597,7 +665,7 @@ impl Reading {
                     self.plan = Plan::Done;
                     break;
                 }
-                if full || read == limit {
+                if full || cut || read == limit {
                     break;
                 }
                 // The collection is done.
@@ -606,6 +674,34 @@ impl Reading {
             },
         }
         Ok(true)
+    }
+}
+
+/// A row a page reads: its clock (a record, or an entry of a pack), its values (packed; `None`
+/// when the row is gone) and where a scan goes on after it.
+struct Found {
+    tbl: i64,
+    key: Vec<u8>,
+    cl: i64,
+    ver: Vec<u8>,
+    vals: Option<Vec<u8>>,
+    cursor: SqlValue,
+}
+
+impl Found {
+    /// A row read by [`branch_sql`].
+    fn of_record(row: &rusqlite::Row<'_>) -> Result<Found> {
+        Ok(Found {
+            tbl: row.get(0)?,
+            key: row.get(1)?,
+            cl: row.get(2)?,
+            ver: row.get(3)?,
+            vals: match row.get_ref(4)? {
+                rusqlite::types::ValueRef::Blob(b) => Some(b.to_vec()),
+                _ => None,
+            },
+            cursor: row.get(5)?,
+        })
     }
 }
 
@@ -766,6 +862,8 @@ struct Source {
     /// [`branch_sql`] for a page of rows (`[0]`) and for one row (`[1]`), made when first
     /// used.
     sql: [OnceCell<Option<String>>; 2],
+    /// For a table, the SQL that reads a row's values by its key (`?1`), for packed clocks.
+    values: OnceCell<String>,
     /// Per field, whether its changes are read (`None`: all, with the rows' creations and
     /// deletions; see [`Emitter::only`]).
     read_fields: Option<Vec<bool>>,
@@ -814,6 +912,7 @@ impl Emitter {
                     name: name.into(),
                     fields: fields.into_iter().map(Arc::from).collect(),
                     sql: Default::default(),
+                    values: OnceCell::new(),
                     read_fields,
                 };
                 (c.id, source)
@@ -832,6 +931,55 @@ impl Emitter {
             Some(Kind::Edges) => rusqlite::types::Value::Integer(0),
             _ => rusqlite::types::Value::Blob(Vec::new()),
         }
+    }
+
+    /// Whether collection `id` is a synced table (whose clocks may be packed).
+    fn is_table(&self, id: u32) -> bool {
+        self.sources
+            .get(&id)
+            .is_some_and(|s| matches!(&s.coll.kind, Kind::Table(info) if info.exists))
+    }
+
+    /// A pack entry of table `id` as a row read, with the row's values.
+    fn packed(
+        &self,
+        conn: &rusqlite::Connection,
+        id: u32,
+        entry: packs::Entry<'static>,
+    ) -> Result<Found> {
+        let source = self
+            .sources
+            .get(&id)
+            .ok_or_else(|| Error::internal("a packed clock of a collection not read"))?;
+        let Kind::Table(info) = &source.coll.kind else {
+            return Err(Error::internal(
+                "a packed clock of a collection that is not a table",
+            ));
+        };
+        let sql = source.values.get_or_init(|| {
+            let fields: Vec<String> = (info.fields.iter())
+                .map(|f| format!("r.{}", quote(f)))
+                .collect();
+            format!(
+                "SELECT pluresdb_pack({}) FROM {} r WHERE {}",
+                fields.join(", "),
+                quote(&source.coll.name),
+                info.row_of_key("?1")
+            )
+        });
+        let key = entry.key.into_owned();
+        let vals = conn
+            .prepare_cached(sql)?
+            .query_row([&key], |r| r.get(0))
+            .optional()?;
+        Ok(Found {
+            tbl: i64::from(id),
+            cursor: SqlValue::Blob(key.clone()),
+            key,
+            cl: entry.cl as i64,
+            ver: entry.ver.into_owned(),
+            vals,
+        })
     }
 
     /// The SQL that reads collection `id`'s changed rows: one (`one_key`), or a page.

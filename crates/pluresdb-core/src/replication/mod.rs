@@ -6,7 +6,8 @@
 //!   `SELECT pluresdb_sync_table('todos')` or [`Database::sync_table`]; the writer's pre-update
 //!   hook then reports its row changes, which are appended to a change log
 //!   (`_pluresdb_clock_log`) in the same transaction and folded into `_pluresdb_clock` in bulk
-//!   before anything reads or merges clock records.
+//!   before anything reads or merges clock records. Rows written in bulk have their clocks
+//!   packed a few hundred to a blob instead (see [`packs`]).
 //! * `_pluresdb_clock` holds, per replicated row, its causal length and a [`RowClock`]: the
 //!   version of each field plus the local sequence number (`db_version`) that stored it.
 //!   Edges keep the same in their own rows (`cl`, `ver`, `seq`; see `edge_clock`).
@@ -29,6 +30,7 @@ mod history;
 mod keys;
 mod meta_json;
 mod missed;
+mod packs;
 mod paused;
 mod peers;
 mod received;

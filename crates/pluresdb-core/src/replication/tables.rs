@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::added_columns;
 use super::clock::RowClock;
 use super::collections::{Collection, Kind, Renamed, TableInfo, check_shape, quote, table_info};
+use super::packs;
 use super::state::Replication;
 use crate::error::{Error, Result};
 
@@ -81,19 +82,31 @@ impl Replication {
     ) -> Result<()> {
         let stamp = self.local_stamp(conn, self.clock.now())?;
         let keys = info.key_list();
-        conn.execute(
-            &format!(
-                "INSERT INTO _pluresdb_clock(tbl, key, cl, seq, ver)
-                 SELECT ?1, pluresdb_pack({keys}), 1, ?2, ?3 FROM {}
-                 WHERE true ON CONFLICT(tbl, key) DO NOTHING",
-                quote(table)
-            ),
-            rusqlite::params![
-                i64::from(id),
-                stamp.seq as i64,
-                RowClock::whole(stamp).encode()
-            ],
+        let params = rusqlite::params![
+            i64::from(id),
+            stamp.seq as i64,
+            RowClock::whole(stamp).encode()
+        ];
+        if !packs::any(conn, id)? {
+            conn.execute(
+                &format!(
+                    "INSERT INTO _pluresdb_clock(tbl, key, cl, seq, ver)
+                     SELECT ?1, pluresdb_pack({keys}), 1, ?2, ?3 FROM {}
+                     WHERE true ON CONFLICT(tbl, key) DO NOTHING",
+                    quote(table)
+                ),
+                params,
+            )?;
+            return Ok(());
+        }
+        // Rows whose clocks are packed have them already.
+        let mut insert = conn.prepare(
+            "INSERT INTO _pluresdb_clock(tbl, key, cl, seq, ver) VALUES (?1, ?4, 1, ?2, ?3)
+             ON CONFLICT(tbl, key) DO NOTHING",
         )?;
+        for key in packs::rows_without_clock(conn, id, table, info)? {
+            insert.execute((params[0], params[1], params[2], key))?;
+        }
         Ok(())
     }
 
@@ -126,6 +139,7 @@ impl Replication {
         };
         // Changes captured so far are recorded before the table stops being synced.
         self.settle_clock(conn)?;
+        packs::unpack(conn, id)?;
         super::paused::pause(conn, id, &name)?;
         added_columns::forget(conn, id)?;
         conn.execute("DELETE FROM _pluresdb_clock WHERE tbl = ?1", [id])?;
@@ -232,6 +246,7 @@ impl Replication {
              WHERE tbl = ?1 AND cl % 2 = 1",
         )?;
         for (id, columns) in renamed {
+            packs::unpack(conn, id)?;
             for (old, added_at, new) in columns {
                 stmt.execute(rusqlite::params![
                     i64::from(id),

@@ -5,9 +5,12 @@
 //! starting the table's sync is no repair: it compares rows with what they were when the
 //! sync stopped, and a table emptied meanwhile counts as made again.)
 
+use std::sync::Arc;
+
 use rusqlite::Connection;
 
-use super::collections::{Kind, quote};
+use super::collections::{Collection, Kind, TableInfo, quote};
+use super::packs;
 use super::state::Replication;
 use crate::error::Result;
 
@@ -15,48 +18,63 @@ impl Replication {
     /// A line per synced table that holds writes made without PluresDB (the clock must be
     /// settled first).
     pub(crate) fn writes_not_recorded(&self, conn: &Connection) -> Result<Vec<String>> {
-        // (id, name, key columns as packed, the join of a row to its clock record)
-        let tables: Vec<(u32, String, String, String)> = self.with_collections(conn, |colls| {
+        let tables: Vec<Arc<Collection>> = self.with_collections(conn, |colls| {
             Ok(colls
                 .iter()
-                .filter_map(|c| match &c.kind {
-                    Kind::Table(info) if info.exists => {
-                        let packed: Vec<String> =
-                            info.pk.iter().map(|k| format!("r.{}", quote(k))).collect();
-                        Some((
-                            c.id,
-                            c.name.clone(),
-                            packed.join(", "),
-                            info.row_of_clock_key(),
-                        ))
-                    }
-                    _ => None,
-                })
+                .filter(|c| matches!(&c.kind, Kind::Table(info) if info.exists))
+                .cloned()
                 .collect())
         })?;
         let mut problems = Vec::new();
-        for (id, name, packed, on) in tables {
-            let table = quote(&name);
-            let unrecorded: i64 = conn.query_row(
-                &format!(
-                    "SELECT count(*) FROM {table} r WHERE NOT EXISTS (SELECT 1 FROM \
-                     _pluresdb_clock c WHERE c.tbl = {id} AND c.key = pluresdb_pack({packed}) \
-                     AND c.cl % 2 = 1)"
-                ),
-                [],
-                |r| r.get(0),
-            )?;
-            let gone: i64 = conn.query_row(
-                &format!(
-                    "SELECT count(*) FROM _pluresdb_clock c WHERE c.tbl = {id} AND c.cl % 2 = 1 \
-                     AND NOT EXISTS (SELECT 1 FROM {table} r WHERE {on})"
-                ),
-                [],
-                |r| r.get(0),
-            )?;
-            if unrecorded + gone > 0 {
-                problems.push(format!(
-                    "synced table {name:?} has {unrecorded} row(s) that PluresDB did not see \
+        for coll in tables {
+            if let Kind::Table(info) = &coll.kind
+                && let Some(problem) = count_unrecorded(conn, coll.id, &coll.name, info)?
+            {
+                problems.push(problem);
+            }
+        }
+        Ok(problems)
+    }
+}
+
+/// The line [`Replication::writes_not_recorded`] gives table `name` (collection `id`, shaped
+/// `info`), if it holds writes made without PluresDB.
+fn count_unrecorded(
+    conn: &Connection,
+    id: u32,
+    name: &str,
+    info: &TableInfo,
+) -> Result<Option<String>> {
+    let table = quote(name);
+    let packed = info
+        .pk
+        .iter()
+        .map(|k| format!("r.{}", quote(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let on = info.row_of_clock_key();
+    let count = |sql: String| conn.query_row(&sql, [], |r| r.get::<_, i64>(0));
+    let mut unrecorded = count(format!(
+        "SELECT count(*) FROM {table} r WHERE NOT EXISTS (SELECT 1 FROM _pluresdb_clock c \
+         WHERE c.tbl = {id} AND c.key = pluresdb_pack({packed}) AND c.cl % 2 = 1)"
+    ))?;
+    let mut gone = count(format!(
+        "SELECT count(*) FROM _pluresdb_clock c WHERE c.tbl = {id} AND c.cl % 2 = 1 \
+         AND NOT EXISTS (SELECT 1 FROM {table} r WHERE {on})"
+    ))?;
+    if packs::any(conn, id)? {
+        // Rows with no record at all may have a pack entry (always a live row's).
+        let no_record = count(format!(
+            "SELECT count(*) FROM {table} r WHERE NOT EXISTS (SELECT 1 FROM _pluresdb_clock c \
+             WHERE c.tbl = {id} AND c.key = pluresdb_pack({packed}))"
+        ))?;
+        let no_clock = packs::rows_without_clock(conn, id, name, info)?.len() as i64;
+        unrecorded += no_clock - no_record;
+        gone += packs::entries_without_row(conn, id, name, info)? as i64;
+    }
+    if unrecorded + gone > 0 {
+        return Ok(Some(format!(
+            "synced table {name:?} has {unrecorded} row(s) that PluresDB did not see \
                      written and {gone} row(s) it did not see deleted (written by another \
                      program, such as the sqlite3 shell or an app's own SQLite library, or \
                      skipped by a trigger's RAISE(IGNORE) as they merged): other devices do not \
@@ -64,9 +82,7 @@ impl Replication {
                      through PluresDB; to sync such rows as they are here, write them again \
                      through PluresDB (INSERT OR REPLACE them; a deleted one: insert it and \
                      delete it)"
-                ));
-            }
-        }
-        Ok(problems)
+        )));
     }
+    Ok(None)
 }
