@@ -165,7 +165,12 @@ pub(crate) struct Lookup {
     taken: bool,
     /// Tells which keys have records, for [`changed_since`](Self::changed_since).
     probe: Option<RecordProbe>,
+    /// Keys between these two (exclusive; `None`: unbounded) are in no pack, as last read.
+    gap: Option<Gap>,
 }
+
+/// A run of keys in no pack: after one key and before another (`None`: unbounded).
+type Gap = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 impl Lookup {
     pub(crate) fn new(coll: u32) -> Lookup {
@@ -174,6 +179,7 @@ impl Lookup {
             pack: None,
             taken: false,
             probe: None,
+            gap: None,
         }
     }
 
@@ -184,6 +190,12 @@ impl Lookup {
             .pack
             .as_ref()
             .is_some_and(|(first, last, _)| first.as_slice() <= key && key <= last.as_slice());
+        let in_gap = self.gap.as_ref().is_some_and(|(after, before)| {
+            after.as_deref().is_none_or(|a| a < key) && before.as_deref().is_none_or(|b| key < b)
+        });
+        if in_gap {
+            return Ok(None);
+        }
         if !cached {
             self.write_back(conn)?;
             // (The body is read only when the key is in the pack's range.)
@@ -204,7 +216,19 @@ impl Lookup {
                     let entries = decode(&body)?.into_iter().map(Entry::into_owned).collect();
                     Some((first, last, entries))
                 }
-                _ => None,
+                before => {
+                    // In no pack: so are the keys up to the next pack's first (a run of keys
+                    // between packs costs no query each).
+                    let next: Option<Vec<u8>> = conn
+                        .prepare_cached(
+                            "SELECT first FROM _pluresdb_clock_pack WHERE tbl = ?1 AND first > ?2
+                             ORDER BY first LIMIT 1",
+                        )?
+                        .query_row(rusqlite::params![i64::from(self.coll), key], |r| r.get(0))
+                        .optional()?;
+                    self.gap = Some((before.map(|(_, last, _)| last), next));
+                    None
+                }
             };
         }
         let Some((_, _, entries)) = &self.pack else {
