@@ -414,7 +414,8 @@ impl Database {
 
     /// SQLite's `integrity_check` and `foreign_key_check`, edge rows whose node or relation row
     /// is gone (deleted outside PluresDB), and rows of synced tables written or deleted by
-    /// another program (which do not sync); an empty list means healthy.
+    /// another program (which do not sync); an empty list means healthy. (A read-only handle
+    /// whose change log holds writes cannot look for the last: it says so, as a problem.)
     pub fn check(&self) -> Result<Vec<String>> {
         let mut problems: Vec<String> = self
             .pragma("integrity_check")?
@@ -441,6 +442,14 @@ impl Database {
             if settled {
                 let repl = &self.inner.repl;
                 problems.extend(self.with_writer_conn(|c| repl.writes_not_recorded(c))?);
+            } else {
+                problems.push(
+                    "rows of synced tables written or deleted by another program were not \
+                     looked for: the database's latest writes are not in its sync records yet, \
+                     which a read-only handle cannot do; run check on a writable handle (or \
+                     after the next sync or write)"
+                        .to_owned(),
+                );
             }
             let broken = self
                 .value(

@@ -85,15 +85,20 @@ pub(crate) struct WriterClass {
     pub(crate) writes_through_function: bool,
     /// It changes the schema (see `WriterAuth::ddl`).
     pub(crate) ddl: bool,
+    /// It runs outside any transaction (`VACUUM`): never wrapped in one, and it writes no
+    /// rows of synced tables.
+    pub(crate) outside_tx: bool,
 }
 
 impl WriterClass {
-    /// Kept in [`SqlInfo::writer_class`]: 1 (known) | 2 | 4 | 8 | 16 for the flags in order.
+    /// Kept in [`SqlInfo::writer_class`]: 1 (known) | 2 | 4 | 8 | 16 | 32 for the flags in
+    /// order.
     fn bits(self) -> u8 {
         1 | u8::from(self.tx_control) << 1
             | u8::from(self.readonly) << 2
             | u8::from(self.writes_through_function) << 3
             | u8::from(self.ddl) << 4
+            | u8::from(self.outside_tx) << 5
     }
 
     /// Clears what the writer's authorizer notes per statement, before one is prepared.
@@ -103,14 +108,15 @@ impl WriterClass {
         auth.ddl.store(false, Ordering::Release);
     }
 
-    /// The class of the statement just prepared on the writer (after
+    /// The class of the statement `sql` just prepared on the writer (after
     /// [`before_prepare`](Self::before_prepare)), which SQLite says is `readonly` or not.
-    pub(crate) fn of_prepared(auth: &WriterAuth, readonly: bool) -> WriterClass {
+    pub(crate) fn of_prepared(auth: &WriterAuth, sql: &str, readonly: bool) -> WriterClass {
         WriterClass {
             tx_control: auth.tx_control.load(Ordering::Acquire),
             readonly,
             writes_through_function: auth.writes_through_function.load(Ordering::Acquire),
             ddl: auth.ddl.load(Ordering::Acquire),
+            outside_tx: matches!(crate::sql_text::next_token(sql), Some((w, _)) if w == "vacuum"),
         }
     }
 
@@ -120,6 +126,7 @@ impl WriterClass {
             readonly: bits & 4 != 0,
             writes_through_function: bits & 8 != 0,
             ddl: bits & 16 != 0,
+            outside_tx: bits & 32 != 0,
         }
     }
 }
@@ -693,6 +700,8 @@ impl Engine {
                 .store(true, Ordering::Release);
         }
         match self.active_observer() {
+            // (SQLite refuses it inside a transaction itself.)
+            Some(_) if class.outside_tx => run(),
             Some(observer) => {
                 let readonly = class.readonly && !class.writes_through_function;
                 observed_write(observer, conn, class.tx_control, readonly, wrapped, run)
@@ -777,7 +786,7 @@ impl Engine {
         // authorizer.
         WriterClass::before_prepare(&self.writer_auth);
         let stmt = conn.take(info.id, sql)?;
-        let class = WriterClass::of_prepared(&self.writer_auth, stmt.readonly());
+        let class = WriterClass::of_prepared(&self.writer_auth, sql, stmt.readonly());
         conn.put(info.id, stmt);
         info.writer_class.store(class.bits(), Ordering::Release);
         Ok(class)

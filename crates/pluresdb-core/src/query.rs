@@ -119,7 +119,8 @@ impl Engine {
             let Some((mut stmt, start, tail)) = next_statement(conn, script, rest)? else {
                 break;
             };
-            let class = WriterClass::of_prepared(&self.writer_auth, stmt.readonly());
+            let class =
+                WriterClass::of_prepared(&self.writer_auth, &script[start..tail], stmt.readonly());
             result.statements += 1;
             let with_rows = keep_rows && stmt.column_count() > 0;
             let columns = Arc::new(if with_rows {

@@ -4408,6 +4408,113 @@ fn check_finds_writes_another_program_made_to_a_synced_table() {
 }
 
 #[test]
+fn a_read_only_check_that_cannot_look_for_foreign_writes_says_so() {
+    // It said nothing (healthy) while it had skipped them.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let db = synced_in(
+        Database::open(&path).unwrap(),
+        "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)",
+        &["todos"],
+    );
+    db.exec("INSERT INTO todos VALUES ('a', 'x')").unwrap();
+    let read_only = || OpenOptions::new().read_only(true).open(&path).unwrap();
+    let problems = read_only().check().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("were not looked for"), "{problems:?}");
+    db.fold_change_log().unwrap();
+    assert!(read_only().check().unwrap().is_empty());
+}
+
+#[test]
+fn vacuum_runs_on_a_database_with_synced_tables() {
+    // It was refused ("cannot VACUUM from within a transaction"): every statement run outside
+    // a transaction was wrapped in one once a table synced.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let db = synced_in(
+        Database::open(&path).unwrap(),
+        "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)",
+        &["todos"],
+    );
+    db.exec("INSERT INTO todos VALUES ('a', 'x'), ('b', 'y'); DELETE FROM todos WHERE id = 'b'")
+        .unwrap();
+    db.exec("VACUUM").unwrap();
+    db.run("VACUUM", ()).unwrap();
+    let copy = dir.path().join("copy.db");
+    db.run("VACUUM INTO ?1", (copy.to_str().unwrap(),)).unwrap();
+    assert!(db.check().unwrap().is_empty());
+    // Inside a transaction, SQLite's own refusal.
+    let err = db
+        .transaction(|tx| tx.exec("VACUUM"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot VACUUM from within a transaction"),
+        "{err}"
+    );
+    db.exec("UPDATE todos SET title = 'z' WHERE id = 'a'")
+        .unwrap();
+    let peer = with_synced(
+        "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)",
+        &["todos"],
+    );
+    peer.apply_changes(&db.changes_since(0, None).unwrap().changes)
+        .unwrap();
+    assert_eq!(
+        peer.value("SELECT group_concat(id || title) FROM todos", ())
+            .unwrap(),
+        Value::Text("az".into())
+    );
+    let copied = Database::open(&copy).unwrap();
+    assert_eq!(
+        copied.value("SELECT count(*) FROM todos", ()).unwrap(),
+        Value::Integer(1)
+    );
+}
+
+#[test]
+fn a_row_another_program_deleted_is_not_sent_as_a_row_of_nulls() {
+    // It was: a peer got the row with every column NULL, or refused the table for a NOT NULL
+    // column (every later sync again).
+    const TODOS: &str = "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL)";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let db = synced_in(Database::open(&path).unwrap(), TODOS, &["todos"]);
+    // Rows written in bulk (their sync records packed), and one on its own.
+    db.exec(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)
+         INSERT INTO todos SELECT 'r' || i, 't' || i FROM n",
+    )
+    .unwrap();
+    db.fold_change_log().unwrap();
+    db.exec("INSERT INTO todos VALUES ('single', 's')").unwrap();
+    db.fold_change_log().unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .execute_batch("DELETE FROM todos WHERE id IN ('r5', 'single')")
+        .unwrap();
+    drop(other);
+    let peer = with_synced(TODOS, &["todos"]);
+    let report = peer
+        .apply_changes(&db.changes_since(0, None).unwrap().changes)
+        .unwrap();
+    assert!(report.refused.is_empty(), "{report:?}");
+    assert_eq!(
+        peer.value("SELECT count(*) FROM todos", ()).unwrap(),
+        Value::Integer(99)
+    );
+    assert_eq!(
+        peer.value(
+            "SELECT count(*) FROM todos WHERE id IN ('r5', 'single')",
+            ()
+        )
+        .unwrap(),
+        Value::Integer(0)
+    );
+}
+
+#[test]
 fn changes_stamped_too_far_ahead_wait_while_the_rest_merges() {
     // A device whose clock ran a day ahead stamped its writes so: they failed every batch
     // they were in, so nothing of that peer merged until the day had passed.

@@ -523,6 +523,12 @@ impl Reading {
                 if upto.is_some_and(|upto| is_past(tbl, &cursor, upto)) {
                     return Ok((cursor, false, true));
                 }
+                // A live row of a table whose row is gone was deleted by another program:
+                // that write does not sync (`check` reports it), and peers must not get a
+                // row of NULLs for it.
+                if vals.is_none() && cl % 2 == 1 && emitter.is_table(tbl) {
+                    return Ok((cursor, false, false));
+                }
                 let key = keys::unpack(&key)?;
                 let clock = RowClock::decode(&ver)?;
                 let vals = match vals {
@@ -737,13 +743,18 @@ fn branch_sql(coll: &Collection, one_key: bool) -> Option<String> {
                 .iter()
                 .map(|f| format!("r.{}", quote(f)))
                 .collect();
+            // NULL when the row is gone (deleted by another program): it is not sent.
             (
                 format!(
                     "LEFT JOIN {} r ON {}",
                     quote(&coll.name),
                     info.row_of_clock_key()
                 ),
-                format!("pluresdb_pack({})", fields.join(", ")),
+                format!(
+                    "CASE WHEN r.{} IS NOT NULL THEN pluresdb_pack({}) END",
+                    quote(&info.pk[0]),
+                    fields.join(", ")
+                ),
             )
         }
         Kind::Table(_) => return None,
