@@ -53,6 +53,9 @@ struct Cli {
     /// model.safetensors) for text searches and embedded columns.
     #[arg(long, global = true, env = "PLURESDB_MODEL_DIR")]
     model: Option<PathBuf>,
+    /// Output mode of `sql`: table, json, csv or line (before or after the command).
+    #[arg(long, global = true)]
+    mode: Option<Mode>,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,9 +71,6 @@ enum Command {
         /// Parameters for a single statement, as a JSON array or object.
         #[arg(long)]
         params: Option<String>,
-        /// Output mode: table, json, csv or line.
-        #[arg(long)]
-        mode: Option<Mode>,
     },
     /// Interactive SQL shell (sqlite3-style dot commands; .help lists them).
     Shell,
@@ -562,11 +562,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let mut out = output::stdout();
     let mode = if cli.json { Mode::Json } else { Mode::Table };
     match &cli.command {
-        Command::Sql {
-            sql,
-            params,
-            mode: chosen,
-        } => {
+        Command::Sql { sql, params } => {
             let db = open(&cli)?;
             let sql = match sql {
                 Some(s) if s != "-" => s.clone(),
@@ -576,7 +572,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     buf
                 }
             };
-            let mode = chosen.unwrap_or(mode);
+            let mode = cli.mode.unwrap_or(mode);
             match params {
                 Some(p) => run_with_params(&db, &mut out, mode, &sql, p)?,
                 None => {

@@ -121,6 +121,11 @@ fn sql_prints_tables_for_people_and_exact_json_for_scripts() {
     assert_eq!(changed, json!({"changes": 2}));
     let csv = cli.ok(&["sql", "--mode", "csv", "SELECT id, name FROM t"]);
     assert_eq!(csv, "id,name\n1,Ada\n2,Alan\n");
+    // Given before the command too (it was refused with a usage line about --model).
+    assert_eq!(
+        cli.ok(&["--mode", "csv", "sql", "SELECT id, name FROM t"]),
+        csv
+    );
     let from_stdin = cli.run_with(&["sql"], Some("SELECT 40 + 2 AS answer;"));
     assert!(String::from_utf8_lossy(&from_stdin.stdout).contains("42"));
 }

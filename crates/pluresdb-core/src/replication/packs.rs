@@ -513,7 +513,7 @@ fn shape(row: &[Stamped<'_>]) -> Option<Shape> {
     }
 }
 
-/// Folds into packs the rows of `items` created or updated in bulk, and copies the entries of
+/// Folds into packs the rows of `items` created or updated in bulk, and moves the entries of
 /// the other rows' keys to records; returns the items left to fold as records, in their order.
 /// `items` are sorted by collection and key, except that the last may change a row's key.
 pub(crate) fn fold<'i, 'a>(
@@ -609,7 +609,7 @@ fn fold_packs(conn: &Connection, coll: u32, rows: &[&[Stamped<'_>]]) -> Result<V
         }
         let entry = old_iter.next_if(|e| *e.key == *key);
         // A row that creates over an entry, updates without one, or has a record, is left to
-        // records (its entry, if any, is copied to one).
+        // records (its entry, if any, is moved to one).
         let packable = match (shape(row), &entry) {
             (Some(Shape::Created), None) => Some(Shape::Created),
             (Some(Shape::Updated), Some(e)) if e.cl % 2 == 1 => Some(Shape::Updated),
