@@ -75,7 +75,9 @@ impl<T: FromRow> RowIter<T> {
             Holder::Writer(_) => Some(engine.classify_on_writer(holder.conn_mut(), sql, &info)?),
             Holder::Reader(_) => None,
         };
-        let writes = class.is_some_and(|c| !c.readonly || c.writes_through_function);
+        // (`VACUUM` runs outside any transaction and writes no synced row: not observed.)
+        let writes =
+            class.is_some_and(|c| (!c.readonly || c.writes_through_function) && !c.outside_tx);
         let observer = engine.active_observer_arc().filter(|_| writes);
         let stmt = holder.conn_mut().take(info.id, sql)?;
         if observer.is_none() && class.is_some_and(|c| c.writes_through_function) {

@@ -4335,15 +4335,21 @@ fn a_table_refused_under_another_case_of_its_name_merges_nothing() {
     );
 }
 
-#[test]
-fn check_finds_writes_another_program_made_to_a_synced_table() {
-    let dir = tempfile::tempdir().unwrap();
+/// The file `app.db` in `dir` with a synced table `todos(id, title)`.
+fn todos_file(dir: &tempfile::TempDir) -> (std::path::PathBuf, Database) {
     let path = dir.path().join("app.db");
     let db = synced_in(
         Database::open(&path).unwrap(),
         "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)",
         &["todos"],
     );
+    (path, db)
+}
+
+#[test]
+fn check_finds_writes_another_program_made_to_a_synced_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, db) = todos_file(&dir);
     db.exec("INSERT INTO todos VALUES ('kept', 'a'), ('dropped', 'b')")
         .unwrap();
     assert!(db.check().unwrap().is_empty());
@@ -4411,12 +4417,7 @@ fn check_finds_writes_another_program_made_to_a_synced_table() {
 fn a_read_only_check_that_cannot_look_for_foreign_writes_says_so() {
     // It said nothing (healthy) while it had skipped them.
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("app.db");
-    let db = synced_in(
-        Database::open(&path).unwrap(),
-        "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)",
-        &["todos"],
-    );
+    let (path, db) = todos_file(&dir);
     db.exec("INSERT INTO todos VALUES ('a', 'x')").unwrap();
     let read_only = || OpenOptions::new().read_only(true).open(&path).unwrap();
     let problems = read_only().check().unwrap();
@@ -4431,16 +4432,13 @@ fn vacuum_runs_on_a_database_with_synced_tables() {
     // It was refused ("cannot VACUUM from within a transaction"): every statement run outside
     // a transaction was wrapped in one once a table synced.
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("app.db");
-    let db = synced_in(
-        Database::open(&path).unwrap(),
-        "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)",
-        &["todos"],
-    );
+    let (_, db) = todos_file(&dir);
     db.exec("INSERT INTO todos VALUES ('a', 'x'), ('b', 'y'); DELETE FROM todos WHERE id = 'b'")
         .unwrap();
     db.exec("VACUUM").unwrap();
     db.run("VACUUM", ()).unwrap();
+    let streamed: Vec<_> = db.iterate("VACUUM", ()).unwrap().collect();
+    assert!(streamed.iter().all(|r| r.is_ok()), "{streamed:?}");
     let copy = dir.path().join("copy.db");
     db.run("VACUUM INTO ?1", (copy.to_str().unwrap(),)).unwrap();
     assert!(db.check().unwrap().is_empty());
