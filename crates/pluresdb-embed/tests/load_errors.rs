@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use candle_transformers::models::bert::{BertModel, Config};
-use pluresdb_embed::{EmbedError, Embedder, MiniLm, MiniLmOptions, cosine_similarity};
+use pluresdb_embed::{EmbedError, Embedder, MiniLm, MiniLmOptions};
 use tokenizers::Tokenizer;
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
@@ -239,8 +239,11 @@ fn batching_and_padding_do_not_change_vectors() {
     for (a, b) in small_batches.embed(&texts).unwrap().iter().zip(&together) {
         assert_close(a, b, 1e-5);
     }
-    // Different texts give different vectors.
-    assert!(cosine_similarity(&together[0], &together[2]) < 0.999);
+    // Different texts give different vectors. (Not compared by cosine: with the tiny model's
+    // random weights, two texts' vectors were once 0.999 alike, which failed a CI run.)
+    let differ = |a: &[f32], b: &[f32]| a.iter().zip(b).any(|(x, y)| (x - y).abs() > 1e-4);
+    assert!(differ(&together[0], &together[2]));
+    assert!(differ(&together[1], &together[4]));
 }
 
 #[test]
