@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::conn::CachedStmt;
 use crate::engine::{
-    Engine, Holder, ObservedStatement, SqlInfo, UndoMark, WriteObserver, begin_own_write,
-    end_own_write,
+    Engine, Holder, ObservedStatement, SqlInfo, UndoMark, WriteObserver, WriterClass,
+    begin_own_write, end_own_write,
 };
 use crate::error::Result;
 use crate::events::{SavepointStmt, savepoint_statement};
@@ -68,17 +68,15 @@ impl<T: FromRow> RowIter<T> {
         };
         // SAFETY: the holder is heap-allocated, never moved, and freed only in `finish`.
         let holder = unsafe { &mut *iter.holder.expect("just set").as_ptr() };
-        // On the writer under capture: the observer of a statement that writes, counting one
-        // that calls a PluresDB function that writes (see `in_write_transaction`) although
-        // SQLite calls it read-only.
+        // On the writer under capture: the observer of a statement it observes (see
+        // `WriterClass::observed`).
         let class = match &*holder {
             Holder::Writer(_) => Some(engine.classify_on_writer(holder.conn_mut(), sql, &info)?),
             Holder::Reader(_) => None,
         };
-        // (`VACUUM` runs outside any transaction and writes no synced row: not observed.)
-        let writes =
-            class.is_some_and(|c| (!c.readonly || c.writes_through_function) && !c.outside_tx);
-        let observer = engine.active_observer_arc().filter(|_| writes);
+        let observer = engine
+            .active_observer_arc()
+            .filter(|_| class.is_some_and(WriterClass::observed));
         let stmt = holder.conn_mut().take(info.id, sql)?;
         if observer.is_none() && class.is_some_and(|c| c.writes_through_function) {
             // With no capture running, such a statement still writes in a transaction of its

@@ -120,6 +120,12 @@ impl WriterClass {
         }
     }
 
+    /// Whether change capture observes it: it writes (a PluresDB function that writes counts,
+    /// although SQLite calls it read-only), and not outside any transaction (`VACUUM`).
+    pub(crate) fn observed(self) -> bool {
+        (!self.readonly || self.writes_through_function) && !self.outside_tx
+    }
+
     fn from_bits(bits: u8) -> WriterClass {
         WriterClass {
             tx_control: bits & 2 != 0,
@@ -700,10 +706,8 @@ impl Engine {
                 .store(true, Ordering::Release);
         }
         match self.active_observer() {
-            // (SQLite refuses it inside a transaction itself.)
-            Some(_) if class.outside_tx => run(),
             Some(observer) => {
-                let readonly = class.readonly && !class.writes_through_function;
+                let readonly = !class.observed();
                 observed_write(observer, conn, class.tx_control, readonly, wrapped, run)
             }
             None if class.writes_through_function => in_write_transaction(conn, run),

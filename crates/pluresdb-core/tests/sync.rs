@@ -596,6 +596,12 @@ fn pluresdb_crdt_now() -> u64 {
         .as_millis() as u64
 }
 
+/// Merges every change `from` has into `into` (no sync recorded); returns the report.
+fn merge_all(from: &Database, into: &Database) -> pluresdb_core::ApplyReport {
+    into.apply_changes(&from.changes_since(0, None).unwrap().changes)
+        .unwrap()
+}
+
 /// Applies to `b` what `a` has that `b` lacks, and records the sync; returns the report.
 fn push_report(a: &Database, b: &Database) -> pluresdb_core::ApplyReport {
     let since = b.peer_cursor(a.site_id()).unwrap();
@@ -4268,29 +4274,18 @@ fn a_merged_row_a_trigger_skips_is_refused_and_comes_again() {
     )
     .unwrap();
     a.exec("INSERT INTO t VALUES ('r1', 'a')").unwrap();
-    let why = refused(
-        &b.apply_changes(&a.changes_since(0, None).unwrap().changes)
-            .unwrap(),
-        "t",
-    );
+    let why = refused(&merge_all(&a, &b), "t");
     assert!(
         why.contains("was not written: a trigger on the table skipped it"),
         "{why}"
     );
     b.exec("DROP TRIGGER no_new").unwrap();
-    let report = b
-        .apply_changes(&a.changes_since(0, None).unwrap().changes)
-        .unwrap();
+    let report = merge_all(&a, &b);
     assert!(report.refused.is_empty(), "{report:?}");
     a.exec("UPDATE t SET x = 'skip'").unwrap();
-    refused(
-        &b.apply_changes(&a.changes_since(0, None).unwrap().changes)
-            .unwrap(),
-        "t",
-    );
+    refused(&merge_all(&a, &b), "t");
     b.exec("DROP TRIGGER no_x").unwrap();
-    b.apply_changes(&a.changes_since(0, None).unwrap().changes)
-        .unwrap();
+    merge_all(&a, &b);
     assert_eq!(dump(&a), dump(&b));
     // A delete a trigger keeps from happening (a soft delete), and a table of key columns only.
     b.exec(
@@ -4305,9 +4300,7 @@ fn a_merged_row_a_trigger_skips_is_refused_and_comes_again() {
     a.sync_table("k").unwrap();
     a.exec("DELETE FROM t; INSERT INTO k VALUES ('k1')")
         .unwrap();
-    let report = b
-        .apply_changes(&a.changes_since(0, None).unwrap().changes)
-        .unwrap();
+    let report = merge_all(&a, &b);
     let tables: Vec<&str> = report.refused.iter().map(|r| r.table.as_str()).collect();
     assert_eq!(tables, ["k", "t"], "{report:?}");
 }
@@ -4325,9 +4318,7 @@ fn a_table_refused_under_another_case_of_its_name_merges_nothing() {
         &["items"],
     );
     a.exec("INSERT INTO Items VALUES ('n1', 'c1')").unwrap();
-    let report = b
-        .apply_changes(&a.changes_since(0, None).unwrap().changes)
-        .unwrap();
+    let report = merge_all(&a, &b);
     refused(&report, "items");
     assert_eq!(
         b.value("SELECT count(*) FROM items", ()).unwrap(),
@@ -4357,9 +4348,7 @@ fn check_finds_writes_another_program_made_to_a_synced_table() {
         "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)",
         &["todos"],
     );
-    early
-        .apply_changes(&db.changes_since(0, None).unwrap().changes)
-        .unwrap();
+    merge_all(&db, &early);
     // The app's own SQLite library writes the file (PluresDB sees none of it).
     let other = rusqlite::Connection::open(&path).unwrap();
     other
@@ -4383,9 +4372,7 @@ fn check_finds_writes_another_program_made_to_a_synced_table() {
     early
         .exec("UPDATE todos SET title = 'p' WHERE id = 'dropped'")
         .unwrap();
-    let report = db
-        .apply_changes(&early.changes_since(0, None).unwrap().changes)
-        .unwrap();
+    let report = merge_all(&early, &db);
     assert!(report.refused.is_empty(), "{report:?}");
     // What the message says to do: then a peer gets all three writes.
     db.exec(
@@ -4398,8 +4385,7 @@ fn check_finds_writes_another_program_made_to_a_synced_table() {
         "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)",
         &["todos"],
     );
-    peer.apply_changes(&db.changes_since(0, None).unwrap().changes)
-        .unwrap();
+    merge_all(&db, &peer);
     assert_eq!(
         peer.all("SELECT id, title FROM todos ORDER BY id", ())
             .unwrap()
@@ -4457,8 +4443,7 @@ fn vacuum_runs_on_a_database_with_synced_tables() {
         "CREATE TABLE todos(id TEXT PRIMARY KEY NOT NULL, title TEXT)",
         &["todos"],
     );
-    peer.apply_changes(&db.changes_since(0, None).unwrap().changes)
-        .unwrap();
+    merge_all(&db, &peer);
     assert_eq!(
         peer.value("SELECT group_concat(id || title) FROM todos", ())
             .unwrap(),
@@ -4494,9 +4479,7 @@ fn a_row_another_program_deleted_is_not_sent_as_a_row_of_nulls() {
         .unwrap();
     drop(other);
     let peer = with_synced(TODOS, &["todos"]);
-    let report = peer
-        .apply_changes(&db.changes_since(0, None).unwrap().changes)
-        .unwrap();
+    let report = merge_all(&db, &peer);
     assert!(report.refused.is_empty(), "{report:?}");
     assert_eq!(
         peer.value("SELECT count(*) FROM todos", ()).unwrap(),

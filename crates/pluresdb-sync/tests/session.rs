@@ -2294,9 +2294,14 @@ async fn a_server_asks_an_older_client_for_everything_and_a_newer_one_for_what_a
 
 /// A table keyed by two columns, listed in `order` ("a, b" or "b, a").
 fn keyed_by(dir: &tempfile::TempDir, name: &str, order: &str) -> Database {
+    pairs_table(dir, name, "a TEXT NOT NULL, b TEXT NOT NULL, v TEXT", order)
+}
+
+/// A database `name` in `dir` with a synced table `pairs` of `columns` keyed by `key`.
+fn pairs_table(dir: &tempfile::TempDir, name: &str, columns: &str, key: &str) -> Database {
     let db = Database::open(dir.path().join(name)).unwrap();
     db.exec(&format!(
-        "CREATE TABLE pairs(a TEXT NOT NULL, b TEXT NOT NULL, v TEXT, PRIMARY KEY ({order}))"
+        "CREATE TABLE pairs({columns}, PRIMARY KEY ({key}))"
     ))
     .unwrap();
     db.sync_table("pairs").unwrap();
@@ -2372,13 +2377,7 @@ async fn a_key_column_renamed_on_one_device_still_syncs_by_position() {
 /// A database with the synced table `pairs(a, b, c)` keyed by `key`, then `todos` (so that
 /// `pairs` comes first in a scan of changes).
 fn pairs_db(dir: &tempfile::TempDir, name: &str, key: &str) -> Database {
-    let db = Database::open(dir.path().join(name)).unwrap();
-    db.exec(&format!(
-        "CREATE TABLE pairs({PAIRS_COLUMNS}, PRIMARY KEY ({key}))"
-    ))
-    .unwrap();
-    db.sync_table("pairs").unwrap();
-    with_todos(db)
+    with_todos(pairs_table(dir, name, PAIRS_COLUMNS, key))
 }
 
 const PAIRS_COLUMNS: &str = "a TEXT NOT NULL, b TEXT NOT NULL, c TEXT NOT NULL";

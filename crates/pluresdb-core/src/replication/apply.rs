@@ -543,7 +543,7 @@ impl Database {
                         .execute([i64::from(id)])?;
                     packs::drop_all(conn, id)?;
                 }
-                unpack_rows(conn, groups)?;
+                records_of_packed_rows(conn, groups)?;
                 // The newest clock of what is not refused (observed once the merge is in).
                 let mut newest: Option<Hlc> = None;
                 for (i, group) in groups.iter().enumerate() {
@@ -955,7 +955,7 @@ impl Batch<'_, '_> {
 
 /// Gives the rows of `groups` whose clocks are packed records of them (merging reads and
 /// writes records).
-fn unpack_rows(conn: &Connection, groups: &[Group<'_>]) -> Result<()> {
+fn records_of_packed_rows(conn: &Connection, groups: &[Group<'_>]) -> Result<()> {
     let mut tables: BTreeMap<u32, Vec<&[u8]>> = BTreeMap::new();
     for group in groups {
         if matches!(group.coll.kind, Kind::Table(_)) {

@@ -182,16 +182,9 @@ impl Replication {
         if flushes.is_empty() {
             return Ok(());
         }
-        self.fold_flushes(conn, &flushes)?;
-        changelog::clear(conn)
-    }
-
-    /// Writes flushes of changes (each with its stamp, count and changes as the log holds
-    /// them), oldest first, to the clock.
-    fn fold_flushes(&self, conn: &Connection, flushes: &[(Stamp, usize, Vec<u8>)]) -> Result<()> {
         let mut items: Vec<Stamped<'_>> =
             Vec::with_capacity(flushes.iter().map(|(_, n, _)| n).sum());
-        for (stamp, _, changes) in flushes {
+        for (stamp, _, changes) in &flushes {
             for e in Entries::new(changes, "change log") {
                 let e = e?;
                 let stamp = Stamp {
@@ -209,7 +202,7 @@ impl Replication {
             let rest = dense_fold::fold_field_updates(conn, &self.dense_fold, &unpacked)?;
             write_clock(conn, &rest)?;
         }
-        Ok(())
+        changelog::clear(conn)
     }
 
     /// Re-reads table shapes when the writer changed the schema, and follows synced tables it

@@ -40,6 +40,29 @@ const NO_BASE: u8 = 0;
 const BASE_FOLLOWS: u8 = 1;
 const BASE_IS_SENTINEL: u8 = 2;
 
+/// The field names packed as capture records them (text values; others are skipped).
+fn field_names(names: &[u8]) -> impl Iterator<Item = Result<&str>> {
+    let mut r = Reader::new(names, "field names");
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        while !failed && !r.is_empty() {
+            match r.value_ref(keys::MAX_KEY_BYTES) {
+                // Text was checked to be UTF-8 by the reader.
+                Ok(ValueRef::Text(name)) => match std::str::from_utf8(name) {
+                    Ok(name) => return Some(Ok(name)),
+                    Err(_) => continue,
+                },
+                Ok(_) => continue,
+                Err(e) => {
+                    failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
+    })
+}
+
 fn put_stamp(out: &mut Vec<u8>, s: Stamp) {
     put_varint(out, s.hlc);
     put_varint(out, u64::from(s.site));
@@ -131,14 +154,8 @@ impl RowClock {
     /// Gives each field named in `names` (packed with [`keys::pack`], as capture records
     /// them) its own version `stamp`.
     pub(crate) fn set_packed_fields(&mut self, names: &[u8], stamp: Stamp) -> Result<()> {
-        let mut r = Reader::new(names, "field names");
-        while !r.is_empty() {
-            // Text was checked to be UTF-8 by the reader.
-            if let ValueRef::Text(name) = r.value_ref(keys::MAX_KEY_BYTES)?
-                && let Ok(name) = std::str::from_utf8(name)
-            {
-                self.set_field(name, stamp);
-            }
+        for name in field_names(names) {
+            self.set_field(name?, stamp);
         }
         Ok(())
     }
@@ -185,13 +202,8 @@ impl RowClock {
     /// sorted and without repeats, into `out`.
     pub(crate) fn packed_names<'a>(names: &'a [u8], out: &mut Vec<&'a [u8]>) -> Result<()> {
         out.clear();
-        let mut r = Reader::new(names, "field names");
-        while !r.is_empty() {
-            if let ValueRef::Text(name) = r.value_ref(keys::MAX_KEY_BYTES)?
-                && std::str::from_utf8(name).is_ok()
-            {
-                out.push(name);
-            }
+        for name in field_names(names) {
+            out.push(name?.as_bytes());
         }
         out.sort_unstable();
         out.dedup();

@@ -60,6 +60,13 @@ impl TableInfo {
             .join(", ")
     }
 
+    /// The packed key of row `r` of the table (SQL; the columns qualified, so that a key column
+    /// named like a column of `_pluresdb_clock` is the table's).
+    pub(crate) fn key_of_row(&self) -> String {
+        let columns: Vec<String> = self.pk.iter().map(|c| format!("r.{}", quote(c))).collect();
+        format!("pluresdb_pack({})", columns.join(", "))
+    }
+
     /// The condition that picks the row whose key is bound as `?1`, `?2`, ...
     pub(crate) fn key_match(&self) -> String {
         (self.pk.iter().enumerate())

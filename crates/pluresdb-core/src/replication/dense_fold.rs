@@ -418,6 +418,12 @@ pub(crate) mod tests {
         UPDATE tt SET b = -b WHERE n % 7 = 0;
         UPDATE tc SET b = -b WHERE n % 7 = 0;";
 
+    /// Up to 23 random changes for [`random_change`]: kind, second table, `x`, `y`.
+    pub(crate) fn random_changes()
+    -> impl proptest::strategy::Strategy<Value = Vec<(u8, bool, u32, u32)>> {
+        proptest::collection::vec((0u8..9, proptest::bool::ANY, 0u32..1000, 0u32..1000), 1..24)
+    }
+
     /// The SQL of one random change to table `t` (`x`, `y` pick the rows).
     pub(crate) fn random_change(kind: u8, t: &str, x: u32, y: u32) -> String {
         let (key, rekey) = if t == "tt" {
@@ -469,10 +475,7 @@ pub(crate) mod tests {
         /// (forward, backward, or failing under a trigger and falling back), the records are
         /// those of row-by-row folding.
         #[test]
-        fn random_changes_fold_by_scans_as_row_by_row(
-            changes in proptest::collection::vec(
-                (0u8..9, proptest::bool::ANY, 0u32..1000, 0u32..1000), 1..24),
-        ) {
+        fn random_changes_fold_by_scans_as_row_by_row(changes in random_changes()) {
             records_only();
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("a.db");

@@ -309,15 +309,19 @@ fn insert_record(conn: &Connection, coll: u32, e: &Entry<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Keys of the entries of collection `coll` that no record overrides, sorted.
-pub(crate) fn live_keys(conn: &Connection, coll: u32) -> Result<Vec<Vec<u8>>> {
-    let bodies: Vec<Vec<u8>> = conn
+/// The bodies of collection `coll`'s packs, in key order.
+fn bodies(conn: &Connection, coll: u32) -> Result<Vec<Vec<u8>>> {
+    Ok(conn
         .prepare_cached("SELECT body FROM _pluresdb_clock_pack WHERE tbl = ?1 ORDER BY first")?
         .query_map([i64::from(coll)], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Keys of the entries of collection `coll` that no record overrides, sorted.
+pub(crate) fn live_keys(conn: &Connection, coll: u32) -> Result<Vec<Vec<u8>>> {
     let mut probe = RecordProbe::new(coll);
     let mut keys = Vec::new();
-    for body in &bodies {
+    for body in &bodies(conn, coll)? {
         for e in decode(body)? {
             if !probe.has(conn, &e.key)? {
                 keys.push(e.key.into_owned());
@@ -327,18 +331,15 @@ pub(crate) fn live_keys(conn: &Connection, coll: u32) -> Result<Vec<Vec<u8>>> {
     Ok(keys)
 }
 
-/// Keys of the rows of `table` (collection `coll`, shaped `info`) that have neither a record
-/// nor a pack entry, sorted.
-pub(crate) fn rows_without_clock(
+/// Keys of the rows of `table` (collection `coll`, shaped `info`) that have no record, sorted
+/// (a pack entry may hold their clocks: see [`live_keys`]).
+pub(crate) fn rows_without_record(
     conn: &Connection,
     coll: u32,
     table: &str,
     info: &TableInfo,
 ) -> Result<Vec<Vec<u8>>> {
-    let packed = live_keys(conn, coll)?;
-    // (Qualified: a key column may be named like a column of the clock table.)
-    let columns: Vec<String> = info.pk.iter().map(|k| format!("r.{}", quote(k))).collect();
-    let key = format!("pluresdb_pack({})", columns.join(", "));
+    let key = info.key_of_row();
     let mut rows: Vec<Vec<u8>> = conn
         .prepare(&format!(
             "SELECT {key} FROM {} r WHERE NOT EXISTS
@@ -348,17 +349,15 @@ pub(crate) fn rows_without_clock(
         .query_map([i64::from(coll)], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     rows.sort_unstable();
-    rows.retain(|k| packed.binary_search(k).is_err());
     Ok(rows)
 }
 
-/// How many entries of collection `coll` that no record overrides have no row in `table`
-/// (shaped `info`).
+/// How many of the entries `live` (see [`live_keys`]) have no row in `table` (shaped `info`).
 pub(crate) fn entries_without_row(
     conn: &Connection,
-    coll: u32,
     table: &str,
     info: &TableInfo,
+    live: &[Vec<u8>],
 ) -> Result<usize> {
     let mut exists = conn.prepare(&format!(
         "SELECT EXISTS (SELECT 1 FROM {} r WHERE {})",
@@ -366,7 +365,7 @@ pub(crate) fn entries_without_row(
         info.row_of_key("?1")
     ))?;
     let mut gone = 0;
-    for key in live_keys(conn, coll)? {
+    for key in live {
         if !exists.query_row([key], |r| r.get::<_, bool>(0))? {
             gone += 1;
         }
@@ -377,10 +376,7 @@ pub(crate) fn entries_without_row(
 /// Turns every pack of collection `coll` into records (entries a record overrides are
 /// dropped).
 pub(crate) fn unpack(conn: &Connection, coll: u32) -> Result<()> {
-    let bodies: Vec<Vec<u8>> = conn
-        .prepare_cached("SELECT body FROM _pluresdb_clock_pack WHERE tbl = ?1 ORDER BY first")?
-        .query_map([i64::from(coll)], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    let bodies = bodies(conn, coll)?;
     if bodies.is_empty() {
         return Ok(());
     }
@@ -708,7 +704,7 @@ pub(crate) mod tests {
     use super::{PACKING_FOR_TESTS, decode};
     use crate::Database;
     use crate::replication::clock::{RowClock, Stamp};
-    use crate::replication::dense_fold::tests::{RANDOM_SETUP, random_change};
+    use crate::replication::dense_fold::tests::{RANDOM_SETUP, random_change, random_changes};
 
     /// Per row of the synced tables: causal length, sequence number and clock, from records
     /// or, where a row has none, from its pack entry; clock times left out (two databases
@@ -792,10 +788,7 @@ pub(crate) mod tests {
         /// that writes records only: both hold the same clocks, read the same changes (all, and
         /// since the first phase), and peers that merge them hold the same rows.
         #[test]
-        fn random_changes_fold_into_packs_as_into_records(
-            changes in proptest::collection::vec(
-                (0u8..9, proptest::bool::ANY, 0u32..1000, 0u32..1000), 1..24),
-        ) {
+        fn random_changes_fold_into_packs_as_into_records(changes in random_changes()) {
             let dir = tempfile::tempdir().unwrap();
             let packed = Database::open(dir.path().join("packed.db")).unwrap();
             let records = Database::open(dir.path().join("records.db")).unwrap();

@@ -104,8 +104,11 @@ impl Replication {
             "INSERT INTO _pluresdb_clock(tbl, key, cl, seq, ver) VALUES (?1, ?4, 1, ?2, ?3)
              ON CONFLICT(tbl, key) DO NOTHING",
         )?;
-        for key in packs::rows_without_clock(conn, id, table, info)? {
-            insert.execute((params[0], params[1], params[2], key))?;
+        let live = packs::live_keys(conn, id)?;
+        for key in packs::rows_without_record(conn, id, table, info)? {
+            if live.binary_search(&key).is_err() {
+                insert.execute((params[0], params[1], params[2], key))?;
+            }
         }
         Ok(())
     }

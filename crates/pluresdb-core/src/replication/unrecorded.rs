@@ -46,31 +46,27 @@ fn count_unrecorded(
     info: &TableInfo,
 ) -> Result<Option<String>> {
     let table = quote(name);
-    let packed = info
-        .pk
-        .iter()
-        .map(|k| format!("r.{}", quote(k)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let key = info.key_of_row();
     let on = info.row_of_clock_key();
     let count = |sql: String| conn.query_row(&sql, [], |r| r.get::<_, i64>(0));
     let mut unrecorded = count(format!(
         "SELECT count(*) FROM {table} r WHERE NOT EXISTS (SELECT 1 FROM _pluresdb_clock c \
-         WHERE c.tbl = {id} AND c.key = pluresdb_pack({packed}) AND c.cl % 2 = 1)"
+         WHERE c.tbl = {id} AND c.key = {key} AND c.cl % 2 = 1)"
     ))?;
     let mut gone = count(format!(
         "SELECT count(*) FROM _pluresdb_clock c WHERE c.tbl = {id} AND c.cl % 2 = 1 \
          AND NOT EXISTS (SELECT 1 FROM {table} r WHERE {on})"
     ))?;
     if packs::any(conn, id)? {
-        // Rows with no record at all may have a pack entry (always a live row's).
-        let no_record = count(format!(
-            "SELECT count(*) FROM {table} r WHERE NOT EXISTS (SELECT 1 FROM _pluresdb_clock c \
-             WHERE c.tbl = {id} AND c.key = pluresdb_pack({packed}))"
-        ))?;
-        let no_clock = packs::rows_without_clock(conn, id, name, info)?.len() as i64;
-        unrecorded += no_clock - no_record;
-        gone += packs::entries_without_row(conn, id, name, info)? as i64;
+        // A row with no record may have its clock in a pack (always a live row's); an entry
+        // whose row is gone was deleted by another program.
+        let live = packs::live_keys(conn, id)?;
+        let packed = packs::rows_without_record(conn, id, name, info)?
+            .iter()
+            .filter(|k| live.binary_search(k).is_ok())
+            .count();
+        unrecorded -= packed as i64;
+        gone += packs::entries_without_row(conn, name, info, &live)? as i64;
     }
     if unrecorded + gone > 0 {
         return Ok(Some(format!(
