@@ -10,7 +10,7 @@ use pluresdb_sync::file::{apply_file, write_changes_for};
 use pluresdb_sync::net::{WatchEvent, bind, serve, sync_with};
 use pluresdb_sync::{
     OnProgress, OnSessionEnd, Progress, SessionOptions, SessionReport, Stop, left_out_note,
-    refused_error, waiting_note,
+    peer_left_out_note, peer_refused_error, refused_error, waiting_note,
 };
 use serde_json::json;
 
@@ -199,7 +199,7 @@ pub fn serve_cmd(
     let on_session_end = OnSessionEnd(Arc::new(move |r: &SessionReport, error: Option<&Error>| {
         let peer = r.peer.map(|p| p.to_string()).unwrap_or_default();
         say(&if json_out {
-            json!({"peer": peer, "ended": true, "sent": r.sent, "received": r.received, "applied": r.applied, "refused": r.refused, "error": error.map(ToString::to_string)})
+            json!({"peer": peer, "ended": true, "sent": r.sent, "received": r.received, "applied": r.applied, "refused": r.refused, "peer_refusals": r.peer_refusals, "error": error.map(ToString::to_string)})
                 .to_string()
         } else {
             format!(
@@ -293,11 +293,17 @@ fn counted(n: u64, thing: &str) -> String {
 }
 
 /// One exchange of a watch, as `sync --watch` prints it: "sent 2 changes", "received 5
-/// changes (4 applied)", or both; then a line per table that refused the peer's changes.
+/// changes (4 applied)", or both; then a line per table that refused the peer's changes, and
+/// what the peer said it did not take.
 fn exchange_lines(p: &Progress) -> Vec<String> {
     let counts = (p.sent + p.received > 0).then(|| exchange_line(p));
     let refused = p.refused.iter().map(|r| format!("refused, {r}"));
-    counts.into_iter().chain(refused).collect()
+    let theirs = (p.peer_refusals.refused.iter())
+        .map(|r| format!("the peer refused this database's changes, {r}"));
+    let left_out = peer_left_out_note(&p.peer_refusals.left_out);
+    (counts.into_iter().chain(refused).chain(theirs))
+        .chain(left_out)
+        .collect()
 }
 
 /// The counts of one exchange (see [`exchange_lines`]).
@@ -316,7 +322,7 @@ fn exchange_line(p: &Progress) -> String {
 
 /// One exchange as a JSON line (`serve --json`, `sync --watch --json`).
 fn exchange_json(p: &Progress) -> serde_json::Value {
-    json!({"peer": p.peer.to_string(), "sent": p.sent, "received": p.received, "applied": p.applied, "refused": p.refused})
+    json!({"peer": p.peer.to_string(), "sent": p.sent, "received": p.received, "applied": p.applied, "refused": p.refused, "peer_refusals": p.peer_refusals})
 }
 
 /// `pluresdb sync URL [--watch]`. With `--watch --json` its output is JSON lines: one object
@@ -424,7 +430,7 @@ pub fn sync_cmd(
         _ => 0,
     };
     if json_out {
-        let mut totals = json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "left_out": report.left_out, "trigger_writes": report.trigger_writes, "refused": report.refused});
+        let mut totals = json!({"peer": report.peer.map(|s| s.to_string()), "sent": report.sent, "received": report.received, "applied": report.applied, "skipped": report.skipped, "left_out": report.left_out, "trigger_writes": report.trigger_writes, "refused": report.refused, "peer_refusals": report.peer_refusals});
         if watch {
             // The last of the JSON lines.
             totals["ended"] = true.into();
@@ -467,9 +473,23 @@ pub fn sync_cmd(
         }
     } else {
         note_merged(report.skipped, &report.left_out);
+        if let Some(note) = peer_left_out_note(&report.peer_refusals.left_out) {
+            eprintln!("note: {note}");
+        }
     }
     warn_trigger_writes(report.trigger_writes);
-    refused_error(&report.refused).map_or(Ok(()), Err)
+    // Changes refused on either side: both said, the sync exits with status 1.
+    let errors = [
+        refused_error(&report.refused),
+        peer_refused_error(&report.peer_refusals.refused),
+    ];
+    match errors {
+        [Some(ours), Some(theirs)] => Err(pluresdb_core::Error::new(
+            ours.kind(),
+            format!("{} Also, {}", ours.message(), theirs.message()),
+        )),
+        [ours, theirs] => ours.or(theirs).map_or(Ok(()), Err),
+    }
 }
 
 /// Runs `work` to its end. Ctrl-C (when `on_ctrl_c`) stops it through `stop`: its sessions
@@ -591,6 +611,18 @@ pub fn status(db: &Database, json_out: bool) -> Result<()> {
                 "changes from {} refused, {refused}; the next sync brings them again",
                 peer.site
             )?;
+        }
+    }
+    for peer in &peers {
+        for refused in &peer.peer_refusals.refused {
+            writeln!(
+                out,
+                "{} refused this database's changes, {refused}; every sync sends them again",
+                peer.site
+            )?;
+        }
+        if let Some(note) = peer_left_out_note(&peer.peer_refusals.left_out) {
+            writeln!(out, "{}: {note}", peer.site)?;
         }
     }
     for peer in peers.iter().filter(|p| !p.asks_again.is_empty()) {

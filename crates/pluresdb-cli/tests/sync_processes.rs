@@ -287,10 +287,10 @@ fn a_watch_stopped_while_it_sends_says_what_it_left_for_the_next_sync() {
     }
 }
 
-#[test]
-fn apply_merges_the_rest_when_one_table_refuses_and_fails_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (setup(dir.path(), "a.db", 0), setup(dir.path(), "b.db", 0));
+/// Databases `a.db`, with a row of the synced table `t` and one of `todos`, and `b.db`, whose
+/// `t` has a NOT NULL column `b` without a DEFAULT that `a`'s lacks: it refuses `a`'s row.
+fn refusing_pair(dir: &Path) -> (PathBuf, PathBuf) {
+    let (a, b) = (setup(dir, "a.db", 0), setup(dir, "b.db", 0));
     run(
         &a,
         &[
@@ -307,6 +307,13 @@ fn apply_merges_the_rest_when_one_table_refuses_and_fails_naming_it() {
              SELECT pluresdb_sync_table('t')",
         ],
     );
+    (a, b)
+}
+
+#[test]
+fn apply_merges_the_rest_when_one_table_refuses_and_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = refusing_pair(dir.path());
     let file = dir.path().join("f.changes");
     run(&a, &["changes", "-o", file.to_str().unwrap()]);
     let out = pluresdb(&b)
@@ -352,6 +359,51 @@ fn apply_merges_the_rest_when_one_table_refuses_and_fails_naming_it() {
     assert_eq!(applied["refused"], serde_json::json!([]), "{applied}");
     assert_eq!(json(&b, "SELECT a || b AS v FROM t")[0]["v"], "xgiven");
     assert_eq!(refused_now(), serde_json::json!([]));
+}
+
+#[test]
+fn a_sync_whose_server_refuses_a_table_fails_naming_it_and_the_status_keeps_it() {
+    // The server refused, and printed so on its side; the client said "synced" and exited 0.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = refusing_pair(dir.path());
+    let (server, url) = serve(&b);
+    let err = fails(&a, &["sync", &url]);
+    assert!(
+        err.contains(
+            "the peer refused this database's changes of table \"t\": row [1] of t cannot be \
+             inserted"
+        ) && err.contains("every sync sends them again"),
+        "{err}"
+    );
+    assert_eq!(todos(&b), 1, "the other table merged");
+    let status = run(&a, &["sync", "--status"]);
+    assert!(
+        status.contains(&format!(
+            "{} refused this database's changes, table \"t\": row [1]",
+            site_of(&b)
+        )),
+        "{status}"
+    );
+    // Once the server's table takes the rows, the next sync succeeds and the status clears.
+    run(
+        &b,
+        &[
+            "sql",
+            "SELECT pluresdb_unsync_table('t'); DROP TABLE t;
+             CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, b TEXT NOT NULL DEFAULT 'd');
+             SELECT pluresdb_sync_table('t')",
+        ],
+    );
+    run(&a, &["sync", &url]);
+    assert_eq!(json(&b, "SELECT a || b AS v FROM t")[0]["v"], "xd");
+    let status: Value = serde_json::from_str(&run(&a, &["--json", "sync", "--status"])).unwrap();
+    assert_eq!(
+        status["peers"][0]["peer_refusals"],
+        serde_json::json!({"refused": [], "left_out": []}),
+        "{status}"
+    );
+    interrupt(&server);
+    let _ = exits(server);
 }
 
 #[test]

@@ -72,8 +72,8 @@ pub use params::{Binder, NamedParams, Params};
 pub use query::{RunResult, ScriptResult};
 pub use replication::{
     ApplyReport, ChangeRecord, ChangeSet, EDGES, MAX_CLOCK_DRIFT, MAX_LEFT_OUT_NAMED, MAX_REFUSED,
-    NODES, NodeVersion, PeerStatus, Refetch, Refetching, Refused, ResumePoint, SyncProgress,
-    join_left_out, join_refused,
+    NODES, NodeVersion, PeerRefusals, PeerStatus, Refetch, Refetching, Refused, ResumePoint,
+    SyncProgress, join_left_out, join_refused,
 };
 pub use row::{Column, ColumnIndex, Columns, FromRow, Row, RowRef};
 pub use schema::FORMAT_VERSION;

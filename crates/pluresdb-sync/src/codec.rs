@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use pluresdb_core::wire::{Reader, put_bytes, put_value, put_varint};
 use pluresdb_core::{
-    ChangeRecord, Error, ErrorKind, Hlc, Refetch, Refetching, Result, ResumePoint, SiteId, Value,
-    Version, VersionVector,
+    ChangeRecord, Error, ErrorKind, Hlc, PeerRefusals, Refetch, Refetching, Refused, Result,
+    ResumePoint, SiteId, Value, Version, VersionVector,
 };
 
 /// The protocol version of every message but a resuming `Hello`, `Resume` and `Progress`.
@@ -33,6 +33,10 @@ pub const REFETCHING_VERSION: u8 = 3;
 /// table keyed by more than one column: a build that speaks only versions 1 to 3 refuses it.
 pub const KEY_COLUMNS_VERSION: u8 = 4;
 
+/// The version of `Refused` (5 added it). It goes only to a peer whose hello said it takes it
+/// ([`Message::Hello::refusals`]): a build that speaks only versions 1 to 4 refuses it.
+pub const REFUSALS_VERSION: u8 = 5;
+
 /// The site id under which a resuming hello's vector carries what the sender takes beyond
 /// version 2 (no database has it: site ids are random). Builds of version 2 read it as a site
 /// they have never heard of, and use only their own entry.
@@ -43,6 +47,9 @@ const TAKES_REFETCH: u64 = 1;
 
 /// [`FEATURES_SITE`]'s bit: the sender takes `KeyColumns` (version 4).
 const TAKES_KEY_COLUMNS: u64 = 2;
+
+/// [`FEATURES_SITE`]'s bit: the sender takes `Refused` (version 5).
+const TAKES_REFUSALS: u64 = 4;
 
 /// Most tables a `KeyColumns` names, and key columns per table.
 const MAX_KEYED_TABLES: usize = 1 << 16;
@@ -74,6 +81,7 @@ const ERROR: u8 = 5;
 const PROGRESS: u8 = 6;
 const RESUME: u8 = 7;
 const KEY_COLUMNS: u8 = 8;
+const REFUSED: u8 = 9;
 
 /// One protocol message.
 #[derive(Clone, Debug, PartialEq)]
@@ -96,6 +104,9 @@ pub enum Message {
         /// The sender (one that resumes) takes [`KeyColumns`](Message::KeyColumns) (version
         /// 4). False for builds of version 3 and older.
         key_columns: bool,
+        /// The sender (one that resumes) takes [`Refused`](Message::Refused) (version 5).
+        /// False for builds of version 4 and older.
+        refusals: bool,
     },
     /// The sender's synced tables keyed by more than one column, each with its key columns in
     /// the order its changes carry key values. Sent before any `Changes`, and again (all of
@@ -104,6 +115,11 @@ pub enum Message {
     KeyColumns(Vec<(String, Vec<String>)>),
     /// A batch of changes.
     Changes(Vec<ChangeRecord>),
+    /// The sender did not take some of the peer's changes: the tables it refused, with why,
+    /// and the tables and columns it does not sync, so it left their changes out. Sent after
+    /// the merge that met them (before the `Ack` of their set), naming each table once a
+    /// session.
+    Refused(PeerRefusals),
     /// Every change of the sender up to `db_version` has been sent.
     Done {
         /// The sender's `db_version` the batches were read at.
@@ -135,6 +151,15 @@ pub enum Message {
     },
 }
 
+/// Cuts `text` (at a character) to the longest a peer reads.
+fn cut_text(text: &mut String) {
+    if text.len() > MAX_NAME {
+        // (str::floor_char_boundary is newer than the crates' minimum Rust.)
+        let end = (0..=MAX_NAME).rev().find(|&i| text.is_char_boundary(i));
+        text.truncate(end.unwrap_or(0));
+    }
+}
+
 fn put_site(out: &mut Vec<u8>, site: &SiteId) {
     out.extend_from_slice(site.as_bytes());
 }
@@ -143,6 +168,27 @@ fn read_point(r: &mut Reader<'_>) -> Result<ResumePoint> {
     Ok(ResumePoint::from_bytes(
         r.bytes(ResumePoint::MAX_BYTES)?.to_vec(),
     ))
+}
+
+/// Tables and columns: a count, then each table with its column (empty: the whole table).
+fn put_refetches(out: &mut Vec<u8>, list: &[Refetch]) {
+    put_varint(out, list.len() as u64);
+    for w in list {
+        put_bytes(out, w.table.as_bytes());
+        put_bytes(out, w.column.as_deref().unwrap_or("").as_bytes());
+    }
+}
+
+fn read_refetches(r: &mut Reader<'_>) -> Result<Vec<Refetch>> {
+    let n = r.length(MAX_WANTED)?;
+    (0..n)
+        .map(|_| {
+            let table = r.text(MAX_NAME)?.to_owned();
+            let column = r.text(MAX_NAME)?;
+            let column = (!column.is_empty()).then(|| column.to_owned());
+            Ok(Refetch { table, column })
+        })
+        .collect()
 }
 
 fn read_site(r: &mut Reader<'_>) -> Result<SiteId> {
@@ -154,12 +200,19 @@ impl Message {
     /// An `Error` message, its text cut (at a character) to the longest a peer reads.
     pub fn error(text: impl Into<String>) -> Message {
         let mut text = text.into();
-        if text.len() > MAX_NAME {
-            // (str::floor_char_boundary is newer than the crates' minimum Rust.)
-            let end = (0..=MAX_NAME).rev().find(|&i| text.is_char_boundary(i));
-            text.truncate(end.unwrap_or(0));
-        }
+        cut_text(&mut text);
         Message::Error(text)
+    }
+
+    /// A `Refused` message, cut to what a peer reads (as many tables as a `Resume` names, each
+    /// reason as long as an `Error`).
+    pub fn refused(mut said: PeerRefusals) -> Message {
+        said.refused.truncate(MAX_WANTED);
+        said.left_out.truncate(MAX_WANTED);
+        for r in &mut said.refused {
+            cut_text(&mut r.reason);
+        }
+        Message::Refused(said)
     }
 
     /// Encodes a `Changes` message from borrowed changes (no copy of the batch).
@@ -240,12 +293,14 @@ impl Message {
                 resumes,
                 refetches,
                 key_columns,
+                refusals,
             } => {
                 out.push(HELLO);
                 put_site(&mut out, site);
                 put_varint(&mut out, *db_version);
                 let bits = if *refetches { TAKES_REFETCH } else { 0 }
-                    | if *key_columns { TAKES_KEY_COLUMNS } else { 0 };
+                    | if *key_columns { TAKES_KEY_COLUMNS } else { 0 }
+                    | if *refusals { TAKES_REFUSALS } else { 0 };
                 let features = (*resumes && bits != 0).then_some((&FEATURES_SITE, &bits));
                 put_varint(
                     &mut out,
@@ -277,12 +332,18 @@ impl Message {
                 if let Some(Refetching { cursor, wanted }) = refetch {
                     out[0] = REFETCHING_VERSION;
                     put_varint(&mut out, *cursor);
-                    put_varint(&mut out, wanted.len() as u64);
-                    for w in wanted {
-                        put_bytes(&mut out, w.table.as_bytes());
-                        put_bytes(&mut out, w.column.as_deref().unwrap_or("").as_bytes());
-                    }
+                    put_refetches(&mut out, wanted);
                 }
+            }
+            Message::Refused(PeerRefusals { refused, left_out }) => {
+                out[0] = REFUSALS_VERSION;
+                out.push(REFUSED);
+                put_varint(&mut out, refused.len() as u64);
+                for r in refused {
+                    put_bytes(&mut out, r.table.as_bytes());
+                    put_bytes(&mut out, r.reason.as_bytes());
+                }
+                put_refetches(&mut out, left_out);
             }
             Message::KeyColumns(tables) => {
                 out[0] = KEY_COLUMNS_VERSION;
@@ -326,13 +387,13 @@ impl Message {
         }
         let mut r = Reader::new(bytes, "sync message");
         let version = r.byte()?;
-        if !(PROTOCOL_VERSION..=KEY_COLUMNS_VERSION).contains(&version) {
+        if !(PROTOCOL_VERSION..=REFUSALS_VERSION).contains(&version) {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!(
                     "the peer speaks sync protocol version {version}, this build speaks versions \
-                     {PROTOCOL_VERSION} to {KEY_COLUMNS_VERSION}; run the same PluresDB version \
-                     on both"
+                     {PROTOCOL_VERSION} to {REFUSALS_VERSION}; run the same PluresDB version on \
+                     both"
                 ),
             ));
         }
@@ -345,6 +406,9 @@ impl Message {
         }
         if version == KEY_COLUMNS_VERSION && kind != KEY_COLUMNS {
             return Err(r.error(&format!("message type {kind} is not one of version 4")));
+        }
+        if version == REFUSALS_VERSION && kind != REFUSED {
+            return Err(r.error(&format!("message type {kind} is not one of version 5")));
         }
         let message = match kind {
             HELLO => {
@@ -369,6 +433,7 @@ impl Message {
                     resumes,
                     refetches: features & TAKES_REFETCH != 0,
                     key_columns: features & TAKES_KEY_COLUMNS != 0,
+                    refusals: features & TAKES_REFUSALS != 0,
                 }
             }
             KEY_COLUMNS if version == KEY_COLUMNS_VERSION => {
@@ -394,20 +459,26 @@ impl Message {
                 let mut refetch = None;
                 if version == REFETCHING_VERSION {
                     let cursor = r.varint()?;
-                    let mut wanted = Vec::new();
-                    let n = r.length(MAX_WANTED)?;
-                    for _ in 0..n {
-                        let table = r.text(MAX_NAME)?.to_owned();
-                        let column = r.text(MAX_NAME)?;
-                        let column = (!column.is_empty()).then(|| column.to_owned());
-                        wanted.push(Refetch { table, column });
-                    }
+                    let wanted = read_refetches(&mut r)?;
                     if wanted.is_empty() {
                         return Err(r.error("a version 3 Resume asks for no table"));
                     }
                     refetch = Some(Refetching { cursor, wanted });
                 }
                 Message::Resume { point, refetch }
+            }
+            REFUSED if version == REFUSALS_VERSION => {
+                let n = r.length(MAX_WANTED)?;
+                let refused = (0..n)
+                    .map(|_| {
+                        Ok(Refused {
+                            table: r.text(MAX_NAME)?.to_owned(),
+                            reason: r.text(MAX_NAME)?.to_owned(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let left_out = read_refetches(&mut r)?;
+                Message::Refused(PeerRefusals { refused, left_out })
             }
             CHANGES => Message::Changes(decode_changes(&mut r, max)?),
             DONE => Message::Done {
@@ -595,7 +666,76 @@ mod tests {
             resumes,
             refetches,
             key_columns: false,
+            refusals: false,
         }
+    }
+
+    #[test]
+    fn refusals_are_offered_in_a_version_2_hello_and_told_in_version_5() {
+        let offer = |refusals| {
+            let mut hello = hello(&VersionVector::new(), true, true);
+            if let Message::Hello { refusals: r, .. } = &mut hello {
+                *r = refusals;
+            }
+            hello
+        };
+        let (with, without) = (offer(true).encode(), offer(false).encode());
+        assert_eq!(with[0], RESUMING_VERSION);
+        assert_eq!(
+            Message::decode(&with, DEFAULT_MAX_MESSAGE).unwrap(),
+            offer(true)
+        );
+        assert_eq!(
+            Message::decode(&without, DEFAULT_MAX_MESSAGE).unwrap(),
+            offer(false)
+        );
+        // A build of version 4 reads it as the offers it knows (it tests only its bits).
+        assert_eq!(with.len(), without.len());
+        assert_eq!(with[with.len() - 1] & 3, without[without.len() - 1] & 3);
+        let said = PeerRefusals {
+            refused: vec![Refused {
+                table: "pairs".into(),
+                reason: "its key differs \u{e9}".into(),
+            }],
+            left_out: vec![
+                Refetch {
+                    table: "notes".into(),
+                    column: None,
+                },
+                Refetch {
+                    table: "todos".into(),
+                    column: Some("prio".into()),
+                },
+            ],
+        };
+        let bytes = Message::refused(said.clone()).encode();
+        assert_eq!(bytes[..2], [REFUSALS_VERSION, REFUSED]);
+        assert_eq!(
+            Message::decode(&bytes, DEFAULT_MAX_MESSAGE).unwrap(),
+            Message::Refused(said)
+        );
+        // Version 5 has nothing else, and a version 4 build refuses it.
+        let err = decoded_as(bytes, KEY_COLUMNS_VERSION);
+        assert!(err.contains("not one of version 4"), "{err}");
+        let err = decoded_as(Message::Done { db_version: 1 }.encode(), REFUSALS_VERSION);
+        assert!(err.contains("not one of version 5"), "{err}");
+        // What is told stays within what a peer reads.
+        let long = PeerRefusals {
+            refused: (0..MAX_WANTED + 5)
+                .map(|i| Refused {
+                    table: format!("t{i}"),
+                    reason: "\u{e9}".repeat(MAX_NAME),
+                })
+                .collect(),
+            left_out: Vec::new(),
+        };
+        let Message::Refused(cut) =
+            Message::decode(&Message::refused(long).encode(), usize::MAX).unwrap()
+        else {
+            panic!("not Refused");
+        };
+        assert_eq!(cut.refused.len(), MAX_WANTED);
+        assert!(cut.refused[0].reason.len() <= MAX_NAME);
     }
 
     #[test]

@@ -268,6 +268,7 @@ pub fn write_changes_for(
             resumes: false,
             refetches: false,
             key_columns: false,
+            refusals: false,
         },
     )?;
     // Tables keyed by more than one column: how their key values are ordered (a build that

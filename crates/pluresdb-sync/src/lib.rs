@@ -14,7 +14,9 @@ pub mod net;
 mod notes;
 mod session;
 
-pub use notes::{left_out_note, refused_error, waiting_note};
+pub use notes::{
+    left_out_note, peer_left_out_note, peer_refused_error, refused_error, waiting_note,
+};
 pub use session::{
     OnProgress, OnSessionEnd, PEER_STOPPED, Progress, SessionEndFn, SessionOptions, SessionReport,
     Stop, answer_session, run_session,

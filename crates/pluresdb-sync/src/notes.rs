@@ -1,10 +1,23 @@
 //! What a user should hear of merges: changes left out for tables or columns this database
-//! lacks, which of those it still waits for, and tables that refused changes.
+//! lacks, which of those it still waits for, and tables that refused changes; and what a peer
+//! said it did not take of this database's changes.
 
 use pluresdb_core::{Error, ErrorKind, Refetch, Refused};
 
 /// Names listed in a note before "and N more".
 const NAMES_SHOWN: usize = 8;
+
+/// The first [`NAMES_SHOWN`] of `list`, then "and N more".
+fn first_names(list: &[Refetch]) -> String {
+    let mut names = (list.iter().take(NAMES_SHOWN))
+        .map(Refetch::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if list.len() > NAMES_SHOWN {
+        names += &format!(" and {} more", list.len() - NAMES_SHOWN);
+    }
+    names
+}
 
 /// The sentence to tell of merges that left `skipped` changes out (of the tables and columns
 /// `left_out`), if any were.
@@ -12,13 +25,7 @@ pub fn left_out_note(skipped: u64, left_out: &[Refetch]) -> Option<String> {
     if skipped == 0 {
         return None;
     }
-    let mut names = (left_out.iter().take(NAMES_SHOWN))
-        .map(Refetch::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    if left_out.len() > NAMES_SHOWN {
-        names += &format!(" and {} more", left_out.len() - NAMES_SHOWN);
-    }
+    let names = first_names(left_out);
     let (changes, are, them) = if skipped == 1 {
         ("change", "is", "it")
     } else {
@@ -49,20 +56,55 @@ pub fn waiting_note(waiting: &[Refetch]) -> Option<String> {
     ))
 }
 
+/// Each refused table with why, one after the other.
+fn each_refused(refused: &[Refused]) -> String {
+    let tables: Vec<String> = refused.iter().map(Refused::to_string).collect();
+    tables.join("; ")
+}
+
 /// The error telling which tables refused the peer's changes (`refused`), if any: what was
 /// wrong with each, and that the rest merged and the next sync brings them again.
 pub fn refused_error(refused: &[Refused]) -> Option<Error> {
     if refused.is_empty() {
         return None;
     }
-    let tables: Vec<String> = refused.iter().map(Refused::to_string).collect();
     Some(Error::new(
         ErrorKind::Constraint,
         format!(
             "changes were refused (the rest merged): {}. The peer's cursor was not recorded, so \
              the next sync brings them again",
-            tables.join("; ")
+            each_refused(refused)
         ),
+    ))
+}
+
+/// The error telling which tables of this database's changes the peer refused (`refused`,
+/// what it said), if any.
+pub fn peer_refused_error(refused: &[Refused]) -> Option<Error> {
+    if refused.is_empty() {
+        return None;
+    }
+    Some(Error::new(
+        ErrorKind::Constraint,
+        format!(
+            "the peer refused this database's changes of {} (the rest merged there). They stay \
+             here, and every sync sends them again until the peer takes them",
+            each_refused(refused)
+        ),
+    ))
+}
+
+/// The sentence telling which tables and columns the peer said it does not sync, so it left
+/// this database's changes of them out (`left_out`), if any.
+pub fn peer_left_out_note(left_out: &[Refetch]) -> Option<String> {
+    if left_out.is_empty() {
+        return None;
+    }
+    let names = first_names(left_out);
+    Some(format!(
+        "the peer does not sync {names} (or lacks those columns), so it left this database's \
+         changes of them out: they do not reach the devices that sync only with it. Once it \
+         syncs them it asks for them again"
     ))
 }
 

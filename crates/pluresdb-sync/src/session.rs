@@ -17,8 +17,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use pluresdb_core::{
-    ApplyReport, Database, Error, ErrorKind, Refetch, Refused, Result, ResumePoint, SiteId,
-    SyncProgress, join_left_out, join_refused,
+    ApplyReport, Database, Error, ErrorKind, PeerRefusals, Refetch, Refused, Result, ResumePoint,
+    SiteId, SyncProgress, join_left_out, join_refused,
 };
 
 use crate::applier::Applier;
@@ -134,7 +134,7 @@ impl std::fmt::Debug for OnSessionEnd {
 }
 
 /// What a session did since it last told [`OnProgress`]: changes sent, received, and of
-/// those, applied, and tables that refused the peer's changes.
+/// those, applied, tables that refused the peer's changes, and what the peer did not take.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Progress {
     /// The peer's site id.
@@ -148,6 +148,9 @@ pub struct Progress {
     /// Tables that refused the peer's changes since it was last told (see
     /// [`SessionReport::refused`]).
     pub refused: Vec<Refused>,
+    /// What the peer said it did not take of this side's changes since it was last told
+    /// (see [`SessionReport::peer_refusals`]).
+    pub peer_refusals: PeerRefusals,
 }
 
 /// What a session did.
@@ -183,6 +186,12 @@ pub struct SessionReport {
     /// Tables whose changes from the peer were refused (see [`ApplyReport::refused`]): the
     /// peer's cursor was not recorded, so the next session receives them again.
     pub refused: Vec<Refused>,
+    /// What the peer said it did not take of this side's changes: tables it refused (sent
+    /// again by every session until they merge there) and tables and columns it does not sync
+    /// (it asks for them once it does). A peer of an older build (protocol version 4 or
+    /// older) says nothing. Recorded with the peer's `Ack`s for
+    /// [`PeerStatus::peer_refusals`](pluresdb_core::PeerStatus::peer_refusals).
+    pub peer_refusals: PeerRefusals,
 }
 
 impl SessionReport {
@@ -198,6 +207,7 @@ impl SessionReport {
         self.reconnected += later.reconnected;
         self.stopped |= later.stopped;
         self.refused = join_refused(std::mem::take(&mut self.refused), later.refused);
+        self.peer_refusals.join(&later.peer_refusals);
     }
 }
 
@@ -379,6 +389,7 @@ where
         resumes: true,
         refetches: true,
         key_columns: true,
+        refusals: true,
     };
     let local = Arc::new(Notify::new());
     let subscription = opts.watch.then(|| {
@@ -401,6 +412,9 @@ where
         received_recorded: 0,
         applied_recorded: 0,
         refused_told: 0,
+        peer_refusals_told: PeerRefusals::default(),
+        told_peer: PeerRefusals::default(),
+        peer_takes_refusals: false,
         stopped_at: None,
         noted_through: None,
         tx,
@@ -515,6 +529,12 @@ struct Session<'a> {
     applied_recorded: u64,
     /// How many of `report.refused` (which grows at its end) [`OnProgress`] was told of.
     refused_told: usize,
+    /// What of `report.peer_refusals` [`OnProgress`] was told of.
+    peer_refusals_told: PeerRefusals,
+    /// What this side told the peer it did not take of its changes.
+    told_peer: PeerRefusals,
+    /// The peer's hello said it takes `Refused`.
+    peer_takes_refusals: bool,
     /// When [`Stop`] stopped the session.
     stopped_at: Option<Instant>,
     /// The latest merge of this session noted as the peer's (results arrive in order, so when
@@ -914,6 +934,24 @@ impl Session<'_> {
                 self.report.refused.push(refused);
             }
         }
+        self.tell_peer_what_was_not_taken();
+    }
+
+    /// Tells a peer that takes `Refused` what of its changes this side refused or left out
+    /// since it last told it (queued before the `Ack` of their set).
+    fn tell_peer_what_was_not_taken(&mut self) {
+        if !self.peer_takes_refusals {
+            return;
+        }
+        let now = PeerRefusals {
+            refused: self.report.refused.clone(),
+            left_out: self.report.left_out.clone(),
+        };
+        let news = now.since(&self.told_peer);
+        if !news.is_empty() {
+            self.told_peer.join(&news);
+            self.send(Message::refused(news).encode());
+        }
     }
 
     /// Queues a message for the peer.
@@ -978,6 +1016,8 @@ impl Session<'_> {
                 acked,
                 resets_seen: Some(self.resets_seen),
                 confirm_through: cursor.and(self.noted_through),
+                // What the peer said of this session's sets, as of its acknowledgement.
+                peer_refusals: acked.map(|_| self.report.peer_refusals.clone()),
             },
         )?;
         let progress = Progress {
@@ -986,13 +1026,17 @@ impl Session<'_> {
             received: self.report.received - self.received_recorded,
             applied: self.report.applied - self.applied_recorded,
             refused: self.report.refused[self.refused_told..].to_vec(),
+            peer_refusals: self.report.peer_refusals.since(&self.peer_refusals_told),
         };
         self.sent_recorded = self.report.sent;
         self.received_recorded = self.report.received;
         self.applied_recorded = self.report.applied;
         self.refused_told = self.report.refused.len();
+        self.peer_refusals_told.join(&progress.peer_refusals);
         if let Some(OnProgress(tell)) = &self.opts.on_progress
-            && (progress.sent + progress.received > 0 || !progress.refused.is_empty())
+            && (progress.sent + progress.received > 0
+                || !progress.refused.is_empty()
+                || !progress.peer_refusals.is_empty())
         {
             tell(&progress);
         }
@@ -1031,6 +1075,7 @@ impl Session<'_> {
                     resumes,
                     refetches,
                     key_columns,
+                    refusals,
                     ..
                 },
                 None,
@@ -1056,6 +1101,7 @@ impl Session<'_> {
                     self.send(hello.encode());
                 }
                 self.keys_told = key_columns.then(Arc::default);
+                self.peer_takes_refusals = refusals;
                 if resumes {
                     // Where this side's last set from the peer stopped, for it to go on; and
                     // when tables or columns arrived here since its cursor was recorded, its
@@ -1105,6 +1151,9 @@ impl Session<'_> {
                 self.applier.submit(peer, changes, &self.key_map)?
             }
             (Message::Progress(point), Some(peer)) => self.applier.mark(peer, point)?,
+            (Message::Refused(said), Some(_)) => {
+                self.report.peer_refusals.join(&said);
+            }
             (Message::Done { db_version }, Some(peer)) => {
                 self.applier.end_set(peer)?;
                 self.peer_done_at

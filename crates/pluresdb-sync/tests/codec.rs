@@ -52,19 +52,23 @@ fn message() -> impl Strategy<Value = Message> {
             any::<bool>(),
             any::<bool>(),
             any::<bool>(),
+            any::<bool>(),
         )
             .prop_map(
-                |(site, db_version, have, resumes, refetches, key_columns)| Message::Hello {
-                    site: SiteId([site; 16]),
-                    db_version,
-                    have: have
-                        .into_iter()
-                        .map(|(s, v)| (SiteId([s; 16]), v))
-                        .collect::<VersionVector>(),
-                    resumes,
-                    // (Only a resuming hello offers them.)
-                    refetches: resumes && refetches,
-                    key_columns: resumes && key_columns,
+                |(site, db_version, have, resumes, refetches, key_columns, refusals)| {
+                    Message::Hello {
+                        site: SiteId([site; 16]),
+                        db_version,
+                        have: have
+                            .into_iter()
+                            .map(|(s, v)| (SiteId([s; 16]), v))
+                            .collect::<VersionVector>(),
+                        resumes,
+                        // (Only a resuming hello offers them.)
+                        refetches: resumes && refetches,
+                        key_columns: resumes && key_columns,
+                        refusals: resumes && refusals,
+                    }
                 }
             ),
         proptest::collection::vec(
@@ -93,6 +97,22 @@ fn message() -> impl Strategy<Value = Message> {
                         .collect(),
                 }),
             }),
+        (
+            proptest::collection::vec(("[a-z\u{e9}]{0,6}", "[a-z \u{e9}]{0,12}"), 0..3),
+            proptest::collection::vec(("[a-z]{1,6}", proptest::option::of("[a-z]{1,6}")), 0..3)
+        )
+            .prop_map(|(refused, left_out)| Message::Refused(
+                pluresdb_core::PeerRefusals {
+                    refused: refused
+                        .into_iter()
+                        .map(|(table, reason)| pluresdb_core::Refused { table, reason })
+                        .collect(),
+                    left_out: left_out
+                        .into_iter()
+                        .map(|(table, column)| pluresdb_core::Refetch { table, column })
+                        .collect(),
+                }
+            )),
         proptest::collection::vec(change(), 0..5).prop_map(Message::Changes),
         any::<u64>().prop_map(|db_version| Message::Done { db_version }),
         any::<u64>().prop_map(|db_version| Message::Ack { db_version }),

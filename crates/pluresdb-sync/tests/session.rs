@@ -90,6 +90,7 @@ fn raw_hello(site: pluresdb_core::SiteId, db_version: u64, resumes: bool) -> Mes
         resumes,
         refetches: false,
         key_columns: false,
+        refusals: false,
     }
 }
 
@@ -2423,7 +2424,7 @@ async fn a_table_keyed_by_other_columns_is_refused_naming_the_column_and_the_res
     // A session: the same, both sides end without an error.
     ab.exec("INSERT INTO todos(id) VALUES ('t2')").unwrap();
     let (here, there) = sync_over_pipe(&ac, &ab).await;
-    let (here, _) = (here.unwrap(), there.unwrap());
+    let (here, there) = (here.unwrap(), there.unwrap());
     assert_eq!(here.refused, *refused, "{here:?}");
     assert_eq!(count(&ac, "todos").unwrap(), Value::Integer(2));
     assert_eq!(
@@ -2431,13 +2432,88 @@ async fn a_table_keyed_by_other_columns_is_refused_naming_the_column_and_the_res
         0,
         "not past the refused rows"
     );
+    // The sender hears it too, and keeps it in its status for that peer.
+    assert_eq!(there.peer_refusals.refused, *refused, "{there:?}");
+    assert!(here.peer_refusals.is_empty(), "{here:?}");
+    let said = |db: &Database| db.sync_status().unwrap()[0].peer_refusals.clone();
+    assert_eq!(said(&ab).refused, *refused);
+    assert!(said(&ac).is_empty());
     // Rebuilt keyed as on the peer, the table gets its rows at the next sync.
     rebuild_pairs(&ac, "a, b");
     let (here, there) = sync_over_pipe(&ac, &ab).await;
     assert!(here.unwrap().refused.is_empty());
-    there.unwrap();
+    assert!(there.unwrap().peer_refusals.is_empty());
+    assert!(said(&ab).is_empty(), "{:?}", said(&ab));
     assert_eq!(count(&ac, "pairs").unwrap(), Value::Integer(1));
     assert!(ac.peer_cursor(ab.site_id()).unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_hears_which_of_its_tables_a_peer_leaves_out() {
+    // A hub that does not sync a table passes none of its rows on: the devices that send
+    // them are told, and their status says so until the hub takes them.
+    let dir = tempfile::tempdir().unwrap();
+    let (device, hub) = (open(&dir, "device.db"), open(&dir, "hub.db"));
+    let notes = "CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)";
+    device.exec(notes).unwrap();
+    device.sync_table("notes").unwrap();
+    device
+        .exec("INSERT INTO notes VALUES ('n1', 'x'); INSERT INTO todos(id) VALUES ('t1')")
+        .unwrap();
+    let url = start_server(hub.clone()).await;
+    let report = sync_with(device.clone(), &url, &SessionOptions::default())
+        .await
+        .unwrap();
+    let left_out: Vec<String> = (report.peer_refusals.left_out.iter())
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(left_out, ["notes"], "{report:?}");
+    assert!(report.peer_refusals.refused.is_empty());
+    let status = device.sync_status().unwrap();
+    assert_eq!(status[0].peer_refusals, report.peer_refusals);
+    // Once the hub syncs the table, it asks for the rows; the device's status clears.
+    hub.exec(notes).unwrap();
+    hub.sync_table("notes").unwrap();
+    let report = sync_with(device.clone(), &url, &SessionOptions::default())
+        .await
+        .unwrap();
+    assert!(report.peer_refusals.is_empty(), "{report:?}");
+    assert!(device.sync_status().unwrap()[0].peer_refusals.is_empty());
+    assert_eq!(
+        hub.value("SELECT count(*) FROM notes", ()).unwrap(),
+        Value::Integer(1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_of_an_older_build_is_not_told_what_was_left_out() {
+    // A build of protocol version 4 or older refuses a version 5 message: only a peer whose
+    // hello offers to take it is told.
+    let dir = tempfile::tempdir().unwrap();
+    let (source, server_db) = (open(&dir, "source.db"), open(&dir, "server.db"));
+    source
+        .exec("CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT)")
+        .unwrap();
+    source.sync_table("notes").unwrap();
+    source
+        .run("INSERT INTO notes VALUES ('n1', 'x')", ())
+        .unwrap();
+    let set = source.changes_since(0, None).unwrap();
+    let url = start_server(server_db.clone()).await;
+    let mut ws = raw_peer(&url, set.site, set.db_version).await;
+    raw_send(&mut ws, Message::encode_changes(&set.changes)).await;
+    let done = Message::Done {
+        db_version: set.db_version,
+    };
+    raw_send(&mut ws, done.encode()).await;
+    loop {
+        match raw_receive(&mut ws).await {
+            Message::Ack { db_version } if db_version == set.db_version => break,
+            Message::Refused(said) => panic!("an older peer was sent {said:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(server_db.left_out().unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

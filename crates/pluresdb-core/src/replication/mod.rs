@@ -66,6 +66,7 @@ pub use extract::ChangeSet;
 pub use history::NodeVersion;
 pub use peers::{PeerStatus, SyncProgress};
 pub use refetch::{Refetch, Refetching};
+pub use refusals::PeerRefusals;
 pub use resume::ResumePoint;
 
 /// The collection name of nodes in change records.

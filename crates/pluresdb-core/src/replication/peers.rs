@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use super::apply::Refused;
 use super::refetch::{Refetch, Refetching};
+use super::refusals::PeerRefusals;
 use super::resume::ResumePoint;
 use pluresdb_crdt::{SiteId, VersionVector, wall_millis};
 
@@ -40,6 +41,9 @@ pub struct PeerStatus {
     /// Tables whose changes from it were refused since its last set that merged whole (see
     /// [`ApplyReport::refused`](crate::ApplyReport::refused)): the next sync brings them again.
     pub refused: Vec<Refused>,
+    /// What it said, in the last session it acknowledged changes in, it did not take of this
+    /// database's changes (a peer of an older build says nothing).
+    pub peer_refusals: PeerRefusals,
 }
 
 fn ser_site<S: serde::Serializer>(site: &SiteId, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -67,6 +71,9 @@ pub struct SyncProgress {
     /// ([`ApplyReport::noted`](crate::ApplyReport::noted)). The notes of merges from the peer
     /// up to it count from now on; later ones (of its next set) wait for that set's cursor.
     pub confirm_through: Option<u64>,
+    /// What the peer said in this session it did not take of this database's changes, when
+    /// it acknowledged them (with `acked`): replaces what was recorded (`None`: unchanged).
+    pub peer_refusals: Option<PeerRefusals>,
 }
 
 /// `_pluresdb_meta` key counting the times every peer's cursor was set back to 0.
@@ -372,6 +379,9 @@ impl Database {
             if let Some(acked) = progress.acked {
                 super::received::forget_acked(conn, site.as_bytes(), acked)?;
             }
+            if let Some(said) = &progress.peer_refusals {
+                super::refusals::record_theirs(conn, site, said)?;
+            }
             // The peer's set is complete: nothing to go on with, and, when the cursor was
             // recorded, nothing left to ask it for again.
             if let Some(cursor) = progress.cursor {
@@ -413,7 +423,12 @@ impl Database {
             (),
         )?;
         let mut refetching = self.refetching()?;
-        let mut refused = self.engine().with_read_conn(super::refusals::read)?;
+        let (mut refused, mut theirs) = self.engine().with_read_conn(|conn| {
+            Ok((
+                super::refusals::read(conn)?,
+                super::refusals::read_theirs(conn)?,
+            ))
+        })?;
         rows.into_iter()
             .map(|(site, address, last, sent, received, cursor, acked)| {
                 let site = SiteId::from_slice(&site).unwrap_or_default();
@@ -430,6 +445,7 @@ impl Database {
                     cut_short: self.resume_point(site)?.is_some(),
                     asks_again: refetching.remove(&site).unwrap_or_default().wanted,
                     refused: refused.remove(&site.to_string()).unwrap_or_default(),
+                    peer_refusals: theirs.remove(&site.to_string()).unwrap_or_default(),
                 })
             })
             .collect()

@@ -38,7 +38,9 @@ const MAX_WANTED: usize = 256;
 
 /// A table, or one column of it, whose changes a merge here left out before it was here (a
 /// peer on a newer schema sent them): a peer is asked for all its changes of it again.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Refetch {
     /// The table's name.
     pub table: String,
