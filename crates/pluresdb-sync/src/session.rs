@@ -919,6 +919,16 @@ impl Session<'_> {
         }
     }
 
+    /// Before the first set for `peer`, which holds all of this side's changes of `wanted`
+    /// (of everything, when it has none of them): what it said it left out, it asks for.
+    fn peer_asks(&self, peer: SiteId, wanted: &[Refetch]) -> Result<()> {
+        match (self.sent_through, wanted) {
+            (0, _) => self.db.peer_asks_again(peer, None),
+            (_, []) => Ok(()),
+            (_, wanted) => self.db.peer_asks_again(peer, Some(wanted)),
+        }
+    }
+
     /// Counts merged changes in the report.
     fn count(&mut self, merged: ApplyReport) {
         self.noted_through = self.noted_through.max(merged.noted);
@@ -1117,6 +1127,7 @@ impl Session<'_> {
                     self.send(Message::Resume { point, refetch }.encode());
                     self.awaiting_resume = Some(Instant::now());
                 } else {
+                    self.peer_asks(site, &[])?;
                     self.start_producing();
                 }
             }
@@ -1130,6 +1141,7 @@ impl Session<'_> {
                     self.sent_through = refetch.cursor;
                     self.wanted = refetch.wanted;
                 }
+                self.peer_asks(peer, &self.wanted.clone())?;
                 self.start_producing();
             }
             (Message::Resume { .. }, Some(_)) => {
@@ -1151,9 +1163,8 @@ impl Session<'_> {
                 self.applier.submit(peer, changes, &self.key_map)?
             }
             (Message::Progress(point), Some(peer)) => self.applier.mark(peer, point)?,
-            (Message::Refused(said), Some(_)) => {
-                self.report.peer_refusals.join(&said);
-            }
+            // (At most `PeerRefusals::MAX_NAMED` of each are kept.)
+            (Message::Refused(said), Some(_)) => self.report.peer_refusals.join(&said),
             (Message::Done { db_version }, Some(peer)) => {
                 self.applier.end_set(peer)?;
                 self.peer_done_at

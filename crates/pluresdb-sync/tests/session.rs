@@ -2471,6 +2471,14 @@ async fn a_device_hears_which_of_its_tables_a_peer_leaves_out() {
     assert!(report.peer_refusals.refused.is_empty());
     let status = device.sync_status().unwrap();
     assert_eq!(status[0].peer_refusals, report.peer_refusals);
+    // A later sync that sends none of them (they are not sent again) does not forget it.
+    device.exec("INSERT INTO todos(id) VALUES ('t2')").unwrap();
+    let report = sync_with(device.clone(), &url, &SessionOptions::default())
+        .await
+        .unwrap();
+    assert!(report.peer_refusals.is_empty(), "{report:?}");
+    let status = device.sync_status().unwrap();
+    assert_eq!(status[0].peer_refusals.left_out.len(), 1, "{status:?}");
     // Once the hub syncs the table, it asks for the rows; the device's status clears.
     hub.exec(notes).unwrap();
     hub.sync_table("notes").unwrap();
@@ -2483,6 +2491,50 @@ async fn a_device_hears_which_of_its_tables_a_peer_leaves_out() {
         hub.value("SELECT count(*) FROM notes", ()).unwrap(),
         Value::Integer(1)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cannot_make_this_side_keep_more_than_it_holds_of_what_was_not_taken() {
+    // A faulty peer sending Refused after Refused grew the list without bound, each message
+    // costing more than the last.
+    let dir = tempfile::tempdir().unwrap();
+    let server_db = open(&dir, "server.db");
+    let url = start_server(server_db.clone()).await;
+    let site = pluresdb_core::SiteId([7; 16]);
+    let mut ws = raw_peer(&url, site, 0).await;
+    let done = loop {
+        if let Message::Done { db_version } = raw_receive(&mut ws).await {
+            break db_version;
+        }
+    };
+    let started = Instant::now();
+    for m in 0..6 {
+        let said = pluresdb_core::PeerRefusals {
+            refused: (0..4096)
+                .map(|i| pluresdb_core::Refused {
+                    table: format!("t{m}_{i}"),
+                    reason: "no".into(),
+                })
+                .collect(),
+            left_out: Vec::new(),
+        };
+        raw_send(&mut ws, Message::Refused(said).encode()).await;
+    }
+    raw_send(&mut ws, Message::Ack { db_version: done }.encode()).await;
+    let recorded = loop {
+        let status = server_db.sync_status().unwrap();
+        if let Some(p) = status.iter().find(|p| p.site == site)
+            && !p.peer_refusals.is_empty()
+        {
+            break p.peer_refusals.refused.len();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(recorded, pluresdb_core::PeerRefusals::MAX_NAMED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,8 +41,9 @@ pub struct PeerStatus {
     /// Tables whose changes from it were refused since its last set that merged whole (see
     /// [`ApplyReport::refused`](crate::ApplyReport::refused)): the next sync brings them again.
     pub refused: Vec<Refused>,
-    /// What it said, in the last session it acknowledged changes in, it did not take of this
-    /// database's changes (a peer of an older build says nothing).
+    /// What it said it did not take of this database's changes: the tables it refused in the
+    /// last session it acknowledged changes in, and the tables and columns it left out since
+    /// it last asked for them (a peer of an older build says nothing).
     pub peer_refusals: PeerRefusals,
 }
 
@@ -72,7 +73,8 @@ pub struct SyncProgress {
     /// up to it count from now on; later ones (of its next set) wait for that set's cursor.
     pub confirm_through: Option<u64>,
     /// What the peer said in this session it did not take of this database's changes, when
-    /// it acknowledged them (with `acked`): replaces what was recorded (`None`: unchanged).
+    /// it acknowledged them (with `acked`): its refused tables replace those recorded, its
+    /// left-out tables and columns join them (`None`: unchanged).
     pub peer_refusals: Option<PeerRefusals>,
 }
 
@@ -391,6 +393,13 @@ impl Database {
             }
             Ok(())
         })
+    }
+
+    /// Notes that `peer` asked for all of this database's changes of `asked` (of everything,
+    /// when `None`), so it no longer leaves them out as it said it did (see
+    /// [`PeerStatus::peer_refusals`]); if it still does, it says so again.
+    pub fn peer_asks_again(&self, peer: SiteId, asked: Option<&[Refetch]>) -> Result<()> {
+        self.with_writer_conn(|conn| super::refusals::forget_left_out(conn, peer, asked))
     }
 
     /// Changes made or received here that `peer` has not confirmed having (what the next sync

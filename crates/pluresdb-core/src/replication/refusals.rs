@@ -5,7 +5,7 @@
 //! way round, what a peer said it did not take of this database's changes
 //! ([`PeerRefusals`]), as of its last acknowledgement.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use pluresdb_crdt::SiteId;
 use rusqlite::Connection;
@@ -37,36 +37,46 @@ pub struct PeerRefusals {
 }
 
 impl PeerRefusals {
+    /// Most tables, and most tables and columns, one holds: what one peer says beyond is
+    /// dropped (a faulty peer cannot grow it without bound).
+    pub const MAX_NAMED: usize = 4096;
+
     /// Neither refused nor left out anything.
     pub fn is_empty(&self) -> bool {
         self.refused.is_empty() && self.left_out.is_empty()
     }
 
-    /// Adds what is in `more` and not here yet (a table once, a column once); true when
-    /// something was added.
-    pub fn join(&mut self, more: &PeerRefusals) -> bool {
-        let before = (self.refused.len(), self.left_out.len());
+    /// Adds what is in `more` and not here yet (a table once, a column once), up to
+    /// [`MAX_NAMED`](Self::MAX_NAMED) of each.
+    pub fn join(&mut self, more: &PeerRefusals) {
+        let mut tables: HashSet<String> = self.refused.iter().map(|r| r.table.clone()).collect();
         for r in &more.refused {
-            if !self.refused.iter().any(|have| have.table == r.table) {
+            if self.refused.len() < Self::MAX_NAMED && tables.insert(r.table.clone()) {
                 self.refused.push(r.clone());
             }
         }
+        let mut named: HashSet<Refetch> = self.left_out.iter().cloned().collect();
         for l in &more.left_out {
-            if !self.left_out.contains(l) {
+            if self.left_out.len() < Self::MAX_NAMED && named.insert(l.clone()) {
                 self.left_out.push(l.clone());
             }
         }
-        before != (self.refused.len(), self.left_out.len())
     }
 
     /// What is here and not in `told`.
     pub fn since(&self, told: &PeerRefusals) -> PeerRefusals {
-        let mut news = PeerRefusals::default();
-        news.join(self);
-        news.refused
-            .retain(|r| !told.refused.iter().any(|t| t.table == r.table));
-        news.left_out.retain(|l| !told.left_out.contains(l));
-        news
+        let tables: HashSet<&str> = told.refused.iter().map(|r| r.table.as_str()).collect();
+        let named: HashSet<&Refetch> = told.left_out.iter().collect();
+        PeerRefusals {
+            refused: (self.refused.iter())
+                .filter(|r| !tables.contains(r.table.as_str()))
+                .cloned()
+                .collect(),
+            left_out: (self.left_out.iter())
+                .filter(|l| !named.contains(l))
+                .cloned()
+                .collect(),
+        }
     }
 }
 
@@ -107,18 +117,66 @@ pub(crate) fn read_theirs(conn: &Connection) -> Result<BTreeMap<String, PeerRefu
     Ok(meta_json::read(conn, THEIRS, "refusals by peer")?.unwrap_or_default())
 }
 
-/// Records what `peer` said in its last session that it did not take (replacing what it said
-/// before; nothing: forgotten).
+/// Records what `peer` said in a session as it acknowledged its changes: the tables it
+/// refused replace those it refused before (every session sends them again, so a session
+/// without them means they merged); the tables and columns it left out join those before
+/// (their changes are not sent again: it asks for them once it takes them, see
+/// [`forget_left_out`]).
 pub(crate) fn record_theirs(conn: &Connection, peer: SiteId, said: &PeerRefusals) -> Result<()> {
+    update_theirs(conn, peer, |theirs| {
+        theirs.refused.clone_from(&said.refused);
+        theirs.join(&PeerRefusals {
+            refused: Vec::new(),
+            left_out: said.left_out.clone(),
+        });
+    })
+}
+
+/// Forgets that `peer` left out this database's changes of `asked` (a table asked for whole
+/// covers its columns), or of everything (`None`): it asked for them again.
+pub(crate) fn forget_left_out(
+    conn: &Connection,
+    peer: SiteId,
+    asked: Option<&[Refetch]>,
+) -> Result<()> {
+    update_theirs(conn, peer, |theirs| {
+        theirs.left_out.retain(|l| {
+            asked.is_some_and(|asked| {
+                !asked.iter().any(|a| {
+                    let column = match (&a.column, &l.column) {
+                        (None, _) => true,
+                        (Some(a), Some(l)) => a.eq_ignore_ascii_case(l),
+                        (Some(_), None) => false,
+                    };
+                    column && a.table.eq_ignore_ascii_case(&l.table)
+                })
+            })
+        });
+    })
+}
+
+/// Changes what `peer` said by `change`, and stores it (nothing left: forgotten).
+fn update_theirs(
+    conn: &Connection,
+    peer: SiteId,
+    change: impl FnOnce(&mut PeerRefusals),
+) -> Result<()> {
     let mut all = read_theirs(conn)?;
     let key = peer.to_string();
-    let changed = match said.is_empty() {
-        true => all.remove(&key).is_some(),
-        false => all.insert(key, said.clone()).as_ref() != Some(said),
-    };
-    match (changed, all.is_empty()) {
-        (false, _) => Ok(()),
-        (true, true) => meta_json::delete(conn, THEIRS),
-        (true, false) => meta_json::write(conn, THEIRS, &all),
+    let before = all.get(&key).cloned().unwrap_or_default();
+    let mut theirs = before.clone();
+    change(&mut theirs);
+    if theirs == before {
+        return Ok(());
+    }
+    if theirs.is_empty() {
+        all.remove(&key);
+    } else {
+        all.insert(key, theirs);
+    }
+    if all.is_empty() {
+        meta_json::delete(conn, THEIRS)
+    } else {
+        meta_json::write(conn, THEIRS, &all)
     }
 }
