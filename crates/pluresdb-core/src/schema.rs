@@ -17,8 +17,10 @@ use crate::options::OpenOptions;
 /// `_pluresdb_meta`, from `announce_since`: the `db_version` at the upgrade). Format 6 shows
 /// an edge in `pluresdb_edges` only while both its nodes are live (see `Database::get_edge`).
 /// Format 7 packs the clocks of rows written in bulk (`_pluresdb_clock_pack`), which older
-/// builds would not read.
-pub const FORMAT_VERSION: i64 = 7;
+/// builds would not read. Format 8 writes pack bodies whose entries share the clocks they
+/// have alike (all the changes of a transaction share its time), which format 7 builds would
+/// read as empty; it reads format 7 bodies as they are.
+pub const FORMAT_VERSION: i64 = 8;
 
 /// What opening learned about the file.
 pub(crate) struct SchemaState {

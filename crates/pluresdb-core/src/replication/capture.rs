@@ -76,11 +76,6 @@ impl Replication {
             }
             return;
         }
-        let at = Origin {
-            coll: coll.id,
-            statement: self.statements.load(Ordering::Relaxed),
-            hlc: self.clock.now().as_u64(),
-        };
         let mask = match case {
             PreUpdateCase::Update { .. } => {
                 let updated = &self.writer_auth.updated;
@@ -91,6 +86,11 @@ impl Replication {
         let generation = self.tx.generation.load(Ordering::Acquire);
         let mut captured = self.captured.lock();
         let buf = captured.in_transaction(generation);
+        let at = Origin {
+            coll: coll.id,
+            statement: self.statements.load(Ordering::Relaxed),
+            hlc: buf.clock_time(|| self.clock.now().as_u64()),
+        };
         match capture(info, case, mask, buf, at) {
             Ok(()) => {}
             Err(why) => {

@@ -35,9 +35,14 @@ const REPLACE_LOOKBACK: usize = 64;
 /// row: such entries are skipped when read.
 const REPLACED: u8 = 3;
 
+/// A flag of the operation byte: the change's clock time is left out, as the previous
+/// change's in the same buffer (a transaction's changes share one time: 9 bytes fewer each).
+/// Changes logged by format 7 always carry their time.
+const SAME_TIME: u8 = 0x10;
+
 /// Captured row changes of the open transaction, encoded as the log stores them: per change
-/// the collection, operation, clock time, key, new key (empty: unchanged) and changed field
-/// names (packed).
+/// the collection, operation, clock time (unless [`SAME_TIME`]), key, new key (empty:
+/// unchanged) and changed field names (packed).
 #[derive(Default)]
 pub(crate) struct CaptureBuf {
     bytes: Vec<u8>,
@@ -57,6 +62,10 @@ pub(crate) struct CaptureBuf {
     pub(crate) fields_scratch: Vec<u8>,
     /// The transaction (its generation, see `TxCounters`) the changes were captured in.
     generation: u64,
+    /// The clock time of that transaction's changes (see [`CaptureBuf::clock_time`]).
+    hlc: Option<u64>,
+    /// The clock time of the last change in `bytes`, if there is one.
+    last_time: Option<u64>,
 }
 
 impl CaptureBuf {
@@ -68,8 +77,18 @@ impl CaptureBuf {
         if self.generation != generation {
             self.clear();
             self.generation = generation;
+            self.hlc = None;
         }
         self
+    }
+
+    /// The clock time of the transaction's changes: `now` when it makes its first. A
+    /// transaction is one write to its peers, so its changes share one time: nothing merges
+    /// while it runs (the writer is its own), so no write it could have seen is later, and
+    /// the sync records of a bulk write are alike but for their keys (packed small, see
+    /// [`packs`](super::packs)).
+    pub(crate) fn clock_time(&mut self, now: impl FnOnce() -> u64) -> u64 {
+        *self.hlc.get_or_insert_with(now)
     }
 
     /// Where the buffer ends now: [`truncate`](Self::truncate) comes back to it.
@@ -111,7 +130,7 @@ impl CaptureBuf {
                 .map(|(i, _)| i);
             if let Some(i) = replaced {
                 let op_at = list.remove(i);
-                self.bytes[op_at] = REPLACED;
+                self.bytes[op_at] = REPLACED | (self.bytes[op_at] & SAME_TIME);
                 self.count -= 1;
             }
         }
@@ -129,8 +148,13 @@ impl CaptureBuf {
                 None => self.deletes.push((at.coll, vec![op_at])),
             }
         }
-        self.bytes.push(op as u8);
-        put_varint(&mut self.bytes, at.hlc);
+        if self.last_time == Some(at.hlc) {
+            self.bytes.push(op as u8 | SAME_TIME);
+        } else {
+            self.bytes.push(op as u8);
+            put_varint(&mut self.bytes, at.hlc);
+            self.last_time = Some(at.hlc);
+        }
         put_bytes(&mut self.bytes, key);
         put_bytes(&mut self.bytes, new_key.unwrap_or_default());
         put_bytes(&mut self.bytes, fields);
@@ -142,6 +166,7 @@ impl CaptureBuf {
     /// when that flush also took changes from before the mark, which are then lost.
     pub(crate) fn truncate(&mut self, mark: usize) -> bool {
         self.deletes.clear();
+        self.last_time = None;
         self.bytes.truncate(mark.saturating_sub(self.flushed));
         // A failed statement's path: counting again is simpler than marking counts.
         self.count = Entries::new(&self.bytes, "change").count();
@@ -162,6 +187,7 @@ impl CaptureBuf {
     /// Drops every change (marks taken before stay valid: they count as before all of them).
     pub(crate) fn clear(&mut self) {
         self.deletes.clear();
+        self.last_time = None;
         self.flushed += self.bytes.len();
         self.bytes.clear();
         self.count = 0;
@@ -170,11 +196,14 @@ impl CaptureBuf {
 
 /// The key of the delete whose operation byte is at `op_at` (if it is still a delete).
 fn deleted_key(bytes: &[u8], op_at: usize) -> Option<&[u8]> {
-    if bytes.get(op_at) != Some(&(Op::Delete as u8)) {
+    let op = *bytes.get(op_at)?;
+    if op & !SAME_TIME != Op::Delete as u8 {
         return None;
     }
     let mut r = Reader::new(&bytes[op_at + 1..], "change");
-    r.varint().ok()?;
+    if op & SAME_TIME == 0 {
+        r.varint().ok()?;
+    }
     r.bytes(MAX_PART_BYTES).ok()
 }
 
@@ -190,17 +219,24 @@ pub(crate) struct Entry<'a> {
 }
 
 impl<'a> Entry<'a> {
-    /// The next change; `None` for a delete that an `INSERT OR REPLACE` undid.
-    fn read(r: &mut Reader<'a>) -> Result<Option<Entry<'a>>> {
+    /// The next change; `None` for a delete that an `INSERT OR REPLACE` undid. `time` is the
+    /// clock time of the change before (set to this one's).
+    fn read(r: &mut Reader<'a>, time: &mut Option<u64>) -> Result<Option<Entry<'a>>> {
         let coll = u32::try_from(r.varint()?).map_err(|_| r.error("collection id too large"))?;
-        let op = match r.byte()? {
+        let byte = r.byte()?;
+        let op = match byte & !SAME_TIME {
             0 => Some(Op::Insert),
             1 => Some(Op::Update),
             2 => Some(Op::Delete),
             REPLACED => None,
-            other => return Err(r.error(&format!("unknown operation {other}"))),
+            _ => return Err(r.error(&format!("unknown operation {byte}"))),
         };
-        let hlc = r.varint()?;
+        let hlc = match (byte & SAME_TIME != 0, *time) {
+            (false, _) => r.varint()?,
+            (true, Some(hlc)) => hlc,
+            (true, None) => return Err(r.error("the first change has no clock time")),
+        };
+        *time = Some(hlc);
         let key = r.bytes(MAX_PART_BYTES)?;
         let new_key = Some(r.bytes(MAX_PART_BYTES)?).filter(|k| !k.is_empty());
         let fields = r.bytes(MAX_PART_BYTES)?;
@@ -219,6 +255,8 @@ impl<'a> Entry<'a> {
 pub(crate) struct Entries<'a> {
     reader: Reader<'a>,
     failed: bool,
+    /// The clock time of the last change read.
+    time: Option<u64>,
 }
 
 impl<'a> Entries<'a> {
@@ -226,6 +264,7 @@ impl<'a> Entries<'a> {
         Entries {
             reader: Reader::new(bytes, what),
             failed: false,
+            time: None,
         }
     }
 }
@@ -235,7 +274,7 @@ impl<'a> Iterator for Entries<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         while !self.failed && !self.reader.is_empty() {
-            match Entry::read(&mut self.reader) {
+            match Entry::read(&mut self.reader, &mut self.time) {
                 Ok(Some(entry)) => return Some(Ok(entry)),
                 Ok(None) => {}
                 Err(e) => {
@@ -380,5 +419,64 @@ mod tests {
         let read: Vec<_> = Entries::new(&bad, "change").collect();
         assert_eq!(read.len(), 3);
         assert!(read[2].is_err());
+    }
+
+    #[test]
+    fn changes_at_the_time_of_the_one_before_leave_it_out() {
+        let times = |bytes: &[u8]| -> Vec<(Op, Vec<u8>, u64)> {
+            Entries::new(bytes, "change")
+                .map(|e| e.map(|e| (e.op, e.key.to_vec(), e.hlc)).unwrap())
+                .collect()
+        };
+        // A clock time as the clock makes them (milliseconds since 1970, shifted).
+        const T: u64 = 1_700_000_000_000 << 16;
+        let mut buf = CaptureBuf::default();
+        buf.push(at(7, 1, T), Op::Insert, b"a", None, b"");
+        let one = buf.len();
+        buf.push(at(7, 1, T), Op::Insert, b"b", None, b"");
+        assert_eq!(buf.len() - one, one - 9, "the time is left out");
+        // A replaced delete at the same time is skipped, and what follows keeps its time.
+        buf.push(at(7, 2, T), Op::Delete, b"b", None, b"");
+        buf.push(at(7, 2, T), Op::Insert, b"b", None, b"");
+        buf.push(at(7, 3, T + 1), Op::Update, b"a", None, b"x");
+        buf.push(at(7, 3, T + 1), Op::Delete, b"b", None, b"");
+        let want = [
+            (Op::Insert, b"a".to_vec(), T),
+            (Op::Insert, b"b".to_vec(), T),
+            (Op::Insert, b"b".to_vec(), T),
+            (Op::Update, b"a".to_vec(), T + 1),
+            (Op::Delete, b"b".to_vec(), T + 1),
+        ];
+        assert_eq!(times(&buf.bytes), want);
+        // After a statement's changes are dropped, and in the next flush, a change carries its
+        // time again (what it followed is gone).
+        let mark = buf.mark();
+        buf.push(at(7, 4, 5), Op::Insert, b"c", None, b"");
+        assert!(buf.truncate(mark));
+        buf.push(at(7, 5, 5), Op::Insert, b"d", None, b"");
+        assert_eq!(
+            times(&buf.bytes).last(),
+            Some(&(Op::Insert, b"d".to_vec(), 5))
+        );
+        buf.take();
+        buf.push(at(7, 6, 5), Op::Insert, b"e", None, b"");
+        assert_eq!(times(&buf.bytes), [(Op::Insert, b"e".to_vec(), 5)]);
+        // Format 7 logged every time: read as before.
+        let mut old = Vec::new();
+        for (key, hlc) in [(b"p", 9u64), (b"q", 9)] {
+            put_varint(&mut old, 7);
+            old.push(Op::Insert as u8);
+            put_varint(&mut old, hlc);
+            put_bytes(&mut old, key);
+            put_bytes(&mut old, b"");
+            put_bytes(&mut old, b"");
+        }
+        assert_eq!(
+            times(&old),
+            [
+                (Op::Insert, b"p".to_vec(), 9),
+                (Op::Insert, b"q".to_vec(), 9)
+            ]
+        );
     }
 }

@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::capture::{Op, Stamped};
-use super::clock::RowClock;
+use super::clock::{RowClock, Stamp};
 use super::collections::{TableInfo, quote};
 use crate::error::Result;
 use crate::wire::{Reader, put_bytes, put_varint};
@@ -79,30 +79,63 @@ impl Entry<'_> {
     }
 }
 
+/// The first byte of a pack body that shares versions between entries (format 8; a body of
+/// format 7 starts with its entry count, never 0: empty packs are deleted).
+const SHARED_VERSIONS: u8 = 0;
+
 /// Entries of a pack body, in key order.
+///
+/// A body is [`SHARED_VERSIONS`], the entry count, then per entry its key, causal length and
+/// either 0 (its sequence number and clock are the previous entry's: rows written by one
+/// transaction have the same) or the clock's length plus one, its sequence number and clock.
+/// Format 7 bodies (the count, then per entry key, causal length, sequence number and clock)
+/// are read too.
 pub(crate) fn decode(body: &[u8]) -> Result<Vec<Entry<'_>>> {
     let mut r = Reader::new(body, "clock pack");
+    let shared = body.first() == Some(&SHARED_VERSIONS);
+    if shared {
+        r.byte()?;
+    }
     let n = r.length(PACK_BYTES)?;
-    let mut entries = Vec::with_capacity(n);
+    let mut entries: Vec<Entry<'_>> = Vec::with_capacity(n);
     for _ in 0..n {
         let key = Cow::Borrowed(r.bytes(super::keys::MAX_KEY_BYTES)?);
         let cl = r.varint()?;
-        let seq = r.varint()?;
-        let ver = Cow::Borrowed(r.bytes(1 << 24)?);
+        let (seq, ver) = if !shared {
+            (r.varint()?, Cow::Borrowed(r.bytes(1 << 24)?))
+        } else {
+            match r.length(1 << 24)? {
+                0 => match entries.last() {
+                    Some(prev) => (prev.seq, prev.ver.clone()),
+                    None => return Err(r.error("the first entry has no clock")),
+                },
+                len => {
+                    let seq = r.varint()?;
+                    (seq, Cow::Borrowed(r.take(len - 1)?))
+                }
+            }
+        };
         entries.push(Entry { key, cl, seq, ver });
     }
     Ok(entries)
 }
 
 fn encode(entries: &[Entry<'_>]) -> Vec<u8> {
-    let size: usize = entries.iter().map(|e| e.key.len() + e.ver.len() + 8).sum();
-    let mut out = Vec::with_capacity(size + 4);
+    let mut out = Vec::with_capacity(entries.len() * 16 + 64);
+    out.push(SHARED_VERSIONS);
     put_varint(&mut out, entries.len() as u64);
+    let mut prev: Option<&Entry<'_>> = None;
     for e in entries {
         put_bytes(&mut out, &e.key);
         put_varint(&mut out, e.cl);
-        put_varint(&mut out, e.seq);
-        put_bytes(&mut out, &e.ver);
+        if prev.is_some_and(|p| p.seq == e.seq && p.ver == e.ver) {
+            out.push(0);
+        } else {
+            put_varint(&mut out, e.ver.len() as u64 + 1);
+            put_varint(&mut out, e.seq);
+            out.extend_from_slice(&e.ver);
+        }
+        prev = Some(e);
     }
     out
 }
@@ -564,14 +597,15 @@ pub(crate) fn fold<'i, 'a>(
 /// says per row whether it was.
 fn fold_packs(conn: &Connection, coll: u32, rows: &[&[Stamped<'_>]]) -> Result<Vec<bool>> {
     let mut folded = vec![false; rows.len()];
-    let keys = rows
-        .iter()
-        .filter(|r| shape(r).is_some())
-        .map(|r| r[0].0.key);
-    let (Some(min), Some(max)) = (keys.clone().min(), keys.max()) else {
+    // (Rows are in key order.)
+    let packable: Vec<bool> = rows.iter().map(|r| shape(r).is_some()).collect();
+    let first = packable.iter().position(|&p| p);
+    let last = packable.iter().rposition(|&p| p);
+    let (Some(first), Some(last)) = (first, last) else {
         return Ok(folded);
     };
-    let candidates = rows.iter().filter(|r| shape(r).is_some()).count();
+    let (min, max) = (rows[first][0].0.key, rows[last][0].0.key);
+    let candidates = packable.iter().filter(|&&p| p).count();
     let overlapping: Vec<(Vec<u8>, Vec<u8>)> = conn
         .prepare_cached(
             "SELECT first, body FROM _pluresdb_clock_pack
@@ -585,18 +619,22 @@ fn fold_packs(conn: &Connection, coll: u32, rows: &[&[Stamped<'_>]]) -> Result<V
     if candidates < per_pack * overlapping.len() {
         return Ok(folded);
     }
-    let mut old: Vec<Entry<'_>> = Vec::new();
-    for (_, body) in &overlapping {
-        old.extend(decode(body)?);
-    }
+    let old = (overlapping.iter())
+        .map(|(_, body)| decode(body))
+        .collect::<Result<Vec<_>>>()?;
     // Merge the rows into the old entries, both in key order.
     let mut probe = RecordProbe::new(coll);
-    let mut merged: Vec<Entry<'_>> = Vec::with_capacity(old.len() + candidates);
-    let mut old_iter = old.into_iter().peekable();
+    let olds: usize = old.iter().map(Vec::len).sum();
+    let mut merged: Vec<Entry<'_>> = Vec::with_capacity(olds + candidates);
+    let mut old_iter = old.into_iter().flatten().peekable();
     let mut count = 0;
     // The field names of the last update set in a stored clock, as packed and sorted (a bulk
     // update's rows change the same fields).
     let mut names_of: Option<(&[u8], Vec<&[u8]>)> = None;
+    // The last clock made, and what it was made from: the rows of a bulk write are stamped
+    // alike (one transaction, one time) and most had alike clocks before.
+    let mut last_created: Option<(Stamp, Vec<u8>)> = None;
+    let mut last_updated: Option<(Vec<u8>, Stamp, Vec<u8>)> = None;
     for (i, row) in rows.iter().enumerate() {
         let key = row[0].0.key;
         // Entries before this row stay, unless a row left to records overrides them.
@@ -622,15 +660,27 @@ fn fold_packs(conn: &Connection, coll: u32, rows: &[&[Stamped<'_>]]) -> Result<V
         let new = match (shape, entry) {
             (Shape::Created, None) => {
                 let (first, updates) = row.split_first().expect("rows are not empty");
-                let mut clock = RowClock::whole(first.1);
-                for (e, stamp) in updates {
-                    clock.set_packed_fields(e.fields, *stamp)?;
-                }
+                let (seq, ver) = match &last_created {
+                    Some((stamp, ver)) if updates.is_empty() && *stamp == first.1 => {
+                        (stamp.seq, ver.clone())
+                    }
+                    _ => {
+                        let mut clock = RowClock::whole(first.1);
+                        for (e, stamp) in updates {
+                            clock.set_packed_fields(e.fields, *stamp)?;
+                        }
+                        let ver = clock.encode();
+                        if updates.is_empty() {
+                            last_created = Some((first.1, ver.clone()));
+                        }
+                        (clock.newest_seq(), ver)
+                    }
+                };
                 Entry {
                     key: Cow::Borrowed(key),
                     cl: 1,
-                    seq: clock.newest_seq(),
-                    ver: Cow::Owned(clock.encode()),
+                    seq,
+                    ver: Cow::Owned(ver),
                 }
             }
             (Shape::Updated, Some(e)) => {
@@ -640,11 +690,18 @@ fn fold_packs(conn: &Connection, coll: u32, rows: &[&[Stamped<'_>]]) -> Result<V
                         let mut sorted = Vec::new();
                         RowClock::packed_names(update.fields, &mut sorted)?;
                         names_of = Some((update.fields, sorted));
+                        last_updated = None;
                     }
-                    let names = &names_of.as_ref().expect("just set").1;
-                    let mut ver = Vec::with_capacity(e.ver.len() + 24);
-                    RowClock::set_fields_stored(&e.ver, names, *stamp, &mut ver)?;
-                    ver
+                    match &last_updated {
+                        Some((from, at, ver)) if *from == *e.ver && at == stamp => ver.clone(),
+                        _ => {
+                            let names = &names_of.as_ref().expect("just set").1;
+                            let mut ver = Vec::with_capacity(e.ver.len() + 24);
+                            RowClock::set_fields_stored(&e.ver, names, *stamp, &mut ver)?;
+                            last_updated = Some((e.ver.to_vec(), *stamp, ver.clone()));
+                            ver
+                        }
+                    }
                 } else {
                     let mut clock = RowClock::decode(&e.ver)?;
                     for (u, stamp) in row.iter() {
@@ -793,8 +850,9 @@ pub(crate) mod tests {
             let packed = Database::open(dir.path().join("packed.db")).unwrap();
             let records = Database::open(dir.path().join("records.db")).unwrap();
             // (Each phase written by one and then the other, so that each writes last in
-            // some: when they exchange changes, both win some rows.)
-            let both = |sql: &str, packed_first: bool| {
+            // some: when they exchange changes, both win some rows. Folded after every other
+            // phase: a fold meets the changes of several transactions.)
+            let both = |sql: &str, packed_first: bool, fold: bool| {
                 let mut dbs = [(&packed, true), (&records, false)];
                 if !packed_first {
                     dbs.reverse();
@@ -802,20 +860,23 @@ pub(crate) mod tests {
                 for (db, on) in dbs {
                     packing(on);
                     db.exec(sql).unwrap();
-                    db.fold_change_log().unwrap();
+                    if fold {
+                        db.fold_change_log().unwrap();
+                    }
                 }
             };
-            both(RANDOM_SETUP, true);
+            both(RANDOM_SETUP, true, true);
             let (_, entries) = clocks(&packed);
             proptest::prop_assert!(entries >= 2400, "only {} rows were packed", entries);
             let first = packed.changes_since(0, None).unwrap().db_version;
+            let phases = changes.chunks(6).count();
             for (i, phase) in changes.chunks(6).enumerate() {
                 let mut sql = vec!["BEGIN".to_owned()];
                 for &(kind, second, x, y) in phase {
                     sql.push(random_change(kind, if second { "tc" } else { "tt" }, x, y));
                 }
                 sql.push("COMMIT".to_owned());
-                both(&sql.join(";\n"), i % 2 == 1);
+                both(&sql.join(";\n"), i % 2 == 1, i % 2 == 1 || i + 1 == phases);
             }
             packing(true);
             let (a, _) = clocks(&packed);
@@ -860,7 +921,7 @@ pub(crate) mod tests {
 /// Reads and checks of tables with packed clocks: paged reads, savepoint rollbacks, read-only
 /// handles, and a table synced again.
 mod reads {
-    use super::tests::{changes_read as changes, packing};
+    use super::tests::{changes_read as changes, clocks, packing};
     use crate::{Database, OpenOptions};
 
     const SETUP: &str = "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, w INTEGER);
@@ -891,6 +952,116 @@ mod reads {
         ))
         .unwrap();
         db.fold_change_log().unwrap();
+    }
+
+    /// Rows created, then updated, by several transactions whose changes one fold meets
+    /// (each transaction's clocks alike, the next's not): packed as records have them.
+    #[test]
+    fn rows_of_transactions_folded_together_match_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let dbs = [true, false].map(|pack| {
+            packing(pack);
+            let db = Database::open(dir.path().join(format!("{pack}.db"))).unwrap();
+            db.exec(SETUP).unwrap();
+            (db, pack)
+        });
+        let insert = |db: &Database, first: i64, step: i64| {
+            db.exec(&format!(
+                "WITH RECURSIVE s(i) AS (SELECT {first} UNION ALL SELECT i + {step} FROM s
+                                         WHERE i + {step} <= {})
+                 INSERT INTO t SELECT i, 'v', i FROM s",
+                first + 399
+            ))
+            .unwrap();
+        };
+        for (db, pack) in &dbs {
+            packing(*pack);
+            // Rows 1-400 alike; rows 401-800 created by two transactions, taking turns.
+            insert(db, 1, 1);
+            db.fold_change_log().unwrap();
+            insert(db, 401, 2);
+            insert(db, 402, 2);
+            db.fold_change_log().unwrap();
+            // Rows alike before updated by two transactions, taking turns.
+            for odd in [0, 1] {
+                db.exec(&format!("UPDATE t SET w = w + 1 WHERE id % 2 = {odd}"))
+                    .unwrap();
+            }
+            db.fold_change_log().unwrap();
+        }
+        packing(true);
+        let (packed, entries) = clocks(&dbs[0].0);
+        let (recorded, none) = clocks(&dbs[1].0);
+        assert_eq!((entries, none), (800, 0));
+        assert!(packed == recorded, "packed clocks differ from records");
+    }
+
+    /// Format 7 bodies (each entry with its own clock) read as they did, read-only and after
+    /// the upgrade to format 8, whose bodies share the clocks entries have alike.
+    #[test]
+    fn a_format_7_file_reads_as_before() {
+        use crate::wire::{put_bytes, put_varint};
+        let dir = tempfile::tempdir().unwrap();
+        let db = synced_t(&dir, true);
+        fill(&db, 1, 300);
+        db.exec("UPDATE t SET w = w + 1 WHERE id > 100").unwrap();
+        db.fold_change_log().unwrap();
+        assert!(packs(&db) > 0);
+        let sizes = count(&db, "SELECT sum(length(body)) FROM _pluresdb_clock_pack");
+        let read = changes(&db, 0);
+        drop(db);
+        // What format 7 wrote: per entry its key, causal length, sequence number and clock.
+        let conn = rusqlite::Connection::open(dir.path().join("a.db")).unwrap();
+        let bodies: Vec<(Vec<u8>, Vec<u8>)> = conn
+            .prepare("SELECT first, body FROM _pluresdb_clock_pack")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        for (first, body) in bodies {
+            let entries = super::decode(&body).unwrap();
+            let mut old = Vec::new();
+            put_varint(&mut old, entries.len() as u64);
+            for e in &entries {
+                put_bytes(&mut old, &e.key);
+                put_varint(&mut old, e.cl);
+                put_varint(&mut old, e.seq);
+                put_bytes(&mut old, &e.ver);
+            }
+            assert!(
+                2 * old.len() > 3 * body.len(),
+                "{} vs {}",
+                old.len(),
+                body.len()
+            );
+            conn.execute(
+                "UPDATE _pluresdb_clock_pack SET body = ?2 WHERE first = ?1",
+                rusqlite::params![first, old],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "UPDATE _pluresdb_meta SET value = 7 WHERE key = 'format_version'",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let ro = OpenOptions::new()
+            .read_only(true)
+            .open(dir.path().join("a.db"))
+            .unwrap();
+        assert_eq!(changes(&ro, 0), read);
+        drop(ro);
+        let db = Database::open(dir.path().join("a.db")).unwrap();
+        assert_eq!(changes(&db, 0), read);
+        assert!(2 * count(&db, "SELECT sum(length(body)) FROM _pluresdb_clock_pack") > 3 * sizes);
+        // Packs rewritten by a bulk write take the new form.
+        db.exec("UPDATE t SET v = v || '!'").unwrap();
+        db.fold_change_log().unwrap();
+        assert_eq!(db.check().unwrap(), Vec::<String>::new());
+        assert!(count(&db, "SELECT sum(length(body)) FROM _pluresdb_clock_pack") < sizes * 3 / 2);
+        assert_eq!(count(&db, "SELECT count(*) FROM t WHERE v LIKE '%!'"), 300);
     }
 
     /// A file of the previous format (6: no `_pluresdb_clock_pack`), opened read-only by this
