@@ -5286,3 +5286,78 @@ fn a_completed_set_confirms_only_the_merges_up_to_its_own() {
     assert!(keys.iter().all(|k| *k == Value::from("b2")), "{back:?}");
     assert!(!keys.is_empty());
 }
+
+/// The value of `sql` (one row, one column) in `db`.
+fn one(db: &Database, sql: &str) -> Value {
+    db.value(sql, ()).unwrap()
+}
+
+#[test]
+fn a_write_after_a_merge_in_the_same_transaction_wins() {
+    // A transaction's changes share one clock time, taken again once the clock moves past it:
+    // kept, the update below was stamped before the merged change it overwrote, and lost.
+    let schema = "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)";
+    let (a, b) = (with_synced(schema, &["t"]), with_synced(schema, &["t"]));
+    a.exec("INSERT INTO t VALUES (1, 'a0'), (2, 'x')").unwrap();
+    sync(&a, &b);
+    a.transaction(|tx| {
+        tx.exec("UPDATE t SET v = 'a1' WHERE id = 2")?;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        b.exec("UPDATE t SET v = 'b' WHERE id = 1").unwrap();
+        tx.apply_changes(&b.changes_since(0, None).unwrap().changes)?;
+        // Written after seeing 'b'.
+        tx.exec("UPDATE t SET v = 'a2' WHERE id = 1")?;
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+    for _ in 0..2 {
+        sync(&a, &b);
+    }
+    let v = "SELECT v FROM t WHERE id = 1";
+    assert_eq!((one(&a, v), one(&b, v)), ("a2".into(), "a2".into()));
+}
+
+#[test]
+fn a_column_added_in_a_transaction_syncs_the_values_written_after_it() {
+    let schema = "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)";
+    let (a, b) = (with_synced(schema, &["t"]), with_synced(schema, &["t"]));
+    b.exec("ALTER TABLE t ADD COLUMN d TEXT DEFAULT 'dflt'")
+        .unwrap();
+    a.exec(
+        "BEGIN; INSERT INTO t VALUES (1, 'x');
+         ALTER TABLE t ADD COLUMN d TEXT DEFAULT 'dflt';
+         INSERT INTO t(id, v, d) VALUES (2, 'y', 'mine'); COMMIT",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        sync(&a, &b);
+    }
+    assert_eq!(one(&b, "SELECT d FROM t WHERE id = 2"), "mine".into());
+}
+
+#[test]
+fn a_table_synced_again_in_a_transaction_syncs_the_values_written_after_it() {
+    let schema = "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+                  CREATE TABLE u(id INTEGER PRIMARY KEY, w TEXT)";
+    let (a, b) = (
+        with_synced(schema, &["t", "u"]),
+        with_synced(schema, &["t", "u"]),
+    );
+    b.exec("ALTER TABLE t ADD COLUMN d TEXT DEFAULT 'dflt'")
+        .unwrap();
+    a.exec("INSERT INTO t VALUES (1, 'x')").unwrap();
+    a.unsync_table("t").unwrap();
+    a.exec("ALTER TABLE t ADD COLUMN d TEXT DEFAULT 'dflt'")
+        .unwrap();
+    a.transaction(|tx| {
+        tx.exec("INSERT INTO u VALUES (1, 'first')")?;
+        tx.sync_table("t")?;
+        tx.exec("INSERT INTO t(id, v, d) VALUES (2, 'y', 'mine')")?;
+        Ok::<_, pluresdb_core::Error>(())
+    })
+    .unwrap();
+    for _ in 0..2 {
+        sync(&a, &b);
+    }
+    assert_eq!(one(&b, "SELECT d FROM t WHERE id = 2"), "mine".into());
+}

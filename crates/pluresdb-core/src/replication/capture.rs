@@ -89,7 +89,7 @@ impl Replication {
         let at = Origin {
             coll: coll.id,
             statement: self.statements.load(Ordering::Relaxed),
-            hlc: buf.clock_time(|| self.clock.now().as_u64()),
+            hlc: buf.clock_time(self.clock.last().as_u64(), || self.clock.now().as_u64()),
         };
         match capture(info, case, mask, buf, at) {
             Ok(()) => {}

@@ -82,13 +82,17 @@ impl CaptureBuf {
         self
     }
 
-    /// The clock time of the transaction's changes: `now` when it makes its first. A
-    /// transaction is one write to its peers, so its changes share one time: nothing merges
-    /// while it runs (the writer is its own), so no write it could have seen is later, and
-    /// the sync records of a bulk write are alike but for their keys (packed small, see
+    /// The clock time of the transaction's changes: `now` when it makes its first, and again
+    /// once the clock moved past that time (`last`: a merge in the transaction saw a later
+    /// stamp, a column was recorded, a node was written), so that a change is later than
+    /// everything it could have seen. Between such moves its changes share one time: a bulk
+    /// write's sync records are alike but for their keys (packed small, see
     /// [`packs`](super::packs)).
-    pub(crate) fn clock_time(&mut self, now: impl FnOnce() -> u64) -> u64 {
-        *self.hlc.get_or_insert_with(now)
+    pub(crate) fn clock_time(&mut self, last: u64, now: impl FnOnce() -> u64) -> u64 {
+        match self.hlc {
+            Some(hlc) if hlc >= last => hlc,
+            _ => *self.hlc.insert(now()),
+        }
     }
 
     /// Where the buffer ends now: [`truncate`](Self::truncate) comes back to it.

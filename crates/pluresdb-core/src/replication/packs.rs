@@ -79,9 +79,11 @@ impl Entry<'_> {
     }
 }
 
-/// The first byte of a pack body that shares versions between entries (format 8; a body of
-/// format 7 starts with its entry count, never 0: empty packs are deleted).
-const SHARED_VERSIONS: u8 = 0;
+/// What a pack body that shares versions between entries starts with (format 8): a varint a
+/// body of format 7 never starts with (it starts with its entry count, at most
+/// [`PACK_BYTES`]), so that a format-7 process still open on an upgraded file fails on it
+/// instead of reading no entries (and its next fold dropping them).
+const SHARED_VERSIONS: u64 = 0x1f_ffff;
 
 /// Entries of a pack body, in key order.
 ///
@@ -92,11 +94,13 @@ const SHARED_VERSIONS: u8 = 0;
 /// are read too.
 pub(crate) fn decode(body: &[u8]) -> Result<Vec<Entry<'_>>> {
     let mut r = Reader::new(body, "clock pack");
-    let shared = body.first() == Some(&SHARED_VERSIONS);
-    if shared {
-        r.byte()?;
-    }
-    let n = r.length(PACK_BYTES)?;
+    let first = r.varint()?;
+    let shared = first == SHARED_VERSIONS;
+    let n = match shared {
+        true => r.length(PACK_BYTES)?,
+        false if first <= PACK_BYTES as u64 => first as usize,
+        false => return Err(r.error(&format!("{first} entries"))),
+    };
     let mut entries: Vec<Entry<'_>> = Vec::with_capacity(n);
     for _ in 0..n {
         let key = Cow::Borrowed(r.bytes(super::keys::MAX_KEY_BYTES)?);
@@ -122,7 +126,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Vec<Entry<'_>>> {
 
 fn encode(entries: &[Entry<'_>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(entries.len() * 16 + 64);
-    out.push(SHARED_VERSIONS);
+    put_varint(&mut out, SHARED_VERSIONS);
     put_varint(&mut out, entries.len() as u64);
     let mut prev: Option<&Entry<'_>> = None;
     for e in entries {
@@ -952,6 +956,45 @@ mod reads {
         ))
         .unwrap();
         db.fold_change_log().unwrap();
+    }
+
+    /// A format-7 process still open on an upgraded file fails on a format-8 body (format 7
+    /// read the entry count first, at most `PACK_BYTES`), instead of reading no entries; and
+    /// damaged bodies are errors, not panics.
+    #[test]
+    fn bodies_a_format_7_process_cannot_misread_and_damaged_ones_fail() {
+        use crate::wire::Reader;
+        let ver = [1u8, 2, 3];
+        let entries: Vec<super::Entry<'_>> = (0..3u8)
+            .map(|k| super::Entry {
+                key: std::borrow::Cow::Owned(vec![k]),
+                cl: 1,
+                seq: 4,
+                ver: std::borrow::Cow::Borrowed(&ver[..]),
+            })
+            .collect();
+        let body = super::encode(&entries);
+        assert_eq!(super::decode(&body).unwrap(), entries);
+        assert!(Reader::new(&body, "old").length(super::PACK_BYTES).is_err());
+        // The first entry "as the one before"; a body cut anywhere.
+        let mut first_shared = Vec::new();
+        crate::wire::put_varint(&mut first_shared, super::SHARED_VERSIONS);
+        first_shared.extend([1, 1, b'k', 1, 0]);
+        assert!(super::decode(&first_shared).is_err());
+        for end in 0..body.len() {
+            assert!(super::decode(&body[..end]).is_err(), "cut at {end}");
+        }
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for len in 0..5000usize {
+            let mut body = body[..4].to_vec();
+            for _ in 0..(len % 40) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                body.push((x % 7) as u8);
+            }
+            let _ = super::decode(&body);
+        }
     }
 
     /// Rows created, then updated, by several transactions whose changes one fold meets
