@@ -179,8 +179,8 @@ fn put_refetches(out: &mut Vec<u8>, list: &[Refetch]) {
     }
 }
 
-fn read_refetches(r: &mut Reader<'_>) -> Result<Vec<Refetch>> {
-    let n = r.length(MAX_WANTED)?;
+fn read_refetches(r: &mut Reader<'_>, max: usize) -> Result<Vec<Refetch>> {
+    let n = r.length(max)?;
     (0..n)
         .map(|_| {
             let table = r.text(MAX_NAME)?.to_owned();
@@ -204,11 +204,11 @@ impl Message {
         Message::Error(text)
     }
 
-    /// A `Refused` message, cut to what a peer reads (as many tables as a `Resume` names, each
+    /// A `Refused` message, cut to what a peer reads (as many tables as a peer keeps, each
     /// reason as long as an `Error`).
     pub fn refused(mut said: PeerRefusals) -> Message {
-        said.refused.truncate(MAX_WANTED);
-        said.left_out.truncate(MAX_WANTED);
+        said.refused.truncate(PeerRefusals::MAX_NAMED);
+        said.left_out.truncate(PeerRefusals::MAX_NAMED);
         for r in &mut said.refused {
             cut_text(&mut r.reason);
         }
@@ -459,7 +459,7 @@ impl Message {
                 let mut refetch = None;
                 if version == REFETCHING_VERSION {
                     let cursor = r.varint()?;
-                    let wanted = read_refetches(&mut r)?;
+                    let wanted = read_refetches(&mut r, MAX_WANTED)?;
                     if wanted.is_empty() {
                         return Err(r.error("a version 3 Resume asks for no table"));
                     }
@@ -468,7 +468,7 @@ impl Message {
                 Message::Resume { point, refetch }
             }
             REFUSED if version == REFUSALS_VERSION => {
-                let n = r.length(MAX_WANTED)?;
+                let n = r.length(PeerRefusals::MAX_NAMED)?;
                 let refused = (0..n)
                     .map(|_| {
                         Ok(Refused {
@@ -477,7 +477,7 @@ impl Message {
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let left_out = read_refetches(&mut r)?;
+                let left_out = read_refetches(&mut r, PeerRefusals::MAX_NAMED)?;
                 Message::Refused(PeerRefusals { refused, left_out })
             }
             CHANGES => Message::Changes(decode_changes(&mut r, max)?),
@@ -670,6 +670,20 @@ mod tests {
         }
     }
 
+    /// The table `notes` and the column `todos.prio`.
+    fn notes_and_prio() -> Vec<Refetch> {
+        vec![
+            Refetch {
+                table: "notes".into(),
+                column: None,
+            },
+            Refetch {
+                table: "todos".into(),
+                column: Some("prio".into()),
+            },
+        ]
+    }
+
     #[test]
     fn refusals_are_offered_in_a_version_2_hello_and_told_in_version_5() {
         let offer = |refusals| {
@@ -697,16 +711,7 @@ mod tests {
                 table: "pairs".into(),
                 reason: "its key differs \u{e9}".into(),
             }],
-            left_out: vec![
-                Refetch {
-                    table: "notes".into(),
-                    column: None,
-                },
-                Refetch {
-                    table: "todos".into(),
-                    column: Some("prio".into()),
-                },
-            ],
+            left_out: notes_and_prio(),
         };
         let bytes = Message::refused(said.clone()).encode();
         assert_eq!(bytes[..2], [REFUSALS_VERSION, REFUSED]);
@@ -721,7 +726,7 @@ mod tests {
         assert!(err.contains("not one of version 5"), "{err}");
         // What is told stays within what a peer reads.
         let long = PeerRefusals {
-            refused: (0..MAX_WANTED + 5)
+            refused: (0..PeerRefusals::MAX_NAMED + 5)
                 .map(|i| Refused {
                     table: format!("t{i}"),
                     reason: "\u{e9}".repeat(MAX_NAME),
@@ -734,7 +739,7 @@ mod tests {
         else {
             panic!("not Refused");
         };
-        assert_eq!(cut.refused.len(), MAX_WANTED);
+        assert_eq!(cut.refused.len(), PeerRefusals::MAX_NAMED);
         assert!(cut.refused[0].reason.len() <= MAX_NAME);
     }
 
@@ -803,16 +808,7 @@ mod tests {
                 point: Some(point),
                 refetch: Some(Refetching {
                     cursor: 12,
-                    wanted: vec![
-                        Refetch {
-                            table: "notes".into(),
-                            column: None,
-                        },
-                        Refetch {
-                            table: "todos".into(),
-                            column: Some("prio".into()),
-                        },
-                    ],
+                    wanted: notes_and_prio(),
                 }),
             },
             Message::Changes(sample()),

@@ -931,6 +931,7 @@ impl Session<'_> {
 
     /// Counts merged changes in the report.
     fn count(&mut self, merged: ApplyReport) {
+        let news = !merged.refused.is_empty() || !merged.left_out.is_empty();
         self.noted_through = self.noted_through.max(merged.noted);
         self.report.received += merged.received;
         self.report.applied += merged.applied;
@@ -944,7 +945,9 @@ impl Session<'_> {
                 self.report.refused.push(refused);
             }
         }
-        self.tell_peer_what_was_not_taken();
+        if news {
+            self.tell_peer_what_was_not_taken();
+        }
     }
 
     /// Tells a peer that takes `Refused` what of its changes this side refused or left out

@@ -8,7 +8,7 @@
 //! with its own statement journal (each page it touches is copied first) and runs a trigger
 //! program per row; the hook costs a function call.
 
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 use std::sync::atomic::Ordering;
 
 use rusqlite::Connection;
@@ -48,6 +48,67 @@ pub(crate) enum Op {
 
 /// A logged change, with the version it is stored under.
 pub(crate) type Stamped<'a> = (Entry<'a>, Stamp);
+
+/// The items of each collection in `items` (sorted by collection), with where they start.
+pub(crate) fn by_collection<'i, 'a>(
+    items: &'i [Stamped<'a>],
+) -> impl Iterator<Item = (usize, &'i [Stamped<'a>])> {
+    let mut start = 0;
+    items.chunk_by(|a, b| a.0.coll == b.0.coll).map(move |c| {
+        start += c.len();
+        (start - c.len(), c)
+    })
+}
+
+/// What a fold of some rows leaves of `items` for the next fold, in order: copied only once a
+/// collection had rows folded.
+pub(crate) struct Leftover<'i, 'a> {
+    items: &'i [Stamped<'a>],
+    /// `None`: all of `items` is left so far.
+    rest: Option<Vec<Stamped<'a>>>,
+    /// Items before this are in `rest`.
+    copied: usize,
+}
+
+impl<'i, 'a> Leftover<'i, 'a> {
+    pub(crate) fn new(items: &'i [Stamped<'a>]) -> Leftover<'i, 'a> {
+        Leftover {
+            items,
+            rest: None,
+            copied: 0,
+        }
+    }
+
+    /// The collection whose items are `coll_items`, at `start`, had rows folded: only `left`
+    /// of its rows are left (in order).
+    pub(crate) fn keep_only(
+        &mut self,
+        start: usize,
+        coll_items: &[Stamped<'a>],
+        left: impl IntoIterator<Item = &'i [Stamped<'a>]>,
+    ) {
+        let items = self.items;
+        let rest = self
+            .rest
+            .get_or_insert_with(|| Vec::with_capacity(items.len()));
+        rest.extend_from_slice(&items[self.copied..start]);
+        for row in left {
+            rest.extend_from_slice(row);
+        }
+        self.copied = start + coll_items.len();
+    }
+
+    /// What is left.
+    pub(crate) fn finish(self) -> Cow<'i, [Stamped<'a>]> {
+        match self.rest {
+            None => Cow::Borrowed(self.items),
+            Some(mut rest) => {
+                rest.extend_from_slice(&self.items[self.copied..]);
+                Cow::Owned(rest)
+            }
+        }
+    }
+}
 
 impl Replication {
     /// Called by the writer's pre-update hook before a row of any table changes: records the

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use rusqlite::Connection;
 use rusqlite::functions::{Context, FunctionFlags};
 
-use super::capture::{Op, Stamped};
+use super::capture::{Leftover, Op, Stamped, by_collection};
 use super::clock::{RowClock, Stamp};
 use super::state::Replication;
 use crate::error::{Error, Result, user_function_error};
@@ -160,13 +160,8 @@ pub(crate) fn fold_field_updates<'i, 'a>(
         row.iter()
             .all(|(e, _)| e.op == Op::Update && e.new_key.is_none())
     };
-    // Items before `copied` are not in `rest` yet; `None`: nothing was scanned so far.
-    let mut rest: Option<Vec<Stamped<'a>>> = None;
-    let mut copied = 0;
-    let mut end = 0;
-    for coll_items in items.chunk_by(|a, b| a.0.coll == b.0.coll) {
-        let start = end;
-        end += coll_items.len();
+    let mut left = Leftover::new(items);
+    for (start, coll_items) in by_collection(items) {
         // Most folds have too few updates for a scan: tell without comparing keys.
         let updates = coll_items
             .iter()
@@ -180,24 +175,14 @@ pub(crate) fn fold_field_updates<'i, 'a>(
             continue;
         }
         let mut found = scan(conn, state, coll_items[0].0.coll, &scanned)?.into_iter();
-        let rest = rest.get_or_insert_with(|| Vec::with_capacity(items.len()));
-        rest.extend_from_slice(&items[copied..start]);
         // Rows the scan did not find live are folded one at a time (they are recorded as
         // created there), in their place among the rows with other changes.
-        for row in rows {
-            if !(updated(row) && found.next() == Some(true)) {
-                rest.extend_from_slice(row);
-            }
-        }
-        copied = end;
+        let unscanned = rows
+            .into_iter()
+            .filter(|row| !(updated(row) && found.next() == Some(true)));
+        left.keep_only(start, coll_items, unscanned);
     }
-    Ok(match rest {
-        None => Cow::Borrowed(items),
-        Some(mut rest) => {
-            rest.extend_from_slice(&items[copied..]);
-            Cow::Owned(rest)
-        }
-    })
+    Ok(left.finish())
 }
 
 /// True when the update-only `rows` of collection `coll` are many and dense in their key range.

@@ -19,7 +19,7 @@ use std::borrow::Cow;
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::capture::{Op, Stamped};
+use super::capture::{Leftover, Op, Stamped, by_collection};
 use super::clock::{RowClock, Stamp};
 use super::collections::{TableInfo, quote};
 use crate::error::Result;
@@ -553,13 +553,8 @@ pub(crate) fn fold<'i, 'a>(
     conn: &Connection,
     items: &'i [Stamped<'a>],
 ) -> Result<Cow<'i, [Stamped<'a>]>> {
-    // Items before `copied` are not in `rest` yet; `None`: everything is left so far.
-    let mut rest: Option<Vec<Stamped<'a>>> = None;
-    let mut copied = 0;
-    let mut end = 0;
-    for coll_items in items.chunk_by(|a, b| a.0.coll == b.0.coll) {
-        let start = end;
-        end += coll_items.len();
+    let mut left = Leftover::new(items);
+    for (start, coll_items) in by_collection(items) {
         let coll = coll_items[0].0.coll;
         let packed = any(conn, coll)?;
         let rows: Vec<&[Stamped<'a>]> = coll_items.chunk_by(|a, b| a.0.key == b.0.key).collect();
@@ -579,22 +574,11 @@ pub(crate) fn fold<'i, 'a>(
         if !folded.contains(&true) {
             continue;
         }
-        let rest = rest.get_or_insert_with(|| Vec::with_capacity(items.len()));
-        rest.extend_from_slice(&items[copied..start]);
-        for (row, folded) in rows.iter().zip(folded) {
-            if !folded {
-                rest.extend_from_slice(row);
-            }
-        }
-        copied = end;
+        let unfolded =
+            (rows.iter().zip(folded)).filter_map(|(row, folded)| (!folded).then_some(*row));
+        left.keep_only(start, coll_items, unfolded);
     }
-    Ok(match rest {
-        None => Cow::Borrowed(items),
-        Some(mut rest) => {
-            rest.extend_from_slice(&items[copied..]);
-            Cow::Owned(rest)
-        }
-    })
+    Ok(left.finish())
 }
 
 /// Packs the rows of one collection that can be (see [`Shape`]) when they are many enough;
