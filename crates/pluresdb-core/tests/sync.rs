@@ -2785,6 +2785,35 @@ fn the_clock_mark_stored_covers_every_committed_write_and_the_clock_never_goes_b
 }
 
 #[test]
+fn a_write_made_right_after_another_process_wrote_the_file_loses_to_a_later_one_elsewhere() {
+    // A command run just after the previous one on the same file (or a process started while
+    // another writes it) starts its clock past the mark stored in the file. Had the mark been
+    // kept ahead of the wall clock, its write would be stamped ahead too and win over another
+    // device's write made after it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    Database::open(&path)
+        .unwrap()
+        .put("x", &json!({"v": "first"}))
+        .unwrap();
+    let a = Database::open(&path).unwrap();
+    let b = Database::open(dir.path().join("b.db")).unwrap();
+    let mine = a.put("x", &json!({"v": "a"})).unwrap().updated_at;
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let theirs = b.put("x", &json!({"v": "b"})).unwrap().updated_at;
+    assert!(
+        mine < theirs,
+        "a write stamped {} ms ahead of a write made 30 ms after it",
+        mine.millis().saturating_sub(theirs.millis())
+    );
+    sync(&a, &b);
+    for db in [&a, &b] {
+        let x = db.get_node("x").unwrap().unwrap();
+        assert_eq!(Json::Object(x.data), json!({"v": "b"}));
+    }
+}
+
+#[test]
 fn a_table_synced_while_this_handle_waits_for_the_write_lock_is_captured() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = notes_and_other_handle(&dir.path().join("shared.db"));
@@ -3906,7 +3935,7 @@ fn defaults_written_as_names_are_the_strings_sqlite_reads_when_a_peer_lacks_thei
 fn put_many_into_a_node_another_handle_made_at_the_same_time_merges_into_it() {
     // Two handles on one file (two processes, say) keep clocks of their own, each started
     // after the mark stored in the file: while the wall clock is behind that mark (set back,
-    // or within the mark's reserve) they hand out the same times. A node the other handle
+    // or within the mark's millisecond) they hand out the same times. A node the other handle
     // made at the time of this put_many is not one this call made.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.db");

@@ -18,10 +18,6 @@ use super::shape_stamp::ShapeStamp;
 use crate::connect::{TxCounters, WriterAuth};
 use crate::error::{Error, Result};
 
-/// How far ahead of the wall clock the clock's high-water mark is stored: 100 ms (the clock
-/// counts milliseconds above 16 logical bits).
-const CLOCK_RESERVE: u64 = 100 << 16;
-
 /// Replication state of one database.
 pub(crate) struct Replication {
     pub(crate) site: SiteId,
@@ -228,11 +224,13 @@ impl Replication {
     /// Also writes the transaction's `db_version` (and who took it) again: a `ROLLBACK TO`
     /// may have undone taking it, while the transaction keeps using it.
     ///
-    /// The mark is stored [`CLOCK_RESERVE`] ahead of the wall clock (or at the clock, when
-    /// that is further ahead), so the writes that follow within that time find it stored and
-    /// only read it: a read instead of an upsert of three rows, which inside a nested
-    /// transaction also copies the page to the savepoint's journal. After a restart the clock
-    /// starts past the mark, at most that far ahead of the wall clock at the last write.
+    /// The mark is stored at the end of the wall clock's current millisecond (or at the clock,
+    /// when that is further ahead), so the writes that follow within that millisecond find it
+    /// stored and only read it: a read instead of an upsert of three rows, which inside a
+    /// nested transaction also copies the page to the savepoint's journal. Not further: a
+    /// process that starts on the file (or another one that sees this write) stamps its writes
+    /// after the mark, and a mark ahead of the wall clock would stamp a write made now after
+    /// another device's made later, which would then lose to it.
     pub(crate) fn persist_clock(&self, conn: &Connection) -> Result<()> {
         let seq = self.tx_seq(conn)?;
         let last = self.clock.last().as_u64();
@@ -254,10 +252,8 @@ impl Replication {
         {
             return Ok(());
         }
-        // Ahead of the wall clock, not of the clock: after a restart the clock starts at the
-        // mark, and a mark ahead of that would add the reserve again at every quick reopen.
-        let wall = Hlc::new(pluresdb_crdt::wall_millis(), 0).as_u64();
-        let mark = last.max(wall.saturating_add(CLOCK_RESERVE));
+        let end_of_this_milli = Hlc::new(pluresdb_crdt::wall_millis(), u16::MAX).as_u64();
+        let mark = last.max(end_of_this_milli);
         conn.prepare_cached(
             "INSERT INTO _pluresdb_meta(key, value)
                  VALUES ('last_hlc', ?1), ('db_version', ?2), ('db_version_by', ?3)
