@@ -91,7 +91,7 @@ impl<T: FromRow> RowIter<T> {
         if let Some(observer) = observer {
             let conn = holder.conn_mut().get();
             iter.observed = Some(ObservedWrite {
-                statement: ObservedStatement::start(&*observer, conn, conn.is_autocommit())?,
+                statement: ObservedStatement::start(&*observer, conn, conn.is_autocommit(), true)?,
                 observer,
             });
         }

@@ -854,7 +854,8 @@ pub(crate) fn observed_write<T>(
     }
     let refusal = tx_control.then(|| observer.commit_refusal()).flatten();
     let wrap = !readonly && !tx_control && conn.is_autocommit();
-    let statement = ObservedStatement::start(observer, conn, wrap)?;
+    let write = !readonly && !tx_control;
+    let statement = ObservedStatement::start(observer, conn, wrap, write)?;
     wrapped.set(wrap);
     let ran = run();
     let result = statement
@@ -878,11 +879,12 @@ pub(crate) struct ObservedStatement {
 }
 
 impl ObservedStatement {
-    /// Starts a statement, in a transaction of its own when `wrap`.
+    /// Starts a statement, in a transaction of its own when `wrap`; `write`: it may write.
     pub(crate) fn start(
         observer: &dyn WriteObserver,
         conn: &Connection,
         wrap: bool,
+        write: bool,
     ) -> Result<ObservedStatement> {
         let outside = conn.is_autocommit();
         if wrap {
@@ -890,6 +892,11 @@ impl ObservedStatement {
             // Another process's commit that landed while this waited for the lock is read
             // before the statement runs (its schema changes are not taken for this one's).
             catch_up_after_begin(observer, conn)?;
+        } else if write && !outside && !holds_write_lock(conn) {
+            // A deferred transaction (`BEGIN` or `SAVEPOINT` in SQL) takes the write lock at
+            // its first write: another process's commit before that is read first, or this
+            // write could be stamped before a change it replaces (which that process merged).
+            observer.catch_up(conn)?;
         }
         Ok(ObservedStatement {
             wrapped: wrap,
@@ -923,11 +930,7 @@ impl ObservedStatement {
             // (A deferred BEGIN is left alone: reading now would start its snapshot early and
             // make its first write fail after any commit meanwhile.) Not caught up, the
             // transaction it opened is ended with it.
-            let holds_lock = || {
-                conn.transaction_state(Some(rusqlite::MAIN_DB))
-                    .is_ok_and(|s| s == rusqlite::TransactionState::Write)
-            };
-            match self.outside && !conn.is_autocommit() && holds_lock() {
+            match self.outside && !conn.is_autocommit() && holds_write_lock(conn) {
                 true => catch_up_after_begin(observer, conn),
                 false => Ok(()),
             }
@@ -944,6 +947,12 @@ impl ObservedStatement {
         }
         done
     }
+}
+
+/// Whether the open transaction on `conn` holds the write lock.
+fn holds_write_lock(conn: &Connection) -> bool {
+    conn.transaction_state(Some(rusqlite::MAIN_DB))
+        .is_ok_and(|s| s == rusqlite::TransactionState::Write)
 }
 
 /// Catches `observer` up with another process's commits once a transaction just begun holds

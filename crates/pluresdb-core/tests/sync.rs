@@ -2341,19 +2341,24 @@ fn a_table_altered_by_another_connection_is_never_captured_with_the_old_shape() 
         .unwrap();
     assert!(sends(&a, "label", "green"));
     assert!(!sends(&a, "tag", "green"));
-    // Altered after `a` began its transaction: `a` still has the old shape, so its write
-    // fails instead of being recorded wrongly, and the commit is refused even if the caller
-    // carries on: the write was not recorded, so it must not stay.
+    // Altered after `a` began a deferred transaction, before its first write: the write
+    // reads the new shape first (the transaction's snapshot starts there).
     a.exec("BEGIN").unwrap();
     b.exec("ALTER TABLE notes ADD COLUMN more TEXT").unwrap();
-    let err = a
-        .run("UPDATE notes SET body = 'lost' WHERE id = 'n1'", ())
-        .unwrap_err();
-    assert!(err.message().contains("retry"), "{err}");
-    let err = a.exec("COMMIT").unwrap_err();
-    assert!(err.message().contains("cannot commit"), "{err}");
-    // ROLLBACK is never refused (the COMMIT above already rolled back).
-    assert!(a.exec("BEGIN; ROLLBACK").is_ok());
+    a.run("UPDATE notes SET more = 'inside' WHERE id = 'n1'", ())
+        .unwrap();
+    a.exec("COMMIT").unwrap();
+    assert!(sends(&a, "more", "inside"));
+    // Altered after the transaction read: SQLite refuses its write (its snapshot is stale),
+    // and nothing of it stays.
+    a.exec("BEGIN").unwrap();
+    a.value("SELECT count(*) FROM notes", ()).unwrap();
+    b.exec("ALTER TABLE notes ADD COLUMN extra TEXT").unwrap();
+    assert!(
+        a.run("UPDATE notes SET body = 'lost' WHERE id = 'n1'", ())
+            .is_err()
+    );
+    a.exec("ROLLBACK").unwrap();
     assert_eq!(
         a.value("SELECT body FROM notes WHERE id = 'n1'", ())
             .unwrap(),
@@ -2396,23 +2401,21 @@ fn a_table_another_connection_syncs_is_captured_here_too() {
 #[test]
 fn an_iterated_write_that_cannot_be_recorded_ends_with_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, a) = synced_file(&dir, NOTES, "notes");
+    let (_, a) = synced_file(&dir, NOTES, "notes");
     a.run("INSERT INTO notes VALUES ('n1', 'first')", ())
         .unwrap();
-    // Altered by another connection inside `a`'s transaction: `a` has the old shape.
-    let b = Database::open(&path).unwrap();
+    // A key sync cannot carry (over 64 KiB), written inside `a`'s transaction.
     a.exec("BEGIN").unwrap();
-    b.exec("ALTER TABLE notes ADD COLUMN tag TEXT").unwrap();
     let items: Vec<_> = a
         .iterate_as::<(String,)>(
-            "UPDATE notes SET body = 'it' WHERE id = 'n1' RETURNING id",
+            "UPDATE notes SET id = hex(zeroblob(40000)) WHERE id = 'n1' RETURNING id",
             (),
         )
         .unwrap()
         .collect();
     let last = items.last().expect("at least the error");
     assert!(
-        matches!(last, Err(e) if e.message().contains("retry")),
+        matches!(last, Err(e) if e.message().contains("sync cannot carry this key")),
         "{items:?}"
     );
     let err = a.exec("COMMIT").unwrap_err();
@@ -2754,7 +2757,7 @@ fn the_clock_mark_stored_covers_every_committed_write_and_the_clock_never_goes_b
                         .updated_at
                         .as_u64();
                     if i % 10 == 9 {
-                        // Past the mark's reserve.
+                        // Across several milliseconds.
                         std::thread::sleep(std::time::Duration::from_millis(40));
                     }
                 }
@@ -2778,10 +2781,7 @@ fn the_clock_mark_stored_covers_every_committed_write_and_the_clock_never_goes_b
         newest = db.put(&format!("r{i}"), &json!({})).unwrap().updated_at;
     }
     let lead = newest.millis().saturating_sub(pluresdb_crdt_now());
-    assert!(
-        lead < 1000,
-        "the clock ran {lead} ms ahead of the wall clock"
-    );
+    assert!(lead < 20, "the clock ran {lead} ms ahead of the wall clock");
 }
 
 #[test]
@@ -3023,9 +3023,7 @@ fn logged_changes_are_folded_before_any_handle_reads_them() {
     assert_eq!(logged(&a), 0);
     assert!(sends(&ro, "body", "third"));
     // What the fold recorded is what a peer needs: merged, the peer has the same rows.
-    let peer = Database::open_in_memory().unwrap();
-    peer.exec(NOTES).unwrap();
-    peer.sync_table("notes").unwrap();
+    let peer = with_synced(NOTES, &["notes"]);
     a.run("DELETE FROM notes WHERE id = 'n0'", ()).unwrap();
     sync(&a, &peer);
     assert_eq!(dump(&a), dump(&peer));
@@ -4837,9 +4835,7 @@ fn a_write_after_another_handle_merged_a_newer_version_wins_everywhere() {
     let dir = tempfile::tempdir().unwrap();
     let (merging, writing) = notes_and_other_handle(&dir.path().join("a.db"));
     merging.sync_table("notes").unwrap();
-    let peer = Database::open_in_memory().unwrap();
-    peer.exec(NOTES).unwrap();
-    peer.sync_table("notes").unwrap();
+    let peer = with_synced(NOTES, &["notes"]);
     let ahead = pluresdb_crdt_now() + 5 * 60_000;
     let change = |at: u64, collection: &str, field: &str, value: Option<Value>| {
         peer_change(at, collection, "k", field, value)
@@ -4876,6 +4872,51 @@ fn a_write_after_another_handle_merged_a_newer_version_wins_everywhere() {
 }
 
 #[test]
+fn a_write_in_a_deferred_transaction_after_another_handle_merged_a_newer_version_wins() {
+    // As above, with the write in a transaction begun in SQL without taking the write lock
+    // (BEGIN, BEGIN DEFERRED, SAVEPOINT): the other handle merges after it began, before the
+    // write.
+    for begin in ["BEGIN", "BEGIN DEFERRED", "SAVEPOINT s"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (merging, writing) = notes_and_other_handle(&dir.path().join("a.db"));
+        merging.sync_table("notes").unwrap();
+        let peer = with_synced(NOTES, &["notes"]);
+        let ahead = pluresdb_crdt_now() + 5 * 60_000;
+        let rows = [
+            peer_change(ahead, "notes", "k", "", None),
+            peer_change(
+                ahead,
+                "notes",
+                "k",
+                "body",
+                Some(Value::Text("peer".into())),
+            ),
+        ];
+        peer.apply_changes(&rows).unwrap();
+        writing.exec(begin).unwrap();
+        merging.apply_changes(&rows).unwrap();
+        writing
+            .run("UPDATE notes SET body = 'local' WHERE id = 'k'", ())
+            .unwrap();
+        writing
+            .exec(if begin.starts_with("SAVEPOINT") {
+                "RELEASE s"
+            } else {
+                "COMMIT"
+            })
+            .unwrap();
+        push(&merging, &peer);
+        assert_eq!(
+            peer.value("SELECT body FROM notes WHERE id = 'k'", ())
+                .unwrap(),
+            Value::Text("local".into()),
+            "after {begin}"
+        );
+        assert_eq!(dump(&peer), dump(&merging));
+    }
+}
+
+#[test]
 fn a_table_or_column_another_handle_starts_syncing_is_sent_by_this_one() {
     // A long-running process (an app serving its peers) reads changes with the synced tables
     // and columns it loaded; another process (the command line) starts syncing a table, and
@@ -4883,9 +4924,7 @@ fn a_table_or_column_another_handle_starts_syncing_is_sent_by_this_one() {
     // since, and a peer's cursor moves past what a read leaves out, so it would never get it.
     let dir = tempfile::tempdir().unwrap();
     let (command_line, serving) = notes_and_other_handle(&dir.path().join("shared.db"));
-    let peer = Database::open_in_memory().unwrap();
-    peer.exec(NOTES).unwrap();
-    peer.sync_table("notes").unwrap();
+    let peer = with_synced(NOTES, &["notes"]);
     push(&serving, &peer);
     command_line.sync_table("notes").unwrap();
     command_line
