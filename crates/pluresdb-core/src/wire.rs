@@ -87,6 +87,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An error about malformed input at the current position.
+    #[cold]
     pub fn error(&self, problem: &str) -> Error {
         Error::new(
             ErrorKind::InvalidInput,
@@ -94,7 +95,18 @@ impl<'a> Reader<'a> {
         )
     }
 
+    #[cold]
+    fn short_of(&self, n: usize) -> Error {
+        self.error(&format!("needs {n} more bytes, {} left", self.remaining()))
+    }
+
+    #[cold]
+    fn over_limit(&self, n: u64, max: usize) -> Error {
+        self.error(&format!("length {n} is over the limit of {max}"))
+    }
+
     /// One byte.
+    #[inline]
     pub fn byte(&mut self) -> Result<u8> {
         let b = *self
             .data
@@ -105,9 +117,10 @@ impl<'a> Reader<'a> {
     }
 
     /// `n` bytes.
+    #[inline]
     pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.remaining() {
-            return Err(self.error(&format!("needs {n} more bytes, {} left", self.remaining())));
+            return Err(self.short_of(n));
         }
         let slice = &self.data[self.pos..self.pos + n];
         self.pos += n;
@@ -115,7 +128,19 @@ impl<'a> Reader<'a> {
     }
 
     /// An unsigned varint.
+    #[inline]
     pub fn varint(&mut self) -> Result<u64> {
+        // Most varints are one byte (lengths of keys and names, small numbers).
+        if let Some(&b) = self.data.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.long_varint()
+    }
+
+    fn long_varint(&mut self) -> Result<u64> {
         let mut n: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = self.byte()?;
@@ -128,10 +153,11 @@ impl<'a> Reader<'a> {
     }
 
     /// A varint that must fit in `usize` and be at most `max`.
+    #[inline]
     pub fn length(&mut self, max: usize) -> Result<usize> {
         let n = self.varint()?;
         if n > max as u64 {
-            return Err(self.error(&format!("length {n} is over the limit of {max}")));
+            return Err(self.over_limit(n, max));
         }
         Ok(n as usize)
     }
@@ -143,6 +169,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Length-prefixed bytes of at most `max` bytes.
+    #[inline]
     pub fn bytes(&mut self, max: usize) -> Result<&'a [u8]> {
         let n = self.length(max)?;
         self.take(n)

@@ -525,14 +525,18 @@ impl NodeWrite {
 /// at random. Changes to one row keep their order (the sort is stable), and no change moves
 /// across one that changes a row's key (it touches two rows).
 ///
-/// The first 16 key bytes are compared as one number first, so most comparisons read no key
-/// (a slice comparison chases a pointer into the log per side).
+/// A radix sort by collection and the first 12 key bytes (read as two numbers) orders most
+/// changes without comparing keys; only keys that share those bytes are compared whole.
 fn sort_by_key(items: &mut [Stamped<'_>]) {
-    let prefix = |key: &[u8]| {
-        let mut b = [0u8; 16];
-        let n = key.len().min(16);
+    // The collection and the key's first 4 bytes, and its next 8.
+    let prefix = |coll: u32, key: &[u8]| {
+        let mut b = [0u8; 12];
+        let n = key.len().min(12);
         b[..n].copy_from_slice(&key[..n]);
-        u128::from_be_bytes(b)
+        let (high, low) = b.split_at(4);
+        let high = u32::from_be_bytes(high.try_into().expect("4 bytes"));
+        let low = u64::from_be_bytes(low.try_into().expect("8 bytes"));
+        (u64::from(coll) << 32 | u64::from(high), low)
     };
     for segment in items.split_mut(|c| c.0.new_key.is_some()) {
         // Rows written in key order (sequential or time-ordered keys) need no sort.
@@ -542,17 +546,20 @@ fn sort_by_key(items: &mut [Stamped<'_>]) {
         {
             continue;
         }
-        let mut order: Vec<(u32, u128, u32)> = segment
+        let mut order: Vec<(u64, u64, u32)> = segment
             .iter()
             .enumerate()
-            .map(|(i, (e, _))| (e.coll, prefix(e.key), i as u32))
+            .map(|(i, (e, _))| {
+                let (high, low) = prefix(e.coll, e.key);
+                (high, low, i as u32)
+            })
             .collect();
-        order.sort_unstable_by(|x, y| {
-            (x.0, x.1)
-                .cmp(&(y.0, y.1))
-                .then_with(|| segment[x.2 as usize].0.key.cmp(segment[y.2 as usize].0.key))
-                .then(x.2.cmp(&y.2))
-        });
+        radsort::sort_by_key(&mut order, |o| (o.0, o.1));
+        for run in order.chunk_by_mut(|x, y| (x.0, x.1) == (y.0, y.1)) {
+            if run.len() > 1 {
+                run.sort_by(|x, y| segment[x.2 as usize].0.key.cmp(segment[y.2 as usize].0.key));
+            }
+        }
         let sorted: Vec<Stamped<'_>> = order.iter().map(|o| segment[o.2 as usize]).collect();
         segment.copy_from_slice(&sorted);
     }
@@ -815,9 +822,14 @@ mod tests {
 
     #[test]
     fn folding_order_is_a_stable_sort_by_row_within_key_changes() {
-        // Keys sharing a 16-byte prefix, repeated keys, two collections, one key change.
+        // Keys sharing a long prefix, keys that differ early, short keys and keys that are
+        // another's prefix (padded alike), repeated keys, two collections, one key change.
         let keys: Vec<Vec<u8>> = (0..400u32)
-            .map(|i| format!("0123456789abcdef-{}", (i * 7) % 9).into_bytes())
+            .map(|i| match i % 3 {
+                0 => format!("0123456789abcdef-{}", (i * 7) % 9).into_bytes(),
+                1 => format!("{:x}", i.wrapping_mul(2_654_435_761) % 5000).into_bytes(),
+                _ => [b'k', (i % 5) as u8, 0, 0][..1 + (i as usize / 3) % 4].to_vec(),
+            })
             .collect();
         let entry = |i: usize| Entry {
             coll: 1 + (i % 2) as u32,

@@ -988,7 +988,7 @@ impl Emitter {
             cursor: SqlValue::Blob(key.clone()),
             key,
             cl: entry.cl as i64,
-            ver: entry.ver.into_owned(),
+            ver: entry.ver.to_vec(),
             vals,
         })
     }

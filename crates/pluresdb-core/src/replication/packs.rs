@@ -16,6 +16,7 @@
 //!   as records.
 
 use std::borrow::Cow;
+use std::rc::Rc;
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -65,16 +66,52 @@ pub(crate) struct Entry<'a> {
     /// The local sequence number of the row's newest version.
     pub(crate) seq: u64,
     /// The encoded [`RowClock`].
-    pub(crate) ver: Cow<'a, [u8]>,
+    pub(crate) ver: Ver<'a>,
 }
 
+/// An entry's encoded [`RowClock`]: read from a pack body, or made by a fold, which shares it
+/// between the entries a bulk write stamped alike (no copy for each).
+#[derive(Clone, Debug)]
+pub(crate) enum Ver<'a> {
+    Read(&'a [u8]),
+    Made(Rc<[u8]>),
+}
+
+impl std::ops::Deref for Ver<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Ver::Read(bytes) => bytes,
+            Ver::Made(bytes) => bytes,
+        }
+    }
+}
+
+impl PartialEq for Ver<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Ver<'_> {}
+
 impl Entry<'_> {
-    fn into_owned(self) -> Entry<'static> {
+    /// The entry, owning its key and clock; `made` is the clock an entry before was given, which
+    /// this one shares when alike (the rows of a bulk write are).
+    fn into_owned(self, made: &mut Option<Rc<[u8]>>) -> Entry<'static> {
+        let ver = match self.ver {
+            Ver::Made(bytes) => bytes,
+            Ver::Read(bytes) => match made {
+                Some(m) if **m == *bytes => m.clone(),
+                _ => made.insert(bytes.into()).clone(),
+            },
+        };
         Entry {
             key: Cow::Owned(self.key.into_owned()),
             cl: self.cl,
             seq: self.seq,
-            ver: Cow::Owned(self.ver.into_owned()),
+            ver: Ver::Made(ver),
         }
     }
 }
@@ -106,7 +143,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Vec<Entry<'_>>> {
         let key = Cow::Borrowed(r.bytes(super::keys::MAX_KEY_BYTES)?);
         let cl = r.varint()?;
         let (seq, ver) = if !shared {
-            (r.varint()?, Cow::Borrowed(r.bytes(1 << 24)?))
+            (r.varint()?, Ver::Read(r.bytes(1 << 24)?))
         } else {
             match r.length(1 << 24)? {
                 0 => match entries.last() {
@@ -115,7 +152,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Vec<Entry<'_>>> {
                 },
                 len => {
                     let seq = r.varint()?;
-                    (seq, Cow::Borrowed(r.take(len - 1)?))
+                    (seq, Ver::Read(r.take(len - 1)?))
                 }
             }
         };
@@ -250,7 +287,10 @@ impl Lookup {
                 .optional()?;
             self.pack = match found {
                 Some((first, last, Some(body))) => {
-                    let entries = decode(&body)?.into_iter().map(Entry::into_owned).collect();
+                    let mut made = None;
+                    let entries = (decode(&body)?.into_iter())
+                        .map(|e| e.into_owned(&mut made))
+                        .collect();
                     Some((first, last, entries))
                 }
                 before => {
@@ -485,6 +525,7 @@ pub(crate) fn page(
     let mut packs = stmt.query(rusqlite::params![i64::from(coll), after, since as i64])?;
     let mut probe = RecordProbe::new(coll);
     let mut out = Vec::new();
+    let mut made = None;
     while out.len() < limit
         && let Some(pack) = packs.next()?
     {
@@ -494,7 +535,7 @@ pub(crate) fn page(
                 break;
             }
             if &*e.key > after && e.seq > since && !probe.has(conn, &e.key)? {
-                out.push(e.into_owned());
+                out.push(e.into_owned(&mut made));
             }
         }
     }
@@ -621,8 +662,8 @@ fn fold_packs(conn: &Connection, coll: u32, rows: &[&[Stamped<'_>]]) -> Result<V
     let mut names_of: Option<(&[u8], Vec<&[u8]>)> = None;
     // The last clock made, and what it was made from: the rows of a bulk write are stamped
     // alike (one transaction, one time) and most had alike clocks before.
-    let mut last_created: Option<(Stamp, Vec<u8>)> = None;
-    let mut last_updated: Option<(Vec<u8>, Stamp, Vec<u8>)> = None;
+    let mut last_created: Option<(Stamp, Rc<[u8]>)> = None;
+    let mut last_updated: Option<(Vec<u8>, Stamp, Rc<[u8]>)> = None;
     for (i, row) in rows.iter().enumerate() {
         let key = row[0].0.key;
         // Entries before this row stay, unless a row left to records overrides them.
@@ -657,7 +698,7 @@ fn fold_packs(conn: &Connection, coll: u32, rows: &[&[Stamped<'_>]]) -> Result<V
                         for (e, stamp) in updates {
                             clock.set_packed_fields(e.fields, *stamp)?;
                         }
-                        let ver = clock.encode();
+                        let ver: Rc<[u8]> = clock.encode().into();
                         if updates.is_empty() {
                             last_created = Some((first.1, ver.clone()));
                         }
@@ -668,7 +709,7 @@ fn fold_packs(conn: &Connection, coll: u32, rows: &[&[Stamped<'_>]]) -> Result<V
                     key: Cow::Borrowed(key),
                     cl: 1,
                     seq,
-                    ver: Cow::Owned(ver),
+                    ver: Ver::Made(ver),
                 }
             }
             (Shape::Updated, Some(e)) => {
@@ -686,6 +727,7 @@ fn fold_packs(conn: &Connection, coll: u32, rows: &[&[Stamped<'_>]]) -> Result<V
                             let names = &names_of.as_ref().expect("just set").1;
                             let mut ver = Vec::with_capacity(e.ver.len() + 24);
                             RowClock::set_fields_stored(&e.ver, names, *stamp, &mut ver)?;
+                            let ver: Rc<[u8]> = ver.into();
                             last_updated = Some((e.ver.to_vec(), *stamp, ver.clone()));
                             ver
                         }
@@ -695,14 +737,14 @@ fn fold_packs(conn: &Connection, coll: u32, rows: &[&[Stamped<'_>]]) -> Result<V
                     for (u, stamp) in row.iter() {
                         clock.set_packed_fields(u.fields, *stamp)?;
                     }
-                    clock.encode()
+                    clock.encode().into()
                 };
                 let seq = row.last().map_or(e.seq, |(_, stamp)| stamp.seq);
                 Entry {
                     key: e.key,
                     cl: e.cl,
                     seq,
-                    ver: Cow::Owned(ver),
+                    ver: Ver::Made(ver),
                 }
             }
             (_, entry) => {
@@ -954,7 +996,7 @@ mod reads {
                 key: std::borrow::Cow::Owned(vec![k]),
                 cl: 1,
                 seq: 4,
-                ver: std::borrow::Cow::Borrowed(&ver[..]),
+                ver: super::Ver::Read(&ver[..]),
             })
             .collect();
         let body = super::encode(&entries);
