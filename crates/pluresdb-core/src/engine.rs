@@ -892,11 +892,13 @@ impl ObservedStatement {
             // Another process's commit that landed while this waited for the lock is read
             // before the statement runs (its schema changes are not taken for this one's).
             catch_up_after_begin(observer, conn)?;
-        } else if write && !outside && !holds_write_lock(conn) {
+        } else if write && !outside {
             // A deferred transaction (`BEGIN` or `SAVEPOINT` in SQL) takes the write lock at
             // its first write: another process's commit before that is read first, or this
             // write could be stamped before a change it replaces (which that process merged).
-            observer.catch_up(conn)?;
+            if lock_for_write(conn)? {
+                observer.catch_up(conn)?;
+            }
         }
         Ok(ObservedStatement {
             wrapped: wrap,
@@ -946,6 +948,23 @@ impl ObservedStatement {
             }
         }
         done
+    }
+}
+
+/// Before a write in a transaction begun without the write lock (`BEGIN` or `SAVEPOINT` in
+/// SQL): takes the lock if the transaction has read nothing yet, waiting for it as the write
+/// would (after a read, SQLite fails a write at once while another connection writes).
+/// Returns whether the transaction did not hold the lock, so what other processes committed
+/// before must be caught up with.
+pub(crate) fn lock_for_write(conn: &Connection) -> Result<bool> {
+    match conn.transaction_state(Some(rusqlite::MAIN_DB))? {
+        rusqlite::TransactionState::Write => Ok(false),
+        rusqlite::TransactionState::None => {
+            conn.prepare_cached("DELETE FROM _pluresdb_meta WHERE 0")?
+                .execute([])?;
+            Ok(true)
+        }
+        _ => Ok(true),
     }
 }
 

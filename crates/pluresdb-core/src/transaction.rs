@@ -122,6 +122,11 @@ impl Database {
             }
             Ok((level, Observed { mark: 0 }))
         } else {
+            // In a transaction begun in SQL without the write lock, the lock is taken and
+            // other processes' commits caught up with, as after `BEGIN IMMEDIATE`.
+            if crate::engine::lock_for_write(writer.conn())? {
+                self.engine().after_begin(writer.state_mut())?;
+            }
             // Captures so far belong to the enclosing level: write them before the savepoint.
             if let Some(o) = observer {
                 o.flush(writer.conn())?;

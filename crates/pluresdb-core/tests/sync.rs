@@ -4917,6 +4917,102 @@ fn a_write_in_a_deferred_transaction_after_another_handle_merged_a_newer_version
 }
 
 #[test]
+fn a_graph_write_in_a_deferred_transaction_after_another_handle_merged_a_newer_version_wins() {
+    // A put (a nested transaction of its own) inside a transaction begun in SQL, after the
+    // other handle merged a version of the node stamped ahead: the put must come after it.
+    for begin in ["BEGIN", "SAVEPOINT s"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (merging, writing) = notes_and_other_handle(&dir.path().join("a.db"));
+        let ahead = pluresdb_crdt_now() + 5 * 60_000;
+        let node = [
+            peer_change(ahead, NODES, "k", "", None),
+            peer_change(
+                ahead,
+                NODES,
+                "k",
+                "data.v",
+                Some(Value::Text("\"peer\"".into())),
+            ),
+        ];
+        writing.exec(begin).unwrap();
+        merging.apply_changes(&node).unwrap();
+        writing.put("k", &json!({"v": "local"})).unwrap();
+        writing
+            .exec(if begin == "BEGIN" {
+                "COMMIT"
+            } else {
+                "RELEASE s"
+            })
+            .unwrap();
+        let stamped = writing.get_node("k").unwrap().unwrap().updated_at.millis();
+        assert!(
+            stamped >= ahead,
+            "after {begin}: stamped {stamped}, replaced {ahead}"
+        );
+    }
+}
+
+#[test]
+fn a_write_in_a_deferred_transaction_waits_for_another_handles_write_lock() {
+    // As in SQLite: the first write of a transaction begun without the write lock waits
+    // (busy timeout) while another connection writes, rather than failing at once.
+    let scripts: [&[&str]; 6] = [
+        &[
+            "BEGIN",
+            "UPDATE notes SET body = 'a' WHERE id = 'n1'",
+            "COMMIT",
+        ],
+        &[
+            "BEGIN DEFERRED",
+            "UPDATE notes SET body = 'a' WHERE id = 'n1'",
+            "COMMIT",
+        ],
+        &["BEGIN; UPDATE notes SET body = 'a' WHERE id = 'n1'; COMMIT"],
+        &[
+            "SAVEPOINT s",
+            "UPDATE notes SET body = 'a' WHERE id = 'n1'",
+            "RELEASE s",
+        ],
+        &["BEGIN", "INSERT INTO notes VALUES ('n2', 'a')", "COMMIT"],
+        &[
+            "BEGIN",
+            "iterate UPDATE notes SET body = 'a' WHERE id = 'n1' RETURNING id",
+            "COMMIT",
+        ],
+    ];
+    for script in scripts {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = notes_and_other_handle(&dir.path().join("a.db"));
+        a.sync_table("notes").unwrap();
+        a.run("INSERT INTO notes VALUES ('n1', 'x')", ()).unwrap();
+        let locked = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                b.transaction(|tx| {
+                    tx.run("UPDATE notes SET body = 'b' WHERE id = 'n1'", ())?;
+                    locked.wait();
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    Ok::<_, pluresdb_core::Error>(())
+                })
+                .unwrap();
+            });
+            locked.wait();
+            for sql in script {
+                match sql.strip_prefix("iterate ") {
+                    Some(sql) => {
+                        for row in a.iterate_as::<(String,)>(sql, ()).unwrap() {
+                            row.unwrap_or_else(|e| panic!("{script:?}: {e}"));
+                        }
+                    }
+                    None => a.exec(sql).unwrap_or_else(|e| panic!("{script:?}: {e}")),
+                }
+            }
+        });
+        assert!(sends(&a, "body", "a"), "{script:?}");
+    }
+}
+
+#[test]
 fn a_table_or_column_another_handle_starts_syncing_is_sent_by_this_one() {
     // A long-running process (an app serving its peers) reads changes with the synced tables
     // and columns it loaded; another process (the command line) starts syncing a table, and
