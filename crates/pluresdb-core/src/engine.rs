@@ -956,11 +956,13 @@ impl ObservedStatement {
 /// would (after a read, SQLite fails a write at once while another connection writes).
 /// Returns whether the transaction did not hold the lock, so what other processes committed
 /// before must be caught up with.
+/// (A read-only handle writes nothing: nothing is taken.)
 pub(crate) fn lock_for_write(conn: &Connection) -> Result<bool> {
     match conn.transaction_state(Some(rusqlite::MAIN_DB))? {
         rusqlite::TransactionState::Write => Ok(false),
+        _ if conn.is_readonly(rusqlite::MAIN_DB)? => Ok(false),
         rusqlite::TransactionState::None => {
-            conn.prepare_cached("DELETE FROM _pluresdb_meta WHERE 0")?
+            conn.prepare_cached("DELETE FROM main._pluresdb_meta WHERE 0")?
                 .execute([])?;
             Ok(true)
         }

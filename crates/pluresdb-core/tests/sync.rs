@@ -4953,6 +4953,30 @@ fn a_graph_write_in_a_deferred_transaction_after_another_handle_merged_a_newer_v
 }
 
 #[test]
+fn a_read_only_handle_runs_a_transaction_inside_a_begin() {
+    // A nested transaction inside a transaction begun in SQL takes the write lock first (see
+    // below), except on a handle that cannot write, a PluresDB file or a plain one.
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("a.db");
+    Database::open(&ours).unwrap().exec(NOTES).unwrap();
+    let plain = dir.path().join("plain.db");
+    rusqlite::Connection::open(&plain)
+        .unwrap()
+        .execute_batch(NOTES)
+        .unwrap();
+    for path in [ours, plain] {
+        let ro = pluresdb_core::OpenOptions::new()
+            .read_only(true)
+            .open(&path)
+            .unwrap();
+        ro.exec("BEGIN").unwrap();
+        let count = ro.transaction(|tx| tx.value("SELECT count(*) FROM notes", ()));
+        ro.exec("COMMIT").unwrap();
+        assert_eq!(count.unwrap(), Value::Integer(0), "{path:?}");
+    }
+}
+
+#[test]
 fn a_write_in_a_deferred_transaction_waits_for_another_handles_write_lock() {
     // As in SQLite: the first write of a transaction begun without the write lock waits
     // (busy timeout) while another connection writes, rather than failing at once.
