@@ -929,9 +929,8 @@ impl ObservedStatement {
             observer.tx_control_ran();
             // A BEGIN IMMEDIATE (or EXCLUSIVE) in SQL: another process's commit that landed
             // while it waited for the lock is read now, before the transaction's statements.
-            // (A deferred BEGIN is left alone: reading now would start its snapshot early and
-            // make its first write fail after any commit meanwhile.) Not caught up, the
-            // transaction it opened is ended with it.
+            // (A deferred BEGIN is left alone: its first write takes the lock and catches up,
+            // see `start`.) Not caught up, the transaction it opened is ended with it.
             match self.outside && !conn.is_autocommit() && holds_write_lock(conn) {
                 true => catch_up_after_begin(observer, conn),
                 false => Ok(()),

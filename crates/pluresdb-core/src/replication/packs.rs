@@ -663,7 +663,7 @@ fn fold_packs(conn: &Connection, coll: u32, rows: &[&[Stamped<'_>]]) -> Result<V
     // The last clock made, and what it was made from: the rows of a bulk write are stamped
     // alike (one transaction, one time) and most had alike clocks before.
     let mut last_created: Option<(Stamp, Rc<[u8]>)> = None;
-    let mut last_updated: Option<(Vec<u8>, Stamp, Rc<[u8]>)> = None;
+    let mut last_updated: Option<(Ver<'_>, Stamp, Rc<[u8]>)> = None;
     for (i, row) in rows.iter().enumerate() {
         let key = row[0].0.key;
         // Entries before this row stay, unless a row left to records overrides them.
@@ -722,13 +722,13 @@ fn fold_packs(conn: &Connection, coll: u32, rows: &[&[Stamped<'_>]]) -> Result<V
                         last_updated = None;
                     }
                     match &last_updated {
-                        Some((from, at, ver)) if *from == *e.ver && at == stamp => ver.clone(),
+                        Some((from, at, ver)) if **from == *e.ver && at == stamp => ver.clone(),
                         _ => {
                             let names = &names_of.as_ref().expect("just set").1;
                             let mut ver = Vec::with_capacity(e.ver.len() + 24);
                             RowClock::set_fields_stored(&e.ver, names, *stamp, &mut ver)?;
                             let ver: Rc<[u8]> = ver.into();
-                            last_updated = Some((e.ver.to_vec(), *stamp, ver.clone()));
+                            last_updated = Some((e.ver.clone(), *stamp, ver.clone()));
                             ver
                         }
                     }
